@@ -1,0 +1,107 @@
+"""The JSON objects the API, the stream and outbound deliveries share: one schema, one place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, PlainSerializer
+
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(lambda d: format_time(d), return_type=str, when_used="json"),
+]
+"""On the wire every time is ISO 8601 UTC with a ``Z``."""
+
+
+def format_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class CompanyOut(BaseModel):
+    id: str
+    name: str | None
+    connection_count: int
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    company_id: str
+    company_name: str | None
+    platform_key: str | None
+    platform_name: str | None
+    source_type: str | None
+    status: str | None
+    created_at: UtcTime | None
+    linked_at: UtcTime | None
+    disconnected_at: UtcTime | None
+    deleted_at: UtcTime | None
+    first_sync_at: UtcTime | None
+    last_sync_at: UtcTime | None
+    last_successful_sync_at: UtcTime | None
+    last_sync_status: str | None
+    sync_active: bool
+    link_url: str | None
+    metadata: dict[str, Any]
+    errors: list[dict[str, Any]]
+
+
+class DataTypeOut(BaseModel):
+    data_type: str
+    status: str
+    phase: str
+    last_sync_at: UtcTime | None
+    last_successful_sync_at: UtcTime | None
+    records_modified: bool | None
+
+
+class ConnectionDetail(ConnectionOut):
+    data_types: list[DataTypeOut]
+
+
+class SyncOut(BaseModel):
+    id: str
+    company_id: str
+    connection_id: str
+    data_type: str
+    status: str
+    phase: str
+    requested_at: UtcTime | None
+    completed_at: UtcTime | None
+    records_modified: bool | None
+    issues: list[dict[str, Any]] | None
+    source: str
+    event_id: str | None
+
+
+class EventOut(BaseModel):
+    id: str
+    event_type: str
+    envelope_id: str | None
+    company_id: str | None
+    connection_id: str | None
+    generated_at: UtcTime | None
+    received_at: UtcTime
+    processed_at: UtcTime | None
+    outcome: str
+    error: str | None
+
+
+class EventDetail(EventOut):
+    body: Any
+    """The body as received, parsed; null once pruned by retention."""

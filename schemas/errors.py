@@ -1,0 +1,42 @@
+"""The error codes of Synctrack's HTTP API (one enumeration) and the exception that carries one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    MISSING_SIGNATURE_HEADERS = "missing_signature_headers"
+    INVALID_SIGNATURE = "invalid_signature"
+    TIMESTAMP_OUT_OF_TOLERANCE = "timestamp_out_of_tolerance"
+    INVALID_JSON = "invalid_json"
+    INVALID_ENVELOPE = "invalid_envelope"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
+    NOT_FOUND = "not_found"
+    INVALID_PARAMETER = "invalid_parameter"
+    NOT_READY = "not_ready"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    FORBIDDEN_NETWORK = "forbidden_network"
+    RATE_LIMITED = "rate_limited"
+    SYNC_ALREADY_IN_PROGRESS = "sync_already_in_progress"
+    CODAT_AUTH_FAILED = "codat_auth_failed"
+    CODAT_UNAVAILABLE = "codat_unavailable"
+    CODAT_ERROR = "codat_error"
+    CONFLICT = "conflict"
+
+
+class ApiError(Exception):
+    """Raised by any handler to answer with ``{"error": code, "detail": detail}`` and `status`."""
+
+    def __init__(self, status: int, code: ErrorCode, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code.value, "detail": self.detail}

@@ -1,0 +1,279 @@
+"""Codat's two webhook envelope generations, normalised once into one `Event`.
+
+Current envelope: ``{id, eventType, generatedDate, payload}``. Legacy rule alerts:
+``{AlertId, RuleType, CompanyId, DataConnectionId, Data, ...}``. Everything after this module
+(the fold, the store, the API) sees only `Event`: a list of facts about companies, connections and
+syncs, stamped with the time Codat generated them. Actions and reconciliation build the same
+`Event` so the ledger has one set of rules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from schemas.statuses import is_connection_status
+
+Source = Literal["webhook", "action", "reconcile"]
+
+CONNECTION_EVENT_STATUS = {
+    "connection.created": "PendingAuth",
+    "connection.connected": "Linked",
+    "connection.reconnected": "Linked",
+    "connection.disconnected": "Unlinked",
+}
+"""Status implied by a connection event whose payload does not say it."""
+
+EXPECTS_READ = {"connection.connected", "connection.reconnected"}
+"""Connection events after which Codat starts a read: Synctrack records an active sync."""
+
+LEGACY_TYPES = {
+    "DataConnectionStatusChanged",
+    "New company synchronised",
+    "Data sync completed",
+    "Dataset data changed",
+    "Data Sync Status Changed To Error",
+    "Sync Connection Deleted",
+    "Rate Limit Reached",
+    "Rate Limit Reset",
+    "Push Operation Status Changed()",
+    "Push Operation Timed Out",
+}
+
+ANY_DATA_TYPE = "*"
+
+
+class InvalidEnvelope(ValueError):
+    """Raised when a body is JSON but neither envelope generation: the reason says what is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFacts:
+    """What an event says about one connection; `None` means "not said"."""
+
+    id: str
+    status: str | None = None
+    platform_key: str | None = None
+    platform_name: str | None = None
+    source_type: str | None = None
+    link_url: str | None = None
+    created_at: datetime | None = None
+    errors: tuple[dict[str, Any], ...] | None = None
+    metadata: dict[str, Any] | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFact:
+    """One sync of one data type: requested (phase active) or finished, as the event reports it."""
+
+    connection_id: str
+    data_type: str
+    status: str
+    key: str
+    """Stable identity of the sync: Codat's dataset id when known, else derived from the event."""
+    requested_at: datetime | None = None
+    records_modified: bool | None = None
+    issues: tuple[dict[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A normalised Codat event (or an action/reconciliation finding) ready to fold."""
+
+    id: str
+    event_type: str
+    generated_at: datetime
+    company_id: str | None = None
+    company_name: str | None = None
+    connections: tuple[ConnectionFacts, ...] = ()
+    syncs: tuple[SyncFact, ...] = ()
+    source: Source = "webhook"
+    known: bool = True
+    """False for event types Synctrack does not understand: stored, never folded."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def connection_ids(self) -> list[str]:
+        ids = {c.id for c in self.connections} | {s.connection_id for s in self.syncs}
+        return sorted(ids)
+
+
+def parse_time(value: object) -> datetime:
+    """Parse Codat's ISO 8601 time into an aware UTC datetime (a time without offset is UTC)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidEnvelope(f"expected an ISO 8601 time, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidEnvelope(f"expected an ISO 8601 time, got {value!r}") from exc
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _optional_time(value: object) -> datetime | None:
+    try:
+        return parse_time(value) if value else None
+    except InvalidEnvelope:
+        return None
+
+
+def envelope_summary(body: object) -> tuple[str, str | None]:
+    """Check the shape of a webhook body; return (event type, envelope id).
+
+    The receiver calls this to reject what is not a Codat envelope with a 400 before it acknowledges
+    anything; the worker does the full parse.
+    """
+    if not isinstance(body, dict):
+        raise InvalidEnvelope("the body must be a JSON object")
+    if "eventType" in body:
+        if not isinstance(body["eventType"], str) or not body["eventType"]:
+            raise InvalidEnvelope("eventType must be a non-empty string")
+        if not isinstance(body.get("id"), str):
+            raise InvalidEnvelope("a current envelope needs a string id")
+        parse_time(body.get("generatedDate"))
+        if not isinstance(body.get("payload", {}), dict):
+            raise InvalidEnvelope("payload must be an object")
+        return body["eventType"], body["id"]
+    if "RuleType" in body:
+        if not isinstance(body["RuleType"], str) or not isinstance(body.get("AlertId"), str):
+            raise InvalidEnvelope("a legacy alert needs string RuleType and AlertId")
+        return body["RuleType"], body["AlertId"]
+    raise InvalidEnvelope("expected a Codat envelope: {id, eventType, generatedDate, payload} or a legacy alert")
+
+
+def parse_event(raw: bytes | str, message_id: str, received_at: datetime) -> Event:
+    """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEnvelope(f"not JSON: {exc}") from exc
+    envelope_summary(body)
+    if "eventType" in body:
+        return _parse_current(body, message_id)
+    return _parse_legacy(body, message_id, received_at)
+
+
+def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        raise InvalidEnvelope(f"{event_type} needs payload.connection with a string id")
+    status = raw.get("status")
+    if not is_connection_status(status):
+        status = CONNECTION_EVENT_STATUS.get(event_type)
+    errors = raw.get("dataConnectionErrors")
+    info = raw.get("connectionInfo")
+    return ConnectionFacts(
+        id=raw["id"],
+        status=status,
+        platform_key=raw.get("integrationKey") or raw.get("platformKey"),
+        platform_name=raw.get("platformName"),
+        source_type=raw.get("sourceType"),
+        link_url=raw.get("linkUrl"),
+        created_at=_optional_time(raw.get("created")),
+        errors=tuple(e for e in errors if isinstance(e, dict)) if isinstance(errors, list) else None,
+        metadata=info if isinstance(info, dict) else None,
+        deleted=event_type == "connection.deleted",
+    )
+
+
+def _parse_current(body: dict[str, Any], message_id: str) -> Event:
+    event_type: str = body["eventType"]
+    generated_at = parse_time(body["generatedDate"])
+    payload = body.get("payload") or {}
+    company = payload.get("referenceCompany") or {}
+    if not isinstance(company, dict):
+        raise InvalidEnvelope("payload.referenceCompany must be an object")
+    common = dict(
+        id=message_id,
+        event_type=event_type,
+        generated_at=generated_at,
+        company_id=company.get("id") or payload.get("companyId"),
+        company_name=company.get("name"),
+    )
+    if event_type.startswith("connection."):
+        facts = _connection_facts(payload.get("connection"), event_type)
+        syncs: tuple[SyncFact, ...] = ()
+        if event_type in EXPECTS_READ:
+            syncs = (
+                SyncFact(
+                    connection_id=facts.id,
+                    data_type=ANY_DATA_TYPE,
+                    status="Queued",
+                    key=f"{message_id}:{facts.id}:*",
+                    requested_at=generated_at,
+                ),
+            )
+        return Event(connections=(facts,), syncs=syncs, **common)  # type: ignore[arg-type]
+    if event_type in ("read.completed", "read.completed.initial"):
+        items = payload.get("dataTypes")
+        if not isinstance(items, list):
+            raise InvalidEnvelope(f"{event_type} needs payload.dataTypes as a list")
+        results = []
+        for item in items:
+            if not isinstance(item, dict) or not all(
+                isinstance(item.get(k), str) for k in ("connectionId", "dataType", "status")
+            ):
+                raise InvalidEnvelope("each of payload.dataTypes needs connectionId, dataType and status")
+            issues = item.get("issues")
+            results.append(
+                SyncFact(
+                    connection_id=item["connectionId"],
+                    data_type=item["dataType"],
+                    status=item["status"],
+                    key=f"{message_id}:{item['connectionId']}:{item['dataType']}",
+                    records_modified=bool(item.get("recordsModified")),
+                    issues=tuple(issues) if isinstance(issues, list) else None,
+                )
+            )
+        return Event(syncs=tuple(results), **common)  # type: ignore[arg-type]
+    if event_type in ("company.created", "company.deleted"):
+        return Event(**common)  # type: ignore[arg-type]
+    return Event(known=False, **common)  # type: ignore[arg-type]
+
+
+def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) -> Event:
+    # Legacy alerts carry no generation time: the first receipt time stands in for it, and is
+    # stored, so a replay folds the event at the same moment.
+    rule: str = body["RuleType"]
+    data = body.get("Data") or {}
+    if not isinstance(data, dict):
+        raise InvalidEnvelope("Data must be an object")
+    connection_id = body.get("DataConnectionId") or data.get("dataConnectionId")
+    common = dict(
+        id=message_id,
+        event_type=rule,
+        generated_at=received_at,
+        company_id=body.get("CompanyId"),
+        company_name=None,
+    )
+    if rule == "DataConnectionStatusChanged":
+        status = data.get("newStatus")
+        if not isinstance(connection_id, str) or not is_connection_status(status):
+            raise InvalidEnvelope("DataConnectionStatusChanged needs DataConnectionId and a known newStatus")
+        facts = ConnectionFacts(id=connection_id, status=status, platform_key=data.get("platformKey"))
+        syncs: tuple[SyncFact, ...] = ()
+        if status == "Linked":
+            syncs = (SyncFact(connection_id, ANY_DATA_TYPE, "Queued", f"{message_id}:{connection_id}:*", received_at),)
+        return Event(connections=(facts,), syncs=syncs, **common)  # type: ignore[arg-type]
+    if rule in ("Data sync completed", "Data Sync Status Changed To Error", "Dataset data changed"):
+        data_type = data.get("dataType")
+        if not isinstance(connection_id, str) or not isinstance(data_type, str):
+            raise InvalidEnvelope(f"{rule!r} needs DataConnectionId and Data.dataType")
+        dataset_id = data.get("datasetId")
+        key = dataset_id if isinstance(dataset_id, str) else f"{message_id}:{connection_id}:{data_type}"
+        if rule == "Dataset data changed":
+            fact = SyncFact(connection_id, data_type, "Complete", key, records_modified=True)
+        elif rule == "Data sync completed":
+            fact = SyncFact(connection_id, data_type, "Complete", key)
+        else:
+            status = data.get("datasetStatus")
+            fact = SyncFact(connection_id, data_type, status if isinstance(status, str) else "InternalError", key)
+        return Event(syncs=(fact,), **common)  # type: ignore[arg-type]
+    if rule == "Sync Connection Deleted":
+        if not isinstance(connection_id, str):
+            raise InvalidEnvelope("Sync Connection Deleted needs DataConnectionId")
+        return Event(connections=(ConnectionFacts(id=connection_id, deleted=True),), **common)  # type: ignore[arg-type]
+    return Event(known=False, **common)  # type: ignore[arg-type]

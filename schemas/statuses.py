@@ -1,0 +1,67 @@
+"""Codat's connection and dataset statuses, and the sync phases Synctrack derives from them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Phase = Literal["active", "succeeded", "unsupported", "failed", "stale"]
+
+CONNECTION_STATUSES = ("PendingAuth", "Linked", "Unlinked", "Deauthorized")
+
+ACTIVE_STATUSES = frozenset(
+    {
+        "Initial",
+        "Queued",
+        "Fetching",
+        "MapQueued",
+        "Mapping",
+        "ProcessingQueued",
+        "Processing",
+        "ValidationQueued",
+        "Validating",
+    }
+)
+
+ERROR_STATUSES = frozenset(
+    {
+        "FetchError",
+        "MapError",
+        "InternalError",
+        "ProcessingError",
+        "ValidationError",
+        "AuthError",
+        "Cancelled",
+        "RateLimitError",
+        "PermissionsError",
+        "PrerequisiteNotMet",
+    }
+)
+
+PHASES: tuple[Phase, ...] = ("active", "succeeded", "unsupported", "failed", "stale")
+
+
+def is_connection_status(value: object) -> bool:
+    return value in CONNECTION_STATUSES
+
+
+def phase_of(status: str) -> Phase:
+    """Map a Codat dataset status to a phase; any status Codat adds later counts as failed."""
+    if status in ACTIVE_STATUSES:
+        return "active"
+    if status == "Complete":
+        return "succeeded"
+    if status == "NotSupported":
+        return "unsupported"
+    return "failed"
+
+
+def connection_status_rank(status: str | None) -> int:
+    """Tie-break for two connection statuses stamped with the same time: the later lifecycle step wins."""
+    return CONNECTION_STATUSES.index(status) + 1 if status in CONNECTION_STATUSES else 0
+
+
+def outcome_rank(status: str) -> int:
+    """Tie-break for two sync results of the same time: a finished result beats an active one, and a
+    failure beats a success so that an error is never hidden by a simultaneous success."""
+    phase = phase_of(status)
+    return {"active": 0, "stale": 0, "unsupported": 1, "succeeded": 2, "failed": 3}[phase]

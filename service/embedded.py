@@ -1,0 +1,22 @@
+"""The embedded default: web and worker in one process, SQLite, an in-process Redis.
+
+Durability: the in-process Redis lives in memory, so events acknowledged but not yet folded are lost
+if the process dies (once folded, they are in SQLite). Production runs against a real Redis.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from schemas.settings import Settings
+from workers.db import upgrade
+from workers.main import build_worker
+
+
+def start_embedded_worker(settings: Settings, threads: int = 2) -> dramatiq.Worker:
+    """Migrate the database, then start dramatiq worker threads in this process."""
+    upgrade(settings.database_url)
+    broker, _runtime = build_worker(settings, check_schema=False)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker

@@ -1,0 +1,44 @@
+"""dramatiq actors. An actor only unpacks its message and calls the function that does the work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import Engine
+
+from schemas.settings import Settings
+from workers.broker import FOLD_ACTOR, WEBHOOK_QUEUE
+from workers.changes import ChangeFeed
+from workers.ingest import handle_webhook
+
+
+@dataclass
+class WorkerRuntime:
+    """What actors need at run time, built by the worker's composition root."""
+
+    settings: Settings
+    engine: Engine
+    feed: ChangeFeed | None
+
+
+def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+    settings = runtime.settings
+
+    def fold_webhook(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> None:
+        handle_webhook(runtime.engine, runtime.feed, message_id, body, received_at, replay)
+
+    actor = dramatiq.Actor(
+        fold_webhook,
+        broker=broker,
+        actor_name=FOLD_ACTOR,
+        queue_name=WEBHOOK_QUEUE,
+        priority=0,
+        options={
+            "max_retries": settings.worker_max_retries,
+            "min_backoff": settings.worker_min_backoff_ms,
+            "max_backoff": settings.worker_max_backoff_ms,
+        },
+    )
+    return {FOLD_ACTOR: actor}

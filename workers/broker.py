@@ -1,0 +1,85 @@
+"""The dramatiq broker and the Redis clients, configured in one place.
+
+Production: dramatiq's `RedisBroker` on `SYNCTRACK_REDIS_URL`. Embedded (`synctrack dev`): the same
+broker code on an in-process Redis (fakeredis with Lua), shared by the web side and the in-process
+worker of that one process. Keys live under `SYNCTRACK_REDIS_NAMESPACE`:
+
+* ``{ns}:webhooks`` / ``{ns}:webhooks.msgs`` — dramatiq's queue of webhooks to fold
+* ``{ns}:webhooks.XQ`` / ``{ns}:webhooks.XQ.msgs`` — its dead letters
+* ``{ns}:seen:{message id}`` — receiver de-duplication, expires after the dedupe window
+* ``{ns}:changes`` — the change feed (a Redis Stream)
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import dramatiq
+import fakeredis
+import redis
+import redis.asyncio
+from dramatiq.brokers.redis import RedisBroker
+
+from schemas.settings import Settings
+
+WEBHOOK_QUEUE = "webhooks"
+FOLD_ACTOR = "fold_webhook"
+
+_embedded_server: fakeredis.FakeServer | None = None
+
+
+def embedded_server() -> fakeredis.FakeServer:
+    """The one in-process Redis of an embedded (`synctrack dev`) process."""
+    global _embedded_server
+    if _embedded_server is None:
+        _embedded_server = fakeredis.FakeServer()
+    return _embedded_server
+
+
+def sync_redis(settings: Settings) -> redis.Redis:
+    if settings.embedded:
+        return fakeredis.FakeRedis(server=embedded_server())
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def async_redis(settings: Settings) -> redis.asyncio.Redis:
+    if settings.embedded:
+        return fakeredis.FakeAsyncRedis(server=embedded_server())
+    return redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def make_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:
+    broker = RedisBroker(
+        client=client or sync_redis(settings),
+        namespace=settings.redis_namespace,
+        heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+    )
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def queue_keys(namespace: str, queue: str = WEBHOOK_QUEUE) -> tuple[str, str]:
+    """dramatiq's Redis layout for a queue: (list of message ids, hash of id -> message)."""
+    return f"{namespace}:{queue}", f"{namespace}:{queue}.msgs"
+
+
+def dead_letter_keys(namespace: str, queue: str = WEBHOOK_QUEUE) -> tuple[str, str]:
+    return f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
+
+
+def fold_message(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> tuple[str, str]:
+    """Encode a `fold_webhook` message exactly as dramatiq's RedisBroker.enqueue would.
+
+    Returns (redis message id, encoded message). The receiver writes it itself so that de-duplication
+    and enqueueing happen in one atomic Redis step.
+    """
+    redis_id = str(uuid.uuid4())
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=WEBHOOK_QUEUE,
+        actor_name=FOLD_ACTOR,
+        args=(message_id, body, received_at, replay),
+        kwargs={},
+        options={"redis_message_id": redis_id},
+    )
+    return redis_id, message.encode().decode()

@@ -1,0 +1,73 @@
+"""The change feed: what the fold changed, published to a Redis Stream for every web process.
+
+Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
+`sync.failed`) whose `data` is the API's Connection or Sync object plus the `event_id` that caused
+it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from schemas.events import Event
+from workers.fold import Change, ConnectionSlice
+from workers.views import connection_out, sync_out
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    name: str
+    company_id: str
+    connection_id: str
+    data: dict[str, Any]
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "event": self.name,
+            "company_id": self.company_id,
+            "connection_id": self.connection_id,
+            "data": json.dumps(self.data, separators=(",", ":")),
+        }
+
+
+def stream_key(namespace: str) -> str:
+    return f"{namespace}:changes"
+
+
+def render(
+    changes: list[Change], slices: dict[str, ConnectionSlice], event: Event, company_name: str | None
+) -> list[FeedEntry]:
+    """Turn fold changes into feed entries, from the slices the fold just wrote."""
+    entries = []
+    for change in changes:
+        state = slices[change.connection_id]
+        conn = state.connection
+        if change.sync is None:
+            active = any(s.phase == "active" for s in state.syncs.values())
+            data = connection_out(conn, company_name, active).model_dump(mode="json")
+        else:
+            data = sync_out(change.sync).model_dump(mode="json")
+        data["event_id"] = event.id
+        entries.append(FeedEntry(change.kind, conn.company_id, conn.id, data))
+    return entries
+
+
+class ChangeFeed:
+    """Publishes feed entries to the Redis Stream `{namespace}:changes`."""
+
+    def __init__(self, redis: Redis, namespace: str, max_changes: int) -> None:
+        self.redis = redis
+        self.key = stream_key(namespace)
+        self.max_changes = max_changes
+
+    def publish(self, entries: list[FeedEntry]) -> None:
+        if not entries:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xadd(self.key, entry.fields(), maxlen=self.max_changes, approximate=True)  # type: ignore[arg-type]
+        pipe.execute()
