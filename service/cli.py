@@ -102,3 +102,5 @@ def db_current() -> None:
 
 def main() -> None:
     app()
+if __name__ == '__main__':
+    main()
