@@ -10,13 +10,14 @@ import dramatiq
 
 from schemas.settings import Settings
 from workers.db import upgrade
-from workers.main import build_worker
+from workers.main import build_worker, start_periodic
 
 
 def start_embedded_worker(settings: Settings, threads: int = 2) -> dramatiq.Worker:
     """Migrate the database, then start dramatiq worker threads in this process."""
     upgrade(settings.database_url)
-    broker, _runtime = build_worker(settings, check_schema=False)
+    broker, runtime = build_worker(settings, check_schema=False)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
+    start_periodic(runtime)
     return worker

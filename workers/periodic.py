@@ -59,7 +59,3 @@ class PeriodicRunner(threading.Thread):
         except Exception:
             log.exception("job=%s result=error", job.name)
             return False
-
-
-JOBS: list[PeriodicJob] = []
-"""The registry: modules that define periodic jobs append to it (see `workers.main`)."""

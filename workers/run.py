@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from schemas.settings import Settings
 from workers.logs import configure_logging
-from workers.main import build_worker
+from workers.main import build_worker, start_periodic
 
 settings = Settings()
 configure_logging(settings)
 broker, runtime = build_worker(settings)
+periodic = start_periodic(runtime)
