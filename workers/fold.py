@@ -153,11 +153,16 @@ def _closed_by_result(state: ConnectionSlice, data_type: str, requested_at: date
 def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
     conn = state.connection
     requested_at = fact.requested_at or event.generated_at
+    request_stamp = stamp(requested_at, 0, event.id)
     existing = state.syncs.get(fact.key)
     if existing is not None:
-        # A request never changes a result; two requests for one key keep the earliest time.
-        if existing.phase in OPEN_PHASES and requested_at < (existing.requested_at or requested_at):
-            existing.requested_at = existing.sort_at = requested_at
+        # A request never changes a result; of two requests for one key the earliest stamp wins.
+        if existing.phase in OPEN_PHASES:
+            if request_stamp < existing.stamp:
+                existing.stamp, existing.event_id, existing.status = request_stamp, event.id, fact.status
+                existing.requested_at = existing.sort_at = requested_at
+            if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(existing.source, 0):
+                existing.source = event.source
         return []
     if conn.deleted_at is not None or _closed_by_result(state, fact.data_type, requested_at):
         return []
@@ -168,7 +173,7 @@ def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[
         data_type=fact.data_type,
         status=fact.status,
         phase="active",
-        stamp=stamp(requested_at, 0, event.id),
+        stamp=request_stamp,
         requested_at=requested_at,
         sort_at=requested_at,
         source=event.source,
@@ -215,7 +220,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
         state.syncs[row.id] = row
         state.deleted_syncs.discard(row.id)
     if result_stamp > row.stamp:
-        row.status, row.phase, row.stamp = fact.status, phase, result_stamp
+        row.status, row.phase, row.stamp, row.data_type = fact.status, phase, result_stamp, fact.data_type
         row.completed_at = row.sort_at = at
         row.requested_at = fact.requested_at
         row.issues = list(fact.issues) if fact.issues is not None else None
