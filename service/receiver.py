@@ -72,16 +72,14 @@ def check_timestamp(timestamp: str, now: float) -> None:
         )
 
 
-def verify_signature(verifiers: list[Webhook], body: bytes, headers: dict[str, str]) -> None:
-    """Accept if any configured secret (rotation keeps several) verifies the raw body."""
+def verify_signature(verifiers: list[Webhook], body: str, headers: dict[str, str]) -> None:
+    """Accept if any configured secret (rotation keeps several) verifies the body as received."""
     for verifier in verifiers:
         try:
             verifier.verify(body, headers)
             return
         except (WebhookVerificationError, ValueError):
             continue
-        except UnicodeDecodeError:
-            break
     raise ApiError(401, ErrorCode.INVALID_SIGNATURE, "no signature matches any configured webhook secret")
 
 
@@ -100,12 +98,15 @@ class Receiver:
         msg_id, timestamp, signature = signature_headers(request)
         body = await read_body(request, self.max_body_bytes)
         check_timestamp(timestamp, time.time())
-        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
-        verify_signature(self.verifiers, body, headers)
         try:
             text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not UTF-8, so it cannot be JSON") from None
+        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+        verify_signature(self.verifiers, text, headers)
+        try:
             parsed = json.loads(text)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise ApiError(400, ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}") from None
         try:
             event_type, _ = envelope_summary(parsed)
