@@ -203,7 +203,7 @@ def test_two_worker_processes_folding_one_connection_lose_no_update(
         "SYNCTRACK_REDIS_NAMESPACE": namespace,
         "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
     }
-    bodies = [read_completed([(f"type{i:03d}", "Complete")], minutes=(i * 37) % 300) for i in range(300)]
+    bodies = [read_completed([(f"type{i:03d}", "Complete")], minutes=i) for i in range(300)]
     deliveries = [Delivery(f"msg_{i}", json.dumps(body)) for i, body in enumerate(bodies)]
     with web_and_workers(tmp_path, env, worker_processes=2) as base:
         assert set(post_all(base, deliveries)) == {202}
