@@ -50,7 +50,7 @@ def async_redis(settings: Settings) -> redis.asyncio.Redis:
 
 
 def make_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:
-    broker = RedisBroker(
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=client or sync_redis(settings),
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,

@@ -86,8 +86,8 @@ def load_slice(session: Session, connection: Connection, event: Event) -> Connec
     ).all()
     return ConnectionSlice(
         connection=connection,
-        data_types={row.data_type: row for row in dt_rows},  # type: ignore[union-attr]
-        syncs={row.id: row for row in sync_rows},  # type: ignore[union-attr]
+        data_types={row.data_type: row for row in dt_rows},
+        syncs={row.id: row for row in sync_rows},
     )
 
 

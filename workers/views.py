@@ -3,7 +3,8 @@ so a dashboard sees one schema whichever way it reads."""
 
 from __future__ import annotations
 
-from sqlalchemy import exists
+from sqlalchemy import Exists, exists
+from sqlmodel.sql.expression import Select
 from sqlmodel import Session, col, select
 
 from schemas.api import ConnectionDetail, ConnectionOut, DataTypeOut, SyncOut
@@ -62,12 +63,12 @@ def data_type_out(row: DataTypeState) -> DataTypeOut:
     )
 
 
-def active_exists():  # type: ignore[no-untyped-def]
+def active_exists() -> Exists:
     """SQL expression: does the current connection row have a sync in phase `active`?"""
     return exists().where(col(Sync.connection_id) == Connection.id, col(Sync.phase) == "active")
 
 
-def connection_rows_query():  # type: ignore[no-untyped-def]
+def connection_rows_query() -> Select[Connection, str | None, bool]:
     """Connections with their company name and whether a sync is active, for listing."""
     return select(Connection, Company.name, active_exists().label("sync_active")).join(
         Company, col(Company.id) == Connection.company_id, isouter=True
