@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     QUEUE_UNAVAILABLE = "queue_unavailable"
+    STREAM_UNAVAILABLE = "stream_unavailable"
     NOT_FOUND = "not_found"
     INVALID_PARAMETER = "invalid_parameter"
     NOT_READY = "not_ready"
@@ -21,11 +22,14 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     FORBIDDEN_NETWORK = "forbidden_network"
     RATE_LIMITED = "rate_limited"
+    REQUEST_TIMEOUT = "request_timeout"
     SYNC_ALREADY_IN_PROGRESS = "sync_already_in_progress"
     CODAT_AUTH_FAILED = "codat_auth_failed"
     CODAT_UNAVAILABLE = "codat_unavailable"
     CODAT_ERROR = "codat_error"
     CONFLICT = "conflict"
+    INVALID_URL = "invalid_url"
+    SUBSCRIPTION_DISABLED = "subscription_disabled"
 
 
 class ApiError(Exception):

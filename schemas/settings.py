@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -22,17 +22,35 @@ def _split_commas(value: object) -> object:
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> object:
+    """Accept ``300``, ``300s``, ``5m``, ``1h`` or ``1d`` for a number of seconds."""
+    if isinstance(value, str) and value.strip() and value.strip()[-1].lower() in DURATION_UNITS:
+        text = value.strip()
+        try:
+            return float(text[:-1]) * DURATION_UNITS[text[-1].lower()]
+        except ValueError:
+            return value
+    return value
+
+
 class Settings(BaseSettings):
     """Synctrack's configuration; see README.md for what each variable does."""
 
-    model_config = SettingsConfigDict(env_prefix="SYNCTRACK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SYNCTRACK_", extra="ignore", populate_by_name=True)
 
     # Receiver
     webhook_secrets: CommaList = []
     max_body_bytes: int = MIB
     dedupe_window_hours: int = 72
     webhook_allowed_networks: CommaList = []
+    """CIDRs that may deliver webhooks (Codat's sending addresses); empty = any source."""
     trusted_proxies: CommaList = []
+    """CIDRs of reverse proxies whose `X-Forwarded-For` is believed (for the allow-list and rate limits)."""
+    webhook_body_timeout_seconds: float = 10.0
+    """A webhook body not fully received this long after the request began is refused (408)."""
 
     # Storage and queue
     database_url: str = "sqlite:///./synctrack.db"
@@ -46,7 +64,12 @@ class Settings(BaseSettings):
     worker_min_backoff_ms: int = 1_000
     worker_max_backoff_ms: int = 300_000
     worker_heartbeat_timeout_ms: int = 60_000
-    sync_stale_after_seconds: int = 6 * 3600
+    sync_stale_after_seconds: float = Field(
+        6 * 3600, validation_alias=AliasChoices("SYNCTRACK_SYNC_STALE_AFTER", "SYNCTRACK_SYNC_STALE_AFTER_SECONDS")
+    )
+    """`SYNCTRACK_SYNC_STALE_AFTER`: seconds (or `90m`, `6h`) a sync may stay active before it is marked stale."""
+    sync_stale_check_seconds: float = 60.0
+    """How often the stale-sync job runs; 0 = off."""
 
     # Stream
     stream_retention_hours: int = 24
@@ -54,13 +77,22 @@ class Settings(BaseSettings):
     stream_heartbeat_seconds: float = 15.0
     stream_client_buffer: int = 1_000
     stream_token_in_query: bool = False
+    stream_send_timeout_seconds: float = 30.0
+    """A client whose socket accepts nothing for this long is disconnected."""
 
     # Codat API
     codat_base_url: str = "https://api.codat.io"
     codat_api_key: str = ""
     codat_timeout_seconds: float = 15.0
     codat_max_retries: int = 4
-    reconcile_every_seconds: int = 0
+    codat_max_retry_after_seconds: float = 30.0
+    """The longest `Retry-After` a request waits out; a longer one is answered as `codat_unavailable`."""
+    reconcile_every_seconds: float = Field(
+        0, validation_alias=AliasChoices("SYNCTRACK_RECONCILE_EVERY", "SYNCTRACK_RECONCILE_EVERY_SECONDS")
+    )
+    """`SYNCTRACK_RECONCILE_EVERY`: seconds (or `90s`, `5m`, `1h`) between reconciliation runs; 0 = off."""
+    reconcile_lookback_hours: float = 72.0
+    """How far back reconciliation reads Codat's pull-operation history."""
 
     # Ops
     raw_event_retention_days: int = 90
@@ -69,9 +101,40 @@ class Settings(BaseSettings):
 
     # Security
     admin_token_hashes: CommaList = []
+    """`sha256:<hex>` hashes of the admin/service tokens (`synctrack token hash`)."""
     token_signing_key: str = ""
+    """Signs company-scoped tokens (HMAC-SHA256); at least 32 characters. Changing it revokes them all."""
+    token_max_ttl_seconds: float = Field(
+        7 * 86400, validation_alias=AliasChoices("SYNCTRACK_TOKEN_MAX_TTL", "SYNCTRACK_TOKEN_MAX_TTL_SECONDS")
+    )
+    """`SYNCTRACK_TOKEN_MAX_TTL`: the longest lifetime a company-scoped token can be minted with (`1h`, `7d`)."""
+    auth_disabled: bool = False
+    """Serve `/v1/*` without tokens to loopback clients only; ignored when admin token hashes are set."""
+    failure_limit_per_minute: int = 60
+    """Failed authentications (bad tokens, bad webhook signatures) a source may make per minute; 0 = no limit."""
     cors_origins: CommaList = []
     metrics_require_token: bool = False
+
+    # Outbound subscriptions
+    subscriptions_allow_http: bool = False
+    """Accept `http://` subscription URLs (local development only)."""
+    subscriptions_allow_private: bool = False
+    """Accept URLs on private, loopback and link-local addresses (local development only)."""
+    subscriptions_timeout_seconds: float = 15.0
+    subscriptions_retry_min_seconds: float = 5.0
+    """First retry delay; each later one doubles (with jitter) up to `subscriptions_retry_max_seconds`."""
+    subscriptions_retry_max_seconds: float = 6 * 3600
+    subscriptions_retry_window_seconds: float = 24 * 3600
+    """A delivery is retried until its next attempt would fall this long after its first."""
+    subscriptions_disable_after_seconds: float = 5 * 86400
+    """A subscription whose attempts have all failed for this long is disabled (`subscription.disabled`)."""
+    subscriptions_secret_overlap_seconds: float = 24 * 3600
+    """After a rotation the previous secret keeps signing alongside the new one for this long."""
+    subscriptions_dispatcher: bool = True
+    """Run the dispatcher thread (change stream -> deliveries) in this worker process."""
+    subscriptions_sweep_every_seconds: float = 60.0
+    """Re-queue deliveries whose queue message was lost, prune old ones; 0 = off."""
+    subscriptions_delivery_retention_days: int = 30
 
     @field_validator(
         "webhook_secrets",
@@ -84,6 +147,11 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("reconcile_every_seconds", "sync_stale_after_seconds", "token_max_ttl_seconds", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value)
 
     @property
     def is_sqlite(self) -> bool:

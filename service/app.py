@@ -19,10 +19,15 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
-from service import api, health
+from service import actions, admin, api, dashboard, health, metrics, openapi, stream, subscriptions, token_routes
+from service.auth import security_middleware
+from service.codat import CodatClient
 from service.enqueue import WebhookQueue
+from service.fanout import Fanout
 from service.receiver import Receiver
-from workers.broker import async_redis
+from service.webhook_guard import guarded
+from workers.broker import async_redis, sync_redis
+from workers.changes import ChangeFeed
 from workers.db import make_engine, require_current_schema, upgrade
 
 log = logging.getLogger("synctrack.app")
@@ -46,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     redis = async_redis(settings)
     queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
     receiver = Receiver(settings.webhook_secrets, queue, settings.max_body_bytes)
+    fanout = Fanout(redis, settings.redis_namespace, settings.stream_client_buffer)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,17 +61,31 @@ def create_app(settings: Settings | None = None) -> Starlette:
             require_current_schema(engine, settings.database_url)
         if not settings.webhook_secrets:
             log.warning("msg=no_webhook_secrets detail=%r", "set SYNCTRACK_WEBHOOK_SECRETS; every webhook is rejected")
+        app.state.codat = CodatClient.from_settings(settings)
+        await fanout.start()
         yield
+        await fanout.stop()
+        await app.state.codat.aclose()
         await redis.aclose()
         engine.dispose()
 
+    webhooks = guarded(metrics.count_webhooks(receiver.handle), receiver, settings)
     routes = [
-        Route("/webhooks/codat", receiver.handle, methods=["POST"]),
+        Route("/webhooks/codat", webhooks, methods=["POST"]),
         *health.routes,
         *api.routes,
+        *stream.routes,
+        *actions.routes,
+        *dashboard.routes,
+        *subscriptions.routes,
+        *admin.routes,
+        *metrics.routes,
+        *token_routes.routes,
+        *openapi.routes,
     ]
     app = Starlette(
         routes=routes,
+        middleware=security_middleware(settings),
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error},
     )
@@ -73,4 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.engine = engine
     app.state.redis = redis
     app.state.queue = queue
+    app.state.fanout = fanout
+    retention = settings.stream_retention_hours * 3600
+    app.state.feed = ChangeFeed(sync_redis(settings), settings.redis_namespace, settings.stream_max_changes, retention)
     return app

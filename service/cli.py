@@ -10,11 +10,14 @@ import typer
 import uvicorn
 
 from schemas.settings import Settings
+from service import auth_mode, codat_cli, ops_cli, replay_cli, token_cli
 from workers.logs import configure_logging
+from workers.metrics import prepare_multiprocess_dir
 
 app = typer.Typer(help="Synctrack: Codat connections and their syncs, tracked.", no_args_is_help=True)
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(token_cli.app, name="token")
 
 
 def _database_location(url: str) -> str:
@@ -27,14 +30,15 @@ def _database_location(url: str) -> str:
 def dev(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    threads: int = typer.Option(2, help="In-process worker threads."),
+    threads: int = typer.Option(8, help="In-process worker threads (they wait on one folding thread)."),
 ) -> None:
     """Everything in one process: web, worker, SQLite, in-process Redis. Nothing else to install."""
     from service.app import create_app
     from service.embedded import start_embedded_worker
 
-    settings = Settings(embedded=True)
+    settings, auth_lines = auth_mode.for_cli(Settings(embedded=True), host, dev=True)
     configure_logging(settings)
+    prepare_multiprocess_dir(settings.redis_namespace)
     worker = start_embedded_worker(settings, threads)
     typer.echo(f"Synctrack (dev) on http://{host}:{port}")
     typer.echo(f"  database: {_database_location(settings.database_url)}")
@@ -42,6 +46,7 @@ def dev(
     typer.echo(f"  webhooks: POST http://{host}:{port}/webhooks/codat")
     if not settings.webhook_secrets:
         typer.echo("  warning:  SYNCTRACK_WEBHOOK_SECRETS is empty, so every webhook will be rejected")
+    typer.echo("\n".join(auth_lines))
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
     finally:
@@ -57,6 +62,8 @@ def web(
     """The web processes (receiver, API, stream) against SYNCTRACK_REDIS_URL and SYNCTRACK_DATABASE_URL."""
     settings = Settings()
     configure_logging(settings)
+    typer.echo("\n".join(auth_mode.for_cli(settings, host, dev=False)[1]), err=True)
+    prepare_multiprocess_dir(settings.redis_namespace)
     uvicorn.run(
         "service.asgi:app",
         host=host,
@@ -71,9 +78,10 @@ def web(
 @app.command()
 def worker(
     processes: int = typer.Option(2, help="Worker processes."),
-    threads: int = typer.Option(4, help="Threads per worker process."),
+    threads: int = typer.Option(16, help="Threads per worker process (they wait on its folding thread)."),
 ) -> None:
     """dramatiq worker processes that store and fold webhooks."""
+    prepare_multiprocess_dir(Settings().redis_namespace)
     os.execvp(
         sys.executable,
         [sys.executable, "-m", "dramatiq", "workers.run", "--processes", str(processes), "--threads", str(threads)],
@@ -98,6 +106,11 @@ def db_current() -> None:
     settings = Settings()
     engine = make_engine(settings.database_url)
     typer.echo(f"database: {current_revision(engine)}  code: {head_revision(settings.database_url)}")
+
+
+codat_cli.register(app)
+replay_cli.register(app)
+ops_cli.register(app)
 
 
 def main() -> None:

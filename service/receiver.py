@@ -112,6 +112,7 @@ class Receiver:
             event_type, _ = envelope_summary(parsed)
         except InvalidEnvelope as exc:
             raise ApiError(400, ErrorCode.INVALID_ENVELOPE, str(exc)) from None
+        request.state.event_type = event_type  # labels the webhook counters (service/metrics.py)
         received_at = datetime.now(UTC).isoformat()
         try:
             fresh = await self.queue.submit(msg_id, text, received_at)

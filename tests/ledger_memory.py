@@ -6,23 +6,21 @@ from typing import Any
 
 from schemas.events import Event
 from workers.fold import Change, ConnectionSlice, fold
-from workers.ledger import Connection, DataTypeState, Sync
+from workers.rows import ConnectionRow, DataTypeRow, SyncRow, as_values
 
 
 class MemoryLedger:
     def __init__(self) -> None:
-        self.connections: dict[str, Connection] = {}
-        self.data_types: dict[tuple[str, str], DataTypeState] = {}
-        self.syncs: dict[str, Sync] = {}
+        self.connections: dict[str, ConnectionRow] = {}
+        self.data_types: dict[tuple[str, str], DataTypeRow] = {}
+        self.syncs: dict[str, SyncRow] = {}
 
     def apply(self, event: Event) -> list[Change]:
         changes: list[Change] = []
         for cid in event.connection_ids:
             conn = self.connections.setdefault(
                 cid,
-                Connection(
-                    id=cid, company_id=event.company_id or "", status_stamp="", details_stamp="", last_sync_stamp=""
-                ),
+                ConnectionRow(id=cid, company_id=event.company_id or ""),
             )
             state = ConnectionSlice(
                 connection=conn,
@@ -40,7 +38,7 @@ class MemoryLedger:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "connections": {k: v.model_dump() for k, v in sorted(self.connections.items())},
-            "data_types": {f"{k[0]}/{k[1]}": v.model_dump() for k, v in sorted(self.data_types.items())},
-            "syncs": {k: v.model_dump() for k, v in sorted(self.syncs.items())},
+            "connections": {k: as_values(v) for k, v in sorted(self.connections.items())},
+            "data_types": {f"{k[0]}/{k[1]}": as_values(v) for k, v in sorted(self.data_types.items())},
+            "syncs": {k: as_values(v) for k, v in sorted(self.syncs.items())},
         }

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from schemas.settings import Settings
+from workers.batcher import FoldBatcher
 from workers.broker import FOLD_ACTOR, WEBHOOK_QUEUE
 from workers.changes import ChangeFeed
-from workers.ingest import handle_webhook
+from workers.ingest import FoldRequest, handle_webhooks
 
 
 @dataclass
@@ -21,13 +23,17 @@ class WorkerRuntime:
     settings: Settings
     engine: Engine
     feed: ChangeFeed | None
+    batcher: FoldBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = FoldBatcher(partial(handle_webhooks, self.engine, self.feed))
 
 
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
     settings = runtime.settings
 
     def fold_webhook(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> None:
-        handle_webhook(runtime.engine, runtime.feed, message_id, body, received_at, replay)
+        runtime.batcher.submit(FoldRequest(message_id, body, received_at, replay))
 
     actor = dramatiq.Actor(
         fold_webhook,

@@ -8,6 +8,8 @@ it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +40,8 @@ def stream_key(namespace: str) -> str:
     return f"{namespace}:changes"
 
 
-def render(
-    changes: list[Change], slices: dict[str, ConnectionSlice], event: Event, company_name: str | None
+def render_changes(
+    changes: list[Change], slices: dict[str, ConnectionSlice], company_names: Mapping[str, str | None]
 ) -> list[FeedEntry]:
     """Turn fold changes into feed entries, from the slices the fold just wrote."""
     entries = []
@@ -48,21 +50,34 @@ def render(
         conn = state.connection
         if change.sync is None:
             active = any(s.phase == "active" for s in state.syncs.values())
-            data = connection_out(conn, company_name, active).model_dump(mode="json")
+            data = connection_out(conn, company_names.get(conn.company_id), active).model_dump(mode="json")
         else:
             data = sync_out(change.sync).model_dump(mode="json")
-        data["event_id"] = event.id
+        data["event_id"] = change.event_id
         entries.append(FeedEntry(change.kind, conn.company_id, conn.id, data))
     return entries
 
 
-class ChangeFeed:
-    """Publishes feed entries to the Redis Stream `{namespace}:changes`."""
+def render(
+    changes: list[Change], slices: dict[str, ConnectionSlice], event: Event, company_name: str | None
+) -> list[FeedEntry]:
+    """`render_changes` for the changes of one event."""
+    return render_changes(changes, slices, {event.company_id or "": company_name})
 
-    def __init__(self, redis: Redis, namespace: str, max_changes: int) -> None:
+
+class ChangeFeed:
+    """Publishes feed entries to the Redis Stream `{namespace}:changes`.
+
+    Retention is both a count (XADD MAXLEN ~ `max_changes`) and an age (XTRIM MINID ~ now minus
+    `retention_seconds`, in the same round trip): whichever keeps less. Trimming is approximate
+    (whole radix-tree nodes), so a few entries may outlive either bound; never fewer are kept.
+    """
+
+    def __init__(self, redis: Redis, namespace: str, max_changes: int, retention_seconds: float = 0) -> None:
         self.redis = redis
         self.key = stream_key(namespace)
         self.max_changes = max_changes
+        self.retention_seconds = retention_seconds
 
     def publish(self, entries: list[FeedEntry]) -> None:
         if not entries:
@@ -70,4 +85,7 @@ class ChangeFeed:
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
             pipe.xadd(self.key, entry.fields(), maxlen=self.max_changes, approximate=True)  # type: ignore[arg-type]
+        if self.retention_seconds > 0:
+            oldest_ms = int((time.time() - self.retention_seconds) * 1000)
+            pipe.xtrim(self.key, minid=f"{oldest_ms}-0", approximate=True)
         pipe.execute()

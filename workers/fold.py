@@ -17,13 +17,14 @@ leaves the history; the result that closed it is the history row.
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import connection_status_rank, outcome_rank, phase_of
-from workers.ledger import OPEN_PHASES, Connection, DataTypeState, Sync
+from workers.rows import OPEN_PHASES, ConnectionRow, DataTypeRow, SyncRow
 
 ChangeKind = Literal["connection.updated", "sync.started", "sync.completed", "sync.failed"]
 
@@ -51,7 +52,8 @@ class Change:
 
     kind: ChangeKind
     connection_id: str
-    sync: Sync | None = None
+    sync: SyncRow | None = None
+    event_id: str = ""
 
 
 @dataclass(slots=True)
@@ -63,9 +65,9 @@ class ConnectionSlice:
     sync ids to delete.
     """
 
-    connection: Connection
-    data_types: dict[str, DataTypeState] = field(default_factory=dict)
-    syncs: dict[str, Sync] = field(default_factory=dict)
+    connection: ConnectionRow
+    data_types: dict[str, DataTypeRow] = field(default_factory=dict)
+    syncs: dict[str, SyncRow] = field(default_factory=dict)
     deleted_syncs: set[str] = field(default_factory=set)
     purge_history: bool = False
 
@@ -102,11 +104,11 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
         state.deleted_syncs.update(state.syncs)
         state.syncs.clear()
     if any(getattr(conn, name) != value for name, value in before.items()):
-        changes.insert(0, Change("connection.updated", conn.id))
+        changes.insert(0, Change("connection.updated", conn.id, None, event.id))
     return changes
 
 
-def _fold_connection(conn: Connection, facts: ConnectionFacts, event: Event) -> None:
+def _fold_connection(conn: ConnectionRow, facts: ConnectionFacts, event: Event) -> None:
     at = event.generated_at
     if facts.deleted:
         conn.deleted_at = _min(conn.deleted_at, at)
@@ -156,17 +158,19 @@ def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[
     request_stamp = stamp(requested_at, 0, event.id)
     existing = state.syncs.get(fact.key)
     if existing is not None:
-        # A request never changes a result; of two requests for one key the earliest stamp wins.
+        # A request never changes a result. Of two requests for one key the latest wins: the key stays
+        # open while its latest request is unanswered, which is what closing by time needs.
         if existing.phase in OPEN_PHASES:
-            if request_stamp < existing.stamp:
+            if request_stamp > existing.stamp:
                 existing.stamp, existing.event_id, existing.status = request_stamp, event.id, fact.status
+                existing.phase = "active"
                 existing.requested_at = existing.sort_at = requested_at
             if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(existing.source, 0):
                 existing.source = event.source
         return []
     if conn.deleted_at is not None or _closed_by_result(state, fact.data_type, requested_at):
         return []
-    row = Sync(
+    row = SyncRow(
         id=fact.key,
         company_id=conn.company_id,
         connection_id=conn.id,
@@ -181,7 +185,7 @@ def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[
     )
     state.syncs[row.id] = row
     state.deleted_syncs.discard(row.id)
-    return [Change("sync.started", conn.id, _snapshot(row))]
+    return [Change("sync.started", conn.id, _snapshot(row), event.id)]
 
 
 def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
@@ -207,7 +211,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
     row = state.syncs.get(fact.key)
     if row is None or row.phase in OPEN_PHASES:
         # A result replaces a request of the same key whole: only results say what a result row holds.
-        row = Sync(
+        row = SyncRow(
             id=fact.key,
             company_id=conn.company_id,
             connection_id=conn.id,
@@ -225,7 +229,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
         row.requested_at = fact.requested_at
         row.issues = list(fact.issues) if fact.issues is not None else None
         row.event_id = event.id
-        changes.append(Change(_finish_kind(phase), conn.id, _snapshot(row)))
+        changes.append(Change(_finish_kind(phase), conn.id, _snapshot(row), event.id))
     if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(row.source, 0):
         row.source = event.source
     if fact.records_modified:
@@ -239,7 +243,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
             state.deleted_syncs.add(open_row.id)
             closed = _snapshot(open_row)
             closed.status, closed.phase, closed.completed_at = fact.status, phase, at
-            changes.append(Change(_finish_kind(phase), conn.id, closed))
+            changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
     return changes
 
 
@@ -248,7 +252,7 @@ def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result
     phase = phase_of(fact.status)
     row = state.data_types.get(fact.data_type)
     if row is None:
-        row = DataTypeState(
+        row = DataTypeRow(
             connection_id=state.connection.id,
             data_type=fact.data_type,
             company_id=state.connection.company_id,
@@ -269,5 +273,5 @@ def _finish_kind(phase: str) -> ChangeKind:
     return "sync.failed" if phase == "failed" else "sync.completed"
 
 
-def _snapshot(row: Sync) -> Sync:
-    return Sync(**{name: getattr(row, name) for name in Sync.model_fields})
+def _snapshot(row: SyncRow) -> SyncRow:
+    return copy(row)

@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
+from workers.rows import OPEN_PHASES  # noqa: F401  (re-exported for the API and the ops tools)
+
 
 class Company(SQLModel, table=True):
     __tablename__ = "companies"
@@ -146,4 +148,60 @@ class ReplayJob(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
-OPEN_PHASES = ("active", "stale")
+class Subscription(SQLModel, table=True):
+    """An outbound subscription: a URL that receives matching changes as signed webhooks.
+
+    The signing secrets are stored as given out (HMAC needs them); the API shows a secret only when it
+    creates one. `previous_secret` keeps signing beside `secret` until `previous_secret_expires_at`.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: str = Field(primary_key=True)
+    url: str
+    description: str | None = None
+    event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    company_ids: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    secret: str
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    enabled: bool = Field(default=True, index=True)
+    disabled_reason: str | None = None
+    """`manual` (PATCH enabled=false), `gone` (the receiver answered 410), `failing` (failed too long)."""
+    disabled_at: datetime | None = None
+    failing_since: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Delivery(SQLModel, table=True):
+    """One event for one subscription, and how its attempts went.
+
+    `id` is the `webhook-id` of every attempt, derived from (subscription, event) so that recording the
+    same change twice is a no-op. `next_attempt_at` is also the claim: an attempt moves it past its own
+    time limit before sending, so a duplicate queue message finds nothing due.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_subscription_created", "subscription_id", "created_at", "id"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(primary_key=True)
+    subscription_id: str = Field(foreign_key="subscriptions.id", ondelete="CASCADE")
+    event_id: str
+    event_type: str
+    company_id: str | None = None
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "pending"
+    """`pending` (waiting for an attempt), `delivered` (a 2xx), `failed` (gave up or subscription disabled)."""
+    attempts: int = 0
+    last_response_code: int | None = None
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    window_started_at: datetime
+    """Retries stop once an attempt would fall beyond the retry window counted from here."""
+    created_at: datetime

@@ -6,8 +6,10 @@ adds time, level and logger. Secrets and webhook bodies are never passed to a lo
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -23,6 +25,19 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+PAIR = re.compile(r"""(?P<key>[A-Za-z_][\w.-]*)=(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S*)|(?P<word>\S+)""")
+"""A ``key=value`` pair — the value bare, or quoted as ``%r`` writes it (spaces allowed) — or a lone word."""
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:
+            return str(ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            return value[1:-1]
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         body = {
@@ -30,13 +45,11 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        for part in record.getMessage().split(" "):
-            key, sep, value = part.partition("=")
-            if sep:
-                body[key] = value
+        for match in PAIR.finditer(record.getMessage()):
+            if match["key"]:
+                body[match["key"]] = _unquote(match["value"])
             else:
-                body.setdefault("msg", "")
-                body["msg"] = (body["msg"] + " " + part).strip()
+                body["msg"] = (body.get("msg", "") + " " + match["word"]).strip()
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
         return json.dumps(body)
@@ -49,3 +62,5 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO; subscription URLs may carry credentials in their query.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

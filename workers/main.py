@@ -7,7 +7,14 @@ from workers.actors import WorkerRuntime, declare_actors
 from workers.broker import make_broker, sync_redis
 from workers.changes import ChangeFeed
 from workers.db import make_engine, require_current_schema
+from workers.delivery_actor import declare_delivery_actor
+from workers.delivery_sweep import SWEEP_JOB
+from workers.dispatch import start_dispatcher
+from workers.ops_actors import declare_ops
 from workers.periodic import PeriodicJob, PeriodicRunner
+from workers.reconcile import RECONCILE_JOB
+from workers.retention import PRUNE_JOB
+from workers.stale import STALE_JOB
 
 
 def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[object, WorkerRuntime]:
@@ -16,17 +23,24 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[obje
     engine = make_engine(settings.database_url)
     if check_schema:
         require_current_schema(engine, settings.database_url)
-    runtime = WorkerRuntime(settings, engine, ChangeFeed(client, settings.redis_namespace, settings.stream_max_changes))
+    feed = ChangeFeed(
+        client, settings.redis_namespace, settings.stream_max_changes, settings.stream_retention_hours * 3600
+    )
+    runtime = WorkerRuntime(settings, engine, feed)
     declare_actors(broker, runtime)
+    declare_delivery_actor(broker, runtime)
+    declare_ops(broker, runtime)
     return broker, runtime
 
 
 def periodic_jobs() -> list[PeriodicJob]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return []
+    return [SWEEP_JOB, STALE_JOB, RECONCILE_JOB, PRUNE_JOB]
 
 
 def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner:
     runner = PeriodicRunner(runtime, sync_redis(runtime.settings), periodic_jobs())
     runner.start()
+    # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.
+    start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
     return runner

@@ -4,14 +4,15 @@ so a dashboard sees one schema whichever way it reads."""
 from __future__ import annotations
 
 from sqlalchemy import Exists, exists
-from sqlmodel.sql.expression import Select
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import Select
 
 from schemas.api import ConnectionDetail, ConnectionOut, DataTypeOut, SyncOut
 from workers.ledger import Company, Connection, DataTypeState, Sync
+from workers.rows import ConnectionRow, DataTypeRow, SyncRow
 
 
-def connection_out(row: Connection, company_name: str | None, sync_active: bool) -> ConnectionOut:
+def connection_out(row: Connection | ConnectionRow, company_name: str | None, sync_active: bool) -> ConnectionOut:
     return ConnectionOut(
         id=row.id,
         company_id=row.company_id,
@@ -35,7 +36,7 @@ def connection_out(row: Connection, company_name: str | None, sync_active: bool)
     )
 
 
-def sync_out(row: Sync) -> SyncOut:
+def sync_out(row: Sync | SyncRow) -> SyncOut:
     return SyncOut(
         id=row.id,
         company_id=row.company_id,
@@ -52,7 +53,7 @@ def sync_out(row: Sync) -> SyncOut:
     )
 
 
-def data_type_out(row: DataTypeState) -> DataTypeOut:
+def data_type_out(row: DataTypeState | DataTypeRow) -> DataTypeOut:
     return DataTypeOut(
         data_type=row.data_type,
         status=row.status,

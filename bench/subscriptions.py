@@ -1,0 +1,218 @@
+"""Outbound subscriptions: events/s delivered to a local receiver with 10 subscriptions.
+
+    .venv/bin/python bench/subscriptions.py [--events 400] [--subscriptions 10] [--processes 2] [--threads 8]
+                                            [--database-url postgresql://postgres@127.0.0.1:5432/test]
+
+Needs the real Redis (SYNCTRACK_TEST_REDIS_URL, default redis://127.0.0.1:6379/0). Runs a real
+`synctrack worker` (dispatcher thread + `deliver_webhook` actors) against SQLite in bench/out (or the
+given PostgreSQL), a local uvicorn receiver that verifies every signature with `svix`, and every
+subscription matching every event. The events are XADDed straight onto the change stream, so the figure
+is the subscription path alone: dispatch (consumer group, delivery rows, queue) + one signed POST per
+(event, subscription) + its bookkeeping.
+
+Baseline, same run: the same receiver fed directly by as many client threads as the worker has
+(signed POSTs over keep-alive connections): the most this receiver and client concurrency allow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlmodel import Session  # noqa: E402
+
+from bench.harness import OUT, cpu_seconds, machine, running  # noqa: E402
+from tests.services import REDIS_URL, free_port  # noqa: E402
+from workers.changes import stream_key  # noqa: E402
+from workers.db import make_engine, upgrade  # noqa: E402
+from workers.dispatch import event_body  # noqa: E402
+from workers.ledger import Subscription  # noqa: E402
+from workers.signing import new_secret, webhook_headers  # noqa: E402
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def counts(base: str) -> dict[str, int]:
+    result: dict[str, int] = httpx.get(f"{base}/count", timeout=5).json()
+    return result
+
+
+def change_fields(i: int) -> dict[str, str]:
+    data = {
+        "id": f"sync-{i}",
+        "company_id": f"company-{i % 50}",
+        "connection_id": f"conn-{i % 200}",
+        "data_type": "invoices",
+        "status": "Complete",
+        "phase": "succeeded",
+        "requested_at": "2026-11-25T10:00:00Z",
+        "completed_at": "2026-11-25T10:01:00Z",
+        "records_modified": True,
+        "issues": None,
+        "source": "webhook",
+        "event_id": f"evt-{i}",
+    }
+    return {
+        "event": "sync.completed",
+        "company_id": data["company_id"],
+        "connection_id": data["connection_id"],
+        "data": json.dumps(data),
+    }
+
+
+def baseline(base: str, secrets: dict[str, str], total: int, threads: int) -> float:
+    """Signed POSTs straight to the receiver, `threads` at a time: deliveries/s."""
+    paths = list(secrets)
+    with httpx.Client(timeout=15, limits=httpx.Limits(max_keepalive_connections=threads)) as client:
+
+        def post(i: int) -> int:
+            path = paths[i % len(paths)]
+            body = event_body(f"{i}-0", "sync.completed", datetime.now(UTC), json.loads(change_fields(i)["data"]))
+            now = datetime.now(UTC)
+            headers = webhook_headers(f"msg_base_{i}", now, body, [secrets[path]])
+            return client.post(f"{base}{path}", content=body.encode(), headers=headers).status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(threads) as pool:
+            statuses = list(pool.map(post, range(total)))
+        elapsed = time.monotonic() - started
+    assert set(statuses) == {204}, set(statuses)
+    return total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=400)
+    parser.add_argument("--subscriptions", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    namespace = f"bench-subs-{uuid.uuid4().hex[:8]}"
+    database_url = args.database_url or f"sqlite:///{OUT / 'subscriptions.db'}"
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    receiver_port = free_port()
+    secrets = {f"/hook/{n}": new_secret() for n in range(args.subscriptions)}
+    now = datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        session.exec(Subscription.__table__.delete())  # type: ignore[attr-defined]
+        for path, secret in secrets.items():
+            url = f"http://127.0.0.1:{receiver_port}{path}"
+            session.add(
+                Subscription(
+                    id=f"sub_{uuid.uuid4().hex}",
+                    url=url,
+                    event_types=["*"],
+                    secret=secret,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    engine.dispose()
+    total = args.events * args.subscriptions
+    env = {
+        "SYNCTRACK_DATABASE_URL": database_url,
+        "SYNCTRACK_REDIS_URL": REDIS_URL,
+        "SYNCTRACK_REDIS_NAMESPACE": namespace,
+        "SYNCTRACK_SUBSCRIPTIONS_ALLOW_HTTP": "true",
+        "SYNCTRACK_SUBSCRIPTIONS_ALLOW_PRIVATE": "true",
+        "SYNCTRACK_LOG_LEVEL": "INFO",
+        "PROMETHEUS_MULTIPROC_DIR": str(OUT / f"metrics-{namespace}"),
+        "RECEIVER_SECRETS": json.dumps(secrets),
+    }
+    client = redis.Redis.from_url(REDIS_URL)
+    receiver_argv = [
+        "-m",
+        "uvicorn",
+        "bench.subscription_receiver:app",
+        "--port",
+        str(receiver_port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    try:
+        with running("subscription-receiver", receiver_argv, env):
+            base = f"http://127.0.0.1:{receiver_port}"
+            wait_http(f"{base}/count")
+            direct = baseline(base, secrets, min(total, 4000), args.processes * args.threads)
+            before = counts(base)["ok"]
+            worker_argv = ["-m", "service.cli", "worker"]
+            worker_argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
+            with running("subscription-worker", worker_argv, env) as worker:
+                deadline = time.monotonic() + 60
+                while not any(g["name"] == b"subscriptions" for g in _groups(client, namespace)):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(worker.log_path.read_text()[-3000:])
+                    time.sleep(0.2)
+                time.sleep(1.0)  # every worker process up
+                cpu_before = cpu_seconds(worker.pids)
+                started = time.monotonic()
+                pipe = client.pipeline(transaction=False)
+                for i in range(args.events):
+                    pipe.xadd(stream_key(namespace), change_fields(i))  # type: ignore[arg-type]
+                pipe.execute()
+                while (got := counts(base)["ok"] - before) < total:
+                    if time.monotonic() - started > 600:
+                        raise TimeoutError(f"{got}/{total} delivered")
+                    time.sleep(0.05)
+                elapsed = time.monotonic() - started
+                worker_cpu = cpu_seconds(worker.pids) - cpu_before
+                final = counts(base)
+    finally:
+        for key in client.scan_iter(f"{namespace}:*", count=1000):
+            client.delete(key)
+
+    rate = total / elapsed
+    print(f"machine: {machine()}")
+    print(
+        f"database: {'PostgreSQL' if database_url.startswith('postgres') else 'SQLite'}, "
+        f"worker: {args.processes} processes x {args.threads} threads, {args.subscriptions} subscriptions"
+    )
+    print(f"baseline (direct signed POSTs, {args.processes * args.threads} threads): {direct:,.0f} deliveries/s")
+    print(f"pipeline: {args.events} events -> {total} deliveries in {elapsed:.2f}s")
+    print(
+        f"  {rate:,.0f} deliveries/s = {rate / args.subscriptions:,.1f} events/s "
+        f"({rate / direct:.0%} of baseline); worker CPU {worker_cpu:.1f}s "
+        f"({worker_cpu / total * 1000:.2f} ms per delivery)"
+    )
+    print(
+        f"  receiver: {final['ok'] - before} verified, duplicates {final['ok'] - final['unique']}, "
+        f"bad signatures {final['bad_signature']}"
+    )
+
+
+def _groups(client: redis.Redis, namespace: str) -> list[dict[str, object]]:
+    try:
+        return list(client.xinfo_groups(stream_key(namespace)))  # type: ignore[arg-type]
+    except redis.ResponseError:
+        return []
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The fake Codat's state: companies, connections and pull operations, and how they move.
+
+A queued data type goes Queued → Fetching → Complete (or an error status, `failure_rate` of the
+time) over `sync_seconds`; when every operation of one read of a connection has finished, a
+`read.completed` (`read.completed.initial` for a connection's first read) is sent, stamped with the
+completion time. Unlinking sends `connection.disconnected`, deleting sends `connection.deleted`.
+Everything runs on the server's event loop; nothing here is thread-safe, nothing needs to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fakecodat.catalog import COMPANY_NAMES, Platform, connection_info, default_connections, new_id, platform
+from fakecodat.webhooks import Deliverer, iso
+
+IN_PROGRESS = ("Queued", "Fetching")
+
+
+class CodatProblem(Exception):
+    """Raised by the world for an answer Codat would give as an error (status, Codat's message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Config:
+    sync_seconds: float = 2.0
+    failure_rate: float = 0.0
+    failure_status: str = "FetchError"
+    api_key: str | None = None
+    """When set, requests must carry ``Authorization: Basic <api_key>``."""
+    traffic_every_seconds: float = 0.0
+    """When > 0, a random linked connection refreshes a random data type this often (demo traffic)."""
+
+
+@dataclass
+class World:
+    config: Config
+    deliverer: Deliverer
+    companies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # Lookups -------------------------------------------------------------------------------------
+
+    def company(self, company_id: str) -> dict[str, Any]:
+        if company_id not in self.companies:
+            raise CodatProblem(404, f"Company with id {company_id} not found")
+        return self.companies[company_id]
+
+    def connection(self, company_id: str, connection_id: str) -> dict[str, Any]:
+        self.company(company_id)
+        conn = self.connections.get(connection_id)
+        if conn is None or conn["_company"] != company_id:
+            raise CodatProblem(404, f"Data connection {connection_id} not found")
+        return conn
+
+    def company_connections(self, company_id: str) -> list[dict[str, Any]]:
+        self.company(company_id)
+        return [c for c in self.connections.values() if c["_company"] == company_id]
+
+    def company_operations(self, company_id: str) -> list[dict[str, Any]]:
+        self.company(company_id)
+        return [op for op in self.operations.values() if op["companyId"] == company_id]
+
+    # Seeding -------------------------------------------------------------------------------------
+
+    def add_company(
+        self,
+        name: str | None = None,
+        platforms: list[str] | None = None,
+        *,
+        company_id: str | None = None,
+        status: str = "Linked",
+        announce: bool = True,
+        initial_read: bool = True,
+    ) -> dict[str, Any]:
+        """Create a company with one connection per platform; announce it and run the first read."""
+        index = len(self.companies)
+        name = name or COMPANY_NAMES[index % len(COMPANY_NAMES)]
+        company: dict[str, Any] = {"id": company_id or new_id(), "name": name, "description": None}
+        company["created"] = iso(now())
+        self.companies[company["id"]] = company
+        for key in platforms or default_connections(index):
+            p = platform(key)
+            conn = self._new_connection(company, p, status)
+            if announce:
+                self._emit_connection("connection.created", conn, status="PendingAuth")
+                if status == "Linked":
+                    self._emit_connection("connection.connected", conn)
+            if initial_read and status == "Linked":
+                self._start([self._new_operation(conn, dt) for dt in p.data_types], conn, initial=True)
+        return self.describe(company["id"])
+
+    def _new_connection(self, company: dict[str, Any], p: Platform, status: str) -> dict[str, Any]:
+        conn_id = new_id()
+        conn = {
+            "id": conn_id,
+            "integrationId": new_id(),
+            "integrationKey": p.key,
+            "sourceId": new_id(),
+            "sourceType": p.source_type,
+            "platformName": p.name,
+            "linkUrl": f"https://link-api.codat.io/companies/{company['id']}/connections/{conn_id}/start",
+            "status": status,
+            "lastSync": None,
+            "created": iso(now()),
+            "dataConnectionErrors": [],
+            "connectionInfo": connection_info(p, company["name"], self.rng),
+            "_company": company["id"],
+            "_platform": p.key,
+        }
+        self.connections[conn_id] = conn
+        return conn
+
+    def describe(self, company_id: str) -> dict[str, Any]:
+        company = dict(self.company(company_id))
+        company["connections"] = [public(c) for c in self.company_connections(company_id)]
+        return company
+
+    # Actions Codat's API offers ----------------------------------------------------------------------
+
+    def queue(self, company_id: str, data_type: str, connection_id: str | None = None) -> dict[str, Any]:
+        """Queue one data type (on one connection, or the first linked one that supports it)."""
+        linked = [c for c in self.company_connections(company_id) if c["status"] == "Linked"]
+        if connection_id is not None:
+            linked = [c for c in linked if c["id"] == connection_id]
+            if not linked:
+                self.connection(company_id, connection_id)
+                raise CodatProblem(400, f"Data connection {connection_id} is not linked")
+        if not linked:
+            raise CodatProblem(400, f"Company {company_id} has no linked data connection")
+        supporting = [c for c in linked if data_type in platform(c["_platform"]).data_types]
+        conn = (supporting or linked)[0]
+        for op in self.operations.values():
+            if op["connectionId"] == conn["id"] and op["dataType"] == data_type and op["status"] in IN_PROGRESS:
+                raise CodatProblem(
+                    409, f"DatasetAlreadyInProgressException: a dataset of type {data_type} is already in progress"
+                )
+        op = self._new_operation(conn, data_type)
+        self._start([op], conn, initial=False)
+        return public(op)
+
+    def refresh_all(self, company_id: str) -> list[dict[str, Any]]:
+        """Queue every data type of every linked connection (types already syncing are skipped)."""
+        queued: list[dict[str, Any]] = []
+        for conn in self.company_connections(company_id):
+            if conn["status"] != "Linked":
+                continue
+            busy = {
+                op["dataType"]
+                for op in self.operations.values()
+                if op["connectionId"] == conn["id"] and op["status"] in IN_PROGRESS
+            }
+            ops = [self._new_operation(conn, dt) for dt in platform(conn["_platform"]).data_types if dt not in busy]
+            if ops:
+                self._start(ops, conn, initial=False)
+                queued.extend(public(op) for op in ops)
+        return queued
+
+    def set_status(self, company_id: str, connection_id: str, status: str, notify: bool = True) -> dict[str, Any]:
+        """Change a connection's status as Codat would (unlink, deauthorise, relink)."""
+        conn = self.connection(company_id, connection_id)
+        previous, conn["status"] = conn["status"], status
+        if notify and previous != status:
+            if status in ("Unlinked", "Deauthorized"):
+                self._emit_connection("connection.disconnected", conn)
+            elif status == "Linked":
+                self._emit_connection(
+                    "connection.reconnected" if previous != "PendingAuth" else "connection.connected", conn
+                )
+        return public(conn)
+
+    def delete(self, company_id: str, connection_id: str, notify: bool = True) -> None:
+        conn = self.connection(company_id, connection_id)
+        del self.connections[connection_id]
+        if notify:
+            self._emit_connection("connection.deleted", conn)
+
+    def data_status(self, company_id: str) -> dict[str, Any]:
+        latest: dict[str, dict[str, Any]] = {}
+        success: dict[str, dict[str, Any]] = {}
+        for op in sorted(self.company_operations(company_id), key=lambda o: o["requested"]):
+            latest[op["dataType"]] = op
+            if op["status"] == "Complete":
+                success[op["dataType"]] = op
+        return {
+            dt: {
+                "dataType": dt,
+                "currentStatus": op["status"],
+                "lastSuccessfulSync": success[dt]["completed"] if dt in success else None,
+                "latestSyncId": op["id"],
+                "latestSuccessfulSyncId": success[dt]["id"] if dt in success else None,
+            }
+            for dt, op in latest.items()
+        }
+
+    # Pull operations ---------------------------------------------------------------------------------
+
+    def _new_operation(self, conn: dict[str, Any], data_type: str) -> dict[str, Any]:
+        op = {
+            "id": new_id(),
+            "companyId": conn["_company"],
+            "connectionId": conn["id"],
+            "dataType": data_type,
+            "status": "Queued",
+            "requested": iso(now()),
+            "completed": None,
+            "progress": 0,
+            "isCompleted": False,
+            "isErrored": False,
+            "errorMessage": None,
+            "statusDescription": None,
+        }
+        self.operations[op["id"]] = op
+        return op
+
+    def _start(self, ops: list[dict[str, Any]], conn: dict[str, Any], initial: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(ops, conn, initial))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, ops: list[dict[str, Any]], conn: dict[str, Any], initial: bool) -> None:
+        await asyncio.sleep(self.config.sync_seconds / 3)
+        supported = platform(conn["_platform"]).data_types
+        for op in ops:
+            op["status"], op["progress"] = "Fetching", 40
+        await asyncio.sleep(self.config.sync_seconds * 2 / 3)
+        finished = now()
+        for op in ops:
+            if op["dataType"] not in supported:
+                op["status"] = "NotSupported"
+            elif self.rng.random() < self.config.failure_rate:
+                op["status"], op["isErrored"] = self.config.failure_status, True
+                op["errorMessage"] = f"{conn['platformName']} answered 502 while fetching {op['dataType']}"
+            else:
+                op["status"] = "Complete"
+            op.update(completed=iso(finished), progress=100, isCompleted=op["status"] == "Complete")
+        if conn["id"] in self.connections:
+            conn["lastSync"] = iso(finished)
+        company = self.companies.get(conn["_company"], {"id": conn["_company"], "name": None})
+        payload = {
+            "referenceCompany": reference(company),
+            "modifiedFromDate": None,
+            "dataTypes": [
+                {
+                    "connectionId": conn["id"],
+                    "dataType": op["dataType"],
+                    "recordsModified": op["status"] == "Complete",
+                    "status": op["status"],
+                    "issues": None
+                    if not op["errorMessage"]
+                    else [{"type": op["status"], "message": op["errorMessage"]}],
+                }
+                for op in ops
+            ],
+        }
+        self.deliverer.emit("read.completed.initial" if initial else "read.completed", payload, finished)
+
+    def _emit_connection(self, event_type: str, conn: dict[str, Any], status: str | None = None) -> None:
+        company = self.companies.get(conn["_company"], {"id": conn["_company"], "name": None})
+        body = public(conn) | ({"status": status} if status else {})
+        self.deliverer.emit(event_type, {"referenceCompany": reference(company), "connection": body}, now())
+
+    # Demo traffic ----------------------------------------------------------------------------------
+
+    async def traffic(self) -> None:
+        """Refresh a random data type of a random linked connection every `traffic_every_seconds`."""
+        while True:
+            every = self.config.traffic_every_seconds
+            await asyncio.sleep(every if every > 0 else 1.0)
+            linked = [c for c in self.connections.values() if c["status"] == "Linked"]
+            if every <= 0 or not linked:
+                continue
+            conn = self.rng.choice(linked)
+            data_type = self.rng.choice(platform(conn["_platform"]).data_types)
+            try:
+                self.queue(conn["_company"], data_type, conn["id"])
+            except CodatProblem:
+                pass
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def public(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as Codat's API shows it (without the fake's own bookkeeping keys)."""
+    return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+def reference(company: dict[str, Any]) -> dict[str, Any]:
+    return {"id": company["id"], "name": company.get("name"), "description": None, "links": {}, "tags": {}}

@@ -1,0 +1,39 @@
+"""Answers that their handlers build as plain dicts: these models describe them in the OpenAPI document
+(`service/openapi.py`), and the schema-driven API tests check each handler still answers this shape."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from schemas.ops import DeadLetterOut
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+    """Each dependency (`database`, `redis`): `ok`, or `unavailable: <reason>`."""
+
+
+class StreamStatusOut(BaseModel):
+    clients: int
+    buffered: int
+    overflows: int
+    reader: Literal["running", "stopped"]
+    position: str | None
+    tasks: int
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None
+    total: int
+
+
+class PurgeOut(BaseModel):
+    purged: int

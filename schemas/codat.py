@@ -1,0 +1,126 @@
+"""Codat API objects (connections, pull operations, data status) read once into typed values.
+
+The Codat client returns JSON; actions and reconciliation turn it into the same `ConnectionFacts` and
+`SyncFact` the webhook parser builds, through the functions here, so there is one reading of Codat's
+shapes. A pull operation's dataset id is the sync's key: the same id whether the sync was started by
+an action, seen by reconciliation or (for legacy alerts) reported by a webhook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.events import ConnectionFacts, InvalidEnvelope, SyncFact, parse_time
+from schemas.statuses import is_connection_status
+
+
+@dataclass(frozen=True, slots=True)
+class PullOperation:
+    """One Codat pull operation (a dataset): the sync of one data type on one connection."""
+
+    id: str
+    company_id: str
+    connection_id: str
+    data_type: str
+    status: str
+    requested: datetime
+    completed: datetime | None
+    error_message: str | None = None
+
+    def sync_fact(self) -> SyncFact:
+        return SyncFact(
+            connection_id=self.connection_id,
+            data_type=self.data_type,
+            status=self.status,
+            key=self.id,
+            requested_at=self.requested,
+            issues=({"type": self.status, "message": self.error_message},) if self.error_message else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DataTypeStatus:
+    """One entry of Codat's `dataStatus`: the latest pull operation of a data type, company-wide."""
+
+    data_type: str
+    current_status: str | None
+    latest_sync_id: str | None
+    latest_successful_sync_id: str | None
+
+
+def _optional_time(value: object) -> datetime | None:
+    try:
+        return parse_time(value) if value else None
+    except InvalidEnvelope:
+        return None
+
+
+def pull_operation(raw: object) -> PullOperation:
+    """Read a pull operation; raises `InvalidEnvelope` if a field Synctrack needs is missing."""
+    if not isinstance(raw, dict):
+        raise InvalidEnvelope("a pull operation must be a JSON object")
+    for name in ("id", "companyId", "connectionId", "dataType", "status"):
+        if not isinstance(raw.get(name), str) or not raw[name]:
+            raise InvalidEnvelope(f"a pull operation needs a string {name}")
+    message = raw.get("errorMessage")
+    return PullOperation(
+        id=raw["id"],
+        company_id=raw["companyId"],
+        connection_id=raw["connectionId"],
+        data_type=raw["dataType"],
+        status=raw["status"],
+        requested=parse_time(raw.get("requested")),
+        completed=_optional_time(raw.get("completed")),
+        error_message=message if isinstance(message, str) and message else None,
+    )
+
+
+def connection_facts(raw: object) -> ConnectionFacts:
+    """Read a connection object of Codat's API (the same shape webhooks carry in `payload.connection`)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        raise InvalidEnvelope("a connection must be a JSON object with a string id")
+    status = raw.get("status")
+    errors = raw.get("dataConnectionErrors")
+    info = raw.get("connectionInfo")
+    return ConnectionFacts(
+        id=raw["id"],
+        status=status if is_connection_status(status) else None,
+        platform_key=raw.get("integrationKey") or raw.get("platformKey"),
+        platform_name=raw.get("platformName"),
+        source_type=raw.get("sourceType"),
+        link_url=raw.get("linkUrl"),
+        created_at=_optional_time(raw.get("created")),
+        errors=tuple(e for e in errors if isinstance(e, dict)) if isinstance(errors, list) else None,
+        metadata=info if isinstance(info, dict) else None,
+    )
+
+
+def data_status(raw: object) -> list[DataTypeStatus]:
+    """Read `GET /companies/{id}/dataStatus`: an object keyed by data type."""
+    if not isinstance(raw, dict):
+        raise InvalidEnvelope("dataStatus must be a JSON object keyed by data type")
+    out = []
+    for key, value in raw.items():
+        if not isinstance(value, dict):
+            continue
+        out.append(
+            DataTypeStatus(
+                data_type=value.get("dataType") or key,
+                current_status=value.get("currentStatus"),
+                latest_sync_id=value.get("latestSyncId"),
+                latest_successful_sync_id=value.get("latestSuccessfulSyncId"),
+            )
+        )
+    return out
+
+
+def page_results(raw: object) -> tuple[list[Any], int | None]:
+    """Codat's paged lists: ``{results, pageNumber, pageSize, totalResults}``; (results, total)."""
+    if isinstance(raw, list):
+        return raw, len(raw)
+    if not isinstance(raw, dict) or not isinstance(raw.get("results"), list):
+        raise InvalidEnvelope("expected a paged list: {results, pageNumber, pageSize, totalResults}")
+    total = raw.get("totalResults")
+    return raw["results"], total if isinstance(total, int) else None

@@ -1,0 +1,150 @@
+"""The admin API's objects: replay selections and jobs, dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.api import EventOut, UtcTime
+
+StoredOutcome = Literal["pending", "processed", "ignored", "failed"]
+JobStatus = Literal["pending", "running", "completed", "interrupted", "cancelled", "failed"]
+
+DEFAULT_REPLAY_RATE = 1_000.0
+"""Events per second a replay enqueues unless told otherwise: well below what workers fold, so live
+webhooks never wait long behind a replay."""
+DEFAULT_MAX_BACKLOG = 5_000
+"""A replay pauses while the webhook queue holds more than this many messages."""
+
+
+def _as_list(value: object) -> object:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ReplayFilters(BaseModel):
+    """Which stored events a replay selects: every given selector must match (AND); a list matches any
+    of its values. Times: `*_from` inclusive, `*_to` exclusive, ISO 8601 (UTC when no offset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: list[str] = []
+    company_id: list[str] = []
+    connection_id: list[str] = []
+    event_type: list[str] = []
+    outcome: list[StoredOutcome] = []
+    received_from: datetime | None = None
+    received_to: datetime | None = None
+    generated_from: datetime | None = None
+    generated_to: datetime | None = None
+
+    @field_validator("event_id", "company_id", "connection_id", "event_type", "outcome", mode="before")
+    @classmethod
+    def _listify(cls, value: object) -> object:
+        return _as_list(value)
+
+    @field_validator("received_from", "received_to", "generated_from", "generated_to")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def is_empty(self) -> bool:
+        return not any(self.model_dump(exclude_defaults=True).values())
+
+    def stored(self) -> dict[str, Any]:
+        """What `replay_jobs.filters` keeps: only the selectors given."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+class ReplayRequest(ReplayFilters):
+    """`POST /v1/admin/replay`. With no selector `all` must be true, so nobody replays everything by
+    accident."""
+
+    all: bool = False
+    dry_run: bool = False
+    sample: int = Field(10, ge=0, le=100)
+    rate: float = Field(DEFAULT_REPLAY_RATE, ge=0)
+    """Events per second; 0 = as fast as the queue's backlog limit allows."""
+    max_backlog: int = Field(DEFAULT_MAX_BACKLOG, ge=1)
+
+    def filters(self) -> ReplayFilters:
+        return ReplayFilters.model_validate(self.model_dump(include=set(ReplayFilters.model_fields)))
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> ReplayRequest:
+        if self.filters().is_empty() and not self.all:
+            raise ValueError("no selector given: pass all=true to replay every stored event")
+        return self
+
+
+class DryRunOut(BaseModel):
+    dry_run: Literal[True] = True
+    count: int
+    """Events the replay would enqueue."""
+    pruned: int
+    """Selected events whose body retention removed: they cannot be replayed."""
+    sample: list[EventOut]
+
+
+class ReplayJobOut(BaseModel):
+    id: str
+    status: JobStatus
+    filters: dict[str, Any]
+    total: int
+    """Events selected when the job was created."""
+    done: int
+    """Events enqueued so far."""
+    folded: int
+    """Replayed events a worker has handled so far."""
+    dead_lettered: int
+    """Replayed events that exhausted their retries (see /v1/admin/dead-letters)."""
+    created_at: UtcTime
+    finished_at: UtcTime | None
+    error: str | None
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    event_id: str | None
+    event_type: str | None
+    company_id: str | None
+    connection_id: str | None
+    attempts: int
+    last_error: str | None
+    dead_at: UtcTime
+    queue: str
+    actor: str
+    replay: bool
+
+
+class DeadLetterDetail(DeadLetterOut):
+    traceback: str | None
+
+
+class RedriveRequest(BaseModel):
+    """`POST /v1/admin/dead-letters/redrive`: `ids` (dead-letter or event ids) or `all: true`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = []
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> RedriveRequest:
+        if not self.ids and not self.all:
+            raise ValueError("give ids, or all=true to redrive every dead letter")
+        return self
+
+
+class RedriveOut(BaseModel):
+    redriven: int
+    ids: list[str]
+    """The dead-letter ids moved back onto the queue."""
+    event_ids: list[str | None]

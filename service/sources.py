@@ -1,0 +1,96 @@
+"""Where a request comes from: the peer address, or the client a trusted proxy forwarded for.
+
+`X-Forwarded-For` is believed only hop by hop from the right: each address appended by a proxy in
+`SYNCTRACK_TRUSTED_PROXIES` is skipped, and the first one that is not a trusted proxy is the client.
+Anything further left was written by the client itself and could be anything. Without trusted
+proxies the header is ignored entirely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from starlette.types import Scope
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LOOPBACK_NAMES = ("localhost",)
+"""Peer names some servers use instead of an address."""
+
+
+def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
+    """CIDRs (or single addresses) from a setting; raises ValueError naming the setting and the bad entry."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{setting}: {value!r} is not an IP address or CIDR network") from None
+    return networks
+
+
+def parse_address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: Address, networks: list[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+class SourceResolver:
+    """Resolves a request's source address, honouring `X-Forwarded-For` from trusted proxies only."""
+
+    def __init__(self, trusted_proxies: list[Network]) -> None:
+        self.trusted = trusted_proxies
+
+    def peer(self, scope: Scope) -> str:
+        client = scope.get("client")
+        return str(client[0]) if client else ""
+
+    def source(self, scope: Scope) -> str:
+        """The client's address as text (the peer's when it cannot be known better; "" when unknown)."""
+        peer = self.peer(scope)
+        address = parse_address(peer)
+        if address is None or not self.trusted or not _within(address, self.trusted):
+            return str(address) if address is not None else peer
+        forwarded: list[str] = []
+        for name, value in scope.get("headers", []):
+            if name == b"x-forwarded-for":
+                forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
+        for hop in reversed(forwarded):
+            hop_address = parse_address(hop)
+            if hop_address is None:
+                return hop  # malformed: whoever wrote it is the source, and it matches no network
+            if not _within(hop_address, self.trusted):
+                return str(hop_address)
+            address = hop_address
+        return str(address)
+
+    def within(self, scope: Scope, networks: list[Network]) -> bool:
+        address = parse_address(self.source(scope))
+        return address is not None and _within(address, networks)
+
+
+def is_loopback(scope: Scope) -> bool:
+    """Whether the TCP peer (not any forwarded address) is this machine."""
+    client = scope.get("client")
+    if not client:
+        return False
+    address = parse_address(str(client[0]))
+    return address.is_loopback if address is not None else str(client[0]) in LOOPBACK_NAMES
+
+
+def bucket_key(source: str) -> str:
+    """The rate-limit key of a source: IPv6 clients are grouped by /64 (one host usually owns the lot)."""
+    address = parse_address(source)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return source

@@ -1,0 +1,75 @@
+// What the buttons do: refresh (all data, one data type), disconnect, delete. Each call is
+// announced in plain words; a failure shows the API's error as a readable message. The spinner and
+// the status change themselves arrive on the live stream, like everyone else's changes.
+
+import { confirmAction, deleteText, disconnectText } from "./confirm.js";
+
+const enc = encodeURIComponent;
+
+/**
+ * api, messages: from api.js / messages.js; dialog: the <dialog>; onPending(): re-render (a pending
+ * action disables its button); afterChange(): called after a successful action, so the page can
+ * re-read state when the stream is not connected.
+ */
+export function createActions({ api, messages, dialog, onPending, afterChange }) {
+  const pending = new Set();
+
+  async function run(key, context, call, success) {
+    if (pending.has(key)) return;
+    pending.add(key);
+    onPending();
+    messages.clearErrors();
+    try {
+      await call();
+      messages.info(success);
+      afterChange();
+    } catch (error) {
+      messages.error(error, context);
+    } finally {
+      pending.delete(key);
+      onPending();
+    }
+  }
+
+  return {
+    isPending: (key) => pending.has(key),
+
+    refreshAll(companyId, companyName) {
+      return run(
+        `refresh:${companyId}`,
+        "Refresh all data",
+        () => api.post(`/v1/companies/${enc(companyId)}/refresh`),
+        `Refresh requested: Codat is fetching all data for ${companyName}.`,
+      );
+    },
+
+    refreshType(companyId, dataType) {
+      return run(
+        `refresh:${companyId}:${dataType}`,
+        `Refresh ${dataType}`,
+        () => api.post(`/v1/companies/${enc(companyId)}/refresh/${enc(dataType)}`),
+        `Refresh requested: Codat is fetching ${dataType}.`,
+      );
+    },
+
+    async disconnect(connection, name) {
+      if (!(await confirmAction(dialog, disconnectText(name)))) return;
+      await run(
+        `disconnect:${connection.id}`,
+        `Disconnect ${name}`,
+        () => api.post(`/v1/connections/${enc(connection.id)}/unlink`),
+        `${name} is being disconnected. Its data is kept.`,
+      );
+    },
+
+    async remove(connection, name) {
+      if (!(await confirmAction(dialog, deleteText(name)))) return;
+      await run(
+        `delete:${connection.id}`,
+        `Delete ${name}`,
+        () => api.delete(`/v1/connections/${enc(connection.id)}`),
+        `The ${name} connection was deleted.`,
+      );
+    },
+  };
+}

@@ -1,0 +1,38 @@
+// A confirmation dialog (<dialog>, modal: focus stays inside, Escape cancels, focus returns to the
+// button that opened it when it closes).
+
+import { h } from "./format.js";
+
+/** Resolves true only when the person pressed the confirm button. */
+export function confirmAction(dialog, { title, paragraphs, confirmLabel }) {
+  dialog.querySelector("#confirm-title").textContent = title;
+  dialog.querySelector("#confirm-body").replaceChildren(...paragraphs.map((text) => h("p", {}, text)));
+  dialog.querySelector("#confirm-ok").textContent = confirmLabel;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    dialog.showModal();
+  });
+}
+
+export function disconnectText(name) {
+  return {
+    title: `Disconnect ${name}?`,
+    paragraphs: [
+      `Synctrack stops reading new data from ${name}. The data already synced is kept, and so is this connection's history.`,
+      "The customer can reconnect later by linking again.",
+    ],
+    confirmLabel: "Disconnect",
+  };
+}
+
+export function deleteText(name) {
+  return {
+    title: `Delete the ${name} connection?`,
+    paragraphs: [
+      `The connection is removed completely: access to ${name} is revoked and the data synced from it is deleted, together with its sync history.`,
+      "This cannot be undone. To stop syncing but keep the data, choose Disconnect instead.",
+    ],
+    confirmLabel: "Delete connection",
+  };
+}

@@ -1,0 +1,373 @@
+// The detail of one connection: status and metadata, data types, sync history (paged, newest
+// first), and its actions. Re-read from the JSON API whenever the stream says it changed.
+
+import {
+  connectionStatus,
+  dataTypeLabel,
+  exactTime,
+  h,
+  humanise,
+  keepingFocus,
+  phaseBadge,
+  platformLogo,
+  spinner,
+  statusBadge,
+  timeEl,
+  whenEl,
+} from "./format.js";
+
+const HISTORY_PAGE = 20;
+const RELOAD_DELAY_MS = 150;
+const enc = encodeURIComponent;
+
+export class DetailView {
+  /** `onClose()`: the person asked to go back to the list. */
+  constructor({ el, api, store, messages, actions, companyId, backHref, onClose }) {
+    Object.assign(this, { el, api, store, messages, actions, companyId, backHref, onClose });
+    this.connectionId = null;
+    this.detail = null;
+    this.syncs = [];
+    this.nextCursor = null;
+    this.loads = 0;
+    this.reloadTimer = null;
+  }
+
+  async open(connectionId, { focus = false } = {}) {
+    if (connectionId !== this.connectionId) {
+      this.connectionId = connectionId;
+      this.detail = null;
+      this.syncs = [];
+      this.nextCursor = null;
+      this.el.hidden = false;
+      this.el.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    }
+    await this.reload();
+    if (focus && this.connectionId === connectionId) {
+      const heading = this.el.querySelector("#detail-heading");
+      heading?.focus({ preventScroll: true });
+      heading?.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  close() {
+    this.connectionId = null;
+    this.detail = null;
+    clearTimeout(this.reloadTimer);
+    this.el.hidden = true;
+    this.el.replaceChildren();
+  }
+
+  async reload() {
+    const id = this.connectionId;
+    if (!id) return;
+    const load = ++this.loads;
+    try {
+      const [detail, page] = await Promise.all([
+        this.api.get(`/v1/connections/${enc(id)}`),
+        this.api.get(`/v1/connections/${enc(id)}/syncs`, { limit: Math.max(HISTORY_PAGE, this.syncs.length) }),
+      ]);
+      if (load !== this.loads || id !== this.connectionId) return;
+      this.detail = detail;
+      this.syncs = page.items;
+      this.nextCursor = page.next_cursor;
+      this.render();
+    } catch (error) {
+      if (load !== this.loads || id !== this.connectionId) return;
+      if (error.status === 404) {
+        this.el.replaceChildren(h("p", { class: "empty" }, "This connection does not exist (any more)."));
+      } else {
+        this.messages.error(error, "Loading the connection");
+      }
+    }
+  }
+
+  /** The store changed (`connectionId` null: possibly everything). */
+  onChange(connectionId) {
+    if (!this.connectionId || (connectionId !== null && connectionId !== this.connectionId)) return;
+    const fresh = this.store.connections.get(this.connectionId);
+    if (this.detail && fresh) this.detail = { ...this.detail, ...fresh };
+    this.render();
+    clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DELAY_MS);
+  }
+
+  async loadOlder(button) {
+    button.disabled = true;
+    button.textContent = "Loading…";
+    const id = this.connectionId;
+    try {
+      const page = await this.api.get(`/v1/connections/${enc(id)}/syncs`, {
+        limit: HISTORY_PAGE,
+        cursor: this.nextCursor,
+      });
+      if (id !== this.connectionId) return;
+      this.syncs = [...this.syncs, ...page.items];
+      this.nextCursor = page.next_cursor;
+    } catch (error) {
+      this.messages.error(error, "Loading older syncs");
+    }
+    this.render();
+  }
+
+  render() {
+    const d = this.detail;
+    if (!d || !this.connectionId) return;
+    const name = d.platform_name || d.platform_key || "Unknown platform";
+    const deleted = Boolean(d.deleted_at);
+    const syncing = !deleted && this.store.isSyncing(d.id);
+    keepingFocus(() =>
+      this.el.replaceChildren(
+        h(
+          "div",
+          { class: "panel-head detail-head" },
+          h("a", { class: "back", href: this.backHref(), onclick: (e) => this.back(e) }, "← All connections"),
+          h("h2", { id: "detail-heading", tabindex: "-1" }, platformLogo(name), h("span", {}, name)),
+          h("div", { class: "detail-status" }, statusBadge(connectionStatus(d)), syncing ? spinner("Syncing…") : null),
+        ),
+        ...this.notices(d, name),
+        deleted ? null : this.actionBar(d, name),
+        h("h3", {}, "Details"),
+        this.facts(d),
+        h("h3", { id: "data-types-heading" }, "Data types"),
+        this.dataTypes(d, name, deleted),
+        h("h3", { id: "history-heading" }, "Sync history"),
+        this.history(),
+      ),
+    );
+  }
+
+  back(event) {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey) return;
+    event.preventDefault();
+    this.onClose();
+  }
+
+  notices(d, name) {
+    const link = safeUrl(d.link_url);
+    const linkButton = (label) =>
+      link ? h("a", { class: "button", href: link, target: "_blank", rel: "noopener noreferrer" }, label) : null;
+    const authError = d.last_sync_status === "AuthError" || d.data_types.some((t) => t.status === "AuthError");
+    const out = [];
+    if (d.deleted_at) {
+      out.push(notice("info", `This connection was deleted on ${exactTime(d.deleted_at)}; its history was removed.`));
+    } else if (authError) {
+      out.push(
+        notice(
+          "warning",
+          `Codat can no longer read from ${name}: the customer must sign in to ${name} again to re-authorise it.`,
+          linkButton(`Re-link ${name}`),
+        ),
+      );
+    } else if (d.status === "Unlinked" || d.status === "Deauthorized") {
+      const why = d.status === "Deauthorized" ? `Access to ${name} was withdrawn.` : "This connection is disconnected.";
+      out.push(notice("info", `${why} Data already synced is kept.`, linkButton("Reconnect")));
+    } else if (d.status === "PendingAuth") {
+      out.push(notice("info", "The customer has not finished linking this connection yet.", linkButton("Continue linking")));
+    }
+    if (!d.deleted_at && d.errors.length) {
+      out.push(
+        notice(
+          "warning",
+          "Codat reports a problem with this connection:",
+          h("ul", {}, d.errors.map((e) => h("li", {}, e.errorMessage ?? e.statusText ?? JSON.stringify(e)))),
+        ),
+      );
+    }
+    return out;
+  }
+
+  actionBar(d, name) {
+    const gone = d.status === "Unlinked" || d.status === "Deauthorized";
+    return h(
+      "div",
+      { class: "toolbar detail-actions" },
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button",
+          disabled: gone || this.actions.isPending(`disconnect:${d.id}`),
+          title: gone ? "Already disconnected" : null,
+          dataset: { focusKey: "disconnect" },
+          onclick: () => this.actions.disconnect(d, name),
+        },
+        this.actions.isPending(`disconnect:${d.id}`) ? "Disconnecting…" : "Disconnect",
+      ),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button danger",
+          disabled: this.actions.isPending(`delete:${d.id}`),
+          dataset: { focusKey: "delete" },
+          onclick: () => this.actions.remove(d, name),
+        },
+        this.actions.isPending(`delete:${d.id}`) ? "Deleting…" : "Delete",
+      ),
+    );
+  }
+
+  facts(d) {
+    const rows = [
+      ["Company", d.company_name || d.company_id],
+      ["Source type", d.source_type],
+      ["Linked", d.linked_at && timeEl(d.linked_at)],
+      ["Created", d.created_at && timeEl(d.created_at)],
+      ["First sync", timeEl(d.first_sync_at)],
+      ["Most recent sync", [timeEl(d.last_sync_at), d.last_sync_status ? ` (${d.last_sync_status})` : ""]],
+      ["Last successful sync", timeEl(d.last_successful_sync_at)],
+      ["Disconnected", d.disconnected_at && timeEl(d.disconnected_at)],
+      ...Object.entries(d.metadata ?? {}).map(([key, value]) => [humanise(key), plain(value)]),
+      ["Connection ID", h("code", {}, d.id)],
+    ];
+    return h(
+      "dl",
+      { class: "facts detail-facts" },
+      rows
+        .filter(([, value]) => value !== null && value !== undefined && value !== "")
+        .map(([label, value]) => h("div", {}, h("dt", {}, label), h("dd", {}, value))),
+    );
+  }
+
+  dataTypes(d, name, deleted) {
+    const known = new Set(d.data_types.map((t) => t.data_type));
+    const running = this.store
+      .activeSyncs(d.id)
+      .filter((s) => s.data_type !== "*" && !known.has(s.data_type))
+      .map((s) => ({ data_type: s.data_type, status: s.status, phase: "active", last_successful_sync_at: null }));
+    const types = [...d.data_types, ...running];
+    if (!types.length) return h("p", { class: "muted" }, deleted ? "None." : "No data has been synced yet.");
+    const linked = d.status === "Linked" && !deleted;
+    return h(
+      "table",
+      { class: "table data-types", "aria-labelledby": "data-types-heading" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", { scope: "col" }, "Data type"),
+          h("th", { scope: "col" }, "Last status"),
+          h("th", { scope: "col" }, "Last successful sync"),
+          h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        types.map((t) => {
+          const syncing = !deleted && this.store.isSyncing(d.id, t.data_type);
+          const key = `refresh:${d.company_id}:${t.data_type}`;
+          return h(
+            "tr",
+            { dataset: { dataType: t.data_type, phase: syncing ? "active" : t.phase } },
+            h("th", { scope: "row", "data-label": "Data type" }, t.data_type),
+            h("td", { "data-label": "Last status" }, syncing ? spinner("Syncing…") : phaseBadge(t.phase, t.status)),
+            h("td", { "data-label": "Last successful sync" }, timeEl(t.last_successful_sync_at)),
+            h(
+              "td",
+              { class: "cell-action" },
+              deleted
+                ? null
+                : h(
+                    "button",
+                    {
+                      type: "button",
+                      class: "button small",
+                      "aria-label": `Refresh ${t.data_type}`,
+                      disabled: !linked || syncing || this.actions.isPending(key),
+                      title: linked ? null : `${name} is not linked`,
+                      dataset: { focusKey: `refresh-type:${t.data_type}` },
+                      onclick: () => this.actions.refreshType(d.company_id, t.data_type),
+                    },
+                    this.actions.isPending(key) ? "Requesting…" : "Refresh",
+                  ),
+            ),
+          );
+        }),
+      ),
+    );
+  }
+
+  history() {
+    if (!this.syncs.length) return h("p", { class: "muted" }, "No syncs recorded.");
+    return h(
+      "div",
+      { class: "history-wrap" },
+      h(
+        "table",
+        { class: "table history", "aria-labelledby": "history-heading" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Data type", "Result", "Requested", "Finished", "Issues"].map((label) => h("th", { scope: "col" }, label)),
+          ),
+        ),
+        h("tbody", {}, this.syncs.map(historyRow)),
+      ),
+      this.nextCursor
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "button",
+              dataset: { focusKey: "older" },
+              onclick: (e) => this.loadOlder(e.currentTarget),
+            },
+            "Show older syncs",
+          )
+        : null,
+    );
+  }
+}
+
+function historyRow(sync) {
+  const failed = sync.phase === "failed";
+  return h(
+    "tr",
+    { class: failed ? "failed" : null, dataset: { syncId: sync.id, phase: sync.phase } },
+    h("th", { scope: "row", "data-label": "Data type" }, dataTypeLabel(sync.data_type)),
+    h("td", { "data-label": "Result" }, sync.phase === "active" ? spinner(sync.status) : phaseBadge(sync.phase, sync.status)),
+    h("td", { "data-label": "Requested" }, whenEl(sync.requested_at)),
+    h("td", { "data-label": "Finished" }, whenEl(sync.completed_at)),
+    h(
+      "td",
+      { "data-label": "Issues" },
+      sync.issues?.length ? h("ul", { class: "issues" }, sync.issues.map((i) => h("li", {}, issueText(i)))) : "—",
+    ),
+  );
+}
+
+function issueText(issue) {
+  if (typeof issue !== "object" || issue === null) return String(issue);
+  const message = issue.message ?? issue.description ?? issue.errorMessage ?? JSON.stringify(issue);
+  return issue.type && issue.type !== message ? `${issue.type}: ${message}` : message;
+}
+
+function notice(kind, text, ...extra) {
+  return h("div", { class: "notice", dataset: { kind } }, h("p", {}, text), ...extra);
+}
+
+function plain(value) {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "object") {
+    const text = JSON.stringify(value);
+    return text.length > 200 ? `${text.slice(0, 199)}…` : text;
+  }
+  return String(value);
+}
+
+/** Only http(s) links are followed: a link URL comes from outside and must not run script. */
+function safeUrl(raw) {
+  if (!raw) return null;
+  try {
+    const url = new URL(raw);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}

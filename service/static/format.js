@@ -1,0 +1,145 @@
+// Formatting and small DOM helpers shared by the views. Nothing here touches the network or state.
+
+const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const exactFormat = new Intl.DateTimeFormat(undefined, {
+  year: "numeric",
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  timeZoneName: "short",
+});
+
+const shortFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+});
+
+const UNITS = [
+  ["year", 365 * 24 * 3600],
+  ["month", 30 * 24 * 3600],
+  ["week", 7 * 24 * 3600],
+  ["day", 24 * 3600],
+  ["hour", 3600],
+  ["minute", 60],
+];
+
+/** "3 minutes ago" for an ISO time; "just now" under a minute. */
+export function relativeTime(iso, now = Date.now()) {
+  const seconds = (new Date(iso).getTime() - now) / 1000;
+  for (const [unit, size] of UNITS) {
+    if (Math.abs(seconds) >= size) return relativeFormat.format(Math.round(seconds / size), unit);
+  }
+  return "just now";
+}
+
+export function exactTime(iso) {
+  return exactFormat.format(new Date(iso));
+}
+
+/**
+ * Build an element: h("button", { class: "x", onclick: fn, dataset: {id: 1} }, "text", child).
+ * Text is always set as text, never parsed as HTML: every value here may come from Codat.
+ */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key in el && typeof value !== "string") el[key] = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+/** A <time> showing relative time, the exact time on hover; kept fresh by `refreshTimes`. */
+export function timeEl(iso, empty = "never") {
+  if (!iso) return h("span", { class: "muted" }, empty);
+  return h("time", { datetime: iso, title: exactTime(iso), dataset: { relative: "" } }, relativeTime(iso));
+}
+
+/** A <time> showing a short absolute time ("Nov 20, 10:10"), the exact time on hover: for tables of events. */
+export function whenEl(iso, empty = "—") {
+  if (!iso) return h("span", { class: "muted" }, empty);
+  return h("time", { datetime: iso, title: exactTime(iso) }, shortFormat.format(new Date(iso)));
+}
+
+export function refreshTimes(root = document) {
+  for (const el of root.querySelectorAll("time[data-relative]")) {
+    el.textContent = relativeTime(el.getAttribute("datetime"));
+  }
+}
+
+/** Keep keyboard focus on "the same" control across a re-render (matched by data-focus-key). */
+export function keepingFocus(render) {
+  const key = document.activeElement?.dataset?.focusKey;
+  render();
+  if (!key) return;
+  const again = document.querySelector(`[data-focus-key="${CSS.escape(key)}"]`);
+  if (again && again !== document.activeElement) again.focus({ preventScroll: true });
+}
+
+export function spinner(label) {
+  return h(
+    "span",
+    { class: "syncing" },
+    h("span", { class: "spinner", "aria-hidden": "true" }),
+    h("span", { class: "syncing-text" }, label),
+  );
+}
+
+export function connectionStatus(connection) {
+  return connection.deleted_at ? "deleted" : connection.status || "Unknown";
+}
+
+export function statusBadge(status) {
+  return h("span", { class: "badge", dataset: { status } }, status);
+}
+
+const PHASE_LABELS = {
+  active: "In progress",
+  succeeded: "Succeeded",
+  unsupported: "Not supported",
+  failed: "Failed",
+  stale: "No result",
+};
+
+export function phaseBadge(phase, status) {
+  const label = PHASE_LABELS[phase] ?? phase;
+  return h(
+    "span",
+    { class: "badge", dataset: { phase }, title: status ? `Codat status: ${status}` : null },
+    status && status !== label && phase !== "succeeded" ? `${label}: ${status}` : label,
+  );
+}
+
+/** The platform's initial on a colour picked from its name (all colours pass 4.5:1 with white text). */
+export function platformLogo(name) {
+  const text = (name || "?").trim();
+  let hash = 0;
+  for (const ch of text) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return h("span", { class: "logo", dataset: { hue: String(hash % 8) }, "aria-hidden": "true" }, text[0].toUpperCase());
+}
+
+/** "bankAccounts" -> "Bank accounts", "banking-transactions" -> "Banking transactions". */
+export function humanise(key) {
+  const words = String(key)
+    .replace(/[-_]+/g, " ")
+    .replace(/([a-z0-9])([A-Z])/g, "$1 $2")
+    .toLowerCase()
+    .trim();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+export function dataTypeLabel(dataType) {
+  return dataType === "*" ? "All data" : dataType;
+}

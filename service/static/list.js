@@ -1,0 +1,94 @@
+// The connection list: one card per connection, rebuilt from the store on every change (the lists
+// are small; focus is kept by data-focus-key).
+
+import {
+  connectionStatus,
+  h,
+  keepingFocus,
+  platformLogo,
+  spinner,
+  statusBadge,
+  timeEl,
+} from "./format.js";
+
+/**
+ * listEl: the <ul>; emptyEl: the paragraph shown when nothing is listed.
+ * linkFor(connectionId): the href of a connection's detail; onSelect(connectionId): open it.
+ */
+export function renderList(listEl, emptyEl, store, { includeDeleted, selectedId, linkFor, onSelect, emptyText }) {
+  const connections = store.sorted({ includeDeleted });
+  keepingFocus(() => {
+    listEl.replaceChildren(
+      ...connections.map((c, index) => card(c, store, c.id === selectedId, linkFor, onSelect, `card-${index}`)),
+    );
+  });
+  emptyEl.hidden = connections.length > 0;
+  emptyEl.textContent = emptyText(store.connections.size > 0);
+}
+
+/** One card; `key` prefixes the ids that let the link announce the status and times with its name. */
+function card(connection, store, selected, linkFor, onSelect, key) {
+  const status = connectionStatus(connection);
+  const name = connection.platform_name || connection.platform_key || "Unknown platform";
+  const syncing = !connection.deleted_at && store.isSyncing(connection.id);
+  const lastFailed = connection.last_sync_status && !["Complete", "NotSupported"].includes(connection.last_sync_status);
+  const open = (event) => {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    onSelect(connection.id);
+  };
+  return h(
+    "li",
+    {
+      class: "connection",
+      dataset: { connectionId: connection.id, status, syncing: syncing ? "true" : "false" },
+    },
+    h(
+      "div",
+      { class: "connection-head" },
+      platformLogo(name),
+      h(
+        "div",
+        { class: "connection-title" },
+        h(
+          "a",
+          {
+            class: "connection-open",
+            href: linkFor(connection.id),
+            "aria-current": selected ? "true" : null,
+            "aria-describedby": [`${key}-status`, `${key}-times`, syncing ? `${key}-syncing` : null]
+              .filter(Boolean)
+              .join(" "),
+            dataset: { focusKey: `open:${connection.id}` },
+            onclick: open,
+          },
+          name,
+        ),
+        h("span", { class: "muted" }, connection.source_type ?? ""),
+      ),
+      withId(statusBadge(status), `${key}-status`),
+    ),
+    h(
+      "dl",
+      { class: "facts", id: `${key}-times` },
+      h("div", {}, h("dt", {}, "First sync"), h("dd", { dataset: { field: "first-sync" } }, timeEl(connection.first_sync_at))),
+      h(
+        "div",
+        {},
+        h("dt", {}, "Most recent sync"),
+        h(
+          "dd",
+          { dataset: { field: "last-sync" } },
+          timeEl(connection.last_sync_at),
+          lastFailed ? h("span", { class: "badge", dataset: { phase: "failed" } }, connection.last_sync_status) : null,
+        ),
+      ),
+    ),
+    syncing ? withId(spinner("Syncing…"), `${key}-syncing`) : null,
+  );
+}
+
+function withId(element, id) {
+  element.id = id;
+  return element;
+}

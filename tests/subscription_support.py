@@ -1,0 +1,68 @@
+"""Builders for subscription tests: settings that allow a local receiver, rows, stream changes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from schemas.settings import Settings
+from workers.changes import stream_key
+from workers.ledger import Subscription
+from workers.signing import new_secret
+
+FAST_RETRIES = {
+    "subscriptions_allow_http": True,
+    "subscriptions_allow_private": True,
+    "subscriptions_timeout_seconds": 1.0,
+    "subscriptions_retry_min_seconds": 0.2,
+    "subscriptions_retry_max_seconds": 1.0,
+    "subscriptions_retry_window_seconds": 30.0,
+}
+"""What tests change: a local receiver is allowed, and retries take seconds instead of a day."""
+
+FAST_RETRIES_ENV = {f"SYNCTRACK_{key.upper()}": str(value).lower() for key, value in FAST_RETRIES.items()}
+
+
+def fast_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update={**FAST_RETRIES, **changes})
+
+
+def add_subscription(
+    engine: Engine,
+    url: str,
+    *,
+    event_types: list[str] | None = None,
+    company_ids: list[str] | None = None,
+    created_at: datetime | None = None,
+    **fields: Any,
+) -> Subscription:
+    at = created_at or datetime.now(UTC) - timedelta(minutes=1)
+    row = Subscription(
+        id=f"sub_{uuid.uuid4().hex}",
+        url=url,
+        event_types=event_types or ["*"],
+        company_ids=company_ids,
+        secret=new_secret(),
+        created_at=at,
+        updated_at=at,
+        **fields,
+    )
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        session.add(row)
+    return row
+
+
+def publish_change(
+    redis: Redis, namespace: str, event: str = "sync.completed", company_id: str = "company-1", **data: Any
+) -> str:
+    """XADD one change as the change feed would; returns its stream id."""
+    body = {"id": f"sync-{uuid.uuid4().hex[:8]}", "company_id": company_id, "event_id": "evt-1", **data}
+    fields = {"event": event, "company_id": company_id, "connection_id": "conn-1", "data": json.dumps(body)}
+    entry = redis.xadd(stream_key(namespace), fields)  # type: ignore[arg-type]
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
