@@ -141,7 +141,7 @@ def main() -> None:
         "SYNCTRACK_REDIS_NAMESPACE": namespace,
         "SYNCTRACK_SUBSCRIPTIONS_ALLOW_HTTP": "true",
         "SYNCTRACK_SUBSCRIPTIONS_ALLOW_PRIVATE": "true",
-        "SYNCTRACK_LOG_LEVEL": "INFO",
+        "SYNCTRACK_LOG_LEVEL": "WARNING",
         "PROMETHEUS_MULTIPROC_DIR": str(OUT / f"metrics-{namespace}"),
         "RECEIVER_SECRETS": json.dumps(secrets),
     }

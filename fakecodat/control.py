@@ -10,7 +10,11 @@ import httpx
 class FakeCodatControl:
     def __init__(self, url: str, timeout: float = 10) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=f"{self.url}/_control", timeout=timeout)
+        # Idle connections are dropped well before a server's keep-alive timeout (uvicorn: 5 s), so a
+        # request never goes out on a connection the server is closing.
+        self._http = httpx.Client(
+            base_url=f"{self.url}/_control", timeout=timeout, limits=httpx.Limits(keepalive_expiry=2.0)
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -22,7 +22,6 @@ import logging
 import re
 from collections import deque
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +34,9 @@ log = logging.getLogger("synctrack.stream")
 
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 READ_COUNT = 1_000
-"""Changes read per XREAD."""
-READ_BLOCK_MS = 5_000
-"""How long one XREAD waits for news; below the Redis client's 10 s socket timeout."""
+"""Most changes read per XREAD; never more than half a client's buffer (see `Fanout.read_count`)."""
+READ_BLOCK_MS = 2_000
+"""How long one XREAD waits for news; well below a Redis client's socket timeout (redis-py: 5 s)."""
 RETRY_SECONDS = 1.0
 """Pause before reading again after Redis failed."""
 
@@ -154,6 +153,9 @@ class Fanout:
         self.redis = client
         self.key = stream_key(namespace)
         self.capacity = capacity
+        # Clients drain their buffers while the reader waits on Redis; a batch larger than a buffer
+        # would overflow even a client that keeps up.
+        self.read_count = max(1, min(READ_COUNT, capacity // 2))
         self.position: str | None = None
         """Id of the last entry handed out (or the stream's tail at start); None until known."""
         self.overflows = 0
@@ -162,6 +164,7 @@ class Fanout:
         self._by_company: dict[str, set[Subscriber]] = {}
         self._by_connection: dict[str, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def subscriber_count(self) -> int:
@@ -182,13 +185,20 @@ class Fanout:
             self.position = await self.tail()
         except RedisError as exc:
             log.warning("msg=stream_reader_waiting_for_redis error=%r", str(exc))
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="synctrack-stream-reader")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
+            # The flag, not only the cancellation, ends the loop: redis-py can swallow a cancellation
+            # that lands while it takes a connection, and then blocks in XREAD; closing the
+            # connections ends that read at once.
             self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=0.1)
+            if not done:
+                await self.redis.connection_pool.disconnect()
+                await asyncio.wait({self._task}, timeout=RETRY_SECONDS + READ_BLOCK_MS / 1000)
             self._task = None
         for sub in list(self._subscribers):
             self.unsubscribe(sub)
@@ -235,17 +245,19 @@ class Fanout:
 
     async def _run(self) -> None:
         interrupted = False
-        while True:
+        while not self._stopping:
             try:
                 if self.position is None:
                     self.position = await self.tail()
                 elif interrupted:
                     await self._resume_after_interruption()
                 interrupted = False
-                reply = await self.redis.xread({self.key: self.position}, count=READ_COUNT, block=READ_BLOCK_MS)
+                reply = await self.redis.xread({self.key: self.position}, count=self.read_count, block=READ_BLOCK_MS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reader must outlive any failure; clients wait meanwhile
+                if self._stopping:
+                    return
                 if not interrupted:
                     log.warning("msg=stream_reader_interrupted error=%r", f"{type(exc).__name__}: {exc}")
                 interrupted = True

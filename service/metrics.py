@@ -107,7 +107,7 @@ def render(depths: dict[str, int] | None) -> bytes:
     up = GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.")
     up.add_metric([], 0 if depths is None else 1)
     families.append(up)
-    return generate_latest(_Families(families))  # type: ignore[arg-type]
+    return generate_latest(_Families(families))
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -31,10 +31,11 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
-from starlette.background import BackgroundTask
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from service.fanout import (
@@ -199,14 +200,31 @@ async def stream(request: Request) -> Response:
         position,
         fanout.subscriber_count,
     )
-    return EventSourceResponse(
+    return ChangeStreamResponse(
+        fanout,
+        sub,
         events(fanout, sub, request.app.state.engine, position, opening),
         ping=settings.stream_heartbeat_seconds,
         sep="\n",
         send_timeout=settings.stream_send_timeout_seconds,
-        # Runs even when the body never does (HEAD), so no subscriber outlives its request.
-        background=BackgroundTask(fanout.unsubscribe, sub),
     )
+
+
+class ChangeStreamResponse(EventSourceResponse):
+    """An event stream that always gives its subscriber back, however it ends (even a HEAD request,
+    whose body never runs), and treats a client that stopped reading as a disconnect, not an error."""
+
+    def __init__(self, fanout: Fanout, sub: Subscriber, content: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.fanout, self.sub = fanout, sub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("msg=stream_client_dropped reason=send_timeout seconds=%s", self.send_timeout)
+        finally:
+            self.fanout.unsubscribe(self.sub)
 
 
 def unavailable() -> ApiError:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from schemas.settings import Settings
+from tests.auth import AUTH_SETTINGS
 from workers.changes import stream_key
 from workers.ledger import Subscription
 from workers.signing import new_secret
@@ -30,7 +31,8 @@ FAST_RETRIES_ENV = {f"SYNCTRACK_{key.upper()}": str(value).lower() for key, valu
 
 
 def fast_settings(settings: Settings, **changes: Any) -> Settings:
-    return settings.model_copy(update={**FAST_RETRIES, **changes})
+    """`settings` with fast retries, a local receiver allowed, and the test admin token accepted."""
+    return settings.model_copy(update={**AUTH_SETTINGS, **FAST_RETRIES, **changes})
 
 
 def add_subscription(

@@ -107,7 +107,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         stack.callback(
             lambda: client.delete(*client.scan_iter(f"{namespace}:*")) if client.keys(f"{namespace}:*") else 0
         )
-        api = stack.enter_context(httpx.Client(base_url=base, timeout=20, headers=ADMIN_HEADERS))
+        api = stack.enter_context(
+            httpx.Client(base_url=base, timeout=20, headers=ADMIN_HEADERS, limits=httpx.Limits(keepalive_expiry=2.0))
+        )
         yield Stack(api, fake, client, namespace)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from fakecodat.server import FakeCodatServer
@@ -23,6 +24,7 @@ from fakecodat.world import Config
 from schemas.settings import Settings
 from service.access import RULES, Kind, rule_for
 from service.app import create_app
+from service.auth import take_query_token
 from service.openapi import app_operations
 from service.tokens import RIGHTS
 from tests.auth import ADMIN_HEADERS, AUTH_SETTINGS, bearer, company_token
@@ -49,16 +51,30 @@ class World:
     b: Target
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fake() -> Iterator[FakeCodatServer]:
     with FakeCodatServer(config=Config(sync_seconds=30, api_key=KEY)) as server:
         yield server
 
 
-@pytest.fixture
-def settings(embedded_settings: Settings, fake: FakeCodatServer) -> Settings:
-    return embedded_settings.model_copy(
-        update={**AUTH_SETTINGS, "codat_base_url": fake.url, "codat_api_key": KEY, "codat_max_retries": 0}
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, fake: FakeCodatServer) -> Settings:
+    """One ledger and app for the module (the tests only add to it); failure rate limits off."""
+    import fakeredis
+
+    import workers.broker as broker
+
+    broker._embedded_server = fakeredis.FakeServer()
+    return Settings(
+        embedded=True,
+        database_url=f"sqlite:///{tmp_path_factory.mktemp('auth') / 'ledger.db'}",
+        redis_namespace=f"t{uuid.uuid4().hex[:8]}",
+        codat_base_url=fake.url,
+        codat_api_key=KEY,
+        codat_max_retries=0,
+        failure_limit_per_minute=0,
+        _env_file=None,  # type: ignore[call-arg]
+        **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
 
 
@@ -80,7 +96,7 @@ def company_in_both(fake: FakeCodatServer, settings: Settings) -> Target:
     return Target(company["id"], ids["connection_id"], event)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def world(fake: FakeCodatServer, settings: Settings) -> World:
     upgrade(settings.database_url)
     found = World(company_in_both(fake, settings), company_in_both(fake, settings))
@@ -88,7 +104,7 @@ def world(fake: FakeCodatServer, settings: Settings) -> World:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(settings: Settings, world: World) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -155,6 +171,7 @@ def test_every_company_rule_is_exercised_by_the_isolation_tests() -> None:
 def test_a_company_token_finds_another_companys_resources_exactly_as_missing_ones(
     case: str, client: TestClient, world: World, fake: FakeCodatServer
 ) -> None:
+    fake.control.clear_requests()
     foreign, unknown = same_answer(client, CROSS_CASES[case], world.a, world.b, all_rights(world))
     assert foreign[0] == 404, foreign
     assert json.loads(foreign[1])["error"] == "not_found"
@@ -164,14 +181,15 @@ def test_a_company_token_finds_another_companys_resources_exactly_as_missing_one
 
 @pytest.mark.parametrize("route", sorted(COMPANY_ROUTES))
 def test_a_company_token_with_the_routes_right_reaches_its_own_company(
-    route: tuple[str, str], client: TestClient, world: World
+    route: tuple[str, str], client: TestClient, fake: FakeCodatServer, settings: Settings
 ) -> None:
     if route == ("GET", "/v1/stream"):
         pytest.skip("an open stream never ends in an in-process client: see test_stream_auth.py")
     rule = rule_for(*route)
     assert rule is not None and rule.right is not None
-    method, url = COMPANY_ROUTES[route](world.a, world.a)
-    response = client.request(method, url, headers=bearer(company_token(world.a.company, [rule.right])))
+    own = company_in_both(fake, settings)  # a fresh one: unlink and delete change it
+    method, url = COMPANY_ROUTES[route](own, own)
+    response = client.request(method, url, headers=bearer(company_token(own.company, [rule.right])))
     assert response.status_code in (200, 202), response.text
 
 
@@ -183,6 +201,7 @@ def test_a_company_token_without_the_routes_right_is_forbidden_on_its_own_compan
     assert rule is not None and rule.right is not None
     others = [right for right in RIGHTS if right != rule.right]
     method, url = COMPANY_ROUTES[route](world.a, world.a)
+    fake.control.clear_requests()
     response = client.request(method, url, headers=bearer(company_token(world.a.company, others)))
     assert response.status_code == 403
     assert response.json() == {"error": "forbidden", "detail": f"this token does not have the {rule.right!r} right"}
@@ -194,7 +213,7 @@ def test_lists_show_a_company_token_its_own_company_only(path: str, client: Test
     for target in (world.a, world.b):  # an audit row for each company
         assert client.post(f"/v1/companies/{target.company}/refresh", headers=ADMIN_HEADERS).status_code == 202
     everything = client.get(path, headers=ADMIN_HEADERS).json()["items"]
-    assert {item["company_id"] for item in everything} == {world.a.company, world.b.company}
+    assert {item["company_id"] for item in everything} >= {world.a.company, world.b.company}
     mine = client.get(path, headers=all_rights(world)).json()["items"]
     assert mine and {item["company_id"] for item in mine} == {world.a.company}
     same = client.get(f"{path}?company_id={world.a.company}", headers=all_rights(world)).json()["items"]
@@ -312,9 +331,108 @@ def test_the_public_routes_answer_without_a_token(client: TestClient) -> None:
 def test_metrics_need_an_admin_token_only_when_configured(
     required: bool, expected: tuple[int, int, int], settings: Settings, world: World
 ) -> None:
-    app = create_app(settings.model_copy(update={"metrics_require_token": required}))
-    with TestClient(app) as client:
+    with TestClient(create_app(settings.model_copy(update={"metrics_require_token": required}))) as client:
         answers = tuple(
             client.get("/metrics", headers=headers).status_code for headers in ({}, all_rights(world), ADMIN_HEADERS)
         )
     assert answers == expected
+
+
+def app_with(settings: Settings, **changes: Any) -> Starlette:
+    return create_app(settings.model_copy(update=changes))
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_a_token_in_the_query_is_accepted_on_the_stream_only_and_only_when_enabled(
+    enabled: bool, settings: Settings, world: World
+) -> None:
+    token = company_token(world.a.company)
+    with TestClient(app_with(settings, stream_token_in_query=enabled)) as client:
+        # Another company's stream is refused before it starts: a 404 shows the token was taken as A's.
+        stream = client.get(f"/v1/stream?company_id={world.b.company}&access_token={token}")
+        elsewhere = client.get(f"/v1/companies/{world.a.company}/connections?access_token={token}")
+    assert stream.status_code == (404 if enabled else 401)
+    assert elsewhere.status_code == 401
+    assert "SYNCTRACK_STREAM_TOKEN_IN_QUERY" in elsewhere.json()["detail"]
+
+
+def test_the_query_token_is_taken_out_before_any_handler_or_log_sees_it() -> None:
+    scope: dict[str, Any] = {"query_string": b"company_id=a&access_token=secret-value&limit=5"}
+    assert take_query_token(scope) == "secret-value"
+    assert scope["query_string"] == b"company_id=a&limit=5"
+    untouched: dict[str, Any] = {"query_string": b"company_id=a"}
+    assert take_query_token(untouched) is None and untouched["query_string"] == b"company_id=a"
+
+
+def test_repeated_failed_authentications_are_rate_limited_but_a_valid_token_never_is(
+    settings: Settings, world: World
+) -> None:
+    with TestClient(app_with(settings, failure_limit_per_minute=3)) as client:
+        bad = [client.get("/v1/companies", headers=bearer("sta_wrong-token-0123456789abcdefghijkl")) for _ in range(4)]
+        assert [r.status_code for r in bad] == [401, 401, 401, 429]
+        assert bad[-1].json()["error"] == "rate_limited"
+        assert 1 <= int(bad[-1].headers["retry-after"]) <= 20
+        assert client.get("/v1/companies").status_code == 429
+        assert client.get("/v1/companies", headers=ADMIN_HEADERS).status_code == 200
+    with TestClient(app_with(settings, failure_limit_per_minute=3), client=("192.0.2.7", 4000)) as elsewhere:
+        assert elsewhere.get("/v1/companies").status_code == 401, "another source has its own budget"
+
+
+def test_forwarded_sources_count_separately_only_behind_a_trusted_proxy(settings: Settings) -> None:
+    def statuses(trusted: list[str]) -> list[int]:
+        app = app_with(settings, failure_limit_per_minute=1, trusted_proxies=trusted)
+        with TestClient(app, client=("127.0.0.1", 4000)) as client:
+            return [
+                client.get("/v1/companies", headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code
+                for n in (1, 2, 3)
+            ]
+
+    assert statuses(["127.0.0.1/32"]) == [401, 401, 401]
+    assert statuses([]) == [401, 429, 429], "without a trusted proxy the header is the client's own claim"
+
+
+def test_cors_answers_preflights_for_configured_origins_and_exposes_errors_to_them(settings: Settings) -> None:
+    with TestClient(app_with(settings, cors_origins=["https://app.example"])) as client:
+        preflight = client.options(
+            "/v1/companies",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        refused = client.get("/v1/companies", headers={"Origin": "https://app.example"})
+        stranger = client.get("/v1/companies", headers={"Origin": "https://evil.example", **ADMIN_HEADERS})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+def local_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update={"admin_token_hashes": [], **changes})
+
+
+def test_with_authentication_off_only_loopback_clients_are_served_without_a_token(settings: Settings) -> None:
+    app = create_app(local_settings(settings, auth_disabled=True))
+    with TestClient(app, client=("127.0.0.1", 4000)) as local:
+        assert local.get("/v1/companies").status_code == 200
+        assert local.post("/v1/companies/x/refresh", headers=bearer(company_token("y", ["refresh"]))).status_code == 404
+    with TestClient(app, client=("192.0.2.7", 4000)) as remote:
+        refused = remote.get("/v1/companies")
+    assert refused.status_code == 401 and "loopback clients only" in refused.json()["detail"]
+
+
+def test_admin_hashes_keep_authentication_on_even_when_asked_to_turn_it_off(settings: Settings) -> None:
+    app = app_with(settings, auth_disabled=True)
+    with TestClient(app, client=("127.0.0.1", 4000)) as local:
+        assert local.get("/v1/companies").status_code == 401
+
+
+def test_without_admin_hashes_the_api_refuses_everything_but_company_tokens(settings: Settings, world: World) -> None:
+    with TestClient(create_app(local_settings(settings)), client=("127.0.0.1", 4000)) as client:
+        assert client.get("/v1/companies").status_code == 401
+        assert client.get("/v1/companies", headers=ADMIN_HEADERS).status_code == 401
+        own = client.get(f"/v1/companies/{world.a.company}/connections", headers=all_rights(world))
+        assert own.status_code == 200

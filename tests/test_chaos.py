@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -238,7 +239,10 @@ def test_no_acknowledged_webhook_is_lost_through_crashes_restarts_and_drains(
         f"acknowledged={record.acknowledged} accepted(202)={len(accepted)} duplicates(200)={statuses[200]} "
         f"stored={len(stored)} lost={len(lost)} 503={statuses[503]} refused={sum(a.refused for a in record.attempts)} "
         f"unanswered={len(unanswered)} send_seconds={sent_seconds:.1f} drain_seconds={drain_seconds:.1f} "
-        f"queues={queues}\n  faults: " + "; ".join(chaos.log)
+        f"queues={queues}\n  faults: "
+        + "; ".join(chaos.log)
+        + f"\n  unanswered: {Counter(a.error.split('(')[0] for a in unanswered)}"
+        + f"\n  rebuild: {' | '.join(rebuild.stdout.strip().splitlines()[-2:])}"
     )
     assert drained, f"not drained within 180 s: {queues}, stored {len(stored)} of {len(acknowledged_ids)}"
 

@@ -49,7 +49,7 @@ def events(client: TestClient, **query: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def fold_bug(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A deploy whose fold raises for every `read.completed` (undo() is the fix)."""
-    parse = workers.ingest.parse_event
+    parse = workers.ingest.parse_event  # type: ignore[attr-defined]
 
     def buggy(raw: bytes | str, message_id: str, received_at: Any) -> Event:
         event = parse(raw, message_id, received_at)

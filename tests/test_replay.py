@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import pytest
@@ -82,7 +82,8 @@ def enqueued_event_ids(settings: Settings) -> list[str]:
     ids = client.lrange(queue_key, 0, -1)
     if not ids:
         return []
-    messages = [dramatiq.Message.decode(raw) for raw in client.hmget(messages_key, ids) if raw]
+    raws = cast(list[bytes | None], client.hmget(messages_key, ids))
+    messages = [dramatiq.Message.decode(raw) for raw in raws if raw]
     assert all(m.args[3] is True and m.args[1] is None for m in messages)  # replay, body loaded by the worker
     return [m.args[0] for m in messages]
 

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
+from tests.auth import ADMIN_HEADERS, AUTH_SETTINGS, bearer, company_token
 from tests.subscription_support import fast_settings, publish_change
 from tests.webhook_receiver import WebhookReceiver
 from workers.broker import queue_keys, sync_redis
@@ -25,7 +26,7 @@ def settings(embedded_settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 
@@ -68,6 +69,15 @@ def test_creating_a_subscription_shows_its_secret_once(client: TestClient) -> No
     assert [item["id"] for item in listed] == [created["id"]]
 
 
+def test_subscriptions_are_for_admins_only(client: TestClient) -> None:
+    created = create(client, "http://127.0.0.1:9/hook")
+    company = bearer(company_token("c1", ["read", "refresh", "disconnect", "delete"]))
+
+    assert client.get("/v1/subscriptions", headers={"Authorization": ""}).status_code == 401
+    assert client.get("/v1/subscriptions", headers=company).status_code == 403
+    assert client.post(f"/v1/subscriptions/{created['id']}/rotate-secret", headers=company).status_code == 403
+
+
 def test_event_types_default_to_everything_and_star_absorbs_the_rest(client: TestClient) -> None:
     assert create(client, "http://127.0.0.1:9/a")["event_types"] == ["*"]
     assert create(client, "http://127.0.0.1:9/b", event_types=["*", "sync.failed"])["event_types"] == ["*"]
@@ -105,7 +115,8 @@ def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
 def test_without_the_development_settings_only_public_https_urls_are_accepted(
     embedded_settings: Settings, url: str
 ) -> None:
-    with TestClient(create_app(embedded_settings)) as strict:
+    strict_settings = embedded_settings.model_copy(update=AUTH_SETTINGS)
+    with TestClient(create_app(strict_settings), headers=ADMIN_HEADERS) as strict:
         response = strict.post("/v1/subscriptions", json={"url": url})
     assert (response.status_code, response.json()["error"]) == (400, "invalid_url")
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
+from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import SECRET, connection_event, read_completed, signed_request
 from tests.services import ServiceProcess, free_port, wait_for, wait_until_healthy
 from tests.subscription_support import FAST_RETRIES_ENV
@@ -31,6 +32,7 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
         "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **AUTH_ENV,
         **FAST_RETRIES_ENV,
         **extra,
     }
@@ -101,7 +103,10 @@ def test_matching_changes_reach_each_receiver_signed_once_per_id_through_failure
     web_and_worker: str, redis_url: str, namespace: str
 ) -> None:
     refused_port = free_port()
-    with WebhookReceiver(slow_seconds=2.0) as receiver, httpx.Client(base_url=web_and_worker, timeout=30) as api:
+    with (
+        WebhookReceiver(slow_seconds=2.0) as receiver,
+        httpx.Client(base_url=web_and_worker, timeout=30, headers=ADMIN_HEADERS) as api,
+    ):
         everything = subscribe(api, receiver.url("/all"))
         completed_a = subscribe(
             api, receiver.url("/completed-a"), event_types=["sync.completed"], company_ids=[COMPANY_A]
@@ -205,7 +210,7 @@ def test_synctrack_dev_delivers_to_a_subscription_too(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_healthy(base, dev)
-        with WebhookReceiver() as receiver, httpx.Client(base_url=base, timeout=30) as api:
+        with WebhookReceiver() as receiver, httpx.Client(base_url=base, timeout=30, headers=ADMIN_HEADERS) as api:
             sub = subscribe(api, receiver.url("/dev"), event_types=["sync.completed"])
             receiver.expect("/dev", [sub["secret"]])
             post_webhook(api, connection_event("connection.connected"))

@@ -19,7 +19,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 from dramatiq.middleware import Middleware
@@ -57,7 +57,7 @@ class FinalAttemptNotes(Middleware):
         actor = broker.get_actor(message.actor_name)
         throws = message.options.get("throws") or actor.options.get("throws")
         retries = int(message.options.get("retries", 0))
-        thrown = bool(throws) and isinstance(exception, throws)
+        thrown = throws is not None and isinstance(exception, throws)
         message.options["attempts"] = retries + 1 if thrown or "traceback" not in message.options else retries
         message.options["last_error"] = f"{type(exception).__name__}: {exception}"[:ERROR_CHARS]
         if thrown or "traceback" not in message.options:
@@ -150,6 +150,11 @@ def _describe_body(body: str) -> tuple[str | None, str | None, str | None]:
     )
 
 
+def _members(pairs: Any) -> list[tuple[str, float]]:
+    """Redis's (member, score) pairs with the member as text."""
+    return [(member.decode() if isinstance(member, bytes) else str(member), float(score)) for member, score in pairs]
+
+
 class DeadLetters:
     """The dead letters of one queue (the webhooks queue unless told otherwise)."""
 
@@ -168,7 +173,7 @@ class DeadLetters:
     def newest(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """Newest first."""
         pairs = self.redis.zrevrange(self.zset_key, offset, offset + limit - 1, withscores=True)
-        return self._load([(member.decode(), score) for member, score in pairs])
+        return self._load(_members(pairs))
 
     def get(self, ident: str) -> DeadLetter | None:
         """One dead letter by its id or by the event id it carries."""
@@ -179,7 +184,10 @@ class DeadLetters:
         """Put the selected dead letters (all when `ids` is None) back on their queue; return them."""
         moved = []
         for letter in self._all() if ids is None else self._resolve(ids):
-            message = dramatiq.Message.decode(self.redis.hget(self.messages_key, letter.id) or b"")
+            raw = cast(bytes | None, self.redis.hget(self.messages_key, letter.id))
+            if raw is None:
+                continue
+            message = dramatiq.Message.decode(raw)
             new_id = str(uuid.uuid4())
             options = {k: v for k, v in message.options.items() if k not in RETRY_OPTIONS}
             options["redis_message_id"] = new_id
@@ -203,7 +211,7 @@ class DeadLetters:
 
     def _all(self) -> list[DeadLetter]:
         pairs = self.redis.zrange(self.zset_key, 0, -1, withscores=True)
-        return self._load([(member.decode(), score) for member, score in pairs], describe=False)
+        return self._load(_members(pairs), describe=False)
 
     def _resolve(self, idents: list[str]) -> list[DeadLetter]:
         wanted = set(idents)
@@ -212,7 +220,7 @@ class DeadLetters:
     def _load(self, pairs: list[tuple[str, float]], describe: bool = True) -> list[DeadLetter]:
         if not pairs:
             return []
-        raws = self.redis.hmget(self.messages_key, [redis_id for redis_id, _ in pairs])
+        raws = cast(list[bytes | None], self.redis.hmget(self.messages_key, [redis_id for redis_id, _ in pairs]))
         letters = [
             _decode(redis_id, raw, score, self.queue) for (redis_id, score), raw in zip(pairs, raws, strict=True) if raw
         ]

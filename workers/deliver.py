@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from redis import Redis
-from sqlalchemy import Engine, or_
-from sqlmodel import Session, col, update
+from sqlalchemy import Connection, Engine, or_
+from sqlmodel import Session, col, select, update
 
 from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
@@ -66,6 +69,18 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A delivery this attempt has claimed, with its subscription as it was at the claim."""
+
+    delivery_id: str
+    subscription: Subscription
+    event_type: str
+    body: str
+    attempts: int
+    window_started_at: datetime
+
+
+@dataclass(frozen=True)
 class Attempt:
     delivery_id: str
     outcome: str
@@ -90,11 +105,21 @@ class Deliverer:
             retention_seconds=settings.stream_retention_hours * 3600,
         )
         self.timeout = settings.subscriptions_timeout_seconds
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self.http = httpx.Client(
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite has one writer: this process's threads queue here rather than in SQLite's busy loop."""
+        if self._write_lock is None:
+            yield
+            return
+        with self._write_lock:
+            yield
 
     def close(self) -> None:
         self.http.close()
@@ -111,19 +136,19 @@ class Deliverer:
         claimed = self._claim(delivery_id, datetime.now(UTC))
         if claimed is None:
             return Attempt(delivery_id, "skipped")
-        delivery, subscription = claimed
+        subscription = claimed.subscription
         if not subscription.enabled:
             self._give_up(delivery_id, "subscription disabled")
             return Attempt(delivery_id, "failed", error="subscription disabled")
         sent_at = datetime.now(UTC)
-        headers = webhook_headers(delivery.id, sent_at, delivery.body, signing_keys(subscription, sent_at))
-        code, error = self._post(subscription.url, delivery.body, headers)
-        attempt, disabled = self._record(delivery_id, subscription.id, code, error, datetime.now(UTC))
+        headers = webhook_headers(delivery_id, sent_at, claimed.body, signing_keys(subscription, sent_at))
+        code, error = self._post(subscription.url, claimed.body, headers)
+        attempt, disabled = self._record(claimed, code, error, datetime.now(UTC))
         log.info(
             "delivery=%s subscription=%s type=%s outcome=%s code=%s error=%r retry_in=%s",
             delivery_id,
             subscription.id,
-            delivery.event_type,
+            claimed.event_type,
             attempt.outcome,
             code,
             error,
@@ -133,23 +158,31 @@ class Deliverer:
             self.announce_disabled(disabled)
         return attempt
 
-    def _claim(self, delivery_id: str, now: datetime) -> tuple[Delivery, Subscription] | None:
+    def _claim(self, delivery_id: str, now: datetime) -> Claimed | None:
+        """Take the delivery if it is due: its `next_attempt_at` moves past this attempt's time limit."""
         lease = now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS)
         due = now + timedelta(seconds=EARLY_TOLERANCE_SECONDS)
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            claimed = session.exec(
-                update(Delivery)
-                .where(col(Delivery.id) == delivery_id, col(Delivery.status) == "pending")
-                .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
-                .values(next_attempt_at=lease)
+        claim = (
+            update(Delivery)
+            .where(col(Delivery.id) == delivery_id, col(Delivery.status) == "pending")
+            .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
+            .values(next_attempt_at=lease)
+            .returning(
+                col(Delivery.subscription_id),
+                col(Delivery.event_type),
+                col(Delivery.body),
+                col(Delivery.attempts),
+                col(Delivery.window_started_at),
             )
-            if claimed.rowcount == 0:
+        )
+        with self._writing(), self.engine.begin() as conn:
+            row = conn.execute(claim).first()
+            if row is None:
                 return None
-            delivery = session.get(Delivery, delivery_id)
-            subscription = session.get(Subscription, delivery.subscription_id) if delivery else None
-            if delivery is None or subscription is None:
-                return None
-            return delivery, subscription
+            subscription = _load_subscription(conn, row.subscription_id)
+        if subscription is None:
+            return None
+        return Claimed(delivery_id, subscription, row.event_type, row.body, row.attempts, row.window_started_at)
 
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
@@ -178,51 +211,54 @@ class Deliverer:
             return None, f"{type(exc).__name__}: {exc}"[:300]
 
     def _record(
-        self, delivery_id: str, subscription_id: str, code: int | None, error: str | None, now: datetime
+        self, claimed: Claimed, code: int | None, error: str | None, now: datetime
     ) -> tuple[Attempt, Subscription | None]:
         """Store the attempt's result; returns it and the subscription if this attempt disabled it."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            delivery = session.get(Delivery, delivery_id)
-            if delivery is None:  # the subscription was deleted meanwhile
-                return Attempt(delivery_id, "failed", code, "subscription deleted"), None
-            delivery.attempts += 1
-            delivery.last_attempt_at = now
-            delivery.last_response_code = code
-            delivery.last_error = error if error else (None if code and 200 <= code < 300 else f"HTTP {code}")
-            if code is not None and 200 <= code < 300:
-                delivery.status, delivery.delivered_at, delivery.next_attempt_at = "delivered", now, None
-                session.exec(
+        delivery_id, subscription_id = claimed.delivery_id, claimed.subscription.id
+        attempts = claimed.attempts + 1
+        done = {"attempts": col(Delivery.attempts) + 1, "last_attempt_at": now, "last_response_code": code}
+        if code is not None and 200 <= code < 300:
+            with self._writing(), self.engine.begin() as conn:
+                _update_delivery(
+                    conn,
+                    delivery_id,
+                    **done,
+                    last_error=None,
+                    status="delivered",
+                    delivered_at=now,
+                    next_attempt_at=None,
+                )
+                conn.execute(
                     update(Subscription)
                     .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_not(None))
                     .values(failing_since=None)
                 )
-                return Attempt(delivery_id, "delivered", code), None
+            return Attempt(delivery_id, "delivered", code), None
+        error = error or f"HTTP {code}"
+        failed = {**done, "last_error": error, "status": "failed", "next_attempt_at": None}
+        with self._writing(), self.engine.begin() as conn:
             if code == 410:
-                delivery.status, delivery.next_attempt_at = "failed", None
-                return Attempt(delivery_id, "gone", code, delivery.last_error), _disable(
-                    session, subscription_id, "gone", now
-                )
-            session.exec(
+                _update_delivery(conn, delivery_id, **failed)
+                return Attempt(delivery_id, "gone", code, error), _disable(conn, subscription_id, "gone", now)
+            conn.execute(
                 update(Subscription)
                 .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_(None))
                 .values(failing_since=now)
             )
-            subscription = session.get(Subscription, subscription_id)
-            failing_since = subscription.failing_since if subscription else None
+            failing_since = conn.execute(
+                select(Subscription.failing_since).where(col(Subscription.id) == subscription_id)
+            ).scalar()
             limit = timedelta(seconds=self.settings.subscriptions_disable_after_seconds)
             if failing_since is not None and now - failing_since >= limit:
-                delivery.status, delivery.next_attempt_at = "failed", None
-                return Attempt(delivery_id, "disabled", code, delivery.last_error), _disable(
-                    session, subscription_id, "failing", now
-                )
-            delay = self.policy.delay(delivery.attempts)
-            if (
-                now + timedelta(seconds=delay) - delivery.window_started_at
-            ).total_seconds() > self.policy.window_seconds:
-                delivery.status, delivery.next_attempt_at = "failed", None
-                return Attempt(delivery_id, "failed", code, delivery.last_error), None
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
-            return Attempt(delivery_id, "retry", code, delivery.last_error, delay), None
+                _update_delivery(conn, delivery_id, **failed)
+                return Attempt(delivery_id, "disabled", code, error), _disable(conn, subscription_id, "failing", now)
+            delay = self.policy.delay(attempts)
+            next_at = now + timedelta(seconds=delay)
+            if (next_at - claimed.window_started_at).total_seconds() > self.policy.window_seconds:
+                _update_delivery(conn, delivery_id, **failed)
+                return Attempt(delivery_id, "failed", code, error), None
+            _update_delivery(conn, delivery_id, **done, last_error=error, next_attempt_at=next_at)
+            return Attempt(delivery_id, "retry", code, error, delay), None
 
     def _give_up(self, delivery_id: str, reason: str) -> None:
         with Session(self.engine) as session, session.begin():
@@ -242,19 +278,23 @@ class Deliverer:
         )
 
 
-def _disable(session: Session, subscription_id: str, reason: str, now: datetime) -> Subscription | None:
+def _load_subscription(conn: Connection, subscription_id: str) -> Subscription | None:
+    row = conn.execute(select(Subscription).where(col(Subscription.id) == subscription_id)).first()
+    return Subscription(**row._mapping) if row is not None else None
+
+
+def _update_delivery(conn: Connection, delivery_id: str, **values: Any) -> None:
+    conn.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(**values))
+
+
+def _disable(conn: Connection, subscription_id: str, reason: str, now: datetime) -> Subscription | None:
     """Disable the subscription if it is still enabled; return it only if this call disabled it."""
-    changed = session.exec(
+    changed = conn.execute(
         update(Subscription)
         .where(col(Subscription.id) == subscription_id, col(Subscription.enabled))
         .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
     )
-    if changed.rowcount == 0:
-        return None
-    subscription = session.get(Subscription, subscription_id)
-    if subscription is not None:
-        session.refresh(subscription)
-    return subscription
+    return _load_subscription(conn, subscription_id) if changed.rowcount else None
 
 
 def _count(record: Callable[[str], None], label: str) -> None:

@@ -223,19 +223,22 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
         )
         state.syncs[row.id] = row
         state.deleted_syncs.discard(row.id)
-    if result_stamp > row.stamp:
+    newer = result_stamp > row.stamp
+    if newer:
         row.status, row.phase, row.stamp, row.data_type = fact.status, phase, result_stamp, fact.data_type
         row.completed_at = row.sort_at = at
         row.requested_at = fact.requested_at
         row.issues = list(fact.issues) if fact.issues is not None else None
         row.event_id = event.id
-        changes.append(Change(_finish_kind(phase), conn.id, _snapshot(row), event.id))
     if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(row.source, 0):
         row.source = event.source
     if fact.records_modified:
         row.records_modified = True
     elif row.records_modified is None and fact.records_modified is not None:
         row.records_modified = False
+    if newer:
+        # Announced once every field is written, so the stream shows the row the API will.
+        changes.append(Change(_finish_kind(phase), conn.id, _snapshot(row), event.id))
 
     for open_row in [s for s in state.syncs.values() if s.phase in OPEN_PHASES and s.id != fact.key]:
         if open_row.data_type in (fact.data_type, ANY_DATA_TYPE) and (open_row.requested_at or at) <= at:

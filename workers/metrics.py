@@ -100,7 +100,7 @@ def forget_dead_processes(path: str) -> int:
         if pid_text.isdigit() and not _alive(int(pid_text)):
             dead.add(int(pid_text))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, path)
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
     return len(dead)
 
 
@@ -112,7 +112,7 @@ class Metrics:
 
         if multiprocess_dir() and values.ValueClass is values.MutexValue:
             # prometheus-client was imported before the directory was set: choose again.
-            values.ValueClass = values.get_value_class()
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         self.webhooks = Counter(
             "synctrack_webhooks_received_total",
             "Webhooks received, by event type and result (accepted, duplicate, rejected with its reason).",

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from redis import Redis
 
 from workers.broker import queue_keys
 from workers.deadletters import FinalAttemptNotes
-from workers.replay import ReplayBusy, ReplayJobNotFound, ReplayProgress, ReplayRunner
+from workers.replay import COUNTER_TTL_SECONDS, ReplayBusy, ReplayJobNotFound, ReplayRunner, counter_keys
 
 if TYPE_CHECKING:
     from workers.actors import WorkerRuntime
@@ -44,6 +46,26 @@ def start_message(namespace: str, job_id: str, rate: float, max_backlog: int) ->
     )
     queue_key, messages_key = queue_keys(namespace, OPS_QUEUE)
     return queue_key, messages_key, redis_id, message.encode()
+
+
+class ReplayProgress(Middleware):
+    """Counts, per replay job, the replayed messages a worker finished or dead-lettered."""
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis, self.namespace = redis, namespace
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        job_id = message.options.get("replay_job")
+        if not job_id or (exception is not None and not message.failed):
+            return
+        folded, dead = counter_keys(self.namespace, job_id)
+        key = folded if exception is None else dead
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, COUNTER_TTL_SECONDS)
+        pipe.execute()
 
 
 def declare_ops(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]

@@ -165,7 +165,7 @@ def stored_events(engine: Engine, order: Order = "received", seed: int = 0) -> I
             chunk = ids[start : start + PAGE]
             with Session(engine) as session:
                 found = {row[0]: row for row in session.exec(base.where(col(WebhookEvent.id).in_(chunk))).all()}
-            yield from (found[i][:3] for i in chunk if i in found)
+            yield from ((i, found[i][1] or "", found[i][2]) for i in chunk if i in found)
         return
     last: tuple[Any, str] | None = None
     while True:
@@ -174,7 +174,7 @@ def stored_events(engine: Engine, order: Order = "received", seed: int = 0) -> I
             query = query.where((sort > last[0]) | ((sort == last[0]) & (col(WebhookEvent.id) > last[1])))
         with Session(engine) as session:
             rows = session.exec(query.order_by(sort, col(WebhookEvent.id)).limit(PAGE)).all()
-        yield from (row[:3] for row in rows)
+        yield from ((row[0], row[1] or "", row[2]) for row in rows)
         if len(rows) < PAGE:
             return
         last = (rows[-1][3], rows[-1][0])

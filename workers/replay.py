@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import Middleware
 from redis import Redis
 from sqlalchemy import Engine, func
 from sqlalchemy.sql import ColumnElement
@@ -73,12 +72,13 @@ def conditions(filters: ReplayFilters) -> list[ColumnElement[bool]]:
         values = getattr(filters, name)
         if values:
             where.append(col(column).in_(values))
-    for bound, column, inclusive in (
+    times: tuple[tuple[datetime | None, Any, bool], ...] = (
         (filters.received_from, WebhookEvent.received_at, True),
         (filters.received_to, WebhookEvent.received_at, False),
         (filters.generated_from, WebhookEvent.generated_at, True),
         (filters.generated_to, WebhookEvent.generated_at, False),
-    ):
+    )
+    for bound, column, inclusive in times:
         if bound is not None:
             where.append(col(column) >= bound if inclusive else col(column) < bound)
     return where
@@ -88,8 +88,8 @@ def count_selection(engine: Engine, filters: ReplayFilters) -> tuple[int, int]:
     """(events a replay would enqueue, selected events whose body was pruned)."""
     has_body = col(WebhookEvent.body).is_not(None)
     query = select(
-        func.count().filter(has_body),  # type: ignore[no-untyped-call]
-        func.count().filter(~has_body),  # type: ignore[no-untyped-call]
+        func.count().filter(has_body),
+        func.count().filter(~has_body),
     ).where(*conditions(filters))
     with Session(engine) as session:
         replayable, pruned = session.exec(query).one()
@@ -147,26 +147,6 @@ def lock_key(namespace: str, job_id: str) -> str:
 def counter_keys(namespace: str, job_id: str) -> tuple[str, str]:
     """Redis counters of replayed messages a worker finished: (folded, dead-lettered)."""
     return f"{namespace}:replay:{job_id}:folded", f"{namespace}:replay:{job_id}:dead"
-
-
-class ReplayProgress(Middleware):
-    """Counts, per replay job, the replayed messages a worker finished or dead-lettered."""
-
-    def __init__(self, redis: Redis, namespace: str) -> None:
-        self.redis, self.namespace = redis, namespace
-
-    def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
-    ) -> None:
-        job_id = message.options.get("replay_job")
-        if not job_id or (exception is not None and not message.failed):
-            return
-        folded, dead = counter_keys(self.namespace, job_id)
-        key = folded if exception is None else dead
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, COUNTER_TTL_SECONDS)
-        pipe.execute()
 
 
 def job_out(job: ReplayJob, redis: Redis, namespace: str) -> ReplayJobOut:

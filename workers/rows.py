@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from datetime import datetime
 from functools import cache
 from operator import attrgetter
-from datetime import datetime
 from typing import Any
 
 OPEN_PHASES = ("active", "stale")

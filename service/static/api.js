@@ -16,7 +16,7 @@ const FRIENDLY = {
   codat_auth_failed: "Codat refused Synctrack's API key, so nothing was changed. An administrator needs to fix it.",
   codat_error: "Codat answered with an error, so nothing was changed.",
   rate_limited: "Too many requests just now. Wait a moment, then try again.",
-  unauthorized: "Your session is missing or has expired. Reload the page from your product to sign in again.",
+  unauthorized: "Synctrack needs a valid access token: the one given is missing, expired or not valid.",
   forbidden: "You are not allowed to do this.",
   not_found: "Synctrack does not know this item (it may have been deleted).",
   network: "Synctrack could not be reached. Check your network connection and try again.",

@@ -9,8 +9,19 @@ export function confirmAction(dialog, { title, paragraphs, confirmLabel }) {
   dialog.querySelector("#confirm-body").replaceChildren(...paragraphs.map((text) => h("p", {}, text)));
   dialog.querySelector("#confirm-ok").textContent = confirmLabel;
   dialog.returnValue = "";
+  const openerKey = document.activeElement?.dataset?.focusKey;
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    dialog.addEventListener(
+      "close",
+      () => {
+        // The page may have re-rendered the button that opened the dialog while it was open.
+        if (openerKey && (document.activeElement === document.body || !document.activeElement)) {
+          document.querySelector(`[data-focus-key="${CSS.escape(openerKey)}"]`)?.focus();
+        }
+        resolve(dialog.returnValue === "confirm");
+      },
+      { once: true },
+    );
     dialog.showModal();
   });
 }

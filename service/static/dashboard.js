@@ -10,8 +10,8 @@ import { renderList } from "./list.js";
 import { LiveFeed } from "./live.js";
 import { createMessages } from "./messages.js";
 import { Store } from "./store.js";
+import { askForToken, takeToken } from "./token.js";
 
-const TOKEN_KEY = "synctrack.token";
 const TIME_REFRESH_MS = 15_000;
 const LIVE_TEXT = {
   connecting: "Connecting…",
@@ -25,25 +25,6 @@ const $ = (id) => document.getElementById(id);
 const body = document.body;
 const embedded = body.dataset.mode === "embed";
 
-/** A token given as ?token= (or ?access_token=) is kept for this tab only and taken out of the address bar. */
-function takeToken() {
-  const params = new URLSearchParams(location.search);
-  const given = params.get("token") ?? params.get("access_token");
-  try {
-    if (given) sessionStorage.setItem(TOKEN_KEY, given);
-    else return sessionStorage.getItem(TOKEN_KEY);
-  } catch {
-    // Storage can be off (e.g. a sandboxed frame): the token then lives only in this page.
-  }
-  if (given) {
-    params.delete("token");
-    params.delete("access_token");
-    const query = params.toString();
-    history.replaceState(history.state, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
-  }
-  return given;
-}
-
 const api = createApi({ root: body.dataset.root, token: takeToken() });
 const store = new Store();
 const messages = createMessages($("messages"), $("alerts"));
@@ -54,6 +35,7 @@ const state = {
   includeDeleted: false,
   loaded: false,
   failed: false,
+  companyNames: new Map(),
 };
 
 function pageUrl({ companyId = state.companyId, connectionId = state.selectedId } = {}) {
@@ -116,6 +98,7 @@ function render() {
           : "This company has no connections yet. They appear here as soon as Codat reports them.",
   });
   updatePickerCount();
+  $("company-tools").hidden = state.failed;
   $("refresh-all").disabled = !state.loaded || state.failed || actions.isPending(`refresh:${state.companyId}`);
   $("refresh-all").textContent = actions.isPending(`refresh:${state.companyId}`) ? "Requesting…" : "Refresh all data";
   detail.render();
@@ -168,7 +151,7 @@ async function showCompany(companyId) {
   state.companyId = companyId;
   state.loaded = false;
   state.failed = false;
-  setCompanyName(companyId);
+  setCompanyName(state.companyNames.get(companyId) || companyId);
   store.clear();
   try {
     await loadCompany();
@@ -176,6 +159,7 @@ async function showCompany(companyId) {
     state.loaded = true;
     messages.error(error, "Loading the company");
     if ([401, 403, 404].includes(error.status)) {
+      if (error.status === 401) askForToken($("token-form"));
       state.failed = true;
       showLiveState("stopped");
       render();
@@ -190,6 +174,7 @@ async function showCompany(companyId) {
 function select(connectionId, { push, focus = false }) {
   state.selectedId = connectionId;
   if (push) history.pushState(null, "", pageUrl());
+  else history.replaceState(null, "", pageUrl());
   if (connectionId) {
     detail.open(connectionId, { focus });
   } else {
@@ -200,6 +185,7 @@ function select(connectionId, { push, focus = false }) {
   render();
 }
 
+/** Fill the picker; the company to show, null when there is none, undefined when the list was refused. */
 async function loadCompanies() {
   const picker = $("company-picker");
   const selectEl = $("company-select");
@@ -208,8 +194,10 @@ async function loadCompanies() {
     companies = await api.all("/v1/companies");
   } catch (error) {
     messages.error(error, "Loading companies");
-    return null;
+    if (error.status === 401) askForToken($("token-form"));
+    return undefined;
   }
+  for (const c of companies) if (c.name) state.companyNames.set(c.id, c.name);
   selectEl.replaceChildren(
     ...companies.map((c) => new Option(companyLabel(c.name || c.id, c.connection_count), c.id)),
   );
@@ -252,12 +240,14 @@ async function start() {
   if (!embedded) {
     const companyId = await loadCompanies();
     if (!companyId) {
-      state.loaded = true;
-      $("company-name").textContent = "No companies yet";
+      const failed = companyId === undefined;
+      $("company-name").textContent = failed ? "Companies" : "No companies yet";
       $("connections-empty").hidden = false;
-      $("connections-empty").textContent =
-        "Synctrack has not heard of any company yet. Companies appear here once Codat sends their first webhook.";
-      $("live-state").hidden = true;
+      $("connections-empty").textContent = failed
+        ? "The companies could not be loaded."
+        : "Synctrack has not heard of any company yet. Companies appear here once Codat sends their first webhook.";
+      showLiveState("stopped");
+      $("company-tools").hidden = true;
       return;
     }
     history.replaceState(null, "", pageUrl({ companyId }));
