@@ -13,6 +13,7 @@ the receiver also as `synctrack web` ships (uvicorn's "auto" choice).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import OUT, WrkRun, cpu_seconds, machine, running, wrk, write_presigned  # noqa: E402
+from bench.harness import OUT, WrkRun, cpu_seconds, machine, running, write_presigned, wrk  # noqa: E402
 from bench.openloop import FixedRateResult, raw_request, run_fixed_rate  # noqa: E402
 from tests.builders import SECRET  # noqa: E402
 from tests.services import free_port  # noqa: E402
@@ -72,9 +73,7 @@ def start_redis(appendfsync: str) -> tuple[subprocess.Popen[bytes], int, Path]:
 
 
 def fixed_rate_requests(deliveries: list[Delivery], port: int) -> list[bytes]:
-    return [
-        raw_request(f"127.0.0.1:{port}", "/webhooks/codat", signed(d), d.body.encode()) for d in deliveries
-    ]
+    return [raw_request(f"127.0.0.1:{port}", "/webhooks/codat", signed(d), d.body.encode()) for d in deliveries]
 
 
 def main() -> None:
@@ -109,6 +108,7 @@ def main() -> None:
 
     results: dict[str, tuple[WrkRun, float, int]] = {}
     latencies: dict[str, FixedRateResult] = {}
+    cpu_per_request: dict[str, float] = {}
     try:
         for variant in variants(args.processes):
             if args.only not in variant.name:
@@ -124,12 +124,15 @@ def main() -> None:
                 write_presigned(main_file, main_set)
                 cpu_before = cpu_seconds(server.pids)
                 run = wrk(port, main_file, seconds=args.seconds, connections=args.connections)
-                server_cpu = (cpu_seconds(server.pids) - cpu_before) / run.seconds
+                server_cpu_seconds = cpu_seconds(server.pids) - cpu_before
+                server_cpu = server_cpu_seconds / run.seconds
+                cpu_per_request[variant.name] = server_cpu_seconds / max(1, run.requests)
                 queued = int(client.llen("synctrack:webhooks")) if variant.receiver else -1
                 results[variant.name] = (run, server_cpu, queued)
                 print(
                     f"  {variant.name:44s} {run.rate:9,.0f} req/s  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms"
-                    f"  server cpu {server_cpu:4.2f}  wrk cpu {run.wrk_cpu_share:4.2f}"
+                    f"  server cpu {server_cpu:4.2f} ({cpu_per_request[variant.name] * 1e6:5.0f} us/req)"
+                    f"  wrk cpu {run.wrk_cpu_share:4.2f}  load {os.getloadavg()[0]:.1f}"
                     + (f"  queued {queued:,}" if variant.receiver else "")
                     + (f"  errors {run.errors}" if run.errors else "")
                     + (f"  WRAPPED x{run.wrapped} (ids repeated)" if run.wrapped else ""),
@@ -158,8 +161,13 @@ def main() -> None:
     for receiver_name, bare_name in pairs:
         if receiver_name in results and bare_name in results:
             receiver, bare = results[receiver_name][0], results[bare_name][0]
-            print(f"  {receiver_name:44s} {receiver.rate:9,.0f} / {bare.rate:9,.0f} = {receiver.rate / bare.rate:.2f}")
+            by_cpu = cpu_per_request[bare_name] / cpu_per_request[receiver_name]
+            print(
+                f"  {receiver_name:44s} {receiver.rate:9,.0f} / {bare.rate:9,.0f} = {receiver.rate / bare.rate:.2f}"
+                f"   by CPU per request: {by_cpu:.2f}"
+            )
     print("targets: ratio >= 0.5, p99 <= 10 ms at 1,000 req/s")
+    print("(CPU per request does not depend on what else the machine runs; req/s and latency do: see `load`.)")
 
 
 if __name__ == "__main__":

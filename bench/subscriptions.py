@@ -24,6 +24,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -58,7 +59,7 @@ def counts(base: str) -> dict[str, int]:
 
 
 def change_fields(i: int) -> dict[str, str]:
-    data = {
+    data: dict[str, Any] = {
         "id": f"sync-{i}",
         "company_id": f"company-{i % 50}",
         "connection_id": f"conn-{i % 200}",
@@ -74,8 +75,8 @@ def change_fields(i: int) -> dict[str, str]:
     }
     return {
         "event": "sync.completed",
-        "company_id": data["company_id"],
-        "connection_id": data["connection_id"],
+        "company_id": str(data["company_id"]),
+        "connection_id": str(data["connection_id"]),
         "data": json.dumps(data),
     }
 
@@ -209,7 +210,8 @@ def main() -> None:
 
 def _groups(client: redis.Redis, namespace: str) -> list[dict[str, object]]:
     try:
-        return list(client.xinfo_groups(stream_key(namespace)))  # type: ignore[arg-type]
+        groups: Any = client.xinfo_groups(stream_key(namespace))
+        return list(groups)
     except redis.ResponseError:
         return []
 

@@ -36,16 +36,38 @@ function init(args)
     line_no = line_no + 1
   end
   local rate = tonumber(os.getenv("RATE") or "0")
-  local connections = tonumber(os.getenv("WRK_CONNECTIONS") or "1")
   if rate > 0 then
-    pause_ms = 1000 * connections / rate
+    pause_ms = 1000 * nthreads / rate
   end
 end
 
--- Only defined when pacing: wrk decides once, at load, whether to ask for a delay per request.
+-- Pacing (only when RATE is set: wrk decides once, at load, whether to ask for a delay per request).
+-- Each request takes the next slot of this thread's schedule, t0 + k * interval, and waits until it;
+-- a late slot is sent at once, so the offered rate stays fixed while connections are free.
 if tonumber(os.getenv("RATE") or "0") > 0 then
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } wrk_timespec;
+    int clock_gettime(int clock_id, wrk_timespec *tp);
+  ]]
+  local clock = ffi.new("wrk_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, clock)
+    return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+  end
+  local next_slot = nil
+
   function delay()
-    return pause_ms
+    local now = now_ms()
+    if next_slot == nil then
+      next_slot = now
+    end
+    local wait = next_slot - now
+    next_slot = next_slot + pause_ms
+    if wait > 0 then
+      return math.floor(wait)
+    end
+    return 0
   end
 end
 

@@ -29,6 +29,7 @@ from fakecodat.webhooks import Deliverer
 from fakecodat.world import CodatProblem, Config, World, public
 
 MAX_PAGE_SIZE = 5000
+KEEP_REQUESTS = 10_000
 
 
 class CodatGate:
@@ -44,6 +45,7 @@ class CodatGate:
         request = Request(scope)
         entry: dict[str, Any] = {"method": request.method, "path": request.url.path, "status": None}
         self.log.append(entry)
+        del self.log[:-KEEP_REQUESTS]
         key = self.world.config.api_key
         if key is not None and request.headers.get("authorization") != f"Basic {key}":
             entry["status"] = 401

@@ -26,6 +26,8 @@ log = logging.getLogger("fakecodat.webhooks")
 
 Mode = Literal["deliver", "drop", "hold"]
 RETRY_DELAYS = (0.2, 1.0, 3.0)
+KEEP_MESSAGES = 10_000
+"""Messages remembered (for the log and redelivery); older ones are forgotten so a long demo stays small."""
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Deliverer:
         }
         message = Message(id=f"msg_{uuid.uuid4().hex}", event_type=event_type, body=json.dumps(envelope))
         self.messages.append(message)
+        del self.messages[:-KEEP_MESSAGES]
         if self.mode == "drop":
             message.status = "dropped"
         elif self.mode == "hold":

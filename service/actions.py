@@ -4,7 +4,7 @@ Each action calls Codat first (`service.codat`); only when Codat accepts does th
 (`workers.actions`, one transaction, the same fold as webhooks), and the changes are then published
 on the change feed so dashboards see the spinner start at the click. The answer is 202 with the
 recorded action: Codat does the work asynchronously and a webhook confirms it later. A Codat
-failure answers with the mapped error (see `service.codat`) and leaves an audit row with result
+failure answers with the mapped error (`service.codat_errors`) and leaves an audit row with result
 `failed`, nothing else.
 """
 
@@ -25,7 +25,8 @@ from schemas.actions import ActionOut, AuditOut
 from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
-from service.codat import CodatClient, CodatError
+from service.codat import CodatClient
+from service.codat_errors import CodatError
 from service.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from workers.actions import ActionResult, find_connection, record_delete, record_failure, record_refresh, record_unlink
 from workers.changes import ChangeFeed, FeedEntry

@@ -16,51 +16,35 @@ Retry rule — a retry must never double an action:
 * a 429 (or 503) waits what `Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`;
   a longer wait is not made, the caller gets 503 with that `Retry-After`.
 
-Every failure becomes a `CodatError` (an `ApiError`, so the app answers it as it stands) carrying
-Codat's HTTP status for the audit log. The API key is never logged or put in an error.
+Every failure becomes a `CodatError` (an `ApiError`, so the app answers it as it stands; the mapping
+is in `service.codat_errors`) carrying Codat's HTTP status for the audit log. The API key is never
+logged or put in an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from schemas.codat import page_results
-from schemas.errors import ApiError, ErrorCode
+from schemas.errors import ErrorCode
 from schemas.settings import Settings
+from service.codat_errors import KEY_SETTING, CodatError, map_failure, retry_after_seconds
 
 log = logging.getLogger("synctrack.codat")
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before a single byte of the request reached Codat."""
 ANSWERED_BEFORE_PROCESSING = (429, 503)
-IN_PROGRESS_MARKERS = ("alreadyinprogress", "already in progress")
 PAGE_SIZE = 100
-KEY_SETTING = "SYNCTRACK_CODAT_API_KEY"
-
-
-class CodatError(ApiError):
-    """Raised when a Codat call fails; `codat_status` is Codat's HTTP status (None if no answer)."""
-
-    def __init__(
-        self,
-        status: int,
-        code: ErrorCode,
-        detail: str,
-        codat_status: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(status, code, detail, headers)
-        self.codat_status = codat_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,76 +59,6 @@ class RetryPolicy:
         """Exponential backoff with jitter: between half and all of ``base * 2**attempt``."""
         ceiling = min(self.max_delay, self.base_delay * (2.0**attempt))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date), None if absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def codat_message(response: httpx.Response) -> str:
-    """Codat's own error sentence (``{"error": ...}``), or the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200].strip()
-    if isinstance(body, dict):
-        for name in ("error", "message", "detail"):
-            if isinstance(body.get(name), str) and body[name]:
-                return str(body[name])[:300]
-    return str(body)[:200]
-
-
-def map_failure(response: httpx.Response, target: str, attempts: int) -> CodatError:
-    """Translate a Codat error answer into the error Synctrack answers with."""
-    status = response.status_code
-    message = codat_message(response)
-    if status in (401, 403):
-        return CodatError(
-            502,
-            ErrorCode.CODAT_AUTH_FAILED,
-            f"Codat refused Synctrack's API key (HTTP {status}); check {KEY_SETTING}",
-            status,
-        )
-    if status in (400, 409) and any(m in message.lower().replace(" ", "") for m in IN_PROGRESS_MARKERS):
-        return CodatError(
-            409,
-            ErrorCode.SYNC_ALREADY_IN_PROGRESS,
-            f"a sync of {target} is already in progress in Codat; wait for it to finish",
-            status,
-        )
-    if status == 404:
-        return CodatError(404, ErrorCode.NOT_FOUND, f"Codat has no {target}: {message}", status)
-    if status == 409:
-        return CodatError(409, ErrorCode.CONFLICT, f"Codat refused the change to {target}: {message}", status)
-    if status == 429 or status == 503:
-        wait = retry_after_seconds(response)
-        headers = {"Retry-After": str(math.ceil(wait))} if wait is not None else {}
-        reason = "rate-limited Synctrack" if status == 429 else "is unavailable"
-        return CodatError(
-            503,
-            ErrorCode.CODAT_UNAVAILABLE,
-            f"Codat {reason} (HTTP {status}) after {attempts} attempt(s); retry later",
-            status,
-            headers,
-        )
-    if status >= 500:
-        return CodatError(
-            502, ErrorCode.CODAT_UNAVAILABLE, f"Codat answered HTTP {status} after {attempts} attempt(s)", status
-        )
-    if status in (400, 422):
-        return CodatError(400, ErrorCode.CODAT_ERROR, f"Codat rejected the request for {target}: {message}", status)
-    return CodatError(502, ErrorCode.CODAT_ERROR, f"Codat answered HTTP {status} for {target}: {message}", status)
 
 
 class CodatClient:
@@ -229,9 +143,12 @@ class CodatClient:
         )
         if response.status_code == 204 or not response.content:
             return response.status_code, []
-        body = response.json()
-        items = body if isinstance(body, list) else page_results(body)[0] if isinstance(body, dict) else []
-        return response.status_code, [item for item in items if isinstance(item, dict)]
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        items = body.get("results") if isinstance(body, dict) else body
+        return response.status_code, [item for item in items or [] if isinstance(item, dict)]
 
     async def refresh_data_type(
         self, company_id: str, data_type: str, connection_id: str | None = None
@@ -303,6 +220,7 @@ class CodatClient:
         if not self._key:
             raise CodatError(502, ErrorCode.CODAT_AUTH_FAILED, f"{KEY_SETTING} is not set, so Codat cannot be called")
         attempt, outcome_unknown = 0, False
+        path = safe_path(path)
         while True:
             started = time.monotonic()
             try:
@@ -359,3 +277,9 @@ class CodatClient:
         if sent and not idempotent:
             detail += "; the request may have been taken: reconciliation will record whatever Codat did"
         return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, None, {"Retry-After": "5"})
+
+
+def safe_path(path: str) -> str:
+    """`path` with each segment percent-encoded: an id (a company id from a URL, say) can then add no
+    segment, query, `..` or control character to the request Synctrack sends to Codat."""
+    return "/".join(quote(part, safe="") if part not in (".", "..") else "%2E" * len(part) for part in path.split("/"))

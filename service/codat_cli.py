@@ -27,10 +27,13 @@ def reconcile(
     configure_logging(settings)
     engine = make_engine(settings.database_url)
     require_current_schema(engine, settings.database_url)
-    # `synctrack dev` keeps its change feed in its own process: a separate command cannot reach it.
     feed = None
-    if not settings.embedded:
-        feed = ChangeFeed(sync_redis(settings), settings.redis_namespace, settings.stream_max_changes)
+    redis = sync_redis(settings)
+    try:
+        redis.ping()
+        feed = ChangeFeed(redis, settings.redis_namespace, settings.stream_max_changes)
+    except Exception:  # e.g. next to `synctrack dev`, whose change feed lives inside its own process
+        typer.echo("note: Redis is not reachable, so changes are folded but not announced on the stream", err=True)
     reports = asyncio.run(run(settings, engine, feed, list(company or [])))
     for report in reports:
         typer.echo(report.line())
@@ -59,6 +62,7 @@ def fake_codat(
     from fakecodat.world import Config
 
     settings = Settings()
+    configure_logging(settings)
     secret = secret or (settings.webhook_secrets[0] if settings.webhook_secrets else "")
     if not secret.startswith("whsec_"):
         raise typer.BadParameter("give --secret whsec_… or set SYNCTRACK_WEBHOOK_SECRETS", param_hint="--secret")

@@ -189,8 +189,9 @@ async def stream(request: Request) -> Response:
             position, opening = point, None
         else:
             position, opening = await fanout.tail(), "last_event_id_not_found"
-    except RedisError:
+    except RedisError as exc:
         fanout.unsubscribe(sub)
+        log.warning("msg=stream_unavailable error=%r", f"{type(exc).__name__}: {exc}")
         raise unavailable() from None
     log.info(
         "msg=stream_open companies=%d connections=%d opening=%s position=%s clients=%d",

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from schemas.api import Page
+from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import PING, SubscriptionIn, SubscriptionOut, SubscriptionPatch
 from service import subscription_deliveries
 from service.api import time_cursor
@@ -62,7 +63,9 @@ def list_subscriptions(request: Request) -> JSONResponse:
     query = select(Subscription)
     enabled = request.query_params.get("enabled")
     if enabled is not None:
-        query = query.where(col(Subscription.enabled) == (enabled.lower() in ("1", "true", "yes")))
+        if enabled.lower() not in ("true", "false"):
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "enabled must be true or false")
+        query = query.where(col(Subscription.enabled) == (enabled.lower() == "true"))
     if cursor:
         at = time_cursor(cursor[0])
         query = query.where(

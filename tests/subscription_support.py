@@ -13,7 +13,9 @@ from sqlmodel import Session
 
 from schemas.settings import Settings
 from tests.auth import AUTH_SETTINGS
+from workers.broker import queue_keys
 from workers.changes import stream_key
+from workers.delivery_queue import DELIVERY_QUEUE
 from workers.ledger import Subscription
 from workers.signing import new_secret
 
@@ -68,3 +70,16 @@ def publish_change(
     fields = {"event": event, "company_id": company_id, "connection_id": "conn-1", "data": json.dumps(body)}
     entry = redis.xadd(stream_key(namespace), fields)  # type: ignore[arg-type]
     return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def stream_entries(redis: Redis, namespace: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of the change stream, oldest first."""
+    entries: Any = redis.xrange(stream_key(namespace))
+    return list(entries)
+
+
+def queued_ids(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> list[str]:
+    """The delivery ids of the `deliver_webhook` messages waiting on `queue` (`deliveries.DQ`: delayed)."""
+    ids_key, messages_key = queue_keys(namespace, queue)
+    ids: Any = redis.lrange(ids_key, 0, -1)
+    return [json.loads(redis.hget(messages_key, i) or b"{}")["args"][0] for i in ids]

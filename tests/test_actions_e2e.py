@@ -1,6 +1,6 @@
-"""Each action end to end: `synctrack web` + `synctrack worker` on the real Redis (and PostgreSQL or SQLite)
-against the fake Codat over HTTP. Click → 202 → active sync on the API and the change feed → the fake's
-signed webhook → the sync completes, connection times move, the audit record is confirmed."""
+"""Each action end to end: `synctrack web` + `synctrack worker` on the real Redis and PostgreSQL
+against the fake Codat over HTTP. Click → 202 → active sync on the API, the change feed and the SSE stream → the
+fake's signed webhook → the sync completes, connection times move, the audit record is confirmed."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from tests.services import (
     wait_for,
     wait_until_healthy,
 )
+from tests.sse_client import SseClient
 from workers.changes import stream_key
 from workers.db import upgrade
 
@@ -56,7 +57,7 @@ class Stack:
 
     def feed(self, event: str) -> list[dict[str, Any]]:
         entries = self.redis.xrange(stream_key(self.namespace))
-        return [json.loads(f[b"data"]) for _, f in entries if f[b"event"] == event.encode()]  # type: ignore[union-attr]
+        return [json.loads(f[b"data"]) for _, f in entries if f[b"event"] == event.encode()]  # type: ignore[union-attr,index]
 
     def confirmed_audit(self, company_id: str) -> dict[str, Any]:
         def latest() -> dict[str, Any] | None:
@@ -67,7 +68,8 @@ class Stack:
         return found
 
 
-@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+# PostgreSQL here (the deployment shape); `synctrack dev` on SQLite runs in test_reconcile.py and test_demo.py.
+@pytest.fixture(scope="module", params=["postgres"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if reason := redis_unavailable():
         pytest.skip(reason)
@@ -119,12 +121,23 @@ def test_refreshing_a_data_type_shows_an_active_sync_until_codats_webhook_comple
     before = stack.api.get(f"/v1/connections/{conn}").json()
     assert before["first_sync_at"] is None and before["last_sync_at"] is None
 
-    answer = stack.api.post(f"/v1/companies/{company['id']}/refresh/invoices", params={"connection_id": conn})
-    assert answer.status_code == 202
-    [sync] = answer.json()["syncs"]
-    active = stack.api.get("/v1/syncs/active", params={"connection_id": conn}).json()["items"]
-    assert sync["id"] in [s["id"] for s in active]
-    assert any(s["id"] == sync["id"] and s["source"] == "action" for s in stack.feed("sync.started"))
+    base = str(stack.api.base_url).rstrip("/")
+    stream = SseClient(f"{base}/v1/stream?connection_id={conn}", headers=ADMIN_HEADERS)
+    try:
+        assert stream.next().event == "snapshot"
+        answer = stack.api.post(f"/v1/companies/{company['id']}/refresh/invoices", params={"connection_id": conn})
+        assert answer.status_code == 202
+        [sync] = answer.json()["syncs"]
+        active = stack.api.get("/v1/syncs/active", params={"connection_id": conn}).json()["items"]
+        assert sync["id"] in [s["id"] for s in active]
+        assert any(s["id"] == sync["id"] and s["source"] == "action" for s in stack.feed("sync.started"))
+        seen: list[tuple[str, str | None]] = []
+        while ("sync.completed", sync["id"]) not in seen:
+            event = stream.next(timeout=20)
+            seen.append((event.event, event.json().get("id")))
+        assert seen.index(("sync.started", sync["id"])) < seen.index(("sync.completed", sync["id"]))
+    finally:
+        stream.close()
 
     after = wait_for(
         lambda: (c := stack.api.get(f"/v1/connections/{conn}").json())["last_sync_at"] and not c["sync_active"] and c,

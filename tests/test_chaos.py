@@ -72,7 +72,7 @@ class Cluster:
         return Web(base)
 
     def start_worker(self, slot: int | None = None) -> None:
-        args = ["worker", "--processes", "1", "--threads", "4"]
+        args = ["worker", "--processes", "1", "--threads", "16"]
         proc = ServiceProcess(args, self.env, self.tmp_path, self._name("worker"))
         self.stack.callback(proc.stop)
         if slot is None:

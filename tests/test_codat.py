@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from schemas.errors import ErrorCode
-from service.codat import CodatClient, CodatError, RetryPolicy
+from service.codat import CodatClient, RetryPolicy
+from service.codat_errors import CodatError
 
 KEY = "c2VjcmV0LWtleS1kby1ub3QtbGVhaw=="
 COMPANY = "company-1"

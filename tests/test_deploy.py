@@ -131,9 +131,9 @@ def test_compose_passes_only_real_settings_to_synctrack() -> None:
         assert not unknown, f"service {name} sets variables Synctrack does not read: {sorted(unknown)}"
 
 
-def test_every_synctrack_variable_named_in_deploy_files_is_a_real_setting() -> None:
+def test_every_synctrack_variable_named_in_deploy_files_and_docs_is_a_real_setting() -> None:
     known = setting_env_names()
-    files = [COMPOSE, *KUBERNETES, ROOT / "Procfile"]
+    files = [COMPOSE, *KUBERNETES, ROOT / "Procfile", DEPLOY / "README.md"]
     named = {var for path in files for var in SYNCTRACK_VAR.findall(path.read_text())}
     assert named, "the deploy files name no SYNCTRACK_ variable at all"
     assert named <= known, f"not settings: {sorted(named - known)}"

@@ -4,25 +4,31 @@ changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import Session, select
 
 from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from schemas.settings import Settings
 from tests.auth import ADMIN_HEADERS, AUTH_ENV
-from tests.builders import SECRET
+from tests.builders import SECRET, connection_event
 from tests.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
+from workers.actors import WorkerRuntime
 from workers.db import make_engine, upgrade
+from workers.ingest import handle_webhook
+from workers.ledger import DataTypeState
 from workers.main import periodic_jobs
-from workers.reconcile import RECONCILE_JOB, reconcile
+from workers.reconcile import RECONCILE_JOB, reconcile, run_periodic
 
 KEY = "reconcile-key"
 
@@ -156,3 +162,25 @@ def test_the_periodic_job_is_registered_and_off_unless_reconcile_every_is_set(
     monkeypatch.setenv("SYNCTRACK_RECONCILE_EVERY", "5m")
     Runtime.settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert RECONCILE_JOB.interval(Runtime()) == 300  # type: ignore[arg-type]
+
+
+def test_the_periodic_run_covers_every_company_the_ledger_knows(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with FakeCodatServer(config=Config(sync_seconds=0.2, api_key=KEY)) as fake:
+        company = fake.control.seed(companies=[{"platforms": ["hsbc"]}], announce=False)[0]
+        conn = company["connections"][0]["id"]
+        body = connection_event(connection_id=conn, company_id=company["id"], platform="HSBC")
+        handle_webhook(engine, None, "msg_connected", json.dumps(body), datetime.now(UTC).isoformat())
+        history = f"{fake.url}/companies/{company['id']}/data/history"
+        headers = {"Authorization": f"Basic {KEY}"}
+        wait_for(lambda: all(o["status"] == "Complete" for o in httpx.get(history, headers=headers).json()["results"]))
+        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+        runtime = WorkerRuntime(settings, engine, None)
+        first, second = run_periodic(runtime), run_periodic(runtime)
+    assert first.startswith("companies=1 failed=0") and not first.endswith("changes=0")
+    assert second == "companies=1 failed=0 changes=0"
+    with Session(engine) as session:
+        types = session.exec(select(DataTypeState.data_type).where(DataTypeState.connection_id == conn)).all()
+    assert sorted(types) == ["banking-accountBalances", "banking-accounts", "banking-transactions"]
+    engine.dispose()

@@ -16,10 +16,9 @@ from sqlmodel import Session
 
 from schemas.settings import Settings
 from tests.services import free_port
-from tests.subscription_support import add_subscription, fast_settings, publish_change
+from tests.subscription_support import add_subscription, fast_settings, publish_change, queued_ids, stream_entries
 from tests.webhook_receiver import WebhookReceiver
-from workers.broker import queue_keys, sync_redis
-from workers.changes import stream_key
+from workers.broker import sync_redis
 from workers.db import make_engine, upgrade
 from workers.deliver import Deliverer, RetryPolicy
 from workers.delivery_queue import DELIVERY_QUEUE
@@ -98,9 +97,8 @@ def disabled_count(reason: str) -> float:
     return REGISTRY.get_sample_value("synctrack_subscriptions_disabled_total", {"reason": reason}) or 0.0
 
 
-def delayed_messages(redis: Redis, namespace: str) -> list[dict[str, Any]]:
-    ids_key, messages_key = queue_keys(namespace, f"{DELIVERY_QUEUE}.DQ")
-    return [json.loads(redis.hget(messages_key, i)) for i in redis.lrange(ids_key, 0, -1)]  # type: ignore[arg-type, union-attr]
+def delayed(redis: Redis, namespace: str) -> list[str]:
+    return queued_ids(redis, namespace, f"{DELIVERY_QUEUE}.DQ")
 
 
 def test_a_delivery_is_signed_with_the_subscription_secret_and_recorded_as_delivered(
@@ -138,8 +136,7 @@ def test_a_500_is_recorded_and_the_next_attempt_is_queued_after_a_backoff(
     assert attempt.retry_in is not None and 0.15 <= attempt.retry_in <= 0.25
     row = stored(engine, delivery.id)
     assert (row.status, row.attempts, row.last_response_code, row.last_error) == ("pending", 1, 500, "HTTP 500")
-    (message,) = delayed_messages(redis, settings.redis_namespace)
-    assert message["args"] == [delivery.id]
+    assert delayed(redis, settings.redis_namespace) == [delivery.id]
     assert subscription(engine, sub.id).failing_since is not None
 
 
@@ -190,8 +187,8 @@ def test_410_gone_disables_the_subscription_and_announces_it_on_the_stream(
     row = subscription(engine, sub.id)
     assert (row.enabled, row.disabled_reason) == (False, "gone")
     assert stored(engine, delivery.id).status == "failed"
-    assert delayed_messages(redis, settings.redis_namespace) == []
-    *_, (_, fields) = redis.xrange(stream_key(settings.redis_namespace))
+    assert delayed(redis, settings.redis_namespace) == []
+    *_, (_, fields) = stream_entries(redis, settings.redis_namespace)
     assert fields[b"event"] == b"subscription.disabled"
     announced = json.loads(fields[b"data"])
     assert (announced["id"], announced["disabled_reason"], announced["enabled"]) == (sub.id, "gone", False)
@@ -214,7 +211,7 @@ def test_a_subscription_failing_for_longer_than_the_limit_is_disabled(
     assert attempt.outcome == "disabled"
     row = subscription(engine, sub.id)
     assert (row.enabled, row.disabled_reason) == (False, "failing")
-    events = [fields[b"event"] for _, fields in redis.xrange(stream_key(settings.redis_namespace))]
+    events = [fields[b"event"] for _, fields in stream_entries(redis, settings.redis_namespace)]
     assert events.count(b"subscription.disabled") == 1
     deliverer.close()
 
@@ -243,7 +240,7 @@ def test_retries_stop_once_the_retry_window_is_spent(
 
     assert attempt.outcome == "failed"
     assert stored(engine, delivery.id).status == "failed"
-    assert delayed_messages(redis, settings.redis_namespace) == []
+    assert delayed(redis, settings.redis_namespace) == []
     deliverer.close()
 
 

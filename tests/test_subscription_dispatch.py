@@ -13,12 +13,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from schemas.settings import Settings
-from tests.subscription_support import add_subscription, fast_settings, publish_change
+from tests.subscription_support import add_subscription, fast_settings, publish_change, queued_ids, stream_entries
 from workers.actors import WorkerRuntime
-from workers.broker import queue_keys, sync_redis
+from workers.broker import sync_redis
 from workers.changes import ChangeFeed
 from workers.db import make_engine, upgrade
-from workers.delivery_queue import DELIVERY_QUEUE
 from workers.delivery_sweep import STUCK_AFTER_SECONDS, sweep
 from workers.dispatch import Dispatcher, delivery_id
 from workers.ledger import Delivery
@@ -55,11 +54,6 @@ def redis(settings: Settings) -> Redis:
 def deliveries(engine: Engine) -> list[Delivery]:
     with Session(engine) as session:
         return list(session.exec(select(Delivery).order_by(col(Delivery.created_at))).all())
-
-
-def queued_ids(redis: Redis, namespace: str) -> list[str]:
-    ids_key, messages_key = queue_keys(namespace, DELIVERY_QUEUE)
-    return [json.loads(redis.hget(messages_key, i))["args"][0] for i in redis.lrange(ids_key, 0, -1)]  # type: ignore[arg-type, union-attr]
 
 
 @BOTH_DATABASES
@@ -120,7 +114,7 @@ def test_a_change_dispatched_twice_is_recorded_and_queued_once(
     change = publish_change(redis, ns)
     first = Dispatcher(settings, engine, redis, consumer="one")
     first.ensure_group()
-    entries = redis.xrange(f"{ns}:changes")
+    entries = stream_entries(redis, ns)
     first.handle(entries)
     with Session(engine) as session, session.begin():  # the first attempt was made meanwhile
         (row,) = session.exec(select(Delivery)).all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,10 +12,9 @@ from starlette.testclient import TestClient
 from schemas.settings import Settings
 from service.app import create_app
 from tests.auth import ADMIN_HEADERS, AUTH_SETTINGS, bearer, company_token
-from tests.subscription_support import fast_settings, publish_change
+from tests.subscription_support import fast_settings, publish_change, queued_ids
 from tests.webhook_receiver import WebhookReceiver
-from workers.broker import queue_keys, sync_redis
-from workers.delivery_queue import DELIVERY_QUEUE
+from workers.broker import sync_redis
 
 
 @pytest.fixture
@@ -44,9 +42,7 @@ def create(client: TestClient, url: str, **fields: Any) -> dict[str, Any]:
 
 
 def queued(settings: Settings) -> list[str]:
-    redis = sync_redis(settings)
-    ids_key, messages_key = queue_keys(settings.redis_namespace, DELIVERY_QUEUE)
-    return [json.loads(redis.hget(messages_key, i))["args"][0] for i in redis.lrange(ids_key, 0, -1)]  # type: ignore[arg-type, union-attr]
+    return queued_ids(sync_redis(settings), settings.redis_namespace)
 
 
 def test_creating_a_subscription_shows_its_secret_once(client: TestClient) -> None:
@@ -146,6 +142,8 @@ def test_disabling_by_hand_and_enabling_again(client: TestClient) -> None:
     assert (off["enabled"], off["disabled_reason"]) == (False, "manual") and off["disabled_at"]
     assert (on["enabled"], on["disabled_reason"], on["disabled_at"], on["failing_since"]) == (True, None, None, None)
     assert client.get("/v1/subscriptions?enabled=false").json()["items"] == []
+    assert [s["id"] for s in client.get("/v1/subscriptions?enabled=true").json()["items"]] == [created["id"]]
+    assert client.get("/v1/subscriptions?enabled=maybe").status_code == 400
 
 
 def test_deleting_a_subscription_removes_it_and_its_deliveries(client: TestClient, receiver: WebhookReceiver) -> None:

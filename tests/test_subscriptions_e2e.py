@@ -18,7 +18,7 @@ from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import SECRET, connection_event, read_completed, signed_request
 from tests.services import ServiceProcess, free_port, wait_for, wait_until_healthy
-from tests.subscription_support import FAST_RETRIES_ENV
+from tests.subscription_support import FAST_RETRIES_ENV, stream_entries
 from tests.webhook_receiver import Received, WebhookReceiver
 from workers.db import upgrade
 
@@ -57,7 +57,8 @@ def web_and_worker(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[s
 
 def dispatcher_ready(client: redis.Redis, namespace: str) -> bool:
     try:
-        return any(g["name"] == b"subscriptions" for g in client.xinfo_groups(f"{namespace}:changes"))  # type: ignore[union-attr]
+        groups: Any = client.xinfo_groups(f"{namespace}:changes")
+        return any(g["name"] == b"subscriptions" for g in groups)
     except redis.ResponseError:
         return False
 
@@ -78,7 +79,7 @@ def changes(client: redis.Redis, namespace: str) -> list[tuple[str, str, str]]:
     """(change id, event, company) of every ledger change on the stream."""
     return [
         (i.decode(), f[b"event"].decode(), f[b"company_id"].decode())
-        for i, f in client.xrange(f"{namespace}:changes")  # type: ignore[union-attr]
+        for i, f in stream_entries(client, namespace)
         if f[b"event"] != b"subscription.disabled"
     ]
 

@@ -19,7 +19,9 @@ from schemas.settings import Settings
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
+        # Values can come from requests (an id in a URL): a line break in one must not forge a log line.
+        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {message}"
         if record.exc_info:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
         return line

@@ -3,7 +3,8 @@
 For each company: Codat's connections (paged), its pull-operation history (newest first, paged back
 `SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and `dataStatus` (whose latest operation of each data type is
 fetched if the history pages did not include it). What differs from the ledger becomes `Event`s
-with source `reconcile`, folded by the same `workers.store.fold_event` as webhooks:
+with source `reconcile`, folded by the same `workers.store.fold_events` as webhooks (one transaction
+per company):
 
 * a connection whose status or details differ → its facts, stamped with the time the read began
   (so a webhook generated after that still wins);
@@ -32,7 +33,8 @@ from schemas.codat import PullOperation, connection_facts, data_status, pull_ope
 from schemas.events import ConnectionFacts, Event, InvalidEnvelope
 from schemas.settings import Settings
 from schemas.statuses import phase_of
-from service.codat import PAGE_SIZE, CodatClient, CodatError
+from service.codat import PAGE_SIZE, CodatClient
+from service.codat_errors import CodatError
 from workers.changes import ChangeFeed, FeedEntry, render_changes
 from workers.erase import erase_raw_events
 from workers.ledger import Company, Connection, Sync

@@ -1,0 +1,160 @@
+"""Fan-out: thousands of stream clients on one web process — memory per client, delivery latency.
+
+    .venv/bin/python bench/sse_fanout.py [--clients 1000,5000] [--rate 5] [--seconds 10]
+
+Needs the real Redis. One `synctrack web` process; N unfiltered clients connect from this process
+(uvloop, raw sockets) and each reads its `snapshot`. Then `--rate` changes per second are XADDed onto
+the change stream for `--seconds` (what the workers publish, ~450 bytes of data each, stamped with
+their publish time) and every client records when each arrives. Reported: the web process's RSS per
+connected client, and publish → arrival p50/p99/max over every (client, change) pair.
+
+Baseline, same run: 1 client (latency) and 0 clients (RSS).
+
+The clients share the two cores with the server, so their own scheduling delay is inside the latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.asyncio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import cpu_seconds, machine, rss_mib  # noqa: E402
+from bench.sse_support import SseReader, Stack, field, percentile, raise_file_limit, stack  # noqa: E402
+from tests.services import REDIS_URL  # noqa: E402
+from workers.changes import stream_key  # noqa: E402
+
+PADDING = "x" * 300
+
+
+@dataclass
+class Run:
+    clients: int
+    rss_idle_mib: float
+    rss_connected_mib: float
+    changes: int
+    latencies_ms: list[float]
+    connect_seconds: float
+    server_cpu_share: float
+
+    @property
+    def per_client_kib(self) -> float:
+        return (self.rss_connected_mib - self.rss_idle_mib) * 1024 / self.clients if self.clients else 0.0
+
+    def row(self) -> str:
+        expected = self.clients * self.changes
+        return (
+            f"| {self.clients:,} | {self.rss_idle_mib:.0f} | {self.rss_connected_mib:.0f} | {self.per_client_kib:.1f} | "
+            f"{self.connect_seconds:.1f} | {self.changes} | {percentile(self.latencies_ms, 50):.1f} | "
+            f"{percentile(self.latencies_ms, 99):.1f} | {max(self.latencies_ms, default=float('nan')):.1f} | "
+            f"{expected - len(self.latencies_ms)} | {self.server_cpu_share:.2f} |"
+        )
+
+
+async def client(reader: SseReader, latencies: list[float], seen: list[int], ready: asyncio.Event) -> None:
+    async for frame in reader.frames():
+        if b"event: snapshot" in frame:
+            ready.set()
+            continue
+        data = field(frame, b"data")
+        at = data.find(b'"t":')
+        if at >= 0:
+            latencies.append((time.time() - float(data[at + 4 : data.find(b",", at)])) * 1000)
+            seen[0] += 1
+
+
+async def measure(target: Stack, clients: int, rate: float, seconds: float) -> Run:
+    await asyncio.sleep(1)
+    rss_idle = rss_mib(target.web.pids)
+    latencies: list[float] = []
+    seen = [0]
+    readers: list[SseReader] = []
+    tasks = []
+    gate = asyncio.Semaphore(100)
+    started = time.perf_counter()
+
+    async def connect() -> None:
+        async with gate:
+            reader = await SseReader.open(target.port)
+            ready = asyncio.Event()
+            readers.append(reader)
+            tasks.append(asyncio.create_task(client(reader, latencies, seen, ready)))
+            await asyncio.wait_for(ready.wait(), 60)
+
+    await asyncio.gather(*(connect() for _ in range(clients)))
+    connect_seconds = time.perf_counter() - started
+    await asyncio.sleep(2)
+    rss_connected = rss_mib(target.web.pids)
+
+    publisher = redis.asyncio.Redis.from_url(REDIS_URL)
+    count = int(rate * seconds)
+    cpu_before, wall_before = cpu_seconds(target.web.pids), time.perf_counter()
+    start = time.perf_counter() + 0.05
+    for i in range(count):
+        wait = start + i / rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        data = json.dumps(
+            {"t": time.time(), "id": f"sync-{i}", "event_id": f"evt-{i}", "padding": PADDING}, separators=(",", ":")
+        )
+        fields = {"event": "sync.started", "company_id": "co", "connection_id": "conn", "data": data}
+        await publisher.xadd(stream_key(target.namespace), fields)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 60
+    while seen[0] < clients * count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    server_cpu = (cpu_seconds(target.web.pids) - cpu_before) / (time.perf_counter() - wall_before)
+    for reader in readers:
+        reader.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await publisher.aclose()
+    return Run(clients, rss_idle, rss_connected, count, latencies, connect_seconds, server_cpu)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1000,5000")
+    parser.add_argument("--rate", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    limit = raise_file_limit()
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[Run]], Run] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        runner = asyncio.run
+
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}; load average {os.getloadavg()[0]:.1f}; fds {limit}")
+    print(f"changes: {args.rate:g}/s for {args.seconds:g} s to every client")
+    print(
+        "| clients | RSS idle MiB | RSS connected MiB | KiB per client | connect s | changes | p50 ms | p99 ms | "
+        "max ms | lost | server CPU (cores) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for clients in [1, *(int(c) for c in args.clients.split(","))]:
+        # A fresh process per size, so one size's memory does not flatter the next.
+        with stack(f"sse-fanout-{clients}", SYNCTRACK_STREAM_HEARTBEAT_SECONDS="15") as target:
+            run = runner(measure(target, clients, args.rate, args.seconds))
+            print(run.row(), flush=True)
+            deadline = time.monotonic() + 10
+            while (left := target.status()["clients"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if left:
+                print(f"  note: {left} clients still registered 10 s after disconnecting", flush=True)
+
+
+if __name__ == "__main__":
+    main()

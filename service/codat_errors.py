@@ -1,0 +1,111 @@
+"""How a Codat failure is answered: `CodatError` and the mapping from Codat's HTTP answer to it.
+
+| Codat answers | Synctrack answers |
+|---|---|
+| 404 | 404 `not_found` |
+| 409 or 400 saying ``DatasetAlreadyInProgressException`` | 409 `sync_already_in_progress` |
+| another 409 | 409 `conflict` |
+| 401 / 403 | 502 `codat_auth_failed`, naming `SYNCTRACK_CODAT_API_KEY` (never the key) |
+| 429 / 503 (once retries or the `Retry-After` limit are spent) | 503 `codat_unavailable` with `Retry-After` |
+| other 5xx (after retries) | 502 `codat_unavailable` |
+| another 400 / 422 | 400 `codat_error` |
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from schemas.errors import ApiError, ErrorCode
+
+IN_PROGRESS_MARKER = "alreadyinprogress"
+"""Codat's ``DatasetAlreadyInProgressException`` (or its sentence), compared without case or spaces."""
+KEY_SETTING = "SYNCTRACK_CODAT_API_KEY"
+
+
+class CodatError(ApiError):
+    """Raised when a Codat call fails; `codat_status` is Codat's HTTP status (None if no answer)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        detail: str,
+        codat_status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, code, detail, headers)
+        self.codat_status = codat_status
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """`Retry-After` as seconds (delta-seconds or an HTTP date), None if absent or unreadable."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def codat_message(response: httpx.Response) -> str:
+    """Codat's own error sentence (``{"error": ...}``), or the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(body, dict):
+        for name in ("error", "message", "detail"):
+            if isinstance(body.get(name), str) and body[name]:
+                return str(body[name])[:300]
+    return str(body)[:200]
+
+
+def map_failure(response: httpx.Response, target: str, attempts: int) -> CodatError:
+    """Translate a Codat error answer into the error Synctrack answers with."""
+    status = response.status_code
+    message = codat_message(response)
+    if status in (401, 403):
+        return CodatError(
+            502,
+            ErrorCode.CODAT_AUTH_FAILED,
+            f"Codat refused Synctrack's API key (HTTP {status}); check {KEY_SETTING}",
+            status,
+        )
+    if status in (400, 409) and IN_PROGRESS_MARKER in message.lower().replace(" ", ""):
+        return CodatError(
+            409,
+            ErrorCode.SYNC_ALREADY_IN_PROGRESS,
+            f"a sync of {target} is already in progress in Codat; wait for it to finish",
+            status,
+        )
+    if status == 404:
+        return CodatError(404, ErrorCode.NOT_FOUND, f"Codat has no {target}: {message}", status)
+    if status == 409:
+        return CodatError(409, ErrorCode.CONFLICT, f"Codat refused the change to {target}: {message}", status)
+    if status == 429 or status == 503:
+        wait = retry_after_seconds(response)
+        headers = {"Retry-After": str(math.ceil(wait))} if wait is not None else {}
+        reason = "rate-limited Synctrack" if status == 429 else "is unavailable"
+        return CodatError(
+            503,
+            ErrorCode.CODAT_UNAVAILABLE,
+            f"Codat {reason} (HTTP {status}) after {attempts} attempt(s); retry later",
+            status,
+            headers,
+        )
+    if status >= 500:
+        return CodatError(
+            502, ErrorCode.CODAT_UNAVAILABLE, f"Codat answered HTTP {status} after {attempts} attempt(s)", status
+        )
+    if status in (400, 422):
+        return CodatError(400, ErrorCode.CODAT_ERROR, f"Codat rejected the request for {target}: {message}", status)
+    return CodatError(502, ErrorCode.CODAT_ERROR, f"Codat answered HTTP {status} for {target}: {message}", status)
