@@ -55,7 +55,8 @@ class Run:
     def row(self) -> str:
         expected = self.clients * self.changes
         return (
-            f"| {self.clients:,} | {self.rss_idle_mib:.0f} | {self.rss_connected_mib:.0f} | {self.per_client_kib:.1f} | "
+            f"| {self.clients:,} | {self.rss_idle_mib:.0f} | {self.rss_connected_mib:.0f} | "
+            f"{self.per_client_kib:.1f} | "
             f"{self.connect_seconds:.1f} | {self.changes} | {percentile(self.latencies_ms, 50):.1f} | "
             f"{percentile(self.latencies_ms, 99):.1f} | {max(self.latencies_ms, default=float('nan')):.1f} | "
             f"{expected - len(self.latencies_ms)} | {self.server_cpu_share:.2f} |"

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN_NETWORK = "forbidden_network"
     RATE_LIMITED = "rate_limited"
     REQUEST_TIMEOUT = "request_timeout"
+    HEADERS_TOO_LARGE = "headers_too_large"
     SYNC_ALREADY_IN_PROGRESS = "sync_already_in_progress"
     CODAT_AUTH_FAILED = "codat_auth_failed"
     CODAT_UNAVAILABLE = "codat_unavailable"

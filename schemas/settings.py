@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """CIDRs that may deliver webhooks (Codat's sending addresses); empty = any source."""
     trusted_proxies: CommaList = []
     """CIDRs of reverse proxies whose `X-Forwarded-For` is believed (for the allow-list and rate limits)."""
+    max_header_bytes: int = 32 * 1024
+    """Requests whose headers add up to more are refused (431), on every route."""
     webhook_body_timeout_seconds: float = 10.0
     """A webhook body not fully received this long after the request began is refused (408)."""
 

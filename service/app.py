@@ -25,6 +25,7 @@ from service.codat import CodatClient
 from service.enqueue import WebhookQueue
 from service.fanout import Fanout
 from service.receiver import Receiver
+from service.stream_response import server_exiting
 from service.webhook_guard import guarded
 from workers.broker import async_redis, sync_redis
 from workers.changes import ChangeFeed
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     redis = async_redis(settings)
     queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
     receiver = Receiver(settings.webhook_secrets, queue, settings.max_body_bytes)
-    fanout = Fanout(redis, settings.redis_namespace, settings.stream_client_buffer)
+    fanout = Fanout(redis, settings.redis_namespace, settings.stream_client_buffer, exiting=server_exiting)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

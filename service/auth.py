@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.access import ADMIN, Kind, Rule, check_company, rule_for
+from service.limits import HeaderLimitMiddleware
 from service.ratelimit import FailureLimiter
 from service.sources import SourceResolver, bucket_key, is_loopback, parse_networks
 from service.tokens import LOCAL_DEVELOPER, AdminTokens, Authenticator, InvalidToken, Principal, TokenSigner
@@ -178,8 +179,8 @@ def take_query_token(scope: Scope) -> str | None:
 
 
 def security_middleware(settings: Settings) -> list[Middleware]:
-    """CORS outermost (a preflight carries no token), then authentication."""
-    stack = []
+    """Header limits outermost, then CORS (a preflight carries no token), then authentication."""
+    stack = [Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes)]
     if settings.cors_origins:
         stack.append(
             Middleware(

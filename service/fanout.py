@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
@@ -37,8 +36,14 @@ READ_COUNT = 1_000
 """Most changes read per XREAD; never more than half a client's buffer (see `Fanout.read_count`)."""
 READ_BLOCK_MS = 2_000
 """How long one XREAD waits for news; well below a Redis client's socket timeout (redis-py: 5 s)."""
+EXIT_POLL_SECONDS = 0.5
 RETRY_SECONDS = 1.0
 """Pause before reading again after Redis failed."""
+
+REDIS_SLOTS = 32
+"""Redis calls this process's stream requests make at once (opening, catch-up). Bounded because a
+burst of reconnecting clients must queue, not exhaust the client's pool (redis-py's asyncio pool
+refuses a 101st connection instead of waiting for one)."""
 
 UNFILTERED = frozenset({"*"})
 SLOW_CLIENT = "slow_client"
@@ -93,7 +98,13 @@ class StreamFilter:
 
 
 class Subscriber:
-    """One client's bounded buffer of changes."""
+    """One client's bounded buffer of changes.
+
+    Kept small (it exists once per connected client): slots, a plain list, and a future only while
+    the client waits.
+    """
+
+    __slots__ = ("filter", "capacity", "lost", "closed", "_items", "_waiter")
 
     def __init__(self, stream_filter: StreamFilter, capacity: int) -> None:
         self.filter = stream_filter
@@ -101,8 +112,8 @@ class Subscriber:
         self.lost: str | None = None
         """Why changes were dropped (`slow_client`, `stream_interrupted`); the client must reset."""
         self.closed = False
-        self._items: deque[StreamChange] = deque()
-        self._wakeup = asyncio.Event()
+        self._items: list[StreamChange] = []
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def depth(self) -> int:
@@ -120,7 +131,7 @@ class Subscriber:
         """Empty the buffer (memory stays bounded) and remember that changes were lost."""
         self._items.clear()
         self.lost = reason
-        self._wakeup.set()
+        self.wake()
 
     def restart(self) -> None:
         """Buffer afresh after a loss the caller repairs itself (by re-reading the stream)."""
@@ -128,29 +139,45 @@ class Subscriber:
         self.lost = None
 
     def wake(self) -> None:
-        self._wakeup.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def close(self) -> None:
         self.closed = True
         self._items.clear()
-        self._wakeup.set()
+        self.wake()
 
-    async def next(self) -> StreamChange | None:
-        """The next buffered change; None once the subscriber is closed or has lost changes."""
+    async def next(self, timeout: float | None = None) -> StreamChange | None | Literal[False]:
+        """The next buffered change; None once the subscriber is closed or has lost changes; False
+        when `timeout` seconds passed without one (time for a heartbeat)."""
         while True:
             if self.closed or self.lost:
                 return None
             if self._items:
-                return self._items.popleft()
-            self._wakeup.clear()
-            await self._wakeup.wait()
+                return self._items.pop(0)
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, self.wake) if timeout else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if timer is not None and not self._items and not self.closed and not self.lost:
+                return False
 
 
 class Fanout:
     """The per-process reader of the change feed and the registry of this process's subscribers."""
 
-    def __init__(self, client: redis.asyncio.Redis, namespace: str, capacity: int) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, namespace: str, capacity: int, exiting: Callable[[], bool] | None = None
+    ) -> None:
+        """`exiting` tells when the server begins to stop: every client is then let go, so that a
+        graceful shutdown does not wait on streams that never end by themselves."""
         self.redis = client
+        self.exiting = exiting
         self.key = stream_key(namespace)
         self.capacity = capacity
         # Clients drain their buffers while the reader waits on Redis; a batch larger than a buffer
@@ -159,11 +186,13 @@ class Fanout:
         self.position: str | None = None
         """Id of the last entry handed out (or the stream's tail at start); None until known."""
         self.overflows = 0
+        self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self._subscribers: set[Subscriber] = set()
         self._unfiltered: dict[str, set[Subscriber]] = {}
         self._by_company: dict[str, set[Subscriber]] = {}
         self._by_connection: dict[str, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -187,9 +216,15 @@ class Fanout:
             log.warning("msg=stream_reader_waiting_for_redis error=%r", str(exc))
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="synctrack-stream-reader")
+        if self.exiting is not None:
+            self._watcher = asyncio.create_task(self._watch_exit(self.exiting), name="synctrack-stream-exit")
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait({self._watcher})
+            self._watcher = None
         if self._task is not None:
             # The flag, not only the cancellation, ends the loop: redis-py can swallow a cancellation
             # that lands while it takes a connection, and then blocks in XREAD; closing the
@@ -213,8 +248,8 @@ class Fanout:
         return last.decode() if isinstance(last, bytes) else str(last)
 
     def subscribe(self, stream_filter: StreamFilter) -> Subscriber:
-        if self.position is None:
-            raise StreamUnavailable("the change feed has not been reached yet")
+        if self.position is None or self._stopping:
+            raise StreamUnavailable("the change feed has not been reached yet, or the server is stopping")
         sub = Subscriber(stream_filter, self.capacity)
         self._subscribers.add(sub)
         index, keys = self._index_of(sub)
@@ -242,6 +277,14 @@ class Fanout:
         if sub.filter.company_ids:
             return self._by_company, sub.filter.company_ids
         return self._unfiltered, UNFILTERED
+
+    async def _watch_exit(self, exiting: Callable[[], bool]) -> None:
+        while not exiting():
+            await asyncio.sleep(EXIT_POLL_SECONDS)
+        log.info("msg=stream_closing reason=server_stopping clients=%d", len(self._subscribers))
+        self._stopping = True
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
 
     async def _run(self) -> None:
         interrupted = False

@@ -15,7 +15,8 @@ A connection goes through three steps:
 3. live: changes from the subscriber's buffer, skipping every id at or before the last one sent
    (buffer and catch-up overlap; there is never a gap between them).
 
-A client too slow for its bounded buffer gets ``reset`` and is disconnected.
+A client too slow for its bounded buffer gets ``reset`` and is disconnected; `service/stream_response.py`
+writes the events to the socket.
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from anyio import to_thread
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
-from sse_starlette import EventSourceResponse
-from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from service.fanout import (
@@ -49,11 +48,14 @@ from service.fanout import (
     parse_id,
 )
 from service.pagination import list_param
+from service.stream_response import ChangeStreamResponse
 from workers.ledger import Connection, Sync
 from workers.views import connection_out, connection_rows_query, sync_out
 
 log = logging.getLogger("synctrack.stream")
 
+HEARTBEAT = b": heartbeat\n\n"
+"""A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""
 CATCH_UP_PAGE = 500
 """Missed changes read from Redis per XRANGE."""
 SNAPSHOT_LIMIT = 10_000
@@ -136,9 +138,12 @@ async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange],
 
 
 async def events(
-    fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None
+    fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None, heartbeat: float
 ) -> AsyncIterator[bytes]:
-    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume."""
+    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
+
+    Heartbeats are written here, between changes, rather than by sse-starlette's ping task: one task
+    fewer per client, and a heartbeat that cannot be sent drops a stuck client like any event."""
     try:
         if opening == "snapshot":
             snapshot = await to_thread.run_sync(load_snapshot, engine, sub.filter)
@@ -148,7 +153,13 @@ async def events(
         else:
             more = True
             while more:
-                changes, position, more = await read_after(fanout, position)
+                try:
+                    async with fanout.redis_slots:
+                        changes, position, more = await read_after(fanout, position)
+                except RedisError as exc:
+                    # Ending the stream is safe: the client reconnects with the last id it received.
+                    log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
+                    return
                 for change in changes:
                     if sub.filter.matches(change.company_id, change.connection_id):
                         yield change.frame
@@ -158,7 +169,10 @@ async def events(
                     more = True
         last = parse_id(position)
         while True:
-            change = await sub.next()
+            change = await sub.next(heartbeat)
+            if change is False:
+                yield HEARTBEAT
+                continue
             if change is None:
                 if sub.lost:
                     yield reset_frame(fanout.position or position, sub.lost)
@@ -184,11 +198,12 @@ async def stream(request: Request) -> Response:
         raise unavailable() from None
     try:
         if last_event_id is None:
-            position, opening = await fanout.tail(), "snapshot"
-        elif (point := await resume_point(fanout, last_event_id.strip())) is not None:
-            position, opening = point, None
+            async with fanout.redis_slots:
+                position, opening = await fanout.tail(), "snapshot"
         else:
-            position, opening = await fanout.tail(), "last_event_id_not_found"
+            async with fanout.redis_slots:
+                point = await resume_point(fanout, last_event_id.strip())
+                position, opening = (point, None) if point else (await fanout.tail(), "last_event_id_not_found")
     except RedisError as exc:
         fanout.unsubscribe(sub)
         log.warning("msg=stream_unavailable error=%r", f"{type(exc).__name__}: {exc}")
@@ -202,30 +217,10 @@ async def stream(request: Request) -> Response:
         fanout.subscriber_count,
     )
     return ChangeStreamResponse(
-        fanout,
-        sub,
-        events(fanout, sub, request.app.state.engine, position, opening),
-        ping=settings.stream_heartbeat_seconds,
-        sep="\n",
+        events(fanout, sub, request.app.state.engine, position, opening, settings.stream_heartbeat_seconds),
+        release=partial(fanout.unsubscribe, sub),
         send_timeout=settings.stream_send_timeout_seconds,
     )
-
-
-class ChangeStreamResponse(EventSourceResponse):
-    """An event stream that always gives its subscriber back, however it ends (even a HEAD request,
-    whose body never runs), and treats a client that stopped reading as a disconnect, not an error."""
-
-    def __init__(self, fanout: Fanout, sub: Subscriber, content: AsyncIterator[bytes], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.fanout, self.sub = fanout, sub
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            log.info("msg=stream_client_dropped reason=send_timeout seconds=%s", self.send_timeout)
-        finally:
-            self.fanout.unsubscribe(self.sub)
 
 
 def unavailable() -> ApiError:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import Settings
+from tests.auth import AUTH_SETTINGS
 from tests.builders import SECRET
 from tests.services import REDIS_URL, fresh_postgres_database, postgres_unavailable, redis_unavailable
 
@@ -62,7 +63,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def embedded_settings(sqlite_url: str) -> Settings:
-    """Settings of the embedded default, with a fresh in-process Redis per test."""
+    """Settings of the embedded default, with a fresh in-process Redis per test, and the test admin token
+    (`tests/auth.py`: send `ADMIN_HEADERS` to `/v1/*`)."""
     import fakeredis
 
     import workers.broker as broker
@@ -74,4 +76,5 @@ def embedded_settings(sqlite_url: str) -> Settings:
         webhook_secrets=[SECRET],
         redis_namespace=f"t{uuid.uuid4().hex[:8]}",
         _env_file=None,  # type: ignore[call-arg]
+        **AUTH_SETTINGS,  # type: ignore[arg-type]
     )

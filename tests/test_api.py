@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
+from tests.auth import ADMIN_HEADERS
 from tests.builders import COMPANY, CONNECTION, connection_event, fixture, legacy_alert, read_completed
 from workers.db import make_engine, upgrade
 from workers.ingest import handle_webhook
@@ -28,7 +29,7 @@ def settings(database_url: str, embedded_settings: Settings) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
     app.state.redis = _NoRedis()
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 

@@ -27,7 +27,7 @@ from service.app import create_app
 from service.auth import take_query_token
 from service.openapi import app_operations
 from service.tokens import RIGHTS
-from tests.auth import ADMIN_HEADERS, AUTH_SETTINGS, bearer, company_token
+from tests.auth import ADMIN_HEADERS, ADMIN_TOKEN_HASH, AUTH_SETTINGS, bearer, company_token
 from tests.builders import connection_event, iso, read_completed
 from workers.db import make_engine, upgrade
 from workers.ingest import handle_webhook
@@ -436,3 +436,18 @@ def test_without_admin_hashes_the_api_refuses_everything_but_company_tokens(sett
         assert client.get("/v1/companies", headers=ADMIN_HEADERS).status_code == 401
         own = client.get(f"/v1/companies/{world.a.company}/connections", headers=all_rights(world))
         assert own.status_code == 200
+
+
+def test_the_audit_log_names_who_acted_by_subject_never_by_token(
+    client: TestClient, fake: FakeCodatServer, settings: Settings
+) -> None:
+    own = company_in_both(fake, settings)
+    token = company_token(own.company, ["read", "refresh"])
+    assert client.post(f"/v1/companies/{own.company}/refresh", headers=bearer(token)).status_code == 202
+    assert client.post(f"/v1/companies/{own.company}/refresh", headers=ADMIN_HEADERS).status_code in (202, 409)
+    actors = [
+        item["actor"]
+        for item in client.get(f"/v1/audit?company_id={own.company}", headers=bearer(token)).json()["items"]
+    ]
+    assert actors[-1].startswith(f"company:{own.company}:") and token not in actors[-1]
+    assert actors[0] == f"admin:{ADMIN_TOKEN_HASH.removeprefix('sha256:')[:8]}"

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from schemas.events import parse_event, parse_time
+from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import SECRET
 from tests.ledger_memory import MemoryLedger
 from tests.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
@@ -40,6 +41,7 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
 
 @contextmanager
 def web_and_workers(tmp_path: Path, env: dict[str, str], worker_processes: int = 2) -> Iterator[str]:
+    env = {**AUTH_ENV, **env}
     port = free_port()
     upgraded = run_cli(["db", "upgrade"], env, tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
@@ -89,7 +91,7 @@ def expected_ledger(client: httpx.Client, stored: list[dict[str, Any]]) -> Memor
 
 def assert_api_matches(base: str, deliveries: list[Delivery]) -> None:
     unique = {d.message_id for d in deliveries}
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with httpx.Client(base_url=base, timeout=30, headers=ADMIN_HEADERS) as client:
         stored = wait_for(
             lambda: (items := all_pages(client, "/v1/events")) and len(items) == len(unique) and items,
             timeout=90,
@@ -207,7 +209,7 @@ def test_two_worker_processes_folding_one_connection_lose_no_update(
     deliveries = [Delivery(f"msg_{i}", json.dumps(body)) for i, body in enumerate(bodies)]
     with web_and_workers(tmp_path, env, worker_processes=2) as base:
         assert set(post_all(base, deliveries)) == {202}
-        with httpx.Client(base_url=base) as client:
+        with httpx.Client(base_url=base, headers=ADMIN_HEADERS) as client:
             wait_for(lambda: len(all_pages(client, "/v1/events")) == 300, timeout=60, message="300 events stored")
             conn = client.get(f"/v1/connections/{CONNECTION}").json()
     assert len(conn["data_types"]) == 300

@@ -7,6 +7,7 @@ which publishes changes through the worker's own path, `handle_webhook` with a c
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -82,9 +84,10 @@ def test_a_company_token_streams_its_own_company_and_nothing_else(
     deliver(settings, connection_event(company_id=B, connection_id="conn-b"))
     token = company_token(A)
     url = f"{base_url}/v1/stream?access_token={token}" if in_query else f"{base_url}/v1/stream"
-    with SseClient(url, headers={} if in_query else bearer(token)) as mine, SseClient(
-        f"{base_url}/v1/stream", headers=ADMIN_HEADERS
-    ) as everything:
+    with (
+        SseClient(url, headers={} if in_query else bearer(token)) as mine,
+        SseClient(f"{base_url}/v1/stream", headers=ADMIN_HEADERS) as everything,
+    ):
         assert (mine.status, everything.status) == (200, 200)
         snapshot = mine.next()
         assert snapshot.event == "snapshot" and companies_in([snapshot]) == {A}
@@ -104,3 +107,21 @@ def test_a_company_token_cannot_open_another_companys_stream(settings: Settings,
     with SseClient(f"{base_url}/v1/stream?connection_id=conn-b", headers=bearer(token)) as filtered:
         assert filtered.status == 200
         assert companies_in([filtered.next()]) == set()
+
+
+def test_a_query_token_never_reaches_the_access_log_even_when_it_is_on(
+    settings: Settings, base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = company_token(A)
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+            with SseClient(f"{base_url}/v1/stream?company_id={A}&access_token={token}") as stream:
+                assert stream.status == 200 and stream.next().event == "snapshot"
+            refused = httpx.get(f"{base_url}/v1/events?access_token={token}")
+            assert refused.status_code == 401
+    finally:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    lines = [record.getMessage() for record in caplog.records if record.name == "uvicorn.access"]
+    assert any("/v1/stream?company_id=" in line for line in lines), lines
+    assert not [line for line in lines if token in line or "access_token" in line]

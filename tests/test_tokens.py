@@ -10,8 +10,7 @@ import sys
 import time
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from service import token_cli
 from service.tokens import (
@@ -63,7 +62,11 @@ def test_a_malformed_hash_setting_is_refused_at_start(entry: str) -> None:
 def test_a_company_token_carries_its_company_and_rights_until_it_expires() -> None:
     token = company_token("co-1", ["read", "refresh"], ttl_seconds=600, now=NOW)
     principal = authenticator().principal(token, NOW + 599)
-    assert (principal.company_id, principal.rights, principal.is_admin) == ("co-1", {"read", "refresh"}, False)
+    assert (principal.company_id, principal.rights, principal.is_admin) == (
+        "co-1",
+        frozenset({"read", "refresh"}),
+        False,
+    )
     assert principal.can("refresh") and not principal.can("delete")
     with pytest.raises(InvalidToken, match="expired"):
         authenticator().principal(token, NOW + 600)
@@ -153,7 +156,7 @@ def test_token_mint_makes_a_company_token_the_server_accepts() -> None:
     done = token_command("mint", "--company", "co-9", "--ttl", "2h", "--rights", "read,refresh", env=env)
     assert done.exit_code == 0, done.stderr
     principal = authenticator().principal(done.stdout.strip(), time.time() + 7000)
-    assert (principal.company_id, principal.rights) == ("co-9", {"read", "refresh"})
+    assert (principal.company_id, principal.rights) == ("co-9", frozenset({"read", "refresh"}))
     with pytest.raises(InvalidToken, match="expired"):
         authenticator().principal(done.stdout.strip(), time.time() + 7300)
 

@@ -26,7 +26,8 @@ PROXY = ("127.0.0.1", 40000)
 
 def post(client: TestClient, **kwargs: Any) -> httpx.Response:
     body, headers = signed_request(connection_event(), **kwargs)
-    return client.post("/webhooks/codat", content=body, headers=headers)
+    response: httpx.Response = client.post("/webhooks/codat", content=body, headers=headers)
+    return response
 
 
 @pytest.fixture

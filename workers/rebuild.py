@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import Engine, delete, func, insert, select, text, tuple_
 from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sql_select
 
@@ -171,7 +171,7 @@ def stored_events(engine: Engine, order: Order = "received", seed: int = 0) -> I
     while True:
         query = base
         if last is not None:
-            query = query.where((sort > last[0]) | ((sort == last[0]) & (col(WebhookEvent.id) > last[1])))
+            query = query.where(tuple_(sort, col(WebhookEvent.id)) > tuple_(last[0], last[1]))
         with Session(engine) as session:
             rows = session.exec(query.order_by(sort, col(WebhookEvent.id)).limit(PAGE)).all()
         yield from ((row[0], row[1] or "", row[2]) for row in rows)

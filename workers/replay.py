@@ -24,7 +24,7 @@ from typing import Any
 
 import dramatiq
 from redis import Redis
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, tuple_
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -265,10 +265,8 @@ class ReplayRunner:
         if job.cursor:
             at_text, last_id = json.loads(job.cursor)
             at = datetime.fromisoformat(at_text)
-            query = query.where(
-                (col(WebhookEvent.received_at) > at)
-                | ((col(WebhookEvent.received_at) == at) & (col(WebhookEvent.id) > last_id))
-            )
+            # A row-value comparison, so the (received_at, id) index serves every batch.
+            query = query.where(tuple_(col(WebhookEvent.received_at), col(WebhookEvent.id)) > tuple_(at, last_id))
         query = query.order_by(col(WebhookEvent.received_at), col(WebhookEvent.id)).limit(self.batch_size)
         with Session(self.engine) as session:
             return [(event_id, received_at) for event_id, received_at in session.exec(query).all()]
