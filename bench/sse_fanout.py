@@ -21,10 +21,11 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 
@@ -134,7 +135,7 @@ def main() -> None:
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[Run]], Run] = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, Run]], Run] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         runner = asyncio.run
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio
 
@@ -163,11 +165,11 @@ def main() -> None:
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[Run]], Run] = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, Run]], Run] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         runner = asyncio.run
 
-    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}")
+    print(f"machine: {machine()}; {datetime.now(UTC):%Y-%m-%d}; load average {os.getloadavg()[0]:.1f}")
     print(f"web: 1 process; workers: {args.workers} x {args.threads} threads; db: {args.database_url or 'SQLite'}")
     with stack("sse-latency", workers=args.workers, threads=args.threads, database_url=args.database_url) as target:
         runner(measure(target, 50, 2, direct=False))  # warm-up: connections, caches, first companies

@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--web-processes", type=int, default=1)
     parser.add_argument("--worker-processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker process")
+    parser.add_argument("--threads", type=int, default=16, help="threads per worker process")
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--profile-worker", type=float, default=0.0, help="py-spy the worker for N seconds")
     args = parser.parse_args()

@@ -9,6 +9,9 @@ newest event any worker folded). `count_webhooks` wraps the receiver to count ev
 from __future__ import annotations
 
 import asyncio
+import glob
+import os
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -77,7 +80,10 @@ def render(depths: dict[str, int] | None) -> bytes:
         from prometheus_client import multiprocess
 
         forget_dead_processes(path)
-        families = list(multiprocess.MultiProcessCollector(None, path=path).collect())  # type: ignore[no-untyped-call]
+        try:
+            families = list(multiprocess.MultiProcessCollector(None, path=path).collect())  # type: ignore[no-untyped-call]
+        except (struct.error, OSError, ValueError):
+            families = _merge_readable(path)
     else:
         from prometheus_client import REGISTRY
 
@@ -108,6 +114,22 @@ def render(depths: dict[str, int] | None) -> bytes:
     up.add_metric([], 0 if depths is None else 1)
     families.append(up)
     return generate_latest(_Families(families))
+
+
+def _merge_readable(path: str) -> list[Metric]:
+    """The metrics of every file that can be read now: a process creating its file (empty for an instant)
+    or one whose file was just removed must not turn the whole scrape into a 500."""
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    readable = []
+    for name in glob.glob(os.path.join(path, "*.db")):
+        try:
+            MmapedDict.read_all_values_from_file(name)  # type: ignore[no-untyped-call]
+        except (struct.error, OSError, ValueError):
+            continue
+        readable.append(name)
+    return list(multiprocess.MultiProcessCollector.merge(readable, accumulate=True))  # type: ignore[no-untyped-call]
 
 
 async def metrics_endpoint(request: Request) -> Response:

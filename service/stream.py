@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 from typing import Any
 
@@ -127,7 +127,7 @@ async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
 
 async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange], str, bool]:
     """One page of changes after `position`: (changes, new position, whether more may follow)."""
-    entries = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
+    entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
     changes = []
     for entry_id, fields in entries:
         position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -139,7 +139,7 @@ async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange],
 
 async def events(
     fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None, heartbeat: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
 
     Heartbeats are written here, between changes, rather than by sse-starlette's ping task: one task
@@ -169,17 +169,17 @@ async def events(
                     more = True
         last = parse_id(position)
         while True:
-            change = await sub.next(heartbeat)
-            if change is False:
+            item = await sub.next(heartbeat)
+            if item is False:
                 yield HEARTBEAT
                 continue
-            if change is None:
+            if item is None:
                 if sub.lost:
                     yield reset_frame(fanout.position or position, sub.lost)
                 return
-            if change.key > last:
-                last = change.key
-                yield change.frame
+            if item.key > last:
+                last = item.key
+                yield item.frame
     finally:
         fanout.unsubscribe(sub)
 
@@ -196,6 +196,7 @@ async def stream(request: Request) -> Response:
         sub = fanout.subscribe(stream_filter)
     except StreamUnavailable:
         raise unavailable() from None
+    opening: str | None
     try:
         if last_event_id is None:
             async with fanout.redis_slots:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from sse_starlette.sse import AppStatus, EventSourceResponse
@@ -41,7 +41,7 @@ class ChangeStreamResponse(EventSourceResponse):
     when the client is gone or the response is over, whichever comes first, and may run twice."""
 
     def __init__(
-        self, content: AsyncIterator[bytes], *, release: Callable[[], None], send_timeout: float, **kwargs: Any
+        self, content: AsyncGenerator[bytes, None], *, release: Callable[[], None], send_timeout: float, **kwargs: Any
     ) -> None:
         super().__init__(content, ping=0, sep="\n", send_timeout=send_timeout, **kwargs)
         self.release = release

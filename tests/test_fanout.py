@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import fakeredis
@@ -14,12 +14,20 @@ import pytest
 import redis
 import redis.asyncio
 
-from service.fanout import SLOW_CLIENT, STREAM_INTERRUPTED, Fanout, StreamChange, StreamFilter, Subscriber
+from service.fanout import (
+    SLOW_CLIENT,
+    STREAM_INTERRUPTED,
+    Fanout,
+    StreamChange,
+    StreamFilter,
+    StreamUnavailable,
+    Subscriber,
+)
 from service.stream import resume_point
 from workers.changes import ChangeFeed, FeedEntry, stream_key
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(test())
 
 
@@ -31,7 +39,7 @@ async def publish(client: redis.asyncio.Redis, namespace: str, *entries: FeedEnt
     ids = []
     for item in entries:
         raw = await client.xadd(stream_key(namespace), item.fields())  # type: ignore[arg-type]
-        ids.append(raw.decode())
+        ids.append(raw.decode() if isinstance(raw, bytes) else str(raw))
     return ids
 
 
@@ -39,7 +47,7 @@ async def received(sub: Subscriber, count: int, timeout: float = 5) -> list[Stre
     changes = []
     for _ in range(count):
         change = await asyncio.wait_for(sub.next(), timeout)
-        assert change is not None
+        assert isinstance(change, StreamChange)
         changes.append(change)
     return changes
 
@@ -234,8 +242,41 @@ def test_the_embedded_redis_wakes_the_reader_when_a_worker_thread_publishes() ->
 
 
 def test_subscribing_before_the_stream_is_reachable_is_refused() -> None:
-    from service.fanout import StreamUnavailable
-
     fanout = Fanout(redis.asyncio.Redis(port=1), "none", capacity=1)
     with pytest.raises(StreamUnavailable):
         fanout.subscribe(StreamFilter())
+
+
+@pytest.mark.redis
+def test_clients_are_let_go_and_new_ones_refused_once_the_server_starts_to_stop(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        stopping = False
+        fanout = Fanout(client, namespace, capacity=10, exiting=lambda: stopping)
+        await fanout.start()
+        sub = fanout.subscribe(StreamFilter())
+        waiting = asyncio.create_task(sub.next())
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        stopping = True
+        assert await asyncio.wait_for(waiting, 2) is None
+        assert fanout.subscriber_count == 0
+        with pytest.raises(StreamUnavailable):
+            fanout.subscribe(StreamFilter())
+        await fanout.stop()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        await client.aclose()
+
+    run(scenario)
+
+
+def test_a_waiting_subscriber_is_told_when_a_heartbeat_is_due() -> None:
+    async def scenario() -> None:
+        sub = Subscriber(StreamFilter(), capacity=2)
+        started = time.monotonic()
+        assert await sub.next(timeout=0.1) is False
+        assert 0.09 <= time.monotonic() - started < 1
+        sub.close()
+        assert await sub.next(timeout=0.1) is None
+
+    run(scenario)

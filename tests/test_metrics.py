@@ -110,16 +110,23 @@ def test_the_metrics_directory_defaults_per_namespace_and_forgets_dead_processes
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
     monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
-    path = prepare_multiprocess_dir("ns1")
-    assert path == str(tmp_path / "synctrack-metrics-ns1") == os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    for name in (f"gauge_livesum_{dead_pid}.db", f"gauge_livesum_{os.getpid()}.db", f"counter_{dead_pid}.db"):
-        (Path(path) / name).write_bytes(b"")
-    assert forget_dead_processes(path) == 1
-    assert sorted(p.name for p in Path(path).iterdir()) == sorted(
-        [f"counter_{dead_pid}.db", f"gauge_livesum_{os.getpid()}.db"]
-    )
+    directory = tmp_path / "synctrack-metrics-ns1"
+    directory.mkdir()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    alive = os.getpid()
+
+    def files(*names: str) -> list[str]:
+        for name in names:
+            (directory / name).write_bytes(b"")
+        return sorted(p.name for p in directory.iterdir())
+
+    files(f"counter_{dead}.db", f"gauge_livesum_{dead}.db", f"counter_{alive}.db", f"gauge_livesum_{alive}.db")
+    # A scrape forgets a dead process's live gauges only; its counters still count.
+    assert forget_dead_processes(str(directory)) == 1
+    assert files() == [f"counter_{alive}.db", f"counter_{dead}.db", f"gauge_livesum_{alive}.db"]
+    # A starting process clears everything of dead processes, so restarts do not pile up files.
+    assert prepare_multiprocess_dir("ns1") == str(directory) == os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    assert files() == [f"counter_{alive}.db", f"gauge_livesum_{alive}.db"]
 
 
 def test_json_log_lines_keep_quoted_values_whole() -> None:

@@ -197,3 +197,15 @@ def test_an_id_from_a_url_stays_one_segment_of_the_request_to_codat() -> None:
     assert safe_path("/companies/a?b#c/data/all") == "/companies/a%3Fb%23c/data/all"
     assert safe_path("/companies/../data/all") == "/companies/%2E%2E/data/all"
     assert safe_path("/companies/8a21-0b68/connections") == "/companies/8a21-0b68/connections"
+
+
+def test_metrics_are_served_while_another_process_is_creating_its_metrics_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the fuzzing: a scrape that met a process's metrics file still empty (it is, for an
+    instant, when the process starts) answered 500."""
+    from service.metrics import render
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_1.db").write_bytes(b"")  # pid 1 is alive, so the file is not swept away
+    assert b"synctrack_redis_up 0.0" in render(None)

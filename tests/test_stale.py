@@ -49,7 +49,7 @@ def syncs(runtime: WorkerRuntime) -> dict[str, str]:
 def announced(runtime: WorkerRuntime) -> list[tuple[str, dict[str, Any]]]:
     assert runtime.feed is not None
     entries = runtime.feed.redis.xrange(runtime.feed.key)
-    return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _, fields in entries]  # type: ignore[union-attr]
+    return [(fields[b"event"].decode(), json.loads(fields[b"data"])) for _, fields in entries]  # type: ignore[union-attr,index]
 
 
 def test_a_sync_active_longer_than_the_limit_is_marked_stale_and_announced(runtime: WorkerRuntime) -> None:

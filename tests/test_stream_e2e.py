@@ -68,9 +68,15 @@ def key(event: SseEvent) -> tuple[int, int]:
 
 @contextmanager
 def services(
-    tmp_path: Path, env: dict[str, str], webs: int = 1, workers: int = 1, dev: bool = False
+    tmp_path: Path,
+    env: dict[str, str],
+    webs: int = 1,
+    workers: int = 1,
+    dev: bool = False,
+    processes: list[ServiceProcess] | None = None,
 ) -> Iterator[list[str]]:
-    """`webs` web processes and `workers` worker processes (or one `synctrack dev`); yields base URLs."""
+    """`webs` web processes and `workers` worker processes (or one `synctrack dev`); yields base URLs
+    (and appends the web processes to `processes`)."""
     full_env = {"SYNCTRACK_WEBHOOK_SECRETS": SECRET, "SYNCTRACK_STREAM_HEARTBEAT_SECONDS": "1", **AUTH_ENV, **env}
     if not dev:
         upgraded = subprocess.run(
@@ -91,6 +97,8 @@ def services(
             stack.callback(proc.stop)
             bases.append(f"http://127.0.0.1:{port}")
             procs.append(proc)
+        if processes is not None:
+            processes.extend(procs)
         for i in range(0 if dev else workers):
             worker = ServiceProcess(["worker", "--processes", "1", "--threads", "2"], full_env, tmp_path, f"worker{i}")
             stack.callback(worker.stop)
@@ -253,7 +261,7 @@ def test_an_id_trimmed_by_retention_or_unknown_gets_one_reset_then_live_changes(
     )
     writer = redis.Redis.from_url(REDIS_URL)
     wait_for(lambda: unseen in announced_event_ids(writer, namespace), message="published")
-    newest = writer.xrevrange(stream_key(namespace), count=1)[0][0].decode()
+    newest = stream_entries(writer, namespace)[-1][0]
     writer.xtrim(stream_key(namespace), minid=f"{int(newest.split('-')[0]) + 1}-0", approximate=False)
 
     for last_event_id in (old.id or "", "not-an-id", "99999999999999-0"):
@@ -294,6 +302,12 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
     assert busy["tasks"] >= idle["tasks"] + 24
     for client in clients:
         client.close()
+    head = httpx.head(f"{base}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
+    assert (head.status_code, head.headers["content-type"], head.content) == (
+        200,
+        "text/event-stream; charset=utf-8",
+        b"",
+    )
     after = wait_for(
         lambda: (s := status(base))["clients"] == 0 and s["tasks"] == idle["tasks"] and s,
         timeout=10,
@@ -304,7 +318,12 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
 
 
 def announced_event_ids(client: redis.Redis, namespace: str) -> set[str]:
-    return {json.loads(fields[b"data"])["event_id"] for _, fields in client.xrange(stream_key(namespace))}
+    return {json.loads(fields[b"data"])["event_id"] for _, fields in stream_entries(client, namespace)}
+
+
+def stream_entries(client: redis.Redis, namespace: str) -> list[tuple[str, dict[bytes, bytes]]]:
+    raw: Any = client.xrange(stream_key(namespace))
+    return [(entry_id.decode(), fields) for entry_id, fields in raw]
 
 
 def read_raw(sock: socket.socket, timeout: float = 20) -> bytes:
@@ -326,7 +345,8 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
         "SYNCTRACK_STREAM_SEND_TIMEOUT_SECONDS": "5",
         "SYNCTRACK_STREAM_HEARTBEAT_SECONDS": "60",
     }
-    with services(tmp_path, env, workers=0) as [base]:
+    webs: list[ServiceProcess] = []
+    with services(tmp_path, env, workers=0, processes=webs) as [base]:
         port = int(base.rsplit(":", 1)[1])
         sockets = []
         for _ in range(2):  # a slow reader, then a stuck one; neither reads for now
@@ -366,6 +386,14 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
         stuck.close()
         slow.close()
 
+        # Stopping the server ends its open streams at once, not after the 20 s graceful timeout.
+        with SseClient(f"{base}/v1/stream", ADMIN_HEADERS) as last:
+            last.next()
+            started = time.monotonic()
+            webs[0].stop()
+            assert time.monotonic() - started < 5
+            wait_for(lambda: last.ended, timeout=5, message="stream ended by the shutdown")
+
 
 @pytest.mark.postgres
 def test_two_web_processes_and_two_workers_deliver_every_change_once_to_clients_of_either(
@@ -400,9 +428,7 @@ def test_two_web_processes_and_two_workers_deliver_every_change_once_to_clients_
             total = writer.xlen(stream_key(namespace))
             got_one, got_two = one.take(total, timeout=20), two.take(total, timeout=20)
             assert one.drain(0.5) == two.drain(0.1) == []
-        stored = [
-            (entry_id.decode(), fields[b"event"].decode()) for entry_id, fields in writer.xrange(stream_key(namespace))
-        ]
+        stored = [(entry_id, fields[b"event"].decode()) for entry_id, fields in stream_entries(writer, namespace)]
         assert [(e.id, e.event) for e in got_one] == stored
         assert [(e.id, e.event, e.data) for e in got_two] == [(e.id, e.event, e.data) for e in got_one]
         assert {e.json()["event_id"] for e in got_one} == set(posted)

@@ -73,7 +73,7 @@ def prepare_multiprocess_dir(namespace: str) -> str:
         path = str(Path(tempfile.gettempdir()) / f"synctrack-metrics-{namespace}")
         os.environ[MULTIPROC_ENV] = path
     Path(path).mkdir(parents=True, exist_ok=True)
-    forget_dead_processes(path)
+    forget_dead_processes(path, everything=True)
     return path
 
 
@@ -87,20 +87,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def forget_dead_processes(path: str) -> int:
-    """Drop the live-gauge files (e.g. SSE clients) of processes that no longer exist.
+def forget_dead_processes(path: str, everything: bool = False) -> int:
+    """Drop the files of processes that no longer exist; return how many processes.
 
-    Counters and histograms of dead processes stay: removing them would make totals go backwards.
+    At a scrape only live gauges go (e.g. SSE clients): a dead process's counters still count. When a
+    process starts (`everything`), all of a dead process's files go, so the directory does not grow
+    with every restart; totals then restart lower, which Prometheus reads as a counter reset.
     """
     from prometheus_client import multiprocess
 
     dead = set()
-    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+    for name in glob.glob(os.path.join(path, "*.db" if everything else "gauge_live*_*.db")):
         pid_text = Path(name).stem.rsplit("_", 1)[-1]
         if pid_text.isdigit() and not _alive(int(pid_text)):
             dead.add(int(pid_text))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        if everything:
+            for name in glob.glob(os.path.join(path, f"*_{pid}.db")):
+                os.remove(name)
+        else:
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
     return len(dead)
 
 
