@@ -74,9 +74,17 @@ async def post_sender(port: int) -> Callable[[bytes], Awaitable[None]]:
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def send(payload: bytes) -> None:
-        reader, writer = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
-        writer.write(payload)
-        head = await reader.readuntil(b"\r\n\r\n")
+        while True:
+            reused = bool(idle)
+            reader, writer = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+            writer.write(payload)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                writer.close()
+                if not reused:  # the server closes idle keep-alive connections; a fresh one must work
+                    raise
         length = next(
             (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
             0,

@@ -71,6 +71,9 @@ def web(
         workers=workers,
         log_config=None,
         timeout_graceful_shutdown=20,
+        # A child imports the whole app before it answers its first health check; on a busy host that
+        # takes longer than uvicorn's default 5 s, and the child would be killed and restarted in a loop.
+        timeout_worker_healthcheck=30,
         proxy_headers=False,
     )
 
@@ -78,7 +81,7 @@ def web(
 @app.command()
 def worker(
     processes: int = typer.Option(2, help="Worker processes."),
-    threads: int = typer.Option(16, help="Threads per worker process (they wait on its folding thread)."),
+    threads: int = typer.Option(32, help="Threads per worker process (they wait on its folding thread)."),
 ) -> None:
     """dramatiq worker processes that store and fold webhooks."""
     prepare_multiprocess_dir(Settings().redis_namespace)

@@ -38,6 +38,7 @@ from schemas.codat import page_results
 from schemas.errors import ErrorCode
 from schemas.settings import Settings
 from service.codat_errors import KEY_SETTING, CodatError, map_failure, retry_after_seconds
+from workers.metrics import record_codat_call
 
 log = logging.getLogger("synctrack.codat")
 
@@ -226,6 +227,7 @@ class CodatClient:
             try:
                 response = await self._http.request(method, path, params=params, json=json)
             except httpx.TransportError as exc:
+                record_codat_call("timeout" if isinstance(exc, httpx.TimeoutException) else "error")
                 sent = not isinstance(exc, NOT_SENT)
                 log.warning(
                     "codat_call method=%s path=%s error=%s attempt=%d", method, path, type(exc).__name__, attempt + 1
@@ -237,6 +239,7 @@ class CodatClient:
                     continue
                 raise self._unreachable(exc, sent, idempotent, attempt + 1) from None
             status = response.status_code
+            record_codat_call(status)
             log.info(
                 "codat_call method=%s path=%s status=%d attempt=%d ms=%d",
                 method,

@@ -28,6 +28,7 @@ import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from workers.changes import stream_key
+from workers.metrics import set_sse_clients
 
 log = logging.getLogger("synctrack.stream")
 
@@ -252,6 +253,7 @@ class Fanout:
             raise StreamUnavailable("the change feed has not been reached yet, or the server is stopping")
         sub = Subscriber(stream_filter, self.capacity)
         self._subscribers.add(sub)
+        set_sse_clients(len(self._subscribers))
         index, keys = self._index_of(sub)
         for key in keys:
             index.setdefault(key, set()).add(sub)
@@ -263,6 +265,7 @@ class Fanout:
         if sub not in self._subscribers:
             return
         self._subscribers.discard(sub)
+        set_sse_clients(len(self._subscribers))
         index, keys = self._index_of(sub)
         for key in keys:
             bucket = index.get(key, set())

@@ -158,7 +158,7 @@ def test_web_and_worker_processes_on_sqlite_settle_to_the_fold(tmp_path: Path, r
 
 def test_synctrack_dev_runs_everything_in_one_process(tmp_path: Path) -> None:
     port = free_port()
-    env = {"SYNCTRACK_WEBHOOK_SECRETS": SECRET, "SYNCTRACK_REDIS_URL": "redis://127.0.0.1:1/0"}
+    env = {**AUTH_ENV, "SYNCTRACK_WEBHOOK_SECRETS": SECRET, "SYNCTRACK_REDIS_URL": "redis://127.0.0.1:1/0"}
     dev = ServiceProcess(["dev", "--port", str(port)], env, tmp_path, "dev")
     try:
         base = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlmodel import Session
 
 from schemas.events import Event, InvalidEnvelope, envelope_summary, parse_event, parse_time
@@ -120,8 +120,8 @@ def handle_webhooks(engine: Engine, feed: ChangeFeed | None, requests: Sequence[
             session.execute(insert(EVENTS), new_rows)
         if replayed:
             keys = ("outcome", "error", "generated_at", "processed_at")
-            for row in replayed:
-                session.execute(update(EVENTS).where(EVENTS.c.id == row["id"]).values({k: row[k] for k in keys}))
+            stmt = update(EVENTS).where(EVENTS.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys})
+            session.connection().execute(stmt, [{**{k: row[k] for k in keys}, "_id": row["id"]} for row in replayed])
         events = [w.event for w in work if w.event is not None and w.event.known]
         changes, slices = fold_events(session, events)
         names = _company_names(session, {s.connection.company_id for s in slices.values()})
@@ -225,7 +225,7 @@ def _log(item: _Work, changes: int) -> None:
         )
         return
     log.info(
-        "event=%s type=%s company=%s connection=%s outcome=%s changes=%d replay=%s",
+        "event=%s type=%r company=%s connection=%s outcome=%s changes=%d replay=%s",
         event.id,
         event.event_type,
         event.company_id,

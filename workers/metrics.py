@@ -170,11 +170,16 @@ class Metrics:
 _metrics: Metrics | None = None
 
 
+_metrics_lock = threading.Lock()
+
+
 def metrics() -> Metrics:
-    """This process's metrics, created on first use."""
+    """This process's metrics, created once on first use (threads may race to be first)."""
     global _metrics
     if _metrics is None:
-        _metrics = Metrics()
+        with _metrics_lock:
+            if _metrics is None:
+                _metrics = Metrics()
     return _metrics
 
 
