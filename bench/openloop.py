@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -97,9 +98,9 @@ def run_fixed_rate(host: str, port: int, requests: list[bytes], rate: float) -> 
     try:
         import uvloop
 
-        runner = uvloop.run
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        runner = asyncio.run
+        loop_factory = None
     # A full collection over the caller's heap would stall the schedule for tens of milliseconds and be
     # charged to the server; freeze what exists and collect nothing while sending.
     gc.collect()
@@ -107,7 +108,8 @@ def run_fixed_rate(host: str, port: int, requests: list[bytes], rate: float) -> 
     gc.disable()
     started = time.perf_counter()
     try:
-        result = runner(fixed_rate(host, port, requests, rate))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(fixed_rate(host, port, requests, rate))
     finally:
         gc.enable()
         gc.unfreeze()

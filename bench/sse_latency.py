@@ -49,13 +49,14 @@ class Run:
     late_sends: int
     cpu_share: float
     """CPU seconds of the service's processes over wall time (2.0 = both cores busy)."""
+    resets: int
 
     def row(self) -> str:
         lost = self.sent - len(self.latencies_ms)
         return (
             f"| {self.path} | {self.rate:,.0f}/s | {self.sent:,} | {percentile(self.latencies_ms, 50):.1f} | "
             f"{percentile(self.latencies_ms, 99):.1f} | {max(self.latencies_ms, default=float('nan')):.1f} | "
-            f"{lost} | {self.late_sends} | {self.cpu_share:.2f} |"
+            f"{lost} | {self.resets} | {self.late_sends} | {self.cpu_share:.2f} |"
         )
 
 
@@ -116,8 +117,13 @@ async def measure(target: Stack, rate: float, seconds: float, direct: bool) -> R
     arrivals: dict[str, float] = {}
     complete = asyncio.Event()
 
+    resets = 0
+
     async def read() -> None:
+        nonlocal resets
         async for frame in sse.frames():
+            if field(frame, b"event") == b"reset":
+                resets += 1
             data = field(frame, b"data")
             at = data.find(b'"event_id":"')
             if at < 0:
@@ -158,7 +164,7 @@ async def measure(target: Stack, rate: float, seconds: float, direct: bool) -> R
     await client.aclose()
     latencies = [(arrivals[m] - due[m]) * 1000 for m in arrivals]
     path = "XADD → SSE (baseline)" if direct else "webhook POST → SSE"
-    return Run(path, rate, count, latencies, late, cpu / wall)
+    return Run(path, rate, count, latencies, late, cpu / wall, resets)
 
 
 def main() -> None:
@@ -181,8 +187,8 @@ def main() -> None:
     print(f"web: 1 process; workers: {args.workers} x {args.threads} threads; db: {args.database_url or 'SQLite'}")
     with stack("sse-latency", workers=args.workers, threads=args.threads, database_url=args.database_url) as target:
         runner(measure(target, 50, 2, direct=False))  # warm-up: connections, caches, first companies
-        print("| path | rate | events | p50 ms | p99 ms | max ms | lost | late sends | service CPU (cores) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| path | rate | events | p50 ms | p99 ms | max ms | lost | resets | late sends | service CPU (cores) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for rate in rates:
             for direct in (True, False):
                 run = runner(measure(target, rate, args.seconds, direct))

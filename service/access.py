@@ -131,6 +131,13 @@ def event_company(engine: Engine, event_id: str) -> tuple[bool, str | None]:
     return (False, None) if row is None else (True, row)
 
 
+def needs_lookup(rule: Rule, query: list[tuple[str, str]]) -> bool:
+    """Whether `check_company` reads the database for this request (else it is pure and quick)."""
+    if rule.target in ("connection", "event"):
+        return True
+    return rule.target == "company" and any(key == "connection_id" for key, _ in query)
+
+
 def check_company(
     principal: Principal,
     rule: Rule,
@@ -141,7 +148,7 @@ def check_company(
     """For a company-scoped principal: raise ApiError (404) unless the request stays in its company.
 
     Returns the query to pass on (with the company filter forced for ``filter`` routes). Blocking
-    (database lookups): call it in a thread.
+    when `needs_lookup` (database lookups): call it in a thread then.
     """
     own = principal.company_id
     assert own is not None and rule.target is not None

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
-from service.access import ADMIN, Kind, Rule, check_company, rule_for
+from service.access import ADMIN, Kind, Rule, check_company, needs_lookup, rule_for
 from service.limits import HeaderLimitMiddleware
 from service.ratelimit import FailureLimiter
 from service.sources import SourceResolver, bucket_key, is_loopback, parse_networks
@@ -153,7 +153,10 @@ class AuthMiddleware:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         params = {key: str(value) for key, value in path_params.items()}
         engine = scope["app"].state.engine
-        confined = await to_thread.run_sync(check_company, principal, rule, params, query, engine)
+        if needs_lookup(rule, query):
+            confined = await to_thread.run_sync(check_company, principal, rule, params, query, engine)
+        else:
+            confined = check_company(principal, rule, params, query, engine)
         if confined != query:
             scope["query_string"] = urlencode(confined).encode("latin-1")
 
@@ -179,7 +182,14 @@ def take_query_token(scope: Scope) -> str | None:
 
 
 def security_middleware(settings: Settings) -> list[Middleware]:
-    """Header limits outermost, then CORS (a preflight carries no token), then authentication."""
+    """Header limits outermost, then CORS (a preflight carries no token), then authentication.
+
+    The token settings are checked here, when the app is built, so a malformed hash or a short signing
+    key stops the process at start (raises TokenConfigError) instead of failing every request.
+    """
+    AdminTokens(settings.admin_token_hashes)
+    TokenSigner(settings.token_signing_key)
+    parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES")
     stack = [Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes)]
     if settings.cors_origins:
         stack.append(

@@ -115,18 +115,18 @@ def test_the_metrics_directory_defaults_per_namespace_and_forgets_dead_processes
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
     alive = os.getpid()
 
-    def files(*names: str) -> list[str]:
+    def files(*names: str) -> set[str]:
         for name in names:
             (directory / name).write_bytes(b"")
-        return sorted(p.name for p in directory.iterdir())
+        return {p.name for p in directory.iterdir()}
 
     files(f"counter_{dead}.db", f"gauge_livesum_{dead}.db", f"counter_{alive}.db", f"gauge_livesum_{alive}.db")
     # A scrape forgets a dead process's live gauges only; its counters still count.
     assert forget_dead_processes(str(directory)) == 1
-    assert files() == [f"counter_{alive}.db", f"counter_{dead}.db", f"gauge_livesum_{alive}.db"]
+    assert files() == {f"counter_{alive}.db", f"counter_{dead}.db", f"gauge_livesum_{alive}.db"}
     # A starting process clears everything of dead processes, so restarts do not pile up files.
     assert prepare_multiprocess_dir("ns1") == str(directory) == os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    assert files() == [f"counter_{alive}.db", f"gauge_livesum_{alive}.db"]
+    assert files() == {f"counter_{alive}.db", f"gauge_livesum_{alive}.db"}
 
 
 def test_json_log_lines_keep_quoted_values_whole() -> None:
