@@ -52,7 +52,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     redis = async_redis(settings)
     queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
     receiver = Receiver(settings.webhook_secrets, queue, settings.max_body_bytes)
-    fanout = Fanout(redis, settings.redis_namespace, settings.stream_client_buffer, exiting=server_exiting)
+    fanout = Fanout(
+        redis,
+        settings.redis_namespace,
+        settings.stream_client_buffer,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
+        send_timeout_seconds=settings.stream_send_timeout_seconds,
+        exiting=server_exiting,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -2,8 +2,7 @@
 
 Workers XADD changes to the Redis Stream ``{ns}:changes`` (`workers/changes.py`). Every web process
 runs one `Fanout`: a task that reads the stream from where it last was and offers each change to the
-`Subscriber`s (one per connected client) whose filter matches. A change is encoded as an SSE frame
-once and shared, so a client costs a reference per buffered change, not a copy.
+`Subscriber`s (`service/subscriber.py`, one per connected client) whose filter matches.
 
 Delivery contract, relied on by `service/stream.py`: a subscriber receives every matching change
 read after it subscribed. The reader's position only ever names an entry already handed out, so a
@@ -13,33 +12,36 @@ change twice, and drops the repeat by id.
 Memory is bounded: a subscriber holds at most `capacity` changes. One more and its buffer is emptied
 and it is marked `lost`; the client is then told to `reset` (or, while it is still catching up from
 Redis, simply re-reads what was dropped).
+
+One watchdog task per process does what would otherwise take a timer per client and per change:
+heartbeats for idle clients, the send timeout for clients that stopped reading, and letting every
+client go when the server starts to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
+from service.subscriber import STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
 from workers.changes import stream_key
 from workers.metrics import set_sse_clients
 
 log = logging.getLogger("synctrack.stream")
 
-STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 READ_COUNT = 1_000
 """Most changes read per XREAD; never more than half a client's buffer (see `Fanout.read_count`)."""
 READ_BLOCK_MS = 2_000
 """How long one XREAD waits for news; well below a Redis client's socket timeout (redis-py: 5 s)."""
-EXIT_POLL_SECONDS = 0.5
 RETRY_SECONDS = 1.0
 """Pause before reading again after Redis failed."""
+WATCH_SECONDS = 0.5
+"""How often the watchdog looks at every client: the precision of heartbeats and send timeouts."""
 
 REDIS_SLOTS = 32
 """Redis calls this process's stream requests make at once (opening, catch-up). Bounded because a
@@ -47,137 +49,31 @@ burst of reconnecting clients must queue, not exhaust the client's pool (redis-p
 refuses a 101st connection instead of waiting for one)."""
 
 UNFILTERED = frozenset({"*"})
-SLOW_CLIENT = "slow_client"
-STREAM_INTERRUPTED = "stream_interrupted"
-
-
-def parse_id(text: str) -> tuple[int, int]:
-    """A stream entry id ``"<ms>-<seq>"`` as a sortable pair; the caller has checked `STREAM_ID`."""
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq)
 
 
 class StreamUnavailable(Exception):
-    """Raised by `Fanout.subscribe` while the reader does not yet know where the stream stands."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamChange:
-    """One change of the feed, with its SSE frame (``id``, ``event``, ``data``) ready to send."""
-
-    id: str
-    key: tuple[int, int]
-    company_id: str
-    connection_id: str
-    frame: bytes
-
-    @classmethod
-    def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamChange | None:
-        """Build from a stream entry; None for an entry without the feed's fields."""
-        ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
-        name, data = raw.get("event"), raw.get("data")
-        if name is None or data is None:
-            return None
-        values = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw.items() if k != "data"}
-        body = data if isinstance(data, bytes) else str(data).encode()
-        frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (ident.encode(), values["event"].encode(), body)
-        return cls(ident, parse_id(ident), values.get("company_id", ""), values.get("connection_id", ""), frame)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamFilter:
-    """Which changes a client wants; an empty set means "any". Both given: both must match."""
-
-    company_ids: frozenset[str] = frozenset()
-    connection_ids: frozenset[str] = frozenset()
-
-    def matches(self, company_id: str, connection_id: str) -> bool:
-        return (not self.company_ids or company_id in self.company_ids) and (
-            not self.connection_ids or connection_id in self.connection_ids
-        )
-
-
-class Subscriber:
-    """One client's bounded buffer of changes.
-
-    Kept small (it exists once per connected client): slots, a plain list, and a future only while
-    the client waits.
-    """
-
-    __slots__ = ("filter", "capacity", "lost", "closed", "_items", "_waiter")
-
-    def __init__(self, stream_filter: StreamFilter, capacity: int) -> None:
-        self.filter = stream_filter
-        self.capacity = capacity
-        self.lost: str | None = None
-        """Why changes were dropped (`slow_client`, `stream_interrupted`); the client must reset."""
-        self.closed = False
-        self._items: list[StreamChange] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    @property
-    def depth(self) -> int:
-        return len(self._items)
-
-    def offer(self, change: StreamChange) -> None:
-        if self.lost or self.closed:
-            return
-        if len(self._items) >= self.capacity:
-            self.drop(SLOW_CLIENT)
-        else:
-            self._items.append(change)
-
-    def drop(self, reason: str) -> None:
-        """Empty the buffer (memory stays bounded) and remember that changes were lost."""
-        self._items.clear()
-        self.lost = reason
-        self.wake()
-
-    def restart(self) -> None:
-        """Buffer afresh after a loss the caller repairs itself (by re-reading the stream)."""
-        self._items.clear()
-        self.lost = None
-
-    def wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def close(self) -> None:
-        self.closed = True
-        self._items.clear()
-        self.wake()
-
-    async def next(self, timeout: float | None = None) -> StreamChange | None | Literal[False]:
-        """The next buffered change; None once the subscriber is closed or has lost changes; False
-        when `timeout` seconds passed without one (time for a heartbeat)."""
-        while True:
-            if self.closed or self.lost:
-                return None
-            if self._items:
-                return self._items.pop(0)
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(timeout, self.wake) if timeout else None
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
-            if timer is not None and not self._items and not self.closed and not self.lost:
-                return False
+    """Raised by `Fanout.subscribe` while the reader does not know where the stream stands yet, or
+    once the server is stopping."""
 
 
 class Fanout:
     """The per-process reader of the change feed and the registry of this process's subscribers."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, namespace: str, capacity: int, exiting: Callable[[], bool] | None = None
+        self,
+        client: redis.asyncio.Redis,
+        namespace: str,
+        capacity: int,
+        *,
+        heartbeat_seconds: float = 15.0,
+        send_timeout_seconds: float = 30.0,
+        exiting: Callable[[], bool] | None = None,
     ) -> None:
         """`exiting` tells when the server begins to stop: every client is then let go, so that a
         graceful shutdown does not wait on streams that never end by themselves."""
         self.redis = client
+        self.heartbeat_seconds = heartbeat_seconds
+        self.send_timeout_seconds = send_timeout_seconds
         self.exiting = exiting
         self.key = stream_key(namespace)
         self.capacity = capacity
@@ -217,8 +113,7 @@ class Fanout:
             log.warning("msg=stream_reader_waiting_for_redis error=%r", str(exc))
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="synctrack-stream-reader")
-        if self.exiting is not None:
-            self._watcher = asyncio.create_task(self._watch_exit(self.exiting), name="synctrack-stream-exit")
+        self._watcher = asyncio.create_task(self._watch(), name="synctrack-stream-watchdog")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -251,7 +146,7 @@ class Fanout:
     def subscribe(self, stream_filter: StreamFilter) -> Subscriber:
         if self.position is None or self._stopping:
             raise StreamUnavailable("the change feed has not been reached yet, or the server is stopping")
-        sub = Subscriber(stream_filter, self.capacity)
+        sub = Subscriber(stream_filter, self.capacity, asyncio.get_running_loop().time())
         self._subscribers.add(sub)
         set_sse_clients(len(self._subscribers))
         index, keys = self._index_of(sub)
@@ -281,13 +176,25 @@ class Fanout:
             return self._by_company, sub.filter.company_ids
         return self._unfiltered, UNFILTERED
 
-    async def _watch_exit(self, exiting: Callable[[], bool]) -> None:
-        while not exiting():
-            await asyncio.sleep(EXIT_POLL_SECONDS)
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not (self.exiting and self.exiting()):
+            await asyncio.sleep(WATCH_SECONDS)
+            self.check(loop.time())
         log.info("msg=stream_closing reason=server_stopping clients=%d", len(self._subscribers))
         self._stopping = True
         for sub in list(self._subscribers):
             self.unsubscribe(sub)
+
+    def check(self, now: float) -> None:
+        """Time out every client whose send has waited longer than the send timeout; give every
+        client idle for a heartbeat interval its heartbeat."""
+        for sub in self._subscribers:
+            if sub.sending_since:
+                if self.send_timeout_seconds and now - sub.sending_since > self.send_timeout_seconds:
+                    sub.time_out()
+            elif self.heartbeat_seconds and now - sub.last_sent >= self.heartbeat_seconds:
+                sub.beat()
 
     async def _run(self) -> None:
         interrupted = False

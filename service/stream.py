@@ -37,18 +37,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
-from service.fanout import (
-    SLOW_CLIENT,
-    STREAM_ID,
-    Fanout,
-    StreamChange,
-    StreamFilter,
-    StreamUnavailable,
-    Subscriber,
-    parse_id,
-)
+from service.fanout import Fanout, StreamUnavailable
 from service.pagination import list_param
 from service.stream_response import ChangeStreamResponse
+from service.subscriber import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id
 from workers.ledger import Connection, Sync
 from workers.views import connection_out, connection_rows_query, sync_out
 
@@ -138,19 +130,19 @@ async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange],
 
 
 async def events(
-    fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None, heartbeat: float
+    fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None
 ) -> AsyncGenerator[bytes, None]:
     """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
 
-    Heartbeats are written here, between changes, rather than by sse-starlette's ping task: one task
-    fewer per client, and a heartbeat that cannot be sent drops a stuck client like any event."""
+    Heartbeats are written here, between changes, when the fan-out's watchdog says one is due. No
+    local outlives its step (the snapshot, a catch-up page): this frame lives as long as the client."""
     try:
         if opening == "snapshot":
-            snapshot = await to_thread.run_sync(load_snapshot, engine, sub.filter)
-            yield frame(position, "snapshot", snapshot)
+            yield frame(position, "snapshot", await to_thread.run_sync(load_snapshot, engine, sub.filter))
         elif opening is not None:
             yield reset_frame(position, opening)
         else:
+            change: StreamChange | None = None
             more = True
             while more:
                 try:
@@ -167,9 +159,10 @@ async def events(
                     # Dropped while catching up: those changes are still in Redis, read on.
                     sub.restart()
                     more = True
+            changes, change = [], None
         last = parse_id(position)
         while True:
-            item = await sub.next(heartbeat)
+            item = await sub.next()
             if item is False:
                 yield HEARTBEAT
                 continue
@@ -186,7 +179,6 @@ async def events(
 
 async def stream(request: Request) -> Response:
     fanout: Fanout = request.app.state.fanout
-    settings = request.app.state.settings
     stream_filter = StreamFilter(
         frozenset(list_param(request, "company_id")), frozenset(list_param(request, "connection_id"))
     )
@@ -209,6 +201,9 @@ async def stream(request: Request) -> Response:
         fanout.unsubscribe(sub)
         log.warning("msg=stream_unavailable error=%r", f"{type(exc).__name__}: {exc}")
         raise unavailable() from None
+    if opening is not None:
+        # The opening event covers everything up to `position`: none of it needs buffering.
+        sub.skip_through = parse_id(position)
     log.info(
         "msg=stream_open companies=%d connections=%d opening=%s position=%s clients=%d",
         len(stream_filter.company_ids),
@@ -218,9 +213,9 @@ async def stream(request: Request) -> Response:
         fanout.subscriber_count,
     )
     return ChangeStreamResponse(
-        events(fanout, sub, request.app.state.engine, position, opening, settings.stream_heartbeat_seconds),
+        events(fanout, sub, request.app.state.engine, position, opening),
+        sub=sub,
         release=partial(fanout.unsubscribe, sub),
-        send_timeout=settings.stream_send_timeout_seconds,
     )
 
 

@@ -1,12 +1,12 @@
 """How one client's events reach its socket: an sse-starlette `EventSourceResponse` with a lean body loop.
 
 sse-starlette's own loop runs a task group of four tasks per client (sender, ping, shutdown listener,
-disconnect listener): measured with bench/sse_fanout.py that is ~47 KiB of RSS per connected client,
-against ~25 KiB for this loop. Here one small task waits for the disconnect; heartbeats are written by
-the event source itself (`service/stream.py`); one watcher per process (`Fanout`, with
-`server_exiting`) ends every stream when the server starts to stop, so a graceful shutdown does not
-wait on clients that never leave. The response keeps sse-starlette's headers (no caching, no proxy
-buffering) and its HEAD answer (headers, no body).
+disconnect listener) and a timer per send: measured with bench/sse_fanout.py that is ~47 KiB of RSS per
+connected client, against ~25 KiB here, and its timers were a fifth of the CPU spent per delivered
+change. Here one small task waits for the disconnect; heartbeats, the send timeout and the shutdown
+are the fan-out's single watchdog (`service/fanout.py`), which this loop informs by noting when each
+send starts and ends on the client's `Subscriber`. The response keeps sse-starlette's headers (no
+caching, no proxy buffering) and its HEAD answer (headers, no body).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 from sse_starlette.sse import AppStatus, EventSourceResponse
 from starlette.types import Receive, Scope, Send
+
+from service.subscriber import Subscriber
 
 log = logging.getLogger("synctrack.stream")
 
@@ -36,16 +38,15 @@ def server_exiting() -> bool:
 
 
 class ChangeStreamResponse(EventSourceResponse):
-    """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or a
-    send waits longer than `send_timeout` (a client that stopped reading). `release` runs exactly
-    when the client is gone or the response is over, whichever comes first, and may run twice."""
+    """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or
+    the watchdog times out a send (a client that stopped reading). `release` runs as soon as the
+    client is gone and again when the response is over; it must be idempotent."""
 
     def __init__(
-        self, content: AsyncGenerator[bytes, None], *, release: Callable[[], None], send_timeout: float, **kwargs: Any
+        self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, release: Callable[[], None], **kwargs: Any
     ) -> None:
-        super().__init__(content, ping=0, sep="\n", send_timeout=send_timeout, **kwargs)
-        self.release = release
-        self.content = content
+        super().__init__(content, ping=0, sep="\n", **kwargs)
+        self.content, self.sub, self.release = content, sub, release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "HEAD":
@@ -55,15 +56,21 @@ class ChangeStreamResponse(EventSourceResponse):
                 await self.content.aclose()
                 self.release()
             return
+        sub, loop = self.sub, asyncio.get_running_loop()
+        sub.task = asyncio.current_task()
         listener = asyncio.create_task(self._until_disconnect(receive))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.content:
-                async with asyncio.timeout(self.send_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sub.sending_since = loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sub.last_sent, sub.sending_since = sub.sending_since, 0.0
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            log.info("msg=stream_client_dropped reason=send_timeout seconds=%s", self.send_timeout)
+        except asyncio.CancelledError:
+            if not sub.timed_out:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            log.info("msg=stream_client_dropped reason=send_timeout")
         finally:
             listener.cancel()
             await self.content.aclose()

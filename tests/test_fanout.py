@@ -14,16 +14,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from service.fanout import (
-    SLOW_CLIENT,
-    STREAM_INTERRUPTED,
-    Fanout,
-    StreamChange,
-    StreamFilter,
-    StreamUnavailable,
-    Subscriber,
-)
+from service.fanout import Fanout, StreamUnavailable
 from service.stream import resume_point
+from service.subscriber import SLOW_CLIENT, STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
 from workers.changes import ChangeFeed, FeedEntry, stream_key
 
 
@@ -270,13 +263,47 @@ def test_clients_are_let_go_and_new_ones_refused_once_the_server_starts_to_stop(
     run(scenario)
 
 
-def test_a_waiting_subscriber_is_told_when_a_heartbeat_is_due() -> None:
+@pytest.mark.redis
+def test_the_watchdog_gives_idle_clients_heartbeats_and_stops_stuck_sends(redis_url: str, namespace: str) -> None:
     async def scenario() -> None:
-        sub = Subscriber(StreamFilter(), capacity=2)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=10, heartbeat_seconds=0.3, send_timeout_seconds=0.6)
+        await fanout.start()
+        idle = fanout.subscribe(StreamFilter())
         started = time.monotonic()
-        assert await sub.next(timeout=0.1) is False
-        assert 0.09 <= time.monotonic() - started < 1
+        assert await asyncio.wait_for(idle.next(), 2) is False
+        assert 0.3 <= time.monotonic() - started < 1.5
+
+        stuck = fanout.subscribe(StreamFilter())
+
+        async def blocked_send() -> None:
+            stuck.sending_since = asyncio.get_running_loop().time()
+            await asyncio.sleep(60)
+
+        stuck.task = asyncio.create_task(blocked_send())
+        await asyncio.wait({stuck.task}, timeout=3)
+        assert stuck.task.cancelled()
+        assert stuck.timed_out
+        assert not idle.timed_out
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
+    async def scenario() -> None:
+        sub = Subscriber(StreamFilter(), capacity=5, now=0.0)
+        sub.skip_through = (100, 1)
+        for ident in ("100-0", "100-1", "100-2", "101-0"):
+            change = StreamChange.from_entry(ident, {"event": "sync.started", "data": "{}"})
+            assert change is not None
+            sub.offer(change)
+        assert [c.id for c in [await sub.next(), await sub.next()] if isinstance(c, StreamChange)] == [
+            "100-2",
+            "101-0",
+        ]
         sub.close()
-        assert await sub.next(timeout=0.1) is None
+        assert await sub.next() is None
 
     run(scenario)

@@ -334,6 +334,25 @@ def read_raw(sock: socket.socket, timeout: float = 20) -> bytes:
     return b"".join(chunks)
 
 
+def raw_stream(port: int) -> socket.socket:
+    """A stream client with a tiny receive buffer that reads nothing until told to."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /v1/stream HTTP/1.0\r\nAuthorization: {ADMIN_HEADERS['Authorization']}\r\n\r\n".encode())
+    return sock
+
+
+def publish(client: redis.Redis, namespace: str, count: int, size: int) -> None:
+    """What the workers would publish: `count` changes of about `size` bytes, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    data = '{"id":"conn","event_id":"msg","padding":"' + "x" * size + '"}'
+    for _ in range(count):
+        fields = {"event": "connection.updated", "company_id": "co", "connection_id": "c", "data": data}
+        pipe.xadd(stream_key(namespace), fields)  # type: ignore[arg-type]
+    pipe.execute()
+
+
 def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
     tmp_path: Path, redis_url: str, namespace: str
 ) -> None:
@@ -342,49 +361,42 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
         "SYNCTRACK_REDIS_URL": redis_url,
         "SYNCTRACK_REDIS_NAMESPACE": namespace,
         "SYNCTRACK_STREAM_CLIENT_BUFFER": "20",
-        "SYNCTRACK_STREAM_SEND_TIMEOUT_SECONDS": "5",
+        "SYNCTRACK_STREAM_SEND_TIMEOUT_SECONDS": "3",
         "SYNCTRACK_STREAM_HEARTBEAT_SECONDS": "60",
     }
     webs: list[ServiceProcess] = []
+    writer = redis.Redis.from_url(redis_url)
     with services(tmp_path, env, workers=0, processes=webs) as [base]:
         port = int(base.rsplit(":", 1)[1])
-        sockets = []
-        for _ in range(2):  # a slow reader, then a stuck one; neither reads for now
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(f"GET /v1/stream HTTP/1.0\r\nAuthorization: {ADMIN_HEADERS['Authorization']}\r\n\r\n".encode())
-            sockets.append(sock)
-        wait_for(lambda: status(base)["clients"] == 2, timeout=10, message="two clients")
 
-        # What the workers would publish, 10 MB of it: more than the socket buffers can hold.
-        writer = redis.Redis.from_url(redis_url)
-        pipe = writer.pipeline(transaction=False)
-        data = '{"id":"conn","event_id":"msg","padding":"' + "x" * 2000 + '"}'
-        for _ in range(5000):
-            pipe.xadd(
-                stream_key(namespace),
-                {"event": "connection.updated", "company_id": "co", "connection_id": "c", "data": data},
-            )
-        pipe.execute()
-
-        overflowed = wait_for(lambda: (s := status(base))["overflows"] == 2 and s, timeout=20, message="both overflow")
-        assert overflowed["buffered"] <= 2 * 20
-
-        slow, stuck = sockets
-        received = read_raw(slow).decode()
-        frames = [f for f in received.split("\n\n") if "event: " in f]
+        # Slow: 10 MB arrive at once, far more than the socket buffers and 20 buffered changes hold.
+        slow = raw_stream(port)
+        wait_for(lambda: status(base)["clients"] == 1, timeout=10, message="one client")
+        publish(writer, namespace, 5000, 2000)
+        overflowed = wait_for(lambda: (s := status(base))["overflows"] == 1 and s, timeout=20, message="overflow")
+        assert overflowed["buffered"] <= 20
+        frames = [f for f in read_raw(slow).decode().split("\n\n") if "event: " in f]
+        slow.close()
         assert frames[0].split("event: ")[1].startswith("snapshot")
         assert frames[-1].split("event: ")[1].startswith("reset")
         assert '"reason":"slow_client"' in frames[-1]
         assert sum("event: reset" in f for f in frames) == 1
         assert len(frames) - 2 < 5000, "changes past the buffer were dropped, not queued"
+        wait_for(lambda: status(base)["clients"] == 0, timeout=10, message="slow client gone")
 
-        # The stuck client never reads: dropped after SYNCTRACK_STREAM_SEND_TIMEOUT_SECONDS.
+        # Stuck: changes come in small batches the server keeps up with, until the socket is full and a
+        # send waits; after SYNCTRACK_STREAM_SEND_TIMEOUT_SECONDS the client is dropped.
+        stuck = raw_stream(port)
+        wait_for(lambda: status(base)["clients"] == 1, timeout=10, message="one client")
+        for _ in range(10):
+            publish(writer, namespace, 10, 100_000)
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert status(base)["clients"] == 1, "a stuck client is held until its send times out"
         after = wait_for(lambda: (s := status(base))["clients"] == 0 and s, timeout=15, message="stuck client dropped")
         assert after["buffered"] == 0
+        assert "msg=stream_client_dropped reason=send_timeout" in webs[0].output()
         stuck.close()
-        slow.close()
 
         # Stopping the server ends its open streams at once, not after the 20 s graceful timeout.
         with SseClient(f"{base}/v1/stream", ADMIN_HEADERS) as last:

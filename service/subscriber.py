@@ -1,0 +1,165 @@
+"""One connected stream client, as the fan-out sees it: what it wants, what it is owed, whether it keeps up.
+
+A `StreamChange` is one entry of the change feed with its SSE frame encoded once and shared by every
+client; a `Subscriber` is one client's bounded buffer of them. Both exist in the thousands per
+process, so they are kept small (slots, a plain list, a future only while waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+SLOW_CLIENT = "slow_client"
+"""The client fell further behind than its buffer holds."""
+STREAM_INTERRUPTED = "stream_interrupted"
+"""The reader lost its place in the stream (Redis trimmed or lost it while unreachable)."""
+
+
+def parse_id(text: str) -> tuple[int, int]:
+    """A stream entry id ``"<ms>-<seq>"`` as a sortable pair; the caller has checked `STREAM_ID`."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChange:
+    """One change of the feed, with its SSE frame (``id``, ``event``, ``data``) ready to send."""
+
+    id: str
+    key: tuple[int, int]
+    company_id: str
+    connection_id: str
+    frame: bytes
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamChange | None:
+        """Build from a stream entry; None for an entry without the feed's fields."""
+        ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        name, data = raw.get("event"), raw.get("data")
+        if name is None or data is None:
+            return None
+        values = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw.items() if k != "data"}
+        body = data if isinstance(data, bytes) else str(data).encode()
+        frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (ident.encode(), values["event"].encode(), body)
+        return cls(ident, parse_id(ident), values.get("company_id", ""), values.get("connection_id", ""), frame)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """Which changes a client wants; an empty set means "any". Both given: both must match."""
+
+    company_ids: frozenset[str] = frozenset()
+    connection_ids: frozenset[str] = frozenset()
+
+    def matches(self, company_id: str, connection_id: str) -> bool:
+        return (not self.company_ids or company_id in self.company_ids) and (
+            not self.connection_ids or connection_id in self.connection_ids
+        )
+
+
+class Subscriber:
+    """One client's bounded buffer of changes, and the clock readings the fan-out's watchdog needs.
+
+    The response writing to the client notes when a send starts (`sending_since`) and ends
+    (`last_sent`); the watchdog calls `beat()` when a heartbeat is due and `time_out()` when a send has
+    waited too long. That keeps timers off the path of every change.
+    """
+
+    __slots__ = (
+        "filter",
+        "capacity",
+        "lost",
+        "closed",
+        "skip_through",
+        "task",
+        "sending_since",
+        "last_sent",
+        "timed_out",
+        "_heartbeat_due",
+        "_items",
+        "_waiter",
+    )
+
+    def __init__(self, stream_filter: StreamFilter, capacity: int, now: float) -> None:
+        self.filter = stream_filter
+        self.capacity = capacity
+        self.lost: str | None = None
+        """Why changes were dropped (`slow_client`, `stream_interrupted`); the client must reset."""
+        self.closed = False
+        self.skip_through: tuple[int, int] = (0, 0)
+        """Changes at or before this id are not buffered: the client has them already (its snapshot)."""
+        self.task: asyncio.Task[Any] | None = None
+        """The task writing to the client; the watchdog cancels it when a send is stuck."""
+        self.sending_since = 0.0
+        """Loop time a send started, 0 when none is under way."""
+        self.last_sent = now
+        self.timed_out = False
+        self._heartbeat_due = False
+        self._items: list[StreamChange] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    def offer(self, change: StreamChange) -> None:
+        if self.lost or self.closed or change.key <= self.skip_through:
+            return
+        if len(self._items) >= self.capacity:
+            self.drop(SLOW_CLIENT)
+        else:
+            self._items.append(change)
+
+    def drop(self, reason: str) -> None:
+        """Empty the buffer (memory stays bounded) and remember that changes were lost."""
+        self._items.clear()
+        self.lost = reason
+        self.wake()
+
+    def restart(self) -> None:
+        """Buffer afresh after a loss the caller repairs itself (by re-reading the stream)."""
+        self._items.clear()
+        self.lost = None
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def beat(self) -> None:
+        """A heartbeat is due: `next()` answers False once if nothing else is waiting."""
+        self._heartbeat_due = True
+        self.wake()
+
+    def time_out(self) -> None:
+        """A send has waited too long: stop the task writing to this client."""
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self.wake()
+
+    async def next(self) -> StreamChange | None | Literal[False]:
+        """The next buffered change; None once the subscriber is closed or has lost changes; False
+        when a heartbeat is due."""
+        while True:
+            if self.closed or self.lost:
+                return None
+            if self._items:
+                return self._items.pop(0)
+            if self._heartbeat_due:
+                self._heartbeat_due = False
+                return False
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
