@@ -8,7 +8,6 @@ run: inserting the same raw events with no fold, in the same batch sizes, so the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -61,7 +60,7 @@ def main() -> None:
             base = stored(f"sqlite:///{tmp}/base{batch}.db", deliveries, fold=False, batch=batch)
             full = stored(f"sqlite:///{tmp}/fold{batch}.db", deliveries, fold=True, batch=batch)
             print(
-                f"sqlite   batch {batch:>3}: raw insert {base:8,.0f}/s   store+fold {full:8,.0f}/s   ratio {full / base:.2f}"
+                f"sqlite   {batch:>3}: raw insert {base:8,.0f}/s  store+fold {full:8,.0f}/s  ratio {full / base:.2f}"
             )
     if args.postgres:
         import psycopg
@@ -75,7 +74,7 @@ def main() -> None:
             base = stored(f"{root}/bench_base", deliveries, fold=False, batch=batch)
             full = stored(f"{root}/bench_fold", deliveries, fold=True, batch=batch)
             print(
-                f"postgres batch {batch:>3}: raw insert {base:8,.0f}/s   store+fold {full:8,.0f}/s   ratio {full / base:.2f}"
+                f"postgres {batch:>3}: raw insert {base:8,.0f}/s  store+fold {full:8,.0f}/s  ratio {full / base:.2f}"
             )
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import ConnectionFacts, Event, SyncFact, parse_event
+from schemas.events import Event, SyncFact, parse_event
 from tests.builders import CONNECTION, at, connection_event, fixture, legacy_alert, read_completed
 from tests.ledger_memory import MemoryLedger
 
