@@ -89,7 +89,7 @@ def replay(
             company_id=company or [],
             connection_id=connection or [],
             event_type=event_type or [],
-            outcome=outcome or [],  # type: ignore[arg-type]
+            outcome=outcome or [],
             received_from=received_from,
             received_to=received_to,
             generated_from=generated_from,

@@ -36,7 +36,7 @@ def mint(settings: Settings, company_id: str, rights: list[str], ttl_seconds: fl
         token=token,
         token_id=claims.token_id,
         company_id=company_id,
-        rights=sorted(claims.rights),  # type: ignore[arg-type]
+        rights=sorted(claims.rights),
         expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
     )
 

@@ -132,15 +132,15 @@ def handle_webhooks(engine: Engine, feed: ChangeFeed | None, requests: Sequence[
     per_event: dict[str, list[FeedEntry]] = {}
     for entry in entries:
         per_event.setdefault(entry.data.get("event_id", ""), []).append(entry)
-    results = []
-    for item in outcomes:
-        if isinstance(item, Outcome):
-            results.append(item)
+    results: list[Outcome] = []
+    for done in outcomes:
+        if isinstance(done, Outcome):
+            results.append(done)
             continue
-        mine = per_event.get(item.request.message_id, [])
-        _log(item, len(mine))
-        record_fold(item.event or item.row.get("event_type"), item.outcome, now, item.request.replay)
-        results.append(Outcome(item.outcome, tuple(mine)))
+        mine = per_event.get(done.request.message_id, [])
+        _log(done, len(mine))
+        record_fold(done.event or done.row.get("event_type"), done.outcome, now, done.request.replay)
+        results.append(Outcome(done.outcome, tuple(mine)))
     return results
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dramatiq.brokers.redis import RedisBroker
+
 from schemas.settings import Settings
 from workers.actors import WorkerRuntime, declare_actors
 from workers.broker import make_broker, sync_redis
@@ -17,7 +19,7 @@ from workers.retention import PRUNE_JOB
 from workers.stale import STALE_JOB
 
 
-def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[object, WorkerRuntime]:
+def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[RedisBroker, WorkerRuntime]:
     client = sync_redis(settings)
     broker = make_broker(settings, client)
     engine = make_engine(settings.database_url)

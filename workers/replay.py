@@ -157,7 +157,7 @@ def job_out(job: ReplayJob, redis: Redis, namespace: str) -> ReplayJobOut:
         status = "interrupted"
     return ReplayJobOut(
         id=job.id,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         filters=job.filters or {},
         total=job.total,
         done=job.done,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import cache
 from operator import attrgetter
 from typing import Any
 
@@ -75,14 +74,22 @@ class SyncRow:
     event_id: str | None = None
 
 
-@cache
+_COLUMNS: dict[type, tuple[str, ...]] = {}
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
 def column_names(row_type: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(row_type))
+    names = _COLUMNS.get(row_type)
+    if names is None:
+        names = _COLUMNS[row_type] = tuple(f.name for f in fields(row_type))
+    return names
 
 
-@cache
 def _getter(row_type: type) -> Callable[[Any], tuple[Any, ...]]:
-    return attrgetter(*column_names(row_type))  # type: ignore[return-value]
+    getter = _GETTERS.get(row_type)
+    if getter is None:
+        getter = _GETTERS[row_type] = attrgetter(*column_names(row_type))
+    return getter
 
 
 def fingerprint(row: Any) -> tuple[Any, ...]:

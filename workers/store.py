@@ -69,7 +69,7 @@ def upsert_companies(session: Session, events: Iterable[Event]) -> None:
     if not facts:
         return
     rows = [{"id": k, "name": v.name, "name_stamp": v.name_stamp, "deleted_at": v.deleted_at} for k, v in facts.items()]
-    rows.sort(key=lambda r: r["id"])  # one lock order for every batch
+    rows.sort(key=lambda r: str(r["id"]))  # one lock order for every batch
     stmt = _insert(session)(COMPANIES)
     stmt = stmt.on_conflict_do_update(
         index_elements=["id"],

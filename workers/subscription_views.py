@@ -31,7 +31,7 @@ def subscription_out(row: Subscription, now: datetime) -> SubscriptionOut:
         event_types=list(row.event_types),
         company_ids=list(row.company_ids) if row.company_ids is not None else None,
         enabled=row.enabled,
-        disabled_reason=row.disabled_reason,  # type: ignore[arg-type]
+        disabled_reason=row.disabled_reason,
         disabled_at=row.disabled_at,
         failing_since=row.failing_since,
         created_at=row.created_at,
@@ -50,7 +50,7 @@ def delivery_out(row: Delivery) -> DeliveryOut:
         subscription_id=row.subscription_id,
         event_id=row.event_id,
         event_type=row.event_type,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         attempts=row.attempts,
         last_response_code=row.last_response_code,
         last_error=row.last_error,
