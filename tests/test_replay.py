@@ -17,7 +17,7 @@ from schemas.settings import Settings
 from tests.builders import at, connection_event, iso, legacy_alert, read_completed
 from tests.ops_support import admin_client, cli, ops_settings, running_worker, store, wait_for_job
 from tests.workload import Delivery, webhook_mix
-from workers.broker import queue_keys
+from workers.broker import FOLD_STORED_ACTOR, queue_keys
 from workers.db import make_engine
 from workers.rebuild import dump_ledger
 from workers.replay import ReplayRunner
@@ -84,8 +84,8 @@ def enqueued_event_ids(settings: Settings) -> list[str]:
         return []
     raws = cast(list[bytes | None], client.hmget(messages_key, ids))
     messages = [dramatiq.Message.decode(raw) for raw in raws if raw]
-    assert all(m.args[3] is True and m.args[1] is None for m in messages)  # replay, body loaded by the worker
-    return [m.args[0] for m in messages]
+    assert all(m.actor_name == FOLD_STORED_ACTOR for m in messages)  # stored events, bodies loaded by the worker
+    return [event_id for m in messages for event_id in m.args[0]]
 
 
 SELECTIONS = [

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from schemas.settings import Settings
 from workers.batcher import FoldBatcher
-from workers.broker import FOLD_ACTOR, WEBHOOK_QUEUE
+from workers.broker import FOLD_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
 from workers.changes import ChangeFeed
 from workers.ingest import FoldRequest, handle_webhooks
 
@@ -47,4 +47,16 @@ def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dra
             "max_backoff": settings.worker_max_backoff_ms,
         },
     )
-    return {FOLD_ACTOR: actor}
+
+    def fold_stored(event_ids: list[str]) -> None:
+        handle_webhooks(runtime.engine, runtime.feed, [FoldRequest(i, None, None, replay=True) for i in event_ids])
+
+    stored = dramatiq.Actor(
+        fold_stored,
+        broker=broker,
+        actor_name=FOLD_STORED_ACTOR,
+        queue_name=WEBHOOK_QUEUE,
+        priority=10,
+        options=dict(actor.options),
+    )
+    return {FOLD_ACTOR: actor, FOLD_STORED_ACTOR: stored}

@@ -25,6 +25,8 @@ from schemas.settings import Settings
 
 WEBHOOK_QUEUE = "webhooks"
 FOLD_ACTOR = "fold_webhook"
+FOLD_STORED_ACTOR = "fold_stored"
+"""Folds many stored events in one message: what replays send, so a replay folds in large batches."""
 
 _embedded_server: fakeredis.FakeServer | None = None
 

@@ -113,6 +113,8 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
     if attempts is None:
         attempts = int(options.get("retries", 0)) + 1
     event_id = args[0] if args and isinstance(args[0], str) else None
+    if args and isinstance(args[0], list) and args[0]:  # a replay's `fold_stored` message: many events
+        event_id = ",".join(str(i) for i in args[0])
     body = args[1] if len(args) > 1 and isinstance(args[1], str) else None
     event_type = company_id = connection_id = None
     if body is not None:

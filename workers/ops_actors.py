@@ -17,7 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from redis import Redis
 
-from workers.broker import queue_keys
+from workers.broker import FOLD_STORED_ACTOR, queue_keys
 from workers.deadletters import FinalAttemptNotes
 from workers.replay import COUNTER_TTL_SECONDS, ReplayBusy, ReplayJobNotFound, ReplayRunner, counter_keys
 
@@ -62,8 +62,9 @@ class ReplayProgress(Middleware):
             return
         folded, dead = counter_keys(self.namespace, job_id)
         key = folded if exception is None else dead
+        events = len(message.args[0]) if message.actor_name == FOLD_STORED_ACTOR and message.args else 1
         pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(key)
+        pipe.incr(key, events)
         pipe.expire(key, COUNTER_TTL_SECONDS)
         pipe.execute()
 

@@ -29,7 +29,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session, col, select
 
 from schemas.ops import ReplayFilters, ReplayJobOut
-from workers.broker import FOLD_ACTOR, WEBHOOK_QUEUE, queue_keys
+from workers.broker import FOLD_STORED_ACTOR, WEBHOOK_QUEUE, queue_keys
 from workers.ledger import ReplayJob, WebhookEvent
 from workers.metrics import record_replay_enqueued
 
@@ -127,13 +127,17 @@ def load_job(engine: Engine, job_id: str) -> ReplayJob:
     return job
 
 
-def replay_fold_message(event_id: str, job_id: str) -> tuple[str, bytes]:
-    """A `fold_webhook` message for a stored event, tagged with its replay job for progress counts."""
+REPLAY_MESSAGE_EVENTS = 100
+"""Stored events per replay message: a worker folds each message's events in one transaction."""
+
+
+def replay_fold_message(event_ids: list[str], job_id: str) -> tuple[str, bytes]:
+    """A `fold_stored` message for some stored events, tagged with its replay job for progress counts."""
     redis_id = str(uuid.uuid4())
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=WEBHOOK_QUEUE,
-        actor_name=FOLD_ACTOR,
-        args=(event_id, None, None, True),
+        actor_name=FOLD_STORED_ACTOR,
+        args=(event_ids,),
         kwargs={},
         options={"redis_message_id": redis_id, "replay_job": job_id},
     )
@@ -273,8 +277,8 @@ class ReplayRunner:
 
     def _enqueue(self, job_id: str, event_ids: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        for event_id in event_ids:
-            redis_id, encoded = replay_fold_message(event_id, job_id)
+        for start in range(0, len(event_ids), REPLAY_MESSAGE_EVENTS):
+            redis_id, encoded = replay_fold_message(event_ids[start : start + REPLAY_MESSAGE_EVENTS], job_id)
             pipe.hset(self.messages_key, redis_id, encoded)
             pipe.rpush(self.queue_key, redis_id)
         pipe.execute()
