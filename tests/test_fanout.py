@@ -307,3 +307,18 @@ def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
         assert await sub.next() is None
 
     run(scenario)
+
+
+@pytest.mark.redis
+def test_the_feed_trims_changes_older_than_the_retention_window(redis_url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    key = stream_key(namespace)
+    two_hours_ago = int((time.time() - 7200) * 1000)
+    for seq in range(500):
+        client.xadd(key, entry().fields(), id=f"{two_hours_ago}-{seq}")  # type: ignore[arg-type]
+    ChangeFeed(client, namespace, max_changes=100_000, retention_seconds=3600).publish([entry()])
+    remaining: Any = client.xrange(key)
+    old = [entry_id for entry_id, _ in remaining if entry_id.decode().startswith(str(two_hours_ago))]
+    # Trimming is approximate (whole radix-tree nodes of up to 100 entries), never more than asked.
+    assert len(old) < 100
+    assert remaining[-1][0].decode() > f"{two_hours_ago}-499"
