@@ -48,7 +48,11 @@ def sync_redis(settings: Settings) -> redis.Redis:
 def async_redis(settings: Settings) -> redis.asyncio.Redis:
     if settings.embedded:
         return fakeredis.FakeAsyncRedis(server=embedded_server())
-    return redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    # A blocking pool: under a burst, a request waits for a free connection instead of failing.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=64, timeout=5, socket_timeout=10, socket_connect_timeout=5
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def make_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:
