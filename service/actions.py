@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +38,8 @@ log = logging.getLogger("synctrack.actions")
 
 DATA_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 ACTIONS = ("refresh", "unlink", "delete")
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -167,38 +170,45 @@ async def _known_connection(request: Request) -> Connection:
     return connection
 
 
-async def unlink_connection(request: Request) -> JSONResponse:
+async def _act_on_connection(
+    request: Request,
+    action: str,
+    ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
+    record: Callable[[Connection, datetime, T], ActionResult],
+) -> JSONResponse:
+    """Ask Codat to act on the path's connection; record its answer (or its refusal) and answer 202."""
     connection = await _known_connection(request)
     at = _now()
-    target = dict(action="unlink", at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
+    target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
     try:
-        status, answer = await _codat(request).unlink_connection(connection.company_id, connection.id)
+        answer = await ask_codat(_codat(request), connection)
     except CodatError as exc:
         raise await _failed(request, exc, **target) from None
-    result = await run_in_threadpool(
-        lambda: record_unlink(
+    result = await run_in_threadpool(record, connection, at, answer)
+    return await _answer(request, result)
+
+
+async def unlink_connection(request: Request) -> JSONResponse:
+    def record(connection: Connection, at: datetime, answer: tuple[int, dict[str, Any]]) -> ActionResult:
+        status, body = answer
+        return record_unlink(
             request.app.state.engine,
             actor=_actor(request),
             at=at,
             answered_at=_now(),
             connection=connection,
             codat_status=status,
-            answer=answer,
+            answer=body,
         )
+
+    return await _act_on_connection(
+        request, "unlink", lambda codat, c: codat.unlink_connection(c.company_id, c.id), record
     )
-    return await _answer(request, result)
 
 
 async def delete_connection(request: Request) -> JSONResponse:
-    connection = await _known_connection(request)
-    at = _now()
-    target = dict(action="delete", at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
-    try:
-        status = await _codat(request).delete_connection(connection.company_id, connection.id)
-    except CodatError as exc:
-        raise await _failed(request, exc, **target) from None
-    result = await run_in_threadpool(
-        lambda: record_delete(
+    def record(connection: Connection, at: datetime, status: int) -> ActionResult:
+        return record_delete(
             request.app.state.engine,
             actor=_actor(request),
             at=at,
@@ -206,8 +216,10 @@ async def delete_connection(request: Request) -> JSONResponse:
             connection=connection,
             codat_status=status,
         )
+
+    return await _act_on_connection(
+        request, "delete", lambda codat, c: codat.delete_connection(c.company_id, c.id), record
     )
-    return await _answer(request, result)
 
 
 def list_audit(request: Request) -> JSONResponse:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from redis import Redis
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +32,7 @@ from schemas.ops import (
     ReplayRequest,
 )
 from service.api import time_cursor
+from service.json_body import read_model
 from service.pagination import decode_cursor, encode_cursor, page_limit
 from workers.broker import sync_redis
 from workers.deadletters import DeadLetter, DeadLetters
@@ -50,23 +50,6 @@ from workers.replay import (
 )
 
 log = logging.getLogger("synctrack.admin")
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def read_body(request: Request, model: type[M]) -> M:
-    """The JSON body validated as `model`; 400 `invalid_json` / `invalid_parameter` otherwise."""
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not valid JSON") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{where}: {message}") from None
 
 
 def admin_redis(request: Request) -> Redis:
@@ -96,7 +79,7 @@ def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog:
 
 
 async def replay(request: Request) -> JSONResponse:
-    body = await read_body(request, ReplayRequest)
+    body = await read_model(request, ReplayRequest)
     filters = body.filters()
     engine = request.app.state.engine
 
@@ -213,7 +196,7 @@ def get_dead_letter(request: Request) -> JSONResponse:
 
 
 async def redrive(request: Request) -> JSONResponse:
-    body = await read_body(request, RedriveRequest)
+    body = await read_model(request, RedriveRequest)
 
     def run() -> JSONResponse:
         moved = dead_letters(request).redrive(None if body.all else body.ids)
@@ -233,7 +216,7 @@ async def redrive(request: Request) -> JSONResponse:
 
 
 async def purge(request: Request) -> JSONResponse:
-    body = await read_body(request, RedriveRequest)
+    body = await read_model(request, RedriveRequest)
 
     def run() -> JSONResponse:
         removed = dead_letters(request).purge(None if body.all else body.ids)

@@ -6,13 +6,10 @@ use and kept on `app.state`, so an app that never touches subscriptions opens no
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
 from redis import Redis
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -20,12 +17,11 @@ from starlette.requests import Request
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
+from service.json_body import read_model as read_model
 from workers.broker import sync_redis
 from workers.deliver import Deliverer
 from workers.ledger import Subscription
 from workers.outbound_url import UnsafeUrl, check_url
-
-M = TypeVar("M", bound=BaseModel)
 
 _lock = threading.Lock()
 
@@ -54,22 +50,6 @@ def outbound(request: Request) -> Outbound:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-async def read_model(request: Request, model: type[M]) -> M:
-    """The JSON body validated as `model`; 400 `invalid_json` / `invalid_parameter` otherwise."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not valid JSON") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{where}: {message}") from None
 
 
 def checked_url(context: Outbound, url: str) -> str:

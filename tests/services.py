@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,18 @@ def free_port() -> int:
         return port
 
 
+def run_db_upgrade(env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`synctrack db upgrade` as its own process with `env` (the caller asserts on the outcome)."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "db", "upgrade"],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class ServiceProcess:
     """A `synctrack …` subprocess with its output captured to a file."""
 
@@ -113,6 +125,28 @@ def wait_until_healthy(base_url: str, proc: ServiceProcess, timeout: float = 30)
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{base_url} not healthy after {timeout}s:\n{proc.output()[-4000:]}")
+
+
+def redis_postgres_env(postgres_url: str, redis_url: str, namespace: str) -> dict[str, str]:
+    """The environment of processes that share the real PostgreSQL and Redis (under `namespace`)."""
+    return {
+        "SYNCTRACK_DATABASE_URL": postgres_url,
+        "SYNCTRACK_REDIS_URL": redis_url,
+        "SYNCTRACK_REDIS_NAMESPACE": namespace,
+    }
+
+
+def start_web_and_worker(
+    stack: ExitStack, env: dict[str, str], cwd: Path, port: int, *, processes: int, threads: int
+) -> tuple[ServiceProcess, ServiceProcess]:
+    """`synctrack web` on `port` and one `synctrack worker`, stopped when `stack` closes; returns once
+    the web process answers its health check."""
+    web = ServiceProcess(["web", "--host", "127.0.0.1", "--port", str(port)], env, cwd, "web")
+    stack.callback(web.stop)
+    worker = ServiceProcess(["worker", "--processes", str(processes), "--threads", str(threads)], env, cwd, "worker")
+    stack.callback(worker.stop)
+    wait_until_healthy(f"http://127.0.0.1:{port}", web)
+    return web, worker
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.2, message: str = "condition") -> Any:

@@ -1,20 +1,24 @@
-"""Builders for subscription tests: settings that allow a local receiver, rows, stream changes."""
+"""Builders for subscription tests: settings that allow a local receiver, rows, stream changes, and the
+fixtures the worker-side tests share (settings on SQLite or PostgreSQL, an engine, a Redis client)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from redis import Redis
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from schemas.settings import Settings
 from tests.auth import AUTH_SETTINGS
-from workers.broker import queue_keys
+from workers.broker import queue_keys, sync_redis
 from workers.changes import stream_key
+from workers.db import make_engine, upgrade
 from workers.delivery_queue import DELIVERY_QUEUE
 from workers.ledger import Subscription
 from workers.signing import new_secret
@@ -35,6 +39,31 @@ FAST_RETRIES_ENV = {f"SYNCTRACK_{key.upper()}": str(value).lower() for key, valu
 def fast_settings(settings: Settings, **changes: Any) -> Settings:
     """`settings` with fast retries, a local receiver allowed, and the test admin token accepted."""
     return settings.model_copy(update={**AUTH_SETTINGS, **FAST_RETRIES, **changes})
+
+
+@pytest.fixture(name="settings")
+def settings_fixture(request: pytest.FixtureRequest, embedded_settings: Settings) -> Settings:
+    """SQLite; PostgreSQL too for the tests marked `BOTH_DATABASES`."""
+    url = embedded_settings.database_url
+    if getattr(request, "param", "sqlite") == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    upgrade(url)
+    return fast_settings(embedded_settings, database_url=url)
+
+
+BOTH_DATABASES = pytest.mark.parametrize("settings", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(name="engine")
+def engine_fixture(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(name="redis")
+def redis_fixture(settings: Settings) -> Redis:
+    return sync_redis(settings)
 
 
 def add_subscription(

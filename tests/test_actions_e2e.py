@@ -22,13 +22,12 @@ from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import SECRET
 from tests.services import (
     REDIS_URL,
-    ServiceProcess,
     free_port,
     fresh_postgres_database,
     postgres_unavailable,
     redis_unavailable,
+    start_web_and_worker,
     wait_for,
-    wait_until_healthy,
 )
 from tests.sse_client import SseClient
 from workers.changes import stream_key
@@ -99,12 +98,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "SYNCTRACK_CODAT_API_KEY": KEY,
             **AUTH_ENV,
         }
-        web = ServiceProcess(["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp, "web")
-        stack.callback(web.stop)
-        worker = ServiceProcess(["worker", "--processes", "1", "--threads", "2"], env, tmp, "worker")
-        stack.callback(worker.stop)
+        start_web_and_worker(stack, env, tmp, port, processes=1, threads=2)
         base = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base, web)
         client = redis.Redis.from_url(REDIS_URL)
         stack.callback(
             lambda: client.delete(*client.scan_iter(f"{namespace}:*")) if client.keys(f"{namespace}:*") else 0

@@ -20,7 +20,15 @@ from schemas.events import parse_event, parse_time
 from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import SECRET
 from tests.ledger_memory import MemoryLedger
-from tests.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.services import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    redis_postgres_env,
+    start_web_and_worker,
+    wait_for,
+    wait_until_healthy,
+)
 from tests.workload import Delivery, signed, webhook_mix
 
 pytestmark = pytest.mark.e2e
@@ -46,15 +54,8 @@ def web_and_workers(tmp_path: Path, env: dict[str, str], worker_processes: int =
     upgraded = run_cli(["db", "upgrade"], env, tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
     with ExitStack() as stack:
-        web = ServiceProcess(["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path, "web")
-        stack.callback(web.stop)
-        worker = ServiceProcess(
-            ["worker", "--processes", str(worker_processes), "--threads", "2"], env, tmp_path, "worker"
-        )
-        stack.callback(worker.stop)
-        base = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base, web)
-        yield base
+        start_web_and_worker(stack, env, tmp_path, port, processes=worker_processes, threads=2)
+        yield f"http://127.0.0.1:{port}"
 
 
 def post_all(base: str, deliveries: list[Delivery]) -> list[int]:
@@ -128,12 +129,7 @@ def parse_or_none(value: str | None) -> Any:
 def test_web_and_worker_processes_on_redis_and_postgres_settle_to_the_fold(
     tmp_path: Path, redis_url: str, namespace: str, postgres_url: str
 ) -> None:
-    env = {
-        "SYNCTRACK_DATABASE_URL": postgres_url,
-        "SYNCTRACK_REDIS_URL": redis_url,
-        "SYNCTRACK_REDIS_NAMESPACE": namespace,
-        "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-    }
+    env = {**redis_postgres_env(postgres_url, redis_url, namespace), "SYNCTRACK_WEBHOOK_SECRETS": SECRET}
     deliveries = webhook_mix(400, duplicate_share=0.1, companies=3, hot_companies=1, hot_share=0.8, seed=7)
     with web_and_workers(tmp_path, env) as base:
         statuses = post_all(base, deliveries)
@@ -199,12 +195,7 @@ def test_two_worker_processes_folding_one_connection_lose_no_update(
 ) -> None:
     from tests.builders import CONNECTION, iso, read_completed
 
-    env = {
-        "SYNCTRACK_DATABASE_URL": postgres_url,
-        "SYNCTRACK_REDIS_URL": redis_url,
-        "SYNCTRACK_REDIS_NAMESPACE": namespace,
-        "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-    }
+    env = {**redis_postgres_env(postgres_url, redis_url, namespace), "SYNCTRACK_WEBHOOK_SECRETS": SECRET}
     bodies = [read_completed([(f"type{i:03d}", "Complete")], minutes=i) for i in range(300)]
     deliveries = [Delivery(f"msg_{i}", json.dumps(body)) for i, body in enumerate(bodies)]
     with web_and_workers(tmp_path, env, worker_processes=2) as base:

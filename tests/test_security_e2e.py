@@ -29,7 +29,15 @@ from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from tests.auth import ADMIN_HEADERS, ADMIN_TOKEN, AUTH_ENV, SIGNING_KEY, bearer
 from tests.builders import OTHER_SECRET, SECRET, connection_event, signed_request
-from tests.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.services import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    run_db_upgrade,
+    start_web_and_worker,
+    wait_for,
+    wait_until_healthy,
+)
 from tests.sse_client import SseClient
 
 pytestmark = pytest.mark.e2e
@@ -68,20 +76,9 @@ def deployment(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[Deplo
             )
         )
         env["SYNCTRACK_CODAT_BASE_URL"] = fake.url
-        upgraded = subprocess.run(
-            [sys.executable, "-m", "service.cli", "db", "upgrade"],
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        upgraded = run_db_upgrade(env, tmp_path, timeout=120)
         assert upgraded.returncode == 0, upgraded.stderr
-        web = ServiceProcess(["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path, "web")
-        stack.callback(web.stop)
-        worker = ServiceProcess(["worker", "--processes", "1", "--threads", "2"], env, tmp_path, "worker")
-        stack.callback(worker.stop)
-        wait_until_healthy(base, web)
+        web, worker = start_web_and_worker(stack, env, tmp_path, port, processes=1, threads=2)
         yield Deployment(base, fake, web, worker)
 
 

@@ -4,10 +4,7 @@ the real Redis, events read by a real streaming client (and a raw socket where t
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +21,11 @@ from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import BASE_TIME, SECRET, connection_event, read_completed, signed_request
 from tests.services import (
     REDIS_URL,
-    ROOT,
     ServiceProcess,
     free_port,
+    redis_postgres_env,
     redis_unavailable,
+    run_db_upgrade,
     wait_for,
     wait_until_healthy,
 )
@@ -79,14 +77,7 @@ def services(
     (and appends the web processes to `processes`)."""
     full_env = {"SYNCTRACK_WEBHOOK_SECRETS": SECRET, "SYNCTRACK_STREAM_HEARTBEAT_SECONDS": "1", **AUTH_ENV, **env}
     if not dev:
-        upgraded = subprocess.run(
-            [sys.executable, "-m", "service.cli", "db", "upgrade"],
-            env={**os.environ, **full_env, "PYTHONPATH": str(ROOT)},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        upgraded = run_db_upgrade(full_env, tmp_path, timeout=60)
         assert upgraded.returncode == 0, upgraded.stderr
     with ExitStack() as stack:
         bases, procs = [], []
@@ -411,11 +402,7 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
 def test_two_web_processes_and_two_workers_deliver_every_change_once_to_clients_of_either(
     tmp_path: Path, redis_url: str, namespace: str, postgres_url: str
 ) -> None:
-    env = {
-        "SYNCTRACK_DATABASE_URL": postgres_url,
-        "SYNCTRACK_REDIS_URL": redis_url,
-        "SYNCTRACK_REDIS_NAMESPACE": namespace,
-    }
+    env = redis_postgres_env(postgres_url, redis_url, namespace)
     with services(tmp_path, env, webs=2, workers=2) as bases:
         with (
             SseClient(f"{bases[0]}/v1/stream", ADMIN_HEADERS) as one,

@@ -16,41 +16,23 @@ from sqlmodel import Session
 
 from schemas.settings import Settings
 from tests.services import free_port
-from tests.subscription_support import add_subscription, fast_settings, publish_change, queued_ids, stream_entries
+from tests.subscription_support import (
+    BOTH_DATABASES,
+    add_subscription,
+    engine_fixture,  # noqa: F401 (the `engine` fixture)
+    publish_change,
+    queued_ids,
+    redis_fixture,  # noqa: F401 (the `redis` fixture)
+    settings_fixture,  # noqa: F401 (the `settings` fixture)
+    stream_entries,
+)
 from tests.webhook_receiver import WebhookReceiver
-from workers.broker import sync_redis
-from workers.db import make_engine, upgrade
 from workers.deliver import Deliverer, RetryPolicy
 from workers.delivery_queue import DELIVERY_QUEUE
 from workers.dispatch import Dispatcher
 from workers.ledger import Delivery, Subscription
 from workers.metrics import metrics
 from workers.subscription_views import signing_keys
-
-
-@pytest.fixture
-def settings(request: pytest.FixtureRequest, embedded_settings: Settings) -> Settings:
-    """SQLite; PostgreSQL too for the tests marked `BOTH_DATABASES`."""
-    url = embedded_settings.database_url
-    if getattr(request, "param", "sqlite") == "postgres":
-        url = request.getfixturevalue("postgres_url")
-    upgrade(url)
-    return fast_settings(embedded_settings, database_url=url)
-
-
-BOTH_DATABASES = pytest.mark.parametrize("settings", ["sqlite", "postgres"], indirect=True)
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def redis(settings: Settings) -> Redis:
-    return sync_redis(settings)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ becomes which delivery, once — on the in-process Redis and, for the consumer g
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,42 +12,25 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from schemas.settings import Settings
-from tests.subscription_support import add_subscription, fast_settings, publish_change, queued_ids, stream_entries
+from tests.subscription_support import (
+    BOTH_DATABASES,
+    add_subscription,
+    engine_fixture,  # noqa: F401 (the `engine` fixture)
+    publish_change,
+    queued_ids,
+    redis_fixture,  # noqa: F401 (the `redis` fixture)
+    settings_fixture,  # noqa: F401 (the `settings` fixture)
+    stream_entries,
+)
 from workers.actors import WorkerRuntime
 from workers.broker import sync_redis
 from workers.changes import ChangeFeed
-from workers.db import make_engine, upgrade
 from workers.delivery_sweep import STUCK_AFTER_SECONDS, sweep
 from workers.dispatch import Dispatcher, delivery_id
 from workers.ledger import Delivery
 from workers.subscription_replay import replay
 
 URL = "https://receiver.example/hook"
-
-
-@pytest.fixture
-def settings(request: pytest.FixtureRequest, embedded_settings: Settings) -> Settings:
-    """SQLite; PostgreSQL too for the tests marked `BOTH_DATABASES`."""
-    url = embedded_settings.database_url
-    if getattr(request, "param", "sqlite") == "postgres":
-        url = request.getfixturevalue("postgres_url")
-    upgrade(url)
-    return fast_settings(embedded_settings, database_url=url)
-
-
-BOTH_DATABASES = pytest.mark.parametrize("settings", ["sqlite", "postgres"], indirect=True)
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def redis(settings: Settings) -> Redis:
-    return sync_redis(settings)
 
 
 def deliveries(engine: Engine) -> list[Delivery]:

@@ -17,7 +17,7 @@ import redis
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from tests.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.builders import SECRET, connection_event, read_completed, signed_request
-from tests.services import ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.services import ServiceProcess, free_port, start_web_and_worker, wait_for, wait_until_healthy
 from tests.subscription_support import FAST_RETRIES_ENV, stream_entries
 from tests.webhook_receiver import Received, WebhookReceiver
 from workers.db import upgrade
@@ -44,12 +44,8 @@ def web_and_worker(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[s
     upgrade(env["SYNCTRACK_DATABASE_URL"])
     port = free_port()
     with ExitStack() as stack:
-        web = ServiceProcess(["web", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path, "web")
-        stack.callback(web.stop)
-        worker = ServiceProcess(["worker", "--processes", "2", "--threads", "4"], env, tmp_path, "worker")
-        stack.callback(worker.stop)
+        start_web_and_worker(stack, env, tmp_path, port, processes=2, threads=4)
         base = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base, web)
         client = redis.Redis.from_url(redis_url)
         wait_for(lambda: dispatcher_ready(client, namespace), timeout=30, message="dispatcher consumer group")
         yield base

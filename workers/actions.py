@@ -136,6 +136,44 @@ def record_refresh(
     return ActionResult(record, started, record.connection_id, entries)
 
 
+def _record_connection_action(
+    session: Session,
+    *,
+    action: str,
+    actor: str | None,
+    at: datetime,
+    answered_at: datetime,
+    connection: Connection,
+    codat_status: int,
+    detail: str,
+    facts: ConnectionFacts,
+) -> tuple[AuditRecord, list[FeedEntry]]:
+    """Audit an accepted action on one connection and fold what Codat said became of it."""
+    record = new_record(
+        session,
+        action=action,
+        actor=actor,
+        at=at,
+        company_id=connection.company_id,
+        connection_id=connection.id,
+        data_type=None,
+        result="accepted",
+        codat_status=codat_status,
+        detail=detail,
+    )
+    event = Event(
+        id=f"audit:{record.id}",
+        event_type=f"action.{action}",
+        generated_at=answered_at,
+        company_id=connection.company_id,
+        connections=(facts,),
+        source="action",
+    )
+    _, _, entries = _fold(session, event)
+    match_stored_confirmation(session, record)
+    return record, entries
+
+
 def record_unlink(
     engine: Engine,
     *,
@@ -154,28 +192,17 @@ def record_unlink(
     if facts.id != connection.id or facts.status is None:
         facts = replace(facts, id=connection.id, status="Unlinked")
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        record = new_record(
+        record, entries = _record_connection_action(
             session,
             action="unlink",
             actor=actor,
             at=at,
-            company_id=connection.company_id,
-            connection_id=connection.id,
-            data_type=None,
-            result="accepted",
+            answered_at=answered_at,
+            connection=connection,
             codat_status=codat_status,
             detail=f"Codat reports the connection {facts.status}",
+            facts=facts,
         )
-        event = Event(
-            id=f"audit:{record.id}",
-            event_type="action.unlink",
-            generated_at=answered_at,
-            company_id=connection.company_id,
-            connections=(facts,),
-            source="action",
-        )
-        _, _, entries = _fold(session, event)
-        match_stored_confirmation(session, record)
     return ActionResult(record, [], connection.id, entries)
 
 
@@ -190,27 +217,16 @@ def record_delete(
 ) -> ActionResult:
     """Record a delete Codat accepted: mark the connection deleted, drop its history and raw bodies."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        record = new_record(
+        record, entries = _record_connection_action(
             session,
             action="delete",
             actor=actor,
             at=at,
-            company_id=connection.company_id,
-            connection_id=connection.id,
-            data_type=None,
-            result="accepted",
+            answered_at=answered_at,
+            connection=connection,
             codat_status=codat_status,
             detail="connection deleted in Codat; its sync history and stored webhook bodies were removed",
+            facts=ConnectionFacts(id=connection.id, deleted=True),
         )
-        event = Event(
-            id=f"audit:{record.id}",
-            event_type="action.delete",
-            generated_at=answered_at,
-            company_id=connection.company_id,
-            connections=(ConnectionFacts(id=connection.id, deleted=True),),
-            source="action",
-        )
-        _, _, entries = _fold(session, event)
-        match_stored_confirmation(session, record)
         erase_raw_events(session, connection.id)
     return ActionResult(record, [], connection.id, entries)
