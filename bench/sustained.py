@@ -145,15 +145,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--web-processes", type=int, default=1)
     parser.add_argument("--worker-processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16, help="threads per worker process")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker process (0: the CLI's default)")
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--profile-worker", type=float, default=0.0, help="py-spy the worker for N seconds")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     redis_proc, redis_port, _ = start_redis("everysec")
     client = redis.Redis(port=redis_port)
-    print(f"machine: {machine()}; database {args.database}; web processes {args.web_processes}; "
-          f"worker processes {args.worker_processes} x {args.threads} threads", flush=True)
+    print(
+        f"machine: {machine()}; database {args.database}; web processes {args.web_processes}; "
+        f"worker processes {args.worker_processes} x {args.threads or 'default'} threads",
+        flush=True,
+    )
     try:
         with database(args.database) as url:
             env = {
@@ -168,7 +171,8 @@ def main() -> None:
             web_argv = ["-m", "service.cli", "web", "--host", "127.0.0.1", "--port", str(port)]
             web = start("sustained-web", [*web_argv, "--workers", str(args.web_processes)], env, port)
             worker_argv = ["-m", "service.cli", "worker", "--processes", str(args.worker_processes)]
-            worker = start("sustained-worker", [*worker_argv, "--threads", str(args.threads)], env)
+            threads = ["--threads", str(args.threads)] if args.threads else []
+            worker = start("sustained-worker", [*worker_argv, *threads], env)
             time.sleep(3)
             try:
                 rates = [float(r) for r in args.rates.split(",")]

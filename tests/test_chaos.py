@@ -226,6 +226,8 @@ def test_no_acknowledged_webhook_is_lost_through_crashes_restarts_and_drains(
         trace: list[str] = []
 
         def settled() -> bool:
+            for worker in cluster.workers:
+                assert worker.proc.poll() is None, f"a worker exited by itself:\n{worker.output()[-3000:]}"
             stored_now, queues_now = len(stored_events(database_url)), queue_state(client)
             if len(trace) < int(time.monotonic() - started - sent_seconds) // 10 + 1:
                 trace.append(f"+{len(trace) * 10}s stored={stored_now} unacked={queues_now['messages']}")
