@@ -75,6 +75,9 @@ def web(
         # takes longer than uvicorn's default 5 s, and the child would be killed and restarted in a loop.
         timeout_worker_healthcheck=30,
         proxy_headers=False,
+        # Named, not left to "auto": without them the receiver runs at half speed (bench/RESULTS.md).
+        loop="uvloop",
+        http="httptools",
     )
 
 

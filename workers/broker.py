@@ -25,6 +25,7 @@ from schemas.settings import Settings
 
 WEBHOOK_QUEUE = "webhooks"
 FOLD_ACTOR = "fold_webhook"
+MAINTENANCE_CHANCE = 20_000
 FOLD_STORED_ACTOR = "fold_stored"
 """Folds many stored events in one message: what replays send, so a replay folds in large batches."""
 
@@ -60,6 +61,9 @@ def make_broker(settings: Settings, client: redis.Redis | None = None) -> RedisB
         client=client or sync_redis(settings),
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+        # Maintenance (requeueing a dead worker's in-hand messages) runs on this share of broker calls, per
+        # million; dramatiq's 0.1 % can leave a SIGKILLed worker's batch waiting minutes on a quiet system.
+        maintenance_chance=MAINTENANCE_CHANCE,
     )
     dramatiq.set_broker(broker)
     return broker
