@@ -106,7 +106,9 @@ def with_deadline(receive: Receive, deadline: float, timeout: float) -> Receive:
         if complete:
             return await receive()
         try:
-            message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            # asyncio.timeout, not wait_for: wait_for wraps every body read in a new task.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                message = await receive()
         except TimeoutError:
             raise ApiError(
                 408, ErrorCode.REQUEST_TIMEOUT, f"the body did not arrive within {timeout:g} s; nothing was accepted"

@@ -122,6 +122,17 @@ def test_dockerfile_default_command_parses_against_the_cli() -> None:
     check_command_line(yaml.safe_load(cmd[0].removeprefix("CMD ")))
 
 
+def test_dockerfile_copies_every_package_the_project_installs() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    missing = {p for p in packages if f"COPY {p} ./{p}" not in dockerfile}
+    assert not missing, f"deploy/Dockerfile does not copy {sorted(missing)}: the image would not install"
+    assert "COPY pyproject.toml README.md ./" in dockerfile
+
+
 def test_compose_passes_only_real_settings_to_synctrack() -> None:
     known = setting_env_names()
     for name, service in synctrack_services().items():
