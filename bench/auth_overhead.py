@@ -28,11 +28,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.settings import Settings
-from service.access import RULES
-from service.auth import security_middleware
-from service.tokens import TokenSigner, hash_token
-from workers.db import make_engine, upgrade
-from workers.ingest import handle_webhook
+from service.security.middleware import security_middleware
+from service.security.rules import RULES
+from service.security.tokens import TokenSigner, hash_token
+from workers.ingest.handle import handle_webhook
+from workers.runtime.db import make_engine, upgrade
 
 ADMIN = "sta_bench-admin-token-0123456789abcdefghijklmnop"
 KEY = "bench-signing-key-0123456789abcdefghijklmnopqrstuv"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.workload import webhook_mix  # noqa: E402
-from workers.db import make_engine, upgrade  # noqa: E402
-from workers.ingest import FoldRequest, handle_webhooks  # noqa: E402
-from workers.ledger import WebhookEvent  # noqa: E402
+from tests.support.workload import webhook_mix  # noqa: E402
+from workers.ingest.handle import FoldRequest, handle_webhooks  # noqa: E402
+from workers.ledger.tables import WebhookEvent  # noqa: E402
+from workers.runtime.db import make_engine, upgrade  # noqa: E402
 
 
 def stored(url: str, deliveries: list, fold: bool, batch: int) -> float:  # type: ignore[type-arg]
@@ -59,9 +59,7 @@ def main() -> None:
         for batch in (1, 200):
             base = stored(f"sqlite:///{tmp}/base{batch}.db", deliveries, fold=False, batch=batch)
             full = stored(f"sqlite:///{tmp}/fold{batch}.db", deliveries, fold=True, batch=batch)
-            print(
-                f"sqlite   {batch:>3}: raw insert {base:8,.0f}/s  store+fold {full:8,.0f}/s  ratio {full / base:.2f}"
-            )
+            print(f"sqlite   {batch:>3}: raw insert {base:8,.0f}/s  store+fold {full:8,.0f}/s  ratio {full / base:.2f}")
     if args.postgres:
         import psycopg
 
@@ -73,9 +71,7 @@ def main() -> None:
                     conn.execute(f'CREATE DATABASE "{name}"')
             base = stored(f"{root}/bench_base", deliveries, fold=False, batch=batch)
             full = stored(f"{root}/bench_fold", deliveries, fold=True, batch=batch)
-            print(
-                f"postgres {batch:>3}: raw insert {base:8,.0f}/s  store+fold {full:8,.0f}/s  ratio {full / base:.2f}"
-            )
+            print(f"postgres {batch:>3}: raw insert {base:8,.0f}/s  store+fold {full:8,.0f}/s  ratio {full / base:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.workload import Delivery, signed  # noqa: E402
+from tests.support.workload import Delivery, signed  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 LUA = ROOT / "bench" / "wrk_presigned.lua"

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import OUT, WrkRun, cpu_seconds, machine, running, write_presigned, wrk  # noqa: E402
 from bench.openloop import FixedRateResult, raw_request, run_fixed_rate  # noqa: E402
-from tests.builders import SECRET  # noqa: E402
-from tests.services import free_port  # noqa: E402
-from tests.workload import Delivery, signed, webhook_mix  # noqa: E402
+from tests.support.builders import SECRET  # noqa: E402
+from tests.support.services import free_port  # noqa: E402
+from tests.support.workload import Delivery, signed, webhook_mix  # noqa: E402
 
 FIXED_RATE = 1000.0
 

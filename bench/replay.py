@@ -26,11 +26,11 @@ from sqlalchemy import insert  # noqa: E402
 
 from bench.harness import machine, start  # noqa: E402
 from schemas.ops import ReplayFilters  # noqa: E402
-from tests.workload import webhook_mix  # noqa: E402
-from workers.db import make_engine, upgrade  # noqa: E402
-from workers.ledger import WebhookEvent  # noqa: E402
-from workers.rebuild import diff_dumps, dump_ledger, fresh_target, rebuild_ledger  # noqa: E402
-from workers.replay import ReplayRunner, counter_keys, create_job  # noqa: E402
+from tests.support.workload import webhook_mix  # noqa: E402
+from workers.ledger.tables import WebhookEvent  # noqa: E402
+from workers.ops.rebuild import diff_dumps, dump_ledger, fresh_target, rebuild_ledger  # noqa: E402
+from workers.ops.replay import ReplayRunner, counter_keys, create_job  # noqa: E402
+from workers.runtime.db import make_engine, upgrade  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import cpu_seconds, machine, rss_mib  # noqa: E402
 from bench.sse_support import SseReader, Stack, field, percentile, raise_file_limit, stack  # noqa: E402
-from tests.services import REDIS_URL  # noqa: E402
-from workers.changes import stream_key  # noqa: E402
+from tests.support.services import REDIS_URL  # noqa: E402
+from workers.ledger.changes import stream_key  # noqa: E402
 
 PADDING = "x" * 300
 

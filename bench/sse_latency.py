@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import cpu_seconds, machine  # noqa: E402
 from bench.openloop import raw_request  # noqa: E402
 from bench.sse_support import SseReader, Stack, field, percentile, stack  # noqa: E402
-from tests.builders import BASE_TIME, connection_event, signed_request  # noqa: E402
-from tests.services import REDIS_URL  # noqa: E402
-from workers.changes import stream_key  # noqa: E402
+from tests.support.builders import BASE_TIME, connection_event, signed_request  # noqa: E402
+from tests.support.services import REDIS_URL  # noqa: E402
+from workers.ledger.changes import stream_key  # noqa: E402
 
 
 @dataclass

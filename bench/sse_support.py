@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import OUT, Server, running  # noqa: E402
-from service.tokens import hash_token, new_admin_token  # noqa: E402
-from tests.builders import SECRET  # noqa: E402
-from tests.services import REDIS_URL, free_port  # noqa: E402
+from service.security.tokens import hash_token, new_admin_token  # noqa: E402
+from tests.support.builders import SECRET  # noqa: E402
+from tests.support.services import REDIS_URL, free_port  # noqa: E402
 
 TOKEN = new_admin_token()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlmodel import Session  # noqa: E402
 
 from bench.harness import OUT, cpu_seconds, machine, running  # noqa: E402
-from tests.services import REDIS_URL, free_port  # noqa: E402
-from workers.changes import stream_key  # noqa: E402
-from workers.db import make_engine, upgrade  # noqa: E402
-from workers.dispatch import event_body  # noqa: E402
-from workers.ledger import Subscription  # noqa: E402
-from workers.signing import new_secret, webhook_headers  # noqa: E402
+from tests.support.services import REDIS_URL, free_port  # noqa: E402
+from workers.ledger.changes import stream_key  # noqa: E402
+from workers.ledger.tables import Subscription  # noqa: E402
+from workers.outbound.dispatch import event_body  # noqa: E402
+from workers.outbound.signing import new_secret, webhook_headers  # noqa: E402
+from workers.runtime.db import make_engine, upgrade  # noqa: E402
 
 
 def wait_http(url: str, timeout: float = 30) -> None:

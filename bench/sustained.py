@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import OUT, Server, cpu_seconds, machine, rss_mib, start, wrk  # noqa: E402
 from bench.ingest import start_redis  # noqa: E402
-from tests.builders import SECRET  # noqa: E402
-from tests.services import free_port, fresh_postgres_database  # noqa: E402
-from tests.workload import Delivery, signed, webhook_mix  # noqa: E402
+from tests.support.builders import SECRET  # noqa: E402
+from tests.support.services import free_port, fresh_postgres_database  # noqa: E402
+from tests.support.workload import Delivery, signed, webhook_mix  # noqa: E402
 
 NAMESPACE = "synctrack"
 DRAIN_LIMIT_SECONDS = 5.0

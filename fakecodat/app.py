@@ -1,4 +1,4 @@
-"""The fake Codat as a Starlette app: Codat's API (DESIGN.md §1) plus a control API under `/_control`.
+"""The fake Codat as a Starlette app: the Codat API calls Synctrack makes plus a control API under `/_control`.
 
 Codat API: companies and their connections (list, get, PATCH status, DELETE), `data/all`,
 `data/queue/{dataType}`, `data/history` (paged) and `data/history/{datasetId}`, `dataStatus`.

@@ -1,5 +1,5 @@
 """Answers that their handlers build as plain dicts: these models describe them in the OpenAPI document
-(`service/openapi.py`), and the schema-driven API tests check each handler still answers this shape."""
+(`service/api/openapi.py`), and the schema-driven API tests check each handler still answers this shape."""
 
 from __future__ import annotations
 

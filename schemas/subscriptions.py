@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from schemas.api import UtcTime
 
 STREAM_EVENT_TYPES = ("connection.updated", "sync.started", "sync.completed", "sync.failed")
-"""What the change feed publishes for ledger changes (``workers.fold.ChangeKind``)."""
+"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

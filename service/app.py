@@ -1,8 +1,9 @@
 """`create_app(settings)`: the ASGI application, wired explicitly from one settings object.
 
-Follow a webhook: `service/receiver.py` → `service/enqueue.py` (Redis, dramatiq's queue) →
-`workers/actors.py` → `workers/ingest.py` → `workers/fold.py` (pure rules) / `workers/store.py` (SQL)
-→ `workers/changes.py` (Redis Stream) → `service/stream.py` (SSE) and `service/api.py` (JSON).
+Follow a webhook: `service/ingest/receiver.py` → `service/ingest/enqueue.py` (Redis, dramatiq's queue) →
+`workers/ingest/actors.py` → `workers/ingest/handle.py` → `workers/ledger/fold.py` (pure rules) /
+`workers/ledger/store.py` (SQL)
+→ `workers/ledger/changes.py` (Redis Stream) → `service/stream/routes.py` (SSE) and `service/api/reads.py` (JSON).
 """
 
 from __future__ import annotations
@@ -19,17 +20,22 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
-from service import actions, admin, api, dashboard, health, metrics, openapi, stream, subscriptions, token_routes
-from service.auth import security_middleware
-from service.codat import CodatClient
-from service.enqueue import WebhookQueue
-from service.fanout import Fanout
-from service.receiver import Receiver
-from service.stream_response import server_exiting
-from service.webhook_guard import guarded
-from workers.broker import async_redis, sync_redis
-from workers.changes import ChangeFeed
-from workers.db import make_engine, require_current_schema, upgrade
+from service.api import action_routes as actions
+from service.api import admin, health, openapi, subscriptions, token_routes
+from service.api import reads as api
+from service.api import scrape as metrics
+from service.dashboard import page as dashboard
+from service.ingest.enqueue import WebhookQueue
+from service.ingest.guard import guarded
+from service.ingest.receiver import Receiver
+from service.security.middleware import security_middleware
+from service.stream import routes as stream
+from service.stream.fanout import Fanout
+from service.stream.response import server_exiting
+from workers.codat.client import CodatClient
+from workers.ledger.changes import ChangeFeed
+from workers.runtime.broker import async_redis, sync_redis
+from workers.runtime.db import make_engine, require_current_schema, upgrade
 
 log = logging.getLogger("synctrack.app")
 

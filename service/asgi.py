@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.settings import Settings
 from service.app import create_app
-from workers.logs import configure_logging
+from workers.runtime.logs import configure_logging
 
 settings = Settings()
 configure_logging(settings)

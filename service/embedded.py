@@ -9,8 +9,8 @@ from __future__ import annotations
 import dramatiq
 
 from schemas.settings import Settings
-from workers.db import upgrade
 from workers.main import build_worker, start_periodic
+from workers.runtime.db import upgrade
 
 
 def start_embedded_worker(settings: Settings, threads: int = 2) -> dramatiq.Worker:

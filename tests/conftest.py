@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import Settings
-from tests.auth import AUTH_SETTINGS
-from tests.builders import SECRET
-from tests.services import REDIS_URL, fresh_postgres_database, postgres_unavailable, redis_unavailable
+from tests.support.auth import AUTH_SETTINGS
+from tests.support.builders import SECRET
+from tests.support.services import REDIS_URL, fresh_postgres_database, postgres_unavailable, redis_unavailable
 
 
 @pytest.fixture
@@ -64,10 +64,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def embedded_settings(sqlite_url: str) -> Settings:
     """Settings of the embedded default, with a fresh in-process Redis per test, and the test admin token
-    (`tests/auth.py`: send `ADMIN_HEADERS` to `/v1/*`)."""
+    (`tests/support/auth.py`: send `ADMIN_HEADERS` to `/v1/*`)."""
     import fakeredis
 
-    import workers.broker as broker
+    import workers.runtime.broker as broker
 
     broker._embedded_server = fakeredis.FakeServer()
     return Settings(

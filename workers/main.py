@@ -5,18 +5,19 @@ from __future__ import annotations
 from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
-from workers.actors import WorkerRuntime, declare_actors
-from workers.broker import make_broker, sync_redis
-from workers.changes import ChangeFeed
-from workers.db import make_engine, require_current_schema
-from workers.delivery_actor import declare_delivery_actor
-from workers.delivery_sweep import SWEEP_JOB
-from workers.dispatch import start_dispatcher
-from workers.ops_actors import declare_ops
-from workers.periodic import PeriodicJob, PeriodicRunner
-from workers.reconcile import RECONCILE_JOB
-from workers.retention import PRUNE_JOB
-from workers.stale import STALE_JOB
+from workers.codat.reconcile import RECONCILE_JOB
+from workers.ingest.actors import declare_actors
+from workers.jobs.retention import PRUNE_JOB
+from workers.jobs.stale import STALE_JOB
+from workers.ledger.changes import ChangeFeed
+from workers.ledger.context import WorkerRuntime
+from workers.ops.actors import declare_ops
+from workers.outbound.actor import declare_delivery_actor
+from workers.outbound.dispatch import start_dispatcher
+from workers.outbound.sweep import SWEEP_JOB
+from workers.runtime.broker import make_broker, sync_redis
+from workers.runtime.db import make_engine, require_current_schema
+from workers.runtime.periodic import PeriodicJob, PeriodicRunner
 
 
 def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[RedisBroker, WorkerRuntime]:
@@ -35,12 +36,12 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
     return broker, runtime
 
 
-def periodic_jobs() -> list[PeriodicJob]:
+def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
     return [SWEEP_JOB, STALE_JOB, RECONCILE_JOB, PRUNE_JOB]
 
 
-def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner:
+def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner[WorkerRuntime]:
     runner = PeriodicRunner(runtime, sync_redis(runtime.settings), periodic_jobs())
     runner.start()
     # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.

@@ -4,8 +4,8 @@ the environment, refusing to start on an out-of-date schema."""
 from __future__ import annotations
 
 from schemas.settings import Settings
-from workers.logs import configure_logging
 from workers.main import build_worker, start_periodic
+from workers.runtime.logs import configure_logging
 
 settings = Settings()
 configure_logging(settings)

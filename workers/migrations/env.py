@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import pool
 from sqlmodel import SQLModel
 
-import workers.ledger  # noqa: F401  (registers the tables on SQLModel.metadata)
-from workers.db import make_engine
+import workers.ledger.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from workers.runtime.db import make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata

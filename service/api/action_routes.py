@@ -1,0 +1,263 @@
+"""Actions against Codat (refresh, unlink, delete) and their audit log (`GET /v1/audit`).
+
+Each action calls Codat first (`workers.codat.client`); only when Codat accepts does the ledger change
+(`workers.codat.actions`, one transaction, the same fold as webhooks), and the changes are then published
+on the change feed so dashboards see the spinner start at the click. The answer is 202 with the
+recorded action: Codat does the work asynchronously and a webhook confirms it later. A Codat
+failure answers with the mapped error (`workers.codat.errors`) and leaves an audit row with result
+`failed`, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from schemas.actions import ActionOut, AuditOut
+from schemas.codat import pull_operation
+from schemas.errors import ApiError, ErrorCode
+from schemas.events import InvalidEnvelope
+from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from workers.codat.actions import (
+    ActionResult,
+    find_connection,
+    record_delete,
+    record_failure,
+    record_refresh,
+    record_unlink,
+)
+from workers.codat.client import CodatClient
+from workers.codat.errors import CodatError
+from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.tables import AuditRecord, Connection
+from workers.ledger.views import load_connection, sync_out
+
+log = logging.getLogger("synctrack.actions")
+
+DATA_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+ACTIONS = ("refresh", "unlink", "delete")
+
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _actor(request: Request) -> str | None:
+    """Who asked (the token's subject, never the token), when the auth middleware said."""
+    principal = request.scope.get("state", {}).get("principal")
+    subject = getattr(principal, "subject", None)
+    return subject if isinstance(subject, str) else None
+
+
+def _codat(request: Request) -> CodatClient:
+    client: CodatClient = request.app.state.codat
+    return client
+
+
+async def _publish(request: Request, entries: list[FeedEntry]) -> None:
+    feed: ChangeFeed | None = getattr(request.app.state, "feed", None)
+    if feed is None or not entries:
+        return
+    try:
+        await run_in_threadpool(feed.publish, entries)
+    except Exception as exc:  # the ledger is committed; a dashboard catches up on its next snapshot
+        log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
+
+
+def _audit_out(record: AuditRecord) -> AuditOut:
+    return AuditOut.model_validate(record, from_attributes=True)
+
+
+async def _answer(request: Request, result: ActionResult) -> JSONResponse:
+    await _publish(request, result.entries)
+    connection = None
+    if result.connection_id and result.record.action != "refresh":
+
+        def load() -> Any:
+            with Session(request.app.state.engine) as session:
+                return load_connection(session, result.connection_id or "")
+
+        connection = await run_in_threadpool(load)
+    body = ActionOut(
+        **_audit_out(result.record).model_dump(), syncs=[sync_out(s) for s in result.syncs], connection=connection
+    )
+    log.info(
+        "action=%s audit=%s company=%s connection=%s result=accepted syncs=%d",
+        result.record.action,
+        result.record.id,
+        result.record.company_id,
+        result.record.connection_id or "-",
+        len(result.syncs),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+async def _failed(request: Request, exc: CodatError, **target: Any) -> CodatError:
+    await run_in_threadpool(
+        lambda: record_failure(
+            request.app.state.engine,
+            actor=_actor(request),
+            codat_status=exc.codat_status,
+            detail=f"{exc.code.value}: {exc.detail}",
+            **target,
+        )
+    )
+    log.warning(
+        "action=%s company=%s result=failed error=%s codat_status=%s",
+        target["action"],
+        target["company_id"],
+        exc.code.value,
+        exc.codat_status,
+    )
+    return exc
+
+
+async def refresh_company(request: Request) -> JSONResponse:
+    return await _refresh(request, request.path_params["company_id"], None)
+
+
+async def refresh_data_type(request: Request) -> JSONResponse:
+    data_type = request.path_params["data_type"]
+    if not DATA_TYPE.match(data_type):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{data_type!r} is not a Codat data type name")
+    return await _refresh(request, request.path_params["company_id"], data_type)
+
+
+async def _refresh(request: Request, company_id: str, data_type: str | None) -> JSONResponse:
+    connection_id = request.query_params.get("connection_id") or None
+    at = _now()
+    target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
+    try:
+        if data_type is None:
+            status, raws = await _codat(request).refresh_all(company_id)
+        else:
+            status, raw = await _codat(request).refresh_data_type(company_id, data_type, connection_id)
+            raws = [raw]
+        try:
+            operations = [pull_operation(raw) for raw in raws]
+        except InvalidEnvelope as exc:
+            raise CodatError(
+                502, ErrorCode.CODAT_ERROR, f"Codat's pull operation is unreadable: {exc}", status
+            ) from None
+    except CodatError as exc:
+        raise await _failed(request, exc, **target) from None
+    result = await run_in_threadpool(
+        lambda: record_refresh(
+            request.app.state.engine,
+            actor=_actor(request),
+            at=at,
+            company_id=company_id,
+            data_type=data_type,
+            connection_id=connection_id,
+            codat_status=status,
+            operations=operations,
+        )
+    )
+    return await _answer(request, result)
+
+
+async def _known_connection(request: Request) -> Connection:
+    connection_id = request.path_params["connection_id"]
+    connection = await run_in_threadpool(find_connection, request.app.state.engine, connection_id)
+    if connection is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no connection with id {connection_id!r}")
+    if connection.deleted_at is not None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"connection {connection_id!r} was deleted")
+    return connection
+
+
+async def _act_on_connection(
+    request: Request,
+    action: str,
+    ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
+    record: Callable[[Connection, datetime, T], ActionResult],
+) -> JSONResponse:
+    """Ask Codat to act on the path's connection; record its answer (or its refusal) and answer 202."""
+    connection = await _known_connection(request)
+    at = _now()
+    target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
+    try:
+        answer = await ask_codat(_codat(request), connection)
+    except CodatError as exc:
+        raise await _failed(request, exc, **target) from None
+    result = await run_in_threadpool(record, connection, at, answer)
+    return await _answer(request, result)
+
+
+async def unlink_connection(request: Request) -> JSONResponse:
+    def record(connection: Connection, at: datetime, answer: tuple[int, dict[str, Any]]) -> ActionResult:
+        status, body = answer
+        return record_unlink(
+            request.app.state.engine,
+            actor=_actor(request),
+            at=at,
+            answered_at=_now(),
+            connection=connection,
+            codat_status=status,
+            answer=body,
+        )
+
+    return await _act_on_connection(
+        request, "unlink", lambda codat, c: codat.unlink_connection(c.company_id, c.id), record
+    )
+
+
+async def delete_connection(request: Request) -> JSONResponse:
+    def record(connection: Connection, at: datetime, status: int) -> ActionResult:
+        return record_delete(
+            request.app.state.engine,
+            actor=_actor(request),
+            at=at,
+            answered_at=_now(),
+            connection=connection,
+            codat_status=status,
+        )
+
+    return await _act_on_connection(
+        request, "delete", lambda codat, c: codat.delete_connection(c.company_id, c.id), record
+    )
+
+
+def list_audit(request: Request) -> JSONResponse:
+    """`GET /v1/audit?company_id=&connection_id=&action=`: newest first, keyset-paged."""
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    query = select(AuditRecord)
+    if company_ids := list_param(request, "company_id"):
+        query = query.where(col(AuditRecord.company_id).in_(company_ids))
+    if connection_ids := list_param(request, "connection_id"):
+        query = query.where(col(AuditRecord.connection_id).in_(connection_ids))
+    if actions := list_param(request, "action"):
+        if unknown := set(actions) - set(ACTIONS):
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown action {sorted(unknown)[0]!r}")
+        query = query.where(col(AuditRecord.action).in_(actions))
+    if cursor:
+        if not isinstance(cursor[0], int):
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
+        query = query.where(col(AuditRecord.id) < cursor[0])
+    query = query.order_by(col(AuditRecord.id).desc()).limit(limit + 1)
+    with Session(request.app.state.engine) as session:
+        rows = session.exec(query).all()
+    items = [_audit_out(row).model_dump(mode="json") for row in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+routes = [
+    Route("/v1/companies/{company_id}/refresh", refresh_company, methods=["POST"]),
+    Route("/v1/companies/{company_id}/refresh/{data_type}", refresh_data_type, methods=["POST"]),
+    Route("/v1/connections/{connection_id}/unlink", unlink_connection, methods=["POST"]),
+    Route("/v1/connections/{connection_id}", delete_connection, methods=["DELETE"]),
+    Route("/v1/audit", list_audit),
+]

@@ -1,0 +1,239 @@
+"""`/v1/admin/…`: replay stored webhooks and look after dead letters.
+
+A replay created here runs on the workers (`workers/ops/actors.py`), paced and resumable; its progress
+is `GET /v1/admin/replays/{id}`. Dead letters are read from and put back onto dramatiq's queues in Redis
+(`workers/ops/deadletters.py`). Everything under this prefix is for operators; access control for it is
+configured with the rest of the API's security.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from redis import Redis
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from schemas.api import EventOut, Page
+from schemas.errors import ApiError, ErrorCode
+from schemas.ops import (
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_REPLAY_RATE,
+    DeadLetterDetail,
+    DeadLetterOut,
+    DryRunOut,
+    RedriveOut,
+    RedriveRequest,
+    ReplayRequest,
+)
+from service.api.reads import time_cursor
+from service.common.json_body import read_model
+from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from workers.ledger.tables import ReplayJob
+from workers.ops.actors import start_message
+from workers.ops.deadletters import DeadLetter, DeadLetters
+from workers.ops.replay import (
+    ReplayJobNotFound,
+    cancel_job,
+    count_selection,
+    create_job,
+    job_out,
+    load_job,
+    sample_selection,
+)
+from workers.runtime.broker import sync_redis
+from workers.runtime.metrics import record_redriven
+
+log = logging.getLogger("synctrack.admin")
+
+
+def admin_redis(request: Request) -> Redis:
+    """A synchronous Redis client for the blocking admin handlers (they run in the thread pool)."""
+    client: Redis | None = getattr(request.app.state, "admin_redis", None)
+    if client is None:
+        client = sync_redis(request.app.state.settings)
+        request.app.state.admin_redis = client
+    return client
+
+
+def namespace_of(request: Request) -> str:
+    namespace: str = request.app.state.settings.redis_namespace
+    return namespace
+
+
+def job_not_found(job_id: str) -> ApiError:
+    return ApiError(404, ErrorCode.NOT_FOUND, f"no replay job with id {job_id!r}")
+
+
+def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog: int) -> None:
+    queue_key, messages_key, redis_id, encoded = start_message(namespace_of(request), job.id, rate, max_backlog)
+    pipe = admin_redis(request).pipeline(transaction=True)
+    pipe.hset(messages_key, redis_id, encoded)
+    pipe.rpush(queue_key, redis_id)
+    pipe.execute()
+
+
+async def replay(request: Request) -> JSONResponse:
+    body = await read_model(request, ReplayRequest)
+    filters = body.filters()
+    engine = request.app.state.engine
+
+    def run() -> JSONResponse:
+        if body.dry_run:
+            count, pruned = count_selection(engine, filters)
+            sample = [
+                EventOut.model_validate(row, from_attributes=True)
+                for row in sample_selection(engine, filters, body.sample)
+            ]
+            out = DryRunOut(count=count, pruned=pruned, sample=sample)
+            return JSONResponse(out.model_dump(mode="json"))
+        job = create_job(engine, filters)
+        start_on_workers(request, job, body.rate, body.max_backlog)
+        log.info("job=%s action=replay_started total=%d filters=%s", job.id, job.total, json.dumps(job.filters))
+        out_ = job_out(job, admin_redis(request), namespace_of(request))
+        return JSONResponse(
+            out_.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/admin/replays/{job.id}"}
+        )
+
+    return await run_in_threadpool(run)
+
+
+def list_replays(request: Request) -> JSONResponse:
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2)
+    query = select(ReplayJob)
+    if cursor:
+        at = time_cursor(cursor[0])
+        query = query.where(
+            (col(ReplayJob.created_at) < at) | ((col(ReplayJob.created_at) == at) & (col(ReplayJob.id) < cursor[1]))
+        )
+    query = query.order_by(col(ReplayJob.created_at).desc(), col(ReplayJob.id).desc()).limit(limit + 1)
+    with Session(request.app.state.engine) as session:
+        rows = session.exec(query).all()
+    items = [job_out(row, admin_redis(request), namespace_of(request)) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    page = Page[Any](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+def get_replay(request: Request) -> JSONResponse:
+    job_id = request.path_params["job_id"]
+    try:
+        job = load_job(request.app.state.engine, job_id)
+    except ReplayJobNotFound:
+        raise job_not_found(job_id) from None
+    return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
+
+
+def cancel_replay(request: Request) -> JSONResponse:
+    job_id = request.path_params["job_id"]
+    try:
+        job = cancel_job(request.app.state.engine, job_id)
+    except ReplayJobNotFound:
+        raise job_not_found(job_id) from None
+    log.info("job=%s action=replay_cancelled status=%s", job.id, job.status)
+    return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
+
+
+async def resume_replay(request: Request) -> JSONResponse:
+    job_id = request.path_params["job_id"]
+    try:
+        rate = float(request.query_params.get("rate", DEFAULT_REPLAY_RATE))
+        max_backlog = int(request.query_params.get("max_backlog", DEFAULT_MAX_BACKLOG))
+    except ValueError:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "rate must be a number, max_backlog an integer") from None
+    if rate < 0 or max_backlog < 1:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "rate must be >= 0 and max_backlog >= 1")
+
+    def run() -> JSONResponse:
+        try:
+            job = load_job(request.app.state.engine, job_id)
+        except ReplayJobNotFound:
+            raise job_not_found(job_id) from None
+        shown = job_out(job, admin_redis(request), namespace_of(request))
+        if shown.status not in ("interrupted", "pending"):
+            raise ApiError(
+                409, ErrorCode.CONFLICT, f"replay {job_id} is {shown.status}; only an interrupted one resumes"
+            )
+        start_on_workers(request, job, rate, max_backlog)
+        log.info("job=%s action=replay_resumed done=%d total=%d", job.id, job.done, job.total)
+        return JSONResponse(shown.model_dump(mode="json"), status_code=202)
+
+    return await run_in_threadpool(run)
+
+
+def dead_letters(request: Request) -> DeadLetters:
+    return DeadLetters(admin_redis(request), namespace_of(request), engine=request.app.state.engine)
+
+
+def letter_out(letter: DeadLetter) -> dict[str, Any]:
+    return DeadLetterOut.model_validate(letter.summary()).model_dump(mode="json")
+
+
+def list_dead_letters(request: Request) -> JSONResponse:
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    offset = int(cursor[0]) if cursor and isinstance(cursor[0], int) else 0
+    letters = dead_letters(request)
+    total = letters.count()
+    items = [letter_out(letter) for letter in letters.newest(limit, offset)]
+    next_cursor = encode_cursor(offset + limit) if offset + limit < total else None
+    return JSONResponse({"items": items, "next_cursor": next_cursor, "total": total})
+
+
+def get_dead_letter(request: Request) -> JSONResponse:
+    ident = request.path_params["letter_id"]
+    letter = dead_letters(request).get(ident)
+    if letter is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no dead letter with id or event id {ident!r}")
+    detail = DeadLetterDetail.model_validate({**letter.summary(), "traceback": letter.traceback})
+    return JSONResponse(detail.model_dump(mode="json"))
+
+
+async def redrive(request: Request) -> JSONResponse:
+    body = await read_model(request, RedriveRequest)
+
+    def run() -> JSONResponse:
+        moved = dead_letters(request).redrive(None if body.all else body.ids)
+        record_redriven(len(moved))
+        for letter in moved:
+            log.info(
+                "event=%s company=%s connection=%s action=dead_letter_redriven letter=%s",
+                letter.event_id,
+                letter.company_id,
+                letter.connection_id,
+                letter.id,
+            )
+        out = RedriveOut(redriven=len(moved), ids=[m.id for m in moved], event_ids=[m.event_id for m in moved])
+        return JSONResponse(out.model_dump(mode="json"))
+
+    return await run_in_threadpool(run)
+
+
+async def purge(request: Request) -> JSONResponse:
+    body = await read_model(request, RedriveRequest)
+
+    def run() -> JSONResponse:
+        removed = dead_letters(request).purge(None if body.all else body.ids)
+        log.info("action=dead_letters_purged count=%d", removed)
+        return JSONResponse({"purged": removed})
+
+    return await run_in_threadpool(run)
+
+
+routes = [
+    Route("/v1/admin/replay", replay, methods=["POST"]),
+    Route("/v1/admin/replays", list_replays),
+    Route("/v1/admin/replays/{job_id}", get_replay),
+    Route("/v1/admin/replays/{job_id}/cancel", cancel_replay, methods=["POST"]),
+    Route("/v1/admin/replays/{job_id}/resume", resume_replay, methods=["POST"]),
+    Route("/v1/admin/dead-letters", list_dead_letters),
+    Route("/v1/admin/dead-letters/redrive", redrive, methods=["POST"]),
+    Route("/v1/admin/dead-letters/purge", purge, methods=["POST"]),
+    Route("/v1/admin/dead-letters/{letter_id}", get_dead_letter),
+]

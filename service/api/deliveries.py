@@ -1,0 +1,121 @@
+"""A subscription's delivery log, manual retry, and replay of a time range.
+
+* `GET /v1/subscriptions/{id}/deliveries` (`?status=`, `?event_type=`, newest first) and
+  `GET …/deliveries/{delivery_id}` (with the body as sent);
+* `POST …/deliveries/{delivery_id}/retry`: due now, same `webhook-id` and body, a fresh retry window;
+* `POST …/replay {since, until?, include_delivered?}`: the changes of that range still in the change
+  stream, matched against the subscription's filter (`workers/outbound/range_replay.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from schemas.api import Page
+from schemas.errors import ApiError, ErrorCode
+from schemas.subscriptions import DeliveryOut, ReplayIn
+from service.api.outbound_context import get_subscription, now, outbound, read_model, require_enabled
+from service.api.reads import time_cursor
+from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from workers.ledger.tables import Delivery
+from workers.outbound.objects import delivery_detail, delivery_out
+from workers.outbound.range_replay import replay
+from workers.runtime.delivery_queue import enqueue_deliveries
+
+log = logging.getLogger("synctrack.subscriptions")
+
+STATUSES = ("pending", "delivered", "failed")
+
+
+def list_deliveries(request: Request) -> JSONResponse:
+    subscription_id = request.path_params["subscription_id"]
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2)
+    query = select(Delivery).where(col(Delivery.subscription_id) == subscription_id)
+    if statuses := list_param(request, "status"):
+        if set(statuses) - set(STATUSES):
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"status must be among {', '.join(STATUSES)}")
+        query = query.where(col(Delivery.status).in_(statuses))
+    if types := list_param(request, "event_type"):
+        query = query.where(col(Delivery.event_type).in_(types))
+    if cursor:
+        at = time_cursor(cursor[0])
+        query = query.where(
+            (col(Delivery.created_at) < at) | ((col(Delivery.created_at) == at) & (col(Delivery.id) < cursor[1]))
+        )
+    query = query.order_by(col(Delivery.created_at).desc(), col(Delivery.id).desc()).limit(limit + 1)
+    with Session(outbound(request).engine) as session:
+        get_subscription(session, subscription_id)
+        rows = session.exec(query).all()
+    items = [delivery_out(row) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    page = Page[DeliveryOut](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+def _delivery(session: Session, request: Request) -> Delivery:
+    subscription_id = request.path_params["subscription_id"]
+    delivery_id = request.path_params["delivery_id"]
+    row = session.get(Delivery, delivery_id)
+    if row is None or row.subscription_id != subscription_id:
+        get_subscription(session, subscription_id)
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no delivery {delivery_id!r} for subscription {subscription_id!r}")
+    return row
+
+
+def get_delivery(request: Request) -> JSONResponse:
+    with Session(outbound(request).engine) as session:
+        row = _delivery(session, request)
+    return JSONResponse(delivery_detail(row).model_dump(mode="json"))
+
+
+def retry_delivery(request: Request) -> JSONResponse:
+    context = outbound(request)
+    at = now()
+    with Session(context.engine, expire_on_commit=False) as session, session.begin():
+        row = _delivery(session, request)
+        require_enabled(get_subscription(session, row.subscription_id))
+        row.status, row.next_attempt_at, row.window_started_at = "pending", at, at
+    enqueue_deliveries(context.redis, context.settings.redis_namespace, [row.id])
+    log.info("delivery=%s subscription=%s action=retry", row.id, row.subscription_id)
+    return JSONResponse(delivery_out(row).model_dump(mode="json"), status_code=202)
+
+
+async def replay_range(request: Request) -> JSONResponse:
+    body = await read_model(request, ReplayIn)
+
+    def run() -> JSONResponse:
+        context = outbound(request)
+        until = body.until or now()
+        if body.since >= until:
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "since must be before until")
+        with Session(context.engine, expire_on_commit=False) as session:
+            row = get_subscription(session, request.path_params["subscription_id"])
+        require_enabled(row)
+        result = replay(
+            context.engine,
+            context.redis,
+            context.settings.redis_namespace,
+            row,
+            body.since,
+            until,
+            body.include_delivered,
+        )
+        log.info("subscription=%s action=replay matched=%d queued=%d", row.id, result.matched, result.queued)
+        return JSONResponse(result.model_dump(mode="json"), status_code=202)
+
+    return await run_in_threadpool(run)
+
+
+routes = [
+    Route("/v1/subscriptions/{subscription_id}/deliveries", list_deliveries, methods=["GET"]),
+    Route("/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}", get_delivery, methods=["GET"]),
+    Route("/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
+    Route("/v1/subscriptions/{subscription_id}/replay", replay_range, methods=["POST"]),
+]

@@ -1,0 +1,238 @@
+"""What each route takes and answers, for the OpenAPI document (`service/api/openapi.py`).
+
+The bodies are the pydantic models the handlers themselves build or validate, so the document cannot
+drift from them; this table only names which model goes with which route, plus the query parameters
+(handlers read those from the request directly). Every route of the app has an entry (a test checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.actions import ActionOut, AuditOut
+from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
+from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, EventDetail, EventOut, Page, SyncOut
+from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
+from schemas.statuses import PHASES
+from schemas.subscriptions import (
+    EVENT_TYPES,
+    DeliveryDetail,
+    DeliveryOut,
+    ReplayIn,
+    ReplayOut,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionPatch,
+    SubscriptionWithSecret,
+)
+from schemas.tokens import TokenIn, TokenOut
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    description: str
+    location: str = "query"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    response: type[BaseModel] | None
+    """The success body; None for a body that is not JSON (see `media`) or no body at all."""
+    status: int = 200
+    request: type[BaseModel] | None = None
+    query: tuple[Param, ...] = ()
+    media: str | None = JSON
+    errors: tuple[int, ...] = ()
+    """Statuses beyond those the access rule and the parameters imply (401, 403, 404, 400, 429)."""
+    also: dict[int, type[BaseModel]] = field(default_factory=dict)
+    """Other successful answers, e.g. a dry run's 200 beside a job's 202."""
+
+
+def many(description: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string", "minLength": 1}, "description": description}
+
+
+def one_of(*values: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string", "enum": list(values)}}
+
+
+def _q(name: str, schema: dict[str, Any], description: str) -> Param:
+    return Param(name, schema, description)
+
+
+LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (default 50).")
+CURSOR = _q("cursor", {"type": "string"}, "The `next_cursor` of the previous page.")
+PAGED = (LIMIT, CURSOR)
+COMPANIES = _q("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
+CONNECTIONS = _q("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
+TIME = {"type": "string", "format": "date-time"}
+CODAT = (409, 502, 503)
+"""What an action can meet at Codat: already in progress / conflict, Codat refused or failed, unreachable."""
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/webhooks/codat"): Operation(
+        "Receive a Codat webhook (Svix-signed; no bearer token)",
+        None,
+        202,
+        media=None,
+        errors=(400, 401, 403, 413, 415, 429, 503),
+    ),
+    ("GET", "/healthz"): Operation("The process answers", HealthOut),
+    ("GET", "/readyz"): Operation("Each dependency, checked", ReadyOut, errors=(503,)),
+    ("GET", "/openapi.json"): Operation("This document", None),
+    ("GET", "/metrics"): Operation("Prometheus metrics of every process", None, media="text/plain"),
+    ("GET", "/"): Operation("The dashboard (admin view)", None, media="text/html"),
+    ("GET", "/embed/companies/{company_id}"): Operation("The dashboard of one company", None, media="text/html"),
+    ("GET", "/static/{path}"): Operation("The dashboard's files", None, media="application/octet-stream"),
+    ("GET", "/v1/companies"): Operation("Every company", Page[CompanyOut], query=PAGED),
+    ("GET", "/v1/companies/{company_id}/connections"): Operation(
+        "A company's connections", Page[ConnectionOut], query=PAGED
+    ),
+    ("GET", "/v1/connections/{connection_id}"): Operation("One connection, with its data types", ConnectionDetail),
+    ("GET", "/v1/connections/{connection_id}/syncs"): Operation(
+        "A connection's syncs, newest first",
+        Page[SyncOut],
+        query=(
+            *PAGED,
+            _q("data_type", {"type": "string"}, "Only this data type."),
+            _q("phase", {"type": "string", "enum": list(PHASES)}, "Only syncs in this phase."),
+        ),
+    ),
+    ("GET", "/v1/syncs/active"): Operation("Syncs running now", Page[SyncOut], query=(*PAGED, COMPANIES, CONNECTIONS)),
+    ("GET", "/v1/events"): Operation(
+        "Stored webhooks, newest first",
+        Page[EventOut],
+        query=(
+            *PAGED,
+            COMPANIES,
+            CONNECTIONS,
+            _q("event_type", many("event types"), "Only these event types."),
+            _q("outcome", many("outcomes"), "Only these outcomes (processed, ignored, failed, ...)."),
+            _q("since", TIME, "Received at or after."),
+            _q("until", TIME, "Received before."),
+        ),
+    ),
+    ("GET", "/v1/events/{event_id}"): Operation("One stored webhook, with its body", EventDetail),
+    ("GET", "/v1/audit"): Operation(
+        "Actions taken, newest first",
+        Page[AuditOut],
+        query=(
+            *PAGED,
+            COMPANIES,
+            CONNECTIONS,
+            _q("action", one_of("refresh", "unlink", "delete"), "Only these actions."),
+        ),
+    ),
+    ("GET", "/v1/stream"): Operation(
+        "Changes as server-sent events (snapshot, then live; resumable with Last-Event-ID)",
+        None,
+        query=(
+            COMPANIES,
+            CONNECTIONS,
+            _q("last_event_id", {"type": "string"}, "Resume after this event (the header wins)."),
+            _q("access_token", {"type": "string"}, "The token, when SYNCTRACK_STREAM_TOKEN_IN_QUERY is on."),
+            Param("Last-Event-ID", {"type": "string"}, "Resume after this event.", location="header"),
+        ),
+        media="text/event-stream",
+        errors=(503,),
+    ),
+    ("GET", "/v1/stream/status"): Operation("This process's stream clients and reader", StreamStatusOut),
+    ("POST", "/v1/companies/{company_id}/refresh"): Operation(
+        "Refresh all of a company's data at Codat",
+        ActionOut,
+        202,
+        query=(_q("connection_id", {"type": "string"}, "Only this connection."),),
+        errors=CODAT,
+    ),
+    ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): Operation(
+        "Refresh one data type at Codat",
+        ActionOut,
+        202,
+        query=(_q("connection_id", {"type": "string"}, "Only this connection."),),
+        errors=(400, *CODAT),
+    ),
+    ("POST", "/v1/connections/{connection_id}/unlink"): Operation(
+        "Unlink (deauthorise) a connection, keeping its data", ActionOut, 202, errors=CODAT
+    ),
+    ("DELETE", "/v1/connections/{connection_id}"): Operation(
+        "Delete a connection at Codat (irreversible)", ActionOut, 202, errors=CODAT
+    ),
+    ("POST", "/v1/tokens"): Operation(
+        "Mint a company-scoped token (admin only)", TokenOut, 201, request=TokenIn, errors=(409,)
+    ),
+    ("POST", "/v1/subscriptions"): Operation(
+        "Create an outbound subscription (the answer shows its secret)",
+        SubscriptionWithSecret,
+        201,
+        request=SubscriptionIn,
+    ),
+    ("GET", "/v1/subscriptions"): Operation(
+        "Subscriptions, newest first",
+        Page[SubscriptionOut],
+        query=(*PAGED, _q("enabled", {"type": "boolean"}, "Only enabled (true) or disabled (false) ones.")),
+    ),
+    ("GET", "/v1/subscriptions/{subscription_id}"): Operation("One subscription", SubscriptionOut),
+    ("PATCH", "/v1/subscriptions/{subscription_id}"): Operation(
+        "Change a subscription", SubscriptionOut, request=SubscriptionPatch
+    ),
+    ("DELETE", "/v1/subscriptions/{subscription_id}"): Operation(
+        "Delete a subscription and its deliveries", None, 204, media=None
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/rotate-secret"): Operation(
+        "Rotate the signing secret (the old one keeps signing for the overlap)", SubscriptionWithSecret
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/test"): Operation("Send a ping now", DeliveryOut, errors=(409,)),
+    ("GET", "/v1/subscriptions/{subscription_id}/deliveries"): Operation(
+        "A subscription's deliveries, newest first",
+        Page[DeliveryOut],
+        query=(
+            *PAGED,
+            _q("status", one_of("pending", "delivered", "failed"), "Only deliveries in these states."),
+            _q("event_type", one_of(*EVENT_TYPES, "ping"), "Only these event types."),
+        ),
+    ),
+    ("GET", "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}"): Operation(
+        "One delivery, with its body", DeliveryDetail
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/retry"): Operation(
+        "Retry a delivery now", DeliveryOut, 202, errors=(409,)
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/replay"): Operation(
+        "Re-send the changes of a time range", ReplayOut, 202, request=ReplayIn, errors=(409,)
+    ),
+    ("POST", "/v1/admin/replay"): Operation(
+        "Replay stored webhooks (or count them with dry_run)",
+        ReplayJobOut,
+        202,
+        request=ReplayRequest,
+        also={200: DryRunOut},
+    ),
+    ("GET", "/v1/admin/replays"): Operation("Replay jobs, newest first", Page[ReplayJobOut], query=PAGED),
+    ("GET", "/v1/admin/replays/{job_id}"): Operation("One replay job and its progress", ReplayJobOut),
+    ("POST", "/v1/admin/replays/{job_id}/cancel"): Operation("Cancel a replay job", ReplayJobOut, errors=(409,)),
+    ("POST", "/v1/admin/replays/{job_id}/resume"): Operation(
+        "Resume a replay job",
+        ReplayJobOut,
+        202,
+        query=(
+            _q("rate", {"type": "number", "minimum": 0}, "Events per second."),
+            _q("max_backlog", {"type": "integer", "minimum": 1}, "Most events waiting in the queue."),
+        ),
+        errors=(409,),
+    ),
+    ("GET", "/v1/admin/dead-letters"): Operation("Dead letters, newest first", DeadLetterPage, query=PAGED),
+    ("POST", "/v1/admin/dead-letters/redrive"): Operation(
+        "Put dead letters back on the queue", RedriveOut, request=RedriveRequest
+    ),
+    ("POST", "/v1/admin/dead-letters/purge"): Operation("Delete dead letters", PurgeOut, request=RedriveRequest),
+    ("GET", "/v1/admin/dead-letters/{letter_id}"): Operation("One dead letter, with its traceback", DeadLetterDetail),
+}

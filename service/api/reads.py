@@ -1,0 +1,191 @@
+"""The read side of the JSON API (v1): companies, connections, syncs, stored events.
+
+Handlers are plain functions: Starlette runs them in its thread pool, so the blocking database
+calls never stall the event loop the receiver depends on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from schemas.api import CompanyOut, EventDetail, EventOut, Page
+from schemas.errors import ApiError, ErrorCode
+from schemas.statuses import PHASES
+from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
+from workers.ledger.tables import Company, Connection, Sync, WebhookEvent
+from workers.ledger.views import connection_out, connection_rows_query, load_connection_detail, sync_out
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def page_response(items: list[Any], next_cursor: str | None) -> JSONResponse:
+    return JSONResponse(Page[Any](items=items, next_cursor=next_cursor).model_dump(mode="json"))
+
+
+def not_found(kind: str, ident: str) -> ApiError:
+    return ApiError(404, ErrorCode.NOT_FOUND, f"no {kind} with id {ident!r}")
+
+
+def list_companies(request: Request) -> JSONResponse:
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    counts = (
+        select(Connection.company_id, func.count().label("n"))
+        .where(col(Connection.deleted_at).is_(None))
+        .group_by(col(Connection.company_id))
+        .subquery()
+    )
+    query = (
+        select(Company, func.coalesce(counts.c.n, 0))
+        .join(counts, counts.c.company_id == Company.id, isouter=True)
+        .order_by(col(Company.id))
+        .limit(limit + 1)
+    )
+    if cursor:
+        query = query.where(col(Company.id) > cursor[0])
+    with Session(engine_of(request)) as session:
+        rows = session.exec(query).all()
+    items = [CompanyOut(id=c.id, name=c.name, connection_count=n) for c, n in rows[:limit]]
+    return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def list_connections(request: Request) -> JSONResponse:
+    company_id = request.path_params["company_id"]
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    query = connection_rows_query().where(Connection.company_id == company_id).order_by(col(Connection.id))
+    if cursor:
+        query = query.where(col(Connection.id) > cursor[0])
+    with Session(engine_of(request)) as session:
+        if session.get(Company, company_id) is None:
+            raise not_found("company", company_id)
+        rows = session.exec(query.limit(limit + 1)).all()
+    items = [connection_out(conn, name, bool(active)) for conn, name, active in rows[:limit]]
+    return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def get_connection(request: Request) -> JSONResponse:
+    connection_id = request.path_params["connection_id"]
+    with Session(engine_of(request)) as session:
+        detail = load_connection_detail(session, connection_id)
+    if detail is None:
+        raise not_found("connection", connection_id)
+    return JSONResponse(detail.model_dump(mode="json"))
+
+
+def list_syncs(request: Request) -> JSONResponse:
+    connection_id = request.path_params["connection_id"]
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2)
+    query = select(Sync).where(Sync.connection_id == connection_id)
+    if data_type := request.query_params.get("data_type"):
+        query = query.where(Sync.data_type == data_type)
+    if phase := request.query_params.get("phase"):
+        if phase not in PHASES:
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"phase must be one of {', '.join(PHASES)}")
+        query = query.where(Sync.phase == phase)
+    if cursor:
+        at = time_cursor(cursor[0])
+        query = query.where((col(Sync.sort_at) < at) | ((col(Sync.sort_at) == at) & (col(Sync.id) < cursor[1])))
+    query = query.order_by(col(Sync.sort_at).desc(), col(Sync.id).desc()).limit(limit + 1)
+    with Session(engine_of(request)) as session:
+        if session.get(Connection, connection_id) is None:
+            raise not_found("connection", connection_id)
+        rows = session.exec(query).all()
+    items = [sync_out(row) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return page_response(items, encode_cursor(last.sort_at, last.id) if last else None)
+
+
+def list_active_syncs(request: Request) -> JSONResponse:
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2)
+    query = select(Sync).where(Sync.phase == "active")
+    if company_ids := list_param(request, "company_id"):
+        query = query.where(col(Sync.company_id).in_(company_ids))
+    if connection_ids := list_param(request, "connection_id"):
+        query = query.where(col(Sync.connection_id).in_(connection_ids))
+    if cursor:
+        at = time_cursor(cursor[0])
+        query = query.where((col(Sync.sort_at) < at) | ((col(Sync.sort_at) == at) & (col(Sync.id) < cursor[1])))
+    query = query.order_by(col(Sync.sort_at).desc(), col(Sync.id).desc()).limit(limit + 1)
+    with Session(engine_of(request)) as session:
+        rows = session.exec(query).all()
+    items = [sync_out(row) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return page_response(items, encode_cursor(last.sort_at, last.id) if last else None)
+
+
+def time_cursor(raw: Any) -> Any:
+    from schemas.events import InvalidEnvelope, parse_time
+
+    try:
+        return parse_time(raw)
+    except InvalidEnvelope:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out") from None
+
+
+def event_out(row: WebhookEvent) -> EventOut:
+    return EventOut.model_validate(row, from_attributes=True)
+
+
+def list_events(request: Request) -> JSONResponse:
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2)
+    query = select(WebhookEvent)
+    for name in ("company_id", "connection_id", "event_type", "outcome"):
+        if values := list_param(request, name):
+            query = query.where(col(getattr(WebhookEvent, name)).in_(values))
+    if since := time_param(request, "since"):
+        query = query.where(col(WebhookEvent.received_at) >= since)
+    if until := time_param(request, "until"):
+        query = query.where(col(WebhookEvent.received_at) < until)
+    if cursor:
+        at = time_cursor(cursor[0])
+        query = query.where(
+            (col(WebhookEvent.received_at) < at)
+            | ((col(WebhookEvent.received_at) == at) & (col(WebhookEvent.id) < cursor[1]))
+        )
+    query = query.order_by(col(WebhookEvent.received_at).desc(), col(WebhookEvent.id).desc()).limit(limit + 1)
+    with Session(engine_of(request)) as session:
+        rows = session.exec(query).all()
+    items = [event_out(row) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return page_response(items, encode_cursor(last.received_at, last.id) if last else None)
+
+
+def get_event(request: Request) -> JSONResponse:
+    event_id = request.path_params["event_id"]
+    with Session(engine_of(request)) as session:
+        row = session.get(WebhookEvent, event_id)
+    if row is None:
+        raise not_found("event", event_id)
+    body: Any = None
+    if row.body is not None:
+        try:
+            body = json.loads(row.body)
+        except ValueError:
+            body = row.body
+    detail = EventDetail(**event_out(row).model_dump(), body=body)
+    return JSONResponse(detail.model_dump(mode="json"))
+
+
+routes = [
+    Route("/v1/companies", list_companies),
+    Route("/v1/companies/{company_id}/connections", list_connections),
+    Route("/v1/connections/{connection_id}", get_connection),
+    Route("/v1/connections/{connection_id}/syncs", list_syncs),
+    Route("/v1/syncs/active", list_active_syncs),
+    Route("/v1/events", list_events),
+    Route("/v1/events/{event_id}", get_event),
+]

@@ -1,0 +1,142 @@
+"""`GET /metrics`: Prometheus text, merged across every process, plus what only Redis knows.
+
+Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
+record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
+delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
+newest event any worker folded). `count_webhooks` wraps the receiver to count every answer it gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from schemas.errors import ApiError
+from workers.runtime.broker import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
+from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir, record_webhook
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def count_webhooks(handler: Handler) -> Handler:
+    """Count each webhook by event type and result: accepted, duplicate, or rejected with its error code."""
+
+    async def counted(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            record_webhook(getattr(request.state, "event_type", None), "rejected", exc.code.value)
+            raise
+        result = "accepted" if response.status_code == 202 else "duplicate"
+        record_webhook(getattr(request.state, "event_type", None), result)
+        return response
+
+    return counted
+
+
+class _Families:
+    """A collector made of metric families already gathered (what `generate_latest` reads)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+async def read_depths(redis: Any, namespace: str) -> dict[str, int] | None:
+    """Queue and dead-letter depths from Redis; None if Redis does not answer."""
+    queue_key, _ = queue_keys(namespace)
+    delayed_key, _ = queue_keys(namespace, f"{WEBHOOK_QUEUE}.DQ")
+    dead_key, _ = dead_letter_keys(namespace)
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.llen(queue_key)
+        pipe.llen(delayed_key)
+        pipe.zcard(dead_key)
+        waiting, delayed, dead = await asyncio.wait_for(pipe.execute(), timeout=2)
+    except (RedisError, OSError, TimeoutError):
+        return None
+    return {"waiting": int(waiting), "delayed": int(delayed), "dead": int(dead)}
+
+
+def render(depths: dict[str, int] | None) -> bytes:
+    """The exposition text: every process's metrics (or this process's), then the scrape-time gauges."""
+    metrics()  # every metric exists (at zero) from the first scrape on
+    path = multiprocess_dir()
+    if path:
+        from prometheus_client import multiprocess
+
+        forget_dead_processes(path)
+        try:
+            families = list(multiprocess.MultiProcessCollector(None, path=path).collect())  # type: ignore[no-untyped-call]
+        except (struct.error, OSError, ValueError):
+            families = _merge_readable(path)
+    else:
+        from prometheus_client import REGISTRY
+
+        families = list(REGISTRY.collect())
+    last_folded = next(
+        (s.value for f in families for s in f.samples if s.name == LAST_FOLDED and s.value > 0),
+        None,
+    )
+    lag = GaugeMetricFamily(
+        "synctrack_end_to_end_lag_seconds",
+        "Now minus the generation time of the newest event folded (absent until one is folded).",
+    )
+    if last_folded is not None:
+        lag.add_metric([], max(0.0, time.time() - last_folded))
+    families.append(lag)
+    if depths is not None:
+        queue = GaugeMetricFamily(
+            "synctrack_queue_depth",
+            "Messages waiting in the webhook queue; delayed = waiting to retry.",
+            labels=["state"],
+        )
+        queue.add_metric(["waiting"], depths["waiting"])
+        queue.add_metric(["delayed"], depths["delayed"])
+        dead = GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queue's dead-letter queue.")
+        dead.add_metric([], depths["dead"])
+        families += [queue, dead]
+    up = GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.")
+    up.add_metric([], 0 if depths is None else 1)
+    families.append(up)
+    return generate_latest(_Families(families))
+
+
+def _merge_readable(path: str) -> list[Metric]:
+    """The metrics of every file that can be read now: a process creating its file (empty for an instant)
+    or one whose file was just removed must not turn the whole scrape into a 500."""
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    readable = []
+    for name in glob.glob(os.path.join(path, "*.db")):
+        try:
+            MmapedDict.read_all_values_from_file(name)  # type: ignore[no-untyped-call]
+        except (struct.error, OSError, ValueError):
+            continue
+        readable.append(name)
+    return list(multiprocess.MultiProcessCollector.merge(readable, accumulate=True))  # type: ignore[no-untyped-call]
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    settings = request.app.state.settings
+    depths = await read_depths(request.app.state.redis, settings.redis_namespace)
+    body = await asyncio.to_thread(render, depths)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", metrics_endpoint)]

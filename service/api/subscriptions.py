@@ -1,0 +1,177 @@
+"""`/v1/subscriptions`: outbound webhook subscriptions — create, read, change, delete, rotate, test.
+
+The signing secret is in the answer to create and rotate-secret only. A rotation keeps the previous
+secret signing beside the new one for `SYNCTRACK_SUBSCRIPTIONS_SECRET_OVERLAP_SECONDS` (24 h), so
+receivers can switch secrets without losing a message. Delivery log, retry and replay:
+`service/api/deliveries.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from schemas.api import Page
+from schemas.errors import ApiError, ErrorCode
+from schemas.subscriptions import PING, SubscriptionIn, SubscriptionOut, SubscriptionPatch
+from service.api import deliveries as subscription_deliveries
+from service.api.outbound_context import checked_url, get_subscription, now, outbound, read_model, require_enabled
+from service.api.reads import time_cursor
+from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from workers.ledger.tables import Delivery, Subscription
+from workers.outbound.dispatch import event_body
+from workers.outbound.objects import delivery_out, subscription_out, subscription_with_secret
+from workers.outbound.signing import new_secret
+
+log = logging.getLogger("synctrack.subscriptions")
+
+
+async def create_subscription(request: Request) -> JSONResponse:
+    body = await read_model(request, SubscriptionIn)
+
+    def create() -> JSONResponse:
+        context = outbound(request)
+        at = now()
+        row = Subscription(
+            id=f"sub_{uuid.uuid4().hex}",
+            url=checked_url(context, body.url),
+            description=body.description,
+            event_types=body.event_types,
+            company_ids=body.company_ids,
+            secret=new_secret(),
+            created_at=at,
+            updated_at=at,
+        )
+        with Session(context.engine, expire_on_commit=False) as session, session.begin():
+            session.add(row)
+        log.info("subscription=%s action=created types=%s", row.id, ",".join(row.event_types))
+        return JSONResponse(subscription_with_secret(row, at).model_dump(mode="json"), status_code=201)
+
+    return await run_in_threadpool(create)
+
+
+def list_subscriptions(request: Request) -> JSONResponse:
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2)
+    query = select(Subscription)
+    enabled = request.query_params.get("enabled")
+    if enabled is not None:
+        if enabled.lower() not in ("true", "false"):
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "enabled must be true or false")
+        query = query.where(col(Subscription.enabled) == (enabled.lower() == "true"))
+    if cursor:
+        at = time_cursor(cursor[0])
+        query = query.where(
+            (col(Subscription.created_at) < at)
+            | ((col(Subscription.created_at) == at) & (col(Subscription.id) < cursor[1]))
+        )
+    query = query.order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc()).limit(limit + 1)
+    with Session(outbound(request).engine) as session:
+        rows = session.exec(query).all()
+    at = now()
+    items = [subscription_out(row, at) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    page = Page[SubscriptionOut](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+def get_subscription_route(request: Request) -> JSONResponse:
+    with Session(outbound(request).engine) as session:
+        row = get_subscription(session, request.path_params["subscription_id"])
+    return JSONResponse(subscription_out(row, now()).model_dump(mode="json"))
+
+
+async def patch_subscription(request: Request) -> JSONResponse:
+    patch = await read_model(request, SubscriptionPatch)
+    given = patch.model_fields_set
+
+    def apply() -> JSONResponse:
+        context = outbound(request)
+        url = checked_url(context, patch.url) if "url" in given and patch.url is not None else None
+        at = now()
+        with Session(context.engine, expire_on_commit=False) as session, session.begin():
+            row = get_subscription(session, request.path_params["subscription_id"])
+            if url is not None:
+                row.url = url
+            if "event_types" in given and patch.event_types is not None:
+                row.event_types = patch.event_types
+            if "company_ids" in given:
+                row.company_ids = patch.company_ids
+            if "description" in given:
+                row.description = patch.description
+            if patch.enabled is True and not row.enabled:
+                row.enabled, row.disabled_reason, row.disabled_at, row.failing_since = True, None, None, None
+            elif patch.enabled is False and row.enabled:
+                row.enabled, row.disabled_reason, row.disabled_at = False, "manual", at
+            row.updated_at = at
+        log.info("subscription=%s action=updated fields=%s", row.id, ",".join(sorted(given)))
+        return JSONResponse(subscription_out(row, at).model_dump(mode="json"))
+
+    return await run_in_threadpool(apply)
+
+
+def delete_subscription(request: Request) -> Response:
+    with Session(outbound(request).engine) as session, session.begin():
+        row = get_subscription(session, request.path_params["subscription_id"])
+        session.delete(row)  # its deliveries go with it (ON DELETE CASCADE)
+    log.info("subscription=%s action=deleted", row.id)
+    return Response(status_code=204)
+
+
+def rotate_secret(request: Request) -> JSONResponse:
+    """New secret now; the old one keeps signing beside it until the overlap ends."""
+    context = outbound(request)
+    at = now()
+    with Session(context.engine, expire_on_commit=False) as session, session.begin():
+        row = get_subscription(session, request.path_params["subscription_id"])
+        row.previous_secret = row.secret
+        row.previous_secret_expires_at = at + timedelta(seconds=context.settings.subscriptions_secret_overlap_seconds)
+        row.secret = new_secret()
+        row.updated_at = at
+    log.info("subscription=%s action=secret_rotated", row.id)
+    return JSONResponse(subscription_with_secret(row, at).model_dump(mode="json"))
+
+
+def send_test(request: Request) -> JSONResponse:
+    """Send a `ping` now and answer with its delivery (retried like any other if it failed)."""
+    context = outbound(request)
+    at = now()
+    with Session(context.engine, expire_on_commit=False) as session, session.begin():
+        row = get_subscription(session, request.path_params["subscription_id"])
+        require_enabled(row)
+        event_id = f"ping_{uuid.uuid4().hex}"
+        data = {"subscription_id": row.id, "message": "Synctrack test event"}
+        delivery = Delivery(
+            id=f"msg_{uuid.uuid4().hex}",
+            subscription_id=row.id,
+            event_id=event_id,
+            event_type=PING,
+            body=event_body(event_id, PING, at, data),
+            next_attempt_at=at,
+            window_started_at=at,
+            created_at=at,
+        )
+        session.add(delivery)
+    context.deliverer.run(delivery.id)
+    with Session(context.engine) as session:
+        stored = session.get(Delivery, delivery.id)
+    return JSONResponse(delivery_out(stored or delivery).model_dump(mode="json"))
+
+
+routes = [
+    Route("/v1/subscriptions", create_subscription, methods=["POST"]),
+    Route("/v1/subscriptions", list_subscriptions, methods=["GET"]),
+    Route("/v1/subscriptions/{subscription_id}", get_subscription_route, methods=["GET"]),
+    Route("/v1/subscriptions/{subscription_id}", patch_subscription, methods=["PATCH"]),
+    Route("/v1/subscriptions/{subscription_id}", delete_subscription, methods=["DELETE"]),
+    Route("/v1/subscriptions/{subscription_id}/rotate-secret", rotate_secret, methods=["POST"]),
+    Route("/v1/subscriptions/{subscription_id}/test", send_test, methods=["POST"]),
+    *subscription_deliveries.routes,
+]

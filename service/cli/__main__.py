@@ -1,0 +1,5 @@
+"""`python -m service.cli`: the same as the `synctrack` command."""
+
+from service.cli.main import main
+
+main()

@@ -1,0 +1,122 @@
+"""`synctrack dlq list|show|redrive|purge` (dead letters) and `synctrack prune` (raw-event retention)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.ops.deadletters import DeadLetters
+
+dlq_app = typer.Typer(help="Dead letters: messages that exhausted their retries.", no_args_is_help=True)
+
+IdsArgument = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids or event ids.")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
+
+
+def _letters(settings: Settings) -> DeadLetters:
+    # Imported here: `synctrack web --workers N` re-imports the CLI in every web process.
+    from workers.ops.deadletters import DeadLetters
+    from workers.runtime.broker import sync_redis
+    from workers.runtime.db import make_engine
+
+    return DeadLetters(sync_redis(settings), settings.redis_namespace, engine=make_engine(settings.database_url))
+
+
+def _selection(ids: list[str] | None, all_letters: bool) -> list[str] | None:
+    if not ids and not all_letters:
+        raise typer.BadParameter("give dead-letter ids (or event ids), or --all")
+    return None if all_letters else list(ids or [])
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50) -> None:
+    """The dead letters, newest first: event, type, company, attempts and the last error."""
+    letters = _letters(Settings())
+    total = letters.count()
+    table = Table("id", "event id", "type", "company", "attempts", "last error", "dead at")
+    for letter in letters.newest(limit):
+        table.add_row(
+            letter.id,
+            letter.event_id or "-",
+            letter.event_type or "-",
+            letter.company_id or "-",
+            str(letter.attempts),
+            (letter.last_error or "-")[:80],
+            letter.dead_at.isoformat(timespec="seconds"),
+        )
+    if total:
+        Console(width=200).print(table)
+    typer.echo(f"{total} dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(ident: Annotated[str, typer.Argument(help="A dead-letter id or an event id.")]) -> None:
+    """Everything about one dead letter, with the traceback of its last attempt."""
+    letter = _letters(Settings()).get(ident)
+    if letter is None:
+        typer.echo(f"no dead letter with id or event id {ident}")
+        raise typer.Exit(1)
+    for key, value in letter.summary().items():
+        typer.echo(f"{key}: {value}")
+    typer.echo("traceback:")
+    typer.echo(letter.traceback or "-")
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(ids: IdsArgument = None, all_letters: AllOption = False) -> None:
+    """Put dead letters back on their queue with fresh retries (after the cause is fixed)."""
+    from workers.runtime.metrics import record_redriven
+
+    moved = _letters(Settings()).redrive(_selection(ids, all_letters))
+    record_redriven(len(moved))
+    for letter in moved:
+        typer.echo(f"redriven {letter.id} event={letter.event_id}")
+    typer.echo(f"{len(moved)} dead letters redriven")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: IdsArgument = None,
+    all_letters: AllOption = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete dead letters for good (their stored events stay, and can still be replayed)."""
+    selection = _selection(ids, all_letters)
+    if not yes:
+        typer.confirm(
+            f"Delete {'every dead letter' if selection is None else f'{len(selection)} dead letters'}?", abort=True
+        )
+    typer.echo(f"{_letters(Settings()).purge(selection)} dead letters purged")
+
+
+def prune(
+    days: Annotated[int | None, typer.Option(help="Keep bodies this many days (default: the setting).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
+) -> None:
+    """Remove raw webhook bodies older than SYNCTRACK_RAW_EVENT_RETENTION_DAYS, keeping each row as a tombstone."""
+    from workers.jobs.retention import count_prunable, cutoff_for, prune_raw_events
+    from workers.runtime.db import make_engine
+
+    settings = Settings()
+    keep = settings.raw_event_retention_days if days is None else days
+    if keep <= 0:
+        typer.echo("retention is off (0 days): nothing pruned")
+        return
+    engine = make_engine(settings.database_url)
+    cutoff = cutoff_for(keep)
+    if dry_run:
+        typer.echo(f"{count_prunable(engine, cutoff)} raw events received before {cutoff.isoformat()} would be pruned")
+        return
+    pruned = prune_raw_events(engine, cutoff)
+    typer.echo(f"{pruned} raw events received before {cutoff.isoformat()} pruned (rows kept as tombstones)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dlq_app, name="dlq")
+    app.command("prune")(prune)

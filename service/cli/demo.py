@@ -1,0 +1,118 @@
+"""`synctrack demo`: the dev service plus a fake Codat with a few companies and live traffic.
+
+One process: the fake Codat in a background thread, the embedded worker, and the web app in the
+foreground — wired to each other (webhook secret, receiver URL, Codat base URL and key). A driver
+thread seeds the companies once the web app answers, then keeps clicking "refresh" through
+Synctrack's own API, so both kinds of sync show up: those Codat starts and those a user starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import typer
+import uvicorn
+
+from schemas.settings import Settings
+from service.security import auth_mode
+from workers.runtime.logs import configure_logging
+from workers.runtime.metrics import prepare_multiprocess_dir
+
+DEMO_API_KEY = "demo-key"
+
+
+def _drive(base: str, fake_url: str, companies: int, action_every: float, stop: threading.Event) -> None:
+    from fakecodat.catalog import platform
+    from fakecodat.control import FakeCodatControl
+
+    deadline = time.monotonic() + 30
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    seeded = FakeCodatControl(fake_url).seed(companies)
+    for company in seeded:
+        platforms = ", ".join(c["platformName"] for c in company["connections"])
+        typer.echo(f"  company {company['id']}  {company['name']}  ({platforms})")
+    rng = random.Random()
+    while action_every > 0 and not stop.wait(action_every):
+        company = rng.choice(seeded)
+        connection = rng.choice(company["connections"])
+        data_type = rng.choice(platform(connection["integrationKey"]).data_types)
+        url = f"{base}/v1/companies/{company['id']}/refresh/{data_type}"
+        try:
+            httpx.post(url, params={"connection_id": connection["id"]}, timeout=10)
+        except httpx.HTTPError:
+            pass
+
+
+def demo(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8000, help="Synctrack's port."),
+    fake_port: int = typer.Option(8100, help="The fake Codat's port."),
+    companies: int = typer.Option(4, help="Synthetic companies."),
+    sync_seconds: float = typer.Option(4.0, help="How long a sync takes in the fake Codat."),
+    failure_rate: float = typer.Option(0.1, help="Share of syncs that fail."),
+    traffic_every: float = typer.Option(3.0, help="Seconds between refreshes Codat starts on its own."),
+    action_every: float = typer.Option(8.0, help="Seconds between refreshes clicked through Synctrack's API."),
+    database: str = typer.Option("synctrack-demo.db", help="SQLite file of the demo (recreated)."),
+) -> None:
+    """Synctrack (dev) + a fake Codat + companies + live traffic: watch syncs start and finish."""
+    from fakecodat.server import FakeCodatServer
+    from fakecodat.world import Config
+    from service.app import create_app
+    from service.embedded import start_embedded_worker
+
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    fake = FakeCodatServer(
+        receiver_url=f"http://{host}:{port}/webhooks/codat",
+        secret=secret,
+        config=Config(
+            sync_seconds=sync_seconds,
+            failure_rate=failure_rate,
+            api_key=DEMO_API_KEY,
+            traffic_every_seconds=traffic_every,
+        ),
+        host=host,
+        port=fake_port,
+    ).start()
+    demo_settings = Settings(
+        embedded=True,
+        database_url=f"sqlite:///{database}",
+        webhook_secrets=[secret],
+        codat_base_url=fake.url,
+        codat_api_key=DEMO_API_KEY,
+    )
+    settings, auth_lines = auth_mode.for_cli(demo_settings, host, dev=True)
+    configure_logging(settings)
+    prepare_multiprocess_dir(settings.redis_namespace)
+    worker = start_embedded_worker(settings)
+    base = f"http://{host}:{port}"
+    typer.echo(f"Synctrack demo on {base}  (fake Codat on {fake.url})")
+    typer.echo(f"  database: {Path(database).resolve()} (recreated for each demo)")
+    typer.echo(f"  active syncs:  curl {base}/v1/syncs/active")
+    typer.echo(f"  companies:     curl {base}/v1/companies")
+    typer.echo(f"  refresh:       curl -X POST {base}/v1/companies/<company id>/refresh")
+    typer.echo(f"  audit log:     curl {base}/v1/audit")
+    typer.echo("\n".join(auth_lines))
+    stop = threading.Event()
+    driver = threading.Thread(
+        target=_drive, args=(base, fake.url, companies, action_every, stop), name="demo-driver", daemon=True
+    )
+    driver.start()
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
+    finally:
+        stop.set()
+        fake.stop()
+        worker.stop()

@@ -1,0 +1,138 @@
+"""`WebhookGuard`: what stands in front of `POST /webhooks/codat` besides the signature.
+
+1. Source allow-list (`SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS`, Codat's published sending addresses):
+   any other source is refused with 403 `forbidden_network` before a byte of the body is read. The
+   source is the peer, or the client named in `X-Forwarded-For` by a trusted proxy (`service/security/sources.py`).
+2. Body deadline: the whole body must arrive within `SYNCTRACK_WEBHOOK_BODY_TIMEOUT_SECONDS` of the
+   request's start, else 408 `request_timeout` (a trickled body cannot hold a connection for ever).
+3. Failure budget: every 4xx the receiver gives counts against the source (`service/security/failure_budget.py`).
+   A source over budget is answered 429 `rate_limited` with `Retry-After` — unless the request is
+   genuinely signed: the guard verifies it with the receiver's own checks and hands the body on, so a
+   flood from a shared address (a proxy, a NAT) never delays Codat's real deliveries.
+
+Neither touches Redis, so a flood of forged webhooks costs a signature check at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import request_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from schemas.errors import ApiError, ErrorCode
+from schemas.settings import Settings
+from service.ingest.receiver import Receiver, check_timestamp, read_body, signature_headers, verify_signature
+from service.security.failure_budget import FailureLimiter
+from service.security.sources import SourceResolver, bucket_key, parse_networks
+from workers.runtime.metrics import record_webhook
+
+log = logging.getLogger("synctrack.receiver")
+
+
+class WebhookGuard:
+    """An ASGI app wrapping the receiver's endpoint."""
+
+    def __init__(self, app: ASGIApp, receiver: Receiver, settings: Settings) -> None:
+        self.app = app
+        self.receiver = receiver
+        self.allowed = parse_networks(settings.webhook_allowed_networks, "SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS")
+        self.sources = SourceResolver(parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES"))
+        self.limiter = FailureLimiter(settings.failure_limit_per_minute)
+        self.body_timeout = settings.webhook_body_timeout_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        receive = with_deadline(receive, time.monotonic() + self.body_timeout, self.body_timeout)
+        source = self.sources.source(scope)
+        if self.allowed and not self.sources.within(scope, self.allowed):
+            detail = "this source address may not deliver webhooks (SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS)"
+            record_webhook(None, "rejected", ErrorCode.FORBIDDEN_NETWORK.value)
+            response = JSONResponse({"error": ErrorCode.FORBIDDEN_NETWORK.value, "detail": detail}, 403)
+            await response(scope, receive, send)
+            return
+        key = bucket_key(source)
+        wait = self.limiter.retry_after(key)
+        if wait is not None:
+            body = await self.genuine_body(scope, receive)
+            if body is None:
+                record_webhook(None, "rejected", ErrorCode.RATE_LIMITED.value)
+                detail = f"too many rejected webhooks from this source; retry in {wait} s"
+                response = JSONResponse(
+                    {"error": ErrorCode.RATE_LIMITED.value, "detail": detail}, 429, headers={"Retry-After": str(wait)}
+                )
+                await response(scope, receive, send)
+                return
+            receive = replay(body, receive)
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if 400 <= status < 500 and self.limiter.charge(key):
+            log.warning("msg=source_rate_limited source=%s route=webhooks", source)
+
+    async def genuine_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The body, if the request carries a valid signature within the time tolerance; None otherwise."""
+        request = Request(scope, receive)
+        try:
+            msg_id, timestamp, signature = signature_headers(request)
+            check_timestamp(timestamp, time.time())
+            body = await read_body(request, self.receiver.max_body_bytes)
+            headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+            verify_signature(self.receiver.verifiers, body.decode("utf-8"), headers)
+        except (ApiError, UnicodeDecodeError):
+            return None
+        return body
+
+
+def with_deadline(receive: Receive, deadline: float, timeout: float) -> Receive:
+    """A `receive` whose body messages must all arrive before `deadline` (monotonic), else ApiError 408.
+
+    Once the body is complete, later calls (waiting for a disconnect) are passed through unbounded.
+    """
+    complete = False
+
+    async def bounded() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        try:
+            # asyncio.timeout, not wait_for: wait_for wraps every body read in a new task.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                message = await receive()
+        except TimeoutError:
+            raise ApiError(
+                408, ErrorCode.REQUEST_TIMEOUT, f"the body did not arrive within {timeout:g} s; nothing was accepted"
+            ) from None
+        complete = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    return bounded
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over `body` (already read) first, then whatever the client sends next."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def guarded(endpoint: Callable[[Request], Awaitable[Response]], receiver: Receiver, settings: Settings) -> ASGIApp:
+    """The receiver's endpoint (`receiver.handle`, maybe wrapped) behind its guard, for the webhook route."""
+    return WebhookGuard(request_response(endpoint), receiver, settings)

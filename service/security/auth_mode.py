@@ -1,0 +1,69 @@
+"""Whether a `synctrack dev` or `synctrack web` process may serve the API without tokens, decided at start.
+
+The rule: authentication is off only when no admin token hash is configured AND the process is bound
+to a loopback address — `synctrack dev` on localhost turns it off by itself, `synctrack web` only with
+`SYNCTRACK_AUTH_DISABLED=true`. Even then the middleware serves token-less requests to loopback peers
+only (`service/security/middleware.py`). Bound elsewhere without admin hashes, `/v1/*` refuses every request but
+those with company tokens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+from schemas.settings import Settings
+
+BANNER = "!" * 78
+
+
+class UnsafeAuthConfig(Exception):
+    """Raised when authentication is asked to be off on an address other machines can reach."""
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve(settings: Settings, host: str, *, dev: bool) -> tuple[Settings, list[str]]:
+    """The settings to run with, and lines to print at start. Raises UnsafeAuthConfig."""
+    if settings.admin_token_hashes:
+        ignored = " (SYNCTRACK_AUTH_DISABLED is ignored)" if settings.auth_disabled else ""
+        return settings, [f"  auth:     bearer tokens required on /v1/*{ignored}"]
+    local = is_loopback_host(host)
+    if settings.auth_disabled and not local:
+        raise UnsafeAuthConfig(
+            f"SYNCTRACK_AUTH_DISABLED=true with --host {host}: authentication can be off on a loopback address only"
+        )
+    if not (settings.auth_disabled or (dev and local)):
+        return settings, [
+            "  auth:     ON, but no SYNCTRACK_ADMIN_TOKEN_HASHES are set: /v1/* refuses every request",
+            "            without a company token (`synctrack token new` makes an admin token and its hash)",
+        ]
+    update: dict[str, object] = {"auth_disabled": True}
+    lines = [
+        BANNER,
+        "  AUTHENTICATION IS OFF: every local process can read and change everything via /v1/*.",
+        f"  Only loopback clients are served (bound to {host}). Set SYNCTRACK_ADMIN_TOKEN_HASHES to turn it on.",
+    ]
+    if dev and not settings.token_signing_key:
+        update["token_signing_key"] = secrets.token_urlsafe(48)
+        lines.append("  Company tokens (POST /v1/tokens) are signed with a key made for this run only.")
+    lines.append(BANNER)
+    return settings.model_copy(update=update), lines
+
+
+def for_cli(settings: Settings, host: str, *, dev: bool) -> tuple[Settings, list[str]]:
+    """`resolve` for the CLI: an unsafe configuration is printed and the command exits with status 2."""
+    import typer
+
+    try:
+        return resolve(settings, host, dev=dev)
+    except UnsafeAuthConfig as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

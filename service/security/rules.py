@@ -1,0 +1,177 @@
+"""Who may call which route: one table, read by the auth middleware (`service/security/middleware.py`).
+
+Every route of the app has a rule here (a test checks it), so a new route cannot be forgotten: a
+`/v1/*` route without one answers to admins only. A company rule names the right an action needs and
+where the request's company is found:
+
+* ``company``: the `{company_id}` path parameter;
+* ``connection`` / ``event``: the company of the connection / stored event named in the path (looked up);
+* ``filter``: a list or the stream; a company-scoped token gets `company_id=<its company>` forced into
+  the query, and naming any other company answers 404. A `connection_id` filter needs no check: with
+  the company forced, another company's connection lists nothing, as an unknown one does.
+
+With a company-scoped token another company's resources answer **404** exactly as a missing one does,
+never 403: whether they exist is not revealed. A `connection_id` query parameter of an action must
+name a known connection of the token's company (else 404). Lacking the right for an action (on the
+token's own company) is 403 `forbidden`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from schemas.errors import ApiError, ErrorCode
+from service.security.tokens import Principal
+from workers.ledger.tables import Connection, WebhookEvent
+
+
+class Kind(StrEnum):
+    PUBLIC = "public"
+    SIGNATURE = "signature"
+    """Authenticated by the webhook signature (the receiver), not by a token."""
+    METRICS = "metrics"
+    """Public unless `SYNCTRACK_METRICS_REQUIRE_TOKEN`, then admin."""
+    ADMIN = "admin"
+    COMPANY = "company"
+    """Admins, and company-scoped tokens of the request's company holding `right`."""
+
+
+Target = Literal["company", "connection", "event", "filter"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: Kind
+    right: str | None = None
+    target: Target | None = None
+    query_token: bool = False
+    """The token may come as `?access_token=` (when `SYNCTRACK_STREAM_TOKEN_IN_QUERY`): EventSource sends no headers."""
+
+
+PUBLIC = Rule(Kind.PUBLIC)
+SIGNATURE = Rule(Kind.SIGNATURE)
+METRICS = Rule(Kind.METRICS)
+ADMIN = Rule(Kind.ADMIN)
+
+
+def company(right: str, target: Target, *, query_token: bool = False) -> Rule:
+    return Rule(Kind.COMPANY, right, target, query_token)
+
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("POST", "/webhooks/codat"): SIGNATURE,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/metrics"): METRICS,
+    # The dashboard's page and files are public; the page's API calls carry a token.
+    ("GET", "/"): PUBLIC,
+    ("GET", "/embed/companies/{company_id}"): PUBLIC,
+    ("*", "/static"): PUBLIC,
+    # Reads
+    ("GET", "/v1/companies"): ADMIN,
+    ("GET", "/v1/companies/{company_id}/connections"): company("read", "company"),
+    ("GET", "/v1/connections/{connection_id}"): company("read", "connection"),
+    ("GET", "/v1/connections/{connection_id}/syncs"): company("read", "connection"),
+    ("GET", "/v1/syncs/active"): company("read", "filter"),
+    ("GET", "/v1/events"): company("read", "filter"),
+    ("GET", "/v1/events/{event_id}"): company("read", "event"),
+    ("GET", "/v1/audit"): company("read", "filter"),
+    ("GET", "/v1/stream"): company("read", "filter", query_token=True),
+    ("GET", "/v1/stream/status"): ADMIN,
+    # Actions
+    ("POST", "/v1/companies/{company_id}/refresh"): company("refresh", "company"),
+    ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): company("refresh", "company"),
+    ("POST", "/v1/connections/{connection_id}/unlink"): company("disconnect", "connection"),
+    ("DELETE", "/v1/connections/{connection_id}"): company("delete", "connection"),
+    # Admin only
+    ("POST", "/v1/tokens"): ADMIN,
+}
+PREFIX_RULES: tuple[tuple[str, Rule], ...] = (
+    ("/v1/admin/", ADMIN),
+    ("/v1/subscriptions", ADMIN),
+)
+"""Whole families of admin routes, whatever their methods."""
+
+
+def rule_for(method: str, path: str) -> Rule | None:
+    """The rule of the route declared as `path` (a template such as `/v1/connections/{connection_id}`)."""
+    method = "GET" if method == "HEAD" else method
+    rule = RULES.get((method, path)) or RULES.get(("*", path))
+    if rule is not None:
+        return rule
+    for prefix, prefixed in PREFIX_RULES:
+        if path.startswith(prefix):
+            return prefixed
+    return None
+
+
+def not_found(kind: str, ident: str) -> ApiError:
+    # The same sentence the handlers use for a missing resource, so the two cannot be told apart.
+    return ApiError(404, ErrorCode.NOT_FOUND, f"no {kind} with id {ident!r}")
+
+
+def connection_companies(engine: Engine, connection_ids: list[str]) -> dict[str, str]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Connection.id, Connection.company_id).where(col(Connection.id).in_(connection_ids))
+        ).all()
+    return dict(rows)
+
+
+def event_company(engine: Engine, event_id: str) -> tuple[bool, str | None]:
+    """(whether the event exists, its company)."""
+    with Session(engine) as session:
+        row = session.exec(select(WebhookEvent.company_id).where(WebhookEvent.id == event_id)).first()
+    return (False, None) if row is None else (True, row)
+
+
+def needs_lookup(rule: Rule, query: list[tuple[str, str]]) -> bool:
+    """Whether `check_company` reads the database for this request (else it is pure and quick)."""
+    if rule.target in ("connection", "event"):
+        return True
+    return rule.target == "company" and any(key == "connection_id" for key, _ in query)
+
+
+def check_company(
+    principal: Principal,
+    rule: Rule,
+    path_params: dict[str, str],
+    query: list[tuple[str, str]],
+    engine: Engine,
+) -> list[tuple[str, str]]:
+    """For a company-scoped principal: raise ApiError (404) unless the request stays in its company.
+
+    Returns the query to pass on (with the company filter forced for ``filter`` routes). Blocking
+    when `needs_lookup` (database lookups): call it in a thread then.
+    """
+    own = principal.company_id
+    assert own is not None and rule.target is not None
+    if rule.target == "company" and path_params.get("company_id") != own:
+        raise not_found("company", path_params.get("company_id", ""))
+    if rule.target == "event":
+        exists, event_company_id = event_company(engine, path_params["event_id"])
+        if exists and event_company_id != own:
+            raise not_found("event", path_params["event_id"])
+    if rule.target != "filter":
+        in_path = [path_params["connection_id"]] if rule.target == "connection" else []
+        in_query = [part.strip() for key, value in query if key == "connection_id" for part in value.split(",")]
+        named = [ident for ident in in_path + in_query if ident]
+        owners = connection_companies(engine, sorted(set(named))) if named else {}
+        for ident in in_path:  # unknown: the handler answers the same 404
+            if owners.get(ident, own) != own:
+                raise not_found("connection", ident)
+        for ident in in_query:  # a known connection of the token's company, or nothing is done
+            if owners.get(ident) != own:
+                raise not_found("connection", ident)
+        return query
+    asked = [part.strip() for key, value in query if key == "company_id" for part in value.split(",") if part.strip()]
+    for ident in asked:
+        if ident != own:
+            raise not_found("company", ident)
+    return [(key, value) for key, value in query if key != "company_id"] + [("company_id", own)]

@@ -1,0 +1,261 @@
+"""One reader per web process: XREAD the change feed once, hand each change to this process's clients.
+
+Workers XADD changes to the Redis Stream ``{ns}:changes`` (`workers/ledger/changes.py`). Every web process
+runs one `Fanout`: a task that reads the stream from where it last was and offers each change to the
+`Subscriber`s (`service/stream/client.py`, one per connected client) whose filter matches.
+
+Delivery contract, relied on by `service/stream/routes.py`: a subscriber receives every matching change
+read after it subscribed. The reader's position only ever names an entry already handed out, so a
+client that subscribes first and then reads the stream itself (XRANGE) misses nothing; it may see a
+change twice, and drops the repeat by id.
+
+Memory is bounded: a subscriber holds at most `capacity` changes. One more and its buffer is emptied
+and it is marked `lost`; the client is then told to `reset` (or, while it is still catching up from
+Redis, simply re-reads what was dropped).
+
+One watchdog task per process does what would otherwise take a timer per client and per change:
+heartbeats for idle clients, the send timeout for clients that stopped reading, and letting every
+client go when the server starts to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError, ResponseError
+
+from service.stream.client import STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
+from workers.ledger.changes import stream_key
+from workers.runtime.metrics import set_sse_clients
+
+log = logging.getLogger("synctrack.stream")
+
+READ_COUNT = 1_000
+"""Most changes read per XREAD; never more than half a client's buffer (see `Fanout.read_count`)."""
+READ_BLOCK_MS = 2_000
+"""How long one XREAD waits for news; well below a Redis client's socket timeout (redis-py: 5 s)."""
+RETRY_SECONDS = 1.0
+"""Pause before reading again after Redis failed."""
+WATCH_SECONDS = 0.5
+"""How often the watchdog looks at every client: the precision of heartbeats and send timeouts."""
+
+REDIS_SLOTS = 32
+"""Redis calls this process's stream requests make at once (opening, catch-up). Bounded because a
+burst of reconnecting clients must queue, not exhaust the client's pool (redis-py's asyncio pool
+refuses a 101st connection instead of waiting for one)."""
+
+UNFILTERED = frozenset({"*"})
+
+
+class StreamUnavailable(Exception):
+    """Raised by `Fanout.subscribe` while the reader does not know where the stream stands yet, or
+    once the server is stopping."""
+
+
+class Fanout:
+    """The per-process reader of the change feed and the registry of this process's subscribers."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        namespace: str,
+        capacity: int,
+        *,
+        heartbeat_seconds: float = 15.0,
+        send_timeout_seconds: float = 30.0,
+        exiting: Callable[[], bool] | None = None,
+    ) -> None:
+        """`exiting` tells when the server begins to stop: every client is then let go, so that a
+        graceful shutdown does not wait on streams that never end by themselves."""
+        self.redis = client
+        self.heartbeat_seconds = heartbeat_seconds
+        self.send_timeout_seconds = send_timeout_seconds
+        self.exiting = exiting
+        self.key = stream_key(namespace)
+        self.capacity = capacity
+        # Clients drain their buffers while the reader waits on Redis; a batch larger than a buffer
+        # would overflow even a client that keeps up.
+        self.read_count = max(1, min(READ_COUNT, capacity // 2))
+        self.position: str | None = None
+        """Id of the last entry handed out (or the stream's tail at start); None until known."""
+        self.overflows = 0
+        self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
+        self._subscribers: set[Subscriber] = set()
+        self._unfiltered: dict[str, set[Subscriber]] = {}
+        self._by_company: dict[str, set[Subscriber]] = {}
+        self._by_connection: dict[str, set[Subscriber]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def buffered(self) -> int:
+        """Changes waiting in all buffers of this process."""
+        return sum(sub.depth for sub in self._subscribers)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Learn the stream's tail (if Redis answers now) and start reading from it."""
+        try:
+            self.position = await self.tail()
+        except RedisError as exc:
+            log.warning("msg=stream_reader_waiting_for_redis error=%r", str(exc))
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="synctrack-stream-reader")
+        self._watcher = asyncio.create_task(self._watch(), name="synctrack-stream-watchdog")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait({self._watcher})
+            self._watcher = None
+        if self._task is not None:
+            # The flag, not only the cancellation, ends the loop: redis-py can swallow a cancellation
+            # that lands while it takes a connection, and then blocks in XREAD; closing the
+            # connections ends that read at once.
+            self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=0.1)
+            if not done:
+                await self.redis.connection_pool.disconnect()
+                await asyncio.wait({self._task}, timeout=RETRY_SECONDS + READ_BLOCK_MS / 1000)
+            self._task = None
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
+
+    async def tail(self) -> str:
+        """The id of the newest entry ever added to the stream (``0-0`` for no stream)."""
+        try:
+            info = await self.redis.xinfo_stream(self.key)
+        except ResponseError:  # no such key
+            return "0-0"
+        last = info["last-generated-id"]
+        return last.decode() if isinstance(last, bytes) else str(last)
+
+    def subscribe(self, stream_filter: StreamFilter) -> Subscriber:
+        if self.position is None or self._stopping:
+            raise StreamUnavailable("the change feed has not been reached yet, or the server is stopping")
+        sub = Subscriber(stream_filter, self.capacity, asyncio.get_running_loop().time())
+        self._subscribers.add(sub)
+        set_sse_clients(len(self._subscribers))
+        index, keys = self._index_of(sub)
+        for key in keys:
+            index.setdefault(key, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget `sub` and free its buffer; calling it twice is harmless."""
+        sub.close()
+        if sub not in self._subscribers:
+            return
+        self._subscribers.discard(sub)
+        set_sse_clients(len(self._subscribers))
+        index, keys = self._index_of(sub)
+        for key in keys:
+            bucket = index.get(key, set())
+            bucket.discard(sub)
+            if not bucket:
+                index.pop(key, None)
+
+    def _index_of(self, sub: Subscriber) -> tuple[dict[str, set[Subscriber]], frozenset[str]]:
+        # Indexed by the most selective filter so a change only visits subscribers likely to want it.
+        if sub.filter.connection_ids:
+            return self._by_connection, sub.filter.connection_ids
+        if sub.filter.company_ids:
+            return self._by_company, sub.filter.company_ids
+        return self._unfiltered, UNFILTERED
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not (self.exiting and self.exiting()):
+            await asyncio.sleep(WATCH_SECONDS)
+            self.check(loop.time())
+        log.info("msg=stream_closing reason=server_stopping clients=%d", len(self._subscribers))
+        self._stopping = True
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
+
+    def check(self, now: float) -> None:
+        """Time out every client whose send has waited longer than the send timeout; give every
+        client idle for a heartbeat interval its heartbeat."""
+        for sub in self._subscribers:
+            if sub.sending_since:
+                if self.send_timeout_seconds and now - sub.sending_since > self.send_timeout_seconds:
+                    sub.time_out()
+            elif self.heartbeat_seconds and now - sub.last_sent >= self.heartbeat_seconds:
+                sub.beat()
+
+    async def _run(self) -> None:
+        interrupted = False
+        while not self._stopping:
+            try:
+                if self.position is None:
+                    self.position = await self.tail()
+                elif interrupted:
+                    await self._resume_after_interruption()
+                interrupted = False
+                reply = await self.redis.xread({self.key: self.position}, count=self.read_count, block=READ_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reader must outlive any failure; clients wait meanwhile
+                if self._stopping:
+                    return
+                if not interrupted:
+                    log.warning("msg=stream_reader_interrupted error=%r", f"{type(exc).__name__}: {exc}")
+                interrupted = True
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            if reply:
+                self.dispatch(reply.items() if isinstance(reply, dict) else reply)
+
+    async def _resume_after_interruption(self) -> None:
+        """If our position left the stream while Redis was away (trimmed, or a Redis that lost its
+        data), changes may have been missed: every client resets, and reading goes on from the tail."""
+        assert self.position is not None
+        if self.position == "0-0" or await self.redis.xrange(self.key, self.position, self.position, count=1):
+            return
+        tail = await self.tail()
+        if tail == self.position:
+            return
+        log.warning(
+            "msg=stream_position_lost position=%s tail=%s clients=%d", self.position, tail, len(self._subscribers)
+        )
+        for sub in self._subscribers:
+            sub.drop(STREAM_INTERRUPTED)
+        self.position = tail
+
+    def dispatch(self, reply: Iterable[Any]) -> None:
+        """Offer each entry of an XREAD reply to the matching subscribers, then wake them once."""
+        touched: set[Subscriber] = set()
+        for _stream, entries in reply:
+            for entry_id, fields in entries:
+                change = StreamChange.from_entry(entry_id, fields)
+                self.position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                if change is None:
+                    log.warning("msg=stream_entry_skipped id=%s reason=missing_fields", self.position)
+                    continue
+                for sub in self._candidates(change):
+                    if sub.filter.matches(change.company_id, change.connection_id) and not sub.lost:
+                        sub.offer(change)
+                        touched.add(sub)
+                        if sub.lost:
+                            self.overflows += 1
+                            log.info("msg=stream_client_overflow capacity=%d", sub.capacity)
+        for sub in touched:
+            sub.wake()
+
+    def _candidates(self, change: StreamChange) -> Iterable[Subscriber]:
+        yield from self._unfiltered.get("*", ())
+        yield from self._by_company.get(change.company_id, ())
+        yield from self._by_connection.get(change.connection_id, ())

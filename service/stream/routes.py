@@ -1,0 +1,246 @@
+"""`GET /v1/stream`: the change feed as server-sent events, resumable with `Last-Event-ID`.
+
+Every event's ``id:`` is the Redis Stream entry id of the change (for `snapshot` and `reset`: the
+stream's position at that moment), so a reconnecting client resumes exactly where it stopped.
+A connection goes through three steps:
+
+1. subscribe to this process's `Fanout` *first*: from here on nothing published can be missed;
+2. open with one of
+   * ``snapshot`` (no Last-Event-ID): the stream's position is read, then the ledger (a change is in
+     the database before it is in the stream, so the snapshot holds at least every change up to that
+     position);
+   * the missed changes, read from Redis (XRANGE after the given id) page by page;
+   * ``reset`` when the id is malformed, unknown or trimmed away by retention: re-read the state
+     from the JSON API, live changes follow;
+3. live: changes from the subscriber's buffer, skipping every id at or before the last one sent
+   (buffer and catch-up overlap; there is never a gap between them).
+
+A client too slow for its bounded buffer gets ``reset`` and is disconnected; `service/stream/response.py`
+writes the events to the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator
+from functools import partial
+from typing import Any
+
+from anyio import to_thread
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from schemas.errors import ApiError, ErrorCode
+from service.common.pagination import list_param
+from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id
+from service.stream.fanout import Fanout, StreamUnavailable
+from service.stream.response import ChangeStreamResponse
+from workers.ledger.tables import Connection, Sync
+from workers.ledger.views import connection_out, connection_rows_query, sync_out
+
+log = logging.getLogger("synctrack.stream")
+
+HEARTBEAT = b": heartbeat\n\n"
+"""A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""
+CATCH_UP_PAGE = 500
+"""Missed changes read from Redis per XRANGE."""
+SNAPSHOT_LIMIT = 10_000
+"""Most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true."""
+RESET_DETAIL = {
+    "last_event_id_not_found": "Last-Event-ID is not in the stream (unknown, or older than the retention window)",
+    SLOW_CLIENT: "the client read too slowly and its buffer overflowed",
+    "stream_interrupted": "the change feed was interrupted and changes may have been missed",
+}
+
+
+def frame(event_id: str, name: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body, separators=(",", ":"))
+    return f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
+
+
+def reset_frame(position: str, reason: str) -> bytes:
+    detail = RESET_DETAIL.get(reason, reason) + "; re-read the state from the JSON API"
+    return frame(position, "reset", {"reason": reason, "detail": detail, "event_id": None})
+
+
+def load_snapshot(engine: Engine, stream_filter: StreamFilter) -> dict[str, Any]:
+    """The filtered connections and active syncs, as the JSON API shows them."""
+    connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
+    syncs = select(Sync).where(Sync.phase == "active")
+    syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)
+    if stream_filter.company_ids:
+        connections = connections.where(col(Connection.company_id).in_(stream_filter.company_ids))
+        syncs = syncs.where(col(Sync.company_id).in_(stream_filter.company_ids))
+    if stream_filter.connection_ids:
+        connections = connections.where(col(Connection.id).in_(stream_filter.connection_ids))
+        syncs = syncs.where(col(Sync.connection_id).in_(stream_filter.connection_ids))
+    with Session(engine) as session:
+        connection_rows = session.exec(connections).all()
+        sync_rows = session.exec(syncs).all()
+    return {
+        "connections": [
+            connection_out(conn, name, bool(active)).model_dump(mode="json")
+            for conn, name, active in connection_rows[:SNAPSHOT_LIMIT]
+        ],
+        "syncs": [sync_out(row).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
+        "truncated": len(connection_rows) > SNAPSHOT_LIMIT or len(sync_rows) > SNAPSHOT_LIMIT,
+        "event_id": None,
+    }
+
+
+async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
+    """Where a client that last saw `last_event_id` resumes; None when it must reset.
+
+    An id resumes when it is still in the stream (trimming only removes the oldest entries, so every
+    later one is there too), or is the stream's newest id, or is ``0-0`` on a stream never trimmed
+    (a snapshot of an empty stream). Anything else may hide a gap.
+    """
+    if not STREAM_ID.fullmatch(last_event_id):
+        return None
+    if await fanout.redis.xrange(fanout.key, last_event_id, last_event_id, count=1):
+        return last_event_id
+    try:
+        info = await fanout.redis.xinfo_stream(fanout.key)
+    except ResponseError:  # no stream yet
+        return last_event_id if last_event_id == "0-0" else None
+    newest = info["last-generated-id"]
+    if last_event_id == (newest.decode() if isinstance(newest, bytes) else str(newest)):
+        return last_event_id
+    if last_event_id == "0-0" and info.get("entries-added") == info.get("length"):
+        return last_event_id
+    return None
+
+
+async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange], str, bool]:
+    """One page of changes after `position`: (changes, new position, whether more may follow)."""
+    entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
+    changes = []
+    for entry_id, fields in entries:
+        position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        change = StreamChange.from_entry(entry_id, fields)
+        if change is not None:
+            changes.append(change)
+    return changes, position, len(entries) == CATCH_UP_PAGE
+
+
+async def events(
+    fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None
+) -> AsyncGenerator[bytes, None]:
+    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
+
+    Heartbeats are written here, between changes, when the fan-out's watchdog says one is due. No
+    local outlives its step (the snapshot, a catch-up page): this frame lives as long as the client."""
+    try:
+        if opening == "snapshot":
+            yield frame(position, "snapshot", await to_thread.run_sync(load_snapshot, engine, sub.filter))
+        elif opening is not None:
+            yield reset_frame(position, opening)
+        else:
+            change: StreamChange | None = None
+            more = True
+            while more:
+                try:
+                    async with fanout.redis_slots:
+                        changes, position, more = await read_after(fanout, position)
+                except RedisError as exc:
+                    # Ending the stream is safe: the client reconnects with the last id it received.
+                    log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
+                    return
+                for change in changes:
+                    if sub.filter.matches(change.company_id, change.connection_id):
+                        yield change.frame
+                if sub.lost == SLOW_CLIENT:
+                    # Dropped while catching up: those changes are still in Redis, read on.
+                    sub.restart()
+                    more = True
+            changes, change = [], None
+        last = parse_id(position)
+        while True:
+            item = await sub.next()
+            if item is False:
+                yield HEARTBEAT
+                continue
+            if item is None:
+                if sub.lost:
+                    yield reset_frame(fanout.position or position, sub.lost)
+                return
+            if item.key > last:
+                last = item.key
+                yield item.frame
+    finally:
+        fanout.unsubscribe(sub)
+
+
+async def stream(request: Request) -> Response:
+    fanout: Fanout = request.app.state.fanout
+    stream_filter = StreamFilter(
+        frozenset(list_param(request, "company_id")), frozenset(list_param(request, "connection_id"))
+    )
+    # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
+    last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    try:
+        sub = fanout.subscribe(stream_filter)
+    except StreamUnavailable:
+        raise unavailable() from None
+    opening: str | None
+    try:
+        if last_event_id is None:
+            async with fanout.redis_slots:
+                position, opening = await fanout.tail(), "snapshot"
+        else:
+            async with fanout.redis_slots:
+                point = await resume_point(fanout, last_event_id.strip())
+                position, opening = (point, None) if point else (await fanout.tail(), "last_event_id_not_found")
+    except RedisError as exc:
+        fanout.unsubscribe(sub)
+        log.warning("msg=stream_unavailable error=%r", f"{type(exc).__name__}: {exc}")
+        raise unavailable() from None
+    if opening is not None:
+        # The opening event covers everything up to `position`: none of it needs buffering.
+        sub.skip_through = parse_id(position)
+    log.info(
+        "msg=stream_open companies=%d connections=%d opening=%s position=%s clients=%d",
+        len(stream_filter.company_ids),
+        len(stream_filter.connection_ids),
+        opening or "resume",
+        position,
+        fanout.subscriber_count,
+    )
+    return ChangeStreamResponse(
+        events(fanout, sub, request.app.state.engine, position, opening),
+        sub=sub,
+        release=partial(fanout.unsubscribe, sub),
+    )
+
+
+def unavailable() -> ApiError:
+    return ApiError(
+        503, ErrorCode.STREAM_UNAVAILABLE, "the change feed (Redis) is not reachable", headers={"Retry-After": "1"}
+    )
+
+
+async def stream_status(request: Request) -> JSONResponse:
+    """This process's share of the stream: connected clients, buffered changes, the reader."""
+    fanout: Fanout = request.app.state.fanout
+    return JSONResponse(
+        {
+            "clients": fanout.subscriber_count,
+            "buffered": fanout.buffered,
+            "overflows": fanout.overflows,
+            "reader": "running" if fanout.running else "stopped",
+            "position": fanout.position,
+            "tasks": len(asyncio.all_tasks()),
+        }
+    )
+
+
+routes = [
+    Route("/v1/stream", stream, methods=["GET"]),
+    Route("/v1/stream/status", stream_status, methods=["GET"]),
+]

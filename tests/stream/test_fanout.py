@@ -1,0 +1,324 @@
+"""The per-process reader and its subscribers, against the real Redis (and the embedded one)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio
+
+from service.stream.client import SLOW_CLIENT, STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
+from service.stream.fanout import Fanout, StreamUnavailable
+from service.stream.routes import resume_point
+from workers.ledger.changes import ChangeFeed, FeedEntry, stream_key
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test())
+
+
+def entry(company: str = "co-1", connection: str = "conn-1", name: str = "connection.updated") -> FeedEntry:
+    return FeedEntry(name, company, connection, {"id": connection, "event_id": "msg_1"})
+
+
+async def publish(client: redis.asyncio.Redis, namespace: str, *entries: FeedEntry) -> list[str]:
+    ids = []
+    for item in entries:
+        raw = await client.xadd(stream_key(namespace), item.fields())  # type: ignore[arg-type]
+        ids.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+    return ids
+
+
+async def received(sub: Subscriber, count: int, timeout: float = 5) -> list[StreamChange]:
+    changes = []
+    for _ in range(count):
+        change = await asyncio.wait_for(sub.next(), timeout)
+        assert isinstance(change, StreamChange)
+        changes.append(change)
+    return changes
+
+
+async def settle(predicate: Callable[[], Any], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.redis
+def test_each_subscriber_receives_exactly_the_changes_its_filter_matches(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=100)
+        await fanout.start()
+        everything = fanout.subscribe(StreamFilter())
+        company = fanout.subscribe(StreamFilter(company_ids=frozenset({"co-1"})))
+        connections = fanout.subscribe(StreamFilter(connection_ids=frozenset({"conn-2", "conn-3"})))
+        both = fanout.subscribe(StreamFilter(frozenset({"co-2"}), frozenset({"conn-3"})))
+        ids = await publish(
+            client,
+            namespace,
+            entry("co-1", "conn-1"),
+            entry("co-1", "conn-2"),
+            entry("co-2", "conn-3"),
+            entry("co-3", "conn-3"),
+        )
+        assert [c.id for c in await received(everything, 4)] == ids
+        assert [c.id for c in await received(company, 2)] == ids[:2]
+        assert [c.id for c in await received(connections, 3)] == ids[1:]
+        assert [c.id for c in await received(both, 1)] == [ids[2]]
+        for sub in (everything, company, connections, both):
+            assert sub.depth == 0
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_a_change_becomes_one_sse_frame_with_the_stream_id_and_the_published_data(
+    redis_url: str, namespace: str
+) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=10)
+        await fanout.start()
+        sub = fanout.subscribe(StreamFilter())
+        [entry_id] = await publish(client, namespace, entry(name="sync.started"))
+        [change] = await received(sub, 1)
+        id_line, event_line, data_line, *_ = change.frame.decode().split("\n")
+        assert id_line == f"id: {entry_id}"
+        assert event_line == "event: sync.started"
+        assert json.loads(data_line.removeprefix("data: ")) == {"id": "conn-1", "event_id": "msg_1"}
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_the_reader_starts_at_the_tail_and_never_hands_out_older_changes(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        await publish(client, namespace, entry(), entry())
+        fanout = Fanout(client, namespace, capacity=10)
+        await fanout.start()
+        sub = fanout.subscribe(StreamFilter())
+        [new] = await publish(client, namespace, entry())
+        assert [c.id for c in await received(sub, 1)] == [new]
+        assert sub.depth == 0
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_a_full_buffer_is_emptied_and_its_subscriber_told_it_lost_changes(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=3)
+        await fanout.start()
+        slow = fanout.subscribe(StreamFilter())
+        keeping_up = fanout.subscribe(StreamFilter())
+        ids = await publish(client, namespace, *[entry() for _ in range(3)])
+        assert [c.id for c in await received(keeping_up, 3)] == ids
+        more = await publish(client, namespace, entry())
+        assert [c.id for c in await received(keeping_up, 1)] == more
+        await settle(lambda: slow.lost is not None)
+        assert slow.lost == SLOW_CLIENT
+        assert slow.depth == 0
+        assert await slow.next() is None
+        assert fanout.overflows == 1
+        assert keeping_up.lost is None
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_unsubscribing_and_stopping_leave_no_subscriber_buffer_or_task_behind(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=10)
+        await fanout.start()
+        before = len(asyncio.all_tasks())
+        filters = [StreamFilter(), StreamFilter(frozenset({"co-1"})), StreamFilter(connection_ids=frozenset({"c"}))]
+        subs = [fanout.subscribe(filters[i % 3]) for i in range(30)]
+        waiters = [asyncio.create_task(sub.next()) for sub in subs]
+        assert fanout.subscriber_count == 30
+        for sub in subs:
+            fanout.unsubscribe(sub)
+            fanout.unsubscribe(sub)
+        assert await asyncio.gather(*waiters) == [None] * 30
+        assert fanout.subscriber_count == 0
+        await publish(client, namespace, entry("co-1", "c"))
+        await asyncio.sleep(0.2)
+        assert fanout.buffered == 0
+        assert len(asyncio.all_tasks()) == before
+        await fanout.stop()
+        assert not fanout.running
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_a_client_resumes_from_an_id_still_in_the_stream_and_resets_otherwise(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=10)
+        assert await resume_point(fanout, "0-0") == "0-0"
+        assert await resume_point(fanout, "12-0") is None
+        ids = await publish(client, namespace, *[entry() for _ in range(5)])
+        assert await resume_point(fanout, ids[1]) == ids[1]
+        assert await resume_point(fanout, "0-0") == "0-0"
+        assert await resume_point(fanout, "not-an-id") is None
+        assert await resume_point(fanout, "99999999999999-0") is None
+        await client.xtrim(stream_key(namespace), minid=ids[3], approximate=False)
+        assert await resume_point(fanout, ids[1]) is None
+        assert await resume_point(fanout, "0-0") is None
+        assert await resume_point(fanout, ids[3]) == ids[3]
+        await client.xtrim(stream_key(namespace), maxlen=0, approximate=False)
+        assert await resume_point(fanout, ids[4]) == ids[4]
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_clients_reset_when_the_readers_position_vanished_from_redis(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=10)
+        [first] = await publish(client, namespace, entry())
+        await fanout.start()
+        sub = fanout.subscribe(StreamFilter())
+        await client.delete(stream_key(namespace))  # a Redis that restarted without its data
+        [second] = await publish(client, namespace, entry())
+        fanout.position = first
+        await fanout._resume_after_interruption()
+        assert sub.lost == STREAM_INTERRUPTED
+        assert fanout.position == second
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+def test_the_embedded_redis_wakes_the_reader_when_a_worker_thread_publishes() -> None:
+    """fakeredis's blocking XREAD works across threads, so embedded mode needs no polling."""
+
+    async def scenario() -> None:
+        server = fakeredis.FakeServer()
+        fanout = Fanout(fakeredis.FakeAsyncRedis(server=server), "dev", capacity=10)
+        await fanout.start()
+        sub = fanout.subscribe(StreamFilter())
+        feed = ChangeFeed(fakeredis.FakeRedis(server=server), "dev", 1000, 3600)
+        started = time.monotonic()
+        threading.Timer(0.2, feed.publish, args=[[entry(name="sync.completed")]]).start()
+        [change] = await received(sub, 1, timeout=2)
+        assert b"event: sync.completed" in change.frame
+        assert time.monotonic() - started < 1.0
+        await fanout.stop()
+
+    run(scenario)
+
+
+def test_subscribing_before_the_stream_is_reachable_is_refused() -> None:
+    fanout = Fanout(redis.asyncio.Redis(port=1), "none", capacity=1)
+    with pytest.raises(StreamUnavailable):
+        fanout.subscribe(StreamFilter())
+
+
+@pytest.mark.redis
+def test_clients_are_let_go_and_new_ones_refused_once_the_server_starts_to_stop(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        stopping = False
+        fanout = Fanout(client, namespace, capacity=10, exiting=lambda: stopping)
+        await fanout.start()
+        sub = fanout.subscribe(StreamFilter())
+        waiting = asyncio.create_task(sub.next())
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        stopping = True
+        assert await asyncio.wait_for(waiting, 2) is None
+        assert fanout.subscriber_count == 0
+        with pytest.raises(StreamUnavailable):
+            fanout.subscribe(StreamFilter())
+        await fanout.stop()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        await client.aclose()
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_the_watchdog_gives_idle_clients_heartbeats_and_stops_stuck_sends(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=10, heartbeat_seconds=0.3, send_timeout_seconds=0.6)
+        await fanout.start()
+        idle = fanout.subscribe(StreamFilter())
+        started = time.monotonic()
+        assert await asyncio.wait_for(idle.next(), 2) is False
+        assert 0.3 <= time.monotonic() - started < 1.5
+
+        stuck = fanout.subscribe(StreamFilter())
+
+        async def blocked_send() -> None:
+            stuck.sending_since = asyncio.get_running_loop().time()
+            await asyncio.sleep(60)
+
+        stuck.task = asyncio.create_task(blocked_send())
+        await asyncio.wait({stuck.task}, timeout=3)
+        assert stuck.task.cancelled()
+        assert stuck.timed_out
+        assert not idle.timed_out
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
+def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
+    async def scenario() -> None:
+        sub = Subscriber(StreamFilter(), capacity=5, now=0.0)
+        sub.skip_through = (100, 1)
+        for ident in ("100-0", "100-1", "100-2", "101-0"):
+            change = StreamChange.from_entry(ident, {"event": "sync.started", "data": "{}"})
+            assert change is not None
+            sub.offer(change)
+        assert [c.id for c in [await sub.next(), await sub.next()] if isinstance(c, StreamChange)] == [
+            "100-2",
+            "101-0",
+        ]
+        sub.close()
+        assert await sub.next() is None
+
+    run(scenario)
+
+
+@pytest.mark.redis
+def test_the_feed_trims_changes_older_than_the_retention_window(redis_url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    key = stream_key(namespace)
+    two_hours_ago = int((time.time() - 7200) * 1000)
+    for seq in range(500):
+        client.xadd(key, entry().fields(), id=f"{two_hours_ago}-{seq}")  # type: ignore[arg-type]
+    ChangeFeed(client, namespace, max_changes=100_000, retention_seconds=3600).publish([entry()])
+    remaining: Any = client.xrange(key)
+    old = [entry_id for entry_id, _ in remaining if entry_id.decode().startswith(str(two_hours_ago))]
+    # Trimming is approximate (whole radix-tree nodes of up to 100 entries), never more than asked.
+    assert len(old) < 100
+    assert remaining[-1][0].decode() > f"{two_hours_ago}-499"

@@ -1,0 +1,52 @@
+"""`synctrack demo`: a newcomer sees companies appear and syncs start and finish within a minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.services import ServiceProcess, free_port, wait_for, wait_until_healthy
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_demo_shows_companies_and_syncs_that_start_and_finish(tmp_path: Path) -> None:
+    port, fake_port = free_port(), free_port()
+    demo = ServiceProcess(
+        [
+            "demo",
+            *("--port", str(port), "--fake-port", str(fake_port), "--companies", "2"),
+            *("--sync-seconds", "1", "--traffic-every", "1", "--action-every", "1.5", "--failure-rate", "0"),
+            *("--database", str(tmp_path / "demo.db")),
+        ],
+        {},
+        tmp_path,
+        "demo",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, demo)
+        with httpx.Client(base_url=base, timeout=10) as api:
+            companies = wait_for(lambda: len(items := api.get("/v1/companies").json()["items"]) == 2 and items)
+
+            def synced_connections() -> list[dict[str, Any]]:
+                found = []
+                for company in companies:
+                    for conn in api.get(f"/v1/companies/{company['id']}/connections").json()["items"]:
+                        if conn["last_successful_sync_at"]:
+                            found.append(conn)
+                return found
+
+            wait_for(lambda: len(synced_connections()) >= 3, timeout=40, message="initial reads finished")
+
+            def confirmed_refresh() -> bool:
+                audit = api.get("/v1/audit", params={"action": "refresh"}).json()["items"]
+                return any(a["result"] == "accepted" and a["confirmed_by_event_id"] for a in audit)
+
+            wait_for(confirmed_refresh, timeout=40, message="a refresh clicked through the API finished")
+    finally:
+        demo.stop()
+    assert "Synctrack demo on" in demo.output()

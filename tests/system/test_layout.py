@@ -1,0 +1,30 @@
+"""The package layout's rules, checked the way CI checks them: `lint-imports` against `.importlinter`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_import_contract_is_kept() -> None:
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[test]')")
+    result = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_no_module_names_a_file_outside_the_repository() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for top in ("service", "workers", "schemas", "fakecodat")
+        for path in (ROOT / top).rglob("*.py")
+        if "DESIGN.md" in path.read_text()
+    ]
+    assert offenders == []

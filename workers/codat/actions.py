@@ -1,0 +1,232 @@
+"""What an action's answer from Codat does to the ledger — one transaction each, through the fold.
+
+An action is recorded only after Codat accepted it (a refused action leaves an audit row with
+result `failed` and changes nothing else). Its effect is an `Event` with source `action`, named
+``audit:{record id}`` so a sync or change can be traced to its audit record, folded by the same
+`workers.ledger.store.fold_event` as every webhook:
+
+* refresh — each pull operation Codat returned is a sync in phase `active` keyed by its dataset id;
+  a refresh of everything that returned none records one ``*`` sync per linked connection, which the
+  next result of that connection closes;
+* unlink — the connection object Codat returned (status `Unlinked`); history stays;
+* delete — the connection is marked deleted: the fold drops its syncs and data types, and the raw
+  webhook bodies about it are erased. The audit record stays.
+
+The functions block (SQL): the web side calls them through a thread pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from schemas.codat import PullOperation, connection_facts
+from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
+from workers.ledger.audit import match_stored_confirmation, new_record
+from workers.ledger.changes import FeedEntry, render
+from workers.ledger.erase import erase_raw_events
+from workers.ledger.fold import Change, ConnectionSlice
+from workers.ledger.rows import SyncRow
+from workers.ledger.store import fold_event
+from workers.ledger.tables import AuditRecord, Company, Connection
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    record: AuditRecord
+    syncs: list[SyncRow]
+    """Syncs the action started, as folded."""
+    connection_id: str | None
+    entries: list[FeedEntry]
+    """What to publish on the change feed once committed."""
+
+
+def find_connection(engine: Engine, connection_id: str) -> Connection | None:
+    with Session(engine) as session:
+        return session.get(Connection, connection_id)
+
+
+def _fold(session: Session, event: Event) -> tuple[list[Change], dict[str, ConnectionSlice], list[FeedEntry]]:
+    changes, slices = fold_event(session, event)
+    company = session.get(Company, event.company_id) if event.company_id else None
+    return changes, slices, render(changes, slices, event, company.name if company else None)
+
+
+def record_failure(
+    engine: Engine,
+    *,
+    action: str,
+    actor: str | None,
+    at: datetime,
+    company_id: str,
+    connection_id: str | None,
+    data_type: str | None,
+    codat_status: int | None,
+    detail: str,
+) -> AuditRecord:
+    """Record an action Codat refused or never answered; nothing else changes."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        return new_record(
+            session,
+            action=action,
+            actor=actor,
+            at=at,
+            company_id=company_id,
+            connection_id=connection_id,
+            data_type=data_type,
+            result="failed",
+            codat_status=codat_status,
+            detail=detail,
+        )
+
+
+def _linked_connections(session: Session, company_id: str) -> list[str]:
+    query = select(Connection.id).where(
+        Connection.company_id == company_id, Connection.status == "Linked", col(Connection.deleted_at).is_(None)
+    )
+    return sorted(session.exec(query).all())
+
+
+def record_refresh(
+    engine: Engine,
+    *,
+    actor: str | None,
+    at: datetime,
+    company_id: str,
+    data_type: str | None,
+    connection_id: str | None,
+    codat_status: int,
+    operations: list[PullOperation],
+) -> ActionResult:
+    """Record a refresh Codat accepted and start its syncs (phase `active`, source `action`)."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        ids = ", ".join(op.id for op in operations)
+        record = new_record(
+            session,
+            action="refresh",
+            actor=actor,
+            at=at,
+            company_id=company_id,
+            connection_id=connection_id or (operations[0].connection_id if len(operations) == 1 else None),
+            data_type=data_type,
+            result="accepted",
+            codat_status=codat_status,
+            detail=f"pull operations: {ids}" if ids else "Codat queued every data type of every linked connection",
+        )
+        event_id = f"audit:{record.id}"
+        facts = [op.sync_fact() for op in operations if op.company_id == company_id]
+        if not operations:
+            targets = [connection_id] if connection_id else _linked_connections(session, company_id)
+            facts = [SyncFact(c, ANY_DATA_TYPE, "Queued", f"{event_id}:{c}:*", requested_at=at) for c in targets]
+        event = Event(
+            id=event_id,
+            event_type="action.refresh",
+            generated_at=at,
+            company_id=company_id,
+            syncs=tuple(facts),
+            source="action",
+        )
+        changes, _, entries = _fold(session, event)
+        match_stored_confirmation(session, record)
+    started = [change.sync for change in changes if change.kind == "sync.started" and change.sync is not None]
+    return ActionResult(record, started, record.connection_id, entries)
+
+
+def _record_connection_action(
+    session: Session,
+    *,
+    action: str,
+    actor: str | None,
+    at: datetime,
+    answered_at: datetime,
+    connection: Connection,
+    codat_status: int,
+    detail: str,
+    facts: ConnectionFacts,
+) -> tuple[AuditRecord, list[FeedEntry]]:
+    """Audit an accepted action on one connection and fold what Codat said became of it."""
+    record = new_record(
+        session,
+        action=action,
+        actor=actor,
+        at=at,
+        company_id=connection.company_id,
+        connection_id=connection.id,
+        data_type=None,
+        result="accepted",
+        codat_status=codat_status,
+        detail=detail,
+    )
+    event = Event(
+        id=f"audit:{record.id}",
+        event_type=f"action.{action}",
+        generated_at=answered_at,
+        company_id=connection.company_id,
+        connections=(facts,),
+        source="action",
+    )
+    _, _, entries = _fold(session, event)
+    match_stored_confirmation(session, record)
+    return record, entries
+
+
+def record_unlink(
+    engine: Engine,
+    *,
+    actor: str | None,
+    at: datetime,
+    answered_at: datetime,
+    connection: Connection,
+    codat_status: int,
+    answer: dict[str, Any],
+) -> ActionResult:
+    """Record an unlink Codat accepted; fold the connection it returned (history is kept)."""
+    try:
+        facts = connection_facts(answer)
+    except ValueError:
+        facts = ConnectionFacts(id=connection.id)
+    if facts.id != connection.id or facts.status is None:
+        facts = replace(facts, id=connection.id, status="Unlinked")
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        record, entries = _record_connection_action(
+            session,
+            action="unlink",
+            actor=actor,
+            at=at,
+            answered_at=answered_at,
+            connection=connection,
+            codat_status=codat_status,
+            detail=f"Codat reports the connection {facts.status}",
+            facts=facts,
+        )
+    return ActionResult(record, [], connection.id, entries)
+
+
+def record_delete(
+    engine: Engine,
+    *,
+    actor: str | None,
+    at: datetime,
+    answered_at: datetime,
+    connection: Connection,
+    codat_status: int,
+) -> ActionResult:
+    """Record a delete Codat accepted: mark the connection deleted, drop its history and raw bodies."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        record, entries = _record_connection_action(
+            session,
+            action="delete",
+            actor=actor,
+            at=at,
+            answered_at=answered_at,
+            connection=connection,
+            codat_status=codat_status,
+            detail="connection deleted in Codat; its sync history and stored webhook bodies were removed",
+            facts=ConnectionFacts(id=connection.id, deleted=True),
+        )
+        erase_raw_events(session, connection.id)
+    return ActionResult(record, [], connection.id, entries)

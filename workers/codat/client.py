@@ -1,0 +1,288 @@
+"""A thin typed client for the handful of Codat API calls Synctrack makes (listed in README, "Codat API calls").
+
+One `httpx.AsyncClient` per process (the app builds it in its lifespan): connection pooling,
+timeouts, ``Authorization: Basic <SYNCTRACK_CODAT_API_KEY>``.
+
+Retry rule — a retry must never double an action:
+
+* idempotent calls (GET, PATCH status, DELETE) are retried on network errors, timeouts, 429 and
+  5xx, with exponential backoff and jitter; a DELETE that answers 404 after an attempt whose outcome
+  was unknown counts as done (the earlier attempt deleted it);
+* non-idempotent calls (POST ``data/all``, POST ``data/queue/{dataType}``) are retried only when
+  the request surely did not reach Codat — the connection could not be opened (connect error,
+  connect or pool timeout) — or when Codat answered 429 or 503, which it does before processing
+  a request. A read timeout or a 500 after sending may have queued the refresh: it is not retried,
+  the caller gets `codat_unavailable` and reconciliation picks up whatever did happen;
+* a 429 (or 503) waits what `Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`;
+  a longer wait is not made, the caller gets 503 with that `Retry-After`.
+
+Every failure becomes a `CodatError` (an `ApiError`, so the app answers it as it stands; the mapping
+is in `workers.codat.errors`) carrying Codat's HTTP status for the audit log. The API key is never
+logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from schemas.codat import page_results
+from schemas.errors import ErrorCode
+from schemas.settings import Settings
+from workers.codat.errors import KEY_SETTING, CodatError, map_failure, retry_after_seconds
+from workers.runtime.metrics import record_codat_call
+
+log = logging.getLogger("synctrack.codat")
+
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport errors raised before a single byte of the request reached Codat."""
+ANSWERED_BEFORE_PROCESSING = (429, 503)
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 4
+    base_delay: float = 0.25
+    """Seconds before the first retry; doubles each attempt, capped at `max_delay`."""
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with jitter: between half and all of ``base * 2**attempt``."""
+        ceiling = min(self.max_delay, self.base_delay * (2.0**attempt))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class CodatClient:
+    """Codat's API over one pooled `httpx.AsyncClient`. Every method raises `CodatError` on failure."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 15.0,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._key = api_key
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Basic {api_key}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> CodatClient:
+        policy = RetryPolicy(
+            max_retries=settings.codat_max_retries, max_retry_after=settings.codat_max_retry_after_seconds
+        )
+        return cls(
+            settings.codat_base_url,
+            settings.codat_api_key,
+            timeout=settings.codat_timeout_seconds,
+            policy=policy,
+            **kwargs,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> CodatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # Connections -------------------------------------------------------------------------------
+
+    async def list_connections(self, company_id: str) -> list[dict[str, Any]]:
+        """Every connection of a company (pages through Codat's paged list)."""
+        return await self._all_pages(f"/companies/{company_id}/connections", f"company {company_id!r}")
+
+    async def get_connection(self, company_id: str, connection_id: str) -> dict[str, Any]:
+        target = f"connection {connection_id!r} of company {company_id!r}"
+        response = await self._call("GET", f"/companies/{company_id}/connections/{connection_id}", target)
+        return self._json_object(response, target)
+
+    async def unlink_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
+        """PATCH status `Unlinked`: Codat deauthorises and keeps the data. Returns (status, connection)."""
+        target = f"connection {connection_id!r} of company {company_id!r}"
+        path = f"/companies/{company_id}/connections/{connection_id}"
+        response = await self._call("PATCH", path, target, json={"status": "Unlinked"})
+        return response.status_code, self._json_object(response, target)
+
+    async def delete_connection(self, company_id: str, connection_id: str) -> int:
+        """DELETE the connection (irreversible). Returns Codat's HTTP status."""
+        target = f"connection {connection_id!r} of company {company_id!r}"
+        path = f"/companies/{company_id}/connections/{connection_id}"
+        response = await self._call("DELETE", path, target, missing_means_done=True)
+        return response.status_code
+
+    # Data ----------------------------------------------------------------------------------------
+
+    async def refresh_all(self, company_id: str) -> tuple[int, list[dict[str, Any]]]:
+        """Queue every data type of every connection. Codat answers 204 (no pull operations) or,
+        in some versions, the operations it queued. Returns (Codat's status, operations)."""
+        response = await self._call(
+            "POST", f"/companies/{company_id}/data/all", f"company {company_id!r}", idempotent=False
+        )
+        if response.status_code == 204 or not response.content:
+            return response.status_code, []
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        items = body.get("results") if isinstance(body, dict) else body
+        return response.status_code, [item for item in items or [] if isinstance(item, dict)]
+
+    async def refresh_data_type(
+        self, company_id: str, data_type: str, connection_id: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Queue one data type; returns (Codat's status, the pull operation)."""
+        target = f"data type {data_type!r} of company {company_id!r}"
+        params = {"connectionId": connection_id} if connection_id else None
+        response = await self._call(
+            "POST", f"/companies/{company_id}/data/queue/{data_type}", target, idempotent=False, params=params
+        )
+        return response.status_code, self._json_object(response, target)
+
+    async def pull_operations(
+        self, company_id: str, page: int = 1, page_size: int = PAGE_SIZE, order_by: str = "-requested"
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page (1-based) of the company's pull-operation history, newest first by default."""
+        params = {"page": str(page), "pageSize": str(page_size), "orderBy": order_by}
+        path = f"/companies/{company_id}/data/history"
+        response = await self._call("GET", path, f"company {company_id!r}", params=params)
+        results, total = page_results(response.json())
+        return [r for r in results if isinstance(r, dict)], total
+
+    async def pull_operation(self, company_id: str, dataset_id: str) -> dict[str, Any]:
+        target = f"pull operation {dataset_id!r} of company {company_id!r}"
+        response = await self._call("GET", f"/companies/{company_id}/data/history/{dataset_id}", target)
+        return self._json_object(response, target)
+
+    async def data_status(self, company_id: str) -> dict[str, Any]:
+        target = f"company {company_id!r}"
+        response = await self._call("GET", f"/companies/{company_id}/dataStatus", target)
+        return self._json_object(response, target)
+
+    # Transport -----------------------------------------------------------------------------------
+
+    async def _all_pages(self, path: str, target: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            params = {"page": str(page), "pageSize": str(PAGE_SIZE)}
+            response = await self._call("GET", path, target, params=params)
+            results, total = page_results(response.json())
+            items.extend(r for r in results if isinstance(r, dict))
+            if not results or len(results) < PAGE_SIZE or (total is not None and len(items) >= total):
+                return items
+            page += 1
+
+    def _json_object(self, response: httpx.Response, target: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise CodatError(
+                502, ErrorCode.CODAT_ERROR, f"Codat's answer for {target} is not a JSON object", response.status_code
+            )
+        return body
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        target: str,
+        *,
+        idempotent: bool = True,
+        missing_means_done: bool = False,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        if not self._key:
+            raise CodatError(502, ErrorCode.CODAT_AUTH_FAILED, f"{KEY_SETTING} is not set, so Codat cannot be called")
+        attempt, outcome_unknown = 0, False
+        path = safe_path(path)
+        while True:
+            started = time.monotonic()
+            try:
+                response = await self._http.request(method, path, params=params, json=json)
+            except httpx.TransportError as exc:
+                record_codat_call("timeout" if isinstance(exc, httpx.TimeoutException) else "error")
+                sent = not isinstance(exc, NOT_SENT)
+                log.warning(
+                    "codat_call method=%s path=%s error=%s attempt=%d", method, path, type(exc).__name__, attempt + 1
+                )
+                if (idempotent or not sent) and attempt < self.policy.max_retries:
+                    outcome_unknown = outcome_unknown or sent
+                    await self._sleep(self.policy.backoff(attempt, self._rng))
+                    attempt += 1
+                    continue
+                raise self._unreachable(exc, sent, idempotent, attempt + 1) from None
+            status = response.status_code
+            record_codat_call(status)
+            log.info(
+                "codat_call method=%s path=%s status=%d attempt=%d ms=%d",
+                method,
+                path,
+                status,
+                attempt + 1,
+                (time.monotonic() - started) * 1000,
+            )
+            if status < 400:
+                return response
+            if status == 404 and missing_means_done and outcome_unknown:
+                return response
+            wait = self._retry_wait(response, idempotent, attempt)
+            if wait is None:
+                raise map_failure(response, target, attempt + 1)
+            outcome_unknown = outcome_unknown or status not in ANSWERED_BEFORE_PROCESSING
+            await self._sleep(wait)
+            attempt += 1
+
+    def _retry_wait(self, response: httpx.Response, idempotent: bool, attempt: int) -> float | None:
+        """Seconds to wait before retrying `response`, or None when it must not be retried."""
+        status = response.status_code
+        retryable = status in ANSWERED_BEFORE_PROCESSING or (idempotent and status >= 500)
+        if not retryable or attempt >= self.policy.max_retries:
+            return None
+        if status in ANSWERED_BEFORE_PROCESSING:
+            asked = retry_after_seconds(response)
+            if asked is not None:
+                return asked if asked <= self.policy.max_retry_after else None
+        return self.policy.backoff(attempt, self._rng)
+
+    def _unreachable(self, exc: httpx.TransportError, sent: bool, idempotent: bool, attempts: int) -> CodatError:
+        if isinstance(exc, httpx.TimeoutException):
+            what = "did not answer in time"
+        else:
+            what = "could not be reached"
+        detail = f"Codat {what} ({type(exc).__name__}) after {attempts} attempt(s)"
+        if sent and not idempotent:
+            detail += "; the request may have been taken: reconciliation will record whatever Codat did"
+        return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, None, {"Retry-After": "5"})
+
+
+def safe_path(path: str) -> str:
+    """`path` with each segment percent-encoded: an id (a company id from a URL, say) can then add no
+    segment, query, `..` or control character to the request Synctrack sends to Codat."""
+    return "/".join(quote(part, safe="") if part not in (".", "..") else "%2E" * len(part) for part in path.split("/"))

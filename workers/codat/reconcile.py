@@ -1,0 +1,287 @@
+"""Reconciliation: read what Codat says now and fold it, so the ledger converges if webhooks were lost.
+
+For each company: Codat's connections (paged), its pull-operation history (newest first, paged back
+`SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and `dataStatus` (whose latest operation of each data type is
+fetched if the history pages did not include it). What differs from the ledger becomes `Event`s
+with source `reconcile`, folded by the same `workers.ledger.store.fold_events` as webhooks (one transaction
+per company):
+
+* a connection whose status or details differ → its facts, stamped with the time the read began
+  (so a webhook generated after that still wins);
+* a connection the ledger holds but Codat no longer has (list, then a GET answering 404) → deleted;
+* a pull operation → a sync keyed by its dataset id, stamped with its completion (or request) time,
+  unless the ledger already knows it: a sync with that key, or — since webhooks carry no dataset
+  id — a finished sync of the same connection and data type completed within the operation's
+  window (requested .. completed + `WEBHOOK_SLACK`).
+
+Running it twice changes nothing the second time. Calls are sequential and the Codat client honours
+`Retry-After`, so a run respects Codat's rate limits; a company that fails is reported, not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from schemas.codat import PullOperation, connection_facts, data_status, pull_operation
+from schemas.events import ConnectionFacts, Event, InvalidEnvelope
+from schemas.settings import Settings
+from schemas.statuses import phase_of
+from workers.codat.client import PAGE_SIZE, CodatClient
+from workers.codat.errors import CodatError
+from workers.ledger.changes import ChangeFeed, FeedEntry, render_changes
+from workers.ledger.erase import erase_raw_events
+from workers.ledger.rows import OPEN_PHASES
+from workers.ledger.store import fold_events
+from workers.ledger.tables import Company, Connection, Sync
+from workers.runtime.periodic import PeriodicJob
+
+if TYPE_CHECKING:
+    from workers.ledger.context import WorkerRuntime
+
+log = logging.getLogger("synctrack.reconcile")
+
+WEBHOOK_SLACK = timedelta(minutes=10)
+MAX_HISTORY_PAGES = 50
+
+
+@dataclass
+class CompanyReport:
+    company_id: str
+    connections: int = 0
+    operations: int = 0
+    folded: int = 0
+    """Events folded (what differed from the ledger)."""
+    changes: int = 0
+    """Changes the fold made (what the stream announced)."""
+    error: str | None = None
+
+    def line(self) -> str:
+        if self.error:
+            return f"company={self.company_id} result=error error={self.error!r}"
+        return (
+            f"company={self.company_id} result=ok connections={self.connections} "
+            f"operations={self.operations} folded={self.folded} changes={self.changes}"
+        )
+
+
+@dataclass(frozen=True)
+class CodatView:
+    """What Codat said about one company, read before anything is folded."""
+
+    observed_at: datetime
+    connections: list[dict[str, Any]]
+    deleted: list[str]
+    operations: list[PullOperation]
+
+
+async def read_company(client: CodatClient, engine: Engine, company_id: str, lookback: timedelta) -> CodatView:
+    observed_at = datetime.now(UTC)
+    connections = await client.list_connections(company_id)
+    known = await asyncio.to_thread(_ledger_connection_ids, engine, company_id)
+    listed = {c.get("id") for c in connections}
+    deleted = []
+    for connection_id in sorted(known - listed):
+        try:
+            connections.append(await client.get_connection(company_id, connection_id))
+        except CodatError as exc:
+            if exc.status != 404:
+                raise
+            deleted.append(connection_id)
+    operations = await _history(client, company_id, observed_at - lookback)
+    seen = {op.id for op in operations}
+    for status in data_status(await client.data_status(company_id)):
+        if status.latest_sync_id and status.latest_sync_id not in seen:
+            try:
+                operations.append(pull_operation(await client.pull_operation(company_id, status.latest_sync_id)))
+            except (CodatError, InvalidEnvelope) as exc:
+                log.warning("company=%s dataset=%s msg=unreadable error=%s", company_id, status.latest_sync_id, exc)
+            seen.add(status.latest_sync_id)
+    return CodatView(observed_at, connections, deleted, operations)
+
+
+async def _history(client: CodatClient, company_id: str, cutoff: datetime) -> list[PullOperation]:
+    operations: list[PullOperation] = []
+    for page in range(1, MAX_HISTORY_PAGES + 1):
+        results, total = await client.pull_operations(company_id, page=page, page_size=PAGE_SIZE)
+        for raw in results:
+            try:
+                operations.append(pull_operation(raw))
+            except InvalidEnvelope as exc:
+                log.warning("company=%s msg=unreadable_pull_operation error=%s", company_id, exc)
+        oldest = min((op.requested for op in operations), default=None)
+        if len(results) < PAGE_SIZE or (total is not None and page * PAGE_SIZE >= total):
+            break
+        if oldest is not None and oldest < cutoff:
+            break
+    return [op for op in operations if op.requested >= cutoff or op.completed is None or op.completed >= cutoff]
+
+
+def _ledger_connection_ids(engine: Engine, company_id: str) -> set[str]:
+    with Session(engine) as session:
+        query = select(Connection.id).where(Connection.company_id == company_id, col(Connection.deleted_at).is_(None))
+        return set(session.exec(query).all())
+
+
+def _connection_event(row: Connection | None, raw: dict[str, Any], company_id: str, at: datetime) -> Event | None:
+    try:
+        facts = connection_facts(raw)
+    except InvalidEnvelope:
+        return None
+    if row is not None and row.deleted_at is not None:
+        return None
+    status_differs = row is None or (facts.status is not None and row.status != facts.status)
+    details_differ = row is None or (
+        (row.platform_key, row.platform_name, row.source_type, row.link_url, row.connection_info or None)
+        != (facts.platform_key, facts.platform_name, facts.source_type, facts.link_url, facts.metadata or None)
+        or (row.errors or []) != list(facts.errors or [])
+    )
+    if not status_differs and not details_differ:
+        return None
+    if not details_differ:
+        facts = ConnectionFacts(id=facts.id, status=facts.status)
+    elif not status_differs:
+        facts = replace(facts, status=None)
+    event_id = f"reconcile:{facts.id}:{at.isoformat()}"
+    return Event(event_id, "reconcile.connection", at, company_id, connections=(facts,), source="reconcile")
+
+
+def _known(session: Session, op: PullOperation) -> bool:
+    existing = session.get(Sync, op.id)
+    if existing is not None and (existing.phase not in OPEN_PHASES or phase_of(op.status) == "active"):
+        return True
+    if phase_of(op.status) == "active":
+        return False
+    until = (op.completed or op.requested) + WEBHOOK_SLACK
+    covered = select(Sync.id).where(
+        Sync.connection_id == op.connection_id,
+        Sync.data_type == op.data_type,
+        col(Sync.phase).not_in(OPEN_PHASES),
+        col(Sync.completed_at) >= op.requested,
+        col(Sync.completed_at) <= until,
+    )
+    return session.exec(covered.limit(1)).first() is not None
+
+
+def _deleted_event(connection_id: str, company_id: str, at: datetime) -> Event:
+    facts = ConnectionFacts(id=connection_id, deleted=True)
+    return Event(
+        f"reconcile:{connection_id}:deleted",
+        "reconcile.connection",
+        at,
+        company_id,
+        connections=(facts,),
+        source="reconcile",
+    )
+
+
+def _operation_event(op: PullOperation) -> Event:
+    finished = phase_of(op.status) != "active"
+    at = (op.completed or op.requested) if finished else op.requested
+    return Event(
+        f"reconcile:{op.id}:{op.status}",
+        "reconcile.pull_operation",
+        at,
+        op.company_id,
+        syncs=(op.sync_fact(),),
+        source="reconcile",
+    )
+
+
+def apply_view(engine: Engine, company_id: str, view: CodatView) -> tuple[int, list[FeedEntry]]:
+    """Fold what differs, in one transaction; returns (events folded, feed entries)."""
+    entries: list[FeedEntry] = []
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        rows = {
+            row.id: row for row in session.exec(select(Connection).where(Connection.company_id == company_id)).all()
+        }
+        events = [_deleted_event(c, company_id, view.observed_at) for c in view.deleted]
+        for raw in view.connections:
+            event = _connection_event(rows.get(str(raw.get("id"))), raw, company_id, view.observed_at)
+            if event is not None:
+                events.append(event)
+        gone = set(view.deleted) | {c for c, row in rows.items() if row.deleted_at is not None}
+        for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
+            if op.company_id == company_id and op.connection_id not in gone and not _known(session, op):
+                events.append(_operation_event(op))
+        if events:
+            changes, slices = fold_events(session, events)
+            company = session.get(Company, company_id)
+            entries = render_changes(changes, slices, {company_id: company.name if company else None})
+        for connection_id in view.deleted:
+            erase_raw_events(session, connection_id)
+    return len(events), entries
+
+
+def ledger_companies(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return sorted(session.exec(select(Company.id).where(col(Company.deleted_at).is_(None))).all())
+
+
+async def reconcile(
+    settings: Settings,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    company_ids: list[str] | None = None,
+    client: CodatClient | None = None,
+) -> list[CompanyReport]:
+    """Reconcile the companies named (default: every company the ledger knows)."""
+    owned = client is None
+    codat = client or CodatClient.from_settings(settings)
+    lookback = timedelta(hours=settings.reconcile_lookback_hours)
+    reports = []
+    try:
+        targets = list(company_ids or [])
+        if not targets:
+            targets = await asyncio.to_thread(ledger_companies, engine)
+        for company_id in targets:
+            report = CompanyReport(company_id)
+            reports.append(report)
+            try:
+                view = await read_company(codat, engine, company_id, lookback)
+            except CodatError as exc:
+                report.error = f"{exc.code.value}: {exc.detail}"
+                log.warning(report.line())
+                if exc.code.value in ("codat_auth_failed", "codat_unavailable"):
+                    break  # every further call would fail the same way, or add to Codat's load
+                continue
+            report.connections, report.operations = len(view.connections), len(view.operations)
+            report.folded, entries = await asyncio.to_thread(apply_view, engine, company_id, view)
+            report.changes = len(entries)
+            _publish(feed, entries)
+            log.info(report.line())
+    finally:
+        if owned:
+            await codat.aclose()
+    return reports
+
+
+def _publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
+    if feed is None or not entries:
+        return
+    try:
+        feed.publish(entries)
+    except Exception as exc:  # the ledger is committed; dashboards catch up from the API
+        log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
+
+
+def reconcile_interval(runtime: WorkerRuntime) -> float:
+    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (0 = off, the default)."""
+    return runtime.settings.reconcile_every_seconds
+
+
+def run_periodic(runtime: WorkerRuntime) -> str:
+    """One periodic run over every company of the ledger (in the periodic runner's thread)."""
+    reports = asyncio.run(reconcile(runtime.settings, runtime.engine, runtime.feed))
+    failed = sum(1 for report in reports if report.error)
+    changes = sum(report.changes for report in reports)
+    return f"companies={len(reports)} failed={failed} changes={changes}"
+
+
+RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic)

@@ -1,0 +1,78 @@
+"""Group commit for the worker: many `fold_webhook` messages, one transaction.
+
+dramatiq hands each message to an actor call on one of the process's worker threads. Each call puts its
+request here and waits; one folding thread takes whatever is waiting (up to `max_batch`), stores and folds
+it in one transaction, and releases every caller with its own outcome. Nothing is acknowledged to dramatiq
+before its transaction commits, so a killed worker loses nothing: dramatiq redelivers, and the stored event
+makes the repeat a no-op.
+
+If a batch fails, its requests are retried one by one, so one poisonous message cannot fail the messages
+that happened to share its batch; that one raises in its own actor call, and dramatiq retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from workers.ingest.handle import FoldRequest, Outcome
+
+log = logging.getLogger("synctrack.batcher")
+
+Handler = Callable[[Sequence[FoldRequest]], list[Outcome]]
+
+
+class FoldBatcher:
+    def __init__(self, handle: Handler, max_batch: int = 200, linger_seconds: float = 0.002) -> None:
+        self.handle = handle
+        self.max_batch = max_batch
+        self.linger_seconds = linger_seconds
+        self._pending: list[tuple[FoldRequest, Future[Outcome]]] = []
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, request: FoldRequest, timeout: float | None = None) -> Outcome:
+        """Fold `request` in the next batch; return its outcome or raise its batch's error."""
+        future: Future[Outcome] = Future()
+        with self._wakeup:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="synctrack-fold", daemon=True)
+                self._thread.start()
+            self._pending.append((request, future))
+            self._wakeup.notify()
+        return future.result(timeout)
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._pending and not self._stopping:
+                    self._wakeup.wait()
+                if self._stopping and not self._pending:
+                    return
+            # Let callers that are about to submit join this batch.
+            threading.Event().wait(self.linger_seconds)
+            with self._wakeup:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._fold(batch)
+
+    def _fold(self, batch: list[tuple[FoldRequest, Future[Outcome]]]) -> None:
+        try:
+            outcomes = self.handle([request for request, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            log.warning("batch=%d result=retrying_one_by_one error=%r", len(batch), str(exc)[:300])
+            for item in batch:
+                self._fold([item])
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            future.set_result(outcome)

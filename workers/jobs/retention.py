@@ -1,0 +1,77 @@
+"""Retention: raw webhook bodies older than `SYNCTRACK_RAW_EVENT_RETENTION_DAYS` are removed.
+
+The row stays as a tombstone (id, type, company, connection, times, outcome), so a late redelivery
+of the same message is still recognised as a duplicate, `GET /v1/events` still lists it, and the ledger
+keeps everything it learnt. What goes is the ability to replay or rebuild from that event. Runs as a
+periodic job of the workers (hourly) and as `synctrack prune`. Work is done in batches of short
+transactions so live folds never wait long for the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, func, update
+from sqlmodel import Session, col, select
+
+from workers.ledger.tables import WebhookEvent
+from workers.runtime.metrics import record_pruned
+from workers.runtime.periodic import PeriodicJob
+
+if TYPE_CHECKING:
+    from workers.ledger.context import WorkerRuntime
+
+log = logging.getLogger("synctrack.retention")
+
+PRUNE_EVERY_SECONDS = 3600.0
+BATCH = 2_000
+
+
+def cutoff_for(days: int, now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)) - timedelta(days=days)
+
+
+def count_prunable(engine: Engine, cutoff: datetime) -> int:
+    with Session(engine) as session:
+        query = select(func.count()).where(col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None))
+        return int(session.exec(query).one())
+
+
+def prune_raw_events(engine: Engine, cutoff: datetime, batch: int = BATCH) -> int:
+    """Remove the body of every event received before `cutoff`; return how many were pruned."""
+    total = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            ids = session.exec(
+                select(WebhookEvent.id)
+                .where(col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None))
+                .limit(batch)
+            ).all()
+            if ids:
+                session.execute(
+                    update(WebhookEvent)
+                    .where(col(WebhookEvent.id).in_(ids))
+                    .values(body=None)
+                    .execution_options(synchronize_session=False)
+                )
+        total += len(ids)
+        record_pruned(len(ids))
+        if len(ids) < batch:
+            return total
+
+
+def prune_interval(runtime: WorkerRuntime) -> float:
+    """Hourly while retention is on (`SYNCTRACK_RAW_EVENT_RETENTION_DAYS` > 0)."""
+    return PRUNE_EVERY_SECONDS if runtime.settings.raw_event_retention_days > 0 else 0
+
+
+def prune_job(runtime: WorkerRuntime) -> int:
+    days = runtime.settings.raw_event_retention_days
+    pruned = prune_raw_events(runtime.engine, cutoff_for(days))
+    log.info("msg=raw_events_pruned count=%d retention_days=%d", pruned, days)
+    return pruned
+
+
+PRUNE_JOB = PeriodicJob("prune_raw_events", prune_interval, prune_job)

@@ -1,0 +1,91 @@
+"""The change feed: what the fold changed, published to a Redis Stream for every web process.
+
+Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
+`sync.failed`) whose `data` is the API's Connection or Sync object plus the `event_id` that caused
+it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from schemas.events import Event
+from workers.ledger.fold import Change, ConnectionSlice
+from workers.ledger.views import connection_out, sync_out
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    name: str
+    company_id: str
+    connection_id: str
+    data: dict[str, Any]
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "event": self.name,
+            "company_id": self.company_id,
+            "connection_id": self.connection_id,
+            "data": json.dumps(self.data, separators=(",", ":")),
+        }
+
+
+def stream_key(namespace: str) -> str:
+    return f"{namespace}:changes"
+
+
+def render_changes(
+    changes: list[Change], slices: dict[str, ConnectionSlice], company_names: Mapping[str, str | None]
+) -> list[FeedEntry]:
+    """Turn fold changes into feed entries, from the slices the fold just wrote."""
+    entries = []
+    for change in changes:
+        state = slices[change.connection_id]
+        conn = state.connection
+        if change.sync is None:
+            active = any(s.phase == "active" for s in state.syncs.values())
+            data = connection_out(conn, company_names.get(conn.company_id), active).model_dump(mode="json")
+        else:
+            data = sync_out(change.sync).model_dump(mode="json")
+        data["event_id"] = change.event_id
+        entries.append(FeedEntry(change.kind, conn.company_id, conn.id, data))
+    return entries
+
+
+def render(
+    changes: list[Change], slices: dict[str, ConnectionSlice], event: Event, company_name: str | None
+) -> list[FeedEntry]:
+    """`render_changes` for the changes of one event."""
+    return render_changes(changes, slices, {event.company_id or "": company_name})
+
+
+class ChangeFeed:
+    """Publishes feed entries to the Redis Stream `{namespace}:changes`.
+
+    Retention is both a count (XADD MAXLEN ~ `max_changes`) and an age (XTRIM MINID ~ now minus
+    `retention_seconds`, in the same round trip): whichever keeps less. Trimming is approximate
+    (whole radix-tree nodes), so a few entries may outlive either bound; never fewer are kept.
+    """
+
+    def __init__(self, redis: Redis, namespace: str, max_changes: int, retention_seconds: float = 0) -> None:
+        self.redis = redis
+        self.key = stream_key(namespace)
+        self.max_changes = max_changes
+        self.retention_seconds = retention_seconds
+
+    def publish(self, entries: list[FeedEntry]) -> None:
+        if not entries:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xadd(self.key, entry.fields(), maxlen=self.max_changes, approximate=True)  # type: ignore[arg-type]
+        if self.retention_seconds > 0:
+            oldest_ms = int((time.time() - self.retention_seconds) * 1000)
+            pipe.xtrim(self.key, minid=f"{oldest_ms}-0", approximate=True)
+        pipe.execute()

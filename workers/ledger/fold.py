@@ -1,0 +1,280 @@
+"""The fold: how one normalised event changes the ledger. Pure — no I/O, no clock.
+
+Any permutation of a set of events, with any duplicates, gives the same final ledger, because every
+field is one of:
+
+* a *last-writer-wins register* ordered by a stamp ``(time, rank, event id)`` — a total order, so
+  the winner does not depend on who came first (connection status, details, data-type status);
+* a *min* or *max* of times (first and most recent sync, linked and disconnected times);
+* a *set* of syncs keyed by a stable id, where a finished result beats an active one.
+
+Active syncs are inferred: Codat does not say a sync started. A request (after
+``connection.connected``/``reconnected`` or a refresh action) stays open until a result of the same
+data type (any type, for the whole-connection ``*``) generated at or after the request arrives —
+in either order: a result already folded closes a late request before it opens. A closed request
+leaves the history; the result that closed it is the history row.
+"""
+
+from __future__ import annotations
+
+from copy import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
+from schemas.statuses import connection_status_rank, outcome_rank, phase_of
+from workers.ledger.rows import OPEN_PHASES, ConnectionRow, DataTypeRow, SyncRow
+
+ChangeKind = Literal["connection.updated", "sync.started", "sync.completed", "sync.failed"]
+
+SOURCE_PRECEDENCE = {"webhook": 0, "reconcile": 1, "action": 2}
+"""A sync keeps the most deliberate origin that reported it: an action beats a webhook."""
+
+DETAIL_FIELDS = ("platform_key", "platform_name", "source_type", "link_url", "errors", "connection_info")
+VISIBLE_FIELDS = (
+    *DETAIL_FIELDS,
+    "status",
+    "created_at",
+    "linked_at",
+    "disconnected_at",
+    "deleted_at",
+    "first_sync_at",
+    "last_sync_at",
+    "last_successful_sync_at",
+    "last_sync_status",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something a dashboard should hear about; `sync` is a snapshot of the row at that moment."""
+
+    kind: ChangeKind
+    connection_id: str
+    sync: SyncRow | None = None
+    event_id: str = ""
+
+
+@dataclass(slots=True)
+class ConnectionSlice:
+    """The part of the ledger one event can touch for one connection.
+
+    The caller loads: the connection row, the data-type rows the event names, every open sync of the
+    connection and every sync whose key the event names. The fold edits them in place and lists
+    sync ids to delete.
+    """
+
+    connection: ConnectionRow
+    data_types: dict[str, DataTypeRow] = field(default_factory=dict)
+    syncs: dict[str, SyncRow] = field(default_factory=dict)
+    deleted_syncs: set[str] = field(default_factory=set)
+    purge_history: bool = False
+
+
+def stamp(at: datetime, rank: int, event_id: str) -> str:
+    """A sortable text stamp; microseconds always written so text order equals time order."""
+    return f"{at.strftime('%Y-%m-%dT%H:%M:%S.%f')}|{rank:02d}|{event_id}"
+
+
+def _min(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def fold(state: ConnectionSlice, event: Event) -> list[Change]:
+    """Apply `event` to one connection's slice; return the changes worth announcing."""
+    conn = state.connection
+    before = {name: getattr(conn, name) for name in VISIBLE_FIELDS}
+    changes: list[Change] = []
+    if event.company_id and not conn.company_id:
+        conn.company_id = event.company_id
+    for facts in event.connections:
+        if facts.id == conn.id:
+            _fold_connection(conn, facts, event)
+    for fact in event.syncs:
+        if fact.connection_id == conn.id:
+            changes.extend(_fold_sync(state, fact, event))
+    if conn.deleted_at is not None:
+        state.purge_history = True
+        state.data_types.clear()
+        state.deleted_syncs.update(state.syncs)
+        state.syncs.clear()
+    if any(getattr(conn, name) != value for name, value in before.items()):
+        changes.insert(0, Change("connection.updated", conn.id, None, event.id))
+    return changes
+
+
+def _fold_connection(conn: ConnectionRow, facts: ConnectionFacts, event: Event) -> None:
+    at = event.generated_at
+    if facts.deleted:
+        conn.deleted_at = _min(conn.deleted_at, at)
+    if facts.status is not None:
+        candidate = stamp(at, connection_status_rank(facts.status), event.id)
+        if candidate > conn.status_stamp:
+            conn.status, conn.status_stamp = facts.status, candidate
+        if facts.status == "Linked":
+            conn.linked_at = _min(conn.linked_at, at)
+        elif facts.status in ("Unlinked", "Deauthorized"):
+            conn.disconnected_at = _max(conn.disconnected_at, at)
+    conn.created_at = _min(conn.created_at, facts.created_at)
+    if facts.platform_name is not None:
+        # A full connection object: its fields win or lose together.
+        candidate = stamp(at, 0, event.id)
+        if candidate > conn.details_stamp:
+            conn.details_stamp = candidate
+            conn.platform_key = facts.platform_key
+            conn.platform_name = facts.platform_name
+            conn.source_type = facts.source_type
+            conn.link_url = facts.link_url
+            conn.errors = list(facts.errors) if facts.errors is not None else None
+            conn.connection_info = dict(facts.metadata) if facts.metadata is not None else None
+    elif facts.platform_key is not None and not conn.details_stamp:
+        # Legacy alerts only know the platform key; the smallest wins so order cannot matter.
+        conn.platform_key = min(conn.platform_key or facts.platform_key, facts.platform_key)
+
+
+def _fold_sync(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
+    if phase_of(fact.status) == "active":
+        return _fold_request(state, fact, event)
+    return _fold_result(state, fact, event)
+
+
+def _closed_by_result(state: ConnectionSlice, data_type: str, requested_at: datetime) -> bool:
+    if data_type == ANY_DATA_TYPE:
+        last = state.connection.last_sync_at
+    else:
+        row = state.data_types.get(data_type)
+        last = row.last_sync_at if row else None
+    return last is not None and last >= requested_at
+
+
+def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
+    conn = state.connection
+    requested_at = fact.requested_at or event.generated_at
+    request_stamp = stamp(requested_at, 0, event.id)
+    existing = state.syncs.get(fact.key)
+    if existing is not None:
+        # A request never changes a result. Of two requests for one key the latest wins: the key stays
+        # open while its latest request is unanswered, which is what closing by time needs.
+        if existing.phase in OPEN_PHASES:
+            if request_stamp > existing.stamp:
+                existing.stamp, existing.event_id, existing.status = request_stamp, event.id, fact.status
+                existing.phase = "active"
+                existing.requested_at = existing.sort_at = requested_at
+            if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(existing.source, 0):
+                existing.source = event.source
+        return []
+    if conn.deleted_at is not None or _closed_by_result(state, fact.data_type, requested_at):
+        return []
+    row = SyncRow(
+        id=fact.key,
+        company_id=conn.company_id,
+        connection_id=conn.id,
+        data_type=fact.data_type,
+        status=fact.status,
+        phase="active",
+        stamp=request_stamp,
+        requested_at=requested_at,
+        sort_at=requested_at,
+        source=event.source,
+        event_id=event.id,
+    )
+    state.syncs[row.id] = row
+    state.deleted_syncs.discard(row.id)
+    return [Change("sync.started", conn.id, _snapshot(row), event.id)]
+
+
+def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
+    conn = state.connection
+    at = event.generated_at
+    rank = outcome_rank(fact.status)
+    result_stamp = stamp(at, rank, event.id)
+    phase = phase_of(fact.status)
+    changes: list[Change] = []
+
+    # Connection-level summary: kept even for a deleted connection, since min/max do not care
+    # when the deletion arrived.
+    conn.last_sync_at = _max(conn.last_sync_at, at)
+    if result_stamp > conn.last_sync_stamp:
+        conn.last_sync_stamp, conn.last_sync_status = result_stamp, fact.status
+    if phase == "succeeded":
+        conn.first_sync_at = _min(conn.first_sync_at, at)
+        conn.last_successful_sync_at = _max(conn.last_successful_sync_at, at)
+    if conn.deleted_at is not None:
+        return changes
+
+    _fold_data_type(state, fact, event, result_stamp)
+    row = state.syncs.get(fact.key)
+    if row is None or row.phase in OPEN_PHASES:
+        # A result replaces a request of the same key whole: only results say what a result row holds.
+        row = SyncRow(
+            id=fact.key,
+            company_id=conn.company_id,
+            connection_id=conn.id,
+            data_type=fact.data_type,
+            status=fact.status,
+            phase=phase,
+            sort_at=at,
+            source=event.source,
+        )
+        state.syncs[row.id] = row
+        state.deleted_syncs.discard(row.id)
+    newer = result_stamp > row.stamp
+    if newer:
+        row.status, row.phase, row.stamp, row.data_type = fact.status, phase, result_stamp, fact.data_type
+        row.completed_at = row.sort_at = at
+        row.requested_at = fact.requested_at
+        row.issues = list(fact.issues) if fact.issues is not None else None
+        row.event_id = event.id
+    if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(row.source, 0):
+        row.source = event.source
+    if fact.records_modified:
+        row.records_modified = True
+    elif row.records_modified is None and fact.records_modified is not None:
+        row.records_modified = False
+    if newer:
+        # Announced once every field is written, so the stream shows the row the API will.
+        changes.append(Change(_finish_kind(phase), conn.id, _snapshot(row), event.id))
+
+    for open_row in [s for s in state.syncs.values() if s.phase in OPEN_PHASES and s.id != fact.key]:
+        if open_row.data_type in (fact.data_type, ANY_DATA_TYPE) and (open_row.requested_at or at) <= at:
+            del state.syncs[open_row.id]
+            state.deleted_syncs.add(open_row.id)
+            closed = _snapshot(open_row)
+            closed.status, closed.phase, closed.completed_at = fact.status, phase, at
+            changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
+    return changes
+
+
+def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result_stamp: str) -> None:
+    at = event.generated_at
+    phase = phase_of(fact.status)
+    row = state.data_types.get(fact.data_type)
+    if row is None:
+        row = DataTypeRow(
+            connection_id=state.connection.id,
+            data_type=fact.data_type,
+            company_id=state.connection.company_id,
+            status=fact.status,
+            phase=phase,
+        )
+        state.data_types[fact.data_type] = row
+    if result_stamp > row.stamp:
+        row.stamp, row.status, row.phase = result_stamp, fact.status, phase
+        row.records_modified = fact.records_modified
+    row.last_sync_at = _max(row.last_sync_at, at)
+    if phase == "succeeded":
+        row.last_successful_sync_at = _max(row.last_successful_sync_at, at)
+        row.first_successful_sync_at = _min(row.first_successful_sync_at, at)
+
+
+def _finish_kind(phase: str) -> ChangeKind:
+    return "sync.failed" if phase == "failed" else "sync.completed"
+
+
+def _snapshot(row: SyncRow) -> SyncRow:
+    return copy(row)

@@ -1,0 +1,207 @@
+"""The sync-history ledger's tables (SQLModel), plus the raw-event store and the audit log.
+
+Times are aware UTC datetimes. Each "last writer wins" field keeps the stamp of the fact that wrote it
+(`status_stamp`, `details_stamp`, ...) so that a fact arriving late can tell whether it is newer:
+that is what makes the fold independent of arrival order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from workers.ledger.rows import OPEN_PHASES  # noqa: F401  (re-exported for the API and the ops tools)
+
+
+class Company(SQLModel, table=True):
+    __tablename__ = "companies"
+
+    id: str = Field(primary_key=True)
+    name: str | None = None
+    name_stamp: str = ""
+    deleted_at: datetime | None = None
+
+
+class Connection(SQLModel, table=True):
+    __tablename__ = "connections"
+
+    id: str = Field(primary_key=True)
+    company_id: str = Field(index=True)
+    platform_key: str | None = None
+    platform_name: str | None = None
+    source_type: str | None = None
+    status: str | None = None
+    status_stamp: str = ""
+    details_stamp: str = ""
+    link_url: str | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    connection_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime | None = None
+    linked_at: datetime | None = None
+    disconnected_at: datetime | None = None
+    deleted_at: datetime | None = None
+    first_sync_at: datetime | None = None
+    last_sync_at: datetime | None = None
+    last_successful_sync_at: datetime | None = None
+    last_sync_status: str | None = None
+    last_sync_stamp: str = ""
+
+
+class DataTypeState(SQLModel, table=True):
+    __tablename__ = "data_types"
+
+    connection_id: str = Field(primary_key=True)
+    data_type: str = Field(primary_key=True)
+    company_id: str = Field(index=True)
+    status: str
+    phase: str
+    stamp: str = ""
+    records_modified: bool | None = None
+    last_sync_at: datetime | None = None
+    last_successful_sync_at: datetime | None = None
+    first_successful_sync_at: datetime | None = None
+
+
+class Sync(SQLModel, table=True):
+    __tablename__ = "syncs"
+    __table_args__ = (
+        Index("ix_syncs_connection_sort", "connection_id", "sort_at"),
+        Index("ix_syncs_phase", "phase", "company_id"),
+    )
+
+    id: str = Field(primary_key=True)
+    company_id: str = Field(index=True)
+    connection_id: str
+    data_type: str
+    status: str
+    phase: str
+    stamp: str = ""
+    requested_at: datetime | None = None
+    completed_at: datetime | None = None
+    sort_at: datetime
+    records_modified: bool | None = None
+    issues: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    source: str = "webhook"
+    event_id: str | None = None
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Every webhook as it arrived: the source of truth the ledger can be rebuilt from."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ix_webhook_events_received", "received_at", "id"),
+        Index("ix_webhook_events_company", "company_id", "received_at"),
+    )
+
+    id: str = Field(primary_key=True)
+    """The Svix message id (`webhook-id`): the idempotency key."""
+    event_type: str = Field(index=True)
+    envelope_id: str | None = None
+    company_id: str | None = None
+    connection_id: str | None = Field(default=None, index=True)
+    generated_at: datetime | None = Field(default=None, index=True)
+    received_at: datetime
+    processed_at: datetime | None = None
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    """The raw body; None once pruned by retention (the row stays as a tombstone)."""
+    outcome: str = Field(default="pending", index=True)
+    """`processed`, `ignored` (unknown event type), `failed` (the fold could not use it)."""
+    error: str | None = None
+
+
+class AuditRecord(SQLModel, table=True):
+    """One action a user asked Synctrack to take against Codat, and what came of it."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    actor: str | None = None
+    action: str
+    company_id: str = Field(index=True)
+    connection_id: str | None = None
+    data_type: str | None = None
+    result: str
+    codat_status: int | None = None
+    detail: str | None = None
+    confirmed_by_event_id: str | None = None
+    confirmed_at: datetime | None = None
+
+
+class ReplayJob(SQLModel, table=True):
+    """A replay of stored webhooks: what it selects and how far it got (so it can resume)."""
+
+    __tablename__ = "replay_jobs"
+
+    id: str = Field(primary_key=True)
+    created_at: datetime
+    filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = "running"
+    total: int = 0
+    done: int = 0
+    cursor: str | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
+
+
+class Subscription(SQLModel, table=True):
+    """An outbound subscription: a URL that receives matching changes as signed webhooks.
+
+    The signing secrets are stored as given out (HMAC needs them); the API shows a secret only when it
+    creates one. `previous_secret` keeps signing beside `secret` until `previous_secret_expires_at`.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: str = Field(primary_key=True)
+    url: str
+    description: str | None = None
+    event_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    company_ids: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    secret: str
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    enabled: bool = Field(default=True, index=True)
+    disabled_reason: str | None = None
+    """`manual` (PATCH enabled=false), `gone` (the receiver answered 410), `failing` (failed too long)."""
+    disabled_at: datetime | None = None
+    failing_since: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Delivery(SQLModel, table=True):
+    """One event for one subscription, and how its attempts went.
+
+    `id` is the `webhook-id` of every attempt, derived from (subscription, event) so that recording the
+    same change twice is a no-op. `next_attempt_at` is also the claim: an attempt moves it past its own
+    time limit before sending, so a duplicate queue message finds nothing due.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_subscription_created", "subscription_id", "created_at", "id"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(primary_key=True)
+    subscription_id: str = Field(foreign_key="subscriptions.id", ondelete="CASCADE")
+    event_id: str
+    event_type: str
+    company_id: str | None = None
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "pending"
+    """`pending` (waiting for an attempt), `delivered` (a 2xx), `failed` (gave up or subscription disabled)."""
+    attempts: int = 0
+    last_response_code: int | None = None
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    window_started_at: datetime
+    """Retries stop once an attempt would fall beyond the retry window counted from here."""
+    created_at: datetime

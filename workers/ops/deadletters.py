@@ -1,0 +1,247 @@
+"""Dead letters: messages that exhausted their retries, read and put back from dramatiq's Redis layout.
+
+dramatiq keeps them per queue in a sorted set ``{ns}:{queue}.XQ`` (member: the Redis message id, score:
+when it died, in ms) and a hash ``{ns}:{queue}.XQ.msgs`` (id -> encoded message); its maintenance drops
+them after the broker's ``dead_message_ttl`` (7 days). The Retries middleware writes ``retries`` and
+``traceback`` into the message options of a retried copy, but the copy that dies is the one stored
+before its last attempt; `FinalAttemptNotes` rewrites it so a dead letter tells its real attempt
+count and last error.
+
+A redrive puts the message back on its queue with fresh retries, atomically per message: a message is
+never on both queues nor on neither. The fold is idempotent, so redriving twice is harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from redis import Redis
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from schemas.events import InvalidEnvelope, envelope_summary
+from workers.ledger.tables import WebhookEvent
+from workers.runtime.broker import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
+
+RETRY_OPTIONS = ("retries", "traceback", "requeue_timestamp", "attempts", "last_error", "eta")
+ERROR_CHARS = 1_000
+
+REDRIVE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('RPUSH', KEYS[4], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class FinalAttemptNotes(Middleware):
+    """Records `attempts` and `last_error` on a message that failed for good, before dramatiq moves
+    it to the dead-letter queue (add it after dramatiq's Retries middleware)."""
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if exception is None or not message.failed:
+            return
+        actor = broker.get_actor(message.actor_name)
+        throws = message.options.get("throws") or actor.options.get("throws")
+        retries = int(message.options.get("retries", 0))
+        thrown = throws is not None and isinstance(exception, throws)
+        message.options["attempts"] = retries + 1 if thrown or "traceback" not in message.options else retries
+        message.options["last_error"] = f"{type(exception).__name__}: {exception}"[:ERROR_CHARS]
+        if thrown or "traceback" not in message.options:
+            message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
+        _, messages_key = queue_keys(broker.namespace, message.queue_name)  # type: ignore[attr-defined]
+        broker.client.hset(messages_key, message.options["redis_message_id"], message.encode())  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    """dramatiq's Redis message id: what `redrive` and `purge` take (an event id works too)."""
+    queue: str
+    actor: str
+    dead_at: datetime
+    attempts: int
+    last_error: str | None
+    traceback: str | None
+    event_id: str | None
+    event_type: str | None
+    company_id: str | None
+    connection_id: str | None
+    replay: bool
+    args: tuple[Any, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a list shows (no traceback, no message body)."""
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "company_id": self.company_id,
+            "connection_id": self.connection_id,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "dead_at": self.dead_at.isoformat().replace("+00:00", "Z"),
+            "queue": self.queue,
+            "actor": self.actor,
+            "replay": self.replay,
+        }
+
+
+def _last_line(text: str | None) -> str | None:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:ERROR_CHARS] if lines else None
+
+
+def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
+    message = dramatiq.Message.decode(raw)
+    options = message.options
+    args = tuple(message.args)
+    attempts = options.get("attempts")
+    if attempts is None:
+        attempts = int(options.get("retries", 0)) + 1
+    event_id = args[0] if args and isinstance(args[0], str) else None
+    if args and isinstance(args[0], list) and args[0]:  # a replay's `fold_stored` message: many events
+        event_id = ",".join(str(i) for i in args[0])
+    body = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+    event_type = company_id = connection_id = None
+    if body is not None:
+        event_type, company_id, connection_id = _describe_body(body)
+    return DeadLetter(
+        id=redis_id,
+        queue=queue,
+        actor=message.actor_name,
+        dead_at=datetime.fromtimestamp(score / 1000, UTC),
+        attempts=int(attempts),
+        last_error=options.get("last_error") or _last_line(options.get("traceback")),
+        traceback=options.get("traceback"),
+        event_id=event_id,
+        event_type=event_type,
+        company_id=company_id,
+        connection_id=connection_id,
+        replay=bool(args[3]) if len(args) > 3 else False,
+        args=args,
+    )
+
+
+def _describe_body(body: str) -> tuple[str | None, str | None, str | None]:
+    try:
+        raw = json.loads(body)
+        event_type, _ = envelope_summary(raw)
+    except (ValueError, InvalidEnvelope):
+        return None, None, None
+    payload = raw.get("payload") or {}
+    company = raw.get("CompanyId") or (payload.get("referenceCompany") or {}).get("id")
+    connection = raw.get("DataConnectionId") or (payload.get("connection") or {}).get("id")
+    return (
+        event_type,
+        company if isinstance(company, str) else None,
+        connection if isinstance(connection, str) else None,
+    )
+
+
+def _members(pairs: Any) -> list[tuple[str, float]]:
+    """Redis's (member, score) pairs with the member as text."""
+    return [(member.decode() if isinstance(member, bytes) else str(member), float(score)) for member, score in pairs]
+
+
+class DeadLetters:
+    """The dead letters of one queue (the webhooks queue unless told otherwise)."""
+
+    def __init__(self, redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE, engine: Engine | None = None):
+        self.redis = redis
+        self.namespace = namespace
+        self.queue = queue
+        self.engine = engine
+        self.zset_key, self.messages_key = dead_letter_keys(namespace, queue)
+        self.queue_key, self.queue_messages_key = queue_keys(namespace, queue)
+        self._redrive = redis.register_script(REDRIVE)
+
+    def count(self) -> int:
+        return int(self.redis.zcard(self.zset_key))
+
+    def newest(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        """Newest first."""
+        pairs = self.redis.zrevrange(self.zset_key, offset, offset + limit - 1, withscores=True)
+        return self._load(_members(pairs))
+
+    def get(self, ident: str) -> DeadLetter | None:
+        """One dead letter by its id or by the event id it carries."""
+        found = self._resolve([ident])
+        return found[0] if found else None
+
+    def redrive(self, ids: list[str] | None = None) -> list[DeadLetter]:
+        """Put the selected dead letters (all when `ids` is None) back on their queue; return them."""
+        moved = []
+        for letter in self._all() if ids is None else self._resolve(ids):
+            raw = cast(bytes | None, self.redis.hget(self.messages_key, letter.id))
+            if raw is None:
+                continue
+            message = dramatiq.Message.decode(raw)
+            new_id = str(uuid.uuid4())
+            options = {k: v for k, v in message.options.items() if k not in RETRY_OPTIONS}
+            options["redis_message_id"] = new_id
+            fresh = dataclasses.replace(message, queue_name=self.queue, options=options)
+            keys = (self.zset_key, self.messages_key, self.queue_messages_key, self.queue_key)
+            if self._redrive(keys=keys, args=(letter.id, new_id, fresh.encode())):
+                moved.append(letter)
+        return moved
+
+    def purge(self, ids: list[str] | None = None) -> int:
+        """Delete the selected dead letters (all when `ids` is None); return how many."""
+        targets = [letter.id for letter in (self._all() if ids is None else self._resolve(ids))]
+        removed = 0
+        for start in range(0, len(targets), 500):
+            chunk = targets[start : start + 500]
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(self.zset_key, *chunk)
+            pipe.hdel(self.messages_key, *chunk)
+            removed += int(pipe.execute()[0])
+        return removed
+
+    def _all(self) -> list[DeadLetter]:
+        pairs = self.redis.zrange(self.zset_key, 0, -1, withscores=True)
+        return self._load(_members(pairs), describe=False)
+
+    def _resolve(self, idents: list[str]) -> list[DeadLetter]:
+        wanted = set(idents)
+        return [letter for letter in self._all() if letter.id in wanted or letter.event_id in wanted]
+
+    def _load(self, pairs: list[tuple[str, float]], describe: bool = True) -> list[DeadLetter]:
+        if not pairs:
+            return []
+        raws = cast(list[bytes | None], self.redis.hmget(self.messages_key, [redis_id for redis_id, _ in pairs]))
+        letters = [
+            _decode(redis_id, raw, score, self.queue) for (redis_id, score), raw in zip(pairs, raws, strict=True) if raw
+        ]
+        return self._with_stored_facts(letters) if describe else letters
+
+    def _with_stored_facts(self, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Fill type, company and connection from the stored event (a replay message carries no body)."""
+        ids = [letter.event_id for letter in letters if letter.event_id and letter.event_type is None]
+        if self.engine is None or not ids:
+            return letters
+        with Session(self.engine) as session:
+            rows = session.exec(select(WebhookEvent).where(col(WebhookEvent.id).in_(ids))).all()
+        stored = {row.id: row for row in rows}
+        out = []
+        for letter in letters:
+            row = stored.get(letter.event_id or "")
+            if row is not None and letter.event_type is None:
+                letter = dataclasses.replace(
+                    letter, event_type=row.event_type, company_id=row.company_id, connection_id=row.connection_id
+                )
+            out.append(letter)
+        return out

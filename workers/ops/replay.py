@@ -1,0 +1,317 @@
+"""Replay: put stored webhooks through the worker path again.
+
+A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`: selection, total, how
+many were enqueued, and a keyset cursor over ``(received_at, id)``), then enqueues one ordinary
+`fold_webhook` message per event with ``replay=True`` and no body: the worker loads the stored body,
+so a replay folds exactly what arrived. The fold is idempotent, so a batch enqueued twice (a runner
+killed between enqueueing and saving its cursor) is harmless, and replaying everything twice leaves the
+ledger as it was.
+
+Pacing: at most `rate` events per second, and never while the webhook queue holds more than
+`max_backlog` messages, so live webhooks do not wait behind a replay. One runner at a time per job (a
+Redis lock with an expiry), so a job interrupted anywhere — Ctrl-C, a killed process, a worker restart —
+resumes from its cursor. Events whose body retention removed are skipped (they cannot be folded).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from redis import Redis
+from sqlalchemy import Engine, func, tuple_
+from sqlalchemy.sql import ColumnElement
+from sqlmodel import Session, col, select
+
+from schemas.ops import ReplayFilters, ReplayJobOut
+from workers.ledger.tables import ReplayJob, WebhookEvent
+from workers.runtime.broker import FOLD_STORED_ACTOR, WEBHOOK_QUEUE, queue_keys
+from workers.runtime.metrics import record_replay_enqueued
+
+LOCK_MS = 30_000
+COUNTER_TTL_SECONDS = 7 * 86400
+FINISHED = ("completed", "cancelled")
+
+ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if (not held) or held == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class ReplayBusy(Exception):
+    """Raised when another runner holds the job (it is being replayed right now)."""
+
+
+class ReplayJobNotFound(LookupError):
+    """Raised when no replay job has the given id."""
+
+
+def conditions(filters: ReplayFilters) -> list[ColumnElement[bool]]:
+    """SQL conditions on `webhook_events` for a selection (body or not)."""
+    where: list[ColumnElement[bool]] = []
+    for name, column in (
+        ("event_id", WebhookEvent.id),
+        ("company_id", WebhookEvent.company_id),
+        ("connection_id", WebhookEvent.connection_id),
+        ("event_type", WebhookEvent.event_type),
+        ("outcome", WebhookEvent.outcome),
+    ):
+        values = getattr(filters, name)
+        if values:
+            where.append(col(column).in_(values))
+    times: tuple[tuple[datetime | None, Any, bool], ...] = (
+        (filters.received_from, WebhookEvent.received_at, True),
+        (filters.received_to, WebhookEvent.received_at, False),
+        (filters.generated_from, WebhookEvent.generated_at, True),
+        (filters.generated_to, WebhookEvent.generated_at, False),
+    )
+    for bound, column, inclusive in times:
+        if bound is not None:
+            where.append(col(column) >= bound if inclusive else col(column) < bound)
+    return where
+
+
+def count_selection(engine: Engine, filters: ReplayFilters) -> tuple[int, int]:
+    """(events a replay would enqueue, selected events whose body was pruned)."""
+    has_body = col(WebhookEvent.body).is_not(None)
+    query = select(
+        func.count().filter(has_body),
+        func.count().filter(~has_body),
+    ).where(*conditions(filters))
+    with Session(engine) as session:
+        replayable, pruned = session.exec(query).one()
+    return int(replayable or 0), int(pruned or 0)
+
+
+def sample_selection(engine: Engine, filters: ReplayFilters, size: int) -> list[WebhookEvent]:
+    """The first `size` replayable events of a selection, in replay order."""
+    query = (
+        select(WebhookEvent)
+        .where(*conditions(filters), col(WebhookEvent.body).is_not(None))
+        .order_by(col(WebhookEvent.received_at), col(WebhookEvent.id))
+        .limit(size)
+    )
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def create_job(engine: Engine, filters: ReplayFilters) -> ReplayJob:
+    total, _ = count_selection(engine, filters)
+    job = ReplayJob(
+        id=f"rpl_{uuid.uuid4().hex[:16]}", created_at=datetime.now(UTC), filters=filters.stored(), status="pending"
+    )
+    job.total = total
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        session.add(job)
+    return job
+
+
+def load_job(engine: Engine, job_id: str) -> ReplayJob:
+    with Session(engine) as session:
+        job = session.get(ReplayJob, job_id)
+    if job is None:
+        raise ReplayJobNotFound(job_id)
+    return job
+
+
+REPLAY_MESSAGE_EVENTS = 100
+"""Stored events per replay message: a worker folds each message's events in one transaction."""
+
+
+def replay_fold_message(event_ids: list[str], job_id: str) -> tuple[str, bytes]:
+    """A `fold_stored` message for some stored events, tagged with its replay job for progress counts."""
+    redis_id = str(uuid.uuid4())
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=WEBHOOK_QUEUE,
+        actor_name=FOLD_STORED_ACTOR,
+        args=(event_ids,),
+        kwargs={},
+        options={"redis_message_id": redis_id, "replay_job": job_id},
+    )
+    return redis_id, message.encode()
+
+
+def lock_key(namespace: str, job_id: str) -> str:
+    return f"{namespace}:replay:{job_id}:lock"
+
+
+def counter_keys(namespace: str, job_id: str) -> tuple[str, str]:
+    """Redis counters of replayed messages a worker finished: (folded, dead-lettered)."""
+    return f"{namespace}:replay:{job_id}:folded", f"{namespace}:replay:{job_id}:dead"
+
+
+def job_out(job: ReplayJob, redis: Redis, namespace: str) -> ReplayJobOut:
+    """A job as the API shows it; a `running` job nobody is running any more shows as `interrupted`."""
+    folded, dead = (int(v or 0) for v in redis.mget(counter_keys(namespace, job.id)))
+    status = job.status
+    if status == "running" and not redis.exists(lock_key(namespace, job.id)):
+        status = "interrupted"
+    return ReplayJobOut(
+        id=job.id,
+        status=status,
+        filters=job.filters or {},
+        total=job.total,
+        done=job.done,
+        folded=folded,
+        dead_lettered=dead,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        error=job.error,
+    )
+
+
+class ReplayRunner:
+    """Enqueues a job's events batch by batch, pacing itself, saving its cursor after every batch."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        redis: Redis,
+        namespace: str,
+        *,
+        rate: float,
+        max_backlog: int,
+        batch_size: int = 500,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.engine, self.redis, self.namespace = engine, redis, namespace
+        self.rate, self.max_backlog = rate, max_backlog
+        # Bursts of at most a tenth of a second's worth keep the pace smooth.
+        self.batch_size = max(1, min(batch_size, int(rate / 10) or 1)) if rate > 0 else batch_size
+        self.owner = owner or f"runner:{uuid.uuid4().hex}"
+        self.clock, self.sleep = clock, sleep
+        self.queue_key, self.messages_key = queue_keys(namespace)
+        self._acquire = redis.register_script(ACQUIRE)
+        self._release = redis.register_script(RELEASE)
+
+    def run(
+        self,
+        job_id: str,
+        *,
+        budget_seconds: float | None = None,
+        on_progress: Callable[[ReplayJob], None] | None = None,
+        hold_lock: bool = False,
+    ) -> ReplayJob:
+        """Run (or resume) the job until it is done, cancelled, or `budget_seconds` have passed.
+
+        Returns the job as saved. Raises `ReplayBusy` if another runner holds it, `ReplayJobNotFound`
+        if it does not exist. If anything interrupts it (an error, Ctrl-C) it is saved as
+        `interrupted` with its cursor, and the exception propagates.
+        """
+        key = lock_key(self.namespace, job_id)
+        if not self._acquire(keys=[key], args=[self.owner, LOCK_MS]):
+            raise ReplayBusy(job_id)
+        release = True
+        try:
+            job = self._start(job_id)
+            started, sent = self.clock(), 0
+            while job.status == "running":
+                if budget_seconds is not None and self.clock() - started >= budget_seconds:
+                    release = not hold_lock
+                    break
+                self._wait_for_room(key, started, sent)
+                batch = self._next_batch(job)
+                if not batch:
+                    job = self._save(job_id, 0, None, finished="completed")
+                    break
+                self._enqueue(job_id, [event_id for event_id, _ in batch])
+                sent += len(batch)
+                last_id, last_at = batch[-1]
+                job = self._save(job_id, len(batch), json.dumps([last_at.isoformat(), last_id]))
+                if on_progress is not None:
+                    on_progress(job)
+            return job
+        except BaseException as exc:
+            self._interrupt(job_id, exc)
+            raise
+        finally:
+            if release:
+                self._release(keys=[key], args=[self.owner])
+
+    def _start(self, job_id: str) -> ReplayJob:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            job = session.get(ReplayJob, job_id)
+            if job is None:
+                raise ReplayJobNotFound(job_id)
+            if job.status not in FINISHED:
+                job.status, job.error = "running", None
+            return job
+
+    def _wait_for_room(self, key: str, started: float, sent: int) -> None:
+        """Sleep until the pace allows the next batch and the queue has room; keep the lock alive."""
+        while True:
+            self._acquire(keys=[key], args=[self.owner, LOCK_MS])
+            delay = (started + sent / self.rate - self.clock()) if self.rate > 0 else 0.0
+            if delay <= 0 and int(self.redis.llen(self.queue_key)) <= self.max_backlog:
+                return
+            self.sleep(min(max(delay, 0.05), 1.0))
+
+    def _next_batch(self, job: ReplayJob) -> list[tuple[str, datetime]]:
+        filters = ReplayFilters.model_validate(job.filters or {})
+        query = select(WebhookEvent.id, WebhookEvent.received_at).where(
+            *conditions(filters), col(WebhookEvent.body).is_not(None)
+        )
+        if job.cursor:
+            at_text, last_id = json.loads(job.cursor)
+            at = datetime.fromisoformat(at_text)
+            # A row-value comparison, so the (received_at, id) index serves every batch.
+            query = query.where(tuple_(col(WebhookEvent.received_at), col(WebhookEvent.id)) > tuple_(at, last_id))
+        query = query.order_by(col(WebhookEvent.received_at), col(WebhookEvent.id)).limit(self.batch_size)
+        with Session(self.engine) as session:
+            return [(event_id, received_at) for event_id, received_at in session.exec(query).all()]
+
+    def _enqueue(self, job_id: str, event_ids: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(event_ids), REPLAY_MESSAGE_EVENTS):
+            redis_id, encoded = replay_fold_message(event_ids[start : start + REPLAY_MESSAGE_EVENTS], job_id)
+            pipe.hset(self.messages_key, redis_id, encoded)
+            pipe.rpush(self.queue_key, redis_id)
+        pipe.execute()
+        record_replay_enqueued(len(event_ids))
+
+    def _save(self, job_id: str, enqueued: int, cursor: str | None, finished: str | None = None) -> ReplayJob:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            job = session.get(ReplayJob, job_id)
+            assert job is not None
+            job.done += enqueued
+            if cursor is not None:
+                job.cursor = cursor
+            if finished is not None and job.status == "running":
+                job.status, job.finished_at = finished, datetime.now(UTC)
+            return job
+
+    def _interrupt(self, job_id: str, exc: BaseException) -> None:
+        reason = "interrupted by the operator" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        try:
+            with Session(self.engine) as session, session.begin():
+                job = session.get(ReplayJob, job_id)
+                if job is not None and job.status == "running":
+                    job.status, job.error = "interrupted", reason[:1000]
+        except Exception:  # the database may be what failed; the cursor saved last still holds
+            pass
+
+
+def cancel_job(engine: Engine, job_id: str) -> ReplayJob:
+    """Stop a job at its next batch; what it already enqueued still folds."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        job = session.get(ReplayJob, job_id)
+        if job is None:
+            raise ReplayJobNotFound(job_id)
+        if job.status not in FINISHED:
+            job.status, job.finished_at = "cancelled", datetime.now(UTC)
+        return job

@@ -1,0 +1,243 @@
+"""The dispatcher: change stream -> delivery rows -> `deliver_webhook` messages.
+
+Every worker process runs one `Dispatcher` thread. They read `{ns}:changes` through one Redis
+consumer group (`subscriptions`), so each change is dispatched once however many processes run; an
+entry is acknowledged only after its deliveries are stored and queued, and entries a dead process
+left unacknowledged are claimed by another after `CLAIM_IDLE_MS`. Recording is idempotent (the
+delivery id is derived from subscription and change), so a change dispatched twice is sent once.
+
+A subscription receives the changes published after it was created; earlier ones can be replayed
+(`workers/outbound/range_replay.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from schemas.api import format_time
+from schemas.settings import Settings
+from workers.ledger.changes import stream_key
+from workers.ledger.tables import Delivery, Subscription
+from workers.runtime.delivery_queue import enqueue_deliveries
+
+log = logging.getLogger("synctrack.dispatch")
+
+GROUP = "subscriptions"
+BATCH = 200
+BLOCK_MS = 2_000
+CLAIM_IDLE_MS = 60_000
+CLAIM_EVERY_SECONDS = 30.0
+INSERT_CHUNK = 500
+EMPTY_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChange:
+    """One entry of the change stream, as a subscription sees it."""
+
+    id: str
+    """The stream entry id (`<ms>-<seq>`): the body's `id`, and the SSE event id of the same change."""
+    event_type: str
+    company_id: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_entry(cls, entry_id: Any, fields: dict[Any, Any] | None) -> StreamChange | None:
+        """None for an entry that is not a change (malformed, or trimmed while pending)."""
+        if not fields:
+            return None
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        try:
+            data = json.loads(text.get("data") or "{}")
+        except ValueError:
+            return None
+        if "event" not in text or not isinstance(data, dict):
+            return None
+        return cls(_text(entry_id), text["event"], text.get("company_id") or None, data)
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(int(self.id.split("-")[0]) / 1000, UTC)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def matches(subscription: Subscription, event_type: str, company_id: str | None) -> bool:
+    if "*" not in subscription.event_types and event_type not in subscription.event_types:
+        return False
+    return subscription.company_ids is None or company_id in subscription.company_ids
+
+
+def delivery_id(subscription_id: str, event_id: str) -> str:
+    """The `webhook-id` of (subscription, event): the same however often the pair is recorded."""
+    return "msg_" + hashlib.sha256(f"{subscription_id}\n{event_id}".encode()).hexdigest()[:32]
+
+
+def event_body(event_id: str, event_type: str, created_at: datetime, data: dict[str, Any]) -> str:
+    body = {"id": event_id, "type": event_type, "created_at": format_time(created_at), "data": data}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def delivery_row(subscription: Subscription, change: StreamChange, now: datetime) -> dict[str, Any]:
+    return {
+        "id": delivery_id(subscription.id, change.id),
+        "subscription_id": subscription.id,
+        "event_id": change.id,
+        "event_type": change.event_type,
+        "company_id": change.company_id,
+        "body": event_body(change.id, change.event_type, change.created_at, change.data),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "window_started_at": now,
+        "created_at": now,
+    }
+
+
+def record_deliveries(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
+    """Insert the delivery rows that do not exist yet; return the ids that still need a first attempt.
+
+    Rows that exist and were never attempted are returned too: their queue message may have been
+    lost with the process that recorded them.
+    """
+    if not rows:
+        return []
+    ids = [row["id"] for row in rows]
+    insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    with Session(engine) as session, session.begin():
+        existing = {
+            ident: (status, attempts)
+            for ident, status, attempts in session.exec(
+                select(Delivery.id, Delivery.status, Delivery.attempts).where(col(Delivery.id).in_(ids))
+            ).all()
+        }
+        fresh = [row for row in rows if row["id"] not in existing]
+        for start in range(0, len(fresh), INSERT_CHUNK):
+            statement = insert(Delivery).values(fresh[start : start + INSERT_CHUNK])
+            session.exec(statement.on_conflict_do_nothing(index_elements=["id"]))
+    unattempted = [i for i, (status, attempts) in existing.items() if status == "pending" and attempts == 0]
+    return [row["id"] for row in fresh] + unattempted
+
+
+def enabled_subscriptions(engine: Engine) -> list[Subscription]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(select(Subscription).where(col(Subscription.enabled))).all())
+
+
+class Dispatcher(threading.Thread):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        redis: Redis,
+        consumer: str | None = None,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> None:
+        super().__init__(name="synctrack-dispatcher", daemon=True)
+        self.settings, self.engine, self.redis = settings, engine, redis
+        self.key = stream_key(settings.redis_namespace)
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+        self.claim_idle_ms = claim_idle_ms
+        self._stop_event = threading.Event()
+        self._last_claim = 0.0
+
+    def ensure_group(self) -> None:
+        """Create the consumer group at the stream's end; before this, no change is dispatched."""
+        try:
+            self.redis.xgroup_create(self.key, GROUP, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("msg=dispatch_failed")
+                self._stop_event.wait(1.0)
+
+    def step(self, block_ms: int = BLOCK_MS) -> int:
+        """Dispatch one batch (abandoned entries first, then new ones); returns entries handled."""
+        if time.monotonic() - self._last_claim > CLAIM_EVERY_SECONDS:
+            self._last_claim = time.monotonic()
+            handled = self.claim_abandoned()
+            if handled:
+                return handled
+        started = time.monotonic()
+        answer: Any = self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count=BATCH, block=block_ms)
+        if not answer:
+            if time.monotonic() - started < block_ms / 2000:
+                # The in-process Redis of `synctrack dev` does not block: poll instead of spinning.
+                self._stop_event.wait(EMPTY_POLL_SECONDS)
+            return 0
+        _key, entries = answer[0]
+        return self.handle(entries)
+
+    def claim_abandoned(self) -> int:
+        handled = 0
+        start = "0-0"
+        while True:
+            answer: Any = self.redis.xautoclaim(self.key, GROUP, self.consumer, self.claim_idle_ms, start, count=BATCH)
+            start, entries = answer[0], answer[1]
+            deleted = answer[2] if len(answer) > 2 else []
+            if deleted:  # trimmed from the stream while pending: nothing left to send
+                self.redis.xack(self.key, GROUP, *deleted)
+            live = [(i, f) for i, f in entries if f]
+            handled += self.handle(live) if live else 0
+            if start in (b"0-0", "0-0"):
+                return handled
+
+    def handle(self, entries: Iterable[tuple[Any, Any]]) -> int:
+        entries = list(entries)
+        if not entries:
+            return 0
+        changes = [StreamChange.from_entry(i, f) for i, f in entries]
+        subscriptions = enabled_subscriptions(self.engine)
+        now = datetime.now(UTC)
+        rows = [
+            delivery_row(subscription, change, now)
+            for change in changes
+            if change is not None
+            for subscription in subscriptions
+            if change.created_at >= subscription.created_at
+            and matches(subscription, change.event_type, change.company_id)
+        ]
+        ids = record_deliveries(self.engine, rows)
+        enqueue_deliveries(self.redis, self.settings.redis_namespace, ids)
+        self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
+        if ids:
+            log.info("msg=dispatched changes=%d deliveries=%d", len(entries), len(ids))
+        return len(entries)
+
+
+def start_dispatcher(settings: Settings, engine: Engine, redis: Redis) -> Dispatcher | None:
+    """Create the consumer group now (so no change published after start is missed), then start."""
+    if not settings.subscriptions_dispatcher:
+        return None
+    dispatcher = Dispatcher(settings, engine, redis)
+    dispatcher.ensure_group()
+    dispatcher.start()
+    return dispatcher

@@ -1,0 +1,65 @@
+"""Subscription and delivery rows rendered as the API's objects (never with a secret unless asked)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from schemas.subscriptions import DeliveryDetail, DeliveryOut, SubscriptionOut, SubscriptionWithSecret
+from workers.ledger.tables import Delivery, Subscription
+
+
+def previous_secret_valid(row: Subscription, now: datetime) -> bool:
+    expires = row.previous_secret_expires_at
+    return row.previous_secret is not None and expires is not None and expires > now
+
+
+def signing_keys(row: Subscription, now: datetime) -> list[str]:
+    """The secrets a delivery sent at `now` is signed with: the current one, and the previous one
+    while its rotation overlap lasts."""
+    keys = [row.secret]
+    if previous_secret_valid(row, now) and row.previous_secret:
+        keys.append(row.previous_secret)
+    return keys
+
+
+def subscription_out(row: Subscription, now: datetime) -> SubscriptionOut:
+    return SubscriptionOut(
+        id=row.id,
+        url=row.url,
+        description=row.description,
+        event_types=list(row.event_types),
+        company_ids=list(row.company_ids) if row.company_ids is not None else None,
+        enabled=row.enabled,
+        disabled_reason=row.disabled_reason,
+        disabled_at=row.disabled_at,
+        failing_since=row.failing_since,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        previous_secret_expires_at=row.previous_secret_expires_at if previous_secret_valid(row, now) else None,
+    )
+
+
+def subscription_with_secret(row: Subscription, now: datetime) -> SubscriptionWithSecret:
+    return SubscriptionWithSecret(**subscription_out(row, now).model_dump(), secret=row.secret)
+
+
+def delivery_out(row: Delivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=row.id,
+        subscription_id=row.subscription_id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        status=row.status,
+        attempts=row.attempts,
+        last_response_code=row.last_response_code,
+        last_error=row.last_error,
+        last_attempt_at=row.last_attempt_at,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        delivered_at=row.delivered_at,
+        created_at=row.created_at,
+    )
+
+
+def delivery_detail(row: Delivery) -> DeliveryDetail:
+    return DeliveryDetail(**delivery_out(row).model_dump(), body=json.loads(row.body))

@@ -1,0 +1,57 @@
+"""Periodic upkeep of deliveries: re-queue the ones whose queue message was lost, prune old ones.
+
+A delivery is `pending` with a `next_attempt_at`; its queue message normally arrives on time. If a
+process died between storing a delivery and queueing it (or the in-process Redis of `synctrack dev`
+was lost), nothing would ever attempt it: a pending delivery overdue by `STUCK_AFTER_SECONDS` is
+queued again. A duplicate message is harmless (an attempt claims the delivery first).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, delete, select, update
+
+from workers.ledger.tables import Delivery
+from workers.runtime.broker import sync_redis
+from workers.runtime.delivery_queue import enqueue_deliveries
+from workers.runtime.periodic import PeriodicJob
+
+if TYPE_CHECKING:
+    from workers.ledger.context import WorkerRuntime
+
+STUCK_AFTER_SECONDS = 300.0
+"""Longer than any queue backlog should last; each delivery is re-queued at most once per this."""
+MAX_PER_RUN = 1_000
+
+
+def sweep(runtime: WorkerRuntime, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    settings = runtime.settings
+    overdue = now - timedelta(seconds=STUCK_AFTER_SECONDS)
+    with Session(runtime.engine) as session, session.begin():
+        ids = list(
+            session.exec(
+                select(Delivery.id)
+                .where(col(Delivery.status) == "pending", col(Delivery.next_attempt_at) < overdue)
+                .limit(MAX_PER_RUN)
+            ).all()
+        )
+        if ids:
+            session.exec(update(Delivery).where(col(Delivery.id).in_(ids)).values(next_attempt_at=now))
+        cutoff = now - timedelta(days=settings.subscriptions_delivery_retention_days)
+        pruned = session.exec(
+            delete(Delivery).where(col(Delivery.status).in_(("delivered", "failed")), col(Delivery.created_at) < cutoff)
+        ).rowcount
+    if ids:
+        redis = runtime.feed.redis if runtime.feed is not None else sync_redis(settings)
+        enqueue_deliveries(redis, settings.redis_namespace, ids)
+    return f"requeued={len(ids)} pruned={pruned}"
+
+
+SWEEP_JOB = PeriodicJob(
+    name="subscription-deliveries",
+    interval=lambda runtime: runtime.settings.subscriptions_sweep_every_seconds,
+    run=sweep,
+)

@@ -1,0 +1,245 @@
+"""Prometheus metrics: every definition in one place, correct across many web and worker processes.
+
+Each process counts in its own memory, so a scrape answered by one web process would see only that
+process. prometheus-client's multiprocess mode fixes this: with ``PROMETHEUS_MULTIPROC_DIR`` set, every
+process writes its values to files in that directory and `/metrics` (`service/api/scrape.py`) merges
+them. `synctrack web|worker|dev` call `prepare_multiprocess_dir` to set a default directory when the
+variable is unset; every process of one deployment on one host must share it.
+
+Metrics are created on first use, not at import, because prometheus-client decides between in-memory
+and file-backed values when a metric is created and the composition root must be able to set the
+directory first. They are process-wide by nature (one set of files per process id), hence the one
+cached `Metrics` object. Labels stay bounded: event types outside `KNOWN_EVENT_TYPES` count as
+``other``, results and reasons come from fixed enumerations.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from schemas.events import LEGACY_TYPES, Event
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        "company.created",
+        "company.deleted",
+        "connection.created",
+        "connection.connected",
+        "connection.disconnected",
+        "connection.reconnected",
+        "connection.failed",
+        "connection.deleted",
+        "read.completed",
+        "read.completed.initial",
+        "client.rateLimit.reached",
+        "client.rateLimit.reset",
+        *LEGACY_TYPES,
+    }
+)
+
+SIGNATURE_REASONS = frozenset({"missing_signature_headers", "invalid_signature", "timestamp_out_of_tolerance"})
+
+FOLD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+LAST_FOLDED = "synctrack_last_folded_event_generated_timestamp_seconds"
+
+
+def event_type_label(event_type: str | None) -> str:
+    """A bounded label value: the type if Synctrack knows it, ``unknown`` if not parsed, else ``other``."""
+    if not event_type or event_type == "unknown":
+        return "unknown"
+    return event_type if event_type in KNOWN_EVENT_TYPES else "other"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get("prometheus_multiproc_dir") or None
+
+
+def prepare_multiprocess_dir(namespace: str) -> str:
+    """Make sure this process and its children share a metrics directory; return it.
+
+    Keeps an explicitly set ``PROMETHEUS_MULTIPROC_DIR``; otherwise uses
+    ``{tmp}/synctrack-metrics-{namespace}`` so `synctrack web` and `synctrack worker` on one host meet.
+    """
+    path = multiprocess_dir()
+    if not path:
+        path = str(Path(tempfile.gettempdir()) / f"synctrack-metrics-{namespace}")
+        os.environ[MULTIPROC_ENV] = path
+    Path(path).mkdir(parents=True, exist_ok=True)
+    forget_dead_processes(path, everything=True)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_processes(path: str, everything: bool = False) -> int:
+    """Drop the files of processes that no longer exist; return how many processes.
+
+    At a scrape only live gauges go (e.g. SSE clients): a dead process's counters still count. When a
+    process starts (`everything`), all of a dead process's files go, so the directory does not grow
+    with every restart; totals then restart lower, which Prometheus reads as a counter reset.
+    """
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for name in glob.glob(os.path.join(path, "*.db" if everything else "gauge_live*_*.db")):
+        pid_text = Path(name).stem.rsplit("_", 1)[-1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            dead.add(int(pid_text))
+    for pid in dead:
+        if everything:
+            for name in glob.glob(os.path.join(path, f"*_{pid}.db")):
+                os.remove(name)
+        else:
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    return len(dead)
+
+
+class Metrics:
+    """The metric objects; see README "Operations" for what each one means."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram, values
+
+        if multiprocess_dir() and values.ValueClass is values.MutexValue:
+            # prometheus-client was imported before the directory was set: choose again.
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        self.webhooks = Counter(
+            "synctrack_webhooks_received_total",
+            "Webhooks received, by event type and result (accepted, duplicate, rejected with its reason).",
+            ["event_type", "result", "reason"],
+        )
+        self.signature_failures = Counter(
+            "synctrack_webhook_signature_failures_total",
+            "Webhooks rejected for their signature headers, signature or timestamp.",
+            ["reason"],
+        )
+        self.folded = Counter(
+            "synctrack_events_folded_total",
+            "Stored events handled by a worker, by event type and outcome (replays included).",
+            ["event_type", "outcome", "replay"],
+        )
+        self.fold_seconds = Histogram(
+            "synctrack_fold_duration_seconds",
+            "Time to store and fold an event: the transaction of the batch it was folded in.",
+            buckets=FOLD_SECONDS_BUCKETS,
+        )
+        self.last_folded = Gauge(
+            LAST_FOLDED,
+            "Generation time (unix seconds) of the newest event folded so far.",
+            multiprocess_mode="max",
+        )
+        self.last_folded_at = 0.0
+        self.lock = threading.Lock()
+        self.sse_clients = Gauge(
+            "synctrack_sse_clients", "Server-sent-event clients connected.", multiprocess_mode="livesum"
+        )
+        self.codat_calls = Counter("synctrack_codat_api_calls_total", "Calls to Codat's API, by status.", ["status"])
+        self.replay_enqueued = Counter("synctrack_replay_events_enqueued_total", "Stored events enqueued by replays.")
+        self.dead_letters_redriven = Counter(
+            "synctrack_dead_letters_redriven_total", "Dead letters moved back onto their queue."
+        )
+        self.pruned = Counter("synctrack_raw_events_pruned_total", "Raw event bodies removed by retention.")
+        self.deliveries = Counter(
+            "synctrack_subscription_deliveries_total",
+            "Outbound webhook attempts, by outcome (delivered, retry, failed, gone, disabled).",
+            ["outcome"],
+        )
+        self.subscriptions_disabled = Counter(
+            "synctrack_subscriptions_disabled_total",
+            "Subscriptions disabled automatically, by reason (gone: a 410; failing: failed too long).",
+            ["reason"],
+        )
+
+
+_metrics: Metrics | None = None
+
+
+_metrics_lock = threading.Lock()
+
+
+def metrics() -> Metrics:
+    """This process's metrics, created once on first use (threads may race to be first)."""
+    global _metrics
+    if _metrics is None:
+        with _metrics_lock:
+            if _metrics is None:
+                _metrics = Metrics()
+    return _metrics
+
+
+def record_webhook(event_type: str | None, result: str, reason: str = "") -> None:
+    """Count one webhook request: `result` is accepted, duplicate or rejected (`reason`: the error code)."""
+    m = metrics()
+    m.webhooks.labels(event_type_label(event_type), result, reason).inc()
+    if reason in SIGNATURE_REASONS:
+        m.signature_failures.labels(reason).inc()
+
+
+def record_fold(event: Event | str | None, outcome: str, started: datetime, replay: bool) -> None:
+    """Count one event a worker handled (`event`: the parsed event, or the stored type when it did not
+    parse); `started` is when its batch's transaction began."""
+    m = metrics()
+    event_type = event.event_type if isinstance(event, Event) else event
+    m.folded.labels(event_type_label(event_type), outcome, "true" if replay else "false").inc()
+    m.fold_seconds.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
+    if isinstance(event, Event) and outcome == "processed":
+        current = event.generated_at.timestamp()
+        with m.lock:
+            if current > m.last_folded_at:
+                m.last_folded_at = current
+                m.last_folded.set(current)
+
+
+def record_codat_call(status: int | str) -> None:
+    """Count one call to Codat's API: its HTTP status, or ``timeout`` / ``error`` when none came back."""
+    if isinstance(status, int):
+        label = str(status) if 100 <= status <= 599 else "error"
+    else:
+        label = status if status in ("timeout", "error") else "error"
+    metrics().codat_calls.labels(label).inc()
+
+
+def set_sse_clients(count: int) -> None:
+    """Report how many SSE clients this process serves now (the stream calls it on every change)."""
+    metrics().sse_clients.set(count)
+
+
+def record_replay_enqueued(count: int) -> None:
+    metrics().replay_enqueued.inc(count)
+
+
+def record_redriven(count: int) -> None:
+    metrics().dead_letters_redriven.inc(count)
+
+
+def record_pruned(count: int) -> None:
+    metrics().pruned.inc(count)
+
+
+DELIVERY_OUTCOMES = frozenset({"delivered", "retry", "failed", "gone", "disabled"})
+
+
+def record_delivery(outcome: str) -> None:
+    """Count one outbound webhook attempt (`workers/outbound/deliver.py`); `skipped` (nothing due) is not one."""
+    if outcome in DELIVERY_OUTCOMES:
+        metrics().deliveries.labels(outcome).inc()
+
+
+def record_subscription_disabled(reason: str) -> None:
+    metrics().subscriptions_disabled.labels(reason if reason in ("gone", "failing") else "other").inc()
