@@ -145,6 +145,48 @@ def envelope_summary(body: object) -> tuple[str, str | None]:
     raise InvalidEnvelope("expected a Codat envelope: {id, eventType, generatedDate, payload} or a legacy alert")
 
 
+@dataclass(frozen=True, slots=True)
+class BodySummary:
+    """What can be read from a webhook body without the full parse: enough to index or list it."""
+
+    event_type: str
+    envelope_id: str | None
+    company_id: str | None
+    connection_id: str | None
+
+
+def summarise_body(body: str) -> BodySummary | None:
+    """Best-effort type, envelope id, company and connection of a stored body; None if not an envelope.
+
+    The worker stores these beside every raw event (even one the fold rejects) and the dead-letter
+    listing shows them; neither may fail on bad input, so this never raises.
+    """
+    try:
+        raw = json.loads(body)
+        event_type, envelope_id = envelope_summary(raw)
+    except (ValueError, RecursionError, InvalidEnvelope):
+        return None
+    payload = raw.get("payload") or {}
+    if not isinstance(payload, dict):
+        payload = {}
+    company = raw.get("CompanyId") or _id_of(payload.get("referenceCompany"))
+    connection = raw.get("DataConnectionId") or _id_of(payload.get("connection"))
+    if connection is None:
+        items = payload.get("dataTypes")
+        if isinstance(items, list) and items:
+            connection = _id_of(items[0], "connectionId")
+    return BodySummary(
+        event_type,
+        envelope_id,
+        company if isinstance(company, str) else None,
+        connection if isinstance(connection, str) else None,
+    )
+
+
+def _id_of(value: object, key: str = "id") -> object:
+    return value.get(key) if isinstance(value, dict) else None
+
+
 def parse_event(raw: bytes | str, message_id: str, received_at: datetime) -> Event:
     """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use."""
     try:

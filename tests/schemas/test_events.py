@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.events import ANY_DATA_TYPE, InvalidEnvelope, envelope_summary, parse_event
+from schemas.events import ANY_DATA_TYPE, BodySummary, InvalidEnvelope, envelope_summary, parse_event, summarise_body
 from tests.support.builders import fixture
 
 RECEIVED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -88,3 +88,35 @@ def test_a_known_event_with_a_broken_payload_is_rejected_by_the_full_parse() -> 
     envelope_summary(body)  # the receiver accepts it: it is an envelope
     with pytest.raises(InvalidEnvelope, match="dataTypes"):
         parse(body)
+
+
+def test_a_body_summary_names_type_envelope_company_and_connection_of_both_generations() -> None:
+    read = fixture("read.completed")
+    legacy = fixture("legacy.DataConnectionStatusChanged")
+    assert summarise_body(json.dumps(read)) == BodySummary(
+        "read.completed",
+        read["id"],
+        read["payload"]["referenceCompany"]["id"],
+        read["payload"]["dataTypes"][0]["connectionId"],
+    )
+    assert summarise_body(json.dumps(legacy)) == BodySummary(
+        legacy["RuleType"], legacy["AlertId"], legacy["CompanyId"], legacy["DataConnectionId"]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "[]", '{"hello": "world"}', '{"id": "x", "eventType": "a", "generatedDate": "yesterday"}'],
+)
+def test_a_body_that_is_no_envelope_has_no_summary(body: str) -> None:
+    assert summarise_body(body) is None
+
+
+def test_a_summary_skips_ids_of_the_wrong_shape_instead_of_failing() -> None:
+    body = {
+        "id": "x",
+        "eventType": "connection.connected",
+        "generatedDate": "2026-11-20T09:00:00Z",
+        "payload": {"referenceCompany": "not an object", "connection": {"id": 7}},
+    }
+    assert summarise_body(json.dumps(body)) == BodySummary("connection.connected", "x", None, None)

@@ -9,7 +9,6 @@ folds a stored event again, which the fold makes harmless. Input the fold cannot
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlmodel import Session
 
-from schemas.events import Event, InvalidEnvelope, envelope_summary, parse_event, parse_time
+from schemas.events import Event, InvalidEnvelope, parse_event, parse_time, summarise_body
 from workers.ledger.audit import confirm_actions
 from workers.ledger.changes import ChangeFeed, FeedEntry, render_changes
 from workers.ledger.store import fold_events
@@ -56,28 +55,6 @@ class _Work:
 
 
 EVENTS = WebhookEvent.__table__  # type: ignore[attr-defined]
-
-
-def _summary(body: str) -> tuple[str, str | None, str | None, str | None]:
-    """Best-effort (event type, envelope id, company, connection) for storing even a bad event."""
-    try:
-        raw = json.loads(body)
-        event_type, envelope_id = envelope_summary(raw)
-    except (ValueError, InvalidEnvelope):
-        return "unknown", None, None, None
-    payload = raw.get("payload") or {}
-    company = raw.get("CompanyId") or (payload.get("referenceCompany") or {}).get("id")
-    connection = raw.get("DataConnectionId") or (payload.get("connection") or {}).get("id")
-    if connection is None:
-        items = payload.get("dataTypes")
-        if isinstance(items, list) and items and isinstance(items[0], dict):
-            connection = items[0].get("connectionId")
-    return (
-        event_type,
-        envelope_id,
-        company if isinstance(company, str) else None,
-        connection if isinstance(connection, str) else None,
-    )
 
 
 def handle_webhooks(engine: Engine, feed: ChangeFeed | None, requests: Sequence[FoldRequest]) -> list[Outcome]:
@@ -162,13 +139,13 @@ def _prepare(request: FoldRequest, previous: Any, now: datetime) -> _Work:
     if previous is None:
         assert request.body is not None and request.received_at is not None
         body, received = request.body, parse_time(request.received_at)
-        event_type, envelope_id, company_id, connection_id = _summary(body)
+        summary = summarise_body(body)
         item.row = {
             "id": request.message_id,
-            "event_type": event_type,
-            "envelope_id": envelope_id,
-            "company_id": company_id,
-            "connection_id": connection_id,
+            "event_type": summary.event_type if summary else "unknown",
+            "envelope_id": summary.envelope_id if summary else None,
+            "company_id": summary.company_id if summary else None,
+            "connection_id": summary.connection_id if summary else None,
             "received_at": received,
             "body": body,
         }

@@ -14,7 +14,6 @@ never on both queues nor on neither. The fold is idempotent, so redriving twice 
 from __future__ import annotations
 
 import dataclasses
-import json
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from redis import Redis
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from schemas.events import InvalidEnvelope, envelope_summary
+from schemas.events import summarise_body
 from workers.ledger.tables import WebhookEvent
 from workers.runtime.broker import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
 
@@ -116,9 +115,7 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
     if args and isinstance(args[0], list) and args[0]:  # a replay's `fold_stored` message: many events
         event_id = ",".join(str(i) for i in args[0])
     body = args[1] if len(args) > 1 and isinstance(args[1], str) else None
-    event_type = company_id = connection_id = None
-    if body is not None:
-        event_type, company_id, connection_id = _describe_body(body)
+    summary = summarise_body(body) if body is not None else None
     return DeadLetter(
         id=redis_id,
         queue=queue,
@@ -128,27 +125,11 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
         last_error=options.get("last_error") or _last_line(options.get("traceback")),
         traceback=options.get("traceback"),
         event_id=event_id,
-        event_type=event_type,
-        company_id=company_id,
-        connection_id=connection_id,
+        event_type=summary.event_type if summary else None,
+        company_id=summary.company_id if summary else None,
+        connection_id=summary.connection_id if summary else None,
         replay=bool(args[3]) if len(args) > 3 else False,
         args=args,
-    )
-
-
-def _describe_body(body: str) -> tuple[str | None, str | None, str | None]:
-    try:
-        raw = json.loads(body)
-        event_type, _ = envelope_summary(raw)
-    except (ValueError, InvalidEnvelope):
-        return None, None, None
-    payload = raw.get("payload") or {}
-    company = raw.get("CompanyId") or (payload.get("referenceCompany") or {}).get("id")
-    connection = raw.get("DataConnectionId") or (payload.get("connection") or {}).get("id")
-    return (
-        event_type,
-        company if isinstance(company, str) else None,
-        connection if isinstance(connection, str) else None,
     )
 
 
