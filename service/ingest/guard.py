@@ -87,9 +87,8 @@ class WebhookGuard:
             msg_id, timestamp, signature = signature_headers(request)
             check_timestamp(timestamp, time.time())
             body = await read_body(request, self.receiver.max_body_bytes)
-            headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
-            verify_signature(self.receiver.verifiers, body.decode("utf-8"), headers)
-        except (ApiError, UnicodeDecodeError):
+            verify_signature(self.receiver.verifiers, body, msg_id, timestamp, signature)
+        except ApiError:
             return None
         return body
 

@@ -2,8 +2,9 @@
 
 The order of checks is cheapest first and never trusts the body before the signature: media type,
 signature headers, size (while reading — a huge body is never held in memory), timestamp, signature
-over the raw bytes, JSON, envelope shape. Only then is the event handed to `WebhookQueue`, and the
-answer (202 accepted / 200 duplicate) is given after Redis has it.
+over the raw bytes (`service/ingest/signature.py`: nothing decodes the body before it), UTF-8, JSON,
+envelope shape. Only then is the event handed to `WebhookQueue`, and the answer (202 accepted / 200
+duplicate) is given after Redis has it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from svix.webhooks import Webhook, WebhookVerificationError
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, envelope_summary
 from service.ingest.enqueue import QueueUnavailable, WebhookQueue
+from service.ingest.signature import SignatureKeys
 
 log = logging.getLogger("synctrack.receiver")
 
@@ -72,22 +73,17 @@ def check_timestamp(timestamp: str, now: float) -> None:
         )
 
 
-def verify_signature(verifiers: list[Webhook], body: str, headers: dict[str, str]) -> None:
-    """Accept if any configured secret (rotation keeps several) verifies the body as received."""
-    for verifier in verifiers:
-        try:
-            verifier.verify(body, headers)
-            return
-        except (WebhookVerificationError, ValueError):
-            continue
-    raise ApiError(401, ErrorCode.INVALID_SIGNATURE, "no signature matches any configured webhook secret")
+def verify_signature(keys: SignatureKeys, body: bytes, msg_id: str, timestamp: str, signature: str) -> None:
+    """Accept if any configured secret (rotation keeps several) signed these exact bytes; nothing is decoded first."""
+    if not keys.verifies(msg_id, timestamp, signature, body):
+        raise ApiError(401, ErrorCode.INVALID_SIGNATURE, "no signature matches any configured webhook secret")
 
 
 class Receiver:
     """The webhook endpoint, holding what it needs: verifiers, the queue and the body limit."""
 
     def __init__(self, secrets: list[str], queue: WebhookQueue, max_body_bytes: int) -> None:
-        self.verifiers = [Webhook(secret) for secret in secrets]
+        self.verifiers = SignatureKeys(secrets)
         self.queue = queue
         self.max_body_bytes = max_body_bytes
 
@@ -98,12 +94,11 @@ class Receiver:
         msg_id, timestamp, signature = signature_headers(request)
         body = await read_body(request, self.max_body_bytes)
         check_timestamp(timestamp, time.time())
+        verify_signature(self.verifiers, body, msg_id, timestamp, signature)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not UTF-8, so it cannot be JSON") from None
-        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
-        verify_signature(self.verifiers, text, headers)
         try:
             parsed = json.loads(text)
         except (ValueError, RecursionError) as exc:

@@ -526,3 +526,28 @@ def test_a_company_token_goes_with_every_request_leaves_the_address_bar_and_boun
     expect(page.locator("#refresh-all")).to_be_hidden()
     expect(page.locator("#connections-empty")).to_have_text("The connections of this company could not be loaded.")
     steps.shot("other-company-refused")
+
+
+def test_an_odd_platform_name_or_time_never_blanks_the_list_or_hides_the_other_connections(
+    service: str, open_page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    company = str(uuid.uuid4())
+    spaces, blank, xero = (str(uuid.uuid4()) for _ in range(3))
+    post_webhook(service, named(connection_event(connection_id=spaces, company_id=company, platform="   "), "Odd Co"))
+    post_webhook(service, named(connection_event(connection_id=blank, company_id=company, platform=""), "Odd Co"))
+    post_webhook(service, named(connection_event(connection_id=xero, company_id=company, platform="Xero"), "Odd Co"))
+    wait_for(lambda: all(connection_json(service, c) for c in (spaces, blank, xero)), timeout=20, message="folded")
+
+    page, steps = open_page(f"{service}/?company={company}")
+    expect(page.locator("li.connection")).to_have_count(3)
+    expect(card(page, xero).get_by_role("link")).to_have_text("Xero")
+    expect(card(page, spaces).locator(".logo")).to_have_text("D")  # the platform key, as the name is blank
+    expect(card(page, spaces).get_by_role("link")).to_have_text("dfxm")
+    expect(card(page, blank).get_by_role("link")).to_have_text("dfxm")
+    steps.shot("odd-platform-names")
+
+    card(page, spaces).get_by_role("link").click()
+    expect(page.locator("#detail-heading")).to_contain_text("dfxm")
+    steps.shot("odd-platform-name-in-detail")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,12 +133,30 @@ def test_malformed_json_is_a_400_that_says_so(client: TestClient) -> None:
     assert response.json()["detail"]
 
 
-def test_invalid_utf8_is_a_400(client: TestClient) -> None:
+def raw_signed_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    """Svix headers for any bytes, UTF-8 or not: HMAC-SHA256 of "{id}.{timestamp}." + the raw body."""
+    msg_id, ts = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
+    key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+    digest = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    signature = "v1," + base64.b64encode(digest).decode()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": ts,
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+def test_signed_invalid_utf8_is_a_400(client: TestClient) -> None:
     body = b'{"id": "\xff\xfe"}'
-    response = client.post(
-        "/webhooks/codat", content=body, headers={**signed_headers("x"), "content-type": "application/json"}
-    )
+    response = post(client, body, raw_signed_headers(body))
     assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize("body", [b'{"id": "\xff\xfe"}', b"\x00\x81garbage", b"not json at all"])
+def test_unsigned_garbage_is_a_401_before_anything_reads_the_body(client: TestClient, body: bytes) -> None:
+    response = post(client, body, raw_signed_headers(body, secret=OTHER_SECRET))
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_signature")
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash(client: TestClient) -> None:

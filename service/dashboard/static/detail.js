@@ -10,6 +10,7 @@ import {
   keepingFocus,
   phaseBadge,
   platformLogo,
+  platformName,
   spinner,
   statusBadge,
   timeEl,
@@ -112,7 +113,7 @@ export class DetailView {
   render() {
     const d = this.detail;
     if (!d || !this.connectionId) return;
-    const name = d.platform_name || d.platform_key || "Unknown platform";
+    const name = platformName(d);
     const deleted = Boolean(d.deleted_at);
     const syncing = !deleted && this.store.isSyncing(d.id);
     keepingFocus(() =>

@@ -27,9 +27,17 @@ const UNITS = [
   ["minute", 60],
 ];
 
+/** A Date for an ISO time, or null when it is not one (a value from Codat may be anything). */
+function dateOf(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
 /** "3 minutes ago" for an ISO time; "just now" under a minute. */
 export function relativeTime(iso, now = Date.now()) {
-  const seconds = (new Date(iso).getTime() - now) / 1000;
+  const date = dateOf(iso);
+  if (!date) return String(iso ?? "");
+  const seconds = (date.getTime() - now) / 1000;
   for (const [unit, size] of UNITS) {
     if (Math.abs(seconds) >= size) return relativeFormat.format(Math.round(seconds / size), unit);
   }
@@ -37,7 +45,8 @@ export function relativeTime(iso, now = Date.now()) {
 }
 
 export function exactTime(iso) {
-  return exactFormat.format(new Date(iso));
+  const date = dateOf(iso);
+  return date ? exactFormat.format(date) : String(iso ?? "");
 }
 
 /**
@@ -70,7 +79,8 @@ export function timeEl(iso, empty = "never") {
 /** A <time> showing a short absolute time ("Nov 20, 10:10"), the exact time on hover: for tables of events. */
 export function whenEl(iso, empty = "—") {
   if (!iso) return h("span", { class: "muted" }, empty);
-  return h("time", { datetime: iso, title: exactTime(iso) }, shortFormat.format(new Date(iso)));
+  const date = dateOf(iso);
+  return h("time", { datetime: iso, title: exactTime(iso) }, date ? shortFormat.format(date) : String(iso));
 }
 
 export function refreshTimes(root = document) {
@@ -122,12 +132,22 @@ export function phaseBadge(phase, status) {
   );
 }
 
+/** A connection's platform as shown: its name, else its key, else "Unknown platform" (blank counts as missing). */
+export function platformName(connection) {
+  for (const value of [connection?.platform_name, connection?.platform_key]) {
+    const text = typeof value === "string" ? value.trim() : "";
+    if (text) return text;
+  }
+  return "Unknown platform";
+}
+
 /** The platform's initial on a colour picked from its name (all colours pass 4.5:1 with white text). */
 export function platformLogo(name) {
-  const text = (name || "?").trim();
+  const text = String(name ?? "").trim() || "?";
   let hash = 0;
   for (const ch of text) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return h("span", { class: "logo", dataset: { hue: String(hash % 8) }, "aria-hidden": "true" }, text[0].toUpperCase());
+  const initial = [...text][0].toUpperCase();
+  return h("span", { class: "logo", dataset: { hue: String(hash % 8) }, "aria-hidden": "true" }, initial);
 }
 
 /** "bankAccounts" -> "Bank accounts", "banking-transactions" -> "Banking transactions". */

@@ -6,6 +6,7 @@ import {
   h,
   keepingFocus,
   platformLogo,
+  platformName,
   spinner,
   statusBadge,
   timeEl,
@@ -19,17 +20,31 @@ export function renderList(listEl, emptyEl, store, { includeDeleted, selectedId,
   const connections = store.sorted({ includeDeleted });
   keepingFocus(() => {
     listEl.replaceChildren(
-      ...connections.map((c, index) => card(c, store, c.id === selectedId, linkFor, onSelect, `card-${index}`)),
+      ...connections.map((c, index) => safeCard(c, store, c.id === selectedId, linkFor, onSelect, `card-${index}`)),
     );
   });
   emptyEl.hidden = connections.length > 0;
   emptyEl.textContent = emptyText(store.connections.size > 0);
 }
 
+/** A card, or a plain one naming the connection when its values cannot be shown: one odd value never blanks the list. */
+function safeCard(connection, store, selected, linkFor, onSelect, key) {
+  try {
+    return card(connection, store, selected, linkFor, onSelect, key);
+  } catch (error) {
+    console.error("connection card", connection?.id, error);
+    return h(
+      "li",
+      { class: "connection", dataset: { connectionId: String(connection?.id ?? ""), status: "Unknown" } },
+      h("div", { class: "connection-head" }, h("a", { href: linkFor(connection?.id) }, String(connection?.id ?? "?"))),
+    );
+  }
+}
+
 /** One card; `key` prefixes the ids that let the link announce the status and times with its name. */
 function card(connection, store, selected, linkFor, onSelect, key) {
   const status = connectionStatus(connection);
-  const name = connection.platform_name || connection.platform_key || "Unknown platform";
+  const name = platformName(connection);
   const syncing = !connection.deleted_at && store.isSyncing(connection.id);
   const lastFailed = connection.last_sync_status && !["Complete", "NotSupported"].includes(connection.last_sync_status);
   const open = (event) => {

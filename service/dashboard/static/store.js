@@ -72,7 +72,7 @@ export class Store extends EventTarget {
       .sort(
         (a, b) =>
           Boolean(a.deleted_at) - Boolean(b.deleted_at) ||
-          (a.platform_name ?? "").localeCompare(b.platform_name ?? "") ||
+          String(a.platform_name ?? "").localeCompare(String(b.platform_name ?? "")) ||
           a.id.localeCompare(b.id),
       );
   }
