@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.api import UtcTime
+from schemas.ids import CodatId
 
 Right = Literal["read", "refresh", "disconnect", "delete"]
 
@@ -14,7 +15,8 @@ Right = Literal["read", "refresh", "disconnect", "delete"]
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    company_id: str = Field(min_length=1, max_length=200)
+    company_id: CodatId
+    """One company id (letters, digits, `-`, `_`, `.`; at most 128 characters)."""
     rights: list[Right] = Field(default=["read"], min_length=1)
     """`read` (the company's connections, syncs, events, audit and stream), `refresh`, `disconnect`
     (unlink a connection), `delete` (delete a connection)."""

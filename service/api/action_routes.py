@@ -27,6 +27,7 @@ from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from service.security.scope import company_filter
 from workers.codat.actions import (
     ActionResult,
     find_connection,
@@ -234,7 +235,7 @@ def list_audit(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 1)
     query = select(AuditRecord)
-    if company_ids := list_param(request, "company_id"):
+    if company_ids := company_filter(request):
         query = query.where(col(AuditRecord.company_id).in_(company_ids))
     if connection_ids := list_param(request, "connection_id"):
         query = query.where(col(AuditRecord.connection_id).in_(connection_ids))

@@ -19,6 +19,7 @@ from schemas.api import CompanyOut, EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.statuses import PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
+from service.security.scope import company_filter
 from workers.ledger.tables import Company, Connection, Sync, WebhookEvent
 from workers.ledger.views import connection_out, connection_rows_query, load_connection_detail, sync_out
 
@@ -111,7 +112,7 @@ def list_active_syncs(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 2)
     query = select(Sync).where(Sync.phase == "active")
-    if company_ids := list_param(request, "company_id"):
+    if company_ids := company_filter(request):
         query = query.where(col(Sync.company_id).in_(company_ids))
     if connection_ids := list_param(request, "connection_id"):
         query = query.where(col(Sync.connection_id).in_(connection_ids))
@@ -143,7 +144,9 @@ def list_events(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 2)
     query = select(WebhookEvent)
-    for name in ("company_id", "connection_id", "event_type", "outcome"):
+    if company_ids := company_filter(request):
+        query = query.where(col(WebhookEvent.company_id).in_(company_ids))
+    for name in ("connection_id", "event_type", "outcome"):
         if values := list_param(request, name):
             query = query.where(col(getattr(WebhookEvent, name)).in_(values))
     if since := time_param(request, "since"):

@@ -12,7 +12,8 @@ from service.security.tokens import TokenConfigError, TokenSigner
 
 
 def mint(settings: Settings, company_id: str, rights: list[str], ttl_seconds: float) -> TokenOut:
-    """Raises ApiError when the TTL is over the maximum or no signing key is configured."""
+    """Raises ApiError when the TTL is over the maximum, the company id or a right is not valid (400), or no
+    signing key is configured (409)."""
     if ttl_seconds > settings.token_max_ttl_seconds:
         raise ApiError(
             400,
@@ -23,6 +24,8 @@ def mint(settings: Settings, company_id: str, rights: list[str], ttl_seconds: fl
         token, claims = TokenSigner(settings.token_signing_key).mint(company_id, rights, int(ttl_seconds), time.time())
     except TokenConfigError as exc:
         raise ApiError(409, ErrorCode.CONFLICT, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, str(exc)) from None
     return TokenOut(
         token=token,
         token_id=claims.token_id,

@@ -6,9 +6,11 @@ where the request's company is found:
 
 * ``company``: the `{company_id}` path parameter;
 * ``connection`` / ``event``: the company of the connection / stored event named in the path (looked up);
-* ``filter``: a list or the stream; a company-scoped token gets `company_id=<its company>` forced into
-  the query, and naming any other company answers 404. A `connection_id` filter needs no check: with
-  the company forced, another company's connection lists nothing, as an unknown one does.
+* ``filter``: a list or the stream; every `company_id=` value must be exactly the token's company
+  (compared whole, never split: `A,B` or a blank is another company) else 404, and the handlers take
+  the company of a company-scoped caller from its token (`service/security/scope.py`), never from
+  the list-filter parser. A `connection_id` filter needs no check: with the company fixed, another
+  company's connection lists nothing, as an unknown one does.
 
 With a company-scoped token another company's resources answer **404** exactly as a missing one does,
 never 403: whether they exist is not revealed. A `connection_id` query parameter of an action must
@@ -170,8 +172,7 @@ def check_company(
             if owners.get(ident) != own:
                 raise not_found("connection", ident)
         return query
-    asked = [part.strip() for key, value in query if key == "company_id" for part in value.split(",") if part.strip()]
-    for ident in asked:
-        if ident != own:
-            raise not_found("company", ident)
+    for key, value in query:  # each value compared whole: "A,B" or " " is not the token's company
+        if key == "company_id" and value != own:
+            raise not_found("company", value)
     return [(key, value) for key, value in query if key != "company_id"] + [("company_id", own)]

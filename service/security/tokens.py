@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from schemas.ids import ID_SYNTAX, is_valid_id
+
 RIGHTS = ("read", "refresh", "disconnect", "delete")
 """What a company-scoped token may do: read, refresh data, unlink (disconnect) and delete connections."""
 SCOPED_PREFIX = "st1."
@@ -143,6 +145,8 @@ class TokenSigner:
         """A token for `company_id` valid for `ttl_seconds` from `now` (unix seconds)."""
         if not self.key:
             raise TokenConfigError("SYNCTRACK_TOKEN_SIGNING_KEY is not set, so no company token can be minted")
+        if not is_valid_id(company_id):
+            raise ValueError(f"company_id must be one company id: {ID_SYNTAX}")
         unknown = sorted(set(rights) - set(RIGHTS))
         if unknown:
             raise ValueError(f"unknown rights {unknown}; rights are {', '.join(RIGHTS)}")
@@ -178,6 +182,9 @@ class TokenSigner:
             )
         except (ValueError, KeyError, TypeError):
             raise InvalidToken("the token is malformed") from None
+        if not (is_valid_id(payload["cid"]) and is_valid_id(payload["jti"])):
+            # Genuinely signed, but minted before ids had one syntax: it could name more than one company.
+            raise InvalidToken("the token does not name one valid company")
         if now >= claims.expires_at:
             raise InvalidToken("the token has expired")
         return claims

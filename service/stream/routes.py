@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
+from service.security.scope import company_filter
 from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id
 from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import ChangeStreamResponse
@@ -179,9 +180,7 @@ async def events(
 
 async def stream(request: Request) -> Response:
     fanout: Fanout = request.app.state.fanout
-    stream_filter = StreamFilter(
-        frozenset(list_param(request, "company_id")), frozenset(list_param(request, "connection_id"))
-    )
+    stream_filter = StreamFilter(frozenset(company_filter(request)), frozenset(list_param(request, "connection_id")))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     try:
