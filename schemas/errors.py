@@ -1,4 +1,26 @@
-"""The error codes of Synctrack's HTTP API (one enumeration) and the exception that carries one."""
+"""Synctrack's exceptions (one hierarchy) and the error codes of its HTTP API (one enumeration).
+
+Every exception Synctrack raises on purpose derives from `SynctrackError`; each is defined beside the
+code that raises it and docstrings say when. What a client sees is decided in one place: `ApiError`
+is answered as it is, and the web app's one exception handler (`service/app.py`) maps the few other
+errors that can reach a request to an `ApiError`. `service/common/errors.py` writes every error body.
+
+    SynctrackError
+    ├── ApiError                    answered as {"error": code, "detail": detail}
+    │   └── CodatError              workers/codat/errors.py
+    ├── ConfigError                 the process refuses to start
+    │   ├── TokenConfigError        service/security/tokens.py
+    │   ├── UnsafeAuthConfig        service/security/auth_mode.py
+    │   └── SchemaOutOfDate         workers/runtime/db.py
+    ├── Unavailable                 a dependency is unreachable now; retrying later can succeed
+    │   ├── QueueUnavailable        service/ingest/enqueue.py
+    │   └── StreamUnavailable       service/stream/fanout.py
+    ├── InvalidEnvelope             schemas/events.py
+    ├── InvalidToken                service/security/tokens.py
+    ├── UnsafeUrl                   workers/outbound/url_policy.py
+    ├── ReplayBusy                  workers/ops/replay.py
+    └── ReplayJobNotFound           workers/ops/replay.py
+"""
 
 from __future__ import annotations
 
@@ -33,8 +55,23 @@ class ErrorCode(StrEnum):
     SUBSCRIPTION_DISABLED = "subscription_disabled"
 
 
-class ApiError(Exception):
-    """Raised by any handler to answer with ``{"error": code, "detail": detail}`` and `status`."""
+class SynctrackError(Exception):
+    """The base of every exception Synctrack raises on purpose (anything else is a bug or a library's)."""
+
+
+class ConfigError(SynctrackError):
+    """Raised at start when the settings or the database cannot work; the message says what to fix."""
+
+
+class Unavailable(SynctrackError):
+    """Raised when a service Synctrack depends on (Redis) cannot be reached now; a retry later can succeed."""
+
+
+class ApiError(SynctrackError):
+    """Raised by any handler to answer with ``{"error": code, "detail": detail}`` and `status`.
+
+    `detail` is shown to the caller, so it never holds a secret.
+    """
 
     def __init__(self, status: int, code: ErrorCode, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from schemas.errors import SynctrackError
 from schemas.statuses import is_connection_status
 
 Source = Literal["webhook", "action", "reconcile"]
@@ -45,7 +46,7 @@ LEGACY_TYPES = {
 ANY_DATA_TYPE = "*"
 
 
-class InvalidEnvelope(ValueError):
+class InvalidEnvelope(SynctrackError, ValueError):
     """Raised when a body is JSON but neither envelope generation: the reason says what is missing."""
 
 

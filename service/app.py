@@ -15,41 +15,60 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from schemas.errors import ApiError, ErrorCode
+from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
 from service.api import admin, health, openapi, subscriptions, token_routes
 from service.api import reads as api
 from service.api import scrape as metrics
+from service.common.errors import error_response
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
 from service.ingest.guard import guarded
 from service.ingest.receiver import Receiver
 from service.security.middleware import security_middleware
 from service.stream import routes as stream
-from service.stream.fanout import Fanout
+from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import server_exiting
 from workers.codat.client import CodatClient
 from workers.ledger.changes import ChangeFeed
+from workers.ops.replay import ReplayJobNotFound
+from workers.outbound.url_policy import UnsafeUrl
 from workers.runtime.broker import async_redis, sync_redis
 from workers.runtime.db import make_engine, require_current_schema, upgrade
 
 log = logging.getLogger("synctrack.app")
 
 
-async def api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+def as_api_error(request: Request, exc: Exception) -> ApiError:
+    """What the client is told about an exception that left a handler: the one map to `ErrorCode`.
+
+    Raises `exc` again for anything without an answer of its own (a bug: the server's 500).
+    """
+    match exc:
+        case ApiError():
+            return exc
+        case UnsafeUrl():
+            return ApiError(400, ErrorCode.INVALID_URL, str(exc))
+        case ReplayJobNotFound():
+            return ApiError(404, ErrorCode.NOT_FOUND, f"no replay job with id {exc.job_id!r}")
+        case StreamUnavailable():
+            return stream.unavailable()
+        case HTTPException(status_code=404):
+            return ApiError(
+                404, ErrorCode.NOT_FOUND, f"no route {request.method} {request.url.path}", dict(exc.headers or {})
+            )
+        case HTTPException():
+            return ApiError(exc.status_code, ErrorCode.INVALID_PARAMETER, exc.detail, dict(exc.headers or {}))
+    raise exc
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_PARAMETER
-    detail = exc.detail if exc.status_code != 404 else f"no route {request.method} {request.url.path}"
-    return JSONResponse({"error": code.value, "detail": detail}, status_code=exc.status_code, headers=exc.headers)
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The app's one exception handler: Synctrack's errors and the router's 404/405 alike."""
+    return error_response(as_api_error(request, exc))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -101,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         middleware=security_middleware(settings),
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )
     app.state.settings = settings
     app.state.engine = engine

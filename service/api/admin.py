@@ -38,7 +38,6 @@ from workers.ledger.tables import ReplayJob
 from workers.ops.actors import start_message
 from workers.ops.deadletters import DeadLetter, DeadLetters
 from workers.ops.replay import (
-    ReplayJobNotFound,
     cancel_job,
     count_selection,
     create_job,
@@ -64,10 +63,6 @@ def admin_redis(request: Request) -> Redis:
 def namespace_of(request: Request) -> str:
     namespace: str = request.app.state.settings.redis_namespace
     return namespace
-
-
-def job_not_found(job_id: str) -> ApiError:
-    return ApiError(404, ErrorCode.NOT_FOUND, f"no replay job with id {job_id!r}")
 
 
 def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog: int) -> None:
@@ -123,19 +118,13 @@ def list_replays(request: Request) -> JSONResponse:
 
 def get_replay(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    try:
-        job = load_job(request.app.state.engine, job_id)
-    except ReplayJobNotFound:
-        raise job_not_found(job_id) from None
+    job = load_job(request.app.state.engine, job_id)
     return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
 
 
 def cancel_replay(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    try:
-        job = cancel_job(request.app.state.engine, job_id)
-    except ReplayJobNotFound:
-        raise job_not_found(job_id) from None
+    job = cancel_job(request.app.state.engine, job_id)
     log.info("job=%s action=replay_cancelled status=%s", job.id, job.status)
     return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
 
@@ -151,10 +140,7 @@ async def resume_replay(request: Request) -> JSONResponse:
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "rate must be >= 0 and max_backlog >= 1")
 
     def run() -> JSONResponse:
-        try:
-            job = load_job(request.app.state.engine, job_id)
-        except ReplayJobNotFound:
-            raise job_not_found(job_id) from None
+        job = load_job(request.app.state.engine, job_id)
         shown = job_out(job, admin_redis(request), namespace_of(request))
         if shown.status not in ("interrupted", "pending"):
             raise ApiError(

@@ -20,7 +20,7 @@ from schemas.settings import Settings
 from service.common.json_body import read_model as read_model
 from workers.ledger.tables import Subscription
 from workers.outbound.deliver import Deliverer
-from workers.outbound.url_policy import UnsafeUrl, check_url
+from workers.outbound.url_policy import check_url
 from workers.runtime.broker import sync_redis
 
 _lock = threading.Lock()
@@ -53,14 +53,12 @@ def now() -> datetime:
 
 
 def checked_url(context: Outbound, url: str) -> str:
-    try:
-        return check_url(
-            url.strip(),
-            allow_http=context.settings.subscriptions_allow_http,
-            allow_private=context.settings.subscriptions_allow_private,
-        )
-    except UnsafeUrl as exc:
-        raise ApiError(400, ErrorCode.INVALID_URL, str(exc)) from None
+    """`url` if outbound deliveries may go there; raises `UnsafeUrl` (400 `invalid_url`) with the reason."""
+    return check_url(
+        url.strip(),
+        allow_http=context.settings.subscriptions_allow_http,
+        allow_private=context.settings.subscriptions_allow_private,
+    )
 
 
 def get_subscription(session: Session, subscription_id: str) -> Subscription:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio
 from redis.exceptions import RedisError
 
+from schemas.errors import Unavailable
 from workers.runtime.broker import fold_message, queue_keys
 
 DEDUPE_AND_ENQUEUE = """
@@ -40,7 +41,7 @@ of one per event is what halves the web process's CPU per enqueued webhook."""
 MAX_BATCH = 512
 
 
-class QueueUnavailable(Exception):
+class QueueUnavailable(Unavailable):
     """Raised when Redis cannot take the event: the receiver answers 503 so Codat retries."""
 
 

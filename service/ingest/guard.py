@@ -21,12 +21,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
+from service.common.errors import error_response
 from service.ingest.receiver import Receiver, check_timestamp, read_body, signature_headers, verify_signature
 from service.security.failure_budget import FailureLimiter
 from service.security.sources import SourceResolver, bucket_key, parse_networks
@@ -52,8 +53,7 @@ class WebhookGuard:
         if self.allowed and not self.sources.within(scope, self.allowed):
             detail = "this source address may not deliver webhooks (SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS)"
             record_webhook(None, "rejected", ErrorCode.FORBIDDEN_NETWORK.value)
-            response = JSONResponse({"error": ErrorCode.FORBIDDEN_NETWORK.value, "detail": detail}, 403)
-            await response(scope, receive, send)
+            await error_response(ApiError(403, ErrorCode.FORBIDDEN_NETWORK, detail))(scope, receive, send)
             return
         key = bucket_key(source)
         wait = self.limiter.retry_after(key)
@@ -62,10 +62,8 @@ class WebhookGuard:
             if body is None:
                 record_webhook(None, "rejected", ErrorCode.RATE_LIMITED.value)
                 detail = f"too many rejected webhooks from this source; retry in {wait} s"
-                response = JSONResponse(
-                    {"error": ErrorCode.RATE_LIMITED.value, "detail": detail}, 429, headers={"Retry-After": str(wait)}
-                )
-                await response(scope, receive, send)
+                refused = ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
+                await error_response(refused)(scope, receive, send)
                 return
             receive = replay(body, receive)
         status = 0

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import secrets
 
+from schemas.errors import ConfigError
 from schemas.settings import Settings
 
 BANNER = "!" * 78
 
 
-class UnsafeAuthConfig(Exception):
+class UnsafeAuthConfig(ConfigError):
     """Raised when authentication is asked to be off on an address other machines can reach."""
 
 

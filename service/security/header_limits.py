@@ -7,10 +7,10 @@ memory the server spends parsing them (nginx bounds them at 32 KB by default).
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from schemas.errors import ErrorCode
+from schemas.errors import ApiError, ErrorCode
+from service.common.errors import error_response
 
 MAX_HEADERS = 100
 
@@ -26,7 +26,6 @@ class HeaderLimitMiddleware:
             size = sum(len(name) + len(value) for name, value in headers)
             if len(headers) > MAX_HEADERS or size > self.max_header_bytes:
                 detail = f"at most {MAX_HEADERS} headers of {self.max_header_bytes} bytes in all are accepted"
-                response = JSONResponse({"error": ErrorCode.HEADERS_TOO_LARGE.value, "detail": detail}, 431)
-                await response(scope, receive, send)
+                await error_response(ApiError(431, ErrorCode.HEADERS_TOO_LARGE, detail))(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -24,12 +24,12 @@ from anyio import to_thread
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
+from service.common.errors import error_response
 from service.security.failure_budget import FailureLimiter
 from service.security.header_limits import HeaderLimitMiddleware
 from service.security.rules import ADMIN, Kind, Rule, check_company, needs_lookup, rule_for
@@ -90,8 +90,7 @@ class AuthMiddleware:
                 if rule.right and not principal.can(rule.right):
                     raise ApiError(403, ErrorCode.FORBIDDEN, f"this token does not have the {rule.right!r} right")
         except ApiError as refused:
-            response = JSONResponse(refused.body(), status_code=refused.status, headers=refused.headers)
-            await response(scope, receive, send)
+            await error_response(refused)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

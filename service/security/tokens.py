@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from schemas.errors import ConfigError, SynctrackError
 from schemas.ids import ID_SYNTAX, is_valid_id
 
 RIGHTS = ("read", "refresh", "disconnect", "delete")
@@ -39,11 +40,11 @@ _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KEY_CONTEXT = b"synctrack company-scoped token v1"
 
 
-class InvalidToken(Exception):
+class InvalidToken(SynctrackError):
     """Raised when a bearer token is malformed, unknown, wrongly signed or expired; the message says which."""
 
 
-class TokenConfigError(ValueError):
+class TokenConfigError(ConfigError, ValueError):
     """Raised when the token settings themselves are unusable (a malformed hash, a short signing key)."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
+from schemas.errors import Unavailable
 from service.stream.client import STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
 from workers.ledger.changes import stream_key
 from workers.runtime.metrics import set_sse_clients
@@ -51,7 +52,7 @@ refuses a 101st connection instead of waiting for one)."""
 UNFILTERED = frozenset({"*"})
 
 
-class StreamUnavailable(Exception):
+class StreamUnavailable(Unavailable):
     """Raised by `Fanout.subscribe` while the reader does not know where the stream stands yet, or
     once the server is stopping."""
 

@@ -40,7 +40,7 @@ from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
 from service.security.scope import company_filter
 from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id
-from service.stream.fanout import Fanout, StreamUnavailable
+from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse
 from workers.ledger.tables import Connection, Sync
 from workers.ledger.views import connection_out, connection_rows_query, sync_out
@@ -183,10 +183,7 @@ async def stream(request: Request) -> Response:
     stream_filter = StreamFilter(frozenset(company_filter(request)), frozenset(list_param(request, "connection_id")))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    try:
-        sub = fanout.subscribe(stream_filter)
-    except StreamUnavailable:
-        raise unavailable() from None
+    sub = fanout.subscribe(stream_filter)  # StreamUnavailable: 503 from the app's error handler
     opening: str | None
     try:
         if last_event_id is None:

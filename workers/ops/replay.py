@@ -28,6 +28,7 @@ from sqlalchemy import Engine, func, tuple_
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session, col, select
 
+from schemas.errors import SynctrackError
 from schemas.ops import ReplayFilters, ReplayJobOut
 from workers.ledger.tables import ReplayJob, WebhookEvent
 from workers.runtime.broker import FOLD_STORED_ACTOR, WEBHOOK_QUEUE, queue_keys
@@ -51,12 +52,16 @@ return 0
 """
 
 
-class ReplayBusy(Exception):
+class ReplayBusy(SynctrackError):
     """Raised when another runner holds the job (it is being replayed right now)."""
 
 
-class ReplayJobNotFound(LookupError):
-    """Raised when no replay job has the given id."""
+class ReplayJobNotFound(SynctrackError, LookupError):
+    """Raised when no replay job has the given id (`job_id`)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
 
 
 def conditions(filters: ReplayFilters) -> list[ColumnElement[bool]]:

@@ -10,10 +10,12 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from schemas.errors import SynctrackError
+
 MAX_URL_LENGTH = 2048
 
 
-class UnsafeUrl(ValueError):
+class UnsafeUrl(SynctrackError, ValueError):
     """Raised when a URL is malformed, not https, or reaches an address that is not public."""
 
 

@@ -18,10 +18,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from schemas.errors import ConfigError
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-class SchemaOutOfDate(RuntimeError):
+class SchemaOutOfDate(ConfigError, RuntimeError):
     """Raised when a production process finds the database behind the code's migrations."""
 
 

@@ -1,0 +1,17 @@
+"""`error_response`: the one place an error body is written, for handlers and middleware alike.
+
+Every error a client of the web process sees is ``{"error": <ErrorCode>, "detail": <sentence>}`` with
+the status and headers of an `ApiError`: the app's exception handler, the auth middleware, the header
+limits and the webhook guard all answer through this function, so the shape cannot drift.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+from schemas.errors import ApiError
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    """The response that answers `error`: its body, status and headers (e.g. `Retry-After`)."""
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
