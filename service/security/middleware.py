@@ -8,7 +8,8 @@ the `Principal` on the scope (`request.state.principal`, or `principal_of(reques
 * `?access_token=` is always removed from the query before anything else sees it; it is honoured only
   on the stream and only when `SYNCTRACK_STREAM_TOKEN_IN_QUERY` is true (EventSource sends no headers).
 * With authentication off (`synctrack dev` on localhost, or `SYNCTRACK_AUTH_DISABLED` without admin
-  hashes) a request without a token is the local developer, but only from a loopback peer.
+  hashes) a request without a token is the local developer, but only from a loopback peer, addressed
+  to a loopback `Host`, and not sent by another site's page (`service/security/local_only.py`).
 * Failed authentications count against the source (`service/security/failure_budget.py`); a source over its budget
   gets 429 for every request without a valid token. A valid token is never limited.
 """
@@ -32,6 +33,8 @@ from schemas.settings import Settings
 from service.common.errors import error_response
 from service.security.failure_budget import FailureLimiter
 from service.security.header_limits import HeaderLimitMiddleware
+from service.security.json_only import JsonOnlyMiddleware
+from service.security.local_only import check_local_request
 from service.security.rules import ADMIN, Kind, Rule, check_company, needs_lookup, rule_for
 from service.security.sources import SourceResolver, bucket_key, is_loopback, parse_networks
 from service.security.tokens import LOCAL_DEVELOPER, AdminTokens, Authenticator, InvalidToken, Principal, TokenSigner
@@ -76,6 +79,12 @@ class AuthMiddleware:
             return
         query_token = take_query_token(scope)
         rule, path_params = self.route_rule(scope)
+        if self.disabled and rule.kind != Kind.SIGNATURE:
+            try:
+                check_local_request(scope, self.settings.cors_origins)
+            except ApiError as refused:
+                await JSONResponse(refused.body(), status_code=refused.status)(scope, receive, send)
+                return
         if rule.kind in (Kind.PUBLIC, Kind.SIGNATURE) or (
             rule.kind == Kind.METRICS and not self.settings.metrics_require_token
         ):
@@ -181,7 +190,7 @@ def take_query_token(scope: Scope) -> str | None:
 
 
 def security_middleware(settings: Settings) -> list[Middleware]:
-    """Header limits outermost, then CORS (a preflight carries no token), then authentication.
+    """Header limits outermost, then CORS (a preflight carries no token), authentication, JSON bodies only.
 
     The token settings are checked here, when the app is built, so a malformed hash or a short signing
     key stops the process at start (raises TokenConfigError) instead of failing every request.
@@ -202,4 +211,5 @@ def security_middleware(settings: Settings) -> list[Middleware]:
             )
         )
     stack.append(Middleware(AuthMiddleware, settings=settings))
+    stack.append(Middleware(JsonOnlyMiddleware))
     return stack

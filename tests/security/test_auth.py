@@ -409,16 +409,20 @@ def test_cors_answers_preflights_for_configured_origins_and_exposes_errors_to_th
     assert "access-control-allow-origin" not in stranger.headers
 
 
+LOCAL_URL = "http://127.0.0.1:8000"
+"""What a local client addresses (with authentication off, only loopback `Host` values are served)."""
+
+
 def local_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.model_copy(update={"admin_token_hashes": [], **changes})
 
 
 def test_with_authentication_off_only_loopback_clients_are_served_without_a_token(settings: Settings) -> None:
     app = create_app(local_settings(settings, auth_disabled=True))
-    with TestClient(app, client=("127.0.0.1", 4000)) as local:
+    with TestClient(app, client=("127.0.0.1", 4000), base_url=LOCAL_URL) as local:
         assert local.get("/v1/companies").status_code == 200
         assert local.post("/v1/companies/x/refresh", headers=bearer(company_token("y", ["refresh"]))).status_code == 404
-    with TestClient(app, client=("192.0.2.7", 4000)) as remote:
+    with TestClient(app, client=("192.0.2.7", 4000), base_url=LOCAL_URL) as remote:
         refused = remote.get("/v1/companies")
     assert refused.status_code == 401 and "loopback clients only" in refused.json()["detail"]
 

@@ -1,0 +1,50 @@
+"""`JsonOnlyMiddleware`: a `/v1/*` request that carries a body must say it is JSON, or it is 415.
+
+Every body the API takes is JSON. A browser lets any page send `text/plain`, form or multipart bodies
+to any address without asking first (a "simple" request, no CORS preflight); a JSON body needs a
+preflight the page's origin must pass. Refusing every other media type keeps those pages out of the
+API even where nothing else would stop them. Bodiless requests (the dashboard's POSTs) pass.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from schemas.errors import ErrorCode
+
+API_PREFIX = "/v1/"
+
+
+def media_type(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.decode("latin-1").split(";")[0].strip().lower()
+    return ""
+
+
+def has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return True
+    return False
+
+
+def is_json(media: str) -> bool:
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class JsonOnlyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX) and has_body(scope):
+            if not is_json(media_type(scope)):
+                detail = "a request body must be sent as application/json"
+                response = JSONResponse({"error": ErrorCode.UNSUPPORTED_MEDIA_TYPE.value, "detail": detail}, 415)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
