@@ -37,6 +37,12 @@ class CompanyOut(BaseModel):
     id: str
     name: str | None
     connection_count: int
+    """Connections not deleted."""
+    deleted_at: UtcTime | None = None
+    """When Codat deleted the company (`company.deleted`); a deleted company stays listed as audit material."""
+    description: str | None = None
+    tags: dict[str, Any] | None = None
+    """Codat's company tags (`{"region": "uk"}`), when known."""
 
 
 class ConnectionOut(BaseModel):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from schemas import normalise
 from schemas.events import ConnectionFacts, InvalidEnvelope, SyncFact, parse_time
 from schemas.statuses import is_connection_status
 
@@ -82,18 +83,16 @@ def connection_facts(raw: object) -> ConnectionFacts:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
         raise InvalidEnvelope("a connection must be a JSON object with a string id")
     status = raw.get("status")
-    errors = raw.get("dataConnectionErrors")
-    info = raw.get("connectionInfo")
     return ConnectionFacts(
         id=raw["id"],
         status=status if is_connection_status(status) else None,
-        platform_key=raw.get("integrationKey") or raw.get("platformKey"),
-        platform_name=raw.get("platformName"),
-        source_type=raw.get("sourceType"),
-        link_url=raw.get("linkUrl"),
+        platform_key=normalise.text(raw.get("integrationKey")) or normalise.text(raw.get("platformKey")),
+        platform_name=normalise.text(raw.get("platformName")),
+        source_type=normalise.text(raw.get("sourceType")),
+        link_url=normalise.text(raw.get("linkUrl")),
         created_at=_optional_time(raw.get("created")),
-        errors=tuple(e for e in errors if isinstance(e, dict)) if isinstance(errors, list) else None,
-        metadata=info if isinstance(info, dict) else None,
+        errors=normalise.connection_errors(raw.get("dataConnectionErrors")),
+        metadata=normalise.mapping(raw.get("connectionInfo")),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from schemas import ignored, normalise
 from schemas.errors import SynctrackError
 from schemas.statuses import is_connection_status
 
@@ -33,6 +34,7 @@ EXPECTS_READ = {"connection.connected", "connection.reconnected"}
 LEGACY_TYPES = {
     "DataConnectionStatusChanged",
     "New company synchronised",
+    "New company synchronized",
     "Data sync completed",
     "Dataset data changed",
     "Data Sync Status Changed To Error",
@@ -41,6 +43,8 @@ LEGACY_TYPES = {
     "Rate Limit Reset",
     "Push Operation Status Changed()",
     "Push Operation Timed Out",
+    "Sync Completed",
+    "Sync Failed",
 }
 
 ANY_DATA_TYPE = "*"
@@ -93,7 +97,14 @@ class Event:
     syncs: tuple[SyncFact, ...] = ()
     source: Source = "webhook"
     known: bool = True
-    """False for event types Synctrack does not understand: stored, never folded."""
+    """False for events that change nothing in the ledger: stored (outcome `ignored`), never folded."""
+    reason: str | None = None
+    """Why an event that is not `known` changes nothing (stored as its `error`)."""
+    company_description: str | None = None
+    company_tags: dict[str, Any] | None = None
+    """With `company_name`, the company object as Codat sent it: the three win or lose together."""
+    company_deleted: bool = False
+    """`company.deleted`: the company and every connection of it are deleted as of `generated_at`."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -167,25 +178,8 @@ def summarise_body(body: str) -> BodySummary | None:
         event_type, envelope_id = envelope_summary(raw)
     except (ValueError, RecursionError, InvalidEnvelope):
         return None
-    payload = raw.get("payload") or {}
-    if not isinstance(payload, dict):
-        payload = {}
-    company = raw.get("CompanyId") or _id_of(payload.get("referenceCompany"))
-    connection = raw.get("DataConnectionId") or _id_of(payload.get("connection"))
-    if connection is None:
-        items = payload.get("dataTypes")
-        if isinstance(items, list) and items:
-            connection = _id_of(items[0], "connectionId")
-    return BodySummary(
-        event_type,
-        envelope_id,
-        company if isinstance(company, str) else None,
-        connection if isinstance(connection, str) else None,
-    )
-
-
-def _id_of(value: object, key: str = "id") -> object:
-    return value.get(key) if isinstance(value, dict) else None
+    company, connection = normalise.stored_summary(raw)
+    return BodySummary(event_type, envelope_id, company, connection)
 
 
 def parse_event(raw: bytes | str, message_id: str, received_at: datetime) -> Event:
@@ -206,18 +200,16 @@ def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
     status = raw.get("status")
     if not is_connection_status(status):
         status = CONNECTION_EVENT_STATUS.get(event_type)
-    errors = raw.get("dataConnectionErrors")
-    info = raw.get("connectionInfo")
     return ConnectionFacts(
         id=raw["id"],
         status=status,
-        platform_key=raw.get("integrationKey") or raw.get("platformKey"),
-        platform_name=raw.get("platformName"),
-        source_type=raw.get("sourceType"),
-        link_url=raw.get("linkUrl"),
+        platform_key=normalise.text(raw.get("integrationKey")) or normalise.text(raw.get("platformKey")),
+        platform_name=normalise.text(raw.get("platformName")),
+        source_type=normalise.text(raw.get("sourceType")),
+        link_url=normalise.text(raw.get("linkUrl")),
         created_at=_optional_time(raw.get("created")),
-        errors=tuple(e for e in errors if isinstance(e, dict)) if isinstance(errors, list) else None,
-        metadata=info if isinstance(info, dict) else None,
+        errors=normalise.connection_errors(raw.get("dataConnectionErrors")),
+        metadata=normalise.mapping(raw.get("connectionInfo")),
         deleted=event_type == "connection.deleted",
     )
 
@@ -226,15 +218,21 @@ def _parse_current(body: dict[str, Any], message_id: str) -> Event:
     event_type: str = body["eventType"]
     generated_at = parse_time(body["generatedDate"])
     payload = body.get("payload") or {}
-    company = payload.get("referenceCompany") or {}
+    company = payload.get("referenceCompany")
+    if company is None and event_type in ("company.created", "company.deleted"):
+        company = payload  # in company events the payload is the company itself
+    company = company or {}
     if not isinstance(company, dict):
         raise InvalidEnvelope("payload.referenceCompany must be an object")
+    name = normalise.text(company.get("name"))
     common = dict(
         id=message_id,
         event_type=event_type,
         generated_at=generated_at,
-        company_id=company.get("id") or payload.get("companyId"),
-        company_name=company.get("name"),
+        company_id=normalise.text(company.get("id")) or normalise.text(payload.get("companyId")),
+        company_name=name,
+        company_description=normalise.text(company.get("description")) if name else None,
+        company_tags=normalise.mapping(company.get("tags")) if name else None,
     )
     if event_type.startswith("connection."):
         facts = _connection_facts(payload.get("connection"), event_type)
@@ -260,21 +258,22 @@ def _parse_current(body: dict[str, Any], message_id: str) -> Event:
                 isinstance(item.get(k), str) for k in ("connectionId", "dataType", "status")
             ):
                 raise InvalidEnvelope("each of payload.dataTypes needs connectionId, dataType and status")
-            issues = item.get("issues")
             results.append(
                 SyncFact(
                     connection_id=item["connectionId"],
                     data_type=item["dataType"],
                     status=item["status"],
                     key=f"{message_id}:{item['connectionId']}:{item['dataType']}",
-                    records_modified=bool(item.get("recordsModified")),
-                    issues=tuple(issues) if isinstance(issues, list) else None,
+                    records_modified=normalise.flag(item.get("recordsModified")),
+                    issues=normalise.issues(item.get("issues")),
                 )
             )
         return Event(syncs=tuple(results), **common)  # type: ignore[arg-type]
     if event_type in ("company.created", "company.deleted"):
-        return Event(**common)  # type: ignore[arg-type]
-    return Event(known=False, **common)  # type: ignore[arg-type]
+        if not common["company_id"]:
+            raise InvalidEnvelope(f"{event_type} needs the company (payload.id) with a string id")
+        return Event(company_deleted=event_type == "company.deleted", **common)  # type: ignore[arg-type]
+    return Event(known=False, reason=ignored.current_reason(event_type), **common)  # type: ignore[arg-type]
 
 
 def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) -> Event:
@@ -284,19 +283,19 @@ def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) 
     data = body.get("Data") or {}
     if not isinstance(data, dict):
         raise InvalidEnvelope("Data must be an object")
-    connection_id = body.get("DataConnectionId") or data.get("dataConnectionId")
+    connection_id = normalise.text(body.get("DataConnectionId")) or normalise.text(data.get("dataConnectionId"))
     common = dict(
         id=message_id,
         event_type=rule,
         generated_at=received_at,
-        company_id=body.get("CompanyId"),
+        company_id=normalise.text(body.get("CompanyId")),
         company_name=None,
     )
     if rule == "DataConnectionStatusChanged":
         status = data.get("newStatus")
         if not isinstance(connection_id, str) or not is_connection_status(status):
             raise InvalidEnvelope("DataConnectionStatusChanged needs DataConnectionId and a known newStatus")
-        facts = ConnectionFacts(id=connection_id, status=status, platform_key=data.get("platformKey"))
+        facts = ConnectionFacts(id=connection_id, status=status, platform_key=normalise.text(data.get("platformKey")))
         syncs: tuple[SyncFact, ...] = ()
         if status == "Linked":
             syncs = (SyncFact(connection_id, ANY_DATA_TYPE, "Queued", f"{message_id}:{connection_id}:*", received_at),)
@@ -316,7 +315,11 @@ def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) 
             fact = SyncFact(connection_id, data_type, status if isinstance(status, str) else "InternalError", key)
         return Event(syncs=(fact,), **common)  # type: ignore[arg-type]
     if rule == "Sync Connection Deleted":
-        if not isinstance(connection_id, str):
-            raise InvalidEnvelope("Sync Connection Deleted needs DataConnectionId")
+        if connection_id is None:
+            return Event(known=False, reason=ignored.SYNC_CONNECTION_DELETED, **common)  # type: ignore[arg-type]
         return Event(connections=(ConnectionFacts(id=connection_id, deleted=True),), **common)  # type: ignore[arg-type]
-    return Event(known=False, **common)  # type: ignore[arg-type]
+    if rule in ("New company synchronised", "New company synchronized"):
+        if common["company_id"]:
+            return Event(**common)  # type: ignore[arg-type]  # records the company
+        return Event(known=False, reason="a new-company alert without a CompanyId: it names no company", **common)  # type: ignore[arg-type]
+    return Event(known=False, reason=ignored.legacy_reason(rule), **common)  # type: ignore[arg-type]

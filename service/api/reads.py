@@ -56,7 +56,12 @@ def list_companies(request: Request) -> JSONResponse:
         query = query.where(col(Company.id) > cursor[0])
     with Session(engine_of(request)) as session:
         rows = session.exec(query).all()
-    items = [CompanyOut(id=c.id, name=c.name, connection_count=n) for c, n in rows[:limit]]
+    items = [
+        CompanyOut(
+            id=c.id, name=c.name, connection_count=n, deleted_at=c.deleted_at, description=c.description, tags=c.tags
+        )
+        for c, n in rows[:limit]
+    ]
     return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 

@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Event, SyncFact, parse_event
-from tests.support.builders import CONNECTION, at, connection_event, fixture, legacy_alert, read_completed
+from tests.support.builders import (
+    COMPANY,
+    CONNECTION,
+    at,
+    company_event,
+    connection_event,
+    fixture,
+    legacy_alert,
+    read_completed,
+)
 from tests.support.ledger_memory import MemoryLedger
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -147,6 +156,66 @@ def test_unknown_events_change_nothing() -> None:
     assert ledger.dump() == MemoryLedger().dump()
 
 
+def test_company_created_records_name_description_and_tags() -> None:
+    ledger = fold_all(ev(company_event(name="Larkspur Joinery", tags={"crm": "a-1"})))
+    company = ledger.companies[COMPANY]
+    assert (company.name, company.description, company.tags) == (
+        "Larkspur Joinery",
+        "Asked for an overdraft.",
+        {"crm": "a-1"},
+    )
+    assert company.deleted_at is None and ledger.connections == {}
+
+
+def test_the_newest_company_object_wins_whole() -> None:
+    old = ev(company_event(minutes=0, name="Old", description="old", tags={"a": "1"}))
+    new = ev(company_event("company.deleted", minutes=30, name="New", description=None, tags={}))
+    for order in ([old, new], [new, old]):
+        company = fold_all(*order).companies[COMPANY]
+        assert (company.name, company.description, company.tags, company.deleted_at) == ("New", None, {}, at(30))
+
+
+def test_company_deleted_deletes_every_connection_of_the_company_as_connection_deleted_would() -> None:
+    ledger = fold_all(
+        ev(connection_event(minutes=0)),
+        ev(connection_event(minutes=0, connection_id="c2")),
+        ev(connection_event(minutes=0, connection_id="elsewhere", company_id="other")),
+        ev(read_completed(minutes=10)),
+    )
+    changes = ledger.apply(ev(company_event("company.deleted", minutes=20)))
+    assert ledger.companies[COMPANY].deleted_at == at(20)
+    assert {c: ledger.connections[c].deleted_at for c in (CONNECTION, "c2", "elsewhere")} == {
+        CONNECTION: at(20),
+        "c2": at(20),
+        "elsewhere": None,
+    }
+    assert sorted((c.kind, c.connection_id) for c in changes) == sorted(
+        [("connection.updated", CONNECTION), ("connection.updated", "c2")]
+    )
+    assert {s.connection_id for s in ledger.syncs.values()} == {"elsewhere"}  # history goes with the connection
+    assert all(k[0] == "elsewhere" for k in ledger.data_types)
+
+
+def test_a_connection_event_generated_before_the_deletion_but_folded_after_leaves_it_deleted() -> None:
+    ledger = fold_all(
+        ev(connection_event(minutes=0)),
+        ev(company_event("company.deleted", minutes=20)),
+        ev(connection_event("connection.reconnected", minutes=10)),
+        ev(read_completed(minutes=15)),
+    )
+    conn = ledger.connections[CONNECTION]
+    assert conn.deleted_at == at(20)
+    assert ledger.syncs == {}
+
+
+def test_a_connection_first_heard_of_after_its_companys_deletion_is_deleted_on_arrival() -> None:
+    ledger = fold_all(ev(company_event("company.deleted", minutes=20)))
+    changes = ledger.apply(ev(connection_event(minutes=5, connection_id="late")))
+    assert ledger.connections["late"].deleted_at == at(20)
+    assert [c.kind for c in changes] == ["connection.updated"]  # no sync is opened for a deleted connection
+    assert ledger.syncs == {}
+
+
 # --- order independence ------------------------------------------------------------------------
 
 CONNECTIONS = [CONNECTION, "c2"]
@@ -160,8 +229,20 @@ def codat_events(draw: st.DrawFn) -> Event:
     conn = draw(st.sampled_from(CONNECTIONS))
     minutes = draw(st.sampled_from(MINUTES))
     kinds = ["connect", "reconnect", "disconnect", "read", "legacy_done", "legacy_error", "delete", "action"]
+    kinds += ["company_created", "company_deleted"]
     kind = draw(st.sampled_from(kinds))
     n = draw(st.integers(0, 10_000))
+    if kind in ("company_created", "company_deleted"):
+        return ev(
+            company_event(
+                "company.created" if kind == "company_created" else "company.deleted",
+                minutes=minutes,
+                name=draw(st.sampled_from(["Toft Stores", "Toft Stores Ltd"])),
+                tags={"region": draw(st.sampled_from(["uk", "us"]))},
+                event_id=f"e{n}",
+            ),
+            message_id=f"m{n}",
+        )
     if kind == "action":
         data_type = draw(st.sampled_from(TYPES))
         key = f"ds-{conn}-{data_type}-{draw(st.integers(0, 2))}"

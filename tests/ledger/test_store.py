@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -12,21 +13,26 @@ from schemas.events import parse_event
 from tests.support.ledger_memory import MemoryLedger
 from tests.support.workload import webhook_mix
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
-from workers.ledger.tables import Connection, DataTypeState, Sync
+from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
+from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 from workers.runtime.db import make_engine, upgrade
 
 RECEIVED = "2026-11-25T12:00:00+00:00"
 
 
 def test_row_dataclasses_have_exactly_the_tables_columns() -> None:
-    for row_type, table in ((ConnectionRow, Connection), (DataTypeRow, DataTypeState), (SyncRow, Sync)):
+    pairs = ((CompanyRow, Company), (ConnectionRow, Connection), (DataTypeRow, DataTypeState), (SyncRow, Sync))
+    for row_type, table in pairs:
         assert set(column_names(row_type)) == {c.name for c in table.__table__.columns}  # type: ignore[attr-defined]
 
 
 def dump_database(url: str) -> dict[str, Any]:
     engine = make_engine(url)
     with engine.connect() as conn:
+        companies = {
+            r["id"]: as_values(CompanyRow(**r))
+            for r in conn.execute(select(Company.__table__)).mappings()  # type: ignore[attr-defined]
+        }
         connections = {
             r["id"]: as_values(ConnectionRow(**r))
             for r in conn.execute(select(Connection.__table__)).mappings()  # type: ignore[attr-defined]
@@ -41,6 +47,7 @@ def dump_database(url: str) -> dict[str, Any]:
         }
     engine.dispose()
     return {
+        "companies": dict(sorted(companies.items())),
         "connections": dict(sorted(connections.items())),
         "data_types": dict(sorted(types.items())),
         "syncs": dict(sorted(syncs.items())),
@@ -83,3 +90,39 @@ def test_replaying_everything_again_changes_nothing(database_url: str) -> None:
     engine.dispose()
     assert {o.status for o in outcomes} <= {"processed", "ignored"}
     assert dump_database(database_url) == before
+
+
+def test_company_events_in_random_batches_store_the_in_memory_fold(database_url: str) -> None:
+    from tests.support.builders import company_event
+    from tests.support.workload import Delivery
+
+    deliveries = webhook_mix(300, companies=3, hot_companies=1, seed=11)
+    companies = sorted({parse_event(d.body, d.message_id, datetime.now(UTC)).company_id or "" for d in deliveries})
+    rng = random.Random(3)
+    for i, company_id in enumerate(c for c in companies if c):
+        for kind, minutes in (("company.created", 1.0), ("company.deleted", rng.uniform(0, 60 * 24 * 7))):
+            if kind == "company.deleted" and i == 0:
+                continue  # one company stays alive
+            body = company_event(kind, minutes=minutes, company_id=company_id, name=f"Company {i}")
+            deliveries.append(Delivery(f"msg_company_{i}_{kind}", json.dumps(body)))
+    rng.shuffle(deliveries)
+    expected = MemoryLedger()
+    for d in deliveries:
+        event = parse_event(d.body, d.message_id, datetime.fromisoformat(RECEIVED).astimezone(UTC))
+        if event.known:
+            expected.apply(event)
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    start = 0
+    while start < len(deliveries):
+        size = rng.choice([1, 3, 40])
+        batch = deliveries[start : start + size]
+        handle_webhooks(engine, None, [FoldRequest(d.message_id, d.body, RECEIVED) for d in batch])
+        start += size
+    engine.dispose()
+    stored = dump_database(database_url)
+    assert stored == expected.dump()
+    deleted = [c for c in stored["companies"].values() if c["deleted_at"] is not None]
+    assert len(deleted) == 2
+    gone = {c["id"] for c in deleted}
+    assert all(row["deleted_at"] is not None for row in stored["connections"].values() if row["company_id"] in gone)

@@ -120,3 +120,104 @@ def test_a_summary_skips_ids_of_the_wrong_shape_instead_of_failing() -> None:
         "payload": {"referenceCompany": "not an object", "connection": {"id": 7}},
     }
     assert summarise_body(json.dumps(body)) == BodySummary("connection.connected", "x", None, None)
+
+
+# --- company events and every documented payload -------------------------------------------------
+
+LARKSPUR = "5b1d5f0e-2c4a-4e8b-9a77-3f0c2d6e1a90"
+
+PROCESSED = [
+    "company.created",
+    "company.deleted",
+    "connection.failed",
+    "read.completed.with-validation-warnings",
+    "read.completed.odd-shapes",
+    "legacy.NewCompanySynchronised",
+    "legacy.NewCompanySynchronized",
+]
+IGNORED = {
+    "legacy.SyncConnectionDeleted": "no data connection",
+    "legacy.PushOperationStatusChanged": "write",
+    "legacy.RateLimitReached": "rate-limit",
+    "legacy.RateLimitReset": "rate-limit",
+    "legacy.SyncCompleted": "Sync for Expenses",
+    "legacy.SyncFailed": "Sync for Expenses",
+    "client.rateLimit.reached": "rate-limit",
+    "company.product.enabled": "products",
+    "invoices.write.successful": "write",
+}
+
+
+def test_a_company_event_reads_the_company_from_the_payload_itself() -> None:
+    event = parse(fixture("company.created"))
+    assert (event.company_id, event.company_name) == (LARKSPUR, "Larkspur Joinery")
+    assert event.company_description == "Asked for a working-capital line."
+    assert event.company_tags == {"region": "uk", "crm": "acc-20931"}
+    assert event.known and not event.company_deleted and event.connections == ()
+
+
+def test_company_deleted_says_the_company_is_deleted() -> None:
+    event = parse(fixture("company.deleted"))
+    assert (event.company_id, event.company_deleted, event.known) == (LARKSPUR, True, True)
+
+
+def test_a_company_event_without_a_company_id_is_not_a_codat_payload() -> None:
+    body = {
+        "id": "x",
+        "eventType": "company.created",
+        "generatedDate": "2026-11-20T09:00:00Z",
+        "payload": {"name": "A"},
+    }
+    with pytest.raises(InvalidEnvelope, match="payload.id"):
+        parse(body)
+
+
+def test_connection_errors_keep_codats_string_status_codes_and_resolution() -> None:
+    (conn,) = parse(fixture("connection.failed")).connections
+    assert conn.errors is not None
+    assert [(e["statusCode"], e["status"]) for e in conn.errors] == [("403", "Active"), ("500", "Resolved")]
+    assert conn.errors[1]["resolvedOnUtc"] == "2026-11-20T09:20:00Z"
+    assert conn.metadata is None and conn.status == "PendingAuth"
+
+
+def test_validation_warnings_keep_type_message_and_links() -> None:
+    (result,) = parse(fixture("read.completed.with-validation-warnings")).syncs
+    assert result.issues is not None
+    assert result.issues[0]["type"] == "warning.validation"
+    assert set(result.issues[0]["links"]) == {"logs", "portal", "readMore"}
+
+
+def test_issues_that_are_strings_become_objects_and_odd_flags_are_read_once() -> None:
+    bills, payments = parse(fixture("read.completed.odd-shapes")).syncs
+    assert bills.issues == ({"message": "The platform timed out"}, {"type": "error.fetch", "message": "HTTP 504"})
+    assert payments.issues == ({"message": "one stray sentence"},)
+    assert (bills.records_modified, payments.records_modified) == (True, False)
+
+
+@pytest.mark.parametrize("name", PROCESSED)
+def test_documented_payloads_that_change_the_ledger_are_known(name: str) -> None:
+    event = parse(fixture(name))
+    assert event.known and event.reason is None
+
+
+@pytest.mark.parametrize("name, why", sorted(IGNORED.items()))
+def test_documented_payloads_that_change_nothing_say_why(name: str, why: str) -> None:
+    event = parse(fixture(name))
+    assert event.known is False
+    assert event.reason is not None and why in event.reason
+
+
+def test_a_legacy_sync_connection_deleted_naming_a_connection_still_deletes_it() -> None:
+    body = fixture("legacy.SyncConnectionDeleted") | {"DataConnectionId": "conn-1"}
+    (conn,) = parse(body).connections
+    assert (conn.id, conn.deleted) == ("conn-1", True)
+
+
+def test_the_stored_summary_reads_company_events_and_odd_payloads_without_raising() -> None:
+    from schemas.normalise import stored_summary
+
+    assert stored_summary(fixture("company.deleted")) == (LARKSPUR, None)
+    assert stored_summary(fixture("legacy.RateLimitReached")) == (None, None)
+    odd = {"id": "x", "eventType": "read.completed", "generatedDate": "2026-11-20T09:00:00Z", "payload": {}}
+    odd["payload"] = {"referenceCompany": "not an object", "connection": 7, "dataTypes": ["x"]}
+    assert stored_summary(odd) == (None, None)

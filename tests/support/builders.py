@@ -158,3 +158,30 @@ def signed_headers(
 def signed_request(body: dict[str, Any], **kwargs: Any) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
     return raw, signed_headers(raw, **kwargs)
+
+
+def company_event(
+    event_type: str = "company.created",
+    *,
+    minutes: float = 0,
+    company_id: str = COMPANY,
+    name: str = "Toft Stores",
+    description: str | None = "Asked for an overdraft.",
+    tags: dict[str, str] | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """`company.created` / `company.deleted`: the payload is the company itself."""
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "eventType": event_type,
+        "generatedDate": iso(at(minutes)),
+        "payload": {
+            "id": company_id,
+            "name": name,
+            "description": description,
+            "redirect": f"https://link.example/company/{company_id}",
+            "lastSync": None,
+            "created": iso(BASE_TIME),
+            "tags": tags if tags is not None else {"region": "uk"},
+        },
+    }

@@ -155,6 +155,7 @@ def _prepare(request: FoldRequest, previous: Any, now: datetime) -> _Work:
     try:
         item.event = parse_event(body, request.message_id, received)
         item.outcome = "processed" if item.event.known else "ignored"
+        item.error = None if item.event.known else item.event.reason
     except InvalidEnvelope as exc:
         item.outcome, item.error = "failed", str(exc)
     item.row.update(

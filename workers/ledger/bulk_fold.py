@@ -5,8 +5,8 @@ empty ledger, so here the whole ledger lives in dictionaries while events are fo
 with bulk inserts once, at the end. The pure fold (`workers.ledger.fold.fold`) does the work; what this module
 copies from `workers.ledger.store` is only the bookkeeping around it, and it must stay in step with it:
 
-* company: created on first sight; its name is a register ordered by the name stamp; `deleted_at`
-  is the earliest `company.deleted`;
+* company: created on first sight, then `workers.ledger.fold.fold_company`; a `company.deleted` folds
+  every connection of the company, and each slice carries its company's deletion time;
 * connection: created with the event's company (or ``""``) and empty stamps;
 * slice: the connection, the data types the event names, its open syncs and the syncs the event keys;
 * after the fold: a purge drops all the connection's syncs and data types; otherwise deleted syncs go
@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import Engine, Table, insert
 
 from schemas.events import Event
-from workers.ledger.fold import ConnectionSlice, fold, stamp
-from workers.ledger.rows import OPEN_PHASES, ConnectionRow, DataTypeRow, SyncRow, as_values
+from workers.ledger.fold import ConnectionSlice, fold, fold_company
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
 INSERT_CHUNK = 2_000
@@ -32,35 +32,23 @@ INSERT_CHUNK = 2_000
 
 class MemoryLedger:
     def __init__(self) -> None:
-        self.companies: dict[str, dict[str, Any]] = {}
+        self.companies: dict[str, CompanyRow] = {}
+        self.members: dict[str, set[str]] = {}
+        """Connection ids of each company."""
         self.connections: dict[str, ConnectionRow] = {}
         self.data_types: dict[str, dict[str, DataTypeRow]] = {}
         self.syncs: dict[str, dict[str, SyncRow]] = {}
         self.open_syncs: dict[str, set[str]] = {}
 
     def apply(self, event: Event) -> None:
-        self._company(event)
-        for connection_id in event.connection_ids:
+        if event.company_id:
+            company = self.companies.setdefault(event.company_id, CompanyRow(event.company_id))
+            fold_company(company, event)
+        targets = event.connection_ids
+        if event.company_deleted:
+            targets = sorted(self.members.get(event.company_id or "", ()))
+        for connection_id in targets:
             self._fold_connection(connection_id, event)
-
-    def _company(self, event: Event) -> None:
-        if not event.company_id:
-            return
-        name_stamp = stamp(event.generated_at, 0, event.id) if event.company_name else ""
-        deleted = event.event_type == "company.deleted"
-        company = self.companies.get(event.company_id)
-        if company is None:
-            self.companies[event.company_id] = {
-                "id": event.company_id,
-                "name": event.company_name,
-                "name_stamp": name_stamp,
-                "deleted_at": event.generated_at if deleted else None,
-            }
-            return
-        if event.company_name and company["name_stamp"] < name_stamp:
-            company["name"], company["name_stamp"] = event.company_name, name_stamp
-        if deleted and (company["deleted_at"] is None or company["deleted_at"] > event.generated_at):
-            company["deleted_at"] = event.generated_at
 
     def _fold_connection(self, connection_id: str, event: Event) -> None:
         conn = self.connections.get(connection_id)
@@ -70,6 +58,7 @@ class MemoryLedger:
             self.data_types[connection_id] = {}
             self.syncs[connection_id] = {}
             self.open_syncs[connection_id] = set()
+        company = self.companies.get(conn.company_id)
         facts = [s for s in event.syncs if s.connection_id == connection_id]
         types, syncs, open_ids = (
             self.data_types[connection_id],
@@ -81,8 +70,10 @@ class MemoryLedger:
             connection=conn,
             data_types={s.data_type: types[s.data_type] for s in facts if s.data_type in types},
             syncs={sync_id: syncs[sync_id] for sync_id in wanted if sync_id in syncs},
+            company_deleted_at=company.deleted_at if company else None,
         )
         fold(state, event)
+        self.members.setdefault(conn.company_id, set()).add(connection_id)
         if state.purge_history:
             types.clear()
             syncs.clear()
@@ -102,7 +93,7 @@ class MemoryLedger:
     def rows(self) -> dict[Table, Iterable[dict[str, Any]]]:
         """Every row, table by table, as column -> value."""
         return {
-            Company.__table__: self.companies.values(),  # type: ignore[attr-defined]
+            Company.__table__: (as_values(row) for row in self.companies.values()),  # type: ignore[attr-defined]
             Connection.__table__: (as_values(row) for row in self.connections.values()),  # type: ignore[attr-defined]
             DataTypeState.__table__: (  # type: ignore[attr-defined]
                 as_values(row) for rows in self.data_types.values() for row in rows.values()

@@ -13,6 +13,12 @@ Active syncs are inferred: Codat does not say a sync started. A request (after
 data type (any type, for the whole-connection ``*``) generated at or after the request arrives —
 in either order: a result already folded closes a late request before it opens. A closed request
 leaves the history; the result that closed it is the history row.
+
+Companies: the name, description and tags of a company are one register (the newest company object
+wins whole); its deletion is the earliest `company.deleted`. A deleted company's connections are
+deleted as of that time, whichever of the deletion and their own events is folded first: the caller
+hands each slice its company's deletion time, and folds every known connection of a company with its
+`company.deleted`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Literal
 
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import connection_status_rank, outcome_rank, phase_of
-from workers.ledger.rows import OPEN_PHASES, ConnectionRow, DataTypeRow, SyncRow
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow
 
 ChangeKind = Literal["connection.updated", "sync.started", "sync.completed", "sync.failed"]
 
@@ -70,6 +76,8 @@ class ConnectionSlice:
     syncs: dict[str, SyncRow] = field(default_factory=dict)
     deleted_syncs: set[str] = field(default_factory=set)
     purge_history: bool = False
+    company_deleted_at: datetime | None = None
+    """When the connection's company was deleted (the caller loads it): the connection is deleted then too."""
 
 
 def stamp(at: datetime, rank: int, event_id: str) -> str:
@@ -85,6 +93,19 @@ def _max(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def fold_company(company: CompanyRow, event: Event) -> bool:
+    """Apply `event` to its company's row; return whether anything changed."""
+    before = (company.name, company.name_stamp, company.deleted_at)
+    if event.company_name:
+        candidate = stamp(event.generated_at, 0, event.id)
+        if candidate > company.name_stamp:
+            company.name, company.name_stamp = event.company_name, candidate
+            company.description, company.tags = event.company_description, event.company_tags
+    if event.company_deleted:
+        company.deleted_at = _min(company.deleted_at, event.generated_at)
+    return before != (company.name, company.name_stamp, company.deleted_at)
+
+
 def fold(state: ConnectionSlice, event: Event) -> list[Change]:
     """Apply `event` to one connection's slice; return the changes worth announcing."""
     conn = state.connection
@@ -92,6 +113,10 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
     changes: list[Change] = []
     if event.company_id and not conn.company_id:
         conn.company_id = event.company_id
+    if event.company_deleted and event.company_id == conn.company_id:
+        state.company_deleted_at = _min(state.company_deleted_at, event.generated_at)
+    if state.company_deleted_at is not None:
+        conn.deleted_at = _min(conn.deleted_at, state.company_deleted_at)
     for facts in event.connections:
         if facts.id == conn.id:
             _fold_connection(conn, facts, event)

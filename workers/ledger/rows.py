@@ -19,6 +19,16 @@ OPEN_PHASES = ("active", "stale")
 
 
 @dataclass(slots=True)
+class CompanyRow:
+    id: str
+    name: str | None = None
+    name_stamp: str = ""
+    deleted_at: datetime | None = None
+    description: str | None = None
+    tags: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
 class ConnectionRow:
     id: str
     company_id: str

@@ -23,8 +23,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from schemas.events import Event
-from workers.ledger.fold import Change, ConnectionSlice, fold, stamp
-from workers.ledger.rows import OPEN_PHASES, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names, fingerprint
+from workers.ledger.fold import Change, ConnectionSlice, fold, fold_company
+from workers.ledger.rows import (
+    OPEN_PHASES,
+    CompanyRow,
+    ConnectionRow,
+    DataTypeRow,
+    SyncRow,
+    as_values,
+    column_names,
+    fingerprint,
+)
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
 CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
@@ -44,36 +53,21 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + IN_CHUNK]
 
 
-@dataclass
-class _CompanyFacts:
-    name: str | None = None
-    name_stamp: str = ""
-    deleted_at: datetime | None = None
-
-
 def upsert_companies(session: Session, events: Iterable[Event]) -> None:
-    """Create companies; rename one only with a newer name stamp; keep the earliest deletion."""
-    facts: dict[str, _CompanyFacts] = {}
+    """Create companies; rewrite a company's name, description and tags only with a newer stamp; keep
+    the earliest deletion (the rules of `workers.ledger.fold.fold_company`, as SQL)."""
+    facts: dict[str, CompanyRow] = {}
     for event in events:
-        if not event.company_id:
-            continue
-        company = facts.setdefault(event.company_id, _CompanyFacts())
-        if event.company_name:
-            candidate = stamp(event.generated_at, 0, event.id)
-            if candidate > company.name_stamp:
-                company.name, company.name_stamp = event.company_name, candidate
-        if event.event_type == "company.deleted" and (
-            company.deleted_at is None or event.generated_at < company.deleted_at
-        ):
-            company.deleted_at = event.generated_at
+        if event.company_id:
+            fold_company(facts.setdefault(event.company_id, CompanyRow(event.company_id)), event)
     if not facts:
         return
-    rows = [{"id": k, "name": v.name, "name_stamp": v.name_stamp, "deleted_at": v.deleted_at} for k, v in facts.items()]
+    rows = [as_values(row) for row in facts.values()]
     rows.sort(key=lambda r: str(r["id"]))  # one lock order for every batch
     stmt = _insert(session)(COMPANIES)
     stmt = stmt.on_conflict_do_update(
         index_elements=["id"],
-        set_={"name": stmt.excluded.name, "name_stamp": stmt.excluded.name_stamp},
+        set_={c: getattr(stmt.excluded, c) for c in ("name", "name_stamp", "description", "tags")},
         where=COMPANIES.c.name_stamp < stmt.excluded.name_stamp,
     )
     session.execute(stmt, rows)
@@ -85,6 +79,27 @@ def upsert_companies(session: Session, events: Iterable[Event]) -> None:
                 .where(or_(COMPANIES.c.deleted_at.is_(None), COMPANIES.c.deleted_at > row["deleted_at"]))
                 .values(deleted_at=row["deleted_at"])
             )
+
+
+def company_connections(session: Session, company_ids: set[str]) -> dict[str, list[str]]:
+    """Every connection the ledger holds of each company (what a `company.deleted` deletes)."""
+    found: dict[str, list[str]] = {c: [] for c in company_ids}
+    for chunk in _chunks(sorted(company_ids)):
+        query = select(CONNECTIONS.c.company_id, CONNECTIONS.c.id).where(CONNECTIONS.c.company_id.in_(chunk))
+        for company_id, connection_id in session.execute(query.order_by(CONNECTIONS.c.id)):
+            found[company_id].append(connection_id)
+    return found
+
+
+def company_deletions(session: Session, company_ids: set[str]) -> dict[str, datetime]:
+    """When each of these companies was deleted, for those that were."""
+    found: dict[str, datetime] = {}
+    for chunk in _chunks(sorted(c for c in company_ids if c)):
+        query = select(COMPANIES.c.id, COMPANIES.c.deleted_at).where(
+            COMPANIES.c.id.in_(chunk), COMPANIES.c.deleted_at.is_not(None)
+        )
+        found.update({company_id: deleted_at for company_id, deleted_at in session.execute(query)})
+    return found
 
 
 def lock_connections(session: Session, wanted: dict[str, str]) -> dict[str, ConnectionRow]:
@@ -208,13 +223,21 @@ def fold_events(session: Session, events: Sequence[Event]) -> tuple[list[Change]
     for event in events:
         for cid in event.connection_ids:
             wanted.setdefault(cid, event.company_id or "")
+    members = company_connections(session, {e.company_id for e in events if e.company_deleted and e.company_id})
+    for company_id, ids in members.items():
+        for cid in ids:
+            wanted.setdefault(cid, company_id)
     if not wanted:
         return [], {}
     slices = load_slices(session, lock_connections(session, wanted), events)
+    deletions = company_deletions(session, {s.connection.company_id for s in slices.values()})
+    for state in slices.values():
+        state.company_deleted_at = deletions.get(state.connection.company_id)
     loaded = _snapshot(slices)
     changes: list[Change] = []
     for event in events:
-        for cid in event.connection_ids:
+        targets = members.get(event.company_id or "", []) if event.company_deleted else event.connection_ids
+        for cid in targets:
             changes.extend(fold(slices[cid], event))
     save_slices(session, slices, loaded)
     return changes, slices

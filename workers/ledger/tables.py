@@ -22,7 +22,10 @@ class Company(SQLModel, table=True):
     id: str = Field(primary_key=True)
     name: str | None = None
     name_stamp: str = ""
+    """Stamp of the company object that wrote `name`, `description` and `tags` (they win together)."""
     deleted_at: datetime | None = None
+    description: str | None = None
+    tags: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Connection(SQLModel, table=True):
@@ -109,7 +112,8 @@ class WebhookEvent(SQLModel, table=True):
     body: str | None = Field(default=None, sa_column=Column(Text))
     """The raw body; None once pruned by retention (the row stays as a tombstone)."""
     outcome: str = Field(default="pending", index=True)
-    """`processed`, `ignored` (unknown event type), `failed` (the fold could not use it)."""
+    """`processed`, `ignored` (a Codat event that changes nothing; `error` says why), `failed` (not a
+    documented Codat payload: the fold could not use it)."""
     error: str | None = None
 
 
@@ -205,3 +209,51 @@ class Delivery(SQLModel, table=True):
     window_started_at: datetime
     """Retries stop once an attempt would fall beyond the retry window counted from here."""
     created_at: datetime
+
+
+class ImportJob(SQLModel, table=True):
+    """An import of an existing Codat account: which companies, how far it got (so it can resume).
+
+    `next_page` is the next page of Codat's `GET /companies` to read (None once every page was read, or
+    when the job names its companies); the companies found are rows of `import_companies`. A runner
+    claims the job by writing `runner` and refreshing `heartbeat_at`; a claim older than the lease is
+    free to take over.
+    """
+
+    __tablename__ = "import_jobs"
+
+    id: str = Field(primary_key=True)
+    created_at: datetime
+    status: str = "pending"
+    """`pending`, `running`, `completed` (every company tried), `interrupted`, `failed` (could not list)."""
+    company_ids: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    """The companies asked for; None = every company Codat lists."""
+    lookback_hours: float = 72.0
+    next_page: int | None = 1
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    folded: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    runner: str | None = None
+    heartbeat_at: datetime | None = None
+
+
+class ImportCompany(SQLModel, table=True):
+    """One company of an import job: `pending`, `done` or `failed` (with why), and what it folded."""
+
+    __tablename__ = "import_companies"
+    __table_args__ = (Index("ix_import_companies_job_status", "job_id", "status"),)
+
+    job_id: str = Field(primary_key=True)
+    company_id: str = Field(primary_key=True)
+    position: int = 0
+    """Order of discovery, so a job works through its companies in Codat's order."""
+    status: str = "pending"
+    listing: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The company as `GET /companies` listed it, with its `dataConnections`; None = read it from Codat."""
+    folded: int = 0
+    error: str | None = None
+    attempts: int = 0

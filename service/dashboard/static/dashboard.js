@@ -33,6 +33,7 @@ const state = {
   companyName: null,
   selectedId: new URLSearchParams(location.search).get("connection"),
   includeDeleted: false,
+  includeDeletedCompanies: false,
   loaded: false,
   failed: false,
   companyNames: new Map(),
@@ -198,10 +199,19 @@ async function loadCompanies() {
     return undefined;
   }
   for (const c of companies) if (c.name) state.companyNames.set(c.id, c.name);
-  selectEl.replaceChildren(
-    ...companies.map((c) => new Option(companyLabel(c.name || c.id, c.connection_count), c.id)),
+  // A deleted company stays listed by the API (audit material); the picker hides it unless asked, or
+  // unless the address names it.
+  const listed = companies.length;
+  companies = companies.filter(
+    (c) => !c.deleted_at || state.includeDeletedCompanies || c.id === state.companyId,
   );
-  picker.hidden = companies.length === 0;
+  selectEl.replaceChildren(
+    ...companies.map((c) => {
+      const label = companyLabel(c.name || c.id, c.connection_count);
+      return new Option(c.deleted_at ? `${label} — deleted` : label, c.id);
+    }),
+  );
+  picker.hidden = listed === 0;
   if (!companies.length) return null;
   const chosen = companies.find((c) => c.id === state.companyId) ?? companies[0];
   selectEl.value = chosen.id;
@@ -217,6 +227,10 @@ async function start() {
     render();
   });
   $("company-picker").addEventListener("submit", (event) => event.preventDefault());
+  $("show-deleted-companies").addEventListener("change", async (event) => {
+    state.includeDeletedCompanies = event.currentTarget.checked;
+    await loadCompanies();
+  });
   $("company-select").addEventListener("change", (event) => {
     state.selectedId = null;
     detail.close();

@@ -1,0 +1,87 @@
+"""Codat's free-form fields, normalised once, so nothing after the parser meets an odd shape.
+
+An envelope that passed the receiver's check is always folded: a field Codat documents as an object
+but sends as a string, a number where text belongs, a list that is null — each is turned here into
+the one shape the ledger stores, never raised on. The rules:
+
+* text fields (`name`, `platformName`, …): a string, else None;
+* `issues[]` of a read result: objects kept as they are, a string becomes ``{"message": …}``, anything
+  else ``{"message": <its JSON>}``; a lone object or string counts as a list of one; null stays null;
+* `dataConnectionErrors[]`: objects kept (with `statusCode` as Codat sends it, a string), a string
+  becomes ``{"errorMessage": …}``; null stays null;
+* `connectionInfo` and company `tags`: an object, else None;
+* `recordsModified`: true only for ``true`` (or the string ``"true"``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def text(value: object) -> str | None:
+    """A string field: the string, or None for anything else (null, a number, an object)."""
+    return value if isinstance(value, str) else None
+
+
+def mapping(value: object) -> dict[str, Any] | None:
+    """An object field: the object, or None."""
+    return value if isinstance(value, dict) else None
+
+
+def flag(value: object) -> bool:
+    """A boolean field: true only when Codat said true."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _as_object(item: object, key: str) -> dict[str, Any] | None:
+    if isinstance(item, dict):
+        return item
+    if item is None:
+        return None
+    if isinstance(item, str):
+        return {key: item}
+    return {key: json.dumps(item, default=str)}
+
+
+def _objects(value: object, key: str) -> tuple[dict[str, Any], ...] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    return tuple(obj for obj in (_as_object(item, key) for item in items) if obj is not None)
+
+
+def issues(value: object) -> tuple[dict[str, Any], ...] | None:
+    """`issues[]` of a read result as objects (`{type, message, links}` in Codat's documentation)."""
+    return _objects(value, "message")
+
+
+def connection_errors(value: object) -> tuple[dict[str, Any], ...] | None:
+    """`dataConnectionErrors[]` as objects (`{statusCode, statusText, errorMessage, erroredOnUtc, status,
+    resolvedOnUtc}`)."""
+    return _objects(value, "errorMessage")
+
+
+def stored_summary(body: object) -> tuple[str | None, str | None]:
+    """(company id, connection id) of a webhook body, for the stored event's row; None where not said.
+
+    Reads every envelope generation and payload shape without raising: a company event's payload is
+    the company; a connection event names its connection; a read names the first result's connection.
+    """
+    if not isinstance(body, dict):
+        return None, None
+    if "RuleType" in body:
+        data = mapping(body.get("Data")) or {}
+        return text(body.get("CompanyId")), text(body.get("DataConnectionId")) or text(data.get("dataConnectionId"))
+    payload = mapping(body.get("payload")) or {}
+    event_type = text(body.get("eventType")) or ""
+    reference = mapping(payload.get("referenceCompany"))
+    if reference is None and event_type.startswith("company."):
+        reference = payload
+    company = text((reference or {}).get("id")) or text(payload.get("companyId"))
+    connection = text((mapping(payload.get("connection")) or {}).get("id"))
+    if connection is None:
+        items = payload.get("dataTypes")
+        if isinstance(items, list) and items and isinstance(items[0], dict):
+            connection = text(items[0].get("connectionId"))
+    return company, connection
