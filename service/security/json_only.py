@@ -8,10 +8,10 @@ API even where nothing else would stop them. Bodiless requests (the dashboard's 
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from schemas.errors import ErrorCode
+from schemas.errors import ApiError, ErrorCode
+from service.common.errors import error_response
 
 API_PREFIX = "/v1/"
 
@@ -19,7 +19,8 @@ API_PREFIX = "/v1/"
 def media_type(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"content-type":
-            return value.decode("latin-1").split(";")[0].strip().lower()
+            text: str = value.decode("latin-1")
+            return text.split(";")[0].strip().lower()
     return ""
 
 
@@ -44,7 +45,6 @@ class JsonOnlyMiddleware:
         if scope["type"] == "http" and scope["path"].startswith(API_PREFIX) and has_body(scope):
             if not is_json(media_type(scope)):
                 detail = "a request body must be sent as application/json"
-                response = JSONResponse({"error": ErrorCode.UNSUPPORTED_MEDIA_TYPE.value, "detail": detail}, 415)
-                await response(scope, receive, send)
+                await error_response(ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, detail))(scope, receive, send)
                 return
         await self.app(scope, receive, send)

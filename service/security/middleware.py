@@ -83,7 +83,7 @@ class AuthMiddleware:
             try:
                 check_local_request(scope, self.settings.cors_origins)
             except ApiError as refused:
-                await JSONResponse(refused.body(), status_code=refused.status)(scope, receive, send)
+                await error_response(refused)(scope, receive, send)
                 return
         if rule.kind in (Kind.PUBLIC, Kind.SIGNATURE) or (
             rule.kind == Kind.METRICS and not self.settings.metrics_require_token
