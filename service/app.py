@@ -24,6 +24,7 @@ from service.api import action_routes as actions
 from service.api import admin, health, openapi, subscriptions, token_routes
 from service.api import reads as api
 from service.api import scrape as metrics
+from service.api.outbound_context import Outbound
 from service.common.errors import error_response
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
@@ -36,6 +37,7 @@ from service.stream.response import server_exiting
 from workers.codat.client import CodatClient
 from workers.ledger.changes import ChangeFeed
 from workers.ops.replay import ReplayJobNotFound
+from workers.outbound.deliver import Deliverer
 from workers.outbound.url_policy import UnsafeUrl
 from workers.runtime.broker import async_redis, sync_redis
 from workers.runtime.db import make_engine, require_current_schema, upgrade
@@ -85,6 +87,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         send_timeout_seconds=settings.stream_send_timeout_seconds,
         exiting=server_exiting,
     )
+    # One blocking client for everything that runs in the thread pool (admin and subscription handlers,
+    # the change feed actions publish to): redis-py's connection pool is safe to share between threads.
+    blocking = sync_redis(settings)
+    outbound = Outbound(settings, engine, blocking, Deliverer(settings, engine, blocking))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,6 +106,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await fanout.stop()
         await app.state.codat.aclose()
         await redis.aclose()
+        outbound.deliverer.close()
+        blocking.close()
         engine.dispose()
 
     webhooks = guarded(metrics.count_webhooks(receiver.handle), receiver, settings)
@@ -127,6 +135,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.redis = redis
     app.state.queue = queue
     app.state.fanout = fanout
+    app.state.admin_redis = blocking
+    app.state.outbound = outbound
     retention = settings.stream_retention_hours * 3600
-    app.state.feed = ChangeFeed(sync_redis(settings), settings.redis_namespace, settings.stream_max_changes, retention)
+    app.state.feed = ChangeFeed(blocking, settings.redis_namespace, settings.stream_max_changes, retention)
     return app

@@ -1,11 +1,32 @@
-"""The ASGI application for `synctrack web` (uvicorn imports `service.asgi:app` in each process)."""
+"""The ASGI application for `synctrack web`: uvicorn imports `service.asgi:app` in each web process.
+
+Importing this module builds nothing. The app is built from the environment when `app` is first
+asked for (uvicorn's `getattr(module, "app")`), once per process, so a tool or test that imports the
+module opens no database engine and no Redis client.
+"""
 
 from __future__ import annotations
+
+from starlette.applications import Starlette
 
 from schemas.settings import Settings
 from service.app import create_app
 from workers.runtime.logs import configure_logging
 
-settings = Settings()
-configure_logging(settings)
-app = create_app(settings)
+_built: Starlette | None = None
+
+
+def build() -> Starlette:
+    """The web process's app, from the environment's settings, with logging configured."""
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
+def __getattr__(name: str) -> Starlette:
+    global _built
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _built is None:
+        _built = build()
+    return _built

@@ -45,18 +45,14 @@ from workers.ops.replay import (
     load_job,
     sample_selection,
 )
-from workers.runtime.broker import sync_redis
 from workers.runtime.metrics import record_redriven
 
 log = logging.getLogger("synctrack.admin")
 
 
 def admin_redis(request: Request) -> Redis:
-    """A synchronous Redis client for the blocking admin handlers (they run in the thread pool)."""
-    client: Redis | None = getattr(request.app.state, "admin_redis", None)
-    if client is None:
-        client = sync_redis(request.app.state.settings)
-        request.app.state.admin_redis = client
+    """The app's blocking Redis client (built by `create_app`), for admin handlers in the thread pool."""
+    client: Redis = request.app.state.admin_redis
     return client
 
 

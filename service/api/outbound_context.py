@@ -1,12 +1,11 @@
 """What the subscription routes share: the web process's delivery context and request helpers.
 
-The context (a Redis client for the `deliveries` queue, a `Deliverer` for pings) is created on first
-use and kept on `app.state`, so an app that never touches subscriptions opens nothing for them.
+The context (a Redis client for the `deliveries` queue, a `Deliverer` for pings) is built by
+`create_app` and kept on `app.state.outbound`; neither opens a connection before its first use.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,9 +20,6 @@ from service.common.json_body import read_model as read_model
 from workers.ledger.tables import Subscription
 from workers.outbound.deliver import Deliverer
 from workers.outbound.url_policy import check_url
-from workers.runtime.broker import sync_redis
-
-_lock = threading.Lock()
 
 
 @dataclass
@@ -35,16 +31,7 @@ class Outbound:
 
 
 def outbound(request: Request) -> Outbound:
-    state = request.app.state
-    context: Outbound | None = getattr(state, "outbound", None)
-    if context is None:
-        with _lock:
-            context = getattr(state, "outbound", None)
-            if context is None:
-                settings: Settings = state.settings
-                redis = sync_redis(settings)
-                context = Outbound(settings, state.engine, redis, Deliverer(settings, state.engine, redis))
-                state.outbound = context
+    context: Outbound = request.app.state.outbound
     return context
 
 

@@ -1,0 +1,48 @@
+"""Importing Synctrack starts nothing: no thread, no database engine, no Redis client, no app.
+
+Threads, engines and clients are made by the composition roots when a process starts (`create_app`,
+`build_worker`, the CLI commands) and closed on shutdown; `workers/run.py`, which dramatiq imports to
+become a worker process, is the one module whose import builds the process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = r"""
+import gc, importlib, json, pkgutil, sys, threading
+from pathlib import Path
+
+root = Path(sys.argv[1])
+skip = {"workers.run", "service.cli.__main__"}
+imported = []
+for package in ("schemas", "service", "workers", "fakecodat"):
+    importlib.import_module(package)
+    for info in pkgutil.walk_packages([str(root / package)], prefix=package + "."):
+        if ".migrations" in info.name or info.name in skip:
+            continue
+        importlib.import_module(info.name)
+        imported.append(info.name)
+
+import redis, redis.asyncio, sqlalchemy, starlette.applications
+kinds = (sqlalchemy.Engine, redis.Redis, redis.asyncio.Redis, starlette.applications.Starlette)
+made = sorted({type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)})
+threads = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+print(json.dumps({"imported": len(imported), "made": made, "threads": threads}))
+"""
+
+
+def test_importing_every_module_creates_no_thread_engine_client_or_app() -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "SYNCTRACK_DATABASE_URL": "sqlite:///:memory:"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(ROOT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["imported"] > 80
+    assert (found["made"], found["threads"]) == ([], [])
