@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from service.ingest.guard import guarded
 from service.ingest.receiver import Receiver
 from service.security.middleware import security_middleware
 from service.stream import routes as stream
+from service.stream.entry import StreamEntry
 from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import server_exiting
 from workers.codat.client import CodatClient
@@ -126,7 +128,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=security_middleware(settings),
+        # The stream's requests leave the stack innermost, past the router (service/stream/entry.py).
+        middleware=[*security_middleware(settings), Middleware(StreamEntry, on_error=answer_error)],
         lifespan=lifespan,
         exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )

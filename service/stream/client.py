@@ -20,6 +20,9 @@ STREAM_INTERRUPTED = "stream_interrupted"
 """The reader lost its place in the stream (Redis trimmed or lost it while unreachable)."""
 
 
+ANY: frozenset[str] = frozenset()
+
+
 def parse_id(text: str) -> tuple[int, int]:
     """A stream entry id ``"<ms>-<seq>"`` as a sortable pair; the caller has checked `STREAM_ID`."""
     ms, _, seq = text.partition("-")
@@ -56,6 +59,11 @@ class StreamFilter:
 
     company_ids: frozenset[str] = frozenset()
     connection_ids: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, company_ids: list[str], connection_ids: list[str]) -> StreamFilter:
+        """From the query's lists; "any" is one shared empty set, not a new one per client."""
+        return cls(frozenset(company_ids) if company_ids else ANY, frozenset(connection_ids) if connection_ids else ANY)
 
     def matches(self, company_id: str, connection_id: str) -> bool:
         return (not self.company_ids or company_id in self.company_ids) and (

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
@@ -53,6 +53,7 @@ CATCH_UP_PAGE = 500
 """Missed changes read from Redis per XRANGE."""
 SNAPSHOT_LIMIT = 10_000
 """Most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true."""
+STREAM_PATH = "/v1/stream"
 RESET_DETAIL = {
     "last_event_id_not_found": "Last-Event-ID is not in the stream (unknown, or older than the retention window)",
     SLOW_CLIENT: "the client read too slowly and its buffer overflowed",
@@ -178,9 +179,13 @@ async def events(
         fanout.unsubscribe(sub)
 
 
-async def stream(request: Request) -> Response:
+async def stream(request: Request) -> ChangeStreamResponse:
+    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach.
+
+    Served by `service/stream/entry.py` (past the router); the route below is what the router, the
+    access rules and the OpenAPI document see."""
     fanout: Fanout = request.app.state.fanout
-    stream_filter = StreamFilter(frozenset(company_filter(request)), frozenset(list_param(request, "connection_id")))
+    stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     sub = fanout.subscribe(stream_filter)  # StreamUnavailable: 503 from the app's error handler
@@ -237,6 +242,6 @@ async def stream_status(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/v1/stream", stream, methods=["GET"]),
+    Route(STREAM_PATH, stream, methods=["GET"]),
     Route("/v1/stream/status", stream_status, methods=["GET"]),
 ]

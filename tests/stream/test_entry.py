@@ -1,0 +1,134 @@
+"""`GET /v1/stream` is served past the router, behind the same checks and with the same answers.
+
+Over a real socket (uvicorn on a thread of this process, the embedded Redis) for what a client sees, and
+straight through ASGI for what an open stream holds while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import CoroutineType
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from schemas.settings import Settings
+from service.app import create_app
+from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
+from tests.support.sse_client import SseClient
+from workers.runtime.db import upgrade
+
+
+@pytest.fixture
+def settings(embedded_settings: Settings) -> Settings:
+    upgrade(embedded_settings.database_url)
+    return embedded_settings.model_copy(update={"stream_heartbeat_seconds": 60})
+
+
+@pytest.fixture
+def base_url(settings: Settings) -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the app did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def test_the_stream_answers_every_refusal_as_any_route_does(base_url: str) -> None:
+    stream = f"{base_url}/v1/stream"
+
+    anonymous = httpx.get(stream, timeout=5)
+    wrong_company = httpx.get(
+        stream, params={"company_id": "other"}, headers={"Authorization": f"Bearer {company_token('mine')}"}
+    )
+    posted = httpx.post(stream, headers=ADMIN_HEADERS, timeout=5)
+    crowded = httpx.get(stream, headers={**ADMIN_HEADERS, **{f"x-filler-{i}": "x" for i in range(120)}}, timeout=5)
+
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "unauthorized")
+    assert (wrong_company.status_code, wrong_company.json()["error"]) == (404, "not_found")
+    assert posted.status_code == 405
+    assert (crowded.status_code, crowded.json()["error"]) == (431, "headers_too_large")
+
+
+def test_the_stream_opens_with_its_headers_and_a_snapshot_and_head_opens_nothing(base_url: str) -> None:
+    head = httpx.head(f"{base_url}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
+    with SseClient(f"{base_url}/v1/stream", headers=ADMIN_HEADERS) as client:
+        first = client.next()
+        status = httpx.get(f"{base_url}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5).json()
+
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert head.headers["cache-control"] == "no-store" and head.headers["x-accel-buffering"] == "no"
+    assert first.event == "snapshot" and first.json()["connections"] == []
+    assert status["clients"] == 1
+
+
+def test_a_stream_before_the_change_feed_is_reached_is_a_503_json_error(settings: Settings) -> None:
+    client = TestClient(create_app(settings))  # no lifespan: the reader never started
+
+    answer = client.get("/v1/stream", headers=ADMIN_HEADERS)
+
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "stream_unavailable" and answer.headers["retry-after"] == "1"
+
+
+def frames_held(coroutine: Any) -> list[str]:
+    """The functions of every frame suspended under `coroutine`, outermost first."""
+    names = []
+    while coroutine is not None:
+        code = getattr(coroutine, "cr_code", None) or getattr(coroutine, "ag_code", None)
+        if code is not None:
+            names.append(f"{code.co_filename}:{code.co_qualname}")
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "ag_await", None)
+    return names
+
+
+def test_an_open_stream_holds_no_frame_of_the_router_or_its_exception_layers(settings: Settings) -> None:
+    app = create_app(settings)
+    opened = asyncio.Event()
+
+    async def scenario() -> list[str]:
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def receive() -> dict[str, Any]:
+            await gone
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if b"event: snapshot" in message.get("body", b""):
+                opened.set()
+
+        headers = [(b"host", b"test"), (b"authorization", f"Bearer {ADMIN_TOKEN}".encode())]
+        scope = {"type": "http", "method": "GET", "path": "/v1/stream", "root_path": "", "query_string": b""}
+        scope |= {"headers": headers, "client": ("127.0.0.1", 1), "server": ("test", 80), "http_version": "1.1"}
+        async with app.router.lifespan_context(app):
+            task = asyncio.create_task(app(scope, receive, send))
+            await asyncio.wait_for(opened.wait(), 10)
+            await asyncio.sleep(0.05)
+            held = frames_held(task.get_coro())
+            assert isinstance(task.get_coro(), CoroutineType)
+            gone.set_result(None)
+            await asyncio.wait_for(task, 10)
+        return held
+
+    held = asyncio.run(scenario())
+
+    assert any(name.endswith("service/stream/response.py:ChangeStreamResponse.__call__") for name in held), held
+    assert any("AuthMiddleware.__call__" in name for name in held), held
+    layers = ("starlette/routing.py", "starlette/middleware/exceptions.py", "starlette/_exception_handler.py")
+    assert not [name for name in held if name.split(":")[0].endswith(layers)], held
