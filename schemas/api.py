@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, PlainSerializer
 
+from schemas.statuses import Freshness
+
 UtcTime = Annotated[
     datetime,
     PlainSerializer(lambda d: format_time(d), return_type=str, when_used="json"),
@@ -65,6 +67,11 @@ class ConnectionOut(BaseModel):
     link_url: str | None
     metadata: dict[str, Any]
     errors: list[dict[str, Any]]
+    freshness: Freshness
+    """`fresh`, `overdue`, `pending`, `never` or `paused`: the worst of its data types."""
+    expected_by: UtcTime | None
+    """The next deadline: the earliest `expected_by` of its data types."""
+    overdue_data_types: list[str]
 
 
 class DataTypeOut(BaseModel):
@@ -74,6 +81,8 @@ class DataTypeOut(BaseModel):
     last_sync_at: UtcTime | None
     last_successful_sync_at: UtcTime | None
     records_modified: bool | None
+    freshness: Freshness
+    expected_by: UtcTime | None
 
 
 class ConnectionDetail(ConnectionOut):

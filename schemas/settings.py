@@ -36,6 +36,23 @@ def parse_duration(value: object) -> object:
     return value
 
 
+def parse_overrides(text: str) -> dict[str, float]:
+    """``banking-transactions=6h,invoices=48h`` -> seconds per data type; raises ValueError saying why."""
+    overrides: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, raw = (piece.strip() for piece in part.partition("="))
+        try:
+            seconds = float(parse_duration(raw))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            seconds = 0.0
+        if not name or seconds <= 0:
+            raise ValueError(f"{part!r} is not <data type>=<duration above zero>, e.g. invoices=48h")
+        overrides[name] = seconds
+    return overrides
+
+
 class Settings(BaseSettings):
     """Synctrack's configuration; see README.md for what each variable does."""
 
@@ -72,6 +89,16 @@ class Settings(BaseSettings):
     """`SYNCTRACK_SYNC_STALE_AFTER`: seconds (or `90m`, `6h`) a sync may stay active before it is marked stale."""
     sync_stale_check_seconds: float = 60.0
     """How often the stale-sync job runs; 0 = off."""
+    freshness_after_seconds: float = Field(
+        86_400,
+        gt=0,
+        validation_alias=AliasChoices("SYNCTRACK_FRESHNESS_AFTER", "SYNCTRACK_FRESHNESS_AFTER_SECONDS"),
+    )
+    """`SYNCTRACK_FRESHNESS_AFTER`: how old (`24h`, `30m`, `2d`, seconds) a last successful sync may be."""
+    freshness_overrides: Annotated[dict[str, float], NoDecode] = {}
+    """`SYNCTRACK_FRESHNESS_OVERRIDES`: per data type, e.g. `banking-transactions=6h,invoices=48h`."""
+    freshness_check_seconds: float = 60.0
+    """How often the freshness check runs; 0 = off."""
 
     # Stream
     stream_retention_hours: int = 24
@@ -150,7 +177,18 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("reconcile_every_seconds", "sync_stale_after_seconds", "token_max_ttl_seconds", mode="before")
+    @field_validator("freshness_overrides", mode="before")
+    @classmethod
+    def _overrides(cls, value: object) -> object:
+        return parse_overrides(value) if isinstance(value, str) else value
+
+    @field_validator(
+        "reconcile_every_seconds",
+        "sync_stale_after_seconds",
+        "token_max_ttl_seconds",
+        "freshness_after_seconds",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value)

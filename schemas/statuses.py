@@ -39,6 +39,11 @@ ERROR_STATUSES = frozenset(
 
 PHASES: tuple[Phase, ...] = ("active", "succeeded", "unsupported", "failed", "stale")
 
+Freshness = Literal["fresh", "overdue", "pending", "never", "paused"]
+"""Whether a connection's data is current (see `workers.ledger.freshness`)."""
+
+FRESHNESS: tuple[Freshness, ...] = ("fresh", "overdue", "pending", "never", "paused")
+
 
 def is_connection_status(value: object) -> bool:
     return value in CONNECTION_STATUSES

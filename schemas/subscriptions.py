@@ -14,8 +14,15 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from schemas.api import UtcTime
 
-STREAM_EVENT_TYPES = ("connection.updated", "sync.started", "sync.completed", "sync.failed")
-"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``)."""
+STREAM_EVENT_TYPES = (
+    "connection.updated",
+    "sync.started",
+    "sync.completed",
+    "sync.failed",
+    "connection.freshness_changed",
+)
+"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``) and for a
+connection's freshness (``workers.ledger.announce``, ``workers.jobs.freshness_check``)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

@@ -38,6 +38,7 @@ from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import server_exiting
 from workers.codat.client import CodatClient
 from workers.ledger.changes import ChangeFeed
+from workers.ledger.freshness import FreshnessPolicy
 from workers.ops.replay import ReplayJobNotFound
 from workers.outbound.deliver import Deliverer
 from workers.outbound.url_policy import UnsafeUrl
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.freshness = FreshnessPolicy.from_settings(settings)
     app.state.redis = redis
     app.state.queue = queue
     app.state.fanout = fanout

@@ -26,6 +26,7 @@ from schemas.actions import ActionOut, AuditOut
 from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
+from service.api.reads import freshness_of
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from service.security.scope import company_filter
 from workers.codat.actions import (
@@ -87,7 +88,7 @@ async def _answer(request: Request, result: ActionResult) -> JSONResponse:
 
         def load() -> Any:
             with Session(request.app.state.engine) as session:
-                return load_connection(session, result.connection_id or "")
+                return load_connection(session, result.connection_id or "", freshness_of(request), _now())
 
         connection = await run_in_threadpool(load)
     body = ActionOut(
@@ -171,6 +172,7 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
             connection_id=connection_id,
             codat_status=status,
             operations=operations,
+            freshness=freshness_of(request),
         )
     )
     return await _answer(request, result)
@@ -215,6 +217,7 @@ async def unlink_connection(request: Request) -> JSONResponse:
             connection=connection,
             codat_status=status,
             answer=body,
+            freshness=freshness_of(request),
         )
 
     return await _act_on_connection(
@@ -231,6 +234,7 @@ async def delete_connection(request: Request) -> JSONResponse:
             answered_at=_now(),
             connection=connection,
             codat_status=status,
+            freshness=freshness_of(request),
         )
 
     return await _act_on_connection(

@@ -16,7 +16,7 @@ from schemas.actions import ActionOut, AuditOut
 from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, EventDetail, EventOut, Page, SyncOut
 from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
-from schemas.statuses import PHASES
+from schemas.statuses import FRESHNESS, PHASES
 from schemas.subscriptions import (
     EVENT_TYPES,
     DeliveryDetail,
@@ -96,6 +96,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/companies"): Operation("Every company", Page[CompanyOut], query=PAGED),
     ("GET", "/v1/companies/{company_id}/connections"): Operation(
         "A company's connections", Page[ConnectionOut], query=PAGED
+    ),
+    ("GET", "/v1/connections"): Operation(
+        "Connections across companies, by id, with their freshness",
+        Page[ConnectionOut],
+        query=(
+            *PAGED,
+            _q("freshness", one_of(*FRESHNESS), "Only connections in these states (repeat, or comma-separated)."),
+            COMPANIES,
+            _q("source_type", many("source types"), "Only these source types (Accounting, Banking, ...)."),
+        ),
     ),
     ("GET", "/v1/connections/{connection_id}"): Operation("One connection, with its data types", ConnectionDetail),
     ("GET", "/v1/connections/{connection_id}/syncs"): Operation(

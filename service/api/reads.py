@@ -7,9 +7,10 @@ calls never stall the event loop the receiver depends on.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -17,16 +18,31 @@ from starlette.routing import Route
 
 from schemas.api import CompanyOut, EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.statuses import PHASES
+from schemas.statuses import FRESHNESS, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.security.scope import company_filter
-from workers.ledger.tables import Company, Connection, Sync, WebhookEvent
-from workers.ledger.views import connection_out, connection_rows_query, load_connection_detail, sync_out
+from workers.ledger.freshness import FreshnessPolicy
+from workers.ledger.tables import Company, Connection, FreshnessRecord, Sync, WebhookEvent
+from workers.ledger.views import (
+    connection_out,
+    connection_rows_query,
+    load_connection_detail,
+    load_freshness,
+    sync_out,
+)
+
+SCAN_CHUNK = 500
+"""Connections read per statement while `GET /v1/connections` filters by freshness."""
 
 
 def engine_of(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
+
+
+def freshness_of(request: Request) -> FreshnessPolicy:
+    policy: FreshnessPolicy = request.app.state.freshness
+    return policy
 
 
 def page_response(items: list[Any], next_cursor: str | None) -> JSONResponse:
@@ -76,14 +92,64 @@ def list_connections(request: Request) -> JSONResponse:
         if session.get(Company, company_id) is None:
             raise not_found("company", company_id)
         rows = session.exec(query.limit(limit + 1)).all()
-    items = [connection_out(conn, name, bool(active)) for conn, name, active in rows[:limit]]
+        fresh = load_freshness(session, [conn for conn, _, _ in rows], freshness_of(request), datetime.now(UTC))
+    items = [connection_out(conn, name, bool(active), fresh[conn.id]) for conn, name, active in rows[:limit]]
     return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def list_all_connections(request: Request) -> JSONResponse:
+    """`GET /v1/connections?freshness=&company_id=&source_type=`: connections across companies, by id.
+
+    Freshness is computed at `now`, so the filter runs on computed values. The recorded freshness
+    (`connection_freshness`) narrows what is read: a connection can only have moved into another state
+    since it was recorded if its recorded deadline has passed (or it was never recorded).
+    """
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    wanted = list_param(request, "freshness")
+    if unknown := sorted(set(wanted) - set(FRESHNESS)):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown freshness {unknown}; known: {', '.join(FRESHNESS)}")
+    now = datetime.now(UTC)
+    query = connection_rows_query()
+    if company_ids := company_filter(request):
+        query = query.where(col(Connection.company_id).in_(company_ids))
+    if source_types := list_param(request, "source_type"):
+        query = query.where(col(Connection.source_type).in_(source_types))
+    if wanted:
+        record = FreshnessRecord
+        query = query.join(record, col(record.connection_id) == Connection.id, isouter=True).where(
+            or_(
+                col(record.connection_id).is_(None),
+                col(record.freshness).in_(wanted),
+                col(record.expected_by) <= now,
+            )
+        )
+    query = query.order_by(col(Connection.id))
+    after = str(cursor[0]) if cursor else None
+    items: list[Any] = []
+    more = False
+    with Session(engine_of(request)) as session:
+        while not more:
+            chunk = query.where(col(Connection.id) > after) if after is not None else query
+            rows = session.exec(chunk.limit(SCAN_CHUNK)).all()
+            fresh = load_freshness(session, [conn for conn, _, _ in rows], freshness_of(request), now)
+            for conn, name, active in rows:
+                if wanted and fresh[conn.id].freshness not in wanted:
+                    continue
+                if len(items) == limit:
+                    more = True
+                    break
+                items.append(connection_out(conn, name, bool(active), fresh[conn.id]))
+            if len(rows) < SCAN_CHUNK:
+                break
+            after = rows[-1][0].id
+    return page_response(items, encode_cursor(items[-1].id) if more else None)
 
 
 def get_connection(request: Request) -> JSONResponse:
     connection_id = request.path_params["connection_id"]
     with Session(engine_of(request)) as session:
-        detail = load_connection_detail(session, connection_id)
+        detail = load_connection_detail(session, connection_id, freshness_of(request), datetime.now(UTC))
     if detail is None:
         raise not_found("connection", connection_id)
     return JSONResponse(detail.model_dump(mode="json"))
@@ -191,6 +257,7 @@ def get_event(request: Request) -> JSONResponse:
 routes = [
     Route("/v1/companies", list_companies),
     Route("/v1/companies/{company_id}/connections", list_connections),
+    Route("/v1/connections", list_all_connections),
     Route("/v1/connections/{connection_id}", get_connection),
     Route("/v1/connections/{connection_id}/syncs", list_syncs),
     Route("/v1/syncs/active", list_active_syncs),

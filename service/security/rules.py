@@ -78,6 +78,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # Reads
     ("GET", "/v1/companies"): ADMIN,
     ("GET", "/v1/companies/{company_id}/connections"): company("read", "company"),
+    ("GET", "/v1/connections"): company("read", "filter"),
     ("GET", "/v1/connections/{connection_id}"): company("read", "connection"),
     ("GET", "/v1/connections/{connection_id}/syncs"): company("read", "connection"),
     ("GET", "/v1/syncs/active"): company("read", "filter"),

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -42,8 +43,9 @@ from service.security.scope import company_filter
 from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id
 from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
-from workers.ledger.views import connection_out, connection_rows_query, sync_out
+from workers.ledger.views import connection_out, connection_rows_query, load_freshness, sync_out
 
 log = logging.getLogger("synctrack.stream")
 
@@ -71,8 +73,10 @@ def reset_frame(position: str, reason: str) -> bytes:
     return frame(position, "reset", {"reason": reason, "detail": detail, "event_id": None})
 
 
-def load_snapshot(engine: Engine, stream_filter: StreamFilter) -> dict[str, Any]:
-    """The filtered connections and active syncs, as the JSON API shows them."""
+def load_snapshot(
+    engine: Engine, stream_filter: StreamFilter, freshness: FreshnessPolicy = DEFAULT_POLICY
+) -> dict[str, Any]:
+    """The filtered connections and active syncs, as the JSON API shows them (freshness judged now)."""
     connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
     syncs = select(Sync).where(Sync.phase == "active")
     syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)
@@ -85,10 +89,12 @@ def load_snapshot(engine: Engine, stream_filter: StreamFilter) -> dict[str, Any]
     with Session(engine) as session:
         connection_rows = session.exec(connections).all()
         sync_rows = session.exec(syncs).all()
+        shown = connection_rows[:SNAPSHOT_LIMIT]
+        fresh = load_freshness(session, [conn for conn, _, _ in shown], freshness, datetime.now(UTC))
     return {
         "connections": [
-            connection_out(conn, name, bool(active)).model_dump(mode="json")
-            for conn, name, active in connection_rows[:SNAPSHOT_LIMIT]
+            connection_out(conn, name, bool(active), fresh[conn.id]).model_dump(mode="json")
+            for conn, name, active in shown
         ],
         "syncs": [sync_out(row).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
         "truncated": len(connection_rows) > SNAPSHOT_LIMIT or len(sync_rows) > SNAPSHOT_LIMIT,
@@ -132,7 +138,12 @@ async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange],
 
 
 async def events(
-    fanout: Fanout, sub: Subscriber, engine: Engine, position: str, opening: str | None
+    fanout: Fanout,
+    sub: Subscriber,
+    engine: Engine,
+    position: str,
+    opening: str | None,
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> AsyncGenerator[bytes, None]:
     """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
 
@@ -140,7 +151,7 @@ async def events(
     local outlives its step (the snapshot, a catch-up page): this frame lives as long as the client."""
     try:
         if opening == "snapshot":
-            yield frame(position, "snapshot", await to_thread.run_sync(load_snapshot, engine, sub.filter))
+            yield frame(position, "snapshot", await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness))
         elif opening is not None:
             yield reset_frame(position, opening)
         else:
@@ -214,7 +225,7 @@ async def stream(request: Request) -> ChangeStreamResponse:
         fanout.subscriber_count,
     )
     return ChangeStreamResponse(
-        events(fanout, sub, request.app.state.engine, position, opening),
+        events(fanout, sub, request.app.state.engine, position, opening, request.app.state.freshness),
         sub=sub,
         release=partial(fanout.unsubscribe, sub),
     )

@@ -85,6 +85,8 @@ def test_a_connection_shows_platform_status_syncs_and_metadata(client: TestClien
         "last_sync_at",
         "last_successful_sync_at",
         "records_modified",
+        "freshness",
+        "expected_by",
     }
 
 

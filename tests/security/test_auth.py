@@ -115,6 +115,7 @@ Request = Callable[[Target, Target], tuple[str, str]]
 
 COMPANY_ROUTES: dict[tuple[str, str], Request] = {
     ("GET", "/v1/companies/{company_id}/connections"): lambda own, t: ("GET", f"/v1/companies/{t.company}/connections"),
+    ("GET", "/v1/connections"): lambda own, t: ("GET", f"/v1/connections?company_id={t.company}"),
     ("GET", "/v1/connections/{connection_id}"): lambda own, t: ("GET", f"/v1/connections/{t.connection}"),
     ("GET", "/v1/connections/{connection_id}/syncs"): lambda own, t: ("GET", f"/v1/connections/{t.connection}/syncs"),
     ("GET", "/v1/syncs/active"): lambda own, t: ("GET", f"/v1/syncs/active?company_id={t.company}"),

@@ -18,7 +18,7 @@ The functions block (SQL): the web side calls them through a thread pool.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -26,10 +26,12 @@ from sqlmodel import Session, col, select
 
 from schemas.codat import PullOperation, connection_facts
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
+from workers.ledger.announce import announce_changes
 from workers.ledger.audit import match_stored_confirmation, new_record
-from workers.ledger.changes import FeedEntry, render
+from workers.ledger.changes import FeedEntry
 from workers.ledger.erase import erase_raw_events
 from workers.ledger.fold import Change, ConnectionSlice
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import SyncRow
 from workers.ledger.store import fold_event
 from workers.ledger.tables import AuditRecord, Company, Connection
@@ -50,10 +52,13 @@ def find_connection(engine: Engine, connection_id: str) -> Connection | None:
         return session.get(Connection, connection_id)
 
 
-def _fold(session: Session, event: Event) -> tuple[list[Change], dict[str, ConnectionSlice], list[FeedEntry]]:
+def _fold(
+    session: Session, event: Event, freshness: FreshnessPolicy
+) -> tuple[list[Change], dict[str, ConnectionSlice], list[FeedEntry]]:
     changes, slices = fold_event(session, event)
     company = session.get(Company, event.company_id) if event.company_id else None
-    return changes, slices, render(changes, slices, event, company.name if company else None)
+    names = {event.company_id or "": company.name if company else None}
+    return changes, slices, announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
 
 
 def record_failure(
@@ -101,6 +106,7 @@ def record_refresh(
     connection_id: str | None,
     codat_status: int,
     operations: list[PullOperation],
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> ActionResult:
     """Record a refresh Codat accepted and start its syncs (phase `active`, source `action`)."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -130,7 +136,7 @@ def record_refresh(
             syncs=tuple(facts),
             source="action",
         )
-        changes, _, entries = _fold(session, event)
+        changes, _, entries = _fold(session, event, freshness)
         match_stored_confirmation(session, record)
     started = [change.sync for change in changes if change.kind == "sync.started" and change.sync is not None]
     return ActionResult(record, started, record.connection_id, entries)
@@ -147,6 +153,7 @@ def _record_connection_action(
     codat_status: int,
     detail: str,
     facts: ConnectionFacts,
+    freshness: FreshnessPolicy,
 ) -> tuple[AuditRecord, list[FeedEntry]]:
     """Audit an accepted action on one connection and fold what Codat said became of it."""
     record = new_record(
@@ -169,7 +176,7 @@ def _record_connection_action(
         connections=(facts,),
         source="action",
     )
-    _, _, entries = _fold(session, event)
+    _, _, entries = _fold(session, event, freshness)
     match_stored_confirmation(session, record)
     return record, entries
 
@@ -183,6 +190,7 @@ def record_unlink(
     connection: Connection,
     codat_status: int,
     answer: dict[str, Any],
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> ActionResult:
     """Record an unlink Codat accepted; fold the connection it returned (history is kept)."""
     try:
@@ -202,6 +210,7 @@ def record_unlink(
             codat_status=codat_status,
             detail=f"Codat reports the connection {facts.status}",
             facts=facts,
+            freshness=freshness,
         )
     return ActionResult(record, [], connection.id, entries)
 
@@ -214,6 +223,7 @@ def record_delete(
     answered_at: datetime,
     connection: Connection,
     codat_status: int,
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> ActionResult:
     """Record a delete Codat accepted: mark the connection deleted, drop its history and raw bodies."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -227,6 +237,7 @@ def record_delete(
             codat_status=codat_status,
             detail="connection deleted in Codat; its sync history and stored webhook bodies were removed",
             facts=ConnectionFacts(id=connection.id, deleted=True),
+            freshness=freshness,
         )
         erase_raw_events(session, connection.id)
     return ActionResult(record, [], connection.id, entries)

@@ -35,8 +35,10 @@ from schemas.settings import Settings
 from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient
 from workers.codat.errors import CodatError
-from workers.ledger.changes import ChangeFeed, FeedEntry, render_changes
+from workers.ledger.announce import announce_changes
+from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import OPEN_PHASES
 from workers.ledger.store import fold_events
 from workers.ledger.tables import Company, Connection, Sync
@@ -194,7 +196,9 @@ def _operation_event(op: PullOperation) -> Event:
     )
 
 
-def apply_view(engine: Engine, company_id: str, view: CodatView) -> tuple[int, list[FeedEntry]]:
+def apply_view(
+    engine: Engine, company_id: str, view: CodatView, freshness: FreshnessPolicy = DEFAULT_POLICY
+) -> tuple[int, list[FeedEntry]]:
     """Fold what differs, in one transaction; returns (events folded, feed entries)."""
     entries: list[FeedEntry] = []
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -213,7 +217,8 @@ def apply_view(engine: Engine, company_id: str, view: CodatView) -> tuple[int, l
         if events:
             changes, slices = fold_events(session, events)
             company = session.get(Company, company_id)
-            entries = render_changes(changes, slices, {company_id: company.name if company else None})
+            names = {company_id: company.name if company else None}
+            entries = announce_changes(session, changes, slices, names, freshness, view.observed_at)
         for connection_id in view.deleted:
             erase_raw_events(session, connection_id)
     return len(events), entries
@@ -252,7 +257,8 @@ async def reconcile(
                     break  # every further call would fail the same way, or add to Codat's load
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
-            report.folded, entries = await asyncio.to_thread(apply_view, engine, company_id, view)
+            policy = FreshnessPolicy.from_settings(settings)
+            report.folded, entries = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
             report.changes = len(entries)
             _publish(feed, entries)
             log.info(report.line())

@@ -15,7 +15,7 @@ from workers.runtime.broker import FOLD_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
 
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
     settings = runtime.settings
-    batcher = FoldBatcher(partial(handle_webhooks, runtime.engine, runtime.feed))
+    batcher = FoldBatcher(partial(handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness))
     runtime.on_close(batcher.stop)
 
     def fold_webhook(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> None:
@@ -35,7 +35,8 @@ def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dra
     )
 
     def fold_stored(event_ids: list[str]) -> None:
-        handle_webhooks(runtime.engine, runtime.feed, [FoldRequest(i, None, None, replay=True) for i in event_ids])
+        requests = [FoldRequest(i, None, None, replay=True) for i in event_ids]
+        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness)
 
     stored = dramatiq.Actor(
         fold_stored,

@@ -19,8 +19,10 @@ from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlmodel import Session
 
 from schemas.events import Event, InvalidEnvelope, parse_event, parse_time, summarise_body
+from workers.ledger.announce import announce_changes
 from workers.ledger.audit import confirm_actions
-from workers.ledger.changes import ChangeFeed, FeedEntry, render_changes
+from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, Company, WebhookEvent
 from workers.runtime.metrics import record_fold
@@ -57,8 +59,16 @@ class _Work:
 EVENTS = WebhookEvent.__table__  # type: ignore[attr-defined]
 
 
-def handle_webhooks(engine: Engine, feed: ChangeFeed | None, requests: Sequence[FoldRequest]) -> list[Outcome]:
+def handle_webhooks(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    requests: Sequence[FoldRequest],
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
+) -> list[Outcome]:
     """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
+
+    `freshness`: the thresholds the announced Connection objects are judged by (the worker passes its
+    settings'; the default is the settings' default).
 
     Returns one outcome per request, in order. Raises (nothing committed) if the database fails.
     """
@@ -102,7 +112,7 @@ def handle_webhooks(engine: Engine, feed: ChangeFeed | None, requests: Sequence[
         events = [w.event for w in work if w.event is not None and w.event.known]
         changes, slices = fold_events(session, events)
         names = _company_names(session, {s.connection.company_id for s in slices.values()})
-        entries = render_changes(changes, slices, names)
+        entries = announce_changes(session, changes, slices, names, freshness, now)
         _confirm_actions(session, events)
     if feed is not None:
         feed.publish(entries)

@@ -23,8 +23,9 @@ from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
 from workers.ledger.changes import FeedEntry
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Company, Connection, Sync, WebhookEvent
-from workers.ledger.views import connection_out, sync_out
+from workers.ledger.views import connection_out, load_freshness, sync_out
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def mark_stale_syncs(runtime: WorkerRuntime, now: datetime | None = None) -> int
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=runtime.settings.sync_stale_after_seconds)
     total = 0
     while True:
-        entries, connections = mark_batch(runtime.engine, cutoff, BATCH_CONNECTIONS)
+        entries, connections = mark_batch(runtime.engine, cutoff, BATCH_CONNECTIONS, runtime.freshness)
         if runtime.feed is not None:
             runtime.feed.publish(entries)
         total += sum(1 for entry in entries if entry.name == "sync.failed")
@@ -55,7 +56,9 @@ def mark_stale_syncs(runtime: WorkerRuntime, now: datetime | None = None) -> int
             return total
 
 
-def mark_batch(engine: Engine, cutoff: datetime, limit: int) -> tuple[list[FeedEntry], int]:
+def mark_batch(
+    engine: Engine, cutoff: datetime, limit: int, freshness: FreshnessPolicy = DEFAULT_POLICY
+) -> tuple[list[FeedEntry], int]:
     """One transaction: up to `limit` connections' overdue syncs marked; (feed entries, connections)."""
     entries: list[FeedEntry] = []
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -93,7 +96,8 @@ def mark_batch(engine: Engine, cutoff: datetime, limit: int) -> tuple[list[FeedE
             ).first()
             if rows and conn is not None and still_active is None:
                 company = session.get(Company, conn.company_id)
-                data = connection_out(conn, company.name if company else None, False).model_dump(mode="json")
+                fresh = load_freshness(session, [conn], freshness, datetime.now(UTC))[conn.id]
+                data = connection_out(conn, company.name if company else None, False, fresh).model_dump(mode="json")
                 entries.append(_entry("connection.updated", conn.company_id, connection_id, data))
     return entries, len(connection_ids)
 

@@ -1,8 +1,9 @@
 """The change feed: what the fold changed, published to a Redis Stream for every web process.
 
 Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
-`sync.failed`) whose `data` is the API's Connection or Sync object plus the `event_id` that caused
-it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
+`sync.failed`, `connection.freshness_changed`) whose `data` is the API's Connection or Sync object (for
+`connection.freshness_changed`: `{connection, previous, current, overdue_data_types}`) plus the `event_id`
+that caused it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from redis import Redis
 
 from schemas.events import Event
 from workers.ledger.fold import Change, ConnectionSlice
+from workers.ledger.freshness import ConnectionFreshness
 from workers.ledger.views import connection_out, sync_out
 
 
@@ -41,16 +43,21 @@ def stream_key(namespace: str) -> str:
 
 
 def render_changes(
-    changes: list[Change], slices: dict[str, ConnectionSlice], company_names: Mapping[str, str | None]
+    changes: list[Change],
+    slices: dict[str, ConnectionSlice],
+    company_names: Mapping[str, str | None],
+    freshness: Mapping[str, ConnectionFreshness],
 ) -> list[FeedEntry]:
-    """Turn fold changes into feed entries, from the slices the fold just wrote."""
+    """Turn fold changes into feed entries, from the slices the fold just wrote and each changed
+    connection's freshness (`workers.ledger.announce` computes it)."""
     entries = []
     for change in changes:
         state = slices[change.connection_id]
         conn = state.connection
         if change.sync is None:
             active = any(s.phase == "active" for s in state.syncs.values())
-            data = connection_out(conn, company_names.get(conn.company_id), active).model_dump(mode="json")
+            fresh = freshness[conn.id]
+            data = connection_out(conn, company_names.get(conn.company_id), active, fresh).model_dump(mode="json")
         else:
             data = sync_out(change.sync).model_dump(mode="json")
         data["event_id"] = change.event_id
@@ -59,10 +66,14 @@ def render_changes(
 
 
 def render(
-    changes: list[Change], slices: dict[str, ConnectionSlice], event: Event, company_name: str | None
+    changes: list[Change],
+    slices: dict[str, ConnectionSlice],
+    event: Event,
+    company_name: str | None,
+    freshness: Mapping[str, ConnectionFreshness],
 ) -> list[FeedEntry]:
     """`render_changes` for the changes of one event."""
-    return render_changes(changes, slices, {event.company_id or "": company_name})
+    return render_changes(changes, slices, {event.company_id or "": company_name}, freshness)
 
 
 class ChangeFeed:

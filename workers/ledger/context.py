@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from schemas.settings import Settings
 from workers.ledger.changes import ChangeFeed
+from workers.ledger.freshness import FreshnessPolicy
 
 
 @dataclass
@@ -22,6 +23,11 @@ class WorkerRuntime:
     engine: Engine
     feed: ChangeFeed | None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def freshness(self) -> FreshnessPolicy:
+        """The freshness thresholds of `settings` (`SYNCTRACK_FRESHNESS_AFTER`, `_OVERRIDES`)."""
+        return FreshnessPolicy.from_settings(self.settings)
 
     def on_close(self, closer: Callable[[], None]) -> None:
         """Run `closer` when the runtime closes (last registered, first run)."""

@@ -257,3 +257,22 @@ class ImportCompany(SQLModel, table=True):
     folded: int = 0
     error: str | None = None
     attempts: int = 0
+
+
+class FreshnessRecord(SQLModel, table=True):
+    """The freshness last announced for each connection, so a change is announced once.
+
+    Not part of the ledger proper (a rebuild does not touch it): it remembers what the stream was told. The
+    fold's transaction updates it for the connections it changed and the periodic check for those the
+    clock changed (`workers.ledger.freshness_state`).
+    """
+
+    __tablename__ = "connection_freshness"
+
+    connection_id: str = Field(primary_key=True)
+    company_id: str = Field(index=True)
+    freshness: str = Field(index=True)
+    expected_by: datetime | None = Field(default=None, index=True)
+    overdue_data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    changed_at: datetime
+    """When `freshness` last changed."""

@@ -1,18 +1,30 @@
 """Ledger rows rendered as the API's objects — used by the JSON API and by the change feed alike,
-so a dashboard sees one schema whichever way it reads."""
+so a dashboard sees one schema whichever way it reads.
+
+A Connection object carries its freshness (`workers.ledger.freshness`), which needs every data type of the
+connection and the time it is rendered at: `load_freshness` reads the data types of many connections at once.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import Exists, exists
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
 
 from schemas.api import ConnectionDetail, ConnectionOut, DataTypeOut, SyncOut
+from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
+IN_CHUNK = 500
 
-def connection_out(row: Connection | ConnectionRow, company_name: str | None, sync_active: bool) -> ConnectionOut:
+
+def connection_out(
+    row: Connection | ConnectionRow, company_name: str | None, sync_active: bool, fresh: ConnectionFreshness
+) -> ConnectionOut:
     return ConnectionOut(
         id=row.id,
         company_id=row.company_id,
@@ -33,6 +45,9 @@ def connection_out(row: Connection | ConnectionRow, company_name: str | None, sy
         link_url=row.link_url,
         metadata=row.connection_info or {},
         errors=row.errors or [],
+        freshness=fresh.freshness,
+        expected_by=fresh.expected_by,
+        overdue_data_types=list(fresh.overdue_data_types),
     )
 
 
@@ -53,7 +68,7 @@ def sync_out(row: Sync | SyncRow) -> SyncOut:
     )
 
 
-def data_type_out(row: DataTypeState | DataTypeRow) -> DataTypeOut:
+def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | None) -> DataTypeOut:
     return DataTypeOut(
         data_type=row.data_type,
         status=row.status,
@@ -61,7 +76,23 @@ def data_type_out(row: DataTypeState | DataTypeRow) -> DataTypeOut:
         last_sync_at=row.last_sync_at,
         last_successful_sync_at=row.last_successful_sync_at,
         records_modified=row.records_modified,
+        freshness=fresh.freshness if fresh else "paused",
+        expected_by=fresh.expected_by if fresh else None,
     )
+
+
+def load_freshness(
+    session: Session, connections: Iterable[Connection | ConnectionRow], policy: FreshnessPolicy, now: datetime
+) -> dict[str, ConnectionFreshness]:
+    """Each connection's freshness at `now`, reading all their data types in a few statements."""
+    rows = {conn.id: conn for conn in connections}
+    types: dict[str, list[DataTypeState]] = {cid: [] for cid in rows}
+    ids = sorted(rows)
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        for row in session.exec(select(DataTypeState).where(col(DataTypeState.connection_id).in_(chunk))).all():
+            types[row.connection_id].append(row)
+    return {cid: assess(conn, types[cid], policy, now) for cid, conn in rows.items()}
 
 
 def active_exists() -> Exists:
@@ -76,19 +107,23 @@ def connection_rows_query() -> Select[Connection, str | None, bool]:
     )
 
 
-def load_connection(session: Session, connection_id: str) -> ConnectionOut | None:
+def load_connection(
+    session: Session, connection_id: str, policy: FreshnessPolicy, now: datetime
+) -> ConnectionOut | None:
+    detail = load_connection_detail(session, connection_id, policy, now)
+    return None if detail is None else ConnectionOut(**detail.model_dump(exclude={"data_types"}))
+
+
+def load_connection_detail(
+    session: Session, connection_id: str, policy: FreshnessPolicy, now: datetime
+) -> ConnectionDetail | None:
     row = session.exec(connection_rows_query().where(Connection.id == connection_id)).first()
     if row is None:
         return None
     connection, company_name, active = row
-    return connection_out(connection, company_name, bool(active))
-
-
-def load_connection_detail(session: Session, connection_id: str) -> ConnectionDetail | None:
-    base = load_connection(session, connection_id)
-    if base is None:
-        return None
     types = session.exec(
         select(DataTypeState).where(DataTypeState.connection_id == connection_id).order_by(col(DataTypeState.data_type))
     ).all()
-    return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t) for t in types])
+    fresh = assess(connection, types, policy, now)
+    base = connection_out(connection, company_name, bool(active), fresh)
+    return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, fresh.of(t.data_type)) for t in types])

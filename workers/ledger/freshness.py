@@ -1,0 +1,148 @@
+"""Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`.
+
+No I/O and no clock: the caller passes `now`, so the same rows give the same answer whoever asks, and
+a threshold passing changes the answer only because `now` moved. The rows are the fold's own output,
+which does not depend on the order events arrived in, so neither does freshness.
+
+For each data type of a connection, with threshold T (`SYNCTRACK_FRESHNESS_AFTER`, or its override in
+`SYNCTRACK_FRESHNESS_OVERRIDES`):
+
+* ``fresh``: the last successful sync is at most T old; `expected_by` = that sync + T;
+* ``overdue``: a successful sync exists but is older than T (whatever failed since); `expected_by` as above;
+* ``pending``: no successful sync yet, and the connection was linked at most T ago; `expected_by` =
+  linked time + T;
+* ``never``: no successful sync yet, linked longer ago than T; `expected_by` null;
+* ``paused``: not expected to sync — the connection is not Linked (PendingAuth, Unlinked, Deauthorized) or
+  deleted, or Codat answered the data type's latest read with NotSupported; `expected_by` null.
+
+A connection's `freshness` is the worst of its data types (overdue > never > pending > fresh; `paused`
+types do not count), its `expected_by` the earliest of theirs (the next deadline) and `overdue_data_types`
+the overdue ones, sorted. A Linked connection with no data type yet is `pending` or `never` by its linked
+time and the default threshold. A connection whose status is not known yet (only reads have been heard
+of) is judged like a Linked one; without a linked (or created) time it can only be `never`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from schemas.settings import Settings
+from schemas.statuses import Freshness
+
+NOT_EXPECTED_STATUSES = frozenset({"PendingAuth", "Unlinked", "Deauthorized"})
+"""Connection statuses under which no sync is expected."""
+
+SEVERITY: dict[Freshness, int] = {"paused": 0, "fresh": 1, "pending": 2, "never": 3, "overdue": 4}
+"""Worst wins: a connection is as stale as its stalest data type."""
+
+
+class ConnectionFacts(Protocol):
+    """What freshness reads of a connection row (`ConnectionRow` or the `Connection` table)."""
+
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
+    @property
+    def linked_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
+class DataTypeFacts(Protocol):
+    """What freshness reads of a data-type row (`DataTypeRow` or the `DataTypeState` table)."""
+
+    @property
+    def data_type(self) -> str: ...
+    @property
+    def phase(self) -> str: ...
+    @property
+    def last_successful_sync_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class FreshnessPolicy:
+    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type."""
+
+    after_seconds: float = 86_400.0
+    overrides: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FreshnessPolicy:
+        return cls(settings.freshness_after_seconds, dict(settings.freshness_overrides))
+
+    def threshold(self, data_type: str | None = None) -> timedelta:
+        seconds = self.overrides.get(data_type, self.after_seconds) if data_type else self.after_seconds
+        return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class DataTypeFreshness:
+    data_type: str
+    freshness: Freshness
+    expected_by: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFreshness:
+    freshness: Freshness
+    expected_by: datetime | None
+    overdue_data_types: tuple[str, ...]
+    data_types: tuple[DataTypeFreshness, ...] = ()
+    """One per data type, sorted by name."""
+
+    def of(self, data_type: str) -> DataTypeFreshness | None:
+        return next((d for d in self.data_types if d.data_type == data_type), None)
+
+
+def is_paused(connection: ConnectionFacts) -> bool:
+    return connection.deleted_at is not None or connection.status in NOT_EXPECTED_STATUSES
+
+
+def _awaiting_first(linked: datetime | None, threshold: timedelta, now: datetime) -> tuple[Freshness, datetime | None]:
+    """`pending` until linked time + threshold, `never` after (and without a linked time)."""
+    if linked is None:
+        return "never", None
+    deadline = linked + threshold
+    return ("pending", deadline) if now <= deadline else ("never", None)
+
+
+def data_type_freshness(
+    connection: ConnectionFacts, row: DataTypeFacts, policy: FreshnessPolicy, now: datetime
+) -> DataTypeFreshness:
+    """One data type's freshness at `now` (see the module's docstring)."""
+    if is_paused(connection) or row.phase == "unsupported":
+        return DataTypeFreshness(row.data_type, "paused", None)
+    threshold = policy.threshold(row.data_type)
+    last = row.last_successful_sync_at
+    if last is not None:
+        deadline = last + threshold
+        return DataTypeFreshness(row.data_type, "fresh" if now <= deadline else "overdue", deadline)
+    state, first_deadline = _awaiting_first(connection.linked_at or connection.created_at, threshold, now)
+    return DataTypeFreshness(row.data_type, state, first_deadline)
+
+
+def assess(
+    connection: ConnectionFacts, data_types: Iterable[DataTypeFacts], policy: FreshnessPolicy, now: datetime
+) -> ConnectionFreshness:
+    """The connection's freshness and each of its data types', at `now`."""
+    types = tuple(
+        sorted((data_type_freshness(connection, row, policy, now) for row in data_types), key=lambda d: d.data_type)
+    )
+    if is_paused(connection):
+        return ConnectionFreshness("paused", None, (), types)
+    counted = [d for d in types if d.freshness != "paused"]
+    if not counted:
+        state, deadline = _awaiting_first(connection.linked_at or connection.created_at, policy.threshold(), now)
+        return ConnectionFreshness(state, deadline, (), types)
+    worst = max((d.freshness for d in counted), key=SEVERITY.__getitem__)
+    deadlines = [d.expected_by for d in counted if d.expected_by is not None]
+    overdue = tuple(d.data_type for d in counted if d.freshness == "overdue")
+    return ConnectionFreshness(worst, min(deadlines) if deadlines else None, overdue, types)
+
+
+DEFAULT_POLICY = FreshnessPolicy()
+"""The settings' defaults: 24 hours for every data type."""
