@@ -17,7 +17,7 @@ def start_embedded_worker(settings: Settings, threads: int = 2) -> dramatiq.Work
     """Migrate the database, then start dramatiq worker threads in this process."""
     upgrade(settings.database_url)
     broker, runtime = build_worker(settings, check_schema=False)
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=settings.worker_poll_ms)
     worker.start()
     start_periodic(runtime)
     return worker

@@ -43,8 +43,13 @@ def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
 
 
 def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner[WorkerRuntime]:
+    """Start this process's background threads — the periodic jobs and the outbound dispatcher — and register
+    their stop with the runtime (`runtime.close()`). Returns the periodic runner."""
     runner = PeriodicRunner(runtime, sync_redis(runtime.settings), periodic_jobs())
     runner.start()
+    runtime.on_close(runner.stop)
     # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.
-    start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
+    dispatcher = start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
+    if dispatcher is not None:
+        runtime.on_close(dispatcher.stop)
     return runner

@@ -1,13 +1,94 @@
-"""What `dramatiq workers.run` imports (`synctrack worker` runs that): a worker process built from
-the environment, refusing to start on an out-of-date schema."""
+"""`synctrack worker`: N worker processes, each running dramatiq worker threads over Synctrack's actors.
+
+The command builds its dramatiq workers itself (rather than through dramatiq's CLI) so it can set how long an idle
+consumer sleeps between polls (`SYNCTRACK_WORKER_POLL_MS`): dramatiq's CLI leaves it at a second, which is what a
+dashboard's "syncing…" indicator would wait for under light load.
+
+The parent process only supervises: it starts the children, restarts one that dies (a worker killed mid-message
+loses nothing: its unacknowledged messages are requeued by the broker's maintenance and folding is idempotent), and
+on SIGTERM or SIGINT asks every child to finish the messages in hand and stop. Nothing starts at import.
+"""
 
 from __future__ import annotations
 
-from schemas.settings import Settings
-from workers.main import build_worker, start_periodic
-from workers.runtime.logs import configure_logging
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
+import threading
+import time
+from types import FrameType
 
-settings = Settings()
-configure_logging(settings)
-broker, runtime = build_worker(settings)
-periodic = start_periodic(runtime)
+log = logging.getLogger("synctrack.worker")
+
+RESTART_DELAY_SECONDS = 1.0
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def worker_process(threads: int) -> None:
+    """One worker process: build the broker and actors, run dramatiq's worker until SIGTERM."""
+    import dramatiq
+
+    from schemas.settings import Settings
+    from workers.main import build_worker, start_periodic
+    from workers.runtime.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for each child
+    broker, runtime = build_worker(settings)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=settings.worker_poll_ms)
+    worker.start()
+    start_periodic(runtime)
+    log.info("worker=%d result=ready threads=%d poll_ms=%d", os.getpid(), threads, settings.worker_poll_ms)
+    stopping.wait()
+    log.info("worker=%d result=stopping", os.getpid())
+    worker.stop(timeout=int(SHUTDOWN_GRACE_SECONDS * 1000))
+    runtime.close()
+    broker.close()
+
+
+def supervise(processes: int, threads: int) -> int:
+    """Run `processes` worker processes until SIGTERM/SIGINT; return the exit status."""
+    context = multiprocessing.get_context("spawn")
+    children: list[multiprocessing.process.BaseProcess] = []
+    stopping = threading.Event()
+
+    def start(slot: int) -> None:
+        child = context.Process(target=worker_process, args=(threads,), name=f"synctrack-worker-{slot}")
+        child.start()
+        if slot < len(children):
+            children[slot] = child
+        else:
+            children.append(child)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(processes):
+        start(slot)
+    while not stopping.wait(0.5):
+        for slot, child in enumerate(children):
+            if not child.is_alive() and not stopping.is_set():
+                log.warning("worker=%s result=died exitcode=%s restarting_in=%.0fs", child.pid, child.exitcode, 1)
+                time.sleep(RESTART_DELAY_SECONDS)
+                start(slot)
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS + 5
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return 0

@@ -46,6 +46,7 @@ from workers.ops.replay import (
     sample_selection,
 )
 from workers.runtime.metrics import record_redriven
+from workers.runtime.queues import push
 
 log = logging.getLogger("synctrack.admin")
 
@@ -62,11 +63,7 @@ def namespace_of(request: Request) -> str:
 
 
 def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog: int) -> None:
-    queue_key, messages_key, redis_id, encoded = start_message(namespace_of(request), job.id, rate, max_backlog)
-    pipe = admin_redis(request).pipeline(transaction=True)
-    pipe.hset(messages_key, redis_id, encoded)
-    pipe.rpush(queue_key, redis_id)
-    pipe.execute()
+    push(admin_redis(request), namespace_of(request), [start_message(job.id, rate, max_backlog)])
 
 
 async def replay(request: Request) -> JSONResponse:

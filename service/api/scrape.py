@@ -24,8 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.errors import ApiError
-from workers.runtime.broker import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir, record_webhook
+from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, delayed_queue, queue_keys
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -59,7 +59,7 @@ class _Families:
 async def read_depths(redis: Any, namespace: str) -> dict[str, int] | None:
     """Queue and dead-letter depths from Redis; None if Redis does not answer."""
     queue_key, _ = queue_keys(namespace)
-    delayed_key, _ = queue_keys(namespace, f"{WEBHOOK_QUEUE}.DQ")
+    delayed_key, _ = queue_keys(namespace, delayed_queue(WEBHOOK_QUEUE))
     dead_key, _ = dead_letter_keys(namespace)
     try:
         pipe = redis.pipeline(transaction=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import typer
@@ -91,11 +89,21 @@ def worker(
     threads: int = typer.Option(32, help="Threads per worker process (they wait on its folding thread)."),
 ) -> None:
     """dramatiq worker processes that store and fold webhooks."""
-    prepare_multiprocess_dir(Settings().redis_namespace)
-    os.execvp(
-        sys.executable,
-        [sys.executable, "-m", "dramatiq", "workers.run", "--processes", str(processes), "--threads", str(threads)],
-    )
+    from workers.run import supervise
+    from workers.runtime.db import SchemaOutOfDate, make_engine, require_current_schema
+
+    settings = Settings()
+    configure_logging(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        require_current_schema(engine, settings.database_url)
+    except SchemaOutOfDate as exc:
+        typer.echo(f"synctrack worker: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    prepare_multiprocess_dir(settings.redis_namespace)
+    raise typer.Exit(supervise(processes, threads))
 
 
 @db_app.command("upgrade")

@@ -2,41 +2,30 @@
 
 Each request calls `WebhookQueue.submit` and waits for its own answer. Requests that arrive while a
 batch is in flight wait together and go in the next pipeline, so under load one round trip carries
-many events — yet no request is answered before its own event is on the queue. One Lua
-script call per batch does the whole job atomically, for each event: ``SET seen-key NX EX`` and, only if
-that was new, write the message where dramatiq's RedisBroker keeps it. A duplicate never reaches the
-queue; a failure leaves no seen-key behind, so Codat's retry is not mistaken for a duplicate.
+many events — yet no request is answered before its own event is on the queue. One Lua script call per
+batch does the whole job atomically: for each event ``SET seen-key NX EX`` and, only if that was new, add it
+to the batch's one `fold_webhooks` message, written where dramatiq's RedisBroker keeps it. A duplicate never
+reaches the queue; a failure leaves no seen-key behind, so Codat's retry is not mistaken for a duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis.asyncio
 from redis.exceptions import RedisError
 
 from schemas.errors import Unavailable
-from workers.runtime.broker import fold_message, queue_keys
+from workers.runtime.broker import FOLD_BATCH_ACTOR
+from workers.runtime.queues import WEBHOOK_QUEUE, encode_frame, queue_keys
 
-DEDUPE_AND_ENQUEUE = """
-local ttl = ARGV[1]
-local results = {}
-for i = 1, #KEYS - 2 do
-  local id = ARGV[2 * i]
-  if redis.call('SET', KEYS[i + 2], id, 'NX', 'EX', ttl) then
-    redis.call('HSET', KEYS[1], id, ARGV[2 * i + 1])
-    redis.call('RPUSH', KEYS[2], id)
-    results[i] = 1
-  else
-    results[i] = 0
-  end
-end
-return results
-"""
-"""A whole batch in one script call: KEYS = (messages hash, queue list, seen key of each event),
-ARGV = (ttl, then redis message id and encoded message of each event). One command per batch instead
-of one per event is what halves the web process's CPU per enqueued webhook."""
+DEDUPE_AND_ENQUEUE = (Path(__file__).with_name("enqueue.lua")).read_text()
+"""A whole batch in one script call (`enqueue.lua`): one ``SET NX EX`` per event, then one dramatiq message carrying
+every event that was new. One command and one message per batch instead of one per event is what lets the workers
+store and fold a burst in a few transactions."""
 
 MAX_BATCH = 512
 
@@ -96,11 +85,11 @@ class WebhookQueue:
                     item.future.set_result(bool(result))
 
     async def _run(self, batch: list[_Item]) -> list[object]:
+        redis_id, prefix, suffix = encode_frame(WEBHOOK_QUEUE, FOLD_BATCH_ACTOR)
         keys = [self.messages_key, self.queue_key]
-        args = [str(self.dedupe_seconds)]
+        args = [str(self.dedupe_seconds), redis_id, prefix, suffix]
         for item in batch:
-            redis_id, encoded = fold_message(item.message_id, item.body, item.received_at)
             keys.append(self.seen_key(item.message_id))
-            args += [redis_id, encoded]
+            args.append(json.dumps([item.message_id, item.body, item.received_at]))
         # redis-py's Script loads the script again by itself if Redis restarted (NOSCRIPT).
         return list(await self._script(keys=keys, args=args))

@@ -22,8 +22,9 @@ from starlette.testclient import TestClient
 from schemas.settings import Settings
 from service.app import create_app
 from tests.support.builders import OTHER_SECRET, SECRET, fixture, signed_headers, signed_request
-from workers.runtime.broker import FOLD_ACTOR, embedded_server, queue_keys
+from workers.runtime.broker import FOLD_BATCH_ACTOR, embedded_server
 from workers.runtime.db import upgrade
+from workers.runtime.queues import queue_keys
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -43,12 +44,22 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def queued(settings: Settings) -> list[dict[str, Any]]:
+def queued_messages(settings: Settings) -> list[dict[str, Any]]:
     """The fold messages waiting on the queue, decoded."""
     client = FakeRedis(server=embedded_server()) if settings.embedded else redis.Redis.from_url(settings.redis_url)
     queue, messages = queue_keys(settings.redis_namespace)
     ids = client.lrange(queue, 0, -1)
     return [json.loads(client.hget(messages, i)) for i in ids]
+
+
+def queued(settings: Settings) -> list[dict[str, Any]]:
+    """Every event waiting on the queue, as `{id, body, received_at}`, whichever message carries it."""
+    events = []
+    for message in queued_messages(settings):
+        assert message["actor_name"] == FOLD_BATCH_ACTOR
+        (items,) = message["args"]
+        events += [{"id": i, "body": body, "received_at": at} for i, body, at in items]
+    return events
 
 
 def post(client: TestClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -60,10 +71,10 @@ def test_a_signed_webhook_is_accepted_and_queued_for_the_worker(client: TestClie
     response = post(client, body, headers)
     assert response.status_code == 202
     assert response.json() == {"status": "accepted", "id": headers["webhook-id"]}
-    (message,) = queued(settings)
-    assert message["actor_name"] == FOLD_ACTOR
-    assert message["args"][0] == headers["webhook-id"]
-    assert json.loads(message["args"][1]) == json.loads(body)
+    (event,) = queued(settings)
+    assert event["id"] == headers["webhook-id"]
+    assert json.loads(event["body"]) == json.loads(body)
+    assert event["received_at"]
 
 
 def test_svix_header_names_are_accepted_too(client: TestClient) -> None:
@@ -285,7 +296,29 @@ def test_many_concurrent_distinct_events_are_all_queued(settings: Settings) -> N
         return [r.status_code for r in responses]
 
     assert asyncio.run(fire()) == [202] * 300
-    assert {m["args"][0] for m in queued(settings)} == {h["webhook-id"] for _, h in requests}
+    events = queued(settings)
+    assert sorted(e["id"] for e in events) == sorted(h["webhook-id"] for _, h in requests)
+    # Requests that arrive together share one message: the workers store and fold them together.
+    assert len(queued_messages(settings)) < len(requests)
+
+
+def test_a_batch_with_a_repeat_in_it_queues_the_new_events_once_and_the_repeat_not_at_all(settings: Settings) -> None:
+    app = create_app(settings)
+    first_body, first_headers = signed_request(fixture("read.completed"))
+    requests = [signed_request(fixture("read.completed")) for _ in range(20)]
+    copies = [(first_body, signed_headers(first_body, msg_id=first_headers["webhook-id"])) for _ in range(5)]
+
+    async def fire() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+            await c.post("/webhooks/codat", content=first_body, headers=first_headers)
+            responses = await asyncio.gather(
+                *(c.post("/webhooks/codat", content=b, headers=h) for b, h in [*requests, *copies])
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(fire()) == [202] * 20 + [200] * 5
+    ids = [e["id"] for e in queued(settings)]
+    assert sorted(ids) == sorted([first_headers["webhook-id"], *(h["webhook-id"] for _, h in requests)])
 
 
 def test_when_redis_is_down_the_answer_is_503_with_retry_after(embedded_settings: Settings) -> None:

@@ -19,8 +19,9 @@ from tests.support.ops_support import admin_client, cli, ops_settings, running_w
 from tests.support.workload import Delivery, webhook_mix
 from workers.ops.rebuild import dump_ledger
 from workers.ops.replay import ReplayRunner
-from workers.runtime.broker import FOLD_STORED_ACTOR, queue_keys
+from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.db import make_engine
+from workers.runtime.queues import queue_keys
 
 pytestmark = pytest.mark.redis
 

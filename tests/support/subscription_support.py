@@ -19,9 +19,10 @@ from tests.support.auth import AUTH_SETTINGS
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Subscription
 from workers.outbound.signing import new_secret
-from workers.runtime.broker import queue_keys, sync_redis
+from workers.runtime.broker import sync_redis
 from workers.runtime.db import make_engine, upgrade
 from workers.runtime.delivery_queue import DELIVERY_QUEUE
+from workers.runtime.queues import queue_keys
 
 FAST_RETRIES = {
     "subscriptions_allow_http": True,

@@ -28,6 +28,8 @@ from tests.support.builders import SECRET
 from tests.support.chaos_support import Ledger, RedisServer, Web, send_like_codat
 from tests.support.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
 from tests.support.workload import webhook_mix
+from workers.runtime.broker import FOLD_BATCH_ACTOR
+from workers.runtime.queues import unacknowledged
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 
@@ -57,6 +59,8 @@ class Cluster:
         self.webs: list[Web] = []
         self.web_procs: dict[str, ServiceProcess] = {}
         self.workers: list[ServiceProcess] = []
+        self.killed_in_hand: list[tuple[int, int]] = []
+        """(messages, events) the workers held unacknowledged at each SIGKILL."""
         self.generation = 0
 
     def _name(self, role: str) -> str:
@@ -83,10 +87,16 @@ class Cluster:
 
     def kill_worker(self, slot: int) -> str:
         """SIGKILL the worker's whole process group (dramatiq's parent and its worker child) mid-batch."""
-        in_hand = in_hand_messages(self.env["SYNCTRACK_REDIS_URL"])
+        # Aim for the middle of a multi-event message: wait (briefly) until the workers hold one.
+        deadline = time.monotonic() + 3
+        messages, events = in_hand(self.env["SYNCTRACK_REDIS_URL"])
+        while events <= messages and time.monotonic() < deadline:
+            time.sleep(0.002)
+            messages, events = in_hand(self.env["SYNCTRACK_REDIS_URL"])
         self.workers[slot].stop(signal.SIGKILL)
         self.start_worker(slot)
-        return f"{in_hand} messages in the workers' hands"
+        self.killed_in_hand.append((messages, events))
+        return f"{messages} messages ({events} events) in the workers' hands"
 
     def drain_web(self, index: int) -> None:
         """SIGTERM a web process under load, wait for it to exit, start it again on the same port."""
@@ -99,10 +109,11 @@ class Cluster:
         self.webs[index] = self.start_web(port)
 
 
-def in_hand_messages(redis_url: str) -> int:
-    """Messages fetched by workers and not yet acknowledged (dramatiq's per-worker ack sets)."""
-    client = redis.Redis.from_url(redis_url)
-    return sum(int(client.scard(key)) for key in client.scan_iter(f"{NAMESPACE}:__acks__.*"))
+def in_hand(redis_url: str) -> tuple[int, int]:
+    """(messages, events) fetched by workers and not yet acknowledged: what a SIGKILL now interrupts."""
+    messages = unacknowledged(redis.Redis.from_url(redis_url), NAMESPACE)
+    events = sum(len(m.args[0]) if m.actor_name == FOLD_BATCH_ACTOR else 1 for m in messages)
+    return len(messages), events
 
 
 def terminate_backends(database_url: str) -> int:
@@ -259,6 +270,8 @@ def test_no_acknowledged_webhook_is_lost_through_crashes_restarts_and_drains(
         + f"\n  unanswered: {Counter(a.error.split('(')[0] for a in unanswered)}"
         + f"\n  rebuild: {' | '.join(rebuild.stdout.strip().splitlines()[-2:])}"
     )
+    # The kills interrupted workers in the middle of messages that carry several events each.
+    assert any(events > messages for messages, events in cluster.killed_in_hand), cluster.killed_in_hand
     assert drained, f"not drained within 240 s: {queues}, stored {len(stored)} of {len(acknowledged_ids)}"
 
     assert record.acknowledged == len(deliveries), "some deliveries were never acknowledged"

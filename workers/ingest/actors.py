@@ -1,7 +1,18 @@
-"""dramatiq actors. An actor only unpacks its message and calls the function that does the work."""
+"""dramatiq actors of the webhook queue. An actor only unpacks its message and calls the function that does the work.
+
+* `fold_webhooks([[message id, body, received at], …])` — what the receiver enqueues: every new event of one
+  receiver batch, stored and folded together (through the process's `FoldBatcher`, one transaction for many
+  messages). An event that fails alone — not its batch, not the database — is split out into a `fold_webhook`
+  message of its own *before* this message is acknowledged, so it retries and, at worst, dead-letters alone, and
+  its neighbours are not folded again.
+* `fold_webhook(message id, body, received at, replay)` — one event.
+* `fold_stored([event id, …])` — what replays send: stored events folded again, many per message.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from functools import partial
 
 import dramatiq
@@ -10,28 +21,42 @@ from dramatiq.brokers.redis import RedisBroker
 from workers.ingest.batcher import FoldBatcher
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.ledger.context import WorkerRuntime
-from workers.runtime.broker import FOLD_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
+from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
+
+log = logging.getLogger("synctrack.worker")
 
 
 def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
     settings = runtime.settings
     batcher = FoldBatcher(partial(handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness))
     runtime.on_close(batcher.stop)
+    options = {
+        "max_retries": settings.worker_max_retries,
+        "min_backoff": settings.worker_min_backoff_ms,
+        "max_backoff": settings.worker_max_backoff_ms,
+    }
 
     def fold_webhook(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> None:
         batcher.submit(FoldRequest(message_id, body, received_at, replay))
 
-    actor = dramatiq.Actor(
-        fold_webhook,
-        broker=broker,
-        actor_name=FOLD_ACTOR,
-        queue_name=WEBHOOK_QUEUE,
-        priority=0,
-        options={
-            "max_retries": settings.worker_max_retries,
-            "min_backoff": settings.worker_min_backoff_ms,
-            "max_backoff": settings.worker_max_backoff_ms,
-        },
+    single = dramatiq.Actor(
+        fold_webhook, broker=broker, actor_name=FOLD_ACTOR, queue_name=WEBHOOK_QUEUE, priority=0, options=options
+    )
+
+    def fold_webhooks(items: Sequence[Sequence[str]]) -> None:
+        requests = [FoldRequest(str(item[0]), item[1], item[2]) for item in items]
+        results = batcher.submit_many(requests)
+        failed = [(r, e) for r, e in zip(requests, results, strict=True) if isinstance(e, Exception)]
+        if not failed:
+            return
+        if len(failed) == len(requests):
+            raise failed[0][1]  # nothing of this message was folded: dramatiq retries all of it
+        for request, error in failed:
+            log.warning("event=%s result=split_out error=%r", request.message_id, str(error)[:300])
+            single.send(request.message_id, request.body, request.received_at)
+
+    batch = dramatiq.Actor(
+        fold_webhooks, broker=broker, actor_name=FOLD_BATCH_ACTOR, queue_name=WEBHOOK_QUEUE, priority=0, options=options
     )
 
     def fold_stored(event_ids: list[str]) -> None:
@@ -44,6 +69,6 @@ def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dra
         actor_name=FOLD_STORED_ACTOR,
         queue_name=WEBHOOK_QUEUE,
         priority=10,
-        options=dict(actor.options),
+        options=dict(options),
     )
-    return {FOLD_ACTOR: actor, FOLD_STORED_ACTOR: stored}
+    return {FOLD_ACTOR: single, FOLD_BATCH_ACTOR: batch, FOLD_STORED_ACTOR: stored}

@@ -1,13 +1,15 @@
-"""Group commit for the worker: many `fold_webhook` messages, one transaction.
+"""Group commit for the worker: many messages, one transaction.
 
-dramatiq hands each message to an actor call on one of the process's worker threads. Each call puts its
-request here and waits; one folding thread takes whatever is waiting (up to `max_batch`), stores and folds
-it in one transaction, and releases every caller with its own outcome. Nothing is acknowledged to dramatiq
+dramatiq hands each message (one receiver batch of webhooks, or a single one) to an actor call on one of the
+process's worker threads. Each call puts its requests here and waits; one folding thread takes whatever is
+waiting (up to `max_batch` requests), stores and folds it in one transaction, and releases every caller with
+each request's own outcome. Nothing is acknowledged to dramatiq
 before its transaction commits, so a killed worker loses nothing: dramatiq redelivers, and the stored event
 makes the repeat a no-op.
 
-If a batch fails, its requests are retried one by one, so one poisonous message cannot fail the messages
-that happened to share its batch; that one raises in its own actor call, and dramatiq retries it.
+If a batch fails, its requests are retried one by one, so one poisonous event cannot fail the events that
+happened to share its batch: each request gets its own outcome or its own error (see `workers.ingest.actors`
+for what a message does with an event that failed alone).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ Handler = Callable[[Sequence[FoldRequest]], list[Outcome]]
 
 
 class FoldBatcher:
-    def __init__(self, handle: Handler, max_batch: int = 200, linger_seconds: float = 0.002) -> None:
+    def __init__(self, handle: Handler, max_batch: int = 500, linger_seconds: float = 0.002) -> None:
         self.handle = handle
         self.max_batch = max_batch
         self.linger_seconds = linger_seconds
@@ -35,15 +37,26 @@ class FoldBatcher:
         self._stopping = False
 
     def submit(self, request: FoldRequest, timeout: float | None = None) -> Outcome:
-        """Fold `request` in the next batch; return its outcome or raise its batch's error."""
-        future: Future[Outcome] = Future()
+        """Fold `request` in the next batch; return its outcome or raise its error."""
+        result = self.submit_many([request], timeout)[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def submit_many(self, requests: Sequence[FoldRequest], timeout: float | None = None) -> list[Outcome | Exception]:
+        """Fold `requests` in the next batch; return each one's outcome, or the error that failed it alone."""
+        futures: list[Future[Outcome]] = [Future() for _ in requests]
         with self._wakeup:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="synctrack-fold", daemon=True)
                 self._thread.start()
-            self._pending.append((request, future))
+            self._pending.extend(zip(requests, futures, strict=True))
             self._wakeup.notify()
-        return future.result(timeout)
+        results: list[Outcome | Exception] = []
+        for future in futures:
+            error = future.exception(timeout)
+            results.append(error if isinstance(error, Exception) else future.result())
+        return results
 
     def stop(self) -> None:
         with self._wakeup:

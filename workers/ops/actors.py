@@ -19,33 +19,24 @@ from redis import Redis
 
 from workers.ops.deadletters import FinalAttemptNotes
 from workers.ops.replay import COUNTER_TTL_SECONDS, ReplayBusy, ReplayJobNotFound, ReplayRunner, counter_keys
-from workers.runtime.broker import FOLD_STORED_ACTOR, queue_keys
+from workers.runtime.broker import FOLD_STORED_ACTOR
+from workers.runtime.queues import OPS_QUEUE as OPS_QUEUE
+from workers.runtime.queues import Encoded, encode
 
 if TYPE_CHECKING:
     from workers.ledger.context import WorkerRuntime
 
 log = logging.getLogger("synctrack.replay")
 
-OPS_QUEUE = "ops"
 REPLAY_ACTOR = "replay_events"
 CHUNK_SECONDS = 10.0
 BUSY_RETRY_MS = 5_000
 
 
-def start_message(namespace: str, job_id: str, rate: float, max_backlog: int) -> tuple[str, str, str, bytes]:
-    """Where and what to write to start a replay job on the workers, as dramatiq would enqueue it:
-    (queue key, messages key, redis message id, encoded message). The web side writes it with its own
-    Redis client."""
-    redis_id = str(uuid.uuid4())
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=OPS_QUEUE,
-        actor_name=REPLAY_ACTOR,
-        args=(job_id, rate, max_backlog, uuid.uuid4().hex),
-        kwargs={},
-        options={"redis_message_id": redis_id},
-    )
-    queue_key, messages_key = queue_keys(namespace, OPS_QUEUE)
-    return queue_key, messages_key, redis_id, message.encode()
+def start_message(job_id: str, rate: float, max_backlog: int) -> Encoded:
+    """The message that starts a replay job on the workers; the web side pushes it with its own Redis client
+    (`workers.runtime.queues.push`)."""
+    return encode(OPS_QUEUE, REPLAY_ACTOR, (job_id, rate, max_backlog, uuid.uuid4().hex))
 
 
 class ReplayProgress(Middleware):

@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 
 from schemas.events import summarise_body
 from workers.ledger.tables import WebhookEvent
-from workers.runtime.broker import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
+from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
 
 RETRY_OPTIONS = ("retries", "traceback", "requeue_timestamp", "attempts", "last_error", "eta")
 ERROR_CHARS = 1_000
@@ -112,9 +112,12 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
     if attempts is None:
         attempts = int(options.get("retries", 0)) + 1
     event_id = args[0] if args and isinstance(args[0], str) else None
-    if args and isinstance(args[0], list) and args[0]:  # a replay's `fold_stored` message: many events
-        event_id = ",".join(str(i) for i in args[0])
+    if args and isinstance(args[0], list) and args[0]:  # `fold_stored` (ids) or `fold_webhooks` (items): many events
+        event_id = ",".join(str(i[0] if isinstance(i, list) and i else i) for i in args[0])
     body = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+    items = args[0] if args and isinstance(args[0], list) else []
+    if len(items) == 1 and isinstance(items[0], list) and len(items[0]) > 1 and isinstance(items[0][1], str):
+        body = items[0][1]  # a `fold_webhooks` message of one event
     summary = summarise_body(body) if body is not None else None
     return DeadLetter(
         id=redis_id,

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import dramatiq
 from redis import Redis
 from sqlalchemy import Engine, func, tuple_
 from sqlalchemy.sql import ColumnElement
@@ -31,8 +30,9 @@ from sqlmodel import Session, col, select
 from schemas.errors import SynctrackError
 from schemas.ops import ReplayFilters, ReplayJobOut
 from workers.ledger.tables import ReplayJob, WebhookEvent
-from workers.runtime.broker import FOLD_STORED_ACTOR, WEBHOOK_QUEUE, queue_keys
+from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.metrics import record_replay_enqueued
+from workers.runtime.queues import WEBHOOK_QUEUE, Encoded, encode, push, queue_keys
 
 LOCK_MS = 30_000
 COUNTER_TTL_SECONDS = 7 * 86400
@@ -136,17 +136,9 @@ REPLAY_MESSAGE_EVENTS = 100
 """Stored events per replay message: a worker folds each message's events in one transaction."""
 
 
-def replay_fold_message(event_ids: list[str], job_id: str) -> tuple[str, bytes]:
+def replay_fold_message(event_ids: list[str], job_id: str) -> Encoded:
     """A `fold_stored` message for some stored events, tagged with its replay job for progress counts."""
-    redis_id = str(uuid.uuid4())
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=WEBHOOK_QUEUE,
-        actor_name=FOLD_STORED_ACTOR,
-        args=(event_ids,),
-        kwargs={},
-        options={"redis_message_id": redis_id, "replay_job": job_id},
-    )
-    return redis_id, message.encode()
+    return encode(WEBHOOK_QUEUE, FOLD_STORED_ACTOR, (event_ids,), options={"replay_job": job_id})
 
 
 def lock_key(namespace: str, job_id: str) -> str:
@@ -281,12 +273,12 @@ class ReplayRunner:
             return [(event_id, received_at) for event_id, received_at in session.exec(query).all()]
 
     def _enqueue(self, job_id: str, event_ids: list[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(event_ids), REPLAY_MESSAGE_EVENTS):
-            redis_id, encoded = replay_fold_message(event_ids[start : start + REPLAY_MESSAGE_EVENTS], job_id)
-            pipe.hset(self.messages_key, redis_id, encoded)
-            pipe.rpush(self.queue_key, redis_id)
-        pipe.execute()
+        chunks = range(0, len(event_ids), REPLAY_MESSAGE_EVENTS)
+        push(
+            self.redis,
+            self.namespace,
+            (replay_fold_message(event_ids[start : start + REPLAY_MESSAGE_EVENTS], job_id) for start in chunks),
+        )
         record_replay_enqueued(len(event_ids))
 
     def _save(self, job_id: str, enqueued: int, cursor: str | None, finished: str | None = None) -> ReplayJob:

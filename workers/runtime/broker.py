@@ -4,16 +4,12 @@ Production: dramatiq's `RedisBroker` on `SYNCTRACK_REDIS_URL`. Embedded (`synctr
 broker code on an in-process Redis (fakeredis with Lua), shared by the web side and the in-process
 worker of that one process. Keys live under `SYNCTRACK_REDIS_NAMESPACE`:
 
-* ``{ns}:webhooks`` / ``{ns}:webhooks.msgs`` — dramatiq's queue of webhooks to fold
-* ``{ns}:webhooks.XQ`` / ``{ns}:webhooks.XQ.msgs`` — its dead letters
+* ``{ns}:webhooks`` — dramatiq's queue of webhooks to fold (its layout: `workers.runtime.queues`)
 * ``{ns}:seen:{message id}`` — receiver de-duplication, expires after the dedupe window
 * ``{ns}:changes`` — the change feed (a Redis Stream)
 """
 
 from __future__ import annotations
-
-import uuid
-from typing import Any
 
 import dramatiq
 import fakeredis
@@ -22,12 +18,16 @@ import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
+from workers.runtime.queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
 
-WEBHOOK_QUEUE = "webhooks"
 FOLD_ACTOR = "fold_webhook"
-MAINTENANCE_CHANCE = 20_000
+"""Folds one webhook: what a batch message's event is split out into when it alone fails, and what older
+deployments and redriven dead letters carry."""
+FOLD_BATCH_ACTOR = "fold_webhooks"
+"""Folds every webhook of one receiver batch (`[[message id, body, received at], …]`) in one transaction."""
 FOLD_STORED_ACTOR = "fold_stored"
 """Folds many stored events in one message: what replays send, so a replay folds in large batches."""
+MAINTENANCE_CHANCE = 20_000
 
 _embedded_server: fakeredis.FakeServer | None = None
 
@@ -67,29 +67,3 @@ def make_broker(settings: Settings, client: redis.Redis | None = None) -> RedisB
     )
     dramatiq.set_broker(broker)
     return broker
-
-
-def queue_keys(namespace: str, queue: str = WEBHOOK_QUEUE) -> tuple[str, str]:
-    """dramatiq's Redis layout for a queue: (list of message ids, hash of id -> message)."""
-    return f"{namespace}:{queue}", f"{namespace}:{queue}.msgs"
-
-
-def dead_letter_keys(namespace: str, queue: str = WEBHOOK_QUEUE) -> tuple[str, str]:
-    return f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
-
-
-def fold_message(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> tuple[str, str]:
-    """Encode a `fold_webhook` message exactly as dramatiq's RedisBroker.enqueue would.
-
-    Returns (redis message id, encoded message). The receiver writes it itself so that de-duplication
-    and enqueueing happen in one atomic Redis step.
-    """
-    redis_id = str(uuid.uuid4())
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=WEBHOOK_QUEUE,
-        actor_name=FOLD_ACTOR,
-        args=(message_id, body, received_at, replay),
-        kwargs={},
-        options={"redis_message_id": redis_id},
-    )
-    return redis_id, message.encode().decode()
