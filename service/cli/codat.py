@@ -1,4 +1,4 @@
-"""`synctrack reconcile`, `synctrack fake-codat` and `synctrack demo`: the commands around Codat."""
+"""`synctrack reconcile` and `synctrack fake-codat`: the commands around Codat's API."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import typer
 from schemas.settings import Settings
 from workers.runtime.logs import configure_logging
 
+app = typer.Typer()
 
+
+@app.command("reconcile")
 def reconcile(
     company: Annotated[
         list[str] | None,
@@ -42,6 +45,7 @@ def reconcile(
     raise typer.Exit(1 if any(report.error for report in reports) else 0)
 
 
+@app.command("fake-codat")
 def fake_codat(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8100, help="Port to listen on."),
@@ -76,11 +80,3 @@ def fake_codat(
     typer.echo(f"  webhooks to {receiver_url}")
     typer.echo(f"  point Synctrack at it: SYNCTRACK_CODAT_BASE_URL=http://{host}:{port}")
     serve(host, port, receiver_url=receiver_url, secret=secret, config=config, companies=companies)
-
-
-def register(app: typer.Typer) -> None:
-    from service.cli.demo import demo
-
-    app.command("reconcile")(reconcile)
-    app.command("fake-codat")(fake_codat)
-    app.command("demo")(demo)

@@ -1,4 +1,4 @@
-"""`synctrack dlq list|show|redrive|purge` (dead letters) and `synctrack prune` (raw-event retention)."""
+"""`synctrack dlq list|show|redrive|purge`: the dead letters, messages that exhausted their retries."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from schemas.settings import Settings
 if TYPE_CHECKING:
     from workers.ops.deadletters import DeadLetters
 
-dlq_app = typer.Typer(help="Dead letters: messages that exhausted their retries.", no_args_is_help=True)
+app = typer.Typer(name="dlq", help="Dead letters: messages that exhausted their retries.", no_args_is_help=True)
 
 IdsArgument = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids or event ids.")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
@@ -34,7 +34,7 @@ def _selection(ids: list[str] | None, all_letters: bool) -> list[str] | None:
     return None if all_letters else list(ids or [])
 
 
-@dlq_app.command("list")
+@app.command("list")
 def dlq_list(limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50) -> None:
     """The dead letters, newest first: event, type, company, attempts and the last error."""
     letters = _letters(Settings())
@@ -55,7 +55,7 @@ def dlq_list(limit: Annotated[int, typer.Option(help="Newest first, at most this
     typer.echo(f"{total} dead letters")
 
 
-@dlq_app.command("show")
+@app.command("show")
 def dlq_show(ident: Annotated[str, typer.Argument(help="A dead-letter id or an event id.")]) -> None:
     """Everything about one dead letter, with the traceback of its last attempt."""
     letter = _letters(Settings()).get(ident)
@@ -68,7 +68,7 @@ def dlq_show(ident: Annotated[str, typer.Argument(help="A dead-letter id or an e
     typer.echo(letter.traceback or "-")
 
 
-@dlq_app.command("redrive")
+@app.command("redrive")
 def dlq_redrive(ids: IdsArgument = None, all_letters: AllOption = False) -> None:
     """Put dead letters back on their queue with fresh retries (after the cause is fixed)."""
     from workers.runtime.metrics import record_redriven
@@ -80,7 +80,7 @@ def dlq_redrive(ids: IdsArgument = None, all_letters: AllOption = False) -> None
     typer.echo(f"{len(moved)} dead letters redriven")
 
 
-@dlq_app.command("purge")
+@app.command("purge")
 def dlq_purge(
     ids: IdsArgument = None,
     all_letters: AllOption = False,
@@ -93,30 +93,3 @@ def dlq_purge(
             f"Delete {'every dead letter' if selection is None else f'{len(selection)} dead letters'}?", abort=True
         )
     typer.echo(f"{_letters(Settings()).purge(selection)} dead letters purged")
-
-
-def prune(
-    days: Annotated[int | None, typer.Option(help="Keep bodies this many days (default: the setting).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
-) -> None:
-    """Remove raw webhook bodies older than SYNCTRACK_RAW_EVENT_RETENTION_DAYS, keeping each row as a tombstone."""
-    from workers.jobs.retention import count_prunable, cutoff_for, prune_raw_events
-    from workers.runtime.db import make_engine
-
-    settings = Settings()
-    keep = settings.raw_event_retention_days if days is None else days
-    if keep <= 0:
-        typer.echo("retention is off (0 days): nothing pruned")
-        return
-    engine = make_engine(settings.database_url)
-    cutoff = cutoff_for(keep)
-    if dry_run:
-        typer.echo(f"{count_prunable(engine, cutoff)} raw events received before {cutoff.isoformat()} would be pruned")
-        return
-    pruned = prune_raw_events(engine, cutoff)
-    typer.echo(f"{pruned} raw events received before {cutoff.isoformat()} pruned (rows kept as tombstones)")
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(dlq_app, name="dlq")
-    app.command("prune")(prune)

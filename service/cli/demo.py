@@ -26,6 +26,8 @@ from workers.runtime.metrics import prepare_multiprocess_dir
 
 DEMO_API_KEY = "demo-key"
 
+app = typer.Typer()
+
 
 def _drive(base: str, fake_url: str, companies: int, action_every: float, stop: threading.Event) -> None:
     from fakecodat.catalog import platform
@@ -54,6 +56,7 @@ def _drive(base: str, fake_url: str, companies: int, action_every: float, stop: 
             pass
 
 
+@app.command("demo")
 def demo(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Synctrack's port."),

@@ -14,7 +14,7 @@ import typer
 from schemas.settings import Settings, parse_duration
 from service.security.tokens import MIN_ADMIN_TOKEN_LENGTH, RIGHTS, hash_token, new_admin_token
 
-app = typer.Typer(help="Admin tokens and company-scoped tokens.", no_args_is_help=True)
+app = typer.Typer(name="token", help="Admin tokens and company-scoped tokens.", no_args_is_help=True)
 
 
 def _read_token() -> str:
