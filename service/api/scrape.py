@@ -3,7 +3,8 @@
 Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
 record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
 delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
-newest event any worker folded). `count_webhooks` wraps the receiver to count every answer it gives.
+newest event any worker folded), and the connections by freshness (from the database: what the fold and
+the periodic check last recorded). `count_webhooks` wraps the receiver to count every answer it gives.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.errors import ApiError
+from schemas.statuses import FRESHNESS
+from workers.ledger.freshness_state import count_by_freshness
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir, record_webhook
 from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, delayed_queue, queue_keys
 
@@ -72,7 +77,28 @@ async def read_depths(redis: Any, namespace: str) -> dict[str, int] | None:
     return {"waiting": int(waiting), "delayed": int(delayed), "dead": int(dead)}
 
 
-def render(depths: dict[str, int] | None) -> bytes:
+def read_freshness(engine: Engine) -> dict[tuple[str, str], int] | None:
+    """Connections by (freshness, source type), as last recorded; None if the database does not answer."""
+    try:
+        return count_by_freshness(engine)
+    except SQLAlchemyError:
+        return None
+
+
+def freshness_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
+    """`synctrack_connections_by_freshness`: every state of every source type seen, zeros included."""
+    family = GaugeMetricFamily(
+        "synctrack_connections_by_freshness",
+        "Connections (not deleted) by freshness and source type, as last checked.",
+        labels=["freshness", "source_type"],
+    )
+    for source_type in sorted({source for _, source in counts}):
+        for state in FRESHNESS:
+            family.add_metric([state, source_type], counts.get((state, source_type), 0))
+    return family
+
+
+def render(depths: dict[str, int] | None, freshness: dict[tuple[str, str], int] | None = None) -> bytes:
     """The exposition text: every process's metrics (or this process's), then the scrape-time gauges."""
     metrics()  # every metric exists (at zero) from the first scrape on
     path = multiprocess_dir()
@@ -113,6 +139,8 @@ def render(depths: dict[str, int] | None) -> bytes:
     up = GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.")
     up.add_metric([], 0 if depths is None else 1)
     families.append(up)
+    if freshness is not None:
+        families.append(freshness_family(freshness))
     return generate_latest(_Families(families))
 
 
@@ -135,7 +163,8 @@ def _merge_readable(path: str) -> list[Metric]:
 async def metrics_endpoint(request: Request) -> Response:
     settings = request.app.state.settings
     depths = await read_depths(request.app.state.redis, settings.redis_namespace)
-    body = await asyncio.to_thread(render, depths)
+    engine = request.app.state.engine
+    body = await asyncio.to_thread(lambda: render(depths, read_freshness(engine)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
