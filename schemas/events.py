@@ -119,11 +119,10 @@ def parse_time(value: object) -> datetime:
         raise InvalidEnvelope(f"expected an ISO 8601 time, got {value!r}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
+        # An offset can push a time at the edge of the calendar out of it (9999-12-31T23:59-01:00).
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidEnvelope(f"expected an ISO 8601 time, got {value!r}") from exc
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _optional_time(value: object) -> datetime | None:

@@ -245,7 +245,7 @@ async def delete_connection(request: Request) -> JSONResponse:
 def list_audit(request: Request) -> JSONResponse:
     """`GET /v1/audit?company_id=&connection_id=&action=`: newest first, keyset-paged."""
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request, 1, ("int",))
     query = select(AuditRecord)
     if company_ids := company_filter(request):
         query = query.where(col(AuditRecord.company_id).in_(company_ids))

@@ -93,7 +93,7 @@ async def replay(request: Request) -> JSONResponse:
 
 def list_replays(request: Request) -> JSONResponse:
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(ReplayJob)
     if cursor:
         at = time_cursor(cursor[0])
@@ -156,7 +156,7 @@ def letter_out(letter: DeadLetter) -> dict[str, Any]:
 
 def list_dead_letters(request: Request) -> JSONResponse:
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request, 1, ("int",))
     offset = int(cursor[0]) if cursor and isinstance(cursor[0], int) else 0
     letters = dead_letters(request)
     total = letters.count()

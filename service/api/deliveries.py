@@ -36,7 +36,7 @@ STATUSES = ("pending", "delivered", "failed")
 def list_deliveries(request: Request) -> JSONResponse:
     subscription_id = request.path_params["subscription_id"]
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(Delivery).where(col(Delivery.subscription_id) == subscription_id)
     if statuses := list_param(request, "status"):
         if set(statuses) - set(STATUSES):

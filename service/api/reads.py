@@ -55,7 +55,7 @@ def not_found(kind: str, ident: str) -> ApiError:
 
 def list_companies(request: Request) -> JSONResponse:
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request, 1, ("text",))
     counts = (
         select(Connection.company_id, func.count().label("n"))
         .where(col(Connection.deleted_at).is_(None))
@@ -84,7 +84,7 @@ def list_companies(request: Request) -> JSONResponse:
 def list_connections(request: Request) -> JSONResponse:
     company_id = request.path_params["company_id"]
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request, 1, ("text",))
     query = connection_rows_query().where(Connection.company_id == company_id).order_by(col(Connection.id))
     if cursor:
         query = query.where(col(Connection.id) > cursor[0])
@@ -158,7 +158,7 @@ def get_connection(request: Request) -> JSONResponse:
 def list_syncs(request: Request) -> JSONResponse:
     connection_id = request.path_params["connection_id"]
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(Sync).where(Sync.connection_id == connection_id)
     if data_type := request.query_params.get("data_type"):
         query = query.where(Sync.data_type == data_type)
@@ -181,7 +181,7 @@ def list_syncs(request: Request) -> JSONResponse:
 
 def list_active_syncs(request: Request) -> JSONResponse:
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(Sync).where(Sync.phase == "active")
     if company_ids := company_filter(request):
         query = query.where(col(Sync.company_id).in_(company_ids))
@@ -213,7 +213,7 @@ def event_out(row: WebhookEvent) -> EventOut:
 
 def list_events(request: Request) -> JSONResponse:
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(WebhookEvent)
     if company_ids := company_filter(request):
         query = query.where(col(WebhookEvent.company_id).in_(company_ids))

@@ -59,7 +59,7 @@ async def create_subscription(request: Request) -> JSONResponse:
 
 def list_subscriptions(request: Request) -> JSONResponse:
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(Subscription)
     enabled = request.query_params.get("enabled")
     if enabled is not None:

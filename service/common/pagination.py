@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 
@@ -14,13 +16,23 @@ from schemas.events import InvalidEnvelope, parse_time
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_CURSOR_LENGTH = 2048
+"""Characters of a `cursor` parameter; every cursor this API gives out is far shorter."""
+MAX_CURSOR_TEXT = 512
+MAX_CURSOR_INT = 2**53
+"""Bounds of one element of a cursor: any database and Redis take these without overflowing."""
+_DIGITS = re.compile(r"[0-9]{1,4}")
+"""ASCII digits only: `str.isdigit` also admits `²`, which `int()` refuses."""
+
+CursorKind = Literal["text", "int", "time"]
+"""What one element of a cursor must be: a string, a non-negative integer, or an ISO 8601 time string."""
 
 
 def page_limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -30,17 +42,53 @@ def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
 
 
-def decode_cursor(request: Request, size: int) -> list[Any] | None:
+def decode_cursor(request: Request, size: int, kinds: Sequence[CursorKind] = ()) -> list[Any] | None:
+    """The `size` values of the request's cursor, or None without one; 400 `invalid_parameter` otherwise.
+
+    A cursor is client input like any other: each element must be a string (no NUL, at most
+    `MAX_CURSOR_TEXT` characters) or an integer from 0 to `MAX_CURSOR_INT`, and of the kind `kinds`
+    names at its position when given — never null, a list, a float or a number too large for a column.
+    """
     raw = request.query_params.get("cursor")
     if not raw:
         return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except ValueError:
-        values = None
-    if not isinstance(values, list) or len(values) != size:
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
+    values: Any = None
+    if len(raw) <= MAX_CURSOR_LENGTH:
+        try:
+            values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        except (ValueError, RecursionError):
+            values = None
+    if not isinstance(values, list) or len(values) != size or not all(map(_scalar, values)):
+        raise _bad_cursor()
+    for value, kind in zip(values, kinds, strict=False):
+        if not _of_kind(value, kind):
+            raise _bad_cursor()
     return values
+
+
+def _bad_cursor() -> ApiError:
+    return ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
+
+
+def _scalar(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 <= value <= MAX_CURSOR_INT
+    return isinstance(value, str) and len(value) <= MAX_CURSOR_TEXT and "\x00" not in value
+
+
+def _of_kind(value: object, kind: CursorKind) -> bool:
+    if kind == "int":
+        return isinstance(value, int)
+    if not isinstance(value, str):
+        return False
+    if kind == "time":
+        try:
+            parse_time(value)
+        except InvalidEnvelope:
+            return False
+    return True
 
 
 def time_param(request: Request, name: str) -> datetime | None:

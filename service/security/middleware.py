@@ -35,6 +35,7 @@ from service.security.failure_budget import FailureLimiter
 from service.security.header_limits import HeaderLimitMiddleware
 from service.security.json_only import JsonOnlyMiddleware
 from service.security.local_only import check_local_request
+from service.security.parameters import check_parameters
 from service.security.rules import ADMIN, Kind, Rule, check_company, needs_lookup, rule_for
 from service.security.sources import SourceResolver, bucket_key, is_loopback, parse_networks
 from service.security.tokens import LOCAL_DEVELOPER, AdminTokens, Authenticator, InvalidToken, Principal, TokenSigner
@@ -94,6 +95,7 @@ class AuthMiddleware:
             principal = self.authenticate(scope, rule, query_token)
             if rule.kind != Kind.COMPANY and not principal.is_admin:
                 raise ApiError(403, ErrorCode.FORBIDDEN, "this route needs an admin token")
+            check_parameters(scope, path_params)
             if rule.kind == Kind.COMPANY and not principal.is_admin and rule.target is not None:
                 await self.confine(scope, principal, rule, path_params)
                 if rule.right and not principal.can(rule.right):
