@@ -105,7 +105,7 @@ def list_all_connections(request: Request) -> JSONResponse:
     since it was recorded if its recorded deadline has passed (or it was never recorded).
     """
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request, 1, ("text",))
     wanted = list_param(request, "freshness")
     if unknown := sorted(set(wanted) - set(FRESHNESS)):
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown freshness {unknown}; known: {', '.join(FRESHNESS)}")

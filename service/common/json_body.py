@@ -17,25 +17,30 @@ from schemas.errors import ApiError, ErrorCode
 M = TypeVar("M", bound=BaseModel)
 
 
-def holds_nul(value: object) -> bool:
-    """Whether any string in a parsed JSON value holds U+0000 (PostgreSQL refuses to store one)."""
+def nul_at(value: object, where: str = "body") -> str | None:
+    """Where in a parsed JSON value a string holds U+0000 (PostgreSQL refuses to store one), or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        return where if "\x00" in value else None
     if isinstance(value, dict):
-        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+        for key, item in value.items():
+            if found := nul_at(key, where) or nul_at(item, key if where == "body" else f"{where}.{key}"):
+                return found
     if isinstance(value, list):
-        return any(holds_nul(item) for item in value)
-    return False
+        for index, item in enumerate(value):
+            if found := nul_at(item, f"{where}.{index}"):
+                return found
+    return None
 
 
 async def read_model(request: Request, model: type[M]) -> M:
     """The JSON body validated as `model` (an empty body reads as `{}`); 400 otherwise."""
     try:
         data = json.loads(await request.body() or b"{}")
+        nul = nul_at(data)
     except (ValueError, RecursionError):
-        raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not valid JSON") from None
-    if holds_nul(data):
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "body: no string may hold a NUL character (\\u0000)")
+        raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not valid JSON (or nested too deeply)") from None
+    if nul is not None:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{nul}: a string may not hold a NUL character (\\u0000)")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
