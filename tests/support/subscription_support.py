@@ -109,7 +109,11 @@ def stream_entries(redis: Redis, namespace: str) -> list[tuple[bytes, dict[bytes
 
 
 def queued_ids(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> list[str]:
-    """The delivery ids of the `deliver_webhook` messages waiting on `queue` (`deliveries.DQ`: delayed)."""
+    """The delivery ids of the delivery messages waiting on `queue` (`deliveries.DQ`: delayed), in order."""
     ids_key, messages_key = queue_keys(namespace, queue)
     ids: Any = redis.lrange(ids_key, 0, -1)
-    return [json.loads(redis.hget(messages_key, i) or b"{}")["args"][0] for i in ids]
+    found: list[str] = []
+    for i in ids:
+        argument = json.loads(redis.hget(messages_key, i) or b"{}")["args"][0]
+        found.extend(argument if isinstance(argument, list) else [argument])
+    return found

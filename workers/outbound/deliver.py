@@ -1,10 +1,12 @@
-"""One attempt at one delivery: claim it, sign it, POST it, record what happened, plan the next one.
+"""Attempts at deliveries: claim them, sign them, POST them, record what happened, plan the next ones.
 
-This is what the `deliver_webhook` actor runs (and `POST /v1/subscriptions/{id}/test` inline).
-Contract:
+This is what the delivery actors run, for a batch of delivery ids per message (and `POST
+/v1/subscriptions/{id}/test` inline, for one). A batch costs one claim and one record transaction
+however many deliveries it holds (`workers/outbound/record.py` writes the results). Contract:
 
 * at least once, and a duplicate queue message is harmless: an attempt first *claims* the delivery by
-  moving `next_attempt_at` past its own time limit, so a second message finds nothing due;
+  moving `next_attempt_at` past its own time limit, so a second message finds nothing due; the
+  `webhook-id` is the delivery id, the same on every attempt, so a receiver drops a repeat;
 * a 2xx within the timeout is success; `410 Gone` disables the subscription; anything else (3xx
   included, timeouts, refused connections) is retried with exponential backoff and jitter until the
   retry window is spent;
@@ -18,34 +20,40 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
 
 import httpx
 from redis import Redis
-from sqlalchemy import Connection, Engine, or_
-from sqlmodel import Session, col, select, update
+from sqlalchemy import Engine, or_
+from sqlmodel import col, select, update
 
 from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.objects import signing_keys, subscription_out
+from workers.outbound.record import Attempt, Claimed, Recorder, Result, load_subscriptions
 from workers.outbound.signing import webhook_headers
 from workers.outbound.url_policy import UnsafeUrl, check_url
-from workers.runtime.delivery_queue import enqueue_deliveries
+from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
 
 log = logging.getLogger("synctrack.deliveries")
 
 LEASE_MARGIN_SECONDS = 30.0
-"""An attempt holds its delivery for the HTTP timeout plus this; past that, it is due again."""
+"""A batch holds its deliveries for `BATCH_SECONDS` and the HTTP timeout plus this; past that, they are due
+again."""
 EARLY_TOLERANCE_SECONDS = 1.0
 """A delayed message may run this much before `next_attempt_at` (clocks of different hosts)."""
 MAX_RESPONSE_BYTES = 64 * 1024
+BATCH_SECONDS = 20.0
+"""No POST of a batch starts later than this after its claim; the rest are released."""
+SUBSCRIPTION_INACTIVE = "subscription disabled"
 
 
 @dataclass(frozen=True)
@@ -66,28 +74,6 @@ class RetryPolicy:
         """Seconds before attempt `attempts + 1`: min·2^(attempts-1), capped, with ±25 % jitter."""
         base = min(self.max_seconds, self.min_seconds * 2.0 ** max(0, attempts - 1))
         return base * float((rng or random).uniform(0.75, 1.25))
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery this attempt has claimed, with its subscription as it was at the claim."""
-
-    delivery_id: str
-    subscription: Subscription
-    event_type: str
-    body: str
-    attempts: int
-    window_started_at: datetime
-
-
-@dataclass(frozen=True)
-class Attempt:
-    delivery_id: str
-    outcome: str
-    """`delivered`, `retry`, `failed` (gave up), `gone`, `disabled`, or `skipped` (nothing due)."""
-    response_code: int | None = None
-    error: str | None = None
-    retry_in: float | None = None
 
 
 class Deliverer:
@@ -126,48 +112,86 @@ class Deliverer:
 
     def run(self, delivery_id: str) -> Attempt:
         """Make the attempt that is due for `delivery_id`, and queue the next one if it failed."""
-        attempt = self.attempt(delivery_id)
-        if attempt.retry_in is not None:
-            enqueue_deliveries(self.redis, self.settings.redis_namespace, [delivery_id], int(attempt.retry_in * 1000))
-        _count(record_delivery, attempt.outcome)
-        return attempt
+        return self.run_batch([delivery_id])[0]
+
+    def run_batch(self, delivery_ids: Sequence[str]) -> list[Attempt]:
+        """Make the attempts that are due for `delivery_ids` (one per id, in that order), queue the
+        retries and the released ones, count them."""
+        attempts = self.attempt_batch(delivery_ids)
+        retries = [([a.delivery_id], int(a.retry_in * 1000)) for a in attempts if a.retry_in is not None]
+        released = [a.delivery_id for a in attempts if a.outcome == "released"]
+        if retries or released:
+            enqueue_delayed(self.redis, self.settings.redis_namespace, [*retries, (released, None)])
+        for outcome, count in Counter(a.outcome for a in attempts).items():
+            _count(partial(record_delivery, outcome, count))
+        return attempts
 
     def attempt(self, delivery_id: str) -> Attempt:
-        claimed = self._claim(delivery_id, datetime.now(UTC))
-        if claimed is None:
-            return Attempt(delivery_id, "skipped")
-        subscription = claimed.subscription
-        if not subscription.enabled:
-            self._give_up(delivery_id, "subscription disabled")
-            return Attempt(delivery_id, "failed", error="subscription disabled")
-        sent_at = datetime.now(UTC)
-        headers = webhook_headers(delivery_id, sent_at, claimed.body, signing_keys(subscription, sent_at))
-        code, error = self._post(subscription.url, claimed.body, headers)
-        attempt, disabled = self._record(claimed, code, error, datetime.now(UTC))
-        log.info(
-            "delivery=%s subscription=%s type=%s outcome=%s code=%s error=%r retry_in=%s",
-            delivery_id,
-            subscription.id,
-            claimed.event_type,
-            attempt.outcome,
-            code,
-            error,
-            f"{attempt.retry_in:.1f}" if attempt.retry_in is not None else "-",
-        )
-        if disabled is not None:
-            self.announce_disabled(disabled)
-        return attempt
+        return self.attempt_batch([delivery_id])[0]
 
-    def _claim(self, delivery_id: str, now: datetime) -> Claimed | None:
-        """Take the delivery if it is due: its `next_attempt_at` moves past this attempt's time limit."""
-        lease = now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS)
+    def attempt_batch(self, delivery_ids: Sequence[str]) -> list[Attempt]:
+        """Claim what is due among `delivery_ids`, POST each (grouped by subscription, so a destination's
+        deliveries share its kept-alive connection), record every result in one transaction.
+
+        A destination that did not answer (timeout, refused connection) gets no second POST from this
+        batch, and no POST starts after `BATCH_SECONDS`: what was not reached is released — due again at
+        once, no attempt counted — so one slow receiver holds one thread for about one timeout.
+        """
+        started = time.monotonic()
+        claimed = self._claim(delivery_ids, datetime.now(UTC))
+        results: list[Result] = []
+        inactive: list[str] = []
+        released: list[str] = []
+        unreachable: set[str] = set()
+        for item in sorted(claimed.values(), key=lambda c: c.subscription.id):
+            subscription = item.subscription
+            if not subscription.enabled:
+                inactive.append(item.delivery_id)
+                continue
+            if subscription.id in unreachable or time.monotonic() - started > BATCH_SECONDS:
+                released.append(item.delivery_id)
+                continue
+            sent_at = datetime.now(UTC)
+            headers = webhook_headers(item.delivery_id, sent_at, item.body, signing_keys(subscription, sent_at))
+            code, error = self._post(subscription.url, item.body, headers)
+            if code is None:
+                unreachable.add(subscription.id)
+            results.append(Result(item, code, error, datetime.now(UTC)))
+        now = datetime.now(UTC)
+        with self._writing(), self.engine.begin() as conn:
+            recorder = Recorder(conn, self.policy, self.settings.subscriptions_disable_after_seconds)
+            recorded = recorder.record(results)
+            recorder.give_up(inactive, SUBSCRIPTION_INACTIVE)
+            recorder.release(released, now)
+        outcomes = {attempt.delivery_id: attempt for attempt in recorded}
+        outcomes |= {i: Attempt(i, "failed", error=SUBSCRIPTION_INACTIVE) for i in inactive}
+        outcomes |= {i: Attempt(i, "released") for i in released}
+        for result in results:
+            self._log(result, outcomes[result.claimed.delivery_id])
+        for subscription in recorder.disabled:
+            self.announce_disabled(subscription)
+        return [outcomes.get(i) or Attempt(i, "skipped") for i in delivery_ids]
+
+    def _claim(self, delivery_ids: Sequence[str], now: datetime) -> dict[str, Claimed]:
+        """Take the deliveries that are due: their `next_attempt_at` moves past this batch's time limit.
+
+        Rows another attempt is claiming at this moment are skipped (PostgreSQL: SKIP LOCKED), not
+        waited for: that attempt owns them."""
+        lease = now + timedelta(seconds=BATCH_SECONDS + self.timeout + LEASE_MARGIN_SECONDS)
         due = now + timedelta(seconds=EARLY_TOLERANCE_SECONDS)
+        claimable = (
+            select(Delivery.id)
+            .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
+            .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
+            .order_by(col(Delivery.id))
+            .with_for_update(skip_locked=True)
+        )
         claim = (
             update(Delivery)
-            .where(col(Delivery.id) == delivery_id, col(Delivery.status) == "pending")
-            .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
+            .where(col(Delivery.id).in_(claimable.scalar_subquery()))
             .values(next_attempt_at=lease)
             .returning(
+                col(Delivery.id),
                 col(Delivery.subscription_id),
                 col(Delivery.event_type),
                 col(Delivery.body),
@@ -176,13 +200,16 @@ class Deliverer:
             )
         )
         with self._writing(), self.engine.begin() as conn:
-            row = conn.execute(claim).first()
-            if row is None:
-                return None
-            subscription = _load_subscription(conn, row.subscription_id)
-        if subscription is None:
-            return None
-        return Claimed(delivery_id, subscription, row.event_type, row.body, row.attempts, row.window_started_at)
+            rows = conn.execute(claim).all()
+            if not rows:
+                return {}
+            subscriptions = load_subscriptions(conn, sorted({row.subscription_id for row in rows}))
+        found = [(row, subscriptions.get(row.subscription_id)) for row in rows]
+        return {
+            row.id: Claimed(row.id, sub, row.event_type, row.body, row.attempts, row.window_started_at)
+            for row, sub in found
+            if sub is not None
+        }
 
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
@@ -210,96 +237,31 @@ class Deliverer:
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:300]
 
-    def _record(
-        self, claimed: Claimed, code: int | None, error: str | None, now: datetime
-    ) -> tuple[Attempt, Subscription | None]:
-        """Store the attempt's result; returns it and the subscription if this attempt disabled it."""
-        delivery_id, subscription_id = claimed.delivery_id, claimed.subscription.id
-        attempts = claimed.attempts + 1
-        done = {"attempts": col(Delivery.attempts) + 1, "last_attempt_at": now, "last_response_code": code}
-        if code is not None and 200 <= code < 300:
-            with self._writing(), self.engine.begin() as conn:
-                _update_delivery(
-                    conn,
-                    delivery_id,
-                    **done,
-                    last_error=None,
-                    status="delivered",
-                    delivered_at=now,
-                    next_attempt_at=None,
-                )
-                conn.execute(
-                    update(Subscription)
-                    .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_not(None))
-                    .values(failing_since=None)
-                )
-            return Attempt(delivery_id, "delivered", code), None
-        error = error or f"HTTP {code}"
-        failed = {**done, "last_error": error, "status": "failed", "next_attempt_at": None}
-        with self._writing(), self.engine.begin() as conn:
-            if code == 410:
-                _update_delivery(conn, delivery_id, **failed)
-                return Attempt(delivery_id, "gone", code, error), _disable(conn, subscription_id, "gone", now)
-            conn.execute(
-                update(Subscription)
-                .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_(None))
-                .values(failing_since=now)
-            )
-            failing_since = conn.execute(
-                select(Subscription.failing_since).where(col(Subscription.id) == subscription_id)
-            ).scalar()
-            limit = timedelta(seconds=self.settings.subscriptions_disable_after_seconds)
-            if failing_since is not None and now - failing_since >= limit:
-                _update_delivery(conn, delivery_id, **failed)
-                return Attempt(delivery_id, "disabled", code, error), _disable(conn, subscription_id, "failing", now)
-            delay = self.policy.delay(attempts)
-            next_at = now + timedelta(seconds=delay)
-            if (next_at - claimed.window_started_at).total_seconds() > self.policy.window_seconds:
-                _update_delivery(conn, delivery_id, **failed)
-                return Attempt(delivery_id, "failed", code, error), None
-            _update_delivery(conn, delivery_id, **done, last_error=error, next_attempt_at=next_at)
-            return Attempt(delivery_id, "retry", code, error, delay), None
-
-    def _give_up(self, delivery_id: str, reason: str) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.exec(
-                update(Delivery)
-                .where(col(Delivery.id) == delivery_id)
-                .values(status="failed", next_attempt_at=None, last_error=reason)
-            )
+    def _log(self, result: Result, attempt: Attempt) -> None:
+        log.info(
+            "delivery=%s subscription=%s type=%s outcome=%s code=%s error=%r retry_in=%s",
+            attempt.delivery_id,
+            result.claimed.subscription.id,
+            result.claimed.event_type,
+            attempt.outcome,
+            result.code,
+            result.error,
+            f"{attempt.retry_in:.1f}" if attempt.retry_in is not None else "-",
+        )
 
     def announce_disabled(self, subscription: Subscription) -> None:
         """Publish `subscription.disabled` on the change stream (dashboards, other subscriptions)."""
         data = subscription_out(subscription, datetime.now(UTC)).model_dump(mode="json")
         self.feed.publish([FeedEntry(SUBSCRIPTION_DISABLED, "", "", data)])
-        _count(record_subscription_disabled, subscription.disabled_reason or "")
+        _count(partial(record_subscription_disabled, subscription.disabled_reason or ""))
         log.warning(
             "event=%s subscription=%s reason=%s", SUBSCRIPTION_DISABLED, subscription.id, subscription.disabled_reason
         )
 
 
-def _load_subscription(conn: Connection, subscription_id: str) -> Subscription | None:
-    row = conn.execute(select(Subscription).where(col(Subscription.id) == subscription_id)).first()
-    return Subscription(**row._mapping) if row is not None else None
-
-
-def _update_delivery(conn: Connection, delivery_id: str, **values: Any) -> None:
-    conn.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(**values))
-
-
-def _disable(conn: Connection, subscription_id: str, reason: str, now: datetime) -> Subscription | None:
-    """Disable the subscription if it is still enabled; return it only if this call disabled it."""
-    changed = conn.execute(
-        update(Subscription)
-        .where(col(Subscription.id) == subscription_id, col(Subscription.enabled))
-        .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
-    )
-    return _load_subscription(conn, subscription_id) if changed.rowcount else None
-
-
-def _count(record: Callable[[str], None], label: str) -> None:
+def _count(record: Callable[[], None]) -> None:
     """Metrics never decide whether a delivery is made or retried."""
     try:
-        record(label)
+        record()
     except Exception as exc:
         log.warning("msg=metrics_unavailable error=%s", type(exc).__name__)

@@ -1,7 +1,10 @@
-"""The `deliveries` queue: `deliver_webhook` messages, written exactly as dramatiq's RedisBroker would.
+"""The `deliveries` queue: delivery messages, written exactly as dramatiq's RedisBroker would.
 
 Web processes (retry, replay), the dispatcher thread and the actor itself (to schedule a retry) all
 enqueue here with a plain Redis client, many messages per round trip, without declaring actors.
+A message is `deliver_webhooks(delivery_ids)`: up to `BATCH_SIZE` ids, claimed, sent and recorded
+together (`workers/outbound/deliver.py`). Messages of the older one-id form, `deliver_webhook(delivery_id)`,
+may still be queued from before and are served the same way.
 A delayed message goes to dramatiq's delay queue (`deliveries.DQ`) with its `eta`, as
 `actor.send_with_options(delay=...)` would put it.
 """
@@ -16,13 +19,33 @@ from workers.runtime.queues import DELIVERY_QUEUE as DELIVERY_QUEUE
 from workers.runtime.queues import Encoded, encode, push
 
 DELIVER_ACTOR = "deliver_webhook"
+"""One delivery id per message: what earlier releases queued."""
+DELIVER_BATCH_ACTOR = "deliver_webhooks"
+"""A list of delivery ids per message: what is queued now."""
+BATCH_SIZE = 50
+"""Most delivery ids per message: enough to share one claim and one record transaction, few enough that
+the worker threads of every process share a burst."""
 
 
-def delivery_message(delivery_id: str, delay_ms: int | None = None) -> Encoded:
-    """One `deliver_webhook(delivery_id)` message, delayed by `delay_ms` if given."""
-    return encode(DELIVERY_QUEUE, DELIVER_ACTOR, (delivery_id,), delay_ms)
+def delivery_message(delivery_ids: list[str], delay_ms: int | None = None) -> Encoded:
+    """One `deliver_webhooks(delivery_ids)` message, delayed by `delay_ms` if given."""
+    return encode(DELIVERY_QUEUE, DELIVER_BATCH_ACTOR, (delivery_ids,), delay_ms)
 
 
 def enqueue_deliveries(redis: Redis, namespace: str, delivery_ids: Iterable[str], delay_ms: int | None = None) -> int:
-    """Queue one attempt per delivery id (after `delay_ms`, if given), in one round trip."""
-    return push(redis, namespace, (delivery_message(i, delay_ms) for i in delivery_ids))
+    """Queue one attempt per delivery id (after `delay_ms`, if given), `BATCH_SIZE` ids per message, in one
+    round trip; returns the number of ids."""
+    return enqueue_delayed(redis, namespace, [(list(delivery_ids), delay_ms)])
+
+
+def enqueue_delayed(redis: Redis, namespace: str, groups: Iterable[tuple[list[str], int | None]]) -> int:
+    """Queue each group of ids after its own delay (ms, None for now), all in one round trip; returns the
+    number of ids."""
+    groups = list(groups)
+    messages = [
+        delivery_message(ids[start : start + BATCH_SIZE], delay_ms)
+        for ids, delay_ms in groups
+        for start in range(0, len(ids), BATCH_SIZE)
+    ]
+    push(redis, namespace, messages)
+    return sum(len(ids) for ids, _ in groups)

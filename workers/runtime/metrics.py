@@ -235,10 +235,11 @@ def record_pruned(count: int) -> None:
 DELIVERY_OUTCOMES = frozenset({"delivered", "retry", "failed", "gone", "disabled"})
 
 
-def record_delivery(outcome: str) -> None:
-    """Count one outbound webhook attempt (`workers/outbound/deliver.py`); `skipped` (nothing due) is not one."""
-    if outcome in DELIVERY_OUTCOMES:
-        metrics().deliveries.labels(outcome).inc()
+def record_delivery(outcome: str, count: int = 1) -> None:
+    """Count `count` outbound webhook attempts of one outcome (`workers/outbound/deliver.py`, once per batch);
+    `skipped` (nothing due) and `released` (not attempted) are not attempts."""
+    if outcome in DELIVERY_OUTCOMES and count:
+        metrics().deliveries.labels(outcome).inc(count)
 
 
 def record_subscription_disabled(reason: str) -> None:

@@ -1,0 +1,133 @@
+"""Deliveries travel in batches: one queue message, one claim and one record transaction for many attempts.
+
+Against a real local HTTP receiver, on SQLite and PostgreSQL, with the dispatcher queueing the messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from redis import Redis
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from schemas.settings import Settings
+from tests.support.services import free_port
+from tests.support.subscription_support import (
+    BOTH_DATABASES,
+    add_subscription,
+    engine_fixture,  # noqa: F401 (the `engine` fixture)
+    publish_change,
+    queued_ids,
+    redis_fixture,  # noqa: F401 (the `redis` fixture)
+    settings_fixture,  # noqa: F401 (the `settings` fixture)
+)
+from tests.support.webhook_receiver import WebhookReceiver
+from workers.ledger.tables import Delivery
+from workers.outbound.deliver import Deliverer
+from workers.outbound.dispatch import Dispatcher
+from workers.runtime.delivery_queue import BATCH_SIZE, DELIVER_BATCH_ACTOR, DELIVERY_QUEUE, enqueue_deliveries
+from workers.runtime.metrics import metrics
+from workers.runtime.queues import queue_keys
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(slow_seconds=2.0) as server:
+        yield server
+
+
+@pytest.fixture
+def deliverer(settings: Settings, engine: Engine, redis: Redis) -> Iterator[Deliverer]:
+    deliverer = Deliverer(settings, engine, redis)
+    yield deliverer
+    deliverer.close()
+
+
+def queued_messages(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> list[dict[str, Any]]:
+    ids_key, messages_key = queue_keys(namespace, queue)
+    ids: Any = redis.lrange(ids_key, 0, -1)
+    return [json.loads(redis.hget(messages_key, i) or b"{}") for i in ids]
+
+
+def dispatch(settings: Settings, engine: Engine, redis: Redis, changes: int) -> list[Delivery]:
+    dispatcher = Dispatcher(settings, engine, redis, consumer="test")
+    dispatcher.ensure_group()
+    for _ in range(changes):
+        publish_change(redis, settings.redis_namespace)
+    dispatcher.step(block_ms=10)
+    with Session(engine) as session:
+        return list(session.exec(select(Delivery).order_by(col(Delivery.id))).all())
+
+
+def delivered_count() -> float:
+    metrics()
+    return REGISTRY.get_sample_value("synctrack_subscription_deliveries_total", {"outcome": "delivered"}) or 0.0
+
+
+@BOTH_DATABASES
+def test_the_dispatcher_queues_one_batch_message_that_delivers_every_change_to_every_subscription_once(
+    settings: Settings, engine: Engine, redis: Redis, receiver: WebhookReceiver, deliverer: Deliverer
+) -> None:
+    first = add_subscription(engine, receiver.url("/first"))
+    second = add_subscription(engine, receiver.url("/second"))
+    receiver.expect("/first", [first.secret])
+    receiver.expect("/second", [second.secret])
+    rows = dispatch(settings, engine, redis, changes=3)
+    messages = queued_messages(redis, settings.redis_namespace)
+    counted = delivered_count()
+
+    (message,) = messages
+    attempts = deliverer.run_batch(message["args"][0])
+    again = deliverer.run_batch(message["args"][0])  # the same message twice: at least once, never twice
+
+    assert message["actor_name"] == DELIVER_BATCH_ACTOR
+    assert sorted(message["args"][0]) == [row.id for row in rows] and len(rows) == 6
+    assert [a.outcome for a in attempts] == ["delivered"] * 6
+    assert [a.outcome for a in again] == ["skipped"] * 6
+    received = receiver.at("/first") + receiver.at("/second")
+    assert sorted(r.webhook_id for r in received) == [row.id for row in rows]
+    assert all(all(r.verified.values()) for r in received)
+    with Session(engine) as session:
+        stored = session.exec(select(Delivery)).all()
+    assert {(d.status, d.attempts, d.last_response_code) for d in stored} == {("delivered", 1, 204)}
+    assert delivered_count() - counted == 6
+
+
+def test_many_deliveries_are_queued_at_most_a_batch_per_message(settings: Settings, redis: Redis) -> None:
+    ids = [f"msg_{i:04d}" for i in range(2 * BATCH_SIZE + 1)]
+
+    enqueue_deliveries(redis, settings.redis_namespace, ids)
+
+    sizes = [len(m["args"][0]) for m in queued_messages(redis, settings.redis_namespace)]
+    assert sizes == [BATCH_SIZE, BATCH_SIZE, 1]
+    assert queued_ids(redis, settings.redis_namespace) == ids
+
+
+@BOTH_DATABASES
+def test_a_destination_that_does_not_answer_gets_one_attempt_per_batch_and_the_rest_are_released(
+    settings: Settings, engine: Engine, redis: Redis, receiver: WebhookReceiver, deliverer: Deliverer
+) -> None:
+    working = add_subscription(engine, receiver.url("/working"))
+    receiver.expect("/working", [working.secret])
+    dead = add_subscription(engine, f"http://127.0.0.1:{free_port()}/nobody")
+    rows = dispatch(settings, engine, redis, changes=3)
+    redis.delete(*queue_keys(settings.redis_namespace, DELIVERY_QUEUE))
+
+    attempts = {a.delivery_id: a for a in deliverer.run_batch([row.id for row in rows])}
+
+    to_dead = [row.id for row in rows if row.subscription_id == dead.id]
+    outcomes = sorted(attempts[i].outcome for i in to_dead)
+    assert outcomes == ["released", "released", "retry"]
+    assert [attempts[row.id].outcome for row in rows if row.subscription_id == working.id] == ["delivered"] * 3
+    released = sorted(i for i in to_dead if attempts[i].outcome == "released")
+    assert sorted(queued_ids(redis, settings.redis_namespace)) == released
+    assert len(queued_ids(redis, settings.redis_namespace, f"{DELIVERY_QUEUE}.DQ")) == 1
+    with Session(engine) as session:
+        for delivery_id in released:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None and (row.status, row.attempts, row.last_error) == ("pending", 0, None)

@@ -1,0 +1,177 @@
+"""What an attempt leaves in the delivery log: the results of a batch of attempts, in one transaction.
+
+Each result is applied in the order the attempts were made, with the rules of one attempt: a 2xx is
+delivered and ends the subscription's failing streak; `410 Gone` disables the subscription; anything
+else starts (or continues) the streak, disables a subscription failing for longer than
+`subscriptions_disable_after_seconds`, and otherwise plans a retry with backoff until the retry window
+is spent. Consecutive successes are written together (one executemany, then one update per
+subscription), which is the whole cost of a batch that went well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, bindparam
+from sqlmodel import col, select, update
+
+from workers.ledger.tables import Delivery, Subscription
+
+if TYPE_CHECKING:
+    from workers.outbound.deliver import RetryPolicy
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery an attempt has claimed, with its subscription as it was at the claim."""
+
+    delivery_id: str
+    subscription: Subscription
+    event_type: str
+    body: str
+    attempts: int
+    window_started_at: datetime
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one POST gave: the status code if the receiver answered, else why not; when it ended."""
+
+    claimed: Claimed
+    code: int | None
+    error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    outcome: str
+    """`delivered`, `retry`, `failed` (gave up), `gone`, `disabled`, `skipped` (nothing due) or `released`
+    (claimed but not attempted in this batch: queued again at once, no attempt counted)."""
+    response_code: int | None = None
+    error: str | None = None
+    retry_in: float | None = None
+
+
+DELIVERED = (
+    update(Delivery)
+    .where(col(Delivery.id) == bindparam("delivery_id"))
+    .values(
+        attempts=col(Delivery.attempts) + 1,
+        last_attempt_at=bindparam("at"),
+        last_response_code=bindparam("code"),
+        last_error=None,
+        status="delivered",
+        delivered_at=bindparam("at"),
+        next_attempt_at=None,
+    )
+)
+
+
+class Recorder:
+    """Applies results inside the caller's transaction; `disabled` lists the subscriptions it disabled."""
+
+    def __init__(self, conn: Connection, policy: RetryPolicy, disable_after_seconds: float) -> None:
+        self.conn = conn
+        self.policy = policy
+        self.disable_after = timedelta(seconds=disable_after_seconds)
+        self.disabled: list[Subscription] = []
+        self._delivered: list[Result] = []
+
+    def record(self, results: Sequence[Result]) -> list[Attempt]:
+        attempts = []
+        for result in results:
+            if result.code is not None and 200 <= result.code < 300:
+                self._delivered.append(result)
+                attempts.append(Attempt(result.claimed.delivery_id, "delivered", result.code))
+            else:
+                self._flush()
+                attempts.append(self._failed(result))
+        self._flush()
+        return attempts
+
+    def give_up(self, delivery_ids: Sequence[str], reason: str) -> None:
+        """End deliveries without an attempt (their subscription is disabled)."""
+        if delivery_ids:
+            self.conn.execute(
+                update(Delivery)
+                .where(col(Delivery.id).in_(delivery_ids))
+                .values(status="failed", next_attempt_at=None, last_error=reason)
+            )
+
+    def release(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Hand claimed deliveries back, due now, with no attempt counted."""
+        if delivery_ids:
+            self.conn.execute(
+                update(Delivery)
+                .where(col(Delivery.id).in_(delivery_ids), col(Delivery.status) == "pending")
+                .values(next_attempt_at=now)
+            )
+
+    def _flush(self) -> None:
+        if not self._delivered:
+            return
+        rows = [{"delivery_id": r.claimed.delivery_id, "at": r.at, "code": r.code} for r in self._delivered]
+        self.conn.execute(DELIVERED, rows)
+        last = {r.claimed.subscription.id: r.at for r in self._delivered}
+        for subscription_id in sorted(last):  # one lock order for every batch: no deadlock between them
+            self.conn.execute(
+                update(Subscription)
+                .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_not(None))
+                .values(failing_since=None)
+            )
+        self._delivered = []
+
+    def _failed(self, result: Result) -> Attempt:
+        claimed, code, now = result.claimed, result.code, result.at
+        delivery_id, subscription_id = claimed.delivery_id, claimed.subscription.id
+        error = result.error or f"HTTP {code}"
+        done = {"attempts": col(Delivery.attempts) + 1, "last_attempt_at": now, "last_response_code": code}
+        failed = {**done, "last_error": error, "status": "failed", "next_attempt_at": None}
+        if code == 410:
+            self._update(delivery_id, **failed)
+            self._disable(subscription_id, "gone", now)
+            return Attempt(delivery_id, "gone", code, error)
+        self.conn.execute(
+            update(Subscription)
+            .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_(None))
+            .values(failing_since=now)
+        )
+        failing_since = self.conn.execute(
+            select(Subscription.failing_since).where(col(Subscription.id) == subscription_id)
+        ).scalar()
+        if failing_since is not None and now - failing_since >= self.disable_after:
+            self._update(delivery_id, **failed)
+            self._disable(subscription_id, "failing", now)
+            return Attempt(delivery_id, "disabled", code, error)
+        delay = self.policy.delay(claimed.attempts + 1)
+        next_at = now + timedelta(seconds=delay)
+        if (next_at - claimed.window_started_at).total_seconds() > self.policy.window_seconds:
+            self._update(delivery_id, **failed)
+            return Attempt(delivery_id, "failed", code, error)
+        self._update(delivery_id, **done, last_error=error, next_attempt_at=next_at)
+        return Attempt(delivery_id, "retry", code, error, delay)
+
+    def _update(self, delivery_id: str, **values: Any) -> None:
+        self.conn.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(**values))
+
+    def _disable(self, subscription_id: str, reason: str, now: datetime) -> None:
+        """Disable the subscription if it is still enabled; remember it only if this call disabled it."""
+        changed = self.conn.execute(
+            update(Subscription)
+            .where(col(Subscription.id) == subscription_id, col(Subscription.enabled))
+            .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
+        )
+        if changed.rowcount:
+            subscription = load_subscriptions(self.conn, [subscription_id]).get(subscription_id)
+            if subscription is not None:
+                self.disabled.append(subscription)
+
+
+def load_subscriptions(conn: Connection, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
+    rows = conn.execute(select(Subscription).where(col(Subscription.id).in_(subscription_ids))).all()
+    return {row.id: Subscription(**row._mapping) for row in rows}
