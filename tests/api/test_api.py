@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -15,8 +11,8 @@ from schemas.settings import Settings
 from service.app import create_app
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.builders import COMPANY, CONNECTION, connection_event, fixture, legacy_alert, read_completed
-from workers.ingest.handle import handle_webhook
-from workers.runtime.db import make_engine, upgrade
+from tests.support.ledger_fill import deliver
+from workers.runtime.db import upgrade
 
 
 @pytest.fixture
@@ -39,17 +35,6 @@ class _NoRedis:
 
     async def aclose(self) -> None:
         return None
-
-
-def deliver(settings: Settings, *bodies: dict[str, Any]) -> list[str]:
-    engine = make_engine(settings.database_url)
-    ids = []
-    for body in bodies:
-        message_id = f"msg_{uuid.uuid4().hex}"
-        handle_webhook(engine, None, message_id, json.dumps(body), datetime.now(UTC).isoformat())
-        ids.append(message_id)
-    engine.dispose()
-    return ids
 
 
 def test_companies_list_their_connection_count(client: TestClient, settings: Settings) -> None:

@@ -11,9 +11,10 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
-from tests.api.test_api import _NoRedis, deliver
+from tests.api.test_api import _NoRedis
 from tests.support.auth import ADMIN_HEADERS, bearer, company_token
 from tests.support.builders import BASE_TIME, connection_event, iso, read_completed
+from tests.support.ledger_fill import deliver
 from workers.runtime.db import upgrade
 
 NOW = datetime.now(UTC)

@@ -8,7 +8,6 @@ that send outbound webhooks (a ping or a retry would reach whatever URL was gene
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,8 +37,10 @@ from service.security.rules import Kind, rule_for
 from service.security.tokens import RIGHTS
 from tests.support.auth import ADMIN_HEADERS, AUTH_SETTINGS, bearer, company_token
 from tests.support.builders import SECRET, connection_event, read_completed
-from workers.ingest.handle import handle_webhook
+from tests.support.ledger_fill import fold_webhooks
 from workers.runtime.db import make_engine, upgrade
+
+RECEIVED = "2026-11-25T10:00:00+00:00"
 
 KEY = "test-codat-key-openapi"
 EXAMPLES_PER_OPERATION = 25
@@ -141,8 +142,9 @@ def seed(fake: FakeCodatServer, settings_: Settings) -> None:
     SEEDED_COMPANY[:] = [company["id"]]
     ids = {"company_id": company["id"], "connection_id": company["connections"][0]["id"]}
     engine = make_engine(settings_.database_url)
-    for body in (connection_event(**ids), read_completed([("invoices", "Fetching")], **ids)):
-        handle_webhook(engine, None, f"msg_{uuid.uuid4().hex}", json.dumps(body), "2026-11-25T10:00:00+00:00")
+    fold_webhooks(
+        engine, connection_event(**ids), read_completed([("invoices", "Fetching")], **ids), received_at=RECEIVED
+    )
     engine.dispose()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +19,8 @@ from schemas.settings import Settings
 from service.app import create_app
 from tests.support.auth import ADMIN_HEADERS, AUTH_SETTINGS
 from tests.support.builders import connection_event, iso, read_completed
-from workers.ingest.handle import handle_webhook
+from tests.support.ledger_fill import deliver
 from workers.ledger.changes import stream_key
-from workers.runtime.db import make_engine
 
 KEY = "test-codat-key"
 
@@ -50,14 +48,6 @@ def settings(embedded_settings: Settings, fake: FakeCodatServer) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
-
-
-def deliver(settings: Settings, body: dict[str, Any]) -> str:
-    engine = make_engine(settings.database_url)
-    message_id = f"msg_{uuid.uuid4().hex}"
-    handle_webhook(engine, None, message_id, json.dumps(body), datetime.now(UTC).isoformat())
-    engine.dispose()
-    return message_id
 
 
 def now_stamped(body: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +105,7 @@ def test_refreshing_one_data_type_starts_an_active_sync_at_the_click_and_a_webho
     assert json.loads(started[-1][b"data"])["id"] == sync["id"]
 
     result = read_completed([("bills", "Complete")], connection_id=conn, company_id=company["id"])
-    confirming = deliver(settings, now_stamped(result))
+    (confirming,) = deliver(settings, now_stamped(result))
     assert client.get("/v1/syncs/active", params={"company_id": company["id"]}).json()["items"] == []
     audit = last_audit(client, company["id"])
     assert audit["confirmed_by_event_id"] == confirming and audit["confirmed_at"]

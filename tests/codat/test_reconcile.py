@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +19,7 @@ from fakecodat.world import Config
 from schemas.settings import Settings
 from tests.support.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.support.builders import SECRET, connection_event
-from tests.support.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
 from workers.codat.reconcile import RECONCILE_JOB, reconcile, run_periodic
 from workers.ingest.handle import handle_webhook
 from workers.ledger.context import WorkerRuntime
@@ -35,14 +32,7 @@ KEY = "reconcile-key"
 
 def reconcile_cli(env: dict[str, str], cwd: Path, *companies: str) -> str:
     args = [arg for company in companies for arg in ("--company", company)]
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "reconcile", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(["reconcile", *args], env, cwd, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

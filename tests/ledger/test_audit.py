@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,8 +11,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from tests.support.builders import COMPANY, CONNECTION, connection_event, iso, read_completed
+from tests.support.ledger_fill import fold_webhooks
 from workers.codat.actions import record_refresh, record_unlink
-from workers.ingest.handle import handle_webhook
 from workers.ledger.tables import AuditRecord, Connection
 from workers.runtime.db import make_engine, upgrade
 
@@ -33,8 +31,7 @@ def engine(sqlite_url: str) -> Iterator[Engine]:
 def deliver(engine: Engine, body: dict[str, Any], at: datetime | None = None) -> str:
     if at is not None:
         body = {**body, "generatedDate": iso(at)}
-    message_id = f"msg_{uuid.uuid4().hex}"
-    handle_webhook(engine, None, message_id, json.dumps(body), datetime.now(UTC).isoformat())
+    (message_id,) = fold_webhooks(engine, body)
     return message_id
 
 

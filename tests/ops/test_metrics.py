@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.builders import OTHER_SECRET, SECRET, connection_event, read_completed
 from tests.support.ops_support import admin_client, ops_settings
-from tests.support.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
 from tests.support.workload import Delivery, signed
 from workers.runtime.logs import JsonFormatter
 from workers.runtime.metrics import (
@@ -141,10 +141,7 @@ def test_json_log_lines_keep_quoted_values_whole() -> None:
 
 @contextmanager
 def web_and_worker(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
-    base_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    upgraded = subprocess.run(
-        [sys.executable, "-m", "service.cli", "db", "upgrade"], env=base_env, capture_output=True, text=True
-    )
+    upgraded = run_cli(["db", "upgrade"], env)
     assert upgraded.returncode == 0, upgraded.stderr
     port = free_port()
     with ExitStack() as stack:

@@ -29,8 +29,8 @@ from service.security.rules import RULES, Kind, rule_for
 from service.security.tokens import RIGHTS
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN_HASH, AUTH_SETTINGS, bearer, company_token
 from tests.support.builders import connection_event, iso, read_completed
-from workers.ingest.handle import handle_webhook
-from workers.runtime.db import make_engine, upgrade
+from tests.support.ledger_fill import deliver
+from workers.runtime.db import upgrade
 
 KEY = "test-codat-key-for-auth"
 
@@ -78,20 +78,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake: FakeCodatServer) ->
     )
 
 
-def deliver(settings: Settings, body: dict[str, Any]) -> str:
-    engine = make_engine(settings.database_url)
-    message_id = f"msg_{uuid.uuid4().hex}"
-    handle_webhook(engine, None, message_id, json.dumps(body), datetime.now(UTC).isoformat())
-    engine.dispose()
-    return message_id
-
-
 def company_in_both(fake: FakeCodatServer, settings: Settings) -> Target:
     """A company the fake Codat and the ledger both know: one linked connection with a sync running."""
     company = fake.control.seed(companies=[{"platforms": ["xero"]}], announce=False, initial_read=False)[0]
     ids = {"company_id": company["id"], "connection_id": company["connections"][0]["id"]}
     stamp = iso(datetime.now(UTC))
-    event = deliver(settings, {**connection_event(**ids), "generatedDate": stamp})
+    (event,) = deliver(settings, {**connection_event(**ids), "generatedDate": stamp})
     deliver(settings, {**read_completed([("invoices", "Fetching")], **ids), "generatedDate": stamp})
     return Target(company["id"], ids["connection_id"], event)
 

@@ -6,29 +6,23 @@ which publishes changes through the worker's own path, `handle_webhook` with a c
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from schemas.settings import Settings
 from service.app import create_app
+from tests.support import ledger_fill
 from tests.support.auth import ADMIN_HEADERS, AUTH_SETTINGS, bearer, company_token
 from tests.support.builders import connection_event, read_completed
+from tests.support.services import app_in_thread
 from tests.support.sse_client import SseClient
-from workers.ingest.handle import handle_webhook
 from workers.ledger.changes import ChangeFeed
 from workers.runtime.broker import sync_redis
-from workers.runtime.db import make_engine, upgrade
+from workers.runtime.db import upgrade
 
 A, B = "company-a", "company-b"
 
@@ -42,27 +36,13 @@ def settings(embedded_settings: Settings) -> Settings:
 
 @pytest.fixture
 def base_url(settings: Settings) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the app did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with app_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def deliver(settings: Settings, *bodies: dict[str, Any]) -> None:
-    engine = make_engine(settings.database_url)
-    feed = ChangeFeed(sync_redis(settings), settings.redis_namespace, 10_000)
-    for body in bodies:
-        handle_webhook(engine, feed, f"msg_{uuid.uuid4().hex}", json.dumps(body), datetime.now(UTC).isoformat())
-    engine.dispose()
+    """Fold and announce on the change feed, as a worker does."""
+    ledger_fill.deliver(settings, *bodies, feed=ChangeFeed(sync_redis(settings), settings.redis_namespace, 10_000))
 
 
 def companies_in(events: list[Any]) -> set[str]:

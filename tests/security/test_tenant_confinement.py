@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 from starlette.testclient import TestClient
@@ -22,7 +21,7 @@ from service.app import create_app
 from service.security.tokens import SCOPED_PREFIX, TokenSigner
 from tests.support.auth import ADMIN_HEADERS, SIGNING_KEY, bearer, company_token
 from tests.support.builders import connection_event, read_completed
-from workers.ingest.handle import handle_webhook
+from tests.support.ledger_fill import fold_webhooks
 from workers.runtime.db import make_engine, upgrade
 
 LISTS = ["/v1/events", "/v1/syncs/active", "/v1/audit"]
@@ -38,11 +37,11 @@ def companies(embedded_settings: Settings) -> tuple[str, str]:
     ids = (str(uuid.uuid4()), str(uuid.uuid4()))
     for company in ids:
         connection = str(uuid.uuid4())
-        for body in (
+        fold_webhooks(
+            engine,
             connection_event(company_id=company, connection_id=connection),
             read_completed([("invoices", "Fetching")], company_id=company, connection_id=connection),
-        ):
-            handle_webhook(engine, None, f"msg_{uuid.uuid4().hex}", json.dumps(body), datetime.now(UTC).isoformat())
+        )
     engine.dispose()
     return ids
 

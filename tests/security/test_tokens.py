@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -23,7 +21,7 @@ from service.security.tokens import (
     new_admin_token,
 )
 from tests.support.auth import ADMIN_TOKEN, ADMIN_TOKEN_HASH, SIGNING_KEY, company_token
-from tests.support.services import ROOT
+from tests.support.services import run_cli
 
 NOW = 1_800_000_000.0
 
@@ -116,14 +114,7 @@ def test_unknown_rights_cannot_be_minted() -> None:
 
 def synctrack(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real command, in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", "token", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        timeout=60,
-    )
+    return run_cli(["token", *args], env or {}, timeout=60, stdin=stdin)
 
 
 def token_command(*args: str, env: dict[str, str] | None = None) -> Result:

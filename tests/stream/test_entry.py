@@ -7,21 +7,18 @@ straight through ASGI for what an open stream holds while it waits.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from types import CoroutineType
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
+from tests.support.services import app_in_thread
 from tests.support.sse_client import SseClient
 from workers.runtime.db import upgrade
 
@@ -34,19 +31,8 @@ def settings(embedded_settings: Settings) -> Settings:
 
 @pytest.fixture
 def base_url(settings: Settings) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the app did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with app_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def test_the_stream_answers_every_refusal_as_any_route_does(base_url: str) -> None:

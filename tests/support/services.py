@@ -68,16 +68,51 @@ def free_port() -> int:
         return port
 
 
-def run_db_upgrade(env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`synctrack db upgrade` as its own process with `env` (the caller asserts on the outcome)."""
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`synctrack <args>` as its own process with `env` added (the caller asserts on the outcome)."""
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "db", "upgrade"],
+        [sys.executable, "-m", "service.cli", *args],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_db_upgrade(env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`synctrack db upgrade` as its own process with `env` (the caller asserts on the outcome)."""
+    return run_cli(["db", "upgrade"], env, cwd, timeout)
+
+
+@contextmanager
+def app_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
+
+    For tests that need real HTTP (streaming, disconnects) but not a separate process.
+    """
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the app did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 class ServiceProcess:

@@ -11,8 +11,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,7 +24,7 @@ import redis
 
 from tests.support.builders import SECRET
 from tests.support.chaos_support import Ledger, RedisServer, Web, send_like_codat
-from tests.support.services import ROOT, ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
 from tests.support.workload import webhook_mix
 from workers.runtime.broker import FOLD_BATCH_ACTOR
 from workers.runtime.queues import unacknowledged
@@ -38,17 +36,6 @@ DUPLICATE_SHARE = 0.10
 REDIS_DOWN_SECONDS = 1.5
 GRACE_AFTER_REDIS_SECONDS = 3.0
 NAMESPACE = "chaos"
-
-
-def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 class Cluster:
@@ -199,7 +186,7 @@ def test_no_acknowledged_webhook_is_lost_through_crashes_restarts_and_drains(
     tmp_path: Path, chaos_env: tuple[dict[str, str], RedisServer, str]
 ) -> None:
     env, server, database_url = chaos_env
-    upgraded = run_cli(["db", "upgrade"], env, tmp_path)
+    upgraded = run_cli(["db", "upgrade"], env, tmp_path, timeout=300)
     assert upgraded.returncode == 0, upgraded.stderr
     unique = round(SENT / (1 + DUPLICATE_SHARE))
     deliveries = webhook_mix(unique, duplicate_share=DUPLICATE_SHARE, companies=40, hot_companies=3, seed=8)
@@ -252,7 +239,7 @@ def test_no_acknowledged_webhook_is_lost_through_crashes_restarts_and_drains(
         drain_seconds = time.monotonic() - started - sent_seconds
         queues = queue_state(client)
         stored = stored_events(database_url)
-        rebuild = run_cli(["ledger", "rebuild", "--verify"], env, tmp_path)
+        rebuild = run_cli(["ledger", "rebuild", "--verify"], env, tmp_path, timeout=300)
 
     statuses = record.statuses()
     accepted = record.ids_with(202)

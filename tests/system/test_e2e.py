@@ -5,8 +5,6 @@ the API, read until it settles, must equal the fold of what was stored."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -21,10 +19,10 @@ from tests.support.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.support.builders import SECRET
 from tests.support.ledger_memory import MemoryLedger
 from tests.support.services import (
-    ROOT,
     ServiceProcess,
     free_port,
     redis_postgres_env,
+    run_cli,
     start_web_and_worker,
     wait_for,
     wait_until_healthy,
@@ -32,19 +30,6 @@ from tests.support.services import (
 from tests.support.workload import Delivery, signed, webhook_mix
 
 pytestmark = pytest.mark.e2e
-
-
-def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @contextmanager
