@@ -19,8 +19,8 @@ from schemas.errors import ApiError, ConfigError, SynctrackError, Unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "service", "workers")
-ENTRY_POINTS = {"service.cli.__main__", "workers.run"}
-"""Entry points that run or build a process when imported: not imported here."""
+ENTRY_POINTS = {"service.cli.__main__"}
+"""`python -m service.cli` runs the command when imported: not imported here."""
 
 
 def synctrack_modules() -> list[str]:

@@ -1,8 +1,8 @@
 """Importing Synctrack starts nothing: no thread, no database engine, no Redis client, no app.
 
 Threads, engines and clients are made by the composition roots when a process starts (`create_app`,
-`build_worker`, the CLI commands) and closed on shutdown; `workers/run.py`, which dramatiq imports to
-become a worker process, is the one module whose import builds the process.
+`build_worker`, the CLI commands) and closed on shutdown. Only `python -m service.cli` (`__main__`) runs
+anything when imported, by definition.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import gc, importlib, json, pkgutil, sys, threading
 from pathlib import Path
 
 root = Path(sys.argv[1])
-skip = {"workers.run", "service.cli.__main__"}
+skip = {"service.cli.__main__"}
 imported = []
 for package in ("schemas", "service", "workers", "fakecodat"):
     importlib.import_module(package)
