@@ -70,3 +70,41 @@ def test_the_development_settings_allow_http_and_local_receivers() -> None:
         check_url("http://127.0.0.1:8080/hook", allow_http=False, allow_private=True)
     with pytest.raises(UnsafeUrl, match="public"):
         check_url("http://127.0.0.1:8080/hook", allow_http=True, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::127.0.0.1",  # IPv4-compatible
+        "::10.0.0.8",
+        "::169.254.169.254",
+        "64:ff9b::10.0.0.1",  # NAT64 well-known prefix
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::8.8.8.8",  # local-use NAT64: never a destination
+        "2002:0a00:0001::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:0001::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "::ffff:10.0.0.1",
+        "fec0::1",  # site-local
+        "ff02::1",  # multicast
+        "ff0e::1",
+        "::",  # unspecified
+    ],
+)
+def test_ipv6_forms_that_embed_an_internal_ipv4_and_non_unicast_ipv6_are_refused(address: str) -> None:
+    with pytest.raises(UnsafeUrl, match="not a public address"):
+        strict(f"https://[{address}]/hook")
+
+
+def test_a_name_resolving_to_an_embedded_internal_ipv4_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbound_url, "resolve", lambda host, port: [ipaddress.ip_address("64:ff9b::a00:1")])
+    with pytest.raises(UnsafeUrl, match="64:ff9b::a00:1"):
+        strict("https://hooks.example.com/x")
+
+
+@pytest.mark.parametrize("address", ["2606:4700:4700::1111", "64:ff9b::8.8.8.8", "2002:0808:0808::1", "::8.8.8.8"])
+def test_ipv6_forms_embedding_a_public_ipv4_and_public_ipv6_are_accepted(address: str) -> None:
+    assert strict(f"https://[{address}]/hook")

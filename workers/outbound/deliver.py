@@ -39,7 +39,8 @@ from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.objects import signing_keys, subscription_out
 from workers.outbound.record import Attempt, Claimed, Recorder, Result, load_subscriptions
 from workers.outbound.signing import webhook_headers
-from workers.outbound.url_policy import UnsafeUrl, check_url
+from workers.outbound.transport import PinnedClient
+from workers.outbound.url_policy import UnsafeUrl, check_target
 from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
 
@@ -54,6 +55,8 @@ MAX_RESPONSE_BYTES = 64 * 1024
 BATCH_SECONDS = 20.0
 """No POST of a batch starts later than this after its claim; the rest are released."""
 SUBSCRIPTION_INACTIVE = "subscription disabled"
+CONNECTION_FAILED = "connection failed"
+"""What `last_error` says whenever no connection could be made, whatever the reason underneath."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,7 @@ class Deliverer:
         )
         self.timeout = settings.subscriptions_timeout_seconds
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        self.http = httpx.Client(
-            timeout=httpx.Timeout(self.timeout),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        self.client = PinnedClient(self.timeout, httpx.Limits(max_connections=200, max_keepalive_connections=50))
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -108,7 +107,7 @@ class Deliverer:
             yield
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
 
     def run(self, delivery_id: str) -> Attempt:
         """Make the attempt that is due for `delivery_id`, and queue the next one if it failed."""
@@ -214,7 +213,7 @@ class Deliverer:
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
         try:
-            check_url(
+            target = check_target(
                 url,
                 allow_http=self.settings.subscriptions_allow_http,
                 allow_private=self.settings.subscriptions_allow_private,
@@ -223,19 +222,24 @@ class Deliverer:
             return None, f"url refused: {exc}"
         deadline = time.monotonic() + self.timeout
         try:
-            with self.http.stream("POST", url, content=body.encode(), headers=headers) as response:
+            with (
+                self.client.pinned(target),
+                self.client.http.stream("POST", url, content=body.encode(), headers=headers) as response,
+            ):
                 received = 0
                 for chunk in response.iter_bytes():
                     received += len(chunk)
                     if received > MAX_RESPONSE_BYTES or time.monotonic() > deadline:
                         break  # the status is what counts; do not let a receiver hold the thread
                 return response.status_code, None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError):
+            # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever
+            # reads the delivery log which ports are open behind the address.
+            return None, CONNECTION_FAILED
         except httpx.TimeoutException:
             return None, f"timeout after {self.timeout:g}s"
-        except httpx.ConnectError as exc:
-            return None, f"connection failed: {exc}"[:300]
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:300]
+        except httpx.HTTPError:
+            return None, "the answer was not valid HTTP"
 
     def _log(self, result: Result, attempt: Attempt) -> None:
         log.info(

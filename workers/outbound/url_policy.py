@@ -1,13 +1,21 @@
 """Where Synctrack may send outbound webhooks: a subscription must not aim it at internal services.
 
 Checked when a subscription is created or changed (the API answers `invalid_url`) and again before
-every attempt, because a name can be re-pointed at a private address after it was accepted.
+every attempt, because a name can be re-pointed at a private address after it was accepted. Before an
+attempt the check answers with the addresses it approved (`check_target`), and the attempt connects to
+one of those (`workers/outbound/transport.py`): a name that resolves to a public address for the check
+and to an internal one a moment later (DNS rebinding) never gets the second lookup.
+
+An address is refused when it, or an IPv4 address embedded in it, is not a public unicast address:
+IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) forms, NAT64 (`64:ff9b::/96`; the
+local-use `64:ff9b:1::/48` always), 6to4 (`2002::/16`) and Teredo (`2001::/32`) all carry one.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from schemas.errors import SynctrackError
@@ -19,15 +27,51 @@ class UnsafeUrl(SynctrackError, ValueError):
     """Raised when a URL is malformed, not https, or reaches an address that is not public."""
 
 
-def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+"""RFC 8215 local-use NAT64: where the IPv4 sits depends on the operator's prefix, so never a destination."""
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries inside it (mapped, compatible, NAT64, 6to4, Teredo)."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_COMPATIBLE or address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
+def _forbidden_v4(address: ipaddress.IPv4Address) -> bool:
     # `is_global` is False for private, loopback, link-local, shared (100.64/10), reserved and
     # documentation ranges; multicast is not a destination for a POST either.
     return not address.is_global or address.is_multicast
 
 
-def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def forbidden(address: Address) -> bool:
+    """Whether Synctrack must not connect to `address` (see the module's docstring)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return _forbidden_v4(address)
+    if any(_forbidden_v4(inner) for inner in embedded_ipv4(address)):
+        return True
+    return (
+        not address.is_global
+        or address.is_multicast
+        or address.is_unspecified
+        or address in _SITE_LOCAL
+        or address in _NAT64_LOCAL
+    )
+
+
+def resolve(host: str, port: int) -> list[Address]:
     """Every address `host` resolves to (an IP literal resolves to itself). Raises UnsafeUrl."""
     try:
         return [ipaddress.ip_address(host)]
@@ -40,12 +84,18 @@ def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
-def check_url(url: str, *, allow_http: bool, allow_private: bool) -> str:
-    """Return `url` if Synctrack may POST to it, else raise `UnsafeUrl` with the reason.
+@dataclass(frozen=True)
+class CheckedTarget:
+    """Where one attempt may connect: the URL's host and port, and the addresses the check approved."""
 
-    https only unless `allow_http`; every address the host resolves to must be public unless
-    `allow_private`.
-    """
+    url: str
+    host: str
+    port: int
+    addresses: tuple[Address, ...]
+
+
+def _parse(url: str, allow_http: bool) -> tuple[str, str, int]:
+    """(scheme, host, port) of an acceptable URL; raises UnsafeUrl."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"url is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -61,11 +111,43 @@ def check_url(url: str, *, allow_http: bool, allow_private: bool) -> str:
         raise UnsafeUrl("url has no host")
     if parts.fragment:
         raise UnsafeUrl("url must not have a #fragment")
-    if allow_private:
-        return url
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+def _check_name(host: str) -> None:
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         raise UnsafeUrl(f"host {host!r} is a local name")
-    for address in resolve(host, port or (443 if parts.scheme == "https" else 80)):
-        if _forbidden(address):
+
+
+def _check_addresses(host: str, addresses: list[Address]) -> None:
+    for address in addresses:
+        if forbidden(address):
             raise UnsafeUrl(f"host {host!r} resolves to {address}, which is not a public address")
+
+
+def check_url(url: str, *, allow_http: bool, allow_private: bool) -> str:
+    """Return `url` if Synctrack may POST to it, else raise `UnsafeUrl` with the reason.
+
+    https only unless `allow_http`; every address the host resolves to must be public unless
+    `allow_private`.
+    """
+    _, host, port = _parse(url, allow_http)
+    if not allow_private:
+        _check_name(host)
+        _check_addresses(host, resolve(host, port))
     return url
+
+
+def check_target(url: str, *, allow_http: bool, allow_private: bool) -> CheckedTarget:
+    """`check_url`, answering with the approved addresses: the only ones an attempt may connect to.
+
+    The host is resolved once, here, also when `allow_private` (then every address is approved).
+    Raises UnsafeUrl.
+    """
+    _, host, port = _parse(url, allow_http)
+    if not allow_private:
+        _check_name(host)
+    addresses = resolve(host, port)
+    if not allow_private:
+        _check_addresses(host, addresses)
+    return CheckedTarget(url, host, port, tuple(addresses))
