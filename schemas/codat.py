@@ -123,3 +123,29 @@ def page_results(raw: object) -> tuple[list[Any], int | None]:
         raise InvalidEnvelope("expected a paged list: {results, pageNumber, pageSize, totalResults}")
     total = raw.get("totalResults")
     return raw["results"], total if isinstance(total, int) else None
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyPage:
+    """One page of `GET /companies`: the companies (each with `dataConnections[]`) and whether more follow."""
+
+    results: list[dict[str, Any]]
+    page: int
+    total: int | None
+    has_next: bool
+
+
+def company_page(raw: object, page: int, page_size: int) -> CompanyPage:
+    """Read a page of `GET /companies` (``{results, pageNumber, pageSize, totalResults, _links}``).
+
+    More pages follow when `_links.next` is given, or — where Codat leaves the links out — when the
+    pages so far hold fewer than `totalResults`.
+    """
+    results, total = page_results(raw)
+    companies = [c for c in results if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
+    links = raw.get("_links") if isinstance(raw, dict) else None
+    if isinstance(links, dict) and ("next" in links or "current" in links or "self" in links):
+        has_next = isinstance(links.get("next"), dict) and bool(results)
+    else:
+        has_next = bool(results) and total is not None and page * page_size < total
+    return CompanyPage(companies, page, total, has_next)

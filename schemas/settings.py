@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     """`SYNCTRACK_RECONCILE_EVERY`: seconds (or `90s`, `5m`, `1h`) between reconciliation runs; 0 = off."""
     reconcile_lookback_hours: float = 72.0
     """How far back reconciliation reads Codat's pull-operation history."""
+    reconcile_discover: bool = False
+    """Periodic reconciliation also visits the companies Codat lists that the ledger lacks."""
 
     # Ops
     raw_event_retention_days: int = 90

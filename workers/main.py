@@ -5,6 +5,7 @@ from __future__ import annotations
 from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
+from workers.codat.import_actor import declare_imports
 from workers.codat.reconcile import RECONCILE_JOB
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
@@ -34,6 +35,7 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
     declare_actors(broker, runtime)
     declare_delivery_actor(broker, runtime)
     declare_ops(broker, runtime)
+    declare_imports(broker, runtime)
     return broker, runtime
 
 

@@ -14,7 +14,9 @@ Retry rule — a retry must never double an action:
   a request. A read timeout or a 500 after sending may have queued the refresh: it is not retried,
   the caller gets `codat_unavailable` and reconciliation picks up whatever did happen;
 * a 429 (or 503) waits what `Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`;
-  a longer wait is not made, the caller gets 503 with that `Retry-After`.
+  a longer wait is not made, the caller gets 503 with that `Retry-After`;
+* once an answer says the quota is spent (`X-Rate-Limit-Remaining: 0`), further calls wait for
+  `X-Rate-Limit-Reset` (`workers.codat.quota`) rather than earn a 429.
 
 Every failure becomes a `CodatError` (an `ApiError`, so the app answers it as it stands; the mapping
 is in `workers.codat.errors`) carrying Codat's HTTP status for the audit log. The API key is never
@@ -34,10 +36,12 @@ from urllib.parse import quote
 
 import httpx
 
-from schemas.codat import page_results
+from schemas.codat import CompanyPage, company_page, page_results
 from schemas.errors import ErrorCode
+from schemas.events import InvalidEnvelope
 from schemas.settings import Settings
 from workers.codat.errors import KEY_SETTING, CodatError, map_failure, retry_after_seconds
+from workers.codat.quota import QuotaGate
 from workers.runtime.metrics import record_codat_call
 
 log = logging.getLogger("synctrack.codat")
@@ -78,6 +82,9 @@ class CodatClient:
         self._key = api_key
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
+        self.quota = QuotaGate(self.policy.max_retry_after, sleep=sleep)
+        self.calls = 0
+        """Requests sent to Codat by this client (retries included)."""
         self._rng = random.Random()
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -108,6 +115,24 @@ class CodatClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # Companies ---------------------------------------------------------------------------------
+
+    async def list_companies(self, page: int = 1, page_size: int = PAGE_SIZE) -> CompanyPage:
+        """One page (1-based) of the account's companies, each with its `dataConnections`."""
+        params = {"page": str(page), "pageSize": str(page_size)}
+        response = await self._call("GET", "/companies", "the companies of the account", params=params)
+        try:
+            return company_page(response.json(), page, page_size)
+        except (ValueError, InvalidEnvelope) as exc:
+            raise CodatError(
+                502, ErrorCode.CODAT_ERROR, f"Codat's list of companies is unreadable: {exc}", response.status_code
+            ) from None
+
+    async def get_company(self, company_id: str) -> dict[str, Any]:
+        target = f"company {company_id!r}"
+        response = await self._call("GET", f"/companies/{company_id}", target)
+        return self._json_object(response, target)
 
     # Connections -------------------------------------------------------------------------------
 
@@ -223,7 +248,9 @@ class CodatClient:
         attempt, outcome_unknown = 0, False
         path = safe_path(path)
         while True:
+            await self.quota.wait()
             started = time.monotonic()
+            self.calls += 1
             try:
                 response = await self._http.request(method, path, params=params, json=json)
             except httpx.TransportError as exc:
@@ -240,6 +267,7 @@ class CodatClient:
                 raise self._unreachable(exc, sent, idempotent, attempt + 1) from None
             status = response.status_code
             record_codat_call(status)
+            self.quota.note(response)
             log.info(
                 "codat_call method=%s path=%s status=%d attempt=%d ms=%d",
                 method,

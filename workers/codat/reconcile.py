@@ -16,6 +16,9 @@ per company):
 
 Running it twice changes nothing the second time. Calls are sequential and the Codat client honours
 `Retry-After`, so a run respects Codat's rate limits; a company that fails is reported, not retried.
+With `SYNCTRACK_RECONCILE_DISCOVER` a run without named companies also visits those Codat lists
+(`GET /companies`) that the ledger lacks. The import of a whole account (`workers.codat.importer`)
+reads and folds each company through `read_company` and `apply_view` too.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from schemas import normalise
 from schemas.codat import PullOperation, connection_facts, data_status, pull_operation
 from schemas.events import ConnectionFacts, Event, InvalidEnvelope
 from schemas.settings import Settings
 from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient
 from workers.codat.errors import CodatError
+from workers.codat.listing import discovered_companies
 from workers.ledger.announce import announce_changes
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
@@ -81,11 +86,34 @@ class CodatView:
     connections: list[dict[str, Any]]
     deleted: list[str]
     operations: list[PullOperation]
+    company: dict[str, Any] | None = None
+    """The company object itself (`name`, `description`, `tags`), when it was read."""
 
 
-async def read_company(client: CodatClient, engine: Engine, company_id: str, lookback: timedelta) -> CodatView:
+@dataclass(frozen=True)
+class Applied:
+    """What folding a view did: events folded (facts that differed), of which syncs, and the feed entries."""
+
+    folded: int
+    syncs: int
+    entries: list[FeedEntry]
+
+
+async def read_company(
+    client: CodatClient,
+    engine: Engine,
+    company_id: str,
+    lookback: timedelta,
+    *,
+    connections: list[dict[str, Any]] | None = None,
+    company: dict[str, Any] | None = None,
+) -> CodatView:
+    """Read one company from Codat; `connections` (and `company`) when already read, e.g. from the
+    account's list of companies, which carries each company's `dataConnections`."""
     observed_at = datetime.now(UTC)
-    connections = await client.list_connections(company_id)
+    if connections is None:
+        connections = await client.list_connections(company_id)
+    connections = [c for c in connections if isinstance(c, dict)]
     known = await asyncio.to_thread(_ledger_connection_ids, engine, company_id)
     listed = {c.get("id") for c in connections}
     deleted = []
@@ -105,7 +133,7 @@ async def read_company(client: CodatClient, engine: Engine, company_id: str, loo
             except (CodatError, InvalidEnvelope) as exc:
                 log.warning("company=%s dataset=%s msg=unreadable error=%s", company_id, status.latest_sync_id, exc)
             seen.add(status.latest_sync_id)
-    return CodatView(observed_at, connections, deleted, operations)
+    return CodatView(observed_at, connections, deleted, operations, company)
 
 
 async def _history(client: CodatClient, company_id: str, cutoff: datetime) -> list[PullOperation]:
@@ -196,16 +224,40 @@ def _operation_event(op: PullOperation) -> Event:
     )
 
 
+def _company_event(row: Company | None, raw: dict[str, Any] | None, company_id: str, at: datetime) -> Event | None:
+    """The company object as an event, when its name, description or tags differ from the ledger's."""
+    if raw is None:
+        return None
+    name, description = normalise.text(raw.get("name")), normalise.text(raw.get("description"))
+    tags = normalise.mapping(raw.get("tags"))
+    if not name or (row is not None and (row.name, row.description, row.tags) == (name, description, tags)):
+        return None
+    return Event(
+        f"reconcile:{company_id}:company:{at.isoformat()}",
+        "reconcile.company",
+        at,
+        company_id,
+        company_name=name,
+        company_description=description,
+        company_tags=tags,
+        source="reconcile",
+    )
+
+
 def apply_view(
     engine: Engine, company_id: str, view: CodatView, freshness: FreshnessPolicy = DEFAULT_POLICY
-) -> tuple[int, list[FeedEntry]]:
-    """Fold what differs, in one transaction; returns (events folded, feed entries)."""
+) -> Applied:
+    """Fold what differs, in one transaction."""
     entries: list[FeedEntry] = []
+    syncs = 0
     with Session(engine, expire_on_commit=False) as session, session.begin():
         rows = {
             row.id: row for row in session.exec(select(Connection).where(Connection.company_id == company_id)).all()
         }
         events = [_deleted_event(c, company_id, view.observed_at) for c in view.deleted]
+        company_fact = _company_event(session.get(Company, company_id), view.company, company_id, view.observed_at)
+        if company_fact is not None:
+            events.append(company_fact)
         for raw in view.connections:
             event = _connection_event(rows.get(str(raw.get("id"))), raw, company_id, view.observed_at)
             if event is not None:
@@ -214,6 +266,7 @@ def apply_view(
         for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
             if op.company_id == company_id and op.connection_id not in gone and not _known(session, op):
                 events.append(_operation_event(op))
+                syncs += 1
         if events:
             changes, slices = fold_events(session, events)
             company = session.get(Company, company_id)
@@ -221,7 +274,7 @@ def apply_view(
             entries = announce_changes(session, changes, slices, names, freshness, view.observed_at)
         for connection_id in view.deleted:
             erase_raw_events(session, connection_id)
-    return len(events), entries
+    return Applied(len(events), syncs, entries)
 
 
 def ledger_companies(engine: Engine) -> list[str]:
@@ -245,6 +298,11 @@ async def reconcile(
         targets = list(company_ids or [])
         if not targets:
             targets = await asyncio.to_thread(ledger_companies, engine)
+            if settings.reconcile_discover:
+                try:
+                    targets += await discovered_companies(codat, engine)
+                except CodatError as exc:
+                    log.warning("msg=discovery_failed error=%s detail=%r", exc.code.value, exc.detail)
         for company_id in targets:
             report = CompanyReport(company_id)
             reports.append(report)
@@ -258,9 +316,9 @@ async def reconcile(
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
             policy = FreshnessPolicy.from_settings(settings)
-            report.folded, entries = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
-            report.changes = len(entries)
-            _publish(feed, entries)
+            applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
+            report.folded, report.changes = applied.folded, len(applied.entries)
+            publish(feed, applied.entries)
             log.info(report.line())
     finally:
         if owned:
@@ -268,7 +326,7 @@ async def reconcile(
     return reports
 
 
-def _publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
+def publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
     if feed is None or not entries:
         return
     try:

@@ -257,6 +257,10 @@ class ImportCompany(SQLModel, table=True):
     folded: int = 0
     error: str | None = None
     attempts: int = 0
+    connections: int = 0
+    """Connections Codat listed for the company."""
+    syncs: int = 0
+    """Pull operations folded as syncs (those the ledger lacked)."""
 
 
 class FreshnessRecord(SQLModel, table=True):

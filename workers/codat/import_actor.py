@@ -1,0 +1,77 @@
+"""The import job on the workers: the `import_companies` actor on the `ops` queue.
+
+An import started from the admin API runs here in chunks of `CHUNK_SECONDS`: each chunk resumes the job
+from the database (the companies still pending) and, if the job is not finished, sends the next chunk.
+A worker restart mid-chunk loses nothing: the unacknowledged message is redelivered once the dead
+worker's claim has lapsed, and the redelivered chunk resumes where the job stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from workers.codat.import_jobs import LEASE, ImportBusy, ImportJobNotFound
+from workers.codat.importer import Importer
+from workers.runtime.broker import queue_keys
+
+if TYPE_CHECKING:
+    from workers.ledger.context import WorkerRuntime
+
+log = logging.getLogger("synctrack.import")
+
+IMPORT_QUEUE = "ops"
+"""The operations queue, shared with replays (`workers.ops.actors`)."""
+IMPORT_ACTOR = "import_companies"
+CHUNK_SECONDS = 20.0
+BUSY_RETRY_MS = int(LEASE.total_seconds() * 1000)
+
+
+def start_message(namespace: str, job_id: str, concurrency: int) -> tuple[str, str, str, bytes]:
+    """(queue key, messages key, redis message id, encoded message) that start or resume an import on the
+    workers, as dramatiq would enqueue it; the web side writes it with its own Redis client."""
+    redis_id = str(uuid.uuid4())
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=IMPORT_QUEUE,
+        actor_name=IMPORT_ACTOR,
+        args=(job_id, concurrency, uuid.uuid4().hex, True),
+        kwargs={},
+        options={"redis_message_id": redis_id},
+    )
+    queue_key, messages_key = queue_keys(namespace, IMPORT_QUEUE)
+    return queue_key, messages_key, redis_id, message.encode()
+
+
+def declare_imports(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+    def import_companies(job_id: str, concurrency: int, chain: str, first: bool) -> None:
+        # The chunks of one start share `chain` (their claim); only the first retries failed companies.
+        importer = Importer(
+            runtime.settings, runtime.engine, runtime.feed, concurrency=concurrency, owner=f"chain:{chain}"
+        )
+        try:
+            job = asyncio.run(importer.run(job_id, retry_failed=first, budget_seconds=CHUNK_SECONDS))
+        except ImportBusy:
+            # A CLI (or an earlier chain) runs it now; look again once its claim could have lapsed.
+            actor.send_with_options(args=(job_id, concurrency, chain, first), delay=BUSY_RETRY_MS)
+            return
+        except ImportJobNotFound:
+            log.warning("job=%s result=not_found", job_id)
+            return
+        log.info("job=%s status=%s done=%d failed=%d total=%d", job.id, job.status, job.done, job.failed, job.total)
+        if job.status == "running":
+            actor.send(job_id, concurrency, chain, False)
+
+    actor = dramatiq.Actor(
+        import_companies,
+        broker=broker,
+        actor_name=IMPORT_ACTOR,
+        queue_name=IMPORT_QUEUE,
+        priority=10,
+        options={"max_retries": 5, "min_backoff": 1_000, "max_backoff": 60_000, "time_limit": 300_000},
+    )
+    return {IMPORT_ACTOR: actor}

@@ -1,0 +1,189 @@
+"""Import an existing Codat account: every company it lists, folded as reconciliation folds one.
+
+A team that installs Synctrack on an account that already has hundreds of companies would otherwise see
+an empty ledger until webhooks trickle in. An import job (`workers.codat.import_jobs`) pages Codat's
+`GET /companies` (each company comes with its `dataConnections`), records every company it finds, then
+reads each one's pull-operation history within the lookback and its `dataStatus` and folds what the
+ledger lacks through `workers.codat.reconcile` (source `reconcile`): the same facts, the same fold, so
+running it twice folds nothing the second time.
+
+Up to `concurrency` companies are read at once; the Codat client honours `Retry-After` and the
+`X-Rate-Limit-*` quota. Folds are one transaction per company (one at a time on SQLite, which has one
+writer). A company that fails is recorded with its reason and the import goes on; a resume retries it.
+A refused API key stops the job (`failed`), since every further call would be refused too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from schemas.errors import ErrorCode
+from schemas.events import InvalidEnvelope
+from schemas.imports import DEFAULT_CONCURRENCY
+from schemas.settings import Settings
+from workers.codat.client import PAGE_SIZE, CodatClient
+from workers.codat.errors import CodatError
+from workers.codat.import_jobs import (
+    LEASE,
+    CompanyResult,
+    add_listed,
+    claim,
+    company_listing,
+    finish,
+    heartbeat,
+    load_job,
+    pending_companies,
+    record_company,
+    release,
+)
+from workers.codat.reconcile import apply_view, publish, read_company
+from workers.ledger.changes import ChangeFeed
+from workers.ledger.freshness import FreshnessPolicy
+from workers.ledger.tables import ImportJob
+
+log = logging.getLogger("synctrack.import")
+
+
+class Importer:
+    """Runs (or resumes) import jobs against one Codat client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        feed: ChangeFeed | None,
+        *,
+        client: CodatClient | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        owner: str | None = None,
+        on_progress: Callable[[ImportJob], None] | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.settings, self.engine, self.feed, self.client = settings, engine, feed, client
+        self.concurrency = max(1, concurrency)
+        self.owner = owner or f"runner:{uuid.uuid4().hex[:12]}"
+        self.on_progress = on_progress
+        self.page_size = page_size
+        self.freshness = FreshnessPolicy.from_settings(settings)
+        self._fold_lock: AbstractAsyncContextManager[object] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
+
+    async def run(self, job_id: str, *, retry_failed: bool = True, budget_seconds: float | None = None) -> ImportJob:
+        """Run the job until every company was tried (`completed`), it fails, or the budget is spent (then
+        it stays `running`, unclaimed, for the next chunk). Raises `ImportJobNotFound`, `ImportBusy`."""
+        job = await asyncio.to_thread(claim, self.engine, job_id, self.owner, retry_failed=retry_failed)
+        if job.status == "completed":
+            return job
+        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+        codat = self.client or CodatClient.from_settings(self.settings)
+        beating = asyncio.create_task(self._keep_claim(job_id))
+        try:
+            job = await self._discover(codat, job, deadline)
+            if job.status != "running" or job.next_page is not None:
+                return job
+            stopped = await self._import_all(codat, job, deadline)
+            if stopped is not None:
+                return await asyncio.to_thread(finish, self.engine, job_id, self.owner, "failed", stopped)
+            if await asyncio.to_thread(pending_companies, self.engine, job_id):
+                await asyncio.to_thread(release, self.engine, job_id, self.owner)
+                return await asyncio.to_thread(load_job, self.engine, job_id)
+            job = await asyncio.to_thread(finish, self.engine, job_id, self.owner, "completed")
+            log.info(
+                "job=%s status=%s total=%d done=%d failed=%d folded=%d",
+                job.id,
+                job.status,
+                job.total,
+                job.done,
+                job.failed,
+                job.folded,
+            )
+            return job
+        finally:
+            beating.cancel()
+            if self.client is None:
+                await codat.aclose()
+
+    async def _keep_claim(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            await asyncio.to_thread(heartbeat, self.engine, job_id, self.owner)
+
+    async def _discover(self, codat: CodatClient, job: ImportJob, deadline: float | None) -> ImportJob:
+        """Page `GET /companies` from where the job stopped, recording every company found."""
+        while job.next_page is not None:
+            if deadline is not None and time.monotonic() >= deadline:
+                await asyncio.to_thread(release, self.engine, job.id, self.owner)
+                return job
+            try:
+                page = await codat.list_companies(job.next_page, self.page_size)
+            except CodatError as exc:
+                reason = f"listing Codat's companies failed: {exc.code.value}: {exc.detail}"
+                log.warning("job=%s result=failed error=%r", job.id, reason)
+                return await asyncio.to_thread(finish, self.engine, job.id, self.owner, "failed", reason)
+            following = job.next_page + 1 if page.has_next else None
+            job = await asyncio.to_thread(add_listed, self.engine, job.id, page.results, following)
+            self._progress(job)
+        return job
+
+    async def _import_all(self, codat: CodatClient, job: ImportJob, deadline: float | None) -> str | None:
+        """Import every pending company, `concurrency` at a time; the reason to stop the job, if any."""
+        queue = list(reversed(await asyncio.to_thread(pending_companies, self.engine, job.id)))
+        lookback = timedelta(hours=job.lookback_hours)
+        stop: list[str] = []
+
+        async def worker() -> None:
+            while queue and not stop and (deadline is None or time.monotonic() < deadline):
+                result = await self._import_company(codat, job.id, queue.pop(), lookback)
+                if result.error and result.error.startswith(ErrorCode.CODAT_AUTH_FAILED.value):
+                    stop.append(result.error)
+                self._progress(await asyncio.to_thread(record_company, self.engine, job.id, result))
+
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        return stop[0] if stop else None
+
+    async def _import_company(
+        self, codat: CodatClient, job_id: str, company_id: str, lookback: timedelta
+    ) -> CompanyResult:
+        listing = await asyncio.to_thread(company_listing, self.engine, job_id, company_id)
+        try:
+            company = listing if listing is not None else await codat.get_company(company_id)
+            connections = company.get("dataConnections")
+            view = await read_company(
+                codat,
+                self.engine,
+                company_id,
+                lookback,
+                connections=connections if isinstance(connections, list) else None,
+                company=company,
+            )
+            async with self._fold_lock:
+                applied = await asyncio.to_thread(apply_view, self.engine, company_id, view, self.freshness)
+        except CodatError as exc:
+            error = f"{exc.code.value}: {exc.detail}"
+            log.warning("job=%s company=%s result=failed error=%r", job_id, company_id, error)
+            return CompanyResult(company_id, error=error)
+        except InvalidEnvelope as exc:
+            return CompanyResult(company_id, error=f"codat_error: an answer of Codat is unreadable: {exc}")
+        publish(self.feed, applied.entries)
+        log.info(
+            "job=%s company=%s result=ok connections=%d syncs=%d folded=%d",
+            job_id,
+            company_id,
+            len(view.connections),
+            applied.syncs,
+            applied.folded,
+        )
+        return CompanyResult(company_id, applied.folded, len(view.connections), applied.syncs)
+
+    def _progress(self, job: ImportJob) -> None:
+        if self.on_progress is not None:
+            self.on_progress(job)

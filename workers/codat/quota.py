@@ -1,0 +1,94 @@
+"""Codat's request quota, read from the `X-Rate-Limit-*` headers every answer carries, and honoured.
+
+Codat counts requests per client: `X-Rate-Limit-Limit` (the allowance), `-Remaining` (what is left)
+and `-Reset` (when it refills: a Unix time in seconds, or a date). Once `Remaining` reaches 0 the next
+request would only earn a 429, so `QuotaGate` holds every further call of the client until the reset —
+unless the reset is further away than the longest wait Synctrack makes (`max_wait`, the
+`SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS` of `Retry-After`), in which case calls fail at once with
+`codat_unavailable` and that `Retry-After`, instead of spending the wait or the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from schemas.errors import ErrorCode
+from schemas.events import InvalidEnvelope, parse_time
+from workers.codat.errors import CodatError
+
+EPOCH_SECONDS = 1_000_000_000
+"""A reset value above this is a Unix time; below it, seconds from now."""
+
+
+def reset_delay(value: str, now: float) -> float | None:
+    """Seconds from `now` (Unix time) until the reset `value` names; None if unreadable."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        return max(0.0, number - now) if number > EPOCH_SECONDS else max(0.0, number)
+    try:
+        return max(0.0, parse_time(text).timestamp() - now)
+    except InvalidEnvelope:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+class QuotaGate:
+    """Shared by every call of one client: waits out (or refuses) calls while the quota is spent."""
+
+    def __init__(
+        self,
+        max_wait: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.max_wait, self.clock, self.sleep = max_wait, clock, sleep
+        self.resets_at: float | None = None
+        """Unix time until which the quota is spent; None while requests remain."""
+
+    def note(self, response: httpx.Response) -> None:
+        """Read the quota headers of an answer."""
+        remaining = response.headers.get("x-rate-limit-remaining")
+        reset = response.headers.get("x-rate-limit-reset")
+        if remaining is None:
+            return
+        try:
+            left = int(float(remaining))
+        except ValueError:
+            return
+        if left > 0:
+            self.resets_at = None
+            return
+        delay = reset_delay(reset, self.clock()) if reset else None
+        self.resets_at = self.clock() + (delay if delay is not None else 1.0)
+
+    async def wait(self) -> None:
+        """Before a call: sleep until the reset if the quota is spent; raise if that is too long."""
+        if self.resets_at is None:
+            return
+        delay = self.resets_at - self.clock()
+        if delay <= 0:
+            self.resets_at = None
+            return
+        if delay > self.max_wait:
+            raise CodatError(
+                503,
+                ErrorCode.CODAT_UNAVAILABLE,
+                f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)",
+                429,
+                {"Retry-After": str(math.ceil(delay))},
+            )
+        await self.sleep(delay)
