@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fakecodat.faults import Faults, codat_error
+from fakecodat.quota import Quota
 from fakecodat.webhooks import Deliverer
 from fakecodat.world import CodatProblem, Config, World, public
 
@@ -37,6 +38,7 @@ class CodatGate:
 
     def __init__(self, app: ASGIApp, world: World, faults: Faults, log: list[dict[str, Any]]) -> None:
         self.app, self.world, self.faults, self.log = app, world, faults, log
+        self.quota = Quota(world.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_control"):
@@ -51,6 +53,12 @@ class CodatGate:
             entry["status"] = 401
             await codat_error(401, "Unauthorized: the API key is not valid")(scope, receive, send)
             return
+        quota = self.quota.take()
+        if quota is not None and quota.spent:
+            entry["status"] = 429
+            headers = quota.headers() | {"Retry-After": str(quota.retry_after())}
+            await codat_error(429, "Rate limit exceeded", headers)(scope, receive, send)
+            return
         injected = await self.faults.apply(request.method, request.url.path)
         if injected is not None:
             entry["status"], entry["injected"] = injected.status_code, True
@@ -60,6 +68,9 @@ class CodatGate:
         async def record(message: Any) -> None:
             if message["type"] == "http.response.start":
                 entry["status"] = message["status"]
+                if quota is not None:
+                    extra = [(k.lower().encode(), v.encode()) for k, v in quota.headers().items()]
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         await self.app(scope, receive, record)
@@ -99,12 +110,31 @@ def codat(handler: Any) -> Any:
 
 @codat
 async def list_companies(request: Request) -> Response:
-    return _page(request, [dict(c) for c in _world(request).companies.values()])
+    """Codat's paging: `results`, `pageNumber`, `pageSize`, `totalResults` and `_links` (`self`, `current`,
+    and `next` / `previous` where there are such pages), companies in the order they were created."""
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+        size = min(MAX_PAGE_SIZE, max(1, int(request.query_params.get("pageSize", "100"))))
+    except ValueError:
+        return codat_error(400, "page and pageSize must be integers")
+    world = _world(request)
+    ids = list(world.companies)
+    chunk = [world.listed(company_id) for company_id in ids[(page - 1) * size : page * size]]
+    links: dict[str, Any] = {
+        "self": {"href": "/companies"},
+        "current": {"href": f"/companies?page={page}&pageSize={size}"},
+    }
+    if page * size < len(ids):
+        links["next"] = {"href": f"/companies?page={page + 1}&pageSize={size}"}
+    if page > 1:
+        links["previous"] = {"href": f"/companies?page={page - 1}&pageSize={size}"}
+    body = {"results": chunk, "pageNumber": page, "pageSize": size, "totalResults": len(ids), "_links": links}
+    return JSONResponse(body)
 
 
 @codat
 async def get_company(request: Request) -> Response:
-    return JSONResponse(_world(request).company(request.path_params["company_id"]))
+    return JSONResponse(_world(request).listed(request.path_params["company_id"]))
 
 
 @codat
@@ -173,8 +203,9 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 async def seed(request: Request) -> Response:
-    """`{"count": 3}` or `{"companies": [{"name", "platforms": ["xero"], "status", "id"}]}`, plus
-    `announce` (connection webhooks, default true) and `initial_read` (default true)."""
+    """`{"count": 3}` or `{"companies": [{"name", "platforms": ["xero"], "status", "id", "description", "tags",
+    "history"}]}`, plus `announce` (connection webhooks, default true), `initial_read` (default true) and
+    `history` (finished pull operations per connection, made without webhooks; default 0)."""
     body = await _body(request)
     specs = body.get("companies") or [{} for _ in range(int(body.get("count", 1)))]
     world = _world(request)
@@ -187,6 +218,9 @@ async def seed(request: Request) -> Response:
                 status=spec.get("status", "Linked"),
                 announce=body.get("announce", True),
                 initial_read=body.get("initial_read", True),
+                history=int(spec.get("history", body.get("history", 0))),
+                description=spec.get("description"),
+                tags=spec.get("tags"),
             )
             for spec in specs
         ]

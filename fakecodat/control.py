@@ -31,15 +31,23 @@ class FakeCodatControl:
         companies: list[dict[str, Any]] | None = None,
         announce: bool = True,
         initial_read: bool = True,
+        history: int = 0,
     ) -> list[dict[str, Any]]:
-        """Create companies; each spec may give `name`, `platforms` (e.g. ["xero", "hsbc"]), `status`, `id`."""
-        body = {"count": count, "companies": companies, "announce": announce, "initial_read": initial_read}
+        """Create companies; each spec may give `name`, `platforms` (e.g. ["xero", "hsbc"]), `status`, `id`,
+        `description`, `tags`, `history`. `history`: finished pull operations per connection, without webhooks."""
+        body = {
+            "count": count,
+            "companies": companies,
+            "announce": announce,
+            "initial_read": initial_read,
+            "history": history,
+        }
         created: list[dict[str, Any]] = self._call("POST", "/companies", body)["companies"]
         return created
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """`sync_seconds`, `failure_rate`, `failure_status`, `api_key`, `traffic_every_seconds`,
-        `receiver_url`, `secret`."""
+        """`sync_seconds`, `failure_rate`, `failure_status`, `api_key`, `traffic_every_seconds`, `quota`,
+        `quota_window_seconds`, `receiver_url`, `secret`."""
         result: dict[str, Any] = self._call("POST", "/config", settings)
         return result
 

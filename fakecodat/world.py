@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fakecodat.catalog import COMPANY_NAMES, Platform, connection_info, default_connections, new_id, platform
@@ -43,6 +43,10 @@ class Config:
     """When set, requests must carry ``Authorization: Basic <api_key>``."""
     traffic_every_seconds: float = 0.0
     """When > 0, a random linked connection refreshes a random data type this often (demo traffic)."""
+    quota: int = 0
+    """When > 0, Codat's request quota per `quota_window_seconds`: every answer carries `X-Rate-Limit-*`,
+    and a request beyond the quota is answered 429 with `Retry-After` until the window resets."""
+    quota_window_seconds: float = 60.0
 
 
 @dataclass
@@ -52,6 +56,8 @@ class World:
     companies: dict[str, dict[str, Any]] = field(default_factory=dict)
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_company: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Each company's pull operations (the history of thousands of companies is read per company)."""
     rng: random.Random = field(default_factory=random.Random)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -70,12 +76,21 @@ class World:
         return conn
 
     def company_connections(self, company_id: str) -> list[dict[str, Any]]:
-        self.company(company_id)
-        return [c for c in self.connections.values() if c["_company"] == company_id]
+        company = self.company(company_id)
+        return [self.connections[c] for c in company["_connections"] if c in self.connections]
 
     def company_operations(self, company_id: str) -> list[dict[str, Any]]:
         self.company(company_id)
-        return [op for op in self.operations.values() if op["companyId"] == company_id]
+        return list(self.by_company.get(company_id, []))
+
+    def listed_companies(self) -> list[dict[str, Any]]:
+        """Every company as `GET /companies` shows it: with its `dataConnections`."""
+        return [self.listed(company_id) for company_id in self.companies]
+
+    def listed(self, company_id: str) -> dict[str, Any]:
+        company = public(self.company(company_id))
+        company["dataConnections"] = [public(c) for c in self.company_connections(company_id)]
+        return company
 
     # Seeding -------------------------------------------------------------------------------------
 
@@ -88,16 +103,33 @@ class World:
         status: str = "Linked",
         announce: bool = True,
         initial_read: bool = True,
+        history: int = 0,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Create a company with one connection per platform; announce it and run the first read."""
+        """Create a company with one connection per platform; announce it and run the first read.
+
+        `history` gives each connection that many finished pull operations from the last hours, made
+        without a webhook: a company whose past only Codat knows (what an import reads)."""
         index = len(self.companies)
         name = name or COMPANY_NAMES[index % len(COMPANY_NAMES)]
-        company: dict[str, Any] = {"id": company_id or new_id(), "name": name, "description": None}
-        company["created"] = iso(now())
+        ident = company_id or new_id()
+        company: dict[str, Any] = {
+            "id": ident,
+            "name": name,
+            "description": description,
+            "redirect": f"https://link.codat.io/company/{ident}",
+            "lastSync": None,
+            "created": iso(now()),
+            "tags": tags or {},
+            "_connections": [],
+        }
         self.companies[company["id"]] = company
         for key in platforms or default_connections(index):
             p = platform(key)
             conn = self._new_connection(company, p, status)
+            if history:
+                self._add_history(conn, p, history)
             if announce:
                 self._emit_connection("connection.created", conn, status="PendingAuth")
                 if status == "Linked":
@@ -125,10 +157,29 @@ class World:
             "_platform": p.key,
         }
         self.connections[conn_id] = conn
+        company["_connections"].append(conn_id)
         return conn
 
+    def _add_history(self, conn: dict[str, Any], p: Platform, count: int) -> None:
+        """`count` finished pull operations of the connection, one every ten minutes back from now."""
+        finished = now()
+        for i in range(count):
+            op = self._new_operation(conn, p.data_types[i % len(p.data_types)])
+            requested = finished - timedelta(minutes=10 * (count - i), seconds=30)
+            done = requested + timedelta(seconds=20)
+            status = self.config.failure_status if self.rng.random() < self.config.failure_rate else "Complete"
+            op.update(
+                status=status,
+                requested=iso(requested),
+                completed=iso(done),
+                progress=100,
+                isCompleted=status == "Complete",
+                isErrored=status != "Complete",
+            )
+            conn["lastSync"] = iso(done)
+
     def describe(self, company_id: str) -> dict[str, Any]:
-        company = dict(self.company(company_id))
+        company = public(self.company(company_id))
         company["connections"] = [public(c) for c in self.company_connections(company_id)]
         return company
 
@@ -188,6 +239,7 @@ class World:
     def delete(self, company_id: str, connection_id: str, notify: bool = True) -> None:
         conn = self.connection(company_id, connection_id)
         del self.connections[connection_id]
+        self.companies[company_id]["_connections"].remove(connection_id)
         if notify:
             self._emit_connection("connection.deleted", conn)
 
@@ -227,6 +279,7 @@ class World:
             "statusDescription": None,
         }
         self.operations[op["id"]] = op
+        self.by_company.setdefault(op["companyId"], []).append(op)
         return op
 
     def _start(self, ops: list[dict[str, Any]], conn: dict[str, Any], initial: bool) -> None:
@@ -304,4 +357,10 @@ def public(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def reference(company: dict[str, Any]) -> dict[str, Any]:
-    return {"id": company["id"], "name": company.get("name"), "description": None, "links": {}, "tags": {}}
+    return {
+        "id": company["id"],
+        "name": company.get("name"),
+        "description": company.get("description"),
+        "links": {},
+        "tags": company.get("tags") or {},
+    }

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
-from service.api import admin, health, openapi, subscriptions, token_routes
+from service.api import admin, health, imports, openapi, subscriptions, token_routes
 from service.api import reads as api
 from service.api import scrape as metrics
 from service.api.outbound_context import Outbound
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *dashboard.routes,
         *subscriptions.routes,
         *admin.routes,
+        *imports.routes,
         *metrics.routes,
         *token_routes.routes,
         *openapi.routes,

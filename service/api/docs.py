@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from schemas.actions import ActionOut, AuditOut
 from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, EventDetail, EventOut, Page, SyncOut
+from schemas.imports import ImportJobOut, ImportRequest
 from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
 from schemas.statuses import FRESHNESS, PHASES
 from schemas.subscriptions import (
@@ -238,6 +239,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _q("max_backlog", {"type": "integer", "minimum": 1}, "Most events waiting in the queue."),
         ),
         errors=(409,),
+    ),
+    ("POST", "/v1/admin/imports"): Operation(
+        "Import an existing Codat account (every company it lists, or those named) on the workers",
+        ImportJobOut,
+        202,
+        request=ImportRequest,
+    ),
+    ("GET", "/v1/admin/imports"): Operation("Import jobs, newest first", Page[ImportJobOut], query=PAGED),
+    ("GET", "/v1/admin/imports/{job_id}"): Operation("One import job and its progress", ImportJobOut),
+    ("POST", "/v1/admin/imports/{job_id}/resume"): Operation(
+        "Resume an import job, retrying the companies that failed", ImportJobOut, 202, errors=(409,)
     ),
     ("GET", "/v1/admin/dead-letters"): Operation("Dead letters, newest first", DeadLetterPage, query=PAGED),
     ("POST", "/v1/admin/dead-letters/redrive"): Operation(

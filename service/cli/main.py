@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import codat, db, deadletters, demo, ledger, replay, retention, run, tokens
+from service.cli import codat, db, deadletters, demo, imports, ledger, replay, retention, run, tokens
 
 app = typer.Typer(help="Synctrack: Codat connections and their syncs, tracked.", no_args_is_help=True)
-for part in (run, codat, demo, replay, retention, db, tokens, ledger, deadletters):
+for part in (run, codat, imports, demo, replay, retention, db, tokens, ledger, deadletters):
     app.add_typer(part.app)
 
 

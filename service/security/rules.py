@@ -94,6 +94,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/v1/connections/{connection_id}"): company("delete", "connection"),
     # Admin only
     ("POST", "/v1/tokens"): ADMIN,
+    ("POST", "/v1/admin/imports"): ADMIN,
+    ("GET", "/v1/admin/imports"): ADMIN,
+    ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
+    ("POST", "/v1/admin/imports/{job_id}/resume"): ADMIN,
 }
 PREFIX_RULES: tuple[tuple[str, Rule], ...] = (
     ("/v1/admin/", ADMIN),

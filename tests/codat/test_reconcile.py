@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,15 @@ from sqlmodel import Session, select
 from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from schemas.settings import Settings
-from tests.support.auth import ADMIN_HEADERS, AUTH_ENV
-from tests.support.builders import SECRET, connection_event
-from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
+from tests.codat.conftest import KEY
+from tests.support.builders import connection_event
+from tests.support.services import run_cli, wait_for
 from workers.codat.reconcile import RECONCILE_JOB, reconcile, run_periodic
 from workers.ingest.handle import handle_webhook
 from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import DataTypeState
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
-
-KEY = "reconcile-key"
 
 
 def reconcile_cli(env: dict[str, str], cwd: Path, *companies: str) -> str:
@@ -47,31 +44,6 @@ def ledger_snapshot(api: httpx.Client, company_id: str) -> dict[str, Any]:
         }
         for c in connections
     }
-
-
-@pytest.fixture
-def dev_and_fake(
-    tmp_path: Path, redis_url: str, namespace: str
-) -> Iterator[tuple[httpx.Client, FakeCodatServer, dict[str, str]]]:
-    port = free_port()
-    config = Config(sync_seconds=0.4, api_key=KEY)
-    with FakeCodatServer(receiver_url=f"http://127.0.0.1:{port}/webhooks/codat", secret=SECRET, config=config) as fake:
-        env = {
-            "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-            "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-            "SYNCTRACK_CODAT_BASE_URL": fake.url,
-            "SYNCTRACK_CODAT_API_KEY": KEY,
-            "SYNCTRACK_REDIS_URL": redis_url,
-            "SYNCTRACK_REDIS_NAMESPACE": namespace,
-            **AUTH_ENV,
-        }
-        dev = ServiceProcess(["dev", "--port", str(port)], env, tmp_path, "dev")
-        try:
-            wait_until_healthy(f"http://127.0.0.1:{port}", dev)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=ADMIN_HEADERS) as api:
-                yield api, fake, env
-        finally:
-            dev.stop()
 
 
 @pytest.mark.e2e

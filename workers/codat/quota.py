@@ -46,7 +46,13 @@ def reset_delay(value: str, now: float) -> float | None:
 
 
 class QuotaGate:
-    """Shared by every call of one client: waits out (or refuses) calls while the quota is spent."""
+    """Shared by every call of one client: counts down the quota and waits out (or refuses) calls once
+    it is spent.
+
+    Concurrent calls each reserve one request before they are sent, so several in flight cannot overrun
+    the last requests left; answers within one quota window only ever lower the count (they may arrive
+    out of order), and a later `Reset` starts a new window.
+    """
 
     def __init__(
         self,
@@ -56,33 +62,38 @@ class QuotaGate:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.max_wait, self.clock, self.sleep = max_wait, clock, sleep
+        self.remaining: int | None = None
+        """Requests left in this window (None: not known)."""
         self.resets_at: float | None = None
-        """Unix time until which the quota is spent; None while requests remain."""
+        """Unix time the window ends."""
 
     def note(self, response: httpx.Response) -> None:
         """Read the quota headers of an answer."""
         remaining = response.headers.get("x-rate-limit-remaining")
-        reset = response.headers.get("x-rate-limit-reset")
         if remaining is None:
             return
         try:
             left = int(float(remaining))
         except ValueError:
             return
-        if left > 0:
-            self.resets_at = None
-            return
+        reset = response.headers.get("x-rate-limit-reset")
         delay = reset_delay(reset, self.clock()) if reset else None
-        self.resets_at = self.clock() + (delay if delay is not None else 1.0)
+        resets_at = self.clock() + (delay if delay is not None else 1.0)
+        same_window = self.resets_at is not None and abs(resets_at - self.resets_at) < 1.0
+        if same_window and self.remaining is not None:
+            self.remaining = min(self.remaining, left)
+        else:
+            self.remaining, self.resets_at = left, resets_at
 
     async def wait(self) -> None:
-        """Before a call: sleep until the reset if the quota is spent; raise if that is too long."""
-        if self.resets_at is None:
+        """Before a call: reserve a request; sleep until the reset if none is left, or raise if that
+        wait is longer than `max_wait`."""
+        if self.remaining is None:
             return
-        delay = self.resets_at - self.clock()
-        if delay <= 0:
-            self.resets_at = None
+        if self.remaining > 0:
+            self.remaining -= 1
             return
+        delay = (self.resets_at or 0.0) - self.clock()
         if delay > self.max_wait:
             raise CodatError(
                 503,
@@ -91,4 +102,6 @@ class QuotaGate:
                 429,
                 {"Retry-After": str(math.ceil(delay))},
             )
-        await self.sleep(delay)
+        if delay > 0:
+            await self.sleep(delay)
+        self.remaining = self.resets_at = None  # a new window: its first answers say how much is left

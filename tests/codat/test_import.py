@@ -1,0 +1,148 @@
+"""Importing an existing Codat account: `synctrack import`, the importer it runs, and discovery by periodic
+reconciliation — against the fake Codat, whose companies here exist only in Codat (no webhook was sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fakecodat.server import FakeCodatServer
+from fakecodat.world import Config
+from schemas.settings import Settings
+from tests.codat.conftest import KEY
+from tests.support.services import ROOT
+from workers.codat.client import CodatClient
+from workers.codat.import_jobs import create_job, job_out
+from workers.codat.importer import Importer
+from workers.codat.reconcile import reconcile
+from workers.runtime.db import make_engine, upgrade
+
+PLATFORMS = ["xero", "hsbc"]
+
+
+def only_in_codat(fake: FakeCodatServer, count: int, history: int = 5) -> list[dict[str, Any]]:
+    specs = [
+        {"platforms": PLATFORMS, "name": f"Onboarding {i}", "description": f"Lead {i}", "tags": {"region": "uk"}}
+        for i in range(count)
+    ]
+    return fake.control.seed(companies=specs, announce=False, initial_read=False, history=history)
+
+
+def import_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "import", *args],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def settings_for(fake: FakeCodatServer, **extra: Any) -> Settings:
+    return Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None, **extra)  # type: ignore[call-arg]
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+def test_synctrack_import_brings_in_companies_only_codat_knows_and_a_second_run_folds_nothing(
+    dev_and_fake: tuple[httpx.Client, FakeCodatServer, dict[str, str]], tmp_path: Path
+) -> None:
+    api, fake, env = dev_and_fake
+    companies = only_in_codat(fake, 3)
+    assert api.get("/v1/companies").json()["items"] == []
+
+    first = import_cli(env, tmp_path, "--concurrency", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "completed: companies=3 imported=3 failed=0 connections=6 syncs=30" in first.stdout
+    assert "companies/s" in first.stderr  # the progress bar
+
+    listed = {c["id"]: c for c in api.get("/v1/companies").json()["items"]}
+    assert set(listed) == {c["id"] for c in companies}
+    one = companies[0]
+    assert (listed[one["id"]]["name"], listed[one["id"]]["description"], listed[one["id"]]["tags"]) == (
+        "Onboarding 0",
+        "Lead 0",
+        {"region": "uk"},
+    )
+    for conn in one["connections"]:
+        got = api.get(f"/v1/connections/{conn['id']}").json()
+        assert (got["status"], got["platform_name"]) == ("Linked", conn["platformName"])
+        assert got["last_successful_sync_at"] is not None
+        syncs = api.get(f"/v1/connections/{conn['id']}/syncs").json()["items"]
+        assert len(syncs) == 5 and {s["source"] for s in syncs} == {"reconcile"}
+
+    second = import_cli(env, tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "imported=3 failed=0" in second.stdout and "syncs=0 folded=0" in second.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+def test_a_company_that_fails_is_reported_with_its_reason_and_retried_on_resume(
+    dev_and_fake: tuple[httpx.Client, FakeCodatServer, dict[str, str]], tmp_path: Path
+) -> None:
+    api, fake, env = dev_and_fake
+    broken, healthy = only_in_codat(fake, 2, history=2)
+    fake.control.fault(f"/companies/{broken['id']}/data/history$", status=404, message="History is unavailable")
+
+    first = import_cli(env, tmp_path, "--company", broken["id"], "--company", healthy["id"])
+    assert first.returncode == 1
+    assert "imported=1 failed=1" in first.stdout
+    failure = next(line for line in first.stdout.splitlines() if f"company={broken['id']} error=" in line)
+    assert "not_found: " in failure and "History is unavailable" in failure
+    job_id = first.stdout.split()[1]
+    assert job_id.startswith("imp_") and f"synctrack import --resume {job_id}" in first.stdout
+
+    fake.control.clear_faults()
+    resumed = import_cli(env, tmp_path, "--resume", job_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"import {job_id} completed: companies=2 imported=2 failed=0" in resumed.stdout
+    assert len(api.get(f"/v1/connections/{broken['connections'][0]['id']}/syncs").json()["items"]) == 2
+
+
+def test_the_importer_pages_codats_company_list_and_keeps_to_its_rate_limit(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    config = Config(api_key=KEY, quota=6, quota_window_seconds=1.0)
+    with FakeCodatServer(config=config) as fake:
+        seeded = only_in_codat(fake, 5, history=1)
+        fake.control.clear_requests()
+        settings = settings_for(fake, codat_max_retry_after_seconds=5)
+        job = create_job(engine, None, 24)
+
+        async def run() -> tuple[Any, int]:
+            async with CodatClient.from_settings(settings) as client:
+                done = await Importer(settings, engine, None, client=client, concurrency=3, page_size=2).run(job.id)
+                return done, client.calls
+
+        finished, calls = asyncio.run(run())
+        log = fake.control.requests()
+    out = job_out(engine, finished)
+    assert (out.status, out.total, out.done, out.failed, out.connections, out.syncs) == ("completed", 5, 5, 0, 10, 10)
+    pages = [r for r in log if r["path"] == "/companies"]
+    assert len(pages) == 3  # 2 + 2 + 1, following _links.next
+    assert [r["status"] for r in log if r["status"] != 200] == []  # the quota was waited out, never overrun
+    assert calls == len(log) and calls <= 3 + 2 * len(seeded)  # a page each 2 companies + history + dataStatus
+    engine.dispose()
+
+
+def test_reconcile_discover_also_visits_companies_the_ledger_lacks(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with FakeCodatServer(config=Config(api_key=KEY)) as fake:
+        [company] = only_in_codat(fake, 1, history=2)
+        quiet = asyncio.run(reconcile(settings_for(fake), engine, None))
+        found = asyncio.run(reconcile(settings_for(fake, reconcile_discover=True), engine, None))
+        again = asyncio.run(reconcile(settings_for(fake, reconcile_discover=True), engine, None))
+    assert quiet == []
+    assert [(r.company_id, r.error, r.connections, r.operations) for r in found] == [(company["id"], None, 2, 4)]
+    assert [(r.company_id, r.folded) for r in again] == [(company["id"], 0)]  # known now, nothing new
+    engine.dispose()
