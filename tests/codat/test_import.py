@@ -146,3 +146,44 @@ def test_reconcile_discover_also_visits_companies_the_ledger_lacks(sqlite_url: s
     assert [(r.company_id, r.error, r.connections, r.operations) for r in found] == [(company["id"], None, 2, 4)]
     assert [(r.company_id, r.folded) for r in again] == [(company["id"], 0)]  # known now, nothing new
     engine.dispose()
+
+
+def wait_for_job(api: httpx.Client, job_id: str, status: str = "completed") -> dict[str, Any]:
+    from tests.support.services import wait_for
+
+    def finished() -> dict[str, Any] | None:
+        job: dict[str, Any] = api.get(f"/v1/admin/imports/{job_id}").json()
+        return job if job["status"] == status else None
+
+    found: dict[str, Any] = wait_for(finished, timeout=60, message=f"import {job_id} {status}")
+    return found
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+def test_the_admin_api_runs_an_import_on_the_embedded_worker_and_shows_its_progress(
+    dev_and_fake: tuple[httpx.Client, FakeCodatServer, dict[str, str]],
+) -> None:
+    api, fake, _ = dev_and_fake
+    companies = only_in_codat(fake, 4, history=3)
+    started = api.post("/v1/admin/imports", json={"lookback_hours": 12})
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert started.headers["location"] == f"/v1/admin/imports/{job['id']}"
+    assert set(job) >= {"id", "status", "total", "done", "failed", "folded", "started_at", "finished_at", "errors"}
+    assert job["status"] == "pending" and job["lookback_hours"] == 12
+
+    done = wait_for_job(api, job["id"])
+    assert (done["total"], done["done"], done["failed"], done["connections"], done["syncs"]) == (4, 4, 0, 8, 24)
+    assert done["folded"] > 24 and done["finished_at"] is not None and done["errors"] == []
+    assert {c["id"] for c in api.get("/v1/companies").json()["items"]} == {c["id"] for c in companies}
+    listed = api.get("/v1/admin/imports").json()["items"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+    again = api.post("/v1/admin/imports", json={"company_id": [companies[0]["id"]]}).json()
+    repeat = wait_for_job(api, again["id"])
+    assert (repeat["total"], repeat["done"], repeat["folded"], repeat["company_ids"]) == (1, 1, 0, [companies[0]["id"]])
+    assert api.post(f"/v1/admin/imports/{again['id']}/resume").status_code == 409  # nothing left to retry
+    assert api.get("/v1/admin/imports/imp_nope").status_code == 404
+    refused = api.post("/v1/admin/imports", json={"lookback_hours": -1})
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_parameter")

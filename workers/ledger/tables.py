@@ -229,7 +229,7 @@ class ImportJob(SQLModel, table=True):
     company_ids: list[str] | None = Field(default=None, sa_column=Column(JSON))
     """The companies asked for; None = every company Codat lists."""
     lookback_hours: float = 72.0
-    next_page: int | None = 1
+    next_page: int | None = None
     total: int = 0
     done: int = 0
     failed: int = 0
