@@ -19,7 +19,9 @@ errors that can reach a request to an `ApiError`. `service/common/errors.py` wri
     ├── InvalidToken                service/security/tokens.py
     ├── UnsafeUrl                   workers/outbound/url_policy.py
     ├── ReplayBusy                  workers/ops/replay.py
-    └── ReplayJobNotFound           workers/ops/replay.py
+    ├── ReplayJobNotFound           workers/ops/replay.py
+    ├── ImportBusy                  workers/codat/import_jobs.py
+    └── ImportJobNotFound           workers/codat/import_jobs.py
 """
 
 from __future__ import annotations

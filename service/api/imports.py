@@ -26,6 +26,7 @@ from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from workers.codat.import_actor import start_message
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
 from workers.ledger.tables import ImportJob
+from workers.runtime.queues import push
 
 log = logging.getLogger("synctrack.admin")
 
@@ -35,11 +36,7 @@ def job_not_found(job_id: str) -> ApiError:
 
 
 def start_on_workers(request: Request, job: ImportJob) -> None:
-    queue_key, messages_key, redis_id, encoded = start_message(namespace_of(request), job.id, DEFAULT_CONCURRENCY)
-    pipe = admin_redis(request).pipeline(transaction=True)
-    pipe.hset(messages_key, redis_id, encoded)
-    pipe.rpush(queue_key, redis_id)
-    pipe.execute()
+    push(admin_redis(request), namespace_of(request), [start_message(job.id, DEFAULT_CONCURRENCY)])
 
 
 async def start_import(request: Request) -> JSONResponse:

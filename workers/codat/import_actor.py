@@ -11,40 +11,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from workers.codat.import_jobs import LEASE, ImportBusy, ImportJobNotFound
 from workers.codat.importer import Importer
-from workers.runtime.broker import queue_keys
+from workers.runtime.queues import OPS_QUEUE, Encoded, encode
 
 if TYPE_CHECKING:
     from workers.ledger.context import WorkerRuntime
 
 log = logging.getLogger("synctrack.import")
 
-IMPORT_QUEUE = "ops"
+IMPORT_QUEUE = OPS_QUEUE
 """The operations queue, shared with replays (`workers.ops.actors`)."""
 IMPORT_ACTOR = "import_companies"
 CHUNK_SECONDS = 20.0
 BUSY_RETRY_MS = int(LEASE.total_seconds() * 1000)
 
 
-def start_message(namespace: str, job_id: str, concurrency: int) -> tuple[str, str, str, bytes]:
-    """(queue key, messages key, redis message id, encoded message) that start or resume an import on the
-    workers, as dramatiq would enqueue it; the web side writes it with its own Redis client."""
-    redis_id = str(uuid.uuid4())
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=IMPORT_QUEUE,
-        actor_name=IMPORT_ACTOR,
-        args=(job_id, concurrency, uuid.uuid4().hex, True),
-        kwargs={},
-        options={"redis_message_id": redis_id},
-    )
-    queue_key, messages_key = queue_keys(namespace, IMPORT_QUEUE)
-    return queue_key, messages_key, redis_id, message.encode()
+def start_message(job_id: str, concurrency: int) -> Encoded:
+    """The message that starts or resumes an import on the workers, for the web side to push with its own
+    Redis client (`workers.runtime.queues.push`)."""
+    return encode(IMPORT_QUEUE, IMPORT_ACTOR, (job_id, concurrency, uuid.uuid4().hex, True))
 
 
 def declare_imports(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from schemas.errors import SynctrackError
 from schemas.imports import ImportFailure, ImportJobOut
 from workers.ledger.tables import ImportCompany, ImportJob
 
@@ -29,11 +30,11 @@ COMPANIES: Any = ImportCompany.__table__  # type: ignore[attr-defined]
 JOBS: Any = ImportJob.__table__  # type: ignore[attr-defined]
 
 
-class ImportJobNotFound(LookupError):
+class ImportJobNotFound(SynctrackError, LookupError):
     """Raised when no import job has the given id."""
 
 
-class ImportBusy(Exception):
+class ImportBusy(SynctrackError):
     """Raised when another runner holds the job right now."""
 
 
