@@ -4,9 +4,7 @@ reconciliation — against the fake Codat, whose companies here exist only in Co
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from schemas.settings import Settings
 from tests.codat.conftest import KEY
-from tests.support.services import ROOT
+from tests.support.services import run_cli
 from workers.codat.client import CodatClient
 from workers.codat.import_jobs import create_job, job_out
 from workers.codat.importer import Importer
@@ -36,14 +34,7 @@ def only_in_codat(fake: FakeCodatServer, count: int, history: int = 5) -> list[d
 
 
 def import_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", "import", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(["import", *args], env, cwd)
 
 
 def settings_for(fake: FakeCodatServer, **extra: Any) -> Settings:
