@@ -240,7 +240,7 @@ def test_the_admin_page_lists_a_companys_connections_and_shows_one_in_detail(ser
     expect(last_sync).to_have_text(re.compile(r"ago$"))
     expect(bank.locator('[data-field="last-sync"]')).to_contain_text("FetchError")
     # A screen reader hears the status and times with the name, not the name alone.
-    expect(bank.get_by_role("link")).to_have_accessible_description(re.compile(r"^Linked First sync .* FetchError$"))
+    expect(bank.get_by_role("link")).to_have_accessible_description(re.compile(r"^Linked First sync .* FetchError .+$"))
     steps.shot("list")
 
     bank.get_by_role("link").click()
@@ -469,7 +469,7 @@ def test_refresh_disconnect_and_delete_go_through_codat_and_show_live(
         expect(detail).to_be_hidden()
         expect(page.locator("li.connection")).to_have_count(1)
         steps.shot("deleted")
-        page.get_by_label("Show deleted").check()
+        page.get_by_label("Show deleted", exact=True).check()
         expect(card(page, xero).locator(".badge[data-status]")).to_have_text("deleted")
         steps.shot("deleted-shown-on-request")
 

@@ -2,7 +2,7 @@
 // announced in plain words; a failure shows the API's error as a readable message. The spinner and
 // the status change themselves arrive on the live stream, like everyone else's changes.
 
-import { confirmAction, deleteText, disconnectText } from "./confirm.js";
+import { confirmAction, deleteText, disconnectText, reconnectText } from "./confirm.js";
 
 const enc = encodeURIComponent;
 
@@ -59,6 +59,18 @@ export function createActions({ api, messages, dialog, onPending, afterChange })
         `Disconnect ${name}`,
         () => api.post(`/v1/connections/${enc(connection.id)}/unlink`),
         `${name} is being disconnected. Its data is kept.`,
+      );
+    },
+
+    /** Open the connection's Codat link page (`url`, already checked to be http(s)) after a confirmation. */
+    async reconnect(url, name) {
+      if (!(await confirmAction(dialog, reconnectText(name)))) return;
+      const tab = window.open(url, "_blank");
+      if (tab) tab.opener = null; // the link page must not reach back into this one
+      messages.info(
+        tab === null
+          ? `Opening Codat's link page for ${name}: if no tab opened, allow pop-ups for this page.`
+          : `Codat's link page for ${name} opened in a new tab.`,
       );
     },
 

@@ -4,10 +4,11 @@
 import { h } from "./format.js";
 
 /** Resolves true only when the person pressed the confirm button. */
-export function confirmAction(dialog, { title, paragraphs, confirmLabel }) {
+export function confirmAction(dialog, { title, paragraphs, confirmLabel, tone = "danger" }) {
   dialog.querySelector("#confirm-title").textContent = title;
   dialog.querySelector("#confirm-body").replaceChildren(...paragraphs.map((text) => h("p", {}, text)));
   dialog.querySelector("#confirm-ok").textContent = confirmLabel;
+  dialog.querySelector("#confirm-ok").className = `button ${tone}`;
   dialog.returnValue = "";
   const openerKey = document.activeElement?.dataset?.focusKey;
   return new Promise((resolve) => {
@@ -34,6 +35,18 @@ export function disconnectText(name) {
       "The customer can reconnect later by linking again.",
     ],
     confirmLabel: "Disconnect",
+  };
+}
+
+export function reconnectText(name) {
+  return {
+    title: `Reconnect ${name}?`,
+    paragraphs: [
+      `This opens Codat's link page for ${name} in a new tab, where the customer signs in to ${name} again to give access.`,
+      "The connection shows as Linked here as soon as Codat reports it; the data synced before is kept.",
+    ],
+    confirmLabel: "Open the link page",
+    tone: "primary",
   };
 }
 

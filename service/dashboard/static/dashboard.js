@@ -6,6 +6,7 @@ import { createActions } from "./actions.js";
 import { createApi } from "./api.js";
 import { DetailView } from "./detail.js";
 import { refreshTimes } from "./format.js";
+import { summaryText } from "./freshness.js";
 import { renderList } from "./list.js";
 import { LiveFeed } from "./live.js";
 import { createMessages } from "./messages.js";
@@ -99,6 +100,8 @@ function render() {
           : "This company has no connections yet. They appear here as soon as Codat reports them.",
   });
   updatePickerCount();
+  const connections = [...store.connections.values()];
+  $("company-summary").textContent = state.loaded && !state.failed && connections.length ? summaryText(connections) : "";
   $("company-tools").hidden = state.failed;
   $("refresh-all").disabled = !state.loaded || state.failed || actions.isPending(`refresh:${state.companyId}`);
   $("refresh-all").textContent = actions.isPending(`refresh:${state.companyId}`) ? "Requesting…" : "Refresh all data";

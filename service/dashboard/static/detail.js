@@ -16,8 +16,11 @@ import {
   timeEl,
   whenEl,
 } from "./format.js";
+import { freshnessBadge, historyStrip } from "./freshness.js";
 
 const HISTORY_PAGE = 20;
+const STRIP_PAGE = 500;
+const STRIP_DAYS_MS = 30 * 24 * 3600 * 1000;
 const RELOAD_DELAY_MS = 150;
 const enc = encodeURIComponent;
 
@@ -28,6 +31,7 @@ export class DetailView {
     this.connectionId = null;
     this.detail = null;
     this.syncs = [];
+    this.month = [];
     this.nextCursor = null;
     this.loads = 0;
     this.reloadTimer = null;
@@ -38,6 +42,7 @@ export class DetailView {
       this.connectionId = connectionId;
       this.detail = null;
       this.syncs = [];
+      this.month = [];
       this.nextCursor = null;
       this.el.hidden = false;
       this.el.replaceChildren(h("p", { class: "muted" }, "Loading…"));
@@ -63,12 +68,14 @@ export class DetailView {
     if (!id) return;
     const load = ++this.loads;
     try {
-      const [detail, page] = await Promise.all([
+      const [detail, page, month] = await Promise.all([
         this.api.get(`/v1/connections/${enc(id)}`),
         this.api.get(`/v1/connections/${enc(id)}/syncs`, { limit: Math.max(HISTORY_PAGE, this.syncs.length) }),
+        this.lastMonth(id),
       ]);
       if (load !== this.loads || id !== this.connectionId) return;
       this.detail = detail;
+      this.month = month;
       this.syncs = page.items;
       this.nextCursor = page.next_cursor;
       this.render();
@@ -80,6 +87,22 @@ export class DetailView {
         this.messages.error(error, "Loading the connection");
       }
     }
+  }
+
+  /** The syncs of the last 30 days (newest first), for the strip: pages until one reaches further back. */
+  async lastMonth(id) {
+    const since = Date.now() - STRIP_DAYS_MS;
+    const syncs = [];
+    let cursor = null;
+    for (let pages = 0; pages < 20; pages += 1) {
+      const page = await this.api.get(`/v1/connections/${enc(id)}/syncs`, { limit: STRIP_PAGE, cursor });
+      syncs.push(...page.items);
+      const oldest = page.items.at(-1);
+      const at = oldest && Date.parse(oldest.completed_at ?? oldest.requested_at ?? "");
+      if (!page.next_cursor || (at && at < since)) break;
+      cursor = page.next_cursor;
+    }
+    return syncs;
   }
 
   /** The store changed (`connectionId` null: possibly everything). */
@@ -123,7 +146,13 @@ export class DetailView {
           { class: "panel-head detail-head" },
           h("a", { class: "back", href: this.backHref(), onclick: (e) => this.back(e) }, "← All connections"),
           h("h2", { id: "detail-heading", tabindex: "-1" }, platformLogo(name), h("span", {}, name)),
-          h("div", { class: "detail-status" }, statusBadge(connectionStatus(d)), syncing ? spinner("Syncing…") : null),
+          h(
+            "div",
+            { class: "detail-status" },
+            statusBadge(connectionStatus(d)),
+            freshnessBadge(d),
+            syncing ? spinner("Syncing…") : null,
+          ),
         ),
         ...this.notices(d, name),
         deleted ? null : this.actionBar(d, name),
@@ -131,6 +160,11 @@ export class DetailView {
         this.facts(d),
         h("h3", { id: "data-types-heading" }, "Data types"),
         this.dataTypes(d, name, deleted),
+        h("h3", { id: "strip-heading" }, "Last 30 days"),
+        historyStrip(
+          d.data_types.map((t) => t.data_type),
+          this.month,
+        ),
         h("h3", { id: "history-heading" }, "Sync history"),
         this.history(),
       ),
@@ -161,7 +195,19 @@ export class DetailView {
       );
     } else if (d.status === "Unlinked" || d.status === "Deauthorized") {
       const why = d.status === "Deauthorized" ? `Access to ${name} was withdrawn.` : "This connection is disconnected.";
-      out.push(notice("info", `${why} Data already synced is kept.`, linkButton("Reconnect")));
+      const reconnect = link
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "button primary",
+              dataset: { focusKey: "reconnect" },
+              onclick: () => this.actions.reconnect(link, name),
+            },
+            "Reconnect",
+          )
+        : null;
+      out.push(notice("info", `${why} Data already synced is kept.`, reconnect));
     } else if (d.status === "PendingAuth") {
       out.push(notice("info", "The customer has not finished linking this connection yet.", linkButton("Continue linking")));
     }

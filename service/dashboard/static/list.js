@@ -11,6 +11,7 @@ import {
   statusBadge,
   timeEl,
 } from "./format.js";
+import { freshnessBadge } from "./freshness.js";
 
 /**
  * listEl: the <ul>; emptyEl: the paragraph shown when nothing is listed.
@@ -71,7 +72,7 @@ function card(connection, store, selected, linkFor, onSelect, key) {
             class: "connection-open",
             href: linkFor(connection.id),
             "aria-current": selected ? "true" : null,
-            "aria-describedby": [`${key}-status`, `${key}-times`, syncing ? `${key}-syncing` : null]
+            "aria-describedby": [`${key}-status`, `${key}-times`, syncing ? `${key}-syncing` : null, `${key}-freshness`]
               .filter(Boolean)
               .join(" "),
             dataset: { focusKey: `open:${connection.id}` },
@@ -81,8 +82,9 @@ function card(connection, store, selected, linkFor, onSelect, key) {
         ),
         h("span", { class: "muted" }, connection.source_type ?? ""),
       ),
-      withId(statusBadge(status), `${key}-status`),
+      h("div", { class: "badges" }, withId(statusBadge(status), `${key}-status`)),
     ),
+    h("p", { class: "freshness-line" }, withId(freshnessBadge(connection), `${key}-freshness`)),
     h(
       "dl",
       { class: "facts", id: `${key}-times` },
