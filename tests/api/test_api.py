@@ -12,6 +12,7 @@ from service.app import create_app
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.builders import COMPANY, CONNECTION, connection_event, fixture, legacy_alert, read_completed
 from tests.support.ledger_fill import deliver
+from tests.support.services import NoRedis
 from workers.runtime.db import upgrade
 
 
@@ -24,17 +25,9 @@ def settings(database_url: str, embedded_settings: Settings) -> Settings:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
-    app.state.redis = _NoRedis()
+    app.state.redis = NoRedis()
     with TestClient(app, headers=ADMIN_HEADERS) as test_client:
         yield test_client
-
-
-class _NoRedis:
-    async def ping(self) -> bool:
-        return True
-
-    async def aclose(self) -> None:
-        return None
 
 
 def test_companies_list_their_connection_count(client: TestClient, settings: Settings) -> None:

@@ -11,10 +11,10 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
-from tests.api.test_api import _NoRedis
 from tests.support.auth import ADMIN_HEADERS, bearer, company_token
 from tests.support.builders import BASE_TIME, connection_event, iso, read_completed
 from tests.support.ledger_fill import deliver
+from tests.support.services import NoRedis
 from workers.runtime.db import upgrade
 
 NOW = datetime.now(UTC)
@@ -35,7 +35,7 @@ def settings(database_url: str, embedded_settings: Settings) -> Settings:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
-    app.state.redis = _NoRedis()
+    app.state.redis = NoRedis()
     deliver(
         settings,
         # COMPANY (the builders' default): one fresh, one overdue connection

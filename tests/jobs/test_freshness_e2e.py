@@ -18,11 +18,11 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.outbound.test_subscriptions_e2e import dispatcher_ready, post_webhook, service_env, subscribe
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.builders import BASE_TIME, COMPANY, CONNECTION, connection_event, read_completed
 from tests.support.services import free_port, start_web_and_worker, wait_for
 from tests.support.sse_client import SseClient
+from tests.support.subscription_support import dispatcher_ready, post_webhook, service_env, subscribe
 from tests.support.webhook_receiver import WebhookReceiver
 from workers.runtime.db import upgrade
 

@@ -8,34 +8,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
-from tests.support.auth import ADMIN_HEADERS, AUTH_ENV
-from tests.support.builders import SECRET, connection_event, read_completed, signed_request
+from tests.support.auth import ADMIN_HEADERS
+from tests.support.builders import connection_event, read_completed
 from tests.support.services import ServiceProcess, free_port, start_web_and_worker, wait_for, wait_until_healthy
-from tests.support.subscription_support import FAST_RETRIES_ENV, stream_entries
+from tests.support.subscription_support import dispatcher_ready, post_webhook, service_env, stream_entries, subscribe
 from tests.support.webhook_receiver import Received, WebhookReceiver
 from workers.runtime.db import upgrade
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 COMPANY_A, COMPANY_B = "company-a", "company-b"
-
-
-def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        **AUTH_ENV,
-        **FAST_RETRIES_ENV,
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -49,26 +37,6 @@ def web_and_worker(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[s
         client = redis.Redis.from_url(redis_url)
         wait_for(lambda: dispatcher_ready(client, namespace), timeout=30, message="dispatcher consumer group")
         yield base
-
-
-def dispatcher_ready(client: redis.Redis, namespace: str) -> bool:
-    try:
-        groups: Any = client.xinfo_groups(f"{namespace}:changes")
-        return any(g["name"] == b"subscriptions" for g in groups)
-    except redis.ResponseError:
-        return False
-
-
-def subscribe(client: httpx.Client, url: str, **fields: Any) -> dict[str, Any]:
-    response = client.post("/v1/subscriptions", json={"url": url, **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def post_webhook(client: httpx.Client, body: dict[str, Any], msg_id: str | None = None) -> None:
-    raw, headers = signed_request(body, msg_id=msg_id)
-    assert client.post("/webhooks/codat", content=raw, headers=headers).status_code in (200, 202)
 
 
 def changes(client: redis.Redis, namespace: str) -> list[tuple[str, str, str]]:

@@ -7,15 +7,19 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import redis
 from redis import Redis
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from schemas.settings import Settings
-from tests.support.auth import AUTH_SETTINGS
+from tests.support.auth import AUTH_ENV, AUTH_SETTINGS
+from tests.support.builders import SECRET, signed_request
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Subscription
 from workers.outbound.signing import new_secret
@@ -117,3 +121,38 @@ def queued_ids(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> lis
         argument = json.loads(redis.hget(messages_key, i) or b"{}")["args"][0]
         found.extend(argument if isinstance(argument, list) else [argument])
     return found
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of `synctrack` processes under test: SQLite in `tmp_path`, tokens, fast retries."""
+    return {
+        "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **AUTH_ENV,
+        **FAST_RETRIES_ENV,
+        **extra,
+    }
+
+
+def dispatcher_ready(client: redis.Redis, namespace: str) -> bool:
+    """True once a worker's outbound dispatcher reads the change feed (its consumer group exists)."""
+    try:
+        groups: Any = client.xinfo_groups(f"{namespace}:changes")
+        return any(g["name"] == b"subscriptions" for g in groups)
+    except redis.ResponseError:
+        return False
+
+
+def subscribe(client: httpx.Client, url: str, **fields: Any) -> dict[str, Any]:
+    """Create a subscription through the API; its body (with the secret)."""
+    response = client.post("/v1/subscriptions", json={"url": url, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def post_webhook(client: httpx.Client, body: dict[str, Any], msg_id: str | None = None) -> None:
+    """Deliver a signed webhook like Codat does; it must be accepted (or a duplicate)."""
+    raw, headers = signed_request(body, msg_id=msg_id)
+    assert client.post("/webhooks/codat", content=raw, headers=headers).status_code in (200, 202)

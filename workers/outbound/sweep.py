@@ -44,9 +44,11 @@ def sweep(runtime: WorkerRuntime, now: datetime | None = None) -> str:
         pruned = session.exec(
             delete(Delivery).where(col(Delivery.status).in_(("delivered", "failed")), col(Delivery.created_at) < cutoff)
         ).rowcount
-    if ids:
-        redis = runtime.feed.redis if runtime.feed is not None else sync_redis(settings)
-        enqueue_deliveries(redis, settings.redis_namespace, ids)
+    if ids and runtime.feed is not None:
+        enqueue_deliveries(runtime.feed.redis, settings.redis_namespace, ids)
+    elif ids:  # a runtime without a change feed has no client to share: one for this run, closed after it
+        with sync_redis(settings) as redis:
+            enqueue_deliveries(redis, settings.redis_namespace, ids)
     return f"requeued={len(ids)} pruned={pruned}"
 
 
