@@ -2,6 +2,18 @@
 
 Messages are written as ``key=value`` pairs already (``event=… company=… outcome=…``); the formatter
 adds time, level and logger. Secrets and webhook bodies are never passed to a logger.
+
+Values can come from outside (an id in a URL, a header), so no value can forge a line or a field:
+
+* every argument is rendered by `safe_args` — a string with a space, ``=``, a quote, a backslash or a
+  control character is written quoted and escaped (``detail="a \"b\" level=x"``), so
+  ``" level=error logger=…"`` stays inside its own value;
+* in `json`, the fixed keys (`ts`, `level`, `logger`, `exc`) are the formatter's: a pair in the message
+  with one of those names is kept as ``_ts`` (…) instead;
+* dramatiq names whole messages — arguments, webhook bodies included — in its own lines ("Received
+  message fold_webhook(…)" and "Received args=…" at DEBUG, "Failed to process message …" at ERROR);
+  `MessageRedaction` puts the actor's name and the message id (or the number of arguments) in their
+  place, on every handler. SQL errors never carry their parameters (`hide_parameters`, `db.py`).
 """
 
 from __future__ import annotations
@@ -11,16 +23,95 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import IO, Any
+
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
 
 from schemas.settings import Settings
+
+FIXED_KEYS = ("ts", "level", "logger", "exc")
+_NEEDS_QUOTES = re.compile(r"[\s=\"'\\\x00-\x1f\x7f]")
+
+
+class Quoted(str):
+    """A string argument as a log line shows it: bare when it is one plain token, else quoted and escaped.
+
+    `%s` gives the safe form; `%r` keeps repr's own (already quoted) form.
+    """
+
+    def __str__(self) -> str:
+        text = str.__str__(self)
+        return json.dumps(text) if _NEEDS_QUOTES.search(text) else text
+
+    def __repr__(self) -> str:
+        return repr(str.__str__(self))
+
+
+def _safe(value: object) -> object:
+    if isinstance(value, bool | int | float) or value is None:
+        return value  # `%d` and `%.1f` need the number itself
+    if isinstance(value, str):
+        return Quoted(value)
+    return _Rendered(value)
+
+
+class _Rendered:
+    """Any other argument: its `str` (or `repr`) made safe the same way."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(Quoted(str(self.value)))
+
+    def __repr__(self) -> str:
+        return repr(self.value).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def safe_message(record: logging.LogRecord) -> str:
+    """`record.getMessage()`, with every argument rendered so it cannot leave its value."""
+    args: Any = record.args
+    if not args:
+        message = str(record.msg)
+    else:
+        safe: Any = (
+            {k: _safe(v) for k, v in args.items()} if isinstance(args, Mapping) else tuple(_safe(a) for a in args)
+        )
+        try:
+            message = str(record.msg) % safe
+        except (TypeError, ValueError):
+            message = record.getMessage()
+    # The template itself may be a library's: a line break in it must not start a new line either.
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+DRAMATIQ_ACTOR_ARGS = "Received args=%r kwargs=%r."
+"""The DEBUG line dramatiq's `Actor.__call__` writes with every argument it was given."""
+
+
+class MessageRedaction(logging.Filter):
+    """Replaces a dramatiq message named in a record's arguments by its actor and id: never its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args: Any = record.args
+        if record.msg == DRAMATIQ_ACTOR_ARGS and isinstance(args, tuple) and len(args) == 2:
+            # An actor called with its arguments: a webhook's body is one of them.
+            record.msg, record.args = "Received %d args and %d kwargs.", (len(args[0]), len(args[1]))
+            return True
+        if isinstance(args, tuple) and any(isinstance(a, Message | MessageProxy) for a in args):
+            record.args = tuple(
+                f"{a.actor_name}[{a.message_id}]" if isinstance(a, Message | MessageProxy) else a for a in args
+            )
+        return True
 
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        # Values can come from requests (an id in a URL): a line break in one must not forge a log line.
-        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        message = safe_message(record)
         line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {message}"
         if record.exc_info:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
@@ -47,9 +138,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        for match in PAIR.finditer(record.getMessage()):
+        for match in PAIR.finditer(safe_message(record)):
             if match["key"]:
-                body[match["key"]] = _unquote(match["value"])
+                key = match["key"]
+                body["_" + key if key in FIXED_KEYS else key] = _unquote(match["value"])
             else:
                 body["msg"] = (body.get("msg", "") + " " + match["word"]).strip()
         if record.exc_info:
@@ -57,9 +149,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body)
 
 
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
+    """The handler every process logs through: the configured format, dramatiq messages redacted."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else KeyValueFormatter())
+    handler.addFilter(MessageRedaction())
+    return handler
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = log_handler(settings)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
