@@ -11,48 +11,17 @@ import logging
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from schemas.imports import DEFAULT_CONCURRENCY
 from schemas.settings import Settings
+from service.cli.progress import console, progress_bar
 from workers.runtime.logs import configure_logging
 
 if TYPE_CHECKING:
     from schemas.imports import ImportJobOut
     from workers.ledger.changes import ChangeFeed
 
-console = Console(stderr=True)
 app = typer.Typer()
-
-
-class CompanyRate(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f} companies/s" if speed else "- companies/s", style="progress.data.speed")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        CompanyRate(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 @app.command("import")
@@ -91,7 +60,7 @@ def import_account(
     if job is None:
         job = create_job(engine, list(company or []), lookback_hours or settings.reconcile_lookback_hours)
     console.print(f"import {job.id}: {'the companies named' if job.company_ids else 'every company Codat lists'}")
-    with _progress() as progress:
+    with progress_bar("companies", 1) as progress:
         task = progress.add_task("companies", total=job.total or None, completed=job.done + job.failed)
 
         def show(current: object) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
 from schemas.settings import Settings
+from service.cli.progress import console
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-console = Console(stderr=True)
 app = typer.Typer(name="ledger", help="The ledger: rebuild it from stored events, compare.", no_args_is_help=True)
 
 

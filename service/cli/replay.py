@@ -13,47 +13,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from schemas.ops import DEFAULT_MAX_BACKLOG, DEFAULT_REPLAY_RATE, ReplayFilters
 from schemas.settings import Settings
+from service.cli.progress import console, progress_bar
 
 if TYPE_CHECKING:
     from redis import Redis
     from sqlalchemy import Engine
 
-console = Console(stderr=True)
 app = typer.Typer()
-
-
-class RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} events/s" if speed else "- events/s", style="progress.data.speed")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 @app.command("replay")
@@ -110,7 +80,7 @@ def replay(
         raise typer.Exit(1) from None
     runner = ReplayRunner(engine, redis, settings.redis_namespace, rate=rate, max_backlog=max_backlog)
     console.print(f"replay {job.id}: {job.total} events, {job.done} already enqueued")
-    with _progress() as progress:
+    with progress_bar("events") as progress:
         task = progress.add_task("enqueued", total=job.total, completed=job.done)
         try:
             job = runner.run(job.id, on_progress=lambda j: progress.update(task, completed=j.done))
@@ -151,7 +121,7 @@ def _dry_run(engine: Engine, filters: ReplayFilters, size: int) -> None:
 def _wait_for_folds(redis: Redis, namespace: str, job_id: str, total: int) -> None:
     from workers.ops.replay import counter_keys
 
-    with _progress() as progress:
+    with progress_bar("events") as progress:
         task = progress.add_task("folded", total=total)
         while True:
             folded, dead = (int(v or 0) for v in redis.mget(counter_keys(namespace, job_id)))

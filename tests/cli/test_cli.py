@@ -23,7 +23,8 @@ cli_main = importlib.import_module("service.cli.main")  # `service.cli.main` is 
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "service" / "cli"
-NOT_COMMANDS = {"__init__", "__main__", "main"}
+NOT_COMMANDS = {"__init__", "__main__", "main", "progress"}
+"""The package, its entry points, and what commands share (the terminal's console and progress bar)."""
 
 COMMANDS = {
     "db current": [],
