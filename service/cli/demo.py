@@ -4,6 +4,9 @@ One process: the fake Codat in a background thread, the embedded worker, and the
 foreground — wired to each other (webhook secret, receiver URL, Codat base URL and key). A driver
 thread seeds the companies once the web app answers, then keeps clicking "refresh" through
 Synctrack's own API, so both kinds of sync show up: those Codat starts and those a user starts.
+A few companies exist only in the fake Codat at start, with a past no webhook told of: the driver
+imports them through `POST /v1/admin/imports`, as a team installing Synctrack on an existing account
+would (onboarding).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
@@ -24,12 +28,32 @@ from service.security import auth_mode
 from workers.runtime.logs import configure_logging
 from workers.runtime.metrics import prepare_multiprocess_dir
 
+if TYPE_CHECKING:
+    from fakecodat.control import FakeCodatControl
+
 DEMO_API_KEY = "demo-key"
+ONBOARDING_NAMES = ("Wren & Sons Upholstery", "Fieldfare Outdoor Supplies", "Kestrel Dental Lab")
 
 app = typer.Typer()
 
 
-def _drive(base: str, fake_url: str, companies: int, action_every: float, stop: threading.Event) -> None:
+def _onboard(base: str, control: FakeCodatControl, existing: int) -> None:
+    """Seed companies only the fake Codat knows (history, no webhooks), then import them."""
+    if existing <= 0:
+        return
+    specs = [{"name": f"{name} (existing)", "tags": {"onboarding": "import"}} for name in ONBOARDING_NAMES[:existing]]
+    specs += [{"tags": {"onboarding": "import"}} for _ in range(existing - len(specs))]
+    seeded = control.seed(companies=specs, announce=False, initial_read=False, history=6)
+    for company in seeded:
+        typer.echo(f"  company {company['id']}  {company['name']}  (only in Codat: imported at start)")
+    try:
+        job = httpx.post(f"{base}/v1/admin/imports", json={}, timeout=10).json()
+        typer.echo(f"  import {job.get('id')}: curl {base}/v1/admin/imports/{job.get('id')}")
+    except httpx.HTTPError as exc:
+        typer.echo(f"  import could not be started: {exc}")
+
+
+def _drive(base: str, fake_url: str, companies: int, existing: int, action_every: float, stop: threading.Event) -> None:
     from fakecodat.catalog import platform
     from fakecodat.control import FakeCodatControl
 
@@ -40,7 +64,9 @@ def _drive(base: str, fake_url: str, companies: int, action_every: float, stop: 
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
-    seeded = FakeCodatControl(fake_url).seed(companies)
+    control = FakeCodatControl(fake_url)
+    _onboard(base, control, existing)
+    seeded = control.seed(companies)
     for company in seeded:
         platforms = ", ".join(c["platformName"] for c in company["connections"])
         typer.echo(f"  company {company['id']}  {company['name']}  ({platforms})")
@@ -62,6 +88,7 @@ def demo(
     port: int = typer.Option(8000, help="Synctrack's port."),
     fake_port: int = typer.Option(8100, help="The fake Codat's port."),
     companies: int = typer.Option(4, help="Synthetic companies."),
+    existing: int = typer.Option(2, help="Companies only Codat knows at start: imported (onboarding)."),
     sync_seconds: float = typer.Option(4.0, help="How long a sync takes in the fake Codat."),
     failure_rate: float = typer.Option(0.1, help="Share of syncs that fail."),
     traffic_every: float = typer.Option(3.0, help="Seconds between refreshes Codat starts on its own."),
@@ -110,7 +137,7 @@ def demo(
     typer.echo("\n".join(auth_lines))
     stop = threading.Event()
     driver = threading.Thread(
-        target=_drive, args=(base, fake.url, companies, action_every, stop), name="demo-driver", daemon=True
+        target=_drive, args=(base, fake.url, companies, existing, action_every, stop), name="demo-driver", daemon=True
     )
     driver.start()
     try:

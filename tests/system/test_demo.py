@@ -1,4 +1,5 @@
-"""`synctrack demo`: a newcomer sees companies appear and syncs start and finish within a minute."""
+"""`synctrack demo`: a newcomer sees companies appear and syncs start and finish within a minute, and
+the companies that existed only in Codat imported at start (onboarding)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_the_demo_shows_companies_and_syncs_that_start_and_finish(tmp_path: Path
     demo = ServiceProcess(
         [
             "demo",
-            *("--port", str(port), "--fake-port", str(fake_port), "--companies", "2"),
+            *("--port", str(port), "--fake-port", str(fake_port), "--companies", "2", "--existing", "2"),
             *("--sync-seconds", "1", "--traffic-every", "1", "--action-every", "1.5", "--failure-rate", "0"),
             *("--database", str(tmp_path / "demo.db")),
         ],
@@ -30,7 +31,20 @@ def test_the_demo_shows_companies_and_syncs_that_start_and_finish(tmp_path: Path
     try:
         wait_until_healthy(base, demo)
         with httpx.Client(base_url=base, timeout=10) as api:
-            companies = wait_for(lambda: len(items := api.get("/v1/companies").json()["items"]) == 2 and items)
+            listed = wait_for(lambda: len(items := api.get("/v1/companies").json()["items"]) == 4 and items)
+            existing = [c for c in listed if (c["name"] or "").endswith("(existing)")]
+            companies = [c for c in listed if c not in existing]
+            assert len(existing) == 2 and all(c["tags"] == {"onboarding": "import"} for c in existing)
+
+            def imported() -> bool:
+                jobs = api.get("/v1/admin/imports").json()["items"]
+                return bool(jobs) and jobs[0]["status"] == "completed" and jobs[0]["failed"] == 0
+
+            wait_for(imported, timeout=40, message="the companies only Codat knew were imported")
+            for company in existing:
+                for conn in api.get(f"/v1/companies/{company['id']}/connections").json()["items"]:
+                    syncs = api.get(f"/v1/connections/{conn['id']}/syncs").json()["items"]
+                    assert len(syncs) >= 6 and {s["source"] for s in syncs[-6:]} == {"reconcile"}
 
             def synced_connections() -> list[dict[str, Any]]:
                 found = []
