@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from schemas import normalise
@@ -45,8 +48,8 @@ from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import OPEN_PHASES
-from workers.ledger.store import fold_events
-from workers.ledger.tables import Company, Connection, Sync
+from workers.ledger.store import SYNCS, fold_events
+from workers.ledger.tables import Company, Connection
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
@@ -182,21 +185,42 @@ def _connection_event(row: Connection | None, raw: dict[str, Any], company_id: s
     return Event(event_id, "reconcile.connection", at, company_id, connections=(facts,), source="reconcile")
 
 
-def _known(session: Session, op: PullOperation) -> bool:
-    existing = session.get(Sync, op.id)
-    if existing is not None and (existing.phase not in OPEN_PHASES or phase_of(op.status) == "active"):
-        return True
-    if phase_of(op.status) == "active":
-        return False
-    until = (op.completed or op.requested) + WEBHOOK_SLACK
-    covered = select(Sync.id).where(
-        Sync.connection_id == op.connection_id,
-        Sync.data_type == op.data_type,
-        col(Sync.phase).not_in(OPEN_PHASES),
-        col(Sync.completed_at) >= op.requested,
-        col(Sync.completed_at) <= until,
-    )
-    return session.exec(covered.limit(1)).first() is not None
+class LedgerSyncs:
+    """What the ledger holds of a company's syncs, read once, to tell which pull operations it already knows."""
+
+    def __init__(self, session: Session, connection_ids: Iterable[str]) -> None:
+        self.phases: dict[str, str] = {}
+        self.finished: dict[tuple[str, str], list[datetime]] = {}
+        ids = sorted(set(connection_ids))
+        for start in range(0, len(ids), 500):
+            table = SYNCS.c
+            query = sql_select(table.id, table.connection_id, table.data_type, table.phase, table.completed_at).where(
+                table.connection_id.in_(ids[start : start + 500])
+            )
+            for sync_id, connection_id, data_type, phase, completed_at in session.execute(query):
+                self.phases[sync_id] = phase
+                if phase not in OPEN_PHASES and completed_at is not None:
+                    self.finished.setdefault((connection_id, data_type), []).append(_utc(completed_at))
+        for times in self.finished.values():
+            times.sort()
+
+    def knows(self, op: PullOperation) -> bool:
+        """A sync with the operation's key, or — webhooks carry no dataset id — a finished sync of its
+        connection and data type completed within its window (requested .. completed + `WEBHOOK_SLACK`)."""
+        phase = self.phases.get(op.id)
+        active = phase_of(op.status) == "active"
+        if phase is not None and (phase not in OPEN_PHASES or active):
+            return True
+        if active:
+            return False
+        until = (op.completed or op.requested) + WEBHOOK_SLACK
+        times = self.finished.get((op.connection_id, op.data_type), [])
+        first = bisect_left(times, op.requested)
+        return first < len(times) and times[first] <= until
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _deleted_event(connection_id: str, company_id: str, at: datetime) -> Event:
@@ -263,8 +287,9 @@ def apply_view(
             if event is not None:
                 events.append(event)
         gone = set(view.deleted) | {c for c, row in rows.items() if row.deleted_at is not None}
+        known = LedgerSyncs(session, {*rows, *(op.connection_id for op in view.operations)})
         for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
-            if op.company_id == company_id and op.connection_id not in gone and not _known(session, op):
+            if op.company_id == company_id and op.connection_id not in gone and not known.knows(op):
                 events.append(_operation_event(op))
                 syncs += 1
         if events:
