@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
@@ -26,13 +27,15 @@ from service.api import admin, health, imports, openapi, subscriptions, token_ro
 from service.api import reads as api
 from service.api import scrape as metrics
 from service.api.outbound_context import Outbound
+from service.common.direct import DirectRoutes
 from service.common.errors import error_response
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
-from service.ingest.guard import guarded
+from service.ingest.guard import WebhookGuard
 from service.ingest.receiver import Receiver
 from service.security.middleware import security_middleware
 from service.stream import routes as stream
+from service.stream.entry import METHODS as STREAM_METHODS
 from service.stream.entry import StreamEntry
 from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import server_exiting
@@ -113,7 +116,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         blocking.close()
         engine.dispose()
 
-    webhooks = guarded(metrics.count_webhooks(receiver.handle), receiver, settings)
+    webhooks = WebhookGuard(receiver, settings)
+    stream_entry = StreamEntry(on_error=answer_error)
+    # The hot and the long-lived routes are served by the innermost middleware, past the router
+    # (service/common/direct.py); they stay in `routes` for the router's 404/405, the rules and the docs.
+    direct: dict[tuple[str, str], ASGIApp] = {("POST", "/webhooks/codat"): webhooks}
+    direct |= {(method, stream.STREAM_PATH): stream_entry for method in STREAM_METHODS}
     routes = [
         Route("/webhooks/codat", webhooks, methods=["POST"]),
         *health.routes,
@@ -130,8 +138,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        # The stream's requests leave the stack innermost, past the router (service/stream/entry.py).
-        middleware=[*security_middleware(settings), Middleware(StreamEntry, on_error=answer_error)],
+        middleware=[*security_middleware(settings), Middleware(DirectRoutes, routes=direct)],
         lifespan=lifespan,
         exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )

@@ -4,7 +4,7 @@ Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web
 record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
 delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
 newest event any worker folded), and the connections by freshness (from the database: what the fold and
-the periodic check last recorded). `count_webhooks` wraps the receiver to count every answer it gives.
+the periodic check last recorded).
 """
 
 from __future__ import annotations
@@ -26,29 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from schemas.errors import ApiError
 from schemas.statuses import FRESHNESS
 from workers.ledger.freshness_state import count_by_freshness
-from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir, record_webhook
+from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, delayed_queue, queue_keys
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def count_webhooks(handler: Handler) -> Handler:
-    """Count each webhook by event type and result: accepted, duplicate, or rejected with its error code."""
-
-    async def counted(request: Request) -> Response:
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            record_webhook(getattr(request.state, "event_type", None), "rejected", exc.code.value)
-            raise
-        result = "accepted" if response.status_code == 202 else "duplicate"
-        record_webhook(getattr(request.state, "event_type", None), result)
-        return response
-
-    return counted
 
 
 class _Families:

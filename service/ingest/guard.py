@@ -18,65 +18,77 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import request_response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
 from service.ingest.receiver import Receiver, check_timestamp, read_body, signature_headers, verify_signature
+from service.ingest.tally import WebhookTally
 from service.security.failure_budget import FailureLimiter
 from service.security.sources import SourceResolver, bucket_key, parse_networks
-from workers.runtime.metrics import record_webhook
 
 log = logging.getLogger("synctrack.receiver")
 
 
 class WebhookGuard:
-    """An ASGI app wrapping the receiver's endpoint."""
+    """The ASGI app of the webhook route: the guard's checks, then the receiver, then the answer, counted.
 
-    def __init__(self, app: ASGIApp, receiver: Receiver, settings: Settings) -> None:
-        self.app = app
+    One frame from the route to the receiver — no request/response adapter, no wrapped `send` to learn
+    the status (the guard holds the response it sends) — and counters written per turn of the event
+    loop (`service/ingest/tally.py`). Served past the router (`service/common/direct.py`).
+    """
+
+    def __init__(self, receiver: Receiver, settings: Settings) -> None:
         self.receiver = receiver
         self.allowed = parse_networks(settings.webhook_allowed_networks, "SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS")
         self.sources = SourceResolver(parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES"))
         self.limiter = FailureLimiter(settings.failure_limit_per_minute)
         self.body_timeout = settings.webhook_body_timeout_seconds
+        self.tally = WebhookTally()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         receive = with_deadline(receive, time.monotonic() + self.body_timeout, self.body_timeout)
-        source = self.sources.source(scope)
+        tally = self.tally
+        tally.in_flight += 1
+        try:
+            response = await self.answer(scope, receive)
+            await response(scope, receive, send)
+        finally:
+            tally.in_flight -= 1
+            tally.settle()
+
+    async def answer(self, scope: Scope, receive: Receive) -> Response:
+        """The response to this webhook, in the order of the checks; a 4xx from the receiver is charged to
+        the source's failure budget."""
         if self.allowed and not self.sources.within(scope, self.allowed):
             detail = "this source address may not deliver webhooks (SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS)"
-            record_webhook(None, "rejected", ErrorCode.FORBIDDEN_NETWORK.value)
-            await error_response(ApiError(403, ErrorCode.FORBIDDEN_NETWORK, detail))(scope, receive, send)
-            return
+            self.tally.add(None, "rejected", ErrorCode.FORBIDDEN_NETWORK.value)
+            return error_response(ApiError(403, ErrorCode.FORBIDDEN_NETWORK, detail))
+        source = self.sources.source(scope)
         key = bucket_key(source)
         wait = self.limiter.retry_after(key)
         if wait is not None:
             body = await self.genuine_body(scope, receive)
             if body is None:
-                record_webhook(None, "rejected", ErrorCode.RATE_LIMITED.value)
+                self.tally.add(None, "rejected", ErrorCode.RATE_LIMITED.value)
                 detail = f"too many rejected webhooks from this source; retry in {wait} s"
-                refused = ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
-                await error_response(refused)(scope, receive, send)
-                return
+                return error_response(ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)}))
             receive = replay(body, receive)
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, watch)
-        if 400 <= status < 500 and self.limiter.charge(key):
-            log.warning("msg=source_rate_limited source=%s route=webhooks", source)
+        request = Request(scope, receive)
+        try:
+            response = await self.receiver.handle(request)
+        except ApiError as refused:
+            self.tally.add(getattr(request.state, "event_type", None), "rejected", refused.code.value)
+            if 400 <= refused.status < 500 and self.limiter.charge(key):
+                log.warning("msg=source_rate_limited source=%s route=webhooks", source)
+            return error_response(refused)
+        result = "accepted" if response.status_code == 202 else "duplicate"
+        self.tally.add(getattr(request.state, "event_type", None), result)
+        return response
 
     async def genuine_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The body, if the request carries a valid signature within the time tolerance; None otherwise."""
@@ -128,8 +140,3 @@ def replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return again
-
-
-def guarded(endpoint: Callable[[Request], Awaitable[Response]], receiver: Receiver, settings: Settings) -> ASGIApp:
-    """The receiver's endpoint (`receiver.handle`, maybe wrapped) behind its guard, for the webhook route."""
-    return WebhookGuard(request_response(endpoint), receiver, settings)

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from schemas.settings import Settings
 from service.app import create_app
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
+from tests.support.frames import frames_held
 from tests.support.services import app_in_thread
 from tests.support.sse_client import SseClient
 from workers.runtime.db import upgrade
@@ -71,17 +72,6 @@ def test_a_stream_before_the_change_feed_is_reached_is_a_503_json_error(settings
 
     assert answer.status_code == 503
     assert answer.json()["error"] == "stream_unavailable" and answer.headers["retry-after"] == "1"
-
-
-def frames_held(coroutine: Any) -> list[str]:
-    """The functions of every frame suspended under `coroutine`, outermost first."""
-    names = []
-    while coroutine is not None:
-        code = getattr(coroutine, "cr_code", None) or getattr(coroutine, "ag_code", None)
-        if code is not None:
-            names.append(f"{code.co_filename}:{code.co_qualname}")
-        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "ag_await", None)
-    return names
 
 
 def test_an_open_stream_holds_no_frame_of_the_router_or_its_exception_layers(settings: Settings) -> None:

@@ -183,12 +183,12 @@ def metrics() -> Metrics:
     return _metrics
 
 
-def record_webhook(event_type: str | None, result: str, reason: str = "") -> None:
-    """Count one webhook request: `result` is accepted, duplicate or rejected (`reason`: the error code)."""
+def record_webhook(event_type: str | None, result: str, reason: str = "", count: int = 1) -> None:
+    """Count `count` webhook requests: `result` is accepted, duplicate or rejected (`reason`: the error code)."""
     m = metrics()
-    m.webhooks.labels(event_type_label(event_type), result, reason).inc()
+    m.webhooks.labels(event_type_label(event_type), result, reason).inc(count)
     if reason in SIGNATURE_REASONS:
-        m.signature_failures.labels(reason).inc()
+        m.signature_failures.labels(reason).inc(count)
 
 
 def record_fold(event: Event | str | None, outcome: str, started: datetime, replay: bool) -> None:

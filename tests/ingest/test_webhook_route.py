@@ -1,0 +1,119 @@
+"""`POST /webhooks/codat` is served past the router, and its counters are written per turn of the event loop.
+
+Straight through ASGI on the app `create_app` builds, with the embedded Redis: many webhooks in flight at
+once, as under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from schemas.settings import Settings
+from service.app import create_app
+from tests.support.builders import OTHER_SECRET, SECRET, connection_event, signed_request
+from tests.support.frames import frames_held
+from workers.runtime.db import upgrade
+
+
+@pytest.fixture
+def settings(embedded_settings: Settings) -> Settings:
+    upgrade(embedded_settings.database_url)
+    return embedded_settings.model_copy(update={"webhook_secrets": [SECRET]})
+
+
+def webhook_scope(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    raw = [(b"host", b"test"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/codat",
+        "root_path": "",
+        "query_string": b"",
+        "headers": raw,
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+
+
+async def post(app: Any, body: bytes, headers: dict[str, str], arrived: asyncio.Event | None = None) -> int:
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        if arrived is not None:
+            await arrived.wait()
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(webhook_scope(body, headers), receive, send)
+    return status
+
+
+def test_webhooks_answered_together_are_counted_exactly_with_one_write_per_label_set(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str | None, str, str, int]] = []
+    monkeypatch.setattr("service.ingest.tally.record_webhook", lambda *args: writes.append(args))
+    app = create_app(settings)
+    fresh = [signed_request(connection_event(connection_id=f"conn-{i}"), msg_id=f"msg_{i}") for i in range(40)]
+    forged = [signed_request(connection_event(), msg_id=f"msg_forged_{i}", secret=OTHER_SECRET) for i in range(10)]
+
+    async def scenario() -> list[int]:
+        async with app.router.lifespan_context(app):
+            first = await asyncio.gather(*(post(app, body, headers) for body, headers in fresh + forged))
+            again = await asyncio.gather(*(post(app, body, headers) for body, headers in fresh[:5]))
+        return [*first, *again]
+
+    statuses = asyncio.run(scenario())
+
+    assert statuses == [202] * 40 + [401] * 10 + [200] * 5
+    totals: dict[tuple[str | None, str, str], int] = {}
+    for event_type, result, reason, count in writes:
+        totals[event_type, result, reason] = totals.get((event_type, result, reason), 0) + count
+    assert totals == {
+        ("connection.connected", "accepted", ""): 40,
+        ("unknown", "rejected", "invalid_signature"): 10,
+        ("connection.connected", "duplicate", ""): 5,
+    }
+    assert len(writes) < 10  # 55 answers: a handful of writes, not one each
+
+
+def test_a_webhook_waiting_for_its_body_holds_no_frame_of_the_router(settings: Settings) -> None:
+    app = create_app(settings)
+    body, headers = signed_request(connection_event(), msg_id="msg_waiting")
+
+    async def scenario() -> tuple[list[str], int]:
+        async with app.router.lifespan_context(app):
+            arrived = asyncio.Event()
+            task = asyncio.create_task(post(app, body, headers, arrived))
+            await asyncio.sleep(0.05)
+            held = frames_held(task.get_coro())
+            arrived.set()
+            return held, await task
+
+    held, status = asyncio.run(scenario())
+
+    assert status == 202
+    assert any("WebhookGuard.answer" in name for name in held), held
+    assert any("AuthMiddleware.__call__" in name for name in held), held
+    layers = ("starlette/routing.py", "starlette/middleware/exceptions.py", "starlette/_exception_handler.py")
+    assert not [name for name in held if name.split(":")[0].endswith(layers)], held
+
+
+def test_other_methods_on_the_webhook_path_are_still_the_routers_405(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/webhooks/codat")
+
+    assert answer.status_code == 405
+    assert json.loads(answer.text)["error"]
