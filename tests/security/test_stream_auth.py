@@ -51,6 +51,8 @@ def companies_in(events: list[Any]) -> set[str]:
         body = event.json()
         if event.event == "snapshot":
             found |= {item["company_id"] for item in body["connections"] + body["syncs"]}
+        elif event.event == "connection.freshness_changed":
+            found.add(body["connection"]["company_id"])
         else:
             found.add(body["company_id"])
     return found
