@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from pydantic import AliasChoices
 
 from schemas.settings import Settings
 from service.cli import app as cli_app
@@ -33,6 +34,8 @@ def setting_env_names() -> set[str]:
         for alias in (field.alias, field.validation_alias):
             if isinstance(alias, str):
                 names.add(alias.upper())
+            elif isinstance(alias, AliasChoices):
+                names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
     return names
 
 
