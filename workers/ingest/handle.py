@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from schemas.events import Event, InvalidEnvelope, parse_event, parse_time, summarise_body
 from workers.ledger.announce import announce_changes
 from workers.ledger.audit import confirm_actions
+from workers.ledger.bulk_sql import insert_rows, update_rows
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
@@ -103,12 +104,8 @@ def handle_webhooks(
             (replayed if previous is not None else new_rows).append(item.row)
             work.append(item)
             outcomes.append(item)
-        if new_rows:
-            session.execute(insert(EVENTS), new_rows)
-        if replayed:
-            keys = ("outcome", "error", "generated_at", "processed_at")
-            stmt = update(EVENTS).where(EVENTS.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys})
-            session.connection().execute(stmt, [{**{k: row[k] for k in keys}, "_id": row["id"]} for row in replayed])
+        insert_rows(session, EVENTS, new_rows)
+        update_rows(session, EVENTS, replayed, "id")
         events = [w.event for w in work if w.event is not None and w.event.known]
         changes, slices = fold_events(session, events)
         names = _company_names(session, {s.connection.company_id for s in slices.values()})

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import Table, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from schemas.events import Event
+from workers.ledger.bulk_sql import insert_rows, update_rows
 from workers.ledger.fold import Change, ConnectionSlice, fold, fold_company
 from workers.ledger.rows import (
     OPEN_PHASES,
@@ -31,7 +32,6 @@ from workers.ledger.rows import (
     DataTypeRow,
     SyncRow,
     as_values,
-    column_names,
     fingerprint,
 )
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
@@ -108,7 +108,7 @@ def lock_connections(session: Session, wanted: dict[str, str]) -> dict[str, Conn
     new = [
         {"id": i, "company_id": wanted[i], "status_stamp": "", "details_stamp": "", "last_sync_stamp": ""} for i in ids
     ]
-    session.execute(_insert(session)(CONNECTIONS).on_conflict_do_nothing(index_elements=["id"]), new)
+    insert_rows(session, CONNECTIONS, new, conflict=["id"], update_columns=[])
     rows: dict[str, ConnectionRow] = {}
     lock = session.get_bind().dialect.name == "postgresql"
     for chunk in _chunks(ids):
@@ -178,12 +178,7 @@ def save_slices(session: Session, slices: dict[str, ConnectionSlice], loaded: _L
     changed_connections = [
         as_values(s.connection) for cid, s in slices.items() if fingerprint(s.connection) != loaded.connections[cid]
     ]
-    if changed_connections:
-        columns = [c for c in column_names(ConnectionRow) if c != "id"]
-        stmt = (
-            update(CONNECTIONS).where(CONNECTIONS.c.id == bindparam("_id")).values({c: bindparam(c) for c in columns})
-        )
-        session.connection().execute(stmt, [{**row, "_id": row["id"]} for row in changed_connections])
+    update_rows(session, CONNECTIONS, changed_connections, "id")
 
     type_rows = [
         as_values(row)
@@ -191,24 +186,14 @@ def save_slices(session: Session, slices: dict[str, ConnectionSlice], loaded: _L
         for dt, row in s.data_types.items()
         if loaded.data_types.get((cid, dt)) != fingerprint(row)
     ]
-    _upsert(session, DATA_TYPES, type_rows, ["connection_id", "data_type"], list(column_names(DataTypeRow)))
+    insert_rows(session, DATA_TYPES, type_rows, conflict=["connection_id", "data_type"])
     sync_rows = [
         as_values(row)
         for s in slices.values()
         for sid, row in s.syncs.items()
         if loaded.syncs.get(sid) != fingerprint(row)
     ]
-    _upsert(session, SYNCS, sync_rows, ["id"], list(column_names(SyncRow)))
-
-
-def _upsert(session: Session, table: Table, rows: list[dict[str, Any]], keys: list[str], columns: list[str]) -> None:
-    if not rows:
-        return
-    stmt = _insert(session)(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in columns if c not in keys}
-    )
-    session.execute(stmt, rows)
+    insert_rows(session, SYNCS, sync_rows, conflict=["id"])
 
 
 def fold_events(session: Session, events: Sequence[Event]) -> tuple[list[Change], dict[str, ConnectionSlice]]:

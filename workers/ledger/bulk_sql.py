@@ -1,0 +1,115 @@
+"""Many rows in one statement: the store's inserts, upserts and updates, set-based on PostgreSQL.
+
+A worker's batch writes hundreds of rows per table. SQLAlchemy's executemany on psycopg sends one statement per
+row (pipelined, but each row's parameters are processed in Python twice, by SQLAlchemy and by psycopg); on
+PostgreSQL this module sends each table's rows as one statement whose parameters are one array per column —
+``INSERT … SELECT * FROM unnest(%s::varchar[], %s::timestamptz[], …)`` — so the cost per row is a few array
+elements, not a statement. The SQL text is built once per (table, columns) and cached.
+
+SQLite keeps SQLAlchemy's executemany: its driver loops in C already, and its column types (datetimes as text)
+are SQLAlchemy's to encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from psycopg.types.json import Json
+from sqlalchemy import JSON, Table, bindparam, insert, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _pg_type(table: Table, column: str) -> str:
+    return str(table.c[column].type.compile(dialect=_PG))
+
+
+def _is_json(table: Table, column: str) -> bool:
+    kind = table.c[column].type
+    return isinstance(getattr(kind, "impl", kind), JSON) or isinstance(kind, JSON)
+
+
+@lru_cache(maxsize=64)
+def _pg_insert_sql(table: Table, columns: tuple[str, ...], keys: tuple[str, ...], updates: tuple[str, ...]) -> str:
+    arrays = ", ".join(f"%b::{_pg_type(table, c)}[]" for c in columns)
+    sql = f'INSERT INTO "{table.name}" ({", ".join(columns)}) SELECT * FROM unnest({arrays})'
+    if keys:
+        if updates:
+            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+        else:
+            sql += f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
+    return sql
+
+
+@lru_cache(maxsize=64)
+def _pg_update_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
+    names = (key, *columns)
+    arrays = ", ".join(f"%b::{_pg_type(table, c)}[]" for c in names)
+    sets = ", ".join(f"{c} = u.{c}" for c in columns)
+    return (
+        f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({arrays}) AS u({", ".join(names)}) WHERE t.{key} = u.{key}'
+    )
+
+
+def _pg_arrays(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    arrays = []
+    for column in columns:
+        values = [row[column] for row in rows]
+        if _is_json(table, column):
+            values = [None if v is None else Json(v) for v in values]
+        arrays.append(values)
+    return arrays
+
+
+def insert_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict: Sequence[str] = (),
+    update_columns: Sequence[str] | None = None,
+) -> None:
+    """Insert `rows` (dicts with the same keys). With `conflict` keys, an existing row is updated (its
+    `update_columns`: by default every column but the keys) — or left alone if `update_columns` is empty.
+    Without, a duplicate key raises, as a plain INSERT does."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    keys = tuple(conflict)
+    updates = tuple(c for c in columns if c not in keys) if update_columns is None else tuple(update_columns)
+    if _is_postgres(session):
+        sql = _pg_insert_sql(table, columns, keys, updates if keys else ())
+        session.connection().exec_driver_sql(sql, tuple(_pg_arrays(table, columns, rows)))
+        return
+    if not keys:
+        session.execute(insert(table), list(rows))
+        return
+    stmt = sqlite_insert(table)
+    if updates:
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in updates})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(stmt, list(rows))
+
+
+def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]], key: str) -> None:
+    """Update existing rows by `key`: each dict names the key and the columns to set (the same for all)."""
+    if not rows:
+        return
+    columns = tuple(c for c in rows[0] if c != key)
+    if _is_postgres(session):
+        sql = _pg_update_sql(table, key, columns)
+        session.connection().exec_driver_sql(sql, tuple(_pg_arrays(table, (key, *columns), rows)))
+        return
+    stmt = update(table).where(table.c[key] == bindparam("_key")).values({c: bindparam(c) for c in columns})
+    session.connection().execute(stmt, [{**{c: row[c] for c in columns}, "_key": row[key]} for row in rows])
