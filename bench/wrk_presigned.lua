@@ -2,6 +2,7 @@
 -- The file (env PRESIGNED) holds one delivery per line: id<TAB>timestamp<TAB>signature<TAB>body.
 -- With -tN set WRK_THREADS=N: thread k sends lines k, k+N, k+2N, ... so no two threads repeat an id.
 -- Env RATE (requests/s over all connections, optional) paces each connection with delay().
+-- Env ONCE=1: each delivery is sent once; afterwards the connections only poll GET /healthz (bench/burst.py).
 -- At the end one line "WRK_JSON {...}" carries the figures for bench/*.py.
 
 local threads = {}
@@ -71,8 +72,15 @@ if tonumber(os.getenv("RATE") or "0") > 0 then
   end
 end
 
+local once = os.getenv("ONCE") == "1"
+local idle = nil
+
 function request()
   index = index + 1
+  if once and index > #requests then
+    idle = idle or wrk.format("GET", "/healthz")
+    return idle
+  end
   if index > #requests then
     index = 1
     wrapped = wrapped + 1
