@@ -19,7 +19,7 @@ from tests.support.builders import (
     legacy_alert,
     read_completed,
 )
-from tests.support.ledger_memory import MemoryLedger
+from workers.ledger.bulk_fold import MemoryLedger
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -42,7 +42,7 @@ def test_connected_links_the_connection_and_opens_an_expected_sync() -> None:
     assert conn.status == "Linked"
     assert conn.linked_at == at(0)
     assert conn.connection_info == {"currency": "GBP"}
-    (active,) = ledger.syncs.values()
+    (active,) = ledger.sync_rows().values()
     assert (active.data_type, active.phase, active.requested_at) == ("*", "active", at(0))
     assert [c.kind for c in changes] == ["connection.updated", "sync.started"]
 
@@ -51,7 +51,7 @@ def test_read_completed_closes_the_expected_sync_and_sets_first_and_last_sync() 
     ledger = fold_all(ev(connection_event(minutes=0)))
     changes = ledger.apply(ev(read_completed([("invoices", "Complete"), ("bills", "FetchError")], minutes=10)))
     conn = ledger.connections[CONNECTION]
-    assert {s.phase for s in ledger.syncs.values()} == {"succeeded", "failed"}
+    assert {s.phase for s in ledger.sync_rows().values()} == {"succeeded", "failed"}
     assert conn.first_sync_at == conn.last_sync_at == conn.last_successful_sync_at == at(10)
     assert conn.last_sync_status == "FetchError"  # a failure is never hidden by a simultaneous success
     closed = [c for c in changes if c.sync is not None and c.sync.data_type == "*"]
@@ -60,12 +60,12 @@ def test_read_completed_closes_the_expected_sync_and_sets_first_and_last_sync() 
 
 def test_a_completion_generated_before_the_request_does_not_close_it() -> None:
     ledger = fold_all(ev(read_completed(minutes=5)), ev(connection_event("connection.reconnected", minutes=10)))
-    assert [s.phase for s in ledger.syncs.values() if s.data_type == "*"] == ["active"]
+    assert [s.phase for s in ledger.sync_rows().values() if s.data_type == "*"] == ["active"]
 
 
 def test_a_late_request_never_reopens_a_completed_sync() -> None:
     ledger = fold_all(ev(read_completed(minutes=10)), ev(connection_event("connection.connected", minutes=0)))
-    assert all(s.phase != "active" for s in ledger.syncs.values())
+    assert all(s.phase != "active" for s in ledger.sync_rows().values())
     assert ledger.connections[CONNECTION].status == "Linked"
 
 
@@ -100,12 +100,12 @@ def test_a_deleted_connection_keeps_its_row_but_no_history() -> None:
     )
     conn = ledger.connections[CONNECTION]
     assert conn.deleted_at == at(20)
-    assert ledger.syncs == {} and ledger.data_types == {}
+    assert ledger.sync_rows() == {} and ledger.data_type_rows() == {}
 
 
 def test_unsupported_data_types_are_neither_success_nor_failure() -> None:
     ledger = fold_all(ev(read_completed([("banking-transactionCategories", "NotSupported")], minutes=3)))
-    (sync,) = ledger.syncs.values()
+    (sync,) = ledger.sync_rows().values()
     assert sync.phase == "unsupported"
     assert ledger.connections[CONNECTION].first_sync_at is None
 
@@ -119,7 +119,7 @@ def test_legacy_status_change_and_sync_results_fold_like_current_events() -> Non
     )
     conn = ledger.connections[conn_id]
     assert (conn.status, conn.platform_key) == ("Linked", "gbol")
-    by_type = {s.data_type: s for s in ledger.syncs.values()}
+    by_type = {s.data_type: s for s in ledger.sync_rows().values()}
     assert set(by_type) == {"invoices", "bills"}  # the expected "*" sync was closed by the first result
     assert by_type["invoices"].id == "7d9e2f1a-5b3c-4a6d-9e8f-0a1b2c3d4e5f"
     assert by_type["bills"].phase == "failed"
@@ -145,7 +145,7 @@ def test_action_pull_operation_is_completed_by_its_dataset_result() -> None:
     )
     for order in ([requested, finished], [finished, requested]):
         ledger = fold_all(*order)
-        (sync,) = ledger.syncs.values()
+        (sync,) = ledger.sync_rows().values()
         assert (sync.id, sync.phase, sync.requested_at, sync.completed_at) == ("ds-1", "succeeded", at(0), at(4))
 
 
@@ -192,8 +192,8 @@ def test_company_deleted_deletes_every_connection_of_the_company_as_connection_d
     assert sorted((c.kind, c.connection_id) for c in changes) == sorted(
         [("connection.updated", CONNECTION), ("connection.updated", "c2")]
     )
-    assert {s.connection_id for s in ledger.syncs.values()} == {"elsewhere"}  # history goes with the connection
-    assert all(k[0] == "elsewhere" for k in ledger.data_types)
+    assert {s.connection_id for s in ledger.sync_rows().values()} == {"elsewhere"}  # history goes with the connection
+    assert all(k[0] == "elsewhere" for k in ledger.data_type_rows())
 
 
 def test_a_connection_event_generated_before_the_deletion_but_folded_after_leaves_it_deleted() -> None:
@@ -205,7 +205,7 @@ def test_a_connection_event_generated_before_the_deletion_but_folded_after_leave
     )
     conn = ledger.connections[CONNECTION]
     assert conn.deleted_at == at(20)
-    assert ledger.syncs == {}
+    assert ledger.sync_rows() == {}
 
 
 def test_a_connection_first_heard_of_after_its_companys_deletion_is_deleted_on_arrival() -> None:
@@ -213,7 +213,7 @@ def test_a_connection_first_heard_of_after_its_companys_deletion_is_deleted_on_a
     changes = ledger.apply(ev(connection_event(minutes=5, connection_id="late")))
     assert ledger.connections["late"].deleted_at == at(20)
     assert [c.kind for c in changes] == ["connection.updated"]  # no sync is opened for a deleted connection
-    assert ledger.syncs == {}
+    assert ledger.sync_rows() == {}
 
 
 # --- order independence ------------------------------------------------------------------------

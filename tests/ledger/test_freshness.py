@@ -133,7 +133,7 @@ def test_a_malformed_override_is_refused_saying_why(monkeypatch: pytest.MonkeyPa
 def _ledger_freshness(events: list[Event], now: datetime) -> dict[str, object]:
     ledger = fold_all(*events)
     return {
-        cid: assess(conn, [r for (c, _), r in ledger.data_types.items() if c == cid], POLICY, now)
+        cid: assess(conn, [r for (c, _), r in ledger.data_type_rows().items() if c == cid], POLICY, now)
         for cid, conn in ledger.connections.items()
     }
 
@@ -170,7 +170,7 @@ def test_the_clock_only_moves_freshness_forward_and_only_at_deadlines(
     ledger = fold_all(*events)
     allowed = {("fresh", "overdue"), ("pending", "never")}
     for cid, conn in ledger.connections.items():
-        rows = [r for (c, _), r in ledger.data_types.items() if c == cid]
+        rows = [r for (c, _), r in ledger.data_type_rows().items() if c == cid]
         before, after = assess(conn, rows, POLICY, at(first)), assess(conn, rows, POLICY, at(second))
         for old, new in zip(before.data_types, after.data_types, strict=True):
             assert old.freshness == new.freshness or (old.freshness, new.freshness) in allowed

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import select
 
 from schemas.events import parse_event
-from tests.support.ledger_memory import MemoryLedger
 from tests.support.workload import webhook_mix
 from workers.ingest.handle import FoldRequest, handle_webhooks
+from workers.ledger.bulk_fold import MemoryLedger
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 from workers.runtime.db import make_engine, upgrade

@@ -17,7 +17,6 @@ import pytest
 from schemas.events import parse_event, parse_time
 from tests.support.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.support.builders import SECRET
-from tests.support.ledger_memory import MemoryLedger
 from tests.support.services import (
     ServiceProcess,
     free_port,
@@ -28,6 +27,7 @@ from tests.support.services import (
     wait_until_healthy,
 )
 from tests.support.workload import Delivery, signed, webhook_mix
+from workers.ledger.bulk_fold import MemoryLedger
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +98,7 @@ def assert_api_matches(base: str, deliveries: list[Delivery]) -> None:
                 assert conn["last_sync_status"] == want.last_sync_status
                 assert conn["platform_name"] == want.platform_name
                 syncs = all_pages(client, f"/v1/connections/{conn['id']}/syncs")
-                want_syncs = {s.id: s for s in expected.syncs.values() if s.connection_id == conn["id"]}
+                want_syncs = {s.id: s for s in expected.sync_rows().values() if s.connection_id == conn["id"]}
                 assert {s["id"]: s["phase"] for s in syncs} == {k: v.phase for k, v in want_syncs.items()}
                 assert conn["sync_active"] == any(s.phase == "active" for s in want_syncs.values())
                 seen += 1

@@ -26,7 +26,7 @@ from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, Company, WebhookEvent
-from workers.runtime.metrics import record_fold
+from workers.runtime.metrics import record_folds
 
 log = logging.getLogger("synctrack.worker")
 
@@ -117,14 +117,16 @@ def handle_webhooks(
     for entry in entries:
         per_event.setdefault(entry.data.get("event_id", ""), []).append(entry)
     results: list[Outcome] = []
+    handled: list[tuple[Event | str | None, str, bool]] = []
     for done in outcomes:
         if isinstance(done, Outcome):
             results.append(done)
             continue
         mine = per_event.get(done.request.message_id, [])
         _log(done, len(mine))
-        record_fold(done.event or done.row.get("event_type"), done.outcome, now, done.request.replay)
+        handled.append((done.event or done.row.get("event_type"), done.outcome, done.request.replay))
         results.append(Outcome(done.outcome, tuple(mine)))
+    record_folds(handled, now)
     return results
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, insert
 
 from schemas.events import Event
-from workers.ledger.fold import ConnectionSlice, fold, fold_company
+from workers.ledger.fold import Change, ConnectionSlice, fold, fold_company
 from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
@@ -40,7 +40,9 @@ class MemoryLedger:
         self.syncs: dict[str, dict[str, SyncRow]] = {}
         self.open_syncs: dict[str, set[str]] = {}
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event) -> list[Change]:
+        """Fold `event`; return its changes (as the store would announce them)."""
+        changes: list[Change] = []
         if event.company_id:
             company = self.companies.setdefault(event.company_id, CompanyRow(event.company_id))
             fold_company(company, event)
@@ -48,9 +50,10 @@ class MemoryLedger:
         if event.company_deleted:
             targets = sorted(self.members.get(event.company_id or "", ()))
         for connection_id in targets:
-            self._fold_connection(connection_id, event)
+            changes += self._fold_connection(connection_id, event)
+        return changes
 
-    def _fold_connection(self, connection_id: str, event: Event) -> None:
+    def _fold_connection(self, connection_id: str, event: Event) -> list[Change]:
         conn = self.connections.get(connection_id)
         if conn is None:
             conn = ConnectionRow(id=connection_id, company_id=event.company_id or "")
@@ -72,13 +75,13 @@ class MemoryLedger:
             syncs={sync_id: syncs[sync_id] for sync_id in wanted if sync_id in syncs},
             company_deleted_at=company.deleted_at if company else None,
         )
-        fold(state, event)
+        changes = fold(state, event)
         self.members.setdefault(conn.company_id, set()).add(connection_id)
         if state.purge_history:
             types.clear()
             syncs.clear()
             open_ids.clear()
-            return
+            return changes
         for sync_id in state.deleted_syncs:
             syncs.pop(sync_id, None)
             open_ids.discard(sync_id)
@@ -89,6 +92,30 @@ class MemoryLedger:
             else:
                 open_ids.discard(row.id)
         types.update(state.data_types)
+        return changes
+
+    def sync_rows(self) -> dict[str, SyncRow]:
+        """Every sync, by id."""
+        return {sid: row for rows in self.syncs.values() for sid, row in rows.items()}
+
+    def data_type_rows(self) -> dict[tuple[str, str], DataTypeRow]:
+        """Every data type's state, by (connection, data type)."""
+        return {(cid, dt): row for cid, rows in self.data_types.items() for dt, row in rows.items()}
+
+    def dump(self) -> dict[str, Any]:
+        """Every row as column -> value, keyed and sorted: what tests compare ledgers by."""
+        return {
+            "companies": {k: as_values(v) for k, v in sorted(self.companies.items())},
+            "connections": {k: as_values(v) for k, v in sorted(self.connections.items())},
+            "data_types": {
+                f"{cid}/{dt}": as_values(row)
+                for cid, rows in sorted(self.data_types.items())
+                for dt, row in sorted(rows.items())
+            },
+            "syncs": {
+                k: as_values(v) for k, v in sorted((s.id, s) for rows in self.syncs.values() for s in rows.values())
+            },
+        }
 
     def rows(self) -> dict[Table, Iterable[dict[str, Any]]]:
         """Every row, table by table, as column -> value."""

@@ -23,14 +23,14 @@ hands each slice its company's deletion time, and folds every known connection o
 
 from __future__ import annotations
 
-from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Literal
 
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import connection_status_rank, outcome_rank, phase_of
-from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, clone
 
 ChangeKind = Literal["connection.updated", "sync.started", "sync.completed", "sync.failed"]
 
@@ -50,6 +50,7 @@ VISIBLE_FIELDS = (
     "last_successful_sync_at",
     "last_sync_status",
 )
+_visible = attrgetter(*VISIBLE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,11 @@ class ConnectionSlice:
 
 
 def stamp(at: datetime, rank: int, event_id: str) -> str:
-    """A sortable text stamp; microseconds always written so text order equals time order."""
-    return f"{at.strftime('%Y-%m-%dT%H:%M:%S.%f')}|{rank:02d}|{event_id}"
+    """A sortable text stamp; microseconds always written so text order equals time order.
+
+    The wall-clock digits of `at` as given (``%Y-%m-%dT%H:%M:%S.%f``), written by `isoformat` — the same text
+    as `strftime`, at a fraction of its cost (the fold writes several stamps per event)."""
+    return f"{at.replace(tzinfo=None).isoformat(timespec='microseconds')}|{rank:02d}|{event_id}"
 
 
 def _min(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -109,7 +113,7 @@ def fold_company(company: CompanyRow, event: Event) -> bool:
 def fold(state: ConnectionSlice, event: Event) -> list[Change]:
     """Apply `event` to one connection's slice; return the changes worth announcing."""
     conn = state.connection
-    before = {name: getattr(conn, name) for name in VISIBLE_FIELDS}
+    before = _visible(conn)
     changes: list[Change] = []
     if event.company_id and not conn.company_id:
         conn.company_id = event.company_id
@@ -128,7 +132,7 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
         state.data_types.clear()
         state.deleted_syncs.update(state.syncs)
         state.syncs.clear()
-    if any(getattr(conn, name) != value for name, value in before.items()):
+    if _visible(conn) != before:
         changes.insert(0, Change("connection.updated", conn.id, None, event.id))
     return changes
 
@@ -302,4 +306,4 @@ def _finish_kind(phase: str) -> ChangeKind:
 
 
 def _snapshot(row: SyncRow) -> SyncRow:
-    return copy(row)
+    return clone(row)

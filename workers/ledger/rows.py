@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 OPEN_PHASES = ("active", "stale")
 """Phases of a sync still waiting for its result (`stale`: waiting too long, but a result still closes it)."""
@@ -105,6 +107,11 @@ def _getter(row_type: type) -> Callable[[Any], tuple[Any, ...]]:
 def fingerprint(row: Any) -> tuple[Any, ...]:
     """Everything the row holds, to tell afterwards whether the fold changed it."""
     return _getter(type(row))(row)
+
+
+def clone(row: R) -> R:
+    """A shallow copy of a row (a fresh dataclass with the same field values)."""
+    return type(row)(*_getter(type(row))(row))
 
 
 def as_values(row: Any) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import glob
 import os
 import tempfile
 import threading
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -204,6 +206,31 @@ def record_fold(event: Event | str | None, outcome: str, started: datetime, repl
             if current > m.last_folded_at:
                 m.last_folded_at = current
                 m.last_folded.set(current)
+
+
+def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], started: datetime) -> None:
+    """`record_fold` for a whole batch — (event, outcome, replay) each — counted per label set, not per event:
+    in multiprocess mode every increment is a write to this process's metrics file."""
+    m = metrics()
+    counts: Counter[tuple[str, str, str]] = Counter()
+    newest = 0.0
+    for event, outcome, replay in handled:
+        event_type = event.event_type if isinstance(event, Event) else event
+        counts[(event_type_label(event_type), outcome, "true" if replay else "false")] += 1
+        if isinstance(event, Event) and outcome == "processed":
+            newest = max(newest, event.generated_at.timestamp())
+    if not counts:
+        return
+    for labels, count in counts.items():
+        m.folded.labels(*labels).inc(count)
+    seconds = max(0.0, (datetime.now(UTC) - started).total_seconds())
+    for _ in range(sum(counts.values())):
+        m.fold_seconds.observe(seconds)
+    if newest:
+        with m.lock:
+            if newest > m.last_folded_at:
+                m.last_folded_at = newest
+                m.last_folded.set(newest)
 
 
 def record_codat_call(status: int | str) -> None:
