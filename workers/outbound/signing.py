@@ -3,6 +3,10 @@
 `webhook-signature` is a space-separated list of `v1,<base64 HMAC>` entries: during a secret rotation
 it carries one per valid secret, so a receiver verifying with either the old or the new secret accepts
 the message (any Svix / Standard Webhooks library does this).
+
+Signed with the Standard Webhooks reference library (`standardwebhooks`, the core svix's own `Webhook`
+wraps): the same signatures, without importing svix's whole API client (~20 MB in every process that
+imports this module, web and worker alike).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import base64
 import secrets
 from datetime import datetime
 
-from svix.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 24
