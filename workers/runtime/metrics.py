@@ -15,11 +15,10 @@ cached `Metrics` object. Labels stay bounded: event types outside `KNOWN_EVENT_T
 
 from __future__ import annotations
 
-import glob
 import os
 import tempfile
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,20 +94,21 @@ def forget_dead_processes(path: str, everything: bool = False) -> int:
     At a scrape only live gauges go (e.g. SSE clients): a dead process's counters still count. When a
     process starts (`everything`), all of a dead process's files go, so the directory does not grow
     with every restart; totals then restart lower, which Prometheus reads as a counter reset.
-    """
-    from prometheus_client import multiprocess
 
-    dead = set()
-    for name in glob.glob(os.path.join(path, "*.db" if everything else "gauge_live*_*.db")):
-        pid_text = Path(name).stem.rsplit("_", 1)[-1]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
-            dead.add(int(pid_text))
+    Several processes do this at once (web and worker start together; every scrape does it), so a
+    file may vanish between listing and removing it: that is the outcome wanted, not an error.
+    """
+    files: dict[int, list[str]] = defaultdict(list)
+    for name in os.listdir(path):  # one listing, grouped by pid (not one glob per dead process)
+        if name.endswith(".db") and (everything or name.startswith("gauge_live")):
+            pid_text = name.removesuffix(".db").rsplit("_", 1)[-1]
+            if pid_text.isdigit():
+                files[int(pid_text)].append(name)
+    dead = [pid for pid in files if not _alive(pid)]
     for pid in dead:
-        if everything:
-            for name in glob.glob(os.path.join(path, f"*_{pid}.db")):
-                os.remove(name)
-        else:
-            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        # Every file of the pid, or only its live gauges (what prometheus-client's `mark_process_dead` removes).
+        for name in files[pid]:
+            Path(path, name).unlink(missing_ok=True)
     return len(dead)
 
 
