@@ -14,13 +14,15 @@ rounds, which other load on the machine inflates least — and the median, for
 * the endpoint behind the webhook guard (source allow-list, body deadline, failure budget) and the counters;
 * the whole app as served (what a request to `synctrack web` runs once uvicorn has parsed it).
 
-Every request must be answered 202 and every event queued.
+Counters are file-backed (prometheus multiprocess mode), as `synctrack web` runs them. Every request must be
+answered 202.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +48,7 @@ from tests.support.builders import SECRET  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from tests.support.workload import Delivery, signed, webhook_mix  # noqa: E402
 from workers.runtime.db import upgrade  # noqa: E402
+from workers.runtime.metrics import MULTIPROC_ENV  # noqa: E402
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -110,6 +113,8 @@ def signed_requests(count: int) -> list[tuple[bytes, dict[str, Any]]]:
 
 async def run(requests: int, concurrency: int, rounds: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="receiver-cost-"))
+    os.environ[MULTIPROC_ENV] = str(folder / "metrics")  # file-backed counters, as `synctrack web` runs them
+    (folder / "metrics").mkdir()
     database_url = f"sqlite:///{folder / 'ledger.db'}"
     upgrade(database_url)
     namespace = f"bench-receiver-cost-{uuid.uuid4().hex[:8]}"
