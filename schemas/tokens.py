@@ -31,3 +31,16 @@ class TokenOut(BaseModel):
     company_id: str
     rights: list[Right]
     expires_at: UtcTime
+
+
+class RevokedOut(BaseModel):
+    """`POST /v1/tokens/{token_id}/revoke`: the token answers 401 from now on, in every web process."""
+
+    token_id: str
+    company_id: str | None
+    """The token's company when it was minted through `POST /v1/tokens`; null when Synctrack cannot know."""
+    revoked_at: UtcTime
+    revoked_by: str
+    """The admin's token subject (`admin:<first 8 hex of its hash>`), as the audit log records it."""
+    kept_until: UtcTime
+    """The revocation is kept until then: the token's expiry (or the longest a token can live)."""

@@ -34,6 +34,7 @@ from service.ingest.enqueue import WebhookQueue
 from service.ingest.guard import WebhookGuard
 from service.ingest.receiver import Receiver
 from service.security.middleware import security_middleware
+from service.security.revocation import RevocationList
 from service.stream import routes as stream
 from service.stream.entry import METHODS as STREAM_METHODS
 from service.stream.entry import StreamEntry
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.engine = engine
     app.state.freshness = FreshnessPolicy.from_settings(settings)
     app.state.redis = redis
+    app.state.revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
     app.state.queue = queue
     app.state.fanout = fanout
     app.state.admin_redis = blocking

@@ -46,7 +46,7 @@ from workers.ledger.views import load_connection, sync_out
 log = logging.getLogger("synctrack.actions")
 
 DATA_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
-ACTIONS = ("refresh", "unlink", "delete")
+ACTIONS = ("refresh", "unlink", "delete", "revoke_token")
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ from schemas.subscriptions import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
-from schemas.tokens import TokenIn, TokenOut
+from schemas.tokens import RevokedOut, TokenIn, TokenOut
 
 JSON = "application/json"
 
@@ -179,6 +179,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/v1/tokens"): Operation(
         "Mint a company-scoped token (admin only)", TokenOut, 201, request=TokenIn, errors=(409,)
+    ),
+    ("POST", "/v1/tokens/{token_id}/revoke"): Operation(
+        "Revoke a company-scoped token: 401 from its next request on, in every web process (admin only)",
+        RevokedOut,
+        errors=(400, 503),
     ),
     ("POST", "/v1/subscriptions"): Operation(
         "Create an outbound subscription (the answer shows its secret)",

@@ -36,6 +36,7 @@ from service.security.header_limits import HeaderLimitMiddleware
 from service.security.json_only import JsonOnlyMiddleware
 from service.security.local_only import check_local_request
 from service.security.parameters import check_parameters
+from service.security.revocation import RevocationList
 from service.security.rules import ADMIN, Kind, Rule, check_company, needs_lookup, rule_for
 from service.security.sources import SourceResolver, bucket_key, is_loopback, parse_networks
 from service.security.tokens import LOCAL_DEVELOPER, AdminTokens, Authenticator, InvalidToken, Principal, TokenSigner
@@ -93,6 +94,13 @@ class AuthMiddleware:
             return
         try:
             principal = self.authenticate(scope, rule, query_token)
+            if principal.token_id is not None and await self.revocations(scope).is_revoked(principal.token_id):
+                raise ApiError(
+                    401,
+                    ErrorCode.UNAUTHORIZED,
+                    "the token has been revoked",
+                    headers={"WWW-Authenticate": 'Bearer realm="synctrack"'},
+                )
             if rule.kind != Kind.COMPANY and not principal.is_admin:
                 raise ApiError(403, ErrorCode.FORBIDDEN, "this route needs an admin token")
             check_parameters(scope, path_params)
@@ -105,6 +113,10 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+    def revocations(self, scope: Scope) -> RevocationList:
+        revocations: RevocationList = scope["app"].state.revocations
+        return revocations
 
     def route_rule(self, scope: Scope) -> tuple[Rule, dict[str, Any]]:
         """The rule of the route the router will choose, and that route's path parameters."""

@@ -94,6 +94,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/v1/connections/{connection_id}"): company("delete", "connection"),
     # Admin only
     ("POST", "/v1/tokens"): ADMIN,
+    ("POST", "/v1/tokens/{token_id}/revoke"): ADMIN,
     ("POST", "/v1/admin/imports"): ADMIN,
     ("GET", "/v1/admin/imports"): ADMIN,
     ("GET", "/v1/admin/imports/{job_id}"): ADMIN,

@@ -6,8 +6,8 @@
   nothing to brute-force, unlike a password.
 * **Company-scoped tokens** are minted for one company's browser session: ``st1.<payload>.<signature>``,
   the payload base64url JSON ``{"cid", "r", "iat", "exp", "jti"}``, the signature HMAC-SHA256 under a key
-  derived from `SYNCTRACK_TOKEN_SIGNING_KEY`. They expire and cannot be revoked one by one: keep them
-  short-lived (rotating the signing key revokes them all).
+  derived from `SYNCTRACK_TOKEN_SIGNING_KEY`. They expire; one can be revoked by its id
+  (`service/security/revocation.py`), and rotating the signing key revokes them all.
 
 Every comparison of a secret value is constant-time (`hmac.compare_digest`).
 """
@@ -57,6 +57,8 @@ class Principal:
     """Safe to log and to record as an audit actor: never the token itself."""
     company_id: str | None = None
     rights: frozenset[str] = field(default_factory=frozenset)
+    token_id: str | None = None
+    """A company token's id (`jti`): what `POST /v1/tokens/{token_id}/revoke` names."""
 
     @property
     def is_admin(self) -> bool:
@@ -114,7 +116,8 @@ class ScopedClaims:
     token_id: str
 
     def principal(self) -> Principal:
-        return Principal("company", f"company:{self.company_id}:{self.token_id}", self.company_id, self.rights)
+        subject = f"company:{self.company_id}:{self.token_id}"
+        return Principal("company", subject, self.company_id, self.rights, self.token_id)
 
 
 def _b64(raw: bytes) -> str:

@@ -1,0 +1,77 @@
+"""Company tokens revoked one by one: a list in Redis every web process reads, kept until the token expires.
+
+`POST /v1/tokens/{token_id}/revoke` writes ``{namespace}:revoked-token:{token_id}`` with a lifetime
+reaching the token's expiry; from then on `AuthMiddleware` answers the token 401 in every web process
+(one `EXISTS` per company-token request). The expiry is known when the token was minted through
+`POST /v1/tokens` (``{namespace}:minted-token:{token_id}`` holds its company and expiry until then);
+for any other token the entry is kept for `SYNCTRACK_TOKEN_MAX_TTL`, the longest a token can live.
+
+Unreadable list, unknown answer: a company-token request is refused with 503 rather than served.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from schemas.errors import ApiError, ErrorCode
+
+
+def revoked_key(namespace: str, token_id: str) -> str:
+    return f"{namespace}:revoked-token:{token_id}"
+
+
+def minted_key(namespace: str, token_id: str) -> str:
+    return f"{namespace}:minted-token:{token_id}"
+
+
+@dataclass(frozen=True)
+class Revocation:
+    token_id: str
+    company_id: str | None
+    """The token's company, when it was minted through the API (else unknown)."""
+    kept_until: int
+    """Unix seconds: the token's expiry (or the longest it could live)."""
+
+
+class RevocationList:
+    def __init__(self, redis: Redis, namespace: str, max_ttl_seconds: float) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.max_ttl_seconds = int(max_ttl_seconds)
+
+    async def remember_minted(self, token_id: str, company_id: str, expires_at: int) -> None:
+        """Note a minted token's company and expiry, until it expires (so a revocation knows both)."""
+        ttl = max(1, expires_at - int(time.time()))
+        value = json.dumps({"company_id": company_id, "exp": expires_at})
+        await self.redis.set(minted_key(self.namespace, token_id), value, ex=ttl)
+
+    async def revoke(self, token_id: str, by: str) -> Revocation:
+        """Put `token_id` on the list until its expiry. Raises ApiError 503 when Redis cannot be reached."""
+        now = int(time.time())
+        try:
+            raw = await self.redis.get(minted_key(self.namespace, token_id))
+            minted = json.loads(raw) if raw else {}
+            until = int(minted.get("exp", now + self.max_ttl_seconds))
+            record = json.dumps({"by": by, "at": now})
+            await self.redis.set(revoked_key(self.namespace, token_id), record, ex=max(1, until - now))
+        except RedisError:
+            raise unavailable() from None
+        return Revocation(token_id, minted.get("company_id"), until)
+
+    async def is_revoked(self, token_id: str) -> bool:
+        """Raises ApiError 503 when the list cannot be read (a revoked token must not slip through)."""
+        try:
+            return bool(await self.redis.exists(revoked_key(self.namespace, token_id)))
+        except RedisError:
+            raise unavailable() from None
+
+
+def unavailable() -> ApiError:
+    return ApiError(
+        503, ErrorCode.NOT_READY, "the token revocation list cannot be read; retry later", headers={"Retry-After": "5"}
+    )
