@@ -10,13 +10,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, or_
+from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.api import CompanyOut, EventDetail, EventOut, Page
+from schemas.api import EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.statuses import FRESHNESS, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
@@ -24,6 +24,8 @@ from service.security.scope import company_filter
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import Company, Connection, FreshnessRecord, Sync, WebhookEvent
 from workers.ledger.views import (
+    company_out,
+    company_rows_query,
     connection_out,
     connection_rows_query,
     load_connection_detail,
@@ -56,28 +58,12 @@ def not_found(kind: str, ident: str) -> ApiError:
 def list_companies(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 1, ("text",))
-    counts = (
-        select(Connection.company_id, func.count().label("n"))
-        .where(col(Connection.deleted_at).is_(None))
-        .group_by(col(Connection.company_id))
-        .subquery()
-    )
-    query = (
-        select(Company, func.coalesce(counts.c.n, 0))
-        .join(counts, counts.c.company_id == Company.id, isouter=True)
-        .order_by(col(Company.id))
-        .limit(limit + 1)
-    )
+    query = company_rows_query().limit(limit + 1)
     if cursor:
         query = query.where(col(Company.id) > cursor[0])
     with Session(engine_of(request)) as session:
         rows = session.exec(query).all()
-    items = [
-        CompanyOut(
-            id=c.id, name=c.name, connection_count=n, deleted_at=c.deleted_at, description=c.description, tags=c.tags
-        )
-        for c, n in rows[:limit]
-    ]
+    items = [company_out(c, n) for c, n in rows[:limit]]
     return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 

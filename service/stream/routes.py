@@ -45,7 +45,7 @@ from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
-from workers.ledger.views import connection_out, connection_rows_query, load_freshness, sync_out
+from workers.ledger.views import connection_out, connection_rows_query, load_companies, load_freshness, sync_out
 
 log = logging.getLogger("synctrack.stream")
 
@@ -76,7 +76,8 @@ def reset_frame(position: str, reason: str) -> bytes:
 def load_snapshot(
     engine: Engine, stream_filter: StreamFilter, freshness: FreshnessPolicy = DEFAULT_POLICY
 ) -> dict[str, Any]:
-    """The filtered connections and active syncs, as the JSON API shows them (freshness judged now)."""
+    """The filtered connections and active syncs, as the JSON API shows them (freshness judged now), and the
+    companies they belong to (with `deleted_at`)."""
     connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
     syncs = select(Sync).where(Sync.phase == "active")
     syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)
@@ -91,7 +92,9 @@ def load_snapshot(
         sync_rows = session.exec(syncs).all()
         shown = connection_rows[:SNAPSHOT_LIMIT]
         fresh = load_freshness(session, [conn for conn, _, _ in shown], freshness, datetime.now(UTC))
+        companies = load_companies(session, {*stream_filter.company_ids, *(conn.company_id for conn, _, _ in shown)})
     return {
+        "companies": [company.model_dump(mode="json") for company in companies[:SNAPSHOT_LIMIT]],
         "connections": [
             connection_out(conn, name, bool(active), fresh[conn.id]).model_dump(mode="json")
             for conn, name, active in shown

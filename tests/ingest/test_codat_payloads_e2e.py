@@ -120,7 +120,9 @@ def test_company_deleted_deletes_its_connections_in_the_api_the_stream_and_for_a
     assert listed["connection_count"] == 2
     stream_url = f"{dev.base_url}/v1/stream?company_id={company_id}"
     with SseClient(stream_url, headers=ADMIN_HEADERS) as stream:
-        assert stream.next().event == "snapshot"
+        snapshot = stream.next()
+        assert snapshot.event == "snapshot"
+        assert [(c["id"], c["deleted_at"]) for c in snapshot.json()["companies"]] == [(company_id, None)]
         deleted_at = minutes_ago(10)
         folded(dev, [post(dev, company_event("company.deleted", minutes=deleted_at, company_id=company_id))])
         updates = [e.json() for e in stream.take(2) if e.event == "connection.updated"]
@@ -142,6 +144,9 @@ def test_company_deleted_deletes_its_connections_in_the_api_the_stream_and_for_a
     assert dev.get(f"/v1/connections/{a}/syncs").json()["items"] == []  # history goes, as for connection.deleted
     listed = company(dev, company_id)
     assert listed["deleted_at"] is not None and listed["connection_count"] == 0  # still listed: audit material
+    with SseClient(stream_url, headers=ADMIN_HEADERS) as again:
+        (shown,) = again.next().json()["companies"]
+    assert (shown["id"], shown["deleted_at"]) == (company_id, listed["deleted_at"])
     for response in (
         dev.post(f"/v1/connections/{a}/unlink"),
         dev.delete(f"/v1/connections/{b}"),

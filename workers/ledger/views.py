@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Exists, exists
+from sqlalchemy import Exists, exists, func
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
 
-from schemas.api import ConnectionDetail, ConnectionOut, DataTypeOut, SyncOut
+from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, SyncOut
 from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
@@ -127,3 +127,38 @@ def load_connection_detail(
     fresh = assess(connection, types, policy, now)
     base = connection_out(connection, company_name, bool(active), fresh)
     return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, fresh.of(t.data_type)) for t in types])
+
+
+def company_out(company: Company, connection_count: int) -> CompanyOut:
+    return CompanyOut(
+        id=company.id,
+        name=company.name,
+        connection_count=connection_count,
+        deleted_at=company.deleted_at,
+        description=company.description,
+        tags=company.tags,
+    )
+
+
+def company_rows_query() -> Select[Company, int]:
+    """Companies with their count of connections not deleted, in id order, for listing."""
+    counts = (
+        select(Connection.company_id, func.count().label("n"))
+        .where(col(Connection.deleted_at).is_(None))
+        .group_by(col(Connection.company_id))
+        .subquery()
+    )
+    return (
+        select(Company, func.coalesce(counts.c.n, 0))
+        .join(counts, counts.c.company_id == Company.id, isouter=True)
+        .order_by(col(Company.id))
+    )
+
+
+def load_companies(session: Session, company_ids: Iterable[str]) -> list[CompanyOut]:
+    """These companies (those the ledger holds), in id order."""
+    ids = sorted(set(company_ids))
+    if not ids:
+        return []
+    rows = session.exec(company_rows_query().where(col(Company.id).in_(ids))).all()
+    return [company_out(company, count) for company, count in rows]
