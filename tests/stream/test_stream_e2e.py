@@ -154,7 +154,13 @@ def test_a_dashboard_gets_a_snapshot_then_every_change_in_order_as_the_api_shows
         filtered = company.next().json()
         assert {c["id"] for c in filtered["connections"]} == {conn_x}
         assert [s["connection_id"] for s in filtered["syncs"]] == [conn_x]
-        assert connection.next().json() == {"connections": [], "syncs": [], "truncated": False, "event_id": None}
+        assert connection.next().json() == {
+            "companies": [],
+            "connections": [],
+            "syncs": [],
+            "truncated": False,
+            "event_id": None,
+        }
 
         completed = post(base, read_completed(minutes=now_minutes(), company_id=company_x, connection_id=conn_x))
         wait_folded(base, conn_x, sync_active=False)
