@@ -203,3 +203,20 @@ def test_compose_redis_keeps_acknowledged_webhooks_on_disk_and_never_evicts() ->
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] in ("always", "everysec")
     assert options["--maxmemory-policy"] == "noeviction"
+
+
+def test_nginx_logs_no_query_strings_or_referers_which_carry_tokens() -> None:
+    import re
+
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    code = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
+    formats = dict(re.findall(r"log_format\s+(\w+)\s+(?:escape=\w+\s+)?((?:'[^']*'\s*)+);", code))
+    access_logs = re.findall(r"access_log\s+([^;]+);", code)
+    assert access_logs, "without an access_log line nginx logs $request (with the query) in its default format"
+    for directive in access_logs:
+        parts = directive.split()
+        assert parts[0] == "off" or (len(parts) > 1 and parts[1] in formats), directive
+    for name, text in formats.items():
+        for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_", "$http_referer"):
+            assert variable not in text + " ", (name, variable)
+        assert "$uri" in text
