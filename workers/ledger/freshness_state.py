@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from schemas.statuses import Freshness
+from workers.ledger.bulk_sql import insert_rows
 from workers.ledger.freshness import ConnectionFreshness
 from workers.ledger.rows import ConnectionRow
 from workers.ledger.tables import Connection, FreshnessRecord
@@ -47,10 +46,6 @@ class Transition:
     @property
     def freshness_changed(self) -> bool:
         return self.previous != self.current.freshness
-
-
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def record_transitions(
@@ -91,13 +86,7 @@ def record_transitions(
                 "changed_at": changed_at,
             }
         )
-    if writes:
-        stmt = _insert(session)(RECORDS)
-        columns = ("company_id", "freshness", "expected_by", "overdue_data_types", "changed_at")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connection_id"], set_={c: getattr(stmt.excluded, c) for c in columns}
-        )
-        session.execute(stmt, writes)
+    insert_rows(session, RECORDS, writes, conflict=["connection_id"])
     return transitions
 
 

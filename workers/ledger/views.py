@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Exists, exists, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
 
@@ -81,17 +82,22 @@ def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | N
     )
 
 
+DATA_TYPES = DataTypeState.__table__  # type: ignore[attr-defined]
+
+
 def load_freshness(
     session: Session, connections: Iterable[Connection | ConnectionRow], policy: FreshnessPolicy, now: datetime
 ) -> dict[str, ConnectionFreshness]:
     """Each connection's freshness at `now`, reading all their data types in a few statements."""
     rows = {conn.id: conn for conn in connections}
-    types: dict[str, list[DataTypeState]] = {cid: [] for cid in rows}
+    types: dict[str, list[DataTypeRow]] = {cid: [] for cid in rows}
     ids = sorted(rows)
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ids[start : start + IN_CHUNK]
-        for row in session.exec(select(DataTypeState).where(col(DataTypeState.connection_id).in_(chunk))).all():
-            types[row.connection_id].append(row)
+        # Plain rows, not ORM objects: this runs in every fold's transaction.
+        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk))
+        for mapping in session.execute(query).mappings():
+            types[mapping["connection_id"]].append(DataTypeRow(**mapping))
     return {cid: assess(conn, types[cid], policy, now) for cid, conn in rows.items()}
 
 
