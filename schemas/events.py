@@ -9,13 +9,13 @@ syncs, stamped with the time Codat generated them. Actions and reconciliation bu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from schemas import ignored, normalise
 from schemas.errors import SynctrackError
+from schemas.json_codec import loads
 from schemas.statuses import is_connection_status
 
 Source = Literal["webhook", "action", "reconcile"]
@@ -173,20 +173,38 @@ def summarise_body(body: str) -> BodySummary | None:
     listing shows them; neither may fail on bad input, so this never raises.
     """
     try:
-        raw = json.loads(body)
+        raw = loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return summarise(raw)
+
+
+def summarise(raw: Any) -> BodySummary | None:
+    """`summarise_body` of a body already decoded."""
+    try:
         event_type, envelope_id = envelope_summary(raw)
-    except (ValueError, RecursionError, InvalidEnvelope):
+    except (InvalidEnvelope, RecursionError):
         return None
     company, connection = normalise.stored_summary(raw)
     return BodySummary(event_type, envelope_id, company, connection)
 
 
-def parse_event(raw: bytes | str, message_id: str, received_at: datetime) -> Event:
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A body already decoded from JSON, for `parse_event` (the worker decodes each body once)."""
+
+    value: Any
+
+
+def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: datetime) -> Event:
     """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEnvelope(f"not JSON: {exc}") from exc
+    if isinstance(raw, Decoded):
+        body = raw.value
+    else:
+        try:
+            body = loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEnvelope(f"not JSON: {exc}") from exc
     envelope_summary(body)
     if "eventType" in body:
         return _parse_current(body, message_id)

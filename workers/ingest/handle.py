@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from schemas.events import Event, InvalidEnvelope, parse_event, parse_time, summarise_body
+from schemas.events import Decoded, Event, InvalidEnvelope, parse_event, parse_time, summarise
+from schemas.json_codec import loads
 from workers.ledger.announce import announce_changes
 from workers.ledger.audit import confirm_actions
 from workers.ledger.bulk_sql import insert_rows, update_rows
@@ -142,13 +143,21 @@ def handle_webhook(
     return handle_webhooks(engine, feed, [FoldRequest(message_id, body, received_at, replay)])[0]
 
 
+_NOT_JSON = object()
+_NOT_DECODED = object()
+
+
 def _prepare(request: FoldRequest, previous: Any, now: datetime) -> _Work:
     """Parse one request's body and lay out the row that records it (new, or a replay's update)."""
     item = _Work(request)
     if previous is None:
         assert request.body is not None and request.received_at is not None
         body, received = request.body, parse_time(request.received_at)
-        summary = summarise_body(body)
+        try:
+            decoded: Any = loads(body)
+        except (ValueError, RecursionError):
+            decoded = _NOT_JSON
+        summary = None if decoded is _NOT_JSON else summarise(decoded)
         item.row = {
             "id": request.message_id,
             "event_type": summary.event_type if summary else "unknown",
@@ -161,8 +170,11 @@ def _prepare(request: FoldRequest, previous: Any, now: datetime) -> _Work:
     else:
         body, received = previous.body, previous.received_at
         item.row = {"id": request.message_id}
+        decoded = _NOT_DECODED
     try:
-        item.event = parse_event(body, request.message_id, received)
+        # The body decoded once for both the summary and the parse (a body that is not JSON raises here).
+        source = body if decoded is _NOT_DECODED or decoded is _NOT_JSON else Decoded(decoded)
+        item.event = parse_event(source, request.message_id, received)
         item.outcome = "processed" if item.event.known else "ignored"
         item.error = None if item.event.known else item.event.reason
     except InvalidEnvelope as exc:

@@ -8,7 +8,6 @@ that caused it. The stream is capped (XADD MAXLEN ~) so it keeps about the reten
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from schemas.events import Event
+from schemas.json_codec import dumps
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import ConnectionFreshness
 from workers.ledger.views import connection_out, sync_out
@@ -34,7 +34,7 @@ class FeedEntry:
             "event": self.name,
             "company_id": self.company_id,
             "connection_id": self.connection_id,
-            "data": json.dumps(self.data, separators=(",", ":")),
+            "data": dumps(self.data),
         }
 
 
