@@ -26,8 +26,9 @@ RESTART_DELAY_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
-def worker_process(threads: int) -> None:
-    """One worker process: build the broker and actors, run dramatiq's worker until SIGTERM."""
+def worker_process(threads: int, parent: int) -> None:
+    """One worker process: build the broker and actors, run dramatiq's worker until SIGTERM (or until its
+    supervisor, process `parent`, is gone)."""
     import dramatiq
 
     from schemas.settings import Settings
@@ -43,6 +44,14 @@ def worker_process(threads: int) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for each child
+    def watch_parent() -> None:
+        # A supervisor killed outright (SIGKILL, OOM) cannot stop its children: each stops when orphaned.
+        while not stopping.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("worker=%d result=orphaned stopping=true", os.getpid())
+                stopping.set()
+
+    threading.Thread(target=watch_parent, name="synctrack-parent-watch", daemon=True).start()
     broker, runtime = build_worker(settings)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=settings.worker_poll_ms)
     worker.start()
@@ -62,7 +71,7 @@ def supervise(processes: int, threads: int) -> int:
     stopping = threading.Event()
 
     def start(slot: int) -> None:
-        child = context.Process(target=worker_process, args=(threads,), name=f"synctrack-worker-{slot}")
+        child = context.Process(target=worker_process, args=(threads, os.getpid()), name=f"synctrack-worker-{slot}")
         child.start()
         if slot < len(children):
             children[slot] = child
