@@ -37,18 +37,28 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_dead_child_is_replaced_and_a_killed_supervisor_leaves_no_child_behind(
-    tmp_path: Path, redis_url: str, namespace: str
-) -> None:
+def start_worker(tmp_path: Path, redis_url: str, namespace: str) -> ServiceProcess:
+    """`synctrack worker --processes 2` on a fresh SQLite ledger and the real Redis."""
     env = {
         "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
         "SYNCTRACK_REDIS_URL": redis_url,
         "SYNCTRACK_REDIS_NAMESPACE": namespace,
     }
     assert run_db_upgrade(env, tmp_path, 60).returncode == 0
-    worker = ServiceProcess(["worker", "--processes", "2", "--threads", "2"], env, tmp_path, "worker")
+    return ServiceProcess(["worker", "--processes", "2", "--threads", "2"], env, tmp_path, "worker")
+
+
+def two_children(worker: ServiceProcess) -> set[int] | None:
+    found = children_of(worker.proc.pid)
+    return found if len(found) == 2 else None
+
+
+def test_a_dead_child_is_replaced_and_a_killed_supervisor_leaves_no_child_behind(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
+    worker = start_worker(tmp_path, redis_url, namespace)
     try:
-        first = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children_of(worker.proc.pid)), 60)
+        first = wait_for(lambda: two_children(worker), 60)
         victim = sorted(first)[0]
         os.kill(victim, signal.SIGKILL)
         replaced = wait_for(
@@ -66,15 +76,9 @@ def test_a_dead_child_is_replaced_and_a_killed_supervisor_leaves_no_child_behind
 def test_sigterm_stops_every_child_and_the_supervisor_exits_cleanly(
     tmp_path: Path, redis_url: str, namespace: str
 ) -> None:
-    env = {
-        "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "SYNCTRACK_REDIS_URL": redis_url,
-        "SYNCTRACK_REDIS_NAMESPACE": namespace,
-    }
-    assert run_db_upgrade(env, tmp_path, 60).returncode == 0
-    worker = ServiceProcess(["worker", "--processes", "2", "--threads", "2"], env, tmp_path, "worker")
+    worker = start_worker(tmp_path, redis_url, namespace)
     try:
-        children = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children_of(worker.proc.pid)), 60)
+        children = wait_for(lambda: two_children(worker), 60)
         wait_for(lambda: worker.output().count("result=ready") == 2, 60, message="both children ready")
         os.kill(worker.proc.pid, signal.SIGTERM)
         assert worker.proc.wait(60) == 0
