@@ -32,6 +32,10 @@ from tests.support.services import (
 from tests.support.sse_client import SseClient, SseEvent
 from workers.ledger.changes import stream_key
 
+FRESHNESS = frozenset({"connection.freshness_changed"})
+"""Freshness announcements (tested in tests/jobs/test_freshness_e2e.py) interleave with the changes these
+tests count; the first test checks where they fall, the others leave them out."""
+
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 CONNECTION_FIELDS = {"id", "company_id", "status", "sync_active", "last_sync_at", "platform_name", "metadata"}
@@ -138,9 +142,10 @@ def test_a_dashboard_gets_a_snapshot_then_every_change_in_order_as_the_api_shows
     wait_folded(base, conn_x, sync_active=True)
 
     with (
-        SseClient(f"{base}/v1/stream", ADMIN_HEADERS) as everything,
-        SseClient(f"{base}/v1/stream?company_id={company_x}", ADMIN_HEADERS) as company,
-        SseClient(f"{base}/v1/stream?connection_id=none-such,{conn_y}", ADMIN_HEADERS) as connection,
+        SseClient(f"{base}/v1/stream", ADMIN_HEADERS, ignore=FRESHNESS) as everything,
+        SseClient(f"{base}/v1/stream?company_id={company_x}", ADMIN_HEADERS, ignore=FRESHNESS) as company,
+        SseClient(f"{base}/v1/stream?connection_id=none-such,{conn_y}", ADMIN_HEADERS, ignore=FRESHNESS) as connection,
+        SseClient(f"{base}/v1/stream", ADMIN_HEADERS) as announced,
     ):
         assert everything.status == 200
         snapshot = everything.next()
@@ -195,6 +200,12 @@ def test_a_dashboard_gets_a_snapshot_then_every_change_in_order_as_the_api_shows
         assert seen[5].json()["connection_id"] == conn_y
         assert seen[5].json()["phase"] == "active"
 
+        # Unfiltered by name, the same stream carries each freshness change right after its batch's changes.
+        assert announced.next().event == "snapshot"
+        with_freshness = announced.take(8)
+        assert [e.id for e in with_freshness if e.event not in FRESHNESS] == [e.id for e in seen]
+        assert [(e.json()["connection"]["id"], e.json()["previous"], e.json()["current"]) for e in with_freshness
+                if e.event in FRESHNESS] == [(conn_x, "pending", "fresh"), (conn_y, None, "pending")]  # fmt: skip
         assert [(e.id, e.event) for e in company.take(4)] == [(e.id, e.event) for e in seen[:4]]
         assert [(e.id, e.event) for e in connection.take(2)] == [(e.id, e.event) for e in seen[4:]]
         time.sleep(1.2)
@@ -206,9 +217,9 @@ def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
     base, _ = stack
     company_id, conn = ids()
     url = f"{base}/v1/stream?company_id={company_id}"
-    with SseClient(url, ADMIN_HEADERS) as witness:
+    with SseClient(url, ADMIN_HEADERS, ignore=FRESHNESS) as witness:
         start = witness.next()
-        with SseClient(url, ADMIN_HEADERS) as client:
+        with SseClient(url, ADMIN_HEADERS, ignore=FRESHNESS) as client:
             assert client.next().event == "snapshot"
             post(base, connection_event(minutes=now_minutes(), company_id=company_id, connection_id=conn))
             before = client.take(2)
@@ -222,7 +233,9 @@ def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
         all_so_far = witness.take(2 + 4 + 1)
         assert {e.json()["event_id"] for e in all_so_far[2:]} == {missed_a, missed_b}
 
-        with SseClient(url, headers={**ADMIN_HEADERS, "Last-Event-ID": before[-1].id or ""}) as resumed:
+        with SseClient(
+            url, headers={**ADMIN_HEADERS, "Last-Event-ID": before[-1].id or ""}, ignore=FRESHNESS
+        ) as resumed:
             caught_up = resumed.take(5)
             assert [(e.id, e.event, e.data) for e in caught_up] == [(e.id, e.event, e.data) for e in all_so_far[2:]]
             live = post(
@@ -237,7 +250,7 @@ def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
         assert [(e.id, e.data) for e in witness.take(2)] == [(e.id, e.data) for e in fresh]
 
         # The query parameter works too (for clients that cannot set headers), from the snapshot's id.
-        with SseClient(f"{url}&last_event_id={start.id}", ADMIN_HEADERS) as from_snapshot:
+        with SseClient(f"{url}&last_event_id={start.id}", ADMIN_HEADERS, ignore=FRESHNESS) as from_snapshot:
             everything = from_snapshot.take(9)
             assert [e.id for e in everything] == [e.id for e in [*all_so_far, *fresh]]
             assert from_snapshot.drain(0.5) == []
@@ -247,7 +260,7 @@ def test_an_id_trimmed_by_retention_or_unknown_gets_one_reset_then_live_changes(
     base, namespace = stack
     company_id, conn = ids()
     url = f"{base}/v1/stream?company_id={company_id}"
-    with SseClient(url, ADMIN_HEADERS) as client:
+    with SseClient(url, ADMIN_HEADERS, ignore=FRESHNESS) as client:
         client.next()
         post(base, connection_event(minutes=now_minutes(), company_id=company_id, connection_id=conn))
         old = client.take(2)[-1]
@@ -262,7 +275,7 @@ def test_an_id_trimmed_by_retention_or_unknown_gets_one_reset_then_live_changes(
     writer.xtrim(stream_key(namespace), minid=f"{int(newest.split('-')[0]) + 1}-0", approximate=False)
 
     for last_event_id in (old.id or "", "not-an-id", "99999999999999-0"):
-        with SseClient(url, headers={**ADMIN_HEADERS, "Last-Event-ID": last_event_id}) as client:
+        with SseClient(url, headers={**ADMIN_HEADERS, "Last-Event-ID": last_event_id}, ignore=FRESHNESS) as client:
             reset = client.next()
             assert reset.event == "reset"
             assert reset.json()["reason"] == "last_event_id_not_found"
@@ -283,7 +296,7 @@ def test_an_id_trimmed_by_retention_or_unknown_gets_one_reset_then_live_changes(
 
 def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: tuple[str, str]) -> None:
     base, _ = stack
-    with SseClient(f"{base}/v1/stream", ADMIN_HEADERS) as warm:
+    with SseClient(f"{base}/v1/stream", ADMIN_HEADERS, ignore=FRESHNESS) as warm:
         warm.next()
     idle = wait_for(lambda: (s := status(base))["clients"] == 0 and s, timeout=10, message="no clients")
     urls = [
@@ -291,7 +304,7 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
         f"{base}/v1/stream?company_id=a,b",
         f"{base}/v1/stream?connection_id=c&connection_id=d",
     ]
-    clients = [SseClient(urls[i % 3], ADMIN_HEADERS) for i in range(24)]
+    clients = [SseClient(urls[i % 3], ADMIN_HEADERS, ignore=FRESHNESS) for i in range(24)]
     for client in clients:
         client.next()
     busy = status(base)
@@ -396,7 +409,7 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
         stuck.close()
 
         # Stopping the server ends its open streams at once, not after the 20 s graceful timeout.
-        with SseClient(f"{base}/v1/stream", ADMIN_HEADERS) as last:
+        with SseClient(f"{base}/v1/stream", ADMIN_HEADERS, ignore=FRESHNESS) as last:
             last.next()
             started = time.monotonic()
             webs[0].stop()
@@ -448,7 +461,7 @@ def test_synctrack_dev_streams_changes_and_announces_a_stale_sync(tmp_path: Path
     company_id, conn = ids()
     with (
         services(tmp_path, env, dev=True) as [base],
-        SseClient(f"{base}/v1/stream?connection_id={conn}", ADMIN_HEADERS) as client,
+        SseClient(f"{base}/v1/stream?connection_id={conn}", ADMIN_HEADERS, ignore=FRESHNESS) as client,
     ):
         assert client.next().event == "snapshot"
         linked = post(base, connection_event(minutes=now_minutes(), company_id=company_id, connection_id=conn))

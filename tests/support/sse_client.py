@@ -34,6 +34,8 @@ class SseClient:
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+    ignore: frozenset[str] = frozenset()
+    """Event names this client drops as they arrive (a test about other events leaves them out)."""
     status: int | None = None
     comments: int = 0
     ended: bool = False
@@ -64,7 +66,7 @@ class SseClient:
                     if self._stop.is_set():
                         return
                     if line == "":
-                        if data or fields.get("event"):
+                        if (data or fields.get("event")) and fields.get("event") not in self.ignore:
                             self._events.put(
                                 SseEvent(fields.get("id"), fields.get("event", "message"), "\n".join(data))
                             )
