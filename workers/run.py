@@ -19,11 +19,36 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any
+
+from workers.runtime.queues import WEBHOOK_QUEUE
 
 log = logging.getLogger("synctrack.worker")
 
 RESTART_DELAY_SECONDS = 1.0
+IDLE_POLL_MS = 1_000
+"""How long an idle consumer of the other queues (delay queues, `ops`, `deliveries`) sleeps between polls:
+dramatiq's default. Each poll costs CPU; only the webhooks queue is worth polling often."""
 SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def poll_quickly(worker: Any, queues: list[str], poll_ms: int) -> None:
+    """Make the consumers of `queues` sleep at most `poll_ms` between polls when idle.
+
+    dramatiq gives every consumer of a worker the one `worker_timeout`; ten consumers polling every few
+    milliseconds would spend a good share of a core doing nothing. The consumer thread reads its
+    `worker_timeout` whenever it (re)creates its consumer, and the Redis consumer reads its `timeout` on every
+    idle poll, so setting both after start applies at once and survives a reconnect."""
+    deadline = time.monotonic() + 10
+    for name in queues:
+        thread = worker.consumers.get(name)
+        if thread is None:
+            continue
+        thread.worker_timeout = poll_ms
+        while getattr(thread, "consumer", None) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if getattr(thread, "consumer", None) is not None:
+            thread.consumer.timeout = poll_ms
 
 
 def worker_process(threads: int, parent: int) -> None:
@@ -44,6 +69,7 @@ def worker_process(threads: int, parent: int) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for each child
+
     def watch_parent() -> None:
         # A supervisor killed outright (SIGKILL, OOM) cannot stop its children: each stops when orphaned.
         while not stopping.wait(1.0):
@@ -53,8 +79,9 @@ def worker_process(threads: int, parent: int) -> None:
 
     threading.Thread(target=watch_parent, name="synctrack-parent-watch", daemon=True).start()
     broker, runtime = build_worker(settings)
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=settings.worker_poll_ms)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=IDLE_POLL_MS)
     worker.start()
+    poll_quickly(worker, [WEBHOOK_QUEUE], settings.worker_poll_ms)
     start_periodic(runtime)
     log.info("worker=%d result=ready threads=%d poll_ms=%d", os.getpid(), threads, settings.worker_poll_ms)
     stopping.wait()
