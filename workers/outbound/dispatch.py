@@ -214,8 +214,11 @@ class Dispatcher(threading.Thread):
         entries = list(entries)
         if not entries:
             return 0
-        changes = [StreamChange.from_entry(i, f) for i, f in entries]
         subscriptions = enabled_subscriptions(self.engine)
+        if not subscriptions:  # the common case without outbound webhooks: nothing to read or write
+            self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
+            return len(entries)
+        changes = [StreamChange.from_entry(i, f) for i, f in entries]
         now = datetime.now(UTC)
         rows = [
             delivery_row(subscription, change, now)
