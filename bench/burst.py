@@ -27,10 +27,9 @@ from sqlalchemy import Engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import LUA, OUT, ROOT, cpu_seconds, machine, running, start, write_presigned, wrk  # noqa: E402
+from bench.harness import LUA, OUT, cpu_seconds, machine, running, write_presigned, wrk  # noqa: E402
 from bench.ingest import start_redis  # noqa: E402
-from bench.sustained import database  # noqa: E402
-from tests.support.builders import SECRET  # noqa: E402
+from bench.sustained import database, start_stack  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 from tests.support.workload import webhook_mix  # noqa: E402
 from workers.runtime.db import make_engine  # noqa: E402
@@ -117,23 +116,9 @@ def main() -> None:
     redis_proc, redis_port, _ = start_redis("everysec")
     try:
         with database(args.database) as url:
-            env = {
-                "SYNCTRACK_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "SYNCTRACK_REDIS_NAMESPACE": NAMESPACE,
-                "SYNCTRACK_DATABASE_URL": url,
-                "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-                "SYNCTRACK_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-            }
-            upgrade_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-            upgrade = [sys.executable, "-m", "service.cli", "db", "upgrade"]
-            subprocess.run(upgrade, env=upgrade_env, check=True, cwd=OUT, stdout=subprocess.DEVNULL)
-            port = free_port()
-            web_argv = ["-m", "service.cli", "web", "--host", "127.0.0.1", "--port", str(port)]
-            web = start("burst-web", [*web_argv, "--workers", str(args.web_processes)], env, port)
-            worker_argv = ["-m", "service.cli", "worker", "--processes", str(args.worker_processes)]
-            threads = ["--threads", str(args.threads)] if args.threads else []
-            worker = start("burst-worker", [*worker_argv, *threads], env)
-            time.sleep(4)
+            processes = (args.web_processes, args.worker_processes, args.threads)
+            web, worker = start_stack("burst", url, redis_port, *processes)
+            port = web.port
             try:
                 result = burst(url, port, presigned, distinct, args.connections, worker.pids)
             finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import OUT, Server, cpu_seconds, machine, rss_mib, start, wrk  # noqa: E402
+from bench.harness import OUT, ROOT, Server, cpu_seconds, machine, rss_mib, start, wrk  # noqa: E402
 from bench.ingest import start_redis  # noqa: E402
 from tests.support.builders import SECRET  # noqa: E402
 from tests.support.services import free_port, fresh_postgres_database  # noqa: E402
@@ -74,6 +75,29 @@ def database(kind: str) -> Iterator[str]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         yield f"sqlite:///{path}"
+
+
+def start_stack(
+    name: str, url: str, redis_port: int, web_processes: int, worker_processes: int, threads: int
+) -> tuple[Server, Server]:
+    """Migrate the database, then start `synctrack web` and `synctrack worker` on it and the given Redis; return
+    them once the web answers and the workers had a moment to boot. `threads` 0 keeps the CLI's default."""
+    env = {
+        "SYNCTRACK_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SYNCTRACK_REDIS_NAMESPACE": NAMESPACE,
+        "SYNCTRACK_DATABASE_URL": url,
+        "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
+        "SYNCTRACK_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+    upgrade = [sys.executable, "-m", "service.cli", "db", "upgrade"]
+    subprocess.run(upgrade, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=True, cwd=OUT)
+    port = free_port()
+    web_argv = ["-m", "service.cli", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", str(web_processes)]
+    web = start(f"{name}-web", web_argv, env, port)
+    worker_argv = ["-m", "service.cli", "worker", "--processes", str(worker_processes)]
+    worker = start(f"{name}-worker", [*worker_argv, *(["--threads", str(threads)] if threads else [])], env)
+    time.sleep(4)
+    return web, worker
 
 
 def offer(rate: float, seconds: int, web: Server, worker: Server, redis_pid: int, client: redis.Redis) -> Attempt:
@@ -159,21 +183,9 @@ def main() -> None:
     )
     try:
         with database(args.database) as url:
-            env = {
-                "SYNCTRACK_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "SYNCTRACK_REDIS_NAMESPACE": NAMESPACE,
-                "SYNCTRACK_DATABASE_URL": url,
-                "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-                "SYNCTRACK_LOG_LEVEL": "WARNING",
-            }
-            subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], env=env, check=True, cwd=OUT)
-            port = free_port()
-            web_argv = ["-m", "service.cli", "web", "--host", "127.0.0.1", "--port", str(port)]
-            web = start("sustained-web", [*web_argv, "--workers", str(args.web_processes)], env, port)
-            worker_argv = ["-m", "service.cli", "worker", "--processes", str(args.worker_processes)]
-            threads = ["--threads", str(args.threads)] if args.threads else []
-            worker = start("sustained-worker", [*worker_argv, *threads], env)
-            time.sleep(3)
+            web, worker = start_stack(
+                "sustained", url, redis_port, args.web_processes, args.worker_processes, args.threads
+            )
             try:
                 rates = [float(r) for r in args.rates.split(",")]
                 if args.soak_minutes:

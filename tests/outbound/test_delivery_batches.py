@@ -6,10 +6,8 @@ Against a real local HTTP receiver, on SQLite and PostgreSQL, with the dispatche
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from prometheus_client import REGISTRY
 from redis import Redis
 from sqlalchemy import Engine
@@ -33,19 +31,6 @@ from workers.outbound.dispatch import Dispatcher
 from workers.runtime.delivery_queue import BATCH_SIZE, DELIVER_BATCH_ACTOR, DELIVERY_QUEUE, enqueue_deliveries
 from workers.runtime.metrics import metrics
 from workers.runtime.queues import queue_keys
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(slow_seconds=2.0) as server:
-        yield server
-
-
-@pytest.fixture
-def deliverer(settings: Settings, engine: Engine, redis: Redis) -> Iterator[Deliverer]:
-    deliverer = Deliverer(settings, engine, redis)
-    yield deliverer
-    deliverer.close()
 
 
 def queued_messages(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> list[dict[str, Any]]:

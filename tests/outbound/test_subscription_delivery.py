@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from prometheus_client import REGISTRY
 from redis import Redis
 from sqlalchemy import Engine
@@ -33,19 +31,6 @@ from workers.outbound.dispatch import Dispatcher
 from workers.outbound.objects import signing_keys
 from workers.runtime.delivery_queue import DELIVERY_QUEUE
 from workers.runtime.metrics import metrics
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(slow_seconds=2.0) as server:
-        yield server
-
-
-@pytest.fixture
-def deliverer(settings: Settings, engine: Engine, redis: Redis) -> Iterator[Deliverer]:
-    deliverer = Deliverer(settings, engine, redis)
-    yield deliverer
-    deliverer.close()
 
 
 def dispatch_one(settings: Settings, engine: Engine, redis: Redis, **change: Any) -> list[Delivery]:
