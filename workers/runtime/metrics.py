@@ -193,24 +193,10 @@ def record_webhook(event_type: str | None, result: str, reason: str = "", count:
         m.signature_failures.labels(reason).inc(count)
 
 
-def record_fold(event: Event | str | None, outcome: str, started: datetime, replay: bool) -> None:
-    """Count one event a worker handled (`event`: the parsed event, or the stored type when it did not
-    parse); `started` is when its batch's transaction began."""
-    m = metrics()
-    event_type = event.event_type if isinstance(event, Event) else event
-    m.folded.labels(event_type_label(event_type), outcome, "true" if replay else "false").inc()
-    m.fold_seconds.observe(max(0.0, (datetime.now(UTC) - started).total_seconds()))
-    if isinstance(event, Event) and outcome == "processed":
-        current = event.generated_at.timestamp()
-        with m.lock:
-            if current > m.last_folded_at:
-                m.last_folded_at = current
-                m.last_folded.set(current)
-
-
 def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], started: datetime) -> None:
-    """`record_fold` for a whole batch — (event, outcome, replay) each — counted per label set, not per event:
-    in multiprocess mode every increment is a write to this process's metrics file."""
+    """Count the events a worker handled in one batch: (event, outcome, replay) each, `event` the parsed event or
+    the stored type when it did not parse; `started` is when the batch's transaction began. Counted per label
+    set, not per event: in multiprocess mode every increment is a write to this process's metrics file."""
     m = metrics()
     counts: Counter[tuple[str, str, str]] = Counter()
     newest = 0.0

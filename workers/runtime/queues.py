@@ -110,16 +110,6 @@ def queued_messages(redis: Redis, namespace: str, queue: str) -> list[dramatiq.M
     return [dramatiq.Message.decode(raw if isinstance(raw, bytes) else raw.encode()) for raw in raws if raw]
 
 
-def depths(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> tuple[int, int, int]:
-    """(waiting, delayed, dead) message counts of `queue`, in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.llen(queue_keys(namespace, queue)[0])
-    pipe.llen(queue_keys(namespace, delayed_queue(queue))[0])
-    pipe.zcard(dead_letter_keys(namespace, queue)[0])
-    waiting, delayed, dead = pipe.execute()
-    return int(waiting), int(delayed), int(dead)
-
-
 def unacknowledged(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> list[dramatiq.Message[Any]]:
     """The messages of `queue` that workers have fetched and not yet acknowledged (dramatiq's per-worker ack sets
     ``{ns}:__acks__.{worker}.{queue}``): what a worker killed now would leave for the broker to requeue."""
