@@ -43,7 +43,7 @@ from bench.harness import machine  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.ingest.guard import WebhookGuard  # noqa: E402
-from service.ingest.receiver import Receiver  # noqa: E402
+from service.ingest.receiver import Receiver, WebhookHeaders  # noqa: E402
 from tests.support.builders import SECRET  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from tests.support.workload import Delivery, signed, webhook_mix  # noqa: E402
@@ -123,7 +123,13 @@ async def run(requests: int, concurrency: int, rounds: int) -> None:
     )
     app = create_app(settings)
     receiver = Receiver(settings.webhook_secrets, app.state.queue, settings.max_body_bytes)
-    endpoint = request_response(receiver.handle)
+
+    async def endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        answer = await receiver.handle(WebhookHeaders.of(scope), receive, deadline, 10)
+        await send({"type": "http.response.start", "status": answer.status, "headers": []})
+        await send({"type": "http.response.body", "body": answer.body})
+
     rows: list[tuple[str, App]] = [
         ("bare endpoint: read the body, answer 202 (baseline)", request_response(bare)),
         ("the receiver's endpoint alone", endpoint),

@@ -29,11 +29,12 @@ from service.api import scrape as metrics
 from service.api.outbound_context import Outbound
 from service.common.direct import DirectRoutes
 from service.common.errors import error_response
+from service.common.front import FrontApp
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
 from service.ingest.guard import WebhookGuard
 from service.ingest.receiver import Receiver
-from service.security.middleware import security_middleware
+from service.security.middleware import security_middleware, webhook_middleware
 from service.security.revocation import RevocationList
 from service.stream import routes as stream
 from service.stream.entry import METHODS as STREAM_METHODS
@@ -50,6 +51,8 @@ from workers.runtime.broker import async_redis, sync_redis
 from workers.runtime.db import make_engine, require_current_schema, upgrade
 
 log = logging.getLogger("synctrack.app")
+
+WEBHOOK_PATH = "/webhooks/codat"
 
 
 def as_api_error(request: Request, exc: Exception) -> ApiError:
@@ -119,12 +122,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     webhooks = WebhookGuard(receiver, settings)
     stream_entry = StreamEntry(on_error=answer_error)
-    # The hot and the long-lived routes are served by the innermost middleware, past the router
-    # (service/common/direct.py); they stay in `routes` for the router's 404/405, the rules and the docs.
-    direct: dict[tuple[str, str], ASGIApp] = {("POST", "/webhooks/codat"): webhooks}
-    direct |= {(method, stream.STREAM_PATH): stream_entry for method in STREAM_METHODS}
+    # The webhook route is served in front of the middleware stack, with its own few layers
+    # (service/common/front.py); the long-lived stream by the innermost middleware, past the router
+    # (service/common/direct.py). Both stay in `routes` for the router's 404/405, the rules and the docs.
+    front: dict[tuple[str, str], ASGIApp] = {("POST", WEBHOOK_PATH): webhook_middleware(webhooks, settings)}
+    direct: dict[tuple[str, str], ASGIApp] = {(method, stream.STREAM_PATH): stream_entry for method in STREAM_METHODS}
     routes = [
-        Route("/webhooks/codat", webhooks, methods=["POST"]),
+        Route(WEBHOOK_PATH, webhooks, methods=["POST"]),
         *health.routes,
         *api.routes,
         *stream.routes,
@@ -137,7 +141,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *token_routes.routes,
         *openapi.routes,
     ]
-    app = Starlette(
+    app = FrontApp(
+        front=front,
+        cors=bool(settings.cors_origins),
         routes=routes,
         middleware=[*security_middleware(settings), Middleware(DirectRoutes, routes=direct)],
         lifespan=lifespan,

@@ -11,10 +11,10 @@ reaches the queue; a failure leaves no seen-key behind, so Codat's retry is not 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import redis.asyncio
 from redis.exceptions import RedisError
 
@@ -87,9 +87,9 @@ class WebhookQueue:
     async def _run(self, batch: list[_Item]) -> list[object]:
         redis_id, prefix, suffix = encode_frame(WEBHOOK_QUEUE, FOLD_BATCH_ACTOR)
         keys = [self.messages_key, self.queue_key]
-        args = [str(self.dedupe_seconds), redis_id, prefix, suffix]
+        args: list[str | bytes] = [str(self.dedupe_seconds), redis_id, prefix, suffix]
         for item in batch:
             keys.append(self.seen_key(item.message_id))
-            args.append(json.dumps([item.message_id, item.body, item.received_at]))
+            args.append(orjson.dumps([item.message_id, item.body, item.received_at]))
         # redis-py's Script loads the script again by itself if Redis restarted (NOSCRIPT).
         return list(await self._script(keys=keys, args=args))

@@ -19,19 +19,30 @@ import asyncio
 import logging
 import time
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
-from service.ingest.receiver import Receiver, check_timestamp, read_body, signature_headers, verify_signature
+from service.ingest.receiver import (
+    Answer,
+    Receiver,
+    Refused,
+    WebhookHeaders,
+    check_timestamp,
+    read_body,
+    signature_headers,
+    verify_signature,
+)
 from service.ingest.tally import WebhookTally
 from service.security.failure_budget import FailureLimiter
-from service.security.sources import SourceResolver, bucket_key, parse_networks
+from service.security.sources import SourceResolver, bucket_key, is_within, parse_networks
 
 log = logging.getLogger("synctrack.receiver")
+
+SOURCE_MEMO_SIZE = 4096
+"""Sources remembered per process (peer and forwarding headers → source, budget key, allowed): Codat
+sends from a handful of addresses, so parsing them for every webhook would be wasted."""
 
 
 class WebhookGuard:
@@ -39,7 +50,8 @@ class WebhookGuard:
 
     One frame from the route to the receiver — no request/response adapter, no wrapped `send` to learn
     the status (the guard holds the response it sends) — and counters written per turn of the event
-    loop (`service/ingest/tally.py`). Served past the router (`service/common/direct.py`).
+    loop (`service/ingest/tally.py`). Served in front of the app's general middleware
+    (`service/common/front.py`).
     """
 
     def __init__(self, receiver: Receiver, settings: Settings) -> None:
@@ -49,83 +61,83 @@ class WebhookGuard:
         self.limiter = FailureLimiter(settings.failure_limit_per_minute)
         self.body_timeout = settings.webhook_body_timeout_seconds
         self.tally = WebhookTally()
+        self._sources: dict[tuple[str, tuple[str, ...]], tuple[str, str, bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        receive = with_deadline(receive, time.monotonic() + self.body_timeout, self.body_timeout)
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         tally = self.tally
         tally.in_flight += 1
         try:
-            response = await self.answer(scope, receive)
-            await response(scope, receive, send)
+            headers = WebhookHeaders.of(scope)
+            try:
+                answer = await self.answer(scope, headers, receive, deadline)
+            except ApiError as refused:
+                await error_response(refused)(scope, receive, send)
+                return
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status,
+                    "headers": [(b"content-length", str(len(answer.body)).encode()), JSON_CONTENT],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.body})
         finally:
             tally.in_flight -= 1
             tally.settle()
 
-    async def answer(self, scope: Scope, receive: Receive) -> Response:
-        """The response to this webhook, in the order of the checks; a 4xx from the receiver is charged to
-        the source's failure budget."""
-        if self.allowed and not self.sources.within(scope, self.allowed):
+    def source(self, scope: Scope, headers: WebhookHeaders) -> tuple[str, str, bool]:
+        """(source address, its failure-budget key, whether it may deliver), remembered per peer and forwarding."""
+        client = scope.get("client")
+        memo_key = (str(client[0]) if client else "", headers.forwarded)
+        found = self._sources.get(memo_key)
+        if found is None:
+            source = self.sources.source_of(*memo_key)
+            found = (source, bucket_key(source), not self.allowed or is_within(source, self.allowed))
+            if len(self._sources) >= SOURCE_MEMO_SIZE:
+                self._sources.clear()
+            self._sources[memo_key] = found
+        return found
+
+    async def answer(self, scope: Scope, headers: WebhookHeaders, receive: Receive, deadline: float) -> Answer:
+        """The answer to this webhook, in the order of the checks; raises `ApiError` for a refusal, and a 4xx
+        from the receiver is charged to the source's failure budget."""
+        source, key, allowed = self.source(scope, headers)
+        if not allowed:
             detail = "this source address may not deliver webhooks (SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS)"
             self.tally.add(None, "rejected", ErrorCode.FORBIDDEN_NETWORK.value)
-            return error_response(ApiError(403, ErrorCode.FORBIDDEN_NETWORK, detail))
-        source = self.sources.source(scope)
-        key = bucket_key(source)
+            raise ApiError(403, ErrorCode.FORBIDDEN_NETWORK, detail)
         wait = self.limiter.retry_after(key)
         if wait is not None:
-            body = await self.genuine_body(scope, receive)
+            body = await self.genuine_body(headers, receive, deadline)
             if body is None:
                 self.tally.add(None, "rejected", ErrorCode.RATE_LIMITED.value)
                 detail = f"too many rejected webhooks from this source; retry in {wait} s"
-                return error_response(ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)}))
+                raise ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
             receive = replay(body, receive)
-        request = Request(scope, receive)
         try:
-            response = await self.receiver.handle(request)
+            answer = await self.receiver.handle(headers, receive, deadline, self.body_timeout)
         except ApiError as refused:
-            self.tally.add(getattr(request.state, "event_type", None), "rejected", refused.code.value)
+            self.tally.add(refused.event_type if isinstance(refused, Refused) else None, "rejected", refused.code.value)
             if 400 <= refused.status < 500 and self.limiter.charge(key):
                 log.warning("msg=source_rate_limited source=%s route=webhooks", source)
-            return error_response(refused)
-        result = "accepted" if response.status_code == 202 else "duplicate"
-        self.tally.add(getattr(request.state, "event_type", None), result)
-        return response
+            raise
+        self.tally.add(answer.event_type, answer.result)
+        return answer
 
-    async def genuine_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def genuine_body(self, headers: WebhookHeaders, receive: Receive, deadline: float) -> bytes | None:
         """The body, if the request carries a valid signature within the time tolerance; None otherwise."""
-        request = Request(scope, receive)
         try:
-            msg_id, timestamp, signature = signature_headers(request)
-            check_timestamp(timestamp, time.time())
-            body = await read_body(request, self.receiver.max_body_bytes)
-            verify_signature(self.receiver.verifiers, body, msg_id, timestamp, signature)
+            signed = signature_headers(headers)
+            check_timestamp(signed.timestamp, time.time())
+            body = await read_body(receive, headers, self.receiver.max_body_bytes, deadline, self.body_timeout)
+            verify_signature(self.receiver.verifiers, body, signed)
         except ApiError:
             return None
         return body
 
 
-def with_deadline(receive: Receive, deadline: float, timeout: float) -> Receive:
-    """A `receive` whose body messages must all arrive before `deadline` (monotonic), else ApiError 408.
-
-    Once the body is complete, later calls (waiting for a disconnect) are passed through unbounded.
-    """
-    complete = False
-
-    async def bounded() -> Message:
-        nonlocal complete
-        if complete:
-            return await receive()
-        try:
-            # asyncio.timeout, not wait_for: wait_for wraps every body read in a new task.
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                message = await receive()
-        except TimeoutError:
-            raise ApiError(
-                408, ErrorCode.REQUEST_TIMEOUT, f"the body did not arrive within {timeout:g} s; nothing was accepted"
-            ) from None
-        complete = message["type"] != "http.request" or not message.get("more_body", False)
-        return message
-
-    return bounded
+JSON_CONTENT = (b"content-type", b"application/json")
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

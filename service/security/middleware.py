@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 from anyio import to_thread
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -201,6 +202,27 @@ def take_query_token(scope: Scope) -> str | None:
         return None
     scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != QUERY_TOKEN]).encode("latin-1")
     return tokens[0]
+
+
+class QueryTokenScrub:
+    """Removes `?access_token=` from a route that takes no token, as `AuthMiddleware` does on every route,
+    so that no handler or access log sees it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        take_query_token(scope)
+        await self.app(scope, receive, send)
+
+
+def webhook_middleware(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """The webhook route's own stack, served in front of the app's (`service/common/front.py`): of the general
+    layers only those that act on it — header limits (431) first, the query-token scrub — then Starlette's
+    server-error layer, so an unexpected failure is answered 500 and logged exactly as elsewhere."""
+    return HeaderLimitMiddleware(
+        QueryTokenScrub(ServerErrorMiddleware(app)), max_header_bytes=settings.max_header_bytes
+    )
 
 
 def security_middleware(settings: Settings) -> list[Middleware]:

@@ -57,15 +57,16 @@ class SourceResolver:
 
     def source(self, scope: Scope) -> str:
         """The client's address as text (the peer's when it cannot be known better; "" when unknown)."""
-        peer = self.peer(scope)
+        forwarded = [value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-forwarded-for"]
+        return self.source_of(self.peer(scope), forwarded)
+
+    def source_of(self, peer: str, forwarded: Iterable[str]) -> str:
+        """`source` from its parts: the peer's address and the `X-Forwarded-For` headers, in order."""
         address = parse_address(peer)
         if address is None or not self.trusted or not _within(address, self.trusted):
             return str(address) if address is not None else peer
-        forwarded: list[str] = []
-        for name, value in scope.get("headers", []):
-            if name == b"x-forwarded-for":
-                forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
-        for hop in reversed(forwarded):
+        hops = [part.strip() for value in forwarded for part in value.split(",")]
+        for hop in reversed(hops):
             hop_address = parse_address(hop)
             if hop_address is None:
                 return hop  # malformed: whoever wrote it is the source, and it matches no network
@@ -75,8 +76,13 @@ class SourceResolver:
         return str(address)
 
     def within(self, scope: Scope, networks: list[Network]) -> bool:
-        address = parse_address(self.source(scope))
-        return address is not None and _within(address, networks)
+        return is_within(self.source(scope), networks)
+
+
+def is_within(source: str, networks: list[Network]) -> bool:
+    """Whether the source address (as `SourceResolver.source` gives it) lies in one of `networks`."""
+    address = parse_address(source)
+    return address is not None and _within(address, networks)
 
 
 def is_loopback(scope: Scope) -> bool:

@@ -1,4 +1,5 @@
-"""`POST /webhooks/codat` is served past the router, and its counters are written per turn of the event loop.
+"""`POST /webhooks/codat` is served in front of the app's general layers, and its counters are written per turn
+of the event loop.
 
 Straight through ASGI on the app `create_app` builds, with the embedded Redis: many webhooks in flight at
 once, as under load.
@@ -15,6 +16,7 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
+from service.ingest.guard import WebhookGuard
 from tests.support.builders import OTHER_SECRET, SECRET, connection_event, signed_request
 from tests.support.frames import frames_held
 from workers.runtime.db import upgrade
@@ -89,7 +91,7 @@ def test_webhooks_answered_together_are_counted_exactly_with_one_write_per_label
     assert len(writes) < 10  # 55 answers: a handful of writes, not one each
 
 
-def test_a_webhook_waiting_for_its_body_holds_no_frame_of_the_router(settings: Settings) -> None:
+def test_a_webhook_waiting_for_its_body_holds_only_the_layers_that_act_on_it(settings: Settings) -> None:
     app = create_app(settings)
     body, headers = signed_request(connection_event(), msg_id="msg_waiting")
 
@@ -106,9 +108,56 @@ def test_a_webhook_waiting_for_its_body_holds_no_frame_of_the_router(settings: S
 
     assert status == 202
     assert any("WebhookGuard.answer" in name for name in held), held
-    assert any("AuthMiddleware.__call__" in name for name in held), held
+    assert any("HeaderLimitMiddleware.__call__" in name for name in held), held
+    assert any("ServerErrorMiddleware.__call__" in name for name in held), held
+    skipped = ("AuthMiddleware", "JsonOnlyMiddleware", "DirectRoutes", "Starlette.__call__")
+    assert not [name for name in held if name.endswith(skipped)], held
     layers = ("starlette/routing.py", "starlette/middleware/exceptions.py", "starlette/_exception_handler.py")
     assert not [name for name in held if name.split(":")[0].endswith(layers)], held
+
+
+def test_the_webhook_route_still_refuses_oversized_headers_first(settings: Settings) -> None:
+    body, headers = signed_request(connection_event(), msg_id="msg_big_headers")
+    padded = headers | {f"x-pad-{i}": "x" * 100 for i in range(120)}
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/webhooks/codat", content=body, headers=padded)
+
+    assert answer.status_code == 431
+    assert answer.json()["error"] == "headers_too_large"
+
+
+def test_the_webhook_route_scrubs_a_query_token_before_anything_sees_it(settings: Settings) -> None:
+    seen: list[bytes] = []
+    app = create_app(settings)
+
+    async def spy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["query_string"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    layer: Any = app.front[("POST", "/webhooks/codat")]
+    while not isinstance(layer.app, WebhookGuard):  # the layers in front of the guard stay; the guard is spied on
+        layer = layer.app
+    layer.app = spy
+    body, headers = signed_request(connection_event(), msg_id="msg_query")
+    with TestClient(app) as client:
+        answer = client.post("/webhooks/codat?access_token=secret-value&x=1", content=body, headers=headers)
+
+    assert answer.status_code == 204
+    assert seen == [b"x=1"]
+
+
+def test_with_cors_configured_a_webhook_carrying_an_origin_gets_the_cors_answer(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"cors_origins": ["https://app.example"]}))
+    body, headers = signed_request(connection_event(), msg_id="msg_origin")
+    with TestClient(app) as client:
+        answer = client.post("/webhooks/codat", content=body, headers=headers | {"origin": "https://app.example"})
+        plain = client.post("/webhooks/codat", content=body, headers=headers)
+
+    assert answer.status_code == 202
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert plain.status_code == 200  # the same message again: a duplicate, through the front route
+    assert "access-control-allow-origin" not in plain.headers
 
 
 def test_other_methods_on_the_webhook_path_are_still_the_routers_405(settings: Settings) -> None:
