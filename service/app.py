@@ -83,7 +83,7 @@ async def answer_error(request: Request, exc: Exception) -> Response:
     return error_response(as_api_error(request, exc))
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> FrontApp:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     redis = async_redis(settings)
