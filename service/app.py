@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         if settings.embedded:
             upgrade(settings.database_url)
         else:
-            require_current_schema(engine, settings.database_url)
+            require_current_schema(engine)
         if not settings.webhook_secrets:
             log.warning("msg=no_webhook_secrets detail=%r", "set SYNCTRACK_WEBHOOK_SECRETS; every webhook is rejected")
         app.state.codat = CodatClient.from_settings(settings)

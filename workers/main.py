@@ -27,7 +27,7 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
     broker = make_broker(settings, client)
     engine = make_engine(settings.database_url)
     if check_schema:
-        require_current_schema(engine, settings.database_url)
+        require_current_schema(engine)
     feed = ChangeFeed(
         client, settings.redis_namespace, settings.stream_max_changes, settings.stream_retention_hours * 3600
     )

@@ -29,7 +29,7 @@ def reconcile(
     settings = Settings()
     configure_logging(settings)
     engine = make_engine(settings.database_url)
-    require_current_schema(engine, settings.database_url)
+    require_current_schema(engine)
     feed = None
     redis = sync_redis(settings)
     try:

@@ -35,4 +35,4 @@ def db_current() -> None:
 
     settings = Settings()
     engine = make_engine(settings.database_url)
-    typer.echo(f"database: {current_revision(engine)}  code: {head_revision(settings.database_url)}")
+    typer.echo(f"database: {current_revision(engine)}  code: {head_revision()}")

@@ -47,7 +47,7 @@ def import_account(
     logging.getLogger("synctrack.import").setLevel(logging.WARNING)  # the progress bar says the rest
     logging.getLogger("synctrack.codat").setLevel(logging.WARNING)
     engine = make_engine(settings.database_url)
-    require_current_schema(engine, settings.database_url)
+    require_current_schema(engine)
     if resume and company:
         raise typer.BadParameter(
             "--resume continues a job as it was created; leave --company out", param_hint="--resume"

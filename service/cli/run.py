@@ -82,7 +82,7 @@ def worker(
     configure_logging(settings)
     engine = make_engine(settings.database_url)
     try:
-        require_current_schema(engine, settings.database_url)
+        require_current_schema(engine)
     except SchemaOutOfDate as exc:
         typer.echo(f"synctrack worker: {exc}", err=True)
         raise typer.Exit(1) from None

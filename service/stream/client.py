@@ -155,6 +155,11 @@ class Subscriber:
         self._items.clear()
         self.wake()
 
+    def take_buffered(self) -> list[StreamChange]:
+        """Every change buffered now, oldest first; the buffer is left empty."""
+        items, self._items = self._items, []
+        return items
+
     async def next(self) -> StreamChange | None | Literal[False]:
         """The next buffered change; None once the subscriber is closed or has lost changes; False
         when a heartbeat is due."""

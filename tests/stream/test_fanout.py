@@ -7,16 +7,17 @@ import json
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio
+from sqlalchemy import Engine
 
 from service.stream.client import SLOW_CLIENT, STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
 from service.stream.fanout import Fanout, StreamUnavailable
-from service.stream.routes import resume_point
+from service.stream.routes import events, resume_point
 from workers.ledger.changes import ChangeFeed, FeedEntry, stream_key
 
 
@@ -305,6 +306,29 @@ def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
         ]
         sub.close()
         assert await sub.next() is None
+
+    run(scenario)
+
+
+def started(ident: str) -> StreamChange:
+    change = StreamChange.from_entry(ident, {"event": "sync.started", "data": "{}"})
+    assert change is not None
+    return change
+
+
+def test_changes_buffered_while_a_client_was_busy_reach_it_in_one_chunk_in_order_without_repeats() -> None:
+    async def scenario() -> None:
+        fanout = Fanout(fakeredis.FakeAsyncRedis(), "ns", capacity=10)
+        sub = Subscriber(StreamFilter(), capacity=10, now=0.0)
+        source = events(fanout, sub, cast(Engine, None), "5-0", SLOW_CLIENT)
+        assert b"event: reset" in await anext(source)
+        sub.offer(started("6-0"))
+        sub.offer(started("7-0"))
+        assert await anext(source) == started("6-0").frame + started("7-0").frame
+        sub.offer(started("7-0"))  # an overlap with what was sent (catch-up and buffer): not sent again
+        sub.offer(started("8-0"))
+        assert await anext(source) == started("8-0").frame
+        await source.aclose()
 
     run(scenario)
 

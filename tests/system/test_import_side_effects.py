@@ -46,3 +46,30 @@ def test_importing_every_module_creates_no_thread_engine_client_or_app() -> None
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["imported"] > 80
     assert (found["made"], found["threads"]) == ([], [])
+
+
+WEB_PROBE = r"""
+import json, sys
+import service.cli.main  # `synctrack web --workers 1` serves from the command's own process
+import service.asgi
+service.asgi.build()
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_a_web_process_on_sqlite_loads_neither_migrations_nor_the_embedded_redis_nor_psycopg(tmp_path: Path) -> None:
+    # Each is needed only elsewhere (`synctrack db upgrade`, `synctrack dev`, PostgreSQL) and, once imported,
+    # stays in the process's memory for good.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(ROOT),
+        "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "SYNCTRACK_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", WEB_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert {"starlette", "sqlalchemy", "redis", "uvicorn"} <= loaded  # the probe did build the web app
+    assert loaded & {"alembic", "mako", "fakeredis", "lupa", "psycopg"} == set()

@@ -7,7 +7,8 @@ PostgreSQL this module sends each table's rows as one statement whose parameters
 elements, not a statement. The SQL text is built once per (table, columns) and cached.
 
 SQLite keeps SQLAlchemy's executemany: its driver loops in C already, and its column types (datetimes as text)
-are SQLAlchemy's to encode.
+are SQLAlchemy's to encode. psycopg is imported when PostgreSQL rows are first written, so a process on
+SQLite does not load it (~10 MiB).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from psycopg.types.json import Json
 from sqlalchemy import JSON, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -62,6 +62,8 @@ def _pg_update_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
 
 
 def _pg_arrays(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    from psycopg.types.json import Json
+
     arrays = []
     for column in columns:
         values = [row[column] for row in rows]

@@ -7,18 +7,25 @@ worker of that one process. Keys live under `SYNCTRACK_REDIS_NAMESPACE`:
 * ``{ns}:webhooks`` — dramatiq's queue of webhooks to fold (its layout: `workers.runtime.queues`)
 * ``{ns}:seen:{message id}`` — receiver de-duplication, expires after the dedupe window
 * ``{ns}:changes`` — the change feed (a Redis Stream)
+
+fakeredis (with its Lua runtime, ~4 MiB of modules) is imported only by an embedded process, when it
+first asks for a client.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dramatiq
-import fakeredis
 import redis
 import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
 from workers.runtime.queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
+
+if TYPE_CHECKING:
+    import fakeredis
 
 FOLD_ACTOR = "fold_webhook"
 """Folds one webhook: what a batch message's event is split out into when it alone fails, and what older
@@ -36,18 +43,24 @@ def embedded_server() -> fakeredis.FakeServer:
     """The one in-process Redis of an embedded (`synctrack dev`) process."""
     global _embedded_server
     if _embedded_server is None:
+        import fakeredis
+
         _embedded_server = fakeredis.FakeServer()
     return _embedded_server
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
     if settings.embedded:
+        import fakeredis
+
         return fakeredis.FakeRedis(server=embedded_server())
     return redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
 
 
 def async_redis(settings: Settings) -> redis.asyncio.Redis:
     if settings.embedded:
+        import fakeredis
+
         return fakeredis.FakeAsyncRedis(server=embedded_server())
     # A blocking pool: under a burst, a request waits for a free connection instead of failing.
     pool = redis.asyncio.BlockingConnectionPool.from_url(

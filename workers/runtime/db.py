@@ -4,23 +4,30 @@ SQLite (the embedded default) runs in WAL mode and starts every transaction with
 SQLite allows one writer, and taking the write lock up front means two folds of the same connection
 queue behind each other instead of both reading and one failing on upgrade. PostgreSQL gets row locks
 from the store instead.
+
+Alembic is imported only by `upgrade` (`synctrack db upgrade`, `synctrack dev`). The check every process
+makes at start (`require_current_schema`) reads the ``alembic_version`` table with plain SQL and the head
+revision from the migration files' text: alembic and its templates are ~11 MiB of modules a web or worker
+process would otherwise keep for its whole life after using them once.
 """
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 from schemas.errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+VERSION_TABLE = "alembic_version"
+"""Where alembic records the revision a database is at (one row, column ``version_num``)."""
 
 
 class SchemaOutOfDate(ConfigError, RuntimeError):
@@ -64,6 +71,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
@@ -72,21 +81,62 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Create or migrate the schema (what `synctrack db upgrade` runs)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
-def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+def _revision_ids(path: Path) -> tuple[str | None, set[str]]:
+    """A migration file's ``revision`` and the revisions it follows (``down_revision``: one, several, or None)."""
+    revision: str | None = None
+    follows: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        target, value = (
+            (node.targets[0], node.value)
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            else (node.target, node.value)
+            if isinstance(node, ast.AnnAssign)
+            else (None, None)
+        )
+        if not isinstance(target, ast.Name) or value is None:
+            continue
+        if target.id == "revision":
+            revision = ast.literal_eval(value)
+        elif target.id == "down_revision":
+            down = ast.literal_eval(value)
+            follows |= {down} if isinstance(down, str) else set(down or ())
+    return revision, follows
+
+
+def head_revision() -> str | None:
+    """The newest revision of the code's migrations (the one no other follows); None without migrations.
+
+    Raises RuntimeError when the migrations branch into several heads (a merge migration is missing)."""
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        revision, follows = _revision_ids(path)
+        if revision is not None:
+            revisions.add(revision)
+            followed |= follows
+    heads = revisions - followed
+    if len(heads) > 1:
+        raise RuntimeError(f"the migrations have several heads: {', '.join(sorted(heads))}")
+    return next(iter(heads), None)
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, as alembic recorded it; None for a database never migrated."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        versions = sorted(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+    return ",".join(versions) or None
 
 
-def require_current_schema(engine: Engine, url: str) -> None:
-    """Refuse to run on a schema older (or newer) than this code expects."""
-    current, head = current_revision(engine), head_revision(url)
+def require_current_schema(engine: Engine) -> None:
+    """Refuse to run on a schema older (or newer) than this code expects (raises SchemaOutOfDate)."""
+    current, head = current_revision(engine), head_revision()
     if current != head:
         raise SchemaOutOfDate(
             f"database schema is at {current or 'nothing'}, this code needs {head}: "
