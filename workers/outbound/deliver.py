@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-import httpx
+import httpcore
 from redis import Redis
 from sqlalchemy import Engine, or_
 from sqlmodel import col, select, update
@@ -39,8 +39,8 @@ from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.objects import signing_keys, subscription_out
 from workers.outbound.record import Attempt, Claimed, Recorder, Result, load_subscriptions
 from workers.outbound.signing import webhook_headers
-from workers.outbound.transport import PinnedClient
-from workers.outbound.url_policy import UnsafeUrl, check_target
+from workers.outbound.transport import CLIENT_HEADERS, Destinations
+from workers.outbound.url_policy import UnsafeUrl
 from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
 
@@ -80,7 +80,7 @@ class RetryPolicy:
 
 
 class Deliverer:
-    """Makes attempts; one per process, shared by the actor's threads (httpx.Client is thread-safe)."""
+    """Makes attempts; one per process, shared by the actor's threads (so are its destinations' pools)."""
 
     def __init__(self, settings: Settings, engine: Engine, redis: Redis) -> None:
         self.settings = settings
@@ -95,7 +95,11 @@ class Deliverer:
         )
         self.timeout = settings.subscriptions_timeout_seconds
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        self.client = PinnedClient(self.timeout, httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.destinations = Destinations(
+            allow_http=settings.subscriptions_allow_http, allow_private=settings.subscriptions_allow_private
+        )
+        timeouts = {"connect": self.timeout, "read": self.timeout, "write": self.timeout, "pool": self.timeout}
+        self._extensions = {"timeout": timeouts}
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -107,7 +111,8 @@ class Deliverer:
             yield
 
     def close(self) -> None:
-        self.client.close()
+        """Close every destination's connections (the process is shutting down)."""
+        self.destinations.close()
 
     def run(self, delivery_id: str) -> Attempt:
         """Make the attempt that is due for `delivery_id`, and queue the next one if it failed."""
@@ -213,32 +218,32 @@ class Deliverer:
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
         try:
-            target = check_target(
-                url,
-                allow_http=self.settings.subscriptions_allow_http,
-                allow_private=self.settings.subscriptions_allow_private,
-            )
+            target_url, pool = self.destinations.route(url)
         except UnsafeUrl as exc:
             return None, f"url refused: {exc}"
         deadline = time.monotonic() + self.timeout
         try:
-            with (
-                self.client.pinned(target),
-                self.client.http.stream("POST", url, content=body.encode(), headers=headers) as response,
-            ):
+            with pool.stream(
+                "POST",
+                target_url,
+                headers=[*headers.items(), *CLIENT_HEADERS],
+                content=body.encode(),
+                extensions=self._extensions,
+            ) as response:
                 received = 0
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_stream():
                     received += len(chunk)
                     if received > MAX_RESPONSE_BYTES or time.monotonic() > deadline:
                         break  # the status is what counts; do not let a receiver hold the thread
-                return response.status_code, None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError):
+                return response.status, None
+        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            self.destinations.suspect(url)
             # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever
             # reads the delivery log which ports are open behind the address.
             return None, CONNECTION_FAILED
-        except httpx.TimeoutException:
+        except httpcore.TimeoutException:
             return None, f"timeout after {self.timeout:g}s"
-        except httpx.HTTPError:
+        except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.UnsupportedProtocol):
             return None, "the answer was not valid HTTP"
 
     def _log(self, result: Result, attempt: Attempt) -> None:
