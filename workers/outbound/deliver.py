@@ -30,6 +30,7 @@ from functools import partial
 import httpcore
 from redis import Redis
 from sqlalchemy import Engine, or_
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select, update
 
 from schemas.settings import Settings
@@ -55,6 +56,14 @@ MAX_RESPONSE_BYTES = 64 * 1024
 BATCH_SECONDS = 20.0
 """No POST of a batch starts later than this after its claim; the rest are released."""
 SUBSCRIPTION_INACTIVE = "subscription disabled"
+CLAIM_SQL = (
+    "UPDATE deliveries SET next_attempt_at = %(lease)s::timestamptz WHERE id IN (SELECT id FROM deliveries"
+    " WHERE id = ANY(%(ids)s::varchar[]) AND status = 'pending'"
+    " AND (next_attempt_at IS NULL OR next_attempt_at <= %(due)s::timestamptz) ORDER BY id FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, subscription_id, event_type, body, attempts, window_started_at"
+)
+"""The claim of `Deliverer._claim` on PostgreSQL, the ids as one array parameter: SQLAlchemy renders and binds
+an IN list of fifty parameters per batch otherwise."""
 CONNECTION_FAILED = "connection failed"
 """What `last_error` says whenever no connection could be made, whatever the reason underneath."""
 
@@ -183,28 +192,11 @@ class Deliverer:
         waited for: that attempt owns them."""
         lease = now + timedelta(seconds=BATCH_SECONDS + self.timeout + LEASE_MARGIN_SECONDS)
         due = now + timedelta(seconds=EARLY_TOLERANCE_SECONDS)
-        claimable = (
-            select(Delivery.id)
-            .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
-            .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
-            .order_by(col(Delivery.id))
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            update(Delivery)
-            .where(col(Delivery.id).in_(claimable.scalar_subquery()))
-            .values(next_attempt_at=lease)
-            .returning(
-                col(Delivery.id),
-                col(Delivery.subscription_id),
-                col(Delivery.event_type),
-                col(Delivery.body),
-                col(Delivery.attempts),
-                col(Delivery.window_started_at),
-            )
-        )
         with self._writing(), self.engine.begin() as conn:
-            rows = conn.execute(claim).all()
+            if conn.dialect.name == "postgresql":
+                rows = conn.exec_driver_sql(CLAIM_SQL, {"ids": list(delivery_ids), "due": due, "lease": lease}).all()
+            else:
+                rows = conn.execute(_claim_statement(delivery_ids, due, lease)).all()
             if not rows:
                 return {}
             subscriptions = load_subscriptions(conn, sorted({row.subscription_id for row in rows}))
@@ -266,6 +258,32 @@ class Deliverer:
         log.warning(
             "event=%s subscription=%s reason=%s", SUBSCRIPTION_DISABLED, subscription.id, subscription.disabled_reason
         )
+
+
+def _claim_statement(
+    delivery_ids: Sequence[str], due: datetime, lease: datetime
+) -> ReturningUpdate[str, str, str, str, int, datetime]:
+    """`CLAIM_SQL` as SQLAlchemy writes it for SQLite (which ignores FOR UPDATE: it has one writer)."""
+    claimable = (
+        select(Delivery.id)
+        .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
+        .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
+        .order_by(col(Delivery.id))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(Delivery)
+        .where(col(Delivery.id).in_(claimable.scalar_subquery()))
+        .values(next_attempt_at=lease)
+        .returning(
+            col(Delivery.id),
+            col(Delivery.subscription_id),
+            col(Delivery.event_type),
+            col(Delivery.body),
+            col(Delivery.attempts),
+            col(Delivery.window_started_at),
+        )
+    )
 
 
 def _count(record: Callable[[], None]) -> None:
