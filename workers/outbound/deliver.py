@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-import httpcore
 from redis import Redis
 from sqlalchemy import Engine, or_
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -37,10 +36,11 @@ from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
+from workers.outbound.http1 import BadAnswer, ConnectFailed, TimedOut
 from workers.outbound.objects import signing_keys, subscription_out
 from workers.outbound.record import Attempt, Claimed, Recorder, Result, load_subscriptions
 from workers.outbound.signing import webhook_headers
-from workers.outbound.transport import CLIENT_HEADERS, Destinations
+from workers.outbound.transport import Destinations
 from workers.outbound.url_policy import UnsafeUrl
 from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
@@ -107,8 +107,6 @@ class Deliverer:
         self.destinations = Destinations(
             allow_http=settings.subscriptions_allow_http, allow_private=settings.subscriptions_allow_private
         )
-        timeouts = {"connect": self.timeout, "read": self.timeout, "write": self.timeout, "pool": self.timeout}
-        self._extensions = {"timeout": timeouts}
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -210,33 +208,19 @@ class Deliverer:
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
         try:
-            target_url, pool = self.destinations.route(url)
+            code = self.destinations.post(url, headers.items(), body.encode(), self.timeout, MAX_RESPONSE_BYTES)
         except UnsafeUrl as exc:
             return None, f"url refused: {exc}"
-        deadline = time.monotonic() + self.timeout
-        try:
-            with pool.stream(
-                "POST",
-                target_url,
-                headers=[*headers.items(), *CLIENT_HEADERS],
-                content=body.encode(),
-                extensions=self._extensions,
-            ) as response:
-                received = 0
-                for chunk in response.iter_stream():
-                    received += len(chunk)
-                    if received > MAX_RESPONSE_BYTES or time.monotonic() > deadline:
-                        break  # the status is what counts; do not let a receiver hold the thread
-                return response.status, None
-        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+        except ConnectFailed:
             self.destinations.suspect(url)
             # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever
             # reads the delivery log which ports are open behind the address.
             return None, CONNECTION_FAILED
-        except httpcore.TimeoutException:
+        except TimedOut:
             return None, f"timeout after {self.timeout:g}s"
-        except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.UnsupportedProtocol):
+        except BadAnswer:
             return None, "the answer was not valid HTTP"
+        return code, None
 
     def _log(self, result: Result, attempt: Attempt) -> None:
         log.info(

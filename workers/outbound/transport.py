@@ -1,10 +1,10 @@
 """Where outbound deliveries are sent from: one connection pool per destination, connecting only to the
 addresses the URL check approved.
 
-A destination is a URL's scheme, host and port. `Destinations.route(url)` answers with the pool of the
-URL's destination; the pool's network backend never resolves the name again but connects to the
-addresses `check_target` (`workers/outbound/url_policy.py`) approved, in order. Everything above the
-socket still sees the name, so TLS sends it as SNI and verifies the certificate against it, and the
+A destination is a URL's scheme, host and port. `Destinations.post(url, …)` sends over the pool of the
+URL's destination, which never resolves the name again but connects to the addresses `check_target`
+(`workers/outbound/url_policy.py`) approved, in order (`workers/outbound/http1.py`). Everything above
+the socket still sees the name, so TLS sends it as SNI and verifies the certificate against it, and the
 request's ``Host`` header is the URL's.
 
 The pool and its kept-alive connections serve every delivery to that destination in this process, batch
@@ -21,85 +21,125 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-import httpcore
 import httpx
 
+from workers.outbound.http1 import BadAnswer, Connection, Origin
 from workers.outbound.url_policy import Address, UnsafeUrl, check_target
 
 RECHECK_SECONDS = 60.0
 """How long a destination's approved addresses are used before its name is resolved and checked again."""
-MAX_CONNECTIONS = 50
+MAX_IDLE_CONNECTIONS = 50
 """Per destination and process: more than the threads of one process, which send one POST at a time."""
 KEEPALIVE_SECONDS = 30.0
-"""An idle connection is closed after this; a busy destination's connections are never idle that long."""
-CLIENT_HEADERS = (("accept", "*/*"), ("accept-encoding", "gzip, deflate"), ("connection", "keep-alive"))
-"""What a general-purpose HTTP client sends beside the webhook's own headers (`Host` and `Content-Length`
-are added per request)."""
+"""An idle connection older than this is closed rather than reused: receivers drop idle connections too."""
+CLIENT_HEADERS = b"accept: */*\r\naccept-encoding: gzip, deflate\r\nconnection: keep-alive\r\n"
+"""What a general-purpose HTTP client sends beside the webhook's own headers, `Host` and `Content-Length`."""
 
 Destination = tuple[str, str, int]
 """(scheme, host, port) of a URL: what one pool serves."""
 
 
-class PinnedBackend(httpcore.NetworkBackend):
-    """A network backend connecting to one host's approved addresses only, whatever the name resolves to now."""
+class Pool:
+    """The kept-alive connections to one destination's approved addresses, shared by a process's threads."""
 
-    def __init__(self, host: str, port: int, addresses: tuple[Address, ...]) -> None:
-        self._inner = httpcore.SyncBackend()
-        self.host, self.port, self.addresses = host, port, addresses
+    def __init__(self, origin: Origin, ssl_context: ssl.SSLContext) -> None:
+        self.origin, self._ssl = origin, ssl_context
+        self._idle: list[tuple[Connection, float]] = []
+        self._lock = threading.Lock()
+        self._closed = False
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        if host.lower() != self.host or port != self.port:
-            raise httpcore.ConnectError(f"no approved address for {host}:{port}")
-        failure: Exception = httpcore.ConnectError(f"{host} has no approved address")
-        for address in self.addresses:
+    def post(self, target: bytes, headers: bytes, body: bytes, timeout: float, max_body_bytes: int) -> int:
+        """POST `body` to `target` (the URL's path and query); returns the status code. Raises
+        `ConnectFailed`, `TimedOut` or `BadAnswer` (`workers/outbound/http1.py`)."""
+        head = b"POST %s HTTP/1.1\r\nhost: %s\r\n%s%scontent-length: %d\r\n\r\n" % (
+            target,
+            self.origin.host_header.encode("ascii"),
+            headers,
+            CLIENT_HEADERS,
+            len(body),
+        )
+        connection = self._take()
+        if connection is not None:
             try:
-                return self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        raise failure
+                return self._post(connection, head, body, timeout, max_body_bytes)
+            except BadAnswer:
+                if connection.answered:
+                    raise
+                # Closed by the receiver while idle, just before this request: once more, on a new connection.
+        connection = Connection(self.origin, timeout, self._ssl)
+        return self._post(connection, head, body, timeout, max_body_bytes)
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("outbound deliveries do not use unix sockets")
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+        for connection, _ in idle:
+            connection.close()
 
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
+    def _post(self, connection: Connection, head: bytes, body: bytes, timeout: float, max_body_bytes: int) -> int:
+        try:
+            status, kept = connection.post(head, body, timeout, max_body_bytes)
+        except BaseException:
+            connection.close()
+            raise
+        if kept:
+            self._give_back(connection)
+        else:
+            connection.close()
+        return status
+
+    def _take(self) -> Connection | None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                connection, since = self._idle.pop()
+            if now - since < KEEPALIVE_SECONDS and connection.idle_and_open():
+                connection.answered = False
+                return connection
+            connection.close()
+
+    def _give_back(self, connection: Connection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append((connection, time.monotonic()))
+                return
+        connection.close()
+
+
+def _header_line(name: str, value: str) -> bytes:
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+        raise ValueError(f"header {name!r} cannot be sent as given")
+    return b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii"))
 
 
 @dataclass
-class _Pool:
-    addresses: tuple[Address, ...]
-    pool: httpcore.ConnectionPool
+class _Entry:
+    addresses: frozenset[Address]
+    pool: Pool
     checked_at: float
 
 
-@lru_cache(maxsize=1024)
-def request_url(url: str) -> tuple[Destination, httpcore.URL]:
-    """The destination of `url` and the URL as the pool takes it (host IDNA-encoded, lower case).
+@dataclass(frozen=True)
+class Route:
+    """A URL as a delivery sends to it: its destination, and the request target (path and query) as bytes."""
 
-    Parsed once per URL: subscriptions send to the same few URLs over and over."""
+    destination: Destination
+    target: bytes
+
+
+@lru_cache(maxsize=1024)
+def route(url: str) -> Route:
+    """`url`'s destination (host IDNA-encoded, lower case) and request target; parsed once per URL, as
+    subscriptions send to the same few URLs over and over."""
     parsed = httpx.URL(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     host = parsed.raw_host.decode("ascii").lower()
-    return (parsed.scheme, host, port), httpcore.URL(
-        scheme=parsed.raw_scheme, host=parsed.raw_host, port=port, target=parsed.raw_path
-    )
+    return Route((parsed.scheme, host, port), parsed.raw_path)
 
 
 class Destinations:
@@ -117,35 +157,44 @@ class Destinations:
         self.recheck_seconds = recheck_seconds
         self.clock = clock
         self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=False)
-        self._pools: dict[Destination, _Pool] = {}
+        self._pools: dict[Destination, _Entry] = {}
         self._lock = threading.Lock()
 
-    def route(self, url: str) -> tuple[httpcore.URL, httpcore.ConnectionPool]:
-        """The URL to request and the pool to request it from; raises `UnsafeUrl` if the check refuses it."""
-        destination, target_url = request_url(url)
+    def post(
+        self, url: str, headers: Iterable[tuple[str, str]], body: bytes, timeout: float, max_body_bytes: int
+    ) -> int:
+        """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` if the check
+        refuses the URL, else the errors of `Pool.post`."""
+        path = route(url)
+        lines = b"".join(_header_line(name, value) for name, value in headers)
+        return self._pool(url, path.destination).post(path.target, lines, body, timeout, max_body_bytes)
+
+    def _pool(self, url: str, destination: Destination) -> Pool:
         now = self.clock()
         with self._lock:
             current = self._pools.get(destination)
         if current is not None and now - current.checked_at < self.recheck_seconds:
-            return target_url, current.pool
+            return current.pool
         try:
             target = check_target(url, allow_http=self.allow_http, allow_private=self.allow_private)
         except UnsafeUrl:
             self._replace(destination, None)
             raise
+        addresses = frozenset(target.addresses)
         with self._lock:
             current = self._pools.get(destination)
-            if current is not None and set(current.addresses) == set(target.addresses):
+            if current is not None and current.addresses == addresses:
                 current.checked_at = now
-                return target_url, current.pool
+                return current.pool
         scheme, host, port = destination
-        fresh = _Pool(target.addresses, self._new_pool(host, port, target.addresses), now)
+        origin = Origin(scheme, host, port, tuple(str(a) for a in target.addresses))
+        fresh = _Entry(addresses, Pool(origin, self._ssl), now)
         self._replace(destination, fresh)
-        return target_url, fresh.pool
+        return fresh.pool
 
     def suspect(self, url: str) -> None:
         """A connection to `url`'s destination failed: check its name again before the next attempt."""
-        destination, _ = request_url(url)
+        destination = route(url).destination
         with self._lock:
             current = self._pools.get(destination)
             if current is not None:
@@ -157,18 +206,9 @@ class Destinations:
         for entry in pools:
             entry.pool.close()
 
-    def _new_pool(self, host: str, port: int, addresses: tuple[Address, ...]) -> httpcore.ConnectionPool:
-        return httpcore.ConnectionPool(
-            ssl_context=self._ssl,
-            max_connections=MAX_CONNECTIONS,
-            max_keepalive_connections=MAX_CONNECTIONS,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-            network_backend=PinnedBackend(host, port, addresses),
-        )
-
-    def _replace(self, destination: Destination, entry: _Pool | None) -> None:
-        """Make `entry` the destination's pool (None: it has none) and close the one it replaces; an attempt
-        still sending on that one fails and is retried like any failed attempt."""
+    def _replace(self, destination: Destination, entry: _Entry | None) -> None:
+        """Make `entry` the destination's pool (None: it has none) and close the one it replaces: its idle
+        connections now, the ones still carrying a request when that request is done."""
         with self._lock:
             old = self._pools.pop(destination, None)
             if entry is not None:
