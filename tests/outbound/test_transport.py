@@ -148,3 +148,19 @@ def test_a_destination_rebound_to_a_private_address_is_refused_when_its_name_is_
     assert network.lookups == 2
     assert network.connected == [PUBLIC], "only the approved address was ever connected to"
     assert receiver.connections == 1
+
+
+def test_each_url_is_checked_even_when_its_destination_is_approved(
+    engine: Engine, receiver: WebhookReceiver, worker: Worker
+) -> None:
+    good = add_subscription(engine, receiver.url("/good"))
+    receiver.expect("/good", [good.secret])
+    first = worker.deliver_new_changes()  # the destination is approved, its pool open
+    add_subscription(engine, receiver.url("/bad#fragment"))  # stored before the rule, say: never accepted now
+
+    attempts = {a.outcome: a for a in worker.deliver_new_changes()}
+
+    assert [a.outcome for a in first] == ["delivered"]
+    assert sorted(attempts) == ["delivered", "retry"]
+    assert attempts["retry"].error == "url refused: url must not have a #fragment"
+    assert len(receiver.at("/good")) == 2 and len(receiver.received) == 2

@@ -28,7 +28,7 @@ from functools import lru_cache
 import httpx
 
 from workers.outbound.http1 import BadAnswer, Connection, Origin
-from workers.outbound.url_policy import Address, UnsafeUrl, check_target
+from workers.outbound.url_policy import Address, UnsafeUrl, check_target, check_url
 
 RECHECK_SECONDS = 60.0
 """How long a destination's approved addresses are used before its name is resolved and checked again."""
@@ -133,10 +133,16 @@ class Route:
 
 
 @lru_cache(maxsize=1024)
-def route(url: str) -> Route:
-    """`url`'s destination (host IDNA-encoded, lower case) and request target; parsed once per URL, as
-    subscriptions send to the same few URLs over and over."""
-    parsed = httpx.URL(url)
+def route(url: str, allow_http: bool) -> Route:
+    """`url`'s destination (host IDNA-encoded, lower case) and request target. Raises UnsafeUrl.
+
+    The URL's form is checked here, once per URL (subscriptions send to the same few URLs over and over);
+    what its host resolves to is the destination's check (`Destinations`)."""
+    check_url(url, allow_http=allow_http, allow_private=True)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UnsafeUrl(f"url is not valid: {exc}") from None
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     host = parsed.raw_host.decode("ascii").lower()
     return Route((parsed.scheme, host, port), parsed.raw_path)
@@ -165,7 +171,7 @@ class Destinations:
     ) -> int:
         """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` if the check
         refuses the URL, else the errors of `Pool.post`."""
-        path = route(url)
+        path = route(url, self.allow_http)
         lines = b"".join(_header_line(name, value) for name, value in headers)
         return self._pool(url, path.destination).post(path.target, lines, body, timeout, max_body_bytes)
 
@@ -194,7 +200,7 @@ class Destinations:
 
     def suspect(self, url: str) -> None:
         """A connection to `url`'s destination failed: check its name again before the next attempt."""
-        destination = route(url).destination
+        destination = route(url, self.allow_http).destination
         with self._lock:
             current = self._pools.get(destination)
             if current is not None:
