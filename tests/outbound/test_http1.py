@@ -3,14 +3,19 @@ byte for byte: how an answer is framed decides whether its connection is used ag
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from workers.outbound.http1 import BadAnswer, TimedOut
+from workers.outbound.http1 import BadAnswer, ConnectFailed, TimedOut
 from workers.outbound.transport import Destinations
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -20,8 +25,10 @@ class RawReceiver:
     """Answers each request with the next of `answers` (then 204); `close_after` closes the connection after
     that answer. Counts the connections it accepts."""
 
-    def __init__(self, answers: list[bytes], close_after: bool = False, delay: float = 0.0) -> None:
-        self.answers, self.close_after, self.delay = list(answers), close_after, delay
+    def __init__(
+        self, answers: list[bytes], close_after: bool = False, delay: float = 0.0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.answers, self.close_after, self.delay, self.tls = list(answers), close_after, delay, tls
         self.connections = 0
         self.requests: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -38,6 +45,12 @@ class RawReceiver:
             except OSError:
                 return
             self.connections += 1
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    conn.close()
+                    continue
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
@@ -166,3 +179,82 @@ def test_a_body_that_does_not_end_in_time_counts_by_its_status(destinations: Des
     receiver.close()
     assert (code, again) == (200, 204)
     assert receiver.connections == 2, "a connection with an unread body is not used again"
+
+
+NAME = "hooks.partner.example"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for NAME: (certificate, key)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", f"/CN={NAME}", "-addext", f"subjectAltName=DNS:{NAME}"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def names_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every *.partner.example name resolves to 127.0.0.1."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(host).endswith(".partner.example"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def tls_receiver(certificate: tuple[Path, Path], names: list[str]) -> RawReceiver:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(*certificate)
+
+    def remember(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        names.append(name or "")
+
+    server.sni_callback = remember
+    return RawReceiver([], tls=server)
+
+
+def trusting(certificate: tuple[Path, Path]) -> Destinations:
+    client = ssl.create_default_context(cafile=str(certificate[0]))
+    return Destinations(allow_http=False, allow_private=True, ssl_context=client)
+
+
+@pytest.mark.usefixtures("names_on_loopback")
+def test_https_sends_the_urls_name_for_sni_and_the_host_and_keeps_the_connection(
+    certificate: tuple[Path, Path],
+) -> None:
+    names: list[str] = []
+    receiver = tls_receiver(certificate, names)
+    destinations = trusting(certificate)
+    url = f"https://{NAME}:{receiver.port}/hook"
+
+    codes = [destinations.post(url, [("webhook-id", "msg_1")], b"{}", 2.0, 1024) for _ in range(2)]
+
+    destinations.close()
+    receiver.close()
+    assert codes == [204, 204]
+    assert names == [NAME]
+    assert receiver.connections == 1
+    assert f"host: {NAME}:{receiver.port}".encode() in receiver.requests[0].split(b"\r\n")
+
+
+@pytest.mark.usefixtures("names_on_loopback")
+def test_https_to_a_name_the_certificate_does_not_cover_fails_to_connect(certificate: tuple[Path, Path]) -> None:
+    receiver = tls_receiver(certificate, [])
+    destinations = trusting(certificate)
+
+    with pytest.raises(ConnectFailed):
+        destinations.post(f"https://other.partner.example:{receiver.port}/hook", [], b"{}", 2.0, 1024)
+
+    destinations.close()
+    receiver.close()
+    assert receiver.requests == []

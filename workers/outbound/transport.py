@@ -158,11 +158,13 @@ class Destinations:
         allow_private: bool,
         recheck_seconds: float = RECHECK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context` defaults to the system's and certifi's CAs, hostnames verified."""
         self.allow_http, self.allow_private = allow_http, allow_private
         self.recheck_seconds = recheck_seconds
         self.clock = clock
-        self._ssl: ssl.SSLContext = httpx.create_ssl_context(trust_env=False)
+        self._ssl: ssl.SSLContext = ssl_context or httpx.create_ssl_context(trust_env=False)
         self._pools: dict[Destination, _Entry] = {}
         self._lock = threading.Lock()
 
