@@ -183,6 +183,7 @@ def test_a_subscription_failing_for_longer_than_the_limit_is_disabled(
     deliverer.close()
 
 
+@BOTH_DATABASES
 def test_a_success_ends_the_failing_streak(
     settings: Settings, engine: Engine, redis: Redis, receiver: WebhookReceiver, deliverer: Deliverer
 ) -> None:

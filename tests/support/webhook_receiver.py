@@ -35,13 +35,23 @@ class Endpoint:
     script: list[int | str] = field(default_factory=list)
 
 
+class _CountingServer(ThreadingHTTPServer):
+    """Counts the TCP connections it accepts (one per client connection, however many requests it carries)."""
+
+    connections = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
 class WebhookReceiver:
     def __init__(self, port: int = 0, slow_seconds: float = 3.0) -> None:
         self.endpoints: dict[str, Endpoint] = defaultdict(Endpoint)
         self.received: list[Received] = []
         self.slow_seconds = slow_seconds
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.server = _CountingServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
@@ -53,6 +63,11 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        return self.server.connections
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -25,6 +25,7 @@ def declare_delivery_actor(broker: RedisBroker, runtime: WorkerRuntime) -> drama
     """Declare both delivery actors on `broker`; returns the batch one."""
     settings = runtime.settings
     deliverer = Deliverer(settings, runtime.engine, sync_redis(settings))
+    runtime.on_close(deliverer.close)
     options = {
         "max_retries": settings.worker_max_retries,
         "min_backoff": settings.worker_min_backoff_ms,

@@ -27,20 +27,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-import httpx
 from redis import Redis
 from sqlalchemy import Engine, or_
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select, update
 
 from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
+from workers.outbound.http1 import BadAnswer, ConnectFailed, TimedOut
 from workers.outbound.objects import signing_keys, subscription_out
 from workers.outbound.record import Attempt, Claimed, Recorder, Result, load_subscriptions
 from workers.outbound.signing import webhook_headers
-from workers.outbound.transport import PinnedClient
-from workers.outbound.url_policy import UnsafeUrl, check_target
+from workers.outbound.transport import Destinations
+from workers.outbound.url_policy import UnsafeUrl
 from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
 
@@ -55,6 +56,14 @@ MAX_RESPONSE_BYTES = 64 * 1024
 BATCH_SECONDS = 20.0
 """No POST of a batch starts later than this after its claim; the rest are released."""
 SUBSCRIPTION_INACTIVE = "subscription disabled"
+CLAIM_SQL = (
+    "UPDATE deliveries SET next_attempt_at = %(lease)s::timestamptz WHERE id IN (SELECT id FROM deliveries"
+    " WHERE id = ANY(%(ids)s::varchar[]) AND status = 'pending'"
+    " AND (next_attempt_at IS NULL OR next_attempt_at <= %(due)s::timestamptz) ORDER BY id FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, subscription_id, event_type, body, attempts, window_started_at"
+)
+"""The claim of `Deliverer._claim` on PostgreSQL, the ids as one array parameter: SQLAlchemy renders and binds
+an IN list of fifty parameters per batch otherwise."""
 CONNECTION_FAILED = "connection failed"
 """What `last_error` says whenever no connection could be made, whatever the reason underneath."""
 
@@ -80,7 +89,7 @@ class RetryPolicy:
 
 
 class Deliverer:
-    """Makes attempts; one per process, shared by the actor's threads (httpx.Client is thread-safe)."""
+    """Makes attempts; one per process, shared by the actor's threads (so are its destinations' pools)."""
 
     def __init__(self, settings: Settings, engine: Engine, redis: Redis) -> None:
         self.settings = settings
@@ -95,7 +104,9 @@ class Deliverer:
         )
         self.timeout = settings.subscriptions_timeout_seconds
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        self.client = PinnedClient(self.timeout, httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.destinations = Destinations(
+            allow_http=settings.subscriptions_allow_http, allow_private=settings.subscriptions_allow_private
+        )
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -107,7 +118,8 @@ class Deliverer:
             yield
 
     def close(self) -> None:
-        self.client.close()
+        """Close every destination's connections (the process is shutting down)."""
+        self.destinations.close()
 
     def run(self, delivery_id: str) -> Attempt:
         """Make the attempt that is due for `delivery_id`, and queue the next one if it failed."""
@@ -178,28 +190,11 @@ class Deliverer:
         waited for: that attempt owns them."""
         lease = now + timedelta(seconds=BATCH_SECONDS + self.timeout + LEASE_MARGIN_SECONDS)
         due = now + timedelta(seconds=EARLY_TOLERANCE_SECONDS)
-        claimable = (
-            select(Delivery.id)
-            .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
-            .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
-            .order_by(col(Delivery.id))
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            update(Delivery)
-            .where(col(Delivery.id).in_(claimable.scalar_subquery()))
-            .values(next_attempt_at=lease)
-            .returning(
-                col(Delivery.id),
-                col(Delivery.subscription_id),
-                col(Delivery.event_type),
-                col(Delivery.body),
-                col(Delivery.attempts),
-                col(Delivery.window_started_at),
-            )
-        )
         with self._writing(), self.engine.begin() as conn:
-            rows = conn.execute(claim).all()
+            if conn.dialect.name == "postgresql":
+                rows = conn.exec_driver_sql(CLAIM_SQL, {"ids": list(delivery_ids), "due": due, "lease": lease}).all()
+            else:
+                rows = conn.execute(_claim_statement(delivery_ids, due, lease)).all()
             if not rows:
                 return {}
             subscriptions = load_subscriptions(conn, sorted({row.subscription_id for row in rows}))
@@ -213,33 +208,19 @@ class Deliverer:
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
         try:
-            target = check_target(
-                url,
-                allow_http=self.settings.subscriptions_allow_http,
-                allow_private=self.settings.subscriptions_allow_private,
-            )
+            code = self.destinations.post(url, headers.items(), body.encode(), self.timeout, MAX_RESPONSE_BYTES)
         except UnsafeUrl as exc:
             return None, f"url refused: {exc}"
-        deadline = time.monotonic() + self.timeout
-        try:
-            with (
-                self.client.pinned(target),
-                self.client.http.stream("POST", url, content=body.encode(), headers=headers) as response,
-            ):
-                received = 0
-                for chunk in response.iter_bytes():
-                    received += len(chunk)
-                    if received > MAX_RESPONSE_BYTES or time.monotonic() > deadline:
-                        break  # the status is what counts; do not let a receiver hold the thread
-                return response.status_code, None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError):
+        except ConnectFailed:
+            self.destinations.suspect(url)
             # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever
             # reads the delivery log which ports are open behind the address.
             return None, CONNECTION_FAILED
-        except httpx.TimeoutException:
+        except TimedOut:
             return None, f"timeout after {self.timeout:g}s"
-        except httpx.HTTPError:
+        except BadAnswer:
             return None, "the answer was not valid HTTP"
+        return code, None
 
     def _log(self, result: Result, attempt: Attempt) -> None:
         log.info(
@@ -261,6 +242,32 @@ class Deliverer:
         log.warning(
             "event=%s subscription=%s reason=%s", SUBSCRIPTION_DISABLED, subscription.id, subscription.disabled_reason
         )
+
+
+def _claim_statement(
+    delivery_ids: Sequence[str], due: datetime, lease: datetime
+) -> ReturningUpdate[str, str, str, str, int, datetime]:
+    """`CLAIM_SQL` as SQLAlchemy writes it for SQLite (which ignores FOR UPDATE: it has one writer)."""
+    claimable = (
+        select(Delivery.id)
+        .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
+        .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
+        .order_by(col(Delivery.id))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(Delivery)
+        .where(col(Delivery.id).in_(claimable.scalar_subquery()))
+        .values(next_attempt_at=lease)
+        .returning(
+            col(Delivery.id),
+            col(Delivery.subscription_id),
+            col(Delivery.event_type),
+            col(Delivery.body),
+            col(Delivery.attempts),
+            col(Delivery.window_started_at),
+        )
+    )
 
 
 def _count(record: Callable[[], None]) -> None:

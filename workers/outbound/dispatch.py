@@ -26,13 +26,12 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import Engine
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, Table
 from sqlmodel import Session, col, select
 
 from schemas.api import format_time
 from schemas.settings import Settings
+from workers.ledger.bulk_sql import insert_rows
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Delivery, Subscription
 from workers.runtime.delivery_queue import enqueue_deliveries
@@ -46,6 +45,8 @@ CLAIM_IDLE_MS = 60_000
 CLAIM_EVERY_SECONDS = 30.0
 INSERT_CHUNK = 500
 EMPTY_POLL_SECONDS = 0.05
+DELIVERIES: Table = Delivery.__table__  # type: ignore[attr-defined]
+EXISTING_SQL = "SELECT id, status, attempts FROM deliveries WHERE id = ANY(%s::varchar[])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,20 +123,25 @@ def record_deliveries(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     ids = [row["id"] for row in rows]
-    insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
     with Session(engine) as session, session.begin():
-        existing = {
-            ident: (status, attempts)
-            for ident, status, attempts in session.exec(
-                select(Delivery.id, Delivery.status, Delivery.attempts).where(col(Delivery.id).in_(ids))
-            ).all()
-        }
+        existing = {ident: (status, attempts) for ident, status, attempts in _existing(session, ids)}
         fresh = [row for row in rows if row["id"] not in existing]
         for start in range(0, len(fresh), INSERT_CHUNK):
-            statement = insert(Delivery).values(fresh[start : start + INSERT_CHUNK])
-            session.exec(statement.on_conflict_do_nothing(index_elements=["id"]))
+            insert_rows(session, DELIVERIES, fresh[start : start + INSERT_CHUNK], conflict=["id"], update_columns=[])
     unattempted = [i for i, (status, attempts) in existing.items() if status == "pending" and attempts == 0]
     return [row["id"] for row in fresh] + unattempted
+
+
+def _existing(session: Session, ids: list[str]) -> list[tuple[str, str, int]]:
+    """(id, status, attempts) of the deliveries among `ids` already stored."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter, not one bound parameter per id for SQLAlchemy to render.
+        found = session.connection().exec_driver_sql(EXISTING_SQL, (ids,))
+    else:
+        found = session.connection().execute(
+            select(Delivery.id, Delivery.status, Delivery.attempts).where(col(Delivery.id).in_(ids))
+        )
+    return [(row[0], row[1], row[2]) for row in found]
 
 
 def enabled_subscriptions(engine: Engine) -> list[Subscription]:

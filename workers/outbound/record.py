@@ -72,6 +72,20 @@ DELIVERED = (
 )
 
 
+DELIVERED_SQL = (
+    "UPDATE deliveries AS d SET attempts = d.attempts + 1, last_attempt_at = u.at, last_response_code = u.code,"
+    " last_error = NULL, status = 'delivered', delivered_at = u.at, next_attempt_at = NULL"
+    " FROM unnest(%s::varchar[], %s::timestamptz[], %s::integer[]) AS u(id, at, code) WHERE d.id = u.id"
+)
+"""`DELIVERED` for every row at once on PostgreSQL: one array per column instead of one statement per row."""
+RECOVERED_SQL = (
+    "UPDATE subscriptions SET failing_since = NULL WHERE id IN (SELECT id FROM subscriptions"
+    " WHERE id = ANY(%s::varchar[]) AND failing_since IS NOT NULL ORDER BY id FOR UPDATE)"
+)
+"""Ends the failing streak of the subscriptions that had one, locking them in id order (as one batch after
+another does: no deadlock between batches)."""
+
+
 class Recorder:
     """Applies results inside the caller's transaction; `disabled` lists the subscriptions it disabled."""
 
@@ -115,9 +129,15 @@ class Recorder:
     def _flush(self) -> None:
         if not self._delivered:
             return
+        last = {r.claimed.subscription.id: r.at for r in self._delivered}
+        if self.conn.dialect.name == "postgresql":
+            columns = ([r.claimed.delivery_id for r in self._delivered], [r.at for r in self._delivered])
+            self.conn.exec_driver_sql(DELIVERED_SQL, (*columns, [r.code for r in self._delivered]))
+            self.conn.exec_driver_sql(RECOVERED_SQL, (sorted(last),))
+            self._delivered = []
+            return
         rows = [{"delivery_id": r.claimed.delivery_id, "at": r.at, "code": r.code} for r in self._delivered]
         self.conn.execute(DELIVERED, rows)
-        last = {r.claimed.subscription.id: r.at for r in self._delivered}
         for subscription_id in sorted(last):  # one lock order for every batch: no deadlock between them
             self.conn.execute(
                 update(Subscription)

@@ -1,10 +1,11 @@
 """Where Synctrack may send outbound webhooks: a subscription must not aim it at internal services.
 
-Checked when a subscription is created or changed (the API answers `invalid_url`) and again before
-every attempt, because a name can be re-pointed at a private address after it was accepted. Before an
-attempt the check answers with the addresses it approved (`check_target`), and the attempt connects to
-one of those (`workers/outbound/transport.py`): a name that resolves to a public address for the check
-and to an internal one a moment later (DNS rebinding) never gets the second lookup.
+Checked when a subscription is created or changed (the API answers `invalid_url`) and again while it
+is delivered to, because a name can be re-pointed at a private address after it was accepted. For
+deliveries the check answers with the addresses it approved (`check_target`), and attempts connect to
+those only (`workers/outbound/transport.py`, which checks a destination again after a minute or a failed
+connection): a name that resolves to a public address for the check and to an internal one a moment
+later (DNS rebinding) never gets the second lookup.
 
 An address is refused when it, or an IPv4 address embedded in it, is not a public unicast address:
 IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) forms, NAT64 (`64:ff9b::/96`; the
