@@ -159,6 +159,26 @@ def test_an_answer_that_is_not_http_is_a_bad_answer(destinations: Destinations) 
     receiver.close()
 
 
+@pytest.mark.parametrize("size", [b"-1", b"0x3", b"1_0", b"+3", b"", b"12345678901234567"])
+def test_a_chunk_size_that_is_not_plain_hex_is_a_bad_answer(destinations: Destinations, size: bytes) -> None:
+    receiver = RawReceiver([b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + size + b"\r\nabc\r\n0\r\n\r\n"])
+
+    with pytest.raises(BadAnswer):
+        post(destinations, receiver)
+    receiver.close()
+
+
+def test_a_chunk_size_line_that_never_ends_is_refused_before_the_timeout(destinations: Destinations) -> None:
+    endless = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"0" * 200_000
+    receiver = RawReceiver([endless])
+
+    started = time.monotonic()
+    with pytest.raises(BadAnswer):
+        post(destinations, receiver, timeout=5.0)
+    receiver.close()
+    assert time.monotonic() - started < 4.0  # refused for its length, not left to run into the deadline
+
+
 def test_an_answer_that_does_not_come_in_time_times_out(destinations: Destinations) -> None:
     receiver = RawReceiver([], delay=1.0)
 

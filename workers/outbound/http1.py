@@ -24,6 +24,9 @@ from schemas.errors import SynctrackError
 MAX_HEAD_BYTES = 64 * 1024
 """An answer's status line and headers larger than this are not a webhook receiver's answer."""
 READ_BYTES = 64 * 1024
+MAX_CHUNK_SIZE_DIGITS = 16
+HEX_DIGITS = b"0123456789abcdefABCDEF"
+"""A chunk size is hex digits only: no sign, no `0x`, no underscores (which `int(…, 16)` would take)."""
 
 
 class HttpFailure(SynctrackError):
@@ -170,20 +173,15 @@ class Connection:
     def _read_chunked(self, limit: int) -> bool:
         received = 0
         while True:
-            while (end := self._buffer.find(b"\r\n")) < 0:
-                self._fill()
+            end = self._line_end()
             size_text = self._buffer[:end].split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise BadAnswer("bad chunk size") from None
+            if not size_text or len(size_text) > MAX_CHUNK_SIZE_DIGITS or size_text.strip(HEX_DIGITS):
+                raise BadAnswer("bad chunk size")
+            size = int(size_text, 16)
             self._buffer = self._buffer[end + 2 :]
             if size == 0:
-                while (end := self._buffer.find(b"\r\n")) != 0:  # trailers, up to the blank line
-                    if end < 0:
-                        self._fill()
-                    else:
-                        self._buffer = self._buffer[end + 2 :]
+                while (end := self._line_end()) != 0:  # trailers, up to the blank line
+                    self._buffer = self._buffer[end + 2 :]
                 self._buffer = self._buffer[2:]
                 return True
             received += size
@@ -192,6 +190,15 @@ class Connection:
             while len(self._buffer) < size + 2:
                 self._fill()
             self._buffer = self._buffer[size + 2 :]
+
+    def _line_end(self) -> int:
+        """Where the next CRLF starts in the buffer, reading more as needed; a line longer than an answer's
+        whole head may be is refused, so a receiver cannot make the buffer grow without end."""
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise BadAnswer("line too long")
+            self._fill()
+        return end
 
     def _fill(self) -> None:
         remaining = self._deadline - time.monotonic()
