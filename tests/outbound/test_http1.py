@@ -70,7 +70,10 @@ class RawReceiver:
                 buffer = buffer[length:]
                 answer = self.answers.pop(0) if self.answers else NO_CONTENT
                 time.sleep(self.delay)
-                conn.sendall(answer)
+                try:
+                    conn.sendall(answer)
+                except OSError:  # the client gave up on this answer and closed
+                    return
                 if self.close_after:
                     return
 
