@@ -54,6 +54,12 @@ class RawReceiver:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
+        try:
+            self._answer(conn)
+        except OSError:  # the client gave up on an answer and hung up
+            conn.close()
+
+    def _answer(self, conn: socket.socket) -> None:
         buffer = b""
         with conn:
             while True:
@@ -70,10 +76,7 @@ class RawReceiver:
                 buffer = buffer[length:]
                 answer = self.answers.pop(0) if self.answers else NO_CONTENT
                 time.sleep(self.delay)
-                try:
-                    conn.sendall(answer)
-                except OSError:  # the client gave up on this answer and closed
-                    return
+                conn.sendall(answer)
                 if self.close_after:
                     return
 
