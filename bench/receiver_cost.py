@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -122,6 +123,8 @@ async def run(requests: int, concurrency: int, rounds: int) -> None:
         database_url=database_url, redis_url=REDIS_URL, redis_namespace=namespace, webhook_secrets=[SECRET]
     )
     app = create_app(settings)
+    gc.collect()
+    gc.freeze()  # as `synctrack web` does once the app is built (service/asgi.py)
     receiver = Receiver(settings.webhook_secrets, app.state.queue, settings.max_body_bytes)
 
     async def endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
