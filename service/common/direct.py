@@ -3,11 +3,12 @@
 Every layer between the middleware stack and a handler runs for every request and, for a stream, stays
 suspended as long as the client does: Starlette's exception middleware, the router (which matches the
 path a second time, after the authentication middleware did), the route and its request/response
-adapter. For the hot webhook route and the long-lived stream that is a large share of what they cost
-(`bench/receiver_cost.py`, `bench/stream_cost.py`), so they are looked up here by method and path and
-called at once, behind every middleware of the app (header limits, CORS, authentication) as before.
-Everything else goes on to the router unchanged. The routes stay in the router too, so its 404 and 405
-answers, the access rules and the OpenAPI document see them; each direct app answers its own errors.
+adapter. For the long-lived stream that is a large share of what each client costs (`bench/stream_cost.py`),
+so it is looked up here by method and path and called at once, behind every middleware of the app (header
+limits, CORS, authentication) as before. (The webhook route, which needs none of the authentication layers,
+is served even earlier: `service/common/front.py`.) Everything else goes on to the router unchanged. The
+routes stay in the router too, so its 404 and 405 answers, the access rules and the OpenAPI document see
+them; each direct app answers its own errors.
 """
 
 from __future__ import annotations
