@@ -91,7 +91,8 @@ class Answer:
 
 
 class Refused(ApiError):
-    """An `ApiError` raised once the event type is known (the queue was unavailable): it labels the counter."""
+    """Raised when a webhook is refused after its event type is known (the queue was unavailable): an `ApiError`
+    that also carries the type, which labels the refusal's counter."""
 
     def __init__(self, error: ApiError, event_type: str) -> None:
         super().__init__(error.status, error.code, error.detail, error.headers)
