@@ -43,6 +43,7 @@ log = logging.getLogger("synctrack.receiver")
 SOURCE_MEMO_SIZE = 4096
 """Sources remembered per process (peer and forwarding headers → source, budget key, allowed): Codat
 sends from a handful of addresses, so parsing them for every webhook would be wasted."""
+JSON_CONTENT = (b"content-type", b"application/json")
 
 
 class WebhookGuard:
@@ -135,9 +136,6 @@ class WebhookGuard:
         except ApiError:
             return None
         return body
-
-
-JSON_CONTENT = (b"content-type", b"application/json")
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

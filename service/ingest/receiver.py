@@ -35,9 +35,12 @@ TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
 RETRY_AFTER_SECONDS = "5"
 HEADER_FAMILIES = ("svix", "webhook")
 """Svix's own header names win when both families are present, as Svix's library does."""
+SIGNATURE_HEADERS = tuple(
+    tuple(f"{family}-{part}".encode() for part in ("id", "timestamp", "signature")) for family in HEADER_FAMILIES
+)
+"""(id, timestamp, signature) header names of each family, in order of preference."""
 WANTED_HEADERS = frozenset(
-    {b"content-type", b"content-length", b"x-forwarded-for"}
-    | {f"{family}-{part}".encode() for family in HEADER_FAMILIES for part in ("id", "timestamp", "signature")}
+    {b"content-type", b"content-length", b"x-forwarded-for"} | {name for names in SIGNATURE_HEADERS for name in names}
 )
 
 
@@ -106,10 +109,9 @@ def check_media_type(headers: WebhookHeaders) -> None:
 
 
 def signature_headers(headers: WebhookHeaders) -> Signed:
-    for family in HEADER_FAMILIES:
-        msg_id = headers.get(f"{family}-id".encode())
-        timestamp = headers.get(f"{family}-timestamp".encode())
-        signature = headers.get(f"{family}-signature".encode())
+    for id_name, timestamp_name, signature_name in SIGNATURE_HEADERS:
+        msg_id, timestamp = headers.get(id_name), headers.get(timestamp_name)
+        signature = headers.get(signature_name)
         if msg_id and timestamp and signature:
             return Signed(msg_id, timestamp, signature)
     raise ApiError(
