@@ -8,6 +8,7 @@ import uvicorn
 from schemas.settings import Settings
 from service.cli.db import database_location
 from service.security import auth_mode
+from service.stream.protocol import PROTOCOL
 from workers.runtime.logs import configure_logging
 from workers.runtime.metrics import prepare_multiprocess_dir
 
@@ -36,7 +37,15 @@ def dev(
         typer.echo("  warning:  SYNCTRACK_WEBHOOK_SECRETS is empty, so every webhook will be rejected")
     typer.echo("\n".join(auth_lines))
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, timeout_graceful_shutdown=10)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+            http=PROTOCOL,
+            ws="none",
+        )
     finally:
         worker.stop()
 
@@ -64,8 +73,11 @@ def web(
         timeout_worker_healthcheck=30,
         proxy_headers=False,
         # Named, not left to "auto": without them the receiver runs at half speed (bench/RESULTS.md).
+        # The protocol is uvicorn's httptools one, plus the stream's socket writer (service/stream/protocol.py).
         loop="uvloop",
-        http="httptools",
+        http=PROTOCOL,
+        # No route speaks WebSocket: an upgrade request is answered as plain HTTP, and no WebSocket library is loaded.
+        ws="none",
     )
 
 

@@ -3,6 +3,10 @@
 A `StreamChange` is one entry of the change feed with its SSE frame encoded once and shared by every
 client; a `Subscriber` is one client's bounded buffer of them. Both exist in the thousands per
 process, so they are kept small (slots, a plain list, a future only while waiting).
+
+While a client keeps up and its task waits for news, the fan-out writes each change straight to its
+socket (`Subscriber.write_now`, through the server's `BodyWriter`); the buffer and the task take over
+as soon as a write cannot happen at once, and hand back once the buffer is empty again.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from service.stream.protocol import BodyWriter, chunk
 
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
@@ -22,6 +28,10 @@ STREAM_INTERRUPTED = "stream_interrupted"
 
 ANY: frozenset[str] = frozenset()
 
+HEARTBEAT = b": heartbeat\n\n"
+"""A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""
+HEARTBEAT_CHUNK = chunk(HEARTBEAT)
+
 
 def parse_id(text: str) -> tuple[int, int]:
     """A stream entry id ``"<ms>-<seq>"`` as a sortable pair; the caller has checked `STREAM_ID`."""
@@ -31,13 +41,15 @@ def parse_id(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class StreamChange:
-    """One change of the feed, with its SSE frame (``id``, ``event``, ``data``) ready to send."""
+    """One change of the feed, with its SSE frame (``id``, ``event``, ``data``) ready to send, as is and as
+    one HTTP chunk (what a `BodyWriter` writes)."""
 
     id: str
     key: tuple[int, int]
     company_id: str
     connection_id: str
     frame: bytes
+    chunked: bytes
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamChange | None:
@@ -50,7 +62,8 @@ class StreamChange:
         values = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw.items() if k != "data"}
         body = data if isinstance(data, bytes) else str(data).encode()
         frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (ident.encode(), values["event"].encode(), body)
-        return cls(ident, parse_id(ident), values.get("company_id", ""), values.get("connection_id", ""), frame)
+        company_id, connection_id = values.get("company_id", ""), values.get("connection_id", "")
+        return cls(ident, parse_id(ident), company_id, connection_id, frame, chunk(frame))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +102,8 @@ class Subscriber:
         "sending_since",
         "last_sent",
         "timed_out",
+        "writer",
+        "direct",
         "_heartbeat_due",
         "_items",
         "_waiter",
@@ -101,13 +116,18 @@ class Subscriber:
         """Why changes were dropped (`slow_client`, `stream_interrupted`); the client must reset."""
         self.closed = False
         self.skip_through: tuple[int, int] = (0, 0)
-        """Changes at or before this id are not buffered: the client has them already (its snapshot)."""
+        """Changes at or before this id are not buffered: the client has them already (its opening, then
+        the last change sent)."""
         self.task: asyncio.Task[Any] | None = None
         """The task writing to the client; the watchdog cancels it when a send is stuck."""
         self.sending_since = 0.0
         """Loop time a send started, 0 when none is under way."""
         self.last_sent = now
         self.timed_out = False
+        self.writer: BodyWriter | None = None
+        """Writes to the client's socket without its task, when the server offers one (`service/stream/protocol.py`)."""
+        self.direct = False
+        """The fan-out may write to the client itself: nothing is buffered and the client's task waits for news."""
         self._heartbeat_due = False
         self._items: list[StreamChange] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -119,10 +139,23 @@ class Subscriber:
     def offer(self, change: StreamChange) -> None:
         if self.lost or self.closed or change.key <= self.skip_through:
             return
+        self.direct = False  # what comes after this change must not overtake it
         if len(self._items) >= self.capacity:
             self.drop(SLOW_CLIENT)
         else:
             self._items.append(change)
+
+    def write_now(self, change: StreamChange, now: float) -> bool:
+        """Write `change` to the socket at once if the client is direct and its socket keeps up (True: the
+        change is dealt with, written or already sent); False: `offer` it instead."""
+        if not self.direct or self.writer is None:
+            return False
+        if change.key <= self.skip_through:
+            return True
+        if self.writer.write(change.chunked):
+            self.skip_through, self.last_sent = change.key, now
+            return True
+        return False
 
     def drop(self, reason: str) -> None:
         """Empty the buffer (memory stays bounded) and remember that changes were lost."""
@@ -139,8 +172,12 @@ class Subscriber:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def beat(self) -> None:
-        """A heartbeat is due: `next()` answers False once if nothing else is waiting."""
+    def beat(self, now: float) -> None:
+        """A heartbeat is due: written at once if the client is direct; else `next()` answers False once if
+        nothing else is waiting."""
+        if self.direct and self.writer is not None and self.writer.write(HEARTBEAT_CHUNK):
+            self.last_sent = now
+            return
         self._heartbeat_due = True
         self.wake()
 
@@ -162,7 +199,8 @@ class Subscriber:
 
     async def next(self) -> StreamChange | None | Literal[False]:
         """The next buffered change; None once the subscriber is closed or has lost changes; False
-        when a heartbeat is due."""
+        when a heartbeat is due. While it waits, the fan-out writes to the client directly (`write_now`):
+        everything sent before has been written by then, and nothing is buffered."""
         while True:
             if self.closed or self.lost:
                 return None
@@ -172,7 +210,9 @@ class Subscriber:
                 self._heartbeat_due = False
                 return False
             self._waiter = asyncio.get_running_loop().create_future()
+            self.direct = self.writer is not None
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+                self.direct = False

@@ -84,6 +84,8 @@ class Fanout:
         self.position: str | None = None
         """Id of the last entry handed out (or the stream's tail at start); None until known."""
         self.overflows = 0
+        self.written_directly = 0
+        """Changes the reader wrote to a client's socket itself (`Subscriber.write_now`), not through its task."""
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self._subscribers: set[Subscriber] = set()
         self._unfiltered: dict[str, set[Subscriber]] = {}
@@ -195,7 +197,7 @@ class Fanout:
                 if self.send_timeout_seconds and now - sub.sending_since > self.send_timeout_seconds:
                     sub.time_out()
             elif self.heartbeat_seconds and now - sub.last_sent >= self.heartbeat_seconds:
-                sub.beat()
+                sub.beat(now)
 
     async def _run(self) -> None:
         interrupted = False
@@ -237,8 +239,10 @@ class Fanout:
         self.position = tail
 
     def dispatch(self, reply: Iterable[Any]) -> None:
-        """Offer each entry of an XREAD reply to the matching subscribers, then wake them once."""
+        """Hand each entry of an XREAD reply to the matching subscribers: written to the socket at once
+        where the client keeps up (`Subscriber.write_now`), else buffered; each buffering one is woken once."""
         touched: set[Subscriber] = set()
+        now = asyncio.get_running_loop().time()
         for _stream, entries in reply:
             for entry_id, fields in entries:
                 change = StreamChange.from_entry(entry_id, fields)
@@ -248,6 +252,9 @@ class Fanout:
                     continue
                 for sub in self._candidates(change):
                     if sub.filter.matches(change.company_id, change.connection_id) and not sub.lost:
+                        if sub.write_now(change, now):
+                            self.written_directly += 1
+                            continue
                         sub.offer(change)
                         touched.add(sub)
                         if sub.lost:

@@ -2,10 +2,12 @@
 
 sse-starlette's own loop runs a task group of four tasks per client (sender, ping, shutdown listener,
 disconnect listener) and a timer per send: measured with bench/sse_fanout.py that is ~47 KiB of RSS per
-connected client, against ~25 KiB here, and its timers were a fifth of the CPU spent per delivered
-change. Here one small task waits for the disconnect; heartbeats, the send timeout and the shutdown
-are the fan-out's single watchdog (`service/stream/fanout.py`), which this loop informs by noting when each
-send starts and ends on the client's `Subscriber`. The response keeps sse-starlette's headers (no
+connected client, and its timers were a fifth of the CPU spent per delivered change. Here the request's
+own task is the only one: the server's `BodyWriter` (`service/stream/protocol.py`) says when the client
+leaves (under a server without it, one small task waits for the disconnect), and while the client keeps
+up the fan-out writes to its socket without waking this loop at all. Heartbeats, the send timeout and the
+shutdown are the fan-out's single watchdog (`service/stream/fanout.py`), which this loop informs by noting
+when each send starts and ends on the client's `Subscriber`. The response keeps sse-starlette's headers (no
 caching, no proxy buffering) and its HEAD answer (headers, no body).
 """
 
@@ -20,6 +22,7 @@ from sse_starlette.sse import AppStatus
 from starlette.types import Receive, Scope, Send
 
 from service.stream.client import Subscriber
+from service.stream.protocol import body_writer
 
 log = logging.getLogger("synctrack.stream")
 
@@ -74,7 +77,13 @@ class ChangeStreamResponse:
             return
         sub, loop = self.sub, asyncio.get_running_loop()
         sub.task = asyncio.current_task()
-        listener = asyncio.create_task(self._until_disconnect(receive))
+        # The server's writer also says when the client leaves; without one, a task listens for it.
+        sub.writer = body_writer(scope)
+        listener: asyncio.Task[None] | None = None
+        if sub.writer is not None:
+            sub.writer.on_lost = self.release
+        else:
+            listener = asyncio.create_task(self._until_disconnect(receive))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.content:
@@ -88,7 +97,10 @@ class ChangeStreamResponse:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             log.info("msg=stream_client_dropped reason=send_timeout")
         finally:
-            listener.cancel()
+            if listener is not None:
+                listener.cancel()
+            else:
+                sub.writer = None
             await self.content.aclose()
             self.release()
 

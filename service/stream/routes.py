@@ -13,7 +13,8 @@ A connection goes through three steps:
    * ``reset`` when the id is malformed, unknown or trimmed away by retention: re-read the state
      from the JSON API, live changes follow;
 3. live: changes from the subscriber's buffer, skipping every id at or before the last one sent
-   (buffer and catch-up overlap; there is never a gap between them).
+   (buffer and catch-up overlap; there is never a gap between them); while the client keeps up, the
+   fan-out writes each change to its socket itself (`Subscriber.write_now`).
 
 A client too slow for its bounded buffer gets ``reset`` and is disconnected; `service/stream/response.py`
 writes the events to the socket.
@@ -40,7 +41,15 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
 from service.security.scope import company_filter
-from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id
+from service.stream.client import (
+    HEARTBEAT,
+    SLOW_CLIENT,
+    STREAM_ID,
+    StreamChange,
+    StreamFilter,
+    Subscriber,
+    parse_id,
+)
 from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
@@ -49,8 +58,6 @@ from workers.ledger.views import connection_out, connection_rows_query, load_com
 
 log = logging.getLogger("synctrack.stream")
 
-HEARTBEAT = b": heartbeat\n\n"
-"""A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""
 CATCH_UP_PAGE = 500
 """Missed changes read from Redis per XRANGE."""
 SNAPSHOT_LIMIT = 10_000
@@ -187,7 +194,9 @@ async def events(
                     sub.restart()
                     more = True
             changes, change = [], None
-        last = parse_id(position)
+        # From here on `skip_through` is the last change sent, by this loop or by the fan-out writing
+        # to the socket itself while this loop waits (`Subscriber.write_now`).
+        sub.skip_through = max(sub.skip_through, parse_id(position))
         while True:
             item = await sub.next()
             if item is False:
@@ -199,7 +208,7 @@ async def events(
                 return
             # What else is buffered by now goes in the same write: a client that fell behind catches up
             # with one send (and one system call) per wake-up instead of one per change.
-            chunk, last = unsent([item, *sub.take_buffered()], last)
+            chunk, sub.skip_through = unsent([item, *sub.take_buffered()], sub.skip_through)
             item = None
             if chunk:
                 yield chunk
@@ -263,6 +272,7 @@ async def stream_status(request: Request) -> JSONResponse:
             "clients": fanout.subscriber_count,
             "buffered": fanout.buffered,
             "overflows": fanout.overflows,
+            "written_directly": fanout.written_directly,
             "reader": "running" if fanout.running else "stopped",
             "position": fanout.position,
             "tasks": len(asyncio.all_tasks()),

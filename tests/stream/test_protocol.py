@@ -1,0 +1,143 @@
+"""The web server's protocol (`service/stream/protocol.py`): a `BodyWriter` in every GET's scope, used by the
+fan-out to write changes to the sockets of clients that keep up.
+
+Real uvicorn on a thread of this process, a real HTTP client; the same stream under uvicorn's own protocol
+is the fallback every other server gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas.settings import Settings
+from service.app import create_app
+from service.stream.protocol import PROTOCOL, body_writer, chunk
+from tests.support.auth import ADMIN_HEADERS
+from tests.support.services import app_in_thread, wait_for
+from tests.support.sse_client import SseClient
+from workers.ledger.changes import stream_key
+from workers.runtime.db import upgrade
+
+CHANGES = 20
+
+
+@pytest.fixture
+def settings(embedded_settings: Settings) -> Settings:
+    upgrade(embedded_settings.database_url)
+    return embedded_settings.model_copy(update={"stream_heartbeat_seconds": 60})
+
+
+def status(base: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5).json()
+    return body
+
+
+@pytest.mark.parametrize(("http", "direct", "tasks_per_client"), [(PROTOCOL, True, 1), ("httptools", False, 2)])
+def test_every_client_gets_every_change_once_in_order_and_the_fan_out_writes_them_itself_where_it_can(
+    settings: Settings, http: str, direct: bool, tasks_per_client: int
+) -> None:
+    app = create_app(settings)
+    with app_in_thread(app, http=http) as base:
+        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
+        idle = status(base)
+        clients = [SseClient(f"{base}/v1/stream", ADMIN_HEADERS) for _ in range(3)]
+        try:
+            for client in clients:
+                assert client.next().event == "snapshot"
+            connected = status(base)
+            published = []
+            for i in range(CHANGES):
+                fields = {"event": "sync.started", "company_id": "co", "connection_id": "conn", "data": f'{{"i":{i}}}'}
+                published.append(app.state.admin_redis.xadd(stream_key(settings.redis_namespace), fields).decode())
+                threading.Event().wait(0.01)
+            received = [[event.id for event in client.take(CHANGES)] for client in clients]
+            extra = [client.drain(quiet=0.3) for client in clients]
+            after = status(base)
+        finally:
+            for client in clients:
+                client.close()
+
+    assert received == [published] * 3 and extra == [[]] * 3
+    assert connected["tasks"] - idle["tasks"] == 3 * tasks_per_client
+    if direct:
+        assert after["written_directly"] == 3 * CHANGES, after
+    else:
+        assert after["written_directly"] == 0, after
+
+
+def test_the_writer_writes_only_while_a_chunked_response_is_under_way() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        writer = body_writer(scope)
+        seen[scope["method"]] = writer
+        if writer is None:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        before = writer.write(chunk(b"too early\n"))
+        length = [(b"content-length", b"3")] if scope["path"] == "/fixed" else []
+        await send({"type": "http.response.start", "status": 200, "headers": length})
+        during = writer.write(chunk(b"written\n"))
+        await send({"type": "http.response.body", "body": b"end" if length else b"sent\n"})
+        after = writer.write(chunk(b"too late\n"))
+        seen[scope["path"]] = (before, during, after)
+
+    with app_in_thread(app, http=PROTOCOL) as base:
+        chunked = httpx.get(f"{base}/chunked", timeout=5)
+        fixed = httpx.get(f"{base}/fixed", timeout=5)
+        posted = httpx.post(f"{base}/chunked", timeout=5)
+
+    assert chunked.content == b"written\nsent\n" and seen["/chunked"] == (False, True, False)
+    assert fixed.content == b"end" and seen["/fixed"] == (False, False, False)
+    assert posted.status_code == 200 and seen["POST"] is None
+
+
+def test_the_writer_tells_when_the_client_has_gone_without_anyone_waiting_on_receive() -> None:
+    gone = threading.Event()
+    released = asyncio.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        loops.append(asyncio.get_running_loop())
+        writer = body_writer(scope)
+        assert writer is not None
+        writer.on_lost = gone.set
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"open\n", "more_body": True})
+        await asyncio.wait_for(released.wait(), 10)  # nobody reads `receive` meanwhile
+
+    with app_in_thread(app, http=PROTOCOL) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert b"open" in sock.recv(4096)
+        lost = gone.wait(5)
+        loops[0].call_soon_threadsafe(released.set)
+
+    assert lost, "on_lost ran when the client closed"
+
+
+def test_under_another_protocol_no_writer_is_offered() -> None:
+    offered: list[object] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            offered.append(body_writer(scope))
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    with app_in_thread(app, http="h11") as base:
+        assert httpx.get(base, timeout=5).status_code == 204
+
+    assert offered == [None]
