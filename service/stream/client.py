@@ -157,6 +157,18 @@ class Subscriber:
             return True
         return False
 
+    def write_all(self, changes: list[StreamChange], whole: bytes, now: float) -> bool:
+        """`write_now` for a run of changes, `whole` being all of them in one chunk; False: `offer` each (what
+        was written already is skipped there)."""
+        if not self.direct or self.writer is None:
+            return False
+        if changes[0].key > self.skip_through:
+            if self.writer.write(whole):
+                self.skip_through, self.last_sent = changes[-1].key, now
+                return True
+            return False
+        return all(self.write_now(change, now) for change in changes)  # overlaps what was sent: one by one
+
     def drop(self, reason: str) -> None:
         """Empty the buffer (memory stays bounded) and remember that changes were lost."""
         self._items.clear()

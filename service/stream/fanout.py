@@ -30,6 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from schemas.errors import Unavailable
 from service.stream.client import STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
+from service.stream.protocol import chunk
 from workers.ledger.changes import stream_key
 from workers.runtime.metrics import set_sse_clients
 
@@ -240,30 +241,58 @@ class Fanout:
 
     def dispatch(self, reply: Iterable[Any]) -> None:
         """Hand each entry of an XREAD reply to the matching subscribers: written to the socket at once
-        where the client keeps up (`Subscriber.write_now`), else buffered; each buffering one is woken once."""
+        where the client keeps up, else buffered; each buffering one is woken once.
+
+        A client that wants every change gets the whole reply in one write (one chunk built once for all
+        of them), so a burst read in one XREAD costs each socket one system call, not one per change."""
+        changes = self.parse(reply)
+        if not changes:
+            return
         touched: set[Subscriber] = set()
         now = asyncio.get_running_loop().time()
+        every = self._unfiltered.get("*", ())
+        if every:
+            whole = changes[0].chunked if len(changes) == 1 else chunk(b"".join(change.frame for change in changes))
+            for sub in every:
+                if sub.lost:
+                    continue
+                if sub.write_all(changes, whole, now):
+                    self.written_directly += len(changes)
+                    continue
+                for change in changes:  # what was written already is skipped by `offer`
+                    self._offer(sub, change, touched)
+        for change in changes:
+            for sub in self._filtered_candidates(change):
+                if sub.filter.matches(change.company_id, change.connection_id) and not sub.lost:
+                    if sub.write_now(change, now):
+                        self.written_directly += 1
+                        continue
+                    self._offer(sub, change, touched)
+        for sub in touched:
+            sub.wake()
+
+    def parse(self, reply: Iterable[Any]) -> list[StreamChange]:
+        """The changes of an XREAD reply, in order; the reader's position moves past every entry."""
+        changes = []
         for _stream, entries in reply:
             for entry_id, fields in entries:
                 change = StreamChange.from_entry(entry_id, fields)
                 self.position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 if change is None:
                     log.warning("msg=stream_entry_skipped id=%s reason=missing_fields", self.position)
-                    continue
-                for sub in self._candidates(change):
-                    if sub.filter.matches(change.company_id, change.connection_id) and not sub.lost:
-                        if sub.write_now(change, now):
-                            self.written_directly += 1
-                            continue
-                        sub.offer(change)
-                        touched.add(sub)
-                        if sub.lost:
-                            self.overflows += 1
-                            log.info("msg=stream_client_overflow capacity=%d", sub.capacity)
-        for sub in touched:
-            sub.wake()
+                else:
+                    changes.append(change)
+        return changes
 
-    def _candidates(self, change: StreamChange) -> Iterable[Subscriber]:
-        yield from self._unfiltered.get("*", ())
+    def _offer(self, sub: Subscriber, change: StreamChange, touched: set[Subscriber]) -> None:
+        if sub.lost:
+            return
+        sub.offer(change)
+        touched.add(sub)
+        if sub.lost:
+            self.overflows += 1
+            log.info("msg=stream_client_overflow capacity=%d", sub.capacity)
+
+    def _filtered_candidates(self, change: StreamChange) -> Iterable[Subscriber]:
         yield from self._by_company.get(change.company_id, ())
         yield from self._by_connection.get(change.connection_id, ())

@@ -71,6 +71,37 @@ def test_every_client_gets_every_change_once_in_order_and_the_fan_out_writes_the
         assert after["written_directly"] == 0, after
 
 
+def test_a_burst_read_in_one_go_reaches_every_client_once_in_order_filtered_or_not(settings: Settings) -> None:
+    app = create_app(settings)
+    key = stream_key(settings.redis_namespace)
+    with app_in_thread(app, http=PROTOCOL) as base:
+        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
+        every = [SseClient(f"{base}/v1/stream", ADMIN_HEADERS) for _ in range(2)]
+        only_b = SseClient(f"{base}/v1/stream?company_id=co-b", ADMIN_HEADERS)
+        clients = [*every, only_b]
+        try:
+            for client in clients:
+                assert client.next().event == "snapshot"
+            with app.state.admin_redis.pipeline(transaction=False) as burst:
+                for i in range(300):
+                    company = "co-b" if i % 3 == 0 else "co-a"
+                    burst.xadd(
+                        key, {"event": "sync.started", "company_id": company, "connection_id": f"c{i}", "data": "{}"}
+                    )
+                published = [entry.decode() for entry in burst.execute()]
+            received = [[event.id for event in client.take(300 if client in every else 100)] for client in clients]
+            extra = [client.drain(quiet=0.3) for client in clients]
+            after = status(base)
+        finally:
+            for client in clients:
+                client.close()
+
+    assert received[:2] == [published] * 2
+    assert received[2] == published[::3]
+    assert extra == [[]] * 3
+    assert after["written_directly"] == 2 * 300 + 100 and after["overflows"] == 0, after
+
+
 def test_the_writer_writes_only_while_a_chunked_response_is_under_way() -> None:
     seen: dict[str, Any] = {}
 
