@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,14 +26,14 @@ from service.api import admin, health, imports, openapi, subscriptions, token_ro
 from service.api import reads as api
 from service.api import scrape as metrics
 from service.api.outbound_context import Outbound
-from service.common.direct import DirectRoutes
 from service.common.errors import error_response
 from service.common.front import FrontApp
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
 from service.ingest.guard import WebhookGuard
 from service.ingest.receiver import Receiver
-from service.security.middleware import security_middleware, webhook_middleware
+from service.security.failure_budget import FailureLimiter
+from service.security.middleware import guarded_middleware, security_middleware, webhook_middleware
 from service.security.revocation import RevocationList
 from service.stream import routes as stream
 from service.stream.entry import METHODS as STREAM_METHODS
@@ -121,12 +120,13 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         engine.dispose()
 
     webhooks = WebhookGuard(receiver, settings)
-    stream_entry = StreamEntry(on_error=answer_error)
-    # The webhook route is served in front of the middleware stack, with its own few layers
-    # (service/common/front.py); the long-lived stream by the innermost middleware, past the router
-    # (service/common/direct.py). Both stay in `routes` for the router's 404/405, the rules and the docs.
+    # The webhook route and the long-lived stream are served in front of the middleware stack, each with
+    # its own few layers (service/common/front.py). Both stay in `routes` for the router's 404/405, the
+    # rules and the docs. The stream's checks charge the same failure budget as every other route's.
+    limiter = FailureLimiter(settings.failure_limit_per_minute)
+    stream_door = guarded_middleware(StreamEntry(on_error=answer_error), settings, limiter)
     front: dict[tuple[str, str], ASGIApp] = {("POST", WEBHOOK_PATH): webhook_middleware(webhooks, settings)}
-    direct: dict[tuple[str, str], ASGIApp] = {(method, stream.STREAM_PATH): stream_entry for method in STREAM_METHODS}
+    front |= {(method, stream.STREAM_PATH): stream_door for method in STREAM_METHODS}
     routes = [
         Route(WEBHOOK_PATH, webhooks, methods=["POST"]),
         *health.routes,
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         front=front,
         cors=bool(settings.cors_origins),
         routes=routes,
-        middleware=[*security_middleware(settings), Middleware(DirectRoutes, routes=direct)],
+        middleware=security_middleware(settings, limiter),
         lifespan=lifespan,
         exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )

@@ -1,12 +1,17 @@
 """`FrontApp`: Starlette, with a few routes served in front of its middleware stack.
 
-The webhook route is the web process's hottest path, and of the app's general layers only the header
-limits and the query-token scrub apply to it: it has no CORS preflight from Codat, no bearer token
-(the signature is its authentication, checked by the receiver) and no `/v1` body rule. So it is given
-its own short stack of exactly those layers (`service/security/middleware.py: webhook_middleware`) and
-reached before the router and every other layer are walked. A request that one of the skipped layers
-would change — one carrying an `Origin` while CORS is configured — takes the general stack as before.
-The route stays in the router too, so 405s, the access rules and the OpenAPI document see it.
+Two routes are served before the router and the general layers are walked, each by its own short stack
+(`service/security/middleware.py`) that gives the same answers in the same order:
+
+* the webhook route, the web process's hottest path: of the general layers only the header limits and
+  the query-token scrub apply to it (no CORS preflight from Codat, no bearer token: the signature is its
+  authentication, checked by the receiver; no `/v1` body rule) — `webhook_middleware`;
+* the stream, which stays suspended in every layer it passed for as long as its client stays: Starlette's
+  server-error layer, then every check of the general stack in one frame — `guarded_middleware`.
+
+A request that a skipped layer would change — one carrying an `Origin` while CORS is configured — takes
+the general stack as before. The routes stay in the router too, so 405s, the access rules and the
+OpenAPI document see them.
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from service.common.direct import route_path
 
 
 class FrontApp(Starlette):
@@ -40,3 +43,10 @@ class FrontApp(Starlette):
 
 def has_origin(scope: Scope) -> bool:
     return any(name == b"origin" for name, _ in scope["headers"])
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: without the mount point (`root_path`) when the server put it in."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path

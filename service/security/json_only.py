@@ -37,14 +37,19 @@ def is_json(media: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+def body_refusal(scope: Scope) -> ApiError | None:
+    """The 415 for a `/v1/*` request whose body is not JSON; None for any other request."""
+    if scope["path"].startswith(API_PREFIX) and has_body(scope) and not is_json(media_type(scope)):
+        return ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a request body must be sent as application/json")
+    return None
+
+
 class JsonOnlyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX) and has_body(scope):
-            if not is_json(media_type(scope)):
-                detail = "a request body must be sent as application/json"
-                await error_response(ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, detail))(scope, receive, send)
-                return
+        if scope["type"] == "http" and (refused := body_refusal(scope)) is not None:
+            await error_response(refused)(scope, receive, send)
+            return
         await self.app(scope, receive, send)

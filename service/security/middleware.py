@@ -33,8 +33,8 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
 from service.security.failure_budget import FailureLimiter
-from service.security.header_limits import HeaderLimitMiddleware
-from service.security.json_only import JsonOnlyMiddleware
+from service.security.header_limits import HeaderLimitMiddleware, header_refusal
+from service.security.json_only import JsonOnlyMiddleware, body_refusal
 from service.security.local_only import check_local_request
 from service.security.parameters import check_parameters
 from service.security.revocation import RevocationList
@@ -62,14 +62,15 @@ def auth_disabled(settings: Settings) -> bool:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: FailureLimiter | None = None) -> None:
+        """`limiter`: the failure budget, shared with every other door that authenticates (`GuardedRoute`)."""
         self.app = app
         self.settings = settings
         admin, signer = AdminTokens(settings.admin_token_hashes), TokenSigner(settings.token_signing_key)
         self.authenticator = Authenticator(admin, signer)
         self.disabled = auth_disabled(settings)
         self.sources = SourceResolver(parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES"))
-        self.limiter = FailureLimiter(settings.failure_limit_per_minute)
+        self.limiter = limiter or FailureLimiter(settings.failure_limit_per_minute)
         self.unruled: set[str] = set()
         if self.disabled:
             log.warning("msg=auth_disabled detail=%r", "requests without a token are served to loopback clients only")
@@ -77,22 +78,25 @@ class AuthMiddleware:
             log.warning("msg=no_admin_tokens detail=%r", "set SYNCTRACK_ADMIN_TOKEN_HASHES; only company tokens work")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] == "http" and (refused := await self.admit(scope)) is not None:
+            await error_response(refused)(scope, receive, send)
             return
+        await self.app(scope, receive, send)
+
+    async def admit(self, scope: Scope) -> ApiError | None:
+        """Why the request may not go on (401, 403, 404, 429); None once it may, with its `Principal` on the
+        scope when its route needs one."""
         query_token = take_query_token(scope)
         rule, path_params = self.route_rule(scope)
         if self.disabled and rule.kind != Kind.SIGNATURE:
             try:
                 check_local_request(scope, self.settings.cors_origins)
             except ApiError as refused:
-                await error_response(refused)(scope, receive, send)
-                return
+                return refused
         if rule.kind in (Kind.PUBLIC, Kind.SIGNATURE) or (
             rule.kind == Kind.METRICS and not self.settings.metrics_require_token
         ):
-            await self.app(scope, receive, send)
-            return
+            return None
         try:
             principal = self.authenticate(scope, rule, query_token)
             if principal.token_id is not None and await self.revocations(scope).is_revoked(principal.token_id):
@@ -110,10 +114,9 @@ class AuthMiddleware:
                 if rule.right and not principal.can(rule.right):
                     raise ApiError(403, ErrorCode.FORBIDDEN, f"this token does not have the {rule.right!r} right")
         except ApiError as refused:
-            await error_response(refused)(scope, receive, send)
-            return
+            return refused
         scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+        return None
 
     def revocations(self, scope: Scope) -> RevocationList:
         revocations: RevocationList = scope["app"].state.revocations
@@ -216,6 +219,32 @@ class QueryTokenScrub:
         await self.app(scope, receive, send)
 
 
+class GuardedRoute(AuthMiddleware):
+    """A route served in front of the app's middleware (`service/common/front.py`) that needs every check the
+    general stack makes, in the same order and with the same answers: header limits (431), authentication and
+    the access rules (`AuthMiddleware.admit`), JSON bodies only (415).
+
+    The checks run one after the other in this one frame rather than in a frame per layer: a stream request
+    stays suspended in whatever called it for as long as its client stays, thousands at a time."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = header_refusal(scope, self.settings.max_header_bytes)
+        if refused is None:
+            refused = await self.admit(scope)
+        if refused is None:
+            refused = body_refusal(scope)
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def guarded_middleware(app: ASGIApp, settings: Settings, limiter: FailureLimiter) -> ASGIApp:
+    """The stream's own stack, served in front of the app's: Starlette's server-error layer outermost, as in the
+    general stack, then every check of that stack in one `GuardedRoute`."""
+    return ServerErrorMiddleware(GuardedRoute(app, settings, limiter))
+
+
 def webhook_middleware(app: ASGIApp, settings: Settings) -> ASGIApp:
     """The webhook route's own stack, served in front of the app's (`service/common/front.py`): of the general
     layers only those that act on it — header limits (431) first, the query-token scrub — then Starlette's
@@ -225,11 +254,12 @@ def webhook_middleware(app: ASGIApp, settings: Settings) -> ASGIApp:
     )
 
 
-def security_middleware(settings: Settings) -> list[Middleware]:
+def security_middleware(settings: Settings, limiter: FailureLimiter | None = None) -> list[Middleware]:
     """Header limits outermost, then CORS (a preflight carries no token), authentication, JSON bodies only.
 
     The token settings are checked here, when the app is built, so a malformed hash or a short signing
-    key stops the process at start (raises TokenConfigError) instead of failing every request.
+    key stops the process at start (raises TokenConfigError) instead of failing every request. `limiter`:
+    the failure budget authentication charges, shared with the routes served in front (`guarded_middleware`).
     """
     AdminTokens(settings.admin_token_hashes)
     TokenSigner(settings.token_signing_key)
@@ -246,6 +276,6 @@ def security_middleware(settings: Settings) -> list[Middleware]:
                 max_age=600,
             )
         )
-    stack.append(Middleware(AuthMiddleware, settings=settings))
+    stack.append(Middleware(AuthMiddleware, settings=settings, limiter=limiter))
     stack.append(Middleware(JsonOnlyMiddleware))
     return stack

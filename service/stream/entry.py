@@ -1,12 +1,12 @@
-"""`StreamEntry`: `GET /v1/stream` as a plain ASGI app, served past the router (`service/common/direct.py`).
+"""`StreamEntry`: `GET /v1/stream` as a plain ASGI app, served in front of the middleware (`service/common/front.py`).
 
 A stream request lives as long as its client stays, and every layer between the server and the
-handler keeps a suspended frame (and often a wrapped `send`) for all that time: Starlette's exception
-middleware, the router, the route and its request/response adapter hold ~5 KB per client and add two
-calls to every change sent. Served directly, the stream runs behind the same header limits, CORS and
-authentication as any route, with the same answers: an error the handler raises goes to the app's own
-exception handler (`on_error`, the one map to error bodies), and whatever that handler does not answer
-reaches Starlette's error middleware (500) as before.
+handler keeps a suspended frame (and often a wrapped `send`) for all that time: Starlette's app and
+exception middleware, each security layer, the router, the route and its request/response adapter.
+Served in front, the stream runs behind the same header limits, authentication and body rule as any
+route, checked in one frame (`service/security/middleware.py: GuardedRoute`), with the same answers: an
+error the handler raises goes to the app's own exception handler (`on_error`, the one map to error
+bodies), and whatever that handler does not answer reaches Starlette's error middleware (500) as before.
 """
 
 from __future__ import annotations

@@ -370,6 +370,17 @@ def test_repeated_failed_authentications_are_rate_limited_but_a_valid_token_neve
         assert elsewhere.get("/v1/companies").status_code == 401, "another source has its own budget"
 
 
+def test_the_stream_and_the_other_routes_charge_one_failure_budget(settings: Settings, world: World) -> None:
+    wrong = bearer("sta_wrong-token-0123456789abcdefghijkl")
+    with TestClient(app_with(settings, failure_limit_per_minute=3)) as client:
+        # The stream is served in front of the middleware stack; its failures count with every other route's.
+        first = [client.get("/v1/stream", headers=wrong).status_code for _ in range(2)]
+        then = [client.get("/v1/companies", headers=wrong).status_code for _ in range(2)]
+        stream_after = client.get("/v1/stream", headers=wrong)
+    assert first + then == [401, 401, 401, 429]
+    assert stream_after.status_code == 429 and stream_after.json()["error"] == "rate_limited"
+
+
 def test_forwarded_sources_count_separately_only_behind_a_trusted_proxy(settings: Settings) -> None:
     def statuses(trusted: list[str]) -> list[int]:
         app = app_with(settings, failure_limit_per_minute=1, trusted_proxies=trusted)

@@ -1,4 +1,4 @@
-"""`GET /v1/stream` is served past the router, behind the same checks and with the same answers.
+"""`GET /v1/stream` is served in front of the middleware, behind the same checks and with the same answers.
 
 Over a real socket (uvicorn on a thread of this process, the embedded Redis) for what a client sees, and
 straight through ASGI for what an open stream holds while it waits.
@@ -74,7 +74,9 @@ def test_a_stream_before_the_change_feed_is_reached_is_a_503_json_error(settings
     assert answer.json()["error"] == "stream_unavailable" and answer.headers["retry-after"] == "1"
 
 
-def test_an_open_stream_holds_no_frame_of_the_router_or_its_exception_layers(settings: Settings) -> None:
+def test_an_open_stream_holds_one_frame_for_every_check_and_none_of_the_router_or_the_general_layers(
+    settings: Settings,
+) -> None:
     app = create_app(settings)
     opened = asyncio.Event()
 
@@ -105,6 +107,9 @@ def test_an_open_stream_holds_no_frame_of_the_router_or_its_exception_layers(set
     held = asyncio.run(scenario())
 
     assert any(name.endswith("service/stream/response.py:ChangeStreamResponse.__call__") for name in held), held
-    assert any("AuthMiddleware.__call__" in name for name in held), held
+    assert any(name.endswith("service/security/middleware.py:GuardedRoute.__call__") for name in held), held
+    assert any("ServerErrorMiddleware.__call__" in name for name in held), held
     layers = ("starlette/routing.py", "starlette/middleware/exceptions.py", "starlette/_exception_handler.py")
     assert not [name for name in held if name.split(":")[0].endswith(layers)], held
+    general = ("Starlette.__call__", "HeaderLimitMiddleware", "AuthMiddleware", "JsonOnlyMiddleware")
+    assert not [name for name in held if any(layer in name for layer in general)], held
