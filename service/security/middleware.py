@@ -240,9 +240,12 @@ class GuardedRoute(AuthMiddleware):
 
 
 def guarded_middleware(app: ASGIApp, settings: Settings, limiter: FailureLimiter) -> ASGIApp:
-    """The stream's own stack, served in front of the app's: Starlette's server-error layer outermost, as in the
-    general stack, then every check of that stack in one `GuardedRoute`."""
-    return ServerErrorMiddleware(GuardedRoute(app, settings, limiter))
+    """The stream's own stack, served in front of the app's: every check of the general stack, in one
+    `GuardedRoute`. Starlette's server-error layer is left out: its one job here would be answering an
+    unexpected failure before the response starts with 500 `Internal Server Error` and handing the error on to
+    the server to log, and the server does both itself (uvicorn sends the same text) without a frame and a
+    wrapped `send` held for every open stream."""
+    return GuardedRoute(app, settings, limiter)
 
 
 def webhook_middleware(app: ASGIApp, settings: Settings) -> ASGIApp:

@@ -90,6 +90,9 @@ class ChangeStreamResponse:
                 sub.sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sub.last_sent, sub.sending_since = sub.sending_since, 0.0
+                # Not kept while the next one is awaited: the snapshot can be large, and while the fan-out
+                # writes to this client itself the next chunk may not come for hours.
+                del chunk
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not sub.timed_out:
