@@ -172,7 +172,11 @@ async def events(
     local outlives its step (the snapshot, a catch-up page): this frame lives as long as the client."""
     try:
         if opening == "snapshot":
-            yield frame(position, "snapshot", await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness))
+            yield frame(
+                position,
+                "snapshot",
+                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=fanout.snapshot_threads),
+            )
         elif opening is not None:
             yield reset_frame(position, opening)
         else:

@@ -7,7 +7,10 @@ straight through ASGI for what an open stream holds while it waits.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import CoroutineType
 from typing import Any
 
@@ -17,6 +20,8 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
+from service.stream import routes
+from service.stream.fanout import SNAPSHOT_THREADS
 from service.stream.protocol import PROTOCOL
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
 from tests.support.frames import frames_held, locals_held
@@ -133,3 +138,33 @@ def test_an_unexpected_failure_before_the_stream_opens_is_a_500_as_on_any_route(
     assert (answer.status_code, answer.text) == (500, "Internal Server Error")
     assert answer.headers["content-type"].startswith("text/plain")
     assert after.status_code == 200, "the process goes on serving"
+
+
+def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_time(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def slow_snapshot(*args: Any) -> dict[str, Any]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real_snapshot(*args)
+
+    real_snapshot = routes.load_snapshot
+    monkeypatch.setattr(routes, "load_snapshot", slow_snapshot)
+    with app_in_thread(create_app(settings), http=PROTOCOL) as base:
+        clients = []
+        with ThreadPoolExecutor(12) as pool:
+            clients = list(pool.map(lambda _: SseClient(f"{base}/v1/stream", ADMIN_HEADERS), range(12)))
+        try:
+            openings = [client.next().event for client in clients]
+        finally:
+            for client in clients:
+                client.close()
+
+    assert openings == ["snapshot"] * 12
+    assert most[0] == SNAPSHOT_THREADS
