@@ -37,5 +37,8 @@ class StreamEntry:
             response: ASGIApp = await stream(request)
         except (SynctrackError, HTTPException) as exc:  # what the app's exception handler answers
             response = await self.on_error(request, exc)
-        del request  # held for as long as the client stays otherwise
+        # Neither the request nor the caller is needed once the stream is open (the principal chose its
+        # company filter); both would otherwise be held for as long as the client stays.
+        del request
+        scope.get("state", {}).pop("principal", None)
         await response(scope, receive, send)

@@ -105,7 +105,7 @@ def test_an_open_stream_holds_one_frame_for_every_check_and_none_of_the_router_o
             await asyncio.wait_for(opened.wait(), 10)
             await asyncio.sleep(0.05)
             held = frames_held(task.get_coro())
-            values = locals_held(task.get_coro())
+            values = [*locals_held(task.get_coro()), *scope.get("state", {}).values()]
             assert isinstance(task.get_coro(), CoroutineType)
             gone.set_result(None)
             await asyncio.wait_for(task, 10)
