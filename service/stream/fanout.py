@@ -229,7 +229,12 @@ class Fanout:
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             if reply:
-                self.dispatch(reply.items() if isinstance(reply, dict) else reply)
+                try:
+                    self.dispatch(reply.items() if isinstance(reply, dict) else reply)
+                except Exception:  # a fault in handing out must not stop the reader for every client
+                    log.exception("msg=stream_dispatch_failed clients=%d", len(self._subscribers))
+                    for sub in self._subscribers:  # any of them may have missed changes
+                        sub.drop(STREAM_INTERRUPTED)
 
     async def _resume_after_interruption(self) -> None:
         """If our position left the stream while Redis was away (trimmed, or a Redis that lost its

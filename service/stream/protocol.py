@@ -48,7 +48,8 @@ class BodyWriter:
 
     def write(self, framed: bytes) -> bool:
         """Write `framed` (a body already framed by `chunk`) now; False when `send` must be awaited instead:
-        the response is not under way, not chunked, complete, the client is gone, or its socket is behind."""
+        the response is not under way, not chunked, complete, the client is gone or going, or its socket is
+        behind. Never raises: the fan-out writes to thousands of clients in one loop."""
         cycle = self._cycle
         if (
             cycle.disconnected
@@ -56,9 +57,13 @@ class BodyWriter:
             or cycle.response_complete
             or not cycle.chunked_encoding
             or cycle.flow.write_paused
+            or cycle.transport.is_closing()
         ):
             return False
-        cycle.transport.write(framed)
+        try:
+            cycle.transport.write(framed)
+        except RuntimeError:  # closed since (uvloop); the caller must not fail for it, `on_lost` follows
+            return False
         return True
 
     @property

@@ -216,6 +216,33 @@ def test_clients_reset_when_the_readers_position_vanished_from_redis(redis_url: 
     run(scenario)
 
 
+@pytest.mark.redis
+def test_a_fault_while_handing_out_resets_every_client_and_the_reader_reads_on(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        fanout = Fanout(client, namespace, capacity=100)
+        await fanout.start()
+        class Broken(StreamFilter):
+            def matches(self, company_id: str, connection_id: str) -> bool:
+                raise RuntimeError("a fault in handing out")
+
+        faulty = fanout.subscribe(Broken(company_ids=frozenset({"co-1"})))
+        healthy = fanout.subscribe(StreamFilter())
+        await publish(client, namespace, entry())
+        await settle(lambda: healthy.lost)
+        assert (faulty.lost, healthy.lost) == (STREAM_INTERRUPTED, STREAM_INTERRUPTED)
+        assert await healthy.next() is None, "the client is told to reset"
+        fanout.unsubscribe(faulty)
+        fresh = fanout.subscribe(StreamFilter())
+        [sent] = await publish(client, namespace, entry())
+        [change] = await received(fresh, 1)
+        assert change.id == sent and fanout.running
+        await fanout.stop()
+        await client.aclose()
+
+    run(scenario)
+
+
 def test_the_embedded_redis_wakes_the_reader_when_a_worker_thread_publishes() -> None:
     """fakeredis's blocking XREAD works across threads, so embedded mode needs no polling."""
 

@@ -172,3 +172,44 @@ def test_under_another_protocol_no_writer_is_offered() -> None:
         assert httpx.get(base, timeout=5).status_code == 204
 
     assert offered == [None]
+
+
+def test_clients_that_vanish_mid_stream_leave_the_others_served_and_the_reader_running(settings: Settings) -> None:
+    app = create_app(settings)
+    key = stream_key(settings.redis_namespace)
+    with app_in_thread(app, http=PROTOCOL) as base:
+        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
+        port = int(base.rsplit(":", 1)[1])
+        vanishing = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(
+                b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                + ADMIN_HEADERS["Authorization"].encode()
+                + b"\r\n\r\n"
+            )
+            head = b""
+            while b"event: snapshot" not in head:
+                received_now = sock.recv(65536)
+                assert received_now, f"closed before the snapshot: {head!r}"
+                head += received_now
+            # Closing with a zero linger time sends a reset, as a client that crashed or lost its network does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            vanishing.append(sock)
+        staying = SseClient(f"{base}/v1/stream", ADMIN_HEADERS)
+        try:
+            assert staying.next().event == "snapshot"
+            published = []
+            for i in range(60):
+                if i % 3 == 0 and vanishing:
+                    vanishing.pop().close()
+                fields = {"event": "sync.started", "company_id": "co", "connection_id": "c", "data": f'{{"i":{i}}}'}
+                published.append(app.state.admin_redis.xadd(key, fields).decode())
+                threading.Event().wait(0.005)
+            received = [event.id for event in staying.take(60)]
+            after = wait_for(lambda: (s := status(base))["clients"] == 1 and s, timeout=10, message="the rest let go")
+        finally:
+            staying.close()
+
+    assert received == published
+    assert after["reader"] == "running"
