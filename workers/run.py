@@ -21,14 +21,19 @@ import time
 from types import FrameType
 from typing import Any
 
-from workers.runtime.queues import WEBHOOK_QUEUE
+from workers.runtime.queues import OPS_QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger("synctrack.worker")
 
 RESTART_DELAY_SECONDS = 1.0
 IDLE_POLL_MS = 1_000
-"""How long an idle consumer of the other queues (delay queues, `ops`, `deliveries`) sleeps between polls:
-dramatiq's default. Each poll costs CPU; only the webhooks queue is worth polling often."""
+"""How long an idle consumer of the other queues (delay queues, `deliveries`) sleeps between polls:
+dramatiq's default. Each poll costs CPU; only the webhooks queue is worth polling often for its own sake."""
+OPS_POLL_MS = 100
+"""The same for the `ops` queue (imports, replays). What a killed worker held is requeued by the broker's
+maintenance, which runs on a share of each queue's own polls (`MAINTENANCE_CHANCE`, 2 %): at one poll a
+second an interrupted import waited 50 s on average to be taken up again, and now and then minutes; at ten a
+second, about 5 s. Deliveries need no such help: their sweep re-queues any whose lease ran out."""
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
@@ -82,6 +87,7 @@ def worker_process(threads: int, parent: int) -> None:
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=IDLE_POLL_MS)
     worker.start()
     poll_quickly(worker, [WEBHOOK_QUEUE], settings.worker_poll_ms)
+    poll_quickly(worker, [OPS_QUEUE], max(settings.worker_poll_ms, OPS_POLL_MS))
     start_periodic(runtime)
     log.info("worker=%d result=ready threads=%d poll_ms=%d", os.getpid(), threads, settings.worker_poll_ms)
     stopping.wait()
