@@ -221,8 +221,9 @@ class Fanout:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reader must outlive any failure; clients wait meanwhile
-                if self._stopping:
-                    return
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    return  # a cancellation redis-py turned into a connection error still ends the reader
                 if not interrupted:
                     log.warning("msg=stream_reader_interrupted error=%r", f"{type(exc).__name__}: {exc}")
                 interrupted = True

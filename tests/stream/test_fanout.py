@@ -202,9 +202,10 @@ def test_clients_reset_when_the_readers_position_vanished_from_redis(redis_url: 
         client = redis.asyncio.Redis.from_url(redis_url)
         fanout = Fanout(client, namespace, capacity=10)
         [first] = await publish(client, namespace, entry())
-        await fanout.start()
+        fanout.position = await fanout.tail()  # where a started reader stands; none runs to race the check below
         sub = fanout.subscribe(StreamFilter())
         await client.delete(stream_key(namespace))  # a Redis that restarted without its data
+        await asyncio.sleep(0.01)  # its first new id is then later than ours, not the same id by chance
         [second] = await publish(client, namespace, entry())
         fanout.position = first
         await fanout._resume_after_interruption()
@@ -222,6 +223,7 @@ def test_a_fault_while_handing_out_resets_every_client_and_the_reader_reads_on(r
         client = redis.asyncio.Redis.from_url(redis_url)
         fanout = Fanout(client, namespace, capacity=100)
         await fanout.start()
+
         class Broken(StreamFilter):
             def matches(self, company_id: str, connection_id: str) -> bool:
                 raise RuntimeError("a fault in handing out")
@@ -239,6 +241,32 @@ def test_a_fault_while_handing_out_resets_every_client_and_the_reader_reads_on(r
         assert change.id == sent and fanout.running
         await fanout.stop()
         await client.aclose()
+
+    run(scenario)
+
+
+def test_a_reader_whose_cancellation_the_redis_client_turned_into_an_error_still_ends() -> None:
+    class SwallowingRedis:
+        """What redis-py can do when a cancellation lands mid-read: drop the connection and raise its own error."""
+
+        async def xinfo_stream(self, key: str) -> dict[str, Any]:
+            return {"last-generated-id": b"0-0"}
+
+        async def xread(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise redis.ConnectionError("Connection closed by server.") from None
+
+    async def scenario() -> None:
+        fanout = Fanout(cast(redis.asyncio.Redis, SwallowingRedis()), "ns", capacity=10)
+        await fanout.start()
+        await asyncio.sleep(0.05)
+        reader = fanout._task
+        assert reader is not None
+        reader.cancel()
+        await asyncio.wait_for(asyncio.wait({reader}), 2)
+        assert reader.done() and not fanout.running
 
     run(scenario)
 
