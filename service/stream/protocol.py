@@ -66,10 +66,6 @@ class BodyWriter:
             return False
         return True
 
-    @property
-    def connected(self) -> bool:
-        return not self._cycle.disconnected
-
 
 class StreamingHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol; every GET request's scope carries a `BodyWriter`."""

@@ -224,8 +224,9 @@ async def events(
 async def stream(request: Request) -> ChangeStreamResponse:
     """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach.
 
-    Served by `service/stream/entry.py` (past the router); the route below is what the router, the
-    access rules and the OpenAPI document see."""
+    Served by `service/stream/entry.py`, in front of the middleware stack (and through the router for a request
+    with an `Origin` while CORS is configured); the route below is what the router, the access rules and the
+    OpenAPI document see."""
     fanout: Fanout = request.app.state.fanout
     stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.

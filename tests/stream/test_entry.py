@@ -168,3 +168,15 @@ def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_t
 
     assert openings == ["snapshot"] * 12
     assert most[0] == SNAPSHOT_THREADS
+
+
+def test_with_cors_configured_a_stream_opened_from_a_page_gets_the_cors_answer(settings: Settings) -> None:
+    origin = "https://app.example.com"
+    app = create_app(settings.model_copy(update={"cors_origins": [origin]}))
+    with app_in_thread(app, http=PROTOCOL) as base:
+        for headers in ({**ADMIN_HEADERS, "Origin": origin}, ADMIN_HEADERS):
+            with httpx.stream("GET", f"{base}/v1/stream", headers=headers, timeout=10) as answer:
+                first = next(answer.iter_lines())
+                allowed = answer.headers.get("access-control-allow-origin")
+            assert answer.status_code == 200 and first == "id: 0-0"
+            assert allowed == (origin if "Origin" in headers else None)
