@@ -173,6 +173,7 @@ class Subscriber:
         """Empty the buffer (memory stays bounded) and remember that changes were lost."""
         self._items.clear()
         self.lost = reason
+        self.direct = False  # the client's task sends the reset; nothing may be written before it
         self.wake()
 
     def restart(self) -> None:
@@ -201,6 +202,7 @@ class Subscriber:
 
     def close(self) -> None:
         self.closed = True
+        self.direct = False
         self._items.clear()
         self.wake()
 

@@ -6,7 +6,7 @@ exception middleware, each security layer, the router, the route and its request
 Served in front, the stream runs behind the same header limits, authentication and body rule as any
 route, checked in one frame (`service/security/middleware.py: GuardedRoute`), with the same answers: an
 error the handler raises goes to the app's own exception handler (`on_error`, the one map to error
-bodies), and whatever that handler does not answer reaches Starlette's error middleware (500) as before.
+bodies), and whatever that handler does not answer is the server's 500 (`guarded_middleware` says why).
 """
 
 from __future__ import annotations
