@@ -6,7 +6,8 @@ process, so they are kept small (slots, a plain list, a future only while waitin
 
 While a client keeps up and its task waits for news, the fan-out writes each change straight to its
 socket (`Subscriber.write_now`, through the server's `BodyWriter`); the buffer and the task take over
-as soon as a write cannot happen at once, and hand back once the buffer is empty again.
+as soon as a write cannot happen at once, and hand back once the buffer is empty again. A parked client
+(`service/stream/parked.py`) has no task: its connection does at once what the task would do when woken.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from service.stream.protocol import BodyWriter, chunk
+from service.stream.protocol import chunk
 
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
@@ -84,6 +85,33 @@ class StreamFilter:
         )
 
 
+class Writer(Protocol):
+    """Writes one framed chunk to a client's socket now, or answers False (`service/stream/protocol.py`)."""
+
+    def write(self, framed: bytes) -> bool: ...
+
+
+class Parked(Writer, Protocol):
+    """A client's connection once its request task has ended (`service/stream/parked.py`)."""
+
+    def wake(self) -> None:
+        """Do at once what the client's task would do on waking: write what is buffered, or say goodbye."""
+
+    def abort(self) -> None:
+        """Drop the connection: a write has waited too long."""
+
+
+def unsent(changes: list[StreamChange], last: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
+    """The frames of `changes` after the id `last`, in one chunk (the shared frame when there is one), and
+    the id of the last of them; a change at or before `last` was sent already (catch-up and buffer overlap)."""
+    frames = []
+    for change in changes:
+        if change.key > last:
+            last = change.key
+            frames.append(change.frame)
+    return (frames[0] if len(frames) == 1 else b"".join(frames)), last
+
+
 class Subscriber:
     """One client's bounded buffer of changes, and the clock readings the fan-out's watchdog needs.
 
@@ -103,6 +131,7 @@ class Subscriber:
         "last_sent",
         "timed_out",
         "writer",
+        "parked",
         "direct",
         "_heartbeat_due",
         "_items",
@@ -124,8 +153,10 @@ class Subscriber:
         """Loop time a send started, 0 when none is under way."""
         self.last_sent = now
         self.timed_out = False
-        self.writer: BodyWriter | None = None
+        self.writer: Writer | None = None
         """Writes to the client's socket without its task, when the server offers one (`service/stream/protocol.py`)."""
+        self.parked: Parked | None = None
+        """The client's connection, once parked: it has no task any more."""
         self.direct = False
         """The fan-out may write to the client itself: nothing is buffered and the client's task waits for news."""
         self._heartbeat_due = False
@@ -182,7 +213,9 @@ class Subscriber:
         self.lost = None
 
     def wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        if self.parked is not None:
+            self.parked.wake()
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def beat(self, now: float) -> None:
@@ -197,7 +230,9 @@ class Subscriber:
     def time_out(self) -> None:
         """A send has waited too long: stop the task writing to this client."""
         self.timed_out = True
-        if self.task is not None:
+        if self.parked is not None:
+            self.parked.abort()
+        elif self.task is not None:
             self.task.cancel()
 
     def close(self) -> None:
@@ -205,6 +240,16 @@ class Subscriber:
         self.direct = False
         self._items.clear()
         self.wake()
+
+    def take_heartbeat(self) -> bool:
+        """Whether a heartbeat was due (it is not any more)."""
+        due, self._heartbeat_due = self._heartbeat_due, False
+        return due
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to send and nothing to say: the client's task would now wait for news."""
+        return not (self._items or self._heartbeat_due or self.lost or self.closed)
 
     def take_buffered(self) -> list[StreamChange]:
         """Every change buffered now, oldest first; the buffer is left empty."""

@@ -114,6 +114,11 @@ class Fanout:
         return sum(sub.depth for sub in self._subscribers)
 
     @property
+    def parked(self) -> int:
+        """Clients whose request has ended, served by this fan-out alone (`service/stream/parked.py`)."""
+        return sum(1 for sub in self._subscribers if sub.parked is not None)
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 

@@ -5,7 +5,9 @@ disconnect listener) and a timer per send: measured with bench/sse_fanout.py tha
 connected client, and its timers were a fifth of the CPU spent per delivered change. Here the request's
 own task is the only one: the server's `BodyWriter` (`service/stream/protocol.py`) says when the client
 leaves (under a server without it, one small task waits for the disconnect), and while the client keeps
-up the fan-out writes to its socket without waking this loop at all. Heartbeats, the send timeout and the
+up the fan-out writes to its socket without waking this loop at all; once the client is live and idle,
+the event source parks the connection (`service/stream/parked.py`) and this loop ends without ending the
+body. Heartbeats, the send timeout and the
 shutdown are the fan-out's single watchdog (`service/stream/fanout.py`), which this loop informs by noting
 when each send starts and ends on the client's `Subscriber`. The response keeps sse-starlette's headers (no
 caching, no proxy buffering) and its HEAD answer (headers, no body).
@@ -93,7 +95,8 @@ class ChangeStreamResponse:
                 # Not kept while the next one is awaited: the snapshot can be large, and while the fan-out
                 # writes to this client itself the next chunk may not come for hours.
                 del chunk
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if sub.parked is None:  # a parked connection's body is ended by the fan-out, later
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not sub.timed_out:
                 raise
@@ -102,10 +105,11 @@ class ChangeStreamResponse:
         finally:
             if listener is not None:
                 listener.cancel()
-            else:
+            elif sub.parked is None:
                 sub.writer = None
             await self.content.aclose()
-            self.release()
+            if sub.parked is None:
+                self.release()
 
     async def _until_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -14,7 +14,9 @@ A connection goes through three steps:
      from the JSON API, live changes follow;
 3. live: changes from the subscriber's buffer, skipping every id at or before the last one sent
    (buffer and catch-up overlap; there is never a gap between them); while the client keeps up, the
-   fan-out writes each change to its socket itself (`Subscriber.write_now`).
+   fan-out writes each change to its socket itself (`Subscriber.write_now`). Under `synctrack web` the
+   connection is then parked: the request ends, and the fan-out alone serves the client from here on
+   (`service/stream/parked.py`).
 
 A client too slow for its bounded buffer gets ``reset`` and is disconnected; `service/stream/response.py`
 writes the events to the socket.
@@ -23,7 +25,6 @@ writes the events to the socket.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
@@ -49,8 +50,11 @@ from service.stream.client import (
     StreamFilter,
     Subscriber,
     parse_id,
+    unsent,
 )
 from service.stream.fanout import Fanout
+from service.stream.frames import frame, reset_frame
+from service.stream.parked import park
 from service.stream.response import ChangeStreamResponse
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
@@ -63,21 +67,6 @@ CATCH_UP_PAGE = 500
 SNAPSHOT_LIMIT = 10_000
 """Most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true."""
 STREAM_PATH = "/v1/stream"
-RESET_DETAIL = {
-    "last_event_id_not_found": "Last-Event-ID is not in the stream (unknown, or older than the retention window)",
-    SLOW_CLIENT: "the client read too slowly and its buffer overflowed",
-    "stream_interrupted": "the change feed was interrupted and changes may have been missed",
-}
-
-
-def frame(event_id: str, name: str, body: dict[str, Any]) -> bytes:
-    data = json.dumps(body, separators=(",", ":"))
-    return f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
-
-
-def reset_frame(position: str, reason: str) -> bytes:
-    detail = RESET_DETAIL.get(reason, reason) + "; re-read the state from the JSON API"
-    return frame(position, "reset", {"reason": reason, "detail": detail, "event_id": None})
 
 
 def load_snapshot(
@@ -147,17 +136,6 @@ async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange],
     return changes, position, len(entries) == CATCH_UP_PAGE
 
 
-def unsent(changes: list[StreamChange], last: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
-    """The frames of `changes` after the id `last`, in one chunk (the shared frame when there is one), and
-    the id of the last of them; a change at or before `last` was sent already (catch-up and buffer overlap)."""
-    frames = []
-    for change in changes:
-        if change.key > last:
-            last = change.key
-            frames.append(change.frame)
-    return (frames[0] if len(frames) == 1 else b"".join(frames)), last
-
-
 async def events(
     fanout: Fanout,
     sub: Subscriber,
@@ -202,6 +180,8 @@ async def events(
         # to the socket itself while this loop waits (`Subscriber.write_now`).
         sub.skip_through = max(sub.skip_through, parse_id(position))
         while True:
+            if park(fanout, sub):
+                return  # the connection is the fan-out's now, until the client goes (service/stream/parked.py)
             item = await sub.next()
             if item is False:
                 yield HEARTBEAT
@@ -218,7 +198,8 @@ async def events(
                 yield chunk
             chunk = b""  # a joined chunk is this client's own copy: not kept while it waits
     finally:
-        fanout.unsubscribe(sub)
+        if sub.parked is None:
+            fanout.unsubscribe(sub)
 
 
 async def stream(request: Request) -> ChangeStreamResponse:
@@ -278,6 +259,7 @@ async def stream_status(request: Request) -> JSONResponse:
             "buffered": fanout.buffered,
             "overflows": fanout.overflows,
             "written_directly": fanout.written_directly,
+            "parked": fanout.parked,
             "reader": "running" if fanout.running else "stopped",
             "position": fanout.position,
             "tasks": len(asyncio.all_tasks()),

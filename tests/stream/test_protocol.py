@@ -38,7 +38,7 @@ def status(base: str) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize(("http", "direct", "tasks_per_client"), [(PROTOCOL, True, 1), ("httptools", False, 2)])
+@pytest.mark.parametrize(("http", "direct", "tasks_per_client"), [(PROTOCOL, True, 0), ("httptools", False, 2)])
 def test_every_client_gets_every_change_once_in_order_and_the_fan_out_writes_them_itself_where_it_can(
     settings: Settings, http: str, direct: bool, tasks_per_client: int
 ) -> None:
@@ -65,6 +65,8 @@ def test_every_client_gets_every_change_once_in_order_and_the_fan_out_writes_the
 
     assert received == [published] * 3 and extra == [[]] * 3
     assert connected["tasks"] - idle["tasks"] == 3 * tasks_per_client
+    # Under the writer every live client is parked: no request task is left, the fan-out serves it alone.
+    assert connected["parked"] == after["parked"] == (3 if direct else 0), (connected, after)
     if direct:
         assert after["written_directly"] == 3 * CHANGES, after
     else:

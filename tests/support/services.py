@@ -99,11 +99,12 @@ def run_db_upgrade(env: dict[str, str], cwd: Path, timeout: float) -> subprocess
 
 
 @contextmanager
-def app_in_thread(app: Any, http: str = "auto") -> Iterator[str]:
+def app_in_thread(app: Any, http: str = "auto", loop: str = "auto") -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
 
     For tests that need real HTTP (streaming, disconnects) but not a separate process. `http`: uvicorn's
-    protocol (its own by default; `service.stream.protocol.PROTOCOL` is the one `synctrack web` runs).
+    protocol (its own by default; `service.stream.protocol.PROTOCOL` is the one `synctrack web` runs);
+    `loop`: uvicorn's event loop (uvloop where installed, by default; `synctrack web` names uvloop).
     """
     import threading
 
@@ -111,7 +112,7 @@ def app_in_thread(app: Any, http: str = "auto") -> Iterator[str]:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http, loop=loop))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
