@@ -47,7 +47,7 @@ from workers.ops.replay import ReplayJobNotFound
 from workers.outbound.deliver import Deliverer
 from workers.outbound.url_policy import UnsafeUrl
 from workers.runtime.broker import async_redis, sync_redis
-from workers.runtime.db import make_engine, require_current_schema, upgrade
+from workers.runtime.db import make_engine, reader, require_current_schema, upgrade
 
 log = logging.getLogger("synctrack.app")
 
@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.reads = reader(engine)  # the JSON API's reads and the stream's snapshots: no write lock on SQLite
     app.state.freshness = FreshnessPolicy.from_settings(settings)
     app.state.redis = redis
     app.state.revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)

@@ -38,7 +38,7 @@ SCAN_CHUNK = 500
 
 
 def engine_of(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
+    engine: Engine = request.app.state.reads  # read-only: on SQLite, no write lock (workers/runtime/db.py)
     return engine
 
 

@@ -238,7 +238,7 @@ async def stream(request: Request) -> ChangeStreamResponse:
         fanout.subscriber_count,
     )
     return ChangeStreamResponse(
-        events(fanout, sub, request.app.state.engine, position, opening, request.app.state.freshness),
+        events(fanout, sub, request.app.state.reads, position, opening, request.app.state.freshness),
         sub=sub,
         release=partial(fanout.unsubscribe, sub),
     )

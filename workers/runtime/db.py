@@ -42,6 +42,21 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+READ_ONLY = "synctrack_read_only"
+"""The execution option `reader` sets."""
+
+
+def reader(engine: Engine) -> Engine:
+    """`engine` (the same pool, the same connections) for transactions that only read.
+
+    On SQLite every other transaction begins IMMEDIATE: it takes the write lock first, so two writers
+    never deadlock upgrading from a read. A read needs no lock in WAL mode, and taking it would make the
+    JSON API's and the stream's reads wait on each other and on every worker's write (a burst of 5,000
+    stream clients reconnecting read their snapshots one at a time). These begin DEFERRED instead. Other
+    databases are unaffected."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     # A failed statement's parameters (webhook bodies among them) must not reach a log line or a
@@ -62,7 +77,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     if "poolclass" not in kwargs:
