@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 from redis import Redis
 from sqlalchemy import Engine
@@ -28,7 +29,13 @@ from tests.support.webhook_receiver import WebhookReceiver
 from workers.ledger.tables import Delivery
 from workers.outbound.deliver import Deliverer
 from workers.outbound.dispatch import Dispatcher
-from workers.runtime.delivery_queue import BATCH_SIZE, DELIVER_BATCH_ACTOR, DELIVERY_QUEUE, enqueue_deliveries
+from workers.runtime.delivery_queue import (
+    BATCH_SIZE,
+    DELIVER_BATCH_ACTOR,
+    DELIVERY_QUEUE,
+    SPREAD,
+    enqueue_deliveries,
+)
 from workers.runtime.metrics import metrics
 from workers.runtime.queues import queue_keys
 
@@ -83,13 +90,25 @@ def test_the_dispatcher_queues_one_batch_message_that_delivers_every_change_to_e
     assert delivered_count() - counted == 6
 
 
-def test_many_deliveries_are_queued_at_most_a_batch_per_message(settings: Settings, redis: Redis) -> None:
-    ids = [f"msg_{i:04d}" for i in range(2 * BATCH_SIZE + 1)]
+def test_a_backlog_is_queued_a_full_batch_per_message(settings: Settings, redis: Redis) -> None:
+    ids = [f"msg_{i:05d}" for i in range(SPREAD * BATCH_SIZE + 1)]
 
     enqueue_deliveries(redis, settings.redis_namespace, ids)
 
     sizes = [len(m["args"][0]) for m in queued_messages(redis, settings.redis_namespace)]
-    assert sizes == [BATCH_SIZE, BATCH_SIZE, 1]
+    assert sizes == [BATCH_SIZE] * SPREAD + [1]
+    assert queued_ids(redis, settings.redis_namespace) == ids
+
+
+@pytest.mark.parametrize(("count", "sizes"), [(3, [3]), (40, [25, 15]), (200, [25] * 8), (801, [101] * 7 + [94])])
+def test_a_small_burst_is_spread_over_several_messages_for_several_threads(
+    settings: Settings, redis: Redis, count: int, sizes: list[int]
+) -> None:
+    ids = [f"msg_{i:04d}" for i in range(count)]
+
+    enqueue_deliveries(redis, settings.redis_namespace, ids)
+
+    assert [len(m["args"][0]) for m in queued_messages(redis, settings.redis_namespace)] == sizes
     assert queued_ids(redis, settings.redis_namespace) == ids
 
 
