@@ -98,14 +98,22 @@ def event_body(event_id: str, event_type: str, created_at: datetime, data: dict[
     return json.dumps(body, separators=(",", ":"))
 
 
-def delivery_row(subscription: Subscription, change: StreamChange, now: datetime) -> dict[str, Any]:
+def change_body(change: StreamChange) -> str:
+    """The body every subscription receives for `change`."""
+    return event_body(change.id, change.event_type, change.created_at, change.data)
+
+
+def delivery_row(
+    subscription: Subscription, change: StreamChange, now: datetime, body: str | None = None
+) -> dict[str, Any]:
+    """The delivery of `change` to `subscription`; `body` is `change_body(change)`, if the caller has it already."""
     return {
         "id": delivery_id(subscription.id, change.id),
         "subscription_id": subscription.id,
         "event_id": change.id,
         "event_type": change.event_type,
         "company_id": change.company_id,
-        "body": event_body(change.id, change.event_type, change.created_at, change.data),
+        "body": body if body is not None else change_body(change),
         "status": "pending",
         "attempts": 0,
         "next_attempt_at": now,
@@ -224,16 +232,19 @@ class Dispatcher(threading.Thread):
         if not subscriptions:  # the common case without outbound webhooks: nothing to read or write
             self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
             return len(entries)
-        changes = [StreamChange.from_entry(i, f) for i, f in entries]
         now = datetime.now(UTC)
-        rows = [
-            delivery_row(subscription, change, now)
-            for change in changes
-            if change is not None
-            for subscription in subscriptions
-            if change.created_at >= subscription.created_at
-            and matches(subscription, change.event_type, change.company_id)
-        ]
+        rows = []
+        for change in (StreamChange.from_entry(i, f) for i, f in entries):
+            if change is None:
+                continue
+            # The body is the same for every subscription: encoded once per change, not once per delivery.
+            created_at, body = change.created_at, None
+            for subscription in subscriptions:
+                if created_at >= subscription.created_at and matches(
+                    subscription, change.event_type, change.company_id
+                ):
+                    body = body or change_body(change)
+                    rows.append(delivery_row(subscription, change, now, body))
         ids = record_deliveries(self.engine, rows)
         enqueue_deliveries(self.redis, self.settings.redis_namespace, ids)
         self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
