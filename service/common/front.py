@@ -6,8 +6,9 @@ Two routes are served before the router and the general layers are walked, each 
 * the webhook route, the web process's hottest path: of the general layers only the header limits and
   the query-token scrub apply to it (no CORS preflight from Codat, no bearer token: the signature is its
   authentication, checked by the receiver; no `/v1` body rule) — `webhook_middleware`;
-* the stream, which stays suspended in every layer it passed for as long as its client stays: Starlette's
-  server-error layer, then every check of the general stack in one frame — `guarded_middleware`.
+* the stream, whose request stays suspended in every layer it passed until its connection is parked
+  (`service/stream/parked.py`), or for as long as its client stays where the server cannot park it: every
+  check of the general stack, in one frame — `guarded_middleware`.
 
 A request that a skipped layer would change — one carrying an `Origin` while CORS is configured — takes
 the general stack as before. The routes stay in the router too, so 405s, the access rules and the

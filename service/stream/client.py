@@ -265,8 +265,7 @@ class Subscriber:
                 return None
             if self._items:
                 return self._items.pop(0)
-            if self._heartbeat_due:
-                self._heartbeat_due = False
+            if self.take_heartbeat():
                 return False
             self._waiter = asyncio.get_running_loop().create_future()
             self.direct = self.writer is not None

@@ -7,9 +7,9 @@ own task is the only one: the server's `BodyWriter` (`service/stream/protocol.py
 leaves (under a server without it, one small task waits for the disconnect), and while the client keeps
 up the fan-out writes to its socket without waking this loop at all; once the client is live and idle,
 the event source parks the connection (`service/stream/parked.py`) and this loop ends without ending the
-body. Heartbeats, the send timeout and the
-shutdown are the fan-out's single watchdog (`service/stream/fanout.py`), which this loop informs by noting
-when each send starts and ends on the client's `Subscriber`. The response keeps sse-starlette's headers (no
+body. Heartbeats, the send timeout and the shutdown are the fan-out's single watchdog
+(`service/stream/fanout.py`), which this loop informs by noting when each send starts and ends on the
+client's `Subscriber`. The response keeps sse-starlette's headers (no
 caching, no proxy buffering) and its HEAD answer (headers, no body).
 """
 

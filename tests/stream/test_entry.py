@@ -27,13 +27,6 @@ from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
 from tests.support.frames import frames_held, locals_held
 from tests.support.services import app_in_thread
 from tests.support.sse_client import SseClient
-from workers.runtime.db import upgrade
-
-
-@pytest.fixture
-def settings(embedded_settings: Settings) -> Settings:
-    upgrade(embedded_settings.database_url)
-    return embedded_settings.model_copy(update={"stream_heartbeat_seconds": 60})
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import pytest
 
 from schemas.settings import Settings
@@ -20,28 +19,17 @@ from service.app import create_app
 from service.stream.protocol import PROTOCOL
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.services import app_in_thread, wait_for
+from tests.support.sse_client import stream_status
 from workers.ledger.changes import stream_key
-from workers.runtime.db import upgrade
 
 LOOPS = ["uvloop", "asyncio"]
-
-
-@pytest.fixture
-def settings(embedded_settings: Settings) -> Settings:
-    upgrade(embedded_settings.database_url)
-    return embedded_settings.model_copy(update={"stream_heartbeat_seconds": 60})
-
-
-def status(base: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5).json()
-    return body
 
 
 @contextmanager
 def served(settings: Settings, loop: str) -> Iterator[tuple[Any, str, int]]:
     app = create_app(settings)
     with app_in_thread(app, http=PROTOCOL, loop=loop) as base:
-        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
+        wait_for(lambda: stream_status(base)["reader"] == "running", timeout=10, message="reader running")
         yield app, base, int(base.rsplit(":", 1)[1])
 
 
@@ -106,18 +94,18 @@ def test_a_parked_client_that_stops_reading_gets_everything_in_order_once_it_rea
 ) -> None:
     with served(settings, loop) as (app, base, port):
         sock, head = open_stream(port, receive_buffer=4096)
-        wait_for(lambda: status(base)["parked"] == 1, timeout=10, message="parked")
+        wait_for(lambda: stream_status(base)["parked"] == 1, timeout=10, message="parked")
         # ~4 MB while the client reads nothing: its socket fills and the transport pauses writing; what comes
         # next waits in the subscriber's buffer.
         published = publish(app, settings, 200, 20_000)
         time.sleep(0.3)
         published += publish(app, settings, 50, 20_000)
-        behind = wait_for(lambda: (s := status(base))["buffered"] > 0 and s, timeout=10, message="buffered")
+        behind = wait_for(lambda: (s := stream_status(base))["buffered"] > 0 and s, timeout=10, message="buffered")
         received = read_until(sock, lambda got: published[-1].encode() in got)
-        after_catch_up = status(base)
+        after_catch_up = stream_status(base)
         more = publish(app, settings, 5)
         received += read_until(sock, lambda got: more[-1].encode() in got)
-        after = status(base)
+        after = stream_status(base)
         sock.close()
 
     payload, ended = dechunk(head.split(b"\r\n\r\n", 1)[1] + received)
@@ -133,11 +121,11 @@ def test_a_parked_client_too_slow_for_its_buffer_is_told_to_reset_and_its_body_e
 ) -> None:
     with served(settings.model_copy(update={"stream_client_buffer": 10}), loop) as (app, base, port):
         sock, head = open_stream(port, receive_buffer=4096)
-        wait_for(lambda: status(base)["parked"] == 1, timeout=10, message="parked")
+        wait_for(lambda: stream_status(base)["parked"] == 1, timeout=10, message="parked")
         publish(app, settings, 300, 20_000)
-        wait_for(lambda: status(base)["overflows"] == 1, timeout=10, message="overflowed")
+        wait_for(lambda: stream_status(base)["overflows"] == 1, timeout=10, message="overflowed")
         received = read_until(sock, lambda got: False)  # to the end: the server closes
-        after = wait_for(lambda: (s := status(base))["clients"] == 0 and s, timeout=10, message="let go")
+        after = wait_for(lambda: (s := stream_status(base))["clients"] == 0 and s, timeout=10, message="let go")
 
     payload, ended = dechunk(head.split(b"\r\n\r\n", 1)[1] + received)
     frames = [f for f in payload.split(b"\n\n") if f]
@@ -150,12 +138,12 @@ def test_a_parked_client_too_slow_for_its_buffer_is_told_to_reset_and_its_body_e
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_parked_client_gets_its_heartbeats_and_holds_no_task(settings: Settings, loop: str) -> None:
     with served(settings.model_copy(update={"stream_heartbeat_seconds": 1}), loop) as (_, base, port):
-        idle = status(base)
+        idle = stream_status(base)
         sock, _ = open_stream(port)
-        parked = wait_for(lambda: (s := status(base))["parked"] == 1 and s, timeout=10, message="parked")
+        parked = wait_for(lambda: (s := stream_status(base))["parked"] == 1 and s, timeout=10, message="parked")
         beats = read_until(sock, lambda got: got.count(b": heartbeat") >= 2, timeout=10)
         sock.close()
-        gone = wait_for(lambda: (s := status(base))["clients"] == 0 and s, timeout=10, message="client gone")
+        gone = wait_for(lambda: (s := stream_status(base))["clients"] == 0 and s, timeout=10, message="client gone")
 
     assert dechunk(beats)[0] == b": heartbeat\n\n" * beats.count(b": heartbeat")
     assert parked["tasks"] == idle["tasks"]
@@ -170,7 +158,7 @@ def test_a_request_sent_behind_a_stream_leaves_it_unparked_and_served(settings: 
         second = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n"
         sock, head = open_stream(port, extra=second)
         time.sleep(0.3)
-        unparked = status(base)
+        unparked = stream_status(base)
         published = publish(app, settings, 3)
         received = read_until(sock, lambda got: published[-1].encode() in got)
         sock.close()
@@ -183,7 +171,7 @@ def test_a_request_sent_behind_a_stream_leaves_it_unparked_and_served(settings: 
 def test_a_parked_stream_ends_with_its_last_chunk_when_the_server_stops(settings: Settings, loop: str) -> None:
     with served(settings, loop) as (_, base, port):
         sock, head = open_stream(port)
-        wait_for(lambda: status(base)["parked"] == 1, timeout=10, message="parked")
+        wait_for(lambda: stream_status(base)["parked"] == 1, timeout=10, message="parked")
         started = time.monotonic()
     # Leaving `served` stops the server: the parked connection is the fan-out's to end, not uvicorn's.
     stopped_after = time.monotonic() - started

@@ -20,22 +20,10 @@ from service.app import create_app
 from service.stream.protocol import PROTOCOL, body_writer, chunk
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.services import app_in_thread, wait_for
-from tests.support.sse_client import SseClient
+from tests.support.sse_client import SseClient, stream_status
 from workers.ledger.changes import stream_key
-from workers.runtime.db import upgrade
 
 CHANGES = 20
-
-
-@pytest.fixture
-def settings(embedded_settings: Settings) -> Settings:
-    upgrade(embedded_settings.database_url)
-    return embedded_settings.model_copy(update={"stream_heartbeat_seconds": 60})
-
-
-def status(base: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5).json()
-    return body
 
 
 @pytest.mark.parametrize(("http", "direct", "tasks_per_client"), [(PROTOCOL, True, 0), ("httptools", False, 2)])
@@ -44,13 +32,13 @@ def test_every_client_gets_every_change_once_in_order_and_the_fan_out_writes_the
 ) -> None:
     app = create_app(settings)
     with app_in_thread(app, http=http) as base:
-        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
-        idle = status(base)
+        wait_for(lambda: stream_status(base)["reader"] == "running", timeout=10, message="reader running")
+        idle = stream_status(base)
         clients = [SseClient(f"{base}/v1/stream", ADMIN_HEADERS) for _ in range(3)]
         try:
             for client in clients:
                 assert client.next().event == "snapshot"
-            connected = status(base)
+            connected = stream_status(base)
             published = []
             for i in range(CHANGES):
                 fields = {"event": "sync.started", "company_id": "co", "connection_id": "conn", "data": f'{{"i":{i}}}'}
@@ -58,7 +46,7 @@ def test_every_client_gets_every_change_once_in_order_and_the_fan_out_writes_the
                 threading.Event().wait(0.01)
             received = [[event.id for event in client.take(CHANGES)] for client in clients]
             extra = [client.drain(quiet=0.3) for client in clients]
-            after = status(base)
+            after = stream_status(base)
         finally:
             for client in clients:
                 client.close()
@@ -77,7 +65,7 @@ def test_a_burst_read_in_one_go_reaches_every_client_once_in_order_filtered_or_n
     app = create_app(settings)
     key = stream_key(settings.redis_namespace)
     with app_in_thread(app, http=PROTOCOL) as base:
-        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
+        wait_for(lambda: stream_status(base)["reader"] == "running", timeout=10, message="reader running")
         every = [SseClient(f"{base}/v1/stream", ADMIN_HEADERS) for _ in range(2)]
         only_b = SseClient(f"{base}/v1/stream?company_id=co-b", ADMIN_HEADERS)
         clients = [*every, only_b]
@@ -93,7 +81,7 @@ def test_a_burst_read_in_one_go_reaches_every_client_once_in_order_filtered_or_n
                 published = [entry.decode() for entry in burst.execute()]
             received = [[event.id for event in client.take(300 if client in every else 100)] for client in clients]
             extra = [client.drain(quiet=0.3) for client in clients]
-            after = status(base)
+            after = stream_status(base)
         finally:
             for client in clients:
                 client.close()
@@ -180,7 +168,7 @@ def test_clients_that_vanish_mid_stream_leave_the_others_served_and_the_reader_r
     app = create_app(settings)
     key = stream_key(settings.redis_namespace)
     with app_in_thread(app, http=PROTOCOL) as base:
-        wait_for(lambda: status(base)["reader"] == "running", timeout=10, message="reader running")
+        wait_for(lambda: stream_status(base)["reader"] == "running", timeout=10, message="reader running")
         port = int(base.rsplit(":", 1)[1])
         vanishing = []
         for _ in range(20):
@@ -209,7 +197,9 @@ def test_clients_that_vanish_mid_stream_leave_the_others_served_and_the_reader_r
                 published.append(app.state.admin_redis.xadd(key, fields).decode())
                 threading.Event().wait(0.005)
             received = [event.id for event in staying.take(60)]
-            after = wait_for(lambda: (s := status(base))["clients"] == 1 and s, timeout=10, message="the rest let go")
+            after = wait_for(
+                lambda: (s := stream_status(base))["clients"] == 1 and s, timeout=10, message="the rest let go"
+            )
         finally:
             staying.close()
 

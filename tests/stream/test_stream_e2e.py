@@ -29,7 +29,7 @@ from tests.support.services import (
     wait_for,
     wait_until_healthy,
 )
-from tests.support.sse_client import SseClient, SseEvent
+from tests.support.sse_client import SseClient, SseEvent, stream_status
 from workers.ledger.changes import stream_key
 
 FRESHNESS = frozenset({"connection.freshness_changed"})
@@ -55,11 +55,6 @@ def post(base: str, body: dict[str, Any]) -> str:
     response = httpx.post(f"{base}/webhooks/codat", content=raw, headers=headers, timeout=10)
     assert response.status_code == 202, response.text
     return headers["webhook-id"]
-
-
-def status(base: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5).json()
-    return body
 
 
 def key(event: SseEvent) -> tuple[int, int]:
@@ -298,7 +293,7 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
     base, _ = stack
     with SseClient(f"{base}/v1/stream", ADMIN_HEADERS, ignore=FRESHNESS) as warm:
         warm.next()
-    idle = wait_for(lambda: (s := status(base))["clients"] == 0 and s, timeout=10, message="no clients")
+    idle = wait_for(lambda: (s := stream_status(base))["clients"] == 0 and s, timeout=10, message="no clients")
     urls = [
         f"{base}/v1/stream",
         f"{base}/v1/stream?company_id=a,b",
@@ -307,7 +302,7 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
     clients = [SseClient(urls[i % 3], ADMIN_HEADERS, ignore=FRESHNESS) for i in range(24)]
     for client in clients:
         client.next()
-    busy = status(base)
+    busy = stream_status(base)
     assert busy["clients"] == 24
     # `synctrack web` parks every live client: its request (and task) ends, the fan-out serves it alone.
     assert busy["parked"] == 24 and busy["tasks"] == idle["tasks"], busy
@@ -320,7 +315,7 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
         b"",
     )
     after = wait_for(
-        lambda: (s := status(base))["clients"] == 0 and s["tasks"] == idle["tasks"] and s,
+        lambda: (s := stream_status(base))["clients"] == 0 and s["tasks"] == idle["tasks"] and s,
         timeout=10,
         message="every subscriber and task gone",
     )
@@ -382,9 +377,11 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
 
         # Slow: 10 MB arrive at once, far more than the socket buffers and 20 buffered changes hold.
         slow = raw_stream(port)
-        wait_for(lambda: status(base)["clients"] == 1, timeout=10, message="one client")
+        wait_for(lambda: stream_status(base)["clients"] == 1, timeout=10, message="one client")
         publish(writer, namespace, 5000, 2000)
-        overflowed = wait_for(lambda: (s := status(base))["overflows"] == 1 and s, timeout=20, message="overflow")
+        overflowed = wait_for(
+            lambda: (s := stream_status(base))["overflows"] == 1 and s, timeout=20, message="overflow"
+        )
         assert overflowed["buffered"] <= 20
         frames = [f for f in read_raw(slow).decode().split("\n\n") if "event: " in f]
         slow.close()
@@ -393,18 +390,20 @@ def test_a_slow_client_gets_a_reset_and_is_closed_and_a_stuck_one_is_dropped(
         assert '"reason":"slow_client"' in frames[-1]
         assert sum("event: reset" in f for f in frames) == 1
         assert len(frames) - 2 < 5000, "changes past the buffer were dropped, not queued"
-        wait_for(lambda: status(base)["clients"] == 0, timeout=10, message="slow client gone")
+        wait_for(lambda: stream_status(base)["clients"] == 0, timeout=10, message="slow client gone")
 
         # Stuck: changes come in small batches the server keeps up with, until the socket is full and a
         # send waits; after SYNCTRACK_STREAM_SEND_TIMEOUT_SECONDS the client is dropped.
         stuck = raw_stream(port)
-        wait_for(lambda: status(base)["clients"] == 1, timeout=10, message="one client")
+        wait_for(lambda: stream_status(base)["clients"] == 1, timeout=10, message="one client")
         for _ in range(10):
             publish(writer, namespace, 10, 100_000)
             time.sleep(0.1)
         time.sleep(0.5)
-        assert status(base)["clients"] == 1, "a stuck client is held until its send times out"
-        after = wait_for(lambda: (s := status(base))["clients"] == 0 and s, timeout=15, message="stuck client dropped")
+        assert stream_status(base)["clients"] == 1, "a stuck client is held until its send times out"
+        after = wait_for(
+            lambda: (s := stream_status(base))["clients"] == 0 and s, timeout=15, message="stuck client dropped"
+        )
         assert after["buffered"] == 0
         assert "msg=stream_client_dropped reason=send_timeout" in webs[0].output()
         stuck.close()

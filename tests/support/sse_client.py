@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.auth import ADMIN_HEADERS
+
 
 @dataclass
 class SseEvent:
@@ -123,3 +125,9 @@ class SseClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stream_status(base: str) -> dict[str, Any]:
+    """`GET /v1/stream/status` of the web process at `base`, as the admin."""
+    body: dict[str, Any] = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5).json()
+    return body
