@@ -59,6 +59,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def named_pids(name: str) -> list[int]:
+    """Every process whose command name is `name` (e.g. the local PostgreSQL server's processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def rss_mib(pids: list[int]) -> float:
     total = 0
     for pid in pids:
