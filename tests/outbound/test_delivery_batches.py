@@ -6,6 +6,7 @@ Against a real local HTTP receiver, on SQLite and PostgreSQL, with the dispatche
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,9 +27,10 @@ from tests.support.subscription_support import (
     settings_fixture,  # noqa: F401 (the `settings` fixture)
 )
 from tests.support.webhook_receiver import WebhookReceiver
-from workers.ledger.tables import Delivery
+from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.deliver import Deliverer
 from workers.outbound.dispatch import Dispatcher
+from workers.outbound.signing import new_secret
 from workers.runtime.delivery_queue import (
     BATCH_SIZE,
     DELIVER_BATCH_ACTOR,
@@ -135,3 +137,41 @@ def test_a_destination_that_does_not_answer_gets_one_attempt_per_batch_and_the_r
         for delivery_id in released:
             row = session.get(Delivery, delivery_id)
             assert row is not None and (row.status, row.attempts, row.last_error) == ("pending", 0, None)
+
+
+@BOTH_DATABASES
+def test_a_subscription_changed_between_two_batches_is_sent_to_as_it_is_now(
+    settings: Settings, engine: Engine, redis: Redis, receiver: WebhookReceiver, deliverer: Deliverer
+) -> None:
+    """The deliverer reuses a subscription's object while its row is unchanged; a rotated secret, a new URL or
+    a disabled subscription takes effect at the very next batch of the same process."""
+    subscription = add_subscription(engine, receiver.url("/old"))
+    old_secret, new = subscription.secret, new_secret()
+    receiver.expect("/old", [old_secret])
+    receiver.expect("/new", [old_secret, new])
+    rows = dispatch(settings, engine, redis, changes=4)
+    redis.delete(*queue_keys(settings.redis_namespace, DELIVERY_QUEUE))
+
+    first = deliverer.run_batch([rows[0].id])
+    same = deliverer.run_batch([rows[1].id])
+    with Session(engine) as session, session.begin():
+        row = session.get(Subscription, subscription.id)
+        assert row is not None
+        row.url, row.secret, row.previous_secret = receiver.url("/new"), new, old_secret
+        row.previous_secret_expires_at = datetime.now(UTC) + timedelta(hours=1)
+    changed = deliverer.run_batch([rows[2].id])
+    with Session(engine) as session, session.begin():
+        row = session.get(Subscription, subscription.id)
+        assert row is not None
+        row.enabled = False
+    disabled = deliverer.run_batch([rows[3].id])
+
+    assert [a.outcome for a in first + same + changed] == ["delivered"] * 3
+    assert [(r.webhook_id, r.verified) for r in receiver.at("/old")] == [
+        (rows[0].id, {old_secret: True}),
+        (rows[1].id, {old_secret: True}),
+    ]
+    (after,) = receiver.at("/new")
+    assert (after.webhook_id, after.verified) == (rows[2].id, {old_secret: True, new: True})
+    assert [(a.outcome, a.error) for a in disabled] == [("failed", "subscription disabled")]
+    assert len(receiver.at("/old") + receiver.at("/new")) == 3

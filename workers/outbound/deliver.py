@@ -38,7 +38,7 @@ from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.http1 import BadAnswer, ConnectFailed, TimedOut
 from workers.outbound.objects import signing_keys, subscription_out
-from workers.outbound.record import Attempt, Claimed, Recorder, Result, load_subscriptions
+from workers.outbound.record import Attempt, Claimed, Recorder, Result, SubscriptionRows
 from workers.outbound.signing import webhook_headers
 from workers.outbound.transport import Destinations
 from workers.outbound.url_policy import UnsafeUrl
@@ -110,6 +110,7 @@ class Deliverer:
         )
         self.timeout = settings.subscriptions_timeout_seconds
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self.subscriptions = SubscriptionRows()
         self.destinations = Destinations(
             allow_http=settings.subscriptions_allow_http, allow_private=settings.subscriptions_allow_private
         )
@@ -203,7 +204,7 @@ class Deliverer:
                 rows = conn.execute(_claim_statement(delivery_ids, due, lease)).all()
             if not rows:
                 return {}
-            subscriptions = load_subscriptions(conn, sorted({row.subscription_id for row in rows}))
+            subscriptions = self.subscriptions.load(conn, sorted({row.subscription_id for row in rows}))
         found = [(row, subscriptions.get(row.subscription_id)) for row in rows]
         return {
             row.id: Claimed(row.id, sub, row.event_type, row.body, row.attempts, row.window_started_at)
