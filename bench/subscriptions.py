@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/subscriptions.py [--events 400] [--subscriptions 10] [--processes 2] [--threads 8]
                                             [--database-url postgresql://postgres@127.0.0.1:5432/test] [--sustained]
+                                            [--baseline-runs 3] [--shaped]
 
 Needs the real Redis (SYNCTRACK_TEST_REDIS_URL, default redis://127.0.0.1:6379/0). Runs a real
 `synctrack worker` (dispatcher thread + `deliver_webhook` actors) against SQLite in bench/out (or the
@@ -14,20 +15,23 @@ Baseline, same run: the same receiver fed directly by as many client threads as 
 (signed POSTs over keep-alive connections): the most this receiver and client concurrency allow; the median
 of `--baseline-runs` bursts of 4,000 POSTs (one burst lasts about a second and swings by a third from one to
 the next on a shared machine; each burst is printed), and with `--sustained` also as many POSTs as the
-pipeline makes.
+pipeline makes. That client is this one process, whose threads share one interpreter lock: `--shaped` also
+measures one shaped like the worker (`--processes` client processes of `--threads` threads each).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import ssl
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -151,6 +155,24 @@ def baseline(base: str, secrets: dict[str, str], total: int, threads: int) -> fl
     return total / elapsed
 
 
+def shaped_baseline(
+    base: str, secrets: dict[str, str], total: int, processes: int, threads: int
+) -> tuple[float, float]:
+    """`baseline` from `processes` client processes of `threads` threads each, the worker's own shape:
+    (deliveries/s, the client processes' CPU seconds, 50 warm-up POSTs each included). One client process
+    never gets past one core (its threads share one interpreter lock); this is what the receiver allows a
+    client shaped like the worker."""
+    before = os.times()
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as executor:
+        list(executor.map(baseline, *zip(*[(base, secrets, 50, threads)] * processes, strict=True)))  # started
+        share = total // processes
+        started = time.monotonic()
+        list(executor.map(baseline, *zip(*[(base, secrets, share, threads)] * processes, strict=True)))
+        rate = share * processes / (time.monotonic() - started)
+    after = os.times()  # the client processes have exited: their CPU is counted as this process's children's
+    return rate, after.children_user + after.children_system - before.children_user - before.children_system
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=400)
@@ -160,6 +182,11 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument(
         "--sustained", action="store_true", help="also measure a baseline of as many POSTs as the pipeline makes"
+    )
+    parser.add_argument(
+        "--shaped",
+        action="store_true",
+        help="also measure a baseline from as many client processes and threads as the worker has",
     )
     parser.add_argument(
         "--baseline-runs", type=int, default=3, help="bursts of 4,000 POSTs; their median is the baseline"
@@ -234,6 +261,13 @@ def main() -> None:
             # As many POSTs as the pipeline makes: a burst of 4,000 lasts about a second, and its rate swings
             # by a third from run to run on a shared machine; this one lasts as long as the pipeline does.
             sustained = baseline(base, secrets, total, args.processes * args.threads) if args.sustained else None
+            shaped = None
+            if args.shaped:
+                cpu, started = Cpu(receiver=lambda: receiver.pids), time.monotonic()
+                shaped, client_seconds = shaped_baseline(
+                    base, secrets, 4000 * args.processes, args.processes, args.threads
+                )
+                shaped_cores = {"clients": client_seconds / (time.monotonic() - started), **cpu.cores()}
             before = counts(observer)["ok"]
             worker_argv = ["-m", "service.cli", "worker"]
             worker_argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
@@ -281,10 +315,17 @@ def main() -> None:
         print(f"  burst of {burst:,.0f}/s: {split(cores, burst)}")
     if sustained is not None:
         print(f"sustained baseline ({total} POSTs, as many as the pipeline): {sustained:,.0f} deliveries/s")
+    if shaped is not None:
+        print(
+            f"shaped baseline ({args.processes} client processes x {args.threads} threads, "
+            f"{4000 * args.processes} POSTs): {shaped:,.0f} deliveries/s"
+        )
+        print(f"  {split(shaped_cores, shaped)}")
     print(f"pipeline: {args.events} events -> {total} deliveries in {elapsed:.2f}s")
     print(
         f"  {rate:,.0f} deliveries/s = {rate / args.subscriptions:,.1f} events/s "
-        f"({rate / direct:.0%} of baseline{f', {rate / sustained:.0%} of the sustained one' if sustained else ''}); "
+        f"({rate / direct:.0%} of baseline{f', {rate / sustained:.0%} of the sustained one' if sustained else ''}"
+        f"{f', {rate / shaped:.0%} of the shaped one' if shaped else ''}); "
         f"worker CPU {worker_cpu:.1f}s "
         f"({worker_cpu / total * 1000:.2f} ms per delivery)"
     )
