@@ -115,14 +115,18 @@ class Cpu:
             return {0: time.process_time()}
         return {pid: cpu_seconds([pid]) for pid in processes()}
 
-    def cores(self) -> dict[str, float]:
-        """Cores each part used since this was made."""
-        elapsed = time.monotonic() - self.started
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds each part used since this was made."""
         used = {}
         for name in self.parts:
             before = self.before[name]
             used[name] = sum(seconds - before.get(pid, 0.0) for pid, seconds in self._seconds(name).items())
-        return {name: seconds / elapsed for name, seconds in used.items()}
+        return used
+
+    def cores(self) -> dict[str, float]:
+        """Cores each part used since this was made."""
+        elapsed = time.monotonic() - self.started
+        return {name: seconds / elapsed for name, seconds in self.seconds().items()}
 
 
 def split(cores: dict[str, float], rate: float) -> str:
@@ -162,12 +166,19 @@ def shaped_baseline(
     (deliveries/s, the client processes' CPU seconds, 50 warm-up POSTs each included). One client process
     never gets past one core (its threads share one interpreter lock); this is what the receiver allows a
     client shaped like the worker."""
-    before = os.times()
+    before, share = os.times(), total // processes
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as executor:
-        list(executor.map(baseline, *zip(*[(base, secrets, 50, threads)] * processes, strict=True)))  # started
-        share = total // processes
+
+        def each(posts: int) -> None:
+            list(
+                executor.map(
+                    baseline, [base] * processes, [secrets] * processes, [posts] * processes, [threads] * processes
+                )
+            )
+
+        each(50)  # the processes started
         started = time.monotonic()
-        list(executor.map(baseline, *zip(*[(base, secrets, share, threads)] * processes, strict=True)))
+        each(share)
         rate = share * processes / (time.monotonic() - started)
     after = os.times()  # the client processes have exited: their CPU is counted as this process's children's
     return rate, after.children_user + after.children_system - before.children_user - before.children_system
@@ -247,10 +258,12 @@ def main() -> None:
         "--no-access-log",
     ]
     try:
-        with running("subscription-receiver", receiver_argv, env) as receiver:
-            base = f"http://127.0.0.1:{receiver_port}"
+        base = f"http://127.0.0.1:{receiver_port}"
+        with (
+            running("subscription-receiver", receiver_argv, env) as receiver,
+            httpx.Client(base_url=base, timeout=5) as observer,
+        ):
             wait_http(f"{base}/count")
-            observer = httpx.Client(base_url=base, timeout=5)
             parts: dict[str, Callable[[], list[int]] | None] = {"client": None, "receiver": lambda: receiver.pids}
             bursts, burst_cpu = [], []
             for _ in range(args.baseline_runs):
@@ -278,7 +291,6 @@ def main() -> None:
                         raise TimeoutError(worker.log_path.read_text()[-3000:])
                     time.sleep(0.2)
                 time.sleep(1.0)  # every worker process up
-                cpu_before = cpu_seconds(worker.pids)
                 local_pg = engine.dialect.name == "postgresql" and engine.url.host in ("127.0.0.1", "localhost")
                 parts = {"worker": lambda: worker.pids, "receiver": lambda: receiver.pids, "this script": None}
                 if local_pg:
@@ -294,8 +306,8 @@ def main() -> None:
                         raise TimeoutError(f"{got}/{total} delivered")
                     time.sleep(0.05)
                 elapsed = time.monotonic() - started
-                worker_cpu = cpu_seconds(worker.pids) - cpu_before
                 pipeline_cores = pipeline_cpu.cores()
+                worker_cpu = pipeline_cpu.seconds()["worker"]
                 final = counts(observer)
     finally:
         for key in client.scan_iter(f"{namespace}:*", count=1000):

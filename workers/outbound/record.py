@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection, Row, bindparam
 from sqlmodel import col, select, update
 
 from workers.ledger.tables import Delivery, Subscription
@@ -194,8 +194,11 @@ class Recorder:
 
 
 def load_subscriptions(conn: Connection, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
-    rows = conn.execute(select(Subscription).where(col(Subscription.id).in_(subscription_ids))).all()
-    return {row.id: Subscription(**row._mapping) for row in rows}
+    return {row.id: Subscription(**row._mapping) for row in _subscription_rows(conn, subscription_ids)}
+
+
+def _subscription_rows(conn: Connection, subscription_ids: Sequence[str]) -> Sequence[Row[Any]]:
+    return conn.execute(select(Subscription).where(col(Subscription.id).in_(subscription_ids))).all()
 
 
 class SubscriptionRows:
@@ -214,7 +217,7 @@ class SubscriptionRows:
         self._lock = threading.Lock()
 
     def load(self, conn: Connection, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
-        rows = conn.execute(select(Subscription).where(col(Subscription.id).in_(subscription_ids))).all()
+        rows = _subscription_rows(conn, subscription_ids)
         found: dict[str, Subscription] = {}
         with self._lock:
             for row in rows:
