@@ -99,7 +99,7 @@ def change_fields(i: int) -> dict[str, str]:
 
 class Cpu:
     """CPU seconds of the parts of a run, so that each figure can say where the two cores went: this script
-    (the baseline's client), the receiver, the worker, and a local PostgreSQL server's processes.
+    (the baseline's client), the receiver, the worker, and a local PostgreSQL's and Redis's server processes.
 
     Each part is a function giving its processes now, or None for this script; a process that starts during
     the run (a PostgreSQL backend for a new pooled connection) counts from zero."""
@@ -281,7 +281,8 @@ def main() -> None:
                     base, secrets, 4000 * args.processes, args.processes, args.threads
                 )
                 shaped_cores = {"clients": client_seconds / (time.monotonic() - started), **cpu.cores()}
-            before = counts(observer)["ok"]
+            seen = counts(observer)
+            before = seen["ok"]
             worker_argv = ["-m", "service.cli", "worker"]
             worker_argv += ["--processes", str(args.processes), "--threads", str(args.threads)]
             with running("subscription-worker", worker_argv, env) as worker:
@@ -295,6 +296,8 @@ def main() -> None:
                 parts = {"worker": lambda: worker.pids, "receiver": lambda: receiver.pids, "this script": None}
                 if local_pg:
                     parts["postgresql"] = partial(named_pids, "postgres")
+                if client.connection_pool.connection_kwargs.get("host") in ("127.0.0.1", "localhost"):
+                    parts["redis"] = partial(named_pids, "redis-server")
                 pipeline_cpu = Cpu(**parts)
                 started = time.monotonic()
                 pipe = client.pipeline(transaction=False)
@@ -343,7 +346,8 @@ def main() -> None:
     )
     print(f"  {split(pipeline_cores, rate)}")
     print(
-        f"  receiver: {final['ok'] - before} verified, duplicates {final['ok'] - final['unique']}, "
+        f"  receiver: {final['ok'] - before} verified, "
+        f"duplicates {final['ok'] - final['unique'] - (seen['ok'] - seen['unique'])}, "
         f"bad signatures {final['bad_signature']}"
     )
 

@@ -65,6 +65,13 @@ def test_each_change_becomes_one_delivery_per_subscription_whose_filter_matches(
         (company_a.id, failed_a),
         (failed_b.id, failed_b_id),
     }
+    kinds = {done_a: ("sync.completed", "company-a"), failed_a: ("sync.failed", "company-a")}
+    kinds[failed_b_id] = ("sync.failed", "company-b")
+    for row in deliveries(engine):  # each row carries its own change, whichever subscriptions shared it
+        body = json.loads(row.body)
+        assert (body["id"], body["type"], body["data"]["company_id"]) == (row.event_id, *kinds[row.event_id])
+        assert (row.event_type, row.company_id) == kinds[row.event_id]
+        assert (row.status, row.attempts, row.id) == ("pending", 0, delivery_id(row.subscription_id, row.event_id))
     assert sorted(queued_ids(redis, ns)) == sorted(d.id for d in deliveries(engine))
     assert redis.xpending(f"{ns}:changes", "subscriptions")["pending"] == 0
 
@@ -107,6 +114,32 @@ def test_a_change_dispatched_twice_is_recorded_and_queued_once(
     assert len(deliveries(engine)) == 1
     assert len(queued_ids(redis, ns)) == 1
     assert deliveries(engine)[0].event_id == change
+
+
+@BOTH_DATABASES
+def test_a_change_dispatched_again_before_any_attempt_is_queued_again_but_stored_once(
+    settings: Settings, engine: Engine, redis: Redis
+) -> None:
+    """The first message may have been lost with the process that stored the delivery."""
+    subscriptions = [add_subscription(engine, URL), add_subscription(engine, URL)]
+    ns = settings.redis_namespace
+    old = publish_change(redis, ns)
+    dispatcher = Dispatcher(settings, engine, redis, consumer="one")
+    dispatcher.ensure_group()
+    dispatcher.handle(stream_entries(redis, ns))
+    with Session(engine) as session, session.begin():  # one of the two was attempted meanwhile
+        attempted = session.get(Delivery, delivery_id(subscriptions[0].id, old))
+        assert attempted is not None
+        attempted.attempts = 1
+    new = publish_change(redis, ns)
+
+    dispatcher.handle(stream_entries(redis, ns))  # the old change again, with a new one
+
+    assert len(deliveries(engine)) == 4
+    again = queued_ids(redis, ns)[2:]
+    assert sorted(again) == sorted(
+        [delivery_id(subscriptions[1].id, old), *(delivery_id(s.id, new) for s in subscriptions)]
+    )
 
 
 def test_changes_published_before_a_subscription_was_created_are_not_sent_to_it(
