@@ -13,7 +13,6 @@ A subscription receives the changes published after it was created; earlier ones
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ from sqlalchemy import Engine, Table
 from sqlmodel import Session, col, select
 
 from schemas.api import format_time
+from schemas.json_codec import dumps, loads
 from schemas.settings import Settings
 from workers.ledger.bulk_sql import insert_rows
 from workers.ledger.changes import stream_key
@@ -92,7 +92,7 @@ class StreamChange:
             return None
         text = {_text(k): _text(v) for k, v in fields.items()}
         try:
-            data = json.loads(text.get("data") or "{}")
+            data = loads(text.get("data") or "{}")
         except ValueError:
             return None
         if "event" not in text or not isinstance(data, dict):
@@ -121,7 +121,7 @@ def delivery_id(subscription_id: str, event_id: str) -> str:
 
 def event_body(event_id: str, event_type: str, created_at: datetime, data: dict[str, Any]) -> str:
     body = {"id": event_id, "type": event_type, "created_at": format_time(created_at), "data": data}
-    return json.dumps(body, separators=(",", ":"))
+    return dumps(body)
 
 
 def change_body(change: StreamChange) -> str:
