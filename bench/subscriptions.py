@@ -13,10 +13,12 @@ is the subscription path alone: dispatch (consumer group, delivery rows, queue) 
 
 Baseline, same run: the same receiver fed directly by as many client threads as the worker has
 (signed POSTs over keep-alive connections): the most this receiver and client concurrency allow; the median
-of `--baseline-runs` bursts of 4,000 POSTs (one burst lasts about a second and swings by a third from one to
-the next on a shared machine; each burst is printed), and with `--sustained` also as many POSTs as the
-pipeline makes. That client is this one process, whose threads share one interpreter lock: `--shaped` also
-measures one shaped like the worker (`--processes` client processes of `--threads` threads each).
+of `--baseline-runs` bursts of 4,000 POSTs taken before the pipeline and as many after it (one burst lasts about
+a second and swings by a third from one to the next on a shared machine, and the machine's own speed drifts
+over a run: a baseline taken only before the pipeline may be measured on a faster or slower machine than the
+pipeline was; each burst is printed), and with `--sustained` also as many POSTs as the pipeline makes. That
+client is this one process, whose threads share one interpreter lock: `--shaped` also measures one shaped like
+the worker (`--processes` client processes of `--threads` threads each), before and after the pipeline too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -127,6 +130,16 @@ class Cpu:
         """Cores each part used since this was made."""
         elapsed = time.monotonic() - self.started
         return {name: seconds / elapsed for name, seconds in self.seconds().items()}
+
+
+@dataclass
+class Baselines:
+    """One round of the baseline: its bursts with the cores each used, and the shaped baseline if asked."""
+
+    bursts: list[float] = field(default_factory=list)
+    burst_cores: list[dict[str, float]] = field(default_factory=list)
+    shaped: float = 0.0
+    shaped_cores: dict[str, float] = field(default_factory=dict)
 
 
 def split(cores: dict[str, float], rate: float) -> str:
@@ -264,23 +277,27 @@ def main() -> None:
             httpx.Client(base_url=base, timeout=5) as observer,
         ):
             wait_http(f"{base}/count")
-            parts: dict[str, Callable[[], list[int]] | None] = {"client": None, "receiver": lambda: receiver.pids}
-            bursts, burst_cpu = [], []
-            for _ in range(args.baseline_runs):
-                cpu = Cpu(**parts)
-                bursts.append(baseline(base, secrets, min(total, 4000), args.processes * args.threads))
-                burst_cpu.append(cpu.cores())
-            direct = statistics.median(bursts)
+            threads = args.processes * args.threads
+
+            def baselines() -> Baselines:
+                """The bursts (and the shaped baseline): taken before the pipeline and again after it."""
+                found = Baselines()
+                for _ in range(args.baseline_runs):
+                    cpu = Cpu(client=None, receiver=lambda: receiver.pids)
+                    found.bursts.append(baseline(base, secrets, min(total, 4000), threads))
+                    found.burst_cores.append(cpu.cores())
+                if args.shaped:
+                    cpu, started = Cpu(receiver=lambda: receiver.pids), time.monotonic()
+                    found.shaped, client_seconds = shaped_baseline(
+                        base, secrets, 4000 * args.processes, args.processes, args.threads
+                    )
+                    found.shaped_cores = {"clients": client_seconds / (time.monotonic() - started), **cpu.cores()}
+                return found
+
+            early = baselines()
             # As many POSTs as the pipeline makes: a burst of 4,000 lasts about a second, and its rate swings
             # by a third from run to run on a shared machine; this one lasts as long as the pipeline does.
-            sustained = baseline(base, secrets, total, args.processes * args.threads) if args.sustained else None
-            shaped = None
-            if args.shaped:
-                cpu, started = Cpu(receiver=lambda: receiver.pids), time.monotonic()
-                shaped, client_seconds = shaped_baseline(
-                    base, secrets, 4000 * args.processes, args.processes, args.threads
-                )
-                shaped_cores = {"clients": client_seconds / (time.monotonic() - started), **cpu.cores()}
+            sustained = baseline(base, secrets, total, threads) if args.sustained else None
             seen = counts(observer)
             before = seen["ok"]
             worker_argv = ["-m", "service.cli", "worker"]
@@ -312,6 +329,7 @@ def main() -> None:
                 pipeline_cores = pipeline_cpu.cores()
                 worker_cpu = pipeline_cpu.seconds()["worker"]
                 final = counts(observer)
+            late = baselines()
     finally:
         for key in client.scan_iter(f"{namespace}:*", count=1000):
             client.delete(key)
@@ -322,20 +340,26 @@ def main() -> None:
         f"database: {'PostgreSQL' if database_url.startswith('postgres') else 'SQLite'}, "
         f"worker: {args.processes} processes x {args.threads} threads, {args.subscriptions} subscriptions"
     )
+    bursts = early.bursts + late.bursts
+    direct = statistics.median(bursts)
+    shaped = (early.shaped + late.shaped) / 2 if early.shaped and late.shaped else None
     print(
-        f"baseline (direct signed POSTs, {args.processes * args.threads} threads): {direct:,.0f} deliveries/s "
-        f"(median of {', '.join(f'{b:,.0f}' for b in bursts)})"
+        f"baseline (direct signed POSTs, {threads} threads): {direct:,.0f} deliveries/s "
+        f"(median of {', '.join(f'{b:,.0f}' for b in early.bursts)} before the pipeline, "
+        f"{', '.join(f'{b:,.0f}' for b in late.bursts)} after it)"
     )
-    for burst, cores in zip(bursts, burst_cpu, strict=True):
+    for burst, cores in zip(bursts, early.burst_cores + late.burst_cores, strict=True):
         print(f"  burst of {burst:,.0f}/s: {split(cores, burst)}")
     if sustained is not None:
         print(f"sustained baseline ({total} POSTs, as many as the pipeline): {sustained:,.0f} deliveries/s")
     if shaped is not None:
         print(
             f"shaped baseline ({args.processes} client processes x {args.threads} threads, "
-            f"{4000 * args.processes} POSTs): {shaped:,.0f} deliveries/s"
+            f"{4000 * args.processes} POSTs): {shaped:,.0f} deliveries/s "
+            f"(mean of {early.shaped:,.0f} before the pipeline and {late.shaped:,.0f} after it)"
         )
-        print(f"  {split(shaped_cores, shaped)}")
+        for when, found in (("before", early), ("after", late)):
+            print(f"  {when}: {split(found.shaped_cores, found.shaped)}")
     print(f"pipeline: {args.events} events -> {total} deliveries in {elapsed:.2f}s")
     print(
         f"  {rate:,.0f} deliveries/s = {rate / args.subscriptions:,.1f} events/s "
