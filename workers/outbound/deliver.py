@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from operator import itemgetter
 
 from redis import Redis
 from sqlalchemy import Engine, or_
@@ -161,19 +162,22 @@ class Deliverer:
         inactive: list[str] = []
         released: list[str] = []
         unreachable: set[str] = set()
-        for item in sorted(claimed.values(), key=lambda c: c.subscription.id):
-            subscription = item.subscription
-            if not subscription.enabled:
+        subscription: Subscription | None = None
+        for item in claimed.values():  # grouped by subscription (`_claim`)
+            if item.subscription is not subscription:  # its columns read once per subscription, not per delivery
+                subscription = item.subscription
+                subscription_id, url, enabled = subscription.id, subscription.url, subscription.enabled
+            if not enabled:
                 inactive.append(item.delivery_id)
                 continue
-            if subscription.id in unreachable or time.monotonic() - started > BATCH_SECONDS:
+            if subscription_id in unreachable or time.monotonic() - started > BATCH_SECONDS:
                 released.append(item.delivery_id)
                 continue
             sent_at = datetime.now(UTC)
             headers = webhook_headers(item.delivery_id, sent_at, item.body, signing_keys(subscription, sent_at))
-            code, error = self._post(subscription.url, item.body, headers)
+            code, error = self._post(url, item.body, headers)
             if code is None:
-                unreachable.add(subscription.id)
+                unreachable.add(subscription_id)
             results.append(Result(item, code, error, datetime.now(UTC)))
         now = datetime.now(UTC)
         with self._writing(), self.engine.begin() as conn:
@@ -192,6 +196,7 @@ class Deliverer:
 
     def _claim(self, delivery_ids: Sequence[str], now: datetime) -> dict[str, Claimed]:
         """Take the deliveries that are due: their `next_attempt_at` moves past this batch's time limit.
+        Returned grouped by subscription, in the order of their ids.
 
         Rows another attempt is claiming at this moment are skipped (PostgreSQL: SKIP LOCKED), not
         waited for: that attempt owns them."""
@@ -205,12 +210,12 @@ class Deliverer:
             if not rows:
                 return {}
             subscriptions = self.subscriptions.load(conn, sorted({row.subscription_id for row in rows}))
-        found = [(row, subscriptions.get(row.subscription_id)) for row in rows]
-        return {
-            row.id: Claimed(row.id, sub, row.event_type, row.body, row.attempts, row.window_started_at)
-            for row, sub in found
-            if sub is not None
-        }
+        claimed = {}
+        for ident, subscription_id, event_type, body, attempts, window_started_at in sorted(rows, key=itemgetter(1)):
+            subscription = subscriptions.get(subscription_id)
+            if subscription is not None:
+                claimed[ident] = Claimed(ident, subscription, event_type, body, attempts, window_started_at)
+        return claimed
 
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
