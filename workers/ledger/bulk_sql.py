@@ -33,6 +33,11 @@ def _pg_type(table: Table, column: str) -> str:
     return str(table.c[column].type.compile(dialect=_PG))
 
 
+def pg_arrays(table: Table, columns: Sequence[str]) -> str:
+    """One binary array parameter per column, each cast to its column's type: `%b::VARCHAR[], %b::INTEGER[]`."""
+    return ", ".join(f"%b::{_pg_type(table, c)}[]" for c in columns)
+
+
 def _is_json(table: Table, column: str) -> bool:
     kind = table.c[column].type
     return isinstance(getattr(kind, "impl", kind), JSON) or isinstance(kind, JSON)
@@ -40,8 +45,7 @@ def _is_json(table: Table, column: str) -> bool:
 
 @lru_cache(maxsize=64)
 def _pg_insert_sql(table: Table, columns: tuple[str, ...], keys: tuple[str, ...], updates: tuple[str, ...]) -> str:
-    arrays = ", ".join(f"%b::{_pg_type(table, c)}[]" for c in columns)
-    sql = f'INSERT INTO "{table.name}" ({", ".join(columns)}) SELECT * FROM unnest({arrays})'
+    sql = f'INSERT INTO "{table.name}" ({", ".join(columns)}) SELECT * FROM unnest({pg_arrays(table, columns)})'
     if keys:
         if updates:
             sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
@@ -54,7 +58,7 @@ def _pg_insert_sql(table: Table, columns: tuple[str, ...], keys: tuple[str, ...]
 @lru_cache(maxsize=64)
 def _pg_update_sql(table: Table, key: str, columns: tuple[str, ...]) -> str:
     names = (key, *columns)
-    arrays = ", ".join(f"%b::{_pg_type(table, c)}[]" for c in names)
+    arrays = pg_arrays(table, names)
     sets = ", ".join(f"{c} = u.{c}" for c in columns)
     return (
         f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({arrays}) AS u({", ".join(names)}) WHERE t.{key} = u.{key}'

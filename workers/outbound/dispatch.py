@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from schemas.api import format_time
 from schemas.json_codec import dumps, loads
 from schemas.settings import Settings
-from workers.ledger.bulk_sql import insert_rows
+from workers.ledger.bulk_sql import insert_rows, pg_arrays
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Delivery, Subscription
 from workers.runtime.delivery_queue import enqueue_deliveries
@@ -60,13 +60,11 @@ CHANGE_COLUMNS = (
 )
 """The columns a change's deliveries share: sent once per change, not once per subscription."""
 INSERT_SQL = (
-    "INSERT INTO deliveries (id, subscription_id, " + ", ".join(CHANGE_COLUMNS) + ")"
-    " SELECT d.id, d.subscription_id, "
-    + ", ".join(f"c.{name}" for name in CHANGE_COLUMNS)
-    + " FROM unnest(%b::varchar[], %b::varchar[], %b::int8[]) AS d(id, subscription_id, n)"
-    " JOIN unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::text[], %b::varchar[], %b::int4[],"
-    " %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])"
-    " WITH ORDINALITY AS c(" + ", ".join(CHANGE_COLUMNS) + ", n) ON c.n = d.n"
+    f"INSERT INTO deliveries (id, subscription_id, {', '.join(CHANGE_COLUMNS)})"
+    f" SELECT d.id, d.subscription_id, {', '.join(f'c.{name}' for name in CHANGE_COLUMNS)}"
+    f" FROM unnest({pg_arrays(DELIVERIES, ('id', 'subscription_id'))}, %b::int8[]) AS d(id, subscription_id, n)"
+    f" JOIN unnest({pg_arrays(DELIVERIES, CHANGE_COLUMNS)})"
+    f" WITH ORDINALITY AS c({', '.join(CHANGE_COLUMNS)}, n) ON c.n = d.n"
     " ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 """`record_deliveries` on PostgreSQL, in one statement: each delivery's id, subscription and change number,
@@ -164,11 +162,11 @@ def record_deliveries(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
             select(Delivery.id, Delivery.status, Delivery.attempts).where(col(Delivery.id).in_(ids))
         )
         existing = {ident: (status, attempts) for ident, status, attempts in found}
-        new = [row for row in rows if row["id"] not in existing]
-        for start in range(0, len(new), INSERT_CHUNK):
-            insert_rows(session, DELIVERIES, new[start : start + INSERT_CHUNK], conflict=["id"], update_columns=[])
+        fresh = [row for row in rows if row["id"] not in existing]
+        for start in range(0, len(fresh), INSERT_CHUNK):
+            insert_rows(session, DELIVERIES, fresh[start : start + INSERT_CHUNK], conflict=["id"], update_columns=[])
     unattempted = [i for i, (status, attempts) in existing.items() if status == "pending" and attempts == 0]
-    return [row["id"] for row in new] + unattempted
+    return [row["id"] for row in fresh] + unattempted
 
 
 def _record_postgres(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
