@@ -80,7 +80,8 @@ class ConnectionOut(BaseModel):
     metadata: dict[str, Any]
     errors: list[dict[str, Any]]
     active_errors: list[dict[str, Any]] = Field(
-        description="The entries of `errors` that are current: Codat's `status` Active, or null without `resolvedOnUtc`."
+        description="The entries of `errors` that are current: Codat's `status` Active, or null without "
+        "`resolvedOnUtc`."
     )
     initial_read_completed_at: UtcTime | None = Field(
         description="When the connection's first read of all its data types finished (the earliest "

@@ -268,7 +268,9 @@ def codat_events(draw: st.DrawFn) -> Event:
                 max_size=2,
             )
         )
-        body = connection_event("connection.failed", minutes=minutes, connection_id=conn, errors=errors, event_id=f"e{n}")
+        body = connection_event(
+            "connection.failed", minutes=minutes, connection_id=conn, errors=errors, event_id=f"e{n}"
+        )
         return ev(body, message_id=f"m{n}")
     if kind in ("connect", "reconnect", "disconnect", "delete"):
         event_type = {
@@ -335,7 +337,9 @@ def test_the_first_read_is_announced_once_per_connection_in_any_order_with_dupli
     duplicates = data.draw(st.lists(st.sampled_from(events), max_size=6))
     mixed = data.draw(st.permutations(events + duplicates))
     ledger = MemoryLedger()
-    announced = [c.connection_id for e in mixed for c in ledger.apply(e) if c.kind == "connection.initial_read_completed"]
+    announced = [
+        c.connection_id for e in mixed for c in ledger.apply(e) if c.kind == "connection.initial_read_completed"
+    ]
     for conn in CONNECTIONS:
         reads = [e.generated_at for e in events if e.initial_read and conn in e.connection_ids]
         row = ledger.connections.get(conn)

@@ -23,9 +23,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("last_link_failure_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column("last_link_failure", sa.JSON(), nullable=True))
         batch_op.add_column(
-            sa.Column(
-                "last_link_failure_stamp", sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default=""
-            )
+            sa.Column("last_link_failure_stamp", sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default="")
         )
 
 
