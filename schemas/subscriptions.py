@@ -20,6 +20,7 @@ STREAM_EVENT_TYPES = (
     "sync.completed",
     "sync.failed",
     "connection.freshness_changed",
+    "connection.initial_read_completed",
 )
 """What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``) and for a
 connection's freshness (``workers.ledger.announce``, ``workers.jobs.freshness_check``)."""

@@ -52,6 +52,10 @@ class ConnectionRow:
     last_successful_sync_at: datetime | None = None
     last_sync_status: str | None = None
     last_sync_stamp: str = ""
+    initial_read_completed_at: datetime | None = None
+    last_link_failure_at: datetime | None = None
+    last_link_failure: dict[str, Any] | None = None
+    last_link_failure_stamp: str = ""
 
 
 @dataclass(slots=True)

@@ -51,6 +51,13 @@ class Connection(SQLModel, table=True):
     last_successful_sync_at: datetime | None = None
     last_sync_status: str | None = None
     last_sync_stamp: str = ""
+    initial_read_completed_at: datetime | None = None
+    """The earliest `read.completed.initial` of the connection: its first read of every data type finished."""
+    last_link_failure_at: datetime | None = None
+    """When the latest `connection.failed` was generated; `last_link_failure` says why (status_code,
+    status_text, message), `last_link_failure_stamp` orders them."""
+    last_link_failure: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    last_link_failure_stamp: str = ""
 
 
 class DataTypeState(SQLModel, table=True):

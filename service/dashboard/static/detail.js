@@ -167,6 +167,7 @@ export class DetailView {
         ),
         h("h3", { id: "history-heading" }, "Sync history"),
         this.history(),
+        ...resolvedProblems(d),
       ),
     );
   }
@@ -211,12 +212,13 @@ export class DetailView {
     } else if (d.status === "PendingAuth") {
       out.push(notice("info", "The customer has not finished linking this connection yet.", linkButton("Continue linking")));
     }
-    if (!d.deleted_at && d.errors.length) {
+    const current = d.active_errors ?? [];
+    if (!d.deleted_at && current.length) {
       out.push(
         notice(
           "warning",
           "Codat reports a problem with this connection:",
-          h("ul", {}, d.errors.map((e) => h("li", {}, e.errorMessage ?? e.statusText ?? JSON.stringify(e)))),
+          h("ul", { class: "current-problems" }, current.map((e) => h("li", {}, errorText(e)))),
         ),
       );
     }
@@ -261,9 +263,11 @@ export class DetailView {
       ["Linked", d.linked_at && timeEl(d.linked_at)],
       ["Created", d.created_at && timeEl(d.created_at)],
       ["First sync", timeEl(d.first_sync_at)],
+      ["First read completed", d.initial_read_completed_at && timeEl(d.initial_read_completed_at)],
       ["Most recent sync", [timeEl(d.last_sync_at), d.last_sync_status ? ` (${d.last_sync_status})` : ""]],
       ["Last successful sync", timeEl(d.last_successful_sync_at)],
       ["Disconnected", d.disconnected_at && timeEl(d.disconnected_at)],
+      ["Last link attempt failed", d.last_link_failure && linkFailure(d.last_link_failure)],
       ...Object.entries(d.metadata ?? {}).map(([key, value]) => [humanise(key), plain(value)]),
       ["Connection ID", h("code", {}, d.id)],
     ];
@@ -387,6 +391,34 @@ function historyRow(sync) {
       sync.issues?.length ? h("ul", { class: "issues" }, sync.issues.map((i) => h("li", {}, issueText(i)))) : "—",
     ),
   );
+}
+
+/** Errors Codat has resolved: not today's problem, so they are listed with the history. */
+function resolvedProblems(d) {
+  if (d.deleted_at) return [];
+  const current = new Set((d.active_errors ?? []).map((e) => JSON.stringify(e)));
+  const resolved = (d.errors ?? []).filter((e) => !current.has(JSON.stringify(e)));
+  if (!resolved.length) return [];
+  return [
+    h("h3", { id: "resolved-heading" }, "Resolved problems"),
+    h(
+      "ul",
+      { class: "resolved-problems", "aria-labelledby": "resolved-heading" },
+      resolved.map((e) =>
+        h("li", {}, errorText(e), e.resolvedOnUtc ? [" (resolved ", whenEl(e.resolvedOnUtc), ")"] : null),
+      ),
+    ),
+  ];
+}
+
+function errorText(error) {
+  if (typeof error !== "object" || error === null) return String(error);
+  return error.errorMessage ?? error.statusText ?? JSON.stringify(error);
+}
+
+function linkFailure(failure) {
+  const why = [failure.status_code, failure.message ?? failure.status_text].filter(Boolean).join(": ");
+  return [timeEl(failure.at), why ? ` (${why})` : ""];
 }
 
 function issueText(issue) {
