@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer
 
-from schemas.statuses import Freshness
+from schemas.statuses import Freshness, Health, NextAction
 
 UtcTime = Annotated[
     datetime,
@@ -96,6 +96,29 @@ class ConnectionOut(BaseModel):
     expected_by: UtcTime | None
     """The next deadline: the earliest `expected_by` of its data types."""
     overdue_data_types: list[str]
+    health: Health = Field(
+        description="What the connection needs, in one word: `deleted`, `unlinked`, `needs_reauth`, `link_failed`, "
+        "`pending`, `failing`, `syncing` or `healthy` (the first that applies; see docs/health.md)."
+    )
+    health_reason: str = Field(
+        description="One sentence for the customer saying why, naming the platform and, where one is involved, "
+        "the data type."
+    )
+    next_action: NextAction = Field(
+        description="The one step that helps now: `reconnect` (re-link the connection), `refresh` (sync again), "
+        "`wait` (a sync is running) or `none`."
+    )
+    health_data_type: str | None = Field(
+        description="The data type `health_reason` is about (the one that failed), or null."
+    )
+    last_linked_at: UtcTime | None = Field(
+        description="When the connection last became Linked (the latest `connection.connected` or `reconnected`); "
+        "results before it do not count towards its health. `linked_at` is the first time."
+    )
+    deauthorization_risk_at: UtcTime | None = Field(
+        description="When Codat may deauthorize the connection unless it syncs: the latest of its last completed "
+        "sync and the time it last became Linked, plus `SYNCTRACK_DEAUTHORIZE_AFTER`; null unless Linked."
+    )
 
 
 class DataTypeOut(BaseModel):

@@ -84,6 +84,9 @@ class ConnectionFacts:
     deleted: bool = False
     link_failure: LinkFailure | None = None
     """Set by `connection.failed` only: a link attempt of this connection failed at the event's time."""
+    linked: bool = False
+    """The connection became Linked at the event's time (`connection.connected`/`reconnected`, a legacy
+    status change to Linked): a reconnect starts its health afresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +263,7 @@ def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
         metadata=normalise.mapping(raw.get("connectionInfo")),
         deleted=event_type == "connection.deleted",
         link_failure=_link_failure(errors) if event_type == LINK_FAILED else None,
+        linked=event_type in EXPECTS_READ and status == "Linked",
     )
 
 
@@ -344,7 +348,12 @@ def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) 
         status = data.get("newStatus")
         if not isinstance(connection_id, str) or not is_connection_status(status):
             raise InvalidEnvelope("DataConnectionStatusChanged needs DataConnectionId and a known newStatus")
-        facts = ConnectionFacts(id=connection_id, status=status, platform_key=normalise.text(data.get("platformKey")))
+        facts = ConnectionFacts(
+            id=connection_id,
+            status=status,
+            platform_key=normalise.text(data.get("platformKey")),
+            linked=status == "Linked",
+        )
         syncs: tuple[SyncFact, ...] = ()
         if status == "Linked":
             syncs = (SyncFact(connection_id, ANY_DATA_TYPE, "Queued", f"{message_id}:{connection_id}:*", received_at),)

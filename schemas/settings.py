@@ -102,6 +102,24 @@ class Settings(BaseSettings):
     """`SYNCTRACK_FRESHNESS_OVERRIDES`: per data type, e.g. `banking-transactions=6h,invoices=48h`."""
     freshness_check_seconds: float = 60.0
     """How often the freshness check runs; 0 = off."""
+    deauthorize_after_seconds: float = Field(
+        90 * 86400,
+        gt=0,
+        validation_alias=AliasChoices("SYNCTRACK_DEAUTHORIZE_AFTER", "SYNCTRACK_DEAUTHORIZE_AFTER_SECONDS"),
+    )
+    """`SYNCTRACK_DEAUTHORIZE_AFTER`: how long (`90d`) Codat lets a connection go without a sync before it may
+    deauthorize it; a connection's `deauthorization_risk_at` is its last sync or link plus this."""
+    keepalive_after_seconds: float = Field(
+        30 * 86400,
+        ge=0,
+        validation_alias=AliasChoices("SYNCTRACK_KEEPALIVE_AFTER", "SYNCTRACK_KEEPALIVE_AFTER_SECONDS"),
+    )
+    """`SYNCTRACK_KEEPALIVE_AFTER`: a Linked connection with no completed sync and no keep-alive refresh for this
+    long (`30d`) gets one refresh, so its token does not expire; 0 = off. Needs a Codat API key."""
+    keepalive_data_type: str = "company"
+    """`SYNCTRACK_KEEPALIVE_DATA_TYPE`: the data type a keep-alive refresh asks Codat for."""
+    keepalive_check_seconds: float = 3600.0
+    """`SYNCTRACK_KEEPALIVE_CHECK_SECONDS`: how often the keep-alive job looks for connections to refresh; 0 = off."""
 
     # Stream
     stream_retention_hours: int = 24
@@ -192,6 +210,8 @@ class Settings(BaseSettings):
         "sync_stale_after_seconds",
         "token_max_ttl_seconds",
         "freshness_after_seconds",
+        "deauthorize_after_seconds",
+        "keepalive_after_seconds",
         mode="before",
     )
     @classmethod

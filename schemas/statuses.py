@@ -70,3 +70,23 @@ def outcome_rank(status: str) -> int:
     failure beats a success so that an error is never hidden by a simultaneous success."""
     phase = phase_of(status)
     return {"active": 0, "stale": 0, "unsupported": 1, "succeeded": 2, "failed": 3}[phase]
+
+
+Health = Literal["deleted", "unlinked", "needs_reauth", "link_failed", "pending", "failing", "syncing", "healthy"]
+"""What a connection needs, in one word (see `workers.ledger.health`)."""
+
+HEALTH: tuple[Health, ...] = (
+    "deleted",
+    "unlinked",
+    "needs_reauth",
+    "link_failed",
+    "pending",
+    "failing",
+    "syncing",
+    "healthy",
+)
+
+NextAction = Literal["reconnect", "refresh", "wait", "none"]
+"""The one thing that helps a connection now: re-link it, refresh its data, wait for the sync, or nothing."""
+
+NEXT_ACTIONS: tuple[NextAction, ...] = ("reconnect", "refresh", "wait", "none")

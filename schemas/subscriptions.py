@@ -21,9 +21,10 @@ STREAM_EVENT_TYPES = (
     "sync.failed",
     "connection.freshness_changed",
     "connection.initial_read_completed",
+    "connection.health_changed",
 )
 """What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``) and for a
-connection's freshness (``workers.ledger.announce``, ``workers.jobs.freshness_check``)."""
+connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

@@ -7,6 +7,7 @@ calls never stall the event loop the receiver depends on.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,18 +19,19 @@ from starlette.routing import Route
 
 from schemas.api import EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.statuses import FRESHNESS, PHASES
+from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.security.scope import company_filter
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import Company, Connection, FreshnessRecord, Sync, WebhookEvent
 from workers.ledger.views import (
+    Assessment,
     company_out,
     company_rows_query,
     connection_out,
     connection_rows_query,
+    load_assessments,
     load_connection_detail,
-    load_freshness,
     sync_out,
 )
 
@@ -78,15 +80,23 @@ def list_connections(request: Request) -> JSONResponse:
         if session.get(Company, company_id) is None:
             raise not_found("company", company_id)
         rows = session.exec(query.limit(limit + 1)).all()
-        fresh = load_freshness(session, [conn for conn, _, _ in rows], freshness_of(request), datetime.now(UTC))
-    items = [connection_out(conn, name, bool(active), fresh[conn.id]) for conn, name, active in rows[:limit]]
+        assessed = assess_rows(session, rows[:limit], freshness_of(request), datetime.now(UTC))
+    items = [connection_out(conn, name, bool(active), assessed[conn.id]) for conn, name, active in rows[:limit]]
     return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
-def list_all_connections(request: Request) -> JSONResponse:
-    """`GET /v1/connections?freshness=&company_id=&source_type=`: connections across companies, by id.
+def assess_rows(
+    session: Session, rows: Sequence[tuple[Connection, str | None, bool]], policy: FreshnessPolicy, now: datetime
+) -> dict[str, Assessment]:
+    """The assessments of listed connection rows (`connection_rows_query`: connection, company name, active)."""
+    active = {conn.id for conn, _, is_active in rows if is_active}
+    return load_assessments(session, [conn for conn, _, _ in rows], active, policy, now)
 
-    Freshness is computed at `now`, so the filter runs on computed values. The recorded freshness
+
+def list_all_connections(request: Request) -> JSONResponse:
+    """`GET /v1/connections?freshness=&health=&company_id=&source_type=`: connections across companies, by id.
+
+    Freshness and health are computed at `now`, so the filters run on computed values. The recorded freshness
     (`connection_freshness`) narrows what is read: a connection can only have moved into another state
     since it was recorded if its recorded deadline has passed (or it was never recorded).
     """
@@ -95,6 +105,9 @@ def list_all_connections(request: Request) -> JSONResponse:
     wanted = list_param(request, "freshness")
     if unknown := sorted(set(wanted) - set(FRESHNESS)):
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown freshness {unknown}; known: {', '.join(FRESHNESS)}")
+    healths = list_param(request, "health")
+    if unknown := sorted(set(healths) - set(HEALTH)):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown health {unknown}; known: {', '.join(HEALTH)}")
     now = datetime.now(UTC)
     query = connection_rows_query()
     if company_ids := company_filter(request):
@@ -118,14 +131,17 @@ def list_all_connections(request: Request) -> JSONResponse:
         while not more:
             chunk = query.where(col(Connection.id) > after) if after is not None else query
             rows = session.exec(chunk.limit(SCAN_CHUNK)).all()
-            fresh = load_freshness(session, [conn for conn, _, _ in rows], freshness_of(request), now)
+            assessed = assess_rows(session, rows, freshness_of(request), now)
             for conn, name, active in rows:
-                if wanted and fresh[conn.id].freshness not in wanted:
+                judged = assessed[conn.id]
+                if wanted and judged.freshness.freshness not in wanted:
+                    continue
+                if healths and judged.health.health not in healths:
                     continue
                 if len(items) == limit:
                     more = True
                     break
-                items.append(connection_out(conn, name, bool(active), fresh[conn.id]))
+                items.append(connection_out(conn, name, bool(active), judged))
             if len(rows) < SCAN_CHUNK:
                 break
             after = rows[-1][0].id

@@ -3,8 +3,8 @@
 Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
 record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
 delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
-newest event any worker folded), and the connections by freshness (from the database: what the fold and
-the periodic check last recorded).
+newest event any worker folded), and the connections by freshness and by health (from the database: what the
+fold and the periodic check last recorded).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from schemas.statuses import FRESHNESS
-from workers.ledger.freshness_state import count_by_freshness
+from schemas.statuses import FRESHNESS, HEALTH
+from workers.ledger.freshness_state import count_by_freshness, count_by_health
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, delayed_queue, queue_keys
 
@@ -68,6 +68,29 @@ def read_freshness(engine: Engine) -> dict[tuple[str, str], int] | None:
         return None
 
 
+def read_health(engine: Engine) -> dict[tuple[str, str], int] | None:
+    """Connections by (health, source type), as last recorded; None if the database does not answer."""
+    try:
+        return count_by_health(engine)
+    except SQLAlchemyError:
+        return None
+
+
+def health_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
+    """`synctrack_connections_by_health`: every state but `deleted` (deleted connections are not counted) of every
+    source type seen, zeros included."""
+    family = GaugeMetricFamily(
+        "synctrack_connections_by_health",
+        "Connections (not deleted) by health and source type, as last checked.",
+        labels=["health", "source_type"],
+    )
+    for source_type in sorted({source for _, source in counts}):
+        for state in HEALTH:
+            if state != "deleted":
+                family.add_metric([state, source_type], counts.get((state, source_type), 0))
+    return family
+
+
 def freshness_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
     """`synctrack_connections_by_freshness`: every state of every source type seen, zeros included."""
     family = GaugeMetricFamily(
@@ -81,7 +104,11 @@ def freshness_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
     return family
 
 
-def render(depths: dict[str, int] | None, freshness: dict[tuple[str, str], int] | None = None) -> bytes:
+def render(
+    depths: dict[str, int] | None,
+    freshness: dict[tuple[str, str], int] | None = None,
+    health: dict[tuple[str, str], int] | None = None,
+) -> bytes:
     """The exposition text: every process's metrics (or this process's), then the scrape-time gauges."""
     metrics()  # every metric exists (at zero) from the first scrape on
     path = multiprocess_dir()
@@ -124,6 +151,8 @@ def render(depths: dict[str, int] | None, freshness: dict[tuple[str, str], int] 
     families.append(up)
     if freshness is not None:
         families.append(freshness_family(freshness))
+    if health is not None:
+        families.append(health_family(health))
     return generate_latest(_Families(families))
 
 
@@ -147,7 +176,7 @@ async def metrics_endpoint(request: Request) -> Response:
     settings = request.app.state.settings
     depths = await read_depths(request.app.state.redis, settings.redis_namespace)
     engine = request.app.state.engine
-    body = await asyncio.to_thread(lambda: render(depths, read_freshness(engine)))
+    body = await asyncio.to_thread(lambda: render(depths, read_freshness(engine), read_health(engine)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -58,7 +58,7 @@ from service.stream.parked import park
 from service.stream.response import ChangeStreamResponse
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
-from workers.ledger.views import connection_out, connection_rows_query, load_companies, load_freshness, sync_out
+from workers.ledger.views import connection_out, connection_rows_query, load_assessments, load_companies, sync_out
 
 log = logging.getLogger("synctrack.stream")
 
@@ -87,12 +87,13 @@ def load_snapshot(
         connection_rows = session.exec(connections).all()
         sync_rows = session.exec(syncs).all()
         shown = connection_rows[:SNAPSHOT_LIMIT]
-        fresh = load_freshness(session, [conn for conn, _, _ in shown], freshness, datetime.now(UTC))
+        active = {conn.id for conn, _, is_active in shown if is_active}
+        assessed = load_assessments(session, [conn for conn, _, _ in shown], active, freshness, datetime.now(UTC))
         companies = load_companies(session, {*stream_filter.company_ids, *(conn.company_id for conn, _, _ in shown)})
     return {
         "companies": [company.model_dump(mode="json") for company in companies[:SNAPSHOT_LIMIT]],
         "connections": [
-            connection_out(conn, name, bool(active), fresh[conn.id]).model_dump(mode="json")
+            connection_out(conn, name, bool(active), assessed[conn.id]).model_dump(mode="json")
             for conn, name, active in shown
         ],
         "syncs": [sync_out(row).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],

@@ -59,7 +59,7 @@ def test_a_sync_active_longer_than_the_limit_is_marked_stale_and_announced(runti
     assert mark_stale_syncs(runtime, now=at(60 * 6 + 1)) == 1
 
     assert list(syncs(runtime).values()) == ["stale"]
-    (sync_event, sync), (conn_event, conn) = announced(runtime)
+    (sync_event, sync), (conn_event, conn), (health_event, health) = announced(runtime)
     assert sync_event == "sync.failed"
     assert sync["phase"] == "stale"
     assert sync["id"] == f"{message_id}:{CONNECTION}:*"
@@ -69,6 +69,9 @@ def test_a_sync_active_longer_than_the_limit_is_marked_stale_and_announced(runti
     assert conn["id"] == CONNECTION
     assert conn["sync_active"] is False
     assert conn["event_id"] is None
+    assert health_event == "connection.health_changed"  # no sync is running any more: nothing to wait for
+    assert (health["previous"], health["current"], health["next_action"]) == ("syncing", "healthy", "none")
+    assert health["connection"]["health"] == "healthy" and health["event_id"] is None
 
 
 def test_a_sync_within_the_limit_is_left_active(runtime: WorkerRuntime) -> None:
@@ -104,7 +107,11 @@ def test_marking_twice_announces_once(runtime: WorkerRuntime) -> None:
     deliver(runtime, connection_event(minutes=0), received=at(0))
     assert mark_stale_syncs(runtime, now=at(60 * 7)) == 1
     assert mark_stale_syncs(runtime, now=at(60 * 8)) == 0
-    assert len(announced(runtime)) == 2
+    assert [name for name, _ in announced(runtime)] == [
+        "sync.failed",
+        "connection.updated",
+        "connection.health_changed",
+    ]
 
 
 def test_the_stale_limit_is_read_from_sync_stale_after(monkeypatch: pytest.MonkeyPatch) -> None:

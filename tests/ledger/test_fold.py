@@ -281,12 +281,27 @@ def codat_events(draw: st.DrawFn) -> Event:
         }[kind]
         status = draw(st.sampled_from(["Unlinked", "Deauthorized"])) if kind == "disconnect" else None
         platform = draw(st.sampled_from(["Xero", "Sage"]))
-        return ev(
-            connection_event(
-                event_type, minutes=minutes, connection_id=conn, status=status, platform=platform, event_id=f"e{n}"
-            ),
-            message_id=f"m{n}",
+        # Errors a linked connection can carry: an authorisation refusal (current or resolved) or another.
+        errors = draw(
+            st.lists(
+                st.builds(
+                    connection_error,
+                    st.sampled_from(["401", "403", "500"]),
+                    status=st.sampled_from(["Active", "Resolved"]),
+                ),
+                max_size=1,
+            )
         )
+        body = connection_event(
+            event_type,
+            minutes=minutes,
+            connection_id=conn,
+            status=status,
+            platform=platform,
+            event_id=f"e{n}",
+            errors=errors,
+        )
+        return ev(body, message_id=f"m{n}")
     if kind in ("read", "initial_read"):
         results = draw(
             st.lists(

@@ -1,4 +1,4 @@
-"""The freshness check: announce the connections whose freshness the clock changed.
+"""The freshness check: announce the connections whose freshness (or health) the clock changed.
 
 When a threshold passes nothing is folded — no webhook says "your invoices are now a day old" — so, like
 stale syncs, this is the clock's job. Every `SYNCTRACK_FRESHNESS_CHECK_SECONDS` (0 = off) a worker reads
@@ -9,7 +9,9 @@ announces, after the commit:
 * ``connection.updated`` with the Connection object and its new `freshness`, `expected_by`,
   `overdue_data_types`;
 * ``connection.freshness_changed`` (`{connection, previous, current, overdue_data_types, event_id}`)
-  when `freshness` itself changed; `previous` is null for a connection first seen.
+  when `freshness` itself changed; `previous` is null for a connection first seen;
+* ``connection.health_changed`` (`{connection, previous, current, next_action, event_id}`) when `health`
+  changed without a fold announcing it (a connection never announced yet, a sync marked stale).
 
 `event_id` is null in both: no webhook caused them. Changes a fold causes are announced by the fold
 itself (`workers.ledger.announce`), so this check finds only the clock's. Connection rows are locked (in
@@ -26,12 +28,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from workers.ledger.announce import transition_entries
+from workers.ledger.announce import FRESHNESS_CHANGED, transition_entries
 from workers.ledger.changes import FeedEntry
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import record_transitions
 from workers.ledger.tables import Company, Connection, Sync
-from workers.ledger.views import connection_out, load_freshness
+from workers.ledger.views import connection_out, load_assessments
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ def check_freshness(runtime: WorkerRuntime, now: datetime | None = None) -> int:
         entries, last_id, count = check_batch(runtime.engine, runtime.freshness, now, after, BATCH_CONNECTIONS)
         if runtime.feed is not None and entries:
             runtime.feed.publish(entries)
-        changed += sum(1 for entry in entries if entry.name != "connection.updated")
+        changed += sum(1 for entry in entries if entry.name == FRESHNESS_CHANGED)
         if count < BATCH_CONNECTIONS:
             return changed
         after = last_id
@@ -76,20 +78,19 @@ def check_batch(
         connections = {row.id: row for row in session.exec(query).all()}
         if not connections:
             return [], after, 0
-        assessed = load_freshness(session, connections.values(), policy, now)
+        active = set(
+            session.exec(
+                select(Sync.connection_id).where(col(Sync.connection_id).in_(list(connections)), Sync.phase == "active")
+            ).all()
+        )
+        assessed = load_assessments(session, connections.values(), active, policy, now)
         transitions = record_transitions(session, connections, assessed, now)
         if transitions:
-            ids = [t.connection_id for t in transitions]
-            active = set(
-                session.exec(
-                    select(Sync.connection_id).where(col(Sync.connection_id).in_(ids), Sync.phase == "active")
-                ).all()
-            )
             company_ids = {t.company_id for t in transitions}
             names = dict(session.exec(select(Company.id, Company.name).where(col(Company.id).in_(company_ids))).all())
         for transition in transitions:
             conn = connections[transition.connection_id]
-            out = connection_out(conn, names.get(conn.company_id), conn.id in active, transition.current)
+            out = connection_out(conn, names.get(conn.company_id), conn.id in active, assessed[conn.id])
             entries += transition_entries(transition, out, None)
             if transition.freshness_changed:
                 log.info(
@@ -99,6 +100,14 @@ def check_batch(
                     transition.previous,
                     transition.current.freshness,
                     ",".join(transition.current.overdue_data_types) or "-",
+                )
+            if transition.health_changed:
+                log.info(
+                    "msg=health_changed connection=%s company=%s previous=%s current=%s",
+                    conn.id,
+                    conn.company_id,
+                    transition.previous_health,
+                    transition.health.health,
                 )
     return entries, max(connections), len(connections)
 

@@ -7,7 +7,8 @@ dashboard would show a spinner forever. This periodic job marks such a sync `sta
 
 * ``sync.failed`` with the sync object, whose `phase` is ``stale``: the event for "ended without a
   known success"; the phase tells it apart from a failure Codat reported;
-* ``connection.updated`` when the connection has no active sync left (`sync_active` turns false).
+* ``connection.updated`` when the connection has no active sync left (`sync_active` turns false), then
+  ``connection.health_changed`` (and ``connection.freshness_changed``) if that changed its health.
 
 `event_id` is null in both: no webhook caused them. A stale sync stays open for the fold
 (`OPEN_PHASES`), so a late completion still closes it and is announced as usual.
@@ -22,10 +23,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
+from workers.ledger.announce import transition_entries
 from workers.ledger.changes import FeedEntry
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.ledger.freshness_state import record_transitions
 from workers.ledger.tables import Company, Connection, Sync, WebhookEvent
-from workers.ledger.views import connection_out, load_freshness, sync_out
+from workers.ledger.views import connection_out, load_assessments, sync_out
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
@@ -96,9 +99,14 @@ def mark_batch(
             ).first()
             if rows and conn is not None and still_active is None:
                 company = session.get(Company, conn.company_id)
-                fresh = load_freshness(session, [conn], freshness, datetime.now(UTC))[conn.id]
-                data = connection_out(conn, company.name if company else None, False, fresh).model_dump(mode="json")
-                entries.append(_entry("connection.updated", conn.company_id, connection_id, data))
+                now = datetime.now(UTC)
+                assessed = load_assessments(session, [conn], (), freshness, now)
+                out = connection_out(conn, company.name if company else None, False, assessed[conn.id])
+                entries.append(
+                    _entry("connection.updated", conn.company_id, connection_id, out.model_dump(mode="json"))
+                )
+                for transition in record_transitions(session, {conn.id: conn}, assessed, now):
+                    entries += transition_entries(transition, out, None, with_update=False)
     return entries, len(connection_ids)
 
 

@@ -1,12 +1,12 @@
-"""What a fold announces: its changes, with each changed connection's freshness, and freshness transitions.
+"""What a fold announces: its changes, with each changed connection's freshness and health, and their transitions.
 
 Called inside the fold's transaction (ingest, actions, reconciliation) after `workers.ledger.store` wrote
 the batch, so every data type of a changed connection can be read back. For each connection the batch
-changed it computes the freshness at `now`, renders the fold's changes with it, and records the freshness
-(`workers.ledger.freshness_state`): when that differs from what was last announced, a
-``connection.updated`` follows (unless the batch already carries one) and, when `freshness` itself
-changed, a ``connection.freshness_changed`` — so a sync result that makes a connection fresh again is
-announced at once, not at the next periodic check.
+changed it assesses freshness and health at `now`, renders the fold's changes with them, and records them
+(`workers.ledger.freshness_state`): when they differ from what was last announced, a
+``connection.updated`` follows (unless the batch already carries one), then a ``connection.freshness_changed``
+when `freshness` itself changed and a ``connection.health_changed`` when `health` did — so a sync result that
+makes a connection fresh again, or a failure that needs a refresh, is announced at once.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ from workers.ledger.changes import FeedEntry, render_changes
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import Transition, record_transitions
-from workers.ledger.views import connection_out, load_freshness
+from workers.ledger.views import connection_out, load_assessments
 
 FRESHNESS_CHANGED = "connection.freshness_changed"
+HEALTH_CHANGED = "connection.health_changed"
 
 
 def transition_entries(
     transition: Transition, connection: ConnectionOut, event_id: str | None, *, with_update: bool = True
 ) -> list[FeedEntry]:
-    """The feed entries of one transition: ``connection.updated`` (unless told not to) and, when the
-    freshness itself changed, ``connection.freshness_changed``."""
+    """The feed entries of one transition: ``connection.updated`` (unless told not to), then
+    ``connection.freshness_changed`` and ``connection.health_changed`` for what itself changed."""
     data: dict[str, Any] = connection.model_dump(mode="json")
     cid, company_id = transition.connection_id, transition.company_id
     entries = []
@@ -46,6 +47,15 @@ def transition_entries(
             "event_id": event_id,
         }
         entries.append(FeedEntry(FRESHNESS_CHANGED, company_id, cid, body))
+    if transition.health_changed:
+        body = {
+            "connection": data,
+            "previous": transition.previous_health,
+            "current": transition.health.health,
+            "next_action": transition.health.next_action,
+            "event_id": event_id,
+        }
+        entries.append(FeedEntry(HEALTH_CHANGED, company_id, cid, body))
     return entries
 
 
@@ -57,18 +67,18 @@ def announce_changes(
     policy: FreshnessPolicy,
     now: datetime,
 ) -> list[FeedEntry]:
-    """The feed entries of a fold's changes, freshness included; records freshness transitions."""
+    """The feed entries of a fold's changes, freshness and health included; records their transitions."""
     touched = {change.connection_id: slices[change.connection_id].connection for change in changes}
     if not touched:
         return []
-    assessed = load_freshness(session, touched.values(), policy, now)
+    active = {cid for cid in touched if any(s.phase == "active" for s in slices[cid].syncs.values())}
+    assessed = load_assessments(session, touched.values(), active, policy, now)
     entries = render_changes(changes, slices, company_names, assessed)
     updated = {entry.connection_id for entry in entries if entry.name == "connection.updated"}
     last_event = {change.connection_id: change.event_id or None for change in changes}
-    for transition in record_transitions(session, touched, assessed, now):
+    for transition in record_transitions(session, touched, assessed, now, last_event):
         cid = transition.connection_id
         conn = touched[cid]
-        active = any(s.phase == "active" for s in slices[cid].syncs.values())
-        out = connection_out(conn, company_names.get(conn.company_id), active, transition.current)
+        out = connection_out(conn, company_names.get(conn.company_id), cid in active, assessed[cid])
         entries += transition_entries(transition, out, last_event[cid], with_update=cid not in updated)
     return entries

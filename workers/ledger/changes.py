@@ -1,10 +1,11 @@
 """The change feed: what the fold changed, published to a Redis Stream for every web process.
 
 Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
-`sync.failed`, `connection.freshness_changed`, `connection.initial_read_completed`) whose `data` is the API's
-Connection or Sync object (for `connection.freshness_changed`: `{connection, previous, current,
-overdue_data_types}`; for `connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused
-it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
+`sync.failed`, `connection.freshness_changed`, `connection.health_changed`, `connection.initial_read_completed`)
+whose `data` is the API's Connection or Sync object (for `connection.freshness_changed`: `{connection, previous,
+current, overdue_data_types}`; for `connection.health_changed`: `{connection, previous, current, next_action}`;
+for `connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused it.
+The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from redis import Redis
 from schemas.events import Event
 from schemas.json_codec import dumps
 from workers.ledger.fold import Change, ConnectionSlice
-from workers.ledger.freshness import ConnectionFreshness
-from workers.ledger.views import connection_out, sync_out
+from workers.ledger.views import Assessment, connection_out, sync_out
 
 INITIAL_READ_COMPLETED = "connection.initial_read_completed"
 
@@ -49,18 +49,19 @@ def render_changes(
     changes: list[Change],
     slices: dict[str, ConnectionSlice],
     company_names: Mapping[str, str | None],
-    freshness: Mapping[str, ConnectionFreshness],
+    assessed: Mapping[str, Assessment],
 ) -> list[FeedEntry]:
     """Turn fold changes into feed entries, from the slices the fold just wrote and each changed
-    connection's freshness (`workers.ledger.announce` computes it)."""
+    connection's assessment (`workers.ledger.announce` computes it)."""
     entries = []
     for change in changes:
         state = slices[change.connection_id]
         conn = state.connection
         if change.sync is None:
             active = any(s.phase == "active" for s in state.syncs.values())
-            fresh = freshness[conn.id]
-            data = connection_out(conn, company_names.get(conn.company_id), active, fresh).model_dump(mode="json")
+            data = connection_out(conn, company_names.get(conn.company_id), active, assessed[conn.id]).model_dump(
+                mode="json"
+            )
             if change.kind == INITIAL_READ_COMPLETED:
                 data = {"connection": data}
         else:
@@ -75,10 +76,10 @@ def render(
     slices: dict[str, ConnectionSlice],
     event: Event,
     company_name: str | None,
-    freshness: Mapping[str, ConnectionFreshness],
+    assessed: Mapping[str, Assessment],
 ) -> list[FeedEntry]:
     """`render_changes` for the changes of one event."""
-    return render_changes(changes, slices, {event.company_id or "": company_name}, freshness)
+    return render_changes(changes, slices, {event.company_id or "": company_name}, assessed)
 
 
 class ChangeFeed:

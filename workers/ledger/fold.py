@@ -5,7 +5,8 @@ field is one of:
 
 * a *last-writer-wins register* ordered by a stamp ``(time, rank, event id)`` — a total order, so
   the winner does not depend on who came first (connection status, details, data-type status);
-* a *min* or *max* of times (first and most recent sync, linked and disconnected times, the first read);
+* a *min* or *max* of times (first and most recent sync, first and latest link, disconnected time, the first
+  read);
 * a *set* of syncs keyed by a stable id, where a finished result beats an active one.
 
 Active syncs are inferred: Codat does not say a sync started. A request (after
@@ -59,6 +60,7 @@ VISIBLE_FIELDS = (
     "initial_read_completed_at",
     "last_link_failure_at",
     "last_link_failure",
+    "last_linked_at",
 )
 _visible = attrgetter(*VISIBLE_FIELDS)
 
@@ -163,6 +165,8 @@ def _fold_connection(conn: ConnectionRow, facts: ConnectionFacts, event: Event) 
             conn.status, conn.status_stamp = facts.status, candidate
         if facts.status == "Linked":
             conn.linked_at = _min(conn.linked_at, at)
+            if facts.linked:
+                conn.last_linked_at = _max(conn.last_linked_at, at)
         elif facts.status in ("Unlinked", "Deauthorized"):
             conn.disconnected_at = _max(conn.disconnected_at, at)
     conn.created_at = _min(conn.created_at, facts.created_at)

@@ -65,14 +65,24 @@ class DataTypeFacts(Protocol):
 
 @dataclass(frozen=True)
 class FreshnessPolicy:
-    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type."""
+    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type; and how
+    long a connection may go without any sync before Codat may deauthorize it (`deauthorize_after_seconds`)."""
 
     after_seconds: float = 86_400.0
     overrides: Mapping[str, float] = field(default_factory=dict)
+    deauthorize_after_seconds: float = 90 * 86_400.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FreshnessPolicy:
-        return cls(settings.freshness_after_seconds, dict(settings.freshness_overrides))
+        return cls(
+            settings.freshness_after_seconds,
+            dict(settings.freshness_overrides),
+            deauthorize_after_seconds=settings.deauthorize_after_seconds,
+        )
+
+    @property
+    def deauthorize_after(self) -> timedelta:
+        return timedelta(seconds=self.deauthorize_after_seconds)
 
     def threshold(self, data_type: str | None = None) -> timedelta:
         seconds = self.overrides.get(data_type, self.after_seconds) if data_type else self.after_seconds

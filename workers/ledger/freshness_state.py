@@ -1,15 +1,18 @@
-"""What was last announced of each connection's freshness (table `connection_freshness`), and its changes.
+"""What was last announced of each connection's freshness and health (table `connection_freshness`), and its
+changes.
 
-Freshness is computed, never stored in the ledger (`workers.ledger.freshness`), but "it changed" needs a
-memory of what was said before. `record_transitions` compares freshly computed values with that memory,
-writes the differences and returns them, inside the caller's transaction. Two writers use it: the fold's
-transaction, for the connections a batch changed (a sync result that makes a connection fresh again is
-announced at once), and the periodic check, for the connections the clock changed. Both hold the
+Freshness and health are computed, never stored in the ledger (`workers.ledger.freshness`,
+`workers.ledger.health`), but "it changed" needs a memory of what was said before. `record_transitions`
+compares freshly computed values with that memory, writes the differences and returns them, inside the caller's
+transaction. Two writers use it: the fold's transaction, for the connections a batch changed (a sync result that
+makes a connection fresh again is announced at once), and the periodic checks, for the connections the clock (or
+the stale-sync job) changed. Both hold the
 connection's row lock while they do (PostgreSQL; SQLite has one writer), so a change is announced once.
 
-A transition is any change of `freshness`, `overdue_data_types` or `expected_by`; only a change of
-`freshness` itself is a ``connection.freshness_changed`` event. `previous` is None for a connection seen
-for the first time.
+A transition is any change of `freshness`, `overdue_data_types`, `expected_by` or `health`; only a change of
+`freshness` itself is a ``connection.freshness_changed`` event, and of `health` a ``connection.health_changed``.
+`previous` is None for a connection seen for the first time. Each of those two changes is also written to
+`connection_state_changes`, the connection's timeline of what was announced.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ from typing import Any
 from sqlalchemy import Engine, Table, func, select
 from sqlmodel import Session
 
-from schemas.statuses import Freshness
+from schemas.statuses import Freshness, Health
 from workers.ledger.bulk_sql import insert_rows
 from workers.ledger.freshness import ConnectionFreshness
+from workers.ledger.health import ConnectionHealth
 from workers.ledger.rows import ConnectionRow
-from workers.ledger.tables import Connection, FreshnessRecord
+from workers.ledger.tables import Connection, FreshnessRecord, StateChange
+from workers.ledger.views import Assessment
 
 RECORDS: Table = FreshnessRecord.__table__  # type: ignore[attr-defined]
+STATE_CHANGES: Table = StateChange.__table__  # type: ignore[attr-defined]
 CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
 IN_CHUNK = 500
 
@@ -42,19 +48,27 @@ class Transition:
     company_id: str
     previous: Freshness | None
     current: ConnectionFreshness
+    previous_health: Health | None
+    health: ConnectionHealth
 
     @property
     def freshness_changed(self) -> bool:
         return self.previous != self.current.freshness
 
+    @property
+    def health_changed(self) -> bool:
+        return self.previous_health != self.health.health
+
 
 def record_transitions(
     session: Session,
     connections: Mapping[str, Connection | ConnectionRow],
-    assessed: Mapping[str, ConnectionFreshness],
+    assessed: Mapping[str, Assessment],
     now: datetime,
+    event_ids: Mapping[str, str | None] | None = None,
 ) -> list[Transition]:
-    """Record each connection's freshness where it differs from the last recorded; return those, in id order."""
+    """Record each connection's freshness and health where they differ from the last recorded; return those, in
+    id order. Changes of either are written to the timeline with their cause (`event_ids`, by connection)."""
     ids = sorted(assessed)
     known: dict[str, Any] = {}
     for start in range(0, len(ids), IN_CHUNK):
@@ -63,19 +77,24 @@ def record_transitions(
             known[row.connection_id] = row
     transitions: list[Transition] = []
     writes: list[dict[str, Any]] = []
+    logged: list[dict[str, Any]] = []
     for cid in ids:
-        fresh, old = assessed[cid], known.get(cid)
+        fresh, health, old = assessed[cid].freshness, assessed[cid].health, known.get(cid)
         overdue = list(fresh.overdue_data_types)
-        if old is not None and (old.freshness, list(old.overdue_data_types), _utc(old.expected_by)) == (
-            fresh.freshness,
-            overdue,
-            fresh.expected_by,
-        ):
+        if old is not None and (
+            old.freshness,
+            list(old.overdue_data_types),
+            _utc(old.expected_by),
+            old.health,
+        ) == (fresh.freshness, overdue, fresh.expected_by, health.health):
             continue
         previous = old.freshness if old is not None else None
+        previous_health = old.health if old is not None else None
         company_id = connections[cid].company_id
-        transitions.append(Transition(cid, company_id, previous, fresh))
+        transition = Transition(cid, company_id, previous, fresh, previous_health, health)
+        transitions.append(transition)
         changed_at = now if previous != fresh.freshness or old is None else old.changed_at
+        health_changed_at = now if transition.health_changed else old.health_changed_at if old is not None else now
         writes.append(
             {
                 "connection_id": cid,
@@ -84,10 +103,32 @@ def record_transitions(
                 "expected_by": fresh.expected_by,
                 "overdue_data_types": overdue,
                 "changed_at": changed_at,
+                "health": health.health,
+                "health_changed_at": health_changed_at,
             }
         )
+        cause = (event_ids or {}).get(cid)
+        if transition.freshness_changed:
+            logged.append(_logged(transition, "freshness_changed", previous, fresh.freshness, now, cause))
+        if transition.health_changed:
+            logged.append(_logged(transition, "health_changed", previous_health, health.health, now, cause))
     insert_rows(session, RECORDS, writes, conflict=["connection_id"])
+    insert_rows(session, STATE_CHANGES, logged)
     return transitions
+
+
+def _logged(
+    transition: Transition, kind: str, previous: str | None, current: str, now: datetime, event_id: str | None
+) -> dict[str, Any]:
+    return {
+        "connection_id": transition.connection_id,
+        "company_id": transition.company_id,
+        "at": now,
+        "kind": kind,
+        "previous": previous,
+        "current": current,
+        "event_id": event_id,
+    }
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -102,15 +143,25 @@ def source_type_label(source_type: str | None) -> str:
 
 def count_by_freshness(engine: Engine) -> dict[tuple[str, str], int]:
     """(freshness, source type) -> connections not deleted, as last recorded."""
+    return _count_by(engine, "freshness")
+
+
+def count_by_health(engine: Engine) -> dict[tuple[str, str], int]:
+    """(health, source type) -> connections not deleted, as last recorded."""
+    return _count_by(engine, "health")
+
+
+def _count_by(engine: Engine, column: str) -> dict[tuple[str, str], int]:
+    state = RECORDS.c[column]
     query = (
-        select(RECORDS.c.freshness, CONNECTIONS.c.source_type, func.count())
+        select(state, CONNECTIONS.c.source_type, func.count())
         .join(CONNECTIONS, CONNECTIONS.c.id == RECORDS.c.connection_id)
-        .where(CONNECTIONS.c.deleted_at.is_(None))
-        .group_by(RECORDS.c.freshness, CONNECTIONS.c.source_type)
+        .where(CONNECTIONS.c.deleted_at.is_(None), state.is_not(None))
+        .group_by(state, CONNECTIONS.c.source_type)
     )
     counts: dict[tuple[str, str], int] = {}
     with engine.connect() as conn:
-        for freshness, source_type, n in conn.execute(query):
-            key = (str(freshness), source_type_label(source_type))
+        for value, source_type, n in conn.execute(query):
+            key = (str(value), source_type_label(source_type))
             counts[key] = counts.get(key, 0) + int(n)
     return counts

@@ -56,6 +56,7 @@ class ConnectionRow:
     last_link_failure_at: datetime | None = None
     last_link_failure: dict[str, Any] | None = None
     last_link_failure_stamp: str = ""
+    last_linked_at: datetime | None = None
 
 
 @dataclass(slots=True)

@@ -58,6 +58,9 @@ class Connection(SQLModel, table=True):
     status_text, message), `last_link_failure_stamp` orders them."""
     last_link_failure: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     last_link_failure_stamp: str = ""
+    last_linked_at: datetime | None = None
+    """When the connection last became Linked (the latest `connection.connected`/`reconnected`): results before
+    it do not count towards its health."""
 
 
 class DataTypeState(SQLModel, table=True):
@@ -271,7 +274,7 @@ class ImportCompany(SQLModel, table=True):
 
 
 class FreshnessRecord(SQLModel, table=True):
-    """The freshness last announced for each connection, so a change is announced once.
+    """The freshness and health last announced for each connection, so a change is announced once.
 
     Not part of the ledger proper (a rebuild does not touch it): it remembers what the stream was told. The
     fold's transaction updates it for the connections it changed and the periodic check for those the
@@ -287,3 +290,27 @@ class FreshnessRecord(SQLModel, table=True):
     overdue_data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     changed_at: datetime
     """When `freshness` last changed."""
+    health: str | None = Field(default=None, index=True)
+    """The health last announced (null until first announced)."""
+    health_changed_at: datetime | None = None
+
+
+class StateChange(SQLModel, table=True):
+    """One announced change of a connection's freshness or health, kept for its timeline.
+
+    Written beside `connection_freshness` by whoever announces the change (the fold's transaction, the periodic
+    check); `at` is when it was announced and `event_id` the webhook (or action) that caused it, if any.
+    """
+
+    __tablename__ = "connection_state_changes"
+    __table_args__ = (Index("ix_connection_state_changes_connection_at", "connection_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    connection_id: str
+    company_id: str
+    at: datetime
+    kind: str
+    """`health_changed` or `freshness_changed`."""
+    previous: str | None = None
+    current: str
+    event_id: str | None = None

@@ -1,13 +1,15 @@
 """Ledger rows rendered as the API's objects — used by the JSON API and by the change feed alike,
 so a dashboard sees one schema whichever way it reads.
 
-A Connection object carries its freshness (`workers.ledger.freshness`), which needs every data type of the
-connection and the time it is rendered at: `load_freshness` reads the data types of many connections at once.
+A Connection object carries its freshness (`workers.ledger.freshness`) and its health (`workers.ledger.health`),
+which need every data type of the connection, whether a sync is active and the time it is rendered at: an
+`Assessment`. `load_assessments` reads the data types of many connections at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Exists, exists, func
@@ -18,15 +20,42 @@ from sqlmodel.sql.expression import Select
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
 from schemas.normalise import is_active_error
 from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
+from workers.ledger.health import ConnectionHealth, deauthorization_risk_at, judge
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
 IN_CHUNK = 500
 
 
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A connection judged at one moment: its freshness, its health and when Codat may deauthorize it."""
+
+    freshness: ConnectionFreshness
+    health: ConnectionHealth
+    deauthorization_risk_at: datetime | None
+
+
+def assess_connection(
+    connection: Connection | ConnectionRow,
+    data_types: Iterable[DataTypeState | DataTypeRow],
+    sync_active: bool,
+    policy: FreshnessPolicy,
+    now: datetime,
+) -> Assessment:
+    """Pure: the connection's `Assessment` from its rows, whether a sync is active, the thresholds and `now`."""
+    types = list(data_types)
+    return Assessment(
+        assess(connection, types, policy, now),
+        judge(connection, types, sync_active),
+        deauthorization_risk_at(connection, policy.deauthorize_after),
+    )
+
+
 def connection_out(
-    row: Connection | ConnectionRow, company_name: str | None, sync_active: bool, fresh: ConnectionFreshness
+    row: Connection | ConnectionRow, company_name: str | None, sync_active: bool, assessed: Assessment
 ) -> ConnectionOut:
+    fresh, health = assessed.freshness, assessed.health
     return ConnectionOut(
         id=row.id,
         company_id=row.company_id,
@@ -53,6 +82,12 @@ def connection_out(
         freshness=fresh.freshness,
         expected_by=fresh.expected_by,
         overdue_data_types=list(fresh.overdue_data_types),
+        health=health.health,
+        health_reason=health.reason,
+        next_action=health.next_action,
+        health_data_type=health.data_type,
+        last_linked_at=row.last_linked_at,
+        deauthorization_risk_at=assessed.deauthorization_risk_at,
     )
 
 
@@ -101,20 +136,29 @@ def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | N
 DATA_TYPES = DataTypeState.__table__  # type: ignore[attr-defined]
 
 
-def load_freshness(
-    session: Session, connections: Iterable[Connection | ConnectionRow], policy: FreshnessPolicy, now: datetime
-) -> dict[str, ConnectionFreshness]:
-    """Each connection's freshness at `now`, reading all their data types in a few statements."""
-    rows = {conn.id: conn for conn in connections}
-    types: dict[str, list[DataTypeRow]] = {cid: [] for cid in rows}
-    ids = sorted(rows)
+def load_data_types(session: Session, connection_ids: Iterable[str]) -> dict[str, list[DataTypeRow]]:
+    """Every data type of these connections, in a few statements (plain rows: this runs in every fold's
+    transaction)."""
+    ids = sorted(set(connection_ids))
+    types: dict[str, list[DataTypeRow]] = {cid: [] for cid in ids}
     for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
-        # Plain rows, not ORM objects: this runs in every fold's transaction.
-        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk))
+        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(ids[start : start + IN_CHUNK]))
         for mapping in session.execute(query).mappings():
             types[mapping["connection_id"]].append(DataTypeRow(**mapping))
-    return {cid: assess(conn, types[cid], policy, now) for cid, conn in rows.items()}
+    return types
+
+
+def load_assessments(
+    session: Session,
+    connections: Iterable[Connection | ConnectionRow],
+    active: Collection[str],
+    policy: FreshnessPolicy,
+    now: datetime,
+) -> dict[str, Assessment]:
+    """Each connection's `Assessment` at `now`; `active` holds the ids of those with a sync in phase `active`."""
+    rows = {conn.id: conn for conn in connections}
+    types = load_data_types(session, rows)
+    return {cid: assess_connection(conn, types[cid], cid in active, policy, now) for cid, conn in rows.items()}
 
 
 def active_exists() -> Exists:
@@ -146,8 +190,9 @@ def load_connection_detail(
     types = session.exec(
         select(DataTypeState).where(DataTypeState.connection_id == connection_id).order_by(col(DataTypeState.data_type))
     ).all()
-    fresh = assess(connection, types, policy, now)
-    base = connection_out(connection, company_name, bool(active), fresh)
+    assessed = assess_connection(connection, types, bool(active), policy, now)
+    base = connection_out(connection, company_name, bool(active), assessed)
+    fresh = assessed.freshness
     return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, fresh.of(t.data_type)) for t in types])
 
 

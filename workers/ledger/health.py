@@ -1,0 +1,226 @@
+"""Health: what a connection needs, in one word, one sentence and one next step. A pure function of ledger rows.
+
+No I/O and no clock: the same rows give the same health whoever asks, and the rows are the fold's own output,
+which does not depend on the order events arrived in — so neither does health. The first rule of `RULES` that
+applies wins:
+
+* ``deleted`` (next action ``none``): deleted, by Codat or through Synctrack;
+* ``unlinked`` (``reconnect``): status Unlinked;
+* ``needs_reauth`` (``reconnect``): Deauthorized; or Linked and the latest result of a data type is AuthError;
+  or Linked with an active error whose status code is 401 or 403;
+* ``link_failed`` (``reconnect``): PendingAuth and a `connection.failed` was received;
+* ``pending`` (``reconnect``): PendingAuth otherwise;
+* ``failing`` (``refresh``): Linked and the latest result of a data type is a failure other than AuthError;
+* ``syncing`` (``wait``): Linked and a sync is active;
+* ``healthy`` (``none``): otherwise.
+
+A data type's latest result counts only if it completed at or after the connection last became Linked
+(`last_linked_at`): a reconnect starts afresh. A connection whose status is not known yet (only reads have been
+heard of) is judged like a Linked one. The reason names the platform as Codat sent it (`platform_name`) and the
+data type where one is involved (`data_type`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from schemas.normalise import is_active_error, status_code
+from schemas.statuses import Health, NextAction
+
+REAUTH_STATUS_CODES = frozenset({"401", "403"})
+"""An active connection error with one of these codes means Codat's access was refused: re-link."""
+
+
+class ConnectionFacts(Protocol):
+    """What health reads of a connection row (`ConnectionRow` or the `Connection` table)."""
+
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
+    @property
+    def platform_name(self) -> str | None: ...
+    @property
+    def platform_key(self) -> str | None: ...
+    @property
+    def errors(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def linked_at(self) -> datetime | None: ...
+    @property
+    def last_linked_at(self) -> datetime | None: ...
+    @property
+    def last_sync_at(self) -> datetime | None: ...
+    @property
+    def last_link_failure_at(self) -> datetime | None: ...
+    @property
+    def last_link_failure(self) -> dict[str, Any] | None: ...
+
+
+class DataTypeFacts(Protocol):
+    """What health reads of a data-type row: its latest result (`status`, `phase`) and when it came (`last_sync_at`)."""
+
+    @property
+    def data_type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def phase(self) -> str: ...
+    @property
+    def last_sync_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionHealth:
+    health: Health
+    reason: str
+    """One sentence for the customer."""
+    next_action: NextAction
+    data_type: str | None = None
+    """The data type the reason is about, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """What the rules look at, gathered once."""
+
+    connection: ConnectionFacts
+    platform: str
+    failures: tuple[tuple[str, str], ...]
+    """(data type, status) of each data type whose latest result since the last link failed, latest first."""
+    sync_active: bool
+
+    @property
+    def linked(self) -> bool:
+        return self.connection.status in ("Linked", None)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    reason: str
+    data_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    health: Health
+    next_action: NextAction
+    applies: Callable[[Situation], Finding | None]
+    """The finding when the rule applies to the situation, else None."""
+
+
+def _deleted(s: Situation) -> Finding | None:
+    return Finding(f"The {s.platform} connection was deleted.") if s.connection.deleted_at is not None else None
+
+
+def _unlinked(s: Situation) -> Finding | None:
+    if s.connection.status != "Unlinked":
+        return None
+    return Finding(f"{_cap(s.platform)} was disconnected: reconnect it to resume syncing.")
+
+
+def _needs_reauth(s: Situation) -> Finding | None:
+    again = f"the customer must sign in to {s.platform} again"
+    if s.connection.status == "Deauthorized":
+        return Finding(f"{_cap(s.platform)} no longer lets Codat read the data: {again}.")
+    if not s.linked:
+        return None
+    refused = next((data_type for data_type, status in s.failures if status == "AuthError"), None)
+    if refused is not None:
+        return Finding(f"{_cap(s.platform)} refused access while syncing {refused}: {again}.", refused)
+    for entry in s.connection.errors or []:
+        code = status_code(entry.get("statusCode"))
+        if code in REAUTH_STATUS_CODES and is_active_error(entry):
+            why = _text(entry.get("errorMessage")) or _text(entry.get("statusText"))
+            return Finding(f"{_cap(s.platform)} refused access ({code}{f': {why}' if why else ''}): {again}.")
+    return None
+
+
+def _link_failed(s: Situation) -> Finding | None:
+    if s.connection.status != "PendingAuth" or s.connection.last_link_failure_at is None:
+        return None
+    failure = s.connection.last_link_failure or {}
+    why = _text(failure.get("message")) or _text(failure.get("status_text")) or _text(failure.get("status_code"))
+    return Finding(f"Linking {s.platform} failed{f' ({why})' if why else ''}: the customer can try again.")
+
+
+def _pending(s: Situation) -> Finding | None:
+    if s.connection.status != "PendingAuth":
+        return None
+    return Finding(f"The customer has not finished linking {s.platform} yet.")
+
+
+def _failing(s: Situation) -> Finding | None:
+    if not s.linked or not s.failures:
+        return None
+    data_type, status = s.failures[0]
+    return Finding(f"Syncing {data_type} from {s.platform} failed ({status}): a refresh may fix it.", data_type)
+
+
+def _syncing(s: Situation) -> Finding | None:
+    if not s.linked or not s.sync_active:
+        return None
+    return Finding(f"Codat is syncing data from {s.platform}.")
+
+
+def _healthy(s: Situation) -> Finding | None:
+    return Finding(f"{_cap(s.platform)} is linked and nothing needs doing.")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("deleted", "none", _deleted),
+    Rule("unlinked", "reconnect", _unlinked),
+    Rule("needs_reauth", "reconnect", _needs_reauth),
+    Rule("link_failed", "reconnect", _link_failed),
+    Rule("pending", "reconnect", _pending),
+    Rule("failing", "refresh", _failing),
+    Rule("syncing", "wait", _syncing),
+    Rule("healthy", "none", _healthy),
+)
+"""In order: the first that applies is the connection's health. The last always applies."""
+
+
+def judge(connection: ConnectionFacts, data_types: Iterable[DataTypeFacts], sync_active: bool) -> ConnectionHealth:
+    """The connection's health (see the module's docstring)."""
+    situation = Situation(connection, _platform(connection), _failures(connection, data_types), sync_active)
+    for rule in RULES:
+        finding = rule.applies(situation)
+        if finding is not None:
+            return ConnectionHealth(rule.health, finding.reason, rule.next_action, finding.data_type)
+    raise AssertionError("the last rule always applies")  # pragma: no cover
+
+
+def deauthorization_risk_at(connection: ConnectionFacts, after: timedelta) -> datetime | None:
+    """When Codat may deauthorize the connection for want of a sync: the latest of its last completed sync and
+    the time it last became Linked, plus `after`; None unless it is Linked and not deleted."""
+    if connection.deleted_at is not None or connection.status != "Linked":
+        return None
+    linked = connection.last_linked_at or connection.linked_at
+    times = [t for t in (connection.last_sync_at, linked) if t is not None]
+    return max(times) + after if times else None
+
+
+def _failures(connection: ConnectionFacts, data_types: Iterable[DataTypeFacts]) -> tuple[tuple[str, str], ...]:
+    since = connection.last_linked_at
+    found: list[tuple[datetime, str, str]] = []
+    for row in data_types:
+        at = row.last_sync_at
+        if row.phase == "failed" and at is not None and (since is None or at >= since):
+            found.append((at, row.data_type, row.status))
+    found.sort(key=lambda f: f[1])
+    found.sort(key=lambda f: f[0], reverse=True)
+    return tuple((data_type, status) for _, data_type, status in found)
+
+
+def _platform(connection: ConnectionFacts) -> str:
+    return connection.platform_name or connection.platform_key or "the platform"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
