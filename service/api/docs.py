@@ -17,7 +17,7 @@ from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, Strea
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, EventDetail, EventOut, Page, SyncOut
 from schemas.imports import ImportJobOut, ImportRequest
 from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
-from schemas.statuses import FRESHNESS, PHASES
+from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from schemas.subscriptions import (
     EVENT_TYPES,
     DeliveryDetail,
@@ -99,11 +99,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "A company's connections", Page[ConnectionOut], query=PAGED
     ),
     ("GET", "/v1/connections"): Operation(
-        "Connections across companies, by id, with their freshness",
+        "Connections across companies, by id, with their freshness and health",
         Page[ConnectionOut],
         query=(
             *PAGED,
             _q("freshness", one_of(*FRESHNESS), "Only connections in these states (repeat, or comma-separated)."),
+            _q("health", one_of(*HEALTH), "Only connections of these healths (repeat, or comma-separated)."),
             COMPANIES,
             _q("source_type", many("source types"), "Only these source types (Accounting, Banking, ...)."),
         ),

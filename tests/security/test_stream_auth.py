@@ -51,7 +51,7 @@ def companies_in(events: list[Any]) -> set[str]:
         body = event.json()
         if event.event == "snapshot":
             found |= {item["company_id"] for item in body["connections"] + body["syncs"]}
-        elif event.event == "connection.freshness_changed":
+        elif event.event in ("connection.freshness_changed", "connection.health_changed"):
             found.add(body["connection"]["company_id"])
         else:
             found.add(body["company_id"])

@@ -32,9 +32,9 @@ from tests.support.services import (
 from tests.support.sse_client import SseClient, SseEvent, stream_status
 from workers.ledger.changes import stream_key
 
-FRESHNESS = frozenset({"connection.freshness_changed"})
-"""Freshness announcements (tested in tests/jobs/test_freshness_e2e.py) interleave with the changes these
-tests count; the first test checks where they fall, the others leave them out."""
+FRESHNESS = frozenset({"connection.freshness_changed", "connection.health_changed"})
+"""Freshness and health announcements (tested in tests/jobs/test_freshness_e2e.py, tests/api/test_health_e2e.py)
+interleave with the changes these tests count; the first test checks where they fall, the others leave them out."""
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -195,12 +195,18 @@ def test_a_dashboard_gets_a_snapshot_then_every_change_in_order_as_the_api_shows
         assert seen[5].json()["connection_id"] == conn_y
         assert seen[5].json()["phase"] == "active"
 
-        # Unfiltered by name, the same stream carries each freshness change right after its batch's changes.
+        # Unfiltered by name, the same stream carries each freshness and health change right after its batch's
+        # changes.
         assert announced.next().event == "snapshot"
-        with_freshness = announced.take(8)
+        with_freshness = announced.take(10)
         assert [e.id for e in with_freshness if e.event not in FRESHNESS] == [e.id for e in seen]
-        assert [(e.json()["connection"]["id"], e.json()["previous"], e.json()["current"]) for e in with_freshness
-                if e.event in FRESHNESS] == [(conn_x, "pending", "fresh"), (conn_y, None, "pending")]  # fmt: skip
+        assert [(e.event, e.json()["connection"]["id"], e.json()["previous"], e.json()["current"])
+                for e in with_freshness if e.event in FRESHNESS] == [
+            ("connection.freshness_changed", conn_x, "pending", "fresh"),
+            ("connection.health_changed", conn_x, "syncing", "healthy"),
+            ("connection.freshness_changed", conn_y, None, "pending"),
+            ("connection.health_changed", conn_y, None, "syncing"),
+        ]  # fmt: skip
         assert [(e.id, e.event) for e in company.take(4)] == [(e.id, e.event) for e in seen[:4]]
         assert [(e.id, e.event) for e in connection.take(2)] == [(e.id, e.event) for e in seen[4:]]
         time.sleep(1.2)
