@@ -239,8 +239,10 @@ def test_the_admin_page_lists_a_companys_connections_and_shows_one_in_detail(ser
     expect(last_sync).to_have_attribute("title", re.compile(r"20 Nov 2026.*10:10:00"))
     expect(last_sync).to_have_text(re.compile(r"ago$"))
     expect(bank.locator('[data-field="last-sync"]')).to_contain_text("FetchError")
-    # A screen reader hears the status and times with the name, not the name alone.
-    expect(bank.get_by_role("link")).to_have_accessible_description(re.compile(r"^Linked First sync .* FetchError .+$"))
+    # A screen reader hears the health, status and times with the name, not the name alone.
+    expect(bank.get_by_role("link")).to_have_accessible_description(
+        re.compile(r"^Sync failing Linked First sync .* FetchError .+$")
+    )
     steps.shot("list")
 
     bank.get_by_role("link").click()

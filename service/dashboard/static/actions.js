@@ -43,12 +43,24 @@ export function createActions({ api, messages, dialog, onPending, afterChange })
       );
     },
 
-    refreshType(companyId, dataType) {
+    /** One data type; of one connection when `connectionId` is given. */
+    refreshType(companyId, dataType, connectionId = null) {
+      const only = connectionId ? `?connection_id=${enc(connectionId)}` : "";
       return run(
         `refresh:${companyId}:${dataType}`,
         `Refresh ${dataType}`,
-        () => api.post(`/v1/companies/${enc(companyId)}/refresh/${enc(dataType)}`),
+        () => api.post(`/v1/companies/${enc(companyId)}/refresh/${enc(dataType)}${only}`),
         `Refresh requested: Codat is fetching ${dataType}.`,
+      );
+    },
+
+    /** Every data type of one connection. */
+    refreshConnection(companyId, connectionId, name) {
+      return run(
+        `refresh:${companyId}`,
+        `Refresh ${name}`,
+        () => api.post(`/v1/companies/${enc(companyId)}/refresh?connection_id=${enc(connectionId)}`),
+        `Refresh requested: Codat is fetching all data from ${name}.`,
       );
     },
 

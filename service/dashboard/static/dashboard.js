@@ -90,6 +90,7 @@ function render() {
     selectedId: state.selectedId,
     linkFor: (id) => pageUrl({ connectionId: id }),
     onSelect: (id) => select(id, { push: true, focus: true }),
+    actions,
     emptyText: (hasDeleted) =>
       !state.loaded
         ? "Loading…"

@@ -11,6 +11,7 @@ import {
   phaseBadge,
   platformLogo,
   platformName,
+  safeUrl,
   spinner,
   statusBadge,
   timeEl,
@@ -438,15 +439,4 @@ function plain(value) {
     return text.length > 200 ? `${text.slice(0, 199)}…` : text;
   }
   return String(value);
-}
-
-/** Only http(s) links are followed: a link URL comes from outside and must not run script. */
-function safeUrl(raw) {
-  if (!raw) return null;
-  try {
-    const url = new URL(raw);
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
-  } catch {
-    return null;
-  }
 }

@@ -163,3 +163,14 @@ export function humanise(key) {
 export function dataTypeLabel(dataType) {
   return dataType === "*" ? "All data" : dataType;
 }
+
+/** Only http(s) links are followed: a link URL comes from outside and must not run script. */
+export function safeUrl(raw) {
+  if (!raw) return null;
+  try {
+    const url = new URL(raw);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}

@@ -12,16 +12,24 @@ import {
   timeEl,
 } from "./format.js";
 import { freshnessBadge } from "./freshness.js";
+import { healthHead } from "./health.js";
 
 /**
  * listEl: the <ul>; emptyEl: the paragraph shown when nothing is listed.
  * linkFor(connectionId): the href of a connection's detail; onSelect(connectionId): open it.
+ * actions: the page's action helpers (actions.js), for each card's next-action button.
  */
-export function renderList(listEl, emptyEl, store, { includeDeleted, selectedId, linkFor, onSelect, emptyText }) {
+export function renderList(
+  listEl,
+  emptyEl,
+  store,
+  { includeDeleted, selectedId, linkFor, onSelect, emptyText, actions },
+) {
   const connections = store.sorted({ includeDeleted });
+  const open = { linkFor, onSelect, actions };
   keepingFocus(() => {
     listEl.replaceChildren(
-      ...connections.map((c, index) => safeCard(c, store, c.id === selectedId, linkFor, onSelect, `card-${index}`)),
+      ...connections.map((c, index) => safeCard(c, store, c.id === selectedId, open, `card-${index}`)),
     );
   });
   emptyEl.hidden = connections.length > 0;
@@ -29,21 +37,21 @@ export function renderList(listEl, emptyEl, store, { includeDeleted, selectedId,
 }
 
 /** A card, or a plain one naming the connection when its values cannot be shown: one odd value never blanks the list. */
-function safeCard(connection, store, selected, linkFor, onSelect, key) {
+function safeCard(connection, store, selected, open, key) {
   try {
-    return card(connection, store, selected, linkFor, onSelect, key);
+    return card(connection, store, selected, open, key);
   } catch (error) {
     console.error("connection card", connection?.id, error);
     return h(
       "li",
       { class: "connection", dataset: { connectionId: String(connection?.id ?? ""), status: "Unknown" } },
-      h("div", { class: "connection-head" }, h("a", { href: linkFor(connection?.id) }, String(connection?.id ?? "?"))),
+      h("div", { class: "connection-head" }, h("a", { href: open.linkFor(connection?.id) }, String(connection?.id ?? "?"))),
     );
   }
 }
 
-/** One card; `key` prefixes the ids that let the link announce the status and times with its name. */
-function card(connection, store, selected, linkFor, onSelect, key) {
+/** One card, led by its health; `key` prefixes the ids that let the link announce health, status and times. */
+function card(connection, store, selected, { linkFor, onSelect, actions }, key) {
   const status = connectionStatus(connection);
   const name = platformName(connection);
   const syncing = !connection.deleted_at && store.isSyncing(connection.id);
@@ -59,6 +67,7 @@ function card(connection, store, selected, linkFor, onSelect, key) {
       class: "connection",
       dataset: { connectionId: connection.id, status, syncing: syncing ? "true" : "false" },
     },
+    healthHead(connection, name, actions, store, `${key}-health`),
     h(
       "div",
       { class: "connection-head" },
@@ -72,7 +81,13 @@ function card(connection, store, selected, linkFor, onSelect, key) {
             class: "connection-open",
             href: linkFor(connection.id),
             "aria-current": selected ? "true" : null,
-            "aria-describedby": [`${key}-status`, `${key}-times`, syncing ? `${key}-syncing` : null, `${key}-freshness`]
+            "aria-describedby": [
+              `${key}-health`,
+              `${key}-status`,
+              `${key}-times`,
+              syncing ? `${key}-syncing` : null,
+              `${key}-freshness`,
+            ]
               .filter(Boolean)
               .join(" "),
             dataset: { focusKey: `open:${connection.id}` },
