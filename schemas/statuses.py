@@ -73,7 +73,7 @@ def outcome_rank(status: str) -> int:
 
 
 Health = Literal["deleted", "unlinked", "needs_reauth", "link_failed", "pending", "failing", "syncing", "healthy"]
-"""What a connection needs, in one word (see `workers.ledger.health`)."""
+"""What a connection needs, in one word (see `workers.ledger.connection_health`)."""
 
 HEALTH: tuple[Health, ...] = (
     "deleted",

@@ -2,7 +2,7 @@
 changes.
 
 Freshness and health are computed, never stored in the ledger (`workers.ledger.freshness`,
-`workers.ledger.health`), but "it changed" needs a memory of what was said before. `record_transitions`
+`workers.ledger.connection_health`), but "it changed" needs a memory of what was said before. `record_transitions`
 compares freshly computed values with that memory, writes the differences and returns them, inside the caller's
 transaction. Two writers use it: the fold's transaction, for the connections a batch changed (a sync result that
 makes a connection fresh again is announced at once), and the periodic checks, for the connections the clock (or
@@ -27,8 +27,8 @@ from sqlmodel import Session
 
 from schemas.statuses import Freshness, Health
 from workers.ledger.bulk_sql import insert_rows
+from workers.ledger.connection_health import ConnectionHealth
 from workers.ledger.freshness import ConnectionFreshness
-from workers.ledger.health import ConnectionHealth
 from workers.ledger.rows import ConnectionRow
 from workers.ledger.tables import Connection, FreshnessRecord, StateChange
 from workers.ledger.views import Assessment

@@ -1,9 +1,9 @@
 """Ledger rows rendered as the API's objects — used by the JSON API and by the change feed alike,
 so a dashboard sees one schema whichever way it reads.
 
-A Connection object carries its freshness (`workers.ledger.freshness`) and its health (`workers.ledger.health`),
-which need every data type of the connection, whether a sync is active and the time it is rendered at: an
-`Assessment`. `load_assessments` reads the data types of many connections at once.
+A Connection object carries its freshness (`workers.ledger.freshness`) and its health
+(`workers.ledger.connection_health`), which need every data type of the connection, whether a sync is active and
+the time it is rendered at: an `Assessment`. `load_assessments` reads the data types of many connections at once.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sqlmodel.sql.expression import Select
 
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
 from schemas.normalise import is_active_error
+from workers.ledger.connection_health import ConnectionHealth, deauthorization_risk_at, judge
 from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
-from workers.ledger.health import ConnectionHealth, deauthorization_risk_at, judge
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
