@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer
 
-from schemas.statuses import Freshness, Health, NextAction
+from schemas.statuses import Freshness, Health, NextAction, TimelineKind
 
 UtcTime = Annotated[
     datetime,
@@ -149,6 +149,19 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
+
+
+class TimelineItemOut(BaseModel):
+    """One moment of a connection's life (`GET /v1/connections/{connection_id}/timeline`), newest first."""
+
+    at: UtcTime
+    kind: TimelineKind
+    summary: str = Field(description='A sentence for people: "Xero was disconnected by the customer".')
+    data_type: str | None = Field(description="The data type involved (Codat's name), or null.")
+    event_id: str | None = Field(
+        description="The webhook behind it (or `audit:{id}` for a request made through Synctrack), or null."
+    )
+    actor: str | None = Field(description="Who made a request (the audit log's actor); null for anything else.")
 
 
 class EventOut(BaseModel):

@@ -90,3 +90,23 @@ NextAction = Literal["reconnect", "refresh", "wait", "none"]
 """The one thing that helps a connection now: re-link it, refresh its data, wait for the sync, or nothing."""
 
 NEXT_ACTIONS: tuple[NextAction, ...] = ("reconnect", "refresh", "wait", "none")
+
+TimelineKind = Literal[
+    "created",
+    "linked",
+    "link_failed",
+    "disconnected",
+    "reconnected",
+    "deleted",
+    "sync_succeeded",
+    "sync_failed",
+    "sync_stale",
+    "initial_read_completed",
+    "refresh_requested",
+    "unlink_requested",
+    "delete_requested",
+    "reconnect_requested",
+    "health_changed",
+    "freshness_changed",
+]
+"""What one item of a connection's timeline records (see `workers.ledger.timeline`)."""

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
-from service.api import admin, health, imports, openapi, subscriptions, token_routes
+from service.api import admin, health, imports, openapi, subscriptions, timeline, token_routes
 from service.api import reads as api
 from service.api import scrape as metrics
 from service.api.outbound_context import Outbound
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         Route(WEBHOOK_PATH, webhooks, methods=["POST"]),
         *health.routes,
         *api.routes,
+        *timeline.routes,
         *stream.routes,
         *actions.routes,
         *dashboard.routes,

@@ -14,7 +14,16 @@ from pydantic import BaseModel
 
 from schemas.actions import ActionOut, AuditOut
 from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
-from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, EventDetail, EventOut, Page, SyncOut
+from schemas.api import (
+    CompanyOut,
+    ConnectionDetail,
+    ConnectionOut,
+    EventDetail,
+    EventOut,
+    Page,
+    SyncOut,
+    TimelineItemOut,
+)
 from schemas.imports import ImportJobOut, ImportRequest
 from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
@@ -118,6 +127,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _q("data_type", {"type": "string"}, "Only this data type."),
             _q("phase", {"type": "string", "enum": list(PHASES)}, "Only syncs in this phase."),
         ),
+    ),
+    ("GET", "/v1/connections/{connection_id}/timeline"): Operation(
+        "What happened to a connection, newest first: lifecycle, syncs, requests, health and freshness changes",
+        Page[TimelineItemOut],
+        query=PAGED,
     ),
     ("GET", "/v1/syncs/active"): Operation("Syncs running now", Page[SyncOut], query=(*PAGED, COMPANIES, CONNECTIONS)),
     ("GET", "/v1/events"): Operation(

@@ -81,6 +81,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/connections"): company("read", "filter"),
     ("GET", "/v1/connections/{connection_id}"): company("read", "connection"),
     ("GET", "/v1/connections/{connection_id}/syncs"): company("read", "connection"),
+    ("GET", "/v1/connections/{connection_id}/timeline"): company("read", "connection"),
     ("GET", "/v1/syncs/active"): company("read", "filter"),
     ("GET", "/v1/events"): company("read", "filter"),
     ("GET", "/v1/events/{event_id}"): company("read", "event"),

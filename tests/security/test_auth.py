@@ -110,6 +110,10 @@ COMPANY_ROUTES: dict[tuple[str, str], Request] = {
     ("GET", "/v1/connections"): lambda own, t: ("GET", f"/v1/connections?company_id={t.company}"),
     ("GET", "/v1/connections/{connection_id}"): lambda own, t: ("GET", f"/v1/connections/{t.connection}"),
     ("GET", "/v1/connections/{connection_id}/syncs"): lambda own, t: ("GET", f"/v1/connections/{t.connection}/syncs"),
+    ("GET", "/v1/connections/{connection_id}/timeline"): lambda own, t: (
+        "GET",
+        f"/v1/connections/{t.connection}/timeline",
+    ),
     ("GET", "/v1/syncs/active"): lambda own, t: ("GET", f"/v1/syncs/active?company_id={t.company}"),
     ("GET", "/v1/events"): lambda own, t: ("GET", f"/v1/events?company_id={t.company}"),
     ("GET", "/v1/events/{event_id}"): lambda own, t: ("GET", f"/v1/events/{t.event}"),

@@ -1,0 +1,33 @@
+"""`GET /v1/connections/{connection_id}/timeline`: what happened to a connection, newest first, keyset-paged.
+
+The items are built from what the ledger keeps (`workers.ledger.timeline`); company tokens reach only their own
+company's connections (the route's access rule, `service/security/rules.py`).
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.api.reads import engine_of, not_found, page_response, time_cursor
+from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from workers.ledger.tables import Connection
+from workers.ledger.timeline import load_timeline
+
+
+def connection_timeline(request: Request) -> JSONResponse:
+    connection_id = request.path_params["connection_id"]
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2, ("time", "text"))
+    after = (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
+    with Session(engine_of(request)) as session:
+        connection = session.get(Connection, connection_id)
+        if connection is None:
+            raise not_found("connection", connection_id)
+        items, last = load_timeline(session, connection, limit, after)
+    return page_response(items, encode_cursor(*last) if last else None)
+
+
+routes = [Route("/v1/connections/{connection_id}/timeline", connection_timeline)]
