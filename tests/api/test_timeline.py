@@ -118,7 +118,7 @@ def test_the_timeline_tells_a_connections_story_newest_first_whatever_the_order_
 
 
 def test_the_timeline_pages_without_gaps_or_repeats(client: TestClient, settings: Settings) -> None:
-    ids = {"connection_id": "conn-paged", "company_id": "co-paged"}
+    ids: dict[str, Any] = {"connection_id": "conn-paged", "company_id": "co-paged"}
     deliver(
         settings,
         connection_event(minutes=0, platform="Sage", **ids),

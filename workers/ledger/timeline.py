@@ -193,11 +193,12 @@ def _requests(
 ) -> list[Entry]:
     everything = and_(
         col(AuditRecord.connection_id).is_(None),
-        AuditRecord.company_id == connection.company_id,
-        AuditRecord.action == "refresh",
+        col(AuditRecord.company_id) == connection.company_id,
+        col(AuditRecord.action) == "refresh",
     )
     query = select(AuditRecord).where(
-        or_(AuditRecord.connection_id == connection.id, everything), col(AuditRecord.action).in_(list(REQUEST_KINDS))
+        or_(col(AuditRecord.connection_id) == connection.id, everything),
+        col(AuditRecord.action).in_(list(REQUEST_KINDS)),
     )
     query = _bounded(query, _older(col(AuditRecord.at), col(AuditRecord.id), "a", after, int))
     query = query.order_by(col(AuditRecord.at).desc(), col(AuditRecord.id).desc()).limit(limit)
@@ -240,9 +241,7 @@ def _changes(
         kind: TimelineKind = "health_changed" if row.kind == "health_changed" else "freshness_changed"
         noun = "Health" if kind == "health_changed" else "Freshness"
         summary = f"{noun} changed from {row.previous} to {row.current}" if row.previous else f"{noun}: {row.current}"
-        item = TimelineItemOut(
-            at=row.at, kind=kind, summary=summary, data_type=None, event_id=row.event_id, actor=None
-        )
+        item = TimelineItemOut(at=row.at, kind=kind, summary=summary, data_type=None, event_id=row.event_id, actor=None)
         entries.append(Entry(row.at, f"c|{row.id}", item))
     return entries
 
