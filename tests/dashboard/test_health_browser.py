@@ -9,6 +9,7 @@ Screenshots of every step go to `test-artifacts/dashboard/<test>/`.
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,31 @@ def test_each_card_leads_with_its_health_and_offers_exactly_the_next_action(
         dialog.get_by_role("button", name="Cancel").click()
         expect(dialog).to_be_hidden()
         steps.shot("reconnect-offered")
+
+
+def test_the_detail_shows_the_connections_timeline_twenty_at_a_time(service: str, open_page: Any) -> None:
+    from playwright.sync_api import expect
+
+    company, connection = str(uuid.uuid4()), str(uuid.uuid4())
+    ids = {"company_id": company, "connection_id": connection}
+    post_webhook(service, connection_event(minutes=minutes_ago(60 * 24), platform="Xero", **ids))
+    for hours in range(20, 0, -1):  # twenty reads of two data types, the latest invoices failing
+        status = "FetchError" if hours == 1 else "Complete"
+        results = [("invoices", status), ("bills", "Complete")]
+        post_webhook(service, read_completed(results, minutes=minutes_ago(hours * 60), **ids))
+    wait_for(lambda: (connection_json(service, connection) or {}).get("health") == "failing", message="folded")
+
+    page, steps = open_page(f"{service}/?company={company}&connection={connection}")
+    detail = page.locator("#detail")
+    story = detail.locator("ol.timeline > li")
+    expect(story).to_have_count(20)
+    # Newest first: the health change announced when the failure was folded, then Codat's story.
+    expect(story.first).to_contain_text("Health changed from healthy to failing")
+    expect(detail.locator('ol.timeline > li[data-kind="sync_failed"]')).to_contain_text("Invoices failed: FetchError")
+    steps.shot("timeline")
+    detail.get_by_role("button", name="Show older events").click()
+    expect(story).to_have_count(40)
+    detail.get_by_role("button", name="Show older events").click()  # the link comes after forty syncs
+    expect(detail.get_by_role("button", name="Show older events")).to_have_count(0)
+    expect(detail.locator('ol.timeline > li[data-kind="linked"]')).to_have_text(re.compile(r"Xero was linked$"))
+    steps.shot("older")

@@ -20,6 +20,7 @@ import {
 import { freshnessBadge, historyStrip } from "./freshness.js";
 
 const HISTORY_PAGE = 20;
+const TIMELINE_PAGE = 20;
 const STRIP_PAGE = 500;
 const STRIP_DAYS_MS = 30 * 24 * 3600 * 1000;
 const RELOAD_DELAY_MS = 150;
@@ -34,6 +35,8 @@ export class DetailView {
     this.syncs = [];
     this.month = [];
     this.nextCursor = null;
+    this.timeline = [];
+    this.timelineCursor = null;
     this.loads = 0;
     this.reloadTimer = null;
   }
@@ -45,6 +48,8 @@ export class DetailView {
       this.syncs = [];
       this.month = [];
       this.nextCursor = null;
+      this.timeline = [];
+      this.timelineCursor = null;
       this.el.hidden = false;
       this.el.replaceChildren(h("p", { class: "muted" }, "Loading…"));
     }
@@ -69,16 +74,19 @@ export class DetailView {
     if (!id) return;
     const load = ++this.loads;
     try {
-      const [detail, page, month] = await Promise.all([
+      const [detail, page, month, story] = await Promise.all([
         this.api.get(`/v1/connections/${enc(id)}`),
         this.api.get(`/v1/connections/${enc(id)}/syncs`, { limit: Math.max(HISTORY_PAGE, this.syncs.length) }),
         this.lastMonth(id),
+        this.api.get(`/v1/connections/${enc(id)}/timeline`, { limit: Math.max(TIMELINE_PAGE, this.timeline.length) }),
       ]);
       if (load !== this.loads || id !== this.connectionId) return;
       this.detail = detail;
       this.month = month;
       this.syncs = page.items;
       this.nextCursor = page.next_cursor;
+      this.timeline = story.items;
+      this.timelineCursor = story.next_cursor;
       this.render();
     } catch (error) {
       if (load !== this.loads || id !== this.connectionId) return;
@@ -134,6 +142,24 @@ export class DetailView {
     this.render();
   }
 
+  async loadOlderTimeline(button) {
+    button.disabled = true;
+    button.textContent = "Loading…";
+    const id = this.connectionId;
+    try {
+      const page = await this.api.get(`/v1/connections/${enc(id)}/timeline`, {
+        limit: TIMELINE_PAGE,
+        cursor: this.timelineCursor,
+      });
+      if (id !== this.connectionId) return;
+      this.timeline = [...this.timeline, ...page.items];
+      this.timelineCursor = page.next_cursor;
+    } catch (error) {
+      this.messages.error(error, "Loading older timeline events");
+    }
+    this.render();
+  }
+
   render() {
     const d = this.detail;
     if (!d || !this.connectionId) return;
@@ -166,6 +192,8 @@ export class DetailView {
           d.data_types.map((t) => t.data_type),
           this.month,
         ),
+        h("h3", { id: "timeline-heading" }, "Timeline"),
+        this.storyList(),
         h("h3", { id: "history-heading" }, "Sync history"),
         this.history(),
         ...resolvedProblems(d),
@@ -339,6 +367,40 @@ export class DetailView {
           );
         }),
       ),
+    );
+  }
+
+  /** What happened to the connection, newest first, 20 at a time. */
+  storyList() {
+    if (!this.timeline.length) return h("p", { class: "muted" }, "Nothing has happened yet.");
+    return h(
+      "div",
+      { class: "timeline-wrap" },
+      h(
+        "ol",
+        { class: "timeline", "aria-labelledby": "timeline-heading" },
+        this.timeline.map((item) =>
+          h(
+            "li",
+            { dataset: { kind: item.kind } },
+            whenEl(item.at),
+            " ",
+            h("span", { class: "timeline-summary" }, item.summary),
+          ),
+        ),
+      ),
+      this.timelineCursor
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "button",
+              dataset: { focusKey: "older-timeline" },
+              onclick: (e) => this.loadOlderTimeline(e.currentTarget),
+            },
+            "Show older events",
+          )
+        : null,
     );
   }
 
