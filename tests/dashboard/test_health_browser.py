@@ -126,7 +126,7 @@ def test_the_detail_shows_the_connections_timeline_twenty_at_a_time(service: str
     from playwright.sync_api import expect
 
     company, connection = str(uuid.uuid4()), str(uuid.uuid4())
-    ids = {"company_id": company, "connection_id": connection}
+    ids: dict[str, Any] = {"company_id": company, "connection_id": connection}
     post_webhook(service, connection_event(minutes=minutes_ago(60 * 24), platform="Xero", **ids))
     for hours in range(20, 0, -1):  # twenty reads of two data types, the latest invoices failing
         status = "FetchError" if hours == 1 else "Complete"
