@@ -149,6 +149,16 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
+    typical_duration_seconds: float | None = Field(
+        default=None,
+        description="Phase `active` only: the median `completed_at - requested_at` of the latest 20 succeeded syncs "
+        "of this connection and data type that have both (with fewer than 3, of the same platform and data type "
+        "across all companies); null with fewer than 3 there too, and for syncs not active.",
+    )
+    expected_completion_at: UtcTime | None = Field(
+        default=None,
+        description="Phase `active` only: `requested_at` + `typical_duration_seconds`, or null.",
+    )
 
 
 class TimelineItemOut(BaseModel):

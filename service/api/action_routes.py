@@ -40,6 +40,7 @@ from workers.codat.actions import (
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
 from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.durations import Timing, load_timings
 from workers.ledger.tables import AuditRecord, Company, Connection
 from workers.ledger.views import load_connection, sync_out
 
@@ -83,17 +84,17 @@ def _audit_out(record: AuditRecord) -> AuditOut:
 
 async def _answer(request: Request, result: ActionResult) -> JSONResponse:
     await _publish(request, result.entries)
-    connection = None
-    if result.connection_id and result.record.action != "refresh":
 
-        def load() -> Any:
-            with Session(request.app.state.engine) as session:
-                return load_connection(session, result.connection_id or "", freshness_of(request), _now())
+    def load() -> tuple[Any, dict[str, Timing]]:
+        with Session(request.app.state.engine) as session:
+            timings = load_timings(session, result.syncs)
+            if not result.connection_id or result.record.action == "refresh":
+                return None, timings
+            return load_connection(session, result.connection_id, freshness_of(request), _now()), timings
 
-        connection = await run_in_threadpool(load)
-    body = ActionOut(
-        **_audit_out(result.record).model_dump(), syncs=[sync_out(s) for s in result.syncs], connection=connection
-    )
+    connection, timings = await run_in_threadpool(load)
+    syncs = [sync_out(s, timings.get(s.id)) for s in result.syncs]
+    body = ActionOut(**_audit_out(result.record).model_dump(), syncs=syncs, connection=connection)
     log.info(
         "action=%s audit=%s company=%s connection=%s result=accepted syncs=%d",
         result.record.action,

@@ -22,6 +22,7 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.security.scope import company_filter
+from workers.ledger.durations import load_timings
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import Company, Connection, FreshnessRecord, Sync, WebhookEvent
 from workers.ledger.views import (
@@ -176,7 +177,8 @@ def list_syncs(request: Request) -> JSONResponse:
         if session.get(Connection, connection_id) is None:
             raise not_found("connection", connection_id)
         rows = session.exec(query).all()
-    items = [sync_out(row) for row in rows[:limit]]
+        timings = load_timings(session, rows[:limit])
+    items = [sync_out(row, timings.get(row.id)) for row in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return page_response(items, encode_cursor(last.sort_at, last.id) if last else None)
 
@@ -195,7 +197,8 @@ def list_active_syncs(request: Request) -> JSONResponse:
     query = query.order_by(col(Sync.sort_at).desc(), col(Sync.id).desc()).limit(limit + 1)
     with Session(engine_of(request)) as session:
         rows = session.exec(query).all()
-    items = [sync_out(row) for row in rows[:limit]]
+        timings = load_timings(session, rows[:limit])
+    items = [sync_out(row, timings.get(row.id)) for row in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return page_response(items, encode_cursor(last.sort_at, last.id) if last else None)
 

@@ -56,6 +56,7 @@ from service.stream.fanout import Fanout
 from service.stream.frames import frame, reset_frame
 from service.stream.parked import park
 from service.stream.response import ChangeStreamResponse
+from workers.ledger.durations import load_timings
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
 from workers.ledger.views import connection_out, connection_rows_query, load_assessments, load_companies, sync_out
@@ -86,6 +87,7 @@ def load_snapshot(
     with Session(engine) as session:
         connection_rows = session.exec(connections).all()
         sync_rows = session.exec(syncs).all()
+        timings = load_timings(session, sync_rows[:SNAPSHOT_LIMIT])
         shown = connection_rows[:SNAPSHOT_LIMIT]
         active = {conn.id for conn, _, is_active in shown if is_active}
         assessed = load_assessments(session, [conn for conn, _, _ in shown], active, freshness, datetime.now(UTC))
@@ -96,7 +98,7 @@ def load_snapshot(
             connection_out(conn, name, bool(active), assessed[conn.id]).model_dump(mode="json")
             for conn, name, active in shown
         ],
-        "syncs": [sync_out(row).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
+        "syncs": [sync_out(row, timings.get(row.id)).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
         "truncated": len(connection_rows) > SNAPSHOT_LIMIT or len(sync_rows) > SNAPSHOT_LIMIT,
         "event_id": None,
     }

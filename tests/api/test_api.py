@@ -121,6 +121,8 @@ def test_sync_history_is_newest_first_and_filterable(client: TestClient, setting
         "issues",
         "source",
         "event_id",
+        "typical_duration_seconds",
+        "expected_completion_at",
     }
 
 

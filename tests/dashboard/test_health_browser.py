@@ -30,6 +30,9 @@ from tests.support.services import wait_for
 pytestmark = pytest.mark.browser
 
 
+DAY = 24 * 60
+
+
 def minutes_ago(minutes: float) -> float:
     """The builders' `minutes` of a moment `minutes` before now."""
     return (datetime.now(UTC) - BASE_TIME).total_seconds() / 60 - minutes
@@ -52,6 +55,14 @@ def test_each_card_leads_with_its_health_and_offers_exactly_the_next_action(
         wait_for(first_reads_done, timeout=30, message="the fake Codat's first reads folded")
         # Codat reports a failed read of Xero's invoices; HSBC is disconnected in Codat's portal; an old Sage
         # connection has not synced for 80 days.
+        # Xero's history: three earlier links, each answered by a read of invoices four minutes later.
+        on_xero = {"connection_id": xero, "company_id": company["id"]}
+        for days in (3, 2, 1):
+            linked_then = minutes_ago(days * DAY)
+            post_webhook(
+                base, connection_event("connection.reconnected", minutes=linked_then, platform="Xero", **on_xero)
+            )
+            post_webhook(base, read_completed([("invoices", "Complete")], minutes=linked_then + 4, **on_xero))
         failed = read_completed([("invoices", "FetchError")], connection_id=xero, company_id=company["id"])
         failed["generatedDate"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         post_webhook(base, failed)
@@ -99,7 +110,12 @@ def test_each_card_leads_with_its_health_and_offers_exactly_the_next_action(
 
         # The main button is the next action: a refresh of the failed data type of this connection, at Codat.
         codat.clear_requests()
+        codat.configure(sync_seconds=SYNC_SECONDS * 3)
         xero_card.locator(".next-action").click()
+        # The spinner says how long a read of Xero's invoices usually takes, and when this one should end.
+        expect(xero_card.locator(".syncing-typical")).to_have_text(
+            re.compile(r"^usually about 4 min — expected by \d\d:\d\d$")
+        )
         expect(page.locator("#messages")).to_contain_text("Refresh requested")
         queued = [r for r in codat.requests() if r["method"] == "POST"]
         assert [r["path"] for r in queued] == [f"/companies/{company['id']}/data/queue/invoices"]
@@ -109,7 +125,7 @@ def test_each_card_leads_with_its_health_and_offers_exactly_the_next_action(
         expect(xero_card.locator(".next-action")).to_have_text("Refreshing invoices…")
         expect(xero_card.locator(".next-action")).to_be_disabled()
         steps.shot("refreshing")
-        expect(xero_card.locator(".health-words")).to_have_text("Working", timeout=int(SYNC_SECONDS * 1000) + 10_000)
+        expect(xero_card.locator(".health-words")).to_have_text("Working", timeout=int(SYNC_SECONDS * 3000) + 10_000)
         expect(xero_card.locator(".next-action")).to_have_count(0)
         steps.shot("working")
 

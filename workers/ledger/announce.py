@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from schemas.api import ConnectionOut
 from workers.ledger.changes import FeedEntry, render_changes
+from workers.ledger.durations import load_timings
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import Transition, record_transitions
@@ -73,7 +74,8 @@ def announce_changes(
         return []
     active = {cid for cid in touched if any(s.phase == "active" for s in slices[cid].syncs.values())}
     assessed = load_assessments(session, touched.values(), active, policy, now)
-    entries = render_changes(changes, slices, company_names, assessed)
+    timings = load_timings(session, [change.sync for change in changes if change.sync is not None])
+    entries = render_changes(changes, slices, company_names, assessed, timings)
     updated = {entry.connection_id for entry in entries if entry.name == "connection.updated"}
     last_event = {change.connection_id: change.event_id or None for change in changes}
     for transition in record_transitions(session, touched, assessed, now, last_event):

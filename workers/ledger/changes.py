@@ -19,6 +19,7 @@ from redis import Redis
 
 from schemas.events import Event
 from schemas.json_codec import dumps
+from workers.ledger.durations import Timing
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.views import Assessment, connection_out, sync_out
 
@@ -50,9 +51,10 @@ def render_changes(
     slices: dict[str, ConnectionSlice],
     company_names: Mapping[str, str | None],
     assessed: Mapping[str, Assessment],
+    timings: Mapping[str, Timing] | None = None,
 ) -> list[FeedEntry]:
-    """Turn fold changes into feed entries, from the slices the fold just wrote and each changed
-    connection's assessment (`workers.ledger.announce` computes it)."""
+    """Turn fold changes into feed entries, from the slices the fold just wrote, each changed connection's
+    assessment and each changed sync's timing (`workers.ledger.announce` computes them)."""
     entries = []
     for change in changes:
         state = slices[change.connection_id]
@@ -65,7 +67,7 @@ def render_changes(
             if change.kind == INITIAL_READ_COMPLETED:
                 data = {"connection": data}
         else:
-            data = sync_out(change.sync).model_dump(mode="json")
+            data = sync_out(change.sync, (timings or {}).get(change.sync.id)).model_dump(mode="json")
         data["event_id"] = change.event_id
         entries.append(FeedEntry(change.kind, conn.company_id, conn.id, data))
     return entries

@@ -20,6 +20,7 @@ from sqlmodel.sql.expression import Select
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
 from schemas.normalise import is_active_error
 from workers.ledger.connection_health import ConnectionHealth, deauthorization_risk_at, judge
+from workers.ledger.durations import Timing, expected_completion
 from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
@@ -103,7 +104,11 @@ def _link_failure(row: Connection | ConnectionRow) -> LinkFailureOut | None:
     )
 
 
-def sync_out(row: Sync | SyncRow) -> SyncOut:
+def sync_out(row: Sync | SyncRow, timing: Timing | None = None) -> SyncOut:
+    """A Sync object; `timing` (`workers.ledger.durations.load_timings`) adds the `requested_at` of the request a
+    finished sync answered, where the row lacks it, and an active sync's typical duration."""
+    requested_at = row.requested_at or (timing.requested_at if timing else None)
+    typical = timing.typical_duration_seconds if timing and row.phase == "active" else None
     return SyncOut(
         id=row.id,
         company_id=row.company_id,
@@ -111,7 +116,9 @@ def sync_out(row: Sync | SyncRow) -> SyncOut:
         data_type=row.data_type,
         status=row.status,
         phase=row.phase,
-        requested_at=row.requested_at,
+        requested_at=requested_at,
+        typical_duration_seconds=typical,
+        expected_completion_at=expected_completion(requested_at, typical),
         completed_at=row.completed_at,
         records_modified=row.records_modified,
         issues=row.issues,

@@ -15,6 +15,7 @@ import {
   spinner,
   statusBadge,
   timeEl,
+  typicalText,
   whenEl,
 } from "./format.js";
 import { freshnessBadge, historyStrip } from "./freshness.js";
@@ -178,7 +179,7 @@ export class DetailView {
             { class: "detail-status" },
             statusBadge(connectionStatus(d)),
             freshnessBadge(d),
-            syncing ? spinner("Syncing…") : null,
+            syncing ? spinner("Syncing…", typicalText(this.store.activeSyncs(d.id))) : null,
           ),
         ),
         ...this.notices(d, name),
@@ -343,7 +344,13 @@ export class DetailView {
             "tr",
             { dataset: { dataType: t.data_type, phase: syncing ? "active" : t.phase } },
             h("th", { scope: "row", "data-label": "Data type" }, t.data_type),
-            h("td", { "data-label": "Last status" }, syncing ? spinner("Syncing…") : phaseBadge(t.phase, t.status)),
+            h(
+              "td",
+              { "data-label": "Last status" },
+              syncing
+                ? spinner("Syncing…", typicalText(this.store.activeSyncs(d.id).filter((s) => s.data_type === t.data_type)))
+                : phaseBadge(t.phase, t.status),
+            ),
             h("td", { "data-label": "Last successful sync" }, timeEl(t.last_successful_sync_at)),
             h(
               "td",

@@ -98,13 +98,38 @@ export function keepingFocus(render) {
   if (again && again !== document.activeElement) again.focus({ preventScroll: true });
 }
 
-export function spinner(label) {
+export function spinner(label, hint = null) {
   return h(
     "span",
     { class: "syncing" },
     h("span", { class: "spinner", "aria-hidden": "true" }),
     h("span", { class: "syncing-text" }, label),
+    hint ? h("span", { class: "syncing-typical" }, hint) : null,
   );
+}
+
+const clockFormat = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit" });
+const dayClockFormat = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+
+/** "about 4 min", "under a minute", "about 2 h": a typical duration in seconds, in words. */
+export function aboutDuration(seconds) {
+  if (seconds < 60) return "under a minute";
+  if (seconds < 90 * 60) return `about ${Math.round(seconds / 60)} min`;
+  return `about ${Math.round(seconds / 3600)} h`;
+}
+
+/**
+ * "usually about 4 min — expected by 10:42" for the active syncs given (the one expected last), or null when
+ * none has a typical duration.
+ */
+export function typicalText(syncs, now = Date.now()) {
+  const timed = syncs.filter((s) => s.typical_duration_seconds != null && dateOf(s.expected_completion_at));
+  if (!timed.length) return null;
+  const last = timed.reduce((a, b) => (Date.parse(a.expected_completion_at) >= Date.parse(b.expected_completion_at) ? a : b));
+  const by = dateOf(last.expected_completion_at);
+  const sameDay = new Date(now).toDateString() === by.toDateString();
+  const when = sameDay ? clockFormat.format(by) : dayClockFormat.format(by);
+  return `usually ${aboutDuration(last.typical_duration_seconds)} — expected by ${when}`;
 }
 
 export function connectionStatus(connection) {

@@ -10,6 +10,7 @@ import {
   spinner,
   statusBadge,
   timeEl,
+  typicalText,
 } from "./format.js";
 import { freshnessBadge } from "./freshness.js";
 import { healthHead } from "./health.js";
@@ -116,7 +117,7 @@ function card(connection, store, selected, { linkFor, onSelect, actions }, key) 
         ),
       ),
     ),
-    syncing ? withId(spinner("Syncing…"), `${key}-syncing`) : null,
+    syncing ? withId(spinner("Syncing…", typicalText(store.activeSyncs(connection.id))), `${key}-syncing`) : null,
   );
 }
 

@@ -1,0 +1,222 @@
+"""How long a sync usually takes: when each finished sync was requested, and the typical duration of active ones.
+
+Codat's webhooks say when a read finished, not when it was asked for. The request is known elsewhere in the ledger:
+a link (`connection.connected` / `reconnected`, stored in `webhook_events`) or a refresh Codat accepted (the audit
+log; a company-wide refresh counts for each of its connections). A finished sync that does not carry its own
+`requested_at` (reconciliation and action results do) keeps the time of the request it answers: the latest request
+of its data type, or of every data type, at or before its completion with no other result of that data type in
+between — the active sync its result closed. Requests more than `REQUEST_WINDOW` before a result are not its own.
+Like freshness and health this is a function of rows that do not depend on the order webhooks arrived in.
+
+A sync in phase `active` gets `typical_duration_seconds`: the median of `completed_at - requested_at` over the
+latest `SAMPLE` succeeded syncs of its connection and data type that have both; with fewer than `MINIMUM`, over those
+of the same platform (`platform_key`) and data type across all companies; null with fewer than `MINIMUM` there too.
+"""
+
+from __future__ import annotations
+
+import statistics
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from workers.ledger.rows import SyncRow
+from workers.ledger.tables import AuditRecord, Connection, Sync, WebhookEvent
+
+REQUEST_WINDOW = timedelta(days=7)
+"""A request older than this before a result is not the request the result answers."""
+SAMPLE = 20
+MINIMUM = 3
+SCAN = 100
+"""Succeeded syncs read (newest first) to find `SAMPLE` with both times."""
+LINK_EVENTS = ("connection.connected", "connection.reconnected")
+FINISHED = ("succeeded", "failed", "unsupported")
+IN_CHUNK = 500
+
+SyncLike = Sync | SyncRow
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """What a Sync object adds to its row: `requested_at` where the row lacks it, and the typical duration."""
+
+    requested_at: datetime | None = None
+    typical_duration_seconds: float | None = None
+
+
+@dataclass
+class _Requests:
+    """Request times of some connections, and result times of their data types, within one window."""
+
+    since: datetime
+    until: datetime
+    requests: dict[str, list[tuple[str | None, datetime]]] = field(default_factory=dict)
+    """connection -> (data type, or None for every type; time)."""
+    results: dict[tuple[str, str], list[datetime]] = field(default_factory=dict)
+    """(connection, data type) -> finished syncs' times, sorted."""
+
+    def requested(self, row: SyncLike) -> datetime | None:
+        completed = row.completed_at
+        if completed is None:
+            return None
+        times = self.results.get((row.connection_id, row.data_type), [])
+        before = times[: bisect_left(times, completed)]
+        floor = max(before[-1] if before else self.since, completed - REQUEST_WINDOW)
+        matching = [
+            at
+            for data_type, at in self.requests.get(row.connection_id, [])
+            if data_type in (None, "*", row.data_type) and floor < at <= completed
+        ]
+        return max(matching, default=None)
+
+
+def load_timings(session: Session, rows: Iterable[SyncLike]) -> dict[str, Timing]:
+    """The `Timing` of each of these syncs (by id): derived `requested_at` for finished ones that lack it, and
+    `typical_duration_seconds` for active ones."""
+    rows = list(rows)
+    finished = [r for r in rows if r.phase in FINISHED and r.requested_at is None and r.completed_at is not None]
+    derived = derive_requested(session, finished)
+    timings = {row.id: Timing(requested_at=derived.get(row.id)) for row in finished}
+    active = [r for r in rows if r.phase == "active"]
+    if active:
+        typical = TypicalDurations(session)
+        for row in active:
+            timings[row.id] = Timing(typical_duration_seconds=typical.of(row.connection_id, row.data_type))
+    return timings
+
+
+def derive_requested(session: Session, rows: Sequence[SyncLike]) -> dict[str, datetime]:
+    """The request each finished sync answers (see the module's docstring), for those where one is known."""
+    if not rows:
+        return {}
+    known = _load(session, rows)
+    found = {}
+    for row in rows:
+        at = known.requested(row)
+        if at is not None:
+            found[row.id] = at
+    return found
+
+
+def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
+    times = [r.completed_at for r in rows if r.completed_at is not None]
+    until = max(times)
+    since = min(times) - REQUEST_WINDOW
+    known = _Requests(since, until)
+    connection_ids = sorted({r.connection_id for r in rows})
+    data_types = sorted({r.data_type for r in rows})
+    companies: dict[str, str] = {}
+    for chunk in _chunks(connection_ids):
+        for cid, company_id in session.exec(
+            select(Connection.id, Connection.company_id).where(col(Connection.id).in_(chunk))
+        ).all():
+            companies[cid] = company_id
+        links = select(WebhookEvent.connection_id, WebhookEvent.generated_at).where(
+            col(WebhookEvent.connection_id).in_(chunk),
+            col(WebhookEvent.event_type).in_(LINK_EVENTS),
+            col(WebhookEvent.outcome) == "processed",
+            col(WebhookEvent.generated_at) >= since,
+            col(WebhookEvent.generated_at) <= until,
+        )
+        for linked, at in session.exec(links).all():
+            if linked is not None and at is not None:
+                known.requests.setdefault(linked, []).append((None, at))
+        results = select(Sync.connection_id, Sync.data_type, Sync.sort_at).where(
+            col(Sync.connection_id).in_(chunk),
+            col(Sync.data_type).in_(data_types),
+            col(Sync.phase).in_(FINISHED),
+            col(Sync.sort_at) >= since,
+            col(Sync.sort_at) <= until,
+        )
+        for cid, data_type, at in session.exec(results).all():
+            known.results.setdefault((cid, data_type), []).append(at)
+    by_company: dict[str, list[str]] = {}
+    for cid, company_id in companies.items():
+        by_company.setdefault(company_id, []).append(cid)
+    for chunk in _chunks(sorted(by_company)):
+        refreshes = select(
+            AuditRecord.company_id, AuditRecord.connection_id, AuditRecord.data_type, AuditRecord.at
+        ).where(
+            col(AuditRecord.company_id).in_(chunk),
+            col(AuditRecord.action) == "refresh",
+            col(AuditRecord.result) == "accepted",
+            col(AuditRecord.at) >= since,
+            col(AuditRecord.at) <= until,
+            or_(col(AuditRecord.connection_id).is_(None), col(AuditRecord.connection_id).in_(connection_ids)),
+        )
+        for company_id, named, asked, at in session.exec(refreshes).all():
+            for target in [named] if named else by_company.get(company_id, []):
+                known.requests.setdefault(target, []).append((asked, at))
+    for times in known.results.values():
+        times.sort()
+    return known
+
+
+class TypicalDurations:
+    """Typical durations, each (connection, data type) and (platform, data type) read once per instance."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._own: dict[tuple[str, str], float | None] = {}
+        self._platform: dict[tuple[str, str], float | None] = {}
+        self._platforms: dict[str, str | None] = {}
+
+    def of(self, connection_id: str, data_type: str) -> float | None:
+        key = (connection_id, data_type)
+        if key not in self._own:
+            query = select(Sync).where(Sync.connection_id == connection_id, Sync.data_type == data_type)
+            self._own[key] = self._median(query)
+        if self._own[key] is not None:
+            return self._own[key]
+        platform = self._platform_of(connection_id)
+        if platform is None:
+            return None
+        pkey = (platform, data_type)
+        if pkey not in self._platform:
+            query = (
+                select(Sync)
+                .join(Connection, col(Connection.id) == Sync.connection_id)
+                .where(Connection.platform_key == platform, Sync.data_type == data_type)
+            )
+            self._platform[pkey] = self._median(query)
+        return self._platform[pkey]
+
+    def _platform_of(self, connection_id: str) -> str | None:
+        if connection_id not in self._platforms:
+            self._platforms[connection_id] = self.session.exec(
+                select(Connection.platform_key).where(Connection.id == connection_id)
+            ).first()
+        return self._platforms[connection_id]
+
+    def _median(self, query: Any) -> float | None:
+        statement = (
+            query.where(Sync.phase == "succeeded", col(Sync.completed_at).is_not(None))
+            .order_by(col(Sync.sort_at).desc(), col(Sync.id).desc())
+            .limit(SCAN)
+        )
+        rows = list(self.session.exec(statement).all())
+        derived = derive_requested(self.session, [r for r in rows if r.requested_at is None])
+        durations = []
+        for row in rows:
+            requested = row.requested_at or derived.get(row.id)
+            if requested is not None and row.completed_at is not None and row.completed_at >= requested:
+                durations.append((row.completed_at - requested).total_seconds())
+            if len(durations) == SAMPLE:
+                break
+        return float(statistics.median(durations)) if len(durations) >= MINIMUM else None
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
+
+
+def expected_completion(requested_at: datetime | None, typical_seconds: float | None) -> datetime | None:
+    if requested_at is None or typical_seconds is None:
+        return None
+    return requested_at + timedelta(seconds=typical_seconds)
