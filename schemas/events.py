@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from schemas import ignored, normalise
+from schemas import ignored, normalise, storable
 from schemas.errors import SynctrackError
 from schemas.json_codec import loads
 from schemas.statuses import is_connection_status
@@ -52,6 +52,11 @@ ANY_DATA_TYPE = "*"
 
 class InvalidEnvelope(SynctrackError, ValueError):
     """Raised when a body is JSON but neither envelope generation: the reason says what is missing."""
+
+
+class UnstorableText(InvalidEnvelope):
+    """Raised when a body holds text no ledger database can store (a NUL, a lone UTF-16 surrogate; see
+    `schemas.storable`): the event is kept with that text escaped and never folded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,17 +199,25 @@ class Decoded:
     """A body already decoded from JSON, for `parse_event` (the worker decodes each body once)."""
 
     value: Any
+    text: str | bytes | None = None
+    """The JSON it was decoded from, if at hand: it spares the common case the walk for unstorable text."""
 
 
 def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: datetime) -> Event:
-    """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use."""
+    """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use, and its
+    `UnstorableText` for text the ledger cannot store, wherever in the body it is."""
     if isinstance(raw, Decoded):
-        body = raw.value
+        body, text = raw.value, raw.text
     else:
         try:
-            body = loads(raw)
+            body, text = loads(raw), raw
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEnvelope(f"not JSON: {exc}") from exc
+    if (where := storable.unstorable_at(body, text)) is not None:
+        raise UnstorableText(
+            f"{where}, text the ledger cannot store (PostgreSQL refuses NUL characters and UTF-8 cannot encode a "
+            "lone surrogate): the body is kept with it escaped, and the event is not folded"
+        )
     envelope_summary(body)
     if "eventType" in body:
         return _parse_current(body, message_id)

@@ -4,7 +4,8 @@ This is what the `fold_webhook` actor runs (through `workers.ingest.batcher`, wh
 once: one transaction per batch, each event's store and fold inside it). It is idempotent: a message
 delivered twice (dramatiq redelivers after a worker dies) finds its event stored and does nothing; a replay
 folds a stored event again, which the fold makes harmless. Input the fold cannot use is stored with outcome
-`failed` and not retried; anything else (database down) raises so dramatiq retries.
+`failed` and not retried — text no database can store (a NUL, a lone surrogate) among it, kept escaped;
+anything else (database down) raises so dramatiq retries.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from schemas.events import Decoded, Event, InvalidEnvelope, parse_event, parse_time, summarise
+from schemas.events import Decoded, Event, InvalidEnvelope, UnstorableText, parse_event, parse_time, summarise
 from schemas.json_codec import loads
+from schemas.storable import escape
 from workers.ledger.announce import announce_changes
 from workers.ledger.audit import confirm_actions
 from workers.ledger.bulk_sql import insert_rows, update_rows
@@ -173,12 +175,15 @@ def _prepare(request: FoldRequest, previous: Any, now: datetime) -> _Work:
         decoded = _NOT_DECODED
     try:
         # The body decoded once for both the summary and the parse (a body that is not JSON raises here).
-        source = body if decoded is _NOT_DECODED or decoded is _NOT_JSON else Decoded(decoded)
+        source = body if decoded is _NOT_DECODED or decoded is _NOT_JSON else Decoded(decoded, body)
         item.event = parse_event(source, request.message_id, received)
         item.outcome = "processed" if item.event.known else "ignored"
         item.error = None if item.event.known else item.event.reason
     except InvalidEnvelope as exc:
         item.outcome, item.error = "failed", str(exc)
+        if isinstance(exc, UnstorableText):
+            # Stored all the same (acknowledged means stored), every text column in a form any database takes.
+            item.row.update({k: escape(v) for k, v in item.row.items() if isinstance(v, str)})
     item.row.update(
         outcome=item.outcome,
         error=item.error,

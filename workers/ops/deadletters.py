@@ -21,17 +21,21 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import dramatiq
+from dramatiq.errors import DecodeError
 from dramatiq.middleware import Middleware
 from redis import Redis
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from schemas.events import summarise_body
+from schemas.storable import escape
 from workers.ledger.tables import WebhookEvent
 from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
 
 RETRY_OPTIONS = ("retries", "traceback", "requeue_timestamp", "attempts", "last_error", "eta")
 ERROR_CHARS = 1_000
+UNREADABLE = "unknown"
+"""The actor shown for a dead letter that is not a message dramatiq can decode (it can be purged, not redriven)."""
 
 REDRIVE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
@@ -104,8 +108,22 @@ def _last_line(text: str | None) -> str | None:
     return lines[-1].strip()[:ERROR_CHARS] if lines else None
 
 
+def _text(value: object) -> str | None:
+    """A field to show: any text a message holds, NULs and lone surrogates escaped (see `schemas.storable`)."""
+    return None if value is None else escape(value if isinstance(value, str) else str(value))
+
+
 def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
-    message = dramatiq.Message.decode(raw)
+    """The dead letter `raw` holds; whatever that is, a letter to show (an unreadable one says so)."""
+    dead_at = datetime.fromtimestamp(score / 1000, UTC)
+    try:
+        return _read(redis_id, dramatiq.Message.decode(raw), dead_at, queue)
+    except (DecodeError, AttributeError, TypeError, ValueError, IndexError) as exc:
+        error = f"not a message Synctrack can read ({type(exc).__name__}); purge it"
+        return DeadLetter(redis_id, queue, UNREADABLE, dead_at, 0, error, None, None, None, None, None, False, ())
+
+
+def _read(redis_id: str, message: dramatiq.Message[Any], dead_at: datetime, queue: str) -> DeadLetter:
     options = message.options
     args = tuple(message.args)
     attempts = options.get("attempts")
@@ -122,15 +140,15 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
     return DeadLetter(
         id=redis_id,
         queue=queue,
-        actor=message.actor_name,
-        dead_at=datetime.fromtimestamp(score / 1000, UTC),
+        actor=escape(str(message.actor_name)),
+        dead_at=dead_at,
         attempts=int(attempts),
-        last_error=options.get("last_error") or _last_line(options.get("traceback")),
-        traceback=options.get("traceback"),
-        event_id=event_id,
-        event_type=summary.event_type if summary else None,
-        company_id=summary.company_id if summary else None,
-        connection_id=summary.connection_id if summary else None,
+        last_error=_text(options.get("last_error") or _last_line(_text(options.get("traceback")))),
+        traceback=_text(options.get("traceback")),
+        event_id=_text(event_id),
+        event_type=_text(summary.event_type if summary else None),
+        company_id=_text(summary.company_id if summary else None),
+        connection_id=_text(summary.connection_id if summary else None),
         replay=bool(args[3]) if len(args) > 3 else False,
         args=args,
     )
@@ -171,7 +189,7 @@ class DeadLetters:
         moved = []
         for letter in self._all() if ids is None else self._resolve(ids):
             raw = cast(bytes | None, self.redis.hget(self.messages_key, letter.id))
-            if raw is None:
+            if raw is None or letter.actor == UNREADABLE:
                 continue
             message = dramatiq.Message.decode(raw)
             new_id = str(uuid.uuid4())
