@@ -39,6 +39,7 @@ import httpx
 from schemas.codat import CompanyPage, company_page, page_results
 from schemas.errors import ErrorCode
 from schemas.events import InvalidEnvelope
+from schemas.ids import ID_SYNTAX, is_valid_id
 from schemas.settings import Settings
 from workers.codat.errors import KEY_SETTING, CodatError, map_failure, retry_after_seconds
 from workers.codat.quota import QuotaGate
@@ -50,6 +51,9 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before a single byte of the request reached Codat."""
 ANSWERED_BEFORE_PROCESSING = (429, 503)
 PAGE_SIZE = 100
+
+Segments = tuple[str, ...]
+"""A Codat path as its segments (`("companies", company_id, "dataStatus")`); `path_of` encodes them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,7 @@ class CodatClient:
     async def list_companies(self, page: int = 1, page_size: int = PAGE_SIZE) -> CompanyPage:
         """One page (1-based) of the account's companies, each with its `dataConnections`."""
         params = {"page": str(page), "pageSize": str(page_size)}
-        response = await self._call("GET", "/companies", "the companies of the account", params=params)
+        response = await self._call("GET", ("companies",), "the companies of the account", params=params)
         try:
             return company_page(response.json(), page, page_size)
         except (ValueError, InvalidEnvelope) as exc:
@@ -131,31 +135,32 @@ class CodatClient:
 
     async def get_company(self, company_id: str) -> dict[str, Any]:
         target = f"company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}", target)
+        response = await self._call("GET", ("companies", checked("company id", company_id)), target)
         return self._json_object(response, target)
 
     # Connections -------------------------------------------------------------------------------
 
     async def list_connections(self, company_id: str) -> list[dict[str, Any]]:
         """Every connection of a company (pages through Codat's paged list)."""
-        return await self._all_pages(f"/companies/{company_id}/connections", f"company {company_id!r}")
+        path = ("companies", checked("company id", company_id), "connections")
+        return await self._all_pages(path, f"company {company_id!r}")
 
     async def get_connection(self, company_id: str, connection_id: str) -> dict[str, Any]:
         target = f"connection {connection_id!r} of company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}/connections/{connection_id}", target)
+        response = await self._call("GET", connection_path(company_id, connection_id), target)
         return self._json_object(response, target)
 
     async def unlink_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
         """PATCH status `Unlinked`: Codat deauthorises and keeps the data. Returns (status, connection)."""
         target = f"connection {connection_id!r} of company {company_id!r}"
-        path = f"/companies/{company_id}/connections/{connection_id}"
+        path = connection_path(company_id, connection_id)
         response = await self._call("PATCH", path, target, json={"status": "Unlinked"})
         return response.status_code, self._json_object(response, target)
 
     async def delete_connection(self, company_id: str, connection_id: str) -> int:
         """DELETE the connection (irreversible). Returns Codat's HTTP status."""
         target = f"connection {connection_id!r} of company {company_id!r}"
-        path = f"/companies/{company_id}/connections/{connection_id}"
+        path = connection_path(company_id, connection_id)
         response = await self._call("DELETE", path, target, missing_means_done=True)
         return response.status_code
 
@@ -164,9 +169,8 @@ class CodatClient:
     async def refresh_all(self, company_id: str) -> tuple[int, list[dict[str, Any]]]:
         """Queue every data type of every connection. Codat answers 204 (no pull operations) or,
         in some versions, the operations it queued. Returns (Codat's status, operations)."""
-        response = await self._call(
-            "POST", f"/companies/{company_id}/data/all", f"company {company_id!r}", idempotent=False
-        )
+        path = ("companies", checked("company id", company_id), "data", "all")
+        response = await self._call("POST", path, f"company {company_id!r}", idempotent=False)
         if response.status_code == 204 or not response.content:
             return response.status_code, []
         try:
@@ -181,10 +185,9 @@ class CodatClient:
     ) -> tuple[int, dict[str, Any]]:
         """Queue one data type; returns (Codat's status, the pull operation)."""
         target = f"data type {data_type!r} of company {company_id!r}"
-        params = {"connectionId": connection_id} if connection_id else None
-        response = await self._call(
-            "POST", f"/companies/{company_id}/data/queue/{data_type}", target, idempotent=False, params=params
-        )
+        params = {"connectionId": checked("connection id", connection_id)} if connection_id else None
+        path = ("companies", checked("company id", company_id), "data", "queue", checked("data type", data_type))
+        response = await self._call("POST", path, target, idempotent=False, params=params)
         return response.status_code, self._json_object(response, target)
 
     async def pull_operations(
@@ -192,24 +195,25 @@ class CodatClient:
     ) -> tuple[list[dict[str, Any]], int | None]:
         """One page (1-based) of the company's pull-operation history, newest first by default."""
         params = {"page": str(page), "pageSize": str(page_size), "orderBy": order_by}
-        path = f"/companies/{company_id}/data/history"
+        path = ("companies", checked("company id", company_id), "data", "history")
         response = await self._call("GET", path, f"company {company_id!r}", params=params)
         results, total = page_results(response.json())
         return [r for r in results if isinstance(r, dict)], total
 
     async def pull_operation(self, company_id: str, dataset_id: str) -> dict[str, Any]:
         target = f"pull operation {dataset_id!r} of company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}/data/history/{dataset_id}", target)
+        path = ("companies", checked("company id", company_id), "data", "history", checked("dataset id", dataset_id))
+        response = await self._call("GET", path, target)
         return self._json_object(response, target)
 
     async def data_status(self, company_id: str) -> dict[str, Any]:
         target = f"company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}/dataStatus", target)
+        response = await self._call("GET", ("companies", checked("company id", company_id), "dataStatus"), target)
         return self._json_object(response, target)
 
     # Transport -----------------------------------------------------------------------------------
 
-    async def _all_pages(self, path: str, target: str) -> list[dict[str, Any]]:
+    async def _all_pages(self, path: Segments, target: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
@@ -235,7 +239,7 @@ class CodatClient:
     async def _call(
         self,
         method: str,
-        path: str,
+        segments: Segments,
         target: str,
         *,
         idempotent: bool = True,
@@ -246,7 +250,7 @@ class CodatClient:
         if not self._key:
             raise CodatError(502, ErrorCode.CODAT_AUTH_FAILED, f"{KEY_SETTING} is not set, so Codat cannot be called")
         attempt, outcome_unknown = 0, False
-        path = safe_path(path)
+        path = path_of(segments)
         while True:
             await self.quota.wait()
             started = time.monotonic()
@@ -310,7 +314,21 @@ class CodatClient:
         return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, None, {"Retry-After": "5"})
 
 
-def safe_path(path: str) -> str:
-    """`path` with each segment percent-encoded: an id (a company id from a URL, say) can then add no
-    segment, query, `..` or control character to the request Synctrack sends to Codat."""
-    return "/".join(quote(part, safe="") if part not in (".", "..") else "%2E" * len(part) for part in path.split("/"))
+def checked(what: str, value: str) -> str:
+    """`value` when it has the one id syntax (`schemas.ids`), which every id Synctrack puts in a Codat path
+    must have; else raises `CodatError` 400 `invalid_parameter`, and nothing is sent to Codat."""
+    if not is_valid_id(value):
+        raise CodatError(
+            400, ErrorCode.INVALID_PARAMETER, f"{what} {value!r} is not a Codat id ({ID_SYNTAX}); Codat was not called"
+        )
+    return value
+
+
+def connection_path(company_id: str, connection_id: str) -> Segments:
+    return ("companies", checked("company id", company_id), "connections", checked("connection id", connection_id))
+
+
+def path_of(segments: Segments) -> str:
+    """The path of a Codat call, each segment percent-encoded whole: no value can add a segment, a query, a
+    `..` or a control character to the request Synctrack sends with the account's key."""
+    return "".join("/" + (quote(part, safe="") if part not in (".", "..") else "%2E" * len(part)) for part in segments)
