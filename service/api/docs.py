@@ -76,8 +76,9 @@ PAGED = (LIMIT, CURSOR)
 COMPANIES = _q("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
 CONNECTIONS = _q("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
 TIME = {"type": "string", "format": "date-time"}
-CODAT = (409, 502, 503)
-"""What an action can meet at Codat: already in progress / conflict, Codat refused or failed, unreachable."""
+CODAT = (400, 409, 502, 503)
+"""What an action can meet at Codat: an id Codat cannot have (refused before the call) or Codat's own 400,
+already in progress / conflict, Codat refused or failed, unreachable."""
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/webhooks/codat"): Operation(
