@@ -19,7 +19,8 @@ class AuditOut(BaseModel):
     data_type: str | None
     """For a refresh of one data type; null for a refresh of everything."""
     result: str
-    """`accepted` (Codat took it) or `failed` (Codat refused or could not be reached; nothing changed)."""
+    """`accepted` (Codat took it), `failed` (Codat refused or could not be reached; nothing changed) or
+    `rate_limited` (the company's tokens had taken `SYNCTRACK_ACTIONS_PER_MINUTE` actions; Codat was not called)."""
     codat_status: int | None
     """Codat's HTTP status; null when Codat could not be reached."""
     detail: str | None

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     """Serve `/v1/*` without tokens to loopback clients only; ignored when admin token hashes are set."""
     failure_limit_per_minute: int = 60
     """Failed authentications (bad tokens, bad webhook signatures) a source may make per minute; 0 = no limit."""
+    actions_per_minute: int = Field(default=10, ge=0)
+    """Actions against Codat (refresh, unlink, delete, reconnect) one company's tokens may take per minute,
+    across every web process; admin tokens are not limited; 0 = no limit."""
     cors_origins: CommaList = []
     metrics_require_token: bool = False
 

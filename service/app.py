@@ -25,6 +25,7 @@ from service.api import action_routes as actions
 from service.api import admin, health, imports, openapi, subscriptions, token_routes
 from service.api import reads as api
 from service.api import scrape as metrics
+from service.api.action_limit import ActionLimit
 from service.api.outbound_context import Outbound
 from service.common.errors import error_response
 from service.common.front import FrontApp
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
     app.state.freshness = FreshnessPolicy.from_settings(settings)
     app.state.redis = redis
     app.state.revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
+    app.state.action_limit = ActionLimit(redis, settings.redis_namespace, settings.actions_per_minute)
     app.state.queue = queue
     app.state.fanout = fanout
     app.state.admin_redis = blocking

@@ -5,7 +5,8 @@ Each action calls Codat first (`workers.codat.client`); only when Codat accepts 
 on the change feed so dashboards see the spinner start at the click. The answer is 202 with the
 recorded action: Codat does the work asynchronously and a webhook confirms it later. A Codat
 failure answers with the mapped error (`workers.codat.errors`) and leaves an audit row with result
-`failed`, nothing else.
+`failed`, nothing else. Before it calls Codat, every action passes `within_action_limit`: a company
+token's company may take `SYNCTRACK_ACTIONS_PER_MINUTE` actions a minute (`service/api/action_limit.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from schemas.actions import ActionOut, AuditOut
 from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
+from service.api.action_limit import ActionLimit
 from service.api.reads import freshness_of
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from service.security.scope import company_filter
@@ -125,6 +127,36 @@ async def _failed(request: Request, exc: CodatError, **target: Any) -> CodatErro
     return exc
 
 
+async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
+    """The check every action makes just before it calls Codat (`target`: what `_failed` records). A company
+    token's company over `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`,
+    audited with result `rate_limited`, and Codat is not called. Admin tokens are not limited."""
+    principal = request.scope.get("state", {}).get("principal")
+    company_id = getattr(principal, "company_id", None)
+    if not isinstance(company_id, str):
+        return
+    limit: ActionLimit = request.app.state.action_limit
+    wait = await limit.take(company_id)
+    if wait is None:
+        return
+    detail = (
+        f"company {company_id!r} took the {limit.per_minute} actions a minute its tokens may take "
+        f"(SYNCTRACK_ACTIONS_PER_MINUTE); retry in {wait} s"
+    )
+    await run_in_threadpool(
+        lambda: record_failure(
+            request.app.state.engine,
+            actor=_actor(request),
+            codat_status=None,
+            detail=f"{ErrorCode.RATE_LIMITED.value}: {detail}",
+            result="rate_limited",
+            **target,
+        )
+    )
+    log.warning("action=%s company=%s result=rate_limited retry_after=%d", target["action"], company_id, wait)
+    raise ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
+
+
 async def refresh_company(request: Request) -> JSONResponse:
     return await _refresh(request, request.path_params["company_id"], None)
 
@@ -148,6 +180,7 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
     at = _now()
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
+    await within_action_limit(request, target)
     try:
         if data_type is None:
             status, raws = await _codat(request).refresh_all(company_id)
@@ -198,6 +231,7 @@ async def _act_on_connection(
     connection = await _known_connection(request)
     at = _now()
     target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
+    await within_action_limit(request, target)
     try:
         answer = await ask_codat(_codat(request), connection)
     except CodatError as exc:

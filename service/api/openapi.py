@@ -32,7 +32,7 @@ REASONS = {
     409: "Conflicts with the current state",
     413: "Body too large",
     415: "Not JSON",
-    429: "Too many failed authentications from this source",
+    429: "Too many failed authentications from this source, or (an action) too many actions by one company's tokens",
     502: "Codat refused or failed",
     503: "A dependency is unavailable; retry later",
 }

@@ -72,8 +72,10 @@ def record_failure(
     data_type: str | None,
     codat_status: int | None,
     detail: str,
+    result: str = "failed",
 ) -> AuditRecord:
-    """Record an action Codat refused or never answered; nothing else changes."""
+    """Record an action Codat refused or never answered (`failed`), or that was never sent to Codat
+    (`rate_limited`); nothing else changes."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         return new_record(
             session,
@@ -83,7 +85,7 @@ def record_failure(
             company_id=company_id,
             connection_id=connection_id,
             data_type=data_type,
-            result="failed",
+            result=result,
             codat_status=codat_status,
             detail=detail,
         )
