@@ -13,8 +13,8 @@ from typing import Any
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _SPELLED = r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})"
-_SUSPECT_TEXT = re.compile(_SPELLED + "|[\x00\ud800-\udfff]")
-_SUSPECT_BYTES = re.compile(_SPELLED.encode() + b"|\x00")
+_SPELLED_TEXT = re.compile(_SPELLED)
+_SPELLED_BYTES = re.compile(_SPELLED.encode())
 
 
 def escape(text: str) -> str:
@@ -31,6 +31,24 @@ def _kind(char: str) -> str:
     return f"a lone UTF-16 surrogate (\\u{ord(char):04x})"
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()  # far quicker than a search for surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _suspect(text: str | bytes) -> bool:
+    """Whether JSON `text` may decode to an unstorable string: it holds one, or a `\\u` escape of one. Plain
+    substring tests first: this runs on every webhook."""
+    if isinstance(text, bytes):  # valid UTF-8 holds no surrogate
+        return b"\x00" in text or (b"\\" in text and _SPELLED_BYTES.search(text) is not None)
+    if "\x00" in text or not (text.isascii() or _encodes(text)):
+        return True
+    return "\\" in text and _SPELLED_TEXT.search(text) is not None
+
+
 def unstorable_at(value: Any, text: str | bytes | None = None) -> str | None:
     """Where in a decoded JSON value a string (a value or a key) holds text no ledger database can store, as
     a phrase (``payload.name holds a lone UTF-16 surrogate (\\ud800)``); None when every string is storable.
@@ -38,10 +56,8 @@ def unstorable_at(value: Any, text: str | bytes | None = None) -> str | None:
     `text`, the JSON `value` was decoded from, lets the common case skip the walk: neither character can be
     in `value` unless `text` holds it or a `\\u` escape of it.
     """
-    if text is not None:
-        suspect = _SUSPECT_BYTES if isinstance(text, bytes) else _SUSPECT_TEXT
-        if suspect.search(text) is None:  # type: ignore[arg-type]
-            return None
+    if text is not None and not _suspect(text):
+        return None
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:  # not recursive: a body may nest as deep as the JSON decoder allows
         item, where = stack.pop()
