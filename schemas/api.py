@@ -102,6 +102,10 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
+    delayed: bool = False
+    """Still `active` because Codat said, when asked after `SYNCTRACK_SYNC_STALE_AFTER`, that it is still running."""
+    codat_status: str | None = None
+    """What Codat said of a delayed sync (`Queued`, `Fetching`, ...); null otherwise."""
 
 
 class EventOut(BaseModel):
