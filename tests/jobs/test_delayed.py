@@ -58,7 +58,9 @@ def runtime(sqlite_url: str, fake: FakeCodatServer) -> Iterator[WorkerRuntime]:
 def fold_what_codat_sent(runtime: WorkerRuntime, fake: FakeCodatServer) -> None:
     """Fold every webhook the fake Codat sent so far, as the worker does."""
     for message in fake.control.messages():
-        handle_webhook(runtime.engine, None, message["id"], json.dumps(message["body"]), message["body"]["generatedDate"])
+        handle_webhook(
+            runtime.engine, None, message["id"], json.dumps(message["body"]), message["body"]["generatedDate"]
+        )
 
 
 def seeded(

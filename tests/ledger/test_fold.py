@@ -340,7 +340,12 @@ def test_a_delay_is_carried_by_any_permutation_of_later_events_and_ended_by_the_
         if row.phase in OPEN_PHASES and row.id in delayed:
             assert (row.delayed, row.codat_status, row.check_wait_seconds) == (True, "Queued", 240.0)
         elif row.phase not in OPEN_PHASES:
-            assert (row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds) == (False, None, None, None)
+            assert (row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds) == (
+                False,
+                None,
+                None,
+                None,
+            )
     for change in announced:
         if change.sync is not None and change.kind in ("sync.completed", "sync.failed"):
             assert (change.sync.delayed, change.sync.codat_status) == (False, None)
