@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer
 
 from schemas.statuses import Freshness
 
@@ -102,10 +102,14 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
-    delayed: bool = False
-    """Still `active` because Codat said, when asked after `SYNCTRACK_SYNC_STALE_AFTER`, that it is still running."""
-    codat_status: str | None = None
-    """What Codat said of a delayed sync (`Queued`, `Fetching`, ...); null otherwise."""
+    delayed: bool = Field(
+        False,
+        description="Still active because Codat, asked once the sync waited SYNCTRACK_SYNC_STALE_AFTER, "
+        "says it is still running it.",
+    )
+    codat_status: str | None = Field(
+        None, description="What Codat said of a delayed sync (Queued, Fetching, ...); null otherwise."
+    )
 
 
 class EventOut(BaseModel):
