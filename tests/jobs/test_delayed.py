@@ -39,11 +39,11 @@ def fake() -> Iterator[FakeCodatServer]:
 
 
 @pytest.fixture
-def runtime(sqlite_url: str, fake: FakeCodatServer) -> Iterator[WorkerRuntime]:
-    upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
+def runtime(database_url: str, fake: FakeCodatServer) -> Iterator[WorkerRuntime]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
     settings = Settings(  # type: ignore[call-arg]
-        database_url=sqlite_url,
+        database_url=database_url,
         sync_stale_after_seconds=STALE_AFTER.total_seconds(),
         sync_stale_check_seconds=60,
         codat_base_url=fake.url,

@@ -33,6 +33,7 @@ from sqlalchemy import ColumnElement, Engine, or_
 from sqlmodel import Session, col, select
 
 from schemas.codat import CodatAnswer, OpenSync, dataset_id
+from schemas.events import Event
 from schemas.settings import Settings
 from workers.ledger.announce import announce_changes
 from workers.ledger.changes import FeedEntry
@@ -146,7 +147,7 @@ def settle(
     """One transaction: each sync of `due` still due is delayed, closed by Codat's result or marked stale by
     `answers` (None: without asking Codat, all stale); returns the feed entries."""
     entries: list[FeedEntry] = []
-    results = []
+    results: dict[str, Event] = {}
     marked: set[str] = set()
     connection_ids = sorted({sync.connection_id for sync in due})
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -165,7 +166,8 @@ def settle(
                     continue  # Codat could not be asked: the next run asks again
                 answer = answers[row.id] if answers is not None else CodatAnswer()
                 if answer.result is not None:
-                    results.append(answer.result.reconcile_event())
+                    event = answer.result.reconcile_event()
+                    results[event.id] = event
                 elif answer.running is not None:
                     if _delay(row, answer.running, now, wait):
                         entries.append(_entry(DELAYED, row.company_id, connection_id, _sync_data(row)))
@@ -176,7 +178,7 @@ def settle(
         session.flush()
         updated: set[str] = set()
         if results:
-            changes, slices = fold_events(session, results)
+            changes, slices = fold_events(session, list(results.values()))
             names = _company_names(session, {state.connection.company_id for state in slices.values()})
             folded = announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
             entries += folded
@@ -217,7 +219,7 @@ def _connections_without_active_sync(
         still_active = session.exec(
             select(Sync.id).where(Sync.connection_id == connection_id, Sync.phase == "active").limit(1)
         ).first()
-        conn = session.get(Connection, connection_id)
+        conn = session.get(Connection, connection_id, populate_existing=True)
         if conn is None or still_active is not None:
             continue
         company = session.get(Company, conn.company_id)
