@@ -1,7 +1,7 @@
 """The change feed: what the fold changed, published to a Redis Stream for every web process.
 
-Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
-`sync.failed`, `sync.delayed`, `connection.freshness_changed`) whose `data` is the API's Connection or Sync object (for
+Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`, `sync.failed`,
+`sync.delayed`, `connection.freshness_changed`) whose `data` is the API's Connection or Sync object (for
 `connection.freshness_changed`: `{connection, previous, current, overdue_data_types}`) plus the `event_id`
 that caused it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
 """
