@@ -204,8 +204,9 @@ async def _body(request: Request) -> dict[str, Any]:
 
 async def seed(request: Request) -> Response:
     """`{"count": 3}` or `{"companies": [{"name", "platforms": ["xero"], "status", "id", "description", "tags",
-    "history"}]}`, plus `announce` (connection webhooks, default true), `initial_read` (default true) and
-    `history` (finished pull operations per connection, made without webhooks; default 0)."""
+    "history", "hold"}]}`, plus `announce` (connection webhooks, default true), `initial_read` (default true),
+    `history` (finished pull operations per connection, made without webhooks; default 0) and `hold` (every
+    connection's pull operations held at that status, e.g. `Queued`, until released; default none)."""
     body = await _body(request)
     specs = body.get("companies") or [{} for _ in range(int(body.get("count", 1)))]
     world = _world(request)
@@ -221,11 +222,14 @@ async def seed(request: Request) -> Response:
                 history=int(spec.get("history", body.get("history", 0))),
                 description=spec.get("description"),
                 tags=spec.get("tags"),
+                hold=spec.get("hold", body.get("hold")),
             )
             for spec in specs
         ]
     except KeyError as exc:
         return JSONResponse({"error": f"unknown platform {exc.args[0]}"}, status_code=400)
+    except CodatProblem as exc:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
     return JSONResponse({"companies": created}, status_code=201)
 
 
@@ -288,7 +292,8 @@ async def faults(request: Request) -> Response:
 
 @codat
 async def set_connection_status(request: Request) -> Response:
-    """`{"status": "Unlinked"|"Deauthorized"|"Linked", "notify": false}` — as if done in Codat's portal."""
+    """`{"status": "Unlinked"|"Deauthorized"|"Linked", "notify": false}` — as if done in Codat's portal;
+    `{"hold": "Queued"}` holds its pull operations at that status until `{"hold": null}` releases them."""
     body = await _body(request)
     world = _world(request)
     conn = world.connections.get(request.path_params["connection_id"])
@@ -297,6 +302,8 @@ async def set_connection_status(request: Request) -> Response:
     if body.get("delete"):
         world.delete(conn["_company"], conn["id"], notify=body.get("notify", True))
         return JSONResponse({"deleted": conn["id"]})
+    if "hold" in body:
+        return JSONResponse(world.hold(conn["_company"], conn["id"], body["hold"]))
     return JSONResponse(world.set_status(conn["_company"], conn["id"], body["status"], body.get("notify", True)))
 
 

@@ -32,15 +32,18 @@ class FakeCodatControl:
         announce: bool = True,
         initial_read: bool = True,
         history: int = 0,
+        hold: str | None = None,
     ) -> list[dict[str, Any]]:
         """Create companies; each spec may give `name`, `platforms` (e.g. ["xero", "hsbc"]), `status`, `id`,
-        `description`, `tags`, `history`. `history`: finished pull operations per connection, without webhooks."""
+        `description`, `tags`, `history`, `hold`. `history`: finished pull operations per connection, without
+        webhooks. `hold`: every connection's pull operations stay at that status (e.g. "Queued") until released."""
         body = {
             "count": count,
             "companies": companies,
             "announce": announce,
             "initial_read": initial_read,
             "history": history,
+            "hold": hold,
         }
         created: list[dict[str, Any]] = self._call("POST", "/companies", body)["companies"]
         return created
@@ -78,6 +81,12 @@ class FakeCodatControl:
         result: dict[str, Any] = self._call(
             "POST", f"/connections/{connection_id}", {"status": status, "notify": notify}
         )
+        return result
+
+    def hold(self, connection_id: str, status: str | None) -> dict[str, Any]:
+        """Hold the connection's pull operations at `status` ("Queued", "Fetching", …); None releases them,
+        and they finish as usual (as an on-premise connector's datasets do once it is back online)."""
+        result: dict[str, Any] = self._call("POST", f"/connections/{connection_id}", {"hold": status})
         return result
 
     def delete_connection(self, connection_id: str, notify: bool = True) -> None:

@@ -126,6 +126,14 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
+    delayed: bool = Field(
+        False,
+        description="Still active because Codat, asked once the sync waited SYNCTRACK_SYNC_STALE_AFTER, "
+        "says it is still running it.",
+    )
+    codat_status: str | None = Field(
+        None, description="What Codat said of a delayed sync (Queued, Fetching, ...); null otherwise."
+    )
 
 
 class EventOut(BaseModel):

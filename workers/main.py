@@ -7,10 +7,11 @@ from dramatiq.brokers.redis import RedisBroker
 from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
 from workers.codat.reconcile import RECONCILE_JOB
+from workers.codat.still_running import ask_codat
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
 from workers.jobs.retention import PRUNE_JOB
-from workers.jobs.stale import STALE_JOB
+from workers.jobs.stale import stale_job
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.context import WorkerRuntime
 from workers.ops.actors import declare_ops
@@ -41,7 +42,7 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
 
 def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return [SWEEP_JOB, STALE_JOB, FRESHNESS_JOB, RECONCILE_JOB, PRUNE_JOB]
+    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, PRUNE_JOB]
 
 
 def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner[WorkerRuntime]:

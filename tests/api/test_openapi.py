@@ -93,6 +93,15 @@ def test_every_body_schema_is_a_component_generated_from_the_handlers_models(tmp
     assert detail["security"] == [{"bearer": []}]
 
 
+def test_the_sync_object_documents_whether_codat_is_still_running_it(tmp_path: Path) -> None:
+    with TestClient(create_app(api_settings(tmp_path, "http://127.0.0.1:9"))) as client:
+        sync = client.get("/openapi.json").json()["components"]["schemas"]["SyncOut"]
+    delayed, codat_status = sync["properties"]["delayed"], sync["properties"]["codat_status"]
+    assert (delayed["type"], delayed["default"]) == ("boolean", False)
+    assert codat_status["default"] is None and "Queued" in codat_status["description"]
+    assert "still running" in delayed["description"]
+
+
 def _refs(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():

@@ -112,6 +112,37 @@ def test_a_failure_rate_of_one_ends_every_sync_in_the_error_status_with_a_messag
     assert collector.received[-1]["payload"]["dataTypes"][0]["status"] == "FetchError"
 
 
+def test_a_held_connections_datasets_stay_queued_then_fetching_until_released_then_complete(
+    fake: FakeCodatServer, collector: Collector
+) -> None:
+    seeded = company(fake, "xero", announce=False, hold="Queued")
+    base = f"{fake.url}/companies/{seeded['id']}"
+    time.sleep(0.6)  # twice the time a sync takes when not held
+    statuses = httpx.get(f"{base}/dataStatus").json()
+    assert {s["currentStatus"] for s in statuses.values()} == {"Queued"}
+    assert collector.received == []
+
+    connection_id = seeded["connections"][0]["id"]
+    assert "_hold" not in fake.control.hold(connection_id, "Fetching")
+    wait_for(lambda: {s["currentStatus"] for s in httpx.get(f"{base}/dataStatus").json().values()} == {"Fetching"})
+    invoices = httpx.get(f"{base}/dataStatus").json()["invoices"]
+    assert httpx.get(f"{base}/data/history/{invoices['latestSyncId']}").json()["status"] == "Fetching"
+    assert httpx.post(f"{base}/data/queue/invoices").status_code == 409  # still in progress at Codat
+
+    fake.control.hold(connection_id, None)
+    event = wait_for(lambda: collector.received and collector.received[-1], timeout=5)
+    assert event["eventType"] == "read.completed.initial"
+    done = httpx.get(f"{base}/dataStatus").json()["invoices"]
+    assert (done["currentStatus"], done["latestSuccessfulSyncId"]) == ("Complete", invoices["latestSyncId"])
+    assert done["lastSuccessfulSync"] == event["generatedDate"]
+
+
+def test_a_connection_is_held_only_at_a_status_codat_reports_while_running(fake: FakeCodatServer) -> None:
+    seeded = company(fake, "xero", announce=False, initial_read=False)
+    response = httpx.post(f"{fake.url}/_control/connections/{seeded['connections'][0]['id']}", json={"hold": "Done"})
+    assert response.status_code == 400 and "Queued" in response.json()["error"]
+
+
 def test_queueing_a_data_type_already_syncing_answers_codats_409(fake: FakeCodatServer) -> None:
     seeded = company(fake, "xero", announce=False, initial_read=False)
     url = f"{fake.url}/companies/{seeded['id']}/data/queue/invoices"

@@ -86,6 +86,26 @@ def test_stale_syncs_and_facts_from_actions_are_explained_not_failures(sqlite_ur
     assert "1 differences (1 explained" in result.output
 
 
+def test_what_the_stale_check_wrote_of_a_delayed_sync_is_not_a_difference(sqlite_url: str) -> None:
+    settings = live_settings(sqlite_url)
+    store(settings, webhook_mix(200, seed=14))
+    engine = make_engine(sqlite_url)
+    delay = {
+        "delayed": True,
+        "codat_status": "Queued",
+        "next_check_at": datetime(2026, 11, 25, 10, tzinfo=UTC),
+        "check_wait_seconds": 120.0,
+    }
+    with engine.begin() as conn:
+        active = conn.execute(Sync.__table__.select().where(Sync.__table__.c.phase == "active")).mappings().first()  # type: ignore[attr-defined]
+        assert active is not None
+        conn.execute(update(Sync).where(Sync.id == active["id"]).values(**delay))
+    assert dump_ledger(engine, stale_as_active=False)["syncs"][active["id"]]["codat_status"] == "Queued"
+    result = cli(settings, "ledger", "rebuild", "--verify")
+    assert result.exit_code == 0, result.output
+    assert "0 differences" in result.output
+
+
 def test_apply_replaces_a_damaged_live_ledger_with_the_rebuilt_one(database_url: str) -> None:
     settings = live_settings(database_url)
     store(settings, webhook_mix(300, seed=15))

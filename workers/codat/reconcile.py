@@ -235,19 +235,6 @@ def _deleted_event(connection_id: str, company_id: str, at: datetime) -> Event:
     )
 
 
-def _operation_event(op: PullOperation) -> Event:
-    finished = phase_of(op.status) != "active"
-    at = (op.completed or op.requested) if finished else op.requested
-    return Event(
-        f"reconcile:{op.id}:{op.status}",
-        "reconcile.pull_operation",
-        at,
-        op.company_id,
-        syncs=(op.sync_fact(),),
-        source="reconcile",
-    )
-
-
 def _company_event(row: Company | None, raw: dict[str, Any] | None, company_id: str, at: datetime) -> Event | None:
     """The company object as an event, when its name, description or tags differ from the ledger's."""
     if raw is None:
@@ -290,7 +277,7 @@ def apply_view(
         known = LedgerSyncs(session, {*rows, *(op.connection_id for op in view.operations)})
         for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
             if op.company_id == company_id and op.connection_id not in gone and not known.knows(op):
-                events.append(_operation_event(op))
+                events.append(op.reconcile_event())
                 syncs += 1
         if events:
             changes, slices = fold_events(session, events)

@@ -8,6 +8,9 @@ field is one of:
 * a *min* or *max* of times (first and most recent sync, linked and disconnected times, the first read);
 * a *set* of syncs keyed by a stable id, where a finished result beats an active one.
 
+What the stale check (`workers.jobs.stale`) writes of an open sync — `delayed`, `codat_status` and when to
+ask Codat again — is no event's: a request carries it unchanged, and the result that closes the sync ends it.
+
 Active syncs are inferred: Codat does not say a sync started. A request (after
 ``connection.connected``/``reconnected`` or a refresh action) stays open until a result of the same
 data type (any type, for the whole-connection ``*``) generated at or after the request arrives —
@@ -301,6 +304,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
             state.deleted_syncs.add(open_row.id)
             closed = _snapshot(open_row)
             closed.status, closed.phase, closed.completed_at = fact.status, phase, at
+            _end_delay(closed)
             changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
     return changes
 
@@ -325,6 +329,11 @@ def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result
     if phase == "succeeded":
         row.last_successful_sync_at = _max(row.last_successful_sync_at, at)
         row.first_successful_sync_at = _min(row.first_successful_sync_at, at)
+
+
+def _end_delay(row: SyncRow) -> None:
+    """A result ends what the stale check wrote of a sync Codat was still running."""
+    row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = False, None, None, None
 
 
 def _finish_kind(phase: str) -> ChangeKind:

@@ -88,6 +88,10 @@ class SyncRow:
     issues: list[dict[str, Any]] | None = None
     source: str = "webhook"
     event_id: str | None = None
+    delayed: bool = False
+    codat_status: str | None = None
+    next_check_at: datetime | None = None
+    check_wait_seconds: float | None = None
 
 
 _COLUMNS: dict[type, tuple[str, ...]] = {}

@@ -96,6 +96,14 @@ class Sync(SQLModel, table=True):
     issues: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     source: str = "webhook"
     event_id: str | None = None
+    delayed: bool = False
+    """Still active because Codat says the sync is still running (written by the stale check, not the fold)."""
+    codat_status: str | None = None
+    """What Codat last said of a delayed sync (`Queued`, `Fetching`, ...)."""
+    next_check_at: datetime | None = None
+    """When the stale check asks Codat about a delayed sync again."""
+    check_wait_seconds: float | None = None
+    """The stale check's current wait between questions: doubles while Codat's answer stays the same."""
 
 
 class WebhookEvent(SQLModel, table=True):

@@ -82,6 +82,8 @@ def sync_out(row: Sync | SyncRow) -> SyncOut:
         issues=row.issues,
         source=row.source,
         event_id=row.event_id,
+        delayed=row.delayed,
+        codat_status=row.codat_status,
     )
 
 

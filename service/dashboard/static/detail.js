@@ -13,6 +13,7 @@ import {
   platformName,
   spinner,
   statusBadge,
+  syncingLabel,
   timeEl,
   whenEl,
 } from "./format.js";
@@ -151,7 +152,7 @@ export class DetailView {
             { class: "detail-status" },
             statusBadge(connectionStatus(d)),
             freshnessBadge(d),
-            syncing ? spinner("Syncing…") : null,
+            syncing ? spinner(syncingLabel(this.store.syncsRunning(d.id))) : null,
           ),
         ),
         ...this.notices(d, name),
@@ -314,7 +315,13 @@ export class DetailView {
             "tr",
             { dataset: { dataType: t.data_type, phase: syncing ? "active" : t.phase } },
             h("th", { scope: "row", "data-label": "Data type" }, t.data_type),
-            h("td", { "data-label": "Last status" }, syncing ? spinner("Syncing…") : phaseBadge(t.phase, t.status)),
+            h(
+              "td",
+              { "data-label": "Last status" },
+              syncing
+                ? spinner(syncingLabel(this.store.syncsRunning(d.id, t.data_type)))
+                : phaseBadge(t.phase, t.status),
+            ),
             h("td", { "data-label": "Last successful sync" }, timeEl(t.last_successful_sync_at)),
             h(
               "td",
@@ -382,7 +389,13 @@ function historyRow(sync) {
     "tr",
     { class: failed ? "failed" : null, dataset: { syncId: sync.id, phase: sync.phase } },
     h("th", { scope: "row", "data-label": "Data type" }, dataTypeLabel(sync.data_type)),
-    h("td", { "data-label": "Result" }, sync.phase === "active" ? spinner(sync.status) : phaseBadge(sync.phase, sync.status)),
+    h(
+      "td",
+      { "data-label": "Result" },
+      sync.phase === "active"
+        ? spinner(sync.delayed ? syncingLabel([sync]) : sync.status)
+        : phaseBadge(sync.phase, sync.status),
+    ),
     h("td", { "data-label": "Requested" }, whenEl(sync.requested_at)),
     h("td", { "data-label": "Finished" }, whenEl(sync.completed_at)),
     h(
