@@ -102,7 +102,7 @@ def test_reconcile_pages_through_history_and_waits_out_a_rate_limit(
         wait_for(lambda: all(o["status"] == "Complete" for o in httpx.get(history, headers=headers).json()["results"]))
         fake.control.clear_requests()
         fake.control.fault("/dataStatus$", status=429, retry_after=1, times=1)
-        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)
         [report] = asyncio.run(reconcile(settings, engine, None, [company["id"]]))
         log = fake.control.requests()
     assert report.error is None and (report.operations, report.folded) == (12, 13)  # 12 syncs + the connection
@@ -118,11 +118,11 @@ def test_the_periodic_job_is_registered_and_off_unless_reconcile_every_is_set(
     assert RECONCILE_JOB in periodic_jobs()
 
     class Runtime:
-        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None)
 
     assert RECONCILE_JOB.interval(Runtime()) == 0  # type: ignore[arg-type]
     monkeypatch.setenv("SYNCTRACK_RECONCILE_EVERY", "5m")
-    Runtime.settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    Runtime.settings = Settings(_env_file=None)
     assert RECONCILE_JOB.interval(Runtime()) == 300  # type: ignore[arg-type]
 
 
@@ -137,7 +137,7 @@ def test_the_periodic_run_covers_every_company_the_ledger_knows(sqlite_url: str)
         history = f"{fake.url}/companies/{company['id']}/data/history"
         headers = {"Authorization": f"Basic {KEY}"}
         wait_for(lambda: all(o["status"] == "Complete" for o in httpx.get(history, headers=headers).json()["results"]))
-        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)
         runtime = WorkerRuntime(settings, engine, None)
         first, second = run_periodic(runtime), run_periodic(runtime)
     assert first.startswith("companies=1 failed=0") and not first.endswith("changes=0")

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from schemas.events import ANY_DATA_TYPE, BodySummary, InvalidEnvelope, envelope_summary, parse_event, summarise_body
+from schemas.events import (
+    ANY_DATA_TYPE,
+    BodySummary,
+    Event,
+    InvalidEnvelope,
+    envelope_summary,
+    parse_event,
+    summarise_body,
+)
 from tests.support.builders import fixture
 
 RECEIVED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def parse(body: dict, message_id: str = "msg_1"):  # type: ignore[no-untyped-def]
+def parse(body: dict[str, Any], message_id: str = "msg_1") -> Event:
     return parse_event(json.dumps(body), message_id, RECEIVED)
 
 
