@@ -25,7 +25,7 @@ def _split_commas(value: object) -> object:
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 RECONCILE_EVERY_WITH_A_KEY_SECONDS = 6 * 3600.0
-"""`SYNCTRACK_RECONCILE_EVERY` when unset and a Codat API key is: lost webhooks are repaired within hours."""
+"""`SYNCTRACK_RECONCILE_EVERY` when it is unset and a Codat API key is set: lost webhooks are repaired within hours."""
 
 
 def parse_duration(value: object) -> object:
