@@ -45,14 +45,17 @@ def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, PRUNE_JOB]
 
 
-def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner[WorkerRuntime]:
-    """Start this process's background threads — the periodic jobs and the outbound dispatcher — and register
-    their stop with the runtime (`runtime.close()`). Returns the periodic runner."""
-    runner = PeriodicRunner(runtime, sync_redis(runtime.settings), periodic_jobs())
-    runner.start()
-    runtime.on_close(runner.stop)
+def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:
+    """Start this process's background threads — one per periodic job, so a long run delays no other job, and
+    the outbound dispatcher — and register their stop with the runtime (`runtime.close()`). Returns the periodic
+    runners."""
+    redis = sync_redis(runtime.settings)
+    runners = [PeriodicRunner(runtime, redis, [job]) for job in periodic_jobs()]
+    for runner in runners:
+        runner.start()
+        runtime.on_close(runner.stop)
     # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.
     dispatcher = start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
     if dispatcher is not None:
         runtime.on_close(dispatcher.stop)
-    return runner
+    return runners

@@ -66,7 +66,7 @@ def api_settings(folder: Path, codat_url: str) -> Settings:
         codat_api_key=KEY,
         codat_max_retries=0,
         failure_limit_per_minute=0,  # the fuzzer fails authentication on purpose, and often
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
 

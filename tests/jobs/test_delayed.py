@@ -42,7 +42,7 @@ def fake() -> Iterator[FakeCodatServer]:
 def runtime(database_url: str, fake: FakeCodatServer) -> Iterator[WorkerRuntime]:
     upgrade(database_url)
     engine = make_engine(database_url)
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         database_url=database_url,
         sync_stale_after_seconds=STALE_AFTER.total_seconds(),
         sync_stale_check_seconds=60,

@@ -29,7 +29,7 @@ HOUR = 3600
 def runtime(database_url: str) -> Iterator[WorkerRuntime]:
     upgrade(database_url)
     engine = make_engine(database_url)
-    settings = Settings(database_url=database_url, sync_stale_after_seconds=6 * HOUR, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=database_url, sync_stale_after_seconds=6 * HOUR, _env_file=None)
     feed = ChangeFeed(fakeredis.FakeRedis(), "t", 1000)
     yield WorkerRuntime(settings, engine, feed)
     engine.dispose()
@@ -109,11 +109,11 @@ def test_marking_twice_announces_once(runtime: WorkerRuntime) -> None:
 
 def test_the_stale_limit_is_read_from_sync_stale_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCTRACK_SYNC_STALE_AFTER", "90m")
-    assert Settings(_env_file=None).sync_stale_after_seconds == 90 * 60  # type: ignore[call-arg]
+    assert Settings(_env_file=None).sync_stale_after_seconds == 90 * 60
     monkeypatch.setenv("SYNCTRACK_SYNC_STALE_AFTER", "120")
-    assert Settings(_env_file=None).sync_stale_after_seconds == 120  # type: ignore[call-arg]
+    assert Settings(_env_file=None).sync_stale_after_seconds == 120
     monkeypatch.delenv("SYNCTRACK_SYNC_STALE_AFTER")
-    assert Settings(_env_file=None).sync_stale_after_seconds == 6 * HOUR  # type: ignore[call-arg]
+    assert Settings(_env_file=None).sync_stale_after_seconds == 6 * HOUR
 
 
 def test_the_job_runs_in_every_worker_and_is_off_when_either_setting_is_zero(runtime: WorkerRuntime) -> None:

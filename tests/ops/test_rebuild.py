@@ -18,7 +18,7 @@ from workers.runtime.db import make_engine, upgrade
 
 def live_settings(database_url: str) -> Settings:
     upgrade(database_url)
-    return Settings(database_url=database_url, _env_file=None)  # type: ignore[call-arg]
+    return Settings(database_url=database_url, _env_file=None)
 
 
 @pytest.fixture

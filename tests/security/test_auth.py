@@ -73,7 +73,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake: FakeCodatServer) ->
         codat_api_key=KEY,
         codat_max_retries=0,
         failure_limit_per_minute=0,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
 
@@ -219,7 +219,7 @@ def test_a_foreign_connection_filter_lists_nothing_as_an_unknown_one_does(client
 
 
 def app_routes() -> list[tuple[str, str]]:
-    app = create_app(Settings(database_url="sqlite://", _env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings(database_url="sqlite://", _env_file=None))
     return app_operations(app.routes)
 
 

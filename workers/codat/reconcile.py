@@ -348,7 +348,7 @@ def publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
 
 
 def reconcile_interval(runtime: WorkerRuntime) -> float:
-    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (0 = off, the default)."""
+    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off)."""
     return runtime.settings.reconcile_every_seconds
 
 
@@ -360,4 +360,6 @@ def run_periodic(runtime: WorkerRuntime) -> str:
     return f"companies={len(reports)} failed={failed} changes={changes}"
 
 
-RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic)
+RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic, at_start=True)
+"""Also run shortly after the workers start: what was lost while webhooks were refused (a secret being fixed, an
+outage) is repaired when the fixed deployment comes up, not a period later."""
