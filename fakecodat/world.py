@@ -109,14 +109,19 @@ class World:
         return body
 
     def open_link(self, company_id: str, connection_id: str, otp: str | None) -> dict[str, Any]:
-        """The customer opened the connection's Link URL and linked it again (the fake skips the sign-in).
-        Raises `CodatProblem` (410) for a one-time link that was used, has expired or was never issued."""
+        """The customer opened the connection's Link URL and linked it again (the fake skips the sign-in),
+        and Codat reads its data. Raises `CodatProblem` (410) for a one-time link that was used, has
+        expired or was never issued."""
         conn = self.connection(company_id, connection_id)
         if self.config.one_time_links:
             refused = self.links.spend(company_id, connection_id, otp, now())
             if refused is not None:
                 raise CodatProblem(410, refused)
-        return self.set_status(company_id, connection_id, "Linked") if conn["status"] != "Linked" else public(conn)
+        previous = conn["status"]
+        shown = self.set_status(company_id, connection_id, "Linked")
+        ops = [self._new_operation(conn, data_type) for data_type in platform(conn["_platform"]).data_types]
+        self._start(ops, conn, initial=previous == "PendingAuth")
+        return shown
 
     # Seeding -------------------------------------------------------------------------------------
 

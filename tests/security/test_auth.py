@@ -185,10 +185,8 @@ def test_a_company_token_with_the_routes_right_reaches_its_own_company(
     assert rule is not None and rule.right is not None
     own = company_in_both(fake, settings)  # a fresh one: unlink and delete change it
     if rule.right == "reconnect":  # only a connection its customer must re-link can be reconnected
-        ids = {"company_id": own.company, "connection_id": own.connection}
-        deliver(
-            settings, {**connection_event("connection.disconnected", **ids), "generatedDate": iso(datetime.now(UTC))}
-        )
+        gone = connection_event("connection.disconnected", company_id=own.company, connection_id=own.connection)
+        deliver(settings, {**gone, "generatedDate": iso(datetime.now(UTC))})
     method, url = COMPANY_ROUTES[route](own, own)
     response = client.request(method, url, headers=bearer(company_token(own.company, [rule.right])))
     assert response.status_code in (200, 202), response.text
