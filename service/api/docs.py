@@ -178,8 +178,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Delete a connection at Codat (irreversible)", ActionOut, 202, errors=CODAT
     ),
     ("POST", "/v1/connections/{connection_id}/reconnect"): Operation(
-        "Ask Codat for the connection's link URL now, for its customer to re-link it (409 not_reconnectable when "
-        "it is Linked with no data type's latest sync ended AuthError); the URL is single-use and never stored",
+        "Ask Codat for a fresh link URL for the customer to re-link the connection (single-use, never stored)",
         ReconnectOut,
         errors=CODAT,
     ),

@@ -199,6 +199,7 @@ FAILURES = [
     ({"delay_seconds": 2.0}, 503, "codat_unavailable", None),
     ({"status": 429, "retry_after": 120}, 503, "codat_unavailable", 429),
     ({"status": 401}, 502, "codat_auth_failed", 401),
+    ({"status": 200, "message": "no connection here"}, 502, "codat_error", 200),  # an answer without a linkUrl
 ]
 
 
