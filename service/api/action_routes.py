@@ -197,19 +197,19 @@ async def _ask_about_connection(
     request: Request,
     action: str,
     ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
-    refusal: Callable[[Connection], str | None] | None = None,
+    refusal: Callable[[Connection], ApiError | None] | None = None,
 ) -> tuple[Connection, datetime, T]:
     """Ask Codat about the path's connection (404 if unknown or deleted): (connection, when asked, answer).
 
-    `refusal` says why the action makes no sense for the connection (409 `not_reconnectable`, without
-    asking Codat). A refusal, Synctrack's or Codat's, is audited and raised.
+    `refusal` (blocking) gives the error to answer, without asking Codat, when the action makes no sense
+    for the connection. A refusal, Synctrack's or Codat's, is audited and raised.
     """
     connection = await _known_connection(request)
     at = _now()
     target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
     try:
-        if refusal is not None and (why := await run_in_threadpool(refusal, connection)) is not None:
-            raise ApiError(409, ErrorCode.NOT_RECONNECTABLE, why)
+        if refusal is not None and (refused := await run_in_threadpool(refusal, connection)) is not None:
+            raise refused
         answer = await ask_codat(_codat(request), connection)
     except ApiError as exc:
         raise await _failed(request, exc, **target) from None
@@ -277,8 +277,9 @@ async def reconnect_connection(request: Request) -> JSONResponse:
             raise CodatError(502, ErrorCode.CODAT_ERROR, "Codat's connection carries no linkUrl", status)
         return status, facts.link_url, facts.status
 
-    def refusal(connection: Connection) -> str | None:
-        return reconnect_refusal(request.app.state.engine, connection)
+    def refusal(connection: Connection) -> ApiError | None:
+        why = reconnect_refusal(request.app.state.engine, connection)
+        return ApiError(409, ErrorCode.NOT_RECONNECTABLE, why) if why else None
 
     connection, at, (status, link_url, codat_connection_status) = await _ask_about_connection(
         request, "reconnect", ask, refusal
