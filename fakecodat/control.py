@@ -50,7 +50,7 @@ class FakeCodatControl:
 
     def configure(self, **settings: Any) -> dict[str, Any]:
         """`sync_seconds`, `failure_rate`, `failure_status`, `api_key`, `traffic_every_seconds`, `quota`,
-        `quota_window_seconds`, `receiver_url`, `secret`."""
+        `quota_window_seconds`, `one_time_links`, `link_ttl_seconds`, `link_base_url`, `receiver_url`, `secret`."""
         result: dict[str, Any] = self._call("POST", "/config", settings)
         return result
 
@@ -91,6 +91,12 @@ class FakeCodatControl:
 
     def delete_connection(self, connection_id: str, notify: bool = True) -> None:
         self._call("POST", f"/connections/{connection_id}", {"delete": True, "notify": notify})
+
+    def links(self) -> list[dict[str, Any]]:
+        """The one-time links issued, oldest first: `url`, `otp`, `connection_id`, `issued_at`, `expires_at`,
+        `used_at`."""
+        issued: list[dict[str, Any]] = self._call("GET", "/links")["links"]
+        return issued
 
     def requests(self) -> list[dict[str, Any]]:
         log: list[dict[str, Any]] = self._call("GET", "/requests")["requests"]

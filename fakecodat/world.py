@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fakecodat.catalog import COMPANY_NAMES, Platform, connection_info, default_connections, new_id, platform
+from fakecodat.links import Links, start_url
 from fakecodat.webhooks import Deliverer, iso
 
 IN_PROGRESS = (
@@ -60,6 +61,12 @@ class Config:
     """When > 0, Codat's request quota per `quota_window_seconds`: every answer carries `X-Rate-Limit-*`,
     and a request beyond the quota is answered 429 with `Retry-After` until the window resets."""
     quota_window_seconds: float = 60.0
+    one_time_links: bool = False
+    """Codat's one-time Link URLs: each time a connection is shown, its `linkUrl` carries a fresh `?otp=…`
+    that works once and expires after `link_ttl_seconds` (`fakecodat.links`)."""
+    link_ttl_seconds: float = 86_400.0
+    link_base_url: str = "https://link-api.codat.io"
+    """Where Link URLs point; the fake's own URL makes them open its link page (`GET …/start`)."""
 
 
 @dataclass
@@ -72,6 +79,7 @@ class World:
     by_company: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Each company's pull operations (the history of thousands of companies is read per company)."""
     rng: random.Random = field(default_factory=random.Random)
+    links: Links = field(default_factory=Links)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _holds_changed: asyncio.Event | None = None
     """Set (and replaced) whenever a connection is held or released, to wake the operations waiting on it."""
@@ -104,8 +112,31 @@ class World:
 
     def listed(self, company_id: str) -> dict[str, Any]:
         company = public(self.company(company_id))
-        company["dataConnections"] = [public(c) for c in self.company_connections(company_id)]
+        company["dataConnections"] = [self.shown(c) for c in self.company_connections(company_id)]
         return company
+
+    def shown(self, conn: dict[str, Any]) -> dict[str, Any]:
+        """The connection as Codat's API and webhooks show it: with one-time links, a fresh `linkUrl`."""
+        body = public(conn)
+        if self.config.one_time_links:
+            ttl = self.config.link_ttl_seconds
+            body["linkUrl"] = self.links.issue(self.config.link_base_url, conn["_company"], conn["id"], now(), ttl)
+        return body
+
+    def open_link(self, company_id: str, connection_id: str, otp: str | None) -> dict[str, Any]:
+        """The customer opened the connection's Link URL and linked it again (the fake skips the sign-in),
+        and Codat reads its data. Raises `CodatProblem` (410) for a one-time link that was used, has
+        expired or was never issued."""
+        conn = self.connection(company_id, connection_id)
+        if self.config.one_time_links:
+            refused = self.links.spend(company_id, connection_id, otp, now())
+            if refused is not None:
+                raise CodatProblem(410, refused)
+        previous = conn["status"]
+        shown = self.set_status(company_id, connection_id, "Linked")
+        ops = [self._new_operation(conn, data_type) for data_type in platform(conn["_platform"]).data_types]
+        self._start(ops, conn, initial=previous == "PendingAuth")
+        return shown
 
     # Seeding -------------------------------------------------------------------------------------
 
@@ -167,7 +198,7 @@ class World:
             "sourceId": new_id(),
             "sourceType": p.source_type,
             "platformName": p.name,
-            "linkUrl": f"https://link-api.codat.io/companies/{company['id']}/connections/{conn_id}/start",
+            "linkUrl": start_url(self.config.link_base_url, company["id"], conn_id),
             "status": status,
             "lastSync": None,
             "created": iso(now()),
@@ -254,7 +285,7 @@ class World:
                 self._emit_connection(
                     "connection.reconnected" if previous != "PendingAuth" else "connection.connected", conn
                 )
-        return public(conn)
+        return self.shown(conn)
 
     def hold(self, company_id: str, connection_id: str, status: str | None) -> dict[str, Any]:
         """Hold the connection's pull operations at `status` (one of Codat's in-progress statuses) until
@@ -368,7 +399,7 @@ class World:
 
     def _emit_connection(self, event_type: str, conn: dict[str, Any], status: str | None = None) -> None:
         company = self.companies.get(conn["_company"], {"id": conn["_company"], "name": None})
-        body = public(conn) | ({"status": status} if status else {})
+        body = self.shown(conn) | ({"status": status} if status else {})
         self.deliverer.emit(event_type, {"referenceCompany": reference(company), "connection": body}, now())
 
     # Demo traffic ----------------------------------------------------------------------------------

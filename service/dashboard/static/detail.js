@@ -26,9 +26,12 @@ const RELOAD_DELAY_MS = 150;
 const enc = encodeURIComponent;
 
 export class DetailView {
-  /** `onClose()`: the person asked to go back to the list. */
-  constructor({ el, api, store, messages, actions, companyId, backHref, onClose }) {
-    Object.assign(this, { el, api, store, messages, actions, companyId, backHref, onClose });
+  /**
+   * `onClose()`: the person asked to go back to the list. `can(right)`: whether the page's token has the
+   * right (the API decides in the end); what it may not do is left out.
+   */
+  constructor({ el, api, store, messages, actions, can, companyId, backHref, onClose }) {
+    Object.assign(this, { el, api, store, messages, actions, can, companyId, backHref, onClose });
     this.connectionId = null;
     this.detail = null;
     this.syncs = [];
@@ -180,9 +183,22 @@ export class DetailView {
   }
 
   notices(d, name) {
-    const link = safeUrl(d.link_url);
-    const linkButton = (label) =>
-      link ? h("a", { class: "button", href: link, target: "_blank", rel: "noopener noreferrer" }, label) : null;
+    // Codat's link for re-linking is asked for at the click (see actions.reconnect), never the stored one.
+    const relink = (label, focusKey, options = {}) => {
+      if (!this.can("reconnect")) return null;
+      const pending = this.actions.isPending(`reconnect:${d.id}`);
+      return h(
+        "button",
+        {
+          type: "button",
+          class: "button primary",
+          disabled: pending,
+          dataset: { focusKey },
+          onclick: () => this.actions.reconnect(d, name, options),
+        },
+        pending ? "Asking Codat for a link…" : label,
+      );
+    };
     const authError = d.last_sync_status === "AuthError" || d.data_types.some((t) => t.status === "AuthError");
     const out = [];
     if (d.deleted_at) {
@@ -192,26 +208,17 @@ export class DetailView {
         notice(
           "warning",
           `Codat can no longer read from ${name}: the customer must sign in to ${name} again to re-authorise it.`,
-          linkButton(`Re-link ${name}`),
+          relink(`Re-link ${name}`, "relink"),
         ),
       );
     } else if (d.status === "Unlinked" || d.status === "Deauthorized") {
       const why = d.status === "Deauthorized" ? `Access to ${name} was withdrawn.` : "This connection is disconnected.";
-      const reconnect = link
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "button primary",
-              dataset: { focusKey: "reconnect" },
-              onclick: () => this.actions.reconnect(link, name),
-            },
-            "Reconnect",
-          )
-        : null;
+      const reconnect = relink("Reconnect", "reconnect", { confirm: true });
       out.push(notice("info", `${why} Data already synced is kept.`, reconnect));
     } else if (d.status === "PendingAuth") {
-      out.push(notice("info", "The customer has not finished linking this connection yet.", linkButton("Continue linking")));
+      out.push(
+        notice("info", "The customer has not finished linking this connection yet.", relink("Continue linking", "relink")),
+      );
     }
     const current = d.active_errors ?? [];
     if (!d.deleted_at && current.length) {
@@ -451,15 +458,4 @@ function plain(value) {
     return text.length > 200 ? `${text.slice(0, 199)}…` : text;
   }
   return String(value);
-}
-
-/** Only http(s) links are followed: a link URL comes from outside and must not run script. */
-function safeUrl(raw) {
-  if (!raw) return null;
-  try {
-    const url = new URL(raw);
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
-  } catch {
-    return null;
-  }
 }
