@@ -27,7 +27,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import ssl
 import statistics
 import sys
 import time
@@ -52,9 +51,8 @@ from tests.support.services import REDIS_URL, free_port  # noqa: E402
 from workers.ledger.changes import stream_key  # noqa: E402
 from workers.ledger.tables import Subscription  # noqa: E402
 from workers.outbound.dispatch import event_body  # noqa: E402
-from workers.outbound.http1 import Origin  # noqa: E402
 from workers.outbound.signing import new_secret, webhook_headers  # noqa: E402
-from workers.outbound.transport import Pool  # noqa: E402
+from workers.outbound.transport import Destinations  # noqa: E402
 from workers.runtime.db import make_engine, upgrade  # noqa: E402
 
 
@@ -149,25 +147,23 @@ def split(cores: dict[str, float], rate: float) -> str:
 def baseline(base: str, secrets: dict[str, str], total: int, threads: int) -> float:
     """Signed POSTs straight to the receiver, `threads` at a time: deliveries/s.
 
-    Sent with the workers' own HTTP client (`workers/outbound/transport.py`'s `Pool`, kept-alive connections),
+    Sent with the workers' own HTTP client (`workers/outbound/transport.py`, kept-alive connections),
     so the baseline is what this receiver and this client concurrency allow, and the pipeline's share of it is
     what dispatch, claims, signing and the delivery log cost on top."""
     paths = list(secrets)
-    url = httpx.URL(base)
-    pool = Pool(Origin("http", url.host, url.port or 80, ("127.0.0.1",)), ssl.create_default_context())
+    destinations = Destinations(allow_http=True, allow_private=True)
 
     def post(i: int) -> int:
         path = paths[i % len(paths)]
         body = event_body(f"{i}-0", "sync.completed", datetime.now(UTC), json.loads(change_fields(i)["data"]))
         headers = webhook_headers(f"msg_base_{i}", datetime.now(UTC), body, [secrets[path]])
-        lines = b"".join(f"{name.lower()}: {value}\r\n".encode() for name, value in headers.items())
-        return pool.post(path.encode(), lines, body.encode(), 15, 65_536)
+        return destinations.post(f"{base}{path}", headers.items(), body.encode(), 15, 65_536)
 
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as executor:
         statuses = list(executor.map(post, range(total)))
     elapsed = time.monotonic() - started
-    pool.close()
+    destinations.close()
     assert set(statuses) == {204}, set(statuses)
     return total / elapsed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer
 
 from schemas.statuses import Freshness
 
@@ -47,6 +47,18 @@ class CompanyOut(BaseModel):
     """Codat's company tags (`{"region": "uk"}`), when known."""
 
 
+class LinkFailureOut(BaseModel):
+    """Why the latest link attempt failed (`connection.failed`), from its first active error entry."""
+
+    at: UtcTime
+    """The `generatedDate` of that `connection.failed`."""
+    status_code: str | None
+    """Codat's `statusCode`, as text (`"403"`)."""
+    status_text: str | None
+    message: str | None
+    """Codat's `errorMessage`."""
+
+
 class ConnectionOut(BaseModel):
     id: str
     company_id: str
@@ -67,6 +79,18 @@ class ConnectionOut(BaseModel):
     link_url: str | None
     metadata: dict[str, Any]
     errors: list[dict[str, Any]]
+    active_errors: list[dict[str, Any]] = Field(
+        description="The entries of `errors` that are current: Codat's `status` Active, or null without "
+        "`resolvedOnUtc`."
+    )
+    initial_read_completed_at: UtcTime | None = Field(
+        description="When the connection's first read of all its data types finished (the earliest "
+        "`read.completed.initial`); null until then."
+    )
+    last_link_failure: LinkFailureOut | None = Field(
+        description="Why the latest link attempt failed (the `connection.failed` with the latest `generatedDate`); "
+        "null if none was received. Kept after a later successful link."
+    )
     freshness: Freshness
     """`fresh`, `overdue`, `pending`, `never` or `paused`: the worst of its data types."""
     expected_by: UtcTime | None
@@ -102,6 +126,14 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
+    delayed: bool = Field(
+        False,
+        description="Still active because Codat, asked once the sync waited SYNCTRACK_SYNC_STALE_AFTER, "
+        "says it is still running it.",
+    )
+    codat_status: str | None = Field(
+        None, description="What Codat said of a delayed sync (Queued, Fetching, ...); null otherwise."
+    )
 
 
 class EventOut(BaseModel):

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from schemas import normalise
-from schemas.events import ConnectionFacts, InvalidEnvelope, SyncFact, parse_time
-from schemas.statuses import is_connection_status
+from schemas.events import ConnectionFacts, Event, InvalidEnvelope, SyncFact, parse_time
+from schemas.statuses import is_connection_status, phase_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,23 @@ class PullOperation:
             issues=({"type": self.status, "message": self.error_message},) if self.error_message else None,
         )
 
+    @property
+    def finished(self) -> bool:
+        return phase_of(self.status) != "active"
+
+    def reconcile_event(self) -> Event:
+        """The operation as an event of source `reconcile`, stamped with its completion time once finished
+        (its request time before): how reconciliation and the stale check fold what Codat says."""
+        at = (self.completed or self.requested) if self.finished else self.requested
+        return Event(
+            f"reconcile:{self.id}:{self.status}",
+            "reconcile.pull_operation",
+            at,
+            self.company_id,
+            syncs=(self.sync_fact(),),
+            source="reconcile",
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class DataTypeStatus:
@@ -49,6 +66,36 @@ class DataTypeStatus:
     current_status: str | None
     latest_sync_id: str | None
     latest_successful_sync_id: str | None
+    last_successful_sync: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSync:
+    """An active sync the stale check asks Codat about (`workers.jobs.stale`)."""
+
+    id: str
+    company_id: str
+    connection_id: str
+    data_type: str
+    """One data type, or ``*`` for a read of every data type of the connection."""
+    requested_at: datetime
+    dataset_id: str | None
+    """The pull operation's id, when the sync is keyed by it (`dataset_id`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodatAnswer:
+    """What Codat says of an open sync: still `running` (the status it reports), a `result` generated at or
+    after the request, or — neither — nothing newer than the request."""
+
+    running: str | None = None
+    result: PullOperation | None = None
+
+
+def dataset_id(sync_key: str) -> str | None:
+    """The dataset id a sync is keyed by, if any: the keys Synctrack makes up itself join their parts with
+    ``:`` (message or action, connection, data type); any other key is a pull operation's `id`."""
+    return None if ":" in sync_key else sync_key
 
 
 def _optional_time(value: object) -> datetime | None:
@@ -110,6 +157,7 @@ def data_status(raw: object) -> list[DataTypeStatus]:
                 current_status=value.get("currentStatus"),
                 latest_sync_id=value.get("latestSyncId"),
                 latest_successful_sync_id=value.get("latestSuccessfulSyncId"),
+                last_successful_sync=_optional_time(value.get("lastSuccessfulSync")),
             )
         )
     return out

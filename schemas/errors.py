@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     CODAT_UNAVAILABLE = "codat_unavailable"
     CODAT_ERROR = "codat_error"
     CONFLICT = "conflict"
+    NOT_RECONNECTABLE = "not_reconnectable"
     INVALID_URL = "invalid_url"
     SUBSCRIPTION_DISABLED = "subscription_disabled"
 

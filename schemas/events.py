@@ -59,6 +59,20 @@ class UnstorableText(InvalidEnvelope):
     `schemas.storable`): the event is kept with that text escaped and never folded."""
 
 
+LINK_FAILED = "connection.failed"
+INITIAL_READ = "read.completed.initial"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailure:
+    """Why a link attempt failed (`connection.failed`): its first active `dataConnectionErrors` entry, else its
+    first entry; every field None when Codat gave no entry."""
+
+    status_code: str | None = None
+    status_text: str | None = None
+    message: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionFacts:
     """What an event says about one connection; `None` means "not said"."""
@@ -73,6 +87,8 @@ class ConnectionFacts:
     errors: tuple[dict[str, Any], ...] | None = None
     metadata: dict[str, Any] | None = None
     deleted: bool = False
+    link_failure: LinkFailure | None = None
+    """Set by `connection.failed` only: a link attempt of this connection failed at the event's time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,8 @@ class Event:
     """With `company_name`, the company object as Codat sent it: the three win or lose together."""
     company_deleted: bool = False
     """`company.deleted`: the company and every connection of it are deleted as of `generated_at`."""
+    initial_read: bool = False
+    """`read.completed.initial`: each connection its `syncs` name finished its first read at `generated_at`."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,12 +242,25 @@ def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: dateti
     return _parse_legacy(body, message_id, received_at)
 
 
+def _link_failure(errors: tuple[dict[str, Any], ...] | None) -> LinkFailure:
+    entries = errors or ()
+    entry = next((e for e in entries if normalise.is_active_error(e)), entries[0] if entries else None)
+    if entry is None:
+        return LinkFailure()
+    return LinkFailure(
+        status_code=normalise.status_code(entry.get("statusCode")),
+        status_text=normalise.text(entry.get("statusText")),
+        message=normalise.text(entry.get("errorMessage")),
+    )
+
+
 def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
         raise InvalidEnvelope(f"{event_type} needs payload.connection with a string id")
     status = raw.get("status")
     if not is_connection_status(status):
         status = CONNECTION_EVENT_STATUS.get(event_type)
+    errors = normalise.connection_errors(raw.get("dataConnectionErrors"))
     return ConnectionFacts(
         id=raw["id"],
         status=status,
@@ -238,9 +269,10 @@ def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
         source_type=normalise.text(raw.get("sourceType")),
         link_url=normalise.text(raw.get("linkUrl")),
         created_at=_optional_time(raw.get("created")),
-        errors=normalise.connection_errors(raw.get("dataConnectionErrors")),
+        errors=errors,
         metadata=normalise.mapping(raw.get("connectionInfo")),
         deleted=event_type == "connection.deleted",
+        link_failure=_link_failure(errors) if event_type == LINK_FAILED else None,
     )
 
 
@@ -278,7 +310,7 @@ def _parse_current(body: dict[str, Any], message_id: str) -> Event:
                 ),
             )
         return Event(connections=(facts,), syncs=syncs, **common)  # type: ignore[arg-type]
-    if event_type in ("read.completed", "read.completed.initial"):
+    if event_type in ("read.completed", INITIAL_READ):
         items = payload.get("dataTypes")
         if not isinstance(items, list):
             raise InvalidEnvelope(f"{event_type} needs payload.dataTypes as a list")
@@ -298,7 +330,7 @@ def _parse_current(body: dict[str, Any], message_id: str) -> Event:
                     issues=normalise.issues(item.get("issues")),
                 )
             )
-        return Event(syncs=tuple(results), **common)  # type: ignore[arg-type]
+        return Event(syncs=tuple(results), initial_read=event_type == INITIAL_READ, **common)  # type: ignore[arg-type]
     if event_type in ("company.created", "company.deleted"):
         if not common["company_id"]:
             raise InvalidEnvelope(f"{event_type} needs the company (payload.id) with a string id")

@@ -8,7 +8,8 @@ the one shape the ledger stores, never raised on. The rules:
 * `issues[]` of a read result: objects kept as they are, a string becomes ``{"message": …}``, anything
   else ``{"message": <its JSON>}``; a lone object or string counts as a list of one; null stays null;
 * `dataConnectionErrors[]`: objects kept (with `statusCode` as Codat sends it, a string), a string
-  becomes ``{"errorMessage": …}``; null stays null;
+  becomes ``{"errorMessage": …}``; null stays null; an entry is current (`is_active_error`) while Codat
+  marks it `Active`, or marks it nothing and gives no `resolvedOnUtc`;
 * `connectionInfo` and company `tags`: an object, else None;
 * `recordsModified`: true only for ``true`` (or the string ``"true"``).
 """
@@ -60,6 +61,24 @@ def connection_errors(value: object) -> tuple[dict[str, Any], ...] | None:
     """`dataConnectionErrors[]` as objects (`{statusCode, statusText, errorMessage, erroredOnUtc, status,
     resolvedOnUtc}`)."""
     return _objects(value, "errorMessage")
+
+
+def is_active_error(entry: dict[str, Any]) -> bool:
+    """Whether a `dataConnectionErrors[]` entry is a current problem: `status` Active, or no status and no
+    `resolvedOnUtc` (an entry Codat has resolved is history)."""
+    status = entry.get("status")
+    if status is None:
+        return not entry.get("resolvedOnUtc")
+    return isinstance(status, str) and status.lower() == "active"
+
+
+def status_code(value: object) -> str | None:
+    """Codat's `statusCode` as text (`"403"`): a string as sent, a whole number written out, else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def stored_summary(body: object) -> tuple[str | None, str | None]:

@@ -6,9 +6,9 @@ Nothing else in the code reads the environment: the object is built once by a co
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -23,6 +23,9 @@ def _split_commas(value: object) -> object:
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+RECONCILE_EVERY_WITH_A_KEY_SECONDS = 6 * 3600.0
+"""`SYNCTRACK_RECONCILE_EVERY` when it is unset and a Codat API key is set: lost webhooks are repaired within hours."""
 
 
 def parse_duration(value: object) -> object:
@@ -122,7 +125,8 @@ class Settings(BaseSettings):
     reconcile_every_seconds: float = Field(
         0, validation_alias=AliasChoices("SYNCTRACK_RECONCILE_EVERY", "SYNCTRACK_RECONCILE_EVERY_SECONDS")
     )
-    """`SYNCTRACK_RECONCILE_EVERY`: seconds (or `90s`, `5m`, `1h`) between reconciliation runs; 0 = off."""
+    """`SYNCTRACK_RECONCILE_EVERY`: seconds (or `90s`, `5m`, `1h`) between reconciliation runs; 0 = off. Unset, it is
+    6 hours when `codat_api_key` is set and off without one."""
     reconcile_lookback_hours: float = 72.0
     """How far back reconciliation reads Codat's pull-operation history."""
     reconcile_discover: bool = False
@@ -200,6 +204,12 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _reconcile_when_a_key_is_set(self) -> Self:
+        if self.codat_api_key and "reconcile_every_seconds" not in self.model_fields_set:
+            self.reconcile_every_seconds = RECONCILE_EVERY_WITH_A_KEY_SECONDS
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,19 +8,20 @@ Phase = Literal["active", "succeeded", "unsupported", "failed", "stale"]
 
 CONNECTION_STATUSES = ("PendingAuth", "Linked", "Unlinked", "Deauthorized")
 
-ACTIVE_STATUSES = frozenset(
-    {
-        "Initial",
-        "Queued",
-        "Fetching",
-        "MapQueued",
-        "Mapping",
-        "ProcessingQueued",
-        "Processing",
-        "ValidationQueued",
-        "Validating",
-    }
+IN_PROGRESS_STATUSES = (
+    "Initial",
+    "Queued",
+    "Fetching",
+    "MapQueued",
+    "Mapping",
+    "ProcessingQueued",
+    "Processing",
+    "ValidationQueued",
+    "Validating",
 )
+"""Codat's statuses of a pull operation still running, in the order it goes through them."""
+
+ACTIVE_STATUSES = frozenset(IN_PROGRESS_STATUSES)
 
 ERROR_STATUSES = frozenset(
     {

@@ -20,9 +20,12 @@ STREAM_EVENT_TYPES = (
     "sync.completed",
     "sync.failed",
     "connection.freshness_changed",
+    "connection.initial_read_completed",
+    "sync.delayed",
 )
-"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``) and for a
-connection's freshness (``workers.ledger.announce``, ``workers.jobs.freshness_check``)."""
+"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``), for a
+connection's freshness (``workers.ledger.announce``, ``workers.jobs.freshness_check``) and for a sync
+Codat is still running (``workers.jobs.stale``)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

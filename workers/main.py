@@ -7,10 +7,11 @@ from dramatiq.brokers.redis import RedisBroker
 from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
 from workers.codat.reconcile import RECONCILE_JOB
+from workers.codat.still_running import ask_codat
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
 from workers.jobs.retention import PRUNE_JOB
-from workers.jobs.stale import STALE_JOB
+from workers.jobs.stale import stale_job
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.context import WorkerRuntime
 from workers.ops.actors import declare_ops
@@ -41,17 +42,20 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
 
 def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return [SWEEP_JOB, STALE_JOB, FRESHNESS_JOB, RECONCILE_JOB, PRUNE_JOB]
+    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, PRUNE_JOB]
 
 
-def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner[WorkerRuntime]:
-    """Start this process's background threads — the periodic jobs and the outbound dispatcher — and register
-    their stop with the runtime (`runtime.close()`). Returns the periodic runner."""
-    runner = PeriodicRunner(runtime, sync_redis(runtime.settings), periodic_jobs())
-    runner.start()
-    runtime.on_close(runner.stop)
+def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:
+    """Start this process's background threads — one per periodic job, so a long run delays no other job, and
+    the outbound dispatcher — and register their stop with the runtime (`runtime.close()`). Returns the periodic
+    runners."""
+    redis = sync_redis(runtime.settings)
+    runners = [PeriodicRunner(runtime, redis, [job]) for job in periodic_jobs()]
+    for runner in runners:
+        runner.start()
+        runtime.on_close(runner.stop)
     # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.
     dispatcher = start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
     if dispatcher is not None:
         runtime.on_close(dispatcher.stop)
-    return runner
+    return runners

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.actions import ActionOut, AuditOut
+from schemas.actions import ActionOut, AuditOut, ReconnectOut
 from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, EventDetail, EventOut, Page, SyncOut
 from schemas.imports import ImportJobOut, ImportRequest
@@ -141,7 +141,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *PAGED,
             COMPANIES,
             CONNECTIONS,
-            _q("action", one_of("refresh", "unlink", "delete"), "Only these actions."),
+            _q("action", one_of("refresh", "unlink", "delete", "reconnect"), "Only these actions."),
         ),
     ),
     ("GET", "/v1/stream"): Operation(
@@ -177,6 +177,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("DELETE", "/v1/connections/{connection_id}"): Operation(
         "Delete a connection at Codat (irreversible)", ActionOut, 202, errors=CODAT
+    ),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): Operation(
+        "Ask Codat for a fresh link URL for the customer to re-link the connection (single-use, never stored)",
+        ReconnectOut,
+        errors=CODAT,
     ),
     ("POST", "/v1/tokens"): Operation(
         "Mint a company-scoped token (admin only)", TokenOut, 201, request=TokenIn, errors=(409,)

@@ -92,6 +92,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): company("refresh", "company"),
     ("POST", "/v1/connections/{connection_id}/unlink"): company("disconnect", "connection"),
     ("DELETE", "/v1/connections/{connection_id}"): company("delete", "connection"),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): company("reconnect", "connection"),
     # Admin only
     ("POST", "/v1/tokens"): ADMIN,
     ("POST", "/v1/tokens/{token_id}/revoke"): ADMIN,

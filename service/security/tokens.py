@@ -22,13 +22,15 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from schemas.errors import ConfigError, SynctrackError
 from schemas.ids import ID_SYNTAX, is_valid_id
+from schemas.tokens import Right
 
-RIGHTS = ("read", "refresh", "disconnect", "delete")
-"""What a company-scoped token may do: read, refresh data, unlink (disconnect) and delete connections."""
+RIGHTS: tuple[str, ...] = get_args(Right)
+"""What a company-scoped token may do: read, refresh data, unlink (disconnect) and delete connections, and
+ask Codat for a fresh link URL to re-link one (reconnect). `POST /v1/tokens` validates against the same list."""
 SCOPED_PREFIX = "st1."
 ADMIN_PREFIX = "sta_"
 HASH_PREFIX = "sha256:"

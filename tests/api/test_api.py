@@ -121,7 +121,10 @@ def test_sync_history_is_newest_first_and_filterable(client: TestClient, setting
         "issues",
         "source",
         "event_id",
+        "delayed",
+        "codat_status",
     }
+    assert (bills[0]["delayed"], bills[0]["codat_status"]) == (False, None)
 
 
 def test_pages_follow_the_cursor_without_gaps_or_repeats(client: TestClient, settings: Settings) -> None:

@@ -66,7 +66,7 @@ def api_settings(folder: Path, codat_url: str) -> Settings:
         codat_api_key=KEY,
         codat_max_retries=0,
         failure_limit_per_minute=0,  # the fuzzer fails authentication on purpose, and often
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
 
@@ -91,6 +91,15 @@ def test_every_body_schema_is_a_component_generated_from_the_handlers_models(tmp
     detail = document["paths"]["/v1/connections/{connection_id}"]["get"]
     assert detail["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert detail["security"] == [{"bearer": []}]
+
+
+def test_the_sync_object_documents_whether_codat_is_still_running_it(tmp_path: Path) -> None:
+    with TestClient(create_app(api_settings(tmp_path, "http://127.0.0.1:9"))) as client:
+        sync = client.get("/openapi.json").json()["components"]["schemas"]["SyncOut"]
+    delayed, codat_status = sync["properties"]["delayed"], sync["properties"]["codat_status"]
+    assert (delayed["type"], delayed["default"]) == ("boolean", False)
+    assert codat_status["default"] is None and "Queued" in codat_status["description"]
+    assert "still running" in delayed["description"]
 
 
 def _refs(node: Any) -> Iterator[str]:

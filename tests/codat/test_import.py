@@ -38,7 +38,7 @@ def import_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complet
 
 
 def settings_for(fake: FakeCodatServer, **extra: Any) -> Settings:
-    return Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None, **extra)  # type: ignore[call-arg]
+    return Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None, **extra)
 
 
 @pytest.mark.e2e

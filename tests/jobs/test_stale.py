@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from schemas.settings import Settings
 from tests.support.builders import CONNECTION, at, connection_event, iso, read_completed
 from workers.ingest.handle import handle_webhook
-from workers.jobs.stale import STALE_JOB, mark_stale_syncs
+from workers.jobs.stale import mark_stale_syncs, stale_job
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import Sync
@@ -29,7 +29,7 @@ HOUR = 3600
 def runtime(database_url: str) -> Iterator[WorkerRuntime]:
     upgrade(database_url)
     engine = make_engine(database_url)
-    settings = Settings(database_url=database_url, sync_stale_after_seconds=6 * HOUR, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=database_url, sync_stale_after_seconds=6 * HOUR, _env_file=None)
     feed = ChangeFeed(fakeredis.FakeRedis(), "t", 1000)
     yield WorkerRuntime(settings, engine, feed)
     engine.dispose()
@@ -109,19 +109,20 @@ def test_marking_twice_announces_once(runtime: WorkerRuntime) -> None:
 
 def test_the_stale_limit_is_read_from_sync_stale_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCTRACK_SYNC_STALE_AFTER", "90m")
-    assert Settings(_env_file=None).sync_stale_after_seconds == 90 * 60  # type: ignore[call-arg]
+    assert Settings(_env_file=None).sync_stale_after_seconds == 90 * 60
     monkeypatch.setenv("SYNCTRACK_SYNC_STALE_AFTER", "120")
-    assert Settings(_env_file=None).sync_stale_after_seconds == 120  # type: ignore[call-arg]
+    assert Settings(_env_file=None).sync_stale_after_seconds == 120
     monkeypatch.delenv("SYNCTRACK_SYNC_STALE_AFTER")
-    assert Settings(_env_file=None).sync_stale_after_seconds == 6 * HOUR  # type: ignore[call-arg]
+    assert Settings(_env_file=None).sync_stale_after_seconds == 6 * HOUR
 
 
 def test_the_job_runs_in_every_worker_and_is_off_when_either_setting_is_zero(runtime: WorkerRuntime) -> None:
-    assert STALE_JOB in periodic_jobs()
-    assert STALE_JOB.interval(runtime) == 60
+    job = stale_job(None)
+    assert job.name in [j.name for j in periodic_jobs()]
+    assert job.interval(runtime) == 60
     runtime.settings = runtime.settings.model_copy(update={"sync_stale_after_seconds": 0})
-    assert STALE_JOB.interval(runtime) == 0
+    assert job.interval(runtime) == 0
     runtime.settings = runtime.settings.model_copy(
         update={"sync_stale_check_seconds": 0, "sync_stale_after_seconds": 9}
     )
-    assert STALE_JOB.interval(runtime) == 0
+    assert job.interval(runtime) == 0

@@ -14,12 +14,14 @@ from tests.support.builders import (
     CONNECTION,
     at,
     company_event,
+    connection_error,
     connection_event,
     fixture,
     legacy_alert,
     read_completed,
 )
 from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.rows import OPEN_PHASES
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -229,7 +231,7 @@ def codat_events(draw: st.DrawFn) -> Event:
     conn = draw(st.sampled_from(CONNECTIONS))
     minutes = draw(st.sampled_from(MINUTES))
     kinds = ["connect", "reconnect", "disconnect", "read", "legacy_done", "legacy_error", "delete", "action"]
-    kinds += ["company_created", "company_deleted"]
+    kinds += ["company_created", "company_deleted", "initial_read", "link_failed"]
     kind = draw(st.sampled_from(kinds))
     n = draw(st.integers(0, 10_000))
     if kind in ("company_created", "company_deleted"):
@@ -254,6 +256,23 @@ def codat_events(draw: st.DrawFn) -> Event:
             syncs=(SyncFact(conn, data_type, "Queued", key, requested_at=at(minutes)),),
             source="action",
         )
+    if kind == "link_failed":
+        errors = draw(
+            st.lists(
+                st.builds(
+                    connection_error,
+                    st.sampled_from(["403", "500"]),
+                    st.sampled_from(["User cancelled linking", "Bank unavailable"]),
+                    status=st.sampled_from(["Active", "Resolved", None]),
+                    resolved_minutes=st.sampled_from([None, 3]),
+                ),
+                max_size=2,
+            )
+        )
+        body = connection_event(
+            "connection.failed", minutes=minutes, connection_id=conn, errors=errors, event_id=f"e{n}"
+        )
+        return ev(body, message_id=f"m{n}")
     if kind in ("connect", "reconnect", "disconnect", "delete"):
         event_type = {
             "connect": "connection.connected",
@@ -269,7 +288,7 @@ def codat_events(draw: st.DrawFn) -> Event:
             ),
             message_id=f"m{n}",
         )
-    if kind == "read":
+    if kind in ("read", "initial_read"):
         results = draw(
             st.lists(
                 st.tuples(st.sampled_from(TYPES), st.sampled_from(STATUSES)),
@@ -278,7 +297,10 @@ def codat_events(draw: st.DrawFn) -> Event:
                 unique_by=lambda r: r[0],
             )
         )
-        return ev(read_completed(results, minutes=minutes, connection_id=conn, event_id=f"e{n}"), message_id=f"m{n}")
+        body = read_completed(
+            results, minutes=minutes, connection_id=conn, initial=kind == "initial_read", event_id=f"e{n}"
+        )
+        return ev(body, message_id=f"m{n}")
     data_type = draw(st.sampled_from(TYPES))
     dataset = f"ds-{conn}-{data_type}-{draw(st.integers(0, 2))}"  # one pull of one type of one connection
     if kind == "legacy_done":
@@ -303,3 +325,69 @@ def test_any_permutation_with_duplicates_gives_the_same_ledger(events: list[Even
     duplicates = data.draw(st.lists(st.sampled_from(events), max_size=6))
     mixed = data.draw(st.permutations(shuffled + duplicates))
     assert fold_all(*mixed).dump() == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(codat_events(), min_size=1, max_size=14, unique_by=lambda e: e.id),
+    data=st.data(),
+)
+def test_the_first_read_is_announced_once_per_connection_in_any_order_with_duplicates(
+    events: list[Event], data: st.DataObject
+) -> None:
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=6))
+    mixed = data.draw(st.permutations(events + duplicates))
+    ledger = MemoryLedger()
+    announced = [
+        c.connection_id for e in mixed for c in ledger.apply(e) if c.kind == "connection.initial_read_completed"
+    ]
+    for conn in CONNECTIONS:
+        reads = [e.generated_at for e in events if e.initial_read and conn in e.connection_ids]
+        row = ledger.connections.get(conn)
+        assert announced.count(conn) == (1 if reads else 0)
+        assert (row.initial_read_completed_at if row else None) == (min(reads) if reads else None)
+
+
+def delay_open_syncs(ledger: MemoryLedger) -> set[str]:
+    """Write what the stale check writes of a sync Codat still runs, on every open sync; their ids."""
+    delayed = set()
+    for row in ledger.sync_rows().values():
+        if row.phase in OPEN_PHASES:
+            row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = True, "Queued", at(90), 240.0
+            delayed.add(row.id)
+    return delayed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(codat_events(), min_size=1, max_size=8, unique_by=lambda e: e.id),
+    after=st.lists(codat_events(), min_size=1, max_size=8, unique_by=lambda e: e.id),
+    data=st.data(),
+)
+def test_a_delay_is_carried_by_any_permutation_of_later_events_and_ended_by_the_result_that_closes_the_sync(
+    before: list[Event], after: list[Event], data: st.DataObject
+) -> None:
+    after = [e for e in after if e.id not in {b.id for b in before}]
+    reference = fold_all(*before)
+    delayed = delay_open_syncs(reference)
+    announced = [change for event in after for change in reference.apply(event)]
+    mixed = data.draw(st.permutations(after + data.draw(st.lists(st.sampled_from(after), max_size=4)) if after else []))
+    other = fold_all(*before)
+    delay_open_syncs(other)
+    for event in mixed:
+        other.apply(event)
+
+    assert other.dump() == reference.dump()
+    for row in reference.sync_rows().values():
+        if row.phase in OPEN_PHASES and row.id in delayed:
+            assert (row.delayed, row.codat_status, row.check_wait_seconds) == (True, "Queued", 240.0)
+        elif row.phase not in OPEN_PHASES:
+            assert (row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds) == (
+                False,
+                None,
+                None,
+                None,
+            )
+    for change in announced:
+        if change.sync is not None and change.kind in ("sync.completed", "sync.failed"):
+            assert (change.sync.delayed, change.sync.codat_status) == (False, None)

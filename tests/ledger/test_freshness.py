@@ -109,13 +109,13 @@ def test_severity_orders_overdue_never_pending_fresh() -> None:
 def test_thresholds_are_read_from_settings_as_durations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCTRACK_FRESHNESS_AFTER", "2d")
     monkeypatch.setenv("SYNCTRACK_FRESHNESS_OVERRIDES", "banking-transactions=6h, invoices=30m")
-    policy = FreshnessPolicy.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    policy = FreshnessPolicy.from_settings(Settings(_env_file=None))
     assert policy.threshold("bills") == 2 * DAY
     assert policy.threshold("banking-transactions") == timedelta(hours=6)
     assert policy.threshold("invoices") == timedelta(minutes=30)
     monkeypatch.delenv("SYNCTRACK_FRESHNESS_AFTER")
     monkeypatch.delenv("SYNCTRACK_FRESHNESS_OVERRIDES")
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     assert (defaults.freshness_after_seconds, defaults.freshness_overrides) == (86_400, {})
     assert defaults.freshness_check_seconds == 60
 
@@ -124,7 +124,7 @@ def test_thresholds_are_read_from_settings_as_durations(monkeypatch: pytest.Monk
 def test_a_malformed_override_is_refused_saying_why(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("SYNCTRACK_FRESHNESS_OVERRIDES", bad)
     with pytest.raises(ValueError, match="<data type>=<duration"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
 
 
 # --- properties -------------------------------------------------------------------------------------

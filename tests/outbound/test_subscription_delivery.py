@@ -256,7 +256,7 @@ def test_backoff_doubles_from_the_minimum_with_jitter_and_is_capped() -> None:
 
 
 def test_default_retries_span_about_a_day() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     policy = RetryPolicy.from_settings(settings)
     elapsed, attempts = 0.0, 1
     while elapsed + (delay := policy.delay(attempts, random.Random(attempts))) <= policy.window_seconds:

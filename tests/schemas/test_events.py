@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from schemas.events import ANY_DATA_TYPE, BodySummary, InvalidEnvelope, envelope_summary, parse_event, summarise_body
-from tests.support.builders import fixture
+from schemas.events import (
+    ANY_DATA_TYPE,
+    BodySummary,
+    Event,
+    InvalidEnvelope,
+    LinkFailure,
+    envelope_summary,
+    parse_event,
+    summarise_body,
+)
+from schemas.normalise import is_active_error
+from tests.support.builders import connection_error, connection_event, fixture, read_completed
 
 RECEIVED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def parse(body: dict, message_id: str = "msg_1"):  # type: ignore[no-untyped-def]
+def parse(body: dict[str, Any], message_id: str = "msg_1") -> Event:
     return parse_event(json.dumps(body), message_id, RECEIVED)
 
 
@@ -178,6 +189,35 @@ def test_connection_errors_keep_codats_string_status_codes_and_resolution() -> N
     assert [(e["statusCode"], e["status"]) for e in conn.errors] == [("403", "Active"), ("500", "Resolved")]
     assert conn.errors[1]["resolvedOnUtc"] == "2026-11-20T09:20:00Z"
     assert conn.metadata is None and conn.status == "PendingAuth"
+
+
+def test_connection_failed_keeps_why_linking_failed_from_its_first_active_error() -> None:
+    (conn,) = parse(fixture("connection.failed")).connections
+    assert conn.link_failure == LinkFailure("403", "User cancelled linking", "User cancelled")
+    assert parse(fixture("connection.connected")).connections[0].link_failure is None
+
+
+def test_a_link_failure_without_an_active_error_takes_the_first_and_without_errors_is_still_a_failure() -> None:
+    resolved = {**connection_error("500", "Bank unavailable", status="Resolved", resolved_minutes=1), "statusCode": 500}
+    (conn,) = parse(connection_event("connection.failed", errors=[resolved])).connections
+    assert conn.link_failure == LinkFailure("500", "Forbidden", "Bank unavailable")  # a numeric code becomes text
+    (bare,) = parse(connection_event("connection.failed")).connections
+    assert bare.link_failure == LinkFailure(None, None, None)
+
+
+def test_an_error_is_current_while_codat_marks_it_active_or_nothing_and_gives_no_resolution_time() -> None:
+    assert is_active_error(connection_error(status="Active"))
+    assert is_active_error(connection_error(status=None))
+    assert not is_active_error(connection_error(status=None, resolved_minutes=5))
+    assert not is_active_error(connection_error(status="Resolved", resolved_minutes=5))
+    assert is_active_error({"errorMessage": "a bare string from an older payload"})
+
+
+def test_only_read_completed_initial_says_a_first_read_finished() -> None:
+    assert parse(read_completed(initial=True)).initial_read
+    assert not parse(read_completed()).initial_read
+    legacy = parse(fixture("legacy.NewCompanySynchronised"))  # a company-level alert: it names no connection
+    assert not legacy.initial_read and legacy.connection_ids == []
 
 
 def test_validation_warnings_keep_type_message_and_links() -> None:

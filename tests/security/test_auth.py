@@ -73,7 +73,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake: FakeCodatServer) ->
         codat_api_key=KEY,
         codat_max_retries=0,
         failure_limit_per_minute=0,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
 
@@ -125,6 +125,10 @@ COMPANY_ROUTES: dict[tuple[str, str], Request] = {
         f"/v1/connections/{t.connection}/unlink",
     ),
     ("DELETE", "/v1/connections/{connection_id}"): lambda own, t: ("DELETE", f"/v1/connections/{t.connection}"),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): lambda own, t: (
+        "POST",
+        f"/v1/connections/{t.connection}/reconnect",
+    ),
 }
 EXTRA_CASES: dict[str, Request] = {
     "refresh_own_company_naming_a_foreign_connection": lambda own, t: (
@@ -180,6 +184,9 @@ def test_a_company_token_with_the_routes_right_reaches_its_own_company(
     rule = rule_for(*route)
     assert rule is not None and rule.right is not None
     own = company_in_both(fake, settings)  # a fresh one: unlink and delete change it
+    if rule.right == "reconnect":  # only a connection its customer must re-link can be reconnected
+        gone = connection_event("connection.disconnected", company_id=own.company, connection_id=own.connection)
+        deliver(settings, {**gone, "generatedDate": iso(datetime.now(UTC))})
     method, url = COMPANY_ROUTES[route](own, own)
     response = client.request(method, url, headers=bearer(company_token(own.company, [rule.right])))
     assert response.status_code in (200, 202), response.text
@@ -219,7 +226,7 @@ def test_a_foreign_connection_filter_lists_nothing_as_an_unknown_one_does(client
 
 
 def app_routes() -> list[tuple[str, str]]:
-    app = create_app(Settings(database_url="sqlite://", _env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings(database_url="sqlite://", _env_file=None))
     return app_operations(app.routes)
 
 

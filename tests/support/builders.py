@@ -49,13 +49,16 @@ def connection_event(
     platform: str = "Lloyds Bank",
     info: dict[str, Any] | None = None,
     event_id: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A `connection.*` event; `errors` is the connection's `dataConnectionErrors` (none by default)."""
     default_status = {
         "connection.created": "PendingAuth",
         "connection.connected": "Linked",
         "connection.reconnected": "Linked",
         "connection.disconnected": "Unlinked",
         "connection.deleted": "Unlinked",
+        "connection.failed": "PendingAuth",
     }.get(event_type, "Linked")
     return {
         "id": event_id or str(uuid.uuid4()),
@@ -74,11 +77,32 @@ def connection_event(
                 "status": status or default_status,
                 "lastSync": None,
                 "created": iso(BASE_TIME),
-                "dataConnectionErrors": [],
+                "dataConnectionErrors": errors or [],
                 "connectionInfo": info if info is not None else {"currency": "GBP"},
             },
         },
     }
+
+
+def connection_error(
+    status_code: str = "403",
+    message: str = "User cancelled linking",
+    *,
+    status: str | None = "Active",
+    resolved_minutes: float | None = None,
+    status_text: str = "Forbidden",
+) -> dict[str, Any]:
+    """One `dataConnectionErrors[]` entry as Codat documents it; `resolved_minutes` sets `resolvedOnUtc`."""
+    entry: dict[str, Any] = {
+        "statusCode": status_code,
+        "statusText": status_text,
+        "errorMessage": message,
+        "erroredOnUtc": iso(BASE_TIME),
+        "status": status,
+    }
+    if resolved_minutes is not None:
+        entry["resolvedOnUtc"] = iso(at(resolved_minutes))
+    return entry
 
 
 def read_completed(

@@ -11,9 +11,22 @@ import random
 import uuid
 from dataclasses import dataclass
 
-from tests.support.builders import SECRET, connection_event, legacy_alert, read_completed, signed_headers
+from tests.support.builders import (
+    SECRET,
+    connection_error,
+    connection_event,
+    legacy_alert,
+    read_completed,
+    signed_headers,
+)
 
-CONNECTION_EVENTS = ("connection.created", "connection.connected", "connection.disconnected", "connection.reconnected")
+CONNECTION_EVENTS = (
+    "connection.created",
+    "connection.connected",
+    "connection.disconnected",
+    "connection.reconnected",
+    "connection.failed",
+)
 DATA_TYPES = ("invoices", "bills", "bankAccounts", "banking-transactions", "commerce-orders", "payments")
 RESULT_STATUSES = ("Complete", "Complete", "Complete", "FetchError", "AuthError")
 LEGACY_RULES = ("DataConnectionStatusChanged", "Data sync completed", "Data Sync Status Changed To Error")
@@ -35,12 +48,14 @@ def _event(rng: random.Random, company: str, connection: str) -> dict[str, objec
     minutes = rng.uniform(0, 60 * 24 * 7)
     roll = rng.random()
     if roll < 0.25:
+        event_type = rng.choice(CONNECTION_EVENTS)
         return connection_event(
-            rng.choice(CONNECTION_EVENTS),
+            event_type,
             minutes=minutes,
             connection_id=connection,
             company_id=company,
             event_id=_uuid(rng),
+            errors=[connection_error()] if event_type == "connection.failed" else None,
         )
     if roll < 0.7:
         results = [(dt, rng.choice(RESULT_STATUSES)) for dt in rng.sample(DATA_TYPES, rng.randint(1, 3))]

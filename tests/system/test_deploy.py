@@ -85,7 +85,7 @@ def pod_containers() -> Iterator[dict[str, Any]]:
 def app_paths(tmp_path: Path) -> set[str]:
     from service.app import create_app
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", _env_file=None)
     return {getattr(route, "path", "") for route in create_app(settings).routes}
 
 

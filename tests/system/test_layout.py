@@ -28,3 +28,12 @@ def test_no_module_names_a_file_outside_the_repository() -> None:
         if "DESIGN.md" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_ruff_finds_nothing_to_lint_or_reformat() -> None:
+    exe = shutil.which("ruff")
+    if exe is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    for check in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
+        result = subprocess.run([exe, *check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,9 @@ result `failed` and changes nothing else). Its effect is an `Event` with source 
   next result of that connection closes;
 * unlink — the connection object Codat returned (status `Unlinked`); history stays;
 * delete — the connection is marked deleted: the fold drops its syncs and data types, and the raw
-  webhook bodies about it are erased. The audit record stays.
+  webhook bodies about it are erased. The audit record stays;
+* reconnect — nothing but the audit record: the link Codat issued is handed to the caller, never
+  stored (one-time Link URLs work once), and the connection's status follows the webhooks as ever.
 
 The functions block (SQL): the web side calls them through a thread pool.
 """
@@ -26,6 +28,7 @@ from sqlmodel import Session, col, select
 
 from schemas.codat import PullOperation, connection_facts
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
+from schemas.statuses import CONNECTION_STATUSES
 from workers.ledger.announce import announce_changes
 from workers.ledger.audit import match_stored_confirmation, new_record
 from workers.ledger.changes import FeedEntry
@@ -34,7 +37,12 @@ from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import SyncRow
 from workers.ledger.store import fold_event
-from workers.ledger.tables import AuditRecord, Company, Connection
+from workers.ledger.tables import AuditRecord, Company, Connection, DataTypeState
+
+RELINKABLE_STATUSES = tuple(status for status in CONNECTION_STATUSES if status != "Linked")
+"""Connections a customer may re-link whatever their syncs say: PendingAuth, Unlinked, Deauthorized."""
+RELINK_SYNC_STATUS = "AuthError"
+"""A Linked connection whose latest sync of a data type ended so needs its customer to re-link."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,23 @@ class ActionResult:
 def find_connection(engine: Engine, connection_id: str) -> Connection | None:
     with Session(engine) as session:
         return session.get(Connection, connection_id)
+
+
+def reconnect_refusal(engine: Engine, connection: Connection) -> str | None:
+    """Why the customer has no reason to re-link `connection`, or None when they may: it is PendingAuth,
+    Unlinked or Deauthorized, or the latest sync of one of its data types ended `AuthError`."""
+    if connection.status in RELINKABLE_STATUSES:
+        return None
+    query = select(DataTypeState.data_type).where(
+        DataTypeState.connection_id == connection.id, DataTypeState.status == RELINK_SYNC_STATUS
+    )
+    with Session(engine) as session:
+        if session.exec(query.limit(1)).first() is not None:
+            return None
+    return (
+        f"connection {connection.id!r} is {connection.status or 'of unknown status'} and no data type's latest "
+        f"sync ended {RELINK_SYNC_STATUS}: there is nothing to re-link"
+    )
 
 
 def _fold(
@@ -243,3 +268,30 @@ def record_delete(
         )
         erase_raw_events(session, connection.id)
     return ActionResult(record, [], connection.id, entries)
+
+
+def record_reconnect(
+    engine: Engine,
+    *,
+    actor: str | None,
+    at: datetime,
+    connection: Connection,
+    codat_status: int,
+    codat_connection_status: str | None,
+) -> AuditRecord:
+    """Record a link Codat issued for `connection`. The link itself is not recorded: whoever holds a
+    one-time Link URL can use it, and it is dead once used."""
+    seen = f" (Codat reports it {codat_connection_status})" if codat_connection_status else ""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        return new_record(
+            session,
+            action="reconnect",
+            actor=actor,
+            at=at,
+            company_id=connection.company_id,
+            connection_id=connection.id,
+            data_type=None,
+            result="accepted",
+            codat_status=codat_status,
+            detail=f"Codat issued a fresh link URL for the connection{seen}",
+        )

@@ -146,9 +146,15 @@ class CodatClient:
         return await self._all_pages(path, f"company {company_id!r}")
 
     async def get_connection(self, company_id: str, connection_id: str) -> dict[str, Any]:
+        _, connection = await self.fetch_connection(company_id, connection_id)
+        return connection
+
+    async def fetch_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
+        """The connection as Codat has it now, and Codat's status. Its `linkUrl` is issued at this moment:
+        with one-time Link URLs, a new one-time password each time."""
         target = f"connection {connection_id!r} of company {company_id!r}"
         response = await self._call("GET", connection_path(company_id, connection_id), target)
-        return self._json_object(response, target)
+        return response.status_code, self._json_object(response, target)
 
     async def unlink_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
         """PATCH status `Unlinked`: Codat deauthorises and keeps the data. Returns (status, connection)."""

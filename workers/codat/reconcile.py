@@ -235,19 +235,6 @@ def _deleted_event(connection_id: str, company_id: str, at: datetime) -> Event:
     )
 
 
-def _operation_event(op: PullOperation) -> Event:
-    finished = phase_of(op.status) != "active"
-    at = (op.completed or op.requested) if finished else op.requested
-    return Event(
-        f"reconcile:{op.id}:{op.status}",
-        "reconcile.pull_operation",
-        at,
-        op.company_id,
-        syncs=(op.sync_fact(),),
-        source="reconcile",
-    )
-
-
 def _company_event(row: Company | None, raw: dict[str, Any] | None, company_id: str, at: datetime) -> Event | None:
     """The company object as an event, when its name, description or tags differ from the ledger's."""
     if raw is None:
@@ -290,7 +277,7 @@ def apply_view(
         known = LedgerSyncs(session, {*rows, *(op.connection_id for op in view.operations)})
         for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
             if op.company_id == company_id and op.connection_id not in gone and not known.knows(op):
-                events.append(_operation_event(op))
+                events.append(op.reconcile_event())
                 syncs += 1
         if events:
             changes, slices = fold_events(session, events)
@@ -361,7 +348,7 @@ def publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
 
 
 def reconcile_interval(runtime: WorkerRuntime) -> float:
-    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (0 = off, the default)."""
+    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off)."""
     return runtime.settings.reconcile_every_seconds
 
 
@@ -373,4 +360,6 @@ def run_periodic(runtime: WorkerRuntime) -> str:
     return f"companies={len(reports)} failed={failed} changes={changes}"
 
 
-RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic)
+RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic, at_start=True)
+"""Also run shortly after the workers start: what was lost while webhooks were refused (a secret being fixed, an
+outage) is repaired when the fixed deployment comes up, not a period later."""

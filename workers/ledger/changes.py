@@ -1,9 +1,10 @@
 """The change feed: what the fold changed, published to a Redis Stream for every web process.
 
-Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
-`sync.failed`, `connection.freshness_changed`) whose `data` is the API's Connection or Sync object (for
-`connection.freshness_changed`: `{connection, previous, current, overdue_data_types}`) plus the `event_id`
-that caused it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
+Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`, `sync.failed`,
+`sync.delayed`, `connection.freshness_changed`, `connection.initial_read_completed`) whose `data` is the API's
+Connection or Sync object (for `connection.freshness_changed`: `{connection, previous, current,
+overdue_data_types}`; for `connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused
+it. The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from schemas.json_codec import dumps
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import ConnectionFreshness
 from workers.ledger.views import connection_out, sync_out
+
+INITIAL_READ_COMPLETED = "connection.initial_read_completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ def render_changes(
             active = any(s.phase == "active" for s in state.syncs.values())
             fresh = freshness[conn.id]
             data = connection_out(conn, company_names.get(conn.company_id), active, fresh).model_dump(mode="json")
+            if change.kind == INITIAL_READ_COMPLETED:
+                data = {"connection": data}
         else:
             data = sync_out(change.sync).model_dump(mode="json")
         data["event_id"] = change.event_id

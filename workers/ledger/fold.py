@@ -5,14 +5,22 @@ field is one of:
 
 * a *last-writer-wins register* ordered by a stamp ``(time, rank, event id)`` — a total order, so
   the winner does not depend on who came first (connection status, details, data-type status);
-* a *min* or *max* of times (first and most recent sync, linked and disconnected times);
+* a *min* or *max* of times (first and most recent sync, linked and disconnected times, the first read);
 * a *set* of syncs keyed by a stable id, where a finished result beats an active one.
+
+What the stale check (`workers.jobs.stale`) writes of an open sync — `delayed`, `codat_status` and when to
+ask Codat again — is no event's: a request carries it unchanged, and the result that closes the sync ends it.
 
 Active syncs are inferred: Codat does not say a sync started. A request (after
 ``connection.connected``/``reconnected`` or a refresh action) stays open until a result of the same
 data type (any type, for the whole-connection ``*``) generated at or after the request arrives —
 in either order: a result already folded closes a late request before it opens. A closed request
 leaves the history; the result that closed it is the history row.
+
+A connection's first read (`initial_read_completed_at`) is the earliest `read.completed.initial`: it is
+announced (``connection.initial_read_completed``) when it goes from null to a time, which happens once per
+connection whatever the order; an earlier one arriving later moves the time without a second announcement.
+Why linking failed is the register of the latest `connection.failed` (`last_link_failure*`).
 
 Companies: the name, description and tags of a company are one register (the newest company object
 wins whole); its deletion is the earliest `company.deleted`. A deleted company's connections are
@@ -32,7 +40,9 @@ from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import connection_status_rank, outcome_rank, phase_of
 from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, clone
 
-ChangeKind = Literal["connection.updated", "sync.started", "sync.completed", "sync.failed"]
+ChangeKind = Literal[
+    "connection.updated", "connection.initial_read_completed", "sync.started", "sync.completed", "sync.failed"
+]
 
 SOURCE_PRECEDENCE = {"webhook": 0, "reconcile": 1, "action": 2}
 """A sync keeps the most deliberate origin that reported it: an action beats a webhook."""
@@ -49,6 +59,9 @@ VISIBLE_FIELDS = (
     "last_sync_at",
     "last_successful_sync_at",
     "last_sync_status",
+    "initial_read_completed_at",
+    "last_link_failure_at",
+    "last_link_failure",
 )
 _visible = attrgetter(*VISIBLE_FIELDS)
 
@@ -114,6 +127,7 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
     """Apply `event` to one connection's slice; return the changes worth announcing."""
     conn = state.connection
     before = _visible(conn)
+    had_initial_read = conn.initial_read_completed_at is not None
     changes: list[Change] = []
     if event.company_id and not conn.company_id:
         conn.company_id = event.company_id
@@ -127,6 +141,9 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
     for fact in event.syncs:
         if fact.connection_id == conn.id:
             changes.extend(_fold_sync(state, fact, event))
+    if event.initial_read and any(fact.connection_id == conn.id for fact in event.syncs):
+        # Kept even for a deleted connection, like the other times: min does not care when the deletion arrived.
+        conn.initial_read_completed_at = _min(conn.initial_read_completed_at, event.generated_at)
     if conn.deleted_at is not None:
         state.purge_history = True
         state.data_types.clear()
@@ -134,6 +151,8 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
         state.syncs.clear()
     if _visible(conn) != before:
         changes.insert(0, Change("connection.updated", conn.id, None, event.id))
+    if not had_initial_read and conn.initial_read_completed_at is not None:
+        changes.append(Change("connection.initial_read_completed", conn.id, None, event.id))
     return changes
 
 
@@ -150,6 +169,16 @@ def _fold_connection(conn: ConnectionRow, facts: ConnectionFacts, event: Event) 
         elif facts.status in ("Unlinked", "Deauthorized"):
             conn.disconnected_at = _max(conn.disconnected_at, at)
     conn.created_at = _min(conn.created_at, facts.created_at)
+    if facts.link_failure is not None:
+        candidate = stamp(at, 0, event.id)
+        if candidate > conn.last_link_failure_stamp:
+            failure = facts.link_failure
+            conn.last_link_failure_stamp, conn.last_link_failure_at = candidate, at
+            conn.last_link_failure = {
+                "status_code": failure.status_code,
+                "status_text": failure.status_text,
+                "message": failure.message,
+            }
     if facts.platform_name is not None:
         # A full connection object: its fields win or lose together.
         candidate = stamp(at, 0, event.id)
@@ -275,6 +304,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
             state.deleted_syncs.add(open_row.id)
             closed = _snapshot(open_row)
             closed.status, closed.phase, closed.completed_at = fact.status, phase, at
+            _end_delay(closed)
             changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
     return changes
 
@@ -299,6 +329,11 @@ def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result
     if phase == "succeeded":
         row.last_successful_sync_at = _max(row.last_successful_sync_at, at)
         row.first_successful_sync_at = _min(row.first_successful_sync_at, at)
+
+
+def _end_delay(row: SyncRow) -> None:
+    """A result ends what the stale check wrote of a sync Codat was still running."""
+    row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = False, None, None, None
 
 
 def _finish_kind(phase: str) -> ChangeKind:

@@ -52,6 +52,10 @@ class ConnectionRow:
     last_successful_sync_at: datetime | None = None
     last_sync_status: str | None = None
     last_sync_stamp: str = ""
+    initial_read_completed_at: datetime | None = None
+    last_link_failure_at: datetime | None = None
+    last_link_failure: dict[str, Any] | None = None
+    last_link_failure_stamp: str = ""
 
 
 @dataclass(slots=True)
@@ -84,6 +88,10 @@ class SyncRow:
     issues: list[dict[str, Any]] | None = None
     source: str = "webhook"
     event_id: str | None = None
+    delayed: bool = False
+    codat_status: str | None = None
+    next_check_at: datetime | None = None
+    check_wait_seconds: float | None = None
 
 
 _COLUMNS: dict[type, tuple[str, ...]] = {}

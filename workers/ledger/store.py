@@ -105,9 +105,8 @@ def company_deletions(session: Session, company_ids: set[str]) -> dict[str, date
 def lock_connections(session: Session, wanted: dict[str, str]) -> dict[str, ConnectionRow]:
     """Return the connection rows (`id -> company`), created if new, locked for the transaction."""
     ids = sorted(wanted)
-    new = [
-        {"id": i, "company_id": wanted[i], "status_stamp": "", "details_stamp": "", "last_sync_stamp": ""} for i in ids
-    ]
+    stamps = {"status_stamp": "", "details_stamp": "", "last_sync_stamp": "", "last_link_failure_stamp": ""}
+    new = [{"id": i, "company_id": wanted[i], **stamps} for i in ids]
     insert_rows(session, CONNECTIONS, new, conflict=["id"], update_columns=[])
     rows: dict[str, ConnectionRow] = {}
     lock = session.get_bind().dialect.name == "postgresql"

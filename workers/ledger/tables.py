@@ -51,6 +51,13 @@ class Connection(SQLModel, table=True):
     last_successful_sync_at: datetime | None = None
     last_sync_status: str | None = None
     last_sync_stamp: str = ""
+    initial_read_completed_at: datetime | None = None
+    """The earliest `read.completed.initial` of the connection: its first read of every data type finished."""
+    last_link_failure_at: datetime | None = None
+    """When the latest `connection.failed` was generated; `last_link_failure` says why (status_code,
+    status_text, message), `last_link_failure_stamp` orders them."""
+    last_link_failure: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    last_link_failure_stamp: str = ""
 
 
 class DataTypeState(SQLModel, table=True):
@@ -89,6 +96,14 @@ class Sync(SQLModel, table=True):
     issues: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     source: str = "webhook"
     event_id: str | None = None
+    delayed: bool = False
+    """Still active because Codat says the sync is still running (written by the stale check, not the fold)."""
+    codat_status: str | None = None
+    """What Codat last said of a delayed sync (`Queued`, `Fetching`, ...)."""
+    next_check_at: datetime | None = None
+    """When the stale check asks Codat about a delayed sync again."""
+    check_wait_seconds: float | None = None
+    """The stale check's current wait between questions: doubles while Codat's answer stays the same."""
 
 
 class WebhookEvent(SQLModel, table=True):

@@ -15,7 +15,8 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
 
-from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, SyncOut
+from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
+from schemas.normalise import is_active_error
 from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
@@ -46,9 +47,24 @@ def connection_out(
         link_url=row.link_url,
         metadata=row.connection_info or {},
         errors=row.errors or [],
+        active_errors=[entry for entry in row.errors or [] if is_active_error(entry)],
+        initial_read_completed_at=row.initial_read_completed_at,
+        last_link_failure=_link_failure(row),
         freshness=fresh.freshness,
         expected_by=fresh.expected_by,
         overdue_data_types=list(fresh.overdue_data_types),
+    )
+
+
+def _link_failure(row: Connection | ConnectionRow) -> LinkFailureOut | None:
+    if row.last_link_failure_at is None:
+        return None
+    failure = row.last_link_failure or {}
+    return LinkFailureOut(
+        at=row.last_link_failure_at,
+        status_code=failure.get("status_code"),
+        status_text=failure.get("status_text"),
+        message=failure.get("message"),
     )
 
 
@@ -66,6 +82,8 @@ def sync_out(row: Sync | SyncRow) -> SyncOut:
         issues=row.issues,
         source=row.source,
         event_id=row.event_id,
+        delayed=row.delayed,
+        codat_status=row.codat_status,
     )
 
 

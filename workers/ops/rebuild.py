@@ -8,8 +8,9 @@ and reports counts.
 
 What a rebuild cannot know, so `--verify` labels it rather than hides it:
 
-* ``stale``: the stale-sync job marks an active sync stale by the wall clock, not by an event, so a
-  dump reads phase ``stale`` as ``active`` (`stale_as_active`);
+* what the stale-sync job writes by the wall clock and Codat's answers, not by an event: a dump reads
+  phase ``stale`` as ``active``, and a delayed sync's `delayed`, `codat_status`, `next_check_at` and
+  `check_wait_seconds` as their defaults (`stale_as_active`);
 * facts without a raw event: actions and reconciliation fold events of their own (source ``action``
   / ``reconcile``), and retention or a connection's deletion erase raw bodies — a difference whose
   live value came from an event id that is not a replayable webhook says so in its note.
@@ -62,6 +63,15 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+STALE_CHECK_DEFAULTS = {"delayed": False, "codat_status": None, "next_check_at": None, "check_wait_seconds": None}
+"""The columns of a sync only the stale-sync job writes, as the fold leaves them."""
+
+
+def _before_the_stale_check(values: dict[str, Any]) -> dict[str, Any]:
+    phase = "active" if values.get("phase") == "stale" else values.get("phase")
+    return {"phase": phase, **STALE_CHECK_DEFAULTS}
+
+
 def dump_ledger(engine: Engine, *, stale_as_active: bool = True) -> LedgerDump:
     """The ledger tables as ``{table: {row key: {column: value}}}`` with canonical values (UTC ISO times,
     sorted JSON), so two ledgers are equal exactly when their dumps are. Row keys: the id, or
@@ -73,8 +83,8 @@ def dump_ledger(engine: Engine, *, stale_as_active: bool = True) -> LedgerDump:
             rows: dict[str, dict[str, Any]] = {}
             for row in conn.execute(select(table)).mappings():
                 values = {column: _canonical(value) for column, value in row.items()}
-                if stale_as_active and values.get("phase") == "stale":
-                    values["phase"] = "active"
+                if stale_as_active and name == "syncs":
+                    values.update(_before_the_stale_check(values))
                 rows[_key(name, values)] = values
             dump[name] = dict(sorted(rows.items()))
     return dump

@@ -1,33 +1,34 @@
-"""Where outbound deliveries are sent from: one connection pool per destination, connecting only to the
-addresses the URL check approved.
+"""Where outbound deliveries are sent from: one httpcore connection pool per destination, connecting only to
+the addresses the URL check approved.
 
-A destination is a URL's scheme, host and port. `Destinations.post(url, …)` sends over the pool of the
-URL's destination, which never resolves the name again but connects to the addresses `check_target`
-(`workers/outbound/url_policy.py`) approved, in order (`workers/outbound/http1.py`). Everything above
-the socket still sees the name, so TLS sends it as SNI and verifies the certificate against it, and the
-request's ``Host`` header is the URL's.
+A destination is a URL's scheme, host and port. Its pool's network backend never resolves the name: it
+connects to the addresses `check_target` (`workers/outbound/url_policy.py`) approved, in order. httpcore
+still sees the name, so TLS sends it as SNI and verifies the certificate against it, and `Host` is the
+URL's. No proxy is used: a proxy would resolve the name itself. The approval lasts `RECHECK_SECONDS`, or
+until a connection fails; then the name is checked again before the next attempt. The same addresses keep
+the pool, others get a new one, a refusal refuses the attempt: a name re-pointed at an internal address
+(DNS rebinding) is never connected to, and is refused as soon as it is re-checked.
 
-The pool and its kept-alive connections serve every delivery to that destination in this process, batch
-after batch: a connection costs one handshake, not one per delivery. The approval lasts
-`RECHECK_SECONDS`, or until a connection to the destination fails; then the name is resolved and checked
-again before the next attempt. The same addresses keep the pool; other approved addresses get a new pool
-(the old one is closed); a refused check closes the pool and refuses the attempt. So a name re-pointed at
-an internal address (DNS rebinding) is never connected to, and is refused as soon as it is re-checked.
-Proxies from the environment are not used: a proxy would resolve the name itself.
+A POST counts by its status: its request and answer share one timeout, and at most `max_body_bytes` of
+the answer's body are read (and dropped). Failures reach `workers/outbound/deliver.py` as this module's
+three errors, translated from httpcore's in `Pool.post`.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+import httpcore
 import httpx
 
-from workers.outbound.http1 import BadAnswer, Connection, Origin
+from schemas.errors import SynctrackError
 from workers.outbound.url_policy import Address, UnsafeUrl, check_target, check_url
 
 RECHECK_SECONDS = 60.0
@@ -36,85 +37,177 @@ MAX_IDLE_CONNECTIONS = 50
 """Per destination and process: more than the threads of one process, which send one POST at a time."""
 KEEPALIVE_SECONDS = 30.0
 """An idle connection older than this is closed rather than reused: receivers drop idle connections too."""
-CLIENT_HEADERS = b"accept: */*\r\naccept-encoding: gzip, deflate\r\nconnection: keep-alive\r\n"
+CLIENT_HEADERS = [(b"accept", b"*/*"), (b"accept-encoding", b"gzip, deflate"), (b"connection", b"keep-alive")]
 """What a general-purpose HTTP client sends beside the webhook's own headers, `Host` and `Content-Length`."""
 
 Destination = tuple[str, str, int]
 """(scheme, host, port) of a URL: what one pool serves."""
 
 
+class HttpFailure(SynctrackError):
+    """Raised when a POST got no HTTP answer (see the subclasses)."""
+
+
+class ConnectFailed(HttpFailure):
+    """Raised when no connection (TCP, then TLS for https) could be made to any approved address."""
+
+
+class TimedOut(HttpFailure):
+    """Raised when the request was not sent, or its answer's status did not come, within the timeout."""
+
+
+class BadAnswer(HttpFailure):
+    """Raised when the answer is not valid HTTP/1.1 or the connection closed before it was complete."""
+
+
+class _Attempt(threading.local):
+    """The calling thread's current POST (httpcore sends a request and reads its answer in the caller's thread)."""
+
+    timeout = 0.0
+    deadline = math.inf
+    """When the exchange must be over: set by its first byte sent (connecting has its own timeout)."""
+    connected = False
+    """Whether this POST opened a connection (else it went over a kept-alive one)."""
+    answered = False
+    """Whether any byte of an answer arrived."""
+
+
+class _Stream(httpcore.NetworkStream):
+    """A connection's stream, every read and write bounded by its attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, attempt: _Attempt) -> None:
+        self._inner, self._attempt = inner, attempt
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = self._inner.read(max_bytes, self._remaining(httpcore.ReadTimeout))
+        if data:
+            self._attempt.answered = True
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._remaining(httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._attempt)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+    def _remaining(self, late: type[httpcore.TimeoutException]) -> float:
+        attempt = self._attempt
+        if attempt.deadline == math.inf:
+            attempt.deadline = time.monotonic() + attempt.timeout
+        remaining = attempt.deadline - time.monotonic()
+        if remaining <= 0:
+            raise late("no answer in time")
+        return remaining
+
+
+class PinnedBackend(httpcore.SyncBackend):
+    """Connects to the approved addresses, in order, whatever name httpcore asks for."""
+
+    def __init__(self, addresses: tuple[str, ...], attempt: _Attempt) -> None:
+        self.addresses, self._attempt = addresses, attempt
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        self._attempt.connected = True
+        failure: httpcore.NetworkError | httpcore.TimeoutException = httpcore.ConnectError("no approved address")
+        for address in self.addresses:
+            try:
+                stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+                continue
+            return _Stream(stream, self._attempt)
+        raise failure
+
+
 class Pool:
     """The kept-alive connections to one destination's approved addresses, shared by a process's threads."""
 
-    def __init__(self, origin: Origin, ssl_context: ssl.SSLContext) -> None:
-        self.origin, self._ssl = origin, ssl_context
-        self._idle: list[tuple[Connection, float]] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def post(self, target: bytes, headers: bytes, body: bytes, timeout: float, max_body_bytes: int) -> int:
-        """POST `body` to `target` (the URL's path and query); returns the status code. Raises
-        `ConnectFailed`, `TimedOut` or `BadAnswer` (`workers/outbound/http1.py`)."""
-        head = b"POST %s HTTP/1.1\r\nhost: %s\r\n%s%scontent-length: %d\r\n\r\n" % (
-            target,
-            self.origin.host_header.encode("ascii"),
-            headers,
-            CLIENT_HEADERS,
-            len(body),
+    def __init__(self, addresses: tuple[str, ...], ssl_context: ssl.SSLContext) -> None:
+        self._attempt = _Attempt()
+        self._http = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=None,
+            max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+            network_backend=PinnedBackend(addresses, self._attempt),
         )
-        connection = self._take()
-        if connection is not None:
-            try:
-                return self._post(connection, head, body, timeout, max_body_bytes)
-            except BadAnswer:
-                if connection.answered:
-                    raise
-                # Closed by the receiver while idle, just before this request: once more, on a new connection.
-        connection = Connection(self.origin, timeout, self._ssl)
-        return self._post(connection, head, body, timeout, max_body_bytes)
+        self._lock = threading.Lock()
+        self._sending = 0
+        self._retired = False
 
-    def close(self) -> None:
+    def post(
+        self, url: httpcore.URL, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float, max_body_bytes: int
+    ) -> int:
+        """POST `body` to `url`; returns the status code. Raises `ConnectFailed`, `TimedOut` or `BadAnswer`.
+
+        A kept-alive connection the receiver closed just before the request (no byte of an answer came)
+        gets the request once more, on a new connection."""
         with self._lock:
-            idle, self._idle, self._closed = self._idle, [], True
-        for connection, _ in idle:
-            connection.close()
-
-    def _post(self, connection: Connection, head: bytes, body: bytes, timeout: float, max_body_bytes: int) -> int:
+            self._sending += 1
         try:
-            status, kept = connection.post(head, body, timeout, max_body_bytes)
-        except BaseException:
-            connection.close()
-            raise
-        if kept:
-            self._give_back(connection)
-        else:
-            connection.close()
-        return status
+            try:
+                return self._exchange(url, headers, body, timeout, max_body_bytes)
+            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+                if self._attempt.connected or self._attempt.answered:
+                    raise
+            return self._exchange(url, headers, body, timeout, max_body_bytes)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            raise ConnectFailed(type(exc).__name__) from None
+        except httpcore.TimeoutException:
+            raise TimedOut("no answer in time") from None
+        except (httpcore.RemoteProtocolError, httpcore.NetworkError):
+            raise BadAnswer("not an HTTP/1.1 answer, or the connection closed before it was complete") from None
+        finally:
+            self._done()
 
-    def _take(self) -> Connection | None:
-        now = time.monotonic()
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None
-                connection, since = self._idle.pop()
-            if now - since < KEEPALIVE_SECONDS and connection.idle_and_open():
-                connection.answered = False
-                return connection
-            connection.close()
+    def _exchange(
+        self, url: httpcore.URL, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float, max_body_bytes: int
+    ) -> int:
+        """One request and its answer. A body that does not end in time, or is over `max_body_bytes`, is not
+        read further: the status counts, and the connection is closed rather than kept."""
+        attempt = self._attempt
+        attempt.timeout, attempt.deadline, attempt.connected, attempt.answered = timeout, math.inf, False, False
+        timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        with self._http.stream("POST", url, headers=headers, content=body, extensions={"timeout": timeouts}) as answer:
+            received = 0
+            try:
+                for chunk in answer.iter_stream():
+                    received += len(chunk)
+                    if received > max_body_bytes:
+                        break
+            except httpcore.TimeoutException:
+                pass
+            return answer.status
 
-    def _give_back(self, connection: Connection) -> None:
+    def retire(self) -> None:
+        """Close the connections: now if no request is using them, else when the last such request is done."""
         with self._lock:
-            if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append((connection, time.monotonic()))
-                return
-        connection.close()
+            self._retired = True
+            unused = not self._sending
+        if unused:
+            self._http.close()
 
-
-def _header_line(name: str, value: str) -> bytes:
-    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-        raise ValueError(f"header {name!r} cannot be sent as given")
-    return b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii"))
+    def _done(self) -> None:
+        with self._lock:
+            self._sending -= 1
+            close = self._retired and not self._sending
+        if close:
+            self._http.close()
 
 
 @dataclass
@@ -126,15 +219,16 @@ class _Entry:
 
 @dataclass(frozen=True)
 class Route:
-    """A URL as a delivery sends to it: its destination, and the request target (path and query) as bytes."""
+    """A URL as a delivery sends to it: its destination, httpcore's URL and its `Host` header."""
 
     destination: Destination
-    target: bytes
+    url: httpcore.URL
+    host: bytes
 
 
 @lru_cache(maxsize=1024)
 def route(url: str, allow_http: bool) -> Route:
-    """`url`'s destination (host IDNA-encoded, lower case) and request target. Raises UnsafeUrl.
+    """`url`'s destination (host IDNA-encoded, lower case), httpcore URL and `Host`. Raises UnsafeUrl.
 
     The URL's form is checked here, once per URL (subscriptions send to the same few URLs over and over);
     what its host resolves to is the destination's check (`Destinations`)."""
@@ -143,9 +237,15 @@ def route(url: str, allow_http: bool) -> Route:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise UnsafeUrl(f"url is not valid: {exc}") from None
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    default = 443 if parsed.scheme == "https" else 80
+    port = parsed.port or default
     host = parsed.raw_host.decode("ascii").lower()
-    return Route((parsed.scheme, host, port), parsed.raw_path)
+    named = f"[{host}]" if ":" in host else host
+    return Route(
+        (parsed.scheme, host, port),
+        httpcore.URL(scheme=parsed.raw_scheme, host=host, port=port, target=parsed.raw_path),
+        (named if port == default else f"{named}:{port}").encode("ascii"),
+    )
 
 
 class Destinations:
@@ -160,7 +260,7 @@ class Destinations:
         clock: Callable[[], float] = time.monotonic,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """`ssl_context` defaults to the system's and certifi's CAs, hostnames verified."""
+        """`ssl_context` defaults to certifi's CAs, hostnames verified; one serves every pool."""
         self.allow_http, self.allow_private = allow_http, allow_private
         self.recheck_seconds = recheck_seconds
         self.clock = clock
@@ -174,8 +274,9 @@ class Destinations:
         """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` if the check
         refuses the URL, else the errors of `Pool.post`."""
         path = route(url, self.allow_http)
-        lines = b"".join(_header_line(name, value) for name, value in headers)
-        return self._pool(url, path.destination).post(path.target, lines, body, timeout, max_body_bytes)
+        lines = [(b"host", path.host)]
+        lines += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
+        return self._pool(url, path.destination).post(path.url, lines + CLIENT_HEADERS, body, timeout, max_body_bytes)
 
     def _pool(self, url: str, destination: Destination) -> Pool:
         now = self.clock()
@@ -194,9 +295,7 @@ class Destinations:
             if current is not None and current.addresses == addresses:
                 current.checked_at = now
                 return current.pool
-        scheme, host, port = destination
-        origin = Origin(scheme, host, port, tuple(str(a) for a in target.addresses))
-        fresh = _Entry(addresses, Pool(origin, self._ssl), now)
+        fresh = _Entry(addresses, Pool(tuple(str(a) for a in target.addresses), self._ssl), now)
         self._replace(destination, fresh)
         return fresh.pool
 
@@ -212,14 +311,13 @@ class Destinations:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for entry in pools:
-            entry.pool.close()
+            entry.pool.retire()
 
     def _replace(self, destination: Destination, entry: _Entry | None) -> None:
-        """Make `entry` the destination's pool (None: it has none) and close the one it replaces: its idle
-        connections now, the ones still carrying a request when that request is done."""
+        """Make `entry` the destination's pool (None: it has none) and retire the one it replaces."""
         with self._lock:
             old = self._pools.pop(destination, None)
             if entry is not None:
                 self._pools[destination] = entry
         if old is not None and old is not entry:
-            old.pool.close()
+            old.pool.retire()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ SIGNATURE_REASONS = frozenset({"missing_signature_headers", "invalid_signature",
 FOLD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 LAST_FOLDED = "synctrack_last_folded_event_generated_timestamp_seconds"
+LAST_ACCEPTED = "synctrack_webhook_last_accepted_timestamp_seconds"
 
 
 def event_type_label(event_type: str | None) -> str:
@@ -131,6 +133,14 @@ class Metrics:
             "Webhooks rejected for their signature headers, signature or timestamp.",
             ["reason"],
         )
+        for reason in sorted(SIGNATURE_REASONS):  # a series at 0 from the start, so the first failure is an increase
+            self.signature_failures.labels(reason)
+        # A wall-clock time that only moves forward: the largest over the processes is the latest.
+        self.last_accepted = Gauge(
+            LAST_ACCEPTED,
+            "When (unix seconds) a webhook was last accepted (202) by any web process; 0 until one is.",
+            multiprocess_mode="max",
+        )
         self.folded = Counter(
             "synctrack_events_folded_total",
             "Stored events handled by a worker, by event type and outcome (replays included).",
@@ -186,11 +196,14 @@ def metrics() -> Metrics:
 
 
 def record_webhook(event_type: str | None, result: str, reason: str = "", count: int = 1) -> None:
-    """Count `count` webhook requests: `result` is accepted, duplicate or rejected (`reason`: the error code)."""
+    """Count `count` webhook requests: `result` is accepted, duplicate or rejected (`reason`: the error code).
+    An accepted one also sets the time of the last acceptance to now (the alert on silence reads it)."""
     m = metrics()
     m.webhooks.labels(event_type_label(event_type), result, reason).inc(count)
     if reason in SIGNATURE_REASONS:
         m.signature_failures.labels(reason).inc(count)
+    if result == "accepted" and count > 0:
+        m.last_accepted.set(time.time())
 
 
 def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], started: datetime) -> None:

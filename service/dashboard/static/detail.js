@@ -13,6 +13,7 @@ import {
   platformName,
   spinner,
   statusBadge,
+  syncingLabel,
   timeEl,
   whenEl,
 } from "./format.js";
@@ -25,9 +26,12 @@ const RELOAD_DELAY_MS = 150;
 const enc = encodeURIComponent;
 
 export class DetailView {
-  /** `onClose()`: the person asked to go back to the list. */
-  constructor({ el, api, store, messages, actions, companyId, backHref, onClose }) {
-    Object.assign(this, { el, api, store, messages, actions, companyId, backHref, onClose });
+  /**
+   * `onClose()`: the person asked to go back to the list. `can(right)`: whether the page's token has the
+   * right (the API decides in the end); what it may not do is left out.
+   */
+  constructor({ el, api, store, messages, actions, can, companyId, backHref, onClose }) {
+    Object.assign(this, { el, api, store, messages, actions, can, companyId, backHref, onClose });
     this.connectionId = null;
     this.detail = null;
     this.syncs = [];
@@ -151,7 +155,7 @@ export class DetailView {
             { class: "detail-status" },
             statusBadge(connectionStatus(d)),
             freshnessBadge(d),
-            syncing ? spinner("Syncing…") : null,
+            syncing ? spinner(syncingLabel(this.store.syncsRunning(d.id))) : null,
           ),
         ),
         ...this.notices(d, name),
@@ -167,6 +171,7 @@ export class DetailView {
         ),
         h("h3", { id: "history-heading" }, "Sync history"),
         this.history(),
+        ...resolvedProblems(d),
       ),
     );
   }
@@ -178,9 +183,22 @@ export class DetailView {
   }
 
   notices(d, name) {
-    const link = safeUrl(d.link_url);
-    const linkButton = (label) =>
-      link ? h("a", { class: "button", href: link, target: "_blank", rel: "noopener noreferrer" }, label) : null;
+    // Codat's link for re-linking is asked for at the click (see actions.reconnect), never the stored one.
+    const relink = (label, focusKey, options = {}) => {
+      if (!this.can("reconnect")) return null;
+      const pending = this.actions.isPending(`reconnect:${d.id}`);
+      return h(
+        "button",
+        {
+          type: "button",
+          class: "button primary",
+          disabled: pending,
+          dataset: { focusKey },
+          onclick: () => this.actions.reconnect(d, name, options),
+        },
+        pending ? "Asking Codat for a link…" : label,
+      );
+    };
     const authError = d.last_sync_status === "AuthError" || d.data_types.some((t) => t.status === "AuthError");
     const out = [];
     if (d.deleted_at) {
@@ -190,33 +208,25 @@ export class DetailView {
         notice(
           "warning",
           `Codat can no longer read from ${name}: the customer must sign in to ${name} again to re-authorise it.`,
-          linkButton(`Re-link ${name}`),
+          relink(`Re-link ${name}`, "relink"),
         ),
       );
     } else if (d.status === "Unlinked" || d.status === "Deauthorized") {
       const why = d.status === "Deauthorized" ? `Access to ${name} was withdrawn.` : "This connection is disconnected.";
-      const reconnect = link
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "button primary",
-              dataset: { focusKey: "reconnect" },
-              onclick: () => this.actions.reconnect(link, name),
-            },
-            "Reconnect",
-          )
-        : null;
+      const reconnect = relink("Reconnect", "reconnect", { confirm: true });
       out.push(notice("info", `${why} Data already synced is kept.`, reconnect));
     } else if (d.status === "PendingAuth") {
-      out.push(notice("info", "The customer has not finished linking this connection yet.", linkButton("Continue linking")));
+      out.push(
+        notice("info", "The customer has not finished linking this connection yet.", relink("Continue linking", "relink")),
+      );
     }
-    if (!d.deleted_at && d.errors.length) {
+    const current = d.active_errors ?? [];
+    if (!d.deleted_at && current.length) {
       out.push(
         notice(
           "warning",
           "Codat reports a problem with this connection:",
-          h("ul", {}, d.errors.map((e) => h("li", {}, e.errorMessage ?? e.statusText ?? JSON.stringify(e)))),
+          h("ul", { class: "current-problems" }, current.map((e) => h("li", {}, errorText(e)))),
         ),
       );
     }
@@ -261,9 +271,11 @@ export class DetailView {
       ["Linked", d.linked_at && timeEl(d.linked_at)],
       ["Created", d.created_at && timeEl(d.created_at)],
       ["First sync", timeEl(d.first_sync_at)],
+      ["First read completed", d.initial_read_completed_at && timeEl(d.initial_read_completed_at)],
       ["Most recent sync", [timeEl(d.last_sync_at), d.last_sync_status ? ` (${d.last_sync_status})` : ""]],
       ["Last successful sync", timeEl(d.last_successful_sync_at)],
       ["Disconnected", d.disconnected_at && timeEl(d.disconnected_at)],
+      ["Last link attempt failed", d.last_link_failure && linkFailure(d.last_link_failure)],
       ...Object.entries(d.metadata ?? {}).map(([key, value]) => [humanise(key), plain(value)]),
       ["Connection ID", h("code", {}, d.id)],
     ];
@@ -310,7 +322,13 @@ export class DetailView {
             "tr",
             { dataset: { dataType: t.data_type, phase: syncing ? "active" : t.phase } },
             h("th", { scope: "row", "data-label": "Data type" }, t.data_type),
-            h("td", { "data-label": "Last status" }, syncing ? spinner("Syncing…") : phaseBadge(t.phase, t.status)),
+            h(
+              "td",
+              { "data-label": "Last status" },
+              syncing
+                ? spinner(syncingLabel(this.store.syncsRunning(d.id, t.data_type)))
+                : phaseBadge(t.phase, t.status),
+            ),
             h("td", { "data-label": "Last successful sync" }, timeEl(t.last_successful_sync_at)),
             h(
               "td",
@@ -378,7 +396,13 @@ function historyRow(sync) {
     "tr",
     { class: failed ? "failed" : null, dataset: { syncId: sync.id, phase: sync.phase } },
     h("th", { scope: "row", "data-label": "Data type" }, dataTypeLabel(sync.data_type)),
-    h("td", { "data-label": "Result" }, sync.phase === "active" ? spinner(sync.status) : phaseBadge(sync.phase, sync.status)),
+    h(
+      "td",
+      { "data-label": "Result" },
+      sync.phase === "active"
+        ? spinner(sync.delayed ? syncingLabel([sync]) : sync.status)
+        : phaseBadge(sync.phase, sync.status),
+    ),
     h("td", { "data-label": "Requested" }, whenEl(sync.requested_at)),
     h("td", { "data-label": "Finished" }, whenEl(sync.completed_at)),
     h(
@@ -387,6 +411,34 @@ function historyRow(sync) {
       sync.issues?.length ? h("ul", { class: "issues" }, sync.issues.map((i) => h("li", {}, issueText(i)))) : "—",
     ),
   );
+}
+
+/** Errors Codat has resolved: not today's problem, so they are listed with the history. */
+function resolvedProblems(d) {
+  if (d.deleted_at) return [];
+  const current = new Set((d.active_errors ?? []).map((e) => JSON.stringify(e)));
+  const resolved = (d.errors ?? []).filter((e) => !current.has(JSON.stringify(e)));
+  if (!resolved.length) return [];
+  return [
+    h("h3", { id: "resolved-heading" }, "Resolved problems"),
+    h(
+      "ul",
+      { class: "resolved-problems", "aria-labelledby": "resolved-heading" },
+      resolved.map((e) =>
+        h("li", {}, errorText(e), e.resolvedOnUtc ? [" (resolved ", whenEl(e.resolvedOnUtc), ")"] : null),
+      ),
+    ),
+  ];
+}
+
+function errorText(error) {
+  if (typeof error !== "object" || error === null) return String(error);
+  return error.errorMessage ?? error.statusText ?? JSON.stringify(error);
+}
+
+function linkFailure(failure) {
+  const why = [failure.status_code, failure.message ?? failure.status_text].filter(Boolean).join(": ");
+  return [timeEl(failure.at), why ? ` (${why})` : ""];
 }
 
 function issueText(issue) {
@@ -406,15 +458,4 @@ function plain(value) {
     return text.length > 200 ? `${text.slice(0, 199)}…` : text;
   }
   return String(value);
-}
-
-/** Only http(s) links are followed: a link URL comes from outside and must not run script. */
-function safeUrl(raw) {
-  if (!raw) return null;
-  try {
-    const url = new URL(raw);
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
-  } catch {
-    return null;
-  }
 }

@@ -98,6 +98,12 @@ export function keepingFocus(render) {
   if (again && again !== document.activeElement) again.focus({ preventScroll: true });
 }
 
+/** The spinner's words for running syncs: Codat's status while Codat says one is still waiting there. */
+export function syncingLabel(syncs) {
+  const delayed = syncs.find((sync) => sync.delayed && sync.codat_status);
+  return delayed ? `Syncing (waiting at Codat: ${delayed.codat_status})` : "Syncing…";
+}
+
 export function spinner(label) {
   return h(
     "span",

@@ -9,6 +9,7 @@ import {
   platformName,
   spinner,
   statusBadge,
+  syncingLabel,
   timeEl,
 } from "./format.js";
 import { freshnessBadge } from "./freshness.js";
@@ -101,7 +102,7 @@ function card(connection, store, selected, linkFor, onSelect, key) {
         ),
       ),
     ),
-    syncing ? withId(spinner("Syncing…"), `${key}-syncing`) : null,
+    syncing ? withId(spinner(syncingLabel(store.syncsRunning(connection.id))), `${key}-syncing`) : null,
   );
 }
 

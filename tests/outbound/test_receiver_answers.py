@@ -1,5 +1,5 @@
-"""The HTTP/1.1 connection deliveries are sent over, against a raw TCP receiver whose answers the test writes
-byte for byte: how an answer is framed decides whether its connection is used again."""
+"""How the transport treats what receivers answer, against a raw TCP receiver whose answers the test writes byte
+for byte: which answers count by their status, which are failures, and when a connection is used again."""
 
 from __future__ import annotations
 
@@ -15,21 +15,32 @@ from typing import Any
 
 import pytest
 
-from workers.outbound.http1 import BadAnswer, ConnectFailed, TimedOut
-from workers.outbound.transport import Destinations
+from workers.outbound.transport import BadAnswer, ConnectFailed, Destinations, Pool, TimedOut, route
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
+DROP = None
+"""An answer that is no answer: the receiver closes the connection on reading the request."""
+
+
 class RawReceiver:
-    """Answers each request with the next of `answers` (then 204); `close_after` closes the connection after
-    that answer. Counts the connections it accepts."""
+    """Answers each request with the next of `answers` (then 204), `trickle` seconds between its bytes;
+    `close_after` closes the connection after each answer. Counts the connections it accepts, and those the
+    client closed."""
 
     def __init__(
-        self, answers: list[bytes], close_after: bool = False, delay: float = 0.0, tls: ssl.SSLContext | None = None
+        self,
+        answers: list[bytes | None],
+        close_after: bool = False,
+        delay: float = 0.0,
+        trickle: float = 0.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.answers, self.close_after, self.delay, self.tls = list(answers), close_after, delay, tls
+        self.answers, self.close_after, self.delay, self.trickle = list(answers), close_after, delay, trickle
+        self.tls = tls
         self.connections = 0
+        self.hangups = 0
         self.requests: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -66,6 +77,7 @@ class RawReceiver:
                 while b"\r\n\r\n" not in buffer:
                     data = conn.recv(65536)
                     if not data:
+                        self.hangups += 1
                         return
                     buffer += data
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
@@ -75,13 +87,24 @@ class RawReceiver:
                 self.requests.append(head + b"\r\n\r\n" + buffer[:length])
                 buffer = buffer[length:]
                 answer = self.answers.pop(0) if self.answers else NO_CONTENT
+                if answer is DROP:
+                    return
                 time.sleep(self.delay)
-                conn.sendall(answer)
+                if self.trickle:
+                    for byte in answer:
+                        conn.sendall(bytes([byte]))
+                        time.sleep(self.trickle)
+                else:
+                    conn.sendall(answer)
                 if self.close_after:
                     return
 
     def close(self) -> None:
         self.sock.close()
+
+
+def head_lines(request: bytes) -> list[bytes]:
+    return request.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
 
 
 @pytest.fixture
@@ -115,12 +138,26 @@ def test_the_request_carries_the_host_the_length_and_the_webhook_headers(destina
 
     receiver.close()
     (request,) = receiver.requests
-    head, _, body = request.partition(b"\r\n\r\n")
-    assert head.split(b"\r\n")[0] == b"POST /hook HTTP/1.1"
-    assert f"host: 127.0.0.1:{receiver.port}".encode() in head.split(b"\r\n")
-    assert b"content-length: 7" in head.split(b"\r\n")
-    assert b"webhook-id: msg_1" in head.split(b"\r\n")
-    assert body == b'{"a":1}'
+    lines = head_lines(request)
+    assert lines[0] == b"post /hook http/1.1"
+    assert f"host: 127.0.0.1:{receiver.port}".encode() in lines
+    assert b"content-length: 7" in lines
+    assert b"webhook-id: msg_1" in lines
+    assert request.partition(b"\r\n\r\n")[2] == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://Hooks.Partner.Example/x", b"hooks.partner.example"),
+        ("https://hooks.partner.example:8443/x", b"hooks.partner.example:8443"),
+        ("http://[2001:db8::1]:80/x", b"[2001:db8::1]"),
+        ("http://[2001:db8::1]:8080/x?a=1", b"[2001:db8::1]:8080"),
+        ("https://bücher.example/x", b"xn--bcher-kva.example"),
+    ],
+)
+def test_the_host_header_is_the_urls_host_without_its_default_port(url: str, host: bytes) -> None:
+    assert route(url, allow_http=True).host == host
 
 
 @pytest.mark.parametrize(
@@ -157,6 +194,31 @@ def test_a_kept_alive_connection_the_receiver_closed_while_idle_is_replaced_with
     assert len(receiver.requests) == 2
 
 
+def test_a_kept_alive_connection_closed_on_the_next_request_without_an_answer_sends_it_once_more(
+    destinations: Destinations,
+) -> None:
+    receiver = RawReceiver([NO_CONTENT, DROP])  # the second request, on the kept connection, is dropped unanswered
+
+    codes = [post(destinations, receiver) for _ in range(2)]
+
+    receiver.close()
+    assert codes == [204, 204]
+    assert receiver.connections == 2
+    assert len(receiver.requests) == 3
+
+
+def test_a_new_connection_closed_without_an_answer_is_a_bad_answer_and_not_sent_again(
+    destinations: Destinations,
+) -> None:
+    receiver = RawReceiver([DROP, DROP])
+
+    with pytest.raises(BadAnswer):
+        post(destinations, receiver)
+
+    receiver.close()
+    assert len(receiver.requests) == 1
+
+
 def test_an_answer_that_is_not_http_is_a_bad_answer(destinations: Destinations) -> None:
     receiver = RawReceiver([b"SSH-2.0-OpenSSH_9.6\r\n\r\n"])
 
@@ -165,7 +227,7 @@ def test_an_answer_that_is_not_http_is_a_bad_answer(destinations: Destinations) 
     receiver.close()
 
 
-@pytest.mark.parametrize("size", [b"-1", b"0x3", b"1_0", b"+3", b"", b"12345678901234567"])
+@pytest.mark.parametrize("size", [b"-1", b"0x3", b"1_0", b"+3", b""])
 def test_a_chunk_size_that_is_not_plain_hex_is_a_bad_answer(destinations: Destinations, size: bytes) -> None:
     receiver = RawReceiver([b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + size + b"\r\nabc\r\n0\r\n\r\n"])
 
@@ -185,6 +247,29 @@ def test_a_chunk_size_line_that_never_ends_is_refused_before_the_timeout(destina
     assert time.monotonic() - started < 4.0  # refused for its length, not left to run into the deadline
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000,
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n" + b"x" * 5000,
+    ],
+)
+def test_a_body_over_the_limit_counts_by_its_status_and_its_connection_is_not_kept(
+    destinations: Destinations, answer: bytes
+) -> None:
+    receiver = RawReceiver([answer])
+
+    started = time.monotonic()
+    code = post(destinations, receiver, timeout=5.0)  # the limit is 1,024 bytes
+    elapsed = time.monotonic() - started
+    again = post(destinations, receiver)
+
+    receiver.close()
+    assert (code, again) == (200, 204)
+    assert elapsed < 4.0, "the body was read no further than the limit, not until the timeout"
+    assert receiver.connections == 2
+
+
 def test_an_answer_that_does_not_come_in_time_times_out(destinations: Destinations) -> None:
     receiver = RawReceiver([], delay=1.0)
 
@@ -194,6 +279,17 @@ def test_an_answer_that_does_not_come_in_time_times_out(destinations: Destinatio
     elapsed = time.monotonic() - started
     receiver.close()
     assert elapsed < 0.9
+
+
+def test_an_answer_trickling_in_a_byte_at_a_time_times_out_within_the_timeout(destinations: Destinations) -> None:
+    receiver = RawReceiver([b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"], trickle=0.05)
+
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        post(destinations, receiver, timeout=0.5)  # the whole head takes 2 s; no single byte is late
+    elapsed = time.monotonic() - started
+    receiver.close()
+    assert elapsed < 1.0
 
 
 def test_a_body_that_does_not_end_in_time_counts_by_its_status(destinations: Destinations) -> None:
@@ -270,7 +366,7 @@ def test_https_sends_the_urls_name_for_sni_and_the_host_and_keeps_the_connection
     assert codes == [204, 204]
     assert names == [NAME]
     assert receiver.connections == 1
-    assert f"host: {NAME}:{receiver.port}".encode() in receiver.requests[0].split(b"\r\n")
+    assert f"host: {NAME}:{receiver.port}".encode() in head_lines(receiver.requests[0])
 
 
 @pytest.mark.usefixtures("names_on_loopback")
@@ -284,3 +380,25 @@ def test_https_to_a_name_the_certificate_does_not_cover_fails_to_connect(certifi
     destinations.close()
     receiver.close()
     assert receiver.requests == []
+
+
+def test_a_pool_retired_during_a_request_lets_it_finish_and_then_closes_its_connection() -> None:
+    receiver = RawReceiver([], delay=0.5)
+    pool = Pool(("127.0.0.1",), ssl.create_default_context())
+    url = route(receiver.url(), allow_http=True).url
+    codes: list[int] = []
+    sending = threading.Thread(target=lambda: codes.append(pool.post(url, [(b"host", b"x")], b"{}", 2.0, 1024)))
+
+    sending.start()
+    time.sleep(0.2)
+    pool.retire()
+    closed_while_sending = receiver.hangups
+    sending.join()
+    deadline = time.monotonic() + 2.0
+    while receiver.hangups == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    receiver.close()
+    assert codes == [204]
+    assert closed_while_sending == 0
+    assert receiver.hangups == 1, "the connection was closed once its request was done"
