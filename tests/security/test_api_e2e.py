@@ -3,10 +3,14 @@ the real Redis, once on SQLite and once on PostgreSQL, webhooks signed and sent 
 
 * A stored webhook of no company (a client-wide rate-limit notice) is the admins' alone: a company token asking
   for it by id gets the 404 an unknown id gets.
+* A string no database stores (a lone surrogate, which JSON's `\\u` escapes can spell) in a cursor, a body or
+  any other value is a 400 saying so, never a 5xx.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -102,3 +106,67 @@ def test_a_company_token_reading_a_company_less_event_gets_the_404_of_an_unknown
     assert deployment.company_less_event not in str(deployment.get("/v1/events", token).json())
     admin = deployment.get(f"/v1/events/{deployment.company_less_event}")
     assert admin.status_code == 200 and admin.json()["body"]["eventType"] == "client.rateLimit.reached"
+
+
+def cursor(*values: object) -> str:
+    """A cursor as this API encodes one, holding `values`."""
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+ONE_PART = ["/v1/companies", f"/v1/companies/{COMPANY}/connections", "/v1/connections"]
+TWO_PART = ["/v1/events", "/v1/syncs/active", f"/v1/connections/{CONNECTION}/syncs", "/v1/subscriptions"]
+ADMIN_ONLY = {"/v1/companies", "/v1/subscriptions"}
+
+
+def test_a_lone_surrogate_in_a_cursor_is_a_400_on_every_list_for_admins_and_company_tokens(
+    deployment: Deployment,
+) -> None:
+    callers = {"admin": ADMIN_HEADERS, "company": bearer(company_token(COMPANY))}
+    answers = {}
+    for who, headers in callers.items():
+        for path in ONE_PART + TWO_PART:
+            if who == "company" and path in ADMIN_ONLY:
+                continue
+            values = ["\ud800"] if path in ONE_PART else ["2024-01-01T00:00:00Z", "\ud800"]
+            response = deployment.get(path, headers, cursor=cursor(*values))
+            answers[(who, path)] = (response.status_code, response.json().get("error"))
+            assert deployment.get(path, headers).status_code == 200, (who, path)
+    assert set(answers.values()) == {(400, "invalid_parameter")}, answers
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/admin/replay", {"company_id": "\ud800", "dry_run": True}),
+        ("/v1/admin/replay", {"event_type": ["connection.connected", "\udc00"], "dry_run": True}),
+        ("/v1/admin/imports", {"company_id": ["\ud800"]}),
+    ],
+)
+def test_a_lone_surrogate_in_an_admin_body_is_a_400_naming_the_field(
+    deployment: Deployment, path: str, body: dict[str, object]
+) -> None:
+    raw = json.dumps(body)  # ASCII: the surrogate travels as the escape \\ud800, as a client would send it
+    response = httpx.post(
+        f"{deployment.base}{path}",
+        content=raw,
+        headers={**ADMIN_HEADERS, "content-type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_parameter"
+    assert "lone surrogate" in response.json()["detail"]
+
+
+def test_bytes_of_a_surrogate_anywhere_else_in_a_request_are_never_a_5xx(deployment: Deployment) -> None:
+    token = bearer(company_token(COMPANY))
+    utf8_surrogate = "%ED%A0%80"  # what UTF-8 would be for U+D800, were it allowed; decoded as U+FFFD
+    for path, headers in [
+        (f"/v1/events?event_type={utf8_surrogate}&connection_id={utf8_surrogate}", ADMIN_HEADERS),
+        (f"/v1/events?company_id={utf8_surrogate}", ADMIN_HEADERS),
+        (f"/v1/connections?source_type={utf8_surrogate}", token),
+        (f"/v1/connections/{CONNECTION}/syncs?data_type={utf8_surrogate}", token),
+        (f"/v1/events/{utf8_surrogate}", token),
+        (f"/v1/connections/{utf8_surrogate}", ADMIN_HEADERS),
+    ]:
+        response = httpx.get(f"{deployment.base}{path}", headers=headers, timeout=10)
+        assert response.status_code in (200, 400, 404), (path, response.status_code, response.text)
