@@ -5,6 +5,8 @@ the real Redis, once on SQLite and once on PostgreSQL, webhooks signed and sent 
   for it by id gets the 404 an unknown id gets.
 * A string no database stores (a lone surrogate, which JSON's `\\u` escapes can spell) in a cursor, a body or
   any other value is a 400 saying so, never a 5xx.
+* No `/v1/*` answer may be cached (`Cache-Control: no-store`): the token a mint answers with, data, errors of
+  every layer, the stream.
 """
 
 from __future__ import annotations
@@ -170,3 +172,30 @@ def test_bytes_of_a_surrogate_anywhere_else_in_a_request_are_never_a_5xx(deploym
     ]:
         response = httpx.get(f"{deployment.base}{path}", headers=headers, timeout=10)
         assert response.status_code in (200, 400, 404), (path, response.status_code, response.text)
+
+
+def test_every_v1_answer_says_no_store_tokens_data_errors_and_the_stream_alike(deployment: Deployment) -> None:
+    base, token = deployment.base, bearer(company_token(COMPANY))
+    answers = {
+        "minted token": httpx.post(f"{base}/v1/tokens", json={"company_id": COMPANY}, headers=ADMIN_HEADERS),
+        "list": httpx.get(f"{base}/v1/companies", headers=ADMIN_HEADERS),
+        "company read": httpx.get(f"{base}/v1/connections/{CONNECTION}", headers=token),
+        "no token (401)": httpx.get(f"{base}/v1/companies"),
+        "admin route, company token (403)": httpx.get(f"{base}/v1/companies", headers=token),
+        "unknown id (404)": httpx.get(f"{base}/v1/connections/conn-unknown", headers=ADMIN_HEADERS),
+        "unknown route (404)": httpx.get(f"{base}/v1/nothing-here", headers=ADMIN_HEADERS),
+        "bad cursor (400)": httpx.get(f"{base}/v1/events", params={"cursor": "%%"}, headers=ADMIN_HEADERS),
+        "wrong method (405)": httpx.put(f"{base}/v1/companies", headers=ADMIN_HEADERS),
+        "not JSON (415)": httpx.post(f"{base}/v1/tokens", content=b"x", headers=ADMIN_HEADERS),
+        "headers too large (431)": httpx.get(
+            f"{base}/v1/companies", headers={**ADMIN_HEADERS, **{f"x-filler-{i}": "x" for i in range(120)}}
+        ),
+        "stream refused (401)": httpx.get(f"{base}/v1/stream"),
+        "stream of another company (404)": httpx.get(f"{base}/v1/stream", params={"company_id": "x"}, headers=token),
+    }
+    with httpx.Client() as client, client.stream("GET", f"{base}/v1/stream", headers=token) as stream:
+        answers["stream"] = stream
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses["minted token"] == 201 and statuses["stream"] == 200 and statuses["list"] == 200, statuses
+    cached = {name: answer.headers.get("cache-control") for name, answer in answers.items()}
+    assert set(cached.values()) == {"no-store"}, cached
