@@ -7,12 +7,15 @@ the real Redis, once on SQLite and once on PostgreSQL, webhooks signed and sent 
   any other value is a 400 saying so, never a 5xx.
 * No `/v1/*` answer may be cached (`Cache-Control: no-store`): the token a mint answers with, data, errors of
   every layer, the stream.
+* An admin's JSON body is read up to `SYNCTRACK_MAX_ADMIN_BODY_BYTES` and no further: 413 `payload_too_large`,
+  declared or not, answered before the rest of the body is even sent.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -39,6 +42,7 @@ from tests.support.services import (
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 COMPANY, CONNECTION = f"co-{uuid.uuid4().hex[:8]}", f"conn-{uuid.uuid4().hex[:8]}"
+MAX_ADMIN_BODY_BYTES = 100_000
 
 
 @dataclass
@@ -75,6 +79,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             "SYNCTRACK_REDIS_URL": REDIS_URL,
             "SYNCTRACK_REDIS_NAMESPACE": namespace,
             "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
+            "SYNCTRACK_MAX_ADMIN_BODY_BYTES": str(MAX_ADMIN_BODY_BYTES),
         }
         upgraded = run_db_upgrade(env, tmp, timeout=120)
         assert upgraded.returncode == 0, upgraded.stderr
@@ -199,3 +204,48 @@ def test_every_v1_answer_says_no_store_tokens_data_errors_and_the_stream_alike(d
     assert statuses["minted token"] == 201 and statuses["stream"] == 200 and statuses["list"] == 200, statuses
     cached = {name: answer.headers.get("cache-control") for name, answer in answers.items()}
     assert set(cached.values()) == {"no-store"}, cached
+
+
+def padded(size: int) -> bytes:
+    """A JSON replay request (a dry run) of exactly `size` bytes."""
+    head, tail = b'{"dry_run": true, "event_type": ["', b'"]}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+def test_an_admin_body_over_the_limit_is_a_413_and_one_at_the_limit_is_read(deployment: Deployment) -> None:
+    url, headers = f"{deployment.base}/v1/admin/replay", {**ADMIN_HEADERS, "content-type": "application/json"}
+
+    at_limit = httpx.post(url, content=padded(MAX_ADMIN_BODY_BYTES), headers=headers, timeout=10)
+    over = httpx.post(url, content=padded(MAX_ADMIN_BODY_BYTES + 1), headers=headers, timeout=10)
+    undeclared = httpx.post(url, content=iter([padded(MAX_ADMIN_BODY_BYTES + 1)]), headers=headers, timeout=10)
+
+    assert at_limit.status_code == 200, at_limit.text
+    assert "content-length" not in undeclared.request.headers
+    for answer in (over, undeclared):
+        assert answer.status_code == 413, answer.text
+        assert answer.json() == {
+            "error": "payload_too_large",
+            "detail": f"the body is larger than the {MAX_ADMIN_BODY_BYTES}-byte limit (SYNCTRACK_MAX_ADMIN_BODY_BYTES)",
+        }
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_oversized_admin_body_is_refused_before_the_rest_of_it_is_sent(
+    deployment: Deployment, declared: bool
+) -> None:
+    host, port = deployment.base.removeprefix("http://").split(":")
+    size = "Content-Length: 104857600" if declared else "Transfer-Encoding: chunked"
+    head = (
+        f"POST /v1/admin/imports HTTP/1.1\r\nHost: {host}\r\nAuthorization: {ADMIN_HEADERS['Authorization']}\r\n"
+        f"Content-Type: application/json\r\n{size}\r\n\r\n"
+    )
+    part = b'{"company_id": ["' + b"x" * (MAX_ADMIN_BODY_BYTES + 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        sock.sendall(part if declared else b"%x\r\n%b\r\n" % (len(part), part))
+        answer = b""
+        while b"payload_too_large" not in answer:  # the body is never finished: only a refusal can come
+            chunk = sock.recv(1 << 16)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ")
