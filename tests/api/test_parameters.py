@@ -72,7 +72,7 @@ def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
         embedded=True,
         database_url=database_url,
         redis_namespace=f"t{uuid.uuid4().hex[:8]}",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
     upgrade(database_url)
