@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     across every web process; admin tokens are not limited; 0 = no limit."""
     cors_origins: CommaList = []
     metrics_require_token: bool = False
+    max_admin_body_bytes: int = Field(MIB, ge=1)
+    """The largest JSON body an API route reads (every route that takes one is an admin's); 413 beyond."""
 
     # Outbound subscriptions
     subscriptions_allow_http: bool = False

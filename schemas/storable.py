@@ -31,6 +31,14 @@ def _kind(char: str) -> str:
     return f"a lone UTF-16 surrogate (\\u{ord(char):04x})"
 
 
+def unstorable(text: str) -> str | None:
+    """What in `text` no ledger database stores (a phrase), or None when it can be stored as is."""
+    if "\x00" not in text and (text.isascii() or _encodes(text)):
+        return None
+    found = _UNSTORABLE.search(text)
+    return _kind(found.group()) if found else None
+
+
 def _encodes(text: str) -> bool:
     try:
         text.encode()  # far quicker than a search for surrogates

@@ -120,8 +120,8 @@ def operation(method: str, path: str, op: Operation, refs: dict[tuple[Any, str],
         errors.add(404)
     if op.query or op.request is not None:
         errors.add(400)
-    if op.request is not None and path.startswith("/v1/"):  # a body that is not application/json
-        errors.add(415)
+    if op.request is not None and path.startswith("/v1/"):  # not application/json; over SYNCTRACK_MAX_ADMIN_BODY_BYTES
+        errors |= {413, 415}
     for status in sorted(errors):
         if str(status) not in responses:
             responses[str(status)] = _error(REASONS.get(status, "Error"))

@@ -61,6 +61,8 @@ class Principal:
     rights: frozenset[str] = field(default_factory=frozenset)
     token_id: str | None = None
     """A company token's id (`jti`): what `POST /v1/tokens/{token_id}/revoke` names."""
+    expires_at: int | None = None
+    """Unix seconds: when a company token expires (an open stream ends then); None for admins."""
 
     @property
     def is_admin(self) -> bool:
@@ -119,7 +121,7 @@ class ScopedClaims:
 
     def principal(self) -> Principal:
         subject = f"company:{self.company_id}:{self.token_id}"
-        return Principal("company", subject, self.company_id, self.rights, self.token_id)
+        return Principal("company", subject, self.company_id, self.rights, self.token_id, self.expires_at)
 
 
 def _b64(raw: bytes) -> str:
