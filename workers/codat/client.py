@@ -207,6 +207,18 @@ class CodatClient:
         response = await self._call("GET", f"/companies/{company_id}/dataStatus", target)
         return self._json_object(response, target)
 
+    # Sync settings -------------------------------------------------------------------------------
+
+    async def client_sync_settings(self) -> dict[str, Any]:
+        """The client's sync settings: `{clientId, settings: [{dataType, syncSchedule, …}], overridesDefaults}`."""
+        target = "the client's sync settings"
+        return self._json_object(await self._call("GET", "/profile/syncSettings", target), target)
+
+    async def company_sync_settings(self, company_id: str) -> dict[str, Any]:
+        """A company's sync settings: `{companyId, settings: [{dataType, syncSchedule, …}]}`."""
+        target = f"the sync settings of company {company_id!r}"
+        return self._json_object(await self._call("GET", f"/companies/{company_id}/syncSettings", target), target)
+
     # Transport -----------------------------------------------------------------------------------
 
     async def _all_pages(self, path: str, target: str) -> list[dict[str, Any]]:
