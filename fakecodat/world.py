@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fakecodat.catalog import COMPANY_NAMES, Platform, connection_info, default_connections, new_id, platform
+from fakecodat.sync_settings import SyncSettings
 from fakecodat.webhooks import Deliverer, iso
 
 IN_PROGRESS = ("Queued", "Fetching")
@@ -58,6 +59,7 @@ class World:
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_company: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Each company's pull operations (the history of thousands of companies is read per company)."""
+    sync_settings: SyncSettings = field(default_factory=SyncSettings)
     rng: random.Random = field(default_factory=random.Random)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
