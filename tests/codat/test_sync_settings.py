@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dramatiq
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -22,12 +24,14 @@ from workers.codat.client import CodatClient
 from workers.codat.import_jobs import create_job
 from workers.codat.importer import Importer
 from workers.codat.reconcile import reconcile
-from workers.codat.sync_settings import SETTINGS_JOB, refresh_due, try_refresh_settings
+from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings, refresh_due, try_refresh_settings
 from workers.ingest.handle import FoldRequest, handle_webhooks
+from workers.ledger.context import WorkerRuntime
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.schedules import load_schedules
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
+from workers.runtime.queues import OPS_QUEUE
 
 NOW = datetime.now(UTC)
 
@@ -178,3 +182,24 @@ def test_without_an_api_key_nothing_is_read_and_the_daily_job_is_off(engine: Eng
     assert SETTINGS_JOB.interval(Runtime()) == 0  # type: ignore[arg-type]
     Runtime.settings = settings_for(fake)
     assert SETTINGS_JOB.interval(Runtime()) == 86_400  # type: ignore[arg-type]
+
+
+def test_a_new_company_codat_does_not_know_is_asked_about_once_not_again_and_again(
+    engine: Engine, fake: FakeCodatServer
+) -> None:
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    queue = declare_sync_settings(broker, WorkerRuntime(settings_for(fake), engine, None))
+    [known] = seed(fake, 1)
+    fake.control.clear_requests()
+    queue([known, "not-in-codat"])
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join(OPS_QUEUE, fail_fast=True)
+    finally:
+        worker.stop()
+    assert sorted(settings_reads(fake)) == sorted(
+        ["/profile/syncSettings", company_path(known), company_path("not-in-codat")]
+    )
+    assert stored(engine, known)[1]["invoices"] == 24

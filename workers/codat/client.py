@@ -211,12 +211,12 @@ class CodatClient:
 
     async def client_sync_settings(self) -> dict[str, Any]:
         """The client's sync settings: `{clientId, settings: [{dataType, syncSchedule, …}], overridesDefaults}`."""
-        target = "the client's sync settings"
+        target = "sync settings of the client"
         return self._json_object(await self._call("GET", "/profile/syncSettings", target), target)
 
     async def company_sync_settings(self, company_id: str) -> dict[str, Any]:
         """A company's sync settings: `{companyId, settings: [{dataType, syncSchedule, …}]}`."""
-        target = f"the sync settings of company {company_id!r}"
+        target = f"sync settings of company {company_id!r}"
         return self._json_object(await self._call("GET", f"/companies/{company_id}/syncSettings", target), target)
 
     # Transport -----------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -202,12 +201,20 @@ def run_due(runtime: WorkerRuntime) -> str:
 SETTINGS_JOB = PeriodicJob("refresh_sync_settings", settings_interval, run_due)
 
 
-def declare_sync_settings(broker: RedisBroker, runtime: WorkerRuntime) -> Callable[[Iterable[str]], None]:
+def declare_sync_settings(broker: dramatiq.Broker, runtime: WorkerRuntime) -> Callable[[Iterable[str]], None]:
     """Declare the `fetch_sync_settings` actor; return what queues it for companies Codat just created (it
     queues nothing without an API key)."""
 
     def fetch_sync_settings(company_id: str) -> None:
-        asyncio.run(refresh_new_company(runtime.settings, runtime.engine, runtime.feed, company_id))
+        try:
+            asyncio.run(refresh_new_company(runtime.settings, runtime.engine, runtime.feed, company_id))
+        except CodatError as exc:
+            if exc.code == ErrorCode.CODAT_UNAVAILABLE:
+                raise  # dramatiq retries it later
+            # Asking again would get the same answer (unknown company, refused key): the daily read retries.
+            log.warning(
+                "msg=sync_settings_unread company=%s error=%s detail=%r", company_id, exc.code.value, exc.detail
+            )
 
     actor: dramatiq.Actor = dramatiq.Actor(  # type: ignore[type-arg]
         fetch_sync_settings,
