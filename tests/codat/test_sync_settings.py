@@ -37,9 +37,9 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    upgrade(sqlite_url)
-    engine = make_engine(sqlite_url)
+def engine(database_url: str) -> Iterator[Engine]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
     yield engine
     engine.dispose()
 
@@ -193,7 +193,7 @@ def test_a_new_company_codat_does_not_know_is_asked_about_once_not_again_and_aga
     [known] = seed(fake, 1)
     fake.control.clear_requests()
     queue([known, "not-in-codat"])
-    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
     worker.start()
     try:
         broker.join(OPS_QUEUE, fail_fast=True)
