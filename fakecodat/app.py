@@ -1,14 +1,15 @@
 """The fake Codat as a Starlette app: the Codat API calls Synctrack makes plus a control API under `/_control`.
 
 Codat API: companies and their connections (list, get, PATCH status, DELETE), `data/all`,
-`data/queue/{dataType}`, `data/history` (paged) and `data/history/{datasetId}`, `dataStatus`.
+`data/queue/{dataType}`, `data/history` (paged) and `data/history/{datasetId}`, `dataStatus`, and the sync
+settings of the client (`/profile/syncSettings`) and of each company (`/companies/{id}/syncSettings`).
 Every Codat call passes the gate first: API key check (when one is configured), injected faults,
 and a request log the tests read (`GET /_control/requests`). Codat's Link page for a connection
 (`GET /companies/{companyId}/connections/{connectionId}/start`, opened by a customer's browser) is not
 part of the API and skips the gate (`fakecodat.links`).
 
 Control API: seed companies, change settings, steer webhooks (drop, hold, release out of order,
-duplicate, redeliver), inject faults, change a connection's status behind Synctrack's back.
+duplicate, redeliver), inject faults, change a connection's status behind Synctrack's back, set sync schedules.
 """
 
 from __future__ import annotations
@@ -215,6 +216,18 @@ def _link_page(status: int, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+@codat
+async def client_sync_settings(request: Request) -> Response:
+    return JSONResponse(_world(request).sync_settings.client_body())
+
+
+@codat
+async def company_sync_settings(request: Request) -> Response:
+    world = _world(request)
+    company_id = world.company(request.path_params["company_id"])["id"]
+    return JSONResponse(world.sync_settings.company_body(company_id))
+
+
 # Control ---------------------------------------------------------------------------------------------
 
 
@@ -336,6 +349,24 @@ async def links(request: Request) -> Response:
     return JSONResponse({"links": _world(request).links.describe()})
 
 
+async def control_sync_settings(request: Request) -> Response:
+    """`{"schedules": {"invoices": 168, "*": 24}, "company_id": "…"}`: the client's `syncSchedule`s (hours), or
+    one company's (null gives a data type back to the client's); `GET` shows them all."""
+    settings = _world(request).sync_settings
+    if request.method == "POST":
+        body = await _body(request)
+        schedules, company_id = body.get("schedules"), body.get("company_id")
+        if not isinstance(schedules, dict):
+            return JSONResponse({"error": "schedules must be an object of data type -> hours"}, status_code=400)
+        if company_id is not None and company_id not in _world(request).companies:
+            return JSONResponse({"error": f"unknown company {company_id}"}, status_code=404)
+        try:
+            settings.change(schedules, company_id)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse(settings.describe())
+
+
 async def requests_log(request: Request) -> Response:
     if request.method == "DELETE":
         request.app.state.request_log.clear()
@@ -370,6 +401,8 @@ def create_fake_codat(config: Config | None = None, receiver_url: str | None = N
         Route(f"{base}/data/history/{{dataset_id}}", pull_operation),
         Route(f"{base}/dataStatus", data_status),
         Route(f"{base}/connections/{{connection_id}}/start", link_start),
+        Route(f"{base}/syncSettings", company_sync_settings),
+        Route("/profile/syncSettings", client_sync_settings),
         Route("/_control/companies", seed, methods=["POST"]),
         Route("/_control/config", control_config, methods=["GET", "POST"]),
         Route("/_control/webhooks", webhooks, methods=["GET", "POST"]),
@@ -379,6 +412,7 @@ def create_fake_codat(config: Config | None = None, receiver_url: str | None = N
         Route("/_control/connections/{connection_id}", set_connection_status, methods=["POST"]),
         Route("/_control/requests", requests_log, methods=["GET", "DELETE"]),
         Route("/_control/links", links),
+        Route("/_control/sync-settings", control_sync_settings, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.world, app.state.deliverer, app.state.faults, app.state.request_log = world, deliverer, rules, request_log

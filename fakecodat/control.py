@@ -98,6 +98,12 @@ class FakeCodatControl:
         issued: list[dict[str, Any]] = self._call("GET", "/links")["links"]
         return issued
 
+    def sync_settings(self, schedules: dict[str, float | None], company_id: str | None = None) -> dict[str, Any]:
+        """Set `syncSchedule`s in hours per data type (`*`: every one) of the client, or of `company_id`."""
+        body: dict[str, Any] = {"schedules": schedules, "company_id": company_id}
+        result: dict[str, Any] = self._call("POST", "/sync-settings", body)
+        return result
+
     def requests(self) -> list[dict[str, Any]]:
         log: list[dict[str, Any]] = self._call("GET", "/requests")["requests"]
         return log

@@ -20,6 +20,7 @@ from typing import Any
 
 from fakecodat.catalog import COMPANY_NAMES, Platform, connection_info, default_connections, new_id, platform
 from fakecodat.links import Links, start_url
+from fakecodat.sync_settings import SyncSettings
 from fakecodat.webhooks import Deliverer, iso
 
 IN_PROGRESS = (
@@ -78,6 +79,7 @@ class World:
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_company: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Each company's pull operations (the history of thousands of companies is read per company)."""
+    sync_settings: SyncSettings = field(default_factory=SyncSettings)
     rng: random.Random = field(default_factory=random.Random)
     links: Links = field(default_factory=Links)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer
 
-from schemas.statuses import Freshness
+from schemas.statuses import Freshness, ThresholdSource
 
 UtcTime = Annotated[
     datetime,
@@ -107,6 +107,10 @@ class DataTypeOut(BaseModel):
     records_modified: bool | None
     freshness: Freshness
     expected_by: UtcTime | None
+    threshold_seconds: float
+    """How old the last successful sync may be before this data type is overdue."""
+    threshold_source: ThresholdSource
+    """Where the threshold comes from: `override`, `company_schedule`, `client_schedule` or `default`."""
 
 
 class ConnectionDetail(ConnectionOut):

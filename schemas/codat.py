@@ -1,4 +1,4 @@
-"""Codat API objects (connections, pull operations, data status) read once into typed values.
+"""Codat API objects (connections, pull operations, data status, sync settings) read once into typed values.
 
 The Codat client returns JSON; actions and reconciliation turn it into the same `ConnectionFacts` and
 `SyncFact` the webhook parser builds, through the functions here, so there is one reading of Codat's
@@ -8,6 +8,7 @@ an action, seen by reconciliation or (for legacy alerts) reported by a webhook.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -197,3 +198,26 @@ def company_page(raw: object, page: int, page_size: int) -> CompanyPage:
     else:
         has_next = bool(results) and total is not None and page * page_size < total
     return CompanyPage(companies, page, total, has_next)
+
+
+def sync_schedules(raw: object) -> dict[str, float]:
+    """Read Codat's sync settings — the client's (`GET /profile/syncSettings`: ``{clientId, settings,
+    overridesDefaults}``) or a company's (`GET /companies/{id}/syncSettings`: ``{companyId, settings}``) — as
+    each data type's `syncSchedule` in hours. A setting without a number of hours (zero or more) is left out;
+    raises `InvalidEnvelope` when `settings` is not a list."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("settings"), list):
+        raise InvalidEnvelope("sync settings must be a JSON object with a list of settings")
+    schedules: dict[str, float] = {}
+    for item in raw["settings"]:
+        if not isinstance(item, dict):
+            continue
+        data_type, hours = item.get("dataType"), _hours(item.get("syncSchedule"))
+        if isinstance(data_type, str) and data_type and hours is not None:
+            schedules[data_type] = hours
+    return schedules
+
+
+def _hours(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None

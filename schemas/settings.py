@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     """`SYNCTRACK_FRESHNESS_OVERRIDES`: per data type, e.g. `banking-transactions=6h,invoices=48h`."""
     freshness_check_seconds: float = 60.0
     """How often the freshness check runs; 0 = off."""
+    freshness_schedule_factor: float = Field(1.5, gt=0)
+    """A data type's threshold from Codat's `syncSchedule` (hours) is the schedule times this factor."""
 
     # Stream
     stream_retention_hours: int = 24

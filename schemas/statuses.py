@@ -45,6 +45,10 @@ Freshness = Literal["fresh", "overdue", "pending", "never", "paused"]
 
 FRESHNESS: tuple[Freshness, ...] = ("fresh", "overdue", "pending", "never", "paused")
 
+ThresholdSource = Literal["override", "company_schedule", "client_schedule", "default"]
+"""Where a data type's freshness threshold comes from, first that applies: `SYNCTRACK_FRESHNESS_OVERRIDES`,
+the company's Codat `syncSchedule`, the client's, `SYNCTRACK_FRESHNESS_AFTER`."""
+
 
 def is_connection_status(value: object) -> bool:
     return value in CONNECTION_STATUSES

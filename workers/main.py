@@ -8,6 +8,7 @@ from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
 from workers.codat.reconcile import RECONCILE_JOB
 from workers.codat.still_running import ask_codat
+from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
 from workers.jobs.retention import PRUNE_JOB
@@ -33,7 +34,7 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
         client, settings.redis_namespace, settings.stream_max_changes, settings.stream_retention_hours * 3600
     )
     runtime = WorkerRuntime(settings, engine, feed)
-    declare_actors(broker, runtime)
+    declare_actors(broker, runtime, companies_created=declare_sync_settings(broker, runtime))
     declare_delivery_actor(broker, runtime)
     declare_ops(broker, runtime)
     declare_imports(broker, runtime)
@@ -42,7 +43,7 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
 
 def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, PRUNE_JOB]
+    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, SETTINGS_JOB, PRUNE_JOB]
 
 
 def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:

@@ -65,6 +65,8 @@ def test_a_connection_shows_platform_status_syncs_and_metadata(client: TestClien
         "records_modified",
         "freshness",
         "expected_by",
+        "threshold_seconds",
+        "threshold_source",
     }
 
 

@@ -88,6 +88,10 @@ def test_every_body_schema_is_a_component_generated_from_the_handlers_models(tmp
     assert {"ConnectionDetail", "SyncOut", "ActionOut", "TokenIn", "TokenOut", "ErrorBody"} <= set(components)
     refs = [ref for ref in _refs(document["paths"])]
     assert refs and all(ref.removeprefix("#/components/schemas/") in components for ref in refs)
+    data_type = components["DataTypeOut"]
+    assert {"threshold_seconds", "threshold_source"} <= set(data_type["required"])
+    sources = data_type["properties"]["threshold_source"]["enum"]
+    assert sources == ["override", "company_schedule", "client_schedule", "default"]
     detail = document["paths"]["/v1/connections/{connection_id}"]["get"]
     assert detail["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert detail["security"] == [{"bearer": []}]

@@ -255,3 +255,29 @@ def test_one_time_links_are_fresh_each_time_a_connection_is_shown_and_work_once(
     other = httpx.get(shown[1].replace(f"/connections/{xero}/", f"/connections/{hsbc}/"))
     assert other.status_code == 410, "an otp opens only the connection it was issued for"
     assert httpx.get(start.removesuffix("?otp=")).status_code == 410, "without its otp a link is refused"
+
+
+def schedules(body: dict[str, Any]) -> dict[str, Any]:
+    return {s["dataType"]: s.get("syncSchedule") for s in body["settings"]}
+
+
+def test_sync_settings_are_served_as_codat_documents_them_and_steered_by_control(fake: FakeCodatServer) -> None:
+    seeded = company(fake, "xero", announce=False, initial_read=False)
+    client = httpx.get(f"{fake.url}/profile/syncSettings").json()
+    assert set(client) == {"clientId", "settings", "overridesDefaults"}
+    assert set(client["settings"][0]) >= {"dataType", "fetchOnFirstLink", "syncSchedule", "syncOrder", "isLocked"}
+    assert set(schedules(client).values()) == {24}
+
+    fake.control.sync_settings({"*": 168, "bills": 0})
+    fake.control.sync_settings({"invoices": 12, "payments": 168}, company_id=seeded["id"])
+    client = httpx.get(f"{fake.url}/profile/syncSettings").json()
+    own = httpx.get(f"{fake.url}/companies/{seeded['id']}/syncSettings").json()
+    assert (client["overridesDefaults"], own["companyId"], set(own)) == (True, seeded["id"], {"companyId", "settings"})
+    assert (schedules(client)["invoices"], schedules(client)["bills"]) == (168, 0)
+    assert (schedules(own)["invoices"], schedules(own)["payments"], schedules(own)["bills"]) == (12, 168, 0)
+
+    fake.control.sync_settings({"invoices": None}, company_id=seeded["id"])
+    assert schedules(httpx.get(f"{fake.url}/companies/{seeded['id']}/syncSettings").json())["invoices"] == 168
+    assert httpx.get(f"{fake.url}/companies/nope/syncSettings").status_code == 404
+    with pytest.raises(httpx.HTTPStatusError):
+        fake.control.sync_settings({"invoices": "weekly"})  # type: ignore[dict-item]

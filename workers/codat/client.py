@@ -217,6 +217,19 @@ class CodatClient:
         response = await self._call("GET", ("companies", checked("company id", company_id), "dataStatus"), target)
         return self._json_object(response, target)
 
+    # Sync settings -------------------------------------------------------------------------------
+
+    async def client_sync_settings(self) -> dict[str, Any]:
+        """The client's sync settings: `{clientId, settings: [{dataType, syncSchedule, …}], overridesDefaults}`."""
+        target = "sync settings of the client"
+        return self._json_object(await self._call("GET", ("profile", "syncSettings"), target), target)
+
+    async def company_sync_settings(self, company_id: str) -> dict[str, Any]:
+        """A company's sync settings: `{companyId, settings: [{dataType, syncSchedule, …}]}`."""
+        target = f"sync settings of company {company_id!r}"
+        path = ("companies", checked("company id", company_id), "syncSettings")
+        return self._json_object(await self._call("GET", path, target), target)
+
     # Transport -----------------------------------------------------------------------------------
 
     async def _all_pages(self, path: Segments, target: str) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ an empty ledger until webhooks trickle in. An import job (`workers.codat.import_
 `GET /companies` (each company comes with its `dataConnections`), records every company it finds, then
 reads each one's pull-operation history within the lookback and its `dataStatus` and folds what the
 ledger lacks through `workers.codat.reconcile` (source `reconcile`): the same facts, the same fold, so
-running it twice folds nothing the second time.
+running it twice folds nothing the second time. Codat's sync settings are read too, the client's once per
+chunk and each company's before it is folded (`workers.codat.sync_settings`).
 
 Up to `concurrency` companies are read at once; the Codat client honours `Retry-After` and the
 `X-Rate-Limit-*` quota. Folds are one transaction per company (one at a time on SQLite, which has one
@@ -45,6 +46,7 @@ from workers.codat.import_jobs import (
     release,
 )
 from workers.codat.reconcile import apply_view, publish, read_company
+from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import ImportJob
@@ -87,6 +89,7 @@ class Importer:
         codat = self.client or CodatClient.from_settings(self.settings)
         beating = asyncio.create_task(self._keep_claim(job_id))
         try:
+            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
             job = await self._discover(codat, job, deadline)
             if job.status != "running" or job.next_page is not None:
                 return job
@@ -155,6 +158,7 @@ class Importer:
     ) -> CompanyResult:
         listing = await asyncio.to_thread(company_listing, self.engine, job_id, company_id)
         try:
+            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock)
             company = listing if listing is not None else await codat.get_company(company_id)
             connections = company.get("dataConnections")
             view = await read_company(

@@ -17,8 +17,9 @@ per company):
 Running it twice changes nothing the second time. Calls are sequential and the Codat client honours
 `Retry-After`, so a run respects Codat's rate limits; a company that fails is reported, not retried.
 With `SYNCTRACK_RECONCILE_DISCOVER` a run without named companies also visits those Codat lists
-(`GET /companies`) that the ledger lacks. The import of a whole account (`workers.codat.importer`)
-reads and folds each company through `read_company` and `apply_view` too.
+(`GET /companies`) that the ledger lacks. A run also reads Codat's sync settings, the client's once and each
+company's before the company is folded (`workers.codat.sync_settings`). The import of a whole account
+(`workers.codat.importer`) reads and folds each company through `read_company` and `apply_view` too.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient
 from workers.codat.errors import CodatError
 from workers.codat.listing import discovered_companies
+from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.announce import announce_changes
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
@@ -305,8 +307,10 @@ async def reconcile(
     owned = client is None
     codat = client or CodatClient.from_settings(settings)
     lookback = timedelta(hours=settings.reconcile_lookback_hours)
+    policy = FreshnessPolicy.from_settings(settings)
     reports = []
     try:
+        await try_refresh_settings(codat, engine, feed, policy)
         targets = list(company_ids or [])
         if not targets:
             targets = await asyncio.to_thread(ledger_companies, engine)
@@ -319,6 +323,7 @@ async def reconcile(
             report = CompanyReport(company_id)
             reports.append(report)
             try:
+                await try_refresh_settings(codat, engine, feed, policy, company_id)
                 view = await read_company(codat, engine, company_id, lookback)
             except CodatError as exc:
                 report.error = f"{exc.code.value}: {exc.detail}"
@@ -327,7 +332,6 @@ async def reconcile(
                     break  # every further call would fail the same way, or add to Codat's load
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
-            policy = FreshnessPolicy.from_settings(settings)
             applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
             report.folded, report.changes = applied.folded, len(applied.entries)
             publish(feed, applied.entries)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import dramatiq
@@ -26,9 +26,17 @@ from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACT
 log = logging.getLogger("synctrack.worker")
 
 
-def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+def declare_actors(
+    broker: RedisBroker,
+    runtime: WorkerRuntime,
+    companies_created: Callable[[list[str]], None] | None = None,
+) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+    """The webhook queue's actors; `companies_created` is told of each folded `company.created` (after commit)."""
     settings = runtime.settings
-    batcher = FoldBatcher(partial(handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness))
+    fold = partial(
+        handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness, companies_created=companies_created
+    )
+    batcher = FoldBatcher(fold)
     runtime.on_close(batcher.stop)
     options = {
         "max_retries": settings.worker_max_retries,
@@ -61,7 +69,7 @@ def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dra
 
     def fold_stored(event_ids: list[str]) -> None:
         requests = [FoldRequest(i, None, None, replay=True) for i in event_ids]
-        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness)
+        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness, companies_created)
 
     stored = dramatiq.Actor(
         fold_stored,

@@ -11,7 +11,7 @@ anything else (database down) raises so dramatiq retries.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,11 +68,13 @@ def handle_webhooks(
     feed: ChangeFeed | None,
     requests: Sequence[FoldRequest],
     freshness: FreshnessPolicy = DEFAULT_POLICY,
+    companies_created: Callable[[list[str]], None] | None = None,
 ) -> list[Outcome]:
     """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
 
     `freshness`: the thresholds the announced Connection objects are judged by (the worker passes its
-    settings'; the default is the settings' default).
+    settings'; the default is the settings' default). `companies_created` is told, after the commit, the
+    companies whose `company.created` was folded (the worker queues the read of their sync settings).
 
     Returns one outcome per request, in order. Raises (nothing committed) if the database fails.
     """
@@ -116,6 +118,12 @@ def handle_webhooks(
         _confirm_actions(session, events)
     if feed is not None:
         feed.publish(entries)
+    created = sorted({e.company_id for e in events if e.event_type == "company.created" and e.company_id})
+    if companies_created is not None and created:
+        try:
+            companies_created(created)
+        except Exception as exc:  # folded and committed: the daily read of sync settings catches up
+            log.warning("msg=sync_settings_not_queued companies=%s error=%s", ",".join(created), type(exc).__name__)
     per_event: dict[str, list[FeedEntry]] = {}
     for entry in entries:
         per_event.setdefault(entry.data.get("event_id", ""), []).append(entry)

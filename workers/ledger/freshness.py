@@ -4,8 +4,11 @@ No I/O and no clock: the caller passes `now`, so the same rows give the same ans
 a threshold passing changes the answer only because `now` moved. The rows are the fold's own output,
 which does not depend on the order events arrived in, so neither does freshness.
 
-For each data type of a connection, with threshold T (`SYNCTRACK_FRESHNESS_AFTER`, or its override in
-`SYNCTRACK_FRESHNESS_OVERRIDES`):
+For each data type of a connection, with threshold T — first that applies: its override in
+`SYNCTRACK_FRESHNESS_OVERRIDES`; the company's Codat `syncSchedule` where it differs from the client's; the
+client's `syncSchedule` (each in hours, times `SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR`; 0 or absent is no
+schedule); `SYNCTRACK_FRESHNESS_AFTER`. The schedules come in as plain data (`Schedules`) and count only
+where Codat's settings are read (`SYNCTRACK_CODAT_API_KEY` is set):
 
 * ``fresh``: the last successful sync is at most T old; `expected_by` = that sync + T;
 * ``overdue``: a successful sync exists but is older than T (whatever failed since); `expected_by` as above;
@@ -30,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from schemas.settings import Settings
-from schemas.statuses import Freshness
+from schemas.statuses import Freshness, ThresholdSource
 
 NOT_EXPECTED_STATUSES = frozenset({"PendingAuth", "Unlinked", "Deauthorized"})
 """Connection statuses under which no sync is expected."""
@@ -64,19 +67,62 @@ class DataTypeFacts(Protocol):
 
 
 @dataclass(frozen=True)
+class Schedules:
+    """Codat's `syncSchedule` per data type, in hours: the client's, and one company's as Codat returned them."""
+
+    client: Mapping[str, float] = field(default_factory=dict)
+    company: Mapping[str, float] = field(default_factory=dict)
+
+
+NO_SCHEDULES = Schedules()
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    seconds: float
+    source: ThresholdSource
+
+    @property
+    def delta(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+
+@dataclass(frozen=True)
 class FreshnessPolicy:
-    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type."""
+    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type, and
+    Codat's schedules times `schedule_factor` where `follow_schedules` (an API key is set, so they are read)."""
 
     after_seconds: float = 86_400.0
     overrides: Mapping[str, float] = field(default_factory=dict)
+    schedule_factor: float = 1.5
+    follow_schedules: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FreshnessPolicy:
-        return cls(settings.freshness_after_seconds, dict(settings.freshness_overrides))
+        return cls(
+            settings.freshness_after_seconds,
+            dict(settings.freshness_overrides),
+            settings.freshness_schedule_factor,
+            bool(settings.codat_api_key),
+        )
 
     def threshold(self, data_type: str | None = None) -> timedelta:
+        """The threshold of `data_type` without schedules: its override, else `after_seconds`."""
         seconds = self.overrides.get(data_type, self.after_seconds) if data_type else self.after_seconds
         return timedelta(seconds=seconds)
+
+    def threshold_of(self, data_type: str, schedules: Schedules = NO_SCHEDULES) -> Threshold:
+        """The threshold of `data_type` and where it comes from, first that applies (see the module)."""
+        if data_type in self.overrides:
+            return Threshold(self.overrides[data_type], "override")
+        if self.follow_schedules:
+            client, company = schedules.client.get(data_type), schedules.company.get(data_type)
+            # A company's setting is its own only where it differs from the client's.
+            if company and company != client:
+                return Threshold(company * 3600 * self.schedule_factor, "company_schedule")
+            if client:
+                return Threshold(client * 3600 * self.schedule_factor, "client_schedule")
+        return Threshold(self.after_seconds, "default")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +130,7 @@ class DataTypeFreshness:
     data_type: str
     freshness: Freshness
     expected_by: datetime | None
+    threshold: Threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,26 +158,37 @@ def _awaiting_first(linked: datetime | None, threshold: timedelta, now: datetime
 
 
 def data_type_freshness(
-    connection: ConnectionFacts, row: DataTypeFacts, policy: FreshnessPolicy, now: datetime
+    connection: ConnectionFacts,
+    row: DataTypeFacts,
+    policy: FreshnessPolicy,
+    now: datetime,
+    schedules: Schedules = NO_SCHEDULES,
 ) -> DataTypeFreshness:
     """One data type's freshness at `now` (see the module's docstring)."""
+    threshold = policy.threshold_of(row.data_type, schedules)
     if is_paused(connection) or row.phase == "unsupported":
-        return DataTypeFreshness(row.data_type, "paused", None)
-    threshold = policy.threshold(row.data_type)
+        return DataTypeFreshness(row.data_type, "paused", None, threshold)
     last = row.last_successful_sync_at
     if last is not None:
-        deadline = last + threshold
-        return DataTypeFreshness(row.data_type, "fresh" if now <= deadline else "overdue", deadline)
-    state, first_deadline = _awaiting_first(connection.linked_at or connection.created_at, threshold, now)
-    return DataTypeFreshness(row.data_type, state, first_deadline)
+        deadline = last + threshold.delta
+        return DataTypeFreshness(row.data_type, "fresh" if now <= deadline else "overdue", deadline, threshold)
+    state, first_deadline = _awaiting_first(connection.linked_at or connection.created_at, threshold.delta, now)
+    return DataTypeFreshness(row.data_type, state, first_deadline, threshold)
 
 
 def assess(
-    connection: ConnectionFacts, data_types: Iterable[DataTypeFacts], policy: FreshnessPolicy, now: datetime
+    connection: ConnectionFacts,
+    data_types: Iterable[DataTypeFacts],
+    policy: FreshnessPolicy,
+    now: datetime,
+    schedules: Schedules = NO_SCHEDULES,
 ) -> ConnectionFreshness:
-    """The connection's freshness and each of its data types', at `now`."""
+    """The connection's freshness and each of its data types', at `now`, under its company's `schedules`."""
     types = tuple(
-        sorted((data_type_freshness(connection, row, policy, now) for row in data_types), key=lambda d: d.data_type)
+        sorted(
+            (data_type_freshness(connection, row, policy, now, schedules) for row in data_types),
+            key=lambda d: d.data_type,
+        )
     )
     if is_paused(connection):
         return ConnectionFreshness("paused", None, (), types)

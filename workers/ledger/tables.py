@@ -295,3 +295,20 @@ class FreshnessRecord(SQLModel, table=True):
     overdue_data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     changed_at: datetime
     """When `freshness` last changed."""
+
+
+class SyncSchedule(SQLModel, table=True):
+    """Codat's sync settings as last read: each data type's `syncSchedule` (hours) of one scope, the client's
+    (`scope` "client", `company_id` "") or one company's (`scope` "company").
+
+    Not part of the ledger proper (a rebuild does not touch it): freshness reads it for its thresholds
+    (`workers.ledger.schedules`); `workers.codat.sync_settings` refreshes it.
+    """
+
+    __tablename__ = "sync_schedules"
+
+    scope: str = Field(primary_key=True)
+    company_id: str = Field(primary_key=True)
+    hours: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """Data type -> `syncSchedule` in hours, as Codat returned them (0 included)."""
+    fetched_at: datetime = Field(index=True)

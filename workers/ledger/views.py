@@ -2,7 +2,8 @@
 so a dashboard sees one schema whichever way it reads.
 
 A Connection object carries its freshness (`workers.ledger.freshness`), which needs every data type of the
-connection and the time it is rendered at: `load_freshness` reads the data types of many connections at once.
+connection, its company's Codat schedules (`workers.ledger.schedules`) and the time it is rendered at:
+`load_freshness` reads them for many connections at once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from sqlmodel.sql.expression import Select
 
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
 from schemas.normalise import is_active_error
-from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
+from workers.ledger.freshness import (
+    NO_SCHEDULES,
+    ConnectionFreshness,
+    DataTypeFreshness,
+    FreshnessPolicy,
+    Schedules,
+    assess,
+)
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
+from workers.ledger.schedules import load_schedules
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
 IN_CHUNK = 500
@@ -87,7 +96,7 @@ def sync_out(row: Sync | SyncRow) -> SyncOut:
     )
 
 
-def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | None) -> DataTypeOut:
+def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
     return DataTypeOut(
         data_type=row.data_type,
         status=row.status,
@@ -95,8 +104,10 @@ def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | N
         last_sync_at=row.last_sync_at,
         last_successful_sync_at=row.last_successful_sync_at,
         records_modified=row.records_modified,
-        freshness=fresh.freshness if fresh else "paused",
-        expected_by=fresh.expected_by if fresh else None,
+        freshness=fresh.freshness,
+        expected_by=fresh.expected_by,
+        threshold_seconds=fresh.threshold.seconds,
+        threshold_source=fresh.threshold.source,
     )
 
 
@@ -106,7 +117,8 @@ DATA_TYPES = DataTypeState.__table__  # type: ignore[attr-defined]
 def load_freshness(
     session: Session, connections: Iterable[Connection | ConnectionRow], policy: FreshnessPolicy, now: datetime
 ) -> dict[str, ConnectionFreshness]:
-    """Each connection's freshness at `now`, reading all their data types in a few statements."""
+    """Each connection's freshness at `now`, reading all their data types (and, where Codat's schedules
+    count, their companies' schedules) in a few statements."""
     rows = {conn.id: conn for conn in connections}
     types: dict[str, list[DataTypeRow]] = {cid: [] for cid in rows}
     ids = sorted(rows)
@@ -116,7 +128,15 @@ def load_freshness(
         query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk))
         for mapping in session.execute(query).mappings():
             types[mapping["connection_id"]].append(DataTypeRow(**mapping))
-    return {cid: assess(conn, types[cid], policy, now) for cid, conn in rows.items()}
+    schedules = company_schedules(session, {conn.company_id for conn in rows.values()}, policy)
+    return {cid: assess(conn, types[cid], policy, now, schedules[conn.company_id]) for cid, conn in rows.items()}
+
+
+def company_schedules(session: Session, company_ids: Iterable[str], policy: FreshnessPolicy) -> dict[str, Schedules]:
+    """The schedules freshness judges these companies' connections by: none unless the policy follows them."""
+    if policy.follow_schedules:
+        return load_schedules(session, company_ids)
+    return {company_id: NO_SCHEDULES for company_id in company_ids}
 
 
 def active_exists() -> Exists:
@@ -148,9 +168,11 @@ def load_connection_detail(
     types = session.exec(
         select(DataTypeState).where(DataTypeState.connection_id == connection_id).order_by(col(DataTypeState.data_type))
     ).all()
-    fresh = assess(connection, types, policy, now)
+    schedules = company_schedules(session, [connection.company_id], policy)[connection.company_id]
+    fresh = assess(connection, types, policy, now, schedules)
     base = connection_out(connection, company_name, bool(active), fresh)
-    return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, fresh.of(t.data_type)) for t in types])
+    judged = {d.data_type: d for d in fresh.data_types}
+    return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, judged[t.data_type]) for t in types])
 
 
 def company_out(company: Company, connection_count: int) -> CompanyOut:

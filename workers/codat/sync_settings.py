@@ -1,0 +1,234 @@
+"""Codat's sync settings: read the client's and each company's `syncSchedule`s, record them, announce what
+they change.
+
+A data type's freshness threshold follows Codat's schedule (`workers.ledger.freshness`), so Synctrack reads
+the client's settings (`GET /profile/syncSettings`) and each company's (`GET /companies/{id}/syncSettings`)
+and records them (`workers.ledger.schedules`):
+
+* at import — the client's once per chunk, each company's before the company is folded;
+* at reconciliation — the client's once per run, each company's before the company is folded;
+* when a `company.created` arrives — the `fetch_sync_settings` actor on the ops queue (queued after the
+  fold's commit, never inside it), which also reads the client's if they are a day old;
+* otherwise at most daily — `SETTINGS_JOB` reads the client's and every company's not read for a day.
+
+Every read is one call through the one Codat client (retries, `Retry-After`, the quota); a run of the job
+makes one call per company and stops at the first answer saying every further call would fail too. When
+the schedules read differ from those recorded, the connections they concern (the company's, or every one
+for the client's) are judged again and the freshness changes announced (`workers.ledger.reassess`).
+Without an API key nothing is read and the thresholds are today's settings alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import dramatiq
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from schemas.codat import sync_schedules
+from schemas.errors import ErrorCode
+from schemas.events import InvalidEnvelope
+from schemas.settings import Settings
+from workers.codat.client import CodatClient
+from workers.codat.errors import CodatError
+from workers.ledger.changes import ChangeFeed
+from workers.ledger.freshness import FreshnessPolicy
+from workers.ledger.reassess import reassess
+from workers.ledger.schedules import companies_due, fetched_at, record_schedules
+from workers.runtime.periodic import PeriodicJob
+from workers.runtime.queues import OPS_QUEUE
+
+if TYPE_CHECKING:
+    from workers.ledger.context import WorkerRuntime
+
+log = logging.getLogger("synctrack.codat")
+
+SETTINGS_MAX_AGE = timedelta(days=1)
+"""Settings read more recently than this are not read again by the daily job or for a new company."""
+SETTINGS_EVERY_SECONDS = 86_400.0
+SETTINGS_ACTOR = "fetch_sync_settings"
+GIVE_UP = (ErrorCode.CODAT_AUTH_FAILED, ErrorCode.CODAT_UNAVAILABLE)
+"""Answers after which every further call of a run would fail the same way, or add to Codat's load."""
+
+
+def _whose(company_id: str | None) -> str:
+    return "client" if company_id is None else f"company={company_id}"
+
+
+async def read_settings(codat: CodatClient, company_id: str | None = None) -> dict[str, float]:
+    """The client's (`company_id` None) or one company's `syncSchedule` per data type, in hours."""
+    if company_id is None:
+        raw = await codat.client_sync_settings()
+    else:
+        raw = await codat.company_sync_settings(company_id)
+    try:
+        return sync_schedules(raw)
+    except InvalidEnvelope as exc:
+        raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's sync settings are unreadable: {exc}") from None
+
+
+def record_settings(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str | None,
+    hours: dict[str, float],
+    now: datetime,
+) -> bool:
+    """Record the schedules read at `now`; when they changed, judge the connections they concern again and
+    announce what changed. True when they changed."""
+    with Session(engine) as session, session.begin():
+        changed = record_schedules(session, company_id, hours, now)
+    if changed:
+        moved = reassess(engine, feed, policy, now, company_id) if policy.follow_schedules else 0
+        log.info(
+            "msg=sync_settings_changed %s data_types=%d freshness_changed=%d", _whose(company_id), len(hours), moved
+        )
+    return changed
+
+
+async def refresh_settings(
+    codat: CodatClient,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str | None = None,
+    *,
+    lock: AbstractAsyncContextManager[object] | None = None,
+) -> bool:
+    """Read and record the client's (`company_id` None) or one company's settings; True when they changed.
+    `lock` is held while they are recorded (the importer's one writer on SQLite). Raises `CodatError`."""
+    hours = await read_settings(codat, company_id)
+    async with lock or nullcontext():
+        return await asyncio.to_thread(record_settings, engine, feed, policy, company_id, hours, datetime.now(UTC))
+
+
+async def try_refresh_settings(
+    codat: CodatClient,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str | None = None,
+    *,
+    lock: AbstractAsyncContextManager[object] | None = None,
+) -> bool:
+    """`refresh_settings` where a failure only leaves the recorded settings as they were (it is logged), as at
+    import and reconciliation: the thresholds of the settings read before stay. Nothing is read without an
+    API key."""
+    if not policy.follow_schedules:
+        return False
+    try:
+        return await refresh_settings(codat, engine, feed, policy, company_id, lock=lock)
+    except CodatError as exc:
+        log.warning("msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail)
+        return False
+
+
+def _read_before(engine: Engine, company_id: str | None, cutoff: datetime) -> bool:
+    with Session(engine) as session:
+        at = fetched_at(session, company_id)
+    return at is None or at < cutoff
+
+
+def _due(engine: Engine, cutoff: datetime) -> list[str]:
+    with Session(engine) as session:
+        return companies_due(session, cutoff)
+
+
+async def refresh_new_company(settings: Settings, engine: Engine, feed: ChangeFeed | None, company_id: str) -> bool:
+    """A company Codat just created: read its settings, and the client's when they are a day old."""
+    policy = FreshnessPolicy.from_settings(settings)
+    if not policy.follow_schedules:
+        return False
+    async with CodatClient.from_settings(settings) as codat:
+        if await asyncio.to_thread(_read_before, engine, None, datetime.now(UTC) - SETTINGS_MAX_AGE):
+            await refresh_settings(codat, engine, feed, policy)
+        return await refresh_settings(codat, engine, feed, policy, company_id)
+
+
+async def refresh_due(
+    settings: Settings,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    client: CodatClient | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Read the client's and every company's settings not read for `SETTINGS_MAX_AGE` (at `now`): one call
+    each, the longest unread first. Returns a summary line."""
+    policy = FreshnessPolicy.from_settings(settings)
+    if not policy.follow_schedules:
+        return "skipped=no_api_key"
+    cutoff = (now or datetime.now(UTC)) - SETTINGS_MAX_AGE
+    codat = client or CodatClient.from_settings(settings)
+    targets: list[str | None] = []
+    if await asyncio.to_thread(_read_before, engine, None, cutoff):
+        targets.append(None)
+    targets += await asyncio.to_thread(_due, engine, cutoff)
+    read = changed = failed = 0
+    try:
+        for company_id in targets:
+            try:
+                changed += await refresh_settings(codat, engine, feed, policy, company_id)
+                read += 1
+            except CodatError as exc:
+                failed += 1
+                log.warning(
+                    "msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail
+                )
+                if exc.code in GIVE_UP:
+                    break
+    finally:
+        if client is None:
+            await codat.aclose()
+    return f"read={read} changed={changed} failed={failed} due={len(targets)}"
+
+
+def settings_interval(runtime: WorkerRuntime) -> float:
+    """Once a day where Codat is called (an API key is set); off otherwise."""
+    return SETTINGS_EVERY_SECONDS if runtime.settings.codat_api_key else 0.0
+
+
+def run_due(runtime: WorkerRuntime) -> str:
+    return asyncio.run(refresh_due(runtime.settings, runtime.engine, runtime.feed))
+
+
+SETTINGS_JOB = PeriodicJob("refresh_sync_settings", settings_interval, run_due)
+
+
+def declare_sync_settings(broker: dramatiq.Broker, runtime: WorkerRuntime) -> Callable[[Iterable[str]], None]:
+    """Declare the `fetch_sync_settings` actor; return what queues it for companies Codat just created (it
+    queues nothing without an API key)."""
+
+    def fetch_sync_settings(company_id: str) -> None:
+        try:
+            asyncio.run(refresh_new_company(runtime.settings, runtime.engine, runtime.feed, company_id))
+        except CodatError as exc:
+            if exc.code == ErrorCode.CODAT_UNAVAILABLE:
+                raise  # dramatiq retries it later
+            # Asking again would get the same answer (unknown company, refused key): the daily read retries.
+            log.warning(
+                "msg=sync_settings_unread company=%s error=%s detail=%r", company_id, exc.code.value, exc.detail
+            )
+
+    actor: dramatiq.Actor = dramatiq.Actor(  # type: ignore[type-arg]
+        fetch_sync_settings,
+        broker=broker,
+        actor_name=SETTINGS_ACTOR,
+        queue_name=OPS_QUEUE,
+        priority=20,
+        options={"max_retries": 3, "min_backoff": 5_000, "max_backoff": 300_000, "time_limit": 120_000},
+    )
+
+    def queue(company_ids: Iterable[str]) -> None:
+        if not runtime.settings.codat_api_key:
+            return
+        for company_id in company_ids:
+            actor.send(company_id)
+
+    return queue

@@ -1,0 +1,101 @@
+"""Judge stored connections' freshness again and announce what changed, with no fold behind it.
+
+Two things change freshness without a webhook: the clock passing a threshold (`workers.jobs.freshness_check`)
+and Codat's sync schedules changing the thresholds themselves (`workers.codat.sync_settings`). Both read
+connections in id order, `limit` per transaction (every connection, or one company's), compute their
+freshness at `now`, compare it with what was last announced (`workers.ledger.freshness_state`) and, for each
+that differs, announce after the commit:
+
+* ``connection.updated`` with the Connection object and its new `freshness`, `expected_by`,
+  `overdue_data_types`;
+* ``connection.freshness_changed`` (`{connection, previous, current, overdue_data_types, event_id}`)
+  when `freshness` itself changed; `previous` is null for a connection first seen.
+
+`event_id` is null in both: no webhook caused them. Connection rows are locked (in id order, as the fold
+locks them) while a batch is compared and recorded, so a concurrent fold and a reassessment never both
+announce one change.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from workers.ledger.announce import transition_entries
+from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.freshness import FreshnessPolicy
+from workers.ledger.freshness_state import record_transitions
+from workers.ledger.tables import Company, Connection, Sync
+from workers.ledger.views import connection_out, load_freshness
+
+log = logging.getLogger("synctrack.freshness")
+
+BATCH_CONNECTIONS = 500
+"""Connections compared per transaction, so one run never holds their locks for long."""
+
+
+def reassess(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    now: datetime,
+    company_id: str | None = None,
+    limit: int = BATCH_CONNECTIONS,
+) -> int:
+    """Compare the freshness at `now` of every connection (or `company_id`'s) with the last announced;
+    announce the differences and return the number of connections whose `freshness` changed."""
+    after = ""
+    changed = 0
+    while True:
+        entries, last_id, count = reassess_batch(engine, policy, now, after, limit, company_id)
+        if feed is not None and entries:
+            feed.publish(entries)
+        changed += sum(1 for entry in entries if entry.name != "connection.updated")
+        if count < limit:
+            return changed
+        after = last_id
+
+
+def reassess_batch(
+    engine: Engine, policy: FreshnessPolicy, now: datetime, after: str, limit: int, company_id: str | None = None
+) -> tuple[list[FeedEntry], str, int]:
+    """One transaction over up to `limit` connections with ids after `after`: (entries, last id, count)."""
+    entries: list[FeedEntry] = []
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        query = select(Connection).where(col(Connection.id) > after)
+        if company_id is not None:
+            query = query.where(Connection.company_id == company_id)
+        query = query.order_by(col(Connection.id)).limit(limit)
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        connections = {row.id: row for row in session.exec(query).all()}
+        if not connections:
+            return [], after, 0
+        assessed = load_freshness(session, connections.values(), policy, now)
+        transitions = record_transitions(session, connections, assessed, now)
+        if transitions:
+            ids = [t.connection_id for t in transitions]
+            active = set(
+                session.exec(
+                    select(Sync.connection_id).where(col(Sync.connection_id).in_(ids), Sync.phase == "active")
+                ).all()
+            )
+            company_ids = {t.company_id for t in transitions}
+            names = dict(session.exec(select(Company.id, Company.name).where(col(Company.id).in_(company_ids))).all())
+        for transition in transitions:
+            conn = connections[transition.connection_id]
+            out = connection_out(conn, names.get(conn.company_id), conn.id in active, transition.current)
+            entries += transition_entries(transition, out, None)
+            if transition.freshness_changed:
+                log.info(
+                    "msg=freshness_changed connection=%s company=%s previous=%s current=%s overdue=%s",
+                    conn.id,
+                    conn.company_id,
+                    transition.previous,
+                    transition.current.freshness,
+                    ",".join(transition.current.overdue_data_types) or "-",
+                )
+    return entries, max(connections), len(connections)
