@@ -57,7 +57,7 @@ def parse_overrides(text: str) -> dict[str, float]:
 
 
 class Settings(BaseSettings):
-    """Synctrack's configuration; see README.md for what each variable does."""
+    """Synctrack's configuration; docs/configuration.md says what each variable does."""
 
     model_config = SettingsConfigDict(env_prefix="SYNCTRACK_", extra="ignore", populate_by_name=True)
 

@@ -1,4 +1,4 @@
-"""A thin typed client for the handful of Codat API calls Synctrack makes (listed in README, "Codat API calls").
+"""A thin typed client for the handful of Codat API calls Synctrack makes (listed in docs/actions.md and docs/codat.md).
 
 One `httpx.AsyncClient` per process (the app builds it in its lifespan): connection pooling,
 timeouts, ``Authorization: Basic <SYNCTRACK_CODAT_API_KEY>``.

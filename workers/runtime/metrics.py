@@ -115,7 +115,7 @@ def forget_dead_processes(path: str, everything: bool = False) -> int:
 
 
 class Metrics:
-    """The metric objects; see README "Operations" for what each one means."""
+    """The metric objects; docs/operations.md ("Metrics") says what each one means."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram, values
