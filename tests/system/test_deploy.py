@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from pydantic import AliasChoices
 
 from schemas.settings import Settings
 from service.cli import app as cli_app
+from tests.support.settings_env import setting_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -24,19 +24,6 @@ COMPOSE = DEPLOY / "docker-compose.yml"
 KUBERNETES = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
 DEFAULTED = re.compile(r"\$\{[A-Z_][A-Z0-9_]*:-([^}]*)\}")
 SYNCTRACK_VAR = re.compile(r"\bSYNCTRACK_[A-Z0-9_]+")
-
-
-def setting_env_names() -> set[str]:
-    prefix = str(Settings.model_config.get("env_prefix", "")).upper()
-    names = set()
-    for name, field in Settings.model_fields.items():
-        names.add(f"{prefix}{name.upper()}")
-        for alias in (field.alias, field.validation_alias):
-            if isinstance(alias, str):
-                names.add(alias.upper())
-            elif isinstance(alias, AliasChoices):
-                names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
-    return names
 
 
 def check_command_line(argv: list[str]) -> None:
