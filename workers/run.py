@@ -1,8 +1,7 @@
 """`synctrack worker`: N worker processes, each running dramatiq worker threads over Synctrack's actors.
 
 The command builds its dramatiq workers itself (rather than through dramatiq's CLI) on Synctrack's broker
-(`workers.runtime.broker.make_broker`), whose idle consumers poll the webhooks queue every
-`SYNCTRACK_WORKER_POLL_MS`.
+(`workers.runtime.broker.make_broker`), whose idle consumers wait on Redis until an enqueue wakes them.
 
 The parent process only supervises: it starts the children, restarts one that dies (a worker killed mid-message
 loses nothing: its unacknowledged messages are requeued by the broker's maintenance and folding is idempotent), and
@@ -24,8 +23,8 @@ log = logging.getLogger("synctrack.worker")
 
 RESTART_DELAY_SECONDS = 1.0
 IDLE_POLL_MS = 1_000
-"""dramatiq's `worker_timeout`: how long an idle consumer of the other queues (delay queues, `deliveries`) sleeps
-between polls, dramatiq's default. Each poll costs CPU; only the webhooks queue is worth polling often."""
+"""dramatiq's `worker_timeout` (its default): the longest an idle worker thread or consumer waits before it looks at
+its stop flag again."""
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 

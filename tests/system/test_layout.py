@@ -30,7 +30,10 @@ def test_no_module_names_a_file_outside_the_repository() -> None:
     assert offenders == []
 
 
-DRAMATIQ_INTERNALS = ("__acks__", "__heartbeats__", ".msgs", ".XQ", ".DQ", "redis_message_id", ".consumers")
+DRAMATIQ_INTERNALS = (
+    *("__acks__", "__heartbeats__", ".msgs", ".XQ", ".DQ", "redis_message_id"),
+    *(".consumers", "_RedisConsumer", "_should_do_maintenance"),
+)
 """dramatiq's Redis key layout and private names: what only `workers/runtime/redis_queues.py` may spell out."""
 
 

@@ -21,8 +21,8 @@ import redis
 import redis.asyncio
 
 from schemas.settings import Settings
-from workers.runtime.redis_queues import OPS_QUEUE, QueueBroker
 from workers.runtime.redis_queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
+from workers.runtime.redis_queues import QueueBroker
 
 if TYPE_CHECKING:
     import fakeredis
@@ -34,10 +34,6 @@ FOLD_BATCH_ACTOR = "fold_webhooks"
 """Folds every webhook of one receiver batch (`[[message id, body, received at], …]`) in one transaction."""
 FOLD_STORED_ACTOR = "fold_stored"
 """Folds many stored events in one message: what replays send, so a replay folds in large batches."""
-OPS_POLL_MS = 100
-"""The shortest idle poll of the `ops` queue (imports, replays). What a killed worker held is requeued by the broker's
-maintenance, which runs on a share of each queue's own polls: ten a second take an interrupted import up again
-within seconds rather than minutes. Deliveries need no such help: their sweep re-queues any whose lease ran out."""
 
 _embedded_server: fakeredis.FakeServer | None = None
 
@@ -73,14 +69,13 @@ def async_redis(settings: Settings) -> redis.asyncio.Redis:
 
 
 def make_broker(settings: Settings, client: redis.Redis | None = None) -> QueueBroker:
-    """The worker's broker. An idle consumer of the webhooks queue polls every `SYNCTRACK_WORKER_POLL_MS` (what a
-    dashboard's "syncing…" indicator waits for under light load), of the `ops` queue at least every `OPS_POLL_MS`;
-    the others as the dramatiq worker's `worker_timeout` says."""
+    """The worker's broker: an idle consumer is woken by each enqueue on its queue, and looks again by itself after
+    `SYNCTRACK_WORKER_POLL_MS` at most (a second at most)."""
     broker = QueueBroker(
         client=client or sync_redis(settings),
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
-        poll_ms={WEBHOOK_QUEUE: settings.worker_poll_ms, OPS_QUEUE: max(settings.worker_poll_ms, OPS_POLL_MS)},
+        idle_wait_ms=settings.worker_poll_ms,
     )
     dramatiq.set_broker(broker)
     return broker

@@ -10,7 +10,8 @@ under the namespace ``ns``:
   in a worker's hands, until acknowledged);
 * ``{ns}:{q}.DQ`` / ``{ns}:{q}.DQ.msgs`` — the delay queue (messages with an ``eta``, in ms since the epoch);
 * ``{ns}:{q}.XQ`` (sorted set, score = death time in ms) / ``{ns}:{q}.XQ.msgs`` — dead letters;
-* ``{ns}:__acks__.{worker}.{q}`` — ids a worker fetched and has not acknowledged; ``{ns}:__heartbeats__``.
+* ``{ns}:__acks__.{worker}.{q}`` — ids a worker fetched and has not acknowledged; ``{ns}:__heartbeats__``;
+* ``{ns}:{q}.bell`` — Synctrack's doorbell of the queue: every enqueue pushes to it, an idle consumer blocks on it.
 
 The atomic writes are one Lua script beside this file (`redis_queues.lua`).
 """
@@ -18,8 +19,10 @@ The atomic writes are one Lua script beside this file (`redis_queues.lua`).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +30,27 @@ from typing import Any, cast
 
 import dramatiq
 import redis.asyncio
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
 from redis import Redis
+from redis.client import Pipeline
 
 WEBHOOK_QUEUE = "webhooks"
 OPS_QUEUE = "ops"
 DELIVERY_QUEUE = "deliveries"
 
 MAINTENANCE_CHANCE = 20_000
-"""Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages):
-dramatiq's 0.1 % can leave a SIGKILLed worker's batch waiting minutes on a quiet system."""
+"""Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages)."""
+MAINTENANCE_SECONDS = 1.0
+"""Each consumer's fetch also runs maintenance when this long has passed since its last: a dead worker's messages go
+back on the queue within about a second of its heartbeat lapsing, however quiet the queue."""
+WAKE_MS = 1_000
+"""The longest an idle consumer waits on its queue's doorbell before it looks again: dramatiq's delayed messages,
+maintenance and the worker's heartbeat ride on those looks."""
+BELL_RINGS = 16
+"""Most rings a doorbell keeps. A ring wakes one waiting consumer (one per worker process and queue); a ring nobody
+waited for costs the next idle consumer one empty look."""
 
 SCRIPT = Path(__file__).with_name("redis_queues.lua").read_text()
 
@@ -55,25 +69,113 @@ def _dead_keys(namespace: str, queue: str) -> tuple[str, str]:
     return f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
 
 
+def _bell(namespace: str, queue: str) -> str:
+    return f"{namespace}:{queue}.bell"
+
+
+def _ring(pipe: Pipeline, namespace: str, queue: str, rings: int = 1) -> None:
+    """Queue, on `pipe`, `rings` rings of `queue`'s doorbell (up to `BELL_RINGS`)."""
+    bell = _bell(namespace, queue)
+    pipe.lpush(bell, *["1"] * min(max(rings, 1), BELL_RINGS))
+    pipe.ltrim(bell, 0, BELL_RINGS - 1)
+
+
 def _decode_all(raws: Iterable[Any]) -> list[dramatiq.Message[Any]]:
     return [dramatiq.Message.decode(raw if isinstance(raw, bytes) else raw.encode()) for raw in raws if raw]
 
 
 class QueueBroker(RedisBroker):
-    """dramatiq's `RedisBroker`, with an idle consumer of each queue in `poll_ms` polling at most that many ms
-    apart (dramatiq gives every consumer the worker's one `worker_timeout`)."""
+    """dramatiq's `RedisBroker` whose consumers wait on a doorbell instead of polling.
 
-    def __init__(self, *, client: Redis, namespace: str, heartbeat_timeout: int, poll_ms: Mapping[str, int]) -> None:
+    Every enqueue (`enqueue`, `push`, the receiver's script, a redrive) rings the doorbell of its queue; a consumer
+    with nothing to fetch blocks on that doorbell for at most `idle_wait_ms` (and `WAKE_MS`), so it wakes as soon as
+    work arrives and otherwise looks once a second at most.
+    """
+
+    def __init__(self, *, client: Redis, namespace: str, heartbeat_timeout: int, idle_wait_ms: int) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             client=client,
             namespace=namespace,
             heartbeat_timeout=heartbeat_timeout,
             maintenance_chance=MAINTENANCE_CHANCE,
         )
-        self.poll_ms = dict(poll_ms)
+        self.idle_wait_ms = idle_wait_ms
+        self._maintained = threading.local()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
-        return super().consume(queue_name, prefetch, self.poll_ms.get(queue_name, timeout))
+        return DoorbellConsumer(self, queue_name, prefetch, min(timeout, self.idle_wait_ms, WAKE_MS))
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        enqueued = super().enqueue(message, delay=delay)
+        self.ring(enqueued.queue_name)
+        return enqueued
+
+    def ring(self, queue: str, rings: int = 1) -> None:
+        """Wake up to `rings` consumers waiting on `queue` (a delay queue's name for its own consumer). A ring that
+        fails is dropped: the consumers look again within `WAKE_MS` anyway."""
+        pipe = self.client.pipeline(transaction=False)
+        _ring(pipe, self.namespace, queue, rings)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            pass
+
+    def _should_do_maintenance(self, command: str) -> int:
+        # dramatiq's hook for its random share of maintenance; each consumer thread fetches from one queue, so a
+        # per-thread clock makes every queue's maintenance run at least every `MAINTENANCE_SECONDS`. Should
+        # dramatiq stop calling this hook, its random share alone still runs.
+        chosen = int(super()._should_do_maintenance(command))
+        if command != "fetch":
+            return chosen
+        now = time.monotonic()
+        if chosen or now - getattr(self._maintained, "at", 0.0) >= MAINTENANCE_SECONDS:
+            self._maintained.at = now
+            return 1
+        return 0
+
+
+class DoorbellConsumer(_RedisConsumer):
+    """dramatiq's Redis consumer that, instead of sleeping and polling, waits: with nothing to fetch, on its queue's
+    doorbell in Redis; with as many messages in hand as it may prefetch, for one of them to be acknowledged. Either
+    wait lasts at most `wait_ms`, after which it fetches again (and dramatiq runs its delayed messages)."""
+
+    def __init__(self, broker: QueueBroker, queue_name: str, prefetch: int, wait_ms: int) -> None:
+        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]  # its own sleep: none
+        self.bell = _bell(broker.namespace, queue_name)
+        self.wait_seconds = max(wait_ms, 1) / 1000
+        self.room = threading.Event()
+
+    def __next__(self) -> MessageProxy | None:
+        self.room.clear()
+        message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            return message
+        if self.outstanding_message_count >= self.prefetch:
+            self.room.wait(self.wait_seconds)
+            return None
+        try:
+            self.broker.client.blpop([self.bell], timeout=self.wait_seconds)
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return None
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.room.set()
+
+    def nack(self, message: MessageProxy) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.room.set()
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        messages = list(messages)
+        super().requeue(messages)  # type: ignore[no-untyped-call]
+        if messages:
+            self.broker.ring(self.queue_name, len(messages))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +208,17 @@ def encode(
 def push(redis: Redis, namespace: str, messages: Iterable[Encoded]) -> int:
     """Write `messages` onto their queues in one round trip; return how many."""
     pipe = redis.pipeline(transaction=False)
-    count = 0
+    queues: Counter[str] = Counter()
     for message in messages:
         ids_key, messages_key = _keys(namespace, message.queue)
         pipe.hset(messages_key, message.redis_id, message.data)
         pipe.rpush(ids_key, message.redis_id)
-        count += 1
-    if count:
+        queues[message.queue] += 1
+    for queue, count in queues.items():
+        _ring(pipe, namespace, queue, count)
+    if queues:
         pipe.execute()
-    return count
+    return queues.total()
 
 
 _ITEMS_PLACEHOLDER = "\x00items\x00"
@@ -137,7 +241,7 @@ class EnqueueUnseen:
 
     def __init__(self, client: redis.asyncio.Redis, namespace: str, queue: str, actor: str, ttl_seconds: int) -> None:
         self.queue, self.actor, self.ttl_seconds = queue, actor, ttl_seconds
-        self.queue_keys = list(_keys(namespace, queue))
+        self.queue_keys = [*_keys(namespace, queue), _bell(namespace, queue)]
         self._script = client.register_script(SCRIPT)
 
     async def __call__(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
@@ -147,7 +251,7 @@ class EnqueueUnseen:
         """
         redis_id, prefix, suffix = _frame(self.queue, self.actor)
         keys = [*self.queue_keys, *(key for key, _ in items)]
-        args: list[str | bytes] = ["enqueue_unseen", str(self.ttl_seconds), redis_id, prefix, suffix]
+        args: list[str | bytes] = ["enqueue_unseen", str(BELL_RINGS), str(self.ttl_seconds), redis_id, prefix, suffix]
         args += [item for _, item in items]
         # redis-py's Script loads the script again by itself if Redis restarted (NOSCRIPT).
         return [int(result) for result in await self._script(keys=keys, args=args)]
@@ -241,7 +345,7 @@ class DeadLetterQueue:
     def __init__(self, redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> None:
         self.redis, self.queue = redis, queue
         self.zset_key, self.messages_key = _dead_keys(namespace, queue)
-        self.queue_keys = _keys(namespace, queue)
+        self.queue_keys = (*_keys(namespace, queue), _bell(namespace, queue))
         self._script = redis.register_script(SCRIPT)
 
     def count(self) -> int:
@@ -270,7 +374,7 @@ class DeadLetterQueue:
         options["redis_message_id"] = new_id
         fresh = dataclasses.replace(message, queue_name=self.queue, options=options)
         keys = (self.zset_key, self.messages_key, *self.queue_keys)
-        return bool(self._script(keys=keys, args=("redrive", redis_id, new_id, fresh.encode())))
+        return bool(self._script(keys=keys, args=("redrive", BELL_RINGS, redis_id, new_id, fresh.encode())))
 
     def purge(self, ids: Sequence[str]) -> int:
         """Delete the dead letters `ids`; return how many there were."""
