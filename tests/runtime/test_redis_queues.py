@@ -131,3 +131,13 @@ def test_a_dead_workers_message_goes_back_on_a_quiet_queue_soon_after_its_heartb
     got = first_message(survivor, timeout=6)
     got["thread"].join(6)
     assert "message" in got and got["message"].args == ("in hand",)
+
+
+def test_a_dead_letter_that_is_not_a_message_stays_where_it_is_when_redriven(redises: Redises) -> None:
+    dead = a_dead_letter(redises)
+    letters = DeadLetterQueue(redises.sync, redises.namespace)
+    redises.sync.hset(letters.messages_key, dead, b"not a message")
+
+    assert not letters.redrive(dead)
+    assert [redis_id for redis_id, _ in letters.ids()] == [dead]
+    assert letters.messages([dead]) == [b"not a message"]

@@ -32,7 +32,7 @@ import dramatiq
 import redis.asyncio
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from redis import Redis
 from redis.client import Pipeline
 
@@ -364,11 +364,15 @@ class DeadLetterQueue:
 
     def redrive(self, redis_id: str, drop_options: Collection[str] = ()) -> bool:
         """Put dead letter `redis_id` back on the queue as a new message without its `drop_options`, atomically
-        (never on both queues, never on neither); False if it was gone."""
+        (never on both queues, never on neither); False if it was gone, or is not a message dramatiq can read (it
+        stays, to be purged)."""
         raw = cast(bytes | None, self.redis.hget(self.messages_key, redis_id))
         if raw is None:
             return False
-        message = dramatiq.Message.decode(raw)
+        try:
+            message = dramatiq.Message.decode(raw)
+        except (DecodeError, TypeError, ValueError):
+            return False
         new_id = str(uuid.uuid4())
         options = {k: v for k, v in message.options.items() if k not in drop_options}
         options["redis_message_id"] = new_id
