@@ -86,9 +86,9 @@ class Settings(BaseSettings):
     worker_min_backoff_ms: int = 1_000
     worker_max_backoff_ms: int = 300_000
     worker_heartbeat_timeout_ms: int = 60_000
-    worker_poll_ms: int = Field(default=20, ge=1, le=10_000)
-    """Longest sleep of an idle worker between polls of its queues (dramatiq's `worker_timeout`): the most a
-    webhook waits on an idle queue before a worker takes it."""
+    worker_poll_ms: int = Field(default=1_000, ge=1, le=10_000)
+    """Longest wait of an idle worker on Redis before it looks at its queues again (at most 1000 ms): every enqueue
+    wakes a waiting worker at once, so this only bounds how soon work that arrived without a wake-up is taken."""
     sync_stale_after_seconds: float = Field(
         6 * 3600, validation_alias=AliasChoices("SYNCTRACK_SYNC_STALE_AFTER", "SYNCTRACK_SYNC_STALE_AFTER_SECONDS")
     )

@@ -14,6 +14,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
+from workers.runtime.queues import OPS_QUEUE
 
 from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
@@ -31,7 +32,6 @@ from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.schedules import load_schedules
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
-from workers.runtime.queues import OPS_QUEUE
 
 NOW = datetime.now(UTC)
 

@@ -25,7 +25,7 @@ from service.app import create_app
 from tests.support.builders import OTHER_SECRET, SECRET, fixture, signed_headers, signed_request
 from workers.runtime.broker import FOLD_BATCH_ACTOR, embedded_server
 from workers.runtime.db import upgrade
-from workers.runtime.queues import queue_keys
+from workers.runtime.redis_queues import queued_messages as queued_on
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -48,13 +48,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def queued_messages(settings: Settings) -> list[dict[str, Any]]:
     """The fold messages waiting on the queue, decoded."""
     client = FakeRedis(server=embedded_server()) if settings.embedded else redis.Redis.from_url(settings.redis_url)
-    queue, messages = queue_keys(settings.redis_namespace)
-    decoded = []
-    for message_id in client.lrange(queue, 0, -1):
-        body = client.hget(messages, message_id)
-        assert body is not None, f"message {message_id!r} is queued but not stored"
-        decoded.append(json.loads(body))
-    return decoded
+    return [message.asdict() for message in queued_on(client, settings.redis_namespace)]
 
 
 def queued(settings: Settings) -> list[dict[str, Any]]:

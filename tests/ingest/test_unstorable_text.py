@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from workers.runtime.queues import dead_letter_keys
 
 import workers.ingest.handle
 from schemas.events import Event
@@ -21,7 +22,6 @@ from tests.support.builders import COMPANY, company_event, connection_event, rea
 from tests.support.ops_support import admin_client, cli, ops_settings, running_worker
 from tests.support.services import wait_for
 from tests.support.workload import Delivery, signed
-from workers.runtime.queues import dead_letter_keys
 
 pytestmark = pytest.mark.redis
 

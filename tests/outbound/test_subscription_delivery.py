@@ -29,7 +29,6 @@ from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.deliver import Deliverer, RetryPolicy
 from workers.outbound.dispatch import Dispatcher
 from workers.outbound.objects import signing_keys
-from workers.runtime.delivery_queue import DELIVERY_QUEUE
 from workers.runtime.metrics import metrics
 
 
@@ -65,7 +64,7 @@ def disabled_count(reason: str) -> float:
 
 
 def delayed(redis: Redis, namespace: str) -> list[str]:
-    return queued_ids(redis, namespace, f"{DELIVERY_QUEUE}.DQ")
+    return queued_ids(redis, namespace, delayed=True)
 
 
 def test_a_delivery_is_signed_with_the_subscription_secret_and_recorded_as_delivered(

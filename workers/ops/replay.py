@@ -32,7 +32,7 @@ from schemas.ops import ReplayFilters, ReplayJobOut
 from workers.ledger.tables import ReplayJob, WebhookEvent
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.metrics import record_replay_enqueued
-from workers.runtime.queues import WEBHOOK_QUEUE, Encoded, encode, push, queue_keys
+from workers.runtime.redis_queues import WEBHOOK_QUEUE, Encoded, encode, push, queue_length
 
 LOCK_MS = 30_000
 COUNTER_TTL_SECONDS = 7 * 86400
@@ -192,7 +192,6 @@ class ReplayRunner:
         self.batch_size = max(1, min(batch_size, int(rate / 10) or 1)) if rate > 0 else batch_size
         self.owner = owner or f"runner:{uuid.uuid4().hex}"
         self.clock, self.sleep = clock, sleep
-        self.queue_key, self.messages_key = queue_keys(namespace)
         self._acquire = redis.register_script(ACQUIRE)
         self._release = redis.register_script(RELEASE)
 
@@ -254,7 +253,7 @@ class ReplayRunner:
         while True:
             self._acquire(keys=[key], args=[self.owner, LOCK_MS])
             delay = (started + sent / self.rate - self.clock()) if self.rate > 0 else 0.0
-            if delay <= 0 and int(self.redis.llen(self.queue_key)) <= self.max_backlog:
+            if delay <= 0 and queue_length(self.redis, self.namespace) <= self.max_backlog:
                 return
             self.sleep(min(max(delay, 0.05), 1.0))
 
