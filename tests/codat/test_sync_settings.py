@@ -14,7 +14,6 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
-from workers.runtime.queues import OPS_QUEUE
 
 from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
@@ -32,6 +31,7 @@ from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.schedules import load_schedules
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
+from workers.runtime.redis_queues import OPS_QUEUE
 
 NOW = datetime.now(UTC)
 

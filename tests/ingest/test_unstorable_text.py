@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from workers.runtime.queues import dead_letter_keys
 
 import workers.ingest.handle
 from schemas.events import Event
@@ -22,6 +21,7 @@ from tests.support.builders import COMPANY, company_event, connection_event, rea
 from tests.support.ops_support import admin_client, cli, ops_settings, running_worker
 from tests.support.services import wait_for
 from tests.support.workload import Delivery, signed
+from workers.runtime.redis_queues import DeadLetterQueue
 
 pytestmark = pytest.mark.redis
 
@@ -101,8 +101,7 @@ def test_unstorable_text_is_stored_failed_and_its_neighbours_fold(settings: Sett
 
         assert client.get("/v1/admin/dead-letters").json()["total"] == 0
     assert cli(settings, "dlq", "list").output.strip().endswith("0 dead letters")
-    queue = redis.Redis.from_url(settings.redis_url)
-    assert queue.zcard(dead_letter_keys(settings.redis_namespace)[0]) == 0
+    assert DeadLetterQueue(redis.Redis.from_url(settings.redis_url), settings.redis_namespace).count() == 0
 
 
 def test_the_dead_letter_routes_show_whatever_a_dead_letter_holds(
@@ -118,10 +117,10 @@ def test_the_dead_letter_routes_show_whatever_a_dead_letter_holds(
         return parse(raw, message_id, received_at)
 
     monkeypatch.setattr(workers.ingest.handle, "parse_event", buggy)
-    zset, messages = dead_letter_keys(settings.redis_namespace)
     queue = redis.Redis.from_url(settings.redis_url)
-    queue.zadd(zset, {"not-a-message": time.time() * 1000})
-    queue.hset(messages, "not-a-message", b"\xff\x00 not JSON")
+    dead = DeadLetterQueue(queue, settings.redis_namespace)
+    queue.zadd(dead.zset_key, {"not-a-message": time.time() * 1000})
+    queue.hset(dead.messages_key, "not-a-message", b"\xff\x00 not JSON")
     assert send_together(settings, [poisoned_deliveries()[0]]) == [202]
 
     with admin_client(settings) as client, running_worker(settings):

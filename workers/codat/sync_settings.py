@@ -42,7 +42,7 @@ from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.reassess import reassess
 from workers.ledger.schedules import companies_due, fetched_at, record_schedules
 from workers.runtime.periodic import PeriodicJob
-from workers.runtime.queues import OPS_QUEUE
+from workers.runtime.redis_queues import OPS_QUEUE
 
 if TYPE_CHECKING:
     from workers.ledger.context import WorkerRuntime
