@@ -37,6 +37,7 @@ def test_the_spinner_says_what_codat_is_waiting_at_until_the_read_completes(tmp_
             port,
             SYNCTRACK_CODAT_BASE_URL=fake.url,
             SYNCTRACK_CODAT_API_KEY=KEY,
+            SYNCTRACK_RECONCILE_EVERY="0",  # only the stale check asks Codat
             SYNCTRACK_SYNC_STALE_AFTER="2",
             SYNCTRACK_SYNC_STALE_CHECK_SECONDS="1",
         ) as (base, _),

@@ -69,6 +69,7 @@ def service(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[Service]
             SYNCTRACK_REDIS_NAMESPACE=namespace,
             SYNCTRACK_CODAT_BASE_URL=fake.url,
             SYNCTRACK_CODAT_API_KEY=KEY,
+            SYNCTRACK_RECONCILE_EVERY="0",  # only the stale check asks Codat
             SYNCTRACK_SYNC_STALE_AFTER="2",
             SYNCTRACK_SYNC_STALE_CHECK_SECONDS="1",
         )
