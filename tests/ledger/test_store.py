@@ -23,9 +23,10 @@ from workers.runtime.db import make_engine, upgrade
 RECEIVED = "2026-11-25T12:00:00+00:00"
 
 
-def test_row_dataclasses_have_exactly_the_tables_columns() -> None:
+def test_each_ledger_table_is_built_on_its_row_and_has_exactly_its_columns() -> None:
     pairs = ((CompanyRow, Company), (ConnectionRow, Connection), (DataTypeRow, DataTypeState), (SyncRow, Sync))
     for row_type, table in pairs:
+        assert issubclass(table, row_type)
         assert set(column_names(row_type)) == {c.name for c in inspect(table).columns}
 
 

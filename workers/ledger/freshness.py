@@ -30,40 +30,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from schemas.settings import Settings
 from schemas.statuses import Freshness, ThresholdSource
+from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 NOT_EXPECTED_STATUSES = frozenset({"PendingAuth", "Unlinked", "Deauthorized"})
 """Connection statuses under which no sync is expected."""
 
 SEVERITY: dict[Freshness, int] = {"paused": 0, "fresh": 1, "pending": 2, "never": 3, "overdue": 4}
 """Worst wins: a connection is as stale as its stalest data type."""
-
-
-class ConnectionFacts(Protocol):
-    """What freshness reads of a connection row (`ConnectionRow` or the `Connection` table)."""
-
-    @property
-    def status(self) -> str | None: ...
-    @property
-    def deleted_at(self) -> datetime | None: ...
-    @property
-    def linked_at(self) -> datetime | None: ...
-    @property
-    def created_at(self) -> datetime | None: ...
-
-
-class DataTypeFacts(Protocol):
-    """What freshness reads of a data-type row (`DataTypeRow` or the `DataTypeState` table)."""
-
-    @property
-    def data_type(self) -> str: ...
-    @property
-    def phase(self) -> str: ...
-    @property
-    def last_successful_sync_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -145,7 +121,7 @@ class ConnectionFreshness:
         return next((d for d in self.data_types if d.data_type == data_type), None)
 
 
-def is_paused(connection: ConnectionFacts) -> bool:
+def is_paused(connection: ConnectionRow) -> bool:
     return connection.deleted_at is not None or connection.status in NOT_EXPECTED_STATUSES
 
 
@@ -158,8 +134,8 @@ def _awaiting_first(linked: datetime | None, threshold: timedelta, now: datetime
 
 
 def data_type_freshness(
-    connection: ConnectionFacts,
-    row: DataTypeFacts,
+    connection: ConnectionRow,
+    row: DataTypeRow,
     policy: FreshnessPolicy,
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,
@@ -177,8 +153,8 @@ def data_type_freshness(
 
 
 def assess(
-    connection: ConnectionFacts,
-    data_types: Iterable[DataTypeFacts],
+    connection: ConnectionRow,
+    data_types: Iterable[DataTypeRow],
     policy: FreshnessPolicy,
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,

@@ -50,7 +50,7 @@ class Transition:
 
 def record_transitions(
     session: Session,
-    connections: Mapping[str, Connection | ConnectionRow],
+    connections: Mapping[str, ConnectionRow],
     assessed: Mapping[str, ConnectionFreshness],
     now: datetime,
 ) -> list[Transition]:
