@@ -14,7 +14,7 @@ from schemas.events import Event, SyncFact, parse_event
 from tests.support.builders import CONNECTION, at, connection_event, read_completed
 from tests.support.workload import webhook_mix
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.memory import MemoryLedger
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
 from workers.ledger.store import fold_events
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync

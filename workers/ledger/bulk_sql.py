@@ -13,9 +13,9 @@ SQLite does not load it (~10 MiB).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql
@@ -23,6 +23,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+IN_CHUNK = 500
+"""Longest ``IN`` list per statement (SQLite allows a few thousand bound parameters)."""
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `IN_CHUNK`, one per ``IN`` list."""
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
 
 
 def _is_postgres(session: Session) -> bool:
