@@ -13,7 +13,7 @@ from sqlmodel import Session
 from schemas.events import Event, SyncFact, parse_event
 from tests.support.builders import CONNECTION, at, connection_event, read_completed
 from tests.support.workload import webhook_mix
-from workers.ingest.handle import FoldRequest, handle_webhooks
+from workers.ingest.handle import FoldOutcome, FoldRequest, handle_webhooks
 from workers.ledger.memory import MemoryLedger
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
 from workers.ledger.store import fold_events
@@ -79,7 +79,7 @@ def test_random_batches_of_a_shuffled_stream_store_the_in_memory_fold(database_u
         start += size
     engine.dispose()
     statuses = [o.status for o in outcomes]
-    assert statuses.count("duplicate") == len(deliveries) - len(seen)
+    assert statuses.count(FoldOutcome.DUPLICATE) == len(deliveries) - len(seen)
     assert dump_database(database_url) == expected.dump()
 
 

@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from schemas.codat import CodatAnswer, OpenSync, dataset_id
 from schemas.events import Event
 from schemas.settings import Settings
-from workers.ledger.announce import announce_changes
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.changes import FeedEntry
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
@@ -179,7 +179,7 @@ def settle(
         updated: set[str] = set()
         if results:
             changes, slices = fold_events(session, list(results.values()))
-            names = _company_names(session, {state.connection.company_id for state in slices.values()})
+            names = company_names(session, {state.connection.company_id for state in slices.values()})
             folded = announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
             entries += folded
             updated = {entry.connection_id for entry in folded if entry.name == "connection.updated"}
@@ -227,11 +227,6 @@ def _connections_without_active_sync(
         data = connection_out(conn, company.name if company else None, False, fresh).model_dump(mode="json")
         entries.append(_entry("connection.updated", conn.company_id, connection_id, data))
     return entries
-
-
-def _company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:
-    companies = session.exec(select(Company).where(col(Company.id).in_(sorted(company_ids)))).all()
-    return {company_id: None for company_id in company_ids} | {c.id: c.name for c in companies}
 
 
 def _sync_data(row: Sync) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlmodel import Session
 
 from schemas.api import ConnectionOut
@@ -22,9 +23,18 @@ from workers.ledger.changes import FeedEntry, render_changes
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import Transition, record_transitions
+from workers.ledger.store import COMPANIES
 from workers.ledger.views import connection_out, load_freshness
 
 FRESHNESS_CHANGED = "connection.freshness_changed"
+
+
+def company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:
+    """Each company's name as the ledger holds it now (None for a company it does not hold, or without one)."""
+    if not company_ids:
+        return {}
+    found = session.execute(select(COMPANIES.c.id, COMPANIES.c.name).where(COMPANIES.c.id.in_(sorted(company_ids))))
+    return {company_id: None for company_id in company_ids} | {row.id: row.name for row in found}
 
 
 def transition_entries(
