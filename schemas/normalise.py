@@ -79,28 +79,3 @@ def status_code(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def stored_summary(body: object) -> tuple[str | None, str | None]:
-    """(company id, connection id) of a webhook body, for the stored event's row; None where not said.
-
-    Reads every envelope generation and payload shape without raising: a company event's payload is
-    the company; a connection event names its connection; a read names the first result's connection.
-    """
-    if not isinstance(body, dict):
-        return None, None
-    if "RuleType" in body:
-        data = mapping(body.get("Data")) or {}
-        return text(body.get("CompanyId")), text(body.get("DataConnectionId")) or text(data.get("dataConnectionId"))
-    payload = mapping(body.get("payload")) or {}
-    event_type = text(body.get("eventType")) or ""
-    reference = mapping(payload.get("referenceCompany"))
-    if reference is None and event_type.startswith("company."):
-        reference = payload
-    company = text((reference or {}).get("id")) or text(payload.get("companyId"))
-    connection = text((mapping(payload.get("connection")) or {}).get("id"))
-    if connection is None:
-        items = payload.get("dataTypes")
-        if isinstance(items, list) and items and isinstance(items[0], dict):
-            connection = text(items[0].get("connectionId"))
-    return company, connection

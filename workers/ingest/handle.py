@@ -184,7 +184,7 @@ def _parse(
             # Stored all the same (acknowledged means stored), every text column in a form any database takes.
             row = {k: escape(v) if isinstance(v, str) else v for k, v in row.items()}
     generated_at = event.generated_at if event else None
-    row = {**row, "outcome": outcome.value, "error": error, "generated_at": generated_at, "processed_at": now}
+    row = dict(row, outcome=outcome.value, error=error, generated_at=generated_at, processed_at=now)
     return _Stored(request, row, event, outcome, error)
 
 
