@@ -1,14 +1,9 @@
 """Many rows in one statement: the store's inserts, upserts and updates, set-based on PostgreSQL.
 
-A worker's batch writes hundreds of rows per table. SQLAlchemy's executemany on psycopg sends one statement per
-row (pipelined, but each row's parameters are processed in Python twice, by SQLAlchemy and by psycopg); on
-PostgreSQL this module sends each table's rows as one statement whose parameters are one array per column —
-``INSERT … SELECT * FROM unnest(%s::varchar[], %s::timestamptz[], …)`` — so the cost per row is a few array
-elements, not a statement. The SQL text is built once per (table, columns) and cached.
-
-SQLite keeps SQLAlchemy's executemany: its driver loops in C already, and its column types (datetimes as text)
-are SQLAlchemy's to encode. psycopg is imported when PostgreSQL rows are first written, so a process on
-SQLite does not load it (~10 MiB).
+A batch writes hundreds of rows per table. On PostgreSQL each table's rows go as one statement whose parameters
+are one array per column (``INSERT … SELECT * FROM unnest(%b::varchar[], …)``), so a row costs a few array
+elements rather than a statement; the SQL text is cached per (table, columns). SQLite keeps SQLAlchemy's
+executemany, whose driver already loops in C. psycopg is imported only when PostgreSQL rows are first written.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The ledger in SQL, as the fold driver (`workers.ledger.batch`) needs it: slices read, changed rows written back.
 
 The caller owns the transaction. A batch costs a handful of statements whatever its size: rows are read with
-``IN`` lists into the plain row dataclasses, and only the rows the fold changed are written back, many per
-statement (`workers.ledger.bulk_sql`).
-
-Concurrency: on PostgreSQL the batch's connection rows are locked (``SELECT … FOR UPDATE``, in id order, so two
-batches never wait on each other in a cycle) before their slices are read, and company names are a conditional
-upsert that only a newer stamp wins. On SQLite the transaction already holds the database's single write lock.
+``IN`` lists and only those the fold changed are written back (`workers.ledger.bulk_sql`). On PostgreSQL the
+batch's connection rows are locked in id order before their slices are read (so two batches never wait on each
+other in a cycle) and a company's name is a conditional upsert only a newer stamp wins; SQLite has one writer.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """Rebuild the ledger from the stored raw events into a fresh schema, and compare ledgers.
 
-`rebuild_ledger` reads every stored event that still has its body, in any order (the fold does not
-care), folds it into an empty target — in memory with bulk writes at the end (`workers.ledger.memory`, the
-default) or through `workers.ledger.store` in batches of events per transaction (the workers' code path) —
-and reports counts.
-`dump_ledger` turns a ledger into a canonical, comparable value; `diff_dumps` lists every difference.
-
-What a rebuild cannot know, so `--verify` labels it rather than hides it:
-
-* what the stale-sync job writes by the wall clock and Codat's answers, not by an event: a dump reads
-  phase ``stale`` as ``active``, and a delayed sync's `delayed`, `codat_status`, `next_check_at` and
-  `check_wait_seconds` as their defaults (`stale_as_active`);
-* facts without a raw event: actions and reconciliation fold events of their own (source ``action``
-  / ``reconcile``), and retention or a connection's deletion erase raw bodies — a difference whose
-  live value came from an event id that is not a replayable webhook says so in its note.
+`rebuild_ledger` folds every stored event that still has its body, in any order, into an empty target: in memory
+with one bulk write at the end (`workers.ledger.memory`) or through the workers' SQL store, a batch per
+transaction. `dump_ledger` makes a ledger comparable and `diff_dumps` lists every difference, labelling what a
+rebuild cannot know: what the stale check writes by the clock and Codat's answers (read as the fold leaves it),
+and facts without a replayable raw event (actions, reconciliation, erased bodies).
 """
 
 from __future__ import annotations
