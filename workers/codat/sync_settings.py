@@ -34,7 +34,7 @@ from workers.runtime.periodic import PeriodicJob
 from workers.runtime.queues import OPS_QUEUE
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.codat")
 

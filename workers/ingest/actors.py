@@ -17,7 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from workers.ingest.batcher import FoldBatcher
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
 
 log = logging.getLogger("synctrack.worker")

@@ -30,7 +30,7 @@ from workers.ledger.views import connection_out, load_freshness, sync_out
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.stale")
 

@@ -30,11 +30,11 @@ from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.objects import signing_keys, subscription_out
 from workers.outbound.record import Attempt, Claimed, Recorder, Result, SubscriptionRows
 from workers.outbound.signing import webhook_headers
 from workers.outbound.transport import BadAnswer, ConnectFailed, Destinations, TimedOut
 from workers.outbound.url_policy import UnsafeUrl
+from workers.outbound.views import signing_keys, subscription_out
 from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
 
