@@ -32,6 +32,7 @@ from workers.codat.errors import CodatError
 from workers.codat.listing import discovered_companies
 from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.announce import announce_changes
+from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
@@ -180,10 +181,10 @@ class LedgerSyncs:
         self.phases: dict[str, str] = {}
         self.finished: dict[tuple[str, str], list[datetime]] = {}
         ids = sorted(set(connection_ids))
-        for start in range(0, len(ids), 500):
-            table = SYNCS.c
+        table = SYNCS.c
+        for chunk in chunked(ids):
             query = sql_select(table.id, table.connection_id, table.data_type, table.phase, table.completed_at).where(
-                table.connection_id.in_(ids[start : start + 500])
+                table.connection_id.in_(chunk)
             )
             for sync_id, connection_id, data_type, phase, completed_at in session.execute(query):
                 self.phases[sync_id] = phase
