@@ -16,7 +16,7 @@ from schemas.events import Event
 from workers.ledger.batch import fold_batch
 from workers.ledger.fold import Change, ConnectionSlice, fold_company
 from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values
-from workers.ledger.tables import Company, Connection, DataTypeState, Sync
+from workers.ledger.store import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
 
 INSERT_CHUNK = 2_000
 
@@ -117,12 +117,10 @@ class MemoryLedger:
     def rows(self) -> dict[Table, Iterable[dict[str, Any]]]:
         """Every row, table by table, as column -> value."""
         return {
-            Company.__table__: (as_values(row) for row in self.companies.values()),  # type: ignore[attr-defined]
-            Connection.__table__: (as_values(row) for row in self.connections.values()),  # type: ignore[attr-defined]
-            DataTypeState.__table__: (  # type: ignore[attr-defined]
-                as_values(row) for rows in self.data_types.values() for row in rows.values()
-            ),
-            Sync.__table__: (as_values(row) for rows in self.syncs.values() for row in rows.values()),  # type: ignore[attr-defined]
+            COMPANIES: (as_values(row) for row in self.companies.values()),
+            CONNECTIONS: (as_values(row) for row in self.connections.values()),
+            DATA_TYPES: (as_values(row) for row in self.data_type_rows().values()),
+            SYNCS: (as_values(row) for row in self.sync_rows().values()),
         }
 
     def write(self, engine: Engine) -> int:
