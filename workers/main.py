@@ -14,9 +14,9 @@ from workers.jobs.freshness_check import FRESHNESS_JOB
 from workers.jobs.retention import PRUNE_JOB
 from workers.jobs.stale import stale_job
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.ops.actors import declare_ops
-from workers.outbound.actor import declare_delivery_actor
+from workers.outbound.actors import declare_delivery_actor
 from workers.outbound.dispatch import start_dispatcher
 from workers.outbound.sweep import SWEEP_JOB
 from workers.runtime.broker import make_broker, sync_redis

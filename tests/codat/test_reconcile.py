@@ -22,8 +22,8 @@ from tests.support.builders import connection_event
 from tests.support.services import ServiceProcess, run_cli, run_db_upgrade, wait_for
 from workers.codat.reconcile import RECONCILE_JOB, reconcile, run_periodic
 from workers.ingest.handle import handle_webhook
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import DataTypeState
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 

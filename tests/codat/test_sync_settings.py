@@ -26,9 +26,9 @@ from workers.codat.importer import Importer
 from workers.codat.reconcile import reconcile
 from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings, refresh_due, try_refresh_settings
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.schedules import load_schedules
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 from workers.runtime.redis_queues import OPS_QUEUE

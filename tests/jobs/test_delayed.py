@@ -24,8 +24,8 @@ from workers.codat.still_running import ask_codat
 from workers.ingest.handle import handle_webhook
 from workers.jobs.stale import mark_stale_syncs
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import Sync
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.runtime.db import make_engine, upgrade
 
 KEY = "stale-check-key"

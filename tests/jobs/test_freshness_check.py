@@ -17,7 +17,7 @@ from tests.support.builders import BASE_TIME, CONNECTION, connection_event, read
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.jobs.freshness_check import FRESHNESS_JOB, check_freshness
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 

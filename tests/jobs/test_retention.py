@@ -16,8 +16,8 @@ from tests.support.ops_support import cli, store
 from tests.support.workload import Delivery
 from workers.ingest.handle import handle_webhook
 from workers.jobs.retention import PRUNE_JOB
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import WebhookEvent
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.ops.rebuild import dump_ledger
 from workers.ops.replay import count_selection

@@ -17,8 +17,8 @@ from tests.support.builders import CONNECTION, at, connection_event, iso, read_c
 from workers.ingest.handle import handle_webhook
 from workers.jobs.stale import mark_stale_syncs, stale_job
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import Sync
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 

@@ -20,7 +20,7 @@ from tests.support.builders import (
     legacy_alert,
     read_completed,
 )
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.memory import MemoryLedger
 from workers.ledger.rows import OPEN_PHASES
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

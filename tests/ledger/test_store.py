@@ -13,8 +13,8 @@ from sqlmodel import Session
 from schemas.events import Event, SyncFact, parse_event
 from tests.support.builders import CONNECTION, at, connection_event, read_completed
 from tests.support.workload import webhook_mix
-from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ingest.handle import FoldOutcome, FoldRequest, handle_webhooks
+from workers.ledger.memory import MemoryLedger
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
 from workers.ledger.store import fold_events
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
@@ -23,9 +23,10 @@ from workers.runtime.db import make_engine, upgrade
 RECEIVED = "2026-11-25T12:00:00+00:00"
 
 
-def test_row_dataclasses_have_exactly_the_tables_columns() -> None:
+def test_each_ledger_table_is_built_on_its_row_and_has_exactly_its_columns() -> None:
     pairs = ((CompanyRow, Company), (ConnectionRow, Connection), (DataTypeRow, DataTypeState), (SyncRow, Sync))
     for row_type, table in pairs:
+        assert issubclass(table, row_type)
         assert set(column_names(row_type)) == {c.name for c in inspect(table).columns}
 
 
@@ -78,7 +79,7 @@ def test_random_batches_of_a_shuffled_stream_store_the_in_memory_fold(database_u
         start += size
     engine.dispose()
     statuses = [o.status for o in outcomes]
-    assert statuses.count("duplicate") == len(deliveries) - len(seen)
+    assert statuses.count(FoldOutcome.DUPLICATE) == len(deliveries) - len(seen)
     assert dump_database(database_url) == expected.dump()
 
 

@@ -28,7 +28,7 @@ from tests.support.webhook_receiver import WebhookReceiver
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.deliver import Deliverer, RetryPolicy
 from workers.outbound.dispatch import Dispatcher
-from workers.outbound.objects import signing_keys
+from workers.outbound.views import signing_keys
 from workers.runtime.metrics import metrics
 
 

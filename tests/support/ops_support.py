@@ -22,8 +22,8 @@ from tests.support.builders import SECRET
 from tests.support.services import wait_for
 from tests.support.workload import Delivery
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import WebhookEvent
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import build_worker
 from workers.runtime.db import make_engine, upgrade
 

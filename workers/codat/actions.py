@@ -1,20 +1,11 @@
-"""What an action's answer from Codat does to the ledger — one transaction each, through the fold.
+"""What an action Codat accepted does to the ledger: one transaction each, folded as a webhook is.
 
-An action is recorded only after Codat accepted it (a refused action leaves an audit row with
-result `failed` and changes nothing else). Its effect is an `Event` with source `action`, named
-``audit:{record id}`` so a sync or change can be traced to its audit record, folded by the same
-`workers.ledger.store.fold_event` as every webhook:
-
-* refresh — each pull operation Codat returned is a sync in phase `active` keyed by its dataset id;
-  a refresh of everything that returned none records one ``*`` sync per linked connection, which the
-  next result of that connection closes;
-* unlink — the connection object Codat returned (status `Unlinked`); history stays;
-* delete — the connection is marked deleted: the fold drops its syncs and data types, and the raw
-  webhook bodies about it are erased. The audit record stays;
-* reconnect — nothing but the audit record: the link Codat issued is handed to the caller, never
-  stored (one-time Link URLs work once), and the connection's status follows the webhooks as ever.
-
-The functions block (SQL): the web side calls them through a thread pool.
+An action is recorded only once Codat accepted it (a refused one leaves a `failed` audit row and nothing else).
+Its effect is an `Event` of source `action` with id ``audit:{record id}``, so a sync traces back to its audit
+record: a refresh opens an active sync per pull operation Codat returned (a ``*`` sync per linked connection when
+it returned none); an unlink records the connection Codat returned; a delete marks the connection deleted and
+erases its raw webhooks; a reconnect records only the audit row (its one-time Link URL is never stored).
+These functions block (SQL): the web side calls them through a thread pool.
 """
 
 from __future__ import annotations

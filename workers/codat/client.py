@@ -1,26 +1,12 @@
-"""A thin typed client for the handful of Codat API calls Synctrack makes (listed in docs/actions.md and docs/codat.md).
+"""The one client for Codat's API (calls listed in docs/actions.md and docs/codat.md): a typed method per call
+Synctrack makes, each with the retries it may take.
 
-One `httpx.AsyncClient` per process (the app builds it in its lifespan): connection pooling,
-timeouts, ``Authorization: Basic <SYNCTRACK_CODAT_API_KEY>``.
-
-Retry rule — a retry must never double an action:
-
-* idempotent calls (GET, PATCH status, DELETE) are retried on network errors, timeouts, 429 and
-  5xx, with exponential backoff and jitter; a DELETE that answers 404 after an attempt whose outcome
-  was unknown counts as done (the earlier attempt deleted it);
-* non-idempotent calls (POST ``data/all``, POST ``data/queue/{dataType}``) are retried only when
-  the request surely did not reach Codat — the connection could not be opened (connect error,
-  connect or pool timeout) — or when Codat answered 429 or 503, which it does before processing
-  a request. A read timeout or a 500 after sending may have queued the refresh: it is not retried,
-  the caller gets `codat_unavailable` and reconciliation picks up whatever did happen;
-* a 429 (or 503) waits what `Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`;
-  a longer wait is not made, the caller gets 503 with that `Retry-After`;
-* once an answer says the quota is spent (`X-Rate-Limit-Remaining: 0`), further calls wait for
-  `X-Rate-Limit-Reset` (`workers.codat.quota`) rather than earn a 429.
-
-Every failure becomes a `CodatError` (an `ApiError`, so the app answers it as it stands; the mapping
-is in `workers.codat.errors`) carrying Codat's HTTP status for the audit log. The API key is never
-logged or put in an error.
+One `httpx.AsyncClient` per process (built in the app's lifespan) authorises with `SYNCTRACK_CODAT_API_KEY`,
+which is never logged. A retry must never double an action: idempotent calls are retried on network errors,
+timeouts, 429 and 5xx with backoff and jitter; a POST only when it surely did not reach Codat (it could not
+connect) or Codat answered 429 or 503, which it does before processing a request. A 429 or 503 waits what
+`Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`, and a spent quota waits for its reset
+(`workers.codat.quota`). Every failure becomes a `CodatError` (`workers.codat.errors`).
 """
 
 from __future__ import annotations

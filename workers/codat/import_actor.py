@@ -21,7 +21,7 @@ from workers.codat.importer import Importer
 from workers.runtime.redis_queues import OPS_QUEUE, Encoded, encode
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.import")
 

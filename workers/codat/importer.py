@@ -1,17 +1,10 @@
 """Import an existing Codat account: every company it lists, folded as reconciliation folds one.
 
-A team that installs Synctrack on an account that already has hundreds of companies would otherwise see
-an empty ledger until webhooks trickle in. An import job (`workers.codat.import_jobs`) pages Codat's
-`GET /companies` (each company comes with its `dataConnections`), records every company it finds, then
-reads each one's pull-operation history within the lookback and its `dataStatus` and folds what the
-ledger lacks through `workers.codat.reconcile` (source `reconcile`): the same facts, the same fold, so
-running it twice folds nothing the second time. Codat's sync settings are read too, the client's once per
-chunk and each company's before it is folded (`workers.codat.sync_settings`).
-
-Up to `concurrency` companies are read at once; the Codat client honours `Retry-After` and the
-`X-Rate-Limit-*` quota. Folds are one transaction per company (one at a time on SQLite, which has one
-writer). A company that fails is recorded with its reason and the import goes on; a resume retries it.
-A refused API key stops the job (`failed`), since every further call would be refused too.
+So a ledger installed on an account with many companies is not empty until webhooks trickle in. A job
+(`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one through
+`workers.codat.reconcile` (with its sync settings): the same facts and fold, so a second run folds nothing. Up to
+`concurrency` companies are read at once, each folded in its own transaction; a company that fails is recorded
+and retried by a resume; a refused API key fails the job, since every further call would be refused too.
 """
 
 from __future__ import annotations

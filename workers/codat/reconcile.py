@@ -1,25 +1,11 @@
-"""Reconciliation: read what Codat says now and fold it, so the ledger converges if webhooks were lost.
+"""Reconciliation: read what Codat says now and fold what differs, so the ledger converges if webhooks were lost.
 
-For each company: Codat's connections (paged), its pull-operation history (newest first, paged back
-`SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and `dataStatus` (whose latest operation of each data type is
-fetched if the history pages did not include it). What differs from the ledger becomes `Event`s
-with source `reconcile`, folded by the same `workers.ledger.store.fold_events` as webhooks (one transaction
-per company):
-
-* a connection whose status or details differ → its facts, stamped with the time the read began
-  (so a webhook generated after that still wins);
-* a connection the ledger holds but Codat no longer has (list, then a GET answering 404) → deleted;
-* a pull operation → a sync keyed by its dataset id, stamped with its completion (or request) time,
-  unless the ledger already knows it: a sync with that key, or — since webhooks carry no dataset
-  id — a finished sync of the same connection and data type completed within the operation's
-  window (requested .. completed + `WEBHOOK_SLACK`).
-
-Running it twice changes nothing the second time. Calls are sequential and the Codat client honours
-`Retry-After`, so a run respects Codat's rate limits; a company that fails is reported, not retried.
-With `SYNCTRACK_RECONCILE_DISCOVER` a run without named companies also visits those Codat lists
-(`GET /companies`) that the ledger lacks. A run also reads Codat's sync settings, the client's once and each
-company's before the company is folded (`workers.codat.sync_settings`). The import of a whole account
-(`workers.codat.importer`) reads and folds each company through `read_company` and `apply_view` too.
+Per company, Codat's connections, pull-operation history (back `SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and
+`dataStatus` become `Event`s of source `reconcile`, folded by the same store as webhooks, one transaction per
+company: changed connections (stamped with the time the read began, so a later webhook still wins), connections
+Codat no longer has (deleted), and pull operations the ledger does not know yet (by dataset id, or a finished sync
+of the same data type within the operation's window, since webhooks carry no dataset id). A second run changes
+nothing. The import of an account (`workers.codat.importer`) uses `read_company` and `apply_view` too.
 """
 
 from __future__ import annotations
@@ -46,6 +32,7 @@ from workers.codat.errors import CodatError
 from workers.codat.listing import discovered_companies
 from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.announce import announce_changes
+from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
@@ -55,7 +42,7 @@ from workers.ledger.tables import Company, Connection
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.reconcile")
 
@@ -194,10 +181,10 @@ class LedgerSyncs:
         self.phases: dict[str, str] = {}
         self.finished: dict[tuple[str, str], list[datetime]] = {}
         ids = sorted(set(connection_ids))
-        for start in range(0, len(ids), 500):
-            table = SYNCS.c
+        table = SYNCS.c
+        for chunk in chunked(ids):
             query = sql_select(table.id, table.connection_id, table.data_type, table.phase, table.completed_at).where(
-                table.connection_id.in_(ids[start : start + 500])
+                table.connection_id.in_(chunk)
             )
             for sync_id, connection_id, data_type, phase, completed_at in session.execute(query):
                 self.phases[sync_id] = phase

@@ -1,20 +1,10 @@
 """Ask Codat about syncs that waited too long: is each still running, or did it finish unheard?
 
-The stale check (`workers.jobs.stale`) hands over the active syncs older than `SYNCTRACK_SYNC_STALE_AFTER`.
-For each of their companies this reads `GET /companies/{id}/dataStatus` once, and a pull operation
-(`GET /companies/{id}/data/history/{datasetId}`) only where that decides an answer:
-
-* a sync keyed by its dataset id: that pull operation's status (`dataStatus` says it already when it is
-  its data type's latest and still running);
-* any other sync: its data type's `currentStatus` — for ``*``, any data type of the company — and, when
-  none is running, the latest pull operation of each such data type that may be newer than the request.
-
-Each sync gets a `schemas.codat.CodatAnswer`: `running` with Codat's status (the least advanced, when
-several data types run); `result` with a pull operation of its connection finished at or after its
-request; or neither — nothing newer. A company Codat does not know (404) and a refused API key answer
-"nothing newer". A company Codat could not be asked about (unreachable, rate-limited beyond the client's
-retries) gets no answer, so its syncs wait for the next check; when Codat is unavailable no further
-company is asked in that run. Calls are sequential and go through the one client, with its retries.
+For the stale check (`workers.jobs.stale`): per company one `dataStatus`, and a pull operation only where that
+decides. Each sync gets a `schemas.codat.CodatAnswer`: `running` (Codat's status), `result` (a pull operation of
+its connection finished at or after its request), or neither (nothing newer; also for a company Codat does not
+know or a refused key). A company that could not be asked gets no answer and waits for the next check; once
+Codat is unavailable no further company is asked in that run.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
-"""Codat's sync settings: read the client's and each company's `syncSchedule`s, record them, announce what
-they change.
+"""Codat's sync settings: read the client's and each company's `syncSchedule`s, record them, announce what they change.
 
-A data type's freshness threshold follows Codat's schedule (`workers.ledger.freshness`), so Synctrack reads
-the client's settings (`GET /profile/syncSettings`) and each company's (`GET /companies/{id}/syncSettings`)
-and records them (`workers.ledger.schedules`):
-
-* at import — the client's once per chunk, each company's before the company is folded;
-* at reconciliation — the client's once per run, each company's before the company is folded;
-* when a `company.created` arrives — the `fetch_sync_settings` actor on the ops queue (queued after the
-  fold's commit, never inside it), which also reads the client's if they are a day old;
-* otherwise at most daily — `SETTINGS_JOB` reads the client's and every company's not read for a day.
-
-Every read is one call through the one Codat client (retries, `Retry-After`, the quota); a run of the job
-makes one call per company and stops at the first answer saying every further call would fail too. When
-the schedules read differ from those recorded, the connections they concern (the company's, or every one
-for the client's) are judged again and the freshness changes announced (`workers.ledger.reassess`).
-Without an API key nothing is read and the thresholds are today's settings alone.
+Freshness thresholds follow Codat's schedules (`workers.ledger.freshness`), so they are read at import and
+reconciliation (each company before it is folded), when a `company.created` is folded (the `fetch_sync_settings`
+actor, queued after the commit) and otherwise at most daily (`SETTINGS_JOB`). Schedules that differ from those
+recorded get the connections they concern judged again (`workers.ledger.reassess`). Without an API key nothing
+is read and the thresholds come from the settings alone.
 """
 
 from __future__ import annotations
@@ -45,7 +34,7 @@ from workers.runtime.periodic import PeriodicJob
 from workers.runtime.redis_queues import OPS_QUEUE
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.codat")
 

@@ -17,7 +17,7 @@ from workers.ledger.reassess import reassess
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 
 def freshness_interval(runtime: WorkerRuntime) -> float:

@@ -1,25 +1,11 @@
-"""Stale syncs: an active sync that nothing closed within `SYNCTRACK_SYNC_STALE_AFTER` is asked about at Codat,
-then kept running, closed by Codat's result, or marked `stale`.
+"""Stale syncs: an active sync nothing closed within `SYNCTRACK_SYNC_STALE_AFTER` is asked about at Codat, then kept
+running, closed by Codat's result, or marked `stale`.
 
-Codat never says a read started; Synctrack infers active syncs and waits for the completion that
-closes them. When that completion never comes (lost beyond Svix's retries, a read Codat dropped), a
-dashboard would show a spinner forever. This periodic job looks at each sync whose `requested_at` and
-the arrival of the webhook that opened it are both older than that. With an API key it first asks
-Codat (`ask`: `workers.codat.still_running.ask_codat`, wired in by the worker), and then:
-
-* Codat still runs it → the sync stays ``active`` with `delayed` and `codat_status` (what Codat said), and
-  is asked about again after a wait that starts at `SYNCTRACK_SYNC_STALE_CHECK_SECONDS` and doubles, up to
-  an hour, while Codat's answer stays the same (`next_check_at`, `check_wait_seconds`). ``sync.delayed``
-  (the Sync) announces it turning delayed and each change of `codat_status`, not each check;
-* Codat has a result at or after the request → it is folded as reconciliation folds it (source
-  ``reconcile``), which closes the sync and announces it as usual;
-* Codat knows nothing newer, or no API key is set → ``stale``, announced as ``sync.failed`` with the sync
-  object (its `phase` tells it apart from a failure Codat reported), plus ``connection.updated`` when the
-  connection has no active sync left (`sync_active` turns false);
-* Codat could not be asked (unreachable, rate-limited) → untouched until the next run.
-
-`event_id` is null in what it announces itself: no webhook caused it. A stale sync stays open for the fold
-(`OPEN_PHASES`), so a late completion still closes it and is announced as usual.
+Codat never says a read started, so a lost completion would leave a dashboard spinning forever. With an API key
+Codat is asked first (`workers.codat.still_running`): a sync it still runs stays ``active`` and `delayed`
+(``sync.delayed``, asked again after a doubling wait); a result it has is folded as reconciliation folds it. Else
+the sync turns ``stale``, announced as ``sync.failed`` (plus ``connection.updated`` when no active sync is left),
+with `event_id` null. A stale sync stays open to the fold (`OPEN_PHASES`): a late completion still closes it.
 """
 
 from __future__ import annotations
@@ -35,7 +21,7 @@ from sqlmodel import Session, col, select
 from schemas.codat import CodatAnswer, OpenSync, dataset_id
 from schemas.events import Event
 from schemas.settings import Settings
-from workers.ledger.announce import announce_changes
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.changes import FeedEntry
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
@@ -44,7 +30,7 @@ from workers.ledger.views import connection_out, load_freshness, sync_out
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.stale")
 
@@ -179,7 +165,7 @@ def settle(
         updated: set[str] = set()
         if results:
             changes, slices = fold_events(session, list(results.values()))
-            names = _company_names(session, {state.connection.company_id for state in slices.values()})
+            names = company_names(session, {state.connection.company_id for state in slices.values()})
             folded = announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
             entries += folded
             updated = {entry.connection_id for entry in folded if entry.name == "connection.updated"}
@@ -227,11 +213,6 @@ def _connections_without_active_sync(
         data = connection_out(conn, company.name if company else None, False, fresh).model_dump(mode="json")
         entries.append(_entry("connection.updated", conn.company_id, connection_id, data))
     return entries
-
-
-def _company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:
-    companies = session.exec(select(Company).where(col(Company.id).in_(sorted(company_ids)))).all()
-    return {company_id: None for company_id in company_ids} | {c.id: c.name for c in companies}
 
 
 def _sync_data(row: Sync) -> dict[str, Any]:

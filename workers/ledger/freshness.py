@@ -1,28 +1,11 @@
 """Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`.
 
-No I/O and no clock: the caller passes `now`, so the same rows give the same answer whoever asks, and
-a threshold passing changes the answer only because `now` moved. The rows are the fold's own output,
-which does not depend on the order events arrived in, so neither does freshness.
-
-For each data type of a connection, with threshold T — first that applies: its override in
-`SYNCTRACK_FRESHNESS_OVERRIDES`; the company's Codat `syncSchedule` where it differs from the client's; the
-client's `syncSchedule` (each in hours, times `SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR`; 0 or absent is no
-schedule); `SYNCTRACK_FRESHNESS_AFTER`. The schedules come in as plain data (`Schedules`) and count only
-where Codat's settings are read (`SYNCTRACK_CODAT_API_KEY` is set):
-
-* ``fresh``: the last successful sync is at most T old; `expected_by` = that sync + T;
-* ``overdue``: a successful sync exists but is older than T (whatever failed since); `expected_by` as above;
-* ``pending``: no successful sync yet, and the connection was linked at most T ago; `expected_by` =
-  linked time + T;
-* ``never``: no successful sync yet, linked longer ago than T; `expected_by` null;
-* ``paused``: not expected to sync — the connection is not Linked (PendingAuth, Unlinked, Deauthorized) or
-  deleted, or Codat answered the data type's latest read with NotSupported; `expected_by` null.
-
-A connection's `freshness` is the worst of its data types (overdue > never > pending > fresh; `paused`
-types do not count), its `expected_by` the earliest of theirs (the next deadline) and `overdue_data_types`
-the overdue ones, sorted. A Linked connection with no data type yet is `pending` or `never` by its linked
-time and the default threshold. A connection whose status is not known yet (only reads have been heard
-of) is judged like a Linked one; without a linked (or created) time it can only be `never`.
+No I/O and no clock, so the same rows give the same answer whoever asks, and the answer changes with time only
+because `now` moved. A data type's threshold is its override, else the company's or the client's Codat
+`syncSchedule` (`Schedules`, times `SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR`), else `SYNCTRACK_FRESHNESS_AFTER`.
+A data type is ``fresh`` or ``overdue`` by its last successful sync, ``pending`` or ``never`` by the link time
+when it has none, and ``paused`` when no sync is expected (not Linked, deleted, or NotSupported). A connection is
+as stale as its stalest counted data type (`SEVERITY`); its `expected_by` is the earliest deadline.
 """
 
 from __future__ import annotations
@@ -30,40 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from schemas.settings import Settings
 from schemas.statuses import Freshness, ThresholdSource
+from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 NOT_EXPECTED_STATUSES = frozenset({"PendingAuth", "Unlinked", "Deauthorized"})
 """Connection statuses under which no sync is expected."""
 
 SEVERITY: dict[Freshness, int] = {"paused": 0, "fresh": 1, "pending": 2, "never": 3, "overdue": 4}
 """Worst wins: a connection is as stale as its stalest data type."""
-
-
-class ConnectionFacts(Protocol):
-    """What freshness reads of a connection row (`ConnectionRow` or the `Connection` table)."""
-
-    @property
-    def status(self) -> str | None: ...
-    @property
-    def deleted_at(self) -> datetime | None: ...
-    @property
-    def linked_at(self) -> datetime | None: ...
-    @property
-    def created_at(self) -> datetime | None: ...
-
-
-class DataTypeFacts(Protocol):
-    """What freshness reads of a data-type row (`DataTypeRow` or the `DataTypeState` table)."""
-
-    @property
-    def data_type(self) -> str: ...
-    @property
-    def phase(self) -> str: ...
-    @property
-    def last_successful_sync_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -145,7 +104,7 @@ class ConnectionFreshness:
         return next((d for d in self.data_types if d.data_type == data_type), None)
 
 
-def is_paused(connection: ConnectionFacts) -> bool:
+def is_paused(connection: ConnectionRow) -> bool:
     return connection.deleted_at is not None or connection.status in NOT_EXPECTED_STATUSES
 
 
@@ -158,13 +117,14 @@ def _awaiting_first(linked: datetime | None, threshold: timedelta, now: datetime
 
 
 def data_type_freshness(
-    connection: ConnectionFacts,
-    row: DataTypeFacts,
+    connection: ConnectionRow,
+    row: DataTypeRow,
     policy: FreshnessPolicy,
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,
 ) -> DataTypeFreshness:
-    """One data type's freshness at `now` (see the module's docstring)."""
+    """One data type's freshness at `now`, threshold T: `fresh` or `overdue` by its last successful sync
+    (`expected_by` that + T); without one, `pending` until the link time + T (`expected_by`), `never` after."""
     threshold = policy.threshold_of(row.data_type, schedules)
     if is_paused(connection) or row.phase == "unsupported":
         return DataTypeFreshness(row.data_type, "paused", None, threshold)
@@ -177,13 +137,15 @@ def data_type_freshness(
 
 
 def assess(
-    connection: ConnectionFacts,
-    data_types: Iterable[DataTypeFacts],
+    connection: ConnectionRow,
+    data_types: Iterable[DataTypeRow],
     policy: FreshnessPolicy,
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,
 ) -> ConnectionFreshness:
-    """The connection's freshness and each of its data types', at `now`, under its company's `schedules`."""
+    """The connection's freshness and each of its data types', at `now`, under its company's `schedules`. With no
+    data type counted yet it is `pending` or `never` by its linked (or created) time and the default threshold; a
+    connection whose status is not known yet is judged like a Linked one."""
     types = tuple(
         sorted(
             (data_type_freshness(connection, row, policy, now, schedules) for row in data_types),

@@ -1,15 +1,10 @@
 """What was last announced of each connection's freshness (table `connection_freshness`), and its changes.
 
-Freshness is computed, never stored in the ledger (`workers.ledger.freshness`), but "it changed" needs a
-memory of what was said before. `record_transitions` compares freshly computed values with that memory,
-writes the differences and returns them, inside the caller's transaction. Two writers use it: the fold's
-transaction, for the connections a batch changed (a sync result that makes a connection fresh again is
-announced at once), and the periodic check, for the connections the clock changed. Both hold the
-connection's row lock while they do (PostgreSQL; SQLite has one writer), so a change is announced once.
-
-A transition is any change of `freshness`, `overdue_data_types` or `expected_by`; only a change of
-`freshness` itself is a ``connection.freshness_changed`` event. `previous` is None for a connection seen
-for the first time.
+Freshness is computed, never stored in the ledger, but "it changed" needs a memory of what was said.
+`record_transitions` compares fresh values with it and writes and returns the differences, inside the caller's
+transaction: the fold's (for the connections a batch changed) or the periodic check's (for those the clock
+changed), both holding the connection's row lock, so a change is announced once. Any change of `freshness`,
+`overdue_data_types` or `expected_by` is a transition; only a change of `freshness` is ``freshness_changed``.
 """
 
 from __future__ import annotations
@@ -50,7 +45,7 @@ class Transition:
 
 def record_transitions(
     session: Session,
-    connections: Mapping[str, Connection | ConnectionRow],
+    connections: Mapping[str, ConnectionRow],
     assessed: Mapping[str, ConnectionFreshness],
     now: datetime,
 ) -> list[Transition]:

@@ -1,19 +1,10 @@
 """Judge stored connections' freshness again and announce what changed, with no fold behind it.
 
-Two things change freshness without a webhook: the clock passing a threshold (`workers.jobs.freshness_check`)
-and Codat's sync schedules changing the thresholds themselves (`workers.codat.sync_settings`). Both read
-connections in id order, `limit` per transaction (every connection, or one company's), compute their
-freshness at `now`, compare it with what was last announced (`workers.ledger.freshness_state`) and, for each
-that differs, announce after the commit:
-
-* ``connection.updated`` with the Connection object and its new `freshness`, `expected_by`,
-  `overdue_data_types`;
-* ``connection.freshness_changed`` (`{connection, previous, current, overdue_data_types, event_id}`)
-  when `freshness` itself changed; `previous` is null for a connection first seen.
-
-`event_id` is null in both: no webhook caused them. Connection rows are locked (in id order, as the fold
-locks them) while a batch is compared and recorded, so a concurrent fold and a reassessment never both
-announce one change.
+Two things change freshness without a webhook: the clock passing a threshold (`workers.jobs.freshness_check`) and
+Codat's schedules changing the thresholds (`workers.codat.sync_settings`). Connections are read in id order,
+`limit` per transaction, judged at `now` and compared with what was last announced; each difference is announced
+after the commit as ``connection.updated`` and, when `freshness` itself changed, ``connection.freshness_changed``,
+with `event_id` null. Rows are locked in id order, as the fold locks them, so a change is announced once.
 """
 
 from __future__ import annotations

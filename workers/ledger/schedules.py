@@ -14,14 +14,13 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlmodel import Session
 
-from workers.ledger.bulk_sql import insert_rows
+from workers.ledger.bulk_sql import chunked, insert_rows
 from workers.ledger.freshness import Schedules
 from workers.ledger.tables import Company, SyncSchedule
 
 SCHEDULES: Table = SyncSchedule.__table__  # type: ignore[attr-defined]
 COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
 CLIENT, COMPANY = "client", "company"
-IN_CHUNK = 500
 
 
 def _scope(company_id: str | None) -> tuple[str, str]:
@@ -34,10 +33,8 @@ def load_schedules(session: Session, company_ids: Iterable[str]) -> dict[str, Sc
     table = SCHEDULES.c
     client = session.execute(select(table.hours).where(table.scope == CLIENT)).scalar_one_or_none() or {}
     own: dict[str, dict[str, float]] = {}
-    for start in range(0, len(ids), IN_CHUNK):
-        query = select(table.company_id, table.hours).where(
-            table.scope == COMPANY, table.company_id.in_(ids[start : start + IN_CHUNK])
-        )
+    for chunk in chunked(ids):
+        query = select(table.company_id, table.hours).where(table.scope == COMPANY, table.company_id.in_(chunk))
         own.update({company_id: hours for company_id, hours in session.execute(query)})
     return {cid: Schedules(client, own.get(cid, {})) for cid in ids}
 

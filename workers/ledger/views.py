@@ -34,7 +34,7 @@ IN_CHUNK = 500
 
 
 def connection_out(
-    row: Connection | ConnectionRow, company_name: str | None, sync_active: bool, fresh: ConnectionFreshness
+    row: ConnectionRow, company_name: str | None, sync_active: bool, fresh: ConnectionFreshness
 ) -> ConnectionOut:
     return ConnectionOut(
         id=row.id,
@@ -65,7 +65,7 @@ def connection_out(
     )
 
 
-def _link_failure(row: Connection | ConnectionRow) -> LinkFailureOut | None:
+def _link_failure(row: ConnectionRow) -> LinkFailureOut | None:
     if row.last_link_failure_at is None:
         return None
     failure = row.last_link_failure or {}
@@ -77,7 +77,7 @@ def _link_failure(row: Connection | ConnectionRow) -> LinkFailureOut | None:
     )
 
 
-def sync_out(row: Sync | SyncRow) -> SyncOut:
+def sync_out(row: SyncRow) -> SyncOut:
     return SyncOut(
         id=row.id,
         company_id=row.company_id,
@@ -96,7 +96,7 @@ def sync_out(row: Sync | SyncRow) -> SyncOut:
     )
 
 
-def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
+def data_type_out(row: DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
     return DataTypeOut(
         data_type=row.data_type,
         status=row.status,
@@ -115,7 +115,7 @@ DATA_TYPES = DataTypeState.__table__  # type: ignore[attr-defined]
 
 
 def load_freshness(
-    session: Session, connections: Iterable[Connection | ConnectionRow], policy: FreshnessPolicy, now: datetime
+    session: Session, connections: Iterable[ConnectionRow], policy: FreshnessPolicy, now: datetime
 ) -> dict[str, ConnectionFreshness]:
     """Each connection's freshness at `now`, reading all their data types (and, where Codat's schedules
     count, their companies' schedules) in a few statements."""

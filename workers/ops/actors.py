@@ -24,7 +24,7 @@ from workers.runtime.redis_queues import OPS_QUEUE as OPS_QUEUE
 from workers.runtime.redis_queues import Encoded, encode
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.replay")
 

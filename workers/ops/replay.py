@@ -1,16 +1,10 @@
 """Replay: put stored webhooks through the worker path again.
 
-A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`: selection, total, how
-many were enqueued, and a keyset cursor over ``(received_at, id)``), then enqueues one ordinary
-`fold_webhook` message per event with ``replay=True`` and no body: the worker loads the stored body,
-so a replay folds exactly what arrived. The fold is idempotent, so a batch enqueued twice (a runner
-killed between enqueueing and saving its cursor) is harmless, and replaying everything twice leaves the
-ledger as it was.
-
-Pacing: at most `rate` events per second, and never while the webhook queue holds more than
-`max_backlog` messages, so live webhooks do not wait behind a replay. One runner at a time per job (a
-Redis lock with an expiry), so a job interrupted anywhere — Ctrl-C, a killed process, a worker restart —
-resumes from its cursor. Events whose body retention removed are skipped (they cannot be folded).
+A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`, with a keyset cursor over
+``(received_at, id)``) and enqueues `fold_stored` messages of `REPLAY_MESSAGE_EVENTS` events: the worker folds
+the stored bodies, so a replay folds exactly what arrived, and a message enqueued twice is harmless. At most `rate`
+events per second, and none while the webhook queue holds more than `max_backlog`, so live webhooks never wait
+long; one runner per job (a Redis lock with an expiry), so an interrupted job resumes from its cursor.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
-"""Where Synctrack may send outbound webhooks: a subscription must not aim it at internal services.
+"""Where Synctrack may send outbound webhooks: never to internal services.
 
-Checked when a subscription is created or changed (the API answers `invalid_url`) and again while it
-is delivered to, because a name can be re-pointed at a private address after it was accepted. For
-deliveries the check answers with the addresses it approved (`check_target`), and attempts connect to
-those only (`workers/outbound/transport.py`, which checks a destination again after a minute or a failed
-connection): a name that resolves to a public address for the check and to an internal one a moment
-later (DNS rebinding) never gets the second lookup.
-
-An address is refused unless it is a public unicast address. IPv4: refused when `ipaddress` does not call
-it global, or multicast. IPv6 is judged by an explicit list (what `ipaddress` calls a global IPv6 address
-changes between Python releases): refused in any range of `NOT_PUBLIC_V6` (the ranges of IANA's
-special-purpose registry that are not globally reachable, with multicast, site-local and IPv4-translated
-addresses), or outside the global unicast space `2000::/3` unless it stands for an IPv4 address: IPv4-mapped
-(`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) and NAT64 (`64:ff9b::/96`) addresses are judged as that
-IPv4 address, and 6to4 (`2002::/16`) is refused when the one it carries is not public.
+Checked when a subscription is created or changed (`invalid_url`) and again while it is delivered to, since a
+name can be re-pointed after it was accepted; for deliveries `check_target` answers with the addresses it
+approved, and only those are connected to (`workers.outbound.transport`). Only public unicast addresses pass.
+IPv6 is judged by an explicit list (`NOT_PUBLIC_V6`, from IANA's special-purpose registry) and the global unicast
+space ``2000::/3``, not by `ipaddress`, whose answer changes between Python releases; an IPv6 address standing
+for an IPv4 address (mapped, compatible, NAT64, 6to4) is judged as that IPv4 address.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Prometheus metrics: every definition in one place, correct across many web and worker processes.
 
-Each process counts in its own memory, so a scrape answered by one web process would see only that
-process. prometheus-client's multiprocess mode fixes this: with ``PROMETHEUS_MULTIPROC_DIR`` set, every
-process writes its values to files in that directory and `/metrics` (`service/api/scrape.py`) merges
-them. `synctrack web|worker|dev` call `prepare_multiprocess_dir` to set a default directory when the
-variable is unset; every process of one deployment on one host must share it.
-
-Metrics are created on first use, not at import, because prometheus-client decides between in-memory
-and file-backed values when a metric is created and the composition root must be able to set the
-directory first. They are process-wide by nature (one set of files per process id), hence the one
-cached `Metrics` object. Labels stay bounded: event types outside `KNOWN_EVENT_TYPES` count as
-``other``, results and reasons come from fixed enumerations.
+Each process counts in its own memory, so with ``PROMETHEUS_MULTIPROC_DIR`` set (`prepare_multiprocess_dir` sets a
+default) every process writes its values to files there and `/metrics` merges them. Metrics are created on first
+use, not at import, so the composition root can set the directory before prometheus-client decides where values
+live. Labels stay bounded: unknown event types count as ``other``; results and reasons are fixed enumerations.
 """
 
 from __future__ import annotations
