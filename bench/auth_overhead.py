@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def main() -> None:
         database_url=f"sqlite:///{folder / 'bench.db'}",
         admin_token_hashes=[hash_token(ADMIN)],
         token_signing_key=KEY,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -121,10 +122,8 @@ def main() -> None:
     bare, secured = app(settings, False), app(settings, True)
     print(f"{'case':45} {'baseline µs':>12} {'secured µs':>11} {'overhead µs':>12}")
     for name, method, path, token in cases:
-        base = asyncio.run(per_request_us(bare, lambda m=method, p=path: scope(bare, m, p, None), args.requests))
-        sec = asyncio.run(
-            per_request_us(secured, lambda m=method, p=path, t=token: scope(secured, m, p, t), args.requests)
-        )
+        base = asyncio.run(per_request_us(bare, partial(scope, bare, method, path, None), args.requests))
+        sec = asyncio.run(per_request_us(secured, partial(scope, secured, method, path, token), args.requests))
         print(f"{name:45} {base:12.1f} {sec:11.1f} {sec - base:12.1f}")
 
 

@@ -33,6 +33,7 @@ from bench.sustained import database, start_stack  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 from tests.support.workload import webhook_mix  # noqa: E402
 from workers.runtime.db import make_engine  # noqa: E402
+from workers.runtime.redis_queues import unfinished  # noqa: E402
 
 NAMESPACE = "synctrack"
 UVICORN = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
@@ -124,7 +125,7 @@ def main() -> None:
             finally:
                 web.stop()
                 worker.stop()
-            left = int(redis.Redis(port=redis_port).hlen(f"{NAMESPACE}:webhooks.msgs"))
+            left = unfinished(redis.Redis(port=redis_port), NAMESPACE).messages
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)

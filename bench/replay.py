@@ -31,6 +31,7 @@ from workers.ledger.tables import WebhookEvent  # noqa: E402
 from workers.ops.rebuild import diff_dumps, dump_ledger, fresh_target, rebuild_ledger  # noqa: E402
 from workers.ops.replay import ReplayRunner, counter_keys, create_job  # noqa: E402
 from workers.runtime.db import make_engine, upgrade  # noqa: E402
+from workers.runtime.redis_queues import live_workers  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -85,7 +86,7 @@ def replay_through_workers(
     )
     try:
         deadline = time.monotonic() + 60
-        while not client.zcard(f"{namespace}:__heartbeats__") and time.monotonic() < deadline:
+        while not live_workers(client, namespace) and time.monotonic() < deadline:
             time.sleep(0.2)
         engine = make_engine(url)
         job = create_job(engine, ReplayFilters())

@@ -28,7 +28,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from bench.harness import machine  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.security.tokens import hash_token  # noqa: E402
-from service.stream.entry import StreamEntry  # noqa: E402
+from service.stream.routes import STREAM_PATH  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from workers.ledger.changes import stream_key  # noqa: E402
 from workers.runtime.db import upgrade  # noqa: E402
@@ -50,7 +50,7 @@ from workers.runtime.db import upgrade  # noqa: E402
 TOKEN = "sta_bench-stream-token-0123456789abcdefghijklmn"
 PADDING = "x" * 300
 
-Entry = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+Entry = Callable[[dict[str, Any], Any, Any], Coroutine[Any, Any, None]]
 
 
 def stream_scope() -> dict[str, Any]:
@@ -151,7 +151,7 @@ async def run(clients: int, changes: int) -> None:
     app = create_app(settings)
     # The baseline: the same app with the stream served by the router like any other route.
     routed = create_app(settings)
-    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not StreamEntry]
+    routed.front = {route: served for route, served in routed.front.items() if route[1] != STREAM_PATH}
     print(f"machine: {machine()}; clients {clients}, changes {changes} (each to every client)")
     print("| entry | KiB per client (Python, app's share) | µs CPU per delivered change |")
     print("|---|---|---|")

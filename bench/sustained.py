@@ -33,6 +33,7 @@ from bench.ingest import start_redis  # noqa: E402
 from tests.support.builders import SECRET  # noqa: E402
 from tests.support.services import free_port, fresh_postgres_database  # noqa: E402
 from tests.support.workload import Delivery, signed, webhook_mix  # noqa: E402
+from workers.runtime.redis_queues import unfinished  # noqa: E402
 
 NAMESPACE = "synctrack"
 DRAIN_LIMIT_SECONDS = 5.0
@@ -62,7 +63,7 @@ def write_paced(path: Path, deliveries: list[Delivery], rate: float) -> None:
 
 
 def backlog(client: redis.Redis) -> int:
-    return int(client.hlen(f"{NAMESPACE}:webhooks.msgs"))
+    return unfinished(client, NAMESPACE).messages
 
 
 @contextlib.contextmanager

@@ -1,18 +1,23 @@
 """The fake Codat as a Starlette app: the Codat API calls Synctrack makes plus a control API under `/_control`.
 
 Codat API: companies and their connections (list, get, PATCH status, DELETE), `data/all`,
-`data/queue/{dataType}`, `data/history` (paged) and `data/history/{datasetId}`, `dataStatus`.
+`data/queue/{dataType}`, `data/history` (paged) and `data/history/{datasetId}`, `dataStatus`, and the sync
+settings of the client (`/profile/syncSettings`) and of each company (`/companies/{id}/syncSettings`).
 Every Codat call passes the gate first: API key check (when one is configured), injected faults,
-and a request log the tests read (`GET /_control/requests`).
+and a request log the tests read (`GET /_control/requests`). Codat's Link page for a connection
+(`GET /companies/{companyId}/connections/{connectionId}/start`, opened by a customer's browser) is not
+part of the API and skips the gate (`fakecodat.links`).
 
 Control API: seed companies, change settings, steer webhooks (drop, hold, release out of order,
-duplicate, redeliver), inject faults, change a connection's status behind Synctrack's back.
+duplicate, redeliver), inject faults, change a connection's status behind Synctrack's back, set sync schedules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -20,17 +25,19 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fakecodat.faults import Faults, codat_error
 from fakecodat.quota import Quota
 from fakecodat.webhooks import Deliverer
-from fakecodat.world import CodatProblem, Config, World, public
+from fakecodat.world import CodatProblem, Config, World
 
 MAX_PAGE_SIZE = 5000
 KEEP_REQUESTS = 10_000
+LINK_START = re.compile(r"^/companies/[^/]+/connections/[^/]+/start$")
+"""Codat's Link page for a connection: a page for the customer's browser, not an API call."""
 
 
 class CodatGate:
@@ -41,7 +48,7 @@ class CodatGate:
         self.quota = Quota(world.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_control"):
+        if scope["type"] != "http" or scope["path"].startswith("/_control") or LINK_START.match(scope["path"]):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
@@ -139,7 +146,8 @@ async def get_company(request: Request) -> Response:
 
 @codat
 async def list_connections(request: Request) -> Response:
-    conns = [public(c) for c in _world(request).company_connections(request.path_params["company_id"])]
+    world = _world(request)
+    conns = [world.shown(c) for c in world.company_connections(request.path_params["company_id"])]
     return _page(request, conns)
 
 
@@ -147,7 +155,7 @@ async def list_connections(request: Request) -> Response:
 async def connection(request: Request) -> Response:
     world, p = _world(request), request.path_params
     if request.method == "GET":
-        return JSONResponse(public(world.connection(p["company_id"], p["connection_id"])))
+        return JSONResponse(world.shown(world.connection(p["company_id"], p["connection_id"])))
     if request.method == "DELETE":
         world.delete(p["company_id"], p["connection_id"])
         return Response(status_code=200)
@@ -191,6 +199,35 @@ async def data_status(request: Request) -> Response:
     return JSONResponse(_world(request).data_status(request.path_params["company_id"]))
 
 
+async def link_start(request: Request) -> Response:
+    """Codat's Link page: the customer links the connection again (at once, in the fake). A one-time
+    link works once, within its lifetime; otherwise 410 with a page that says why."""
+    p = request.path_params
+    try:
+        conn = _world(request).open_link(p["company_id"], p["connection_id"], request.query_params.get("otp"))
+    except CodatProblem as problem:
+        return _link_page(problem.status, "This link cannot be used", problem.message)
+    name = html.escape(str(conn.get("platformName") or "the platform"))
+    return _link_page(200, f"{name} is linked", f"Access to {name} was granted. You can close this tab.")
+
+
+def _link_page(status: int, title: str, text: str) -> HTMLResponse:
+    body = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+@codat
+async def client_sync_settings(request: Request) -> Response:
+    return JSONResponse(_world(request).sync_settings.client_body())
+
+
+@codat
+async def company_sync_settings(request: Request) -> Response:
+    world = _world(request)
+    company_id = world.company(request.path_params["company_id"])["id"]
+    return JSONResponse(world.sync_settings.company_body(company_id))
+
+
 # Control ---------------------------------------------------------------------------------------------
 
 
@@ -204,8 +241,9 @@ async def _body(request: Request) -> dict[str, Any]:
 
 async def seed(request: Request) -> Response:
     """`{"count": 3}` or `{"companies": [{"name", "platforms": ["xero"], "status", "id", "description", "tags",
-    "history"}]}`, plus `announce` (connection webhooks, default true), `initial_read` (default true) and
-    `history` (finished pull operations per connection, made without webhooks; default 0)."""
+    "history", "hold"}]}`, plus `announce` (connection webhooks, default true), `initial_read` (default true),
+    `history` (finished pull operations per connection, made without webhooks; default 0) and `hold` (every
+    connection's pull operations held at that status, e.g. `Queued`, until released; default none)."""
     body = await _body(request)
     specs = body.get("companies") or [{} for _ in range(int(body.get("count", 1)))]
     world = _world(request)
@@ -221,11 +259,14 @@ async def seed(request: Request) -> Response:
                 history=int(spec.get("history", body.get("history", 0))),
                 description=spec.get("description"),
                 tags=spec.get("tags"),
+                hold=spec.get("hold", body.get("hold")),
             )
             for spec in specs
         ]
     except KeyError as exc:
         return JSONResponse({"error": f"unknown platform {exc.args[0]}"}, status_code=400)
+    except CodatProblem as exc:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
     return JSONResponse({"companies": created}, status_code=201)
 
 
@@ -288,7 +329,8 @@ async def faults(request: Request) -> Response:
 
 @codat
 async def set_connection_status(request: Request) -> Response:
-    """`{"status": "Unlinked"|"Deauthorized"|"Linked", "notify": false}` — as if done in Codat's portal."""
+    """`{"status": "Unlinked"|"Deauthorized"|"Linked", "notify": false}` — as if done in Codat's portal;
+    `{"hold": "Queued"}` holds its pull operations at that status until `{"hold": null}` releases them."""
     body = await _body(request)
     world = _world(request)
     conn = world.connections.get(request.path_params["connection_id"])
@@ -297,7 +339,32 @@ async def set_connection_status(request: Request) -> Response:
     if body.get("delete"):
         world.delete(conn["_company"], conn["id"], notify=body.get("notify", True))
         return JSONResponse({"deleted": conn["id"]})
+    if "hold" in body:
+        return JSONResponse(world.hold(conn["_company"], conn["id"], body["hold"]))
     return JSONResponse(world.set_status(conn["_company"], conn["id"], body["status"], body.get("notify", True)))
+
+
+async def links(request: Request) -> Response:
+    """Every one-time link issued (`one_time_links`), oldest first: url, otp, times, when it was used."""
+    return JSONResponse({"links": _world(request).links.describe()})
+
+
+async def control_sync_settings(request: Request) -> Response:
+    """`{"schedules": {"invoices": 168, "*": 24}, "company_id": "…"}`: the client's `syncSchedule`s (hours), or
+    one company's (null gives a data type back to the client's); `GET` shows them all."""
+    settings = _world(request).sync_settings
+    if request.method == "POST":
+        body = await _body(request)
+        schedules, company_id = body.get("schedules"), body.get("company_id")
+        if not isinstance(schedules, dict):
+            return JSONResponse({"error": "schedules must be an object of data type -> hours"}, status_code=400)
+        if company_id is not None and company_id not in _world(request).companies:
+            return JSONResponse({"error": f"unknown company {company_id}"}, status_code=404)
+        try:
+            settings.change(schedules, company_id)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse(settings.describe())
 
 
 async def requests_log(request: Request) -> Response:
@@ -333,6 +400,9 @@ def create_fake_codat(config: Config | None = None, receiver_url: str | None = N
         Route(f"{base}/data/history", history),
         Route(f"{base}/data/history/{{dataset_id}}", pull_operation),
         Route(f"{base}/dataStatus", data_status),
+        Route(f"{base}/connections/{{connection_id}}/start", link_start),
+        Route(f"{base}/syncSettings", company_sync_settings),
+        Route("/profile/syncSettings", client_sync_settings),
         Route("/_control/companies", seed, methods=["POST"]),
         Route("/_control/config", control_config, methods=["GET", "POST"]),
         Route("/_control/webhooks", webhooks, methods=["GET", "POST"]),
@@ -341,6 +411,8 @@ def create_fake_codat(config: Config | None = None, receiver_url: str | None = N
         Route("/_control/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_control/connections/{connection_id}", set_connection_status, methods=["POST"]),
         Route("/_control/requests", requests_log, methods=["GET", "DELETE"]),
+        Route("/_control/links", links),
+        Route("/_control/sync-settings", control_sync_settings, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.world, app.state.deliverer, app.state.faults, app.state.request_log = world, deliverer, rules, request_log

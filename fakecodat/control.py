@@ -32,22 +32,25 @@ class FakeCodatControl:
         announce: bool = True,
         initial_read: bool = True,
         history: int = 0,
+        hold: str | None = None,
     ) -> list[dict[str, Any]]:
         """Create companies; each spec may give `name`, `platforms` (e.g. ["xero", "hsbc"]), `status`, `id`,
-        `description`, `tags`, `history`. `history`: finished pull operations per connection, without webhooks."""
+        `description`, `tags`, `history`, `hold`. `history`: finished pull operations per connection, without
+        webhooks. `hold`: every connection's pull operations stay at that status (e.g. "Queued") until released."""
         body = {
             "count": count,
             "companies": companies,
             "announce": announce,
             "initial_read": initial_read,
             "history": history,
+            "hold": hold,
         }
         created: list[dict[str, Any]] = self._call("POST", "/companies", body)["companies"]
         return created
 
     def configure(self, **settings: Any) -> dict[str, Any]:
         """`sync_seconds`, `failure_rate`, `failure_status`, `api_key`, `traffic_every_seconds`, `quota`,
-        `quota_window_seconds`, `receiver_url`, `secret`."""
+        `quota_window_seconds`, `one_time_links`, `link_ttl_seconds`, `link_base_url`, `receiver_url`, `secret`."""
         result: dict[str, Any] = self._call("POST", "/config", settings)
         return result
 
@@ -80,8 +83,26 @@ class FakeCodatControl:
         )
         return result
 
+    def hold(self, connection_id: str, status: str | None) -> dict[str, Any]:
+        """Hold the connection's pull operations at `status` ("Queued", "Fetching", …); None releases them,
+        and they finish as usual (as an on-premise connector's datasets do once it is back online)."""
+        result: dict[str, Any] = self._call("POST", f"/connections/{connection_id}", {"hold": status})
+        return result
+
     def delete_connection(self, connection_id: str, notify: bool = True) -> None:
         self._call("POST", f"/connections/{connection_id}", {"delete": True, "notify": notify})
+
+    def links(self) -> list[dict[str, Any]]:
+        """The one-time links issued, oldest first: `url`, `otp`, `connection_id`, `issued_at`, `expires_at`,
+        `used_at`."""
+        issued: list[dict[str, Any]] = self._call("GET", "/links")["links"]
+        return issued
+
+    def sync_settings(self, schedules: dict[str, float | None], company_id: str | None = None) -> dict[str, Any]:
+        """Set `syncSchedule`s in hours per data type (`*`: every one) of the client, or of `company_id`."""
+        body: dict[str, Any] = {"schedules": schedules, "company_id": company_id}
+        result: dict[str, Any] = self._call("POST", "/sync-settings", body)
+        return result
 
     def requests(self) -> list[dict[str, Any]]:
         log: list[dict[str, Any]] = self._call("GET", "/requests")["requests"]

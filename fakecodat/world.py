@@ -4,6 +4,9 @@ A queued data type goes Queued → Fetching → Complete (or an error status, `f
 time) over `sync_seconds`; when every operation of one read of a connection has finished, a
 `read.completed` (`read.completed.initial` for a connection's first read) is sent, stamped with the
 completion time. Unlinking sends `connection.disconnected`, deleting sends `connection.deleted`.
+A connection can be *held* (`hold`): its pull operations stay at the status held (`Queued`, `Fetching`, …)
+until it is released, then finish as usual — as an on-premise connector's datasets wait at Codat while
+the connector is offline, or a fetch Codat keeps retrying behind the scenes.
 Everything runs on the server's event loop; nothing here is thread-safe, nothing needs to be.
 """
 
@@ -16,9 +19,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fakecodat.catalog import COMPANY_NAMES, Platform, connection_info, default_connections, new_id, platform
+from fakecodat.links import Links, start_url
+from fakecodat.sync_settings import SyncSettings
 from fakecodat.webhooks import Deliverer, iso
 
-IN_PROGRESS = ("Queued", "Fetching")
+IN_PROGRESS = (
+    "Initial",
+    "Queued",
+    "Fetching",
+    "MapQueued",
+    "Mapping",
+    "ProcessingQueued",
+    "Processing",
+    "ValidationQueued",
+    "Validating",
+)
 
 
 class CodatProblem(Exception):
@@ -47,6 +62,12 @@ class Config:
     """When > 0, Codat's request quota per `quota_window_seconds`: every answer carries `X-Rate-Limit-*`,
     and a request beyond the quota is answered 429 with `Retry-After` until the window resets."""
     quota_window_seconds: float = 60.0
+    one_time_links: bool = False
+    """Codat's one-time Link URLs: each time a connection is shown, its `linkUrl` carries a fresh `?otp=…`
+    that works once and expires after `link_ttl_seconds` (`fakecodat.links`)."""
+    link_ttl_seconds: float = 86_400.0
+    link_base_url: str = "https://link-api.codat.io"
+    """Where Link URLs point; the fake's own URL makes them open its link page (`GET …/start`)."""
 
 
 @dataclass
@@ -58,8 +79,12 @@ class World:
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_company: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Each company's pull operations (the history of thousands of companies is read per company)."""
+    sync_settings: SyncSettings = field(default_factory=SyncSettings)
     rng: random.Random = field(default_factory=random.Random)
+    links: Links = field(default_factory=Links)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _holds_changed: asyncio.Event | None = None
+    """Set (and replaced) whenever a connection is held or released, to wake the operations waiting on it."""
 
     # Lookups -------------------------------------------------------------------------------------
 
@@ -89,8 +114,31 @@ class World:
 
     def listed(self, company_id: str) -> dict[str, Any]:
         company = public(self.company(company_id))
-        company["dataConnections"] = [public(c) for c in self.company_connections(company_id)]
+        company["dataConnections"] = [self.shown(c) for c in self.company_connections(company_id)]
         return company
+
+    def shown(self, conn: dict[str, Any]) -> dict[str, Any]:
+        """The connection as Codat's API and webhooks show it: with one-time links, a fresh `linkUrl`."""
+        body = public(conn)
+        if self.config.one_time_links:
+            ttl = self.config.link_ttl_seconds
+            body["linkUrl"] = self.links.issue(self.config.link_base_url, conn["_company"], conn["id"], now(), ttl)
+        return body
+
+    def open_link(self, company_id: str, connection_id: str, otp: str | None) -> dict[str, Any]:
+        """The customer opened the connection's Link URL and linked it again (the fake skips the sign-in),
+        and Codat reads its data. Raises `CodatProblem` (410) for a one-time link that was used, has
+        expired or was never issued."""
+        conn = self.connection(company_id, connection_id)
+        if self.config.one_time_links:
+            refused = self.links.spend(company_id, connection_id, otp, now())
+            if refused is not None:
+                raise CodatProblem(410, refused)
+        previous = conn["status"]
+        shown = self.set_status(company_id, connection_id, "Linked")
+        ops = [self._new_operation(conn, data_type) for data_type in platform(conn["_platform"]).data_types]
+        self._start(ops, conn, initial=previous == "PendingAuth")
+        return shown
 
     # Seeding -------------------------------------------------------------------------------------
 
@@ -106,11 +154,15 @@ class World:
         history: int = 0,
         description: str | None = None,
         tags: dict[str, str] | None = None,
+        hold: str | None = None,
     ) -> dict[str, Any]:
         """Create a company with one connection per platform; announce it and run the first read.
 
         `history` gives each connection that many finished pull operations from the last hours, made
-        without a webhook: a company whose past only Codat knows (what an import reads)."""
+        without a webhook: a company whose past only Codat knows (what an import reads). `hold` holds
+        every connection from the start (see `hold`)."""
+        if hold is not None:
+            _check_hold(hold)
         index = len(self.companies)
         name = name or COMPANY_NAMES[index % len(COMPANY_NAMES)]
         ident = company_id or new_id()
@@ -128,6 +180,7 @@ class World:
         for key in platforms or default_connections(index):
             p = platform(key)
             conn = self._new_connection(company, p, status)
+            conn["_hold"] = hold
             if history:
                 self._add_history(conn, p, history)
             if announce:
@@ -147,7 +200,7 @@ class World:
             "sourceId": new_id(),
             "sourceType": p.source_type,
             "platformName": p.name,
-            "linkUrl": f"https://link-api.codat.io/companies/{company['id']}/connections/{conn_id}/start",
+            "linkUrl": start_url(self.config.link_base_url, company["id"], conn_id),
             "status": status,
             "lastSync": None,
             "created": iso(now()),
@@ -234,6 +287,18 @@ class World:
                 self._emit_connection(
                     "connection.reconnected" if previous != "PendingAuth" else "connection.connected", conn
                 )
+        return self.shown(conn)
+
+    def hold(self, company_id: str, connection_id: str, status: str | None) -> dict[str, Any]:
+        """Hold the connection's pull operations at `status` (one of Codat's in-progress statuses) until
+        released with None; operations already held take the new status at once."""
+        if status is not None:
+            _check_hold(status)
+        conn = self.connection(company_id, connection_id)
+        conn["_hold"] = status
+        if self._holds_changed is not None:
+            self._holds_changed.set()
+            self._holds_changed = None
         return public(conn)
 
     def delete(self, company_id: str, connection_id: str, notify: bool = True) -> None:
@@ -289,10 +354,12 @@ class World:
 
     async def _run(self, ops: list[dict[str, Any]], conn: dict[str, Any], initial: bool) -> None:
         await asyncio.sleep(self.config.sync_seconds / 3)
+        await self._while_held(ops, conn)
         supported = platform(conn["_platform"]).data_types
         for op in ops:
             op["status"], op["progress"] = "Fetching", 40
         await asyncio.sleep(self.config.sync_seconds * 2 / 3)
+        await self._while_held(ops, conn)
         finished = now()
         for op in ops:
             if op["dataType"] not in supported:
@@ -324,9 +391,17 @@ class World:
         }
         self.deliverer.emit("read.completed.initial" if initial else "read.completed", payload, finished)
 
+    async def _while_held(self, ops: list[dict[str, Any]], conn: dict[str, Any]) -> None:
+        while conn.get("_hold"):
+            for op in ops:
+                op["status"] = conn["_hold"]
+            if self._holds_changed is None:
+                self._holds_changed = asyncio.Event()
+            await self._holds_changed.wait()
+
     def _emit_connection(self, event_type: str, conn: dict[str, Any], status: str | None = None) -> None:
         company = self.companies.get(conn["_company"], {"id": conn["_company"], "name": None})
-        body = public(conn) | ({"status": status} if status else {})
+        body = self.shown(conn) | ({"status": status} if status else {})
         self.deliverer.emit(event_type, {"referenceCompany": reference(company), "connection": body}, now())
 
     # Demo traffic ----------------------------------------------------------------------------------
@@ -349,6 +424,11 @@ class World:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+def _check_hold(status: str) -> None:
+    if status not in IN_PROGRESS:
+        raise CodatProblem(400, f"a connection is held at one of {', '.join(IN_PROGRESS)}, not {status!r}")
 
 
 def public(obj: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field, PlainSerializer
 
-from schemas.statuses import Freshness, Health, NextAction, TimelineKind
+from schemas.statuses import Freshness, Health, NextAction, ThresholdSource, TimelineKind
 
 UtcTime = Annotated[
     datetime,
@@ -130,6 +130,10 @@ class DataTypeOut(BaseModel):
     records_modified: bool | None
     freshness: Freshness
     expected_by: UtcTime | None
+    threshold_seconds: float
+    """How old the last successful sync may be before this data type is overdue."""
+    threshold_source: ThresholdSource
+    """Where the threshold comes from: `override`, `company_schedule`, `client_schedule` or `default`."""
 
 
 class ConnectionDetail(ConnectionOut):
@@ -149,6 +153,14 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
+    delayed: bool = Field(
+        False,
+        description="Still active because Codat, asked once the sync waited SYNCTRACK_SYNC_STALE_AFTER, "
+        "says it is still running it.",
+    )
+    codat_status: str | None = Field(
+        None, description="What Codat said of a delayed sync (Queued, Fetching, ...); null otherwise."
+    )
     typical_duration_seconds: float | None = Field(
         default=None,
         description="Phase `active` only: the median `completed_at - requested_at` of the latest 20 succeeded syncs "

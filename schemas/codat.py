@@ -1,4 +1,4 @@
-"""Codat API objects (connections, pull operations, data status) read once into typed values.
+"""Codat API objects (connections, pull operations, data status, sync settings) read once into typed values.
 
 The Codat client returns JSON; actions and reconciliation turn it into the same `ConnectionFacts` and
 `SyncFact` the webhook parser builds, through the functions here, so there is one reading of Codat's
@@ -8,13 +8,14 @@ an action, seen by reconciliation or (for legacy alerts) reported by a webhook.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from schemas import normalise
-from schemas.events import ConnectionFacts, InvalidEnvelope, SyncFact, parse_time
-from schemas.statuses import is_connection_status
+from schemas.events import ConnectionFacts, Event, InvalidEnvelope, SyncFact, parse_time
+from schemas.statuses import is_connection_status, phase_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,23 @@ class PullOperation:
             issues=({"type": self.status, "message": self.error_message},) if self.error_message else None,
         )
 
+    @property
+    def finished(self) -> bool:
+        return phase_of(self.status) != "active"
+
+    def reconcile_event(self) -> Event:
+        """The operation as an event of source `reconcile`, stamped with its completion time once finished
+        (its request time before): how reconciliation and the stale check fold what Codat says."""
+        at = (self.completed or self.requested) if self.finished else self.requested
+        return Event(
+            f"reconcile:{self.id}:{self.status}",
+            "reconcile.pull_operation",
+            at,
+            self.company_id,
+            syncs=(self.sync_fact(),),
+            source="reconcile",
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class DataTypeStatus:
@@ -49,6 +67,36 @@ class DataTypeStatus:
     current_status: str | None
     latest_sync_id: str | None
     latest_successful_sync_id: str | None
+    last_successful_sync: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSync:
+    """An active sync the stale check asks Codat about (`workers.jobs.stale`)."""
+
+    id: str
+    company_id: str
+    connection_id: str
+    data_type: str
+    """One data type, or ``*`` for a read of every data type of the connection."""
+    requested_at: datetime
+    dataset_id: str | None
+    """The pull operation's id, when the sync is keyed by it (`dataset_id`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodatAnswer:
+    """What Codat says of an open sync: still `running` (the status it reports), a `result` generated at or
+    after the request, or — neither — nothing newer than the request."""
+
+    running: str | None = None
+    result: PullOperation | None = None
+
+
+def dataset_id(sync_key: str) -> str | None:
+    """The dataset id a sync is keyed by, if any: the keys Synctrack makes up itself join their parts with
+    ``:`` (message or action, connection, data type); any other key is a pull operation's `id`."""
+    return None if ":" in sync_key else sync_key
 
 
 def _optional_time(value: object) -> datetime | None:
@@ -110,6 +158,7 @@ def data_status(raw: object) -> list[DataTypeStatus]:
                 current_status=value.get("currentStatus"),
                 latest_sync_id=value.get("latestSyncId"),
                 latest_successful_sync_id=value.get("latestSuccessfulSyncId"),
+                last_successful_sync=_optional_time(value.get("lastSuccessfulSync")),
             )
         )
     return out
@@ -149,3 +198,26 @@ def company_page(raw: object, page: int, page_size: int) -> CompanyPage:
     else:
         has_next = bool(results) and total is not None and page * page_size < total
     return CompanyPage(companies, page, total, has_next)
+
+
+def sync_schedules(raw: object) -> dict[str, float]:
+    """Read Codat's sync settings — the client's (`GET /profile/syncSettings`: ``{clientId, settings,
+    overridesDefaults}``) or a company's (`GET /companies/{id}/syncSettings`: ``{companyId, settings}``) — as
+    each data type's `syncSchedule` in hours. A setting without a number of hours (zero or more) is left out;
+    raises `InvalidEnvelope` when `settings` is not a list."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("settings"), list):
+        raise InvalidEnvelope("sync settings must be a JSON object with a list of settings")
+    schedules: dict[str, float] = {}
+    for item in raw["settings"]:
+        if not isinstance(item, dict):
+            continue
+        data_type, hours = item.get("dataType"), _hours(item.get("syncSchedule"))
+        if isinstance(data_type, str) and data_type and hours is not None:
+            schedules[data_type] = hours
+    return schedules
+
+
+def _hours(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None

@@ -1,27 +1,9 @@
-"""Synctrack's exceptions (one hierarchy) and the error codes of its HTTP API (one enumeration).
+"""Synctrack's exceptions (one hierarchy, `SynctrackError`) and the error codes of its HTTP API (one enumeration).
 
-Every exception Synctrack raises on purpose derives from `SynctrackError`; each is defined beside the
-code that raises it and docstrings say when. What a client sees is decided in one place: `ApiError`
-is answered as it is, and the web app's one exception handler (`service/app.py`) maps the few other
-errors that can reach a request to an `ApiError`. `service/common/errors.py` writes every error body.
-
-    SynctrackError
-    ├── ApiError                    answered as {"error": code, "detail": detail}
-    │   └── CodatError              workers/codat/errors.py
-    ├── ConfigError                 the process refuses to start
-    │   ├── TokenConfigError        service/security/tokens.py
-    │   ├── UnsafeAuthConfig        service/security/auth_mode.py
-    │   └── SchemaOutOfDate         workers/runtime/db.py
-    ├── Unavailable                 a dependency is unreachable now; retrying later can succeed
-    │   ├── QueueUnavailable        service/ingest/enqueue.py
-    │   └── StreamUnavailable       service/stream/fanout.py
-    ├── InvalidEnvelope             schemas/events.py
-    ├── InvalidToken                service/security/tokens.py
-    ├── UnsafeUrl                   workers/outbound/url_policy.py
-    ├── ReplayBusy                  workers/ops/replay.py
-    ├── ReplayJobNotFound           workers/ops/replay.py
-    ├── ImportBusy                  workers/codat/import_jobs.py
-    └── ImportJobNotFound           workers/codat/import_jobs.py
+Each exception lives beside the code that raises it and says when. What a client sees is decided in one place:
+an `ApiError` is answered as it stands, and the web app's one exception handler maps the few other errors a
+request can meet to one. The direct subclasses: `ApiError` (answered ``{"error": code, "detail": detail}``),
+`ConfigError` (the process refuses to start) and `Unavailable` (a dependency is unreachable; retrying can succeed).
 """
 
 from __future__ import annotations
@@ -53,6 +35,7 @@ class ErrorCode(StrEnum):
     CODAT_UNAVAILABLE = "codat_unavailable"
     CODAT_ERROR = "codat_error"
     CONFLICT = "conflict"
+    NOT_RECONNECTABLE = "not_reconnectable"
     INVALID_URL = "invalid_url"
     SUBSCRIPTION_DISABLED = "subscription_disabled"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from schemas import ignored, normalise
+from schemas import ignored, normalise, storable
 from schemas.errors import SynctrackError
 from schemas.json_codec import loads
 from schemas.statuses import is_connection_status
@@ -52,6 +52,11 @@ ANY_DATA_TYPE = "*"
 
 class InvalidEnvelope(SynctrackError, ValueError):
     """Raised when a body is JSON but neither envelope generation: the reason says what is missing."""
+
+
+class UnstorableText(InvalidEnvelope):
+    """Raised when a body holds text no ledger database can store (a NUL, a lone UTF-16 surrogate; see
+    `schemas.storable`): the event is kept with that text escaped and never folded."""
 
 
 LINK_FAILED = "connection.failed"
@@ -153,61 +158,69 @@ def _optional_time(value: object) -> datetime | None:
         return None
 
 
-def envelope_summary(body: object) -> tuple[str, str | None]:
-    """Check the shape of a webhook body; return (event type, envelope id).
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a webhook body says of itself, in either generation: enough to accept, index and list it."""
 
-    The receiver calls this to reject what is not a Codat envelope with a 400 before it acknowledges
-    anything; the worker does the full parse.
+    event_type: str
+    envelope_id: str
+    """`id` of a current envelope, `AlertId` of a legacy alert."""
+    company_id: str | None
+    connection_id: str | None
+    """The connection a connection event names, or a read's first result's; None where not said."""
+
+
+def read_envelope(body: object) -> Envelope:
+    """Check that `body` (decoded JSON) is a Codat envelope of either generation and read what it says of itself.
+
+    Raises `InvalidEnvelope` saying what is missing: the receiver answers 400 with it before acknowledging
+    anything. Only the envelope is checked; the payload is read leniently here and in full by `parse_event`.
     """
     if not isinstance(body, dict):
         raise InvalidEnvelope("the body must be a JSON object")
     if "eventType" in body:
-        if not isinstance(body["eventType"], str) or not body["eventType"]:
+        event_type = body["eventType"]
+        if not isinstance(event_type, str) or not event_type:
             raise InvalidEnvelope("eventType must be a non-empty string")
         if not isinstance(body.get("id"), str):
             raise InvalidEnvelope("a current envelope needs a string id")
         parse_time(body.get("generatedDate"))
-        if not isinstance(body.get("payload", {}), dict):
+        payload = body.get("payload", {})
+        if not isinstance(payload, dict):
             raise InvalidEnvelope("payload must be an object")
-        return body["eventType"], body["id"]
+        company = normalise.mapping(payload.get("referenceCompany"))
+        if company is None and event_type.startswith("company."):
+            company = payload  # in company events the payload is the company itself
+        connection = normalise.text((normalise.mapping(payload.get("connection")) or {}).get("id"))
+        items = payload.get("dataTypes")
+        if connection is None and isinstance(items, list) and items and isinstance(items[0], dict):
+            connection = normalise.text(items[0].get("connectionId"))
+        company_id = normalise.text((company or {}).get("id")) or normalise.text(payload.get("companyId"))
+        return Envelope(event_type, body["id"], company_id, connection)
     if "RuleType" in body:
         if not isinstance(body["RuleType"], str) or not isinstance(body.get("AlertId"), str):
             raise InvalidEnvelope("a legacy alert needs string RuleType and AlertId")
-        return body["RuleType"], body["AlertId"]
+        data = normalise.mapping(body.get("Data")) or {}
+        connection = normalise.text(body.get("DataConnectionId")) or normalise.text(data.get("dataConnectionId"))
+        return Envelope(body["RuleType"], body["AlertId"], normalise.text(body.get("CompanyId")), connection)
     raise InvalidEnvelope("expected a Codat envelope: {id, eventType, generatedDate, payload} or a legacy alert")
 
 
-@dataclass(frozen=True, slots=True)
-class BodySummary:
-    """What can be read from a webhook body without the full parse: enough to index or list it."""
-
-    event_type: str
-    envelope_id: str | None
-    company_id: str | None
-    connection_id: str | None
-
-
-def summarise_body(body: str) -> BodySummary | None:
-    """Best-effort type, envelope id, company and connection of a stored body; None if not an envelope.
-
-    The worker stores these beside every raw event (even one the fold rejects) and the dead-letter
-    listing shows them; neither may fail on bad input, so this never raises.
-    """
+def summarise(raw: Any) -> Envelope | None:
+    """`read_envelope` of a decoded body, or None when it is no envelope: never raises (a stored body is indexed,
+    and a dead letter listed, whatever it holds)."""
     try:
-        raw = loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return summarise(raw)
-
-
-def summarise(raw: Any) -> BodySummary | None:
-    """`summarise_body` of a body already decoded."""
-    try:
-        event_type, envelope_id = envelope_summary(raw)
+        return read_envelope(raw)
     except (InvalidEnvelope, RecursionError):
         return None
-    company, connection = normalise.stored_summary(raw)
-    return BodySummary(event_type, envelope_id, company, connection)
+
+
+def summarise_body(body: str) -> Envelope | None:
+    """`summarise` of a body not decoded yet; None when it is not JSON."""
+    try:
+        return summarise(loads(body))
+    except (ValueError, RecursionError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,18 +228,26 @@ class Decoded:
     """A body already decoded from JSON, for `parse_event` (the worker decodes each body once)."""
 
     value: Any
+    text: str | bytes | None = None
+    """The JSON it was decoded from, if at hand: it spares the common case the walk for unstorable text."""
 
 
 def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: datetime) -> Event:
-    """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use."""
+    """Normalise one stored webhook body. Raises `InvalidEnvelope` for input the fold cannot use, and its
+    `UnstorableText` for text the ledger cannot store, wherever in the body it is."""
     if isinstance(raw, Decoded):
-        body = raw.value
+        body, text = raw.value, raw.text
     else:
         try:
-            body = loads(raw)
+            body, text = loads(raw), raw
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEnvelope(f"not JSON: {exc}") from exc
-    envelope_summary(body)
+    if (where := storable.unstorable_at(body, text)) is not None:
+        raise UnstorableText(
+            f"{where}, text the ledger cannot store (PostgreSQL refuses NUL characters and UTF-8 cannot encode a "
+            "lone surrogate): the body is kept with it escaped, and the event is not folded"
+        )
+    read_envelope(body)
     if "eventType" in body:
         return _parse_current(body, message_id)
     return _parse_legacy(body, message_id, received_at)

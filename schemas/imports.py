@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.api import UtcTime
+from schemas.ids import ID_SYNTAX, is_valid_id
 
 ImportStatus = Literal["pending", "running", "completed", "interrupted", "failed"]
 
@@ -27,9 +28,10 @@ class ImportRequest(BaseModel):
     @field_validator("company_id")
     @classmethod
     def _ids(cls, value: list[str]) -> list[str]:
+        # Each id goes into Codat's paths: one outside the id syntax is refused here, before any call.
         cleaned = [ident.strip() for ident in value]
-        if any(not ident or len(ident) > 200 for ident in cleaned):
-            raise ValueError("each company_id must be a non-empty id of at most 200 characters")
+        if not all(is_valid_id(ident) for ident in cleaned):
+            raise ValueError(f"each company_id must be a company id: {ID_SYNTAX}")
         return list(dict.fromkeys(cleaned))
 
 

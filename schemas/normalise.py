@@ -1,17 +1,8 @@
 """Codat's free-form fields, normalised once, so nothing after the parser meets an odd shape.
 
-An envelope that passed the receiver's check is always folded: a field Codat documents as an object
-but sends as a string, a number where text belongs, a list that is null — each is turned here into
-the one shape the ledger stores, never raised on. The rules:
-
-* text fields (`name`, `platformName`, …): a string, else None;
-* `issues[]` of a read result: objects kept as they are, a string becomes ``{"message": …}``, anything
-  else ``{"message": <its JSON>}``; a lone object or string counts as a list of one; null stays null;
-* `dataConnectionErrors[]`: objects kept (with `statusCode` as Codat sends it, a string), a string
-  becomes ``{"errorMessage": …}``; null stays null; an entry is current (`is_active_error`) while Codat
-  marks it `Active`, or marks it nothing and gives no `resolvedOnUtc`;
-* `connectionInfo` and company `tags`: an object, else None;
-* `recordsModified`: true only for ``true`` (or the string ``"true"``).
+An envelope that passed the receiver's check is always folded: a field Codat documents as an object but sends as
+a string, a number where text belongs, a list that is null, each becomes here the one shape the ledger stores,
+and is never raised on (each function says its rule).
 """
 
 from __future__ import annotations
@@ -46,6 +37,8 @@ def _as_object(item: object, key: str) -> dict[str, Any] | None:
 
 
 def _objects(value: object, key: str) -> tuple[dict[str, Any], ...] | None:
+    """A list of objects: each object kept, a string as ``{key: string}``, anything else as ``{key: its JSON}``; a
+    lone item counts as a list of one; null stays null."""
     if value is None:
         return None
     items = value if isinstance(value, list) else [value]
@@ -79,28 +72,3 @@ def status_code(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def stored_summary(body: object) -> tuple[str | None, str | None]:
-    """(company id, connection id) of a webhook body, for the stored event's row; None where not said.
-
-    Reads every envelope generation and payload shape without raising: a company event's payload is
-    the company; a connection event names its connection; a read names the first result's connection.
-    """
-    if not isinstance(body, dict):
-        return None, None
-    if "RuleType" in body:
-        data = mapping(body.get("Data")) or {}
-        return text(body.get("CompanyId")), text(body.get("DataConnectionId")) or text(data.get("dataConnectionId"))
-    payload = mapping(body.get("payload")) or {}
-    event_type = text(body.get("eventType")) or ""
-    reference = mapping(payload.get("referenceCompany"))
-    if reference is None and event_type.startswith("company."):
-        reference = payload
-    company = text((reference or {}).get("id")) or text(payload.get("companyId"))
-    connection = text((mapping(payload.get("connection")) or {}).get("id"))
-    if connection is None:
-        items = payload.get("dataTypes")
-        if isinstance(items, list) and items and isinstance(items[0], dict):
-            connection = text(items[0].get("connectionId"))
-    return company, connection

@@ -6,9 +6,9 @@ Nothing else in the code reads the environment: the object is built once by a co
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -23,6 +23,9 @@ def _split_commas(value: object) -> object:
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+RECONCILE_EVERY_WITH_A_KEY_SECONDS = 6 * 3600.0
+"""`SYNCTRACK_RECONCILE_EVERY` when it is unset and a Codat API key is set: lost webhooks are repaired within hours."""
 
 
 def parse_duration(value: object) -> object:
@@ -54,7 +57,7 @@ def parse_overrides(text: str) -> dict[str, float]:
 
 
 class Settings(BaseSettings):
-    """Synctrack's configuration; see README.md for what each variable does."""
+    """Synctrack's configuration; docs/configuration.md says what each variable does."""
 
     model_config = SettingsConfigDict(env_prefix="SYNCTRACK_", extra="ignore", populate_by_name=True)
 
@@ -83,9 +86,9 @@ class Settings(BaseSettings):
     worker_min_backoff_ms: int = 1_000
     worker_max_backoff_ms: int = 300_000
     worker_heartbeat_timeout_ms: int = 60_000
-    worker_poll_ms: int = Field(default=20, ge=1, le=10_000)
-    """Longest sleep of an idle worker between polls of its queues (dramatiq's `worker_timeout`): the most a
-    webhook waits on an idle queue before a worker takes it."""
+    worker_poll_ms: int = Field(default=1_000, ge=1, le=10_000)
+    """Longest wait of an idle worker on Redis before it looks at its queues again (at most 1000 ms): every enqueue
+    wakes a waiting worker at once, so this only bounds how soon work that arrived without a wake-up is taken."""
     sync_stale_after_seconds: float = Field(
         6 * 3600, validation_alias=AliasChoices("SYNCTRACK_SYNC_STALE_AFTER", "SYNCTRACK_SYNC_STALE_AFTER_SECONDS")
     )
@@ -120,6 +123,8 @@ class Settings(BaseSettings):
     """`SYNCTRACK_KEEPALIVE_DATA_TYPE`: the data type a keep-alive refresh asks Codat for."""
     keepalive_check_seconds: float = 3600.0
     """`SYNCTRACK_KEEPALIVE_CHECK_SECONDS`: how often the keep-alive job looks for connections to refresh; 0 = off."""
+    freshness_schedule_factor: float = Field(1.5, gt=0)
+    """A data type's threshold from Codat's `syncSchedule` (hours) is the schedule times this factor."""
 
     # Stream
     stream_retention_hours: int = 24
@@ -140,7 +145,8 @@ class Settings(BaseSettings):
     reconcile_every_seconds: float = Field(
         0, validation_alias=AliasChoices("SYNCTRACK_RECONCILE_EVERY", "SYNCTRACK_RECONCILE_EVERY_SECONDS")
     )
-    """`SYNCTRACK_RECONCILE_EVERY`: seconds (or `90s`, `5m`, `1h`) between reconciliation runs; 0 = off."""
+    """`SYNCTRACK_RECONCILE_EVERY`: seconds (or `90s`, `5m`, `1h`) between reconciliation runs; 0 = off. Unset, it is
+    6 hours when `codat_api_key` is set and off without one."""
     reconcile_lookback_hours: float = 72.0
     """How far back reconciliation reads Codat's pull-operation history."""
     reconcile_discover: bool = False
@@ -164,8 +170,13 @@ class Settings(BaseSettings):
     """Serve `/v1/*` without tokens to loopback clients only; ignored when admin token hashes are set."""
     failure_limit_per_minute: int = 60
     """Failed authentications (bad tokens, bad webhook signatures) a source may make per minute; 0 = no limit."""
+    actions_per_minute: int = Field(default=10, ge=0)
+    """Actions against Codat (refresh, unlink, delete, reconnect) one company's tokens may take per minute,
+    across every web process; admin tokens are not limited; 0 = no limit."""
     cors_origins: CommaList = []
     metrics_require_token: bool = False
+    max_admin_body_bytes: int = Field(MIB, ge=1)
+    """The largest JSON body an API route reads (every route that takes one is an admin's); 413 beyond."""
 
     # Outbound subscriptions
     subscriptions_allow_http: bool = False
@@ -217,6 +228,12 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _reconcile_when_a_key_is_set(self) -> Self:
+        if self.codat_api_key and "reconcile_every_seconds" not in self.model_fields_set:
+            self.reconcile_every_seconds = RECONCILE_EVERY_WITH_A_KEY_SECONDS
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,19 +8,20 @@ Phase = Literal["active", "succeeded", "unsupported", "failed", "stale"]
 
 CONNECTION_STATUSES = ("PendingAuth", "Linked", "Unlinked", "Deauthorized")
 
-ACTIVE_STATUSES = frozenset(
-    {
-        "Initial",
-        "Queued",
-        "Fetching",
-        "MapQueued",
-        "Mapping",
-        "ProcessingQueued",
-        "Processing",
-        "ValidationQueued",
-        "Validating",
-    }
+IN_PROGRESS_STATUSES = (
+    "Initial",
+    "Queued",
+    "Fetching",
+    "MapQueued",
+    "Mapping",
+    "ProcessingQueued",
+    "Processing",
+    "ValidationQueued",
+    "Validating",
 )
+"""Codat's statuses of a pull operation still running, in the order it goes through them."""
+
+ACTIVE_STATUSES = frozenset(IN_PROGRESS_STATUSES)
 
 ERROR_STATUSES = frozenset(
     {
@@ -43,6 +44,10 @@ Freshness = Literal["fresh", "overdue", "pending", "never", "paused"]
 """Whether a connection's data is current (see `workers.ledger.freshness`)."""
 
 FRESHNESS: tuple[Freshness, ...] = ("fresh", "overdue", "pending", "never", "paused")
+
+ThresholdSource = Literal["override", "company_schedule", "client_schedule", "default"]
+"""Where a data type's freshness threshold comes from, first that applies: `SYNCTRACK_FRESHNESS_OVERRIDES`,
+the company's Codat `syncSchedule`, the client's, `SYNCTRACK_FRESHNESS_AFTER`."""
 
 
 def is_connection_status(value: object) -> bool:

@@ -21,10 +21,12 @@ STREAM_EVENT_TYPES = (
     "sync.failed",
     "connection.freshness_changed",
     "connection.initial_read_completed",
+    "sync.delayed",
     "connection.health_changed",
 )
-"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``) and for a
-connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``)."""
+"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``), for a
+connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``) and for a sync
+Codat is still running (``workers.jobs.stale``)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

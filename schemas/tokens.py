@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.api import UtcTime
 from schemas.ids import CodatId
 
-Right = Literal["read", "refresh", "disconnect", "delete"]
+Right = Literal["read", "refresh", "disconnect", "delete", "reconnect"]
 
 
 class TokenIn(BaseModel):
@@ -19,7 +19,7 @@ class TokenIn(BaseModel):
     """One company id (letters, digits, `-`, `_`, `.`; at most 128 characters)."""
     rights: list[Right] = Field(default=["read"], min_length=1)
     """`read` (the company's connections, syncs, events, audit and stream), `refresh`, `disconnect`
-    (unlink a connection), `delete` (delete a connection)."""
+    (unlink a connection), `delete` (delete a connection), `reconnect` (ask Codat for a fresh link URL)."""
     ttl_seconds: int = Field(default=3600, ge=60)
     """Lifetime; at most `SYNCTRACK_TOKEN_MAX_TTL` (7 days by default)."""
 

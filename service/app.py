@@ -25,6 +25,7 @@ from service.api import action_routes as actions
 from service.api import admin, health, imports, openapi, subscriptions, timeline, token_routes
 from service.api import reads as api
 from service.api import scrape as metrics
+from service.api.action_limit import ActionLimit
 from service.api.outbound_context import Outbound
 from service.common.errors import error_response
 from service.common.front import FrontApp
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
     redis = async_redis(settings)
     queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
     receiver = Receiver(settings.webhook_secrets, queue, settings.max_body_bytes)
+    revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
     fanout = Fanout(
         redis,
         settings.redis_namespace,
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         send_timeout_seconds=settings.stream_send_timeout_seconds,
         exiting=server_exiting,
+        revocations=revocations,
     )
     # One blocking client for everything that runs in the thread pool (admin and subscription handlers,
     # the change feed actions publish to): redis-py's connection pool is safe to share between threads.
@@ -155,7 +158,8 @@ def create_app(settings: Settings | None = None) -> FrontApp:
     app.state.reads = reader(engine)  # the JSON API's reads and the stream's snapshots: no write lock on SQLite
     app.state.freshness = FreshnessPolicy.from_settings(settings)
     app.state.redis = redis
-    app.state.revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
+    app.state.revocations = revocations
+    app.state.action_limit = ActionLimit(redis, settings.redis_namespace, settings.actions_per_minute)
     app.state.queue = queue
     app.state.fanout = fanout
     app.state.admin_redis = blocking

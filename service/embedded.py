@@ -10,9 +10,8 @@ import dramatiq
 
 from schemas.settings import Settings
 from workers.main import build_worker, start_periodic
-from workers.run import IDLE_POLL_MS, poll_quickly
+from workers.run import IDLE_POLL_MS
 from workers.runtime.db import upgrade
-from workers.runtime.queues import WEBHOOK_QUEUE
 
 
 def start_embedded_worker(settings: Settings, threads: int = 2) -> dramatiq.Worker:
@@ -21,6 +20,5 @@ def start_embedded_worker(settings: Settings, threads: int = 2) -> dramatiq.Work
     broker, runtime = build_worker(settings, check_schema=False)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=IDLE_POLL_MS)
     worker.start()
-    poll_quickly(worker, [WEBHOOK_QUEUE], settings.worker_poll_ms)
     start_periodic(runtime)
     return worker

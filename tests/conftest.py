@@ -75,6 +75,6 @@ def embedded_settings(sqlite_url: str) -> Settings:
         database_url=sqlite_url,
         webhook_secrets=[SECRET],
         redis_namespace=f"t{uuid.uuid4().hex[:8]}",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )

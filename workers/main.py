@@ -8,14 +8,16 @@ from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
 from workers.codat.keepalive import KEEPALIVE_JOB
 from workers.codat.reconcile import RECONCILE_JOB
+from workers.codat.still_running import ask_codat
+from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
 from workers.jobs.retention import PRUNE_JOB
-from workers.jobs.stale import STALE_JOB
+from workers.jobs.stale import stale_job
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.ops.actors import declare_ops
-from workers.outbound.actor import declare_delivery_actor
+from workers.outbound.actors import declare_delivery_actor
 from workers.outbound.dispatch import start_dispatcher
 from workers.outbound.sweep import SWEEP_JOB
 from workers.runtime.broker import make_broker, sync_redis
@@ -33,7 +35,7 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
         client, settings.redis_namespace, settings.stream_max_changes, settings.stream_retention_hours * 3600
     )
     runtime = WorkerRuntime(settings, engine, feed)
-    declare_actors(broker, runtime)
+    declare_actors(broker, runtime, companies_created=declare_sync_settings(broker, runtime))
     declare_delivery_actor(broker, runtime)
     declare_ops(broker, runtime)
     declare_imports(broker, runtime)
@@ -42,17 +44,20 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
 
 def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return [SWEEP_JOB, STALE_JOB, FRESHNESS_JOB, RECONCILE_JOB, KEEPALIVE_JOB, PRUNE_JOB]
+    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, SETTINGS_JOB, KEEPALIVE_JOB, PRUNE_JOB]
 
 
-def start_periodic(runtime: WorkerRuntime) -> PeriodicRunner[WorkerRuntime]:
-    """Start this process's background threads — the periodic jobs and the outbound dispatcher — and register
-    their stop with the runtime (`runtime.close()`). Returns the periodic runner."""
-    runner = PeriodicRunner(runtime, sync_redis(runtime.settings), periodic_jobs())
-    runner.start()
-    runtime.on_close(runner.stop)
+def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:
+    """Start this process's background threads — one per periodic job, so a long run delays no other job, and
+    the outbound dispatcher — and register their stop with the runtime (`runtime.close()`). Returns the periodic
+    runners."""
+    redis = sync_redis(runtime.settings)
+    runners = [PeriodicRunner(runtime, redis, [job]) for job in periodic_jobs()]
+    for runner in runners:
+        runner.start()
+        runtime.on_close(runner.stop)
     # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.
     dispatcher = start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
     if dispatcher is not None:
         runtime.on_close(dispatcher.stop)
-    return runner
+    return runners

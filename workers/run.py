@@ -1,8 +1,7 @@
 """`synctrack worker`: N worker processes, each running dramatiq worker threads over Synctrack's actors.
 
-The command builds its dramatiq workers itself (rather than through dramatiq's CLI) so it can set how long an idle
-consumer sleeps between polls (`SYNCTRACK_WORKER_POLL_MS`): dramatiq's CLI leaves it at a second, which is what a
-dashboard's "syncing…" indicator would wait for under light load.
+The command builds its dramatiq workers itself (rather than through dramatiq's CLI) on Synctrack's broker
+(`workers.runtime.broker.make_broker`), whose idle consumers wait on Redis until an enqueue wakes them.
 
 The parent process only supervises: it starts the children, restarts one that dies (a worker killed mid-message
 loses nothing: its unacknowledged messages are requeued by the broker's maintenance and folding is idempotent), and
@@ -19,41 +18,14 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
-
-from workers.runtime.queues import OPS_QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger("synctrack.worker")
 
 RESTART_DELAY_SECONDS = 1.0
 IDLE_POLL_MS = 1_000
-"""How long an idle consumer of the other queues (delay queues, `deliveries`) sleeps between polls:
-dramatiq's default. Each poll costs CPU; only the webhooks queue is worth polling often for its own sake."""
-OPS_POLL_MS = 100
-"""The same for the `ops` queue (imports, replays). What a killed worker held is requeued by the broker's
-maintenance, which runs on a share of each queue's own polls (`MAINTENANCE_CHANCE`, 2 %): at one poll a
-second an interrupted import waited 50 s on average to be taken up again, and now and then minutes; at ten a
-second, about 5 s. Deliveries need no such help: their sweep re-queues any whose lease ran out."""
+"""dramatiq's `worker_timeout` (its default): the longest an idle worker thread or consumer waits before it looks at
+its stop flag again."""
 SHUTDOWN_GRACE_SECONDS = 30.0
-
-
-def poll_quickly(worker: Any, queues: list[str], poll_ms: int) -> None:
-    """Make the consumers of `queues` sleep at most `poll_ms` between polls when idle.
-
-    dramatiq gives every consumer of a worker the one `worker_timeout`; ten consumers polling every few
-    milliseconds would spend a good share of a core doing nothing. The consumer thread reads its
-    `worker_timeout` whenever it (re)creates its consumer, and the Redis consumer reads its `timeout` on every
-    idle poll, so setting both after start applies at once and survives a reconnect."""
-    deadline = time.monotonic() + 10
-    for name in queues:
-        thread = worker.consumers.get(name)
-        if thread is None:
-            continue
-        thread.worker_timeout = poll_ms
-        while getattr(thread, "consumer", None) is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if getattr(thread, "consumer", None) is not None:
-            thread.consumer.timeout = poll_ms
 
 
 def worker_process(threads: int, parent: int) -> None:
@@ -86,8 +58,6 @@ def worker_process(threads: int, parent: int) -> None:
     broker, runtime = build_worker(settings)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=IDLE_POLL_MS)
     worker.start()
-    poll_quickly(worker, [WEBHOOK_QUEUE], settings.worker_poll_ms)
-    poll_quickly(worker, [OPS_QUEUE], max(settings.worker_poll_ms, OPS_POLL_MS))
     start_periodic(runtime)
     log.info("worker=%d result=ready threads=%d poll_ms=%d", os.getpid(), threads, settings.worker_poll_ms)
     stopping.wait()

@@ -1,11 +1,14 @@
-"""Actions against Codat (refresh, unlink, delete) and their audit log (`GET /v1/audit`).
+"""Actions against Codat (refresh, unlink, delete, reconnect) and their audit log (`GET /v1/audit`).
 
 Each action calls Codat first (`workers.codat.client`); only when Codat accepts does the ledger change
 (`workers.codat.actions`, one transaction, the same fold as webhooks), and the changes are then published
 on the change feed so dashboards see the spinner start at the click. The answer is 202 with the
 recorded action: Codat does the work asynchronously and a webhook confirms it later. A Codat
 failure answers with the mapped error (`workers.codat.errors`) and leaves an audit row with result
-`failed`, nothing else.
+`failed`, nothing else. Before it calls Codat, every action passes `within_action_limit`: a company
+token's company may take `SYNCTRACK_ACTIONS_PER_MINUTE` actions a minute (`service/api/action_limit.py`).
+Reconnect changes nothing in the ledger: it answers 200 with the link URL Codat issued at the click
+(one-time Link URLs are dead once used or a day old, so a stored one will not do).
 """
 
 from __future__ import annotations
@@ -22,18 +25,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.actions import ActionOut, AuditOut
-from schemas.codat import pull_operation
+from schemas.actions import ActionOut, AuditOut, ReconnectOut
+from schemas.codat import connection_facts, pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
+from service.api.action_limit import ActionLimit
 from service.api.reads import freshness_of
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from service.security.scope import company_filter
 from workers.codat.actions import (
     ActionResult,
     find_connection,
+    reconnect_refusal,
     record_delete,
     record_failure,
+    record_reconnect,
     record_refresh,
     record_unlink,
 )
@@ -47,7 +53,7 @@ from workers.ledger.views import load_connection, sync_out
 log = logging.getLogger("synctrack.actions")
 
 DATA_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
-ACTIONS = ("refresh", "unlink", "delete", "revoke_token")
+ACTIONS = ("refresh", "unlink", "delete", "reconnect", "revoke_token")
 
 T = TypeVar("T")
 
@@ -106,12 +112,14 @@ async def _answer(request: Request, result: ActionResult) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
-async def _failed(request: Request, exc: CodatError, **target: Any) -> CodatError:
+async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
+    """Audit an action refused by Codat (a `CodatError`, with Codat's status) or by Synctrack before asking."""
+    codat_status = exc.codat_status if isinstance(exc, CodatError) else None
     await run_in_threadpool(
         lambda: record_failure(
             request.app.state.engine,
             actor=_actor(request),
-            codat_status=exc.codat_status,
+            codat_status=codat_status,
             detail=f"{exc.code.value}: {exc.detail}",
             **target,
         )
@@ -121,9 +129,39 @@ async def _failed(request: Request, exc: CodatError, **target: Any) -> CodatErro
         target["action"],
         target["company_id"],
         exc.code.value,
-        exc.codat_status,
+        codat_status,
     )
     return exc
+
+
+async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
+    """The check every action makes just before it calls Codat (`target`: what `_failed` records). A company
+    token's company over `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`,
+    audited with result `rate_limited`, and Codat is not called. Admin tokens are not limited."""
+    principal = request.scope.get("state", {}).get("principal")
+    company_id = getattr(principal, "company_id", None)
+    if not isinstance(company_id, str):
+        return
+    limit: ActionLimit = request.app.state.action_limit
+    wait = await limit.take(company_id)
+    if wait is None:
+        return
+    detail = (
+        f"company {company_id!r} took the {limit.per_minute} actions a minute its tokens may take "
+        f"(SYNCTRACK_ACTIONS_PER_MINUTE); retry in {wait} s"
+    )
+    await run_in_threadpool(
+        lambda: record_failure(
+            request.app.state.engine,
+            actor=_actor(request),
+            codat_status=None,
+            detail=f"{ErrorCode.RATE_LIMITED.value}: {detail}",
+            result="rate_limited",
+            **target,
+        )
+    )
+    log.warning("action=%s company=%s result=rate_limited retry_after=%d", target["action"], company_id, wait)
+    raise ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
 
 
 async def refresh_company(request: Request) -> JSONResponse:
@@ -149,6 +187,7 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
     at = _now()
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
+    await within_action_limit(request, target)
     try:
         if data_type is None:
             status, raws = await _codat(request).refresh_all(company_id)
@@ -189,6 +228,30 @@ async def _known_connection(request: Request) -> Connection:
     return connection
 
 
+async def _ask_about_connection(
+    request: Request,
+    action: str,
+    ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
+    refusal: Callable[[Connection], ApiError | None] | None = None,
+) -> tuple[Connection, datetime, T]:
+    """Ask Codat about the path's connection (404 if unknown or deleted): (connection, when asked, answer).
+
+    `refusal` (blocking) gives the error to answer, without asking Codat, when the action makes no sense
+    for the connection. A refusal, Synctrack's or Codat's, is audited and raised.
+    """
+    connection = await _known_connection(request)
+    at = _now()
+    target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
+    await within_action_limit(request, target)
+    try:
+        if refusal is not None and (refused := await run_in_threadpool(refusal, connection)) is not None:
+            raise refused
+        answer = await ask_codat(_codat(request), connection)
+    except ApiError as exc:
+        raise await _failed(request, exc, **target) from None
+    return connection, at, answer
+
+
 async def _act_on_connection(
     request: Request,
     action: str,
@@ -196,13 +259,7 @@ async def _act_on_connection(
     record: Callable[[Connection, datetime, T], ActionResult],
 ) -> JSONResponse:
     """Ask Codat to act on the path's connection; record its answer (or its refusal) and answer 202."""
-    connection = await _known_connection(request)
-    at = _now()
-    target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
-    try:
-        answer = await ask_codat(_codat(request), connection)
-    except CodatError as exc:
-        raise await _failed(request, exc, **target) from None
+    connection, at, answer = await _ask_about_connection(request, action, ask_codat)
     result = await run_in_threadpool(record, connection, at, answer)
     return await _answer(request, result)
 
@@ -243,6 +300,50 @@ async def delete_connection(request: Request) -> JSONResponse:
     )
 
 
+async def reconnect_connection(request: Request) -> JSONResponse:
+    """`POST /v1/connections/{connection_id}/reconnect`: 200 with the `linkUrl` Codat issues now, unchanged."""
+
+    async def ask(codat: CodatClient, connection: Connection) -> tuple[int, str, str | None]:
+        status, body = await codat.fetch_connection(connection.company_id, connection.id)
+        try:
+            facts = connection_facts(body)
+        except InvalidEnvelope as exc:
+            raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's connection is unreadable: {exc}", status) from None
+        if not facts.link_url:
+            raise CodatError(502, ErrorCode.CODAT_ERROR, "Codat's connection carries no linkUrl", status)
+        return status, facts.link_url, facts.status
+
+    def refusal(connection: Connection) -> ApiError | None:
+        why = reconnect_refusal(request.app.state.engine, connection)
+        return ApiError(409, ErrorCode.NOT_RECONNECTABLE, why) if why else None
+
+    connection, at, (status, link_url, codat_connection_status) = await _ask_about_connection(
+        request, "reconnect", ask, refusal
+    )
+    fetched_at = _now()
+    record = await run_in_threadpool(
+        lambda: record_reconnect(
+            request.app.state.engine,
+            actor=_actor(request),
+            at=at,
+            connection=connection,
+            codat_status=status,
+            codat_connection_status=codat_connection_status,
+        )
+    )
+    # The link is a one-time credential: it goes to the caller only, never to a log or a cache.
+    log.info(
+        "action=reconnect audit=%s company=%s connection=%s result=accepted",
+        record.id,
+        connection.company_id,
+        connection.id,
+    )
+    body = ReconnectOut(
+        connection_id=connection.id, company_id=connection.company_id, link_url=link_url, fetched_at=fetched_at
+    )
+    return JSONResponse(body.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
+
+
 def list_audit(request: Request) -> JSONResponse:
     """`GET /v1/audit?company_id=&connection_id=&action=`: newest first, keyset-paged."""
     limit = page_limit(request)
@@ -273,5 +374,6 @@ routes = [
     Route("/v1/companies/{company_id}/refresh/{data_type}", refresh_data_type, methods=["POST"]),
     Route("/v1/connections/{connection_id}/unlink", unlink_connection, methods=["POST"]),
     Route("/v1/connections/{connection_id}", delete_connection, methods=["DELETE"]),
+    Route("/v1/connections/{connection_id}/reconnect", reconnect_connection, methods=["POST"]),
     Route("/v1/audit", list_audit),
 ]

@@ -46,7 +46,7 @@ from workers.ops.replay import (
     sample_selection,
 )
 from workers.runtime.metrics import record_redriven
-from workers.runtime.queues import push
+from workers.runtime.redis_queues import push
 
 log = logging.getLogger("synctrack.admin")
 

@@ -24,8 +24,8 @@ from service.api.outbound_context import get_subscription, now, outbound, read_m
 from service.api.reads import time_cursor
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from workers.ledger.tables import Delivery
-from workers.outbound.objects import delivery_detail, delivery_out
 from workers.outbound.range_replay import replay
+from workers.outbound.views import delivery_detail, delivery_out
 from workers.runtime.delivery_queue import enqueue_deliveries
 
 log = logging.getLogger("synctrack.subscriptions")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.actions import ActionOut, AuditOut
+from schemas.actions import ActionOut, AuditOut, ReconnectOut
 from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
 from schemas.api import (
     CompanyOut,
@@ -85,8 +85,9 @@ PAGED = (LIMIT, CURSOR)
 COMPANIES = _q("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
 CONNECTIONS = _q("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
 TIME = {"type": "string", "format": "date-time"}
-CODAT = (409, 502, 503)
-"""What an action can meet at Codat: already in progress / conflict, Codat refused or failed, unreachable."""
+CODAT = (400, 409, 502, 503)
+"""What an action can meet at Codat: an id Codat cannot have (refused before the call) or Codat's own 400,
+already in progress / conflict, Codat refused or failed, unreachable."""
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/webhooks/codat"): Operation(
@@ -155,7 +156,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *PAGED,
             COMPANIES,
             CONNECTIONS,
-            _q("action", one_of("refresh", "unlink", "delete"), "Only these actions."),
+            _q("action", one_of("refresh", "unlink", "delete", "reconnect"), "Only these actions."),
         ),
     ),
     ("GET", "/v1/stream"): Operation(
@@ -191,6 +192,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("DELETE", "/v1/connections/{connection_id}"): Operation(
         "Delete a connection at Codat (irreversible)", ActionOut, 202, errors=CODAT
+    ),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): Operation(
+        "Ask Codat for a fresh link URL for the customer to re-link the connection (single-use, never stored)",
+        ReconnectOut,
+        errors=CODAT,
     ),
     ("POST", "/v1/tokens"): Operation(
         "Mint a company-scoped token (admin only)", TokenOut, 201, request=TokenIn, errors=(409,)

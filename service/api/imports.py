@@ -26,7 +26,7 @@ from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from workers.codat.import_actor import start_message
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
 from workers.ledger.tables import ImportJob
-from workers.runtime.queues import push
+from workers.runtime.redis_queues import push
 
 log = logging.getLogger("synctrack.admin")
 

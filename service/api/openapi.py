@@ -32,7 +32,7 @@ REASONS = {
     409: "Conflicts with the current state",
     413: "Body too large",
     415: "Not JSON",
-    429: "Too many failed authentications from this source",
+    429: "Too many failed authentications from this source, or (an action) too many actions by one company's tokens",
     502: "Codat refused or failed",
     503: "A dependency is unavailable; retry later",
 }
@@ -120,8 +120,8 @@ def operation(method: str, path: str, op: Operation, refs: dict[tuple[Any, str],
         errors.add(404)
     if op.query or op.request is not None:
         errors.add(400)
-    if op.request is not None and path.startswith("/v1/"):  # a body that is not application/json
-        errors.add(415)
+    if op.request is not None and path.startswith("/v1/"):  # not application/json; over SYNCTRACK_MAX_ADMIN_BODY_BYTES
+        errors |= {413, 415}
     for status in sorted(errors):
         if str(status) not in responses:
             responses[str(status)] = _error(REASONS.get(status, "Error"))

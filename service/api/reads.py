@@ -212,6 +212,18 @@ def time_cursor(raw: Any) -> Any:
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out") from None
 
 
+class EventDetailResponse(JSONResponse):
+    """`GET /v1/events/{id}`'s answer. A body stored `failed` may hold a lone UTF-16 surrogate (sent as the
+    escape `\\ud800`), which UTF-8 cannot encode: such an answer escapes every non-ASCII character, as JSON
+    allows, and so still says exactly what arrived."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
 def event_out(row: WebhookEvent) -> EventOut:
     return EventOut.model_validate(row, from_attributes=True)
 
@@ -256,7 +268,7 @@ def get_event(request: Request) -> JSONResponse:
         except ValueError:
             body = row.body
     detail = EventDetail(**event_out(row).model_dump(), body=body)
-    return JSONResponse(detail.model_dump(mode="json"))
+    return EventDetailResponse(detail.model_dump(mode="json"))
 
 
 routes = [

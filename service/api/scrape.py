@@ -29,7 +29,7 @@ from starlette.routing import Route
 from schemas.statuses import FRESHNESS, HEALTH
 from workers.ledger.freshness_state import count_by_freshness, count_by_health
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
-from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, delayed_queue, queue_keys
+from workers.runtime.redis_queues import depths
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -46,18 +46,11 @@ class _Families:
 
 async def read_depths(redis: Any, namespace: str) -> dict[str, int] | None:
     """Queue and dead-letter depths from Redis; None if Redis does not answer."""
-    queue_key, _ = queue_keys(namespace)
-    delayed_key, _ = queue_keys(namespace, delayed_queue(WEBHOOK_QUEUE))
-    dead_key, _ = dead_letter_keys(namespace)
     try:
-        pipe = redis.pipeline(transaction=False)
-        pipe.llen(queue_key)
-        pipe.llen(delayed_key)
-        pipe.zcard(dead_key)
-        waiting, delayed, dead = await asyncio.wait_for(pipe.execute(), timeout=2)
+        found = await asyncio.wait_for(depths(redis, namespace), timeout=2)
     except (RedisError, OSError, TimeoutError):
         return None
-    return {"waiting": int(waiting), "delayed": int(delayed), "dead": int(dead)}
+    return {"waiting": found.waiting, "delayed": found.delayed, "dead": found.dead}
 
 
 def read_freshness(engine: Engine) -> dict[tuple[str, str], int] | None:

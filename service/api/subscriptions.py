@@ -27,8 +27,8 @@ from service.api.reads import time_cursor
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.dispatch import event_body
-from workers.outbound.objects import delivery_out, subscription_out, subscription_with_secret
 from workers.outbound.signing import new_secret
+from workers.outbound.views import delivery_out, subscription_out, subscription_with_secret
 
 log = logging.getLogger("synctrack.subscriptions")
 

@@ -6,7 +6,9 @@ thread seeds the companies once the web app answers, then keeps clicking "refres
 Synctrack's own API, so both kinds of sync show up: those Codat starts and those a user starts.
 A few companies exist only in the fake Codat at start, with a past no webhook told of: the driver
 imports them through `POST /v1/admin/imports`, as a team installing Synctrack on an existing account
-would (onboarding).
+would (onboarding). The fake Codat issues one-time Link URLs and serves the link page itself, and one
+connection has had its access withdrawn: Reconnect on the dashboard (or `POST …/reconnect`) gets a fresh
+link each time, and opening it re-links the connection.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
@@ -53,6 +55,18 @@ def _onboard(base: str, control: FakeCodatControl, existing: int) -> None:
         typer.echo(f"  import could not be started: {exc}")
 
 
+def _withdraw_access(base: str, control: FakeCodatControl, seeded: list[dict[str, Any]]) -> None:
+    """Deauthorise one connection, as a customer revoking access at their platform would."""
+    if not seeded or not seeded[0]["connections"]:
+        return
+    company, connection = seeded[0], seeded[0]["connections"][-1]
+    control.set_status(connection["id"], "Deauthorized")
+    typer.echo(
+        f"  reconnect:     curl -X POST {base}/v1/connections/{connection['id']}/reconnect"
+        f"   ({connection['platformName']} of {company['name']} is Deauthorized; each call answers a new one-time link)"
+    )
+
+
 def _drive(base: str, fake_url: str, companies: int, existing: int, action_every: float, stop: threading.Event) -> None:
     from fakecodat.catalog import platform
     from fakecodat.control import FakeCodatControl
@@ -70,6 +84,7 @@ def _drive(base: str, fake_url: str, companies: int, existing: int, action_every
     for company in seeded:
         platforms = ", ".join(c["platformName"] for c in company["connections"])
         typer.echo(f"  company {company['id']}  {company['name']}  ({platforms})")
+    _withdraw_access(base, control, seeded)
     rng = random.Random()
     while action_every > 0 and not stop.wait(action_every):
         company = rng.choice(seeded)
@@ -116,6 +131,7 @@ def demo(
         host=host,
         port=fake_port,
     ).start()
+    fake.control.configure(one_time_links=True, link_base_url=fake.url)  # links open the fake's link page
     demo_settings = Settings(
         embedded=True,
         database_url=f"sqlite:///{database}",

@@ -2,7 +2,8 @@
 
 Every error a client of the web process sees is ``{"error": <ErrorCode>, "detail": <sentence>}`` with
 the status and headers of an `ApiError`: the app's exception handler, the auth middleware, the header
-limits and the webhook guard all answer through this function, so the shape cannot drift.
+limits and the webhook guard all answer through this function, so the shape cannot drift. No error is
+worth caching: every one says ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 from schemas.errors import ApiError
+from service.common.no_store import NO_STORE
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    """The response that answers `error`: its body, status and headers (e.g. `Retry-After`)."""
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    """The response that answers `error`: its body, status and headers (e.g. `Retry-After`), never cached."""
+    return JSONResponse(error.body(), status_code=error.status, headers={"Cache-Control": NO_STORE, **error.headers})

@@ -1,7 +1,10 @@
 """Reading a JSON request body into a pydantic model, with the API's 400 answers.
 
 One reader for every route that takes a JSON body, so a malformed or invalid body gets the same
-`invalid_json` / `invalid_parameter` error (naming the first offending field) everywhere.
+`invalid_json` / `invalid_parameter` error (naming the first offending field) everywhere, and a string
+no database can store (`schemas/storable.py`) never reaches a handler. Every route that takes a body
+is an admin's; a body is read up to `SYNCTRACK_MAX_ADMIN_BODY_BYTES` and no further (413 beyond), so no
+caller makes the process hold more.
 """
 
 from __future__ import annotations
@@ -13,34 +16,44 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from schemas.errors import ApiError, ErrorCode
+from schemas.storable import unstorable_at
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def nul_at(value: object, where: str = "body") -> str | None:
-    """Where in a parsed JSON value a string holds U+0000 (PostgreSQL refuses to store one), or None."""
-    if isinstance(value, str):
-        return where if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if found := nul_at(key, where) or nul_at(item, key if where == "body" else f"{where}.{key}"):
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if found := nul_at(item, f"{where}.{index}"):
-                return found
-    return None
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 as soon as it is known to be over `limit` bytes: declared so by
+    `Content-Length`, or while it is read (nothing past the chunk that crossed the limit is read)."""
+    too_large = ApiError(
+        413,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"the body is larger than the {limit}-byte limit (SYNCTRACK_MAX_ADMIN_BODY_BYTES)",
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_model(request: Request, model: type[M]) -> M:
-    """The JSON body validated as `model` (an empty body reads as `{}`); 400 otherwise."""
+    """The JSON body validated as `model` (an empty body reads as `{}`); 400 otherwise, 413 when it is larger
+    than `SYNCTRACK_MAX_ADMIN_BODY_BYTES`."""
+    limit: int = request.app.state.settings.max_admin_body_bytes
+    body = await read_bounded(request, limit)
     try:
-        data = json.loads(await request.body() or b"{}")
-        nul = nul_at(data)
+        data = json.loads(body or b"{}")
+        refused = unstorable_at(data, body)
     except (ValueError, RecursionError):
         raise ApiError(400, ErrorCode.INVALID_JSON, "the body is not valid JSON (or nested too deeply)") from None
-    if nul is not None:
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{nul}: a string may not hold a NUL character (\\u0000)")
+    if refused is not None:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, refused)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

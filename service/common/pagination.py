@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, parse_time
+from schemas.storable import unstorable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -45,9 +46,10 @@ def encode_cursor(*values: Any) -> str:
 def decode_cursor(request: Request, size: int, kinds: Sequence[CursorKind] = ()) -> list[Any] | None:
     """The `size` values of the request's cursor, or None without one; 400 `invalid_parameter` otherwise.
 
-    A cursor is client input like any other: each element must be a string (no NUL, at most
-    `MAX_CURSOR_TEXT` characters) or an integer from 0 to `MAX_CURSOR_INT`, and of the kind `kinds`
-    names at its position when given — never null, a list, a float or a number too large for a column.
+    A cursor is client input like any other: each element must be a string (at most `MAX_CURSOR_TEXT`
+    characters, none a database cannot store: no NUL, no lone surrogate) or an integer from 0 to
+    `MAX_CURSOR_INT`, and of the kind `kinds` names at its position when given — never null, a list, a float
+    or a number too large for a column.
     """
     raw = request.query_params.get("cursor")
     if not raw:
@@ -75,7 +77,7 @@ def _scalar(value: object) -> bool:
         return False
     if isinstance(value, int):
         return 0 <= value <= MAX_CURSOR_INT
-    return isinstance(value, str) and len(value) <= MAX_CURSOR_TEXT and "\x00" not in value
+    return isinstance(value, str) and len(value) <= MAX_CURSOR_TEXT and unstorable(value) is None
 
 
 def _of_kind(value: object, kind: CursorKind) -> bool:

@@ -2,9 +2,10 @@
 
 Each request calls `WebhookQueue.submit` and waits for its own answer. Requests that arrive while a
 batch is in flight wait together and go in the next pipeline, so under load one round trip carries
-many events — yet no request is answered before its own event is on the queue. One Lua script call per
-batch does the whole job atomically: for each event ``SET seen-key NX EX`` and, only if that was new, add it
-to the batch's one `fold_webhooks` message, written where dramatiq's RedisBroker keeps it. A duplicate never
+many events — yet no request is answered before its own event is on the queue. One script call per batch
+(`workers.runtime.redis_queues.EnqueueUnseen`) does the whole job atomically: for each event ``SET seen-key NX EX``
+and, only if that was new, add it to the batch's one `fold_webhooks` message. One command and one message per batch
+instead of one per event is what lets the workers store and fold a burst in a few transactions. A duplicate never
 reaches the queue; a failure leaves no seen-key behind, so Codat's retry is not mistaken for a duplicate.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import redis.asyncio
@@ -20,12 +20,7 @@ from redis.exceptions import RedisError
 
 from schemas.errors import Unavailable
 from workers.runtime.broker import FOLD_BATCH_ACTOR
-from workers.runtime.queues import WEBHOOK_QUEUE, encode_frame, queue_keys
-
-DEDUPE_AND_ENQUEUE = (Path(__file__).with_name("enqueue.lua")).read_text()
-"""A whole batch in one script call (`enqueue.lua`): one ``SET NX EX`` per event, then one dramatiq message carrying
-every event that was new. One command and one message per batch instead of one per event is what lets the workers
-store and fold a burst in a few transactions."""
+from workers.runtime.redis_queues import WEBHOOK_QUEUE, EnqueueUnseen
 
 MAX_BATCH = 512
 
@@ -47,8 +42,7 @@ class WebhookQueue:
         self.client = client
         self.namespace = namespace
         self.dedupe_seconds = dedupe_seconds
-        self.queue_key, self.messages_key = queue_keys(namespace)
-        self._script = client.register_script(DEDUPE_AND_ENQUEUE)
+        self._enqueue = EnqueueUnseen(client, namespace, WEBHOOK_QUEUE, FOLD_BATCH_ACTOR, dedupe_seconds)
         self._pending: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -77,19 +71,13 @@ class WebhookQueue:
                         item.future.set_exception(QueueUnavailable(str(exc)))
                 continue
             for item, result in zip(batch, results, strict=True):
-                if item.future.done():
-                    continue
-                if isinstance(result, Exception):
-                    item.future.set_exception(QueueUnavailable(str(result)))
-                else:
+                if not item.future.done():
                     item.future.set_result(bool(result))
 
-    async def _run(self, batch: list[_Item]) -> list[object]:
-        redis_id, prefix, suffix = encode_frame(WEBHOOK_QUEUE, FOLD_BATCH_ACTOR)
-        keys = [self.messages_key, self.queue_key]
-        args: list[str | bytes] = [str(self.dedupe_seconds), redis_id, prefix, suffix]
-        for item in batch:
-            keys.append(self.seen_key(item.message_id))
-            args.append(orjson.dumps([item.message_id, item.body, item.received_at]))
-        # redis-py's Script loads the script again by itself if Redis restarted (NOSCRIPT).
-        return list(await self._script(keys=keys, args=args))
+    async def _run(self, batch: list[_Item]) -> list[int]:
+        return await self._enqueue(
+            [
+                (self.seen_key(item.message_id), orjson.dumps([item.message_id, item.body, item.received_at]))
+                for item in batch
+            ]
+        )

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
 from schemas.errors import ApiError, ErrorCode
-from schemas.events import InvalidEnvelope, envelope_summary
+from schemas.events import InvalidEnvelope, read_envelope
 from service.ingest.enqueue import QueueUnavailable, WebhookQueue
 from service.ingest.signature import SignatureKeys
 
@@ -211,7 +211,7 @@ class Receiver:
         verify_signature(self.verifiers, body, signed)
         parsed = parse_json(body)
         try:
-            event_type, _ = envelope_summary(parsed)
+            event_type = read_envelope(parsed).event_type
         except InvalidEnvelope as exc:
             raise ApiError(400, ErrorCode.INVALID_ENVELOPE, str(exc)) from None
         received_at = datetime.now(UTC).isoformat()

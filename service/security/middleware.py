@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
+from service.common.no_store import NoStoreMiddleware
 from service.security.failure_budget import FailureLimiter
 from service.security.header_limits import HeaderLimitMiddleware, header_refusal
 from service.security.json_only import JsonOnlyMiddleware, body_refusal
@@ -258,7 +259,8 @@ def webhook_middleware(app: ASGIApp, settings: Settings) -> ASGIApp:
 
 
 def security_middleware(settings: Settings, limiter: FailureLimiter | None = None) -> list[Middleware]:
-    """Header limits outermost, then CORS (a preflight carries no token), authentication, JSON bodies only.
+    """`Cache-Control: no-store` on every `/v1/*` answer outermost, then header limits, CORS (a preflight
+    carries no token), authentication, JSON bodies only.
 
     The token settings are checked here, when the app is built, so a malformed hash or a short signing
     key stops the process at start (raises TokenConfigError) instead of failing every request. `limiter`:
@@ -267,7 +269,10 @@ def security_middleware(settings: Settings, limiter: FailureLimiter | None = Non
     AdminTokens(settings.admin_token_hashes)
     TokenSigner(settings.token_signing_key)
     parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES")
-    stack = [Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes)]
+    stack = [
+        Middleware(NoStoreMiddleware),
+        Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes),
+    ]
     if settings.cors_origins:
         stack.append(
             Middleware(

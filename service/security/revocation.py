@@ -7,18 +7,25 @@ reaching the token's expiry; from then on `AuthMiddleware` answers the token 401
 for any other token the entry is kept for `SYNCTRACK_TOKEN_MAX_TTL`, the longest a token can live.
 
 Unreadable list, unknown answer: a company-token request is refused with 503 rather than served.
+Open streams are held to the same list: each web process's fan-out reads it for the tokens of its
+stream clients every few seconds (`revoked_among`) and ends the streams of revoked ones
+(`service/stream/fanout.py`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schemas.errors import ApiError, ErrorCode
+
+READ_BATCH = 500
+"""Tokens looked up per MGET by `revoked_among`."""
 
 
 def revoked_key(namespace: str, token_id: str) -> str:
@@ -69,6 +76,16 @@ class RevocationList:
             return bool(await self.redis.exists(revoked_key(self.namespace, token_id)))
         except RedisError:
             raise unavailable() from None
+
+    async def revoked_among(self, token_ids: Sequence[str]) -> set[str]:
+        """Which of `token_ids` are revoked now, a few hundred per round trip. Raises RedisError when the
+        list cannot be read: the caller decides what an unknown answer means for it."""
+        found: set[str] = set()
+        for start in range(0, len(token_ids), READ_BATCH):
+            batch = token_ids[start : start + READ_BATCH]
+            values = await self.redis.mget([revoked_key(self.namespace, token_id) for token_id in batch])
+            found.update(token_id for token_id, value in zip(batch, values, strict=True) if value is not None)
+        return found
 
 
 def unavailable() -> ApiError:

@@ -5,7 +5,8 @@ Every route of the app has a rule here (a test checks it), so a new route cannot
 where the request's company is found:
 
 * ``company``: the `{company_id}` path parameter;
-* ``connection`` / ``event``: the company of the connection / stored event named in the path (looked up);
+* ``connection`` / ``event``: the company of the connection / stored event named in the path (looked up); a
+  stored event of no company (a client-wide notice such as a rate-limit alert) belongs to admins alone;
 * ``filter``: a list or the stream; every `company_id=` value must be exactly the token's company
   (compared whole, never split: `A,B` or a blank is another company) else 404, and the handlers take
   the company of a company-scoped caller from its token (`service/security/scope.py`), never from
@@ -93,6 +94,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): company("refresh", "company"),
     ("POST", "/v1/connections/{connection_id}/unlink"): company("disconnect", "connection"),
     ("DELETE", "/v1/connections/{connection_id}"): company("delete", "connection"),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): company("reconnect", "connection"),
     # Admin only
     ("POST", "/v1/tokens"): ADMIN,
     ("POST", "/v1/tokens/{token_id}/revoke"): ADMIN,
@@ -134,10 +136,10 @@ def connection_companies(engine: Engine, connection_ids: list[str]) -> dict[str,
 
 
 def event_company(engine: Engine, event_id: str) -> tuple[bool, str | None]:
-    """(whether the event exists, its company)."""
+    """(whether the event exists, its company: None for an event of no company)."""
     with Session(engine) as session:
-        row = session.exec(select(WebhookEvent.company_id).where(WebhookEvent.id == event_id)).first()
-    return (False, None) if row is None else (True, row)
+        row = session.exec(select(WebhookEvent.id, WebhookEvent.company_id).where(WebhookEvent.id == event_id)).first()
+    return (False, None) if row is None else (True, row[1])
 
 
 def needs_lookup(rule: Rule, query: list[tuple[str, str]]) -> bool:

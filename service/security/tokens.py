@@ -22,13 +22,15 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from schemas.errors import ConfigError, SynctrackError
 from schemas.ids import ID_SYNTAX, is_valid_id
+from schemas.tokens import Right
 
-RIGHTS = ("read", "refresh", "disconnect", "delete")
-"""What a company-scoped token may do: read, refresh data, unlink (disconnect) and delete connections."""
+RIGHTS: tuple[str, ...] = get_args(Right)
+"""What a company-scoped token may do: read, refresh data, unlink (disconnect) and delete connections, and
+ask Codat for a fresh link URL to re-link one (reconnect). `POST /v1/tokens` validates against the same list."""
 SCOPED_PREFIX = "st1."
 ADMIN_PREFIX = "sta_"
 HASH_PREFIX = "sha256:"
@@ -59,6 +61,8 @@ class Principal:
     rights: frozenset[str] = field(default_factory=frozenset)
     token_id: str | None = None
     """A company token's id (`jti`): what `POST /v1/tokens/{token_id}/revoke` names."""
+    expires_at: int | None = None
+    """Unix seconds: when a company token expires (an open stream ends then); None for admins."""
 
     @property
     def is_admin(self) -> bool:
@@ -117,7 +121,7 @@ class ScopedClaims:
 
     def principal(self) -> Principal:
         subject = f"company:{self.company_id}:{self.token_id}"
-        return Principal("company", subject, self.company_id, self.rights, self.token_id)
+        return Principal("company", subject, self.company_id, self.rights, self.token_id, self.expires_at)
 
 
 def _b64(raw: bytes) -> str:

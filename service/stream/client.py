@@ -25,6 +25,10 @@ SLOW_CLIENT = "slow_client"
 """The client fell further behind than its buffer holds."""
 STREAM_INTERRUPTED = "stream_interrupted"
 """The reader lost its place in the stream (Redis trimmed or lost it while unreachable)."""
+TOKEN_REVOKED = "token_revoked"
+"""The company token the stream was opened with has been revoked: the stream ends."""
+TOKEN_EXPIRED = "token_expired"
+"""The company token the stream was opened with has expired: the stream ends."""
 
 
 ANY: frozenset[str] = frozenset()
@@ -117,12 +121,16 @@ class Subscriber:
 
     The response writing to the client notes when a send starts (`sending_since`) and ends
     (`last_sent`); the watchdog calls `beat()` when a heartbeat is due and `time_out()` when a send has
-    waited too long. That keeps timers off the path of every change.
+    waited too long. That keeps timers off the path of every change. The client's token (`token_id`,
+    `expires_at`) is the fan-out's to watch too: when it is revoked or expires, `drop()` ends the stream
+    with a ``reset`` saying which.
     """
 
     __slots__ = (
         "filter",
         "capacity",
+        "token_id",
+        "expires_at",
         "lost",
         "closed",
         "skip_through",
@@ -138,11 +146,23 @@ class Subscriber:
         "_waiter",
     )
 
-    def __init__(self, stream_filter: StreamFilter, capacity: int, now: float) -> None:
+    def __init__(
+        self,
+        stream_filter: StreamFilter,
+        capacity: int,
+        now: float,
+        token_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> None:
         self.filter = stream_filter
         self.capacity = capacity
+        self.token_id = token_id
+        """The id of the company token the client connected with (None for an admin): revoking it ends the stream."""
+        self.expires_at = expires_at
+        """Unix seconds: when that token expires, and the stream with it (None: never)."""
         self.lost: str | None = None
-        """Why changes were dropped (`slow_client`, `stream_interrupted`); the client must reset."""
+        """Why the client gets ``reset`` and its stream ends: changes were dropped (`slow_client`,
+        `stream_interrupted`), or its token no longer holds (`token_revoked`, `token_expired`)."""
         self.closed = False
         self.skip_through: tuple[int, int] = (0, 0)
         """Changes at or before this id are not buffered: the client has them already (its opening, then
@@ -201,7 +221,8 @@ class Subscriber:
         return all(self.write_now(change, now) for change in changes)  # overlaps what was sent: one by one
 
     def drop(self, reason: str) -> None:
-        """Empty the buffer (memory stays bounded) and remember that changes were lost."""
+        """Empty the buffer (memory stays bounded) and remember why the client must reset; whichever way
+        it is served (its task, the fan-out writing directly, a parked connection), it is told so next."""
         self._items.clear()
         self.lost = reason
         self.direct = False  # the client's task sends the reset; nothing may be written before it

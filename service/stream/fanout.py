@@ -14,14 +14,19 @@ and it is marked `lost`; the client is then told to `reset` (or, while it is sti
 Redis, simply re-reads what was dropped).
 
 One watchdog task per process does what would otherwise take a timer per client and per change:
-heartbeats for idle clients, the send timeout for clients that stopped reading, and letting every
-client go when the server starts to stop.
+heartbeats for idle clients, the send timeout for clients that stopped reading, ending the stream of a
+client whose company token has expired, and letting every client go when the server starts to stop.
+A second task reads the token revocation list (in Redis, shared by every web process) for this
+process's company-token clients every `TOKEN_CHECK_SECONDS` and ends the streams of revoked tokens.
+Either ending is a ``reset`` (`token_expired`, `token_revoked`) and the connection's close, whether or
+not changes are flowing, however the client is served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,7 +35,15 @@ import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from schemas.errors import Unavailable
-from service.stream.client import STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
+from service.security.revocation import RevocationList
+from service.stream.client import (
+    STREAM_INTERRUPTED,
+    TOKEN_EXPIRED,
+    TOKEN_REVOKED,
+    StreamChange,
+    StreamFilter,
+    Subscriber,
+)
 from service.stream.protocol import chunk
 from workers.ledger.changes import stream_key
 from workers.runtime.metrics import set_sse_clients
@@ -44,7 +57,10 @@ READ_BLOCK_MS = 2_000
 RETRY_SECONDS = 1.0
 """Pause before reading again after Redis failed."""
 WATCH_SECONDS = 0.5
-"""How often the watchdog looks at every client: the precision of heartbeats and send timeouts."""
+"""How often the watchdog looks at every client: the precision of heartbeats, send timeouts and token expiry."""
+TOKEN_CHECK_SECONDS = 2.0
+"""How often the revocation list is read for this process's company-token clients: a revoked token's
+stream ends this long after the revocation at most (plus one Redis round trip)."""
 
 REDIS_SLOTS = 32
 """Redis calls this process's stream requests make at once (opening, catch-up). Bounded because a
@@ -77,10 +93,13 @@ class Fanout:
         heartbeat_seconds: float = 15.0,
         send_timeout_seconds: float = 30.0,
         exiting: Callable[[], bool] | None = None,
+        revocations: RevocationList | None = None,
     ) -> None:
         """`exiting` tells when the server begins to stop: every client is then let go, so that a
-        graceful shutdown does not wait on streams that never end by themselves."""
+        graceful shutdown does not wait on streams that never end by themselves. `revocations`: the
+        token revocation list the streams of company tokens are held to (None: no client has a token)."""
         self.redis = client
+        self.revocations = revocations
         self.heartbeat_seconds = heartbeat_seconds
         self.send_timeout_seconds = send_timeout_seconds
         self.exiting = exiting
@@ -100,8 +119,10 @@ class Fanout:
         self._unfiltered: dict[str, set[Subscriber]] = {}
         self._by_company: dict[str, set[Subscriber]] = {}
         self._by_connection: dict[str, set[Subscriber]] = {}
+        self._by_token: dict[str, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._token_watcher: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -131,6 +152,8 @@ class Fanout:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="synctrack-stream-reader")
         self._watcher = asyncio.create_task(self._watch(), name="synctrack-stream-watchdog")
+        if self.revocations is not None:
+            self._token_watcher = asyncio.create_task(self._watch_tokens(), name="synctrack-stream-tokens")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -138,6 +161,13 @@ class Fanout:
             self._watcher.cancel()
             await asyncio.wait({self._watcher})
             self._watcher = None
+        if self._token_watcher is not None:
+            self._token_watcher.cancel()
+            done, _ = await asyncio.wait({self._token_watcher}, timeout=0.1)
+            if not done:  # a cancellation redis-py swallowed (see below): closing its connections ends the read
+                await self.redis.connection_pool.disconnect()
+                await asyncio.wait({self._token_watcher}, timeout=RETRY_SECONDS)
+            self._token_watcher = None
         if self._task is not None:
             # The flag, not only the cancellation, ends the loop: redis-py can swallow a cancellation
             # that lands while it takes a connection, and then blocks in XREAD; closing the
@@ -160,15 +190,21 @@ class Fanout:
         last = info["last-generated-id"]
         return last.decode() if isinstance(last, bytes) else str(last)
 
-    def subscribe(self, stream_filter: StreamFilter) -> Subscriber:
+    def subscribe(
+        self, stream_filter: StreamFilter, token_id: str | None = None, expires_at: float | None = None
+    ) -> Subscriber:
+        """A new client wanting `stream_filter`; `token_id` and `expires_at` (unix seconds) are those of the
+        company token it connected with: the stream ends when that token is revoked or expires."""
         if self.position is None or self._stopping:
             raise StreamUnavailable("the change feed has not been reached yet, or the server is stopping")
-        sub = Subscriber(stream_filter, self.capacity, asyncio.get_running_loop().time())
+        sub = Subscriber(stream_filter, self.capacity, asyncio.get_running_loop().time(), token_id, expires_at)
         self._subscribers.add(sub)
         set_sse_clients(len(self._subscribers))
         index, keys = self._index_of(sub)
         for key in keys:
             index.setdefault(key, set()).add(sub)
+        if token_id is not None:
+            self._by_token.setdefault(token_id, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -184,6 +220,11 @@ class Fanout:
             bucket.discard(sub)
             if not bucket:
                 index.pop(key, None)
+        if sub.token_id is not None:
+            holders = self._by_token.get(sub.token_id, set())
+            holders.discard(sub)
+            if not holders:
+                self._by_token.pop(sub.token_id, None)
 
     def _index_of(self, sub: Subscriber) -> tuple[dict[str, set[Subscriber]], frozenset[str]]:
         # Indexed by the most selective filter so a change only visits subscribers likely to want it.
@@ -197,21 +238,56 @@ class Fanout:
         loop = asyncio.get_running_loop()
         while not (self.exiting and self.exiting()):
             await asyncio.sleep(WATCH_SECONDS)
-            self.check(loop.time())
+            self.check(loop.time(), time.time())
         log.info("msg=stream_closing reason=server_stopping clients=%d", len(self._subscribers))
         self._stopping = True
         for sub in list(self._subscribers):
             self.unsubscribe(sub)
 
-    def check(self, now: float) -> None:
-        """Time out every client whose send has waited longer than the send timeout; give every
+    def check(self, now: float, wall: float) -> None:
+        """End the stream of every client whose token has expired by `wall` (unix seconds); time out every
+        client whose send has waited longer than the send timeout (`now`: the loop's clock); give every
         client idle for a heartbeat interval its heartbeat."""
         for sub in self._subscribers:
-            if sub.sending_since:
+            if sub.expires_at is not None and wall >= sub.expires_at and not sub.lost:
+                log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_EXPIRED, sub.token_id)
+                sub.drop(TOKEN_EXPIRED)
+            elif sub.sending_since:
                 if self.send_timeout_seconds and now - sub.sending_since > self.send_timeout_seconds:
                     sub.time_out()
             elif self.heartbeat_seconds and now - sub.last_sent >= self.heartbeat_seconds:
                 sub.beat(now)
+
+    async def _watch_tokens(self) -> None:
+        """Every `TOKEN_CHECK_SECONDS`, end the streams of the tokens revoked since. While the list cannot be
+        read nothing is ended: the change feed is in the same Redis, so no change reaches a client then."""
+        assert self.revocations is not None
+        failing = False
+        while not self._stopping:
+            await asyncio.sleep(TOKEN_CHECK_SECONDS)
+            if not self._by_token:
+                continue
+            try:
+                revoked = await self.revocations.revoked_among(list(self._by_token))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # like the reader, this task outlives any failure
+                if self._stopping:
+                    return
+                if not failing:
+                    log.warning("msg=stream_token_check_failed error=%r", f"{type(exc).__name__}: {exc}")
+                failing = True
+                continue
+            failing = False
+            self.end_revoked(revoked)
+
+    def end_revoked(self, token_ids: Iterable[str]) -> None:
+        """End the stream of every client of this process connected with one of `token_ids`."""
+        for token_id in token_ids:
+            for sub in list(self._by_token.get(token_id, ())):
+                if not sub.lost:
+                    log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_REVOKED, token_id)
+                    sub.drop(TOKEN_REVOKED)
 
     async def _run(self) -> None:
         interrupted = False

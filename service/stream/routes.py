@@ -18,8 +18,9 @@ A connection goes through three steps:
    connection is then parked: the request ends, and the fan-out alone serves the client from here on
    (`service/stream/parked.py`).
 
-A client too slow for its bounded buffer gets ``reset`` and is disconnected; `service/stream/response.py`
-writes the events to the socket.
+A client too slow for its bounded buffer gets ``reset`` and is disconnected, as is one whose company token is
+revoked or expires (`service/stream/fanout.py` watches both); `service/stream/response.py` writes the events
+to the socket.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
+from service.security.middleware import principal_of
 from service.security.scope import company_filter
 from service.stream.client import (
     HEARTBEAT,
@@ -178,6 +180,8 @@ async def events(
                     # Dropped while catching up: those changes are still in Redis, read on.
                     sub.restart()
                     more = True
+                elif sub.lost:
+                    break  # the client must reset (its token no longer holds, the feed was interrupted)
             changes, change = [], None
         # From here on `skip_through` is the last change sent, by this loop or by the fan-out writing
         # to the socket itself while this loop waits (`Subscriber.write_now`).
@@ -215,7 +219,9 @@ async def stream(request: Request) -> ChangeStreamResponse:
     stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    sub = fanout.subscribe(stream_filter)  # StreamUnavailable: 503 from the app's error handler
+    caller = principal_of(request)
+    # A company token's stream lives no longer than the token: the fan-out ends it on revocation or expiry.
+    sub = fanout.subscribe(stream_filter, caller.token_id, caller.expires_at)  # StreamUnavailable: 503
     opening: str | None
     try:
         if last_event_id is None:

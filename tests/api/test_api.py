@@ -65,6 +65,8 @@ def test_a_connection_shows_platform_status_syncs_and_metadata(client: TestClien
         "records_modified",
         "freshness",
         "expected_by",
+        "threshold_seconds",
+        "threshold_source",
     }
 
 
@@ -123,7 +125,10 @@ def test_sync_history_is_newest_first_and_filterable(client: TestClient, setting
         "event_id",
         "typical_duration_seconds",
         "expected_completion_at",
+        "delayed",
+        "codat_status",
     }
+    assert (bills[0]["delayed"], bills[0]["codat_status"]) == (False, None)
 
 
 def test_pages_follow_the_cursor_without_gaps_or_repeats(client: TestClient, settings: Settings) -> None:

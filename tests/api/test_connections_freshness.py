@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlmodel import Session
 from starlette.testclient import TestClient
 
 from schemas.settings import Settings
@@ -15,7 +16,8 @@ from tests.support.auth import ADMIN_HEADERS, bearer, company_token
 from tests.support.builders import BASE_TIME, connection_event, iso, read_completed
 from tests.support.ledger_fill import deliver
 from tests.support.services import NoRedis
-from workers.runtime.db import upgrade
+from workers.ledger.schedules import record_schedules
+from workers.runtime.db import make_engine, upgrade
 
 NOW = datetime.now(UTC)
 OTHER = "0f6b7d3e-1c2a-4b5d-8e9f-a0b1c2d3e4f5"
@@ -133,3 +135,32 @@ def test_a_company_token_lists_only_its_own_company(client: TestClient) -> None:
     assert response.status_code == 404
     prefix = client.get(f"/v1/connections?company_id={OTHER[:8]}", headers=own)
     assert prefix.status_code == 404, "confinement is by the exact company id"
+
+
+def record_weekly_schedules(settings: Settings) -> None:
+    """Codat's settings as a deployment with an API key would have read them: weekly for every data type."""
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            record_schedules(session, None, {"invoices": 168, "bills": 168}, NOW)
+    finally:
+        engine.dispose()
+
+
+def test_without_an_api_key_each_data_type_keeps_the_thresholds_of_the_settings(
+    client: TestClient, settings: Settings
+) -> None:
+    record_weekly_schedules(settings)
+    types = {d["data_type"]: d for d in client.get("/v1/connections/a-late").json()["data_types"]}
+    assert (types["invoices"]["threshold_seconds"], types["invoices"]["threshold_source"]) == (86_400, "default")
+    assert types["invoices"]["freshness"] == "overdue"
+
+    keyed = create_app(settings.model_copy(update={"codat_api_key": "key"}))
+    keyed.state.redis = NoRedis()
+    with TestClient(keyed, headers=ADMIN_HEADERS) as with_key:
+        types = {d["data_type"]: d for d in with_key.get("/v1/connections/a-late").json()["data_types"]}
+    assert (types["invoices"]["threshold_seconds"], types["invoices"]["threshold_source"]) == (
+        168 * 1.5 * 3600,
+        "client_schedule",
+    )
+    assert types["invoices"]["freshness"] == "fresh"

@@ -7,6 +7,8 @@ codes and headers clients see.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from starlette.testclient import TestClient
 
@@ -16,9 +18,9 @@ from tests.support.auth import ADMIN_HEADERS
 
 
 @pytest.fixture
-def client(embedded_settings: Settings) -> TestClient:
+def client(embedded_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(embedded_settings), headers=ADMIN_HEADERS) as test_client:
-        yield test_client  # type: ignore[misc]
+        yield test_client
 
 
 def body_of(response: object) -> bytes:

@@ -66,7 +66,7 @@ def api_settings(folder: Path, codat_url: str) -> Settings:
         codat_api_key=KEY,
         codat_max_retries=0,
         failure_limit_per_minute=0,  # the fuzzer fails authentication on purpose, and often
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
 
@@ -88,9 +88,22 @@ def test_every_body_schema_is_a_component_generated_from_the_handlers_models(tmp
     assert {"ConnectionDetail", "SyncOut", "ActionOut", "TokenIn", "TokenOut", "ErrorBody"} <= set(components)
     refs = [ref for ref in _refs(document["paths"])]
     assert refs and all(ref.removeprefix("#/components/schemas/") in components for ref in refs)
+    data_type = components["DataTypeOut"]
+    assert {"threshold_seconds", "threshold_source"} <= set(data_type["required"])
+    sources = data_type["properties"]["threshold_source"]["enum"]
+    assert sources == ["override", "company_schedule", "client_schedule", "default"]
     detail = document["paths"]["/v1/connections/{connection_id}"]["get"]
     assert detail["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert detail["security"] == [{"bearer": []}]
+
+
+def test_the_sync_object_documents_whether_codat_is_still_running_it(tmp_path: Path) -> None:
+    with TestClient(create_app(api_settings(tmp_path, "http://127.0.0.1:9"))) as client:
+        sync = client.get("/openapi.json").json()["components"]["schemas"]["SyncOut"]
+    delayed, codat_status = sync["properties"]["delayed"], sync["properties"]["codat_status"]
+    assert (delayed["type"], delayed["default"]) == ("boolean", False)
+    assert codat_status["default"] is None and "Queued" in codat_status["description"]
+    assert "still running" in delayed["description"]
 
 
 def _refs(node: Any) -> Iterator[str]:
@@ -195,12 +208,13 @@ def fuzz(operation: Any, headers: dict[str, str], examples: int) -> None:
 def test_an_id_from_a_url_stays_one_segment_of_the_request_to_codat() -> None:
     """Found by the fuzzing: a company id with a control character made the Codat client fail (500),
     and one with `?` or `..` could have steered the request to another Codat path."""
-    from workers.codat.client import safe_path
+    from workers.codat.client import path_of
 
-    assert safe_path("/companies/\x1f/data/all") == "/companies/%1F/data/all"
-    assert safe_path("/companies/a?b#c/data/all") == "/companies/a%3Fb%23c/data/all"
-    assert safe_path("/companies/../data/all") == "/companies/%2E%2E/data/all"
-    assert safe_path("/companies/8a21-0b68/connections") == "/companies/8a21-0b68/connections"
+    assert path_of(("companies", "\x1f", "data", "all")) == "/companies/%1F/data/all"
+    assert path_of(("companies", "a?b#c", "data", "all")) == "/companies/a%3Fb%23c/data/all"
+    assert path_of(("companies", "..", "data", "all")) == "/companies/%2E%2E/data/all"
+    assert path_of(("companies", "probe/data/history/x")) == "/companies/probe%2Fdata%2Fhistory%2Fx"
+    assert path_of(("companies", "8a21-0b68", "connections")) == "/companies/8a21-0b68/connections"
 
 
 def test_metrics_are_served_while_another_process_is_creating_its_metrics_file(

@@ -48,6 +48,8 @@ BAD_CURSORS = {
     "floats": crafted([1.5, 2.5]),
     "a-nul-in-a-string": crafted(["2026-01-01T00:00:00Z", "a\x00b"]),
     "nul-alone": crafted(["a\x00b"]),
+    "a-lone-surrogate": crafted(["\ud800"]),
+    "a-lone-surrogate-after-a-time": crafted(["2024-01-01T00:00:00Z", "\ud800"]),
     "time-off-the-calendar": crafted(["9999-12-31T23:59:59-23:59", "x"]),
     "negative": crafted([-1]),
     "deeply-nested": base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(),
@@ -70,7 +72,7 @@ def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
         embedded=True,
         database_url=database_url,
         redis_namespace=f"t{uuid.uuid4().hex[:8]}",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
     upgrade(database_url)
@@ -174,9 +176,14 @@ def test_a_time_off_the_calendar_is_a_400(client: TestClient, query: dict[str, s
         ("/v1/admin/replay", {"event_id": ["a\x00b"]}),
         ("/v1/admin/replay", {"company_id": "a\x00b", "dry_run": True}),
         ("/v1/admin/dead-letters/purge", {"ids": ["a\x00b"]}),
+        ("/v1/admin/replay", {"company_id": "\ud800", "dry_run": True}),
+        ("/v1/admin/imports", {"company_id": ["\udfff"]}),
+        ("/v1/subscriptions", {"url": "https://example.com/hook", "event_types": ["*"], "\ud800": "x"}),
     ],
 )
-def test_a_body_string_with_a_nul_is_a_400(client: TestClient, path: str, body: dict[str, object]) -> None:
-    response = client.post(path, json=body)
+def test_a_body_string_with_a_nul_or_a_lone_surrogate_is_a_400(
+    client: TestClient, path: str, body: dict[str, object]
+) -> None:
+    response = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_parameter"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -115,6 +116,36 @@ def test_without_the_development_settings_only_public_https_urls_are_accepted(
     with TestClient(create_app(strict_settings), headers=ADMIN_HEADERS) as strict:
         response = strict.post("/v1/subscriptions", json={"url": url})
     assert (response.status_code, response.json()["error"]) == (400, "invalid_url")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["::ffff:0:127.0.0.1", "100::1", "2001:db8::1", "3fff::1", "5f00::1", "64:ff9b:1::a00:1", "2002:a00:1::1"],
+)
+def test_reserved_ipv6_destinations_are_refused(embedded_settings: Settings, address: str) -> None:
+    strict_settings = embedded_settings.model_copy(update=AUTH_SETTINGS)
+    with TestClient(create_app(strict_settings), headers=ADMIN_HEADERS) as strict:
+        response = strict.post("/v1/subscriptions", json={"url": f"https://[{address}]/"})
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_url")
+        assert strict.get("/v1/subscriptions").json()["items"] == []
+
+
+def test_a_refused_name_is_not_told_what_it_resolves_to(
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def internal(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.partner.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", internal)
+    strict_settings = embedded_settings.model_copy(update=AUTH_SETTINGS)
+    with TestClient(create_app(strict_settings), headers=ADMIN_HEADERS) as strict:
+        response = strict.post("/v1/subscriptions", json={"url": "https://hooks.partner.example/x"})
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_url")
+    assert response.json()["detail"] == "host 'hooks.partner.example' is not allowed: not a public address"
 
 
 def test_patch_changes_only_the_fields_given(client: TestClient) -> None:

@@ -29,6 +29,7 @@ def dev_and_fake(
             "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
             "SYNCTRACK_CODAT_BASE_URL": fake.url,
             "SYNCTRACK_CODAT_API_KEY": KEY,
+            "SYNCTRACK_RECONCILE_EVERY": "0",  # only the calls a test makes reach Codat
             "SYNCTRACK_REDIS_URL": redis_url,
             "SYNCTRACK_REDIS_NAMESPACE": namespace,
             **AUTH_ENV,

@@ -112,6 +112,37 @@ def test_a_failure_rate_of_one_ends_every_sync_in_the_error_status_with_a_messag
     assert collector.received[-1]["payload"]["dataTypes"][0]["status"] == "FetchError"
 
 
+def test_a_held_connections_datasets_stay_queued_then_fetching_until_released_then_complete(
+    fake: FakeCodatServer, collector: Collector
+) -> None:
+    seeded = company(fake, "xero", announce=False, hold="Queued")
+    base = f"{fake.url}/companies/{seeded['id']}"
+    time.sleep(0.6)  # twice the time a sync takes when not held
+    statuses = httpx.get(f"{base}/dataStatus").json()
+    assert {s["currentStatus"] for s in statuses.values()} == {"Queued"}
+    assert collector.received == []
+
+    connection_id = seeded["connections"][0]["id"]
+    assert "_hold" not in fake.control.hold(connection_id, "Fetching")
+    wait_for(lambda: {s["currentStatus"] for s in httpx.get(f"{base}/dataStatus").json().values()} == {"Fetching"})
+    invoices = httpx.get(f"{base}/dataStatus").json()["invoices"]
+    assert httpx.get(f"{base}/data/history/{invoices['latestSyncId']}").json()["status"] == "Fetching"
+    assert httpx.post(f"{base}/data/queue/invoices").status_code == 409  # still in progress at Codat
+
+    fake.control.hold(connection_id, None)
+    event = wait_for(lambda: collector.received and collector.received[-1], timeout=5)
+    assert event["eventType"] == "read.completed.initial"
+    done = httpx.get(f"{base}/dataStatus").json()["invoices"]
+    assert (done["currentStatus"], done["latestSuccessfulSyncId"]) == ("Complete", invoices["latestSyncId"])
+    assert done["lastSuccessfulSync"] == event["generatedDate"]
+
+
+def test_a_connection_is_held_only_at_a_status_codat_reports_while_running(fake: FakeCodatServer) -> None:
+    seeded = company(fake, "xero", announce=False, initial_read=False)
+    response = httpx.post(f"{fake.url}/_control/connections/{seeded['connections'][0]['id']}", json={"hold": "Done"})
+    assert response.status_code == 400 and "Queued" in response.json()["error"]
+
+
 def test_queueing_a_data_type_already_syncing_answers_codats_409(fake: FakeCodatServer) -> None:
     seeded = company(fake, "xero", announce=False, initial_read=False)
     url = f"{fake.url}/companies/{seeded['id']}/data/queue/invoices"
@@ -191,3 +222,62 @@ def test_a_configured_api_key_is_required(fake: FakeCodatServer) -> None:
     fake.control.configure(api_key="right")
     assert httpx.get(f"{fake.url}/companies", headers={"Authorization": "Basic wrong"}).status_code == 401
     assert httpx.get(f"{fake.url}/companies", headers={"Authorization": "Basic right"}).status_code == 200
+
+
+def test_one_time_links_are_fresh_each_time_a_connection_is_shown_and_work_once(
+    fake: FakeCodatServer, collector: Collector
+) -> None:
+    seeded = company(fake, "xero", "hsbc", announce=False, initial_read=False)
+    xero, hsbc = (c["id"] for c in seeded["connections"])
+    base = f"{fake.url}/companies/{seeded['id']}/connections"
+    fixed = httpx.get(f"{base}/{xero}").json()["linkUrl"]
+    assert fixed == f"https://link-api.codat.io/companies/{seeded['id']}/connections/{xero}/start"
+    assert httpx.get(f"{base}/{xero}").json()["linkUrl"] == fixed
+
+    fake.control.configure(one_time_links=True, link_base_url=fake.url, api_key="key")  # the link page needs none
+    codat = {"Authorization": "Basic key"}
+    shown = [httpx.get(f"{base}/{xero}", headers=codat).json()["linkUrl"] for _ in range(2)]
+    listed = {c["id"]: c["linkUrl"] for c in httpx.get(base, headers=codat).json()["results"]}
+    start = f"{fake.url}/companies/{seeded['id']}/connections/{xero}/start?otp="
+    assert all(url.startswith(start) for url in [*shown, listed[xero]])
+    assert len({*shown, listed[xero]}) == 3
+    issued = {link["url"]: link for link in fake.control.links()}
+    assert set(shown) <= set(issued) and issued[shown[0]]["used_at"] is None
+
+    fake.control.set_status(xero, "Deauthorized", notify=False)
+    first = httpx.get(shown[0])
+    assert (first.status_code, first.headers["content-type"].split(";")[0]) == (200, "text/html")
+    assert httpx.get(f"{base}/{xero}", headers=codat).json()["status"] == "Linked"
+    wait_for(lambda: "connection.reconnected" in collector.types(), timeout=5)
+    again = httpx.get(shown[0])
+    assert (again.status_code, "already been used" in again.text) == (410, True)
+    assert {link["url"]: link for link in fake.control.links()}[shown[0]]["used_at"] is not None
+    other = httpx.get(shown[1].replace(f"/connections/{xero}/", f"/connections/{hsbc}/"))
+    assert other.status_code == 410, "an otp opens only the connection it was issued for"
+    assert httpx.get(start.removesuffix("?otp=")).status_code == 410, "without its otp a link is refused"
+
+
+def schedules(body: dict[str, Any]) -> dict[str, Any]:
+    return {s["dataType"]: s.get("syncSchedule") for s in body["settings"]}
+
+
+def test_sync_settings_are_served_as_codat_documents_them_and_steered_by_control(fake: FakeCodatServer) -> None:
+    seeded = company(fake, "xero", announce=False, initial_read=False)
+    client = httpx.get(f"{fake.url}/profile/syncSettings").json()
+    assert set(client) == {"clientId", "settings", "overridesDefaults"}
+    assert set(client["settings"][0]) >= {"dataType", "fetchOnFirstLink", "syncSchedule", "syncOrder", "isLocked"}
+    assert set(schedules(client).values()) == {24}
+
+    fake.control.sync_settings({"*": 168, "bills": 0})
+    fake.control.sync_settings({"invoices": 12, "payments": 168}, company_id=seeded["id"])
+    client = httpx.get(f"{fake.url}/profile/syncSettings").json()
+    own = httpx.get(f"{fake.url}/companies/{seeded['id']}/syncSettings").json()
+    assert (client["overridesDefaults"], own["companyId"], set(own)) == (True, seeded["id"], {"companyId", "settings"})
+    assert (schedules(client)["invoices"], schedules(client)["bills"]) == (168, 0)
+    assert (schedules(own)["invoices"], schedules(own)["payments"], schedules(own)["bills"]) == (12, 168, 0)
+
+    fake.control.sync_settings({"invoices": None}, company_id=seeded["id"])
+    assert schedules(httpx.get(f"{fake.url}/companies/{seeded['id']}/syncSettings").json())["invoices"] == 168
+    assert httpx.get(f"{fake.url}/companies/nope/syncSettings").status_code == 404
+    with pytest.raises(httpx.HTTPStatusError):
+        fake.control.sync_settings({"invoices": "weekly"})  # type: ignore[dict-item]

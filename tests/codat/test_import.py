@@ -38,7 +38,7 @@ def import_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complet
 
 
 def settings_for(fake: FakeCodatServer, **extra: Any) -> Settings:
-    return Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None, **extra)  # type: ignore[call-arg]
+    return Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None, **extra)
 
 
 @pytest.mark.e2e
@@ -121,7 +121,8 @@ def test_the_importer_pages_codats_company_list_and_keeps_to_its_rate_limit(sqli
     pages = [r for r in log if r["path"] == "/companies"]
     assert len(pages) == 3  # 2 + 2 + 1, following _links.next
     assert [r["status"] for r in log if r["status"] != 200] == []  # the quota was waited out, never overrun
-    assert calls == len(log) and calls <= 3 + 2 * len(seeded)  # a page each 2 companies + history + dataStatus
+    # a page each 2 companies, the client's sync settings, and each company's history, dataStatus, sync settings
+    assert calls == len(log) and calls <= 3 + 1 + 3 * len(seeded)
     engine.dispose()
 
 

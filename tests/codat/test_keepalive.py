@@ -23,8 +23,8 @@ from tests.support.builders import BASE_TIME, SECRET, connection_event, read_com
 from tests.support.ledger_fill import deliver
 from tests.support.services import ServiceProcess, free_port, wait_for, wait_until_healthy
 from workers.codat.keepalive import KEEPALIVE_ACTOR, KEEPALIVE_JOB, keep_alive, keepalive_interval
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import AuditRecord, Sync
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 

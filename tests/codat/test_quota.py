@@ -80,3 +80,25 @@ def test_answers_arriving_out_of_order_never_raise_the_count_within_a_window() -
     assert quota.remaining == 3
     quota.note(answer(900, str(int(NOW + 86_400))))  # a new window
     assert quota.remaining == 900
+
+
+def test_calls_sent_while_the_count_was_unknown_are_taken_off_the_first_count() -> None:
+    quota, slept = gate()
+    for _ in range(3):  # three calls at once, before any answer said what is left
+        asyncio.run(quota.wait())
+    quota.note(answer(5, str(int(NOW + 5))))  # the first answer may not have counted the other two
+    assert quota.remaining == 2
+    quota.note(answer(3, str(int(NOW + 5))))
+    assert quota.remaining == 2
+    for _ in range(2):
+        asyncio.run(quota.wait())
+    assert slept == []
+    asyncio.run(quota.wait())
+    assert slept == [5.0]
+
+
+def test_an_answer_of_a_window_already_over_says_nothing_of_the_current_one() -> None:
+    quota, _ = gate()
+    quota.note(answer(4, str(int(NOW + 60))))
+    quota.note(answer(0, str(int(NOW - 1))))
+    assert quota.remaining == 4

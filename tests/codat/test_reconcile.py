@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis
 from sqlmodel import Session, select
 
 from fakecodat.server import FakeCodatServer
@@ -18,11 +19,11 @@ from fakecodat.world import Config
 from schemas.settings import Settings
 from tests.codat.conftest import KEY
 from tests.support.builders import connection_event
-from tests.support.services import run_cli, wait_for
+from tests.support.services import ServiceProcess, run_cli, run_db_upgrade, wait_for
 from workers.codat.reconcile import RECONCILE_JOB, reconcile, run_periodic
 from workers.ingest.handle import handle_webhook
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import DataTypeState
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 
@@ -102,7 +103,7 @@ def test_reconcile_pages_through_history_and_waits_out_a_rate_limit(
         wait_for(lambda: all(o["status"] == "Complete" for o in httpx.get(history, headers=headers).json()["results"]))
         fake.control.clear_requests()
         fake.control.fault("/dataStatus$", status=429, retry_after=1, times=1)
-        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)
         [report] = asyncio.run(reconcile(settings, engine, None, [company["id"]]))
         log = fake.control.requests()
     assert report.error is None and (report.operations, report.folded) == (12, 13)  # 12 syncs + the connection
@@ -112,18 +113,46 @@ def test_reconcile_pages_through_history_and_waits_out_a_rate_limit(
     engine.dispose()
 
 
-def test_the_periodic_job_is_registered_and_off_unless_reconcile_every_is_set(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture
+def reconcile_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The environment without the settings that decide periodic reconciliation."""
+    for name in ("SYNCTRACK_CODAT_API_KEY", "SYNCTRACK_RECONCILE_EVERY", "SYNCTRACK_RECONCILE_EVERY_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def interval(settings: Settings) -> float:
+    """Seconds between the workers' periodic reconciliations under `settings` (0 = off)."""
+    engine = make_engine("sqlite://")
+    try:
+        return RECONCILE_JOB.interval(WorkerRuntime(settings, engine, None))
+    finally:
+        engine.dispose()
+
+
+def test_the_workers_reconcile_at_start_and_then_periodically() -> None:
+    assert RECONCILE_JOB in periodic_jobs() and RECONCILE_JOB.at_start
+
+
+def test_with_an_api_key_the_workers_reconcile_every_six_hours_by_default(reconcile_env: pytest.MonkeyPatch) -> None:
+    reconcile_env.setenv("SYNCTRACK_CODAT_API_KEY", KEY)
+    assert interval(Settings(_env_file=None)) == 6 * 3600
+    assert interval(Settings(codat_api_key=KEY, _env_file=None)) == 6 * 3600
+
+
+def test_without_an_api_key_periodic_reconciliation_is_off(reconcile_env: pytest.MonkeyPatch) -> None:
+    assert interval(Settings(_env_file=None)) == 0
+
+
+def test_an_explicit_reconcile_every_wins_and_zero_turns_it_off_even_with_a_key(
+    reconcile_env: pytest.MonkeyPatch,
 ) -> None:
-    assert RECONCILE_JOB in periodic_jobs()
-
-    class Runtime:
-        settings = Settings(_env_file=None)  # type: ignore[call-arg]
-
-    assert RECONCILE_JOB.interval(Runtime()) == 0  # type: ignore[arg-type]
-    monkeypatch.setenv("SYNCTRACK_RECONCILE_EVERY", "5m")
-    Runtime.settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert RECONCILE_JOB.interval(Runtime()) == 300  # type: ignore[arg-type]
+    reconcile_env.setenv("SYNCTRACK_CODAT_API_KEY", KEY)
+    reconcile_env.setenv("SYNCTRACK_RECONCILE_EVERY", "0")
+    assert interval(Settings(_env_file=None)) == 0
+    reconcile_env.setenv("SYNCTRACK_RECONCILE_EVERY", "5m")
+    assert interval(Settings(_env_file=None)) == 300
+    assert interval(Settings(codat_api_key=KEY, reconcile_every_seconds=0, _env_file=None)) == 0
 
 
 def test_the_periodic_run_covers_every_company_the_ledger_knows(sqlite_url: str) -> None:
@@ -137,7 +166,7 @@ def test_the_periodic_run_covers_every_company_the_ledger_knows(sqlite_url: str)
         history = f"{fake.url}/companies/{company['id']}/data/history"
         headers = {"Authorization": f"Basic {KEY}"}
         wait_for(lambda: all(o["status"] == "Complete" for o in httpx.get(history, headers=headers).json()["results"]))
-        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+        settings = Settings(codat_base_url=fake.url, codat_api_key=KEY, _env_file=None)
         runtime = WorkerRuntime(settings, engine, None)
         first, second = run_periodic(runtime), run_periodic(runtime)
     assert first.startswith("companies=1 failed=0") and not first.endswith("changes=0")
@@ -145,4 +174,54 @@ def test_the_periodic_run_covers_every_company_the_ledger_knows(sqlite_url: str)
     with Session(engine) as session:
         types = session.exec(select(DataTypeState.data_type).where(DataTypeState.connection_id == conn)).all()
     assert sorted(types) == ["banking-accountBalances", "banking-accounts", "banking-transactions"]
+    engine.dispose()
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+def test_a_worker_with_an_api_key_reconciles_shortly_after_it_starts_even_when_a_run_was_recent(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
+    env = {
+        "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "SYNCTRACK_REDIS_URL": redis_url,
+        "SYNCTRACK_REDIS_NAMESPACE": namespace,
+        "SYNCTRACK_CODAT_API_KEY": KEY,
+    }
+    assert run_db_upgrade(env, tmp_path, 60).returncode == 0
+    engine = make_engine(env["SYNCTRACK_DATABASE_URL"])
+    with FakeCodatServer(config=Config(sync_seconds=0.2, api_key=KEY)) as fake:
+        # Codat ran the first read, but its webhooks never arrived: the ledger knows only the connection.
+        company = fake.control.seed(companies=[{"platforms": ["hsbc"]}], announce=False)[0]
+        conn = company["connections"][0]["id"]
+        body = connection_event(connection_id=conn, company_id=company["id"], platform="HSBC")
+        handle_webhook(engine, None, "msg_connected", json.dumps(body), datetime.now(UTC).isoformat())
+        history = f"{fake.url}/companies/{company['id']}/data/history"
+        headers = {"Authorization": f"Basic {KEY}"}
+        wait_for(lambda: all(o["status"] == "Complete" for o in httpx.get(history, headers=headers).json()["results"]))
+        # The deployment reconciled an hour ago (its next periodic run is five hours away), then restarts.
+        redis = Redis.from_url(redis_url)
+        redis.set(f"{namespace}:periodic:reconcile", "an hour ago", ex=5 * 3600)
+        fake.control.clear_requests()
+        env["SYNCTRACK_CODAT_BASE_URL"] = fake.url
+        worker = ServiceProcess(["worker", "--processes", "1", "--threads", "1"], env, tmp_path, "worker")
+        try:
+            wait_for(
+                lambda: any(r["path"].endswith(f"{company['id']}/dataStatus") for r in fake.control.requests()),
+                timeout=30,
+                message="the worker asking Codat for the company's data status",
+            )
+
+            def data_types() -> list[str] | None:
+                with Session(engine) as session:
+                    query = select(DataTypeState.data_type).where(DataTypeState.connection_id == conn)
+                    found = sorted(session.exec(query).all())
+                return found or None
+
+            types = wait_for(data_types, timeout=30, message="the reconciled data types in the ledger")
+        finally:
+            worker.stop()
+        assert types == ["banking-accountBalances", "banking-accounts", "banking-transactions"], worker.output()
+        assert redis.ttl(f"{namespace}:periodic:reconcile") > 5 * 3600, "the next run is a full period away"
+        redis.close()
     engine.dispose()

@@ -1,6 +1,6 @@
 """Freshness on the dashboard, in Debian's Chromium against a real `synctrack dev`: a company with a 30-day
 history seeded through the real receiver — badges in words, the company's summary line, the sync-history
-strip's cells, tooltips and text alternative, and Reconnect behind a confirmation.
+strip's cells, tooltips and text alternative, and Reconnect behind a confirmation (refused: Codat is unreachable).
 
 Screenshots of every step go to `test-artifacts/dashboard/<test>/`.
 """
@@ -141,12 +141,17 @@ def test_badges_the_summary_and_the_30_day_strip_say_how_current_each_connection
     expect(dialog).to_be_hidden()
     assert len(page.context.pages) == 1, "cancelling opens nothing"
 
+    # The link is asked of Codat at the click, never the stored one; Codat is unreachable here, so the tab
+    # opened at the click closes again and the page says why (tests/dashboard/test_reconnect_browser.py
+    # follows a link Codat does issue).
     reconnect.click()
     with page.context.expect_page() as opened:
         dialog.get_by_role("button", name="Open the link page").click()
-    link_page = opened.value
-    link_page.wait_for_load_state()
-    assert link_page.url == f"{service}/healthz?relink=sage"
-    assert link_page.evaluate("window.opener") is None
-    expect(page.locator("#messages")).to_contain_text("link page for Sage opened in a new tab")
-    steps.shot("reconnect-opened")
+    expect(page.get_by_role("alert")).to_contain_text("Reconnect Sage: Codat could not be reached")
+    link_tab = opened.value
+    for _ in range(50):
+        if link_tab.is_closed():
+            break
+        page.wait_for_timeout(100)
+    assert link_tab.is_closed() and "relink=sage" not in link_tab.url
+    steps.shot("reconnect-refused")

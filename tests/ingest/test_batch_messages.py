@@ -21,7 +21,7 @@ from tests.support.ops_support import admin_client, ops_settings, running_worker
 from tests.support.services import wait_for
 from tests.support.workload import Delivery, signed
 from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR
-from workers.runtime.queues import queued_messages
+from workers.runtime.redis_queues import queued_messages
 
 pytestmark = pytest.mark.redis
 

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Sequence
 
 from workers.ingest.batcher import FoldBatcher
-from workers.ingest.handle import FoldRequest, Outcome
+from workers.ingest.handle import FoldOutcome, FoldRequest, Outcome
+from workers.ledger.changes import FeedEntry
 
 
 class Recorder:
@@ -21,7 +22,12 @@ class Recorder:
             self.batches.append(ids)
         if self.poison in ids:
             raise RuntimeError(f"cannot fold {self.poison}")
-        return [Outcome(f"processed:{i}") for i in ids]
+        return [Outcome(FoldOutcome.PROCESSED, (FeedEntry("sync.completed", "", i, {}),)) for i in ids]
+
+
+def described(outcome: Outcome) -> str:
+    """`processed:<id>`: the outcome and the request it answers (the connection of its one entry)."""
+    return f"{outcome.status}:{outcome.entries[0].connection_id}"
 
 
 def submit_all(batcher: FoldBatcher, ids: list[str]) -> dict[str, str]:
@@ -31,9 +37,9 @@ def submit_all(batcher: FoldBatcher, ids: list[str]) -> dict[str, str]:
     def call(message_id: str) -> None:
         barrier.wait()
         try:
-            results[message_id] = batcher.submit(
-                FoldRequest(message_id, "{}", "2026-11-25T00:00:00Z"), timeout=10
-            ).status
+            results[message_id] = described(
+                batcher.submit(FoldRequest(message_id, "{}", "2026-11-25T00:00:00Z"), timeout=10)
+            )
         except RuntimeError as exc:
             results[message_id] = f"error:{exc}"
 
@@ -77,6 +83,6 @@ def test_batches_never_exceed_the_limit() -> None:
 def test_a_lone_message_is_folded_without_waiting_for_company() -> None:
     handler = Recorder()
     batcher = FoldBatcher(handler)
-    assert batcher.submit(FoldRequest("solo", "{}", "2026-11-25T00:00:00Z"), timeout=5).status == "processed:solo"
+    assert described(batcher.submit(FoldRequest("solo", "{}", "2026-11-25T00:00:00Z"), timeout=5)) == "processed:solo"
     batcher.stop()
     assert handler.batches == [["solo"]]

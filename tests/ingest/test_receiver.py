@@ -18,13 +18,14 @@ import redis
 from fakeredis import FakeRedis
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from schemas.settings import Settings
 from service.app import create_app
 from tests.support.builders import OTHER_SECRET, SECRET, fixture, signed_headers, signed_request
 from workers.runtime.broker import FOLD_BATCH_ACTOR, embedded_server
 from workers.runtime.db import upgrade
-from workers.runtime.queues import queue_keys
+from workers.runtime.redis_queues import queued_messages as queued_on
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -47,9 +48,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def queued_messages(settings: Settings) -> list[dict[str, Any]]:
     """The fold messages waiting on the queue, decoded."""
     client = FakeRedis(server=embedded_server()) if settings.embedded else redis.Redis.from_url(settings.redis_url)
-    queue, messages = queue_keys(settings.redis_namespace)
-    ids = client.lrange(queue, 0, -1)
-    return [json.loads(client.hget(messages, i)) for i in ids]
+    return [message.asdict() for message in queued_on(client, settings.redis_namespace)]
 
 
 def queued(settings: Settings) -> list[dict[str, Any]]:
@@ -63,7 +62,8 @@ def queued(settings: Settings) -> list[dict[str, Any]]:
 
 
 def post(client: TestClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return client.post("/webhooks/codat", content=body, headers=headers)
+    response: httpx.Response = client.post("/webhooks/codat", content=body, headers=headers)
+    return response
 
 
 def test_a_signed_webhook_is_accepted_and_queued_for_the_worker(client: TestClient, settings: Settings) -> None:
@@ -228,14 +228,14 @@ def test_an_oversized_streamed_body_is_refused_while_reading(settings: Settings)
         "app": app,
     }
     chunks_read = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal chunks_read
         chunks_read += 1
         return {"type": "http.request", "body": b"x" * 10_000, "more_body": chunks_read < 10_000}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     asyncio.run(app(scope, receive, send))

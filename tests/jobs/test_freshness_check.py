@@ -17,7 +17,7 @@ from tests.support.builders import BASE_TIME, CONNECTION, connection_event, read
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.jobs.freshness_check import FRESHNESS_JOB, check_freshness
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 
@@ -32,7 +32,7 @@ def ago(hours: float) -> float:
 def runtime(database_url: str) -> Iterator[WorkerRuntime]:
     upgrade(database_url)
     engine = make_engine(database_url)
-    settings = Settings(database_url=database_url, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=database_url, _env_file=None)
     yield WorkerRuntime(settings, engine, ChangeFeed(fakeredis.FakeRedis(), "t", 1000))
     engine.dispose()
 
@@ -118,7 +118,7 @@ def test_a_connection_the_check_has_never_seen_gets_no_previous(runtime: WorkerR
 
     deliver(runtime, connection_event(minutes=ago(1)), publish=False)
     with Session(runtime.engine) as session, session.begin():
-        session.exec(delete(FreshnessRecord))  # type: ignore[call-overload]
+        session.exec(delete(FreshnessRecord))
     assert check_freshness(runtime, now=NOW) == 1
     (changed,) = freshness_events(runtime)
     assert (changed["previous"], changed["current"]) == (None, "pending")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import fakeredis
 from sqlmodel import Session
@@ -17,6 +17,7 @@ from tests.support.workload import Delivery
 from workers.ingest.handle import handle_webhook
 from workers.jobs.retention import PRUNE_JOB
 from workers.ledger.tables import WebhookEvent
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.ops.rebuild import dump_ledger
 from workers.ops.replay import count_selection
@@ -28,7 +29,7 @@ NOW = datetime.now(UTC)
 
 def stored_events(sqlite_url: str) -> Settings:
     upgrade(sqlite_url)
-    settings = Settings(database_url=sqlite_url, raw_event_retention_days=90, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=sqlite_url, raw_event_retention_days=90, _env_file=None)
     store(settings, [Delivery("old", json.dumps(connection_event(minutes=0)))], NOW - timedelta(days=91))
     store(settings, [Delivery("recent", json.dumps(read_completed(minutes=10)))], NOW - timedelta(days=89))
     return settings
@@ -63,11 +64,11 @@ def test_a_pruned_event_is_still_a_duplicate_and_cannot_be_replayed(sqlite_url: 
 def test_the_workers_prune_hourly_as_a_periodic_job(sqlite_url: str) -> None:
     settings = stored_events(sqlite_url)
     assert PRUNE_JOB in periodic_jobs()
-    runtime = SimpleNamespace(settings=settings, engine=make_engine(sqlite_url))
-    runner = PeriodicRunner(runtime, fakeredis.FakeRedis(), [PRUNE_JOB])  # type: ignore[arg-type]
+    runtime = WorkerRuntime(settings=settings, engine=make_engine(sqlite_url), feed=None)
+    runner = PeriodicRunner(runtime, fakeredis.FakeRedis(), [PRUNE_JOB])
     assert runner.run_if_due(PRUNE_JOB) is True
     assert runner.run_if_due(PRUNE_JOB) is False  # once per hour, across every worker process
     with Session(runtime.engine) as session:
         assert session.get(WebhookEvent, "old").body is None  # type: ignore[union-attr]
-    off = SimpleNamespace(settings=settings.model_copy(update={"raw_event_retention_days": 0}), engine=runtime.engine)
-    assert PRUNE_JOB.interval(off) == 0  # type: ignore[arg-type]
+    off = replace(runtime, settings=settings.model_copy(update={"raw_event_retention_days": 0}))
+    assert PRUNE_JOB.interval(off) == 0

@@ -15,10 +15,10 @@ from sqlmodel import Session, select
 from schemas.settings import Settings
 from tests.support.builders import CONNECTION, at, connection_event, iso, read_completed
 from workers.ingest.handle import handle_webhook
-from workers.jobs.stale import STALE_JOB, mark_stale_syncs
+from workers.jobs.stale import mark_stale_syncs, stale_job
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import Sync
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs
 from workers.runtime.db import make_engine, upgrade
 
@@ -124,11 +124,12 @@ def test_the_stale_limit_is_read_from_sync_stale_after(monkeypatch: pytest.Monke
 
 
 def test_the_job_runs_in_every_worker_and_is_off_when_either_setting_is_zero(runtime: WorkerRuntime) -> None:
-    assert STALE_JOB in periodic_jobs()
-    assert STALE_JOB.interval(runtime) == 60
+    job = stale_job(None)
+    assert job.name in [j.name for j in periodic_jobs()]
+    assert job.interval(runtime) == 60
     runtime.settings = runtime.settings.model_copy(update={"sync_stale_after_seconds": 0})
-    assert STALE_JOB.interval(runtime) == 0
+    assert job.interval(runtime) == 0
     runtime.settings = runtime.settings.model_copy(
         update={"sync_stale_check_seconds": 0, "sync_stale_after_seconds": 9}
     )
-    assert STALE_JOB.interval(runtime) == 0
+    assert job.interval(runtime) == 0

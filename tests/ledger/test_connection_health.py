@@ -12,8 +12,8 @@ from schemas.events import Event
 from schemas.statuses import HEALTH
 from tests.ledger.test_fold import CONNECTIONS, codat_events, ev, fold_all
 from tests.support.builders import CONNECTION, at, connection_error, connection_event, read_completed
-from workers.ledger.bulk_fold import MemoryLedger
 from workers.ledger.connection_health import RULES, ConnectionHealth, deauthorization_risk_at, judge
+from workers.ledger.memory import MemoryLedger
 from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 

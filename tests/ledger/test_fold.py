@@ -20,7 +20,8 @@ from tests.support.builders import (
     legacy_alert,
     read_completed,
 )
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.memory import MemoryLedger
+from workers.ledger.rows import OPEN_PHASES
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -360,3 +361,48 @@ def test_the_first_read_is_announced_once_per_connection_in_any_order_with_dupli
         row = ledger.connections.get(conn)
         assert announced.count(conn) == (1 if reads else 0)
         assert (row.initial_read_completed_at if row else None) == (min(reads) if reads else None)
+
+
+def delay_open_syncs(ledger: MemoryLedger) -> set[str]:
+    """Write what the stale check writes of a sync Codat still runs, on every open sync; their ids."""
+    delayed = set()
+    for row in ledger.sync_rows().values():
+        if row.phase in OPEN_PHASES:
+            row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = True, "Queued", at(90), 240.0
+            delayed.add(row.id)
+    return delayed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(codat_events(), min_size=1, max_size=8, unique_by=lambda e: e.id),
+    after=st.lists(codat_events(), min_size=1, max_size=8, unique_by=lambda e: e.id),
+    data=st.data(),
+)
+def test_a_delay_is_carried_by_any_permutation_of_later_events_and_ended_by_the_result_that_closes_the_sync(
+    before: list[Event], after: list[Event], data: st.DataObject
+) -> None:
+    after = [e for e in after if e.id not in {b.id for b in before}]
+    reference = fold_all(*before)
+    delayed = delay_open_syncs(reference)
+    announced = [change for event in after for change in reference.apply(event)]
+    mixed = data.draw(st.permutations(after + data.draw(st.lists(st.sampled_from(after), max_size=4)) if after else []))
+    other = fold_all(*before)
+    delay_open_syncs(other)
+    for event in mixed:
+        other.apply(event)
+
+    assert other.dump() == reference.dump()
+    for row in reference.sync_rows().values():
+        if row.phase in OPEN_PHASES and row.id in delayed:
+            assert (row.delayed, row.codat_status, row.check_wait_seconds) == (True, "Queued", 240.0)
+        elif row.phase not in OPEN_PHASES:
+            assert (row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds) == (
+                False,
+                None,
+                None,
+                None,
+            )
+    for change in announced:
+        if change.sync is not None and change.kind in ("sync.completed", "sync.failed"):
+            assert (change.sync.delayed, change.sync.codat_status) == (False, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.ledger.test_fold import ev, fold_all
 from tests.support.builders import CONNECTION, at, connection_error, connection_event, read_completed
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.memory import MemoryLedger
 
 FIRST_READ = "connection.initial_read_completed"
 

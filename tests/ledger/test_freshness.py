@@ -13,7 +13,7 @@ from schemas.events import Event, parse_event
 from schemas.settings import Settings
 from tests.ledger.test_fold import codat_events, fold_all
 from tests.support.builders import CONNECTION, at, connection_event, read_completed
-from workers.ledger.freshness import SEVERITY, FreshnessPolicy, assess
+from workers.ledger.freshness import NO_SCHEDULES, SEVERITY, FreshnessPolicy, Schedules, assess
 from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 DAY = timedelta(days=1)
@@ -109,33 +109,104 @@ def test_severity_orders_overdue_never_pending_fresh() -> None:
 def test_thresholds_are_read_from_settings_as_durations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCTRACK_FRESHNESS_AFTER", "2d")
     monkeypatch.setenv("SYNCTRACK_FRESHNESS_OVERRIDES", "banking-transactions=6h, invoices=30m")
-    policy = FreshnessPolicy.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    policy = FreshnessPolicy.from_settings(Settings(_env_file=None))
     assert policy.threshold("bills") == 2 * DAY
     assert policy.threshold("banking-transactions") == timedelta(hours=6)
     assert policy.threshold("invoices") == timedelta(minutes=30)
     monkeypatch.delenv("SYNCTRACK_FRESHNESS_AFTER")
     monkeypatch.delenv("SYNCTRACK_FRESHNESS_OVERRIDES")
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     assert (defaults.freshness_after_seconds, defaults.freshness_overrides) == (86_400, {})
     assert defaults.freshness_check_seconds == 60
+
+
+# --- Codat's schedules ------------------------------------------------------------------------------
+
+SCHEDULED = FreshnessPolicy(after_seconds=DAY.total_seconds(), overrides={"customers": 2 * 3600}, follow_schedules=True)
+WEEKLY = 168.0
+
+
+def source(schedules: Schedules, data_type: str = "invoices", policy: FreshnessPolicy = SCHEDULED) -> tuple[float, str]:
+    threshold = policy.threshold_of(data_type, schedules)
+    return threshold.seconds, threshold.source
+
+
+def test_a_weekly_client_schedule_keeps_a_sync_three_days_old_fresh() -> None:
+    weekly = Schedules(client={"invoices": WEEKLY})
+    fresh = assess(linked(), [data_type("invoices", at(0))], SCHEDULED, at(0) + 3 * DAY, weekly)
+    assert (fresh.freshness, fresh.expected_by) == ("fresh", at(0) + timedelta(hours=WEEKLY * 1.5))
+    assert source(weekly) == (WEEKLY * 1.5 * 3600, "client_schedule")
+    assert assess(linked(), [data_type("invoices", at(0))], SCHEDULED, at(0) + 3 * DAY).freshness == "overdue"
+
+
+def test_a_company_schedule_that_differs_from_the_clients_is_the_companys_own() -> None:
+    assert source(Schedules({"invoices": WEEKLY}, {"invoices": 48})) == (48 * 1.5 * 3600, "company_schedule")
+    assert source(Schedules({}, {"invoices": 48})) == (48 * 1.5 * 3600, "company_schedule")
+
+
+def test_a_company_schedule_equal_to_the_clients_or_absent_is_the_clients() -> None:
+    assert source(Schedules({"invoices": WEEKLY}, {"invoices": WEEKLY})) == (WEEKLY * 1.5 * 3600, "client_schedule")
+    assert source(Schedules({"invoices": WEEKLY}, {"bills": 48})) == (WEEKLY * 1.5 * 3600, "client_schedule")
+
+
+def test_a_schedule_of_zero_or_none_gives_way_to_the_next_source() -> None:
+    assert source(Schedules({"invoices": WEEKLY}, {"invoices": 0})) == (WEEKLY * 1.5 * 3600, "client_schedule")
+    assert source(Schedules({"invoices": 0}, {"invoices": 0})) == (DAY.total_seconds(), "default")
+    assert source(Schedules({"invoices": 0})) == (DAY.total_seconds(), "default")
+    assert source(Schedules({"bills": WEEKLY}, {"bills": 48})) == (DAY.total_seconds(), "default")
+
+
+def test_an_override_setting_wins_over_every_schedule() -> None:
+    assert source(Schedules({"customers": WEEKLY}, {"customers": 48}), "customers") == (2 * 3600, "override")
+
+
+def test_the_schedule_factor_scales_a_schedule_into_a_threshold() -> None:
+    policy = FreshnessPolicy(schedule_factor=2.0, follow_schedules=True)
+    assert source(Schedules({"invoices": 24}), policy=policy) == (48 * 3600, "client_schedule")
+
+
+def test_without_codats_settings_read_the_schedules_do_not_count() -> None:
+    unread = FreshnessPolicy(after_seconds=DAY.total_seconds())
+    assert source(Schedules({"invoices": WEEKLY}, {"invoices": 48}), policy=unread) == (DAY.total_seconds(), "default")
+
+
+def test_schedules_count_where_an_api_key_is_set_and_the_factor_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(_env_file=None).freshness_schedule_factor == 1.5
+    assert not FreshnessPolicy.from_settings(Settings(_env_file=None)).follow_schedules
+    monkeypatch.setenv("SYNCTRACK_CODAT_API_KEY", "key")
+    monkeypatch.setenv("SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR", "2")
+    policy = FreshnessPolicy.from_settings(Settings(_env_file=None))
+    assert (policy.follow_schedules, policy.schedule_factor) == (True, 2.0)
+    monkeypatch.setenv("SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR", "0")
+    with pytest.raises(ValueError, match="freshness_schedule_factor"):
+        Settings(_env_file=None)
 
 
 @pytest.mark.parametrize("bad", ["invoices", "invoices=soon", "=6h", "invoices=0"])
 def test_a_malformed_override_is_refused_saying_why(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("SYNCTRACK_FRESHNESS_OVERRIDES", bad)
     with pytest.raises(ValueError, match="<data type>=<duration"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
 
 
 # --- properties -------------------------------------------------------------------------------------
 
 
-def _ledger_freshness(events: list[Event], now: datetime) -> dict[str, object]:
+def _ledger_freshness(
+    events: list[Event], now: datetime, policy: FreshnessPolicy = POLICY, schedules: Schedules = NO_SCHEDULES
+) -> dict[str, object]:
     ledger = fold_all(*events)
     return {
-        cid: assess(conn, [r for (c, _), r in ledger.data_type_rows().items() if c == cid], POLICY, now)
+        cid: assess(conn, [r for (c, _), r in ledger.data_type_rows().items() if c == cid], policy, now, schedules)
         for cid, conn in ledger.connections.items()
     }
+
+
+HOURS = st.sampled_from([0.0, 1.0, 24.0, 168.0])
+DATA_TYPES = st.sampled_from(["invoices", "bills", "banking-transactions", "banking-accounts"])
+SCHEDULES = st.builds(
+    Schedules, st.dictionaries(DATA_TYPES, HOURS, max_size=4), st.dictionaries(DATA_TYPES, HOURS, max_size=4)
+)
 
 
 NOW_OFFSETS = st.sampled_from([timedelta(0), timedelta(hours=5), DAY, DAY + timedelta(minutes=20), 3 * DAY])
@@ -153,6 +224,23 @@ def test_the_order_events_arrived_in_does_not_change_freshness(
     now = at(0) + offset
     shuffled = data.draw(st.permutations(events)) + data.draw(st.lists(st.sampled_from(events), max_size=4))
     assert _ledger_freshness(shuffled, now) == _ledger_freshness(events, now)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    events=st.lists(codat_events(), min_size=1, max_size=12, unique_by=lambda e: e.id),
+    offset=NOW_OFFSETS,
+    schedules=SCHEDULES,
+    data=st.data(),
+)
+def test_under_codats_schedules_the_order_events_arrived_in_does_not_change_freshness(
+    events: list[Event], offset: timedelta, schedules: Schedules, data: st.DataObject
+) -> None:
+    now = at(0) + offset
+    shuffled = data.draw(st.permutations(events)) + data.draw(st.lists(st.sampled_from(events), max_size=4))
+    assert _ledger_freshness(shuffled, now, SCHEDULED, schedules) == _ledger_freshness(
+        events, now, SCHEDULED, schedules
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -7,23 +7,27 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select, update
+from sqlmodel import Session
 
-from schemas.events import parse_event
+from schemas.events import Event, SyncFact, parse_event
+from tests.support.builders import CONNECTION, at, connection_event, read_completed
 from tests.support.workload import webhook_mix
-from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ingest.handle import FoldOutcome, FoldRequest, handle_webhooks
+from workers.ledger.memory import MemoryLedger
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, column_names
+from workers.ledger.store import fold_events
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 from workers.runtime.db import make_engine, upgrade
 
 RECEIVED = "2026-11-25T12:00:00+00:00"
 
 
-def test_row_dataclasses_have_exactly_the_tables_columns() -> None:
+def test_each_ledger_table_is_built_on_its_row_and_has_exactly_its_columns() -> None:
     pairs = ((CompanyRow, Company), (ConnectionRow, Connection), (DataTypeRow, DataTypeState), (SyncRow, Sync))
     for row_type, table in pairs:
-        assert set(column_names(row_type)) == {c.name for c in table.__table__.columns}  # type: ignore[attr-defined]
+        assert issubclass(table, row_type)
+        assert set(column_names(row_type)) == {c.name for c in inspect(table).columns}
 
 
 def dump_database(url: str) -> dict[str, Any]:
@@ -75,7 +79,7 @@ def test_random_batches_of_a_shuffled_stream_store_the_in_memory_fold(database_u
         start += size
     engine.dispose()
     statuses = [o.status for o in outcomes]
-    assert statuses.count("duplicate") == len(deliveries) - len(seen)
+    assert statuses.count(FoldOutcome.DUPLICATE) == len(deliveries) - len(seen)
     assert dump_database(database_url) == expected.dump()
 
 
@@ -126,3 +130,41 @@ def test_company_events_in_random_batches_store_the_in_memory_fold(database_url:
     assert len(deleted) == 2
     gone = {c["id"] for c in deleted}
     assert all(row["deleted_at"] is not None for row in stored["connections"].values() if row["company_id"] in gone)
+
+
+def test_the_store_carries_a_delay_through_later_requests_and_ends_it_with_the_result(database_url: str) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    connected = parse_event(json.dumps(connection_event(minutes=0)), "m-connected", datetime.now(UTC))
+    with Session(engine) as session, session.begin():
+        fold_events(session, [connected])
+    delay = {"delayed": True, "codat_status": "Queued", "next_check_at": at(400), "check_wait_seconds": 120.0}
+    with engine.begin() as conn:
+        conn.execute(update(Sync).values(**delay))  # what the stale check writes
+
+    refresh = Event(
+        "audit:1",
+        "action.refresh",
+        at(5),
+        "8a210b68-6988-11ed-a1eb-0242ac120002",
+        syncs=(SyncFact(CONNECTION, "banking-accounts", "Queued", "ds-1", requested_at=at(5)),),
+        source="action",
+    )
+    again = parse_event(json.dumps(connection_event("connection.reconnected", minutes=1)), "m-again", datetime.now(UTC))
+    with Session(engine) as session, session.begin():
+        fold_events(session, [refresh, again])
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Sync.__table__))}  # type: ignore[attr-defined]
+    kept = rows["m-connected:" + CONNECTION + ":*"]
+    assert (kept.delayed, kept.codat_status, kept.check_wait_seconds) == (True, "Queued", 120.0)
+    assert not rows["ds-1"].delayed and not rows["m-again:" + CONNECTION + ":*"].delayed
+
+    done = parse_event(json.dumps(read_completed(minutes=10)), "m-done", datetime.now(UTC))
+    with Session(engine) as session, session.begin():
+        changes, _ = fold_events(session, [done])
+    closed = [c.sync for c in changes if c.sync is not None and c.sync.id.endswith(":*")]
+    assert closed and all((s.delayed, s.codat_status, s.next_check_at) == (False, None, None) for s in closed)
+    with engine.connect() as conn:
+        left = list(conn.execute(select(Sync.__table__).where(Sync.__table__.c.delayed)))  # type: ignore[attr-defined]
+    assert left == []
+    engine.dispose()

@@ -88,7 +88,7 @@ def test_a_value_from_a_request_cannot_overwrite_the_fixed_keys_of_a_json_line(e
 def test_a_message_naming_the_fixed_keys_cannot_overwrite_them_in_json() -> None:
     record = logging.LogRecord("synctrack.x", logging.INFO, __file__, 1, "ts=%s level=%s logger=%s msg=hi", None, None)
     record.args = ("2020-01-01", "critical", "synctrack.admin")
-    handler = log_handler(Settings(log_format="json", _env_file=None))  # type: ignore[call-arg]
+    handler = log_handler(Settings(log_format="json", _env_file=None))
     body = json.loads(handler.format(record))
     assert (body["level"], body["logger"]) == ("info", "synctrack.x")
     assert (body["_ts"], body["_level"], body["_logger"]) == ("2020-01-01", "critical", "synctrack.admin")

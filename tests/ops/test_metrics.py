@@ -8,6 +8,8 @@ import logging
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -16,13 +18,20 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 
+from schemas.settings import Settings
+from service.app import create_app
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.builders import OTHER_SECRET, SECRET, connection_event, read_completed
 from tests.support.ops_support import admin_client, ops_settings
 from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
 from tests.support.workload import Delivery, signed
+from workers.runtime.db import upgrade
 from workers.runtime.logs import JsonFormatter
 from workers.runtime.metrics import (
+    LAST_ACCEPTED,
+    MULTIPROC_ENV,
     event_type_label,
     forget_dead_processes,
     prepare_multiprocess_dir,
@@ -85,6 +94,51 @@ def test_a_scrape_counts_every_answer_of_the_receiver_and_reads_the_queue(
     assert value(after, "synctrack_queue_depth", state="waiting") == 6  # no worker in this test
     assert value(after, "synctrack_dead_letters") == 0
     assert value(after, "synctrack_redis_up") == 1
+
+
+def test_an_accepted_webhook_sets_the_time_of_the_last_acceptance_and_a_refused_one_does_not(
+    embedded_settings: Settings,
+) -> None:
+    upgrade(embedded_settings.database_url)
+    delivery = Delivery(f"msg_{uuid.uuid4().hex}", json.dumps(connection_event()))
+    with TestClient(create_app(embedded_settings), headers=ADMIN_HEADERS) as client:
+
+        def last_accepted() -> float:
+            return value(parse(client.get("/metrics").text), LAST_ACCEPTED)
+
+        earlier = last_accepted()
+        refused = client.post("/webhooks/codat", content=delivery.body, headers=signed(delivery, secret=OTHER_SECRET))
+        assert refused.status_code == 401
+        assert last_accepted() == earlier
+        sent = time.time()
+        accepted = client.post("/webhooks/codat", content=delivery.body, headers=signed(delivery))
+        assert accepted.status_code == 202
+        assert sent <= last_accepted() <= time.time()
+
+
+ACCEPT_ONE = """
+import time
+from workers.runtime.metrics import record_webhook
+started = time.time()
+record_webhook("read.completed", "accepted")
+print(started, time.time())
+"""
+SCRAPE = "import sys; from service.api.scrape import render; sys.stdout.write(render(None).decode())"
+
+
+def test_the_time_of_the_last_acceptance_is_the_latest_over_every_process(tmp_path: Path) -> None:
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+
+    def python(code: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = [float(t) for t in python(ACCEPT_ONE).split()]
+    second = [float(t) for t in python(ACCEPT_ONE).split()]
+    assert first[1] < second[0]
+    merged = value(parse(python(SCRAPE)), LAST_ACCEPTED)  # the scraping process accepted nothing: its own is 0
+    assert second[0] <= merged <= second[1]
 
 
 def test_codat_calls_are_counted_by_status_with_bounded_labels() -> None:
@@ -168,8 +222,10 @@ def test_metrics_are_merged_across_web_and_worker_processes(tmp_path: Path, redi
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     with web_and_worker(tmp_path, env) as base, httpx.Client(base_url=base, timeout=10) as http:
+        sending = time.time()
         for delivery, headers, status in workload():
             assert http.post("/webhooks/codat", content=delivery.body, headers=headers).status_code == status
+        sent = time.time()
 
         def folded() -> Samples | None:
             samples = parse(http.get("/metrics").text)
@@ -206,3 +262,4 @@ def test_metrics_are_merged_across_web_and_worker_processes(tmp_path: Path, redi
         assert value(samples, "synctrack_queue_depth", state="waiting") == 0
         assert value(samples, "synctrack_dead_letters") == 0
         assert value(samples, "synctrack_end_to_end_lag_seconds") > 0
+        assert sending <= value(samples, LAST_ACCEPTED) <= sent

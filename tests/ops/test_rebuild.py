@@ -18,7 +18,7 @@ from workers.runtime.db import make_engine, upgrade
 
 def live_settings(database_url: str) -> Settings:
     upgrade(database_url)
-    return Settings(database_url=database_url, _env_file=None)  # type: ignore[call-arg]
+    return Settings(database_url=database_url, _env_file=None)
 
 
 @pytest.fixture
@@ -84,6 +84,26 @@ def test_stale_syncs_and_facts_from_actions_are_explained_not_failures(sqlite_ur
         "syncs[refresh-1]: only in the live ledger  (from an action: no raw event to rebuild it from)" in result.output
     )
     assert "1 differences (1 explained" in result.output
+
+
+def test_what_the_stale_check_wrote_of_a_delayed_sync_is_not_a_difference(sqlite_url: str) -> None:
+    settings = live_settings(sqlite_url)
+    store(settings, webhook_mix(200, seed=14))
+    engine = make_engine(sqlite_url)
+    delay = {
+        "delayed": True,
+        "codat_status": "Queued",
+        "next_check_at": datetime(2026, 11, 25, 10, tzinfo=UTC),
+        "check_wait_seconds": 120.0,
+    }
+    with engine.begin() as conn:
+        active = conn.execute(Sync.__table__.select().where(Sync.__table__.c.phase == "active")).mappings().first()  # type: ignore[attr-defined]
+        assert active is not None
+        conn.execute(update(Sync).where(Sync.id == active["id"]).values(**delay))
+    assert dump_ledger(engine, stale_as_active=False)["syncs"][active["id"]]["codat_status"] == "Queued"
+    result = cli(settings, "ledger", "rebuild", "--verify")
+    assert result.exit_code == 0, result.output
+    assert "0 differences" in result.output
 
 
 def test_apply_replaces_a_damaged_live_ledger_with_the_rebuilt_one(database_url: str) -> None:

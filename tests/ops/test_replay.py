@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-import dramatiq
 import pytest
 import redis
 from starlette.testclient import TestClient
@@ -21,7 +20,7 @@ from workers.ops.rebuild import dump_ledger
 from workers.ops.replay import ReplayRunner
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.db import make_engine
-from workers.runtime.queues import queue_keys
+from workers.runtime.redis_queues import queued_messages
 
 pytestmark = pytest.mark.redis
 
@@ -78,13 +77,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def enqueued_event_ids(settings: Settings) -> list[str]:
     """The event ids of the replay messages waiting in the webhook queue, in queue order."""
-    client = redis.Redis.from_url(settings.redis_url)
-    queue_key, messages_key = queue_keys(settings.redis_namespace)
-    ids = client.lrange(queue_key, 0, -1)
-    if not ids:
-        return []
-    raws = cast(list[bytes | None], client.hmget(messages_key, ids))
-    messages = [dramatiq.Message.decode(raw) for raw in raws if raw]
+    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace)
     assert all(m.actor_name == FOLD_STORED_ACTOR for m in messages)  # stored events, bodies loaded by the worker
     return [event_id for m in messages for event_id in m.args[0]]
 

@@ -63,6 +63,7 @@ def test_a_claim_reads_only_the_primary_key_under_a_backlog(postgres_url: str) -
     finally:
         engine.dispose()
 
+    assert explained is not None, "EXPLAIN answered no plan"
     plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
     assert set(scanned_indexes(plan)) == {"deliveries_pkey"}, plan
     assert plan["Actual Rows"] == len(ids) == 50, "every row of the batch was due, and claimed"

@@ -5,7 +5,6 @@ Against a real local HTTP receiver, on SQLite and PostgreSQL, with the dispatche
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,13 +38,12 @@ from workers.runtime.delivery_queue import (
     enqueue_deliveries,
 )
 from workers.runtime.metrics import metrics
-from workers.runtime.queues import queue_keys
+from workers.runtime.redis_queues import drop_waiting
+from workers.runtime.redis_queues import queued_messages as queued
 
 
-def queued_messages(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> list[dict[str, Any]]:
-    ids_key, messages_key = queue_keys(namespace, queue)
-    ids: Any = redis.lrange(ids_key, 0, -1)
-    return [json.loads(redis.hget(messages_key, i) or b"{}") for i in ids]
+def queued_messages(redis: Redis, namespace: str) -> list[dict[str, Any]]:
+    return [message.asdict() for message in queued(redis, namespace, DELIVERY_QUEUE)]
 
 
 def dispatch(settings: Settings, engine: Engine, redis: Redis, changes: int) -> list[Delivery]:
@@ -122,7 +120,7 @@ def test_a_destination_that_does_not_answer_gets_one_attempt_per_batch_and_the_r
     receiver.expect("/working", [working.secret])
     dead = add_subscription(engine, f"http://127.0.0.1:{free_port()}/nobody")
     rows = dispatch(settings, engine, redis, changes=3)
-    redis.delete(*queue_keys(settings.redis_namespace, DELIVERY_QUEUE))
+    drop_waiting(redis, settings.redis_namespace, DELIVERY_QUEUE)
 
     attempts = {a.delivery_id: a for a in deliverer.run_batch([row.id for row in rows])}
 
@@ -132,7 +130,7 @@ def test_a_destination_that_does_not_answer_gets_one_attempt_per_batch_and_the_r
     assert [attempts[row.id].outcome for row in rows if row.subscription_id == working.id] == ["delivered"] * 3
     released = sorted(i for i in to_dead if attempts[i].outcome == "released")
     assert sorted(queued_ids(redis, settings.redis_namespace)) == released
-    assert len(queued_ids(redis, settings.redis_namespace, f"{DELIVERY_QUEUE}.DQ")) == 1
+    assert len(queued_ids(redis, settings.redis_namespace, delayed=True)) == 1
     with Session(engine) as session:
         for delivery_id in released:
             row = session.get(Delivery, delivery_id)
@@ -150,7 +148,7 @@ def test_a_subscription_changed_between_two_batches_is_sent_to_as_it_is_now(
     receiver.expect("/old", [old_secret])
     receiver.expect("/new", [old_secret, new])
     rows = dispatch(settings, engine, redis, changes=4)
-    redis.delete(*queue_keys(settings.redis_namespace, DELIVERY_QUEUE))
+    drop_waiting(redis, settings.redis_namespace, DELIVERY_QUEUE)
 
     first = deliverer.run_batch([rows[0].id])
     same = deliverer.run_batch([rows[1].id])

@@ -28,8 +28,7 @@ from tests.support.webhook_receiver import WebhookReceiver
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.deliver import Deliverer, RetryPolicy
 from workers.outbound.dispatch import Dispatcher
-from workers.outbound.objects import signing_keys
-from workers.runtime.delivery_queue import DELIVERY_QUEUE
+from workers.outbound.views import signing_keys
 from workers.runtime.metrics import metrics
 
 
@@ -65,7 +64,7 @@ def disabled_count(reason: str) -> float:
 
 
 def delayed(redis: Redis, namespace: str) -> list[str]:
-    return queued_ids(redis, namespace, f"{DELIVERY_QUEUE}.DQ")
+    return queued_ids(redis, namespace, delayed=True)
 
 
 def test_a_delivery_is_signed_with_the_subscription_secret_and_recorded_as_delivered(
@@ -256,7 +255,7 @@ def test_backoff_doubles_from_the_minimum_with_jitter_and_is_capped() -> None:
 
 
 def test_default_retries_span_about_a_day() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     policy = RetryPolicy.from_settings(settings)
     elapsed, attempts = 0.0, 1
     while elapsed + (delay := policy.delay(attempts, random.Random(attempts))) <= policy.window_seconds:

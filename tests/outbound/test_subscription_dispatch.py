@@ -23,8 +23,8 @@ from tests.support.subscription_support import (
     stream_entries,
 )
 from workers.ledger.changes import ChangeFeed
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import Delivery
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.outbound.dispatch import Dispatcher, delivery_id
 from workers.outbound.range_replay import replay
 from workers.outbound.sweep import STUCK_AFTER_SECONDS, sweep

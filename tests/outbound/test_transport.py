@@ -31,7 +31,7 @@ from workers.outbound.dispatch import Dispatcher
 from workers.outbound.record import Attempt
 from workers.outbound.transport import RECHECK_SECONDS
 from workers.runtime.delivery_queue import DELIVERY_QUEUE
-from workers.runtime.queues import queue_keys
+from workers.runtime.redis_queues import drop_waiting
 
 NAME = "hooks.partner.example"
 PUBLIC = "93.184.215.14"
@@ -95,7 +95,7 @@ class Worker:
             publish_change(self.redis, self.settings.redis_namespace)
         self.dispatcher.step(block_ms=10)
         ids = queued_ids(self.redis, self.settings.redis_namespace)
-        self.redis.delete(*queue_keys(self.settings.redis_namespace, DELIVERY_QUEUE))
+        drop_waiting(self.redis, self.settings.redis_namespace, DELIVERY_QUEUE)
         return [
             attempt for start in range(0, len(ids), 2) for attempt in self.deliverer.run_batch(ids[start : start + 2])
         ]

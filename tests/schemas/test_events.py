@@ -10,12 +10,12 @@ import pytest
 
 from schemas.events import (
     ANY_DATA_TYPE,
-    BodySummary,
+    Envelope,
     Event,
     InvalidEnvelope,
     LinkFailure,
-    envelope_summary,
     parse_event,
+    read_envelope,
     summarise_body,
 )
 from schemas.normalise import is_active_error
@@ -91,12 +91,12 @@ def test_unknown_event_types_parse_but_are_marked_unknown() -> None:
 )
 def test_envelope_shape_errors_say_what_is_wrong(body: object, reason: str) -> None:
     with pytest.raises(InvalidEnvelope, match=reason):
-        envelope_summary(body)
+        read_envelope(body)
 
 
 def test_a_known_event_with_a_broken_payload_is_rejected_by_the_full_parse() -> None:
     body = {"id": "x", "eventType": "read.completed", "generatedDate": "2026-11-20T09:00:00Z", "payload": {}}
-    envelope_summary(body)  # the receiver accepts it: it is an envelope
+    read_envelope(body)  # the receiver accepts it: it is an envelope
     with pytest.raises(InvalidEnvelope, match="dataTypes"):
         parse(body)
 
@@ -104,13 +104,13 @@ def test_a_known_event_with_a_broken_payload_is_rejected_by_the_full_parse() -> 
 def test_a_body_summary_names_type_envelope_company_and_connection_of_both_generations() -> None:
     read = fixture("read.completed")
     legacy = fixture("legacy.DataConnectionStatusChanged")
-    assert summarise_body(json.dumps(read)) == BodySummary(
+    assert summarise_body(json.dumps(read)) == Envelope(
         "read.completed",
         read["id"],
         read["payload"]["referenceCompany"]["id"],
         read["payload"]["dataTypes"][0]["connectionId"],
     )
-    assert summarise_body(json.dumps(legacy)) == BodySummary(
+    assert summarise_body(json.dumps(legacy)) == Envelope(
         legacy["RuleType"], legacy["AlertId"], legacy["CompanyId"], legacy["DataConnectionId"]
     )
 
@@ -130,7 +130,7 @@ def test_a_summary_skips_ids_of_the_wrong_shape_instead_of_failing() -> None:
         "generatedDate": "2026-11-20T09:00:00Z",
         "payload": {"referenceCompany": "not an object", "connection": {"id": 7}},
     }
-    assert summarise_body(json.dumps(body)) == BodySummary("connection.connected", "x", None, None)
+    assert summarise_body(json.dumps(body)) == Envelope("connection.connected", "x", None, None)
 
 
 # --- company events and every documented payload -------------------------------------------------
@@ -253,11 +253,13 @@ def test_a_legacy_sync_connection_deleted_naming_a_connection_still_deletes_it()
     assert (conn.id, conn.deleted) == ("conn-1", True)
 
 
-def test_the_stored_summary_reads_company_events_and_odd_payloads_without_raising() -> None:
-    from schemas.normalise import stored_summary
+def test_the_envelope_reads_company_events_and_odd_payloads_without_raising() -> None:
+    def ids(body: dict[str, Any]) -> tuple[str | None, str | None]:
+        envelope = read_envelope(body)
+        return envelope.company_id, envelope.connection_id
 
-    assert stored_summary(fixture("company.deleted")) == (LARKSPUR, None)
-    assert stored_summary(fixture("legacy.RateLimitReached")) == (None, None)
+    assert ids(fixture("company.deleted")) == (LARKSPUR, None)
+    assert ids(fixture("legacy.RateLimitReached")) == (None, None)
     odd = {"id": "x", "eventType": "read.completed", "generatedDate": "2026-11-20T09:00:00Z", "payload": {}}
     odd["payload"] = {"referenceCompany": "not an object", "connection": 7, "dataTypes": ["x"]}
-    assert stored_summary(odd) == (None, None)
+    assert ids(odd) == (None, None)

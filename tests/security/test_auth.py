@@ -129,6 +129,10 @@ COMPANY_ROUTES: dict[tuple[str, str], Request] = {
         f"/v1/connections/{t.connection}/unlink",
     ),
     ("DELETE", "/v1/connections/{connection_id}"): lambda own, t: ("DELETE", f"/v1/connections/{t.connection}"),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): lambda own, t: (
+        "POST",
+        f"/v1/connections/{t.connection}/reconnect",
+    ),
 }
 EXTRA_CASES: dict[str, Request] = {
     "refresh_own_company_naming_a_foreign_connection": lambda own, t: (
@@ -184,6 +188,9 @@ def test_a_company_token_with_the_routes_right_reaches_its_own_company(
     rule = rule_for(*route)
     assert rule is not None and rule.right is not None
     own = company_in_both(fake, settings)  # a fresh one: unlink and delete change it
+    if rule.right == "reconnect":  # only a connection its customer must re-link can be reconnected
+        gone = connection_event("connection.disconnected", company_id=own.company, connection_id=own.connection)
+        deliver(settings, {**gone, "generatedDate": iso(datetime.now(UTC))})
     method, url = COMPANY_ROUTES[route](own, own)
     response = client.request(method, url, headers=bearer(company_token(own.company, [rule.right])))
     assert response.status_code in (200, 202), response.text

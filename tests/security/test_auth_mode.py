@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from schemas.settings import Settings
@@ -10,8 +12,8 @@ from service.security.middleware import auth_disabled
 from tests.support.auth import ADMIN_TOKEN_HASH
 
 
-def settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+def settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from schemas.settings import Settings
 from service.app import create_app
@@ -86,12 +87,18 @@ def test_an_open_stream_holds_one_frame_for_every_check_and_none_of_the_router_o
             await gone
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             if b"event: snapshot" in message.get("body", b""):
                 opened.set()
 
         headers = [(b"host", b"test"), (b"authorization", f"Bearer {ADMIN_TOKEN}".encode())]
-        scope = {"type": "http", "method": "GET", "path": "/v1/stream", "root_path": "", "query_string": b""}
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "GET",
+            "path": "/v1/stream",
+            "root_path": "",
+            "query_string": b"",
+        }
         scope |= {"headers": headers, "client": ("127.0.0.1", 1), "server": ("test", 80), "http_version": "1.1"}
         async with app.router.lifespan_context(app):
             task = asyncio.create_task(app(scope, receive, send))

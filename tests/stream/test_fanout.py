@@ -15,8 +15,17 @@ import redis
 import redis.asyncio
 from sqlalchemy import Engine
 
-from service.stream.client import SLOW_CLIENT, STREAM_INTERRUPTED, StreamChange, StreamFilter, Subscriber
-from service.stream.fanout import Fanout, StreamUnavailable
+from service.security.revocation import RevocationList
+from service.stream.client import (
+    SLOW_CLIENT,
+    STREAM_INTERRUPTED,
+    TOKEN_EXPIRED,
+    TOKEN_REVOKED,
+    StreamChange,
+    StreamFilter,
+    Subscriber,
+)
+from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
 from service.stream.routes import events, resume_point
 from workers.ledger.changes import ChangeFeed, FeedEntry, stream_key
 
@@ -343,6 +352,40 @@ def test_the_watchdog_gives_idle_clients_heartbeats_and_stops_stuck_sends(redis_
         assert not idle.timed_out
         await fanout.stop()
         await client.aclose()
+
+    run(scenario)
+
+
+def test_a_clients_stream_ends_when_its_token_is_revoked_or_expires_and_no_other_client_is_touched() -> None:
+    async def scenario() -> None:
+        client = fakeredis.FakeAsyncRedis()
+        revocations = RevocationList(client, "ns", max_ttl_seconds=3600)
+        fanout = Fanout(client, "ns", capacity=10, heartbeat_seconds=0, revocations=revocations)
+        await fanout.start()
+        company = frozenset({"co-1"})
+        revoked = fanout.subscribe(StreamFilter(company), "tok-revoked", time.time() + 600)
+        twin = fanout.subscribe(StreamFilter(company), "tok-revoked", time.time() + 600)
+        expiring = fanout.subscribe(StreamFilter(company), "tok-expiring", time.time() + 1)
+        kept = fanout.subscribe(StreamFilter(company), "tok-kept", time.time() + 600)
+        admin = fanout.subscribe(StreamFilter())
+        waiting = {sub: asyncio.create_task(sub.next()) for sub in (revoked, twin, expiring, kept, admin)}
+
+        started = time.monotonic()
+        await revocations.revoke("tok-revoked", "admin:test")
+        assert await asyncio.wait_for(waiting[revoked], TOKEN_CHECK_SECONDS + 1) is None
+        assert await asyncio.wait_for(waiting[twin], 0.1) is None
+        assert revoked.lost == twin.lost == TOKEN_REVOKED
+        assert await asyncio.wait_for(waiting[expiring], 2) is None
+        assert expiring.lost == TOKEN_EXPIRED
+        assert time.monotonic() - started < 2.5
+
+        [change] = await publish(client, "ns", entry("co-1"))
+        for sub in (kept, admin):
+            assert not sub.lost
+            got = await asyncio.wait_for(waiting[sub], 2)
+            assert isinstance(got, StreamChange) and got.id == change
+        await fanout.stop()
+        assert not [task for task in asyncio.all_tasks() if task.get_name().startswith("synctrack-stream")]
 
     run(scenario)
 

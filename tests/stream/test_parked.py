@@ -52,7 +52,8 @@ def open_stream(port: int, receive_buffer: int | None = None, extra: bytes = b""
 
 def dechunk(body: bytes) -> tuple[bytes, bool]:
     """The payload of a chunked body, and whether its last chunk came."""
-    out, rest = [], body
+    out: list[bytes] = []
+    rest = body
     while rest:
         size_line, _, rest = rest.partition(b"\r\n")
         size = int(size_line, 16)

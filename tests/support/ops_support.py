@@ -22,8 +22,8 @@ from tests.support.builders import SECRET
 from tests.support.services import wait_for
 from tests.support.workload import Delivery
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.context import WorkerRuntime
 from workers.ledger.tables import WebhookEvent
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import build_worker
 from workers.runtime.db import make_engine, upgrade
 
@@ -48,7 +48,7 @@ def ops_settings(database_url: str, redis_url: str, namespace: str, **changes: A
         worker_min_backoff_ms=50,
         worker_max_backoff_ms=200,
         admin_token_hashes=[hash_token(ADMIN_TOKEN)],
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     return base.model_copy(update=changes)
 
@@ -76,7 +76,7 @@ def processed_since(settings: Settings, since: datetime) -> int:
 def running_worker(settings: Settings, threads: int = 4) -> Iterator[WorkerRuntime]:
     """A real dramatiq worker (all of Synctrack's actors) on the real Redis, in this process."""
     broker, runtime = build_worker(settings)
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)  # type: ignore[arg-type]
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50)
     worker.start()
     try:
         yield runtime

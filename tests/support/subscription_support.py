@@ -26,7 +26,7 @@ from workers.outbound.signing import new_secret
 from workers.runtime.broker import sync_redis
 from workers.runtime.db import make_engine, upgrade
 from workers.runtime.delivery_queue import DELIVERY_QUEUE
-from workers.runtime.queues import queue_keys
+from workers.runtime.redis_queues import queued_messages
 
 FAST_RETRIES = {
     "subscriptions_allow_http": True,
@@ -112,13 +112,12 @@ def stream_entries(redis: Redis, namespace: str) -> list[tuple[bytes, dict[bytes
     return list(entries)
 
 
-def queued_ids(redis: Redis, namespace: str, queue: str = DELIVERY_QUEUE) -> list[str]:
-    """The delivery ids of the delivery messages waiting on `queue` (`deliveries.DQ`: delayed), in order."""
-    ids_key, messages_key = queue_keys(namespace, queue)
-    ids: Any = redis.lrange(ids_key, 0, -1)
+def queued_ids(redis: Redis, namespace: str, *, delayed: bool = False) -> list[str]:
+    """The delivery ids of the delivery messages waiting on the deliveries queue (its delay queue if `delayed`),
+    in order."""
     found: list[str] = []
-    for i in ids:
-        argument = json.loads(redis.hget(messages_key, i) or b"{}")["args"][0]
+    for message in queued_messages(redis, namespace, DELIVERY_QUEUE, delayed=delayed):
+        argument = message.args[0]
         found.extend(argument if isinstance(argument, list) else [argument])
     return found
 

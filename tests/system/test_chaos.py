@@ -8,6 +8,7 @@ Counts are printed at the end (`pytest -m chaos -s` shows them).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ from tests.support.chaos_support import Ledger, RedisServer, Web, send_like_coda
 from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
 from tests.support.workload import webhook_mix
 from workers.runtime.broker import FOLD_BATCH_ACTOR
-from workers.runtime.queues import unacknowledged
+from workers.runtime.redis_queues import unacknowledged, unfinished
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 
@@ -168,12 +169,7 @@ def restart_redis(server: RedisServer) -> str:
 
 
 def queue_state(client: redis.Redis) -> dict[str, int]:
-    return {
-        "queued": int(client.llen(f"{NAMESPACE}:webhooks")),
-        "messages": int(client.hlen(f"{NAMESPACE}:webhooks.msgs")),
-        "delayed": int(client.hlen(f"{NAMESPACE}:webhooks.DQ.msgs")),
-        "dead": int(client.hlen(f"{NAMESPACE}:webhooks.XQ.msgs")),
-    }
+    return dataclasses.asdict(unfinished(client, NAMESPACE))
 
 
 def stored_events(database_url: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""`synctrack demo`: a newcomer sees companies appear and syncs start and finish within a minute, and
-the companies that existed only in Codat imported at start (onboarding)."""
+"""`synctrack demo`: a newcomer sees companies appear and syncs start and finish within a minute, the
+companies that existed only in Codat imported at start (onboarding), and a fresh one-time link for the
+connection whose access was withdrawn."""
 
 from __future__ import annotations
 
@@ -61,6 +62,16 @@ def test_the_demo_shows_companies_and_syncs_that_start_and_finish(tmp_path: Path
                 return any(a["result"] == "accepted" and a["confirmed_by_event_id"] for a in audit)
 
             wait_for(confirmed_refresh, timeout=40, message="a refresh clicked through the API finished")
+
+            # A connection whose access was withdrawn: each Reconnect answers a new one-time link to the fake
+            # Codat's link page, never the link stored from the webhook.
+            withdrawn = [c for c in api.get("/v1/connections").json()["items"] if c["status"] == "Deauthorized"]
+            assert len(withdrawn) == 1 and f"/v1/connections/{withdrawn[0]['id']}/reconnect" in demo.output()
+            links = [api.post(f"/v1/connections/{withdrawn[0]['id']}/reconnect").json()["link_url"] for _ in "ab"]
+            assert links[0] != links[1] and withdrawn[0]["link_url"] not in links
+            assert all(
+                link.startswith(f"http://127.0.0.1:{fake_port}/companies/") and "?otp=" in link for link in links
+            )
     finally:
         demo.stop()
     assert "Synctrack demo on" in demo.output()

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from pydantic import AliasChoices
 
 from schemas.settings import Settings
 from service.cli import app as cli_app
+from tests.support.settings_env import setting_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -24,19 +24,6 @@ COMPOSE = DEPLOY / "docker-compose.yml"
 KUBERNETES = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
 DEFAULTED = re.compile(r"\$\{[A-Z_][A-Z0-9_]*:-([^}]*)\}")
 SYNCTRACK_VAR = re.compile(r"\bSYNCTRACK_[A-Z0-9_]+")
-
-
-def setting_env_names() -> set[str]:
-    prefix = str(Settings.model_config.get("env_prefix", "")).upper()
-    names = set()
-    for name, field in Settings.model_fields.items():
-        names.add(f"{prefix}{name.upper()}")
-        for alias in (field.alias, field.validation_alias):
-            if isinstance(alias, str):
-                names.add(alias.upper())
-            elif isinstance(alias, AliasChoices):
-                names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
-    return names
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -85,7 +72,7 @@ def pod_containers() -> Iterator[dict[str, Any]]:
 def app_paths(tmp_path: Path) -> set[str]:
     from service.app import create_app
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", _env_file=None)
     return {getattr(route, "path", "") for route in create_app(settings).routes}
 
 

@@ -27,7 +27,7 @@ from tests.support.services import (
     wait_until_healthy,
 )
 from tests.support.workload import Delivery, signed, webhook_mix
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.memory import MemoryLedger
 
 pytestmark = pytest.mark.e2e
 

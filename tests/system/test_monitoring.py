@@ -1,14 +1,18 @@
-"""The Prometheus alerting rules and the Grafana dashboard in `deploy/` name only metrics `/metrics` exposes."""
+"""The Prometheus alerting rules and the Grafana dashboard in `deploy/` name only metrics `/metrics` exposes, and
+the rules pass their unit tests (`deploy/prometheus/alerts_test.yml`, run by promtool)."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
@@ -23,6 +27,7 @@ from workers.runtime.metrics import metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+ALERT_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "synctrack.json"
 METRIC = re.compile(r"\bsynctrack_[a-z0-9_]+")
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
@@ -71,7 +76,7 @@ def test_every_metric_the_alerts_and_the_dashboard_name_exists(embedded_settings
     assert sorted(named - exposed) == []
 
 
-def test_the_alerts_cover_overdue_connections_dead_letters_backlog_lag_and_redis() -> None:
+def test_the_alerts_cover_overdue_connections_dead_letters_backlog_lag_redis_and_lost_webhooks() -> None:
     rules = alert_rules()
     by_metric = {name: rule for rule in rules for name in METRIC.findall(rule["expr"])}
     for metric in (
@@ -80,6 +85,8 @@ def test_the_alerts_cover_overdue_connections_dead_letters_backlog_lag_and_redis
         "synctrack_queue_depth",
         "synctrack_end_to_end_lag_seconds",
         "synctrack_redis_up",
+        "synctrack_webhook_signature_failures_total",
+        "synctrack_webhook_last_accepted_timestamp_seconds",
     ):
         assert metric in by_metric, metric
     for rule in rules:
@@ -87,6 +94,21 @@ def test_the_alerts_cover_overdue_connections_dead_letters_backlog_lag_and_redis
         assert rule["labels"]["severity"] in ("info", "warning", "critical")
         assert rule["annotations"]["summary"]
         assert re.fullmatch(r"\d+[smh]", rule["for"])
+
+
+def test_the_alerts_fire_as_their_promtool_unit_tests_say() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus): the alert rule tests did not run")
+    result = subprocess.run(
+        [promtool, "test", "rules", ALERT_TESTS.name],
+        cwd=ALERT_TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 def test_the_dashboard_is_grafana_json_with_a_panel_per_figure() -> None:

@@ -1,10 +1,12 @@
 """`synctrack worker` as a process tree: its children are restarted when they die, stop when it is told to
-stop, and stop by themselves when it is killed outright (nothing is left polling the queue)."""
+stop, and stop by themselves when it is killed outright (nothing is left polling the queue); idle, they wait
+on Redis and use next to no CPU."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,12 @@ def start_worker(tmp_path: Path, redis_url: str, namespace: str) -> ServiceProce
     return ServiceProcess(["worker", "--processes", "2", "--threads", "2"], env, tmp_path, "worker")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def two_children(worker: ServiceProcess) -> set[int] | None:
     found = children_of(worker.proc.pid)
     return found if len(found) == 2 else None
@@ -85,3 +93,22 @@ def test_sigterm_stops_every_child_and_the_supervisor_exits_cleanly(
         assert not any(alive(pid) for pid in children)
     finally:
         worker.stop(signal.SIGKILL)
+
+
+IDLE_CORES = 0.02
+"""Most CPU an idle worker process may use, in cores: its threads wake about once a second, not dozens of times."""
+
+
+def test_an_idle_worker_process_uses_next_to_no_cpu(tmp_path: Path, redis_url: str, namespace: str) -> None:
+    worker = start_worker(tmp_path, redis_url, namespace)
+    try:
+        children = wait_for(lambda: two_children(worker), 60)
+        wait_for(lambda: worker.output().count("result=ready") == 2, 60, message="both children ready")
+        time.sleep(2)  # past start-up
+        before, started = {pid: cpu_seconds(pid) for pid in children}, time.monotonic()
+        time.sleep(6)
+        elapsed = time.monotonic() - started
+        cores = {pid: (cpu_seconds(pid) - used) / elapsed for pid, used in before.items()}
+    finally:
+        worker.stop(signal.SIGKILL)
+    assert max(cores.values()) < IDLE_CORES, cores

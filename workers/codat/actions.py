@@ -1,18 +1,11 @@
-"""What an action's answer from Codat does to the ledger — one transaction each, through the fold.
+"""What an action Codat accepted does to the ledger: one transaction each, folded as a webhook is.
 
-An action is recorded only after Codat accepted it (a refused action leaves an audit row with
-result `failed` and changes nothing else). Its effect is an `Event` with source `action`, named
-``audit:{record id}`` so a sync or change can be traced to its audit record, folded by the same
-`workers.ledger.store.fold_event` as every webhook:
-
-* refresh — each pull operation Codat returned is a sync in phase `active` keyed by its dataset id;
-  a refresh of everything that returned none records one ``*`` sync per linked connection, which the
-  next result of that connection closes;
-* unlink — the connection object Codat returned (status `Unlinked`); history stays;
-* delete — the connection is marked deleted: the fold drops its syncs and data types, and the raw
-  webhook bodies about it are erased. The audit record stays.
-
-The functions block (SQL): the web side calls them through a thread pool.
+An action is recorded only once Codat accepted it (a refused one leaves a `failed` audit row and nothing else).
+Its effect is an `Event` of source `action` with id ``audit:{record id}``, so a sync traces back to its audit
+record: a refresh opens an active sync per pull operation Codat returned (a ``*`` sync per linked connection when
+it returned none); an unlink records the connection Codat returned; a delete marks the connection deleted and
+erases its raw webhooks; a reconnect records only the audit row (its one-time Link URL is never stored).
+These functions block (SQL): the web side calls them through a thread pool.
 """
 
 from __future__ import annotations
@@ -26,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from schemas.codat import PullOperation, connection_facts
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
+from schemas.statuses import CONNECTION_STATUSES
 from workers.ledger.announce import announce_changes
 from workers.ledger.audit import match_stored_confirmation, new_record
 from workers.ledger.changes import FeedEntry
@@ -34,7 +28,12 @@ from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import SyncRow
 from workers.ledger.store import fold_event
-from workers.ledger.tables import AuditRecord, Company, Connection
+from workers.ledger.tables import AuditRecord, Company, Connection, DataTypeState
+
+RELINKABLE_STATUSES = tuple(status for status in CONNECTION_STATUSES if status != "Linked")
+"""Connections a customer may re-link whatever their syncs say: PendingAuth, Unlinked, Deauthorized."""
+RELINK_SYNC_STATUS = "AuthError"
+"""A Linked connection whose latest sync of a data type ended so needs its customer to re-link."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +49,23 @@ class ActionResult:
 def find_connection(engine: Engine, connection_id: str) -> Connection | None:
     with Session(engine) as session:
         return session.get(Connection, connection_id)
+
+
+def reconnect_refusal(engine: Engine, connection: Connection) -> str | None:
+    """Why the customer has no reason to re-link `connection`, or None when they may: it is PendingAuth,
+    Unlinked or Deauthorized, or the latest sync of one of its data types ended `AuthError`."""
+    if connection.status in RELINKABLE_STATUSES:
+        return None
+    query = select(DataTypeState.data_type).where(
+        DataTypeState.connection_id == connection.id, DataTypeState.status == RELINK_SYNC_STATUS
+    )
+    with Session(engine) as session:
+        if session.exec(query.limit(1)).first() is not None:
+            return None
+    return (
+        f"connection {connection.id!r} is {connection.status or 'of unknown status'} and no data type's latest "
+        f"sync ended {RELINK_SYNC_STATUS}: there is nothing to re-link"
+    )
 
 
 def _fold(
@@ -72,8 +88,10 @@ def record_failure(
     data_type: str | None,
     codat_status: int | None,
     detail: str,
+    result: str = "failed",
 ) -> AuditRecord:
-    """Record an action Codat refused or never answered; nothing else changes."""
+    """Record an action Codat refused or never answered (`failed`), or that was never sent to Codat
+    (`rate_limited`); nothing else changes."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         return new_record(
             session,
@@ -83,7 +101,7 @@ def record_failure(
             company_id=company_id,
             connection_id=connection_id,
             data_type=data_type,
-            result="failed",
+            result=result,
             codat_status=codat_status,
             detail=detail,
         )
@@ -241,3 +259,30 @@ def record_delete(
         )
         erase_raw_events(session, connection.id)
     return ActionResult(record, [], connection.id, entries)
+
+
+def record_reconnect(
+    engine: Engine,
+    *,
+    actor: str | None,
+    at: datetime,
+    connection: Connection,
+    codat_status: int,
+    codat_connection_status: str | None,
+) -> AuditRecord:
+    """Record a link Codat issued for `connection`. The link itself is not recorded: whoever holds a
+    one-time Link URL can use it, and it is dead once used."""
+    seen = f" (Codat reports it {codat_connection_status})" if codat_connection_status else ""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        return new_record(
+            session,
+            action="reconnect",
+            actor=actor,
+            at=at,
+            company_id=connection.company_id,
+            connection_id=connection.id,
+            data_type=None,
+            result="accepted",
+            codat_status=codat_status,
+            detail=f"Codat issued a fresh link URL for the connection{seen}",
+        )

@@ -1,26 +1,12 @@
-"""A thin typed client for the handful of Codat API calls Synctrack makes (listed in README, "Codat API calls").
+"""The one client for Codat's API (calls listed in docs/actions.md and docs/codat.md): a typed method per call
+Synctrack makes, each with the retries it may take.
 
-One `httpx.AsyncClient` per process (the app builds it in its lifespan): connection pooling,
-timeouts, ``Authorization: Basic <SYNCTRACK_CODAT_API_KEY>``.
-
-Retry rule — a retry must never double an action:
-
-* idempotent calls (GET, PATCH status, DELETE) are retried on network errors, timeouts, 429 and
-  5xx, with exponential backoff and jitter; a DELETE that answers 404 after an attempt whose outcome
-  was unknown counts as done (the earlier attempt deleted it);
-* non-idempotent calls (POST ``data/all``, POST ``data/queue/{dataType}``) are retried only when
-  the request surely did not reach Codat — the connection could not be opened (connect error,
-  connect or pool timeout) — or when Codat answered 429 or 503, which it does before processing
-  a request. A read timeout or a 500 after sending may have queued the refresh: it is not retried,
-  the caller gets `codat_unavailable` and reconciliation picks up whatever did happen;
-* a 429 (or 503) waits what `Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`;
-  a longer wait is not made, the caller gets 503 with that `Retry-After`;
-* once an answer says the quota is spent (`X-Rate-Limit-Remaining: 0`), further calls wait for
-  `X-Rate-Limit-Reset` (`workers.codat.quota`) rather than earn a 429.
-
-Every failure becomes a `CodatError` (an `ApiError`, so the app answers it as it stands; the mapping
-is in `workers.codat.errors`) carrying Codat's HTTP status for the audit log. The API key is never
-logged or put in an error.
+One `httpx.AsyncClient` per process (built in the app's lifespan) authorises with `SYNCTRACK_CODAT_API_KEY`,
+which is never logged. A retry must never double an action: idempotent calls are retried on network errors,
+timeouts, 429 and 5xx with backoff and jitter; a POST only when it surely did not reach Codat (it could not
+connect) or Codat answered 429 or 503, which it does before processing a request. A 429 or 503 waits what
+`Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`, and a spent quota waits for its reset
+(`workers.codat.quota`). Every failure becomes a `CodatError` (`workers.codat.errors`).
 """
 
 from __future__ import annotations
@@ -39,6 +25,7 @@ import httpx
 from schemas.codat import CompanyPage, company_page, page_results
 from schemas.errors import ErrorCode
 from schemas.events import InvalidEnvelope
+from schemas.ids import ID_SYNTAX, is_valid_id
 from schemas.settings import Settings
 from workers.codat.errors import KEY_SETTING, CodatError, map_failure, retry_after_seconds
 from workers.codat.quota import QuotaGate
@@ -50,6 +37,9 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before a single byte of the request reached Codat."""
 ANSWERED_BEFORE_PROCESSING = (429, 503)
 PAGE_SIZE = 100
+
+Segments = tuple[str, ...]
+"""A Codat path as its segments (`("companies", company_id, "dataStatus")`); `path_of` encodes them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +111,7 @@ class CodatClient:
     async def list_companies(self, page: int = 1, page_size: int = PAGE_SIZE) -> CompanyPage:
         """One page (1-based) of the account's companies, each with its `dataConnections`."""
         params = {"page": str(page), "pageSize": str(page_size)}
-        response = await self._call("GET", "/companies", "the companies of the account", params=params)
+        response = await self._call("GET", ("companies",), "the companies of the account", params=params)
         try:
             return company_page(response.json(), page, page_size)
         except (ValueError, InvalidEnvelope) as exc:
@@ -131,31 +121,38 @@ class CodatClient:
 
     async def get_company(self, company_id: str) -> dict[str, Any]:
         target = f"company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}", target)
+        response = await self._call("GET", ("companies", checked("company id", company_id)), target)
         return self._json_object(response, target)
 
     # Connections -------------------------------------------------------------------------------
 
     async def list_connections(self, company_id: str) -> list[dict[str, Any]]:
         """Every connection of a company (pages through Codat's paged list)."""
-        return await self._all_pages(f"/companies/{company_id}/connections", f"company {company_id!r}")
+        path = ("companies", checked("company id", company_id), "connections")
+        return await self._all_pages(path, f"company {company_id!r}")
 
     async def get_connection(self, company_id: str, connection_id: str) -> dict[str, Any]:
+        _, connection = await self.fetch_connection(company_id, connection_id)
+        return connection
+
+    async def fetch_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
+        """The connection as Codat has it now, and Codat's status. Its `linkUrl` is issued at this moment:
+        with one-time Link URLs, a new one-time password each time."""
         target = f"connection {connection_id!r} of company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}/connections/{connection_id}", target)
-        return self._json_object(response, target)
+        response = await self._call("GET", connection_path(company_id, connection_id), target)
+        return response.status_code, self._json_object(response, target)
 
     async def unlink_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
         """PATCH status `Unlinked`: Codat deauthorises and keeps the data. Returns (status, connection)."""
         target = f"connection {connection_id!r} of company {company_id!r}"
-        path = f"/companies/{company_id}/connections/{connection_id}"
+        path = connection_path(company_id, connection_id)
         response = await self._call("PATCH", path, target, json={"status": "Unlinked"})
         return response.status_code, self._json_object(response, target)
 
     async def delete_connection(self, company_id: str, connection_id: str) -> int:
         """DELETE the connection (irreversible). Returns Codat's HTTP status."""
         target = f"connection {connection_id!r} of company {company_id!r}"
-        path = f"/companies/{company_id}/connections/{connection_id}"
+        path = connection_path(company_id, connection_id)
         response = await self._call("DELETE", path, target, missing_means_done=True)
         return response.status_code
 
@@ -164,9 +161,8 @@ class CodatClient:
     async def refresh_all(self, company_id: str) -> tuple[int, list[dict[str, Any]]]:
         """Queue every data type of every connection. Codat answers 204 (no pull operations) or,
         in some versions, the operations it queued. Returns (Codat's status, operations)."""
-        response = await self._call(
-            "POST", f"/companies/{company_id}/data/all", f"company {company_id!r}", idempotent=False
-        )
+        path = ("companies", checked("company id", company_id), "data", "all")
+        response = await self._call("POST", path, f"company {company_id!r}", idempotent=False)
         if response.status_code == 204 or not response.content:
             return response.status_code, []
         try:
@@ -181,10 +177,9 @@ class CodatClient:
     ) -> tuple[int, dict[str, Any]]:
         """Queue one data type; returns (Codat's status, the pull operation)."""
         target = f"data type {data_type!r} of company {company_id!r}"
-        params = {"connectionId": connection_id} if connection_id else None
-        response = await self._call(
-            "POST", f"/companies/{company_id}/data/queue/{data_type}", target, idempotent=False, params=params
-        )
+        params = {"connectionId": checked("connection id", connection_id)} if connection_id else None
+        path = ("companies", checked("company id", company_id), "data", "queue", checked("data type", data_type))
+        response = await self._call("POST", path, target, idempotent=False, params=params)
         return response.status_code, self._json_object(response, target)
 
     async def pull_operations(
@@ -192,24 +187,38 @@ class CodatClient:
     ) -> tuple[list[dict[str, Any]], int | None]:
         """One page (1-based) of the company's pull-operation history, newest first by default."""
         params = {"page": str(page), "pageSize": str(page_size), "orderBy": order_by}
-        path = f"/companies/{company_id}/data/history"
+        path = ("companies", checked("company id", company_id), "data", "history")
         response = await self._call("GET", path, f"company {company_id!r}", params=params)
         results, total = page_results(response.json())
         return [r for r in results if isinstance(r, dict)], total
 
     async def pull_operation(self, company_id: str, dataset_id: str) -> dict[str, Any]:
         target = f"pull operation {dataset_id!r} of company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}/data/history/{dataset_id}", target)
+        path = ("companies", checked("company id", company_id), "data", "history", checked("dataset id", dataset_id))
+        response = await self._call("GET", path, target)
         return self._json_object(response, target)
 
     async def data_status(self, company_id: str) -> dict[str, Any]:
         target = f"company {company_id!r}"
-        response = await self._call("GET", f"/companies/{company_id}/dataStatus", target)
+        response = await self._call("GET", ("companies", checked("company id", company_id), "dataStatus"), target)
         return self._json_object(response, target)
+
+    # Sync settings -------------------------------------------------------------------------------
+
+    async def client_sync_settings(self) -> dict[str, Any]:
+        """The client's sync settings: `{clientId, settings: [{dataType, syncSchedule, …}], overridesDefaults}`."""
+        target = "sync settings of the client"
+        return self._json_object(await self._call("GET", ("profile", "syncSettings"), target), target)
+
+    async def company_sync_settings(self, company_id: str) -> dict[str, Any]:
+        """A company's sync settings: `{companyId, settings: [{dataType, syncSchedule, …}]}`."""
+        target = f"sync settings of company {company_id!r}"
+        path = ("companies", checked("company id", company_id), "syncSettings")
+        return self._json_object(await self._call("GET", path, target), target)
 
     # Transport -----------------------------------------------------------------------------------
 
-    async def _all_pages(self, path: str, target: str) -> list[dict[str, Any]]:
+    async def _all_pages(self, path: Segments, target: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
@@ -235,7 +244,7 @@ class CodatClient:
     async def _call(
         self,
         method: str,
-        path: str,
+        segments: Segments,
         target: str,
         *,
         idempotent: bool = True,
@@ -246,7 +255,7 @@ class CodatClient:
         if not self._key:
             raise CodatError(502, ErrorCode.CODAT_AUTH_FAILED, f"{KEY_SETTING} is not set, so Codat cannot be called")
         attempt, outcome_unknown = 0, False
-        path = safe_path(path)
+        path = path_of(segments)
         while True:
             await self.quota.wait()
             started = time.monotonic()
@@ -310,7 +319,21 @@ class CodatClient:
         return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, None, {"Retry-After": "5"})
 
 
-def safe_path(path: str) -> str:
-    """`path` with each segment percent-encoded: an id (a company id from a URL, say) can then add no
-    segment, query, `..` or control character to the request Synctrack sends to Codat."""
-    return "/".join(quote(part, safe="") if part not in (".", "..") else "%2E" * len(part) for part in path.split("/"))
+def checked(what: str, value: str) -> str:
+    """`value` when it has the one id syntax (`schemas.ids`), which every id Synctrack puts in a Codat path
+    must have; else raises `CodatError` 400 `invalid_parameter`, and nothing is sent to Codat."""
+    if not is_valid_id(value):
+        raise CodatError(
+            400, ErrorCode.INVALID_PARAMETER, f"{what} {value!r} is not a Codat id ({ID_SYNTAX}); Codat was not called"
+        )
+    return value
+
+
+def connection_path(company_id: str, connection_id: str) -> Segments:
+    return ("companies", checked("company id", company_id), "connections", checked("connection id", connection_id))
+
+
+def path_of(segments: Segments) -> str:
+    """The path of a Codat call, each segment percent-encoded whole: no value can add a segment, a query, a
+    `..` or a control character to the request Synctrack sends with the account's key."""
+    return "".join("/" + (quote(part, safe="") if part not in (".", "..") else "%2E" * len(part)) for part in segments)

@@ -1,14 +1,5 @@
-"""How a Codat failure is answered: `CodatError` and the mapping from Codat's HTTP answer to it.
-
-| Codat answers | Synctrack answers |
-|---|---|
-| 404 | 404 `not_found` |
-| 409 or 400 saying ``DatasetAlreadyInProgressException`` | 409 `sync_already_in_progress` |
-| another 409 | 409 `conflict` |
-| 401 / 403 | 502 `codat_auth_failed`, naming `SYNCTRACK_CODAT_API_KEY` (never the key) |
-| 429 / 503 (once retries or the `Retry-After` limit are spent) | 503 `codat_unavailable` with `Retry-After` |
-| other 5xx (after retries) | 502 `codat_unavailable` |
-| another 400 / 422 | 400 `codat_error` |
+"""How a Codat failure is answered: `CodatError`, and `map_failure` from Codat's HTTP answer to Synctrack's
+(a refused API key is a 502 naming the setting, never the key; a rate limit a 503 with `Retry-After`).
 """
 
 from __future__ import annotations

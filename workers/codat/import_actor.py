@@ -18,10 +18,10 @@ from dramatiq.brokers.redis import RedisBroker
 
 from workers.codat.import_jobs import LEASE, ImportBusy, ImportJobNotFound
 from workers.codat.importer import Importer
-from workers.runtime.queues import OPS_QUEUE, Encoded, encode
+from workers.runtime.redis_queues import OPS_QUEUE, Encoded, encode
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.import")
 
@@ -34,7 +34,7 @@ BUSY_RETRY_MS = int(LEASE.total_seconds() * 1000)
 
 def start_message(job_id: str, concurrency: int) -> Encoded:
     """The message that starts or resumes an import on the workers, for the web side to push with its own
-    Redis client (`workers.runtime.queues.push`)."""
+    Redis client (`workers.runtime.redis_queues.push`)."""
     return encode(IMPORT_QUEUE, IMPORT_ACTOR, (job_id, concurrency, uuid.uuid4().hex, True))
 
 

@@ -1,16 +1,10 @@
 """Import an existing Codat account: every company it lists, folded as reconciliation folds one.
 
-A team that installs Synctrack on an account that already has hundreds of companies would otherwise see
-an empty ledger until webhooks trickle in. An import job (`workers.codat.import_jobs`) pages Codat's
-`GET /companies` (each company comes with its `dataConnections`), records every company it finds, then
-reads each one's pull-operation history within the lookback and its `dataStatus` and folds what the
-ledger lacks through `workers.codat.reconcile` (source `reconcile`): the same facts, the same fold, so
-running it twice folds nothing the second time.
-
-Up to `concurrency` companies are read at once; the Codat client honours `Retry-After` and the
-`X-Rate-Limit-*` quota. Folds are one transaction per company (one at a time on SQLite, which has one
-writer). A company that fails is recorded with its reason and the import goes on; a resume retries it.
-A refused API key stops the job (`failed`), since every further call would be refused too.
+So a ledger installed on an account with many companies is not empty until webhooks trickle in. A job
+(`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one through
+`workers.codat.reconcile` (with its sync settings): the same facts and fold, so a second run folds nothing. Up to
+`concurrency` companies are read at once, each folded in its own transaction; a company that fails is recorded
+and retried by a resume; a refused API key fails the job, since every further call would be refused too.
 """
 
 from __future__ import annotations
@@ -45,6 +39,7 @@ from workers.codat.import_jobs import (
     release,
 )
 from workers.codat.reconcile import apply_view, publish, read_company
+from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import ImportJob
@@ -87,6 +82,7 @@ class Importer:
         codat = self.client or CodatClient.from_settings(self.settings)
         beating = asyncio.create_task(self._keep_claim(job_id))
         try:
+            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
             job = await self._discover(codat, job, deadline)
             if job.status != "running" or job.next_page is not None:
                 return job
@@ -155,6 +151,7 @@ class Importer:
     ) -> CompanyResult:
         listing = await asyncio.to_thread(company_listing, self.engine, job_id, company_id)
         try:
+            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock)
             company = listing if listing is not None else await codat.get_company(company_id)
             connections = company.get("dataConnections")
             view = await read_company(

@@ -33,7 +33,7 @@ from workers.ledger.tables import AuditRecord, Connection
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.keepalive")
 

@@ -51,7 +51,9 @@ class QuotaGate:
 
     Concurrent calls each reserve one request before they are sent, so several in flight cannot overrun
     the last requests left; answers within one quota window only ever lower the count (they may arrive
-    out of order), and a later `Reset` starts a new window.
+    out of order), and a later `Reset` starts a new window. Calls sent while the count is unknown (the
+    first, and those at the start of a window) reserve nothing, so the first answer that gives the count
+    has them taken off: they may not have been counted yet when Codat answered.
     """
 
     def __init__(
@@ -66,6 +68,8 @@ class QuotaGate:
         """Requests left in this window (None: not known)."""
         self.resets_at: float | None = None
         """Unix time the window ends."""
+        self.unreserved = 0
+        """Calls sent while the count was unknown, not yet taken off a count."""
 
     def note(self, response: httpx.Response) -> None:
         """Read the quota headers of an answer."""
@@ -78,30 +82,37 @@ class QuotaGate:
             return
         reset = response.headers.get("x-rate-limit-reset")
         delay = reset_delay(reset, self.clock()) if reset else None
+        if delay == 0:
+            return  # an answer of a window already over: it says nothing of the current one
         resets_at = self.clock() + (delay if delay is not None else 1.0)
         same_window = self.resets_at is not None and abs(resets_at - self.resets_at) < 1.0
         if same_window and self.remaining is not None:
             self.remaining = min(self.remaining, left)
         else:
-            self.remaining, self.resets_at = left, resets_at
+            self.remaining, self.resets_at = max(0, left - self.unreserved), resets_at
+            self.unreserved = 0
 
     async def wait(self) -> None:
         """Before a call: reserve a request; sleep until the reset if none is left, or raise if that
         wait is longer than `max_wait`."""
-        if self.remaining is None:
-            return
-        if self.remaining > 0:
-            self.remaining -= 1
-            return
-        delay = (self.resets_at or 0.0) - self.clock()
-        if delay > self.max_wait:
-            raise CodatError(
-                503,
-                ErrorCode.CODAT_UNAVAILABLE,
-                f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)",
-                429,
-                {"Retry-After": str(math.ceil(delay))},
-            )
-        if delay > 0:
-            await self.sleep(delay)
-        self.remaining = self.resets_at = None  # a new window: its first answers say how much is left
+        while True:
+            if self.remaining is None:
+                self.unreserved += 1
+                return
+            if self.remaining > 0:
+                self.remaining -= 1
+                return
+            ends = self.resets_at
+            delay = (ends or 0.0) - self.clock()
+            if delay > self.max_wait:
+                raise CodatError(
+                    503,
+                    ErrorCode.CODAT_UNAVAILABLE,
+                    f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)",
+                    429,
+                    {"Retry-After": str(math.ceil(delay))},
+                )
+            if delay > 0:
+                await self.sleep(delay)
+            if self.resets_at == ends:  # no answer has told of the next window yet: its answers will
+                self.remaining = self.resets_at = None

@@ -1,24 +1,11 @@
-"""Reconciliation: read what Codat says now and fold it, so the ledger converges if webhooks were lost.
+"""Reconciliation: read what Codat says now and fold what differs, so the ledger converges if webhooks were lost.
 
-For each company: Codat's connections (paged), its pull-operation history (newest first, paged back
-`SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and `dataStatus` (whose latest operation of each data type is
-fetched if the history pages did not include it). What differs from the ledger becomes `Event`s
-with source `reconcile`, folded by the same `workers.ledger.store.fold_events` as webhooks (one transaction
-per company):
-
-* a connection whose status or details differ → its facts, stamped with the time the read began
-  (so a webhook generated after that still wins);
-* a connection the ledger holds but Codat no longer has (list, then a GET answering 404) → deleted;
-* a pull operation → a sync keyed by its dataset id, stamped with its completion (or request) time,
-  unless the ledger already knows it: a sync with that key, or — since webhooks carry no dataset
-  id — a finished sync of the same connection and data type completed within the operation's
-  window (requested .. completed + `WEBHOOK_SLACK`).
-
-Running it twice changes nothing the second time. Calls are sequential and the Codat client honours
-`Retry-After`, so a run respects Codat's rate limits; a company that fails is reported, not retried.
-With `SYNCTRACK_RECONCILE_DISCOVER` a run without named companies also visits those Codat lists
-(`GET /companies`) that the ledger lacks. The import of a whole account (`workers.codat.importer`)
-reads and folds each company through `read_company` and `apply_view` too.
+Per company, Codat's connections, pull-operation history (back `SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and
+`dataStatus` become `Event`s of source `reconcile`, folded by the same store as webhooks, one transaction per
+company: changed connections (stamped with the time the read began, so a later webhook still wins), connections
+Codat no longer has (deleted), and pull operations the ledger does not know yet (by dataset id, or a finished sync
+of the same data type within the operation's window, since webhooks carry no dataset id). A second run changes
+nothing. The import of an account (`workers.codat.importer`) uses `read_company` and `apply_view` too.
 """
 
 from __future__ import annotations
@@ -43,7 +30,9 @@ from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient
 from workers.codat.errors import CodatError
 from workers.codat.listing import discovered_companies
+from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.announce import announce_changes
+from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
@@ -53,7 +42,7 @@ from workers.ledger.tables import Company, Connection
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.reconcile")
 
@@ -192,10 +181,10 @@ class LedgerSyncs:
         self.phases: dict[str, str] = {}
         self.finished: dict[tuple[str, str], list[datetime]] = {}
         ids = sorted(set(connection_ids))
-        for start in range(0, len(ids), 500):
-            table = SYNCS.c
+        table = SYNCS.c
+        for chunk in chunked(ids):
             query = sql_select(table.id, table.connection_id, table.data_type, table.phase, table.completed_at).where(
-                table.connection_id.in_(ids[start : start + 500])
+                table.connection_id.in_(chunk)
             )
             for sync_id, connection_id, data_type, phase, completed_at in session.execute(query):
                 self.phases[sync_id] = phase
@@ -231,19 +220,6 @@ def _deleted_event(connection_id: str, company_id: str, at: datetime) -> Event:
         at,
         company_id,
         connections=(facts,),
-        source="reconcile",
-    )
-
-
-def _operation_event(op: PullOperation) -> Event:
-    finished = phase_of(op.status) != "active"
-    at = (op.completed or op.requested) if finished else op.requested
-    return Event(
-        f"reconcile:{op.id}:{op.status}",
-        "reconcile.pull_operation",
-        at,
-        op.company_id,
-        syncs=(op.sync_fact(),),
         source="reconcile",
     )
 
@@ -290,7 +266,7 @@ def apply_view(
         known = LedgerSyncs(session, {*rows, *(op.connection_id for op in view.operations)})
         for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
             if op.company_id == company_id and op.connection_id not in gone and not known.knows(op):
-                events.append(_operation_event(op))
+                events.append(op.reconcile_event())
                 syncs += 1
         if events:
             changes, slices = fold_events(session, events)
@@ -318,8 +294,10 @@ async def reconcile(
     owned = client is None
     codat = client or CodatClient.from_settings(settings)
     lookback = timedelta(hours=settings.reconcile_lookback_hours)
+    policy = FreshnessPolicy.from_settings(settings)
     reports = []
     try:
+        await try_refresh_settings(codat, engine, feed, policy)
         targets = list(company_ids or [])
         if not targets:
             targets = await asyncio.to_thread(ledger_companies, engine)
@@ -332,6 +310,7 @@ async def reconcile(
             report = CompanyReport(company_id)
             reports.append(report)
             try:
+                await try_refresh_settings(codat, engine, feed, policy, company_id)
                 view = await read_company(codat, engine, company_id, lookback)
             except CodatError as exc:
                 report.error = f"{exc.code.value}: {exc.detail}"
@@ -340,7 +319,6 @@ async def reconcile(
                     break  # every further call would fail the same way, or add to Codat's load
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
-            policy = FreshnessPolicy.from_settings(settings)
             applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
             report.folded, report.changes = applied.folded, len(applied.entries)
             publish(feed, applied.entries)
@@ -361,7 +339,7 @@ def publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
 
 
 def reconcile_interval(runtime: WorkerRuntime) -> float:
-    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (0 = off, the default)."""
+    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off)."""
     return runtime.settings.reconcile_every_seconds
 
 
@@ -373,4 +351,6 @@ def run_periodic(runtime: WorkerRuntime) -> str:
     return f"companies={len(reports)} failed={failed} changes={changes}"
 
 
-RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic)
+RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic, at_start=True)
+"""Also run shortly after the workers start: what was lost while webhooks were refused (a secret being fixed, an
+outage) is repaired when the fixed deployment comes up, not a period later."""

@@ -1,18 +1,15 @@
-"""dramatiq actors of the webhook queue. An actor only unpacks its message and calls the function that does the work.
+"""dramatiq actors of the webhook queue; an actor only unpacks its message and calls the function that does the work.
 
-* `fold_webhooks([[message id, body, received at], …])` — what the receiver enqueues: every new event of one
-  receiver batch, stored and folded together (through the process's `FoldBatcher`, one transaction for many
-  messages). An event that fails alone — not its batch, not the database — is split out into a `fold_webhook`
-  message of its own *before* this message is acknowledged, so it retries and, at worst, dead-letters alone, and
-  its neighbours are not folded again.
-* `fold_webhook(message id, body, received at, replay)` — one event.
-* `fold_stored([event id, …])` — what replays send: stored events folded again, many per message.
+`fold_webhooks` (what the receiver enqueues: the new events of one receiver batch), `fold_webhook` (one event) and
+`fold_stored` (replays: stored events folded again). An event of a `fold_webhooks` message that fails alone is
+split out into a `fold_webhook` message of its own before the message is acknowledged, so it retries and
+dead-letters alone and its neighbours are not folded again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import dramatiq
@@ -20,15 +17,23 @@ from dramatiq.brokers.redis import RedisBroker
 
 from workers.ingest.batcher import FoldBatcher
 from workers.ingest.handle import FoldRequest, handle_webhooks
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
 
 log = logging.getLogger("synctrack.worker")
 
 
-def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+def declare_actors(
+    broker: RedisBroker,
+    runtime: WorkerRuntime,
+    companies_created: Callable[[list[str]], None] | None = None,
+) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+    """The webhook queue's actors; `companies_created` is told of each folded `company.created` (after commit)."""
     settings = runtime.settings
-    batcher = FoldBatcher(partial(handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness))
+    fold = partial(
+        handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness, companies_created=companies_created
+    )
+    batcher = FoldBatcher(fold)
     runtime.on_close(batcher.stop)
     options = {
         "max_retries": settings.worker_max_retries,
@@ -61,7 +66,7 @@ def declare_actors(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dra
 
     def fold_stored(event_ids: list[str]) -> None:
         requests = [FoldRequest(i, None, None, replay=True) for i in event_ids]
-        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness)
+        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness, companies_created)
 
     stored = dramatiq.Actor(
         fold_stored,

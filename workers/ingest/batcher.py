@@ -1,15 +1,9 @@
-"""Group commit for the worker: many messages, one transaction.
+"""Group commit for the worker: many messages, one transaction, an outcome for each.
 
-dramatiq hands each message (one receiver batch of webhooks, or a single one) to an actor call on one of the
-process's worker threads. Each call puts its requests here and waits; one folding thread takes whatever is
-waiting (up to `max_batch` requests), stores and folds it in one transaction, and releases every caller with
-each request's own outcome. Nothing is acknowledged to dramatiq
-before its transaction commits, so a killed worker loses nothing: dramatiq redelivers, and the stored event
-makes the repeat a no-op.
-
-If a batch fails, its requests are retried one by one, so one poisonous event cannot fail the events that
-happened to share its batch: each request gets its own outcome or its own error (see `workers.ingest.actors`
-for what a message does with an event that failed alone).
+Each actor call puts its requests here and waits; one folding thread takes whatever is waiting (up to
+`max_batch`), stores and folds it in one transaction and releases every caller with its own outcome. Nothing is
+acknowledged before its transaction commits, so a killed worker loses nothing. A failed batch is retried one
+request at a time, so one poisonous event cannot fail the events that happened to share its batch.
 """
 
 from __future__ import annotations

@@ -1,35 +1,53 @@
-"""Store each webhook's raw event and fold it into the ledger in the same transaction, then announce it.
+"""Store each webhook's raw event and fold it into the ledger in one transaction, then announce its changes.
 
-This is what the `fold_webhook` actor runs (through `workers.ingest.batcher`, which hands it many messages at
-once: one transaction per batch, each event's store and fold inside it). It is idempotent: a message
-delivered twice (dramatiq redelivers after a worker dies) finds its event stored and does nothing; a replay
-folds a stored event again, which the fold makes harmless. Input the fold cannot use is stored with outcome
-`failed` and not retried; anything else (database down) raises so dramatiq retries.
+What the `fold_webhook` actors run, many messages at once (`workers.ingest.batcher`). Idempotent: a message
+delivered twice finds its event stored and does nothing; a replay folds a stored event again, which the fold makes
+harmless. A body the fold cannot use is stored with outcome `failed` and not retried (text no database can store is
+kept escaped); anything else (the database down) raises, so dramatiq retries.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 from sqlmodel import Session
 
-from schemas.events import Decoded, Event, InvalidEnvelope, parse_event, parse_time, summarise
+from schemas.events import Decoded, Event, InvalidEnvelope, UnstorableText, parse_event, parse_time, summarise
 from schemas.json_codec import loads
-from workers.ledger.announce import announce_changes
+from schemas.storable import escape
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.audit import confirm_actions
-from workers.ledger.bulk_sql import insert_rows, update_rows
+from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
-from workers.ledger.tables import AuditRecord, Company, WebhookEvent
+from workers.ledger.tables import AuditRecord, WebhookEvent
 from workers.runtime.metrics import record_folds
 
 log = logging.getLogger("synctrack.worker")
+
+EVENTS = WebhookEvent.__table__  # type: ignore[attr-defined]
+
+
+class FoldOutcome(StrEnum):
+    """What became of one request; the first three are also the stored event's `outcome`."""
+
+    PROCESSED = "processed"
+    """Stored and folded."""
+    IGNORED = "ignored"
+    """Stored: a Codat event that changes nothing in the ledger (its `error` says why)."""
+    FAILED = "failed"
+    """Stored: not a documented Codat payload, so never folded."""
+    DUPLICATE = "duplicate"
+    """Already stored (or twice in the batch): nothing done."""
+    MISSING = "missing"
+    """A replay of an event that is not stored, or whose body retention removed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +62,21 @@ class FoldRequest:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    status: str
-    """`processed`, `ignored`, `failed`, `duplicate` (already stored) or `missing` (replay of nothing)."""
+    status: FoldOutcome
     entries: tuple[FeedEntry, ...] = ()
+    """What the fold announced for this event."""
 
 
-@dataclass
-class _Work:
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A request that is stored (or, for a replay, has its stored row updated) and folded if it parsed."""
+
     request: FoldRequest
-    event: Event | None = None
-    outcome: str = "processed"
-    error: str | None = None
-    row: dict[str, Any] = field(default_factory=dict)
-
-
-EVENTS = WebhookEvent.__table__  # type: ignore[attr-defined]
+    row: dict[str, Any]
+    """The `webhook_events` columns to write: the whole row for a new event, the outcome for a replay."""
+    event: Event | None
+    outcome: FoldOutcome
+    error: str | None
 
 
 def handle_webhooks(
@@ -66,69 +84,28 @@ def handle_webhooks(
     feed: ChangeFeed | None,
     requests: Sequence[FoldRequest],
     freshness: FreshnessPolicy = DEFAULT_POLICY,
+    companies_created: Callable[[list[str]], None] | None = None,
 ) -> list[Outcome]:
     """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
 
-    `freshness`: the thresholds the announced Connection objects are judged by (the worker passes its
-    settings'; the default is the settings' default).
-
-    Returns one outcome per request, in order. Raises (nothing committed) if the database fails.
+    `freshness`: the thresholds the announced Connection objects are judged by. `companies_created` is told,
+    after the commit, the companies whose `company.created` was folded (the worker queues the read of their sync
+    settings). Returns one outcome per request, in order. Raises (nothing committed) if the database fails.
     """
     now = datetime.now(UTC)
-    outcomes: list[Outcome | _Work] = []
     with Session(engine) as session, session.begin():
-        ids = sorted({r.message_id for r in requests})
-        stored = {
-            row.id: row
-            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500))
-            for row in session.execute(
-                select(EVENTS.c.id, EVENTS.c.body, EVENTS.c.received_at).where(EVENTS.c.id.in_(chunk))
-            )
-        }
-        seen: set[str] = set()
-        new_rows: list[dict[str, Any]] = []
-        replayed: list[dict[str, Any]] = []
-        work: list[_Work] = []
-        for request in requests:
-            previous = stored.get(request.message_id)
-            if request.message_id in seen or (previous is not None and not request.replay):
-                outcomes.append(Outcome("duplicate"))
-                continue
-            seen.add(request.message_id)
-            if previous is None and (request.body is None or request.received_at is None):
-                outcomes.append(Outcome("missing"))
-                continue
-            if previous is not None and previous.body is None:
-                outcomes.append(Outcome("missing"))
-                continue
-            item = _prepare(request, previous, now)
-            (replayed if previous is not None else new_rows).append(item.row)
-            work.append(item)
-            outcomes.append(item)
-        insert_rows(session, EVENTS, new_rows)
-        update_rows(session, EVENTS, replayed, "id")
-        events = [w.event for w in work if w.event is not None and w.event.known]
+        plans = _plan(requests, _stored_bodies(session, requests), now)
+        stored = [plan for plan in plans if isinstance(plan, _Stored)]
+        _store(session, stored)
+        events = [s.event for s in stored if s.event is not None and s.event.known]
         changes, slices = fold_events(session, events)
-        names = _company_names(session, {s.connection.company_id for s in slices.values()})
+        names = company_names(session, {s.connection.company_id for s in slices.values()})
         entries = announce_changes(session, changes, slices, names, freshness, now)
         _confirm_actions(session, events)
     if feed is not None:
         feed.publish(entries)
-    per_event: dict[str, list[FeedEntry]] = {}
-    for entry in entries:
-        per_event.setdefault(entry.data.get("event_id", ""), []).append(entry)
-    results: list[Outcome] = []
-    handled: list[tuple[Event | str | None, str, bool]] = []
-    for done in outcomes:
-        if isinstance(done, Outcome):
-            results.append(done)
-            continue
-        mine = per_event.get(done.request.message_id, [])
-        _log(done, len(mine))
-        handled.append((done.event or done.row.get("event_type"), done.outcome, done.request.replay))
-        results.append(Outcome(done.outcome, tuple(mine)))
-    record_folds(handled, now)
-    return results
+    _tell_companies_created(companies_created, events)
+    return _outcomes(plans, entries, now)
 
 
 def handle_webhook(
@@ -143,57 +120,78 @@ def handle_webhook(
     return handle_webhooks(engine, feed, [FoldRequest(message_id, body, received_at, replay)])[0]
 
 
-_NOT_JSON = object()
-_NOT_DECODED = object()
+def _stored_bodies(session: Session, requests: Sequence[FoldRequest]) -> dict[str, Row[Any]]:
+    """The stored event (id, body, received_at) of each request that has one."""
+    ids = sorted({r.message_id for r in requests})
+    query = select(EVENTS.c.id, EVENTS.c.body, EVENTS.c.received_at)
+    return {row.id: row for chunk in chunked(ids) for row in session.execute(query.where(EVENTS.c.id.in_(chunk)))}
 
 
-def _prepare(request: FoldRequest, previous: Any, now: datetime) -> _Work:
-    """Parse one request's body and lay out the row that records it (new, or a replay's update)."""
-    item = _Work(request)
-    if previous is None:
-        assert request.body is not None and request.received_at is not None
-        body, received = request.body, parse_time(request.received_at)
-        try:
-            decoded: Any = loads(body)
-        except (ValueError, RecursionError):
-            decoded = _NOT_JSON
-        summary = None if decoded is _NOT_JSON else summarise(decoded)
-        item.row = {
-            "id": request.message_id,
-            "event_type": summary.event_type if summary else "unknown",
-            "envelope_id": summary.envelope_id if summary else None,
-            "company_id": summary.company_id if summary else None,
-            "connection_id": summary.connection_id if summary else None,
-            "received_at": received,
-            "body": body,
-        }
-    else:
-        body, received = previous.body, previous.received_at
-        item.row = {"id": request.message_id}
-        decoded = _NOT_DECODED
+def _plan(requests: Sequence[FoldRequest], stored: dict[str, Row[Any]], now: datetime) -> list[Outcome | _Stored]:
+    """Per request: its outcome already (a duplicate, a replay of nothing), or what to store and fold."""
+    plans: list[Outcome | _Stored] = []
+    seen: set[str] = set()
+    for request in requests:
+        previous = stored.get(request.message_id)
+        if request.message_id in seen or (previous is not None and not request.replay):
+            plans.append(Outcome(FoldOutcome.DUPLICATE))
+            continue
+        seen.add(request.message_id)
+        if previous is None:
+            new = request.body is not None and request.received_at is not None
+            plans.append(_read_new(request, now) if new else Outcome(FoldOutcome.MISSING))
+        elif previous.body is None:
+            plans.append(Outcome(FoldOutcome.MISSING))
+        else:
+            plans.append(_parse(request, {"id": request.message_id}, previous.body, previous.received_at, now))
+    return plans
+
+
+def _read_new(request: FoldRequest, now: datetime) -> _Stored:
+    """A new webhook: its whole row, what its envelope says indexed beside the body (the body decoded once)."""
+    assert request.body is not None and request.received_at is not None
+    body: str | Decoded = request.body
     try:
-        # The body decoded once for both the summary and the parse (a body that is not JSON raises here).
-        source = body if decoded is _NOT_DECODED or decoded is _NOT_JSON else Decoded(decoded)
-        item.event = parse_event(source, request.message_id, received)
-        item.outcome = "processed" if item.event.known else "ignored"
-        item.error = None if item.event.known else item.event.reason
+        body = Decoded(loads(request.body), request.body)
+    except (ValueError, RecursionError):
+        pass  # not JSON: the parse says so
+    summary = summarise(body.value) if isinstance(body, Decoded) else None
+    received = parse_time(request.received_at)
+    row = {
+        "id": request.message_id,
+        "event_type": summary.event_type if summary else "unknown",
+        "envelope_id": summary.envelope_id if summary else None,
+        "company_id": summary.company_id if summary else None,
+        "connection_id": summary.connection_id if summary else None,
+        "received_at": received,
+        "body": request.body,
+    }
+    return _parse(request, row, body, received, now)
+
+
+def _parse(
+    request: FoldRequest, row: dict[str, Any], body: str | Decoded, received: datetime, now: datetime
+) -> _Stored:
+    """Normalise one body into its event and complete its row with the outcome."""
+    event: Event | None = None
+    try:
+        event = parse_event(body, request.message_id, received)
+        outcome = FoldOutcome.PROCESSED if event.known else FoldOutcome.IGNORED
+        error = event.reason if not event.known else None
     except InvalidEnvelope as exc:
-        item.outcome, item.error = "failed", str(exc)
-    item.row.update(
-        outcome=item.outcome,
-        error=item.error,
-        generated_at=item.event.generated_at if item.event else None,
-        processed_at=now,
-    )
-    return item
+        outcome, error = FoldOutcome.FAILED, str(exc)
+        if isinstance(exc, UnstorableText):
+            # Stored all the same (acknowledged means stored), every text column in a form any database takes.
+            row = {k: escape(v) if isinstance(v, str) else v for k, v in row.items()}
+    generated_at = event.generated_at if event else None
+    row = dict(row, outcome=outcome.value, error=error, generated_at=generated_at, processed_at=now)
+    return _Stored(request, row, event, outcome, error)
 
 
-def _company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:
-    if not company_ids:
-        return {}
-    table = Company.__table__  # type: ignore[attr-defined]
-    rows = session.execute(select(table.c.id, table.c.name).where(table.c.id.in_(sorted(company_ids))))
-    return {row.id: row.name for row in rows}
+def _store(session: Session, stored: list[_Stored]) -> None:
+    """Insert the new events' rows; update the replayed events' outcome."""
+    insert_rows(session, EVENTS, [s.row for s in stored if not s.request.replay])
+    update_rows(session, EVENTS, [s.row for s in stored if s.request.replay], "id")
 
 
 def _confirm_actions(session: Session, events: list[Event]) -> None:
@@ -212,15 +210,44 @@ def _confirm_actions(session: Session, events: list[Event]) -> None:
             confirm_actions(session, event)
 
 
-def _log(item: _Work, changes: int) -> None:
-    event = item.event
+def _tell_companies_created(companies_created: Callable[[list[str]], None] | None, events: list[Event]) -> None:
+    created = sorted({e.company_id for e in events if e.event_type == "company.created" and e.company_id})
+    if companies_created is None or not created:
+        return
+    try:
+        companies_created(created)
+    except Exception as exc:  # folded and committed: the daily read of sync settings catches up
+        log.warning("msg=sync_settings_not_queued companies=%s error=%s", ",".join(created), type(exc).__name__)
+
+
+def _outcomes(plans: list[Outcome | _Stored], entries: list[FeedEntry], started: datetime) -> list[Outcome]:
+    """Each request's outcome with the entries its event announced; logged and counted."""
+    per_event: dict[str, list[FeedEntry]] = {}
+    for entry in entries:
+        per_event.setdefault(entry.data.get("event_id", ""), []).append(entry)
+    outcomes: list[Outcome] = []
+    handled: list[tuple[Event | str | None, str, bool]] = []
+    for plan in plans:
+        if isinstance(plan, Outcome):
+            outcomes.append(plan)
+            continue
+        mine = per_event.get(plan.request.message_id, [])
+        _log(plan, len(mine))
+        handled.append((plan.event or plan.row.get("event_type"), plan.outcome.value, plan.request.replay))
+        outcomes.append(Outcome(plan.outcome, tuple(mine)))
+    record_folds(handled, started)
+    return outcomes
+
+
+def _log(stored: _Stored, changes: int) -> None:
+    event = stored.event
     if event is None:
         log.warning(
             "event=%s company=%s connection=%s outcome=failed error=%r",
-            item.request.message_id,
-            item.row.get("company_id") or "-",
-            item.row.get("connection_id") or "-",
-            item.error,
+            stored.request.message_id,
+            stored.row.get("company_id") or "-",
+            stored.row.get("connection_id") or "-",
+            stored.error,
         )
         return
     log.info(
@@ -229,7 +256,7 @@ def _log(item: _Work, changes: int) -> None:
         event.event_type,
         event.company_id,
         ",".join(event.connection_ids) or "-",
-        item.outcome,
+        stored.outcome.value,
         changes,
-        item.request.replay,
+        stored.request.replay,
     )

@@ -21,7 +21,7 @@ from workers.runtime.metrics import record_pruned
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.retention")
 

@@ -1,12 +1,10 @@
 """What a fold announces: its changes, with each changed connection's freshness and health, and their transitions.
 
-Called inside the fold's transaction (ingest, actions, reconciliation) after `workers.ledger.store` wrote
-the batch, so every data type of a changed connection can be read back. For each connection the batch
-changed it assesses freshness and health at `now`, renders the fold's changes with them, and records them
-(`workers.ledger.freshness_state`): when they differ from what was last announced, a
-``connection.updated`` follows (unless the batch already carries one), then a ``connection.freshness_changed``
-when `freshness` itself changed and a ``connection.health_changed`` when `health` did — so a sync result that
-makes a connection fresh again, or a failure that needs a refresh, is announced at once.
+Called inside the fold's transaction, after the store wrote the batch. For each connection the batch changed it
+judges the freshness and health at `now`, renders the changes with them and records them
+(`workers.ledger.freshness_state`); when they differ from what was last announced, a ``connection.updated``
+follows (unless the batch carries one), then ``connection.freshness_changed`` when `freshness` itself changed and
+``connection.health_changed`` when `health` did — at once, not at the next periodic check.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlmodel import Session
 
 from schemas.api import ConnectionOut
@@ -23,6 +22,7 @@ from workers.ledger.durations import load_timings
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import Transition, record_transitions
+from workers.ledger.store import COMPANIES
 from workers.ledger.views import connection_out, load_assessments
 
 FRESHNESS_CHANGED = "connection.freshness_changed"
@@ -84,3 +84,11 @@ def announce_changes(
         out = connection_out(conn, company_names.get(conn.company_id), cid in active, assessed[cid])
         entries += transition_entries(transition, out, last_event[cid], with_update=cid not in updated)
     return entries
+
+
+def company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:
+    """Each company's name as the ledger holds it now (None for a company it does not hold, or without one)."""
+    if not company_ids:
+        return {}
+    found = session.execute(select(COMPANIES.c.id, COMPANIES.c.name).where(COMPANIES.c.id.in_(sorted(company_ids))))
+    return {company_id: None for company_id in company_ids} | {row.id: row.name for row in found}

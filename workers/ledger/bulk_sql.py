@@ -1,21 +1,16 @@
 """Many rows in one statement: the store's inserts, upserts and updates, set-based on PostgreSQL.
 
-A worker's batch writes hundreds of rows per table. SQLAlchemy's executemany on psycopg sends one statement per
-row (pipelined, but each row's parameters are processed in Python twice, by SQLAlchemy and by psycopg); on
-PostgreSQL this module sends each table's rows as one statement whose parameters are one array per column —
-``INSERT … SELECT * FROM unnest(%s::varchar[], %s::timestamptz[], …)`` — so the cost per row is a few array
-elements, not a statement. The SQL text is built once per (table, columns) and cached.
-
-SQLite keeps SQLAlchemy's executemany: its driver loops in C already, and its column types (datetimes as text)
-are SQLAlchemy's to encode. psycopg is imported when PostgreSQL rows are first written, so a process on
-SQLite does not load it (~10 MiB).
+A batch writes hundreds of rows per table. On PostgreSQL each table's rows go as one statement whose parameters
+are one array per column (``INSERT … SELECT * FROM unnest(%b::varchar[], …)``), so a row costs a few array
+elements rather than a statement; the SQL text is cached per (table, columns). SQLite keeps SQLAlchemy's
+executemany, whose driver already loops in C. psycopg is imported only when PostgreSQL rows are first written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql
@@ -23,6 +18,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+IN_CHUNK = 500
+"""Longest ``IN`` list per statement (SQLite allows a few thousand bound parameters)."""
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `IN_CHUNK`, one per ``IN`` list."""
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
 
 
 def _is_postgres(session: Session) -> bool:

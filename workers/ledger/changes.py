@@ -1,11 +1,11 @@
 """The change feed: what the fold changed, published to a Redis Stream for every web process.
 
-Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`,
-`sync.failed`, `connection.freshness_changed`, `connection.health_changed`, `connection.initial_read_completed`)
+Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`, `sync.failed`,
+`sync.delayed`, `connection.freshness_changed`, `connection.health_changed`, `connection.initial_read_completed`)
 whose `data` is the API's Connection or Sync object (for `connection.freshness_changed`: `{connection, previous,
-current, overdue_data_types}`; for `connection.health_changed`: `{connection, previous, current, next_action}`;
-for `connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused it.
-The stream is capped (XADD MAXLEN ~) so it keeps about the retention window and no more.
+current, overdue_data_types}`; for `connection.health_changed`: `{connection, previous, current, next_action}`; for
+`connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused it. The stream is capped
+(XADD MAXLEN ~) so it keeps about the retention window and no more.
 """
 
 from __future__ import annotations

@@ -25,51 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from schemas.normalise import is_active_error, status_code
 from schemas.statuses import Health, NextAction
+from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 REAUTH_STATUS_CODES = frozenset({"401", "403"})
 """An active connection error with one of these codes means Codat's access was refused: re-link."""
-
-
-class ConnectionFacts(Protocol):
-    """What health reads of a connection row (`ConnectionRow` or the `Connection` table)."""
-
-    @property
-    def status(self) -> str | None: ...
-    @property
-    def deleted_at(self) -> datetime | None: ...
-    @property
-    def platform_name(self) -> str | None: ...
-    @property
-    def platform_key(self) -> str | None: ...
-    @property
-    def errors(self) -> list[dict[str, Any]] | None: ...
-    @property
-    def linked_at(self) -> datetime | None: ...
-    @property
-    def last_linked_at(self) -> datetime | None: ...
-    @property
-    def last_sync_at(self) -> datetime | None: ...
-    @property
-    def last_link_failure_at(self) -> datetime | None: ...
-    @property
-    def last_link_failure(self) -> dict[str, Any] | None: ...
-
-
-class DataTypeFacts(Protocol):
-    """What health reads of a data-type row: its latest result (`status`, `phase`) and when it came (`last_sync_at`)."""
-
-    @property
-    def data_type(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def phase(self) -> str: ...
-    @property
-    def last_sync_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +48,7 @@ class ConnectionHealth:
 class Situation:
     """What the rules look at, gathered once."""
 
-    connection: ConnectionFacts
+    connection: ConnectionRow
     platform: str
     failures: tuple[tuple[str, str], ...]
     """(data type, status) of each data type whose latest result since the last link failed, latest first."""
@@ -182,7 +144,7 @@ RULES: tuple[Rule, ...] = (
 """In order: the first that applies is the connection's health. The last always applies."""
 
 
-def judge(connection: ConnectionFacts, data_types: Iterable[DataTypeFacts], sync_active: bool) -> ConnectionHealth:
+def judge(connection: ConnectionRow, data_types: Iterable[DataTypeRow], sync_active: bool) -> ConnectionHealth:
     """The connection's health (see the module's docstring)."""
     situation = Situation(connection, _platform(connection), _failures(connection, data_types), sync_active)
     for rule in RULES:
@@ -192,7 +154,7 @@ def judge(connection: ConnectionFacts, data_types: Iterable[DataTypeFacts], sync
     raise AssertionError("the last rule always applies")  # pragma: no cover
 
 
-def deauthorization_risk_at(connection: ConnectionFacts, after: timedelta) -> datetime | None:
+def deauthorization_risk_at(connection: ConnectionRow, after: timedelta) -> datetime | None:
     """When Codat may deauthorize the connection for want of a sync: the latest of its last completed sync and
     the time it last became Linked, plus `after`; None unless it is Linked and not deleted."""
     if connection.deleted_at is not None or connection.status != "Linked":
@@ -202,7 +164,7 @@ def deauthorization_risk_at(connection: ConnectionFacts, after: timedelta) -> da
     return max(times) + after if times else None
 
 
-def _failures(connection: ConnectionFacts, data_types: Iterable[DataTypeFacts]) -> tuple[tuple[str, str], ...]:
+def _failures(connection: ConnectionRow, data_types: Iterable[DataTypeRow]) -> tuple[tuple[str, str], ...]:
     since = connection.last_linked_at
     found: list[tuple[datetime, str, str]] = []
     for row in data_types:
@@ -214,7 +176,7 @@ def _failures(connection: ConnectionFacts, data_types: Iterable[DataTypeFacts]) 
     return tuple((data_type, status) for _, data_type, status in found)
 
 
-def _platform(connection: ConnectionFacts) -> str:
+def _platform(connection: ConnectionRow) -> str:
     return connection.platform_name or connection.platform_key or "the platform"
 
 

@@ -1,30 +1,11 @@
-"""The fold: how one normalised event changes the ledger. Pure — no I/O, no clock.
+"""The fold: how one normalised event changes the ledger. Pure: no I/O, no clock.
 
-Any permutation of a set of events, with any duplicates, gives the same final ledger, because every
-field is one of:
-
-* a *last-writer-wins register* ordered by a stamp ``(time, rank, event id)`` — a total order, so
-  the winner does not depend on who came first (connection status, details, data-type status);
-* a *min* or *max* of times (first and most recent sync, first and latest link, disconnected time, the first
-  read);
-* a *set* of syncs keyed by a stable id, where a finished result beats an active one.
-
-Active syncs are inferred: Codat does not say a sync started. A request (after
-``connection.connected``/``reconnected`` or a refresh action) stays open until a result of the same
-data type (any type, for the whole-connection ``*``) generated at or after the request arrives —
-in either order: a result already folded closes a late request before it opens. A closed request
-leaves the history; the result that closed it is the history row.
-
-A connection's first read (`initial_read_completed_at`) is the earliest `read.completed.initial`: it is
-announced (``connection.initial_read_completed``) when it goes from null to a time, which happens once per
-connection whatever the order; an earlier one arriving later moves the time without a second announcement.
-Why linking failed is the register of the latest `connection.failed` (`last_link_failure*`).
-
-Companies: the name, description and tags of a company are one register (the newest company object
-wins whole); its deletion is the earliest `company.deleted`. A deleted company's connections are
-deleted as of that time, whichever of the deletion and their own events is folded first: the caller
-hands each slice its company's deletion time, and folds every known connection of a company with its
-`company.deleted`.
+Any permutation of a set of events, with any duplicates, gives the same ledger, because every field is a
+last-writer-wins register ordered by a stamp ``(time, rank, event id)`` (a total order), a min or a max of times,
+or a set of syncs keyed by a stable id in which a result beats a request. Codat never says a sync started: a
+request (``connection.connected``/``reconnected``, a refresh) opens an active sync, which the first result of its
+data type (of any, for ``*``) generated at or after it closes, whichever arrives first. A company's deletion
+deletes its connections as of that time. What the stale check writes of an open sync, a request carries over.
 """
 
 from __future__ import annotations
@@ -94,10 +75,8 @@ class ConnectionSlice:
 
 
 def stamp(at: datetime, rank: int, event_id: str) -> str:
-    """A sortable text stamp; microseconds always written so text order equals time order.
-
-    The wall-clock digits of `at` as given (``%Y-%m-%dT%H:%M:%S.%f``), written by `isoformat` — the same text
-    as `strftime`, at a fraction of its cost (the fold writes several stamps per event)."""
+    """A sortable text stamp: the wall-clock digits of `at` as given (``%Y-%m-%dT%H:%M:%S.%f``), microseconds always
+    written so text order equals time order, then rank and event id."""
     return f"{at.replace(tzinfo=None).isoformat(timespec='microseconds')}|{rank:02d}|{event_id}"
 
 
@@ -305,6 +284,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
             state.deleted_syncs.add(open_row.id)
             closed = _snapshot(open_row)
             closed.status, closed.phase, closed.completed_at = fact.status, phase, at
+            _end_delay(closed)
             changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
     return changes
 
@@ -329,6 +309,11 @@ def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result
     if phase == "succeeded":
         row.last_successful_sync_at = _max(row.last_successful_sync_at, at)
         row.first_successful_sync_at = _min(row.first_successful_sync_at, at)
+
+
+def _end_delay(row: SyncRow) -> None:
+    """A result ends what the stale check wrote of a sync Codat was still running."""
+    row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = False, None, None, None
 
 
 def _finish_kind(phase: str) -> ChangeKind:

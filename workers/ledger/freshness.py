@@ -1,25 +1,11 @@
 """Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`.
 
-No I/O and no clock: the caller passes `now`, so the same rows give the same answer whoever asks, and
-a threshold passing changes the answer only because `now` moved. The rows are the fold's own output,
-which does not depend on the order events arrived in, so neither does freshness.
-
-For each data type of a connection, with threshold T (`SYNCTRACK_FRESHNESS_AFTER`, or its override in
-`SYNCTRACK_FRESHNESS_OVERRIDES`):
-
-* ``fresh``: the last successful sync is at most T old; `expected_by` = that sync + T;
-* ``overdue``: a successful sync exists but is older than T (whatever failed since); `expected_by` as above;
-* ``pending``: no successful sync yet, and the connection was linked at most T ago; `expected_by` =
-  linked time + T;
-* ``never``: no successful sync yet, linked longer ago than T; `expected_by` null;
-* ``paused``: not expected to sync — the connection is not Linked (PendingAuth, Unlinked, Deauthorized) or
-  deleted, or Codat answered the data type's latest read with NotSupported; `expected_by` null.
-
-A connection's `freshness` is the worst of its data types (overdue > never > pending > fresh; `paused`
-types do not count), its `expected_by` the earliest of theirs (the next deadline) and `overdue_data_types`
-the overdue ones, sorted. A Linked connection with no data type yet is `pending` or `never` by its linked
-time and the default threshold. A connection whose status is not known yet (only reads have been heard
-of) is judged like a Linked one; without a linked (or created) time it can only be `never`.
+No I/O and no clock, so the same rows give the same answer whoever asks, and the answer changes with time only
+because `now` moved. A data type's threshold is its override, else the company's or the client's Codat
+`syncSchedule` (`Schedules`, times `SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR`), else `SYNCTRACK_FRESHNESS_AFTER`.
+A data type is ``fresh`` or ``overdue`` by its last successful sync, ``pending`` or ``never`` by the link time
+when it has none, and ``paused`` when no sync is expected (not Linked, deleted, or NotSupported). A connection is
+as stale as its stalest counted data type (`SEVERITY`); its `expected_by` is the earliest deadline.
 """
 
 from __future__ import annotations
@@ -27,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from schemas.settings import Settings
-from schemas.statuses import Freshness
+from schemas.statuses import Freshness, ThresholdSource
+from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 NOT_EXPECTED_STATUSES = frozenset({"PendingAuth", "Unlinked", "Deauthorized"})
 """Connection statuses under which no sync is expected."""
@@ -39,37 +25,37 @@ SEVERITY: dict[Freshness, int] = {"paused": 0, "fresh": 1, "pending": 2, "never"
 """Worst wins: a connection is as stale as its stalest data type."""
 
 
-class ConnectionFacts(Protocol):
-    """What freshness reads of a connection row (`ConnectionRow` or the `Connection` table)."""
+@dataclass(frozen=True)
+class Schedules:
+    """Codat's `syncSchedule` per data type, in hours: the client's, and one company's as Codat returned them."""
 
-    @property
-    def status(self) -> str | None: ...
-    @property
-    def deleted_at(self) -> datetime | None: ...
-    @property
-    def linked_at(self) -> datetime | None: ...
-    @property
-    def created_at(self) -> datetime | None: ...
+    client: Mapping[str, float] = field(default_factory=dict)
+    company: Mapping[str, float] = field(default_factory=dict)
 
 
-class DataTypeFacts(Protocol):
-    """What freshness reads of a data-type row (`DataTypeRow` or the `DataTypeState` table)."""
+NO_SCHEDULES = Schedules()
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    seconds: float
+    source: ThresholdSource
 
     @property
-    def data_type(self) -> str: ...
-    @property
-    def phase(self) -> str: ...
-    @property
-    def last_successful_sync_at(self) -> datetime | None: ...
+    def delta(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
 
 
 @dataclass(frozen=True)
 class FreshnessPolicy:
-    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type; and how
-    long a connection may go without any sync before Codat may deauthorize it (`deauthorize_after_seconds`)."""
+    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type, and
+    Codat's schedules times `schedule_factor` where `follow_schedules` (an API key is set, so they are read); and
+    how long a connection may go without any sync before Codat may deauthorize it (`deauthorize_after_seconds`)."""
 
     after_seconds: float = 86_400.0
     overrides: Mapping[str, float] = field(default_factory=dict)
+    schedule_factor: float = 1.5
+    follow_schedules: bool = False
     deauthorize_after_seconds: float = 90 * 86_400.0
 
     @classmethod
@@ -77,7 +63,9 @@ class FreshnessPolicy:
         return cls(
             settings.freshness_after_seconds,
             dict(settings.freshness_overrides),
-            deauthorize_after_seconds=settings.deauthorize_after_seconds,
+            settings.freshness_schedule_factor,
+            bool(settings.codat_api_key),
+            settings.deauthorize_after_seconds,
         )
 
     @property
@@ -85,8 +73,22 @@ class FreshnessPolicy:
         return timedelta(seconds=self.deauthorize_after_seconds)
 
     def threshold(self, data_type: str | None = None) -> timedelta:
+        """The threshold of `data_type` without schedules: its override, else `after_seconds`."""
         seconds = self.overrides.get(data_type, self.after_seconds) if data_type else self.after_seconds
         return timedelta(seconds=seconds)
+
+    def threshold_of(self, data_type: str, schedules: Schedules = NO_SCHEDULES) -> Threshold:
+        """The threshold of `data_type` and where it comes from, first that applies (see the module)."""
+        if data_type in self.overrides:
+            return Threshold(self.overrides[data_type], "override")
+        if self.follow_schedules:
+            client, company = schedules.client.get(data_type), schedules.company.get(data_type)
+            # A company's setting is its own only where it differs from the client's.
+            if company and company != client:
+                return Threshold(company * 3600 * self.schedule_factor, "company_schedule")
+            if client:
+                return Threshold(client * 3600 * self.schedule_factor, "client_schedule")
+        return Threshold(self.after_seconds, "default")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class DataTypeFreshness:
     data_type: str
     freshness: Freshness
     expected_by: datetime | None
+    threshold: Threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ class ConnectionFreshness:
         return next((d for d in self.data_types if d.data_type == data_type), None)
 
 
-def is_paused(connection: ConnectionFacts) -> bool:
+def is_paused(connection: ConnectionRow) -> bool:
     return connection.deleted_at is not None or connection.status in NOT_EXPECTED_STATUSES
 
 
@@ -121,26 +124,40 @@ def _awaiting_first(linked: datetime | None, threshold: timedelta, now: datetime
 
 
 def data_type_freshness(
-    connection: ConnectionFacts, row: DataTypeFacts, policy: FreshnessPolicy, now: datetime
+    connection: ConnectionRow,
+    row: DataTypeRow,
+    policy: FreshnessPolicy,
+    now: datetime,
+    schedules: Schedules = NO_SCHEDULES,
 ) -> DataTypeFreshness:
-    """One data type's freshness at `now` (see the module's docstring)."""
+    """One data type's freshness at `now`, threshold T: `fresh` or `overdue` by its last successful sync
+    (`expected_by` that + T); without one, `pending` until the link time + T (`expected_by`), `never` after."""
+    threshold = policy.threshold_of(row.data_type, schedules)
     if is_paused(connection) or row.phase == "unsupported":
-        return DataTypeFreshness(row.data_type, "paused", None)
-    threshold = policy.threshold(row.data_type)
+        return DataTypeFreshness(row.data_type, "paused", None, threshold)
     last = row.last_successful_sync_at
     if last is not None:
-        deadline = last + threshold
-        return DataTypeFreshness(row.data_type, "fresh" if now <= deadline else "overdue", deadline)
-    state, first_deadline = _awaiting_first(connection.linked_at or connection.created_at, threshold, now)
-    return DataTypeFreshness(row.data_type, state, first_deadline)
+        deadline = last + threshold.delta
+        return DataTypeFreshness(row.data_type, "fresh" if now <= deadline else "overdue", deadline, threshold)
+    state, first_deadline = _awaiting_first(connection.linked_at or connection.created_at, threshold.delta, now)
+    return DataTypeFreshness(row.data_type, state, first_deadline, threshold)
 
 
 def assess(
-    connection: ConnectionFacts, data_types: Iterable[DataTypeFacts], policy: FreshnessPolicy, now: datetime
+    connection: ConnectionRow,
+    data_types: Iterable[DataTypeRow],
+    policy: FreshnessPolicy,
+    now: datetime,
+    schedules: Schedules = NO_SCHEDULES,
 ) -> ConnectionFreshness:
-    """The connection's freshness and each of its data types', at `now`."""
+    """The connection's freshness and each of its data types', at `now`, under its company's `schedules`. With no
+    data type counted yet it is `pending` or `never` by its linked (or created) time and the default threshold; a
+    connection whose status is not known yet is judged like a Linked one."""
     types = tuple(
-        sorted((data_type_freshness(connection, row, policy, now) for row in data_types), key=lambda d: d.data_type)
+        sorted(
+            (data_type_freshness(connection, row, policy, now, schedules) for row in data_types),
+            key=lambda d: d.data_type,
+        )
     )
     if is_paused(connection):
         return ConnectionFreshness("paused", None, (), types)

@@ -1,17 +1,12 @@
 """What was last announced of each connection's freshness and health (table `connection_freshness`), and its
 changes.
 
-Freshness and health are computed, never stored in the ledger (`workers.ledger.freshness`,
-`workers.ledger.connection_health`), but "it changed" needs a memory of what was said before. `record_transitions`
-compares freshly computed values with that memory, writes the differences and returns them, inside the caller's
-transaction. Two writers use it: the fold's transaction, for the connections a batch changed (a sync result that
-makes a connection fresh again is announced at once), and the periodic checks, for the connections the clock (or
-the stale-sync job) changed. Both hold the
-connection's row lock while they do (PostgreSQL; SQLite has one writer), so a change is announced once.
-
-A transition is any change of `freshness`, `overdue_data_types`, `expected_by` or `health`; only a change of
-`freshness` itself is a ``connection.freshness_changed`` event, and of `health` a ``connection.health_changed``.
-`previous` is None for a connection seen for the first time. Each of those two changes is also written to
+Freshness and health are computed, never stored in the ledger, but "it changed" needs a memory of what was said.
+`record_transitions` compares fresh values with it and writes and returns the differences, inside the caller's
+transaction: the fold's (for the connections a batch changed) or the periodic checks' (for those the clock or the
+stale-sync job changed), both holding the connection's row lock, so a change is announced once. Any change of
+`freshness`, `overdue_data_types`, `expected_by` or `health` is a transition; only a change of `freshness` is
+``freshness_changed``, and of `health` ``health_changed``. Each of those two is also written to
 `connection_state_changes`, the connection's timeline of what was announced.
 """
 
@@ -62,7 +57,7 @@ class Transition:
 
 def record_transitions(
     session: Session,
-    connections: Mapping[str, Connection | ConnectionRow],
+    connections: Mapping[str, ConnectionRow],
     assessed: Mapping[str, Assessment],
     now: datetime,
     event_ids: Mapping[str, str | None] | None = None,

@@ -1,19 +1,14 @@
-"""Loads the slice of the ledger a batch of events touches, runs the pure fold on it, writes it back.
+"""The ledger in SQL, as the fold driver (`workers.ledger.batch`) needs it: slices read, changed rows written back.
 
-The caller owns the transaction. One batch costs a handful of statements whatever its size: rows are read
-with ``IN`` lists into plain dataclasses (`workers.ledger.rows`), folded in memory in batch order, and only the rows
-the fold changed are written back with multi-row statements.
-
-Concurrency: on PostgreSQL the batch's connection rows are locked (``SELECT … FOR UPDATE``, in id order, so
-two batches never wait on each other in a cycle) before their slices are read, and company names are a
-conditional upsert that only a newer stamp wins. On SQLite the transaction already holds the database's
-single write lock (see `workers.runtime.db`).
+The caller owns the transaction. A batch costs a handful of statements whatever its size: rows are read with
+``IN`` lists and only those the fold changed are written back (`workers.ledger.bulk_sql`). On PostgreSQL the
+batch's connection rows are locked in id order before their slices are read (so two batches never wait on each
+other in a cycle) and a company's name is a conditional upsert only a newer stamp wins; SQLite has one writer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +18,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from schemas.events import Event
-from workers.ledger.bulk_sql import insert_rows, update_rows
-from workers.ledger.fold import Change, ConnectionSlice, fold, fold_company
+from workers.ledger.batch import fold_batch
+from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
+from workers.ledger.fold import Change, ConnectionSlice, fold_company
 from workers.ledger.rows import (
     OPEN_PHASES,
     CompanyRow,
@@ -40,191 +36,143 @@ CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
 DATA_TYPES: Table = DataTypeState.__table__  # type: ignore[attr-defined]
 SYNCS: Table = Sync.__table__  # type: ignore[attr-defined]
 COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
-IN_CHUNK = 500
-"""Longest ``IN`` list per statement (SQLite allows a few thousand bound parameters)."""
 
 
 def _insert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), IN_CHUNK):
-        yield items[start : start + IN_CHUNK]
+class SqlLedger:
+    """The ledger's tables through one session, for one batch (`load_slices` before `save_slices`)."""
 
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        # Each row as read: only rows that differ from it are written back.
+        self._connections: dict[str, tuple[Any, ...]] = {}
+        self._data_types: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._syncs: dict[str, tuple[Any, ...]] = {}
 
-def upsert_companies(session: Session, events: Iterable[Event]) -> None:
-    """Create companies; rewrite a company's name, description and tags only with a newer stamp; keep
-    the earliest deletion (the rules of `workers.ledger.fold.fold_company`, as SQL)."""
-    facts: dict[str, CompanyRow] = {}
-    for event in events:
-        if event.company_id:
-            fold_company(facts.setdefault(event.company_id, CompanyRow(event.company_id)), event)
-    if not facts:
-        return
-    rows = [as_values(row) for row in facts.values()]
-    rows.sort(key=lambda r: str(r["id"]))  # one lock order for every batch
-    stmt = _insert(session)(COMPANIES)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["id"],
-        set_={c: getattr(stmt.excluded, c) for c in ("name", "name_stamp", "description", "tags")},
-        where=COMPANIES.c.name_stamp < stmt.excluded.name_stamp,
-    )
-    session.execute(stmt, rows)
-    for row in rows:
-        if row["deleted_at"] is not None:
-            session.execute(
-                update(COMPANIES)
-                .where(COMPANIES.c.id == row["id"])
-                .where(or_(COMPANIES.c.deleted_at.is_(None), COMPANIES.c.deleted_at > row["deleted_at"]))
-                .values(deleted_at=row["deleted_at"])
-            )
-
-
-def company_connections(session: Session, company_ids: set[str]) -> dict[str, list[str]]:
-    """Every connection the ledger holds of each company (what a `company.deleted` deletes)."""
-    found: dict[str, list[str]] = {c: [] for c in company_ids}
-    for chunk in _chunks(sorted(company_ids)):
-        query = select(CONNECTIONS.c.company_id, CONNECTIONS.c.id).where(CONNECTIONS.c.company_id.in_(chunk))
-        for company_id, connection_id in session.execute(query.order_by(CONNECTIONS.c.id)):
-            found[company_id].append(connection_id)
-    return found
-
-
-def company_deletions(session: Session, company_ids: set[str]) -> dict[str, datetime]:
-    """When each of these companies was deleted, for those that were."""
-    found: dict[str, datetime] = {}
-    for chunk in _chunks(sorted(c for c in company_ids if c)):
-        query = select(COMPANIES.c.id, COMPANIES.c.deleted_at).where(
-            COMPANIES.c.id.in_(chunk), COMPANIES.c.deleted_at.is_not(None)
+    def fold_companies(self, events: Sequence[Event]) -> None:
+        """Create companies; rewrite a company's name, description and tags only with a newer stamp; keep the
+        earliest deletion (the rules of `fold_company`, as one conditional upsert)."""
+        facts: dict[str, CompanyRow] = {}
+        for event in events:
+            if event.company_id:
+                fold_company(facts.setdefault(event.company_id, CompanyRow(event.company_id)), event)
+        if not facts:
+            return
+        rows = [as_values(row) for row in facts.values()]
+        rows.sort(key=lambda r: str(r["id"]))  # one lock order for every batch
+        stmt = _insert(self.session)(COMPANIES)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: getattr(stmt.excluded, c) for c in ("name", "name_stamp", "description", "tags")},
+            where=COMPANIES.c.name_stamp < stmt.excluded.name_stamp,
         )
-        found.update({company_id: deleted_at for company_id, deleted_at in session.execute(query)})
-    return found
+        self.session.execute(stmt, rows)
+        for row in rows:
+            if row["deleted_at"] is not None:
+                self.session.execute(
+                    update(COMPANIES)
+                    .where(COMPANIES.c.id == row["id"])
+                    .where(or_(COMPANIES.c.deleted_at.is_(None), COMPANIES.c.deleted_at > row["deleted_at"]))
+                    .values(deleted_at=row["deleted_at"])
+                )
 
+    def company_connections(self, company_ids: set[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {c: [] for c in company_ids}
+        for chunk in chunked(sorted(company_ids)):
+            query = select(CONNECTIONS.c.company_id, CONNECTIONS.c.id).where(CONNECTIONS.c.company_id.in_(chunk))
+            for company_id, connection_id in self.session.execute(query.order_by(CONNECTIONS.c.id)):
+                found[company_id].append(connection_id)
+        return found
 
-def lock_connections(session: Session, wanted: dict[str, str]) -> dict[str, ConnectionRow]:
-    """Return the connection rows (`id -> company`), created if new, locked for the transaction."""
-    ids = sorted(wanted)
-    stamps = {"status_stamp": "", "details_stamp": "", "last_sync_stamp": "", "last_link_failure_stamp": ""}
-    new = [{"id": i, "company_id": wanted[i], **stamps} for i in ids]
-    insert_rows(session, CONNECTIONS, new, conflict=["id"], update_columns=[])
-    rows: dict[str, ConnectionRow] = {}
-    lock = session.get_bind().dialect.name == "postgresql"
-    for chunk in _chunks(ids):
-        query = select(CONNECTIONS).where(CONNECTIONS.c.id.in_(chunk)).order_by(CONNECTIONS.c.id)
-        if lock:
-            query = query.with_for_update()
-        for mapping in session.execute(query).mappings():
-            rows[mapping["id"]] = ConnectionRow(**mapping)
-    return rows
+    def company_deletions(self, company_ids: set[str]) -> dict[str, datetime]:
+        found: dict[str, datetime] = {}
+        for chunk in chunked(sorted(c for c in company_ids if c)):
+            query = select(COMPANIES.c.id, COMPANIES.c.deleted_at).where(
+                COMPANIES.c.id.in_(chunk), COMPANIES.c.deleted_at.is_not(None)
+            )
+            found.update({company_id: deleted_at for company_id, deleted_at in self.session.execute(query)})
+        return found
 
+    def _lock_connections(self, wanted: dict[str, str]) -> dict[str, ConnectionRow]:
+        """The connection rows (`id -> company`), created if new, locked for the transaction."""
+        ids = sorted(wanted)
+        stamps = {"status_stamp": "", "details_stamp": "", "last_sync_stamp": "", "last_link_failure_stamp": ""}
+        new = [{"id": i, "company_id": wanted[i], **stamps} for i in ids]
+        insert_rows(self.session, CONNECTIONS, new, conflict=["id"], update_columns=[])
+        rows: dict[str, ConnectionRow] = {}
+        lock = self.session.get_bind().dialect.name == "postgresql"
+        for chunk in chunked(ids):
+            query = select(CONNECTIONS).where(CONNECTIONS.c.id.in_(chunk)).order_by(CONNECTIONS.c.id)
+            if lock:
+                query = query.with_for_update()
+            for mapping in self.session.execute(query).mappings():
+                rows[mapping["id"]] = ConnectionRow(**mapping)
+        return rows
 
-def load_slices(
-    session: Session, connections: dict[str, ConnectionRow], events: Sequence[Event]
-) -> dict[str, ConnectionSlice]:
-    """Each connection's slice: the data types and the syncs (open, or named by a key) the batch can touch."""
-    slices = {cid: ConnectionSlice(connection=row) for cid, row in connections.items()}
-    pairs = sorted({(f.connection_id, f.data_type) for e in events for f in e.syncs})
-    keys = sorted({f.key for e in events for f in e.syncs})
-    for chunk in _chunks(pairs):
-        query = select(DATA_TYPES).where(tuple_(DATA_TYPES.c.connection_id, DATA_TYPES.c.data_type).in_(chunk))
-        for mapping in session.execute(query).mappings():
-            row = DataTypeRow(**mapping)
-            slices[row.connection_id].data_types[row.data_type] = row
-    ids = sorted(connections)
-    for chunk in _chunks(ids):
-        query = select(SYNCS).where(SYNCS.c.connection_id.in_(chunk), SYNCS.c.phase.in_(OPEN_PHASES))
-        for mapping in session.execute(query).mappings():
-            slices[mapping["connection_id"]].syncs[mapping["id"]] = SyncRow(**mapping)
-    for chunk in _chunks(keys):
-        query = select(SYNCS).where(SYNCS.c.id.in_(chunk))
-        for mapping in session.execute(query).mappings():
-            state = slices.get(mapping["connection_id"])
-            if state is not None:
-                state.syncs[mapping["id"]] = SyncRow(**mapping)
-    return slices
+    def load_slices(self, wanted: dict[str, str], events: Sequence[Event]) -> dict[str, ConnectionSlice]:
+        connections = self._lock_connections(wanted)
+        slices = {cid: ConnectionSlice(connection=row) for cid, row in connections.items()}
+        pairs = sorted({(f.connection_id, f.data_type) for e in events for f in e.syncs})
+        keys = sorted({f.key for e in events for f in e.syncs})
+        for some_pairs in chunked(pairs):
+            query = select(DATA_TYPES).where(tuple_(DATA_TYPES.c.connection_id, DATA_TYPES.c.data_type).in_(some_pairs))
+            for mapping in self.session.execute(query).mappings():
+                row = DataTypeRow(**mapping)
+                slices[row.connection_id].data_types[row.data_type] = row
+        for chunk in chunked(sorted(connections)):
+            query = select(SYNCS).where(SYNCS.c.connection_id.in_(chunk), SYNCS.c.phase.in_(OPEN_PHASES))
+            for mapping in self.session.execute(query).mappings():
+                slices[mapping["connection_id"]].syncs[mapping["id"]] = SyncRow(**mapping)
+        for chunk in chunked(keys):
+            query = select(SYNCS).where(SYNCS.c.id.in_(chunk))
+            for mapping in self.session.execute(query).mappings():
+                state = slices.get(mapping["connection_id"])
+                if state is not None:
+                    state.syncs[mapping["id"]] = SyncRow(**mapping)
+        for cid, state in slices.items():
+            self._connections[cid] = fingerprint(state.connection)
+            for dt, data_type in state.data_types.items():
+                self._data_types[(cid, dt)] = fingerprint(data_type)
+            for sid, sync in state.syncs.items():
+                self._syncs[sid] = fingerprint(sync)
+        return slices
 
-
-@dataclass
-class _Loaded:
-    """What was read, to write back only what changed."""
-
-    connections: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    data_types: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    syncs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-
-def _snapshot(slices: dict[str, ConnectionSlice]) -> _Loaded:
-    loaded = _Loaded()
-    for cid, state in slices.items():
-        loaded.connections[cid] = fingerprint(state.connection)
-        for dt, row in state.data_types.items():
-            loaded.data_types[(cid, dt)] = fingerprint(row)
-        for sid, sync in state.syncs.items():
-            loaded.syncs[sid] = fingerprint(sync)
-    return loaded
-
-
-def save_slices(session: Session, slices: dict[str, ConnectionSlice], loaded: _Loaded) -> None:
-    purged = sorted(cid for cid, s in slices.items() if s.purge_history)
-    for chunk in _chunks(purged):
-        session.execute(delete(SYNCS).where(SYNCS.c.connection_id.in_(chunk)))
-        session.execute(delete(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk)))
-    gone = sorted({sid for s in slices.values() if not s.purge_history for sid in s.deleted_syncs} & set(loaded.syncs))
-    for chunk in _chunks(gone):
-        session.execute(delete(SYNCS).where(SYNCS.c.id.in_(chunk)))
-
-    changed_connections = [
-        as_values(s.connection) for cid, s in slices.items() if fingerprint(s.connection) != loaded.connections[cid]
-    ]
-    update_rows(session, CONNECTIONS, changed_connections, "id")
-
-    type_rows = [
-        as_values(row)
-        for cid, s in slices.items()
-        for dt, row in s.data_types.items()
-        if loaded.data_types.get((cid, dt)) != fingerprint(row)
-    ]
-    insert_rows(session, DATA_TYPES, type_rows, conflict=["connection_id", "data_type"])
-    sync_rows = [
-        as_values(row)
-        for s in slices.values()
-        for sid, row in s.syncs.items()
-        if loaded.syncs.get(sid) != fingerprint(row)
-    ]
-    insert_rows(session, SYNCS, sync_rows, conflict=["id"])
+    def save_slices(self, slices: dict[str, ConnectionSlice]) -> None:
+        session = self.session
+        purged = sorted(cid for cid, s in slices.items() if s.purge_history)
+        for chunk in chunked(purged):
+            session.execute(delete(SYNCS).where(SYNCS.c.connection_id.in_(chunk)))
+            session.execute(delete(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk)))
+        deleted = {sid for s in slices.values() if not s.purge_history for sid in s.deleted_syncs}
+        gone = sorted(deleted & self._syncs.keys())
+        for chunk in chunked(gone):
+            session.execute(delete(SYNCS).where(SYNCS.c.id.in_(chunk)))
+        connections = [
+            as_values(s.connection) for cid, s in slices.items() if fingerprint(s.connection) != self._connections[cid]
+        ]
+        update_rows(session, CONNECTIONS, connections, "id")
+        data_types = [
+            as_values(row)
+            for cid, s in slices.items()
+            for dt, row in s.data_types.items()
+            if self._data_types.get((cid, dt)) != fingerprint(row)
+        ]
+        insert_rows(session, DATA_TYPES, data_types, conflict=["connection_id", "data_type"])
+        syncs = [
+            as_values(row)
+            for s in slices.values()
+            for sid, row in s.syncs.items()
+            if self._syncs.get(sid) != fingerprint(row)
+        ]
+        insert_rows(session, SYNCS, syncs, conflict=["id"])
 
 
 def fold_events(session: Session, events: Sequence[Event]) -> tuple[list[Change], dict[str, ConnectionSlice]]:
-    """Fold `events`, in order, into the ledger inside the caller's transaction.
-
-    Returns the changes (each naming its event) and the slices after the fold, so the caller can render
-    what changed without reading it back.
-    """
-    events = [e for e in events if e.known]
-    upsert_companies(session, events)
-    wanted: dict[str, str] = {}
-    for event in events:
-        for cid in event.connection_ids:
-            wanted.setdefault(cid, event.company_id or "")
-    members = company_connections(session, {e.company_id for e in events if e.company_deleted and e.company_id})
-    for company_id, ids in members.items():
-        for cid in ids:
-            wanted.setdefault(cid, company_id)
-    if not wanted:
-        return [], {}
-    slices = load_slices(session, lock_connections(session, wanted), events)
-    deletions = company_deletions(session, {s.connection.company_id for s in slices.values()})
-    for state in slices.values():
-        state.company_deleted_at = deletions.get(state.connection.company_id)
-    loaded = _snapshot(slices)
-    changes: list[Change] = []
-    for event in events:
-        targets = members.get(event.company_id or "", []) if event.company_deleted else event.connection_ids
-        for cid in targets:
-            changes.extend(fold(slices[cid], event))
-    save_slices(session, slices, loaded)
-    return changes, slices
+    """Fold `events`, in order, into the ledger inside the caller's transaction (see `fold_batch`)."""
+    return fold_batch(SqlLedger(session), events)
 
 
 def fold_event(session: Session, event: Event) -> tuple[list[Change], dict[str, ConnectionSlice]]:

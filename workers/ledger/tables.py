@@ -1,8 +1,7 @@
-"""The sync-history ledger's tables (SQLModel), plus the raw-event store and the audit log.
+"""Synctrack's tables (SQLModel): the sync-history ledger, the raw-event store, the audit log and the jobs.
 
-Times are aware UTC datetimes. Each "last writer wins" field keeps the stamp of the fact that wrote it
-(`status_stamp`, `details_stamp`, ...) so that a fact arriving late can tell whether it is newer:
-that is what makes the fold independent of arrival order.
+The four ledger tables are built on their rows (`workers.ledger.rows`), which declare the columns; a table class
+adds only what SQL needs: keys, indexes and JSON storage.
 """
 
 from __future__ import annotations
@@ -13,72 +12,35 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-from workers.ledger.rows import OPEN_PHASES  # noqa: F401  (re-exported for the API and the ops tools)
+from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow
 
 
-class Company(SQLModel, table=True):
+class Company(SQLModel, CompanyRow, table=True):
     __tablename__ = "companies"
 
     id: str = Field(primary_key=True)
-    name: str | None = None
-    name_stamp: str = ""
-    """Stamp of the company object that wrote `name`, `description` and `tags` (they win together)."""
-    deleted_at: datetime | None = None
-    description: str | None = None
     tags: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
-class Connection(SQLModel, table=True):
+class Connection(SQLModel, ConnectionRow, table=True):
     __tablename__ = "connections"
 
     id: str = Field(primary_key=True)
     company_id: str = Field(index=True)
-    platform_key: str | None = None
-    platform_name: str | None = None
-    source_type: str | None = None
-    status: str | None = None
-    status_stamp: str = ""
-    details_stamp: str = ""
-    link_url: str | None = None
     errors: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     connection_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    created_at: datetime | None = None
-    linked_at: datetime | None = None
-    disconnected_at: datetime | None = None
-    deleted_at: datetime | None = None
-    first_sync_at: datetime | None = None
-    last_sync_at: datetime | None = None
-    last_successful_sync_at: datetime | None = None
-    last_sync_status: str | None = None
-    last_sync_stamp: str = ""
-    initial_read_completed_at: datetime | None = None
-    """The earliest `read.completed.initial` of the connection: its first read of every data type finished."""
-    last_link_failure_at: datetime | None = None
-    """When the latest `connection.failed` was generated; `last_link_failure` says why (status_code,
-    status_text, message), `last_link_failure_stamp` orders them."""
     last_link_failure: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    last_link_failure_stamp: str = ""
-    last_linked_at: datetime | None = None
-    """When the connection last became Linked (the latest `connection.connected`/`reconnected`): results before
-    it do not count towards its health."""
 
 
-class DataTypeState(SQLModel, table=True):
+class DataTypeState(SQLModel, DataTypeRow, table=True):
     __tablename__ = "data_types"
 
     connection_id: str = Field(primary_key=True)
     data_type: str = Field(primary_key=True)
     company_id: str = Field(index=True)
-    status: str
-    phase: str
-    stamp: str = ""
-    records_modified: bool | None = None
-    last_sync_at: datetime | None = None
-    last_successful_sync_at: datetime | None = None
-    first_successful_sync_at: datetime | None = None
 
 
-class Sync(SQLModel, table=True):
+class Sync(SQLModel, SyncRow, table=True):
     __tablename__ = "syncs"
     __table_args__ = (
         Index("ix_syncs_connection_sort", "connection_id", "sort_at"),
@@ -87,18 +49,7 @@ class Sync(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     company_id: str = Field(index=True)
-    connection_id: str
-    data_type: str
-    status: str
-    phase: str
-    stamp: str = ""
-    requested_at: datetime | None = None
-    completed_at: datetime | None = None
-    sort_at: datetime
-    records_modified: bool | None = None
     issues: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
-    source: str = "webhook"
-    event_id: str | None = None
 
 
 class WebhookEvent(SQLModel, table=True):
@@ -314,3 +265,20 @@ class StateChange(SQLModel, table=True):
     previous: str | None = None
     current: str
     event_id: str | None = None
+
+
+class SyncSchedule(SQLModel, table=True):
+    """Codat's sync settings as last read: each data type's `syncSchedule` (hours) of one scope, the client's
+    (`scope` "client", `company_id` "") or one company's (`scope` "company").
+
+    Not part of the ledger proper (a rebuild does not touch it): freshness reads it for its thresholds
+    (`workers.ledger.schedules`); `workers.codat.sync_settings` refreshes it.
+    """
+
+    __tablename__ = "sync_schedules"
+
+    scope: str = Field(primary_key=True)
+    company_id: str = Field(primary_key=True)
+    hours: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """Data type -> `syncSchedule` in hours, as Codat returned them (0 included)."""
+    fetched_at: datetime = Field(index=True)

@@ -2,8 +2,9 @@
 so a dashboard sees one schema whichever way it reads.
 
 A Connection object carries its freshness (`workers.ledger.freshness`) and its health
-(`workers.ledger.connection_health`), which need every data type of the connection, whether a sync is active and
-the time it is rendered at: an `Assessment`. `load_assessments` reads the data types of many connections at once.
+(`workers.ledger.connection_health`), which need every data type of the connection, its company's Codat schedules
+(`workers.ledger.schedules`), whether a sync is active and the time it is rendered at: an `Assessment`.
+`load_assessments` reads them for many connections at once.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut
 from schemas.normalise import is_active_error
 from workers.ledger.connection_health import ConnectionHealth, deauthorization_risk_at, judge
 from workers.ledger.durations import Timing, expected_completion
-from workers.ledger.freshness import ConnectionFreshness, DataTypeFreshness, FreshnessPolicy, assess
+from workers.ledger.freshness import (
+    NO_SCHEDULES,
+    ConnectionFreshness,
+    DataTypeFreshness,
+    FreshnessPolicy,
+    Schedules,
+    assess,
+)
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
+from workers.ledger.schedules import load_schedules
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync
 
 IN_CHUNK = 500
@@ -38,23 +47,25 @@ class Assessment:
 
 
 def assess_connection(
-    connection: Connection | ConnectionRow,
-    data_types: Iterable[DataTypeState | DataTypeRow],
+    connection: ConnectionRow,
+    data_types: Iterable[DataTypeRow],
     sync_active: bool,
     policy: FreshnessPolicy,
     now: datetime,
+    schedules: Schedules = NO_SCHEDULES,
 ) -> Assessment:
-    """Pure: the connection's `Assessment` from its rows, whether a sync is active, the thresholds and `now`."""
+    """Pure: the connection's `Assessment` from its rows, whether a sync is active, the thresholds, its company's
+    `schedules` and `now`."""
     types = list(data_types)
     return Assessment(
-        assess(connection, types, policy, now),
+        assess(connection, types, policy, now, schedules),
         judge(connection, types, sync_active),
         deauthorization_risk_at(connection, policy.deauthorize_after),
     )
 
 
 def connection_out(
-    row: Connection | ConnectionRow, company_name: str | None, sync_active: bool, assessed: Assessment
+    row: ConnectionRow, company_name: str | None, sync_active: bool, assessed: Assessment
 ) -> ConnectionOut:
     fresh, health = assessed.freshness, assessed.health
     return ConnectionOut(
@@ -92,7 +103,7 @@ def connection_out(
     )
 
 
-def _link_failure(row: Connection | ConnectionRow) -> LinkFailureOut | None:
+def _link_failure(row: ConnectionRow) -> LinkFailureOut | None:
     if row.last_link_failure_at is None:
         return None
     failure = row.last_link_failure or {}
@@ -104,7 +115,7 @@ def _link_failure(row: Connection | ConnectionRow) -> LinkFailureOut | None:
     )
 
 
-def sync_out(row: Sync | SyncRow, timing: Timing | None = None) -> SyncOut:
+def sync_out(row: SyncRow, timing: Timing | None = None) -> SyncOut:
     """A Sync object; `timing` (`workers.ledger.durations.load_timings`) adds the `requested_at` of the request a
     finished sync answered, where the row lacks it, and an active sync's typical duration."""
     requested_at = row.requested_at or (timing.requested_at if timing else None)
@@ -124,10 +135,12 @@ def sync_out(row: Sync | SyncRow, timing: Timing | None = None) -> SyncOut:
         issues=row.issues,
         source=row.source,
         event_id=row.event_id,
+        delayed=row.delayed,
+        codat_status=row.codat_status,
     )
 
 
-def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | None) -> DataTypeOut:
+def data_type_out(row: DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
     return DataTypeOut(
         data_type=row.data_type,
         status=row.status,
@@ -135,8 +148,10 @@ def data_type_out(row: DataTypeState | DataTypeRow, fresh: DataTypeFreshness | N
         last_sync_at=row.last_sync_at,
         last_successful_sync_at=row.last_successful_sync_at,
         records_modified=row.records_modified,
-        freshness=fresh.freshness if fresh else "paused",
-        expected_by=fresh.expected_by if fresh else None,
+        freshness=fresh.freshness,
+        expected_by=fresh.expected_by,
+        threshold_seconds=fresh.threshold.seconds,
+        threshold_source=fresh.threshold.source,
     )
 
 
@@ -157,15 +172,28 @@ def load_data_types(session: Session, connection_ids: Iterable[str]) -> dict[str
 
 def load_assessments(
     session: Session,
-    connections: Iterable[Connection | ConnectionRow],
+    connections: Iterable[ConnectionRow],
     active: Collection[str],
     policy: FreshnessPolicy,
     now: datetime,
 ) -> dict[str, Assessment]:
-    """Each connection's `Assessment` at `now`; `active` holds the ids of those with a sync in phase `active`."""
+    """Each connection's `Assessment` at `now`, reading all their data types (and, where Codat's schedules count,
+    their companies' schedules) in a few statements; `active` holds the ids of those with a sync in phase
+    `active`."""
     rows = {conn.id: conn for conn in connections}
     types = load_data_types(session, rows)
-    return {cid: assess_connection(conn, types[cid], cid in active, policy, now) for cid, conn in rows.items()}
+    schedules = company_schedules(session, {conn.company_id for conn in rows.values()}, policy)
+    return {
+        cid: assess_connection(conn, types[cid], cid in active, policy, now, schedules[conn.company_id])
+        for cid, conn in rows.items()
+    }
+
+
+def company_schedules(session: Session, company_ids: Iterable[str], policy: FreshnessPolicy) -> dict[str, Schedules]:
+    """The schedules freshness judges these companies' connections by: none unless the policy follows them."""
+    if policy.follow_schedules:
+        return load_schedules(session, company_ids)
+    return {company_id: NO_SCHEDULES for company_id in company_ids}
 
 
 def active_exists() -> Exists:
@@ -197,10 +225,11 @@ def load_connection_detail(
     types = session.exec(
         select(DataTypeState).where(DataTypeState.connection_id == connection_id).order_by(col(DataTypeState.data_type))
     ).all()
-    assessed = assess_connection(connection, types, bool(active), policy, now)
+    schedules = company_schedules(session, [connection.company_id], policy)[connection.company_id]
+    assessed = assess_connection(connection, types, bool(active), policy, now, schedules)
     base = connection_out(connection, company_name, bool(active), assessed)
-    fresh = assessed.freshness
-    return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, fresh.of(t.data_type)) for t in types])
+    judged = {d.data_type: d for d in assessed.freshness.data_types}
+    return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, judged[t.data_type]) for t in types])
 
 
 def company_out(company: Company, connection_count: int) -> CompanyOut:

@@ -20,11 +20,11 @@ from redis import Redis
 from workers.ops.deadletters import FinalAttemptNotes
 from workers.ops.replay import COUNTER_TTL_SECONDS, ReplayBusy, ReplayJobNotFound, ReplayRunner, counter_keys
 from workers.runtime.broker import FOLD_STORED_ACTOR
-from workers.runtime.queues import OPS_QUEUE as OPS_QUEUE
-from workers.runtime.queues import Encoded, encode
+from workers.runtime.redis_queues import OPS_QUEUE as OPS_QUEUE
+from workers.runtime.redis_queues import Encoded, encode
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.replay")
 
@@ -35,7 +35,7 @@ BUSY_RETRY_MS = 5_000
 
 def start_message(job_id: str, rate: float, max_backlog: int) -> Encoded:
     """The message that starts a replay job on the workers; the web side pushes it with its own Redis client
-    (`workers.runtime.queues.push`)."""
+    (`workers.runtime.redis_queues.push`)."""
     return encode(OPS_QUEUE, REPLAY_ACTOR, (job_id, rate, max_backlog, uuid.uuid4().hex))
 
 

@@ -1,10 +1,7 @@
-"""Dead letters: messages that exhausted their retries, read and put back from dramatiq's Redis layout.
-
-dramatiq keeps them per queue in a sorted set ``{ns}:{queue}.XQ`` (member: the Redis message id, score:
-when it died, in ms) and a hash ``{ns}:{queue}.XQ.msgs`` (id -> encoded message); its maintenance drops
-them after the broker's ``dead_message_ttl`` (7 days). The Retries middleware writes ``retries`` and
-``traceback`` into the message options of a retried copy, but the copy that dies is the one stored
-before its last attempt; `FinalAttemptNotes` rewrites it so a dead letter tells its real attempt
+"""Dead letters: messages that exhausted their retries, read and put back through dramatiq's dead-letter
+queue (`workers.runtime.redis_queues.DeadLetterQueue`), which drops them after 7 days. The Retries middleware
+writes ``retries`` and ``traceback`` into the message options of a retried copy, but the copy that dies is the one
+stored before its last attempt; `FinalAttemptNotes` rewrites it so a dead letter tells its real attempt
 count and last error.
 
 A redrive puts the message back on its queue with fresh retries, atomically per message: a message is
@@ -15,33 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
+from dramatiq.errors import DecodeError
 from dramatiq.middleware import Middleware
 from redis import Redis
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from schemas.events import summarise_body
+from schemas.storable import escape
 from workers.ledger.tables import WebhookEvent
-from workers.runtime.queues import WEBHOOK_QUEUE, dead_letter_keys, queue_keys
+from workers.runtime.redis_queues import WEBHOOK_QUEUE, DeadLetterQueue, store_options
 
 RETRY_OPTIONS = ("retries", "traceback", "requeue_timestamp", "attempts", "last_error", "eta")
 ERROR_CHARS = 1_000
-
-REDRIVE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-  redis.call('RPUSH', KEYS[4], ARGV[2])
-  return 1
-end
-return 0
-"""
+UNREADABLE = "unknown"
+"""The actor shown for a dead letter that is not a message dramatiq can decode (it can be purged, not redriven)."""
 
 
 class FinalAttemptNotes(Middleware):
@@ -61,8 +51,7 @@ class FinalAttemptNotes(Middleware):
         message.options["last_error"] = f"{type(exception).__name__}: {exception}"[:ERROR_CHARS]
         if thrown or "traceback" not in message.options:
             message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        _, messages_key = queue_keys(broker.namespace, message.queue_name)  # type: ignore[attr-defined]
-        broker.client.hset(messages_key, message.options["redis_message_id"], message.encode())  # type: ignore[attr-defined]
+        store_options(broker, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +93,22 @@ def _last_line(text: str | None) -> str | None:
     return lines[-1].strip()[:ERROR_CHARS] if lines else None
 
 
+def _text(value: object) -> str | None:
+    """A field to show: any text a message holds, NULs and lone surrogates escaped (see `schemas.storable`)."""
+    return None if value is None else escape(value if isinstance(value, str) else str(value))
+
+
 def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
-    message = dramatiq.Message.decode(raw)
+    """The dead letter `raw` holds; whatever that is, a letter to show (an unreadable one says so)."""
+    dead_at = datetime.fromtimestamp(score / 1000, UTC)
+    try:
+        return _read(redis_id, dramatiq.Message.decode(raw), dead_at, queue)
+    except (DecodeError, AttributeError, TypeError, ValueError, IndexError) as exc:
+        error = f"not a message Synctrack can read ({type(exc).__name__}); purge it"
+        return DeadLetter(redis_id, queue, UNREADABLE, dead_at, 0, error, None, None, None, None, None, False, ())
+
+
+def _read(redis_id: str, message: dramatiq.Message[Any], dead_at: datetime, queue: str) -> DeadLetter:
     options = message.options
     args = tuple(message.args)
     attempts = options.get("attempts")
@@ -122,23 +125,18 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
     return DeadLetter(
         id=redis_id,
         queue=queue,
-        actor=message.actor_name,
-        dead_at=datetime.fromtimestamp(score / 1000, UTC),
+        actor=escape(str(message.actor_name)),
+        dead_at=dead_at,
         attempts=int(attempts),
-        last_error=options.get("last_error") or _last_line(options.get("traceback")),
-        traceback=options.get("traceback"),
-        event_id=event_id,
-        event_type=summary.event_type if summary else None,
-        company_id=summary.company_id if summary else None,
-        connection_id=summary.connection_id if summary else None,
+        last_error=_text(options.get("last_error") or _last_line(_text(options.get("traceback")))),
+        traceback=_text(options.get("traceback")),
+        event_id=_text(event_id),
+        event_type=_text(summary.event_type if summary else None),
+        company_id=_text(summary.company_id if summary else None),
+        connection_id=_text(summary.connection_id if summary else None),
         replay=bool(args[3]) if len(args) > 3 else False,
         args=args,
     )
-
-
-def _members(pairs: Any) -> list[tuple[str, float]]:
-    """Redis's (member, score) pairs with the member as text."""
-    return [(member.decode() if isinstance(member, bytes) else str(member), float(score)) for member, score in pairs]
 
 
 class DeadLetters:
@@ -149,17 +147,14 @@ class DeadLetters:
         self.namespace = namespace
         self.queue = queue
         self.engine = engine
-        self.zset_key, self.messages_key = dead_letter_keys(namespace, queue)
-        self.queue_key, self.queue_messages_key = queue_keys(namespace, queue)
-        self._redrive = redis.register_script(REDRIVE)
+        self.store = DeadLetterQueue(redis, namespace, queue)
 
     def count(self) -> int:
-        return int(self.redis.zcard(self.zset_key))
+        return self.store.count()
 
     def newest(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """Newest first."""
-        pairs = self.redis.zrevrange(self.zset_key, offset, offset + limit - 1, withscores=True)
-        return self._load(_members(pairs))
+        return self._load(self.store.ids(offset, offset + limit - 1, newest_first=True))
 
     def get(self, ident: str) -> DeadLetter | None:
         """One dead letter by its id or by the event id it carries."""
@@ -170,34 +165,19 @@ class DeadLetters:
         """Put the selected dead letters (all when `ids` is None) back on their queue; return them."""
         moved = []
         for letter in self._all() if ids is None else self._resolve(ids):
-            raw = cast(bytes | None, self.redis.hget(self.messages_key, letter.id))
-            if raw is None:
+            if letter.actor == UNREADABLE:
                 continue
-            message = dramatiq.Message.decode(raw)
-            new_id = str(uuid.uuid4())
-            options = {k: v for k, v in message.options.items() if k not in RETRY_OPTIONS}
-            options["redis_message_id"] = new_id
-            fresh = dataclasses.replace(message, queue_name=self.queue, options=options)
-            keys = (self.zset_key, self.messages_key, self.queue_messages_key, self.queue_key)
-            if self._redrive(keys=keys, args=(letter.id, new_id, fresh.encode())):
+            if self.store.redrive(letter.id, RETRY_OPTIONS):
                 moved.append(letter)
         return moved
 
     def purge(self, ids: list[str] | None = None) -> int:
         """Delete the selected dead letters (all when `ids` is None); return how many."""
         targets = [letter.id for letter in (self._all() if ids is None else self._resolve(ids))]
-        removed = 0
-        for start in range(0, len(targets), 500):
-            chunk = targets[start : start + 500]
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.zrem(self.zset_key, *chunk)
-            pipe.hdel(self.messages_key, *chunk)
-            removed += int(pipe.execute()[0])
-        return removed
+        return self.store.purge(targets)
 
     def _all(self) -> list[DeadLetter]:
-        pairs = self.redis.zrange(self.zset_key, 0, -1, withscores=True)
-        return self._load(_members(pairs), describe=False)
+        return self._load(self.store.ids(), describe=False)
 
     def _resolve(self, idents: list[str]) -> list[DeadLetter]:
         wanted = set(idents)
@@ -206,7 +186,7 @@ class DeadLetters:
     def _load(self, pairs: list[tuple[str, float]], describe: bool = True) -> list[DeadLetter]:
         if not pairs:
             return []
-        raws = cast(list[bytes | None], self.redis.hmget(self.messages_key, [redis_id for redis_id, _ in pairs]))
+        raws = self.store.messages([redis_id for redis_id, _ in pairs])
         letters = [
             _decode(redis_id, raw, score, self.queue) for (redis_id, score), raw in zip(pairs, raws, strict=True) if raw
         ]

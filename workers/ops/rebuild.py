@@ -1,18 +1,10 @@
 """Rebuild the ledger from the stored raw events into a fresh schema, and compare ledgers.
 
-`rebuild_ledger` reads every stored event that still has its body, in any order (the fold does not
-care), folds it into an empty target — in memory with bulk writes at the end (`workers.ledger.bulk_fold`, the
-default) or through `workers.ledger.store` in batches of events per transaction (the workers' code path) —
-and reports counts.
-`dump_ledger` turns a ledger into a canonical, comparable value; `diff_dumps` lists every difference.
-
-What a rebuild cannot know, so `--verify` labels it rather than hides it:
-
-* ``stale``: the stale-sync job marks an active sync stale by the wall clock, not by an event, so a
-  dump reads phase ``stale`` as ``active`` (`stale_as_active`);
-* facts without a raw event: actions and reconciliation fold events of their own (source ``action``
-  / ``reconcile``), and retention or a connection's deletion erase raw bodies — a difference whose
-  live value came from an event id that is not a replayable webhook says so in its note.
+`rebuild_ledger` folds every stored event that still has its body, in any order, into an empty target: in memory
+with one bulk write at the end (`workers.ledger.memory`) or through the workers' SQL store, a batch per
+transaction. `dump_ledger` makes a ledger comparable and `diff_dumps` lists every difference, labelling what a
+rebuild cannot know: what the stale check writes by the clock and Codat's answers (read as the fold leaves it),
+and facts without a replayable raw event (actions, reconciliation, erased bodies).
 """
 
 from __future__ import annotations
@@ -31,7 +23,7 @@ from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sql_select
 
 from schemas.events import Event, InvalidEnvelope, parse_event
-from workers.ledger.bulk_fold import MemoryLedger
+from workers.ledger.memory import MemoryLedger
 from workers.ledger.store import fold_events
 from workers.ledger.tables import Company, Connection, DataTypeState, Sync, WebhookEvent
 from workers.runtime.db import make_engine, normalise_url
@@ -62,6 +54,15 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+STALE_CHECK_DEFAULTS = {"delayed": False, "codat_status": None, "next_check_at": None, "check_wait_seconds": None}
+"""The columns of a sync only the stale-sync job writes, as the fold leaves them."""
+
+
+def _before_the_stale_check(values: dict[str, Any]) -> dict[str, Any]:
+    phase = "active" if values.get("phase") == "stale" else values.get("phase")
+    return {"phase": phase, **STALE_CHECK_DEFAULTS}
+
+
 def dump_ledger(engine: Engine, *, stale_as_active: bool = True) -> LedgerDump:
     """The ledger tables as ``{table: {row key: {column: value}}}`` with canonical values (UTC ISO times,
     sorted JSON), so two ledgers are equal exactly when their dumps are. Row keys: the id, or
@@ -73,8 +74,8 @@ def dump_ledger(engine: Engine, *, stale_as_active: bool = True) -> LedgerDump:
             rows: dict[str, dict[str, Any]] = {}
             for row in conn.execute(select(table)).mappings():
                 values = {column: _canonical(value) for column, value in row.items()}
-                if stale_as_active and values.get("phase") == "stale":
-                    values["phase"] = "active"
+                if stale_as_active and name == "syncs":
+                    values.update(_before_the_stale_check(values))
                 rows[_key(name, values)] = values
             dump[name] = dict(sorted(rows.items()))
     return dump
@@ -212,22 +213,23 @@ def rebuild_ledger(
             report.ignored += 1
             continue
         report.folded += 1
-        if memory is not None:
-            memory.apply(event)
-            continue
         pending.append(event)
         if len(pending) >= batch:
-            _fold_batch(target, pending)
+            _fold(memory, target, pending)
             pending = []
+    if pending:
+        _fold(memory, target, pending)
     if memory is not None:
         report.rows = memory.write(target)
-    elif pending:
-        _fold_batch(target, pending)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _fold_batch(target: Engine, events: list[Event]) -> None:
+def _fold(memory: MemoryLedger | None, target: Engine, events: list[Event]) -> None:
+    """One batch into the memory ledger, or into `target` in one transaction of its own."""
+    if memory is not None:
+        memory.fold(events)
+        return
     with Session(target) as session, session.begin():
         fold_events(session, events)
 

@@ -1,16 +1,10 @@
 """Replay: put stored webhooks through the worker path again.
 
-A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`: selection, total, how
-many were enqueued, and a keyset cursor over ``(received_at, id)``), then enqueues one ordinary
-`fold_webhook` message per event with ``replay=True`` and no body: the worker loads the stored body,
-so a replay folds exactly what arrived. The fold is idempotent, so a batch enqueued twice (a runner
-killed between enqueueing and saving its cursor) is harmless, and replaying everything twice leaves the
-ledger as it was.
-
-Pacing: at most `rate` events per second, and never while the webhook queue holds more than
-`max_backlog` messages, so live webhooks do not wait behind a replay. One runner at a time per job (a
-Redis lock with an expiry), so a job interrupted anywhere — Ctrl-C, a killed process, a worker restart —
-resumes from its cursor. Events whose body retention removed are skipped (they cannot be folded).
+A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`, with a keyset cursor over
+``(received_at, id)``) and enqueues `fold_stored` messages of `REPLAY_MESSAGE_EVENTS` events: the worker folds
+the stored bodies, so a replay folds exactly what arrived, and a message enqueued twice is harmless. At most `rate`
+events per second, and none while the webhook queue holds more than `max_backlog`, so live webhooks never wait
+long; one runner per job (a Redis lock with an expiry), so an interrupted job resumes from its cursor.
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ from schemas.ops import ReplayFilters, ReplayJobOut
 from workers.ledger.tables import ReplayJob, WebhookEvent
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.metrics import record_replay_enqueued
-from workers.runtime.queues import WEBHOOK_QUEUE, Encoded, encode, push, queue_keys
+from workers.runtime.redis_queues import WEBHOOK_QUEUE, Encoded, encode, push, queue_length
 
 LOCK_MS = 30_000
 COUNTER_TTL_SECONDS = 7 * 86400
@@ -192,7 +186,6 @@ class ReplayRunner:
         self.batch_size = max(1, min(batch_size, int(rate / 10) or 1)) if rate > 0 else batch_size
         self.owner = owner or f"runner:{uuid.uuid4().hex}"
         self.clock, self.sleep = clock, sleep
-        self.queue_key, self.messages_key = queue_keys(namespace)
         self._acquire = redis.register_script(ACQUIRE)
         self._release = redis.register_script(RELEASE)
 
@@ -254,7 +247,7 @@ class ReplayRunner:
         while True:
             self._acquire(keys=[key], args=[self.owner, LOCK_MS])
             delay = (started + sent / self.rate - self.clock()) if self.rate > 0 else 0.0
-            if delay <= 0 and int(self.redis.llen(self.queue_key)) <= self.max_backlog:
+            if delay <= 0 and queue_length(self.redis, self.namespace) <= self.max_backlog:
                 return
             self.sleep(min(max(delay, 0.05), 1.0))
 

@@ -1,17 +1,10 @@
 """Attempts at deliveries: claim them, sign them, POST them, record what happened, plan the next ones.
 
-This is what the delivery actors run, for a batch of delivery ids per message (and `POST
-/v1/subscriptions/{id}/test` inline, for one). A batch costs one claim and one record transaction
-however many deliveries it holds (`workers/outbound/record.py` writes the results). Contract:
-
-* at least once, and a duplicate queue message is harmless: an attempt first *claims* the delivery by
-  moving `next_attempt_at` past its own time limit, so a second message finds nothing due; the
-  `webhook-id` is the delivery id, the same on every attempt, so a receiver drops a repeat;
-* a 2xx within the timeout is success; `410 Gone` disables the subscription; anything else (3xx
-  included, timeouts, refused connections) is retried with exponential backoff and jitter until the
-  retry window is spent;
-* a subscription whose attempts have all failed for `subscriptions_disable_after_seconds` is disabled,
-  and `subscription.disabled` is published on the change stream (once, by whoever disabled it).
+What the delivery actors run, a batch of delivery ids per message (and `POST /v1/subscriptions/{id}/test`, one).
+At least once, and a repeated queue message is harmless: an attempt first claims its delivery by moving
+`next_attempt_at` past its own time limit, and the `webhook-id` is the delivery id on every attempt. A 2xx is
+success; `410 Gone` disables the subscription; anything else is retried with backoff until the retry window is
+spent, and a subscription failing for `subscriptions_disable_after_seconds` is disabled (`subscription.disabled`).
 """
 
 from __future__ import annotations
@@ -37,11 +30,11 @@ from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.objects import signing_keys, subscription_out
 from workers.outbound.record import Attempt, Claimed, Recorder, Result, SubscriptionRows
 from workers.outbound.signing import webhook_headers
 from workers.outbound.transport import BadAnswer, ConnectFailed, Destinations, TimedOut
 from workers.outbound.url_policy import UnsafeUrl
+from workers.outbound.views import signing_keys, subscription_out
 from workers.runtime.delivery_queue import enqueue_delayed
 from workers.runtime.metrics import record_delivery, record_subscription_disabled
 
@@ -68,8 +61,8 @@ an IN list of fifty parameters per batch otherwise).
 
 The batch's rows are found by primary key alone, and only then tested for being due. With the test in the
 same scan, the planner may combine the key lookup with the `(status, next_attempt_at)` index, and that part
-reads every due delivery's index entry: under a backlog of 25,000 pending deliveries, 50 ms per claim instead
-of 1 (`bench/RESULTS.md`). Locking the batch's rows that are not due is harmless: nobody may claim them."""
+reads every due delivery's index entry, which under a backlog costs far more than the claim itself. Locking the
+batch's rows that are not due is harmless: nobody may claim them."""
 CONNECTION_FAILED = "connection failed"
 """What `last_error` says whenever no connection could be made, whatever the reason underneath."""
 

@@ -1,13 +1,10 @@
-"""The dispatcher: change stream -> delivery rows -> `deliver_webhook` messages.
+"""The dispatcher: change stream → delivery rows → delivery messages.
 
-Every worker process runs one `Dispatcher` thread. They read `{ns}:changes` through one Redis
-consumer group (`subscriptions`), so each change is dispatched once however many processes run; an
-entry is acknowledged only after its deliveries are stored and queued, and entries a dead process
-left unacknowledged are claimed by another after `CLAIM_IDLE_MS`. Recording is idempotent (the
-delivery id is derived from subscription and change), so a change dispatched twice is sent once.
-
-A subscription receives the changes published after it was created; earlier ones can be replayed
-(`workers/outbound/range_replay.py`).
+Every worker process runs one `Dispatcher` thread, all reading `{ns}:changes` through one consumer group, so each
+change is dispatched once however many processes run. An entry is acknowledged only once its deliveries are
+stored and queued (a dead process's entries are claimed after `CLAIM_IDLE_MS`), and a delivery's id is derived
+from subscription and change, so a change dispatched twice is sent once. A subscription receives the changes
+published after it was created; earlier ones can be replayed (`workers.outbound.range_replay`).
 """
 
 from __future__ import annotations

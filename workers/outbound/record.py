@@ -205,7 +205,7 @@ class SubscriptionRows:
     """The subscriptions of a claim, read with it every time, each object rebuilt only when its row changed.
 
     Every claim reads its subscriptions' rows (a URL, a secret or `enabled` may have changed a moment ago),
-    but building the model object from a row cost more than reading it: about 0.3 ms per subscription. An
+    but building the model object from a row costs more than reading it. An
     object is reused only while every column of its row is what it was built from. Shared by a process's
     delivery threads, which only read the objects; holds at most `LIMIT` rows.
     """

@@ -1,12 +1,8 @@
 """Signing secrets and Standard Webhooks headers for outbound deliveries (Svix-compatible).
 
-`webhook-signature` is a space-separated list of `v1,<base64 HMAC>` entries: during a secret rotation
-it carries one per valid secret, so a receiver verifying with either the old or the new secret accepts
-the message (any Svix / Standard Webhooks library does this).
-
-Signed with the Standard Webhooks reference library (`standardwebhooks`, the core svix's own `Webhook`
-wraps): the same signatures, without importing svix's whole API client (~20 MB in every process that
-imports this module, web and worker alike).
+During a secret rotation `webhook-signature` carries a `v1,<base64 HMAC>` entry per valid secret, so a receiver
+verifying with either the old or the new secret accepts the message. Signed by the Standard Webhooks library
+(`standardwebhooks`, which svix's own `Webhook` wraps), without importing svix's whole API client.
 """
 
 from __future__ import annotations

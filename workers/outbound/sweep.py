@@ -19,7 +19,7 @@ from workers.runtime.delivery_queue import enqueue_deliveries
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:
-    from workers.ledger.context import WorkerRuntime
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 STUCK_AFTER_SECONDS = 300.0
 """Longer than any queue backlog should last; each delivery is re-queued at most once per this."""

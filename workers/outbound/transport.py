@@ -1,17 +1,11 @@
-"""Where outbound deliveries are sent from: one httpcore connection pool per destination, connecting only to
-the addresses the URL check approved.
+"""Where outbound deliveries are sent from: one httpcore connection pool per destination (scheme, host, port),
+connecting only to the addresses the URL check approved.
 
-A destination is a URL's scheme, host and port. Its pool's network backend never resolves the name: it
-connects to the addresses `check_target` (`workers/outbound/url_policy.py`) approved, in order. httpcore
-still sees the name, so TLS sends it as SNI and verifies the certificate against it, and `Host` is the
-URL's. No proxy is used: a proxy would resolve the name itself. The approval lasts `RECHECK_SECONDS`, or
-until a connection fails; then the name is checked again before the next attempt. The same addresses keep
-the pool, others get a new one, a refusal refuses the attempt: a name re-pointed at an internal address
-(DNS rebinding) is never connected to, and is refused as soon as it is re-checked.
-
-A POST counts by its status: its request and answer share one timeout, and at most `max_body_bytes` of
-the answer's body are read (and dropped). Failures reach `workers/outbound/deliver.py` as this module's
-three errors, translated from httpcore's in `Pool.post`.
+The pool's network backend never resolves the name: it connects to the addresses `check_target` approved, while
+httpcore still sends the name as SNI, verifies the certificate against it and sends it as `Host`. No proxy (a
+proxy would resolve the name itself). An approval lasts `RECHECK_SECONDS` or until a connection fails; then the
+name is checked again, so a name re-pointed at an internal address (DNS rebinding) is never connected to. At most
+`max_body_bytes` of an answer are read; failures leave as this module's three errors.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""Where Synctrack may send outbound webhooks: a subscription must not aim it at internal services.
+"""Where Synctrack may send outbound webhooks: never to internal services.
 
-Checked when a subscription is created or changed (the API answers `invalid_url`) and again while it
-is delivered to, because a name can be re-pointed at a private address after it was accepted. For
-deliveries the check answers with the addresses it approved (`check_target`), and attempts connect to
-those only (`workers/outbound/transport.py`, which checks a destination again after a minute or a failed
-connection): a name that resolves to a public address for the check and to an internal one a moment
-later (DNS rebinding) never gets the second lookup.
-
-An address is refused when it, or an IPv4 address embedded in it, is not a public unicast address:
-IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`) forms, NAT64 (`64:ff9b::/96`; the
-local-use `64:ff9b:1::/48` always), 6to4 (`2002::/16`) and Teredo (`2001::/32`) all carry one.
+Checked when a subscription is created or changed (`invalid_url`) and again while it is delivered to, since a
+name can be re-pointed after it was accepted; for deliveries `check_target` answers with the addresses it
+approved, and only those are connected to (`workers.outbound.transport`). Only public unicast addresses pass.
+IPv6 is judged by an explicit list (`NOT_PUBLIC_V6`, from IANA's special-purpose registry) and the global unicast
+space ``2000::/3``, not by `ipaddress`, whose answer changes between Python releases; an IPv6 address standing
+for an IPv4 address (mapped, compatible, NAT64, 6to4) is judged as that IPv4 address.
 """
 
 from __future__ import annotations
@@ -30,25 +26,38 @@ class UnsafeUrl(SynctrackError, ValueError):
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+NOT_PUBLIC_V6 = tuple(
+    ipaddress.IPv6Network(network)
+    for network in (
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765): the IPv4 address behind it is the translator's to pick
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): where the IPv4 sits depends on the operator's prefix
+        "100::/64",  # discard-only (RFC 6666)
+        "100:0:0:1::/64",  # dummy prefix (RFC 9780)
+        "2001::/23",  # IETF protocol assignments: Teredo, benchmarking, ORCHID, AMT, anycast services
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # segment-routing SIDs (RFC 9602)
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+"""IPv6 ranges Synctrack never sends to, whatever an address in them carries."""
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-"""RFC 8215 local-use NAT64: where the IPv4 sits depends on the operator's prefix, so never a destination."""
-_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 
 
-def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries inside it (mapped, compatible, NAT64, 6to4, Teredo)."""
-    found: list[ipaddress.IPv4Address] = []
+def translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64), if it is one of those forms."""
     if address.ipv4_mapped is not None:
-        found.append(address.ipv4_mapped)
+        return address.ipv4_mapped
     if address in _IPV4_COMPATIBLE or address in _NAT64:
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    if address.sixtofour is not None:
-        found.append(address.sixtofour)
-    if address.teredo is not None:
-        found.extend(address.teredo)
-    return found
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _forbidden_v4(address: ipaddress.IPv4Address) -> bool:
@@ -61,15 +70,13 @@ def forbidden(address: Address) -> bool:
     """Whether Synctrack must not connect to `address` (see the module's docstring)."""
     if isinstance(address, ipaddress.IPv4Address):
         return _forbidden_v4(address)
-    if any(_forbidden_v4(inner) for inner in embedded_ipv4(address)):
+    if any(address in network for network in NOT_PUBLIC_V6):
         return True
-    return (
-        not address.is_global
-        or address.is_multicast
-        or address.is_unspecified
-        or address in _SITE_LOCAL
-        or address in _NAT64_LOCAL
-    )
+    if (inner := translated_ipv4(address)) is not None:
+        return _forbidden_v4(inner)
+    if address.sixtofour is not None and _forbidden_v4(address.sixtofour):
+        return True
+    return address not in GLOBAL_UNICAST
 
 
 def resolve(host: str, port: int) -> list[Address]:
@@ -121,9 +128,9 @@ def _check_name(host: str) -> None:
 
 
 def _check_addresses(host: str, addresses: list[Address]) -> None:
-    for address in addresses:
-        if forbidden(address):
-            raise UnsafeUrl(f"host {host!r} resolves to {address}, which is not a public address")
+    # The answer never names the address: what an internal name resolves to is not for the caller to learn.
+    if any(forbidden(address) for address in addresses):
+        raise UnsafeUrl(f"host {host!r} is not allowed: not a public address")
 
 
 def check_url(url: str, *, allow_http: bool, allow_private: bool) -> str:

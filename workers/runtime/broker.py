@@ -1,10 +1,10 @@
 """The dramatiq broker and the Redis clients, configured in one place.
 
-Production: dramatiq's `RedisBroker` on `SYNCTRACK_REDIS_URL`. Embedded (`synctrack dev`): the same
-broker code on an in-process Redis (fakeredis with Lua), shared by the web side and the in-process
-worker of that one process. Keys live under `SYNCTRACK_REDIS_NAMESPACE`:
+Production: dramatiq's `RedisBroker` (`workers.runtime.redis_queues.QueueBroker`) on `SYNCTRACK_REDIS_URL`.
+Embedded (`synctrack dev`): the same broker code on an in-process Redis (fakeredis with Lua), shared by the web
+side and the in-process worker of that one process. Keys live under `SYNCTRACK_REDIS_NAMESPACE`:
 
-* ``{ns}:webhooks`` — dramatiq's queue of webhooks to fold (its layout: `workers.runtime.queues`)
+* ``{ns}:webhooks`` — dramatiq's queue of webhooks to fold (its layout: `workers.runtime.redis_queues`)
 * ``{ns}:seen:{message id}`` — receiver de-duplication, expires after the dedupe window
 * ``{ns}:changes`` — the change feed (a Redis Stream)
 
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import dramatiq
 import redis
 import redis.asyncio
-from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
-from workers.runtime.queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
+from workers.runtime.redis_queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
+from workers.runtime.redis_queues import QueueBroker
 
 if TYPE_CHECKING:
     import fakeredis
@@ -34,7 +34,6 @@ FOLD_BATCH_ACTOR = "fold_webhooks"
 """Folds every webhook of one receiver batch (`[[message id, body, received at], …]`) in one transaction."""
 FOLD_STORED_ACTOR = "fold_stored"
 """Folds many stored events in one message: what replays send, so a replay folds in large batches."""
-MAINTENANCE_CHANCE = 20_000
 
 _embedded_server: fakeredis.FakeServer | None = None
 
@@ -69,14 +68,14 @@ def async_redis(settings: Settings) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(connection_pool=pool)
 
 
-def make_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:
-    broker = RedisBroker(  # type: ignore[no-untyped-call]
+def make_broker(settings: Settings, client: redis.Redis | None = None) -> QueueBroker:
+    """The worker's broker: an idle consumer is woken by each enqueue on its queue, and looks again by itself after
+    `SYNCTRACK_WORKER_POLL_MS` at most (a second at most)."""
+    broker = QueueBroker(
         client=client or sync_redis(settings),
         namespace=settings.redis_namespace,
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
-        # Maintenance (requeueing a dead worker's in-hand messages) runs on this share of broker calls, per
-        # million; dramatiq's 0.1 % can leave a SIGKILLed worker's batch waiting minutes on a quiet system.
-        maintenance_chance=MAINTENANCE_CHANCE,
+        idle_wait_ms=settings.worker_poll_ms,
     )
     dramatiq.set_broker(broker)
     return broker

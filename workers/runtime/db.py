@@ -1,14 +1,9 @@
 """Database engines and the schema-version check.
 
-SQLite (the embedded default) runs in WAL mode and starts every transaction with ``BEGIN IMMEDIATE``:
-SQLite allows one writer, and taking the write lock up front means two folds of the same connection
-queue behind each other instead of both reading and one failing on upgrade. PostgreSQL gets row locks
-from the store instead.
-
-Alembic is imported only by `upgrade` (`synctrack db upgrade`, `synctrack dev`). The check every process
-makes at start (`require_current_schema`) reads the ``alembic_version`` table with plain SQL and the head
-revision from the migration files' text: alembic and its templates are ~11 MiB of modules a web or worker
-process would otherwise keep for its whole life after using them once.
+SQLite (the embedded default) runs in WAL mode and begins every transaction with ``BEGIN IMMEDIATE``: it allows
+one writer, and taking the lock up front queues two folds of one connection instead of failing one of them.
+PostgreSQL gets row locks from the store instead. The check every process makes at start
+(`require_current_schema`) reads the schema version with plain SQL, so only `upgrade` imports alembic.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
-"""The `deliveries` queue: delivery messages, written exactly as dramatiq's RedisBroker would.
+"""The `deliveries` queue: delivery messages, written through `workers.runtime.redis_queues`.
 
 Web processes (retry, replay), the dispatcher thread and the actor itself (to schedule a retry) all
 enqueue here with a plain Redis client, many messages per round trip, without declaring actors.
 A message is `deliver_webhooks(delivery_ids)`: up to `BATCH_SIZE` ids (`batch_size`), claimed, sent and recorded
 together (`workers/outbound/deliver.py`). Messages of the older one-id form, `deliver_webhook(delivery_id)`,
 may still be queued from before and are served the same way.
-A delayed message goes to dramatiq's delay queue (`deliveries.DQ`) with its `eta`, as
-`actor.send_with_options(delay=...)` would put it.
+A delayed message waits as `actor.send_with_options(delay=...)` would leave it.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from collections.abc import Iterable
 
 from redis import Redis
 
-from workers.runtime.queues import DELIVERY_QUEUE as DELIVERY_QUEUE
-from workers.runtime.queues import Encoded, encode, push
+from workers.runtime.redis_queues import DELIVERY_QUEUE as DELIVERY_QUEUE
+from workers.runtime.redis_queues import Encoded, encode, push
 
 DELIVER_ACTOR = "deliver_webhook"
 """One delivery id per message: what earlier releases queued."""

@@ -1,19 +1,10 @@
 """Structured logs: one line per record, `key=value` (default) or one JSON object.
 
-Messages are written as ``key=value`` pairs already (``event=… company=… outcome=…``); the formatter
-adds time, level and logger. Secrets and webhook bodies are never passed to a logger.
-
-Values can come from outside (an id in a URL, a header), so no value can forge a line or a field:
-
-* every argument is rendered by `safe_args` — a string with a space, ``=``, a quote, a backslash or a
-  control character is written quoted and escaped (``detail="a \"b\" level=x"``), so
-  ``" level=error logger=…"`` stays inside its own value;
-* in `json`, the fixed keys (`ts`, `level`, `logger`, `exc`) are the formatter's: a pair in the message
-  with one of those names is kept as ``_ts`` (…) instead;
-* dramatiq names whole messages — arguments, webhook bodies included — in its own lines ("Received
-  message fold_webhook(…)" and "Received args=…" at DEBUG, "Failed to process message …" at ERROR);
-  `MessageRedaction` puts the actor's name and the message id (or the number of arguments) in their
-  place, on every handler. SQL errors never carry their parameters (`hide_parameters`, `db.py`).
+Values can come from outside (an id in a URL, a header), so none can forge a line or a field: every argument is
+rendered by `safe_args` (quoted and escaped where it holds a space, ``=``, a quote, a backslash or a control
+character), and in JSON a message's pair named like a fixed key (`ts`, `level`, …) is kept as ``_ts``. Secrets and
+webhook bodies are never logged: `MessageRedaction` replaces the arguments dramatiq would print with the actor's
+name and message id, and SQL errors never carry their parameters (`hide_parameters`, `db.py`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Prometheus metrics: every definition in one place, correct across many web and worker processes.
 
-Each process counts in its own memory, so a scrape answered by one web process would see only that
-process. prometheus-client's multiprocess mode fixes this: with ``PROMETHEUS_MULTIPROC_DIR`` set, every
-process writes its values to files in that directory and `/metrics` (`service/api/scrape.py`) merges
-them. `synctrack web|worker|dev` call `prepare_multiprocess_dir` to set a default directory when the
-variable is unset; every process of one deployment on one host must share it.
-
-Metrics are created on first use, not at import, because prometheus-client decides between in-memory
-and file-backed values when a metric is created and the composition root must be able to set the
-directory first. They are process-wide by nature (one set of files per process id), hence the one
-cached `Metrics` object. Labels stay bounded: event types outside `KNOWN_EVENT_TYPES` count as
-``other``, results and reasons come from fixed enumerations.
+Each process counts in its own memory, so with ``PROMETHEUS_MULTIPROC_DIR`` set (`prepare_multiprocess_dir` sets a
+default) every process writes its values to files there and `/metrics` merges them. Metrics are created on first
+use, not at import, so the composition root can set the directory before prometheus-client decides where values
+live. Labels stay bounded: unknown event types count as ``other``; results and reasons are fixed enumerations.
 """
 
 from __future__ import annotations
@@ -18,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -50,6 +44,7 @@ SIGNATURE_REASONS = frozenset({"missing_signature_headers", "invalid_signature",
 FOLD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 LAST_FOLDED = "synctrack_last_folded_event_generated_timestamp_seconds"
+LAST_ACCEPTED = "synctrack_webhook_last_accepted_timestamp_seconds"
 
 
 def event_type_label(event_type: str | None) -> str:
@@ -113,7 +108,7 @@ def forget_dead_processes(path: str, everything: bool = False) -> int:
 
 
 class Metrics:
-    """The metric objects; see README "Operations" for what each one means."""
+    """The metric objects; docs/operations.md ("Metrics") says what each one means."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram, values
@@ -130,6 +125,14 @@ class Metrics:
             "synctrack_webhook_signature_failures_total",
             "Webhooks rejected for their signature headers, signature or timestamp.",
             ["reason"],
+        )
+        for reason in sorted(SIGNATURE_REASONS):  # a series at 0 from the start, so the first failure is an increase
+            self.signature_failures.labels(reason)
+        # A wall-clock time that only moves forward: the largest over the processes is the latest.
+        self.last_accepted = Gauge(
+            LAST_ACCEPTED,
+            "When (unix seconds) a webhook was last accepted (202) by any web process; 0 until one is.",
+            multiprocess_mode="max",
         )
         self.folded = Counter(
             "synctrack_events_folded_total",
@@ -186,11 +189,14 @@ def metrics() -> Metrics:
 
 
 def record_webhook(event_type: str | None, result: str, reason: str = "", count: int = 1) -> None:
-    """Count `count` webhook requests: `result` is accepted, duplicate or rejected (`reason`: the error code)."""
+    """Count `count` webhook requests: `result` is accepted, duplicate or rejected (`reason`: the error code).
+    An accepted one also sets the time of the last acceptance to now (the alert on silence reads it)."""
     m = metrics()
     m.webhooks.labels(event_type_label(event_type), result, reason).inc(count)
     if reason in SIGNATURE_REASONS:
         m.signature_failures.labels(reason).inc(count)
+    if result == "accepted" and count > 0:
+        m.last_accepted.set(time.time())
 
 
 def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], started: datetime) -> None:

@@ -1,8 +1,11 @@
 """Periodic jobs (stale-sync marking, reconciliation, retention), run by the worker processes.
 
-Every worker process runs one `PeriodicRunner` thread; a Redis ``SET NX EX`` per job and period
-means one process in the whole deployment runs each job each period, however many are running.
-A job is a plain function of the worker runtime; its interval comes from settings (0 = off).
+Every worker process runs a `PeriodicRunner` thread per job, so a long run (a reconciliation of many
+companies) delays no other job; a Redis ``SET NX EX`` per job and period means one process in the whole
+deployment runs each job each period, however many are running. A job is a plain function of the worker
+runtime; its interval comes from settings (0 = off). A job marked `at_start` also runs shortly after the
+workers start — once for all the processes that start within `START_WINDOW_SECONDS` of each other — and
+its period then counts from that run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ R = TypeVar("R", bound=HasSettings)
 
 log = logging.getLogger("synctrack.periodic")
 
+START_WINDOW_SECONDS = 600
+"""Worker processes starting within this long of each other (a deploy, a restart) run an `at_start` job once."""
+
 
 @dataclass(frozen=True)
 class PeriodicJob(Generic[R]):
@@ -35,13 +41,17 @@ class PeriodicJob(Generic[R]):
     interval: Callable[[R], float]
     """Seconds between runs, read from the runtime's settings; 0 or less turns the job off."""
     run: Callable[[R], object]
+    at_start: bool = False
+    """Also run shortly after the workers start, not only once a period has passed since the last run."""
 
 
 class PeriodicRunner(threading.Thread, Generic[R]):
     def __init__(self, runtime: R, redis: Redis, jobs: list[PeriodicJob[R]], tick: float = 1.0) -> None:
-        super().__init__(name="synctrack-periodic", daemon=True)
+        super().__init__(name=f"synctrack-periodic-{'+'.join(job.name for job in jobs)}", daemon=True)
         self.runtime, self.redis, self.jobs, self.tick = runtime, redis, jobs, tick
         self._stop_event = threading.Event()
+        self._starting = {job.name for job in jobs if job.at_start}
+        """The `at_start` jobs whose start run is still to be claimed (a Redis error leaves it for the next tick)."""
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -52,12 +62,21 @@ class PeriodicRunner(threading.Thread, Generic[R]):
                 self.run_if_due(job)
 
     def run_if_due(self, job: PeriodicJob[R]) -> bool:
+        """Run `job` here if it is on and no process ran it within its interval, or if it is an `at_start` job
+        this process has just started and no process starting with it ran it; return whether it ran."""
         interval = job.interval(self.runtime)
         if interval <= 0:
             return False
         key = f"{self.runtime.settings.redis_namespace}:periodic:{job.name}"
+        period = max(1, int(interval))
         try:
-            if not self.redis.set(key, str(time.time()), nx=True, ex=max(1, int(interval))):
+            claimed = False
+            if job.name in self._starting:
+                claimed = bool(self.redis.set(f"{key}:start", str(time.time()), nx=True, ex=START_WINDOW_SECONDS))
+                self._starting.discard(job.name)
+                if claimed:
+                    self.redis.set(key, str(time.time()), ex=period)  # the next period counts from this run
+            if not claimed and not self.redis.set(key, str(time.time()), nx=True, ex=period):
                 return False
             started = time.monotonic()
             result = job.run(self.runtime)

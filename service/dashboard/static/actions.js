@@ -1,8 +1,9 @@
-// What the buttons do: refresh (all data, one data type), disconnect, delete. Each call is
+// What the buttons do: refresh (all data, one data type), disconnect, delete, reconnect. Each call is
 // announced in plain words; a failure shows the API's error as a readable message. The spinner and
 // the status change themselves arrive on the live stream, like everyone else's changes.
 
 import { confirmAction, deleteText, disconnectText, reconnectText } from "./confirm.js";
+import { safeUrl } from "./format.js";
 
 const enc = encodeURIComponent;
 
@@ -21,7 +22,7 @@ export function createActions({ api, messages, dialog, onPending, afterChange })
     messages.clearErrors();
     try {
       await call();
-      messages.info(success);
+      messages.info(typeof success === "function" ? success() : success);
       afterChange();
     } catch (error) {
       messages.error(error, context);
@@ -74,15 +75,37 @@ export function createActions({ api, messages, dialog, onPending, afterChange })
       );
     },
 
-    /** Open the connection's Codat link page (`url`, already checked to be http(s)) after a confirmation. */
-    async reconnect(url, name) {
-      if (!(await confirmAction(dialog, reconnectText(name)))) return;
-      const tab = window.open(url, "_blank");
+    /**
+     * Open Codat's link page for the connection in a new tab, at a link Synctrack asks Codat for now
+     * (`POST /v1/connections/{id}/reconnect`): Codat's one-time links die once used or a day old, so the
+     * connection's stored `link_url` will not do. With `confirm`, only after a confirmation.
+     */
+    async reconnect(connection, name, { confirm = false } = {}) {
+      const key = `reconnect:${connection.id}`;
+      if (pending.has(key) || (confirm && !(await confirmAction(dialog, reconnectText(name))))) return;
+      // Opened at the click, where no pop-up blocker stops it, and sent to the link once Synctrack has it.
+      const tab = window.open("", "_blank");
       if (tab) tab.opener = null; // the link page must not reach back into this one
-      messages.info(
-        tab === null
-          ? `Opening Codat's link page for ${name}: if no tab opened, allow pop-ups for this page.`
-          : `Codat's link page for ${name} opened in a new tab.`,
+      let opened = tab !== null;
+      await run(
+        key,
+        `Reconnect ${name}`,
+        async () => {
+          try {
+            const answer = await api.post(`/v1/connections/${enc(connection.id)}/reconnect`);
+            const url = safeUrl(answer.link_url);
+            if (!url) throw new Error("Codat's link for this connection is not a web address.");
+            if (tab) tab.location.replace(url);
+            else opened = window.open(url, "_blank", "noopener") !== null;
+          } catch (error) {
+            tab?.close();
+            throw error;
+          }
+        },
+        () =>
+          opened
+            ? `Codat's link page for ${name} opened in a new tab.`
+            : `Codat's link page for ${name} could not open: allow pop-ups for this page, then try again.`,
       );
     },
 

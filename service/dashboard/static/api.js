@@ -18,6 +18,7 @@ const FRIENDLY = {
   rate_limited: "Too many requests just now. Wait a moment, then try again.",
   unauthorized: "Synctrack needs a valid access token: the one given is missing, expired or not valid.",
   forbidden: "You are not allowed to do this.",
+  not_reconnectable: "This connection does not need to be linked again.",
   not_found: "Synctrack does not know this item (it may have been deleted).",
   network: "Synctrack could not be reached. Check your network connection and try again.",
   queue_unavailable: "Synctrack is temporarily unavailable. Try again in a minute.",

@@ -11,7 +11,7 @@ import { renderList } from "./list.js";
 import { LiveFeed } from "./live.js";
 import { createMessages } from "./messages.js";
 import { Store } from "./store.js";
-import { askForToken, takeToken } from "./token.js";
+import { askForToken, takeToken, tokenRights } from "./token.js";
 
 const TIME_REFRESH_MS = 15_000;
 const LIVE_TEXT = {
@@ -26,7 +26,9 @@ const $ = (id) => document.getElementById(id);
 const body = document.body;
 const embedded = body.dataset.mode === "embed";
 
-const api = createApi({ root: body.dataset.root, token: takeToken() });
+const token = takeToken();
+const rights = tokenRights(token);
+const api = createApi({ root: body.dataset.root, token });
 const store = new Store();
 const messages = createMessages($("messages"), $("alerts"));
 const state = {
@@ -65,6 +67,7 @@ const detail = new DetailView({
   store,
   messages,
   actions,
+  can: (right) => rights === null || rights.has(right),
   backHref: () => pageUrl({ connectionId: null }),
   onClose: () => select(null, { push: true }),
 });

@@ -11,11 +11,11 @@ import {
   phaseBadge,
   platformLogo,
   platformName,
-  safeUrl,
+  runningSpinner,
   spinner,
   statusBadge,
+  syncingLabel,
   timeEl,
-  typicalText,
   whenEl,
 } from "./format.js";
 import { freshnessBadge, historyStrip } from "./freshness.js";
@@ -28,9 +28,12 @@ const RELOAD_DELAY_MS = 150;
 const enc = encodeURIComponent;
 
 export class DetailView {
-  /** `onClose()`: the person asked to go back to the list. */
-  constructor({ el, api, store, messages, actions, companyId, backHref, onClose }) {
-    Object.assign(this, { el, api, store, messages, actions, companyId, backHref, onClose });
+  /**
+   * `onClose()`: the person asked to go back to the list. `can(right)`: whether the page's token has the
+   * right (the API decides in the end); what it may not do is left out.
+   */
+  constructor({ el, api, store, messages, actions, can, companyId, backHref, onClose }) {
+    Object.assign(this, { el, api, store, messages, actions, can, companyId, backHref, onClose });
     this.connectionId = null;
     this.detail = null;
     this.syncs = [];
@@ -179,7 +182,7 @@ export class DetailView {
             { class: "detail-status" },
             statusBadge(connectionStatus(d)),
             freshnessBadge(d),
-            syncing ? spinner("Syncing…", typicalText(this.store.activeSyncs(d.id))) : null,
+            syncing ? runningSpinner(this.store.syncsRunning(d.id)) : null,
           ),
         ),
         ...this.notices(d, name),
@@ -209,9 +212,22 @@ export class DetailView {
   }
 
   notices(d, name) {
-    const link = safeUrl(d.link_url);
-    const linkButton = (label) =>
-      link ? h("a", { class: "button", href: link, target: "_blank", rel: "noopener noreferrer" }, label) : null;
+    // Codat's link for re-linking is asked for at the click (see actions.reconnect), never the stored one.
+    const relink = (label, focusKey, options = {}) => {
+      if (!this.can("reconnect")) return null;
+      const pending = this.actions.isPending(`reconnect:${d.id}`);
+      return h(
+        "button",
+        {
+          type: "button",
+          class: "button primary",
+          disabled: pending,
+          dataset: { focusKey },
+          onclick: () => this.actions.reconnect(d, name, options),
+        },
+        pending ? "Asking Codat for a link…" : label,
+      );
+    };
     const authError = d.last_sync_status === "AuthError" || d.data_types.some((t) => t.status === "AuthError");
     const out = [];
     if (d.deleted_at) {
@@ -221,26 +237,17 @@ export class DetailView {
         notice(
           "warning",
           `Codat can no longer read from ${name}: the customer must sign in to ${name} again to re-authorise it.`,
-          linkButton(`Re-link ${name}`),
+          relink(`Re-link ${name}`, "relink"),
         ),
       );
     } else if (d.status === "Unlinked" || d.status === "Deauthorized") {
       const why = d.status === "Deauthorized" ? `Access to ${name} was withdrawn.` : "This connection is disconnected.";
-      const reconnect = link
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "button primary",
-              dataset: { focusKey: "reconnect" },
-              onclick: () => this.actions.reconnect(link, name),
-            },
-            "Reconnect",
-          )
-        : null;
+      const reconnect = relink("Reconnect", "reconnect", { confirm: true });
       out.push(notice("info", `${why} Data already synced is kept.`, reconnect));
     } else if (d.status === "PendingAuth") {
-      out.push(notice("info", "The customer has not finished linking this connection yet.", linkButton("Continue linking")));
+      out.push(
+        notice("info", "The customer has not finished linking this connection yet.", relink("Continue linking", "relink")),
+      );
     }
     const current = d.active_errors ?? [];
     if (!d.deleted_at && current.length) {
@@ -348,7 +355,7 @@ export class DetailView {
               "td",
               { "data-label": "Last status" },
               syncing
-                ? spinner("Syncing…", typicalText(this.store.activeSyncs(d.id).filter((s) => s.data_type === t.data_type)))
+                ? runningSpinner(this.store.syncsRunning(d.id, t.data_type))
                 : phaseBadge(t.phase, t.status),
             ),
             h("td", { "data-label": "Last successful sync" }, timeEl(t.last_successful_sync_at)),
@@ -452,7 +459,13 @@ function historyRow(sync) {
     "tr",
     { class: failed ? "failed" : null, dataset: { syncId: sync.id, phase: sync.phase } },
     h("th", { scope: "row", "data-label": "Data type" }, dataTypeLabel(sync.data_type)),
-    h("td", { "data-label": "Result" }, sync.phase === "active" ? spinner(sync.status) : phaseBadge(sync.phase, sync.status)),
+    h(
+      "td",
+      { "data-label": "Result" },
+      sync.phase === "active"
+        ? spinner(sync.delayed ? syncingLabel([sync]) : sync.status)
+        : phaseBadge(sync.phase, sync.status),
+    ),
     h("td", { "data-label": "Requested" }, whenEl(sync.requested_at)),
     h("td", { "data-label": "Finished" }, whenEl(sync.completed_at)),
     h(

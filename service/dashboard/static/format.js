@@ -98,6 +98,12 @@ export function keepingFocus(render) {
   if (again && again !== document.activeElement) again.focus({ preventScroll: true });
 }
 
+/** The spinner's words for running syncs: Codat's status while Codat says one is still waiting there. */
+export function syncingLabel(syncs) {
+  const delayed = syncs.find((sync) => sync.delayed && sync.codat_status);
+  return delayed ? `Syncing (waiting at Codat: ${delayed.codat_status})` : "Syncing…";
+}
+
 export function spinner(label, hint = null) {
   return h(
     "span",
@@ -106,6 +112,11 @@ export function spinner(label, hint = null) {
     h("span", { class: "syncing-text" }, label),
     hint ? h("span", { class: "syncing-typical" }, hint) : null,
   );
+}
+
+/** The spinner of running syncs: what Codat is waiting at, if anything, and how long they usually take. */
+export function runningSpinner(syncs) {
+  return spinner(syncingLabel(syncs), typicalText(syncs));
 }
 
 const clockFormat = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit" });

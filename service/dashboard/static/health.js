@@ -2,7 +2,7 @@
 // the one next step as the card's main button (reconnect, refresh, wait — or nothing to do). Also the warning
 // that a connection will need re-linking soon unless it syncs.
 
-import { h, safeUrl } from "./format.js";
+import { h } from "./format.js";
 
 const WORDS = {
   healthy: "Working",
@@ -34,18 +34,18 @@ export function riskText(connection, now = Date.now()) {
 export function nextActionButton(connection, name, actions, store) {
   const action = connection.next_action;
   if (action === "reconnect") {
-    const url = safeUrl(connection.link_url);
+    // Codat's link for re-linking is asked for at the click (see actions.reconnect), never the stored one.
+    const pending = actions.isPending(`reconnect:${connection.id}`);
     return h(
       "button",
       {
         type: "button",
         class: "button primary next-action",
-        disabled: !url,
-        title: url ? null : `Codat has not given a link for ${name}`,
+        disabled: pending,
         dataset: { nextAction: action, focusKey: `next:${connection.id}` },
-        onclick: () => actions.reconnect(url, name),
+        onclick: () => actions.reconnect(connection, name, { confirm: true }),
       },
-      "Reconnect",
+      pending ? "Asking Codat for a link…" : "Reconnect",
     );
   }
   if (action === "refresh") {

@@ -7,10 +7,9 @@ import {
   keepingFocus,
   platformLogo,
   platformName,
-  spinner,
+  runningSpinner,
   statusBadge,
   timeEl,
-  typicalText,
 } from "./format.js";
 import { freshnessBadge } from "./freshness.js";
 import { healthHead } from "./health.js";
@@ -117,7 +116,7 @@ function card(connection, store, selected, { linkFor, onSelect, actions }, key) 
         ),
       ),
     ),
-    syncing ? withId(spinner("Syncing…", typicalText(store.activeSyncs(connection.id))), `${key}-syncing`) : null,
+    syncing ? withId(runningSpinner(store.syncsRunning(connection.id)), `${key}-syncing`) : null,
   );
 }
 

@@ -6,7 +6,14 @@
 // with the last id it saw as `last_event_id`, which resumes the same way. A `reset` event (the id
 // was too old, or this client fell behind) means: re-read the state, then start afresh.
 
-export const STREAM_EVENTS = ["snapshot", "connection.updated", "sync.started", "sync.completed", "sync.failed"];
+export const STREAM_EVENTS = [
+  "snapshot",
+  "connection.updated",
+  "sync.started",
+  "sync.delayed",
+  "sync.completed",
+  "sync.failed",
+];
 
 const MAX_BACKOFF_MS = 30_000;
 

@@ -45,7 +45,8 @@ export class Store extends EventTarget {
       this.changed(data.id, name);
       return;
     }
-    if (name === "sync.started") this.active.set(data.id, strip(data));
+    // A delayed sync is still running, at Codat's own pace: the same sync with what Codat said.
+    if (name === "sync.started" || name === "sync.delayed") this.active.set(data.id, strip(data));
     else if (name === "sync.completed" || name === "sync.failed") this.active.delete(data.id);
     else return;
     this.changed(data.connection_id, name);
@@ -59,10 +60,15 @@ export class Store extends EventTarget {
     return [...this.active.values()].filter((sync) => sync.connection_id === connectionId);
   }
 
-  isSyncing(connectionId, dataType = null) {
-    return this.activeSyncs(connectionId).some(
+  /** The running syncs of a connection (of one data type, with those of every type, if `dataType` is given). */
+  syncsRunning(connectionId, dataType = null) {
+    return this.activeSyncs(connectionId).filter(
       (sync) => dataType === null || sync.data_type === dataType || sync.data_type === "*",
     );
+  }
+
+  isSyncing(connectionId, dataType = null) {
+    return this.syncsRunning(connectionId, dataType).length > 0;
   }
 
   /** Connections in display order: live ones by platform name, deleted ones last. */

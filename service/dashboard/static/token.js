@@ -30,6 +30,23 @@ export function askForToken(form) {
   });
 }
 
+/**
+ * The rights of a company-scoped token, read from the token itself (`st1.<payload>.<signature>`: the
+ * payload is signed, not secret, base64url JSON with the rights as `r`); null for an admin token or none,
+ * whose rights only the API knows. The page uses it to leave out what the token may not do; the API
+ * refuses it either way.
+ */
+export function tokenRights(token) {
+  if (!token?.startsWith("st1.")) return null;
+  try {
+    const payload = token.slice(4).split(".")[0].replaceAll("-", "+").replaceAll("_", "/");
+    const claims = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, "=")));
+    return new Set(Array.isArray(claims.r) ? claims.r : []);
+  } catch {
+    return new Set(); // not a token Synctrack minted: the API will say so
+  }
+}
+
 function stored() {
   try {
     return sessionStorage.getItem(TOKEN_KEY);

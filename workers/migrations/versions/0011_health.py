@@ -1,7 +1,7 @@
 """health: when a connection last became Linked, the health last announced, and the timeline of announced changes
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-10
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from workers.ledger.context import WorkerRuntime
+from workers.ledger.worker_runtime import WorkerRuntime
 from workers.outbound.deliver import Deliverer
 from workers.runtime.broker import sync_redis
 from workers.runtime.delivery_queue import DELIVER_ACTOR, DELIVER_BATCH_ACTOR, DELIVERY_QUEUE

@@ -26,7 +26,8 @@ class WorkerRuntime:
 
     @property
     def freshness(self) -> FreshnessPolicy:
-        """The freshness thresholds of `settings` (`SYNCTRACK_FRESHNESS_AFTER`, `_OVERRIDES`)."""
+        """The freshness thresholds of `settings` (`SYNCTRACK_FRESHNESS_AFTER`, `_OVERRIDES`, `_SCHEDULE_FACTOR`,
+        and whether Codat's schedules count: an API key is set)."""
         return FreshnessPolicy.from_settings(self.settings)
 
     def on_close(self, closer: Callable[[], None]) -> None:

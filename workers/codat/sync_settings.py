@@ -1,0 +1,223 @@
+"""Codat's sync settings: read the client's and each company's `syncSchedule`s, record them, announce what they change.
+
+Freshness thresholds follow Codat's schedules (`workers.ledger.freshness`), so they are read at import and
+reconciliation (each company before it is folded), when a `company.created` is folded (the `fetch_sync_settings`
+actor, queued after the commit) and otherwise at most daily (`SETTINGS_JOB`). Schedules that differ from those
+recorded get the connections they concern judged again (`workers.ledger.reassess`). Without an API key nothing
+is read and the thresholds come from the settings alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import dramatiq
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from schemas.codat import sync_schedules
+from schemas.errors import ErrorCode
+from schemas.events import InvalidEnvelope
+from schemas.settings import Settings
+from workers.codat.client import CodatClient
+from workers.codat.errors import CodatError
+from workers.ledger.changes import ChangeFeed
+from workers.ledger.freshness import FreshnessPolicy
+from workers.ledger.reassess import reassess
+from workers.ledger.schedules import companies_due, fetched_at, record_schedules
+from workers.runtime.periodic import PeriodicJob
+from workers.runtime.redis_queues import OPS_QUEUE
+
+if TYPE_CHECKING:
+    from workers.ledger.worker_runtime import WorkerRuntime
+
+log = logging.getLogger("synctrack.codat")
+
+SETTINGS_MAX_AGE = timedelta(days=1)
+"""Settings read more recently than this are not read again by the daily job or for a new company."""
+SETTINGS_EVERY_SECONDS = 86_400.0
+SETTINGS_ACTOR = "fetch_sync_settings"
+GIVE_UP = (ErrorCode.CODAT_AUTH_FAILED, ErrorCode.CODAT_UNAVAILABLE)
+"""Answers after which every further call of a run would fail the same way, or add to Codat's load."""
+
+
+def _whose(company_id: str | None) -> str:
+    return "client" if company_id is None else f"company={company_id}"
+
+
+async def read_settings(codat: CodatClient, company_id: str | None = None) -> dict[str, float]:
+    """The client's (`company_id` None) or one company's `syncSchedule` per data type, in hours."""
+    if company_id is None:
+        raw = await codat.client_sync_settings()
+    else:
+        raw = await codat.company_sync_settings(company_id)
+    try:
+        return sync_schedules(raw)
+    except InvalidEnvelope as exc:
+        raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's sync settings are unreadable: {exc}") from None
+
+
+def record_settings(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str | None,
+    hours: dict[str, float],
+    now: datetime,
+) -> bool:
+    """Record the schedules read at `now`; when they changed, judge the connections they concern again and
+    announce what changed. True when they changed."""
+    with Session(engine) as session, session.begin():
+        changed = record_schedules(session, company_id, hours, now)
+    if changed:
+        moved = reassess(engine, feed, policy, now, company_id) if policy.follow_schedules else 0
+        log.info(
+            "msg=sync_settings_changed %s data_types=%d freshness_changed=%d", _whose(company_id), len(hours), moved
+        )
+    return changed
+
+
+async def refresh_settings(
+    codat: CodatClient,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str | None = None,
+    *,
+    lock: AbstractAsyncContextManager[object] | None = None,
+) -> bool:
+    """Read and record the client's (`company_id` None) or one company's settings; True when they changed.
+    `lock` is held while they are recorded (the importer's one writer on SQLite). Raises `CodatError`."""
+    hours = await read_settings(codat, company_id)
+    async with lock or nullcontext():
+        return await asyncio.to_thread(record_settings, engine, feed, policy, company_id, hours, datetime.now(UTC))
+
+
+async def try_refresh_settings(
+    codat: CodatClient,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str | None = None,
+    *,
+    lock: AbstractAsyncContextManager[object] | None = None,
+) -> bool:
+    """`refresh_settings` where a failure only leaves the recorded settings as they were (it is logged), as at
+    import and reconciliation: the thresholds of the settings read before stay. Nothing is read without an
+    API key."""
+    if not policy.follow_schedules:
+        return False
+    try:
+        return await refresh_settings(codat, engine, feed, policy, company_id, lock=lock)
+    except CodatError as exc:
+        log.warning("msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail)
+        return False
+
+
+def _read_before(engine: Engine, company_id: str | None, cutoff: datetime) -> bool:
+    with Session(engine) as session:
+        at = fetched_at(session, company_id)
+    return at is None or at < cutoff
+
+
+def _due(engine: Engine, cutoff: datetime) -> list[str]:
+    with Session(engine) as session:
+        return companies_due(session, cutoff)
+
+
+async def refresh_new_company(settings: Settings, engine: Engine, feed: ChangeFeed | None, company_id: str) -> bool:
+    """A company Codat just created: read its settings, and the client's when they are a day old."""
+    policy = FreshnessPolicy.from_settings(settings)
+    if not policy.follow_schedules:
+        return False
+    async with CodatClient.from_settings(settings) as codat:
+        if await asyncio.to_thread(_read_before, engine, None, datetime.now(UTC) - SETTINGS_MAX_AGE):
+            await refresh_settings(codat, engine, feed, policy)
+        return await refresh_settings(codat, engine, feed, policy, company_id)
+
+
+async def refresh_due(
+    settings: Settings,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    client: CodatClient | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Read the client's and every company's settings not read for `SETTINGS_MAX_AGE` (at `now`): one call
+    each, the longest unread first. Returns a summary line."""
+    policy = FreshnessPolicy.from_settings(settings)
+    if not policy.follow_schedules:
+        return "skipped=no_api_key"
+    cutoff = (now or datetime.now(UTC)) - SETTINGS_MAX_AGE
+    codat = client or CodatClient.from_settings(settings)
+    targets: list[str | None] = []
+    if await asyncio.to_thread(_read_before, engine, None, cutoff):
+        targets.append(None)
+    targets += await asyncio.to_thread(_due, engine, cutoff)
+    read = changed = failed = 0
+    try:
+        for company_id in targets:
+            try:
+                changed += await refresh_settings(codat, engine, feed, policy, company_id)
+                read += 1
+            except CodatError as exc:
+                failed += 1
+                log.warning(
+                    "msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail
+                )
+                if exc.code in GIVE_UP:
+                    break
+    finally:
+        if client is None:
+            await codat.aclose()
+    return f"read={read} changed={changed} failed={failed} due={len(targets)}"
+
+
+def settings_interval(runtime: WorkerRuntime) -> float:
+    """Once a day where Codat is called (an API key is set); off otherwise."""
+    return SETTINGS_EVERY_SECONDS if runtime.settings.codat_api_key else 0.0
+
+
+def run_due(runtime: WorkerRuntime) -> str:
+    return asyncio.run(refresh_due(runtime.settings, runtime.engine, runtime.feed))
+
+
+SETTINGS_JOB = PeriodicJob("refresh_sync_settings", settings_interval, run_due)
+
+
+def declare_sync_settings(broker: dramatiq.Broker, runtime: WorkerRuntime) -> Callable[[Iterable[str]], None]:
+    """Declare the `fetch_sync_settings` actor; return what queues it for companies Codat just created (it
+    queues nothing without an API key)."""
+
+    def fetch_sync_settings(company_id: str) -> None:
+        try:
+            asyncio.run(refresh_new_company(runtime.settings, runtime.engine, runtime.feed, company_id))
+        except CodatError as exc:
+            if exc.code == ErrorCode.CODAT_UNAVAILABLE:
+                raise  # dramatiq retries it later
+            # Asking again would get the same answer (unknown company, refused key): the daily read retries.
+            log.warning(
+                "msg=sync_settings_unread company=%s error=%s detail=%r", company_id, exc.code.value, exc.detail
+            )
+
+    actor: dramatiq.Actor = dramatiq.Actor(  # type: ignore[type-arg]
+        fetch_sync_settings,
+        broker=broker,
+        actor_name=SETTINGS_ACTOR,
+        queue_name=OPS_QUEUE,
+        priority=20,
+        options={"max_retries": 3, "min_backoff": 5_000, "max_backoff": 300_000, "time_limit": 120_000},
+    )
+
+    def queue(company_ids: Iterable[str]) -> None:
+        if not runtime.settings.codat_api_key:
+            return
+        for company_id in company_ids:
+            actor.send(company_id)
+
+    return queue

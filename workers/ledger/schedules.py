@@ -1,0 +1,80 @@
+"""Codat's sync schedules as stored (table `sync_schedules`): read for freshness, recorded when refreshed.
+
+One row per scope: the client's (`scope` "client") and each company's (`scope` "company"), each data type's
+`syncSchedule` in hours as Codat last returned it, and when. Freshness receives them as plain `Schedules`
+(`workers.ledger.freshness` does no I/O); `workers.codat.sync_settings` reads Codat and records them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlmodel import Session
+
+from workers.ledger.bulk_sql import chunked, insert_rows
+from workers.ledger.freshness import Schedules
+from workers.ledger.tables import Company, SyncSchedule
+
+SCHEDULES: Table = SyncSchedule.__table__  # type: ignore[attr-defined]
+COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
+CLIENT, COMPANY = "client", "company"
+
+
+def _scope(company_id: str | None) -> tuple[str, str]:
+    return (CLIENT, "") if company_id is None else (COMPANY, company_id)
+
+
+def load_schedules(session: Session, company_ids: Iterable[str]) -> dict[str, Schedules]:
+    """Each company's `Schedules`: the client's with the company's own (empty where none was read)."""
+    ids = sorted(set(company_ids))
+    table = SCHEDULES.c
+    client = session.execute(select(table.hours).where(table.scope == CLIENT)).scalar_one_or_none() or {}
+    own: dict[str, dict[str, float]] = {}
+    for chunk in chunked(ids):
+        query = select(table.company_id, table.hours).where(table.scope == COMPANY, table.company_id.in_(chunk))
+        own.update({company_id: hours for company_id, hours in session.execute(query)})
+    return {cid: Schedules(client, own.get(cid, {})) for cid in ids}
+
+
+def record_schedules(session: Session, company_id: str | None, hours: Mapping[str, float], now: datetime) -> bool:
+    """Record the schedules read at `now` for the client (`company_id` None) or one company; True when they
+    differ from those recorded before (none recorded counts as none at all)."""
+    scope, key = _scope(company_id)
+    table = SCHEDULES.c
+    before = session.execute(
+        select(table.hours).where(table.scope == scope, table.company_id == key)
+    ).scalar_one_or_none()
+    row: dict[str, Any] = {"scope": scope, "company_id": key, "hours": dict(hours), "fetched_at": now}
+    insert_rows(session, SCHEDULES, [row], conflict=["scope", "company_id"])
+    return dict(before or {}) != dict(hours)
+
+
+def fetched_at(session: Session, company_id: str | None) -> datetime | None:
+    """When the client's (`company_id` None) or a company's schedules were last read; None if never."""
+    scope, key = _scope(company_id)
+    table = SCHEDULES.c
+    value = session.execute(
+        select(table.fetched_at).where(table.scope == scope, table.company_id == key)
+    ).scalar_one_or_none()
+    return _utc(value)
+
+
+def companies_due(session: Session, read_before: datetime) -> list[str]:
+    """The companies (not deleted) whose schedules were never read or last read before `read_before`, the
+    longest unread first."""
+    table = SCHEDULES.c
+    joined = COMPANIES.outerjoin(SCHEDULES, (table.scope == COMPANY) & (table.company_id == COMPANIES.c.id))
+    query = (
+        select(COMPANIES.c.id)
+        .select_from(joined)
+        .where(COMPANIES.c.deleted_at.is_(None), table.fetched_at.is_(None) | (table.fetched_at < read_before))
+        .order_by(table.fetched_at.is_not(None), table.fetched_at, COMPANIES.c.id)
+    )
+    return list(session.execute(query).scalars())
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

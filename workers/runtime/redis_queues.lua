@@ -1,0 +1,49 @@
+-- Synctrack's own atomic writes into dramatiq's Redis layout (see redis_queues.py).
+-- ARGV[1] names the command, ARGV[2] is how many rings a doorbell keeps at most.
+local command = ARGV[1]
+
+-- Wake one consumer waiting on the queue's doorbell.
+local function ring(bell)
+  redis.call('LPUSH', bell, '1')
+  redis.call('LTRIM', bell, 0, tonumber(ARGV[2]) - 1)
+end
+
+if command == 'enqueue_unseen' then
+  -- Set each item's key if it is not set yet, and enqueue one message carrying every item whose key was new.
+  -- KEYS: queue list, messages hash, doorbell, then one key per item.
+  -- ARGV: command, rings, key ttl (s), the message's Redis id, its prefix and suffix, then one JSON item per key.
+  -- Returns one 1 (new, enqueued) or 0 (key already set) per item.
+  local ttl = ARGV[3]
+  local redis_id = ARGV[4]
+  local items = {}
+  local results = {}
+  for i = 4, #KEYS do
+    if redis.call('SET', KEYS[i], redis_id, 'NX', 'EX', ttl) then
+      items[#items + 1] = ARGV[i + 3]
+      results[i - 3] = 1
+    else
+      results[i - 3] = 0
+    end
+  end
+  if #items > 0 then
+    redis.call('HSET', KEYS[2], redis_id, ARGV[5] .. '[' .. table.concat(items, ',') .. ']' .. ARGV[6])
+    redis.call('RPUSH', KEYS[1], redis_id)
+    ring(KEYS[3])
+  end
+  return results
+
+elseif command == 'redrive' then
+  -- Move one dead letter back onto its queue as a new message: never on both, never on neither.
+  -- KEYS: dead-letter set, dead-letter messages hash, queue list, queue messages hash, doorbell.
+  -- ARGV: command, rings, the dead letter's Redis id, the new message's Redis id, the new message.
+  -- Returns 1 if moved, 0 if the dead letter was gone.
+  if redis.call('ZREM', KEYS[1], ARGV[3]) == 1 then
+    redis.call('HDEL', KEYS[2], ARGV[3])
+    redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+    redis.call('RPUSH', KEYS[3], ARGV[4])
+    ring(KEYS[5])
+    return 1
+  end
+  return 0
+end
+return redis.error_reply('unknown command ' .. tostring(command))

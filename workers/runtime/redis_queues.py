@@ -1,0 +1,392 @@
+"""dramatiq's queues in Redis, owned here alone: the broker, its key layout, message encoding and dead letters.
+
+Synctrack writes some messages itself instead of calling `actor.send()` — the receiver de-duplicates and enqueues a
+whole batch in one script call, replays and deliveries push many messages per round trip from processes that
+declare no actors, dead letters are redriven — so they must be laid out exactly as dramatiq's `RedisBroker` lays
+them out. Every other module calls the functions here; none names a dramatiq key. The layout, per queue ``q``
+under the namespace ``ns``:
+
+* ``{ns}:{q}`` — list of Redis message ids waiting; ``{ns}:{q}.msgs`` — hash id -> encoded message (waiting or
+  in a worker's hands, until acknowledged);
+* ``{ns}:{q}.DQ`` / ``{ns}:{q}.DQ.msgs`` — the delay queue (messages with an ``eta``, in ms since the epoch);
+* ``{ns}:{q}.XQ`` (sorted set, score = death time in ms) / ``{ns}:{q}.XQ.msgs`` — dead letters;
+* ``{ns}:__acks__.{worker}.{q}`` — ids a worker fetched and has not acknowledged; ``{ns}:__heartbeats__``;
+* ``{ns}:{q}.bell`` — Synctrack's doorbell of the queue: every enqueue pushes to it, an idle consumer blocks on it.
+
+The atomic writes are one Lua script beside this file (`redis_queues.lua`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import dramatiq
+import redis.asyncio
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed, DecodeError
+from redis import Redis
+from redis.client import Pipeline
+
+WEBHOOK_QUEUE = "webhooks"
+OPS_QUEUE = "ops"
+DELIVERY_QUEUE = "deliveries"
+
+MAINTENANCE_CHANCE = 20_000
+"""Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages)."""
+MAINTENANCE_SECONDS = 1.0
+"""Each consumer's fetch also runs maintenance when this long has passed since its last: a dead worker's messages go
+back on the queue within about a second of its heartbeat lapsing, however quiet the queue."""
+WAKE_MS = 1_000
+"""The longest an idle consumer waits on its queue's doorbell before it looks again: dramatiq's delayed messages,
+maintenance and the worker's heartbeat ride on those looks."""
+BELL_RINGS = 16
+"""Most rings a doorbell keeps. A ring wakes one waiting consumer (one per worker process and queue); a ring nobody
+waited for costs the next idle consumer one empty look."""
+
+SCRIPT = Path(__file__).with_name("redis_queues.lua").read_text()
+
+
+def _keys(namespace: str, queue: str) -> tuple[str, str]:
+    """(list of message ids, hash of id -> message) of a queue."""
+    return f"{namespace}:{queue}", f"{namespace}:{queue}.msgs"
+
+
+def _delayed(queue: str) -> str:
+    return f"{queue}.DQ"
+
+
+def _dead_keys(namespace: str, queue: str) -> tuple[str, str]:
+    """(sorted set of dead message ids, hash of id -> message) of a queue."""
+    return f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
+
+
+def _bell(namespace: str, queue: str) -> str:
+    return f"{namespace}:{queue}.bell"
+
+
+def _ring(pipe: Pipeline, namespace: str, queue: str, rings: int = 1) -> None:
+    """Queue, on `pipe`, `rings` rings of `queue`'s doorbell (up to `BELL_RINGS`)."""
+    bell = _bell(namespace, queue)
+    pipe.lpush(bell, *["1"] * min(max(rings, 1), BELL_RINGS))
+    pipe.ltrim(bell, 0, BELL_RINGS - 1)
+
+
+def _decode_all(raws: Iterable[Any]) -> list[dramatiq.Message[Any]]:
+    return [dramatiq.Message.decode(raw if isinstance(raw, bytes) else raw.encode()) for raw in raws if raw]
+
+
+class QueueBroker(RedisBroker):
+    """dramatiq's `RedisBroker` whose consumers wait on a doorbell instead of polling.
+
+    Every enqueue (`enqueue`, `push`, the receiver's script, a redrive) rings the doorbell of its queue; a consumer
+    with nothing to fetch blocks on that doorbell for at most `idle_wait_ms` (and `WAKE_MS`), so it wakes as soon as
+    work arrives and otherwise looks once a second at most.
+    """
+
+    def __init__(self, *, client: Redis, namespace: str, heartbeat_timeout: int, idle_wait_ms: int) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]
+            client=client,
+            namespace=namespace,
+            heartbeat_timeout=heartbeat_timeout,
+            maintenance_chance=MAINTENANCE_CHANCE,
+        )
+        self.idle_wait_ms = idle_wait_ms
+        self._maintained = threading.local()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
+        return DoorbellConsumer(self, queue_name, prefetch, min(timeout, self.idle_wait_ms, WAKE_MS))
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        enqueued = super().enqueue(message, delay=delay)
+        self.ring(enqueued.queue_name)
+        return enqueued
+
+    def ring(self, queue: str, rings: int = 1) -> None:
+        """Wake up to `rings` consumers waiting on `queue` (a delay queue's name for its own consumer). A ring that
+        fails is dropped: the consumers look again within `WAKE_MS` anyway."""
+        pipe = self.client.pipeline(transaction=False)
+        _ring(pipe, self.namespace, queue, rings)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            pass
+
+    def _should_do_maintenance(self, command: str) -> int:
+        # dramatiq's hook for its random share of maintenance; each consumer thread fetches from one queue, so a
+        # per-thread clock makes every queue's maintenance run at least every `MAINTENANCE_SECONDS`. Should
+        # dramatiq stop calling this hook, its random share alone still runs.
+        chosen = int(super()._should_do_maintenance(command))
+        if command != "fetch":
+            return chosen
+        now = time.monotonic()
+        if chosen or now - getattr(self._maintained, "at", 0.0) >= MAINTENANCE_SECONDS:
+            self._maintained.at = now
+            return 1
+        return 0
+
+
+class DoorbellConsumer(_RedisConsumer):
+    """dramatiq's Redis consumer that, instead of sleeping and polling, waits: with nothing to fetch, on its queue's
+    doorbell in Redis; with as many messages in hand as it may prefetch, for one of them to be acknowledged. Either
+    wait lasts at most `wait_ms`, after which it fetches again (and dramatiq runs its delayed messages)."""
+
+    def __init__(self, broker: QueueBroker, queue_name: str, prefetch: int, wait_ms: int) -> None:
+        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]  # its own sleep: none
+        self.bell = _bell(broker.namespace, queue_name)
+        self.wait_seconds = max(wait_ms, 1) / 1000
+        self.room = threading.Event()
+
+    def __next__(self) -> MessageProxy | None:
+        self.room.clear()
+        message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            return message
+        if self.outstanding_message_count >= self.prefetch:
+            self.room.wait(self.wait_seconds)
+            return None
+        try:
+            self.broker.client.blpop([self.bell], timeout=self.wait_seconds)
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return None
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.room.set()
+
+    def nack(self, message: MessageProxy) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.room.set()
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        messages = list(messages)
+        super().requeue(messages)  # type: ignore[no-untyped-call]
+        if messages:
+            self.broker.ring(self.queue_name, len(messages))
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One message as dramatiq stores it: the queue it goes on, its Redis message id, its bytes."""
+
+    queue: str
+    redis_id: str
+    data: str
+
+
+def encode(
+    queue: str, actor: str, args: Sequence[Any], delay_ms: int | None = None, options: Mapping[str, Any] | None = None
+) -> Encoded:
+    """A message for `actor(*args)` on `queue`, exactly as `RedisBroker.enqueue` would write it.
+
+    With `delay_ms`, it goes on the queue's delay queue with an ``eta``, as `send_with_options(delay=…)` does.
+    """
+    redis_id = str(uuid.uuid4())
+    options = {**(options or {}), "redis_message_id": redis_id}
+    if delay_ms is not None and delay_ms > 0:
+        queue = _delayed(queue)
+        options["eta"] = int(time.time() * 1000) + delay_ms
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=tuple(args), kwargs={}, options=options
+    )
+    return Encoded(queue, redis_id, message.encode().decode())
+
+
+def push(redis: Redis, namespace: str, messages: Iterable[Encoded]) -> int:
+    """Write `messages` onto their queues in one round trip; return how many."""
+    pipe = redis.pipeline(transaction=False)
+    queues: Counter[str] = Counter()
+    for message in messages:
+        ids_key, messages_key = _keys(namespace, message.queue)
+        pipe.hset(messages_key, message.redis_id, message.data)
+        pipe.rpush(ids_key, message.redis_id)
+        queues[message.queue] += 1
+    for queue, count in queues.items():
+        _ring(pipe, namespace, queue, count)
+    if queues:
+        pipe.execute()
+    return queues.total()
+
+
+_ITEMS_PLACEHOLDER = "\x00items\x00"
+
+
+def _frame(queue: str, actor: str) -> tuple[str, str, str]:
+    """(Redis message id, prefix, suffix) of a message whose one argument is a JSON list spliced in later:
+    ``prefix + "[" + ",".join(items) + "]" + suffix`` is a valid message for `actor([item, …])`."""
+    encoded = encode(queue, actor, (_ITEMS_PLACEHOLDER,))
+    prefix, found, suffix = encoded.data.partition('"\\u0000items\\u0000"')
+    if not found:  # pragma: no cover - guards a change in dramatiq's JSON encoding
+        raise RuntimeError("dramatiq's message encoding changed: cannot splice message arguments")
+    return encoded.redis_id, prefix, suffix
+
+
+class EnqueueUnseen:
+    """Enqueue, in one atomic script call, one message `actor([item, …])` carrying each item whose key was not set
+    yet, and set those keys (expiring after `ttl_seconds`). A key already set keeps its item off the queue; a
+    failure sets no key, so a retry of the same items is not mistaken for a repeat."""
+
+    def __init__(self, client: redis.asyncio.Redis, namespace: str, queue: str, actor: str, ttl_seconds: int) -> None:
+        self.queue, self.actor, self.ttl_seconds = queue, actor, ttl_seconds
+        self.queue_keys = [*_keys(namespace, queue), _bell(namespace, queue)]
+        self._script = client.register_script(SCRIPT)
+
+    async def __call__(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Each item is (its key, its JSON); returns 1 (enqueued now) or 0 (key already set) per item, in order.
+
+        Raises redis-py's errors if Redis did not take them (then nothing was enqueued or set).
+        """
+        redis_id, prefix, suffix = _frame(self.queue, self.actor)
+        keys = [*self.queue_keys, *(key for key, _ in items)]
+        args: list[str | bytes] = ["enqueue_unseen", str(BELL_RINGS), str(self.ttl_seconds), redis_id, prefix, suffix]
+        args += [item for _, item in items]
+        # redis-py's Script loads the script again by itself if Redis restarted (NOSCRIPT).
+        return [int(result) for result in await self._script(keys=keys, args=args)]
+
+
+def store_options(broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+    """Write `message`, its options changed by a middleware, over its stored copy on a `RedisBroker`: dramatiq
+    dead-letters the copy it stored, not the one in hand."""
+    if isinstance(broker, RedisBroker):
+        _, messages_key = _keys(broker.namespace, message.queue_name)
+        broker.client.hset(messages_key, message.options["redis_message_id"], message.encode())
+
+
+def queue_length(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> int:
+    """How many messages wait on `queue`, not yet fetched by a worker."""
+    return int(redis.llen(_keys(namespace, queue)[0]))
+
+
+@dataclass(frozen=True, slots=True)
+class Depths:
+    """What `/metrics` shows of a queue: messages waiting on it and on its delay queue (not yet fetched by a
+    worker), and its dead letters."""
+
+    waiting: int
+    delayed: int
+    dead: int
+
+
+async def depths(redis: redis.asyncio.Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> Depths:
+    """The `Depths` of `queue`, in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.llen(_keys(namespace, queue)[0])
+    pipe.llen(_keys(namespace, _delayed(queue))[0])
+    pipe.zcard(_dead_keys(namespace, queue)[0])
+    waiting, delayed, dead = await pipe.execute()
+    return Depths(int(waiting), int(delayed), int(dead))
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """Messages of a queue still stored: waiting (`queued`), waiting or in a worker's hands (`messages`), delayed,
+    dead. A queue whose work is all done shows zeros."""
+
+    queued: int
+    messages: int
+    delayed: int
+    dead: int
+
+
+def unfinished(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> Unfinished:
+    """The `Unfinished` counts of `queue`, in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.llen(_keys(namespace, queue)[0])
+    pipe.hlen(_keys(namespace, queue)[1])
+    pipe.hlen(_keys(namespace, _delayed(queue))[1])
+    pipe.hlen(_dead_keys(namespace, queue)[1])
+    queued, messages, delayed, dead = pipe.execute()
+    return Unfinished(int(queued), int(messages), int(delayed), int(dead))
+
+
+def queued_messages(
+    redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE, *, delayed: bool = False
+) -> list[dramatiq.Message[Any]]:
+    """The messages waiting on `queue` (on its delay queue if `delayed`), oldest first (for inspection and tests)."""
+    ids_key, messages_key = _keys(namespace, _delayed(queue) if delayed else queue)
+    ids = redis.lrange(ids_key, 0, -1)
+    return _decode_all(redis.hmget(messages_key, ids)) if ids else []
+
+
+def drop_waiting(redis: Redis, namespace: str, queue: str) -> None:
+    """Delete every message waiting on `queue` (for tests that run a queue's work themselves)."""
+    redis.delete(*_keys(namespace, queue))
+
+
+def unacknowledged(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> list[dramatiq.Message[Any]]:
+    """The messages of `queue` that workers have fetched and not yet acknowledged: what a worker killed now would
+    leave for the broker to requeue."""
+    ids = [member for key in redis.scan_iter(f"{namespace}:__acks__.*.{queue}") for member in redis.smembers(key)]
+    return _decode_all(redis.hmget(_keys(namespace, queue)[1], ids)) if ids else []
+
+
+def live_workers(redis: Redis, namespace: str) -> int:
+    """How many dramatiq workers have registered a heartbeat (a dead one counts until maintenance drops it)."""
+    return int(redis.zcard(f"{namespace}:__heartbeats__"))
+
+
+class DeadLetterQueue:
+    """The dead letters of one queue: messages that exhausted their retries. dramatiq's maintenance drops them after
+    the broker's ``dead_message_ttl`` (7 days)."""
+
+    def __init__(self, redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> None:
+        self.redis, self.queue = redis, queue
+        self.zset_key, self.messages_key = _dead_keys(namespace, queue)
+        self.queue_keys = (*_keys(namespace, queue), _bell(namespace, queue))
+        self._script = redis.register_script(SCRIPT)
+
+    def count(self) -> int:
+        return int(self.redis.zcard(self.zset_key))
+
+    def ids(self, start: int = 0, stop: int = -1, *, newest_first: bool = False) -> list[tuple[str, float]]:
+        """(Redis message id, death time in ms since the epoch) of the dead letters ranked `start`..`stop`
+        (inclusive, oldest first unless `newest_first`)."""
+        ranked = self.redis.zrevrange if newest_first else self.redis.zrange
+        pairs = cast(list[tuple[bytes | str, float]], ranked(self.zset_key, start, stop, withscores=True))
+        return [(m.decode() if isinstance(m, bytes) else str(m), float(score)) for m, score in pairs]
+
+    def messages(self, ids: Sequence[str]) -> list[bytes | None]:
+        """The encoded message of each id (None where it is gone), in order."""
+        return cast(list[bytes | None], self.redis.hmget(self.messages_key, list(ids))) if ids else []
+
+    def redrive(self, redis_id: str, drop_options: Collection[str] = ()) -> bool:
+        """Put dead letter `redis_id` back on the queue as a new message without its `drop_options`, atomically
+        (never on both queues, never on neither); False if it was gone, or is not a message dramatiq can read (it
+        stays, to be purged)."""
+        raw = cast(bytes | None, self.redis.hget(self.messages_key, redis_id))
+        if raw is None:
+            return False
+        try:
+            message = dramatiq.Message.decode(raw)
+        except (DecodeError, TypeError, ValueError):
+            return False
+        new_id = str(uuid.uuid4())
+        options = {k: v for k, v in message.options.items() if k not in drop_options}
+        options["redis_message_id"] = new_id
+        fresh = dataclasses.replace(message, queue_name=self.queue, options=options)
+        keys = (self.zset_key, self.messages_key, *self.queue_keys)
+        return bool(self._script(keys=keys, args=("redrive", BELL_RINGS, redis_id, new_id, fresh.encode())))
+
+    def purge(self, ids: Sequence[str]) -> int:
+        """Delete the dead letters `ids`; return how many there were."""
+        removed = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(self.zset_key, *chunk)
+            pipe.hdel(self.messages_key, *chunk)
+            removed += int(pipe.execute()[0])
+        return removed
