@@ -187,7 +187,12 @@ def test_a_sync_codat_knows_nothing_newer_of_turns_stale(runtime: WorkerRuntime,
 
     (row,) = sync_rows(runtime)
     assert (row.phase, row.delayed) == ("stale", False)
-    assert [name for name, _ in announced(runtime)] == ["sync.failed", "connection.updated"]
+    # Nothing is left to wait for: the connection's health moves on from syncing.
+    assert [name for name, _ in announced(runtime)] == [
+        "sync.failed",
+        "connection.updated",
+        "connection.health_changed",
+    ]
     assert codat_calls(fake, "/dataStatus") == 1
     assert codat_calls(fake, "/data/history") == 0  # dataStatus alone says nothing is newer
 
