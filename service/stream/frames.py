@@ -1,8 +1,4 @@
-"""The stream's own events as SSE frames: ``snapshot`` and ``reset`` (changes come framed from the feed).
-
-Shared by the request's event source (`service/stream/routes.py`) and a parked connection
-(`service/stream/parked.py`), which both tell a client to reset (and then end its stream).
-"""
+"""The stream's own events as SSE frames: ``snapshot`` and ``reset`` (changes come framed from the feed)."""
 
 from __future__ import annotations
 

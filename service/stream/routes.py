@@ -12,11 +12,8 @@ A connection goes through three steps:
    * the missed changes, read from Redis (XRANGE after the given id) page by page;
    * ``reset`` when the id is malformed, unknown or trimmed away by retention: re-read the state
      from the JSON API, live changes follow;
-3. live: changes from the subscriber's buffer, skipping every id at or before the last one sent
-   (buffer and catch-up overlap; there is never a gap between them); while the client keeps up, the
-   fan-out writes each change to its socket itself (`Subscriber.write_now`). Under `synctrack web` the
-   connection is then parked: the request ends, and the fan-out alone serves the client from here on
-   (`service/stream/parked.py`).
+3. live: what the fan-out buffered for the client, skipping every id at or before the last one sent
+   (buffer and catch-up overlap; there is never a gap between them).
 
 A client too slow for its bounded buffer gets ``reset`` and is disconnected, as is one whose company token is
 revoked or expires (`service/stream/fanout.py` watches both); `service/stream/response.py` writes the events
@@ -44,19 +41,9 @@ from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
 from service.security.middleware import principal_of
 from service.security.scope import company_filter
-from service.stream.client import (
-    HEARTBEAT,
-    SLOW_CLIENT,
-    STREAM_ID,
-    StreamChange,
-    StreamFilter,
-    Subscriber,
-    parse_id,
-    unsent,
-)
+from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id, unsent
 from service.stream.fanout import Fanout
 from service.stream.frames import frame, reset_frame
-from service.stream.parked import park
 from service.stream.response import ChangeStreamResponse
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
@@ -146,72 +133,57 @@ async def events(
     opening: str | None,
     freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> AsyncGenerator[bytes, None]:
-    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
-
-    Heartbeats are written here, between changes, when the fan-out's watchdog says one is due. No
-    local outlives its step (the snapshot, a catch-up page): this frame lives as long as the client."""
+    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume after
+    `position`. Heartbeats come from the subscriber when the fan-out's watchdog says one is due."""
     try:
         if opening == "snapshot":
+            limiter = fanout.snapshot_threads
             yield frame(
                 position,
                 "snapshot",
-                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=fanout.snapshot_threads),
+                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=limiter),
             )
         elif opening is not None:
             yield reset_frame(position, opening)
         else:
-            change: StreamChange | None = None
-            more = True
-            while more:
-                try:
-                    async with fanout.redis_slots:
-                        changes, position, more = await read_after(fanout, position)
-                except RedisError as exc:
-                    # Ending the stream is safe: the client reconnects with the last id it received.
-                    log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
-                    return
-                for change in changes:
-                    if sub.filter.matches(change.company_id, change.connection_id):
-                        yield change.frame
-                if sub.lost == SLOW_CLIENT:
-                    # Dropped while catching up: those changes are still in Redis, read on.
-                    sub.restart()
-                    more = True
-                elif sub.lost:
-                    break  # the client must reset (its token no longer holds, the feed was interrupted)
-            changes, change = [], None
-        # From here on `skip_through` is the last change sent, by this loop or by the fan-out writing
-        # to the socket itself while this loop waits (`Subscriber.write_now`).
-        sub.skip_through = max(sub.skip_through, parse_id(position))
-        while True:
-            if park(fanout, sub):
-                return  # the connection is the fan-out's now, until the client goes (service/stream/parked.py)
-            item = await sub.next()
-            if item is False:
-                yield HEARTBEAT
-                continue
-            if item is None:
-                if sub.lost:
-                    yield reset_frame(fanout.position or position, sub.lost)
-                return
-            # What else is buffered by now goes in the same write: a client that fell behind catches up
-            # with one send (and one system call) per wake-up instead of one per change.
-            chunk, sub.skip_through = unsent([item, *sub.take_buffered()], sub.skip_through)
-            item = None
-            if chunk:
-                yield chunk
-            chunk = b""  # a joined chunk is this client's own copy: not kept while it waits
+            async for page in catch_up(fanout, sub, position):
+                yield page
+        while (chunk := await sub.next_chunk()) is not None:
+            yield chunk
+        if sub.lost:
+            yield reset_frame(fanout.position or position, sub.lost)
     finally:
-        if sub.parked is None:
-            fanout.unsubscribe(sub)
+        fanout.unsubscribe(sub)
+
+
+async def catch_up(fanout: Fanout, sub: Subscriber, position: str) -> AsyncGenerator[bytes, None]:
+    """The changes after `position` the client wants, one chunk per page read from Redis; each page read
+    moves `sub.skip_through`, so the live changes buffered meanwhile are not sent twice."""
+    more = True
+    while more:
+        try:
+            async with fanout.redis_slots:
+                changes, position, more = await read_after(fanout, position)
+        except RedisError as exc:
+            # Ending the stream is safe: the client reconnects with the last id it received.
+            log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
+            sub.close()
+            return
+        wanted = [change for change in changes if sub.filter.matches(change.company_id, change.connection_id)]
+        page, _ = unsent(wanted, sub.skip_through)
+        sub.skip_through = max(sub.skip_through, parse_id(position))
+        if page:
+            yield page
+        if sub.lost == SLOW_CLIENT:
+            # Dropped while catching up: those changes are still in Redis, read on.
+            sub.restart()
+            more = True
+        elif sub.lost:
+            return  # the client must reset (its token no longer holds, the feed was interrupted)
 
 
 async def stream(request: Request) -> ChangeStreamResponse:
-    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach.
-
-    Served by `service/stream/entry.py`, in front of the middleware stack (and through the router for a request
-    with an `Origin` while CORS is configured); the route below is what the router, the access rules and the
-    OpenAPI document see."""
+    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach."""
     fanout: Fanout = request.app.state.fanout
     stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
@@ -257,15 +229,17 @@ def unavailable() -> ApiError:
 
 
 async def stream_status(request: Request) -> JSONResponse:
-    """This process's share of the stream: connected clients, buffered changes, the reader."""
+    """This process's share of the stream: connected clients, buffered changes, the reader. `written_directly`
+    and `parked` are kept for the clients that read them: always 0, every change is written by its client's
+    own request."""
     fanout: Fanout = request.app.state.fanout
     return JSONResponse(
         {
             "clients": fanout.subscriber_count,
             "buffered": fanout.buffered,
             "overflows": fanout.overflows,
-            "written_directly": fanout.written_directly,
-            "parked": fanout.parked,
+            "written_directly": 0,
+            "parked": 0,
             "reader": "running" if fanout.running else "stopped",
             "position": fanout.position,
             "tasks": len(asyncio.all_tasks()),

@@ -23,7 +23,6 @@ from schemas.settings import Settings
 from service.app import create_app
 from service.stream import routes
 from service.stream.fanout import SNAPSHOT_THREADS
-from service.stream.protocol import PROTOCOL
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
 from tests.support.frames import frames_held, locals_held
 from tests.support.services import app_in_thread
@@ -130,7 +129,7 @@ def test_an_unexpected_failure_before_the_stream_opens_is_a_500_as_on_any_route(
     def broken(*_: object) -> None:
         raise RuntimeError("not a client's fault")
 
-    with app_in_thread(app, http=PROTOCOL) as base:
+    with app_in_thread(app) as base:
         app.state.fanout.subscribe = broken
         answer = httpx.get(f"{base}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
         after = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5)
@@ -156,7 +155,7 @@ def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_t
 
     real_snapshot = routes.load_snapshot
     monkeypatch.setattr(routes, "load_snapshot", slow_snapshot)
-    with app_in_thread(create_app(settings), http=PROTOCOL) as base:
+    with app_in_thread(create_app(settings)) as base:
         clients = []
         with ThreadPoolExecutor(12) as pool:
             clients = list(pool.map(lambda _: SseClient(f"{base}/v1/stream", ADMIN_HEADERS), range(12)))
@@ -173,7 +172,7 @@ def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_t
 def test_with_cors_configured_a_stream_opened_from_a_page_gets_the_cors_answer(settings: Settings) -> None:
     origin = "https://app.example.com"
     app = create_app(settings.model_copy(update={"cors_origins": [origin]}))
-    with app_in_thread(app, http=PROTOCOL) as base:
+    with app_in_thread(app) as base:
         for headers in ({**ADMIN_HEADERS, "Origin": origin}, ADMIN_HEADERS):
             with httpx.stream("GET", f"{base}/v1/stream", headers=headers, timeout=10) as answer:
                 first = next(answer.iter_lines())
