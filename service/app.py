@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
@@ -28,17 +27,12 @@ from service.api import scrape as metrics
 from service.api.action_limit import ActionLimit
 from service.api.outbound_context import Outbound
 from service.common.errors import error_response
-from service.common.front import FrontApp
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
-from service.ingest.guard import WebhookGuard
 from service.ingest.receiver import Receiver
-from service.security.failure_budget import FailureLimiter
-from service.security.middleware import guarded_middleware, security_middleware, webhook_middleware
+from service.security.middleware import security_middleware
 from service.security.revocation import RevocationList
 from service.stream import routes as stream
-from service.stream.entry import METHODS as STREAM_METHODS
-from service.stream.entry import StreamEntry
 from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import server_exiting
 from workers.codat.client import CodatClient
@@ -83,12 +77,11 @@ async def answer_error(request: Request, exc: Exception) -> Response:
     return error_response(as_api_error(request, exc))
 
 
-def create_app(settings: Settings | None = None) -> FrontApp:
+def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     redis = async_redis(settings)
     queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
-    receiver = Receiver(settings.webhook_secrets, queue, settings.max_body_bytes)
     revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
     fanout = Fanout(
         redis,
@@ -122,16 +115,8 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         blocking.close()
         engine.dispose()
 
-    webhooks = WebhookGuard(receiver, settings)
-    # The webhook route and the long-lived stream are served in front of the middleware stack, each with
-    # its own few layers (service/common/front.py). Both stay in `routes` for the router's 404/405, the
-    # rules and the docs. The stream's checks charge the same failure budget as every other route's.
-    limiter = FailureLimiter(settings.failure_limit_per_minute)
-    stream_door = guarded_middleware(StreamEntry(on_error=answer_error), settings, limiter)
-    front: dict[tuple[str, str], ASGIApp] = {("POST", WEBHOOK_PATH): webhook_middleware(webhooks, settings)}
-    front |= {(method, stream.STREAM_PATH): stream_door for method in STREAM_METHODS}
     routes = [
-        Route(WEBHOOK_PATH, webhooks, methods=["POST"]),
+        Route(WEBHOOK_PATH, Receiver(settings, queue), methods=["POST"]),
         *health.routes,
         *api.routes,
         *stream.routes,
@@ -144,11 +129,9 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         *token_routes.routes,
         *openapi.routes,
     ]
-    app = FrontApp(
-        front=front,
-        cors=bool(settings.cors_origins),
+    app = Starlette(
         routes=routes,
-        middleware=security_middleware(settings, limiter),
+        middleware=security_middleware(settings),
         lifespan=lifespan,
         exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )

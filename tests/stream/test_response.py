@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 
@@ -248,14 +247,3 @@ def test_an_idle_client_gets_a_heartbeat_every_interval(settings: Settings) -> N
 
     assert dechunk(beats)[0] == b": heartbeat\n\n" * beats.count(b": heartbeat")
     assert 1 <= took < 5
-
-
-def test_head_opens_no_stream(settings: Settings) -> None:
-    with served(settings) as (_, base, _):
-        head = httpx.head(f"{base}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
-        after = stream_status(base)
-
-    assert (head.status_code, head.content) == (200, b"")
-    assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
-    assert head.headers["cache-control"] == "no-store" and head.headers["x-accel-buffering"] == "no"
-    assert after["clients"] == 0
