@@ -42,7 +42,9 @@ from starlette.routing import Route  # noqa: E402
 from bench.harness import machine  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
+from service.common.services import services  # noqa: E402
 from service.security.tokens import Principal, hash_token  # noqa: E402
+from service.stream.fanout import Fanout  # noqa: E402
 from service.stream.routes import STREAM_PATH, stream  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from workers.ledger.changes import stream_key  # noqa: E402
@@ -102,7 +104,7 @@ async def measure(app: Starlette, entry: Entry, clients: int, changes: int, alon
     """(KiB of Python memory per client, µs of CPU per delivered change) through `entry` (`alone`: without
     the middleware stack, so the caller is put on the scope)."""
     publisher = redis.asyncio.Redis.from_url(REDIS_URL)
-    key = app.state.fanout.key
+    key = services(app).get(Fanout).key
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]

@@ -25,8 +25,8 @@ from service.api import admin, health, imports, openapi, subscriptions, token_ro
 from service.api import reads as api
 from service.api import scrape as metrics
 from service.api.action_limit import ActionLimit
-from service.api.outbound_context import Outbound
 from service.common.errors import error_response
+from service.common.services import Services
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
 from service.ingest.receiver import Receiver
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     redis = async_redis(settings)
-    queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
+    blocking = sync_redis(settings)
     revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
     fanout = Fanout(
         redis,
@@ -92,10 +92,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exiting=server_exiting,
         revocations=revocations,
     )
-    # One blocking client for everything that runs in the thread pool (admin and subscription handlers,
-    # the change feed actions publish to): redis-py's connection pool is safe to share between threads.
-    blocking = sync_redis(settings)
-    outbound = Outbound(settings, engine, blocking, Deliverer(settings, engine, blocking))
+    retention = settings.stream_retention_hours * 3600
+    shared = Services(
+        settings=settings,
+        engine=engine,
+        reads=reader(engine),
+        freshness=FreshnessPolicy.from_settings(settings),
+        redis=redis,
+        admin_redis=blocking,
+        feed=ChangeFeed(blocking, settings.redis_namespace, settings.stream_max_changes, retention),
+        deliverer=Deliverer(settings, engine, blocking),
+        owned=(fanout, revocations, ActionLimit(redis, settings.redis_namespace, settings.actions_per_minute)),
+    )
+    queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,13 +114,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             require_current_schema(engine)
         if not settings.webhook_secrets:
             log.warning("msg=no_webhook_secrets detail=%r", "set SYNCTRACK_WEBHOOK_SECRETS; every webhook is rejected")
-        app.state.codat = CodatClient.from_settings(settings)
+        shared.codat = codat = CodatClient.from_settings(settings)
         await fanout.start()
         yield
         await fanout.stop()
-        await app.state.codat.aclose()
+        await codat.aclose()
         await redis.aclose()
-        outbound.deliverer.close()
+        shared.deliverer.close()
         blocking.close()
         engine.dispose()
 
@@ -135,17 +144,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.reads = reader(engine)  # the JSON API's reads and the stream's snapshots: no write lock on SQLite
-    app.state.freshness = FreshnessPolicy.from_settings(settings)
-    app.state.redis = redis
-    app.state.revocations = revocations
-    app.state.action_limit = ActionLimit(redis, settings.redis_namespace, settings.actions_per_minute)
-    app.state.queue = queue
-    app.state.fanout = fanout
-    app.state.admin_redis = blocking
-    app.state.outbound = outbound
-    retention = settings.stream_retention_hours * 3600
-    app.state.feed = ChangeFeed(blocking, settings.redis_namespace, settings.stream_max_changes, retention)
+    app.state.services = shared
     return app

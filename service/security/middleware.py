@@ -32,6 +32,7 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
 from service.common.no_store import NoStoreMiddleware
+from service.common.services import services
 from service.security.failure_budget import FailureLimiter
 from service.security.header_limits import HeaderLimitMiddleware
 from service.security.json_only import JsonOnlyMiddleware
@@ -118,8 +119,7 @@ class AuthMiddleware:
         return None
 
     def revocations(self, scope: Scope) -> RevocationList:
-        revocations: RevocationList = scope["app"].state.revocations
-        return revocations
+        return services(scope["app"]).get(RevocationList)
 
     def route_rule(self, scope: Scope) -> tuple[Rule, dict[str, Any]]:
         """The rule of the route the router will choose, and that route's path parameters."""
@@ -177,7 +177,7 @@ class AuthMiddleware:
         """Keep a company-scoped request inside its company (raises ApiError 404); forces list filters."""
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         params = {key: str(value) for key, value in path_params.items()}
-        engine = scope["app"].state.engine
+        engine = services(scope["app"]).engine
         if needs_lookup(rule, query):
             confined = await to_thread.run_sync(check_company, principal, rule, params, query, engine)
         else:

@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
+from service.common.services import services
 from service.security.middleware import principal_of
 from service.security.scope import company_filter
 from service.stream.client import SLOW_CLIENT, STREAM_ID, StreamChange, StreamFilter, Subscriber, parse_id, unsent
@@ -184,7 +185,7 @@ async def catch_up(fanout: Fanout, sub: Subscriber, position: str) -> AsyncGener
 
 async def stream(request: Request) -> ChangeStreamResponse:
     """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach."""
-    fanout: Fanout = request.app.state.fanout
+    fanout = services(request).get(Fanout)
     stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
@@ -216,7 +217,7 @@ async def stream(request: Request) -> ChangeStreamResponse:
         fanout.subscriber_count,
     )
     return ChangeStreamResponse(
-        events(fanout, sub, request.app.state.reads, position, opening, request.app.state.freshness),
+        events(fanout, sub, services(request).reads, position, opening, services(request).freshness),
         sub=sub,
         release=partial(fanout.unsubscribe, sub),
     )
@@ -232,7 +233,7 @@ async def stream_status(request: Request) -> JSONResponse:
     """This process's share of the stream: connected clients, buffered changes, the reader. `written_directly`
     and `parked` are kept for the clients that read them: always 0, every change is written by its client's
     own request."""
-    fanout: Fanout = request.app.state.fanout
+    fanout = services(request).get(Fanout)
     return JSONResponse(
         {
             "clients": fanout.subscriber_count,

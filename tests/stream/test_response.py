@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 
 from schemas.settings import Settings
 from service.app import create_app
+from service.common.services import services
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.services import app_in_thread, wait_for
 from tests.support.sse_client import SseClient, stream_status
@@ -42,9 +44,10 @@ def publish(
 ) -> list[str]:
     """What the workers would publish: `count` changes of about `size` bytes, in one round trip."""
     data = '{"padding":"' + "x" * size + '"}'
-    with app.state.admin_redis.pipeline(transaction=False) as pipe:
+    with services(app).admin_redis.pipeline(transaction=False) as pipe:
         for i in range(count):
-            fields = {"event": "sync.started", "company_id": company(i), "connection_id": f"c{i}", "data": data}
+            fields: dict[Any, Any] = {"event": "sync.started", "company_id": company(i), "connection_id": f"c{i}"}
+            fields["data"] = data
             pipe.xadd(stream_key(settings.redis_namespace), fields)
         return [entry.decode() for entry in pipe.execute()]
 

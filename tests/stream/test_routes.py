@@ -20,8 +20,9 @@ from starlette.types import Message
 
 from schemas.settings import Settings
 from service.app import create_app
+from service.common.services import services
 from service.stream import routes
-from service.stream.fanout import SNAPSHOT_THREADS
+from service.stream.fanout import SNAPSHOT_THREADS, Fanout
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
 from tests.support.frames import locals_held
 from tests.support.services import app_in_thread
@@ -111,14 +112,16 @@ def test_an_idle_open_stream_does_not_keep_its_snapshot(settings: Settings) -> N
     assert not [v for v in values if isinstance(v, bytes) and b"event: snapshot" in v]
 
 
-def test_an_unexpected_failure_before_the_stream_opens_is_a_500_as_on_any_route(settings: Settings) -> None:
+def test_an_unexpected_failure_before_the_stream_opens_is_a_500_as_on_any_route(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(settings)
 
     def broken(*_: object) -> None:
         raise RuntimeError("not a client's fault")
 
     with app_in_thread(app) as base:
-        app.state.fanout.subscribe = broken
+        monkeypatch.setattr(services(app).get(Fanout), "subscribe", broken)
         answer = httpx.get(f"{base}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
         after = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5)
 
