@@ -2,8 +2,8 @@
 
 Follow a webhook: `service/ingest/receiver.py` → `service/ingest/enqueue.py` (Redis, dramatiq's queue) →
 `workers/ingest/actors.py` → `workers/ingest/handle.py` → `workers/ledger/fold.py` (pure rules) /
-`workers/ledger/store.py` (SQL)
-→ `workers/ledger/changes.py` (Redis Stream) → `service/stream/routes.py` (SSE) and `service/api/reads.py` (JSON).
+`workers/ledger/store.py` (SQL) → `workers/ledger/changes.py` (Redis Stream) → `service/stream/fanout.py` →
+`service/stream/response.py` (SSE); `service/api/reads.py` answers the JSON API.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
-from service.api import admin, health, imports, openapi, subscriptions, token_routes
+from service.api import admin, health, imports, metrics_endpoint, openapi, subscriptions, token_routes
 from service.api import reads as api
-from service.api import scrape as metrics
 from service.api.action_limit import ActionLimit
 from service.common.errors import error_response
 from service.common.services import Services
@@ -134,7 +133,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *subscriptions.routes,
         *admin.routes,
         *imports.routes,
-        *metrics.routes,
+        *metrics_endpoint.routes,
         *token_routes.routes,
         *openapi.routes,
     ]

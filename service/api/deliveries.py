@@ -20,8 +20,8 @@ from starlette.routing import Route
 from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import DeliveryOut, ReplayIn
-from service.api.outbound_context import get_subscription, now, read_model, require_enabled
 from service.api.reads import time_cursor
+from service.api.subscription_checks import get_subscription, now, read_model, require_enabled
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from service.common.services import services
 from workers.ledger.tables import Delivery

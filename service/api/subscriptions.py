@@ -22,8 +22,8 @@ from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import PING, SubscriptionIn, SubscriptionOut, SubscriptionPatch
 from service.api import deliveries as subscription_deliveries
-from service.api.outbound_context import checked_url, get_subscription, now, read_model, require_enabled
 from service.api.reads import time_cursor
+from service.api.subscription_checks import checked_url, get_subscription, now, read_model, require_enabled
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from service.common.services import services
 from workers.ledger.tables import Delivery, Subscription

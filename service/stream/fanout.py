@@ -1,24 +1,10 @@
-"""One reader per web process: XREAD the change feed once, hand each change to this process's clients.
+"""One reader per web process: XREAD the change feed once, offer each change to this process's clients.
 
-Workers XADD changes to the Redis Stream ``{ns}:changes`` (`workers/ledger/changes.py`). Every web process
-runs one `Fanout`: a task that reads the stream from where it last was and offers each change to the
-`Subscriber`s (`service/stream/client.py`, one per connected client) whose filter matches, then wakes each
-client it offered something to; the client's own task writes it (`service/stream/routes.py`).
-
-Delivery contract, relied on by `service/stream/routes.py`: a subscriber receives every matching change
-read after it subscribed. The reader's position only ever names an entry already handed out, so a
-client that subscribes first and then reads the stream itself (XRANGE) misses nothing; it may see a
-change twice, and drops the repeat by id.
-
-Memory is bounded: a subscriber holds at most `capacity` changes. One more and its buffer is emptied
-and it is marked `lost`; the client is then told to `reset` (or, while it is still catching up from
-Redis, simply re-reads what was dropped).
-
-One watchdog task per process does what would otherwise take a timer per client: heartbeats for idle
-clients, the send timeout for clients that stopped reading, ending the stream of a client whose company
-token has expired, and letting every client go when the server starts to stop. A second task reads the
-token revocation list (in Redis, shared by every web process) for this process's company-token clients
-every `TOKEN_CHECK_SECONDS` and ends the streams of revoked tokens with a ``reset``.
+A subscriber receives every matching change read after it subscribed: the reader's position only ever names
+an entry already handed out, so a client that subscribes first and then reads the stream itself (XRANGE)
+misses nothing, and drops a repeat by id. Buffers are bounded: one change too many and the client resets.
+One watchdog task per process does what would take a timer per client: heartbeats, send timeouts, token
+expiry, letting every client go when the server stops; a second task ends the streams of revoked tokens.
 """
 
 from __future__ import annotations
@@ -35,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from schemas.errors import Unavailable
 from service.security.revocation import RevocationList
-from service.stream.client import (
+from service.stream.subscriber import (
     STREAM_INTERRUPTED,
     TOKEN_EXPIRED,
     TOKEN_REVOKED,

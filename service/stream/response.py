@@ -1,10 +1,11 @@
-"""`ChangeStreamResponse`: one client's events written to its socket with the ASGI `send`, under any ASGI server.
+"""One client's events, from its opening to its last change, written to its socket with the ASGI `send`.
 
-The request's own task runs the event source and sends each chunk as it comes; one small task waits for
-the client to leave (`receive` says ``http.disconnect``). Heartbeats, the send timeout and the shutdown are
-the fan-out's single watchdog (`service/stream/fanout.py`), which this loop informs by noting when each send
-starts and ends on the client's `Subscriber`. The headers are sse-starlette's (no caching, no proxy
-buffering), and so is the HEAD answer (headers, no body).
+`events` is the client's event source: its opening (a snapshot, a reset, or the changes it missed, read from
+Redis page by page), then what the fan-out buffered for it, skipping every id at or before the last one sent
+(catch-up and buffer overlap; there is never a gap between them). `ChangeStreamResponse` runs it on the
+request's own task and sends each chunk as it comes, under any ASGI server; one small task waits for the
+client to leave. Heartbeats, the send timeout and the shutdown are the fan-out's single watchdog, which this
+loop informs by noting when each send starts and ends on the client's `Subscriber`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,92 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
+from anyio import to_thread
+from redis.exceptions import RedisError
+from sqlalchemy import Engine
 from sse_starlette.sse import AppStatus
 from starlette.types import Receive, Scope, Send
 
-from service.stream.client import Subscriber
+from service.stream.fanout import Fanout
+from service.stream.frames import frame, load_snapshot, reset_frame
+from service.stream.subscriber import SLOW_CLIENT, StreamChange, Subscriber, parse_id, unsent
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 
 log = logging.getLogger("synctrack.stream")
+
+CATCH_UP_PAGE = 500
+"""Missed changes read from Redis per XRANGE."""
+
+
+async def events(
+    fanout: Fanout,
+    sub: Subscriber,
+    engine: Engine,
+    position: str,
+    opening: str | None,
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
+) -> AsyncGenerator[bytes, None]:
+    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume after
+    `position`. Heartbeats come from the subscriber when the fan-out's watchdog says one is due."""
+    try:
+        if opening == "snapshot":
+            limiter = fanout.snapshot_threads
+            yield frame(
+                position,
+                "snapshot",
+                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=limiter),
+            )
+        elif opening is not None:
+            yield reset_frame(position, opening)
+        else:
+            async for page in catch_up(fanout, sub, position):
+                yield page
+        while (chunk := await sub.next_chunk()) is not None:
+            yield chunk
+        if sub.lost:
+            yield reset_frame(fanout.position or position, sub.lost)
+    finally:
+        fanout.unsubscribe(sub)
+
+
+async def catch_up(fanout: Fanout, sub: Subscriber, position: str) -> AsyncGenerator[bytes, None]:
+    """The changes after `position` the client wants, one chunk per page read from Redis; each page read
+    moves `sub.skip_through`, so the live changes buffered meanwhile are not sent twice."""
+    more = True
+    while more:
+        try:
+            async with fanout.redis_slots:
+                changes, position, more = await read_after(fanout, position)
+        except RedisError as exc:
+            # Ending the stream is safe: the client reconnects with the last id it received.
+            log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
+            sub.close()
+            return
+        wanted = [change for change in changes if sub.filter.matches(change.company_id, change.connection_id)]
+        page, _ = unsent(wanted, sub.skip_through)
+        sub.skip_through = max(sub.skip_through, parse_id(position))
+        if page:
+            yield page
+        if sub.lost == SLOW_CLIENT:
+            # Dropped while catching up: those changes are still in Redis, read on.
+            sub.restart()
+            more = True
+        elif sub.lost:
+            return  # the client must reset (its token no longer holds, the feed was interrupted)
+
+
+async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange], str, bool]:
+    """One page of changes after `position`: (changes, new position, whether more may follow)."""
+    entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
+    changes = []
+    for entry_id, fields in entries:
+        position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        change = StreamChange.from_entry(entry_id, fields)
+        if change is not None:
+            changes.append(change)
+    return changes, position, len(entries) == CATCH_UP_PAGE
 
 
 def server_exiting() -> bool:

@@ -16,7 +16,10 @@ import redis.asyncio
 from sqlalchemy import Engine
 
 from service.security.revocation import RevocationList
-from service.stream.client import (
+from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
+from service.stream.response import events
+from service.stream.routes import resume_point
+from service.stream.subscriber import (
     HEARTBEAT,
     SLOW_CLIENT,
     STREAM_INTERRUPTED,
@@ -26,8 +29,6 @@ from service.stream.client import (
     StreamFilter,
     Subscriber,
 )
-from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
-from service.stream.routes import events, resume_point
 from workers.ledger.changes import ChangeFeed, FeedEntry, stream_key
 
 

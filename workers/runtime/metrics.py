@@ -2,7 +2,7 @@
 
 Each process counts in its own memory, so a scrape answered by one web process would see only that
 process. prometheus-client's multiprocess mode fixes this: with ``PROMETHEUS_MULTIPROC_DIR`` set, every
-process writes its values to files in that directory and `/metrics` (`service/api/scrape.py`) merges
+process writes its values to files in that directory and `/metrics` (`service/api/metrics_endpoint.py`) merges
 them. `synctrack web|worker|dev` call `prepare_multiprocess_dir` to set a default directory when the
 variable is unset; every process of one deployment on one host must share it.
 

@@ -1,4 +1,5 @@
-"""What the subscription and delivery routes share: URL checks, lookups, and the body reader."""
+"""The checks the subscription and delivery routes share: a destination outbound deliveries may reach (400),
+a subscription that exists (404) and is enabled (409)."""
 
 from __future__ import annotations
 
