@@ -201,11 +201,12 @@ def test_a_client_that_stops_reading_gets_everything_in_order_once_it_reads_agai
 ) -> None:
     with served(settings, http, loop) as (app, base, port):
         sock, head = open_stream(port, receive_buffer=4096)
-        # ~5 MB while the client reads nothing: its socket fills, its request waits in `send`, and what
-        # comes next waits in its buffer.
+        # ~6 MB while the client reads nothing: its socket fills, its request waits in `send` with what it
+        # took last, and what comes next waits in its buffer.
         published = publish(app, settings, 200, 20_000)
-        time.sleep(0.3)
-        published += publish(app, settings, 50, 20_000)
+        for _ in range(2):
+            time.sleep(0.3)
+            published += publish(app, settings, 50, 20_000)
         behind = wait_for(lambda: (s := stream_status(base))["buffered"] > 0 and s, timeout=10, message="buffered")
         received = read_until(sock, lambda got: published[-1].encode() in got)
         after_catch_up = stream_status(base)
