@@ -29,6 +29,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.settings import Settings
+from service.app import create_app
+from service.common.services import services
 from service.security.middleware import security_middleware
 from service.security.rules import RULES
 from service.security.tokens import TokenSigner, hash_token
@@ -46,7 +48,7 @@ async def ok(request: Any) -> Response:
 def app(settings: Settings, secured: bool) -> Starlette:
     routes = [Route(path, ok, methods=[m if m != "*" else "GET"]) for (m, path) in RULES if path != "/static"]
     built = Starlette(routes=routes, middleware=security_middleware(settings) if secured else [])
-    built.state.engine = make_engine(settings.database_url)
+    built.state.services = services(create_app(settings))  # the app's own: engine, revocation list
     return built
 
 

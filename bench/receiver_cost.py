@@ -10,9 +10,10 @@ Reported: this process's CPU time (`time.process_time`) per request — the leas
 rounds, which other load on the machine inflates least — and the median, for
 
 * a bare endpoint that reads the body and answers 202 (the baseline of the same run);
-* the receiver's endpoint alone (verify, parse, de-duplicate and enqueue on the real Redis, answer);
-* the endpoint behind the webhook guard (source allow-list, body deadline, failure budget) and the counters;
-* the whole app as served (what a request to `synctrack web` runs once uvicorn has parsed it).
+* the receiver's endpoint alone (source allow-list, verify, parse, de-duplicate and enqueue on the real Redis,
+  the counters, answer);
+* the whole app as served: the middleware stack and the router in front of the receiver (what a request to
+  `synctrack web` runs once uvicorn has parsed it).
 
 Counters are file-backed (prometheus multiprocess mode), as `synctrack web` runs them. Every request must be
 answered 202.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import sys
 import tempfile
@@ -43,11 +43,12 @@ from starlette.routing import request_response  # noqa: E402
 from bench.harness import machine  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.ingest.guard import WebhookGuard  # noqa: E402
-from service.ingest.receiver import Receiver, WebhookHeaders  # noqa: E402
+from service.ingest.enqueue import WebhookQueue  # noqa: E402
+from service.ingest.receiver import Receiver  # noqa: E402
 from tests.support.builders import SECRET  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from tests.support.workload import Delivery, signed, webhook_mix  # noqa: E402
+from workers.runtime.broker import async_redis  # noqa: E402
 from workers.runtime.db import upgrade  # noqa: E402
 from workers.runtime.metrics import MULTIPROC_ENV  # noqa: E402
 
@@ -123,20 +124,11 @@ async def run(requests: int, concurrency: int, rounds: int) -> None:
         database_url=database_url, redis_url=REDIS_URL, redis_namespace=namespace, webhook_secrets=[SECRET]
     )
     app = create_app(settings)
-    gc.collect()
-    gc.freeze()  # as `synctrack web` does once the app is built (service/asgi.py)
-    receiver = Receiver(settings.webhook_secrets, app.state.queue, settings.max_body_bytes)
-
-    async def endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        deadline = asyncio.get_running_loop().time() + 10
-        answer = await receiver.handle(WebhookHeaders.of(scope), receive, deadline, 10)
-        await send({"type": "http.response.start", "status": answer.status, "headers": []})
-        await send({"type": "http.response.body", "body": answer.body})
-
+    queue_redis = async_redis(settings)
+    queue = WebhookQueue(queue_redis, namespace, settings.dedupe_window_hours * 3600)
     rows: list[tuple[str, App]] = [
         ("bare endpoint: read the body, answer 202 (baseline)", request_response(bare)),
-        ("the receiver's endpoint alone", endpoint),
-        ("+ webhook guard and counters: the route as served", WebhookGuard(receiver, settings)),
+        ("the receiver's endpoint alone", Receiver(settings, queue)),
         ("the whole app as served", app),
     ]
     print(f"machine: {machine()}; {requests} requests per row and round, {rounds} rounds, {concurrency} in flight")
@@ -159,6 +151,7 @@ async def run(requests: int, concurrency: int, rounds: int) -> None:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+        await queue_redis.aclose()
 
 
 def main() -> None:

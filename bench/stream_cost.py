@@ -12,9 +12,9 @@ Needs the real Redis. Builds the app as `synctrack web` does (`create_app`, life
 * **µs CPU per delivery**: this process's CPU time (`time.process_time`, which the machine's other load does
   not inflate) while the changes reach every client, over clients × changes.
 
-Baseline, same run: the same app with the stream served through the router like any other route (without
-`service/stream/entry.py`: exception middleware, router, route, request/response adapter in between).
-Figures are repeatable on a busy machine; RSS and latency on real sockets are `bench/sse_fanout.py`'s.
+Baseline, same run: the stream route alone, in a Starlette app without the middleware stack (the caller's
+principal put on the scope, as authentication would), sharing the app's fan-out. Figures are repeatable on a
+busy machine; RSS and latency on real sockets are `bench/sse_fanout.py`'s.
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ import redis.asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from starlette.applications import Starlette  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
 from bench.harness import machine  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.security.tokens import hash_token  # noqa: E402
-from service.stream.routes import STREAM_PATH  # noqa: E402
+from service.common.services import services  # noqa: E402
+from service.security.tokens import Principal, hash_token  # noqa: E402
+from service.stream.fanout import Fanout  # noqa: E402
+from service.stream.routes import STREAM_PATH, stream  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from workers.ledger.changes import stream_key  # noqa: E402
 from workers.runtime.db import upgrade  # noqa: E402
@@ -53,7 +56,7 @@ PADDING = "x" * 300
 Entry = Callable[[dict[str, Any], Any, Any], Coroutine[Any, Any, None]]
 
 
-def stream_scope() -> dict[str, Any]:
+def stream_scope(principal: Principal | None = None) -> dict[str, Any]:
     headers = [(b"host", b"bench"), (b"accept", b"text/event-stream"), (b"authorization", f"Bearer {TOKEN}".encode())]
     return {
         "type": "http",
@@ -68,7 +71,7 @@ def stream_scope() -> dict[str, Any]:
         "headers": headers,
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
-        "state": {},
+        "state": {"principal": principal} if principal else {},
     }
 
 
@@ -97,17 +100,19 @@ class Client:
             self.frames += body.count(b"\nevent: sync.started\n")
 
 
-async def measure(app: Starlette, entry: Entry, clients: int, changes: int) -> tuple[float, float]:
-    """(KiB of Python memory per client, µs of CPU per delivered change) through `entry`."""
+async def measure(app: Starlette, entry: Entry, clients: int, changes: int, alone: bool) -> tuple[float, float]:
+    """(KiB of Python memory per client, µs of CPU per delivered change) through `entry` (`alone`: without
+    the middleware stack, so the caller is put on the scope)."""
     publisher = redis.asyncio.Redis.from_url(REDIS_URL)
-    key = app.state.fanout.key
+    key = services(app).get(Fanout).key
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     connected = []
     for _ in range(clients):
         client = Client()
-        client.task = asyncio.create_task(entry(stream_scope(), client.receive, client.send))
+        scope = stream_scope(Principal("admin", "bench") if alone else None)
+        client.task = asyncio.create_task(entry(scope, client.receive, client.send))
         connected.append(client)
         if len(connected) % 200 == 0:
             await asyncio.sleep(0.05)
@@ -149,24 +154,24 @@ async def run(clients: int, changes: int) -> None:
         stream_client_buffer=max(1000, 2 * changes),
     )
     app = create_app(settings)
-    # The baseline: the same app with the stream served by the router like any other route.
-    routed = create_app(settings)
-    routed.front = {route: served for route, served in routed.front.items() if route[1] != STREAM_PATH}
+    # The baseline: the stream route alone, sharing the app's fan-out.
+    route_alone = Starlette(routes=[Route(STREAM_PATH, stream)])
+    route_alone.state = app.state
     print(f"machine: {machine()}; clients {clients}, changes {changes} (each to every client)")
     print("| entry | KiB per client (Python, app's share) | µs CPU per delivered change |")
     print("|---|---|---|")
     try:
-        async with routed.router.lifespan_context(routed), app.router.lifespan_context(app):
-            await measure(routed, routed, 100, 5)  # warm-up: first-use caches stay out of both rows
-            await measure(app, app, 100, 5)
-            general = await measure(routed, routed, clients, changes)
-            lean = await measure(app, app, clients, changes)
+        async with app.router.lifespan_context(app):
+            await measure(app, route_alone, 100, 5, alone=True)  # warm-up: first-use caches stay out of both rows
+            await measure(app, app, 100, 5, alone=False)
+            baseline = await measure(app, route_alone, clients, changes, alone=True)
+            served = await measure(app, app, clients, changes, alone=False)
     finally:
         cleanup = redis.asyncio.Redis.from_url(REDIS_URL)
         await cleanup.delete(stream_key(namespace))
         await cleanup.aclose()
-    print(f"| through the router (baseline) | {general[0]:.1f} | {general[1]:.1f} |")
-    print(f"| the app as served (stream entry) | {lean[0]:.1f} | {lean[1]:.1f} |")
+    print(f"| the stream route alone (baseline) | {baseline[0]:.1f} | {baseline[1]:.1f} |")
+    print(f"| the app as served | {served[0]:.1f} | {served[1]:.1f} |")
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 Follow a webhook: `service/ingest/receiver.py` → `service/ingest/enqueue.py` (Redis, dramatiq's queue) →
 `workers/ingest/actors.py` → `workers/ingest/handle.py` → `workers/ledger/fold.py` (pure rules) /
-`workers/ledger/store.py` (SQL)
-→ `workers/ledger/changes.py` (Redis Stream) → `service/stream/routes.py` (SSE) and `service/api/reads.py` (JSON).
+`workers/ledger/store.py` (SQL) → `workers/ledger/changes.py` (Redis Stream) → `service/stream/fanout.py` →
+`service/stream/response.py` (SSE); `service/api/reads.py` answers the JSON API.
 """
 
 from __future__ import annotations
@@ -17,28 +17,21 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
-from service.api import admin, health, imports, openapi, subscriptions, timeline, token_routes
+from service.api import admin, health, imports, metrics_endpoint, openapi, subscriptions, timeline, token_routes
 from service.api import reads as api
-from service.api import scrape as metrics
 from service.api.action_limit import ActionLimit
-from service.api.outbound_context import Outbound
 from service.common.errors import error_response
-from service.common.front import FrontApp
+from service.common.services import Services
 from service.dashboard import page as dashboard
 from service.ingest.enqueue import WebhookQueue
-from service.ingest.guard import WebhookGuard
 from service.ingest.receiver import Receiver
-from service.security.failure_budget import FailureLimiter
-from service.security.middleware import guarded_middleware, security_middleware, webhook_middleware
+from service.security.middleware import security_middleware
 from service.security.revocation import RevocationList
 from service.stream import routes as stream
-from service.stream.entry import METHODS as STREAM_METHODS
-from service.stream.entry import StreamEntry
 from service.stream.fanout import Fanout, StreamUnavailable
 from service.stream.response import server_exiting
 from workers.codat.client import CodatClient
@@ -83,12 +76,11 @@ async def answer_error(request: Request, exc: Exception) -> Response:
     return error_response(as_api_error(request, exc))
 
 
-def create_app(settings: Settings | None = None) -> FrontApp:
+def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     redis = async_redis(settings)
-    queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
-    receiver = Receiver(settings.webhook_secrets, queue, settings.max_body_bytes)
+    blocking = sync_redis(settings)
     revocations = RevocationList(redis, settings.redis_namespace, settings.token_max_ttl_seconds)
     fanout = Fanout(
         redis,
@@ -99,10 +91,19 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         exiting=server_exiting,
         revocations=revocations,
     )
-    # One blocking client for everything that runs in the thread pool (admin and subscription handlers,
-    # the change feed actions publish to): redis-py's connection pool is safe to share between threads.
-    blocking = sync_redis(settings)
-    outbound = Outbound(settings, engine, blocking, Deliverer(settings, engine, blocking))
+    retention = settings.stream_retention_hours * 3600
+    shared = Services(
+        settings=settings,
+        engine=engine,
+        reads=reader(engine),
+        freshness=FreshnessPolicy.from_settings(settings),
+        redis=redis,
+        admin_redis=blocking,
+        feed=ChangeFeed(blocking, settings.redis_namespace, settings.stream_max_changes, retention),
+        deliverer=Deliverer(settings, engine, blocking),
+        owned=(fanout, revocations, ActionLimit(redis, settings.redis_namespace, settings.actions_per_minute)),
+    )
+    queue = WebhookQueue(redis, settings.redis_namespace, settings.dedupe_window_hours * 3600)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,26 +113,18 @@ def create_app(settings: Settings | None = None) -> FrontApp:
             require_current_schema(engine)
         if not settings.webhook_secrets:
             log.warning("msg=no_webhook_secrets detail=%r", "set SYNCTRACK_WEBHOOK_SECRETS; every webhook is rejected")
-        app.state.codat = CodatClient.from_settings(settings)
+        shared.codat = codat = CodatClient.from_settings(settings)
         await fanout.start()
         yield
         await fanout.stop()
-        await app.state.codat.aclose()
+        await codat.aclose()
         await redis.aclose()
-        outbound.deliverer.close()
+        shared.deliverer.close()
         blocking.close()
         engine.dispose()
 
-    webhooks = WebhookGuard(receiver, settings)
-    # The webhook route and the long-lived stream are served in front of the middleware stack, each with
-    # its own few layers (service/common/front.py). Both stay in `routes` for the router's 404/405, the
-    # rules and the docs. The stream's checks charge the same failure budget as every other route's.
-    limiter = FailureLimiter(settings.failure_limit_per_minute)
-    stream_door = guarded_middleware(StreamEntry(on_error=answer_error), settings, limiter)
-    front: dict[tuple[str, str], ASGIApp] = {("POST", WEBHOOK_PATH): webhook_middleware(webhooks, settings)}
-    front |= {(method, stream.STREAM_PATH): stream_door for method in STREAM_METHODS}
     routes = [
-        Route(WEBHOOK_PATH, webhooks, methods=["POST"]),
+        Route(WEBHOOK_PATH, Receiver(settings, queue), methods=["POST"]),
         *health.routes,
         *api.routes,
         *timeline.routes,
@@ -141,29 +134,15 @@ def create_app(settings: Settings | None = None) -> FrontApp:
         *subscriptions.routes,
         *admin.routes,
         *imports.routes,
-        *metrics.routes,
+        *metrics_endpoint.routes,
         *token_routes.routes,
         *openapi.routes,
     ]
-    app = FrontApp(
-        front=front,
-        cors=bool(settings.cors_origins),
+    app = Starlette(
         routes=routes,
-        middleware=security_middleware(settings, limiter),
+        middleware=security_middleware(settings),
         lifespan=lifespan,
         exception_handlers={SynctrackError: answer_error, HTTPException: answer_error},
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.reads = reader(engine)  # the JSON API's reads and the stream's snapshots: no write lock on SQLite
-    app.state.freshness = FreshnessPolicy.from_settings(settings)
-    app.state.redis = redis
-    app.state.revocations = revocations
-    app.state.action_limit = ActionLimit(redis, settings.redis_namespace, settings.actions_per_minute)
-    app.state.queue = queue
-    app.state.fanout = fanout
-    app.state.admin_redis = blocking
-    app.state.outbound = outbound
-    retention = settings.stream_retention_hours * 3600
-    app.state.feed = ChangeFeed(blocking, settings.redis_namespace, settings.stream_max_changes, retention)
+    app.state.services = shared
     return app

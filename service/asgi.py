@@ -7,8 +7,6 @@ module opens no database engine and no Redis client.
 
 from __future__ import annotations
 
-import gc
-
 from starlette.applications import Starlette
 
 from schemas.settings import Settings
@@ -19,17 +17,10 @@ _built: Starlette | None = None
 
 
 def build() -> Starlette:
-    """The web process's app, from the environment's settings, with logging configured.
-
-    What exists once it is built (modules, settings, the app and its clients) lives as long as the
-    process, so it is moved out of the garbage collector's reach (`gc.freeze`): a full collection then
-    walks only what requests allocate, instead of pausing every request in flight for all of it."""
+    """The web process's app, from the environment's settings, with logging configured."""
     settings = Settings()
     configure_logging(settings)
-    app = create_app(settings)
-    gc.collect()
-    gc.freeze()
-    return app
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> Starlette:

@@ -32,6 +32,7 @@ from schemas.events import InvalidEnvelope
 from service.api.action_limit import ActionLimit
 from service.api.reads import freshness_of
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from service.common.services import services
 from service.security.scope import company_filter
 from workers.codat.actions import (
     ActionResult,
@@ -45,7 +46,7 @@ from workers.codat.actions import (
 )
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
-from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.changes import FeedEntry
 from workers.ledger.durations import Timing, load_timings
 from workers.ledger.tables import AuditRecord, Company, Connection
 from workers.ledger.views import load_connection, sync_out
@@ -70,16 +71,17 @@ def _actor(request: Request) -> str | None:
 
 
 def _codat(request: Request) -> CodatClient:
-    client: CodatClient = request.app.state.codat
+    client = services(request).codat
+    if client is None:
+        raise RuntimeError("the Codat client is opened by the app's lifespan, which has not run")
     return client
 
 
 async def _publish(request: Request, entries: list[FeedEntry]) -> None:
-    feed: ChangeFeed | None = getattr(request.app.state, "feed", None)
-    if feed is None or not entries:
+    if not entries:
         return
     try:
-        await run_in_threadpool(feed.publish, entries)
+        await run_in_threadpool(services(request).feed.publish, entries)
     except Exception as exc:  # the ledger is committed; a dashboard catches up on its next snapshot
         log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
 
@@ -92,7 +94,7 @@ async def _answer(request: Request, result: ActionResult) -> JSONResponse:
     await _publish(request, result.entries)
 
     def load() -> tuple[Any, dict[str, Timing]]:
-        with Session(request.app.state.engine) as session:
+        with Session(services(request).engine) as session:
             timings = load_timings(session, result.syncs)
             if not result.connection_id or result.record.action == "refresh":
                 return None, timings
@@ -117,7 +119,7 @@ async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
     codat_status = exc.codat_status if isinstance(exc, CodatError) else None
     await run_in_threadpool(
         lambda: record_failure(
-            request.app.state.engine,
+            services(request).engine,
             actor=_actor(request),
             codat_status=codat_status,
             detail=f"{exc.code.value}: {exc.detail}",
@@ -142,7 +144,7 @@ async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
     company_id = getattr(principal, "company_id", None)
     if not isinstance(company_id, str):
         return
-    limit: ActionLimit = request.app.state.action_limit
+    limit = services(request).get(ActionLimit)
     wait = await limit.take(company_id)
     if wait is None:
         return
@@ -152,7 +154,7 @@ async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
     )
     await run_in_threadpool(
         lambda: record_failure(
-            request.app.state.engine,
+            services(request).engine,
             actor=_actor(request),
             codat_status=None,
             detail=f"{ErrorCode.RATE_LIMITED.value}: {detail}",
@@ -183,7 +185,7 @@ def _company_deleted(engine: Any, company_id: str) -> bool:
 
 async def _refresh(request: Request, company_id: str, data_type: str | None) -> JSONResponse:
     connection_id = request.query_params.get("connection_id") or None
-    if await run_in_threadpool(_company_deleted, request.app.state.engine, company_id):
+    if await run_in_threadpool(_company_deleted, services(request).engine, company_id):
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
     at = _now()
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
@@ -204,7 +206,7 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
         raise await _failed(request, exc, **target) from None
     result = await run_in_threadpool(
         lambda: record_refresh(
-            request.app.state.engine,
+            services(request).engine,
             actor=_actor(request),
             at=at,
             company_id=company_id,
@@ -220,7 +222,7 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
 
 async def _known_connection(request: Request) -> Connection:
     connection_id = request.path_params["connection_id"]
-    connection = await run_in_threadpool(find_connection, request.app.state.engine, connection_id)
+    connection = await run_in_threadpool(find_connection, services(request).engine, connection_id)
     if connection is None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"no connection with id {connection_id!r}")
     if connection.deleted_at is not None:
@@ -268,7 +270,7 @@ async def unlink_connection(request: Request) -> JSONResponse:
     def record(connection: Connection, at: datetime, answer: tuple[int, dict[str, Any]]) -> ActionResult:
         status, body = answer
         return record_unlink(
-            request.app.state.engine,
+            services(request).engine,
             actor=_actor(request),
             at=at,
             answered_at=_now(),
@@ -286,7 +288,7 @@ async def unlink_connection(request: Request) -> JSONResponse:
 async def delete_connection(request: Request) -> JSONResponse:
     def record(connection: Connection, at: datetime, status: int) -> ActionResult:
         return record_delete(
-            request.app.state.engine,
+            services(request).engine,
             actor=_actor(request),
             at=at,
             answered_at=_now(),
@@ -314,7 +316,7 @@ async def reconnect_connection(request: Request) -> JSONResponse:
         return status, facts.link_url, facts.status
 
     def refusal(connection: Connection) -> ApiError | None:
-        why = reconnect_refusal(request.app.state.engine, connection)
+        why = reconnect_refusal(services(request).engine, connection)
         return ApiError(409, ErrorCode.NOT_RECONNECTABLE, why) if why else None
 
     connection, at, (status, link_url, codat_connection_status) = await _ask_about_connection(
@@ -323,7 +325,7 @@ async def reconnect_connection(request: Request) -> JSONResponse:
     fetched_at = _now()
     record = await run_in_threadpool(
         lambda: record_reconnect(
-            request.app.state.engine,
+            services(request).engine,
             actor=_actor(request),
             at=at,
             connection=connection,
@@ -362,7 +364,7 @@ def list_audit(request: Request) -> JSONResponse:
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
         query = query.where(col(AuditRecord.id) < cursor[0])
     query = query.order_by(col(AuditRecord.id).desc()).limit(limit + 1)
-    with Session(request.app.state.engine) as session:
+    with Session(services(request).engine) as session:
         rows = session.exec(query).all()
     items = [_audit_out(row).model_dump(mode="json") for row in rows[:limit]]
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None

@@ -34,6 +34,7 @@ from schemas.ops import (
 from service.api.reads import time_cursor
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from service.common.services import services
 from workers.ledger.tables import ReplayJob
 from workers.ops.actors import start_message
 from workers.ops.deadletters import DeadLetter, DeadLetters
@@ -52,14 +53,12 @@ log = logging.getLogger("synctrack.admin")
 
 
 def admin_redis(request: Request) -> Redis:
-    """The app's blocking Redis client (built by `create_app`), for admin handlers in the thread pool."""
-    client: Redis = request.app.state.admin_redis
-    return client
+    """The app's blocking Redis client, for admin handlers in the thread pool."""
+    return services(request).admin_redis
 
 
 def namespace_of(request: Request) -> str:
-    namespace: str = request.app.state.settings.redis_namespace
-    return namespace
+    return services(request).settings.redis_namespace
 
 
 def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog: int) -> None:
@@ -69,7 +68,7 @@ def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog:
 async def replay(request: Request) -> JSONResponse:
     body = await read_model(request, ReplayRequest)
     filters = body.filters()
-    engine = request.app.state.engine
+    engine = services(request).engine
 
     def run() -> JSONResponse:
         if body.dry_run:
@@ -101,7 +100,7 @@ def list_replays(request: Request) -> JSONResponse:
             (col(ReplayJob.created_at) < at) | ((col(ReplayJob.created_at) == at) & (col(ReplayJob.id) < cursor[1]))
         )
     query = query.order_by(col(ReplayJob.created_at).desc(), col(ReplayJob.id).desc()).limit(limit + 1)
-    with Session(request.app.state.engine) as session:
+    with Session(services(request).engine) as session:
         rows = session.exec(query).all()
     items = [job_out(row, admin_redis(request), namespace_of(request)) for row in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
@@ -111,13 +110,13 @@ def list_replays(request: Request) -> JSONResponse:
 
 def get_replay(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    job = load_job(request.app.state.engine, job_id)
+    job = load_job(services(request).engine, job_id)
     return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
 
 
 def cancel_replay(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    job = cancel_job(request.app.state.engine, job_id)
+    job = cancel_job(services(request).engine, job_id)
     log.info("job=%s action=replay_cancelled status=%s", job.id, job.status)
     return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
 
@@ -133,7 +132,7 @@ async def resume_replay(request: Request) -> JSONResponse:
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "rate must be >= 0 and max_backlog >= 1")
 
     def run() -> JSONResponse:
-        job = load_job(request.app.state.engine, job_id)
+        job = load_job(services(request).engine, job_id)
         shown = job_out(job, admin_redis(request), namespace_of(request))
         if shown.status not in ("interrupted", "pending"):
             raise ApiError(
@@ -147,7 +146,7 @@ async def resume_replay(request: Request) -> JSONResponse:
 
 
 def dead_letters(request: Request) -> DeadLetters:
-    return DeadLetters(admin_redis(request), namespace_of(request), engine=request.app.state.engine)
+    return DeadLetters(admin_redis(request), namespace_of(request), engine=services(request).engine)
 
 
 def letter_out(letter: DeadLetter) -> dict[str, Any]:

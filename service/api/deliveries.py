@@ -20,9 +20,10 @@ from starlette.routing import Route
 from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import DeliveryOut, ReplayIn
-from service.api.outbound_context import get_subscription, now, outbound, read_model, require_enabled
 from service.api.reads import time_cursor
+from service.api.subscription_checks import get_subscription, now, read_model, require_enabled
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from service.common.services import services
 from workers.ledger.tables import Delivery
 from workers.outbound.range_replay import replay
 from workers.outbound.views import delivery_detail, delivery_out
@@ -50,7 +51,7 @@ def list_deliveries(request: Request) -> JSONResponse:
             (col(Delivery.created_at) < at) | ((col(Delivery.created_at) == at) & (col(Delivery.id) < cursor[1]))
         )
     query = query.order_by(col(Delivery.created_at).desc(), col(Delivery.id).desc()).limit(limit + 1)
-    with Session(outbound(request).engine) as session:
+    with Session(services(request).engine) as session:
         get_subscription(session, subscription_id)
         rows = session.exec(query).all()
     items = [delivery_out(row) for row in rows[:limit]]
@@ -70,19 +71,19 @@ def _delivery(session: Session, request: Request) -> Delivery:
 
 
 def get_delivery(request: Request) -> JSONResponse:
-    with Session(outbound(request).engine) as session:
+    with Session(services(request).engine) as session:
         row = _delivery(session, request)
     return JSONResponse(delivery_detail(row).model_dump(mode="json"))
 
 
 def retry_delivery(request: Request) -> JSONResponse:
-    context = outbound(request)
+    context = services(request)
     at = now()
     with Session(context.engine, expire_on_commit=False) as session, session.begin():
         row = _delivery(session, request)
         require_enabled(get_subscription(session, row.subscription_id))
         row.status, row.next_attempt_at, row.window_started_at = "pending", at, at
-    enqueue_deliveries(context.redis, context.settings.redis_namespace, [row.id])
+    enqueue_deliveries(context.admin_redis, context.settings.redis_namespace, [row.id])
     log.info("delivery=%s subscription=%s action=retry", row.id, row.subscription_id)
     return JSONResponse(delivery_out(row).model_dump(mode="json"), status_code=202)
 
@@ -91,7 +92,7 @@ async def replay_range(request: Request) -> JSONResponse:
     body = await read_model(request, ReplayIn)
 
     def run() -> JSONResponse:
-        context = outbound(request)
+        context = services(request)
         until = body.until or now()
         if body.since >= until:
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, "since must be before until")
@@ -100,7 +101,7 @@ async def replay_range(request: Request) -> JSONResponse:
         require_enabled(row)
         result = replay(
             context.engine,
-            context.redis,
+            context.admin_redis,
             context.settings.redis_namespace,
             row,
             body.since,

@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from service.common.services import services
+
 
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
@@ -16,7 +18,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 def _database_ok(request: Request) -> str:
     try:
-        with request.app.state.engine.connect() as conn:
+        with services(request).engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return "ok"
     except Exception as exc:  # any failure is the answer, not an error of this endpoint
@@ -25,7 +27,7 @@ def _database_ok(request: Request) -> str:
 
 async def _redis_ok(request: Request) -> str:
     try:
-        await asyncio.wait_for(request.app.state.redis.ping(), timeout=2)
+        await asyncio.wait_for(services(request).redis.ping(), timeout=2)
         return "ok"
     except Exception as exc:
         return f"unavailable: {type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -23,6 +23,7 @@ from service.api.admin import admin_redis, namespace_of
 from service.api.reads import time_cursor
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from service.common.services import services
 from workers.codat.import_actor import start_message
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
 from workers.ledger.tables import ImportJob
@@ -41,8 +42,8 @@ def start_on_workers(request: Request, job: ImportJob) -> None:
 
 async def start_import(request: Request) -> JSONResponse:
     body = await read_model(request, ImportRequest)
-    engine = request.app.state.engine
-    lookback = body.lookback_hours or request.app.state.settings.reconcile_lookback_hours
+    engine = services(request).engine
+    lookback = body.lookback_hours or services(request).settings.reconcile_lookback_hours
 
     def run() -> JSONResponse:
         job = create_job(engine, body.company_id, lookback)
@@ -60,7 +61,7 @@ def list_imports(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 2)
     before = (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
-    engine = request.app.state.engine
+    engine = services(request).engine
     rows = list_jobs(engine, limit, before)
     items = [job_out(engine, row) for row in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
@@ -70,7 +71,7 @@ def list_imports(request: Request) -> JSONResponse:
 
 def get_import(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    engine = request.app.state.engine
+    engine = services(request).engine
     try:
         job = load_job(engine, job_id)
     except ImportJobNotFound:
@@ -80,7 +81,7 @@ def get_import(request: Request) -> JSONResponse:
 
 async def resume_import(request: Request) -> JSONResponse:
     job_id = request.path_params["job_id"]
-    engine = request.app.state.engine
+    engine = services(request).engine
 
     def run() -> JSONResponse:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -166,11 +167,14 @@ def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
     return document
 
 
+_documents: WeakKeyDictionary[object, dict[str, Any]] = WeakKeyDictionary()
+"""Each app's document, built on first request: an app's routes never change."""
+
+
 async def openapi_json(request: Request) -> JSONResponse:
-    state = request.app.state
-    document = getattr(state, "openapi_document", None)
+    document = _documents.get(request.app)
     if document is None:
-        document = state.openapi_document = build_document(request.app.routes)
+        document = _documents[request.app] = build_document(request.app.routes)
     return JSONResponse(document)
 
 

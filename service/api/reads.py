@@ -21,6 +21,7 @@ from schemas.api import EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
+from service.common.services import services
 from service.security.scope import company_filter
 from workers.ledger.durations import load_timings
 from workers.ledger.freshness import FreshnessPolicy
@@ -41,13 +42,11 @@ SCAN_CHUNK = 500
 
 
 def engine_of(request: Request) -> Engine:
-    engine: Engine = request.app.state.reads  # read-only: on SQLite, no write lock (workers/runtime/db.py)
-    return engine
+    return services(request).reads
 
 
 def freshness_of(request: Request) -> FreshnessPolicy:
-    policy: FreshnessPolicy = request.app.state.freshness
-    return policy
+    return services(request).freshness
 
 
 def page_response(items: list[Any], next_cursor: str | None) -> JSONResponse:

@@ -22,9 +22,10 @@ from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import PING, SubscriptionIn, SubscriptionOut, SubscriptionPatch
 from service.api import deliveries as subscription_deliveries
-from service.api.outbound_context import checked_url, get_subscription, now, outbound, read_model, require_enabled
 from service.api.reads import time_cursor
+from service.api.subscription_checks import checked_url, get_subscription, now, read_model, require_enabled
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from service.common.services import services
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.dispatch import event_body
 from workers.outbound.signing import new_secret
@@ -37,11 +38,11 @@ async def create_subscription(request: Request) -> JSONResponse:
     body = await read_model(request, SubscriptionIn)
 
     def create() -> JSONResponse:
-        context = outbound(request)
+        context = services(request)
         at = now()
         row = Subscription(
             id=f"sub_{uuid.uuid4().hex}",
-            url=checked_url(context, body.url),
+            url=checked_url(context.settings, body.url),
             description=body.description,
             event_types=body.event_types,
             company_ids=body.company_ids,
@@ -73,7 +74,7 @@ def list_subscriptions(request: Request) -> JSONResponse:
             | ((col(Subscription.created_at) == at) & (col(Subscription.id) < cursor[1]))
         )
     query = query.order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc()).limit(limit + 1)
-    with Session(outbound(request).engine) as session:
+    with Session(services(request).engine) as session:
         rows = session.exec(query).all()
     at = now()
     items = [subscription_out(row, at) for row in rows[:limit]]
@@ -83,7 +84,7 @@ def list_subscriptions(request: Request) -> JSONResponse:
 
 
 def get_subscription_route(request: Request) -> JSONResponse:
-    with Session(outbound(request).engine) as session:
+    with Session(services(request).engine) as session:
         row = get_subscription(session, request.path_params["subscription_id"])
     return JSONResponse(subscription_out(row, now()).model_dump(mode="json"))
 
@@ -93,8 +94,8 @@ async def patch_subscription(request: Request) -> JSONResponse:
     given = patch.model_fields_set
 
     def apply() -> JSONResponse:
-        context = outbound(request)
-        url = checked_url(context, patch.url) if "url" in given and patch.url is not None else None
+        context = services(request)
+        url = checked_url(context.settings, patch.url) if "url" in given and patch.url is not None else None
         at = now()
         with Session(context.engine, expire_on_commit=False) as session, session.begin():
             row = get_subscription(session, request.path_params["subscription_id"])
@@ -118,7 +119,7 @@ async def patch_subscription(request: Request) -> JSONResponse:
 
 
 def delete_subscription(request: Request) -> Response:
-    with Session(outbound(request).engine) as session, session.begin():
+    with Session(services(request).engine) as session, session.begin():
         row = get_subscription(session, request.path_params["subscription_id"])
         session.delete(row)  # its deliveries go with it (ON DELETE CASCADE)
     log.info("subscription=%s action=deleted", row.id)
@@ -127,7 +128,7 @@ def delete_subscription(request: Request) -> Response:
 
 def rotate_secret(request: Request) -> JSONResponse:
     """New secret now; the old one keeps signing beside it until the overlap ends."""
-    context = outbound(request)
+    context = services(request)
     at = now()
     with Session(context.engine, expire_on_commit=False) as session, session.begin():
         row = get_subscription(session, request.path_params["subscription_id"])
@@ -141,7 +142,7 @@ def rotate_secret(request: Request) -> JSONResponse:
 
 def send_test(request: Request) -> JSONResponse:
     """Send a `ping` now and answer with its delivery (retried like any other if it failed)."""
-    context = outbound(request)
+    context = services(request)
     at = now()
     with Session(context.engine, expire_on_commit=False) as session, session.begin():
         row = get_subscription(session, request.path_params["subscription_id"])

@@ -16,6 +16,7 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.ids import is_valid_id
 from schemas.tokens import RevokedOut, TokenIn
 from service.common.json_body import read_model
+from service.common.services import services
 from service.security.middleware import principal_of
 from service.security.minting import mint
 from service.security.revocation import RevocationList
@@ -28,8 +29,8 @@ log = logging.getLogger("synctrack.auth")
 
 async def create_token(request: Request) -> JSONResponse:
     body = await read_model(request, TokenIn)
-    out = mint(request.app.state.settings, body.company_id, list(body.rights), body.ttl_seconds)
-    revocations: RevocationList = request.app.state.revocations
+    out = mint(services(request).settings, body.company_id, list(body.rights), body.ttl_seconds)
+    revocations = services(request).get(RevocationList)
     await revocations.remember_minted(out.token_id, out.company_id, int(out.expires_at.timestamp()))
     log.info(
         "msg=token_minted token_id=%s company=%s rights=%s ttl=%d by=%s",
@@ -47,13 +48,13 @@ async def revoke_token(request: Request) -> JSONResponse:
     if not is_valid_id(token_id):
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "token_id is the token_id a mint answered with")
     by = principal_of(request).subject
-    revocations: RevocationList = request.app.state.revocations
+    revocations = services(request).get(RevocationList)
     done = await revocations.revoke(token_id, by)
     at = datetime.now(UTC)
     kept_until = datetime.fromtimestamp(done.kept_until, UTC)
 
     def audit() -> None:
-        with Session(request.app.state.engine) as session, session.begin():
+        with Session(services(request).engine) as session, session.begin():
             new_record(
                 session,
                 action=REVOKE_ACTION,

@@ -8,7 +8,6 @@ import uvicorn
 from schemas.settings import Settings
 from service.cli.db import database_location
 from service.security import auth_mode
-from service.stream.protocol import PROTOCOL
 from workers.runtime.logs import configure_logging
 from workers.runtime.metrics import prepare_multiprocess_dir
 
@@ -43,7 +42,6 @@ def dev(
             port=port,
             log_config=None,
             timeout_graceful_shutdown=10,
-            http=PROTOCOL,
             ws="none",
         )
     finally:
@@ -72,10 +70,8 @@ def web(
         # takes longer than uvicorn's default 5 s, and the child would be killed and restarted in a loop.
         timeout_worker_healthcheck=30,
         proxy_headers=False,
-        # Named, not left to "auto": without them the receiver runs at half speed (bench/RESULTS.md).
-        # The protocol is uvicorn's httptools one, plus the stream's socket writer (service/stream/protocol.py).
+        # Named, not left to "auto": without uvloop the receiver runs at half speed (bench/RESULTS.md).
         loop="uvloop",
-        http=PROTOCOL,
         # No route speaks WebSocket: an upgrade request is answered as plain HTTP, and no WebSocket library is loaded.
         ws="none",
     )

@@ -2,7 +2,7 @@
 
 Every error a client of the web process sees is ``{"error": <ErrorCode>, "detail": <sentence>}`` with
 the status and headers of an `ApiError`: the app's exception handler, the auth middleware, the header
-limits and the webhook guard all answer through this function, so the shape cannot drift. No error is
+limits and the webhook receiver all answer through this function, so the shape cannot drift. No error is
 worth caching: every one says ``Cache-Control: no-store``.
 """
 

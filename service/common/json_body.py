@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.storable import unstorable_at
+from service.common.services import services
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,7 +46,7 @@ async def read_bounded(request: Request, limit: int) -> bytes:
 async def read_model(request: Request, model: type[M]) -> M:
     """The JSON body validated as `model` (an empty body reads as `{}`); 400 otherwise, 413 when it is larger
     than `SYNCTRACK_MAX_ADMIN_BODY_BYTES`."""
-    limit: int = request.app.state.settings.max_admin_body_bytes
+    limit = services(request).settings.max_admin_body_bytes
     body = await read_bounded(request, limit)
     try:
         data = json.loads(body or b"{}")

@@ -1,9 +1,8 @@
 """`NoStoreMiddleware`: no answer of the API is kept by a browser or a proxy cache.
 
 API answers hold customers' data, and `POST /v1/tokens` answers with a bearer token: every `/v1/*` answer says
-``Cache-Control: no-store``, successes, errors and preflights alike, unless it says otherwise itself. Error bodies
-carry it wherever they are written (`service/common/errors.py`), so the routes served in front of this stack
-(`service/common/front.py`) need no layer of their own: the stream sets it among its own headers.
+``Cache-Control: no-store``, successes, errors and preflights alike, unless it says otherwise itself (error bodies
+carry it wherever they are written, `service/common/errors.py`; the stream among its own headers).
 """
 
 from __future__ import annotations

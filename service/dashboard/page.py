@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
-from schemas.settings import Settings
+from service.common.services import services
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -50,7 +50,7 @@ def render_page(request: Request, mode: str, company_id: str = "") -> HTMLRespon
         .replace("{{MODE}}", mode)
         .replace("{{COMPANY_ID}}", html.escape(company_id))
     )
-    settings: Settings = request.app.state.settings
+    settings = services(request).settings
     # The admin view is never framed; the embedded view may be framed by the origins already trusted
     # for cross-origin dashboards (SYNCTRACK_CORS_ORIGINS).
     ancestors = "'self'" if mode == "admin" else " ".join(["'self'", *settings.cors_origins])

@@ -1,14 +1,21 @@
-"""`POST /webhooks/codat`: verify, check, de-duplicate, enqueue — then answer.
+"""`POST /webhooks/codat`: check, verify, de-duplicate, enqueue — then answer.
 
-The order of checks is cheapest first and never trusts the body before the signature: media type,
-signature headers, size (while reading — a huge body is never held in memory), timestamp, signature
-over the raw bytes (`service/ingest/signature.py`: nothing decodes the body before it), UTF-8, JSON,
-envelope shape. Only then is the event handed to `WebhookQueue`, and the answer (202 accepted / 200
-duplicate) is given after Redis has it.
+Every webhook meets the same checks in one order, cheapest first, and nothing trusts the body before the
+signature does:
 
-This is the hottest code of the web process, so it works on the ASGI scope and messages directly: the
-headers it needs are picked out in one pass (`WebhookHeaders`), the body is read from `receive` under
-one deadline, and the answer is two ASGI messages (`service/ingest/guard.py` sends them).
+1. the source (`SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS`: Codat's sending addresses): any other is refused 403
+   before a byte of the body is read; the source is the peer, or the client a trusted proxy forwarded for
+   (`service/security/sources.py`);
+2. media type, signature headers, size (while reading: a huge body is never held in memory), the body
+   deadline (`SYNCTRACK_WEBHOOK_BODY_TIMEOUT_SECONDS`: a trickled body cannot hold a connection for ever),
+   timestamp, and the signature over the raw bytes (`service/ingest/signature.py`);
+3. UTF-8, JSON, envelope shape; then `WebhookQueue` takes the event, and the answer (202 accepted, 200
+   duplicate) is given once Redis has it.
+
+Every 4xx counts against the source's failure budget (`service/security/failure_budget.py`). A source over
+its budget is answered 429 `rate_limited` for any request that fails steps 1–2, while a genuinely signed
+one still goes through, so a flood from a shared address never delays Codat's real deliveries. Nothing
+before the queue touches Redis. Answers are counted per turn of the event loop (`service/ingest/tally.py`).
 """
 
 from __future__ import annotations
@@ -19,15 +26,22 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, read_envelope
+from schemas.settings import Settings
+from service.common.errors import error_response
 from service.ingest.enqueue import QueueUnavailable, WebhookQueue
 from service.ingest.signature import SignatureKeys
+from service.ingest.tally import WebhookTally
+from service.security.failure_budget import FailureLimiter
+from service.security.sources import SourceResolver, bucket_key, is_within, parse_networks
 
 log = logging.getLogger("synctrack.receiver")
 
@@ -39,6 +53,8 @@ SIGNATURE_HEADERS = tuple(
     tuple(f"{family}-{part}".encode() for part in ("id", "timestamp", "signature")) for family in HEADER_FAMILIES
 )
 """(id, timestamp, signature) header names of each family, in order of preference."""
+SOURCE_MEMO_SIZE = 4096
+"""Sources remembered per process (peer and forwarding headers → source, budget key, allowed)."""
 WANTED_HEADERS = frozenset(
     {b"content-type", b"content-length", b"x-forwarded-for"} | {name for names in SIGNATURE_HEADERS for name in names}
 )
@@ -78,19 +94,6 @@ class Signed:
     msg_id: str
     timestamp: str
     signature: str
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """The receiver's answer to a webhook it took: 202 if enqueued now, 200 if seen before."""
-
-    status: int
-    body: bytes
-    event_type: str
-
-    @property
-    def result(self) -> str:
-        return "accepted" if self.status == 202 else "duplicate"
 
 
 class Refused(ApiError):
@@ -189,29 +192,92 @@ def parse_json(body: bytes) -> object:
         raise ApiError(400, ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}") from None
 
 
-def answer_body(status: str, msg_id: str) -> bytes:
-    """``{"status": …, "id": …}``, byte for byte as Starlette's `JSONResponse` renders it."""
-    return b'{"status":"' + status.encode() + b'","id":' + orjson.dumps(msg_id) + b"}"
+class OrjsonResponse(JSONResponse):
+    """Starlette's `JSONResponse`, rendered by orjson: the same bytes for the receiver's answers, sooner."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class Receiver:
-    """The webhook endpoint, holding what it needs: verifiers, the queue and the body limit."""
+    """The ASGI endpoint of the webhook route, holding what it needs: verifiers, the queue, the limits."""
 
-    def __init__(self, secrets: list[str], queue: WebhookQueue, max_body_bytes: int) -> None:
-        self.verifiers = SignatureKeys(secrets)
+    def __init__(self, settings: Settings, queue: WebhookQueue) -> None:
+        self.verifiers = SignatureKeys(settings.webhook_secrets)
         self.queue = queue
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes = settings.max_body_bytes
+        self.body_timeout = settings.webhook_body_timeout_seconds
+        self.allowed = parse_networks(settings.webhook_allowed_networks, "SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS")
+        self.sources = SourceResolver(parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES"))
+        self.limiter = FailureLimiter(settings.failure_limit_per_minute)
+        self.tally = WebhookTally()
+        self._sources: dict[tuple[str, tuple[str, ...]], tuple[str, str, bool]] = {}
 
-    async def handle(self, headers: WebhookHeaders, receive: Receive, deadline: float, timeout: float) -> Answer:
-        """Check, verify and enqueue one webhook; raises `ApiError` (a `Refused` once the type is known)."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.tally.in_flight += 1
+        try:
+            response = await self.answer(scope, receive)
+        except ClientDisconnect:
+            return  # gone mid-body: nobody to answer, nothing accepted
+        finally:
+            self.tally.in_flight -= 1
+            self.tally.settle()
+        await response(scope, receive, send)
+
+    async def answer(self, scope: Scope, receive: Receive) -> Response:
+        """The answer to one webhook, after the checks in their order; every answer is counted."""
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        headers = WebhookHeaders.of(scope)
+        source, budget, allowed = self.source(scope, headers)
+        if not allowed:
+            detail = "this source address may not deliver webhooks (SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS)"
+            return self.refuse(ApiError(403, ErrorCode.FORBIDDEN_NETWORK, detail))
+        try:
+            signed, body = await self.verified(headers, receive, deadline)
+        except ApiError as refused:
+            wait = self.limiter.retry_after(budget)
+            if wait is not None:
+                detail = f"too many rejected webhooks from this source; retry in {wait} s"
+                return self.refuse(ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)}))
+            return self.refuse(refused, source, budget)
+        try:
+            event_type, fresh = await self.enqueue(signed, body)
+        except ApiError as refused:
+            return self.refuse(refused, source, budget)
+        self.tally.add(event_type, "accepted" if fresh else "duplicate")
+        return OrjsonResponse(
+            {"status": "accepted" if fresh else "duplicate", "id": signed.msg_id}, status_code=202 if fresh else 200
+        )
+
+    def source(self, scope: Scope, headers: WebhookHeaders) -> tuple[str, str, bool]:
+        """(source address, its failure-budget key, whether it may deliver), remembered per peer and forwarding
+        (Codat sends from a handful of addresses)."""
+        client = scope.get("client")
+        memo_key = (str(client[0]) if client else "", headers.forwarded)
+        found = self._sources.get(memo_key)
+        if found is None:
+            source = self.sources.source_of(*memo_key)
+            found = (source, bucket_key(source), not self.allowed or is_within(source, self.allowed))
+            if len(self._sources) >= SOURCE_MEMO_SIZE:
+                self._sources.clear()
+            self._sources[memo_key] = found
+        return found
+
+    async def verified(self, headers: WebhookHeaders, receive: Receive, deadline: float) -> tuple[Signed, bytes]:
+        """What the signature headers claim and the raw body, once media type, size, deadline, timestamp and
+        signature hold; raises `ApiError`, or `ClientDisconnect`."""
         check_media_type(headers)
         signed = signature_headers(headers)
-        body = await read_body(receive, headers, self.max_body_bytes, deadline, timeout)
+        body = await read_body(receive, headers, self.max_body_bytes, deadline, self.body_timeout)
         check_timestamp(signed.timestamp, time.time())
         verify_signature(self.verifiers, body, signed)
-        parsed = parse_json(body)
+        return signed, body
+
+    async def enqueue(self, signed: Signed, body: bytes) -> tuple[str, bool]:
+        """Parse a verified webhook and hand it to the queue: (its event type, whether it is new); raises
+        `ApiError` (a `Refused` once the type is known)."""
         try:
-            event_type = read_envelope(parsed).event_type
+            event_type = read_envelope(parse_json(body)).event_type
         except InvalidEnvelope as exc:
             raise ApiError(400, ErrorCode.INVALID_ENVELOPE, str(exc)) from None
         received_at = datetime.now(UTC).isoformat()
@@ -227,6 +293,11 @@ class Receiver:
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
             )
             raise Refused(unavailable, event_type) from None
-        if not fresh:
-            return Answer(200, answer_body("duplicate", signed.msg_id), event_type)
-        return Answer(202, answer_body("accepted", signed.msg_id), event_type)
+        return event_type, fresh
+
+    def refuse(self, refused: ApiError, source: str = "", budget: str | None = None) -> Response:
+        """Count a refusal and answer it; a 4xx is charged to `budget` (the source's failure budget), if given."""
+        self.tally.add(refused.event_type if isinstance(refused, Refused) else None, "rejected", refused.code.value)
+        if budget is not None and 400 <= refused.status < 500 and self.limiter.charge(budget):
+            log.warning("msg=source_rate_limited source=%s route=webhooks", source)
+        return error_response(refused)

@@ -24,7 +24,6 @@ from urllib.parse import parse_qsl, urlencode
 from anyio import to_thread
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,9 +32,10 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
 from service.common.no_store import NoStoreMiddleware
+from service.common.services import services
 from service.security.failure_budget import FailureLimiter
-from service.security.header_limits import HeaderLimitMiddleware, header_refusal
-from service.security.json_only import JsonOnlyMiddleware, body_refusal
+from service.security.header_limits import HeaderLimitMiddleware
+from service.security.json_only import JsonOnlyMiddleware
 from service.security.local_only import check_local_request
 from service.security.parameters import check_parameters
 from service.security.revocation import RevocationList
@@ -63,15 +63,14 @@ def auth_disabled(settings: Settings) -> bool:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, limiter: FailureLimiter | None = None) -> None:
-        """`limiter`: the failure budget, shared with every other door that authenticates (`GuardedRoute`)."""
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
         admin, signer = AdminTokens(settings.admin_token_hashes), TokenSigner(settings.token_signing_key)
         self.authenticator = Authenticator(admin, signer)
         self.disabled = auth_disabled(settings)
         self.sources = SourceResolver(parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES"))
-        self.limiter = limiter or FailureLimiter(settings.failure_limit_per_minute)
+        self.limiter = FailureLimiter(settings.failure_limit_per_minute)
         self.unruled: set[str] = set()
         if self.disabled:
             log.warning("msg=auth_disabled detail=%r", "requests without a token are served to loopback clients only")
@@ -120,8 +119,7 @@ class AuthMiddleware:
         return None
 
     def revocations(self, scope: Scope) -> RevocationList:
-        revocations: RevocationList = scope["app"].state.revocations
-        return revocations
+        return services(scope["app"]).get(RevocationList)
 
     def route_rule(self, scope: Scope) -> tuple[Rule, dict[str, Any]]:
         """The rule of the route the router will choose, and that route's path parameters."""
@@ -179,7 +177,7 @@ class AuthMiddleware:
         """Keep a company-scoped request inside its company (raises ApiError 404); forces list filters."""
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         params = {key: str(value) for key, value in path_params.items()}
-        engine = scope["app"].state.engine
+        engine = services(scope["app"]).engine
         if needs_lookup(rule, query):
             confined = await to_thread.run_sync(check_company, principal, rule, params, query, engine)
         else:
@@ -208,63 +206,12 @@ def take_query_token(scope: Scope) -> str | None:
     return tokens[0]
 
 
-class QueryTokenScrub:
-    """Removes `?access_token=` from a route that takes no token, as `AuthMiddleware` does on every route,
-    so that no handler or access log sees it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        take_query_token(scope)
-        await self.app(scope, receive, send)
-
-
-class GuardedRoute(AuthMiddleware):
-    """A route served in front of the app's middleware (`service/common/front.py`) that needs every check the
-    general stack makes, in the same order and with the same answers: header limits (431), authentication and
-    the access rules (`AuthMiddleware.admit`), JSON bodies only (415).
-
-    The checks run one after the other in this one frame rather than in a frame per layer: a stream request
-    stays suspended in whatever called it for as long as its client stays, thousands at a time."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        refused = header_refusal(scope, self.settings.max_header_bytes)
-        if refused is None:
-            refused = await self.admit(scope)
-        if refused is None:
-            refused = body_refusal(scope)
-        if refused is not None:
-            await error_response(refused)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def guarded_middleware(app: ASGIApp, settings: Settings, limiter: FailureLimiter) -> ASGIApp:
-    """The stream's own stack, served in front of the app's: every check of the general stack, in one
-    `GuardedRoute`. Starlette's server-error layer is left out: its one job here would be answering an
-    unexpected failure before the response starts with 500 `Internal Server Error` and handing the error on to
-    the server to log, and the server does both itself (uvicorn sends the same text) without a frame and a
-    wrapped `send` held for every open stream."""
-    return GuardedRoute(app, settings, limiter)
-
-
-def webhook_middleware(app: ASGIApp, settings: Settings) -> ASGIApp:
-    """The webhook route's own stack, served in front of the app's (`service/common/front.py`): of the general
-    layers only those that act on it — header limits (431) first, the query-token scrub — then Starlette's
-    server-error layer, so an unexpected failure is answered 500 and logged exactly as elsewhere."""
-    return HeaderLimitMiddleware(
-        QueryTokenScrub(ServerErrorMiddleware(app)), max_header_bytes=settings.max_header_bytes
-    )
-
-
-def security_middleware(settings: Settings, limiter: FailureLimiter | None = None) -> list[Middleware]:
-    """`Cache-Control: no-store` on every `/v1/*` answer outermost, then header limits, CORS (a preflight
-    carries no token), authentication, JSON bodies only.
+def security_middleware(settings: Settings) -> list[Middleware]:
+    """The app's one middleware stack, every route's: `Cache-Control: no-store` on every `/v1/*` answer
+    outermost, then header limits, CORS (a preflight carries no token), authentication, JSON bodies only.
 
     The token settings are checked here, when the app is built, so a malformed hash or a short signing
-    key stops the process at start (raises TokenConfigError) instead of failing every request. `limiter`:
-    the failure budget authentication charges, shared with the routes served in front (`guarded_middleware`).
+    key stops the process at start (raises TokenConfigError) instead of failing every request.
     """
     AdminTokens(settings.admin_token_hashes)
     TokenSigner(settings.token_signing_key)
@@ -284,6 +231,6 @@ def security_middleware(settings: Settings, limiter: FailureLimiter | None = Non
                 max_age=600,
             )
         )
-    stack.append(Middleware(AuthMiddleware, settings=settings, limiter=limiter))
+    stack.append(Middleware(AuthMiddleware, settings=settings))
     stack.append(Middleware(JsonOnlyMiddleware))
     return stack

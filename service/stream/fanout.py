@@ -1,25 +1,10 @@
-"""One reader per web process: XREAD the change feed once, hand each change to this process's clients.
+"""One reader per web process: XREAD the change feed once, offer each change to this process's clients.
 
-Workers XADD changes to the Redis Stream ``{ns}:changes`` (`workers/ledger/changes.py`). Every web process
-runs one `Fanout`: a task that reads the stream from where it last was and offers each change to the
-`Subscriber`s (`service/stream/client.py`, one per connected client) whose filter matches.
-
-Delivery contract, relied on by `service/stream/routes.py`: a subscriber receives every matching change
-read after it subscribed. The reader's position only ever names an entry already handed out, so a
-client that subscribes first and then reads the stream itself (XRANGE) misses nothing; it may see a
-change twice, and drops the repeat by id.
-
-Memory is bounded: a subscriber holds at most `capacity` changes. One more and its buffer is emptied
-and it is marked `lost`; the client is then told to `reset` (or, while it is still catching up from
-Redis, simply re-reads what was dropped).
-
-One watchdog task per process does what would otherwise take a timer per client and per change:
-heartbeats for idle clients, the send timeout for clients that stopped reading, ending the stream of a
-client whose company token has expired, and letting every client go when the server starts to stop.
-A second task reads the token revocation list (in Redis, shared by every web process) for this
-process's company-token clients every `TOKEN_CHECK_SECONDS` and ends the streams of revoked tokens.
-Either ending is a ``reset`` (`token_expired`, `token_revoked`) and the connection's close, whether or
-not changes are flowing, however the client is served.
+A subscriber receives every matching change read after it subscribed: the reader's position only ever names
+an entry already handed out, so a client that subscribes first and then reads the stream itself (XRANGE)
+misses nothing, and drops a repeat by id. Buffers are bounded: one change too many and the client resets.
+One watchdog task per process does what would take a timer per client: heartbeats, send timeouts, token
+expiry, letting every client go when the server stops; a second task ends the streams of revoked tokens.
 """
 
 from __future__ import annotations
@@ -36,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from schemas.errors import Unavailable
 from service.security.revocation import RevocationList
-from service.stream.client import (
+from service.stream.subscriber import (
     STREAM_INTERRUPTED,
     TOKEN_EXPIRED,
     TOKEN_REVOKED,
@@ -44,7 +29,6 @@ from service.stream.client import (
     StreamFilter,
     Subscriber,
 )
-from service.stream.protocol import chunk
 from workers.ledger.changes import stream_key
 from workers.runtime.metrics import set_sse_clients
 
@@ -69,9 +53,8 @@ refuses a 101st connection instead of waiting for one)."""
 
 SNAPSHOT_THREADS = 4
 """Snapshots read from the database at once, each on a thread of its own. Reading one takes milliseconds
-and mostly holds the interpreter, so more threads would not read a burst of reconnecting clients' snapshots
-sooner; each would only keep its stack and its own allocator arena for the life of the process (the
-default pool, 40 threads, cost 6 MiB of RSS at 5,000 clients: `bench/sse_fanout.py`)."""
+and mostly holds the interpreter, so more threads would not serve a burst of reconnecting clients sooner;
+each would only keep its stack and allocator arena for the life of the process."""
 
 UNFILTERED = frozenset({"*"})
 
@@ -111,8 +94,6 @@ class Fanout:
         self.position: str | None = None
         """Id of the last entry handed out (or the stream's tail at start); None until known."""
         self.overflows = 0
-        self.written_directly = 0
-        """Changes the reader wrote to a client's socket itself (`Subscriber.write_now`), not through its task."""
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self.snapshot_threads = anyio.CapacityLimiter(SNAPSHOT_THREADS)
         self._subscribers: set[Subscriber] = set()
@@ -133,11 +114,6 @@ class Fanout:
     def buffered(self) -> int:
         """Changes waiting in all buffers of this process."""
         return sum(sub.depth for sub in self._subscribers)
-
-    @property
-    def parked(self) -> int:
-        """Clients whose request has ended, served by this fan-out alone (`service/stream/parked.py`)."""
-        return sum(1 for sub in self._subscribers if sub.parked is not None)
 
     @property
     def running(self) -> bool:
@@ -256,7 +232,7 @@ class Fanout:
                 if self.send_timeout_seconds and now - sub.sending_since > self.send_timeout_seconds:
                     sub.time_out()
             elif self.heartbeat_seconds and now - sub.last_sent >= self.heartbeat_seconds:
-                sub.beat(now)
+                sub.beat()
 
     async def _watch_tokens(self) -> None:
         """Every `TOKEN_CHECK_SECONDS`, end the streams of the tokens revoked since. While the list cannot be
@@ -335,33 +311,17 @@ class Fanout:
         self.position = tail
 
     def dispatch(self, reply: Iterable[Any]) -> None:
-        """Hand each entry of an XREAD reply to the matching subscribers: written to the socket at once
-        where the client keeps up, else buffered; each buffering one is woken once.
-
-        A client that wants every change gets the whole reply in one write (one chunk built once for all
-        of them), so a burst read in one XREAD costs each socket one system call, not one per change."""
+        """Offer each entry of an XREAD reply to the matching subscribers, then wake each of them once."""
         changes = self.parse(reply)
         if not changes:
             return
         touched: set[Subscriber] = set()
-        now = asyncio.get_running_loop().time()
-        every = self._unfiltered.get("*", ())
-        if every:
-            whole = changes[0].chunked if len(changes) == 1 else chunk(b"".join(change.frame for change in changes))
-            for sub in every:
-                if sub.lost:
-                    continue
-                if sub.write_all(changes, whole, now):
-                    self.written_directly += len(changes)
-                    continue
-                for change in changes:  # what was written already is skipped by `offer`
-                    self._offer(sub, change, touched)
+        for sub in self._unfiltered.get("*", ()):
+            for change in changes:
+                self._offer(sub, change, touched)
         for change in changes:
             for sub in self._filtered_candidates(change):
-                if sub.filter.matches(change.company_id, change.connection_id) and not sub.lost:
-                    if sub.write_now(change, now):
-                        self.written_directly += 1
-                        continue
+                if sub.filter.matches(change.company_id, change.connection_id):
                     self._offer(sub, change, touched)
         for sub in touched:
             sub.wake()

@@ -1,15 +1,25 @@
-"""The stream's own events as SSE frames: ``snapshot`` and ``reset`` (changes come framed from the feed).
+"""The stream's own events, as SSE frames: ``snapshot`` (read from the ledger) and ``reset``.
 
-Shared by the request's event source (`service/stream/routes.py`) and a parked connection
-(`service/stream/parked.py`), which both tell a client to reset (and then end its stream).
+Changes come framed from the feed (`service/stream/subscriber.py`).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
-from service.stream.client import SLOW_CLIENT, STREAM_INTERRUPTED, TOKEN_EXPIRED, TOKEN_REVOKED
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from service.stream.subscriber import SLOW_CLIENT, STREAM_INTERRUPTED, TOKEN_EXPIRED, TOKEN_REVOKED, StreamFilter
+from workers.ledger.durations import load_timings
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.ledger.tables import Connection, Sync
+from workers.ledger.views import connection_out, connection_rows_query, load_assessments, load_companies, sync_out
+
+SNAPSHOT_LIMIT = 10_000
+"""Most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true."""
 
 RESET_DETAIL = {
     "last_event_id_not_found": "Last-Event-ID is not in the stream (unknown, or older than the retention window)",
@@ -31,3 +41,37 @@ def frame(event_id: str, name: str, body: dict[str, Any]) -> bytes:
 def reset_frame(position: str, reason: str) -> bytes:
     detail = TOKEN_DETAIL.get(reason) or RESET_DETAIL.get(reason, reason) + "; re-read the state from the JSON API"
     return frame(position, "reset", {"reason": reason, "detail": detail, "event_id": None})
+
+
+def load_snapshot(
+    engine: Engine, stream_filter: StreamFilter, freshness: FreshnessPolicy = DEFAULT_POLICY
+) -> dict[str, Any]:
+    """The filtered connections and active syncs, as the JSON API shows them (freshness and health judged now), and the
+    companies they belong to (with `deleted_at`)."""
+    connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
+    syncs = select(Sync).where(Sync.phase == "active")
+    syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)
+    if stream_filter.company_ids:
+        connections = connections.where(col(Connection.company_id).in_(stream_filter.company_ids))
+        syncs = syncs.where(col(Sync.company_id).in_(stream_filter.company_ids))
+    if stream_filter.connection_ids:
+        connections = connections.where(col(Connection.id).in_(stream_filter.connection_ids))
+        syncs = syncs.where(col(Sync.connection_id).in_(stream_filter.connection_ids))
+    with Session(engine) as session:
+        connection_rows = session.exec(connections).all()
+        sync_rows = session.exec(syncs).all()
+        timings = load_timings(session, sync_rows[:SNAPSHOT_LIMIT])
+        shown = connection_rows[:SNAPSHOT_LIMIT]
+        active = {conn.id for conn, _, is_active in shown if is_active}
+        assessed = load_assessments(session, [conn for conn, _, _ in shown], active, freshness, datetime.now(UTC))
+        companies = load_companies(session, {*stream_filter.company_ids, *(conn.company_id for conn, _, _ in shown)})
+    return {
+        "companies": [company.model_dump(mode="json") for company in companies[:SNAPSHOT_LIMIT]],
+        "connections": [
+            connection_out(conn, name, bool(active), assessed[conn.id]).model_dump(mode="json")
+            for conn, name, active in shown
+        ],
+        "syncs": [sync_out(row, timings.get(row.id)).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
+        "truncated": len(connection_rows) > SNAPSHOT_LIMIT or len(sync_rows) > SNAPSHOT_LIMIT,
+        "event_id": None,
+    }

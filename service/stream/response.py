@@ -1,16 +1,11 @@
-"""How one client's events reach its socket: a lean response with sse-starlette's headers and one small task.
+"""One client's events, from its opening to its last change, written to its socket with the ASGI `send`.
 
-sse-starlette's own loop runs a task group of four tasks per client (sender, ping, shutdown listener,
-disconnect listener) and a timer per send: measured with bench/sse_fanout.py that is ~47 KiB of RSS per
-connected client, and its timers were a fifth of the CPU spent per delivered change. Here the request's
-own task is the only one: the server's `BodyWriter` (`service/stream/protocol.py`) says when the client
-leaves (under a server without it, one small task waits for the disconnect), and while the client keeps
-up the fan-out writes to its socket without waking this loop at all; once the client is live and idle,
-the event source parks the connection (`service/stream/parked.py`) and this loop ends without ending the
-body. Heartbeats, the send timeout and the shutdown are the fan-out's single watchdog
-(`service/stream/fanout.py`), which this loop informs by noting when each send starts and ends on the
-client's `Subscriber`. The response keeps sse-starlette's headers (no
-caching, no proxy buffering) and its HEAD answer (headers, no body).
+`events` is the client's event source: its opening (a snapshot, a reset, or the changes it missed, read from
+Redis page by page), then what the fan-out buffered for it, skipping every id at or before the last one sent
+(catch-up and buffer overlap; there is never a gap between them). `ChangeStreamResponse` runs it on the
+request's own task and sends each chunk as it comes, under any ASGI server; one small task waits for the
+client to leave. Heartbeats, the send timeout and the shutdown are the fan-out's single watchdog, which this
+loop informs by noting when each send starts and ends on the client's `Subscriber`.
 """
 
 from __future__ import annotations
@@ -19,18 +14,96 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
+from anyio import to_thread
+from redis.exceptions import RedisError
+from sqlalchemy import Engine
 from sse_starlette.sse import AppStatus
 from starlette.types import Receive, Scope, Send
 
-from service.stream.client import Subscriber
-from service.stream.protocol import body_writer
+from service.stream.fanout import Fanout
+from service.stream.frames import frame, load_snapshot, reset_frame
+from service.stream.subscriber import SLOW_CLIENT, StreamChange, Subscriber, parse_id, unsent
+from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 
 log = logging.getLogger("synctrack.stream")
 
+CATCH_UP_PAGE = 500
+"""Missed changes read from Redis per XRANGE."""
+
+
+async def events(
+    fanout: Fanout,
+    sub: Subscriber,
+    engine: Engine,
+    position: str,
+    opening: str | None,
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
+) -> AsyncGenerator[bytes, None]:
+    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume after
+    `position`. Heartbeats come from the subscriber when the fan-out's watchdog says one is due."""
+    try:
+        if opening == "snapshot":
+            limiter = fanout.snapshot_threads
+            yield frame(
+                position,
+                "snapshot",
+                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=limiter),
+            )
+        elif opening is not None:
+            yield reset_frame(position, opening)
+        else:
+            async for page in catch_up(fanout, sub, position):
+                yield page
+        while (chunk := await sub.next_chunk()) is not None:
+            yield chunk
+        if sub.lost:
+            yield reset_frame(fanout.position or position, sub.lost)
+    finally:
+        fanout.unsubscribe(sub)
+
+
+async def catch_up(fanout: Fanout, sub: Subscriber, position: str) -> AsyncGenerator[bytes, None]:
+    """The changes after `position` the client wants, one chunk per page read from Redis; each page read
+    moves `sub.skip_through`, so the live changes buffered meanwhile are not sent twice."""
+    more = True
+    while more:
+        try:
+            async with fanout.redis_slots:
+                changes, position, more = await read_after(fanout, position)
+        except RedisError as exc:
+            # Ending the stream is safe: the client reconnects with the last id it received.
+            log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
+            sub.close()
+            return
+        wanted = [change for change in changes if sub.filter.matches(change.company_id, change.connection_id)]
+        page, _ = unsent(wanted, sub.skip_through)
+        sub.skip_through = max(sub.skip_through, parse_id(position))
+        if page:
+            yield page
+        if sub.lost == SLOW_CLIENT:
+            # Dropped while catching up: those changes are still in Redis, read on.
+            sub.restart()
+            more = True
+        elif sub.lost:
+            return  # the client must reset (its token no longer holds, the feed was interrupted)
+
+
+async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange], str, bool]:
+    """One page of changes after `position`: (changes, new position, whether more may follow)."""
+    entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
+    changes = []
+    for entry_id, fields in entries:
+        position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        change = StreamChange.from_entry(entry_id, fields)
+        if change is not None:
+            changes.append(change)
+    return changes, position, len(entries) == CATCH_UP_PAGE
+
 
 def server_exiting() -> bool:
-    """True once uvicorn was told to stop (SIGTERM/SIGINT).
+    """True once uvicorn was told to stop (SIGTERM/SIGINT); False under a server that does not say.
 
     sse-starlette patches uvicorn's exit handler to set `AppStatus.should_exit`, but uvicorn binds its
     signal handlers before it imports the app, so the patch can come too late; the handler itself, a
@@ -51,14 +124,11 @@ HEADERS = [
 
 
 class ChangeStreamResponse:
-    """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or
-    the watchdog times out a send (a client that stopped reading). `release` runs as soon as the
-    client is gone and again when the response is over; it must be idempotent.
+    """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or the
+    watchdog times out a send (a client that stopped reading). `release` runs as soon as the client is gone
+    and again when the response is over; it must be idempotent.
 
-    A plain ASGI response with slots rather than sse-starlette's `EventSourceResponse`: one exists per
-    connected client for as long as it stays, and the stock one carries a lock, header objects and
-    options this loop never uses (~1.5 KB each). HEAD is answered as sse-starlette does: the headers,
-    an empty body, and the stream never opened.
+    A plain ASGI response with slots: one exists per connected client for as long as it stays.
     """
 
     __slots__ = ("content", "sub", "release")
@@ -77,39 +147,35 @@ class ChangeStreamResponse:
                 await self.content.aclose()
                 self.release()
             return
-        sub, loop = self.sub, asyncio.get_running_loop()
-        sub.task = asyncio.current_task()
-        # The server's writer also says when the client leaves; without one, a task listens for it.
-        sub.writer = body_writer(scope)
-        listener: asyncio.Task[None] | None = None
-        if sub.writer is not None:
-            sub.writer.on_lost = self.release
-        else:
-            listener = asyncio.create_task(self._until_disconnect(receive))
+        self.sub.task = asyncio.current_task()
+        listener = asyncio.create_task(self._until_disconnect(receive))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for chunk in self.content:
-                sub.sending_since = loop.time()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                sub.last_sent, sub.sending_since = sub.sending_since, 0.0
-                # Not kept while the next one is awaited: the snapshot can be large, and while the fan-out
-                # writes to this client itself the next chunk may not come for hours.
-                del chunk
-            if sub.parked is None:  # a parked connection's body is ended by the fan-out, later
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            while await self._send_next(send):
+                pass
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not sub.timed_out:
+            task = asyncio.current_task()
+            if not self.sub.timed_out or task is None:
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            task.uncancel()
             log.info("msg=stream_client_dropped reason=send_timeout")
         finally:
-            if listener is not None:
-                listener.cancel()
-            elif sub.parked is None:
-                sub.writer = None
+            listener.cancel()
             await self.content.aclose()
-            if sub.parked is None:
-                self.release()
+            self.release()
+
+    async def _send_next(self, send: Send) -> bool:
+        """Send the content's next chunk once it comes; False when the content is over. A chunk (the snapshot
+        can be large) lives only as long as its send, not while the client waits for the next one."""
+        chunk = await anext(self.content, None)
+        if chunk is None:
+            return False
+        sub = self.sub
+        sub.sending_since = asyncio.get_running_loop().time()
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sub.last_sent, sub.sending_since = sub.sending_since, 0.0
+        return True
 
     async def _until_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -1,109 +1,36 @@
 """`GET /v1/stream`: the change feed as server-sent events, resumable with `Last-Event-ID`.
 
-Every event's ``id:`` is the Redis Stream entry id of the change (for `snapshot` and `reset`: the
-stream's position at that moment), so a reconnecting client resumes exactly where it stopped.
-A connection goes through three steps:
-
-1. subscribe to this process's `Fanout` *first*: from here on nothing published can be missed;
-2. open with one of
-   * ``snapshot`` (no Last-Event-ID): the stream's position is read, then the ledger (a change is in
-     the database before it is in the stream, so the snapshot holds at least every change up to that
-     position);
-   * the missed changes, read from Redis (XRANGE after the given id) page by page;
-   * ``reset`` when the id is malformed, unknown or trimmed away by retention: re-read the state
-     from the JSON API, live changes follow;
-3. live: changes from the subscriber's buffer, skipping every id at or before the last one sent
-   (buffer and catch-up overlap; there is never a gap between them); while the client keeps up, the
-   fan-out writes each change to its socket itself (`Subscriber.write_now`). Under `synctrack web` the
-   connection is then parked: the request ends, and the fan-out alone serves the client from here on
-   (`service/stream/parked.py`).
-
-A client too slow for its bounded buffer gets ``reset`` and is disconnected, as is one whose company token is
-revoked or expires (`service/stream/fanout.py` watches both); `service/stream/response.py` writes the events
-to the socket.
+Every event's ``id:`` is the Redis Stream entry id of the change (for `snapshot` and `reset`: the stream's
+position at that moment), so a reconnecting client resumes exactly where it stopped. Opening a stream
+subscribes to this process's `Fanout` *first*, so nothing published from then on can be missed, then
+chooses the opening: ``snapshot`` without Last-Event-ID (the position is read before the ledger: a change is
+in the database before it is in the stream), the missed changes when the id is still in the stream, or
+``reset`` when it is malformed, unknown or trimmed away. `service/stream/response.py` serves the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
-from anyio import to_thread
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
+from service.common.services import services
 from service.security.middleware import principal_of
 from service.security.scope import company_filter
-from service.stream.client import (
-    HEARTBEAT,
-    SLOW_CLIENT,
-    STREAM_ID,
-    StreamChange,
-    StreamFilter,
-    Subscriber,
-    parse_id,
-    unsent,
-)
 from service.stream.fanout import Fanout
-from service.stream.frames import frame, reset_frame
-from service.stream.parked import park
-from service.stream.response import ChangeStreamResponse
-from workers.ledger.durations import load_timings
-from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
-from workers.ledger.tables import Connection, Sync
-from workers.ledger.views import connection_out, connection_rows_query, load_assessments, load_companies, sync_out
+from service.stream.response import ChangeStreamResponse, events
+from service.stream.subscriber import STREAM_ID, StreamFilter, parse_id
 
 log = logging.getLogger("synctrack.stream")
 
-CATCH_UP_PAGE = 500
-"""Missed changes read from Redis per XRANGE."""
-SNAPSHOT_LIMIT = 10_000
-"""Most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true."""
 STREAM_PATH = "/v1/stream"
-
-
-def load_snapshot(
-    engine: Engine, stream_filter: StreamFilter, freshness: FreshnessPolicy = DEFAULT_POLICY
-) -> dict[str, Any]:
-    """The filtered connections and active syncs, as the JSON API shows them (freshness judged now), and the
-    companies they belong to (with `deleted_at`)."""
-    connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
-    syncs = select(Sync).where(Sync.phase == "active")
-    syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)
-    if stream_filter.company_ids:
-        connections = connections.where(col(Connection.company_id).in_(stream_filter.company_ids))
-        syncs = syncs.where(col(Sync.company_id).in_(stream_filter.company_ids))
-    if stream_filter.connection_ids:
-        connections = connections.where(col(Connection.id).in_(stream_filter.connection_ids))
-        syncs = syncs.where(col(Sync.connection_id).in_(stream_filter.connection_ids))
-    with Session(engine) as session:
-        connection_rows = session.exec(connections).all()
-        sync_rows = session.exec(syncs).all()
-        timings = load_timings(session, sync_rows[:SNAPSHOT_LIMIT])
-        shown = connection_rows[:SNAPSHOT_LIMIT]
-        active = {conn.id for conn, _, is_active in shown if is_active}
-        assessed = load_assessments(session, [conn for conn, _, _ in shown], active, freshness, datetime.now(UTC))
-        companies = load_companies(session, {*stream_filter.company_ids, *(conn.company_id for conn, _, _ in shown)})
-    return {
-        "companies": [company.model_dump(mode="json") for company in companies[:SNAPSHOT_LIMIT]],
-        "connections": [
-            connection_out(conn, name, bool(active), assessed[conn.id]).model_dump(mode="json")
-            for conn, name, active in shown
-        ],
-        "syncs": [sync_out(row, timings.get(row.id)).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
-        "truncated": len(connection_rows) > SNAPSHOT_LIMIT or len(sync_rows) > SNAPSHOT_LIMIT,
-        "event_id": None,
-    }
 
 
 async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
@@ -129,93 +56,9 @@ async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
     return None
 
 
-async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange], str, bool]:
-    """One page of changes after `position`: (changes, new position, whether more may follow)."""
-    entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
-    changes = []
-    for entry_id, fields in entries:
-        position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        change = StreamChange.from_entry(entry_id, fields)
-        if change is not None:
-            changes.append(change)
-    return changes, position, len(entries) == CATCH_UP_PAGE
-
-
-async def events(
-    fanout: Fanout,
-    sub: Subscriber,
-    engine: Engine,
-    position: str,
-    opening: str | None,
-    freshness: FreshnessPolicy = DEFAULT_POLICY,
-) -> AsyncGenerator[bytes, None]:
-    """The event source of one client; `opening` is `snapshot`, a reset reason, or None to resume.
-
-    Heartbeats are written here, between changes, when the fan-out's watchdog says one is due. No
-    local outlives its step (the snapshot, a catch-up page): this frame lives as long as the client."""
-    try:
-        if opening == "snapshot":
-            yield frame(
-                position,
-                "snapshot",
-                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=fanout.snapshot_threads),
-            )
-        elif opening is not None:
-            yield reset_frame(position, opening)
-        else:
-            change: StreamChange | None = None
-            more = True
-            while more:
-                try:
-                    async with fanout.redis_slots:
-                        changes, position, more = await read_after(fanout, position)
-                except RedisError as exc:
-                    # Ending the stream is safe: the client reconnects with the last id it received.
-                    log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
-                    return
-                for change in changes:
-                    if sub.filter.matches(change.company_id, change.connection_id):
-                        yield change.frame
-                if sub.lost == SLOW_CLIENT:
-                    # Dropped while catching up: those changes are still in Redis, read on.
-                    sub.restart()
-                    more = True
-                elif sub.lost:
-                    break  # the client must reset (its token no longer holds, the feed was interrupted)
-            changes, change = [], None
-        # From here on `skip_through` is the last change sent, by this loop or by the fan-out writing
-        # to the socket itself while this loop waits (`Subscriber.write_now`).
-        sub.skip_through = max(sub.skip_through, parse_id(position))
-        while True:
-            if park(fanout, sub):
-                return  # the connection is the fan-out's now, until the client goes (service/stream/parked.py)
-            item = await sub.next()
-            if item is False:
-                yield HEARTBEAT
-                continue
-            if item is None:
-                if sub.lost:
-                    yield reset_frame(fanout.position or position, sub.lost)
-                return
-            # What else is buffered by now goes in the same write: a client that fell behind catches up
-            # with one send (and one system call) per wake-up instead of one per change.
-            chunk, sub.skip_through = unsent([item, *sub.take_buffered()], sub.skip_through)
-            item = None
-            if chunk:
-                yield chunk
-            chunk = b""  # a joined chunk is this client's own copy: not kept while it waits
-    finally:
-        if sub.parked is None:
-            fanout.unsubscribe(sub)
-
-
 async def stream(request: Request) -> ChangeStreamResponse:
-    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach.
-
-    Served by `service/stream/entry.py`, in front of the middleware stack (and through the router for a request
-    with an `Origin` while CORS is configured); the route below is what the router, the access rules and the
-    OpenAPI document see."""
-    fanout: Fanout = request.app.state.fanout
+    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach."""
+    fanout = services(request).get(Fanout)
     stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
@@ -247,7 +90,7 @@ async def stream(request: Request) -> ChangeStreamResponse:
         fanout.subscriber_count,
     )
     return ChangeStreamResponse(
-        events(fanout, sub, request.app.state.reads, position, opening, request.app.state.freshness),
+        events(fanout, sub, services(request).reads, position, opening, services(request).freshness),
         sub=sub,
         release=partial(fanout.unsubscribe, sub),
     )
@@ -260,15 +103,17 @@ def unavailable() -> ApiError:
 
 
 async def stream_status(request: Request) -> JSONResponse:
-    """This process's share of the stream: connected clients, buffered changes, the reader."""
-    fanout: Fanout = request.app.state.fanout
+    """This process's share of the stream: connected clients, buffered changes, the reader. `written_directly`
+    and `parked` are kept for the clients that read them: always 0, every change is written by its client's
+    own request."""
+    fanout = services(request).get(Fanout)
     return JSONResponse(
         {
             "clients": fanout.subscriber_count,
             "buffered": fanout.buffered,
             "overflows": fanout.overflows,
-            "written_directly": fanout.written_directly,
-            "parked": fanout.parked,
+            "written_directly": 0,
+            "parked": 0,
             "reader": "running" if fanout.running else "stopped",
             "position": fanout.position,
             "tasks": len(asyncio.all_tasks()),

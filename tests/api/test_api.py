@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
+from service.common.services import services
 from tests.support.auth import ADMIN_HEADERS
 from tests.support.builders import COMPANY, CONNECTION, connection_event, fixture, legacy_alert, read_completed
 from tests.support.ledger_fill import deliver
@@ -25,7 +28,7 @@ def settings(database_url: str, embedded_settings: Settings) -> Settings:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
-    app.state.redis = NoRedis()
+    services(app).redis = cast(AsyncRedis, NoRedis())
     with TestClient(app, headers=ADMIN_HEADERS) as test_client:
         yield test_client
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 from sqlmodel import Session
 from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
+from service.common.services import services
 from tests.support.auth import ADMIN_HEADERS, bearer, company_token
 from tests.support.builders import BASE_TIME, connection_event, iso, read_completed
 from tests.support.ledger_fill import deliver
@@ -37,7 +39,7 @@ def settings(database_url: str, embedded_settings: Settings) -> Settings:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
-    app.state.redis = NoRedis()
+    services(app).redis = cast(AsyncRedis, NoRedis())
     deliver(
         settings,
         # COMPANY (the builders' default): one fresh, one overdue connection
@@ -156,7 +158,7 @@ def test_without_an_api_key_each_data_type_keeps_the_thresholds_of_the_settings(
     assert types["invoices"]["freshness"] == "overdue"
 
     keyed = create_app(settings.model_copy(update={"codat_api_key": "key"}))
-    keyed.state.redis = NoRedis()
+    services(keyed).redis = cast(AsyncRedis, NoRedis())
     with TestClient(keyed, headers=ADMIN_HEADERS) as with_key:
         types = {d["data_type"]: d for d in with_key.get("/v1/connections/a-late").json()["data_types"]}
     assert (types["invoices"]["threshold_seconds"], types["invoices"]["threshold_source"]) == (

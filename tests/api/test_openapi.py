@@ -222,7 +222,7 @@ def test_metrics_are_served_while_another_process_is_creating_its_metrics_file(
 ) -> None:
     """Found by the fuzzing: a scrape that met a process's metrics file still empty (it is, for an
     instant, when the process starts) answered 500."""
-    from service.api.scrape import render
+    from service.api.metrics_endpoint import render
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     (tmp_path / "counter_1.db").write_bytes(b"")  # pid 1 is alive, so the file is not swept away

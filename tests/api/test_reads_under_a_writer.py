@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 
 from schemas.settings import Settings
 from service.app import create_app
-from service.stream.client import StreamFilter
-from service.stream.routes import load_snapshot
+from service.common.services import services
+from service.stream.frames import load_snapshot
+from service.stream.subscriber import StreamFilter
 from tests.support.auth import ADMIN_HEADERS
 from workers.runtime.db import upgrade
 
@@ -33,7 +34,7 @@ def test_api_reads_and_a_snapshot_are_answered_while_a_writer_holds_the_lock(emb
 
         def read() -> None:
             answers["companies"] = client.get("/v1/companies", headers=ADMIN_HEADERS)
-            answers["snapshot"] = load_snapshot(app.state.reads, StreamFilter())
+            answers["snapshot"] = load_snapshot(services(app).reads, StreamFilter())
 
         reading = threading.Thread(target=read, daemon=True)
         reading.start()

@@ -17,6 +17,7 @@ from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from schemas.settings import Settings
 from service.app import create_app
+from service.common.services import services
 from tests.support.auth import ADMIN_HEADERS, AUTH_SETTINGS
 from tests.support.builders import connection_event, iso, read_completed
 from tests.support.ledger_fill import deliver
@@ -100,8 +101,9 @@ def test_refreshing_one_data_type_starts_an_active_sync_at_the_click_and_a_webho
     )
     active = client.get("/v1/syncs/active", params={"company_id": company["id"]}).json()["items"]
     assert [s["id"] for s in active] == [sync["id"]]
-    feed = client.app.state.feed  # type: ignore[attr-defined]
-    started = [f for _, f in feed.redis.xrange(stream_key(settings.redis_namespace)) if f[b"event"] == b"sync.started"]
+    feed = services(client.app).feed  # type: ignore[arg-type]
+    entries: Any = feed.redis.xrange(stream_key(settings.redis_namespace))
+    started = [f for _, f in entries if f[b"event"] == b"sync.started"]
     assert json.loads(started[-1][b"data"])["id"] == sync["id"]
 
     result = read_completed([("bills", "Complete")], connection_id=conn, company_id=company["id"])

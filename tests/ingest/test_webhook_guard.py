@@ -1,5 +1,6 @@
-"""What guards the receiver besides the signature (`service/ingest/guard.py`, `service/security/failure_budget.py`,
-`service/security/sources.py`): the source allow-list, the failure budget per source, the body deadline."""
+"""What guards the webhook route besides the signature (`service/ingest/receiver.py`,
+`service/security/failure_budget.py`, `service/security/sources.py`): the source allow-list, the failure budget
+per source, the body deadline."""
 
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ started = time.time()
 record_webhook("read.completed", "accepted")
 print(started, time.time())
 """
-SCRAPE = "import sys; from service.api.scrape import render; sys.stdout.write(render(None).decode())"
+SCRAPE = "import sys; from service.api.metrics_endpoint import render; sys.stdout.write(render(None).decode())"
 
 
 def test_the_time_of_the_last_acceptance_is_the_latest_over_every_process(tmp_path: Path) -> None:

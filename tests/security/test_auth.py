@@ -384,7 +384,6 @@ def test_repeated_failed_authentications_are_rate_limited_but_a_valid_token_neve
 def test_the_stream_and_the_other_routes_charge_one_failure_budget(settings: Settings, world: World) -> None:
     wrong = bearer("sta_wrong-token-0123456789abcdefghijkl")
     with TestClient(app_with(settings, failure_limit_per_minute=3)) as client:
-        # The stream is served in front of the middleware stack; its failures count with every other route's.
         first = [client.get("/v1/stream", headers=wrong).status_code for _ in range(2)]
         then = [client.get("/v1/companies", headers=wrong).status_code for _ in range(2)]
         stream_after = client.get("/v1/stream", headers=wrong)

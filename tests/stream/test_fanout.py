@@ -16,7 +16,11 @@ import redis.asyncio
 from sqlalchemy import Engine
 
 from service.security.revocation import RevocationList
-from service.stream.client import (
+from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
+from service.stream.response import events
+from service.stream.routes import resume_point
+from service.stream.subscriber import (
+    HEARTBEAT,
     SLOW_CLIENT,
     STREAM_INTERRUPTED,
     TOKEN_EXPIRED,
@@ -25,8 +29,6 @@ from service.stream.client import (
     StreamFilter,
     Subscriber,
 )
-from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
-from service.stream.routes import events, resume_point
 from workers.ledger.changes import ChangeFeed, FeedEntry, stream_key
 
 
@@ -46,13 +48,23 @@ async def publish(client: redis.asyncio.Redis, namespace: str, *entries: FeedEnt
     return ids
 
 
-async def received(sub: Subscriber, count: int, timeout: float = 5) -> list[StreamChange]:
-    changes = []
-    for _ in range(count):
-        change = await asyncio.wait_for(sub.next(), timeout)
-        assert isinstance(change, StreamChange)
-        changes.append(change)
-    return changes
+def frames_in(chunk: bytes) -> list[bytes]:
+    return [frame + b"\n\n" for frame in chunk.split(b"\n\n") if frame]
+
+
+def ids_in(chunk: bytes) -> list[str]:
+    return [line[4:].decode() for line in chunk.split(b"\n") if line.startswith(b"id: ")]
+
+
+async def received(sub: Subscriber, count: int, timeout: float = 5) -> list[bytes]:
+    """The next `count` change frames the subscriber hands its client (heartbeats skipped)."""
+    frames: list[bytes] = []
+    while len(frames) < count:
+        chunk = await asyncio.wait_for(sub.next_chunk(), timeout)
+        assert chunk is not None, "the stream ended"
+        frames += [frame for frame in frames_in(chunk) if frame != HEARTBEAT]
+    assert len(frames) == count, frames
+    return frames
 
 
 async def settle(predicate: Callable[[], Any], timeout: float = 5) -> None:
@@ -80,10 +92,10 @@ def test_each_subscriber_receives_exactly_the_changes_its_filter_matches(redis_u
             entry("co-2", "conn-3"),
             entry("co-3", "conn-3"),
         )
-        assert [c.id for c in await received(everything, 4)] == ids
-        assert [c.id for c in await received(company, 2)] == ids[:2]
-        assert [c.id for c in await received(connections, 3)] == ids[1:]
-        assert [c.id for c in await received(both, 1)] == [ids[2]]
+        assert ids_in(b"".join(await received(everything, 4))) == ids
+        assert ids_in(b"".join(await received(company, 2))) == ids[:2]
+        assert ids_in(b"".join(await received(connections, 3))) == ids[1:]
+        assert ids_in(b"".join(await received(both, 1))) == [ids[2]]
         for sub in (everything, company, connections, both):
             assert sub.depth == 0
         await fanout.stop()
@@ -102,8 +114,8 @@ def test_a_change_becomes_one_sse_frame_with_the_stream_id_and_the_published_dat
         await fanout.start()
         sub = fanout.subscribe(StreamFilter())
         [entry_id] = await publish(client, namespace, entry(name="sync.started"))
-        [change] = await received(sub, 1)
-        id_line, event_line, data_line, *_ = change.frame.decode().split("\n")
+        [frame] = await received(sub, 1)
+        id_line, event_line, data_line, *_ = frame.decode().split("\n")
         assert id_line == f"id: {entry_id}"
         assert event_line == "event: sync.started"
         assert json.loads(data_line.removeprefix("data: ")) == {"id": "conn-1", "event_id": "msg_1"}
@@ -122,7 +134,7 @@ def test_the_reader_starts_at_the_tail_and_never_hands_out_older_changes(redis_u
         await fanout.start()
         sub = fanout.subscribe(StreamFilter())
         [new] = await publish(client, namespace, entry())
-        assert [c.id for c in await received(sub, 1)] == [new]
+        assert ids_in(b"".join(await received(sub, 1))) == [new]
         assert sub.depth == 0
         await fanout.stop()
         await client.aclose()
@@ -139,13 +151,13 @@ def test_a_full_buffer_is_emptied_and_its_subscriber_told_it_lost_changes(redis_
         slow = fanout.subscribe(StreamFilter())
         keeping_up = fanout.subscribe(StreamFilter())
         ids = await publish(client, namespace, *[entry() for _ in range(3)])
-        assert [c.id for c in await received(keeping_up, 3)] == ids
+        assert ids_in(b"".join(await received(keeping_up, 3))) == ids
         more = await publish(client, namespace, entry())
-        assert [c.id for c in await received(keeping_up, 1)] == more
+        assert ids_in(b"".join(await received(keeping_up, 1))) == more
         await settle(lambda: slow.lost is not None)
         assert slow.lost == SLOW_CLIENT
         assert slow.depth == 0
-        assert await slow.next() is None
+        assert await slow.next_chunk() is None
         assert fanout.overflows == 1
         assert keeping_up.lost is None
         await fanout.stop()
@@ -163,7 +175,7 @@ def test_unsubscribing_and_stopping_leave_no_subscriber_buffer_or_task_behind(re
         before = len(asyncio.all_tasks())
         filters = [StreamFilter(), StreamFilter(frozenset({"co-1"})), StreamFilter(connection_ids=frozenset({"c"}))]
         subs = [fanout.subscribe(filters[i % 3]) for i in range(30)]
-        waiters = [asyncio.create_task(sub.next()) for sub in subs]
+        waiters = [asyncio.create_task(sub.next_chunk()) for sub in subs]
         assert fanout.subscriber_count == 30
         for sub in subs:
             fanout.unsubscribe(sub)
@@ -242,12 +254,11 @@ def test_a_fault_while_handing_out_resets_every_client_and_the_reader_reads_on(r
         await publish(client, namespace, entry())
         await settle(lambda: healthy.lost)
         assert (faulty.lost, healthy.lost) == (STREAM_INTERRUPTED, STREAM_INTERRUPTED)
-        assert await healthy.next() is None, "the client is told to reset"
+        assert await healthy.next_chunk() is None, "the client is told to reset"
         fanout.unsubscribe(faulty)
         fresh = fanout.subscribe(StreamFilter())
         [sent] = await publish(client, namespace, entry())
-        [change] = await received(fresh, 1)
-        assert change.id == sent and fanout.running
+        assert ids_in(b"".join(await received(fresh, 1))) == [sent] and fanout.running
         await fanout.stop()
         await client.aclose()
 
@@ -291,8 +302,8 @@ def test_the_embedded_redis_wakes_the_reader_when_a_worker_thread_publishes() ->
         feed = ChangeFeed(fakeredis.FakeRedis(server=server), "dev", 1000, 3600)
         started = time.monotonic()
         threading.Timer(0.2, feed.publish, args=[[entry(name="sync.completed")]]).start()
-        [change] = await received(sub, 1, timeout=2)
-        assert b"event: sync.completed" in change.frame
+        [frame] = await received(sub, 1, timeout=2)
+        assert b"event: sync.completed" in frame
         assert time.monotonic() - started < 1.0
         await fanout.stop()
 
@@ -313,7 +324,7 @@ def test_clients_are_let_go_and_new_ones_refused_once_the_server_starts_to_stop(
         fanout = Fanout(client, namespace, capacity=10, exiting=lambda: stopping)
         await fanout.start()
         sub = fanout.subscribe(StreamFilter())
-        waiting = asyncio.create_task(sub.next())
+        waiting = asyncio.create_task(sub.next_chunk())
         await asyncio.sleep(0.1)
         assert not waiting.done()
         stopping = True
@@ -336,7 +347,7 @@ def test_the_watchdog_gives_idle_clients_heartbeats_and_stops_stuck_sends(redis_
         await fanout.start()
         idle = fanout.subscribe(StreamFilter())
         started = time.monotonic()
-        assert await asyncio.wait_for(idle.next(), 2) is False
+        assert await asyncio.wait_for(idle.next_chunk(), 2) == HEARTBEAT
         assert 0.3 <= time.monotonic() - started < 1.5
 
         stuck = fanout.subscribe(StreamFilter())
@@ -368,7 +379,7 @@ def test_a_clients_stream_ends_when_its_token_is_revoked_or_expires_and_no_other
         expiring = fanout.subscribe(StreamFilter(company), "tok-expiring", time.time() + 1)
         kept = fanout.subscribe(StreamFilter(company), "tok-kept", time.time() + 600)
         admin = fanout.subscribe(StreamFilter())
-        waiting = {sub: asyncio.create_task(sub.next()) for sub in (revoked, twin, expiring, kept, admin)}
+        waiting = {sub: asyncio.create_task(sub.next_chunk()) for sub in (revoked, twin, expiring, kept, admin)}
 
         started = time.monotonic()
         await revocations.revoke("tok-revoked", "admin:test")
@@ -383,7 +394,7 @@ def test_a_clients_stream_ends_when_its_token_is_revoked_or_expires_and_no_other
         for sub in (kept, admin):
             assert not sub.lost
             got = await asyncio.wait_for(waiting[sub], 2)
-            assert isinstance(got, StreamChange) and got.id == change
+            assert got is not None and ids_in(got) == [change]
         await fanout.stop()
         assert not [task for task in asyncio.all_tasks() if task.get_name().startswith("synctrack-stream")]
 
@@ -398,12 +409,10 @@ def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
             change = StreamChange.from_entry(ident, {"event": "sync.started", "data": "{}"})
             assert change is not None
             sub.offer(change)
-        assert [c.id for c in [await sub.next(), await sub.next()] if isinstance(c, StreamChange)] == [
-            "100-2",
-            "101-0",
-        ]
+        chunk = await sub.next_chunk()
+        assert chunk is not None and ids_in(chunk) == ["100-2", "101-0"]
         sub.close()
-        assert await sub.next() is None
+        assert await sub.next_chunk() is None
 
     run(scenario)
 

@@ -310,8 +310,8 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
         client.next()
     busy = stream_status(base)
     assert busy["clients"] == 24
-    # `synctrack web` parks every live client: its request (and task) ends, the fan-out serves it alone.
-    assert busy["parked"] == 24 and busy["tasks"] == idle["tasks"], busy
+    # Each client holds two tasks: its request, and the one that waits for it to leave.
+    assert busy["tasks"] - idle["tasks"] == 2 * 24, (idle, busy)
     for client in clients:
         client.close()
     head = httpx.head(f"{base}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
@@ -325,7 +325,7 @@ def test_disconnected_clients_leave_no_subscriber_buffer_or_task_behind(stack: t
         timeout=10,
         message="every subscriber and task gone",
     )
-    assert after["buffered"] == 0 and after["parked"] == 0
+    assert after["buffered"] == 0
     assert after["reader"] == "running"
 
 

@@ -103,8 +103,8 @@ def app_in_thread(app: Any, http: str = "auto", loop: str = "auto") -> Iterator[
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
 
     For tests that need real HTTP (streaming, disconnects) but not a separate process. `http`: uvicorn's
-    protocol (its own by default; `service.stream.protocol.PROTOCOL` is the one `synctrack web` runs);
-    `loop`: uvicorn's event loop (uvloop where installed, by default; `synctrack web` names uvloop).
+    HTTP protocol (httptools where installed, by default, as `synctrack web` runs; or ``h11``); `loop`:
+    uvicorn's event loop (uvloop where installed, by default; `synctrack web` names uvloop).
     """
     import threading
 

@@ -1,7 +1,8 @@
 """Prometheus metrics: every definition in one place, correct across many web and worker processes.
 
 Each process counts in its own memory, so with ``PROMETHEUS_MULTIPROC_DIR`` set (`prepare_multiprocess_dir` sets a
-default) every process writes its values to files there and `/metrics` merges them. Metrics are created on first
+default) every process writes its values to files there and `/metrics` (`service/api/metrics_endpoint.py`) merges
+them. Metrics are created on first
 use, not at import, so the composition root can set the directory before prometheus-client decides where values
 live. Labels stay bounded: unknown event types count as ``other``; results and reasons are fixed enumerations.
 """

@@ -1,4 +1,4 @@
-"""`GET /v1/stream` is served in front of the middleware, behind the same checks and with the same answers.
+"""`GET /v1/stream` (`service/stream/routes.py`): an ordinary route, behind the app's one middleware stack.
 
 Over a real socket (uvicorn on a thread of this process, the embedded Redis) for what a client sees, and
 straight through ASGI for what an open stream holds while it waits.
@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import CoroutineType
 from typing import Any
 
 import httpx
@@ -21,11 +20,11 @@ from starlette.types import Message
 
 from schemas.settings import Settings
 from service.app import create_app
-from service.stream import routes
-from service.stream.fanout import SNAPSHOT_THREADS
-from service.stream.protocol import PROTOCOL
+from service.common.services import services
+from service.stream import frames, response
+from service.stream.fanout import SNAPSHOT_THREADS, Fanout
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
-from tests.support.frames import frames_held, locals_held
+from tests.support.frames import locals_held
 from tests.support.services import app_in_thread
 from tests.support.sse_client import SseClient
 
@@ -74,13 +73,11 @@ def test_a_stream_before_the_change_feed_is_reached_is_a_503_json_error(settings
     assert answer.json()["error"] == "stream_unavailable" and answer.headers["retry-after"] == "1"
 
 
-def test_an_open_stream_holds_one_frame_for_every_check_and_none_of_the_router_or_the_general_layers(
-    settings: Settings,
-) -> None:
+def test_an_idle_open_stream_does_not_keep_its_snapshot(settings: Settings) -> None:
     app = create_app(settings)
     opened = asyncio.Event()
 
-    async def scenario() -> tuple[list[str], list[Any]]:
+    async def scenario() -> list[Any]:
         gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def receive() -> dict[str, Any]:
@@ -104,34 +101,27 @@ def test_an_open_stream_holds_one_frame_for_every_check_and_none_of_the_router_o
             task = asyncio.create_task(app(scope, receive, send))
             await asyncio.wait_for(opened.wait(), 10)
             await asyncio.sleep(0.05)
-            held = frames_held(task.get_coro())
-            values = [*locals_held(task.get_coro()), *scope.get("state", {}).values()]
-            assert isinstance(task.get_coro(), CoroutineType)
+            values = locals_held(task.get_coro())
             gone.set_result(None)
             await asyncio.wait_for(task, 10)
-        return held, values
+        return values
 
-    held, values = asyncio.run(scenario())
+    values = asyncio.run(scenario())
 
-    assert any(name.endswith("service/stream/response.py:ChangeStreamResponse.__call__") for name in held), held
-    assert any(name.endswith("service/security/middleware.py:GuardedRoute.__call__") for name in held), held
-    layers = ("starlette/routing.py", "starlette/middleware/", "starlette/_exception_handler.py")
-    assert not [name for name in held if any(layer in name.split(":")[0] for layer in layers)], held
-    general = ("Starlette.__call__", "HeaderLimitMiddleware", "AuthMiddleware", "JsonOnlyMiddleware")
-    assert not [name for name in held if any(layer in name for layer in general)], held
-    # The snapshot was sent; an idle client does not keep it (nor any request object) for as long as it stays.
+    assert values, "the stream's frames were walked"
     assert not [v for v in values if isinstance(v, bytes) and b"event: snapshot" in v]
-    assert not [v for v in values if type(v).__name__ in ("Request", "Headers", "Principal")], values
 
 
-def test_an_unexpected_failure_before_the_stream_opens_is_a_500_as_on_any_route(settings: Settings) -> None:
+def test_an_unexpected_failure_before_the_stream_opens_is_a_500_as_on_any_route(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(settings)
 
     def broken(*_: object) -> None:
         raise RuntimeError("not a client's fault")
 
-    with app_in_thread(app, http=PROTOCOL) as base:
-        app.state.fanout.subscribe = broken
+    with app_in_thread(app) as base:
+        monkeypatch.setattr(services(app).get(Fanout), "subscribe", broken)
         answer = httpx.get(f"{base}/v1/stream", headers=ADMIN_HEADERS, timeout=5)
         after = httpx.get(f"{base}/v1/stream/status", headers=ADMIN_HEADERS, timeout=5)
 
@@ -154,9 +144,9 @@ def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_t
             running[0] -= 1
         return real_snapshot(*args)
 
-    real_snapshot = routes.load_snapshot
-    monkeypatch.setattr(routes, "load_snapshot", slow_snapshot)
-    with app_in_thread(create_app(settings), http=PROTOCOL) as base:
+    real_snapshot = frames.load_snapshot
+    monkeypatch.setattr(response, "load_snapshot", slow_snapshot)
+    with app_in_thread(create_app(settings)) as base:
         clients = []
         with ThreadPoolExecutor(12) as pool:
             clients = list(pool.map(lambda _: SseClient(f"{base}/v1/stream", ADMIN_HEADERS), range(12)))
@@ -173,7 +163,7 @@ def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_t
 def test_with_cors_configured_a_stream_opened_from_a_page_gets_the_cors_answer(settings: Settings) -> None:
     origin = "https://app.example.com"
     app = create_app(settings.model_copy(update={"cors_origins": [origin]}))
-    with app_in_thread(app, http=PROTOCOL) as base:
+    with app_in_thread(app) as base:
         for headers in ({**ADMIN_HEADERS, "Origin": origin}, ADMIN_HEADERS):
             with httpx.stream("GET", f"{base}/v1/stream", headers=headers, timeout=10) as answer:
                 first = next(answer.iter_lines())

@@ -1,50 +1,29 @@
-"""What the subscription routes share: the web process's delivery context and request helpers.
-
-The context (a Redis client for the `deliveries` queue, a `Deliverer` for pings) is built by
-`create_app` and kept on `app.state.outbound`; neither opens a connection before its first use.
-"""
+"""The checks the subscription and delivery routes share: a destination outbound deliveries may reach (400),
+a subscription that exists (404) and is enabled (409)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis import Redis
-from sqlalchemy import Engine
 from sqlmodel import Session
-from starlette.requests import Request
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.json_body import read_model as read_model
 from workers.ledger.tables import Subscription
-from workers.outbound.deliver import Deliverer
 from workers.outbound.url_policy import check_url
-
-
-@dataclass
-class Outbound:
-    settings: Settings
-    engine: Engine
-    redis: Redis
-    deliverer: Deliverer
-
-
-def outbound(request: Request) -> Outbound:
-    context: Outbound = request.app.state.outbound
-    return context
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def checked_url(context: Outbound, url: str) -> str:
+def checked_url(settings: Settings, url: str) -> str:
     """`url` if outbound deliveries may go there; raises `UnsafeUrl` (400 `invalid_url`) with the reason."""
     return check_url(
         url.strip(),
-        allow_http=context.settings.subscriptions_allow_http,
-        allow_private=context.settings.subscriptions_allow_private,
+        allow_http=settings.subscriptions_allow_http,
+        allow_private=settings.subscriptions_allow_private,
     )
 
 

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.statuses import FRESHNESS, HEALTH
+from service.common.services import services
 from workers.ledger.freshness_state import count_by_freshness, count_by_health
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.redis_queues import depths
@@ -166,9 +167,9 @@ def _merge_readable(path: str) -> list[Metric]:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    settings = request.app.state.settings
-    depths = await read_depths(request.app.state.redis, settings.redis_namespace)
-    engine = request.app.state.engine
+    shared = services(request)
+    settings, engine = shared.settings, shared.engine
+    depths = await read_depths(shared.redis, settings.redis_namespace)
     body = await asyncio.to_thread(lambda: render(depths, read_freshness(engine), read_health(engine)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
