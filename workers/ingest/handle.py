@@ -25,6 +25,7 @@ from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.audit import confirm_actions
 from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.durations import DurationMemo
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
@@ -85,12 +86,14 @@ def handle_webhooks(
     requests: Sequence[FoldRequest],
     freshness: FreshnessPolicy = DEFAULT_POLICY,
     companies_created: Callable[[list[str]], None] | None = None,
+    durations: DurationMemo | None = None,
 ) -> list[Outcome]:
     """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
 
     `freshness`: the thresholds the announced Connection objects are judged by. `companies_created` is told,
     after the commit, the companies whose `company.created` was folded (the worker queues the read of their sync
-    settings). Returns one outcome per request, in order. Raises (nothing committed) if the database fails.
+    settings). `durations`: the worker's memo of typical durations. Returns one outcome per request, in order.
+    Raises (nothing committed) if the database fails.
     """
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
@@ -100,7 +103,7 @@ def handle_webhooks(
         events = [s.event for s in stored if s.event is not None and s.event.known]
         changes, slices = fold_events(session, events)
         names = company_names(session, {s.connection.company_id for s in slices.values()})
-        entries = announce_changes(session, changes, slices, names, freshness, now)
+        entries = announce_changes(session, changes, slices, names, freshness, now, durations)
         _confirm_actions(session, events)
     if feed is not None:
         feed.publish(entries)

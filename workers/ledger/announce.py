@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from schemas.api import ConnectionOut
 from workers.ledger.changes import FeedEntry, render_changes
-from workers.ledger.durations import load_timings
+from workers.ledger.durations import DurationMemo, load_timings
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import Transition, record_transitions
@@ -67,14 +67,18 @@ def announce_changes(
     company_names: Mapping[str, str | None],
     policy: FreshnessPolicy,
     now: datetime,
+    durations: DurationMemo | None = None,
 ) -> list[FeedEntry]:
-    """The feed entries of a fold's changes, freshness and health included; records their transitions."""
+    """The feed entries of a fold's changes, freshness and health included; records their transitions.
+    `durations` keeps typical durations across folds (a worker's, see `DurationMemo`)."""
     touched = {change.connection_id: slices[change.connection_id].connection for change in changes}
     if not touched:
         return []
     active = {cid for cid in touched if any(s.phase == "active" for s in slices[cid].syncs.values())}
     assessed = load_assessments(session, touched.values(), active, policy, now)
-    timings = load_timings(session, [change.sync for change in changes if change.sync is not None])
+    platforms = {cid: state.connection.platform_key for cid, state in slices.items()}
+    syncs = [change.sync for change in changes if change.sync is not None]
+    timings = load_timings(session, syncs, platforms, durations)
     entries = render_changes(changes, slices, company_names, assessed, timings)
     updated = {entry.connection_id for entry in entries if entry.name == "connection.updated"}
     last_event = {change.connection_id: change.event_id or None for change in changes}

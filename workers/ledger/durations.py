@@ -16,8 +16,9 @@ of the same platform (`platform_key`) and data type across all companies; null w
 from __future__ import annotations
 
 import statistics
+import time
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,16 +76,46 @@ class _Requests:
         return max(matching, default=None)
 
 
-def load_timings(session: Session, rows: Iterable[SyncLike]) -> dict[str, Timing]:
+class DurationMemo:
+    """Typical durations remembered for `ttl_seconds` across calls.
+
+    A worker's folds announce many active syncs of the same connections and platforms; a typical duration moves
+    slowly, so the fold may announce one up to `ttl_seconds` old instead of reading a sample of syncs for every
+    batch. Reads through the API pass no memo and compute it at the read."""
+
+    def __init__(self, ttl_seconds: float = 60.0) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._values: dict[tuple[str, str, str], tuple[float, float | None]] = {}
+
+    def get(self, key: tuple[str, str, str]) -> tuple[bool, float | None]:
+        """(found, value) for `key`: found only while it is younger than `ttl_seconds`."""
+        found = self._values.get(key)
+        if found is None or found[0] < time.monotonic():
+            return False, None
+        return True, found[1]
+
+    def put(self, key: tuple[str, str, str], value: float | None) -> None:
+        if len(self._values) > 100_000:  # a bound on memory, not an eviction policy: the next reads refill it
+            self._values.clear()
+        self._values[key] = (time.monotonic() + self.ttl_seconds, value)
+
+
+def load_timings(
+    session: Session,
+    rows: Iterable[SyncLike],
+    platforms: Mapping[str, str | None] | None = None,
+    memo: DurationMemo | None = None,
+) -> dict[str, Timing]:
     """The `Timing` of each of these syncs (by id): derived `requested_at` for finished ones that lack it, and
-    `typical_duration_seconds` for active ones."""
+    `typical_duration_seconds` for active ones. `platforms` (connection -> `platform_key`) spares reading the
+    platforms the caller already holds; `memo` keeps typical durations across calls (see `DurationMemo`)."""
     rows = list(rows)
     finished = [r for r in rows if r.phase in FINISHED and r.requested_at is None and r.completed_at is not None]
     derived = derive_requested(session, finished)
     timings = {row.id: Timing(requested_at=derived.get(row.id)) for row in finished}
     active = [r for r in rows if r.phase == "active"]
     if active:
-        typical = TypicalDurations(session)
+        typical = TypicalDurations(session, platforms, memo)
         for row in active:
             timings[row.id] = Timing(typical_duration_seconds=typical.of(row.connection_id, row.data_type))
     return timings
@@ -160,31 +191,39 @@ def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
 class TypicalDurations:
     """Typical durations, each (connection, data type) and (platform, data type) read once per instance."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(
+        self, session: Session, platforms: Mapping[str, str | None] | None = None, memo: DurationMemo | None = None
+    ) -> None:
         self.session = session
-        self._own: dict[tuple[str, str], float | None] = {}
-        self._platform: dict[tuple[str, str], float | None] = {}
-        self._platforms: dict[str, str | None] = {}
+        self._memo = memo or DurationMemo(ttl_seconds=float("inf"))
+        self._platforms: dict[str, str | None] = dict(platforms or {})
 
     def of(self, connection_id: str, data_type: str) -> float | None:
-        key = (connection_id, data_type)
-        if key not in self._own:
-            query = select(Sync).where(Sync.connection_id == connection_id, Sync.data_type == data_type)
-            self._own[key] = self._median(query)
-        if self._own[key] is not None:
-            return self._own[key]
+        own = self._remembered(("connection", connection_id, data_type), lambda: self._own(connection_id, data_type))
+        if own is not None:
+            return own
         platform = self._platform_of(connection_id)
         if platform is None:
             return None
-        pkey = (platform, data_type)
-        if pkey not in self._platform:
-            query = (
-                select(Sync)
-                .join(Connection, col(Connection.id) == Sync.connection_id)
-                .where(Connection.platform_key == platform, Sync.data_type == data_type)
-            )
-            self._platform[pkey] = self._median(query)
-        return self._platform[pkey]
+        return self._remembered(("platform", platform, data_type), lambda: self._across(platform, data_type))
+
+    def _remembered(self, key: tuple[str, str, str], compute: Callable[[], float | None]) -> float | None:
+        found, value = self._memo.get(key)
+        if not found:
+            value = compute()
+            self._memo.put(key, value)
+        return value
+
+    def _own(self, connection_id: str, data_type: str) -> float | None:
+        return self._median(select(Sync).where(Sync.connection_id == connection_id, Sync.data_type == data_type))
+
+    def _across(self, platform: str, data_type: str) -> float | None:
+        query = (
+            select(Sync)
+            .join(Connection, col(Connection.id) == Sync.connection_id)
+            .where(Connection.platform_key == platform, Sync.data_type == data_type)
+        )
+        return self._median(query)
 
     def _platform_of(self, connection_id: str) -> str | None:
         if connection_id not in self._platforms:

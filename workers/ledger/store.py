@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import Table, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -122,13 +123,12 @@ class SqlLedger:
             for mapping in self.session.execute(query).mappings():
                 row = DataTypeRow(**mapping)
                 slices[row.connection_id].data_types[row.data_type] = row
-        for chunk in chunked(sorted(connections)):
-            query = select(SYNCS).where(SYNCS.c.connection_id.in_(chunk), SYNCS.c.phase.in_(OPEN_PHASES))
-            for mapping in self.session.execute(query).mappings():
-                slices[mapping["connection_id"]].syncs[mapping["id"]] = SyncRow(**mapping)
-        for chunk in chunked(keys):
-            query = select(SYNCS).where(SYNCS.c.id.in_(chunk))
-            for mapping in self.session.execute(query).mappings():
+        # The open syncs of the connections and the syncs the events key, in one statement per chunk of each.
+        for owners, some_keys in zip_longest(chunked(sorted(connections)), chunked(keys), fillvalue=()):
+            wanted_syncs: list[ColumnElement[bool]] = [SYNCS.c.id.in_(some_keys)] if some_keys else []
+            if owners:
+                wanted_syncs.append(and_(SYNCS.c.connection_id.in_(owners), SYNCS.c.phase.in_(OPEN_PHASES)))
+            for mapping in self.session.execute(select(SYNCS).where(or_(*wanted_syncs))).mappings():
                 state = slices.get(mapping["connection_id"])
                 if state is not None:
                     state.syncs[mapping["id"]] = SyncRow(**mapping)

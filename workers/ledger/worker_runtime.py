@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from schemas.settings import Settings
 from workers.ledger.changes import ChangeFeed
+from workers.ledger.durations import DurationMemo
 from workers.ledger.freshness import FreshnessPolicy
 
 
@@ -22,6 +23,8 @@ class WorkerRuntime:
     settings: Settings
     engine: Engine
     feed: ChangeFeed | None
+    durations: DurationMemo = field(default_factory=DurationMemo)
+    """Typical durations the folds announce, remembered for a minute."""
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
