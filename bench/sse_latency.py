@@ -11,6 +11,9 @@ the web process's reader, fan-out and the socket.
 
 Baseline, same run: entries XADDed straight onto the change stream at the same rates, due time → SSE
 event: the stream path alone (Redis, the reader, fan-out, sse-starlette, the socket).
+
+Beside each row, where the time went: p50/p99 of each stage of `synctrack_event_latency_seconds` over the run
+(`bench/stages.py`; measured from the receiver's receipt, so without the client's send and the HTTP request).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import cpu_seconds, machine  # noqa: E402
 from bench.openloop import raw_request  # noqa: E402
 from bench.sse_support import SseReader, Stack, field, percentile, stack  # noqa: E402
+from bench.stages import Histograms, breakdown, scrape  # noqa: E402
 from tests.support.builders import BASE_TIME, connection_event, signed_request  # noqa: E402
 from tests.support.services import REDIS_URL  # noqa: E402
 from workers.ledger.changes import stream_key  # noqa: E402
@@ -50,13 +54,15 @@ class Run:
     cpu_share: float
     """CPU seconds of the service's processes over wall time (2.0 = both cores busy)."""
     resets: int
+    stages: str = ""
+    """The per-stage breakdown of the run (`bench.stages.breakdown`)."""
 
     def row(self) -> str:
         lost = self.sent - len(self.latencies_ms)
         return (
             f"| {self.path} | {self.rate:,.0f}/s | {self.sent:,} | {percentile(self.latencies_ms, 50):.1f} | "
             f"{percentile(self.latencies_ms, 99):.1f} | {max(self.latencies_ms, default=float('nan')):.1f} | "
-            f"{lost} | {self.resets} | {self.late_sends} | {self.cpu_share:.2f} |"
+            f"{lost} | {self.resets} | {self.late_sends} | {self.cpu_share:.2f} | {self.stages} |"
         )
 
 
@@ -113,6 +119,7 @@ async def measure(target: Stack, rate: float, seconds: float, direct: bool) -> R
             await send_post(payload)
 
     sse = await SseReader.open(target.port)
+    before: Histograms = await asyncio.to_thread(scrape, target.port)
     expected = {message_id for message_id, _ in requests}
     arrivals: dict[str, float] = {}
     complete = asyncio.Event()
@@ -162,9 +169,10 @@ async def measure(target: Stack, rate: float, seconds: float, direct: bool) -> R
     reader.cancel()
     sse.close()
     await client.aclose()
+    stages = breakdown(before, await asyncio.to_thread(scrape, target.port))
     latencies = [(arrivals[m] - due[m]) * 1000 for m in arrivals]
     path = "XADD → SSE (baseline)" if direct else "webhook POST → SSE"
-    return Run(path, rate, count, latencies, late, cpu / wall, resets)
+    return Run(path, rate, count, latencies, late, cpu / wall, resets, stages)
 
 
 def main() -> None:
@@ -187,8 +195,11 @@ def main() -> None:
     print(f"web: 1 process; workers: {args.workers} x {args.threads} threads; db: {args.database_url or 'SQLite'}")
     with stack("sse-latency", workers=args.workers, threads=args.threads, database_url=args.database_url) as target:
         runner(measure(target, 50, 2, direct=False))  # warm-up: connections, caches, first companies
-        print("| path | rate | events | p50 ms | p99 ms | max ms | lost | resets | late sends | service CPU (cores) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print(
+            "| path | rate | events | p50 ms | p99 ms | max ms | lost | resets | late sends | service CPU (cores) "
+            "| stages p50/p99 (count) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for rate in rates:
             for direct in (True, False):
                 run = runner(measure(target, rate, args.seconds, direct))

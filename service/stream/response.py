@@ -26,6 +26,7 @@ from service.stream.fanout import Fanout
 from service.stream.frames import frame, load_snapshot, reset_frame
 from service.stream.subscriber import SLOW_CLIENT, StreamChange, Subscriber, parse_id, unsent
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.runtime.metrics import record_latency
 
 log = logging.getLogger("synctrack.stream")
 
@@ -175,6 +176,9 @@ class ChangeStreamResponse:
         sub.sending_since = asyncio.get_running_loop().time()
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
         sub.last_sent, sub.sending_since = sub.sending_since, 0.0
+        if sub.receipts:
+            record_latency("delivered", sub.receipts)
+            sub.receipts = []
         return True
 
     async def _until_disconnect(self, receive: Receive) -> None:

@@ -38,7 +38,7 @@ def parse_id(text: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamChange:
     """One change of the feed, with its SSE frame (``id``, ``event``, ``data``) ready to send."""
 
@@ -47,6 +47,14 @@ class StreamChange:
     company_id: str
     connection_id: str
     frame: bytes
+    received_at: float | None = None
+    """When the receiver received the webhook that caused it (unix seconds), until `take_receipt` gives it out."""
+
+    def take_receipt(self) -> float | None:
+        """The receipt time the first time it is asked for, then None: the `delivered` stage is observed once
+        per change and process, at its first write to a client, not once per client."""
+        received, self.received_at = self.received_at, None
+        return received
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamChange | None:
@@ -59,7 +67,15 @@ class StreamChange:
         values = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw.items() if k != "data"}
         body = data if isinstance(data, bytes) else str(data).encode()
         frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (ident.encode(), values["event"].encode(), body)
-        return cls(ident, parse_id(ident), values.get("company_id", ""), values.get("connection_id", ""), frame)
+        company_id, connection_id = values.get("company_id", ""), values.get("connection_id", "")
+        return cls(ident, parse_id(ident), company_id, connection_id, frame, _seconds(values.get("received_at")))
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,7 @@ class Subscriber:
         "sending_since",
         "last_sent",
         "timed_out",
+        "receipts",
         "_heartbeat_due",
         "_items",
         "_waiter",
@@ -145,6 +162,9 @@ class Subscriber:
         """Loop time a send started, 0 when none is under way."""
         self.last_sent = now
         self.timed_out = False
+        self.receipts: list[float] = []
+        """Receipt times (unix seconds) of the changes in the chunks taken that no client of this process was
+        sent before: the response observes their `delivered` stage once the chunk is written."""
         self._heartbeat_due = False
         self._items: list[StreamChange] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -202,6 +222,7 @@ class Subscriber:
             if self._items:
                 items, self._items = self._items, []
                 chunk, self.skip_through = unsent(items, self.skip_through)
+                self.receipts += [at for change in items if (at := change.take_receipt()) is not None]
                 if chunk:
                     self._heartbeat_due = False
                     return chunk

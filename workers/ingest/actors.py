@@ -19,6 +19,7 @@ from workers.ingest.batcher import FoldBatcher
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.ledger.worker_runtime import WorkerRuntime
 from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
+from workers.runtime.metrics import receipt_seconds, record_latency
 
 log = logging.getLogger("synctrack.worker")
 
@@ -47,6 +48,7 @@ def declare_actors(
     }
 
     def fold_webhook(message_id: str, body: str | None, received_at: str | None, replay: bool = False) -> None:
+        taken([] if replay else [received_at])
         batcher.submit(FoldRequest(message_id, body, received_at, replay))
 
     single = dramatiq.Actor(
@@ -54,6 +56,7 @@ def declare_actors(
     )
 
     def fold_webhooks(items: Sequence[Sequence[str]]) -> None:
+        taken([item[2] for item in items])
         requests = [FoldRequest(str(item[0]), item[1], item[2]) for item in items]
         results = batcher.submit_many(requests)
         failed = [(r, e) for r, e in zip(requests, results, strict=True) if isinstance(e, Exception)]
@@ -82,3 +85,8 @@ def declare_actors(
         options=dict(options),
     )
     return {FOLD_ACTOR: single, FOLD_BATCH_ACTOR: batch, FOLD_STORED_ACTOR: stored}
+
+
+def taken(received_at: Sequence[str | None]) -> None:
+    """Observe the `queued` stage of the events a worker just took (those the receiver stamped)."""
+    record_latency("queued", [at for text in received_at if (at := receipt_seconds(text)) is not None])

@@ -29,7 +29,7 @@ from workers.ledger.durations import DurationMemo
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
-from workers.runtime.metrics import record_folds
+from workers.runtime.metrics import record_folds, record_latency
 
 log = logging.getLogger("synctrack.worker")
 
@@ -105,8 +105,11 @@ def handle_webhooks(
         names = company_names(session, {s.connection.company_id for s in slices.values()})
         entries = announce_changes(session, changes, slices, names, freshness, now, durations)
         _confirm_actions(session, events)
+    receipts = _receipts(stored)
+    record_latency("committed", receipts.values())
     if feed is not None:
-        feed.publish(entries)
+        feed.publish(entries, receipts)
+        record_latency("published", [receipts[e] for entry in entries if (e := entry.data.get("event_id")) in receipts])
     _tell_companies_created(companies_created, events)
     return _outcomes(plans, entries, now)
 
@@ -195,6 +198,11 @@ def _store(session: Session, stored: list[_Stored]) -> None:
     """Insert the new events' rows; update the replayed events' outcome."""
     insert_rows(session, EVENTS, [s.row for s in stored if not s.request.replay])
     update_rows(session, EVENTS, [s.row for s in stored if s.request.replay], "id")
+
+
+def _receipts(stored: list[_Stored]) -> dict[str, float]:
+    """When the receiver received each new event (unix seconds), by event id; a replay has no receipt."""
+    return {s.request.message_id: s.row["received_at"].timestamp() for s in stored if not s.request.replay}
 
 
 def _confirm_actions(session: Session, events: list[Event]) -> None:

@@ -5,7 +5,8 @@ Each entry is one stream event (`connection.updated`, `sync.started`, `sync.comp
 whose `data` is the API's Connection or Sync object (for `connection.freshness_changed`: `{connection, previous,
 current, overdue_data_types}`; for `connection.health_changed`: `{connection, previous, current, next_action}`; for
 `connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused it. The stream is capped
-(XADD MAXLEN ~) so it keeps about the retention window and no more.
+(XADD MAXLEN ~) so it keeps about the retention window and no more. An entry caused by a webhook the receiver took
+also carries `received_at` (unix seconds), so the web process can tell how long the change took to reach a client.
 """
 
 from __future__ import annotations
@@ -98,12 +99,17 @@ class ChangeFeed:
         self.max_changes = max_changes
         self.retention_seconds = retention_seconds
 
-    def publish(self, entries: list[FeedEntry]) -> None:
+    def publish(self, entries: list[FeedEntry], received_at: Mapping[str, float] | None = None) -> None:
+        """Add `entries` to the stream; `received_at`: the receipt time (unix seconds) of the events by id."""
         if not entries:
             return
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
-            pipe.xadd(self.key, entry.fields(), maxlen=self.max_changes, approximate=True)  # type: ignore[arg-type]
+            fields = entry.fields()
+            received = received_at.get(entry.data.get("event_id", "")) if received_at else None
+            if received is not None:
+                fields["received_at"] = repr(received)
+            pipe.xadd(self.key, fields, maxlen=self.max_changes, approximate=True)  # type: ignore[arg-type]
         if self.retention_seconds > 0:
             oldest_ms = int((time.time() - self.retention_seconds) * 1000)
             pipe.xtrim(self.key, minid=f"{oldest_ms}-0", approximate=True)

@@ -44,6 +44,13 @@ SIGNATURE_REASONS = frozenset({"missing_signature_headers", "invalid_signature",
 
 FOLD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+LATENCY_STAGES = ("queued", "committed", "published", "delivered")
+"""The stages of `synctrack_event_latency_seconds`, each measured from the receiver's receipt of the webhook."""
+LATENCY_SECONDS_BUCKETS = tuple(
+    ms / 1000 for ms in (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000)
+)
+"""1 ms to 30 s, finest around the live targets (tens of milliseconds)."""
+
 LAST_FOLDED = "synctrack_last_folded_event_generated_timestamp_seconds"
 LAST_ACCEPTED = "synctrack_webhook_last_accepted_timestamp_seconds"
 
@@ -151,6 +158,15 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.last_folded_at = 0.0
+        self.event_latency = Histogram(
+            "synctrack_event_latency_seconds",
+            "Seconds from the receiver's receipt of a webhook to a stage: queued (taken by a worker), committed, "
+            "published (its changes on the change feed), delivered (a change first written to a stream client).",
+            ["stage"],
+            buckets=LATENCY_SECONDS_BUCKETS,
+        )
+        for stage in LATENCY_STAGES:  # every stage's series exists (at 0) from the start
+            self.event_latency.labels(stage)
         self.lock = threading.Lock()
         self.sse_clients = Gauge(
             "synctrack_sse_clients", "Server-sent-event clients connected.", multiprocess_mode="livesum"
@@ -224,6 +240,26 @@ def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], starte
             if newest > m.last_folded_at:
                 m.last_folded_at = newest
                 m.last_folded.set(newest)
+
+
+def receipt_seconds(received_at: str | None) -> float | None:
+    """The receiver's receipt time of a webhook (ISO 8601, as it travels in the queued message) in unix
+    seconds; None when there is none (a replay) or it does not parse."""
+    if not received_at:
+        return None
+    try:
+        return datetime.fromisoformat(received_at).timestamp()
+    except ValueError:
+        return None
+
+
+def record_latency(stage: str, receipts: Iterable[float], now: float | None = None) -> None:
+    """Observe, for each receipt time (unix seconds), the seconds from it to `now` (default: this moment) at
+    `stage` (one of `LATENCY_STAGES`). Clocks of different hosts may disagree: a negative span counts as 0."""
+    child = metrics().event_latency.labels(stage)
+    at = time.time() if now is None else now
+    for received in receipts:
+        child.observe(max(0.0, at - received))
 
 
 def record_codat_call(status: int | str) -> None:
