@@ -48,7 +48,7 @@ def claim_due(engine: Engine, now: datetime, limit: int = MAX_COMPANIES) -> list
             .order_by(func.min(REQUESTS.c.requested_at), REQUESTS.c.company_id)
             .limit(limit)
         )
-        due = session.execute(query).tuples().all()
+        due = session.execute(query).all()
         for company_id, last_id in due:
             session.execute(delete(REQUESTS).where(REQUESTS.c.company_id == company_id, REQUESTS.c.id <= last_id))
         runs = [{"company_id": company_id, "reconciled_at": now} for company_id, _ in due]

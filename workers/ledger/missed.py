@@ -32,7 +32,7 @@ def record_missed(session: Session, operations: Iterable[PullOperation], found_a
     source_types: dict[str, str | None] = {}
     for chunk in chunked(ids):
         query = sql_select(CONNECTIONS.c.id, CONNECTIONS.c.source_type).where(CONNECTIONS.c.id.in_(chunk))
-        source_types.update(session.execute(query).tuples().all())
+        source_types.update(session.execute(query).all())
     rows = [
         {
             "dataset_id": op.id,
