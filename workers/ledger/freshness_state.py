@@ -115,9 +115,18 @@ def record_transitions(
             logged.append(_logged(transition, "health_changed", previous_health, health.health, now, cause))
     insert_rows(session, RECORDS, writes, conflict=["connection_id"])
     insert_rows(session, STATE_CHANGES, logged)
-    requests = [{"company_id": company_id, "requested_at": now} for company_id in sorted(overdue_companies)]
-    insert_rows(session, RECONCILE_REQUESTS, requests)
+    _request_reconciles(session, overdue_companies, now)
     return transitions
+
+
+def _request_reconciles(session: Session, company_ids: set[str], now: datetime) -> None:
+    """Ask for a targeted reconciliation of each company not asked for yet (one waiting request is enough)."""
+    if not company_ids:
+        return
+    column = RECONCILE_REQUESTS.c.company_id
+    waiting = set(session.execute(select(column).where(column.in_(sorted(company_ids)))).scalars())
+    requests = [{"company_id": company_id, "requested_at": now} for company_id in sorted(company_ids - waiting)]
+    insert_rows(session, RECONCILE_REQUESTS, requests)
 
 
 def _logged(
