@@ -213,4 +213,4 @@ class MissedWebhookOut(BaseModel):
     dataset_id: str = Field(description="Codat's pull operation (dataset) id.")
     status: str = Field(description="Codat's dataset status of the result: `Complete`, `FetchError`, …")
     completed_at: UtcTime | None
-    found_at: UtcTime = Field(description="When the reconciliation that folded it read Codat.")
+    found_at: UtcTime = Field(description="When reconciliation folded it.")

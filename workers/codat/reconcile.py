@@ -280,7 +280,7 @@ def apply_view(
             company = session.get(Company, company_id)
             names = {company_id: company.name if company else None}
             entries = announce_changes(session, changes, slices, names, freshness, view.observed_at)
-            missed = record_missed(session, unknown, view.observed_at)
+            missed = record_missed(session, unknown, datetime.now(UTC))
         for connection_id in view.deleted:
             erase_raw_events(session, connection_id)
     return Applied(len(events), len(unknown), entries, missed)

@@ -302,7 +302,7 @@ class MissedWebhook(SQLModel, table=True):
     """Codat's dataset status of the result (`Complete`, `FetchError`, …)."""
     completed_at: datetime | None = None
     found_at: datetime
-    """When the reconciliation that folded it read Codat."""
+    """When reconciliation folded it."""
     source_type: str
     """The connection's `sourceType` (bounded as the metrics' label) when it was found."""
 
