@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
+from starlette.testclient import TestClient
 
 from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from schemas.settings import Settings
+from service.app import create_app
 from tests.codat.conftest import KEY
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.builders import connection_event
 from tests.support.services import wait_for
 from workers.codat.reconcile import run_periodic
@@ -33,9 +37,10 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def test_the_periodic_run_records_each_result_codat_ran_without_a_webhook_once(engine: Engine) -> None:
+def reconcile_a_company_whose_banking_webhooks_were_lost(engine: Engine) -> tuple[str, set[str]]:
+    """Codat ran the first read of an HSBC and a Xero connection; only the Xero one's webhook arrived. Two periodic
+    runs later: the HSBC connection's id and its results (dataset ids)."""
     with FakeCodatServer(config=Config(sync_seconds=0.2, api_key=KEY)) as fake:
-        # Codat ran the first read of both connections; only the Xero one's webhook arrived.
         company = fake.control.seed(companies=[{"platforms": ["hsbc", "xero"]}], announce=False)[0]
         hsbc, xero = (c["id"] for c in company["connections"])
         history = f"{fake.url}/companies/{company['id']}/data/history"
@@ -52,10 +57,37 @@ def test_the_periodic_run_records_each_result_codat_ran_without_a_webhook_once(e
         runtime = WorkerRuntime(settings, engine, None)
         run_periodic(runtime)
         run_periodic(runtime)
-    banking = {o["id"] for o in operations if o["connectionId"] == hsbc}
+    return hsbc, {o["id"] for o in operations if o["connectionId"] == hsbc}
+
+
+def test_the_periodic_run_records_each_result_codat_ran_without_a_webhook_once(engine: Engine) -> None:
+    hsbc, banking = reconcile_a_company_whose_banking_webhooks_were_lost(engine)
     assert count_missed(engine) == {"Banking": len(banking)}
     with Session(engine) as session:
         rows = missed_page(session, None, 100)
     assert {r.dataset_id for r in rows} == banking
     assert {(r.connection_id, r.status) for r in rows} == {(hsbc, "Complete")}
     assert [r.found_at for r in rows] == sorted((r.found_at for r in rows), reverse=True)
+
+
+def test_the_admin_list_pages_through_every_missed_webhook_newest_first(embedded_settings: Settings) -> None:
+    engine = make_engine(embedded_settings.database_url)
+    upgrade(embedded_settings.database_url)
+    _, banking = reconcile_a_company_whose_banking_webhooks_were_lost(engine)
+    engine.dispose()
+    with TestClient(create_app(embedded_settings), headers=ADMIN_HEADERS) as client:
+        whole = client.get("/v1/admin/missed").json()
+        assert whole["next_cursor"] is None and len(whole["items"]) == len(banking) > 1
+        paged: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = client.get("/v1/admin/missed", params={"limit": 1, **({"cursor": cursor} if cursor else {})})
+            assert page.status_code == 200, page.text
+            paged += page.json()["items"]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert paged == whole["items"]
+        assert {item["dataset_id"] for item in paged} == banking
+        bad = client.get("/v1/admin/missed", params={"cursor": "not-a-cursor"})
+        assert (bad.status_code, bad.json()["error"]) == (400, "invalid_parameter")
