@@ -5,7 +5,7 @@ Codat tells which, and folds (and records as missed, `workers.ledger.missed`) wh
 transitions ask for it (`reconcile_requests`, written by `workers.ledger.freshness_state`); every
 `SYNCTRACK_RECONCILE_OVERDUE_CHECK_SECONDS`, with an API key, this job serves the companies asked for whose last
 targeted reconciliation is at least `TARGETED_EVERY` old, oldest request first. A request made within that hour waits
-for it. The periodic sweep (`SYNCTRACK_RECONCILE_EVERY`) is apart: it neither counts toward the hour nor waits for
+for it. The periodic sweep (`SYNCTRACK_RECONCILE_EVERY`) is separate: it neither counts toward the hour nor waits for
 it, and turning it off leaves this on.
 """
 
