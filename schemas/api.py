@@ -202,3 +202,15 @@ class EventOut(BaseModel):
 class EventDetail(EventOut):
     body: Any
     """The body as received, parsed; null once pruned by retention."""
+
+
+class MissedWebhookOut(BaseModel):
+    """A result reconciliation folded that no webhook had reported (`GET /v1/admin/missed`), newest found first."""
+
+    company_id: str
+    connection_id: str
+    data_type: str
+    dataset_id: str = Field(description="Codat's pull operation (dataset) id.")
+    status: str = Field(description="Codat's dataset status of the result: `Complete`, `FetchError`, …")
+    completed_at: UtcTime | None
+    found_at: UtcTime = Field(description="When reconciliation folded it.")

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     reconcile_lookback_hours: float = 72.0
     """How far back reconciliation reads Codat's pull-operation history."""
     reconcile_discover: bool = False
+    reconcile_overdue_check_seconds: float = Field(20.0, ge=0)
+    """How often (seconds) the companies asked for because a data type turned overdue are reconciled, each at most
+    once an hour; 0 = off. Needs a Codat API key; independent of `reconcile_every_seconds`."""
     """Periodic reconciliation also visits the companies Codat lists that the ledger lacks."""
 
     # Ops

@@ -113,5 +113,6 @@ TimelineKind = Literal[
     "reconnect_requested",
     "health_changed",
     "freshness_changed",
+    "recovered_by_reconcile",
 ]
 """What one item of a connection's timeline records (see `workers.ledger.timeline`)."""

@@ -7,6 +7,7 @@ from dramatiq.brokers.redis import RedisBroker
 from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
 from workers.codat.keepalive import KEEPALIVE_JOB
+from workers.codat.overdue_reconcile import OVERDUE_RECONCILE_JOB
 from workers.codat.reconcile import RECONCILE_JOB
 from workers.codat.still_running import ask_codat
 from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings
@@ -44,7 +45,16 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
 
 def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, SETTINGS_JOB, KEEPALIVE_JOB, PRUNE_JOB]
+    return [
+        SWEEP_JOB,
+        stale_job(ask_codat),
+        FRESHNESS_JOB,
+        RECONCILE_JOB,
+        OVERDUE_RECONCILE_JOB,
+        SETTINGS_JOB,
+        KEEPALIVE_JOB,
+        PRUNE_JOB,
+    ]
 
 
 def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:

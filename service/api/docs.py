@@ -20,6 +20,7 @@ from schemas.api import (
     ConnectionOut,
     EventDetail,
     EventOut,
+    MissedWebhookOut,
     Page,
     SyncOut,
     TimelineItemOut,
@@ -130,7 +131,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
     ),
     ("GET", "/v1/connections/{connection_id}/timeline"): Operation(
-        "What happened to a connection, newest first: lifecycle, syncs, requests, health and freshness changes",
+        "What happened to a connection, newest first: lifecycle, syncs, requests, health and freshness changes, "
+        "results found by reconciliation",
         Page[TimelineItemOut],
         query=PAGED,
     ),
@@ -252,6 +254,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         202,
         request=ReplayRequest,
         also={200: DryRunOut},
+    ),
+    ("GET", "/v1/admin/missed"): Operation(
+        "Missed webhooks: results reconciliation folded that no webhook had reported, newest found first",
+        Page[MissedWebhookOut],
+        query=(*PAGED, _q("since", TIME, "Found at or after.")),
     ),
     ("GET", "/v1/admin/replays"): Operation("Replay jobs, newest first", Page[ReplayJobOut], query=PAGED),
     ("GET", "/v1/admin/replays/{job_id}"): Operation("One replay job and its progress", ReplayJobOut),

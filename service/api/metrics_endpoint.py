@@ -3,8 +3,9 @@
 Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
 record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
 delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
-newest event any worker folded), and the connections by freshness and by health (from the database: what the
-fold and the periodic check last recorded).
+newest event any worker folded), the connections by freshness and by health (from the database: what the
+fold and the periodic check last recorded), and the missed webhooks ever recorded (from the database, so every
+process counts the same and a restart loses none).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,7 +29,8 @@ from starlette.routing import Route
 
 from schemas.statuses import FRESHNESS, HEALTH
 from service.common.services import services
-from workers.ledger.freshness_state import count_by_freshness, count_by_health
+from workers.ledger.freshness_state import SOURCE_TYPES, count_by_freshness, count_by_health
+from workers.ledger.missed import count_missed
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.redis_queues import depths
 
@@ -70,6 +72,26 @@ def read_health(engine: Engine) -> dict[tuple[str, str], int] | None:
         return None
 
 
+def read_missed(engine: Engine) -> dict[str, int] | None:
+    """Missed webhooks by source type; None if the database does not answer."""
+    try:
+        return count_missed(engine)
+    except SQLAlchemyError:
+        return None
+
+
+def missed_family(counts: dict[str, int]) -> CounterMetricFamily:
+    """`synctrack_webhooks_missed_total`: every source type, zeros included, so the first miss is an increase."""
+    family = CounterMetricFamily(
+        "synctrack_webhooks_missed",
+        "Results reconciliation folded that no webhook had reported, by the connection's source type.",
+        labels=["source_type"],
+    )
+    for source_type in sorted(SOURCE_TYPES):
+        family.add_metric([source_type], counts.get(source_type, 0))
+    return family
+
+
 def health_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
     """`synctrack_connections_by_health`: every state but `deleted` (deleted connections are not counted) of every
     source type seen, zeros included."""
@@ -102,6 +124,7 @@ def render(
     depths: dict[str, int] | None,
     freshness: dict[tuple[str, str], int] | None = None,
     health: dict[tuple[str, str], int] | None = None,
+    missed: dict[str, int] | None = None,
 ) -> bytes:
     """The exposition text: every process's metrics (or this process's), then the scrape-time gauges."""
     metrics()  # every metric exists (at zero) from the first scrape on
@@ -147,6 +170,8 @@ def render(
         families.append(freshness_family(freshness))
     if health is not None:
         families.append(health_family(health))
+    if missed is not None:
+        families.append(missed_family(missed))
     return generate_latest(_Families(families))
 
 
@@ -170,7 +195,9 @@ async def metrics_endpoint(request: Request) -> Response:
     shared = services(request)
     settings, engine = shared.settings, shared.engine
     depths = await read_depths(shared.redis, settings.redis_namespace)
-    body = await asyncio.to_thread(lambda: render(depths, read_freshness(engine), read_health(engine)))
+    body = await asyncio.to_thread(
+        lambda: render(depths, read_freshness(engine), read_health(engine), read_missed(engine))
+    )
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -4,8 +4,9 @@ Per company, Codat's connections, pull-operation history (back `SYNCTRACK_RECONC
 `dataStatus` become `Event`s of source `reconcile`, folded by the same store as webhooks, one transaction per
 company: changed connections (stamped with the time the read began, so a later webhook still wins), connections
 Codat no longer has (deleted), and pull operations the ledger does not know yet (by dataset id, or a finished sync
-of the same data type within the operation's window, since webhooks carry no dataset id). A second run changes
-nothing. The import of an account (`workers.codat.importer`) uses `read_company` and `apply_view` too.
+of the same data type within the operation's window, since webhooks carry no dataset id). Each finished one of those
+is a webhook that never arrived, recorded as missed (`workers.ledger.missed`). A second run changes nothing. The
+import of an account (`workers.codat.importer`) uses `read_company` and `apply_view` too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.ledger.missed import record_missed
 from workers.ledger.rows import OPEN_PHASES
 from workers.ledger.store import SYNCS, fold_events
 from workers.ledger.tables import Company, Connection
@@ -59,6 +61,8 @@ class CompanyReport:
     """Events folded (what differed from the ledger)."""
     changes: int = 0
     """Changes the fold made (what the stream announced)."""
+    missed: int = 0
+    """Results folded that no webhook had reported."""
     error: str | None = None
 
     def line(self) -> str:
@@ -66,7 +70,7 @@ class CompanyReport:
             return f"company={self.company_id} result=error error={self.error!r}"
         return (
             f"company={self.company_id} result=ok connections={self.connections} "
-            f"operations={self.operations} folded={self.folded} changes={self.changes}"
+            f"operations={self.operations} folded={self.folded} changes={self.changes} missed={self.missed}"
         )
 
 
@@ -84,11 +88,13 @@ class CodatView:
 
 @dataclass(frozen=True)
 class Applied:
-    """What folding a view did: events folded (facts that differed), of which syncs, and the feed entries."""
+    """What folding a view did: events folded (facts that differed), of which syncs, the feed entries, and the
+    results among those syncs that no webhook had reported (missed)."""
 
     folded: int
     syncs: int
     entries: list[FeedEntry]
+    missed: int = 0
 
 
 async def read_company(
@@ -247,9 +253,10 @@ def _company_event(row: Company | None, raw: dict[str, Any] | None, company_id: 
 def apply_view(
     engine: Engine, company_id: str, view: CodatView, freshness: FreshnessPolicy = DEFAULT_POLICY
 ) -> Applied:
-    """Fold what differs, in one transaction."""
+    """Fold what differs, in one transaction; record the results folded as missed webhooks."""
     entries: list[FeedEntry] = []
-    syncs = 0
+    unknown: list[PullOperation] = []
+    missed = 0
     with Session(engine, expire_on_commit=False) as session, session.begin():
         rows = {
             row.id: row for row in session.exec(select(Connection).where(Connection.company_id == company_id)).all()
@@ -267,15 +274,16 @@ def apply_view(
         for op in sorted(view.operations, key=lambda o: (o.connection_id, o.requested, o.id)):
             if op.company_id == company_id and op.connection_id not in gone and not known.knows(op):
                 events.append(op.reconcile_event())
-                syncs += 1
+                unknown.append(op)
         if events:
             changes, slices = fold_events(session, events)
             company = session.get(Company, company_id)
             names = {company_id: company.name if company else None}
             entries = announce_changes(session, changes, slices, names, freshness, view.observed_at)
+            missed = record_missed(session, unknown, datetime.now(UTC))
         for connection_id in view.deleted:
             erase_raw_events(session, connection_id)
-    return Applied(len(events), syncs, entries)
+    return Applied(len(events), len(unknown), entries, missed)
 
 
 def ledger_companies(engine: Engine) -> list[str]:
@@ -320,7 +328,7 @@ async def reconcile(
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
             applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
-            report.folded, report.changes = applied.folded, len(applied.entries)
+            report.folded, report.changes, report.missed = applied.folded, len(applied.entries), applied.missed
             publish(feed, applied.entries)
             log.info(report.line())
     finally:

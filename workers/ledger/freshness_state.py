@@ -7,7 +7,9 @@ transaction: the fold's (for the connections a batch changed) or the periodic ch
 stale-sync job changed), both holding the connection's row lock, so a change is announced once. Any change of
 `freshness`, `overdue_data_types`, `expected_by` or `health` is a transition; only a change of `freshness` is
 ``freshness_changed``, and of `health` ``health_changed``. Each of those two is also written to
-`connection_state_changes`, the connection's timeline of what was announced.
+`connection_state_changes`, the connection's timeline of what was announced. A Linked connection with a data type
+that turns overdue (not one first recorded so, as an import's are) asks for a targeted reconciliation of its company
+(`reconcile_requests`, `workers.codat.overdue_reconcile`): a result may be waiting at Codat whose webhook was lost.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from workers.ledger.bulk_sql import insert_rows
 from workers.ledger.connection_health import ConnectionHealth
 from workers.ledger.freshness import ConnectionFreshness
 from workers.ledger.rows import ConnectionRow
-from workers.ledger.tables import Connection, FreshnessRecord, StateChange
+from workers.ledger.tables import Connection, FreshnessRecord, ReconcileRequest, StateChange
 from workers.ledger.views import Assessment
 
 RECORDS: Table = FreshnessRecord.__table__  # type: ignore[attr-defined]
 STATE_CHANGES: Table = StateChange.__table__  # type: ignore[attr-defined]
 CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
+RECONCILE_REQUESTS: Table = ReconcileRequest.__table__  # type: ignore[attr-defined]
 IN_CHUNK = 500
 
 SOURCE_TYPES = frozenset({"Accounting", "Banking", "BankFeed", "Commerce", "Expense", "Other", "Unknown"})
@@ -73,6 +76,7 @@ def record_transitions(
     transitions: list[Transition] = []
     writes: list[dict[str, Any]] = []
     logged: list[dict[str, Any]] = []
+    overdue_companies: set[str] = set()
     for cid in ids:
         fresh, health, old = assessed[cid].freshness, assessed[cid].health, known.get(cid)
         overdue = list(fresh.overdue_data_types)
@@ -86,6 +90,8 @@ def record_transitions(
         previous = old.freshness if old is not None else None
         previous_health = old.health if old is not None else None
         company_id = connections[cid].company_id
+        if old is not None and connections[cid].status == "Linked" and set(overdue) - set(old.overdue_data_types):
+            overdue_companies.add(company_id)
         transition = Transition(cid, company_id, previous, fresh, previous_health, health)
         transitions.append(transition)
         changed_at = now if previous != fresh.freshness or old is None else old.changed_at
@@ -109,7 +115,18 @@ def record_transitions(
             logged.append(_logged(transition, "health_changed", previous_health, health.health, now, cause))
     insert_rows(session, RECORDS, writes, conflict=["connection_id"])
     insert_rows(session, STATE_CHANGES, logged)
+    _request_reconciles(session, overdue_companies, now)
     return transitions
+
+
+def _request_reconciles(session: Session, company_ids: set[str], now: datetime) -> None:
+    """Ask for a targeted reconciliation of each company not asked for yet (one waiting request is enough)."""
+    if not company_ids:
+        return
+    column = RECONCILE_REQUESTS.c.company_id
+    waiting = set(session.execute(select(column).where(column.in_(sorted(company_ids)))).scalars())
+    requests = [{"company_id": company_id, "requested_at": now} for company_id in sorted(company_ids - waiting)]
+    insert_rows(session, RECONCILE_REQUESTS, requests)
 
 
 def _logged(

@@ -282,3 +282,49 @@ class SyncSchedule(SQLModel, table=True):
     hours: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     """Data type -> `syncSchedule` in hours, as Codat returned them (0 included)."""
     fetched_at: datetime = Field(index=True)
+
+
+class MissedWebhook(SQLModel, table=True):
+    """A result reconciliation (targeted, periodic or an import) folded that no webhook had reported.
+
+    Not part of the ledger proper (a rebuild does not touch it), and never removed: a webhook that arrives later
+    does not make it less missed. Written by `workers.codat.reconcile.apply_view` in the fold's transaction.
+    """
+
+    __tablename__ = "missed_webhooks"
+    __table_args__ = (Index("ix_missed_webhooks_found", "found_at", "dataset_id"),)
+
+    dataset_id: str = Field(primary_key=True)
+    company_id: str = Field(index=True)
+    connection_id: str = Field(index=True)
+    data_type: str
+    status: str
+    """Codat's dataset status of the result (`Complete`, `FetchError`, …)."""
+    completed_at: datetime | None = None
+    found_at: datetime
+    """When reconciliation folded it."""
+    source_type: str
+    """The connection's `sourceType` (bounded as the metrics' label) when it was found."""
+
+
+class ReconcileRequest(SQLModel, table=True):
+    """A targeted reconciliation of a company asked for: a Linked connection's data type turned overdue.
+
+    Only ever inserted by whoever records the transition (no key to contend for inside a fold's transaction);
+    `workers.codat.overdue_reconcile` serves and removes them.
+    """
+
+    __tablename__ = "reconcile_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(index=True)
+    requested_at: datetime
+
+
+class OverdueReconcile(SQLModel, table=True):
+    """When a company's last targeted reconciliation ran, so two are an hour apart (written by its job only)."""
+
+    __tablename__ = "overdue_reconciles"
+
+    company_id: str = Field(primary_key=True)
+    reconciled_at: datetime

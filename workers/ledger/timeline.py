@@ -1,15 +1,16 @@
 """A connection's timeline: what happened to it, newest first, from what the ledger already keeps.
 
-Four sources, each of which does not depend on the order webhooks arrived in:
+Five sources, each of which does not depend on the order webhooks arrived in:
 
 * stored webhooks about the connection (`webhook_events`): created, linked, link failed, disconnected,
   reconnected, deleted, first read completed — at Codat's `generatedDate`;
 * its finished syncs (`syncs`): succeeded, failed or stale — at their completion (a stale one at its request);
 * the audit log (`audit_log`): refresh, unlink, delete and reconnect requests made through Synctrack (a company's
   refresh of everything counts for each of its connections) — at the request, with its actor;
-* the changes of freshness and health that were announced (`connection_state_changes`) — when announced.
+* the changes of freshness and health that were announced (`connection_state_changes`) — when announced;
+* results reconciliation found that no webhook had reported (`missed_webhooks`) — when found.
 
-Items are ordered by time, then by source (`w`, `s`, `c`, `a`), then by row id as the database orders them, so a
+Items are ordered by time, then by source (`w`, `s`, `m`, `c`, `a`), then by row id as the database orders them, so a
 page ends at a position (`time`, `source|id`) the next one starts after, whatever arrives meanwhile at other
 times. Each source is read after that position in SQL, at most a page's worth, and the pages merged.
 """
@@ -27,7 +28,7 @@ from sqlmodel import Session, col, select
 from schemas.api import TimelineItemOut
 from schemas.events import ConnectionFacts, InvalidEnvelope, parse_event
 from schemas.statuses import TimelineKind
-from workers.ledger.tables import AuditRecord, Connection, StateChange, Sync, WebhookEvent
+from workers.ledger.tables import AuditRecord, Connection, MissedWebhook, StateChange, Sync, WebhookEvent
 
 WEBHOOK_KINDS: dict[str, TimelineKind] = {
     "connection.created": "created",
@@ -70,7 +71,7 @@ def load_timeline(
     """Up to `limit` items older than `after` (newest first), and the position to continue from (None at the end)."""
     platform = connection.platform_name or connection.platform_key
     entries: list[Entry] = []
-    for source in (_webhooks, _syncs, _requests, _changes):
+    for source in (_webhooks, _syncs, _requests, _changes, _missed):
         entries += source(session, connection, platform, limit + 1, after)
     # Stable: rows of one source at one time keep the order the database gave them (its own collation of ids).
     entries.sort(key=lambda e: (e.at, e.key.partition("|")[0]), reverse=True)
@@ -243,6 +244,30 @@ def _changes(
         summary = f"{noun} changed from {row.previous} to {row.current}" if row.previous else f"{noun}: {row.current}"
         item = TimelineItemOut(at=row.at, kind=kind, summary=summary, data_type=None, event_id=row.event_id, actor=None)
         entries.append(Entry(row.at, f"c|{row.id}", item))
+    return entries
+
+
+def _missed(
+    session: Session, connection: Connection, platform: str | None, limit: int, after: Position | None
+) -> list[Entry]:
+    query = select(MissedWebhook).where(MissedWebhook.connection_id == connection.id)
+    query = _bounded(query, _older(col(MissedWebhook.found_at), col(MissedWebhook.dataset_id), "m", after))
+    query = query.order_by(col(MissedWebhook.found_at).desc(), col(MissedWebhook.dataset_id).desc()).limit(limit)
+    entries = []
+    for row in session.exec(query).all():
+        summary = (
+            f"{_cap(row.data_type)} ({row.status}) at {_name(platform)}: no webhook reported it; "
+            "reconciliation found it"
+        )
+        item = TimelineItemOut(
+            at=row.found_at,
+            kind="recovered_by_reconcile",
+            summary=summary,
+            data_type=row.data_type,
+            event_id=None,
+            actor=None,
+        )
+        entries.append(Entry(row.found_at, f"m|{row.dataset_id}", item))
     return entries
 
 
