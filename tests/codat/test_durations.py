@@ -27,20 +27,26 @@ def parse(value: str) -> datetime:
 
 
 @pytest.fixture
-def client(embedded_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(embedded_settings), headers=ADMIN_HEADERS) as test_client:
+def ledger_settings(embedded_settings: Settings, database_url: str) -> Settings:
+    """The embedded default on SQLite, and again with its ledger on the real PostgreSQL."""
+    return embedded_settings.model_copy(update={"database_url": database_url})
+
+
+@pytest.fixture
+def client(ledger_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(ledger_settings), headers=ADMIN_HEADERS) as test_client:
         yield test_client
 
 
 @pytest.mark.parametrize("order", ["link_first", "results_first"])
 def test_a_finished_sync_keeps_the_time_of_the_link_it_answered_in_any_order(
-    client: TestClient, embedded_settings: Settings, order: str
+    client: TestClient, ledger_settings: Settings, order: str
 ) -> None:
     linked = connection_event(minutes=0)
     first_read = read_completed([("invoices", "Complete"), ("bills", "FetchError")], minutes=4)
     later_read = read_completed([("invoices", "Complete")], minutes=60)  # a scheduled read: nothing asked for it
     webhooks = [linked, first_read, later_read] if order == "link_first" else [later_read, first_read, linked]
-    deliver(embedded_settings, *webhooks)
+    deliver(ledger_settings, *webhooks)
     syncs = client.get("/v1/connections/ee2eb431-c0fa-4dc9-93fa-d29781c12bcd/syncs").json()["items"]
     assert [(s["data_type"], s["phase"], s["requested_at"], s["completed_at"]) for s in syncs] == [
         ("invoices", "succeeded", None, iso(at(60))),

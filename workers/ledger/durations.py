@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import String, column, func, or_, values
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from workers.ledger.rows import SyncRow
@@ -38,6 +38,7 @@ SCAN = 100
 LINK_EVENTS = ("connection.connected", "connection.reconnected")
 FINISHED = ("succeeded", "failed", "unsupported")
 IN_CHUNK = 500
+SYNCS = Sync.__table__  # type: ignore[attr-defined]
 
 SyncLike = Sync | SyncRow
 
@@ -58,16 +59,15 @@ class _Requests:
     until: datetime
     requests: dict[str, list[tuple[str | None, datetime]]] = field(default_factory=dict)
     """connection -> (data type, or None for every type; time)."""
-    results: dict[tuple[str, str], list[datetime]] = field(default_factory=dict)
-    """(connection, data type) -> finished syncs' times, sorted."""
+    previous: dict[str, datetime] = field(default_factory=dict)
+    """sync id -> the latest finished sync of its connection and data type before it."""
 
     def requested(self, row: SyncLike) -> datetime | None:
         completed = row.completed_at
         if completed is None:
             return None
-        times = self.results.get((row.connection_id, row.data_type), [])
-        before = times[: bisect_left(times, completed)]
-        floor = max(before[-1] if before else self.since, completed - REQUEST_WINDOW)
+        before = self.previous.get(row.id)
+        floor = max(before or self.since, completed - REQUEST_WINDOW)
         matching = [
             at
             for data_type, at in self.requests.get(row.connection_id, [])
@@ -135,12 +135,13 @@ def derive_requested(session: Session, rows: Sequence[SyncLike]) -> dict[str, da
 
 
 def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
+    """The requests in the window of these rows and, only after the earliest of them, their data types' results:
+    a result before every request cannot stand between a request and the result that answers it."""
     times = [r.completed_at for r in rows if r.completed_at is not None]
     until = max(times)
     since = min(times) - REQUEST_WINDOW
     known = _Requests(since, until)
     connection_ids = sorted({r.connection_id for r in rows})
-    data_types = sorted({r.data_type for r in rows})
     companies: dict[str, str] = {}
     for chunk in _chunks(connection_ids):
         for cid, company_id in session.exec(
@@ -157,15 +158,6 @@ def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
         for linked, at in session.exec(links).all():
             if linked is not None and at is not None:
                 known.requests.setdefault(linked, []).append((None, at))
-        results = select(Sync.connection_id, Sync.data_type, Sync.sort_at).where(
-            col(Sync.connection_id).in_(chunk),
-            col(Sync.data_type).in_(data_types),
-            col(Sync.phase).in_(FINISHED),
-            col(Sync.sort_at) >= since,
-            col(Sync.sort_at) <= until,
-        )
-        for cid, data_type, at in session.exec(results).all():
-            known.results.setdefault((cid, data_type), []).append(at)
     by_company: dict[str, list[str]] = {}
     for cid, company_id in companies.items():
         by_company.setdefault(company_id, []).append(cid)
@@ -183,9 +175,57 @@ def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
         for company_id, named, asked, at in session.exec(refreshes).all():
             for target in [named] if named else by_company.get(company_id, []):
                 known.requests.setdefault(target, []).append((asked, at))
-    for times in known.results.values():
-        times.sort()
+    _load_results(session, rows, known)
     return known
+
+
+PREVIOUS_RESULTS_SQL = """
+SELECT w.id, (SELECT max(s.sort_at) FROM syncs s
+              WHERE s.connection_id = w.connection_id AND s.data_type = w.data_type
+                AND s.phase = ANY(%s) AND s.sort_at < w.completed_at)
+FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
+     AS w(id, connection_id, data_type, completed_at)
+"""
+"""PostgreSQL: the latest finished sync before each row, the rows bound as arrays (one plan, nothing to compile)."""
+
+
+def _load_results(session: Session, rows: Sequence[SyncLike], known: _Requests) -> None:
+    """For each row of a connection that had a request, the latest finished sync of its data type before it: a
+    request is answered by the first result after it, so only that one result can stand in between."""
+    asked = [r for r in rows if known.requests.get(r.connection_id) and r.completed_at is not None]
+    for start in range(0, len(asked), IN_CHUNK):
+        for sync_id, at in _previous_results(session, asked[start : start + IN_CHUNK]):
+            if at is not None:
+                known.previous[sync_id] = at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _previous_results(session: Session, rows: Sequence[SyncLike]) -> Iterable[tuple[str, datetime | None]]:
+    if session.get_bind().dialect.name == "postgresql":
+        arrays = ([r.id for r in rows], [r.connection_id for r in rows], [r.data_type for r in rows])
+        parameters = (list(FINISHED), *arrays, [r.completed_at for r in rows])
+        return [(row[0], row[1]) for row in session.connection().exec_driver_sql(PREVIOUS_RESULTS_SQL, parameters)]
+    wanted = (
+        values(
+            column("id", String),
+            column("connection_id", String),
+            column("data_type", String),
+            column("completed_at", SYNCS.c.sort_at.type),
+            name="wanted",
+        )
+        .data([(r.id, r.connection_id, r.data_type, r.completed_at) for r in rows])
+        .cte()
+    )
+    latest = (
+        sa_select(func.max(SYNCS.c.sort_at))
+        .where(
+            SYNCS.c.connection_id == wanted.c.connection_id,
+            SYNCS.c.data_type == wanted.c.data_type,
+            SYNCS.c.phase.in_(FINISHED),
+            SYNCS.c.sort_at < wanted.c.completed_at,
+        )
+        .scalar_subquery()
+    )
+    return [(row[0], row[1]) for row in session.execute(sa_select(wanted.c.id, latest))]
 
 
 class TypicalDurations:
