@@ -21,7 +21,17 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
-from service.api import admin, health, imports, metrics_endpoint, openapi, subscriptions, timeline, token_routes
+from service.api import (
+    admin,
+    bundles,
+    health,
+    imports,
+    metrics_endpoint,
+    openapi,
+    subscriptions,
+    timeline,
+    token_routes,
+)
 from service.api import reads as api
 from service.api.action_limit import ActionLimit
 from service.common.errors import error_response
@@ -130,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *timeline.routes,
         *stream.routes,
         *actions.routes,
+        *bundles.routes,
         *dashboard.routes,
         *subscriptions.routes,
         *admin.routes,
