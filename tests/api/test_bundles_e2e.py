@@ -1,11 +1,14 @@
-"""Bundles end to end on `synctrack dev` beside the fake Codat: signed webhooks of member data types in, the
-bundle's `as_of`, spread and stale members out; a bundle refresh reaching the fake Codat as exactly the refreshes
-it should; `bundle.ready` on a company token's stream and to a subscription, once per refresh, the newest refresh
-only."""
+"""Bundles end to end beside the fake Codat, on `synctrack dev` (SQLite) and on `synctrack web` + two worker
+processes (PostgreSQL, Redis), where folds of one bundle's members run at once: signed webhooks of member data
+types in, the bundle's `as_of`, spread and stale members out; a bundle refresh reaching the fake Codat as exactly
+the refreshes it should; `bundle.ready` on a company token's stream and to a subscription, once per refresh, the
+newest refresh only."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,15 +16,28 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from fakecodat.server import FakeCodatServer
 from fakecodat.world import Config
 from tests.support.auth import ADMIN_HEADERS, bearer, company_token
 from tests.support.builders import SECRET, connection_event, iso, read_completed
-from tests.support.services import ServiceProcess, free_port, wait_for, wait_until_healthy
+from tests.support.services import (
+    REDIS_URL,
+    ServiceProcess,
+    free_port,
+    fresh_postgres_database,
+    postgres_unavailable,
+    redis_postgres_env,
+    redis_unavailable,
+    start_web_and_worker,
+    wait_for,
+    wait_until_healthy,
+)
 from tests.support.sse_client import SseClient, SseEvent
-from tests.support.subscription_support import post_webhook, service_env, subscribe
+from tests.support.subscription_support import dispatcher_ready, post_webhook, service_env, subscribe
 from tests.support.webhook_receiver import WebhookReceiver
+from workers.runtime.db import upgrade
 
 pytestmark = [pytest.mark.e2e]
 
@@ -46,12 +62,17 @@ class Company:
     quickbooks: str
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    tmp: Path = tmp_path_factory.mktemp("bundles")
+@pytest.fixture(scope="module", params=["dev", "postgres"])
+def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    if request.param == "postgres" and (reason := redis_unavailable() or postgres_unavailable()):
+        pytest.skip(reason)
+    tmp: Path = tmp_path_factory.mktemp(f"bundles-{request.param}")
     port = free_port()
     config = Config(sync_seconds=0.2, api_key=KEY)
-    with FakeCodatServer(receiver_url=f"http://127.0.0.1:{port}/webhooks/codat", secret=SECRET, config=config) as fake:
+    with (
+        FakeCodatServer(receiver_url=f"http://127.0.0.1:{port}/webhooks/codat", secret=SECRET, config=config) as fake,
+        ExitStack() as stack,
+    ):
         env = service_env(
             tmp,
             SYNCTRACK_CODAT_BASE_URL=fake.url,
@@ -60,17 +81,26 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
             SYNCTRACK_BUNDLES=BUNDLES,
             SYNCTRACK_STREAM_HEARTBEAT_SECONDS="1",
         )
-        process = ServiceProcess(["dev", "--port", str(port)], env, tmp, "dev")
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until_healthy(base, process)
-            with httpx.Client(base_url=base, timeout=20, headers=ADMIN_HEADERS) as api:
-                # Only the webhooks a test sends report syncs: the fake's own results would race them.
-                fake.control.webhooks(mode="drop")
-                yield Dev(api, fake, base)
-        finally:
-            process.stop()
-        assert "Traceback" not in process.output(), process.output()[-3000:]
+        if request.param == "dev":
+            process = ServiceProcess(["dev", "--port", str(port)], env, tmp, "dev")
+            stack.callback(process.stop)
+            wait_until_healthy(f"http://127.0.0.1:{port}", process)
+            processes = [process]
+        else:
+            namespace = f"synctrack-test-{uuid.uuid4().hex[:10]}"
+            env |= redis_postgres_env(stack.enter_context(fresh_postgres_database()), REDIS_URL, namespace)
+            upgrade(env["SYNCTRACK_DATABASE_URL"])
+            client = redis.Redis.from_url(REDIS_URL)
+            stack.callback(lambda: client.delete(*client.scan_iter(f"{namespace}:*")))  # once the processes stop
+            processes = list(start_web_and_worker(stack, env, tmp, port, processes=2, threads=2))
+            wait_for(lambda: dispatcher_ready(client, namespace), message="the outbound dispatcher reads the feed")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20, headers=ADMIN_HEADERS) as api:
+            # Only the webhooks a test sends report syncs: the fake's own results would race them.
+            fake.control.webhooks(mode="drop")
+            yield Dev(api, fake, f"http://127.0.0.1:{port}")
+        stack.close()
+        for process in processes:
+            assert "Traceback" not in process.output(), process.output()[-3000:]
 
 
 def ago(**delta: float) -> str:

@@ -139,8 +139,11 @@ def announce_ready(session: Session, changes: list[Change], now: datetime) -> li
         .order_by(col(BundleRefresh.id))
         .with_for_update()
     ).all()
+    newest = {(refresh.company_id, refresh.bundle): refresh.id for refresh in pending}
     entries = []
     for refresh in pending:
+        if newest[(refresh.company_id, refresh.bundle)] != refresh.id:
+            continue  # two refreshes asked for at once: the newer one supersedes
         members = load_members(session, refresh.company_id, refresh.data_types, None, now)
         succeeded = all(
             m.latest_success is not None and m.latest_success >= refresh.requested_at for m in members.values()
