@@ -26,7 +26,13 @@ from service.common.services import services
 from workers.ledger.bundles import load_bundles, load_members, start_refresh
 from workers.ledger.tables import Company
 
-TRUE = ("1", "true", "yes")
+
+def _all(request: Request) -> bool:
+    """`?all=true|false` (default false)."""
+    value = request.query_params.get("all", "false").lower()
+    if value not in ("true", "false"):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"all={value!r}: give true or false")
+    return value == "true"
 
 
 def _members(request: Request) -> tuple[str, list[str]]:
@@ -53,7 +59,7 @@ def list_bundles(request: Request) -> JSONResponse:
 async def refresh_bundle(request: Request) -> JSONResponse:
     company_id = request.path_params["company_id"]
     name, data_types = _members(request)
-    everything = request.query_params.get("all", "").lower() in TRUE
+    everything = _all(request)
     engine = services(request).engine
     if await run_in_threadpool(company_deleted, engine, company_id):
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")

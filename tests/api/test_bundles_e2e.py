@@ -324,6 +324,8 @@ def test_an_unknown_bundle_is_404_and_a_refresh_needs_the_refresh_right(dev: Dev
     unknown = dev.api.post(f"/v1/companies/{company.id}/bundles/payroll/refresh")
     assert unknown.status_code == 404
     assert unknown.json() == {"error": "unknown_bundle", "detail": "no bundle named 'payroll'; known: ar, close"}
+    unclear = dev.api.post(f"/v1/companies/{company.id}/bundles/ar/refresh", params={"all": "maybe"})
+    assert unclear.status_code == 400 and unclear.json()["error"] == "invalid_parameter"
 
     reader = bearer(company_token(company.id, ["read"]))
     assert dev.api.get(f"/v1/companies/{company.id}/bundles", headers=reader).status_code == 200
