@@ -183,7 +183,7 @@ async def refresh_data_type(request: Request) -> JSONResponse:
     return await _refresh(request, request.path_params["company_id"], data_type)
 
 
-def company_deleted(engine: Any, company_id: str) -> bool:
+def _company_deleted(engine: Any, company_id: str) -> bool:
     with Session(engine) as session:
         company = session.get(Company, company_id)
     return company is not None and company.deleted_at is not None
@@ -191,7 +191,7 @@ def company_deleted(engine: Any, company_id: str) -> bool:
 
 async def _refresh(request: Request, company_id: str, data_type: str | None) -> JSONResponse:
     connection_id = request.query_params.get("connection_id") or None
-    if await run_in_threadpool(company_deleted, services(request).engine, company_id):
+    if await run_in_threadpool(_company_deleted, services(request).engine, company_id):
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
     at = _now()
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from starlette.routing import Route
 
 from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.errors import ApiError, ErrorCode
-from service.api.action_routes import action_out, actor_of, company_deleted, queue_refresh, within_action_limit
+from service.api.action_routes import action_out, actor_of, queue_refresh, within_action_limit
 from service.api.reads import engine_of, freshness_of, not_found
 from service.common.services import services
 from workers.ledger.bundles import load_bundles, load_members, start_refresh
@@ -45,6 +46,16 @@ def _members(request: Request) -> tuple[str, list[str]]:
     return name, bundles[name]
 
 
+def _known_company(engine: Engine, company_id: str) -> None:
+    """404 for a company the ledger does not hold, or holds as deleted."""
+    with Session(engine) as session:
+        company = session.get(Company, company_id)
+    if company is None:
+        raise not_found("company", company_id)
+    if company.deleted_at is not None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
+
+
 def list_bundles(request: Request) -> JSONResponse:
     company_id = request.path_params["company_id"]
     with Session(engine_of(request)) as session:
@@ -61,8 +72,7 @@ async def refresh_bundle(request: Request) -> JSONResponse:
     name, data_types = _members(request)
     everything = _all(request)
     engine = services(request).engine
-    if await run_in_threadpool(company_deleted, engine, company_id):
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
+    await run_in_threadpool(_known_company, engine, company_id)
     at = datetime.now(UTC)
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=None, data_type=None)
     await within_action_limit(request, target)
@@ -70,8 +80,6 @@ async def refresh_bundle(request: Request) -> JSONResponse:
     def record() -> list[tuple[str, str]]:
         """Record the bundle refresh; (data type, connection) of each refresh to queue."""
         with Session(engine) as session, session.begin():
-            if session.get(Company, company_id) is None:
-                raise not_found("company", company_id)
             members = load_members(session, company_id, data_types, freshness_of(request), at)
             wanted = [t for t in data_types if everything or not members[t].fresh]
             start_refresh(session, company_id, name, data_types, at, actor_of(request))

@@ -324,6 +324,10 @@ def test_an_unknown_bundle_is_404_and_a_refresh_needs_the_refresh_right(dev: Dev
     unknown = dev.api.post(f"/v1/companies/{company.id}/bundles/payroll/refresh")
     assert unknown.status_code == 404
     assert unknown.json() == {"error": "unknown_bundle", "detail": "no bundle named 'payroll'; known: ar, close"}
+    for method in ("GET", "POST"):
+        path = "/v1/companies/no-such-company/bundles" + ("/ar/refresh" if method == "POST" else "")
+        missing = dev.api.request(method, path)
+        assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
     unclear = dev.api.post(f"/v1/companies/{company.id}/bundles/ar/refresh", params={"all": "maybe"})
     assert unclear.status_code == 400 and unclear.json()["error"] == "invalid_parameter"
 
