@@ -340,3 +340,15 @@ def test_an_unknown_bundle_is_404_and_a_refresh_needs_the_refresh_right(dev: Dev
     refresher = bearer(company_token(company.id, ["refresh"]))
     assert dev.api.post(f"/v1/companies/{company.id}/bundles/ar/refresh", headers=refresher).status_code == 202
     assert queued(dev) == [("customers", company.xero)]
+
+
+def test_a_bundle_refresh_counts_as_one_action_against_the_companys_limit(dev: Dev) -> None:
+    company = new_company(dev)  # no data type synced yet: no connection has a member, nothing reaches Codat
+    refresher = bearer(company_token(company.id, ["read", "refresh"]))
+    path = f"/v1/companies/{company.id}/bundles/close/refresh"
+    answers = [dev.api.post(path, headers=refresher) for _ in range(11)]  # SYNCTRACK_ACTIONS_PER_MINUTE: 10
+    assert [a.status_code for a in answers] == [202] * 10 + [429]
+    assert answers[0].json()["actions"] == [] and answers[0].json()["data_types"] == []
+    assert answers[-1].json()["error"] == "rate_limited" and int(answers[-1].headers["Retry-After"]) > 0
+    audit = dev.api.get("/v1/audit", params={"company_id": company.id}).json()["items"]
+    assert [(a["action"], a["result"]) for a in audit] == [("refresh", "rate_limited")]
