@@ -41,22 +41,28 @@ class Member:
 def load_members(
     session: Session, company_id: str, data_types: Iterable[str], policy: FreshnessPolicy | None, now: datetime
 ) -> dict[str, Member]:
-    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`."""
+    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`.
+
+    Rows are read as the database holds them now (`populate_existing`): a fold that waited for another's commit
+    must see what that one wrote."""
     wanted = sorted(set(data_types))
     linked = {
         conn.id: conn
         for conn in session.exec(
-            select(Connection).where(
+            select(Connection)
+            .where(
                 Connection.company_id == company_id,
                 Connection.status == "Linked",
                 col(Connection.deleted_at).is_(None),
             )
+            .execution_options(populate_existing=True)
         )
     }
     rows = session.exec(
         select(DataTypeState)
         .where(col(DataTypeState.connection_id).in_(sorted(linked)), col(DataTypeState.data_type).in_(wanted))
         .order_by(col(DataTypeState.connection_id))
+        .execution_options(populate_existing=True)
     ).all()
     schedules = company_schedules(session, [company_id], policy)[company_id] if policy else NO_SCHEDULES
     members = {}
