@@ -52,7 +52,12 @@ class CodatGate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        entry: dict[str, Any] = {"method": request.method, "path": request.url.path, "status": None}
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "status": None,
+        }
         self.log.append(entry)
         del self.log[:-KEEP_REQUESTS]
         key = self.world.config.api_key

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     NOT_RECONNECTABLE = "not_reconnectable"
     INVALID_URL = "invalid_url"
     SUBSCRIPTION_DISABLED = "subscription_disabled"
+    UNKNOWN_BUNDLE = "unknown_bundle"
 
 
 class SynctrackError(Exception):

@@ -6,6 +6,7 @@ Nothing else in the code reads the environment: the object is built once by a co
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Self
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -54,6 +55,28 @@ def parse_overrides(text: str) -> dict[str, float]:
             raise ValueError(f"{part!r} is not <data type>=<duration above zero>, e.g. invoices=48h")
         overrides[name] = seconds
     return overrides
+
+
+BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DATA_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+
+
+def parse_bundles(text: str) -> dict[str, list[str]]:
+    """``ar=invoices,payments;close=balanceSheet`` -> data types per bundle name; raises ValueError saying why."""
+    bundles: dict[str, list[str]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, equals, members = (piece.strip() for piece in part.partition("="))
+        data_types = [t.strip() for t in members.split(",") if t.strip()]
+        if not equals or not BUNDLE_NAME.match(name) or not data_types:
+            raise ValueError(f"{part!r} is not <name>=<data type>,<data type>..., e.g. ar=invoices,payments")
+        if bad := [t for t in data_types if not DATA_TYPE_NAME.match(t)]:
+            raise ValueError(f"bundle {name!r}: {bad[0]!r} is not a Codat data type name")
+        if name in bundles:
+            raise ValueError(f"bundle {name!r} is named twice")
+        bundles[name] = list(dict.fromkeys(data_types))
+    return bundles
 
 
 class Settings(BaseSettings):
@@ -125,6 +148,9 @@ class Settings(BaseSettings):
     """`SYNCTRACK_KEEPALIVE_CHECK_SECONDS`: how often the keep-alive job looks for connections to refresh; 0 = off."""
     freshness_schedule_factor: float = Field(1.5, gt=0)
     """A data type's threshold from Codat's `syncSchedule` (hours) is the schedule times this factor."""
+
+    bundles: Annotated[dict[str, list[str]], NoDecode] = {}
+    """`SYNCTRACK_BUNDLES`: named sets of data types read together, e.g. `ar=invoices,payments;close=balanceSheet`."""
 
     # Stream
     stream_retention_hours: int = 24
@@ -218,6 +244,11 @@ class Settings(BaseSettings):
     @classmethod
     def _overrides(cls, value: object) -> object:
         return parse_overrides(value) if isinstance(value, str) else value
+
+    @field_validator("bundles", mode="before")
+    @classmethod
+    def _bundles(cls, value: object) -> object:
+        return parse_bundles(value) if isinstance(value, str) else value
 
     @field_validator(
         "reconcile_every_seconds",

@@ -23,10 +23,11 @@ STREAM_EVENT_TYPES = (
     "connection.initial_read_completed",
     "sync.delayed",
     "connection.health_changed",
+    "bundle.ready",
 )
 """What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``), for a
-connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``) and for a sync
-Codat is still running (``workers.jobs.stale``)."""
+connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``), for a sync
+Codat is still running (``workers.jobs.stale``) and for a bundle refresh that finished (``workers.ledger.bundles``)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

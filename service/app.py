@@ -23,6 +23,7 @@ from schemas.settings import Settings
 from service.api import action_routes as actions
 from service.api import (
     admin,
+    bundles,
     health,
     imports,
     metrics_endpoint,
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *timeline.routes,
         *stream.routes,
         *actions.routes,
+        *bundles.routes,
         *dashboard.routes,
         *subscriptions.routes,
         *admin.routes,

@@ -63,7 +63,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _actor(request: Request) -> str | None:
+def actor_of(request: Request) -> str | None:
     """Who asked (the token's subject, never the token), when the auth middleware said."""
     principal = request.scope.get("state", {}).get("principal")
     subject = getattr(principal, "subject", None)
@@ -91,6 +91,12 @@ def _audit_out(record: AuditRecord) -> AuditOut:
 
 
 async def _answer(request: Request, result: ActionResult) -> JSONResponse:
+    body = await action_out(request, result)
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+async def action_out(request: Request, result: ActionResult) -> ActionOut:
+    """Publish what an accepted action changed and render its answer (logged)."""
     await _publish(request, result.entries)
 
     def load() -> tuple[Any, dict[str, Timing]]:
@@ -111,7 +117,7 @@ async def _answer(request: Request, result: ActionResult) -> JSONResponse:
         result.record.connection_id or "-",
         len(result.syncs),
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+    return body
 
 
 async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
@@ -120,7 +126,7 @@ async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
     await run_in_threadpool(
         lambda: record_failure(
             services(request).engine,
-            actor=_actor(request),
+            actor=actor_of(request),
             codat_status=codat_status,
             detail=f"{exc.code.value}: {exc.detail}",
             **target,
@@ -155,7 +161,7 @@ async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
     await run_in_threadpool(
         lambda: record_failure(
             services(request).engine,
-            actor=_actor(request),
+            actor=actor_of(request),
             codat_status=None,
             detail=f"{ErrorCode.RATE_LIMITED.value}: {detail}",
             result="rate_limited",
@@ -190,6 +196,16 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
     at = _now()
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
     await within_action_limit(request, target)
+    return await _answer(request, await queue_refresh(request, company_id, data_type, connection_id))
+
+
+async def queue_refresh(
+    request: Request, company_id: str, data_type: str | None, connection_id: str | None
+) -> ActionResult:
+    """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it.
+    A refusal is audited and raised as its `ApiError`. The caller has passed `within_action_limit`."""
+    at = _now()
+    target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
     try:
         if data_type is None:
             status, raws = await _codat(request).refresh_all(company_id)
@@ -204,10 +220,10 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
             ) from None
     except CodatError as exc:
         raise await _failed(request, exc, **target) from None
-    result = await run_in_threadpool(
+    return await run_in_threadpool(
         lambda: record_refresh(
             services(request).engine,
-            actor=_actor(request),
+            actor=actor_of(request),
             at=at,
             company_id=company_id,
             data_type=data_type,
@@ -217,7 +233,6 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
             freshness=freshness_of(request),
         )
     )
-    return await _answer(request, result)
 
 
 async def _known_connection(request: Request) -> Connection:
@@ -271,7 +286,7 @@ async def unlink_connection(request: Request) -> JSONResponse:
         status, body = answer
         return record_unlink(
             services(request).engine,
-            actor=_actor(request),
+            actor=actor_of(request),
             at=at,
             answered_at=_now(),
             connection=connection,
@@ -289,7 +304,7 @@ async def delete_connection(request: Request) -> JSONResponse:
     def record(connection: Connection, at: datetime, status: int) -> ActionResult:
         return record_delete(
             services(request).engine,
-            actor=_actor(request),
+            actor=actor_of(request),
             at=at,
             answered_at=_now(),
             connection=connection,
@@ -326,7 +341,7 @@ async def reconnect_connection(request: Request) -> JSONResponse:
     record = await run_in_threadpool(
         lambda: record_reconnect(
             services(request).engine,
-            actor=_actor(request),
+            actor=actor_of(request),
             at=at,
             connection=connection,
             codat_status=status,

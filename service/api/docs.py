@@ -25,6 +25,7 @@ from schemas.api import (
     SyncOut,
     TimelineItemOut,
 )
+from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.imports import ImportJobOut, ImportRequest
 from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
@@ -188,6 +189,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         202,
         query=(_q("connection_id", {"type": "string"}, "Only this connection."),),
         errors=(400, *CODAT),
+    ),
+    ("GET", "/v1/companies/{company_id}/bundles"): Operation(
+        "A company's bundles (SYNCTRACK_BUNDLES): as of when, how far apart, what is stale", BundleList
+    ),
+    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): Operation(
+        "Refresh a bundle's members that are not fresh (all of them with all=true) at Codat",
+        BundleRefreshOut,
+        202,
+        query=(_q("all", {"type": "boolean"}, "Refresh every member, fresh or not."),),
+        errors=CODAT,
     ),
     ("POST", "/v1/connections/{connection_id}/unlink"): Operation(
         "Unlink (deauthorise) a connection, keeping its data", ActionOut, 202, errors=CODAT

@@ -9,6 +9,7 @@ at the top (`synctrack replay`). Commands import what they run inside their body
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from service.cli import codat, db, deadletters, demo, imports, ledger, replay, retention, run, tokens
 
@@ -18,7 +19,16 @@ for part in (run, codat, imports, demo, replay, retention, db, tokens, ledger, d
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A setting that cannot be read stops every command at start, naming the variable and why.
+        for error in exc.errors():
+            name = "SYNCTRACK_" + "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"synctrack: {name}: {error['msg']}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

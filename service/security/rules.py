@@ -89,9 +89,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/audit"): company("read", "filter"),
     ("GET", "/v1/stream"): company("read", "filter", query_token=True),
     ("GET", "/v1/stream/status"): ADMIN,
+    ("GET", "/v1/companies/{company_id}/bundles"): company("read", "company"),
     # Actions
     ("POST", "/v1/companies/{company_id}/refresh"): company("refresh", "company"),
     ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): company("refresh", "company"),
+    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): company("refresh", "company"),
     ("POST", "/v1/connections/{connection_id}/unlink"): company("disconnect", "connection"),
     ("DELETE", "/v1/connections/{connection_id}"): company("delete", "connection"),
     ("POST", "/v1/connections/{connection_id}/reconnect"): company("reconnect", "connection"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,20 @@ def test_the_installed_command_lists_every_top_level_command() -> None:
     assert result.returncode == 0, result.stderr
     for name in {path.split()[0] for path in COMMANDS}:
         assert f" {name} " in result.stdout, name
+
+
+def test_a_malformed_setting_stops_a_command_at_start_naming_the_variable_and_why(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "web", "--port", "9"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SYNCTRACK_BUNDLES": "ar=invoices;close"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "synctrack: SYNCTRACK_BUNDLES: Value error, 'close' is not <name>=<data type>,<data type>..., "
+        "e.g. ar=invoices,payments"
+    )
+    assert "Traceback" not in result.stderr + result.stdout

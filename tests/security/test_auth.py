@@ -73,6 +73,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, fake: FakeCodatServer) ->
         codat_api_key=KEY,
         codat_max_retries=0,
         failure_limit_per_minute=0,
+        bundles={"ar": ["invoices", "payments"]},
         _env_file=None,
         **AUTH_SETTINGS,  # type: ignore[arg-type]
     )
@@ -123,6 +124,11 @@ COMPANY_ROUTES: dict[tuple[str, str], Request] = {
     ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): lambda own, t: (
         "POST",
         f"/v1/companies/{t.company}/refresh/invoices",
+    ),
+    ("GET", "/v1/companies/{company_id}/bundles"): lambda own, t: ("GET", f"/v1/companies/{t.company}/bundles"),
+    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): lambda own, t: (
+        "POST",
+        f"/v1/companies/{t.company}/bundles/ar/refresh",
     ),
     ("POST", "/v1/connections/{connection_id}/unlink"): lambda own, t: (
         "POST",

@@ -4,7 +4,8 @@ Called inside the fold's transaction, after the store wrote the batch. For each 
 judges the freshness and health at `now`, renders the changes with them and records them
 (`workers.ledger.freshness_state`); when they differ from what was last announced, a ``connection.updated``
 follows (unless the batch carries one), then ``connection.freshness_changed`` when `freshness` itself changed and
-``connection.health_changed`` when `health` did — at once, not at the next periodic check.
+``connection.health_changed`` when `health` did — at once, not at the next periodic check. Last come the
+``bundle.ready`` events of the bundle refreshes the batch's completed syncs finished (`workers.ledger.bundles`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from schemas.api import ConnectionOut
+from workers.ledger.bundles import announce_ready
 from workers.ledger.changes import FeedEntry, render_changes
 from workers.ledger.durations import DurationMemo, load_timings
 from workers.ledger.fold import Change, ConnectionSlice
@@ -87,7 +89,7 @@ def announce_changes(
         conn = touched[cid]
         out = connection_out(conn, company_names.get(conn.company_id), cid in active, assessed[cid])
         entries += transition_entries(transition, out, last_event[cid], with_update=cid not in updated)
-    return entries
+    return entries + announce_ready(session, changes, now)
 
 
 def company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:

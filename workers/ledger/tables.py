@@ -328,3 +328,27 @@ class OverdueReconcile(SQLModel, table=True):
 
     company_id: str = Field(primary_key=True)
     reconciled_at: datetime
+
+
+class BundleRefresh(SQLModel, table=True):
+    """One refresh of a company's bundle (`SYNCTRACK_BUNDLES`): when it was asked for and whether `bundle.ready`
+    followed.
+
+    Not part of the ledger proper (a rebuild does not touch it): it remembers a request and what the stream was
+    told. `status` is `pending` until every member has succeeded at or after `requested_at` (then `ready`), or a
+    newer refresh of the same bundle supersedes it (`superseded`). `data_types` are the members as asked for.
+    """
+
+    __tablename__ = "bundle_refreshes"
+    __table_args__ = (Index("ix_bundle_refreshes_company_status", "company_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str
+    bundle: str
+    data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    requested_at: datetime
+    actor: str | None = None
+    status: str = "pending"
+    ready_at: datetime | None = None
+    as_of: datetime | None = None
+    """The bundle's `as_of` when it became ready."""

@@ -55,6 +55,16 @@ export function createActions({ api, messages, dialog, onPending, afterChange })
       );
     },
 
+    /** The members of a bundle that are not fresh, on every connection that has them. */
+    refreshBundle(companyId, name) {
+      return run(
+        `bundle:${companyId}:${name}`,
+        `Refresh ${name}`,
+        () => api.post(`/v1/companies/${enc(companyId)}/bundles/${enc(name)}/refresh`),
+        `Refresh requested: Codat is fetching what is stale in ${name}.`,
+      );
+    },
+
     /** Every data type of one connection. */
     refreshConnection(companyId, connectionId, name) {
       return run(

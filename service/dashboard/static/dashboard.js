@@ -4,6 +4,7 @@
 
 import { createActions } from "./actions.js";
 import { createApi } from "./api.js";
+import { renderBundles } from "./bundles.js";
 import { DetailView } from "./detail.js";
 import { refreshTimes } from "./format.js";
 import { summaryText } from "./freshness.js";
@@ -40,7 +41,10 @@ const state = {
   loaded: false,
   failed: false,
   companyNames: new Map(),
+  bundles: [],
 };
+const BUNDLE_EVENTS = new Set(["sync.completed", "sync.failed", "connection.updated", "bundle.ready"]);
+let bundlesTimer = null;
 
 function pageUrl({ companyId = state.companyId, connectionId = state.selectedId } = {}) {
   const params = new URLSearchParams();
@@ -56,6 +60,7 @@ const actions = createActions({
   dialog: $("confirm-dialog"),
   onPending: render,
   afterChange: () => {
+    loadBundles();
     if (live.source?.readyState !== EventSource.OPEN) loadCompany().catch(() => {});
     else detail.onChange(state.selectedId);
   },
@@ -77,6 +82,7 @@ const live = new LiveFeed({
   resync: () => loadCompany(),
   onEvent: (name, data) => {
     if (name !== "snapshot" && data.company_id && data.company_id !== state.companyId) return;
+    if (BUNDLE_EVENTS.has(name)) soonLoadBundles();
     store.apply(name, data);
   },
   onState: showLiveState,
@@ -107,6 +113,11 @@ function render() {
   const connections = [...store.connections.values()];
   $("company-summary").textContent = state.loaded && !state.failed && connections.length ? summaryText(connections) : "";
   $("company-tools").hidden = state.failed;
+  renderBundles($("bundles"), $("bundle-list"), state.loaded && !state.failed ? state.bundles : [], {
+    canRefresh: rights === null || rights.has("refresh"),
+    isPending: (name) => actions.isPending(`bundle:${state.companyId}:${name}`),
+    onRefresh: (name) => actions.refreshBundle(state.companyId, name),
+  });
   $("refresh-all").disabled = !state.loaded || state.failed || actions.isPending(`refresh:${state.companyId}`);
   $("refresh-all").textContent = actions.isPending(`refresh:${state.companyId}`) ? "Requesting…" : "Refresh all data";
   detail.render();
@@ -152,6 +163,27 @@ async function loadCompany() {
   if (companyId !== state.companyId) return;
   state.loaded = true;
   store.load({ connections, syncs });
+  loadBundles();
+}
+
+/** Read the company's bundles; a page whose token may not read them (or an older server) shows none. */
+async function loadBundles() {
+  const companyId = state.companyId;
+  let bundles = [];
+  try {
+    bundles = (await api.get(`/v1/companies/${encodeURIComponent(companyId)}/bundles`)).items;
+  } catch (error) {
+    console.warn("bundles", error);
+  }
+  if (companyId !== state.companyId) return;
+  state.bundles = bundles;
+  render();
+}
+
+/** A burst of syncs re-reads the bundles once. */
+function soonLoadBundles() {
+  clearTimeout(bundlesTimer);
+  bundlesTimer = setTimeout(loadBundles, 300);
 }
 
 async function showCompany(companyId) {
@@ -161,6 +193,7 @@ async function showCompany(companyId) {
   state.failed = false;
   setCompanyName(state.companyNames.get(companyId) || companyId);
   store.clear();
+  state.bundles = [];
   try {
     await loadCompany();
   } catch (error) {

@@ -1,0 +1,171 @@
+"""Bundles: a company's named sets of data types (`SYNCTRACK_BUNDLES`), judged across its Linked connections.
+
+A member data type's latest successful sync is the latest across the Linked connections that have it, and it is
+fresh when it is `fresh` (`workers.ledger.freshness`) on any of them. A bundle is `complete` when every member has
+a successful sync; its `as_of` is then the earliest of those and `spread_seconds` the latest minus the earliest.
+All of it is read from the ledger and the clock, so a rebuild gives the same bundles.
+
+A bundle refresh (`bundle_refreshes`) is pending until every member has succeeded at or after it was requested;
+the fold that sees that announces ``bundle.ready`` once, from inside its transaction. A newer refresh of the same
+bundle supersedes a pending one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from schemas.api import format_time
+from schemas.bundles import BUNDLE_READY, BundleOut
+from workers.ledger.changes import FeedEntry
+from workers.ledger.fold import Change
+from workers.ledger.freshness import NO_SCHEDULES, FreshnessPolicy, data_type_freshness
+from workers.ledger.tables import BundleRefresh, Connection, DataTypeState
+from workers.ledger.views import company_schedules
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member data type across a company's Linked connections."""
+
+    latest_success: datetime | None
+    fresh: bool
+    connection_ids: tuple[str, ...]
+    """The Linked connections that have it, in id order."""
+
+
+def load_members(
+    session: Session, company_id: str, data_types: Iterable[str], policy: FreshnessPolicy | None, now: datetime
+) -> dict[str, Member]:
+    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`.
+
+    Rows are read as the database holds them now (`populate_existing`): a fold that waited for another's commit
+    must see what that one wrote."""
+    wanted = sorted(set(data_types))
+    linked = {
+        conn.id: conn
+        for conn in session.exec(
+            select(Connection)
+            .where(
+                Connection.company_id == company_id,
+                Connection.status == "Linked",
+                col(Connection.deleted_at).is_(None),
+            )
+            .execution_options(populate_existing=True)
+        )
+    }
+    rows = session.exec(
+        select(DataTypeState)
+        .where(col(DataTypeState.connection_id).in_(sorted(linked)), col(DataTypeState.data_type).in_(wanted))
+        .order_by(col(DataTypeState.connection_id))
+        .execution_options(populate_existing=True)
+    ).all()
+    schedules = company_schedules(session, [company_id], policy)[company_id] if policy else NO_SCHEDULES
+    members = {}
+    for data_type in wanted:
+        mine = [row for row in rows if row.data_type == data_type]
+        successes = [row.last_successful_sync_at for row in mine if row.last_successful_sync_at is not None]
+        fresh = policy is not None and any(
+            data_type_freshness(linked[row.connection_id], row, policy, now, schedules).freshness == "fresh"
+            for row in mine
+        )
+        members[data_type] = Member(max(successes, default=None), fresh, tuple(row.connection_id for row in mine))
+    return members
+
+
+def as_of(members: Mapping[str, Member]) -> tuple[datetime | None, datetime | None]:
+    """(earliest, latest) of the members' latest successful syncs; (None, None) unless every member has one."""
+    times = [m.latest_success for m in members.values()]
+    if not times or any(t is None for t in times):
+        return None, None
+    known = [t for t in times if t is not None]
+    return min(known), max(known)
+
+
+def bundle_out(name: str, data_types: list[str], members: Mapping[str, Member]) -> BundleOut:
+    earliest, latest = as_of({t: members[t] for t in data_types})
+    complete = earliest is not None and latest is not None
+    return BundleOut(
+        name=name,
+        data_types=data_types,
+        as_of=earliest,
+        spread_seconds=(latest - earliest).total_seconds() if earliest and latest else None,
+        stale_data_types=[t for t in data_types if not members[t].fresh],
+        complete=complete,
+    )
+
+
+def load_bundles(
+    session: Session, company_id: str, bundles: Mapping[str, list[str]], policy: FreshnessPolicy, now: datetime
+) -> list[BundleOut]:
+    """Every configured bundle of the company at `now`, in the order configured."""
+    members = load_members(session, company_id, {t for types in bundles.values() for t in types}, policy, now)
+    return [bundle_out(name, types, members) for name, types in bundles.items()]
+
+
+def start_refresh(
+    session: Session, company_id: str, bundle: str, data_types: list[str], at: datetime, actor: str | None
+) -> BundleRefresh:
+    """Record a refresh of the bundle requested `at`; the pending one before it is superseded."""
+    session.execute(
+        update(BundleRefresh)
+        .where(
+            col(BundleRefresh.company_id) == company_id,
+            col(BundleRefresh.bundle) == bundle,
+            col(BundleRefresh.status) == "pending",
+        )
+        .values(status="superseded")
+    )
+    refresh = BundleRefresh(company_id=company_id, bundle=bundle, data_types=data_types, requested_at=at, actor=actor)
+    session.add(refresh)
+    session.flush()
+    return refresh
+
+
+def announce_ready(session: Session, changes: list[Change], now: datetime) -> list[FeedEntry]:
+    """``bundle.ready`` for each pending refresh of a company with a sync this fold completed whose every member
+    has now succeeded at or after it was requested; each is marked ready in the same transaction, so once.
+
+    The refreshes are locked (in id order) before they are judged: a fold completing another member of the same
+    bundle waits for this one to commit, then sees its syncs.
+    """
+    last_event: dict[str, str | None] = {}
+    for change in changes:
+        if change.kind == "sync.completed" and change.sync is not None:
+            last_event[change.sync.company_id] = change.event_id or None
+    if not last_event:
+        return []
+    pending = session.exec(
+        select(BundleRefresh)
+        .where(col(BundleRefresh.company_id).in_(sorted(last_event)), BundleRefresh.status == "pending")
+        .order_by(col(BundleRefresh.id))
+        .with_for_update()
+    ).all()
+    newest = {(refresh.company_id, refresh.bundle): refresh.id for refresh in pending}
+    entries = []
+    for refresh in pending:
+        if newest[(refresh.company_id, refresh.bundle)] != refresh.id:
+            continue  # two refreshes asked for at once: the newer one supersedes
+        members = load_members(session, refresh.company_id, refresh.data_types, None, now)
+        succeeded = all(
+            m.latest_success is not None and m.latest_success >= refresh.requested_at for m in members.values()
+        )
+        if not succeeded:
+            continue
+        earliest, _ = as_of(members)
+        refresh.status, refresh.ready_at, refresh.as_of = "ready", now, earliest
+        session.add(refresh)
+        data = {
+            "company_id": refresh.company_id,
+            "bundle": refresh.bundle,
+            "data_types": refresh.data_types,
+            "as_of": format_time(earliest) if earliest else None,
+            "requested_at": format_time(refresh.requested_at),
+            "event_id": last_event[refresh.company_id],
+        }
+        entries.append(FeedEntry(BUNDLE_READY, refresh.company_id, "", data))
+    return entries
