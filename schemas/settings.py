@@ -126,6 +126,24 @@ class Settings(BaseSettings):
     freshness_schedule_factor: float = Field(1.5, gt=0)
     """A data type's threshold from Codat's `syncSchedule` (hours) is the schedule times this factor."""
 
+    # Platform incidents
+    incident_window_seconds: float = Field(
+        900, gt=0, validation_alias=AliasChoices("SYNCTRACK_INCIDENT_WINDOW", "SYNCTRACK_INCIDENT_WINDOW_SECONDS")
+    )
+    """`SYNCTRACK_INCIDENT_WINDOW`: the span of results' completion times (`15m`, seconds) incidents are judged over."""
+    incident_min_connections: int = Field(5, ge=1)
+    """Distinct connections (of at least 2 companies) whose results failed in the window before a platform has an
+    incident."""
+    incident_failure_share: float = Field(0.5, gt=0, le=1)
+    """The fraction of a platform's results in the window that must have failed for an incident to open; it closes
+    below half of this."""
+    incident_check_seconds: float = 30.0
+    """`SYNCTRACK_INCIDENT_CHECK_SECONDS`: how often (`30s`, seconds) incidents are checked besides at fold time;
+    0 = only at fold time."""
+    incident_auto_refresh: bool = False
+    """`SYNCTRACK_INCIDENT_AUTO_REFRESH`: refresh what an incident left failed once it closes. Unset, on when
+    `codat_api_key` is set."""
+
     # Stream
     stream_retention_hours: int = 24
     stream_max_changes: int = 100_000
@@ -223,6 +241,8 @@ class Settings(BaseSettings):
         "freshness_after_seconds",
         "deauthorize_after_seconds",
         "keepalive_after_seconds",
+        "incident_window_seconds",
+        "incident_check_seconds",
         mode="before",
     )
     @classmethod
@@ -233,6 +253,8 @@ class Settings(BaseSettings):
     def _reconcile_when_a_key_is_set(self) -> Self:
         if self.codat_api_key and "reconcile_every_seconds" not in self.model_fields_set:
             self.reconcile_every_seconds = RECONCILE_EVERY_WITH_A_KEY_SECONDS
+        if self.codat_api_key and "incident_auto_refresh" not in self.model_fields_set:
+            self.incident_auto_refresh = True
         return self
 
     @property

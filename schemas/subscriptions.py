@@ -23,10 +23,13 @@ STREAM_EVENT_TYPES = (
     "connection.initial_read_completed",
     "sync.delayed",
     "connection.health_changed",
+    "platform.incident_opened",
+    "platform.incident_closed",
 )
 """What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``), for a
 connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``) and for a sync
-Codat is still running (``workers.jobs.stale``)."""
+Codat is still running (``workers.jobs.stale``), and for a platform's incidents (``workers.ledger.incidents``:
+no company, so only subscriptions without a company filter receive them)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

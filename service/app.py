@@ -21,7 +21,17 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode, SynctrackError
 from schemas.settings import Settings
 from service.api import action_routes as actions
-from service.api import admin, health, imports, metrics_endpoint, openapi, subscriptions, timeline, token_routes
+from service.api import (
+    admin,
+    health,
+    imports,
+    incidents,
+    metrics_endpoint,
+    openapi,
+    subscriptions,
+    timeline,
+    token_routes,
+)
 from service.api import reads as api
 from service.api.action_limit import ActionLimit
 from service.common.errors import error_response
@@ -128,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *health.routes,
         *api.routes,
         *timeline.routes,
+        *incidents.routes,
         *stream.routes,
         *actions.routes,
         *dashboard.routes,

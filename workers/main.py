@@ -6,12 +6,14 @@ from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
+from workers.codat.incident_refresh import INCIDENT_REFRESH_JOB
 from workers.codat.keepalive import KEEPALIVE_JOB
 from workers.codat.reconcile import RECONCILE_JOB
 from workers.codat.still_running import ask_codat
 from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
+from workers.jobs.incidents import INCIDENT_JOB
 from workers.jobs.retention import PRUNE_JOB
 from workers.jobs.stale import stale_job
 from workers.ledger.changes import ChangeFeed
@@ -44,7 +46,17 @@ def build_worker(settings: Settings, *, check_schema: bool = True) -> tuple[Redi
 
 def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
     """Every periodic job of the worker processes; each is off when its interval setting is 0."""
-    return [SWEEP_JOB, stale_job(ask_codat), FRESHNESS_JOB, RECONCILE_JOB, SETTINGS_JOB, KEEPALIVE_JOB, PRUNE_JOB]
+    return [
+        SWEEP_JOB,
+        stale_job(ask_codat),
+        FRESHNESS_JOB,
+        INCIDENT_JOB,
+        INCIDENT_REFRESH_JOB,
+        RECONCILE_JOB,
+        SETTINGS_JOB,
+        KEEPALIVE_JOB,
+        PRUNE_JOB,
+    ]
 
 
 def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:

@@ -3,8 +3,8 @@
 Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
 record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
 delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
-newest event any worker folded), and the connections by freshness and by health (from the database: what the
-fold and the periodic check last recorded).
+newest event any worker folded), the connections by freshness and by health (from the database: what the
+fold and the periodic check last recorded), and the platform incidents open.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from starlette.routing import Route
 from schemas.statuses import FRESHNESS, HEALTH
 from service.common.services import services
 from workers.ledger.freshness_state import count_by_freshness, count_by_health
+from workers.ledger.platform_incidents import count_open_incidents
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.redis_queues import depths
 
@@ -70,6 +71,14 @@ def read_health(engine: Engine) -> dict[tuple[str, str], int] | None:
         return None
 
 
+def read_open_incidents(engine: Engine) -> int | None:
+    """Platform incidents open now; None if the database does not answer."""
+    try:
+        return count_open_incidents(engine)
+    except SQLAlchemyError:
+        return None
+
+
 def health_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
     """`synctrack_connections_by_health`: every state but `deleted` (deleted connections are not counted) of every
     source type seen, zeros included."""
@@ -102,6 +111,7 @@ def render(
     depths: dict[str, int] | None,
     freshness: dict[tuple[str, str], int] | None = None,
     health: dict[tuple[str, str], int] | None = None,
+    incidents_open: int | None = None,
 ) -> bytes:
     """The exposition text: every process's metrics (or this process's), then the scrape-time gauges."""
     metrics()  # every metric exists (at zero) from the first scrape on
@@ -147,6 +157,10 @@ def render(
         families.append(freshness_family(freshness))
     if health is not None:
         families.append(health_family(health))
+    if incidents_open is not None:
+        incidents = GaugeMetricFamily("synctrack_platform_incidents_open", "Platform incidents open now.")
+        incidents.add_metric([], incidents_open)
+        families.append(incidents)
     return generate_latest(_Families(families))
 
 
@@ -170,7 +184,9 @@ async def metrics_endpoint(request: Request) -> Response:
     shared = services(request)
     settings, engine = shared.settings, shared.engine
     depths = await read_depths(shared.redis, settings.redis_namespace)
-    body = await asyncio.to_thread(lambda: render(depths, read_freshness(engine), read_health(engine)))
+    body = await asyncio.to_thread(
+        lambda: render(depths, read_freshness(engine), read_health(engine), read_open_incidents(engine))
+    )
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -31,7 +31,12 @@ def declare_actors(
     """The webhook queue's actors; `companies_created` is told of each folded `company.created` (after commit)."""
     settings = runtime.settings
     fold = partial(
-        handle_webhooks, runtime.engine, runtime.feed, freshness=runtime.freshness, companies_created=companies_created
+        handle_webhooks,
+        runtime.engine,
+        runtime.feed,
+        freshness=runtime.freshness,
+        companies_created=companies_created,
+        incidents=runtime.incidents,
     )
     batcher = FoldBatcher(fold)
     runtime.on_close(batcher.stop)
@@ -66,7 +71,7 @@ def declare_actors(
 
     def fold_stored(event_ids: list[str]) -> None:
         requests = [FoldRequest(i, None, None, replay=True) for i in event_ids]
-        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness, companies_created)
+        handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness, companies_created, runtime.incidents)
 
     stored = dramatiq.Actor(
         fold_stored,

@@ -25,7 +25,9 @@ from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.audit import confirm_actions
 from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.changes import ChangeFeed, FeedEntry
+from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.ledger.platform_incidents import IncidentSettings, check_incidents
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
 from workers.runtime.metrics import record_folds
@@ -85,12 +87,15 @@ def handle_webhooks(
     requests: Sequence[FoldRequest],
     freshness: FreshnessPolicy = DEFAULT_POLICY,
     companies_created: Callable[[list[str]], None] | None = None,
+    incidents: IncidentSettings | None = None,
 ) -> list[Outcome]:
     """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
 
     `freshness`: the thresholds the announced Connection objects are judged by. `companies_created` is told,
     after the commit, the companies whose `company.created` was folded (the worker queues the read of their sync
-    settings). Returns one outcome per request, in order. Raises (nothing committed) if the database fails.
+    settings). With `incidents`, the platforms whose results the batch changed are then checked for incidents
+    (`workers.ledger.platform_incidents`). Returns one outcome per request, in order. Raises (nothing committed)
+    if the database fails.
     """
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
@@ -105,7 +110,33 @@ def handle_webhooks(
     if feed is not None:
         feed.publish(entries)
     _tell_companies_created(companies_created, events)
+    if incidents is not None:
+        _check_incidents(engine, feed, incidents, freshness, now, _result_platforms(changes, slices))
     return _outcomes(plans, entries, now)
+
+
+def _result_platforms(changes: list[Change], slices: dict[str, ConnectionSlice]) -> set[str]:
+    finished = ("sync.completed", "sync.failed")
+    keys = {slices[c.connection_id].connection.platform_key for c in changes if c.kind in finished}
+    return {key for key in keys if key}
+
+
+def _check_incidents(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    incidents: IncidentSettings,
+    freshness: FreshnessPolicy,
+    now: datetime,
+    platform_keys: set[str],
+) -> None:
+    if not platform_keys:
+        return
+    try:
+        check_incidents(engine, feed, incidents, freshness, now, platform_keys)
+    except Exception:
+        # The batch is committed and its changes announced: a failed check must not retry it. The periodic
+        # check looks again.
+        log.exception("msg=incident_check_failed platforms=%s", ",".join(sorted(platform_keys)))
 
 
 def handle_webhook(
