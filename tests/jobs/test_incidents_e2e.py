@@ -122,9 +122,9 @@ def test_many_companies_failing_on_one_platform_open_an_incident_that_closes_and
             minutes = now_minutes()
             for conn in (a1, a2, b1, b2, c1):
                 on = {"connection_id": conn, "company_id": company_of[conn], "minutes": minutes}
-                post_webhook(api, read_completed([("invoices", "FetchError")], **on))  # type: ignore[arg-type]
+                post_webhook(api, read_completed([("invoices", "FetchError")], **on))
             on = {"connection_id": c2, "company_id": company_of[c2], "minutes": minutes}
-            post_webhook(api, read_completed([("invoices", "Complete")], **on))  # type: ignore[arg-type]
+            post_webhook(api, read_completed([("invoices", "Complete")], **on))
 
             (incident,) = wait_for(lambda: open_incidents(api), timeout=30, message="an open incident")
             assert set(incident) == {
@@ -167,7 +167,7 @@ def test_many_companies_failing_on_one_platform_open_an_incident_that_closes_and
                 if conn == a1:
                     results.append(("invoices", "Complete"))
                 on = {"connection_id": conn, "company_id": company_of[conn], "minutes": minutes}
-                post_webhook(api, read_completed(results, **on))  # type: ignore[arg-type]
+                post_webhook(api, read_completed(results, **on))
 
             (closed,) = wait_for(
                 lambda: api.get("/v1/platforms/incidents", params={"status": "closed"}).json()["items"] or None,
