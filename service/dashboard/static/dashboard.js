@@ -7,6 +7,7 @@ import { createApi } from "./api.js";
 import { DetailView } from "./detail.js";
 import { refreshTimes } from "./format.js";
 import { summaryText } from "./freshness.js";
+import { incidentText } from "./health.js";
 import { renderList } from "./list.js";
 import { LiveFeed } from "./live.js";
 import { createMessages } from "./messages.js";
@@ -106,6 +107,9 @@ function render() {
   updatePickerCount();
   const connections = [...store.connections.values()];
   $("company-summary").textContent = state.loaded && !state.failed && connections.length ? summaryText(connections) : "";
+  const incident = state.failed ? null : incidentText(connections);
+  $("incident-banner").hidden = !incident;
+  $("incident-banner").textContent = incident ?? "";
   $("company-tools").hidden = state.failed;
   $("refresh-all").disabled = !state.loaded || state.failed || actions.isPending(`refresh:${state.companyId}`);
   $("refresh-all").textContent = actions.isPending(`refresh:${state.companyId}`) ? "Requesting…" : "Refresh all data";
