@@ -4,6 +4,9 @@ change announced once, and the same incidents found again from the ledger alone.
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +19,7 @@ from schemas.json_codec import loads
 from schemas.settings import Settings
 from tests.support.builders import BASE_TIME, connection_event, read_completed
 from tests.support.ledger_fill import fold_webhooks
+from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.jobs.incidents import INCIDENT_JOB, incident_interval, run_incident_check
 from workers.ledger.changes import ChangeFeed, stream_key
 from workers.ledger.tables import PlatformIncident
@@ -138,6 +142,44 @@ def test_the_ledger_alone_gives_the_same_incidents_when_checked_again(runtime: W
         run_incident_check(runtime, moment(m))
     again = [(i.id, i.opened_at, i.closed_at, i.data_types, i.affected_connections) for i in incidents(runtime)]
     assert again == first
+
+
+def fold_now(runtime: WorkerRuntime, *bodies: dict[str, Any]) -> None:
+    """Fold as the workers' actor does, incident check included."""
+    received = datetime.now(UTC).isoformat()
+    requests = [FoldRequest(f"msg_{uuid.uuid4().hex}", json.dumps(body), received) for body in bodies]
+    handle_webhooks(runtime.engine, runtime.feed, requests, runtime.freshness, None, runtime.incidents)
+
+
+def test_the_fold_that_tips_the_window_opens_the_incident_and_the_one_that_ends_it_closes_it(
+    runtime: WorkerRuntime,
+) -> None:
+    outage = spread(5, 2)
+    link(runtime, outage)
+    now = (datetime.now(UTC) - BASE_TIME).total_seconds() / 60
+    first, last = list(outage.items())[:4], list(outage.items())[4:]
+    fold_now(
+        runtime,
+        *(read_completed([("invoices", "FetchError")], connection_id=c, company_id=o, minutes=now) for c, o in first),
+    )
+    assert incidents(runtime) == []  # four connections: not yet
+    fold_now(
+        runtime,
+        *(read_completed([("invoices", "FetchError")], connection_id=c, company_id=o, minutes=now) for c, o in last),
+    )
+    (row,) = incidents(runtime)
+    assert row.closed_at is None
+    recovered = [(t, "Complete") for t in ("accounts", "bills", "customers", "invoices")]
+    time.sleep(0.01)
+    now = (datetime.now(UTC) - BASE_TIME).total_seconds() / 60  # after the failures
+    fold_now(
+        runtime, *(read_completed(recovered, connection_id=c, company_id=o, minutes=now) for c, o in outage.items())
+    )
+    (row,) = incidents(runtime)
+    assert row.closed_at is not None  # 5 failures of 25 results: below a quarter
+    with Session(runtime.engine) as session:
+        health = load_connection(session, "conn-0", runtime.freshness, datetime.now(UTC))
+    assert health is not None and health.health == "healthy"
 
 
 def test_the_check_runs_every_thirty_seconds_by_default_and_reads_durations(monkeypatch: pytest.MonkeyPatch) -> None:

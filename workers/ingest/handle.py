@@ -27,7 +27,7 @@ from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
-from workers.ledger.platform_incidents import IncidentSettings, check_incidents
+from workers.ledger.platform_incidents import IncidentSettings, check_after_fold
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
 from workers.runtime.metrics import record_folds
@@ -132,7 +132,7 @@ def _check_incidents(
     if not platform_keys:
         return
     try:
-        check_incidents(engine, feed, incidents, freshness, now, platform_keys)
+        check_after_fold(engine, feed, incidents, freshness, now, platform_keys)
     except Exception:
         # The batch is committed and its changes announced: a failed check must not retry it. The periodic
         # check looks again.

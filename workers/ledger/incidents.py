@@ -67,9 +67,33 @@ class Incident:
         return len({connection_id for connection_id, _ in self.failures})
 
 
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """What the rules read of a window: its results, its failures, and the connections and companies failing."""
+
+    total: int
+    failures: int
+    connections: int
+    companies: int
+
+    @property
+    def share(self) -> float:
+        return self.failures / self.total if self.total else 0.0
+
+    def opens(self, policy: IncidentPolicy) -> bool:
+        return (
+            self.connections >= policy.min_connections
+            and self.companies >= MIN_COMPANIES
+            and self.share >= policy.failure_share
+        )
+
+    def closes(self, policy: IncidentPolicy) -> bool:
+        return self.failures == 0 or self.share < policy.failure_share / 2
+
+
 @dataclass(slots=True)
 class _Window:
-    """The results of the window at one moment, counted."""
+    """The results of the window at one moment, counted as they enter and leave it."""
 
     total: int = 0
     failures: int = 0
@@ -83,19 +107,10 @@ class _Window:
             self.connections[result.connection_id] += sign
             self.companies[result.company_id] += sign
 
-    @property
-    def share(self) -> float:
-        return self.failures / self.total if self.total else 0.0
-
-    def opens(self, policy: IncidentPolicy) -> bool:
+    def counts(self) -> WindowCounts:
         connections = sum(1 for n in self.connections.values() if n > 0)
         companies = sum(1 for n in self.companies.values() if n > 0)
-        return (
-            connections >= policy.min_connections and companies >= MIN_COMPANIES and self.share >= policy.failure_share
-        )
-
-    def closes(self, policy: IncidentPolicy) -> bool:
-        return self.failures == 0 or self.share < policy.failure_share / 2
+        return WindowCounts(self.total, self.failures, connections, companies)
 
 
 def derive(
@@ -129,10 +144,11 @@ def derive(
         while left < entered and ordered[left].completed_at <= t - policy.window:
             window.add(ordered[left], -1)
             left += 1
-        if current is None and window.opens(policy):
-            current = Incident(platform_key, t, round(window.share, 4))
+        counts = window.counts()
+        if current is None and counts.opens(policy):
+            current = Incident(platform_key, t, round(counts.share, 4))
             incidents.append(current)
-        elif current is not None and window.closes(policy):
+        elif current is not None and counts.closes(policy):
             current.closed_at = t
             current = None
     for incident in incidents:

@@ -1,7 +1,8 @@
 """Check platforms for incidents and record and announce what the derivation (`workers.ledger.incidents`) finds.
 
-Run after each fold for the platforms whose results it changed, and by the periodic check for every platform with
-results in the window or an open incident. Each platform is derived in one transaction, from the last thing known
+Run after each fold for the platforms whose results it changed (when the window ending now would open or close
+an incident: one count each), and by the periodic check for every platform with results in the window or an open
+incident. Each platform is derived in one transaction, from the last thing known
 of it: an open incident is derived again from its opening moment (so its counts stay whole); otherwise from its
 last incident's close, but no earlier than two windows back. Rows are keyed by the incident's id and a close is
 written only over an open row, so two workers checking at once record and announce each change once:
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, update
+from sqlalchemy import Engine, Table, case, distinct, func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -27,9 +28,10 @@ from schemas.api import IncidentOut
 from schemas.settings import Settings
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.freshness import FreshnessPolicy
-from workers.ledger.incidents import Incident, IncidentPolicy, Result, derive
+from workers.ledger.incidents import Incident, IncidentPolicy, Result, WindowCounts, derive
 from workers.ledger.reassess import reassess
 from workers.ledger.tables import Connection, PlatformIncident, Sync
+from workers.ledger.views import open_incidents
 
 log = logging.getLogger("synctrack.incidents")
 
@@ -84,9 +86,8 @@ def platforms_to_check(engine: Engine, window: timedelta, now: datetime) -> list
         .where(col(Sync.completed_at) > now - window, col(Connection.platform_key).is_not(None))
         .distinct()
     )
-    opened = select(PlatformIncident.platform_key).where(col(PlatformIncident.closed_at).is_(None))
     with Session(engine) as session:
-        keys = {key for key in session.exec(recent).all() if key} | set(session.exec(opened).all())
+        keys = {key for key in session.exec(recent).all() if key} | set(open_incidents(session))
     return sorted(keys)
 
 
@@ -113,6 +114,44 @@ def check_incidents(
                 feed.publish(entries)
             reassess(engine, feed, freshness, now, platform_key=key)
     return changed
+
+
+def check_after_fold(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    incidents: IncidentSettings,
+    freshness: FreshnessPolicy,
+    now: datetime,
+    platform_keys: Collection[str],
+) -> int:
+    """`check_incidents` for those of `platform_keys` whose window ending `now` would open an incident they do not
+    have or close the one they have: a fold costs one count per platform, and the moments between folds are the
+    periodic check's."""
+    due = []
+    with Session(engine) as session:
+        opened = open_incidents(session)
+        for key in sorted(platform_keys):
+            counts = _window_counts(session, key, now - incidents.policy.window, now)
+            if counts.closes(incidents.policy) if key in opened else counts.opens(incidents.policy):
+                due.append(key)
+    return check_incidents(engine, feed, incidents, freshness, now, due) if due else 0
+
+
+def _window_counts(session: Session, key: str, after: datetime, now: datetime) -> WindowCounts:
+    s, c = SYNCS.c, CONNECTIONS.c
+    failed = (s.phase == "failed") & (s.status != NOT_COUNTED)
+    query = (
+        sa_select(
+            func.count(),
+            func.count(case((failed, 1))),
+            func.count(distinct(case((failed, s.connection_id)))),
+            func.count(distinct(case((failed, s.company_id)))),
+        )
+        .select_from(SYNCS.join(CONNECTIONS, c.id == s.connection_id))
+        .where(c.platform_key == key, s.phase.in_(RESULT_PHASES), s.completed_at > after, s.completed_at <= now)
+    )
+    total, failures, connections, companies = session.execute(query).one()
+    return WindowCounts(total, failures, connections, companies)
 
 
 def _check_platform(engine: Engine, key: str, incidents: IncidentSettings, now: datetime) -> list[FeedEntry]:
