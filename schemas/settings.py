@@ -138,8 +138,8 @@ class Settings(BaseSettings):
     """The fraction of a platform's results in the window that must have failed for an incident to open; it closes
     below half of this."""
     incident_check_seconds: float = 30.0
-    """`SYNCTRACK_INCIDENT_CHECK_SECONDS`: how often (`30s`, seconds) incidents are checked besides at fold time;
-    0 = only at fold time."""
+    """`SYNCTRACK_INCIDENT_CHECK_SECONDS`: how often (`30s`, seconds) incidents are checked besides at fold time, and
+    the refreshes after one taken; 0 turns both off."""
     incident_auto_refresh: bool = False
     """`SYNCTRACK_INCIDENT_AUTO_REFRESH`: refresh what an incident left failed once it closes. Unset, on when
     `codat_api_key` is set."""

@@ -19,6 +19,7 @@ from schemas.json_codec import loads
 from schemas.settings import Settings
 from tests.support.builders import BASE_TIME, connection_event, read_completed
 from tests.support.ledger_fill import fold_webhooks
+from workers.codat.incident_refresh import INCIDENT_REFRESH_JOB, refresh_interval
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.jobs.incidents import INCIDENT_JOB, incident_interval, run_incident_check
 from workers.ledger.changes import ChangeFeed, stream_key
@@ -202,8 +203,13 @@ def test_the_check_runs_every_thirty_seconds_by_default_and_reads_durations(monk
         True,
     )
     assert incident_interval(WorkerRuntime(changed, None, None)) == 60  # type: ignore[arg-type]
+    assert refresh_interval(WorkerRuntime(changed, None, None)) == 60  # type: ignore[arg-type]
+    assert INCIDENT_REFRESH_JOB in periodic_jobs()
+    assert refresh_interval(WorkerRuntime(defaults, None, None)) == 0  # type: ignore[arg-type]  # no API key
     monkeypatch.setenv("SYNCTRACK_INCIDENT_AUTO_REFRESH", "false")
-    assert Settings(_env_file=None).incident_auto_refresh is False
+    off = Settings(_env_file=None)
+    assert off.incident_auto_refresh is False
+    assert refresh_interval(WorkerRuntime(off, None, None)) == 0  # type: ignore[arg-type]
 
 
 def test_a_connection_of_another_platform_is_left_alone(runtime: WorkerRuntime) -> None:
