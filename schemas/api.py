@@ -98,7 +98,8 @@ class ConnectionOut(BaseModel):
     overdue_data_types: list[str]
     health: Health = Field(
         description="What the connection needs, in one word: `deleted`, `unlinked`, `needs_reauth`, `link_failed`, "
-        "`pending`, `failing`, `syncing` or `healthy` (the first that applies; see docs/health.md)."
+        "`pending`, `platform_incident`, `failing`, `syncing` or `healthy` (the first that applies; see "
+        "docs/health.md)."
     )
     health_reason: str = Field(
         description="One sentence for the customer saying why, naming the platform and, where one is involved, "
@@ -106,7 +107,7 @@ class ConnectionOut(BaseModel):
     )
     next_action: NextAction = Field(
         description="The one step that helps now: `reconnect` (re-link the connection), `refresh` (sync again), "
-        "`wait` (a sync is running) or `none`."
+        "`wait` (a sync is running, or the platform is having an incident) or `none`."
     )
     health_data_type: str | None = Field(
         description="The data type `health_reason` is about (the one that failed), or null."
@@ -214,3 +215,21 @@ class MissedWebhookOut(BaseModel):
     status: str = Field(description="Codat's dataset status of the result: `Complete`, `FetchError`, …")
     completed_at: UtcTime | None
     found_at: UtcTime = Field(description="When reconciliation folded it.")
+
+
+class IncidentOut(BaseModel):
+    """A platform incident (`GET /v1/platforms/incidents`, `platform.incident_opened` / `_closed`)."""
+
+    id: str
+    platform_key: str
+    platform_name: str | None
+    data_types: list[str]
+    """The data types whose failures the incident counts, sorted."""
+    opened_at: UtcTime
+    """The completion time of the result that made the window cross the thresholds."""
+    closed_at: UtcTime | None
+    """When the window's failure share fell below half the threshold (or it held no failure); null while open."""
+    affected_connections: int
+    """Distinct connections with a failure counted in the incident."""
+    failure_share: float
+    """The platform's share of failed results in the window that opened the incident."""

@@ -151,6 +151,23 @@ class Settings(BaseSettings):
 
     bundles: Annotated[dict[str, list[str]], NoDecode] = {}
     """`SYNCTRACK_BUNDLES`: named sets of data types read together, e.g. `ar=invoices,payments;close=balanceSheet`."""
+    # Platform incidents
+    incident_window_seconds: float = Field(
+        900, gt=0, validation_alias=AliasChoices("SYNCTRACK_INCIDENT_WINDOW", "SYNCTRACK_INCIDENT_WINDOW_SECONDS")
+    )
+    """`SYNCTRACK_INCIDENT_WINDOW`: the span of results' completion times (`15m`, seconds) incidents are judged over."""
+    incident_min_connections: int = Field(5, ge=1)
+    """Distinct connections (of at least 2 companies) whose results failed in the window before a platform has an
+    incident."""
+    incident_failure_share: float = Field(0.5, gt=0, le=1)
+    """The fraction of a platform's results in the window that must have failed for an incident to open; it closes
+    below half of this."""
+    incident_check_seconds: float = 30.0
+    """`SYNCTRACK_INCIDENT_CHECK_SECONDS`: how often (`30s`, seconds) incidents are checked besides at fold time, and
+    the refreshes after one taken; 0 turns both off."""
+    incident_auto_refresh: bool = False
+    """`SYNCTRACK_INCIDENT_AUTO_REFRESH`: refresh what an incident left failed once it closes. Unset, on when
+    `codat_api_key` is set."""
 
     # Stream
     stream_retention_hours: int = 24
@@ -257,6 +274,8 @@ class Settings(BaseSettings):
         "freshness_after_seconds",
         "deauthorize_after_seconds",
         "keepalive_after_seconds",
+        "incident_window_seconds",
+        "incident_check_seconds",
         mode="before",
     )
     @classmethod
@@ -267,6 +286,8 @@ class Settings(BaseSettings):
     def _reconcile_when_a_key_is_set(self) -> Self:
         if self.codat_api_key and "reconcile_every_seconds" not in self.model_fields_set:
             self.reconcile_every_seconds = RECONCILE_EVERY_WITH_A_KEY_SECONDS
+        if self.codat_api_key and "incident_auto_refresh" not in self.model_fields_set:
+            self.incident_auto_refresh = True
         return self
 
     @property

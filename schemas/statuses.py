@@ -77,7 +77,17 @@ def outcome_rank(status: str) -> int:
     return {"active": 0, "stale": 0, "unsupported": 1, "succeeded": 2, "failed": 3}[phase]
 
 
-Health = Literal["deleted", "unlinked", "needs_reauth", "link_failed", "pending", "failing", "syncing", "healthy"]
+Health = Literal[
+    "deleted",
+    "unlinked",
+    "needs_reauth",
+    "link_failed",
+    "pending",
+    "platform_incident",
+    "failing",
+    "syncing",
+    "healthy",
+]
 """What a connection needs, in one word (see `workers.ledger.connection_health`)."""
 
 HEALTH: tuple[Health, ...] = (
@@ -86,6 +96,7 @@ HEALTH: tuple[Health, ...] = (
     "needs_reauth",
     "link_failed",
     "pending",
+    "platform_incident",
     "failing",
     "syncing",
     "healthy",

@@ -24,10 +24,14 @@ STREAM_EVENT_TYPES = (
     "sync.delayed",
     "connection.health_changed",
     "bundle.ready",
+    "platform.incident_opened",
+    "platform.incident_closed",
 )
 """What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``), for a
 connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``), for a sync
-Codat is still running (``workers.jobs.stale``) and for a bundle refresh that finished (``workers.ledger.bundles``)."""
+Codat is still running (``workers.jobs.stale``), for a bundle refresh that finished (``workers.ledger.bundles``)
+and for a platform's incidents (``workers.ledger.incidents``: no company, so only subscriptions without a company
+filter receive them)."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"

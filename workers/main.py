@@ -6,6 +6,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
 from workers.codat.import_actor import declare_imports
+from workers.codat.incident_refresh import INCIDENT_REFRESH_JOB
 from workers.codat.keepalive import KEEPALIVE_JOB
 from workers.codat.overdue_reconcile import OVERDUE_RECONCILE_JOB
 from workers.codat.reconcile import RECONCILE_JOB
@@ -13,6 +14,7 @@ from workers.codat.still_running import ask_codat
 from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
+from workers.jobs.incidents import INCIDENT_JOB
 from workers.jobs.retention import PRUNE_JOB
 from workers.jobs.stale import stale_job
 from workers.ledger.changes import ChangeFeed
@@ -51,6 +53,8 @@ def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
         FRESHNESS_JOB,
         RECONCILE_JOB,
         OVERDUE_RECONCILE_JOB,
+        INCIDENT_JOB,
+        INCIDENT_REFRESH_JOB,
         SETTINGS_JOB,
         KEEPALIVE_JOB,
         PRUNE_JOB,

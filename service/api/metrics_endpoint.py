@@ -4,8 +4,8 @@ Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web
 record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
 delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
 newest event any worker folded), the connections by freshness and by health (from the database: what the
-fold and the periodic check last recorded), and the missed webhooks ever recorded (from the database, so every
-process counts the same and a restart loses none).
+fold and the periodic check last recorded), the missed webhooks ever recorded (from the database, so every
+process counts the same and a restart loses none) and the platform incidents open.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from schemas.statuses import FRESHNESS, HEALTH
 from service.common.services import services
 from workers.ledger.freshness_state import SOURCE_TYPES, count_by_freshness, count_by_health
 from workers.ledger.missed import count_missed
+from workers.ledger.platform_incidents import count_open_incidents
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.redis_queues import depths
 
@@ -80,6 +81,14 @@ def read_missed(engine: Engine) -> dict[str, int] | None:
         return None
 
 
+def read_open_incidents(engine: Engine) -> int | None:
+    """Platform incidents open now; None if the database does not answer."""
+    try:
+        return count_open_incidents(engine)
+    except SQLAlchemyError:
+        return None
+
+
 def missed_family(counts: dict[str, int]) -> CounterMetricFamily:
     """`synctrack_webhooks_missed_total`: every source type, zeros included, so the first miss is an increase."""
     family = CounterMetricFamily(
@@ -125,6 +134,7 @@ def render(
     freshness: dict[tuple[str, str], int] | None = None,
     health: dict[tuple[str, str], int] | None = None,
     missed: dict[str, int] | None = None,
+    incidents_open: int | None = None,
 ) -> bytes:
     """The exposition text: every process's metrics (or this process's), then the scrape-time gauges."""
     metrics()  # every metric exists (at zero) from the first scrape on
@@ -172,6 +182,10 @@ def render(
         families.append(health_family(health))
     if missed is not None:
         families.append(missed_family(missed))
+    if incidents_open is not None:
+        incidents = GaugeMetricFamily("synctrack_platform_incidents_open", "Platform incidents open now.")
+        incidents.add_metric([], incidents_open)
+        families.append(incidents)
     return generate_latest(_Families(families))
 
 
@@ -196,7 +210,9 @@ async def metrics_endpoint(request: Request) -> Response:
     settings, engine = shared.settings, shared.engine
     depths = await read_depths(shared.redis, settings.redis_namespace)
     body = await asyncio.to_thread(
-        lambda: render(depths, read_freshness(engine), read_health(engine), read_missed(engine))
+        lambda: render(
+            depths, read_freshness(engine), read_health(engine), read_missed(engine), read_open_incidents(engine)
+        )
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

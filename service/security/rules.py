@@ -104,6 +104,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/imports"): ADMIN,
     ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
     ("POST", "/v1/admin/imports/{job_id}/resume"): ADMIN,
+    ("GET", "/v1/platforms/incidents"): ADMIN,
 }
 PREFIX_RULES: tuple[tuple[str, Rule], ...] = (
     ("/v1/admin/", ADMIN),

@@ -36,6 +36,7 @@ def test_the_rules_are_tried_in_the_documented_order() -> None:
         "reconnect",
         "reconnect",
         "reconnect",
+        "wait",
         "refresh",
         "wait",
         "none",
@@ -59,6 +60,28 @@ def test_a_failed_data_type_makes_the_connection_failing_naming_the_data_type_an
     health = health_of(ledger)
     assert (health.health, health.next_action, health.data_type) == ("failing", "refresh", "invoices")
     assert health.reason == "Syncing invoices from Xero failed (FetchError): a refresh may fix it."
+
+
+def test_a_failure_an_open_incident_of_its_platform_counts_asks_the_customer_only_to_wait() -> None:
+    ledger = fold_all(xero(), ev(read_completed([("invoices", "FetchError")], minutes=10)))
+    conn = ledger.connections[CONNECTION]
+    types = [row for (cid, _), row in ledger.data_type_rows().items() if cid == CONNECTION]
+    health = judge(conn, types, False, incident_since=at(5))
+    assert (health.health, health.next_action, health.data_type) == ("platform_incident", "wait", "invoices")
+    assert health.reason.startswith("Xero is having problems")
+    # A failure from before the incident's window is the connection's own: refresh it.
+    assert judge(conn, types, False, incident_since=at(10)).health == "failing"
+
+
+def test_an_incident_does_not_hide_an_auth_error_or_touch_a_healthy_connection() -> None:
+    refused = fold_all(xero(), ev(read_completed([("invoices", "AuthError")], minutes=10)))
+    conn = refused.connections[CONNECTION]
+    types = [row for (cid, _), row in refused.data_type_rows().items() if cid == CONNECTION]
+    assert judge(conn, types, False, incident_since=at(5)).health == "needs_reauth"
+    fine = fold_all(xero(), ev(read_completed([("invoices", "Complete")], minutes=10)))
+    conn = fine.connections[CONNECTION]
+    types = [row for (cid, _), row in fine.data_type_rows().items() if cid == CONNECTION]
+    assert judge(conn, types, False, incident_since=at(5)).health == "healthy"
 
 
 def test_a_later_success_of_the_failed_data_type_heals_the_connection() -> None:

@@ -76,6 +76,23 @@ def test_each_change_becomes_one_delivery_per_subscription_whose_filter_matches(
     assert redis.xpending(f"{ns}:changes", "subscriptions")["pending"] == 0
 
 
+def test_a_platform_incident_goes_only_to_subscriptions_without_a_company_filter(
+    settings: Settings, engine: Engine, redis: Redis
+) -> None:
+    everything = add_subscription(engine, URL)
+    incidents = add_subscription(engine, URL, event_types=["platform.incident_opened"])
+    add_subscription(engine, URL, company_ids=["company-a"])
+    add_subscription(engine, URL, event_types=["platform.incident_closed"])
+    dispatcher = Dispatcher(settings, engine, redis, consumer="one")
+    dispatcher.ensure_group()
+    opened = publish_change(redis, settings.redis_namespace, "platform.incident_opened", "")
+    assert dispatcher.step(block_ms=10) == 1
+    assert {(d.subscription_id, d.event_id, d.company_id) for d in deliveries(engine)} == {
+        (everything.id, opened, None),
+        (incidents.id, opened, None),
+    }
+
+
 def test_a_delivery_carries_the_change_as_body_and_a_stable_id(
     settings: Settings, engine: Engine, redis: Redis
 ) -> None:

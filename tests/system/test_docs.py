@@ -30,7 +30,7 @@ CODE_SPAN = re.compile(r"`[^`\n]*`")
 HEADING = re.compile(r"^#{1,6} +(.+?) *#*$", re.MULTILINE)
 ONE_LITERAL = re.compile(r"^`([^`]+)`(?: \([^)]*\))?$")
 NO_VALUE = ("(none)", "(any)")
-PROSE_DEFAULTS = {"reconcile_every_seconds"}
+PROSE_DEFAULTS = {"reconcile_every_seconds", "incident_auto_refresh"}
 """Fields whose documented default is a sentence: it depends on another setting (the Codat API key)."""
 
 

@@ -22,13 +22,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, col, select
 
-from schemas.codat import pull_operation
-from schemas.errors import ErrorCode
-from schemas.events import InvalidEnvelope
-from workers.codat.actions import record_failure, record_refresh
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
-from workers.codat.reconcile import publish
+from workers.codat.system_refresh import GIVE_UP, refresh_as
 from workers.ledger.tables import AuditRecord, Connection
 from workers.runtime.periodic import PeriodicJob
 
@@ -39,8 +35,6 @@ log = logging.getLogger("synctrack.keepalive")
 
 KEEPALIVE_ACTOR = "system:keepalive"
 """The audit log's actor of every keep-alive request."""
-GIVE_UP = (ErrorCode.CODAT_AUTH_FAILED, ErrorCode.CODAT_UNAVAILABLE)
-"""Failures after which further calls this run would fail the same way, or only add to Codat's load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,28 +94,11 @@ async def keep_alive(runtime: WorkerRuntime, client: CodatClient | None = None, 
     accepted = 0
     try:
         for target in due:
-            at = datetime.now(UTC)
             try:
-                status, raw = await codat.refresh_data_type(target.company_id, data_type, target.connection_id)
-                try:
-                    operations = [pull_operation(raw)]
-                except InvalidEnvelope as exc:
-                    raise CodatError(
-                        502, ErrorCode.CODAT_ERROR, f"Codat's pull operation is unreadable: {exc}", status
-                    ) from None
-            except CodatError as exc:
-                await asyncio.to_thread(
-                    record_failure,
-                    runtime.engine,
-                    action="refresh",
-                    actor=KEEPALIVE_ACTOR,
-                    at=at,
-                    company_id=target.company_id,
-                    connection_id=target.connection_id,
-                    data_type=data_type,
-                    codat_status=exc.codat_status,
-                    detail=f"{exc.code.value}: {exc.detail}",
+                result = await refresh_as(
+                    runtime, codat, KEEPALIVE_ACTOR, target.company_id, target.connection_id, data_type
                 )
+            except CodatError as exc:
                 log.warning(
                     "msg=keepalive_failed connection=%s company=%s error=%s",
                     target.connection_id,
@@ -131,19 +108,6 @@ async def keep_alive(runtime: WorkerRuntime, client: CodatClient | None = None, 
                 if exc.code in GIVE_UP:
                     break
                 continue
-            result = await asyncio.to_thread(
-                record_refresh,
-                runtime.engine,
-                actor=KEEPALIVE_ACTOR,
-                at=at,
-                company_id=target.company_id,
-                data_type=data_type,
-                connection_id=target.connection_id,
-                codat_status=status,
-                operations=operations,
-                freshness=runtime.freshness,
-            )
-            publish(runtime.feed, result.entries)
             accepted += 1
             log.info(
                 "msg=keepalive_requested connection=%s company=%s data_type=%s audit=%s",

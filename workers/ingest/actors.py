@@ -38,6 +38,7 @@ def declare_actors(
         freshness=runtime.freshness,
         companies_created=companies_created,
         durations=runtime.durations,
+        incidents=runtime.incidents,
     )
     batcher = FoldBatcher(fold)
     runtime.on_close(batcher.stop)

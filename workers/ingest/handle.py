@@ -26,7 +26,9 @@ from workers.ledger.audit import confirm_actions
 from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.durations import DurationMemo
+from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.ledger.platform_incidents import IncidentSettings, check_after_fold
 from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
 from workers.runtime.metrics import record_folds, record_latency
@@ -87,13 +89,15 @@ def handle_webhooks(
     freshness: FreshnessPolicy = DEFAULT_POLICY,
     companies_created: Callable[[list[str]], None] | None = None,
     durations: DurationMemo | None = None,
+    incidents: IncidentSettings | None = None,
 ) -> list[Outcome]:
     """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
 
     `freshness`: the thresholds the announced Connection objects are judged by. `companies_created` is told,
     after the commit, the companies whose `company.created` was folded (the worker queues the read of their sync
-    settings). `durations`: the worker's memo of typical durations. Returns one outcome per request, in order.
-    Raises (nothing committed) if the database fails.
+    settings). `durations`: the worker's memo of typical durations. With `incidents`, the platforms whose results
+    the batch changed are then checked for incidents (`workers.ledger.platform_incidents`). Returns one outcome per
+    request, in order. Raises (nothing committed) if the database fails.
     """
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
@@ -111,7 +115,33 @@ def handle_webhooks(
         feed.publish(entries, receipts)
         record_latency("published", [receipts[e] for entry in entries if (e := entry.data.get("event_id")) in receipts])
     _tell_companies_created(companies_created, events)
+    if incidents is not None:
+        _check_incidents(engine, feed, incidents, freshness, now, _result_platforms(changes, slices))
     return _outcomes(plans, entries, now)
+
+
+def _result_platforms(changes: list[Change], slices: dict[str, ConnectionSlice]) -> set[str]:
+    finished = ("sync.completed", "sync.failed")
+    keys = {slices[c.connection_id].connection.platform_key for c in changes if c.kind in finished}
+    return {key for key in keys if key}
+
+
+def _check_incidents(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    incidents: IncidentSettings,
+    freshness: FreshnessPolicy,
+    now: datetime,
+    platform_keys: set[str],
+) -> None:
+    if not platform_keys:
+        return
+    try:
+        check_after_fold(engine, feed, incidents, freshness, now, platform_keys)
+    except Exception:
+        # The batch is committed and its changes announced: a failed check must not retry it. The periodic
+        # check looks again.
+        log.exception("msg=incident_check_failed platforms=%s", ",".join(sorted(platform_keys)))
 
 
 def handle_webhook(

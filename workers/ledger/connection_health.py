@@ -10,6 +10,8 @@ applies wins:
   or Linked with an active error whose status code is 401 or 403;
 * ``link_failed`` (``reconnect``): PendingAuth and a `connection.failed` was received;
 * ``pending`` (``reconnect``): PendingAuth otherwise;
+* ``platform_incident`` (``wait``): Linked, the latest result of a data type is a failure other than AuthError that
+  the platform's open incident counts (`workers.ledger.incidents`): the customer has nothing to fix;
 * ``failing`` (``refresh``): Linked and the latest result of a data type is a failure other than AuthError;
 * ``syncing`` (``wait``): Linked and a sync is active;
 * ``healthy`` (``none``): otherwise.
@@ -53,6 +55,9 @@ class Situation:
     failures: tuple[tuple[str, str], ...]
     """(data type, status) of each data type whose latest result since the last link failed, latest first."""
     sync_active: bool
+    incident_since: datetime | None = None
+    """When the failures the open incident of the connection's platform counts begin; None without one."""
+    latest_failure_at: datetime | None = None
 
     @property
     def linked(self) -> bool:
@@ -114,6 +119,18 @@ def _pending(s: Situation) -> Finding | None:
     return Finding(f"The customer has not finished linking {s.platform} yet.")
 
 
+def _platform_incident(s: Situation) -> Finding | None:
+    since, latest = s.incident_since, s.latest_failure_at
+    if since is None or latest is None or latest <= since or not s.linked or not s.failures:
+        return None
+    data_type, _ = s.failures[0]
+    return Finding(
+        f"{_cap(s.platform)} is having problems across many companies: nothing you need to do, syncing resumes "
+        "once it recovers.",
+        data_type,
+    )
+
+
 def _failing(s: Situation) -> Finding | None:
     if not s.linked or not s.failures:
         return None
@@ -137,6 +154,7 @@ RULES: tuple[Rule, ...] = (
     Rule("needs_reauth", "reconnect", _needs_reauth),
     Rule("link_failed", "reconnect", _link_failed),
     Rule("pending", "reconnect", _pending),
+    Rule("platform_incident", "wait", _platform_incident),
     Rule("failing", "refresh", _failing),
     Rule("syncing", "wait", _syncing),
     Rule("healthy", "none", _healthy),
@@ -144,9 +162,18 @@ RULES: tuple[Rule, ...] = (
 """In order: the first that applies is the connection's health. The last always applies."""
 
 
-def judge(connection: ConnectionRow, data_types: Iterable[DataTypeRow], sync_active: bool) -> ConnectionHealth:
-    """The connection's health (see the module's docstring)."""
-    situation = Situation(connection, _platform(connection), _failures(connection, data_types), sync_active)
+def judge(
+    connection: ConnectionRow,
+    data_types: Iterable[DataTypeRow],
+    sync_active: bool,
+    incident_since: datetime | None = None,
+) -> ConnectionHealth:
+    """The connection's health (see the module's docstring); `incident_since`: its platform has an open incident
+    counting the failures after this moment."""
+    found = _failures(connection, data_types)
+    failures = tuple((data_type, status) for _, data_type, status in found)
+    latest = found[0][0] if found else None
+    situation = Situation(connection, _platform(connection), failures, sync_active, incident_since, latest)
     for rule in RULES:
         finding = rule.applies(situation)
         if finding is not None:
@@ -164,7 +191,7 @@ def deauthorization_risk_at(connection: ConnectionRow, after: timedelta) -> date
     return max(times) + after if times else None
 
 
-def _failures(connection: ConnectionRow, data_types: Iterable[DataTypeRow]) -> tuple[tuple[str, str], ...]:
+def _failures(connection: ConnectionRow, data_types: Iterable[DataTypeRow]) -> list[tuple[datetime, str, str]]:
     since = connection.last_linked_at
     found: list[tuple[datetime, str, str]] = []
     for row in data_types:
@@ -173,7 +200,7 @@ def _failures(connection: ConnectionRow, data_types: Iterable[DataTypeRow]) -> t
             found.append((at, row.data_type, row.status))
     found.sort(key=lambda f: f[1])
     found.sort(key=lambda f: f[0], reverse=True)
-    return tuple((data_type, status) for _, data_type, status in found)
+    return found
 
 
 def _platform(connection: ConnectionRow) -> str:

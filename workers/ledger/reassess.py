@@ -36,13 +36,15 @@ def reassess(
     now: datetime,
     company_id: str | None = None,
     limit: int = BATCH_CONNECTIONS,
+    platform_key: str | None = None,
 ) -> int:
-    """Compare the freshness and health at `now` of every connection (or `company_id`'s) with the last announced;
-    announce the differences and return the number of connections whose `freshness` changed."""
+    """Compare the freshness and health at `now` of every connection (or `company_id`'s, or those on
+    `platform_key`) with the last announced; announce the differences and return the number of connections whose
+    `freshness` changed."""
     after = ""
     changed = 0
     while True:
-        entries, last_id, count = reassess_batch(engine, policy, now, after, limit, company_id)
+        entries, last_id, count = reassess_batch(engine, policy, now, after, limit, company_id, platform_key)
         if feed is not None and entries:
             feed.publish(entries)
         changed += sum(1 for entry in entries if entry.name == FRESHNESS_CHANGED)
@@ -52,7 +54,13 @@ def reassess(
 
 
 def reassess_batch(
-    engine: Engine, policy: FreshnessPolicy, now: datetime, after: str, limit: int, company_id: str | None = None
+    engine: Engine,
+    policy: FreshnessPolicy,
+    now: datetime,
+    after: str,
+    limit: int,
+    company_id: str | None = None,
+    platform_key: str | None = None,
 ) -> tuple[list[FeedEntry], str, int]:
     """One transaction over up to `limit` connections with ids after `after`: (entries, last id, count)."""
     entries: list[FeedEntry] = []
@@ -60,6 +68,8 @@ def reassess_batch(
         query = select(Connection).where(col(Connection.id) > after)
         if company_id is not None:
             query = query.where(Connection.company_id == company_id)
+        if platform_key is not None:
+            query = query.where(Connection.platform_key == platform_key)
         query = query.order_by(col(Connection.id)).limit(limit)
         if engine.dialect.name == "postgresql":
             query = query.with_for_update()

@@ -45,6 +45,7 @@ class Sync(SQLModel, SyncRow, table=True):
     __table_args__ = (
         Index("ix_syncs_connection_sort", "connection_id", "sort_at"),
         Index("ix_syncs_phase", "phase", "company_id"),
+        Index("ix_syncs_completed", "completed_at"),
     )
 
     id: str = Field(primary_key=True)
@@ -352,3 +353,28 @@ class BundleRefresh(SQLModel, table=True):
     ready_at: datetime | None = None
     as_of: datetime | None = None
     """The bundle's `as_of` when it became ready."""
+
+
+class PlatformIncident(SQLModel, table=True):
+    """A platform's incident: many connections of several companies failing on it at once.
+
+    Derived from the results in `syncs` and the clock (`workers.ledger.incidents`): the check writes what the
+    derivation finds, keyed by platform and opening time, so checking again (or after a rebuild) finds the same
+    rows. `refresh_state` is the one thing the derivation does not give: whether the refreshes that follow the
+    close are `pending` (for the refresh job), `done`, or `none` (auto-refresh off).
+    """
+
+    __tablename__ = "platform_incidents"
+    __table_args__ = (Index("ix_platform_incidents_opened", "opened_at", "id"),)
+
+    id: str = Field(primary_key=True)
+    platform_key: str = Field(index=True)
+    platform_name: str | None = None
+    data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    opened_at: datetime
+    failures_since: datetime
+    """The failures counted are those completed after this moment (the start of the window that opened it)."""
+    closed_at: datetime | None = Field(default=None, index=True)
+    affected_connections: int = 0
+    failure_share: float = 0.0
+    refresh_state: str = "none"

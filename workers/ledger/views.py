@@ -32,7 +32,7 @@ from workers.ledger.freshness import (
 )
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
 from workers.ledger.schedules import load_schedules
-from workers.ledger.tables import Company, Connection, DataTypeState, Sync
+from workers.ledger.tables import Company, Connection, DataTypeState, PlatformIncident, Sync
 
 IN_CHUNK = 500
 
@@ -53,13 +53,14 @@ def assess_connection(
     policy: FreshnessPolicy,
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,
+    incident_since: datetime | None = None,
 ) -> Assessment:
     """Pure: the connection's `Assessment` from its rows, whether a sync is active, the thresholds, its company's
-    `schedules` and `now`."""
+    `schedules`, `now` and, when its platform has an open incident, when the failures it counts begin."""
     types = list(data_types)
     return Assessment(
         assess(connection, types, policy, now, schedules),
-        judge(connection, types, sync_active),
+        judge(connection, types, sync_active, incident_since),
         deauthorization_risk_at(connection, policy.deauthorize_after),
     )
 
@@ -183,10 +184,27 @@ def load_assessments(
     rows = {conn.id: conn for conn in connections}
     types = load_data_types(session, rows)
     schedules = company_schedules(session, {conn.company_id for conn in rows.values()}, policy)
+    incidents = open_incidents(session)
     return {
-        cid: assess_connection(conn, types[cid], cid in active, policy, now, schedules[conn.company_id])
+        cid: assess_connection(
+            conn,
+            types[cid],
+            cid in active,
+            policy,
+            now,
+            schedules[conn.company_id],
+            incidents.get(conn.platform_key or ""),
+        )
         for cid, conn in rows.items()
     }
+
+
+def open_incidents(session: Session) -> dict[str, datetime]:
+    """Platform key -> when the failures its open incident counts begin, for every platform with one."""
+    query = select(PlatformIncident.platform_key, PlatformIncident.failures_since).where(
+        col(PlatformIncident.closed_at).is_(None)
+    )
+    return dict(session.exec(query).all())
 
 
 def company_schedules(session: Session, company_ids: Iterable[str], policy: FreshnessPolicy) -> dict[str, Schedules]:
@@ -226,7 +244,8 @@ def load_connection_detail(
         select(DataTypeState).where(DataTypeState.connection_id == connection_id).order_by(col(DataTypeState.data_type))
     ).all()
     schedules = company_schedules(session, [connection.company_id], policy)[connection.company_id]
-    assessed = assess_connection(connection, types, bool(active), policy, now, schedules)
+    since = open_incidents(session).get(connection.platform_key or "")
+    assessed = assess_connection(connection, types, bool(active), policy, now, schedules, since)
     base = connection_out(connection, company_name, bool(active), assessed)
     judged = {d.data_type: d for d in assessed.freshness.data_types}
     return ConnectionDetail(**base.model_dump(), data_types=[data_type_out(t, judged[t.data_type]) for t in types])

@@ -16,6 +16,7 @@ from schemas.settings import Settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.durations import DurationMemo
 from workers.ledger.freshness import FreshnessPolicy
+from workers.ledger.platform_incidents import IncidentSettings
 
 
 @dataclass
@@ -32,6 +33,11 @@ class WorkerRuntime:
         """The freshness thresholds of `settings` (`SYNCTRACK_FRESHNESS_AFTER`, `_OVERRIDES`, `_SCHEDULE_FACTOR`,
         and whether Codat's schedules count: an API key is set)."""
         return FreshnessPolicy.from_settings(self.settings)
+
+    @property
+    def incidents(self) -> IncidentSettings:
+        """The incident thresholds of `settings` (`SYNCTRACK_INCIDENT_*`)."""
+        return IncidentSettings.from_settings(self.settings)
 
     def on_close(self, closer: Callable[[], None]) -> None:
         """Run `closer` when the runtime closes (last registered, first run)."""

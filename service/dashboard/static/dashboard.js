@@ -8,6 +8,7 @@ import { renderBundles } from "./bundles.js";
 import { DetailView } from "./detail.js";
 import { refreshTimes } from "./format.js";
 import { summaryText } from "./freshness.js";
+import { incidentText } from "./health.js";
 import { renderList } from "./list.js";
 import { LiveFeed } from "./live.js";
 import { createMessages } from "./messages.js";
@@ -112,6 +113,9 @@ function render() {
   updatePickerCount();
   const connections = [...store.connections.values()];
   $("company-summary").textContent = state.loaded && !state.failed && connections.length ? summaryText(connections) : "";
+  const incident = state.failed ? null : incidentText(connections);
+  $("incident-banner").hidden = !incident;
+  $("incident-banner").textContent = incident ?? "";
   $("company-tools").hidden = state.failed;
   renderBundles($("bundles"), $("bundle-list"), state.loaded && !state.failed ? state.bundles : [], {
     canRefresh: rights === null || rights.has("refresh"),

@@ -8,6 +8,7 @@ const WORDS = {
   healthy: "Working",
   syncing: "Syncing",
   failing: "Sync failing",
+  platform_incident: "Platform having problems",
   pending: "Waiting for the customer to link",
   link_failed: "Linking failed",
   needs_reauth: "Needs signing in again",
@@ -21,6 +22,24 @@ const riskDay = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short
 /** What a connection's health says, in plain words. */
 export function healthWords(connection) {
   return WORDS[connection.health] ?? "Health unknown";
+}
+
+/**
+ * The banner over a company's connections while their platform has an incident: which platform, and that
+ * nothing needs doing; null when no connection shown is affected. Only the connections' own health says so (a
+ * company's token never sees the incidents themselves).
+ */
+export function incidentText(connections) {
+  const names = [
+    ...new Set(
+      connections
+        .filter((c) => c.health === "platform_incident" && !c.deleted_at)
+        .map((c) => c.platform_name ?? c.platform_key ?? "The platform"),
+    ),
+  ].sort();
+  if (!names.length) return null;
+  const who = names.length === 1 ? `${names[0]} is` : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are`;
+  return `${who} having problems across many companies. Nothing you need to do: syncing resumes once it recovers.`;
 }
 
 /** "Will need re-linking after 14 Mar unless it syncs", when Codat may deauthorize it within 14 days; else null. */
