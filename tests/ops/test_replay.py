@@ -20,7 +20,7 @@ from workers.ops.rebuild import dump_ledger
 from workers.ops.replay import ReplayRunner
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.db import make_engine
-from workers.runtime.redis_queues import queued_messages
+from workers.runtime.redis_queues import BACKFILL_QUEUE, queued_messages
 
 pytestmark = pytest.mark.redis
 
@@ -76,8 +76,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def enqueued_event_ids(settings: Settings) -> list[str]:
-    """The event ids of the replay messages waiting in the webhook queue, in queue order."""
-    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace)
+    """The event ids of the replay messages waiting in the backfill queue, in queue order."""
+    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace, BACKFILL_QUEUE)
     assert all(m.actor_name == FOLD_STORED_ACTOR for m in messages)  # stored events, bodies loaded by the worker
     return [event_id for m in messages for event_id in m.args[0]]
 
