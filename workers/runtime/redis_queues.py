@@ -49,6 +49,9 @@ QUEUES = (WEBHOOK_QUEUE, BACKFILL_QUEUE, OPS_QUEUE, DELIVERY_QUEUE)
 BACKFILL_PREFETCH = 1
 """Most backfill messages one worker process holds at once: the share of its threads a backlog may take while
 live work arrives."""
+BACKFILL_YIELD_SECONDS = 0.05
+"""Longest a backfill fetch waits for the live consumer to be quiet: under unending live traffic a backlog still
+moves, one message per process at most this often."""
 
 MAINTENANCE_CHANCE = 20_000
 """Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages)."""
@@ -203,15 +206,15 @@ class DoorbellConsumer(_RedisConsumer):
 
 
 class BackfillConsumer(DoorbellConsumer):
-    """The backfill queue's consumer: before each fetch it waits (up to its wait, a second at most) for this
+    """The backfill queue's consumer: before each fetch it waits (up to `BACKFILL_YIELD_SECONDS`) for this
     process's live consumer to be quiet — to hold nothing and find nothing — so backfill work is taken when the live
-    queue is empty, and under unending live traffic still at one message per wait. Live work that arrives while it
-    holds a message is fetched by the live consumer beside it: `BACKFILL_PREFETCH` bounds what the backlog holds."""
+    queue is empty, and under unending live traffic still a message at a time. Live work that arrives while it holds
+    a message is fetched by the live consumer beside it: `BACKFILL_PREFETCH` bounds what the backlog holds."""
 
     def __next__(self) -> MessageProxy | None:
         live = self.broker.lanes.get(WEBHOOK_QUEUE)
         if live is not None and self.outstanding_message_count < self.prefetch:
-            live.quiet.wait(self.wait_seconds)
+            live.quiet.wait(BACKFILL_YIELD_SECONDS)
         return super().__next__()
 
 
