@@ -14,8 +14,9 @@ under the namespace ``ns``:
 * ``{ns}:{q}.bell`` — Synctrack's doorbell of the queue: every enqueue pushes to it, an idle consumer blocks on it.
 
 Webhook work runs in two lanes: the live queue (``webhooks``) and the backfill queue (``backfill``: old webhooks,
-replays, imports). A worker process takes backfill work only while its live consumer holds nothing, and holds at
-most `BACKFILL_PREFETCH` backfill messages at once, so a backlog never stands in front of a live event.
+replays, imports). A worker process takes backfill work when its live consumer is quiet (or, under unending live
+traffic, after a short yield), and holds at most `BACKFILL_PREFETCH` backfill messages at once, so a backlog never
+stands in front of a live event.
 
 The atomic writes are one Lua script beside this file (`redis_queues.lua`).
 """
