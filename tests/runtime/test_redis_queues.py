@@ -159,15 +159,15 @@ def test_a_waiting_backfill_consumer_wakes_as_soon_as_work_reaches_the_backfill_
     assert got["at"] - enqueued < WAKE_MS / 1000 / 2
 
 
-def test_a_backfill_consumer_holds_one_message_at_a_time_whatever_its_prefetch(redises: Redises) -> None:
+def test_a_backfill_consumer_holds_a_bounded_share_of_messages_whatever_its_prefetch(redises: Redises) -> None:
     broker = redises.broker()
     broker.declare_queue(BACKFILL_QUEUE)
     backfill = broker.consume(BACKFILL_QUEUE, prefetch=10, timeout=200)
-    push(redises.sync, redises.namespace, [encode(BACKFILL_QUEUE, ACTOR, (f"old-{i}",)) for i in range(3)])
-    first = next(backfill)
-    assert first is not None and first.args == ("old-0",)
-    assert BACKFILL_PREFETCH == 1
-    assert next(backfill) is None  # two more wait, but one is in hand
-    backfill.ack(first)
-    second = next(backfill)
-    assert second is not None and second.args == ("old-1",)
+    waiting = BACKFILL_PREFETCH + 2
+    push(redises.sync, redises.namespace, [encode(BACKFILL_QUEUE, ACTOR, (f"old-{i}",)) for i in range(waiting)])
+    held = [next(backfill) for _ in range(BACKFILL_PREFETCH)]
+    assert [m.args for m in held if m is not None] == [(f"old-{i}",) for i in range(BACKFILL_PREFETCH)]
+    assert next(backfill) is None  # more wait, but the share is in hand
+    backfill.ack(held[0])
+    following = next(backfill)
+    assert following is not None and following.args == (f"old-{BACKFILL_PREFETCH}",)

@@ -47,12 +47,12 @@ DELIVERY_QUEUE = "deliveries"
 BACKFILL_QUEUE = "backfill"
 QUEUES = (WEBHOOK_QUEUE, BACKFILL_QUEUE, OPS_QUEUE, DELIVERY_QUEUE)
 """Every queue Synctrack runs, as `/v1/admin/queues` and `/metrics` list them."""
-BACKFILL_PREFETCH = 1
+BACKFILL_PREFETCH = 2
 """Most backfill messages one worker process holds at once: the share of its threads a backlog may take while
-live work arrives."""
+live work arrives (two, so the next is fetched while one is folded)."""
 BACKFILL_YIELD_SECONDS = 0.05
 """Longest a backfill fetch waits for the live consumer to be quiet: under unending live traffic a backlog still
-moves, one message per process at most this often."""
+moves, one fetch per process at most this often."""
 
 MAINTENANCE_CHANCE = 20_000
 """Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages)."""
@@ -209,7 +209,7 @@ class DoorbellConsumer(_RedisConsumer):
 class BackfillConsumer(DoorbellConsumer):
     """The backfill queue's consumer: before each fetch it waits (up to `BACKFILL_YIELD_SECONDS`) for this
     process's live consumer to be quiet — to hold nothing and find nothing — so backfill work is taken when the live
-    queue is empty, and under unending live traffic still a message at a time. Live work that arrives while it holds
+    queue is empty, and under unending live traffic still a fetch at a time. Live work that arrives while it holds
     a message is fetched by the live consumer beside it: `BACKFILL_PREFETCH` bounds what the backlog holds."""
 
     def __next__(self) -> MessageProxy | None:
