@@ -165,8 +165,8 @@ def test_a_backfill_consumer_holds_a_bounded_share_of_messages_whatever_its_pref
     backfill = broker.consume(BACKFILL_QUEUE, prefetch=10, timeout=200)
     waiting = BACKFILL_PREFETCH + 2
     push(redises.sync, redises.namespace, [encode(BACKFILL_QUEUE, ACTOR, (f"old-{i}",)) for i in range(waiting)])
-    held = [next(backfill) for _ in range(BACKFILL_PREFETCH)]
-    assert [m.args for m in held if m is not None] == [(f"old-{i}",) for i in range(BACKFILL_PREFETCH)]
+    held = [m for m in (next(backfill) for _ in range(BACKFILL_PREFETCH)) if m is not None]
+    assert [m.args for m in held] == [(f"old-{i}",) for i in range(BACKFILL_PREFETCH)]
     assert next(backfill) is None  # more wait, but the share is in hand
     backfill.ack(held[0])
     following = next(backfill)
