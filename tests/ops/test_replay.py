@@ -191,3 +191,12 @@ def test_a_replay_nobody_is_running_any_more_shows_as_interrupted_and_resumes_on
         assert (finished["total"], finished["folded"]) == (3, 3)
         assert client.post(f"/v1/admin/replays/{job['id']}/resume").status_code == 409
         assert client.get("/v1/admin/replays/rpl_nope").status_code == 404
+
+
+def test_a_replay_waits_on_the_backfill_queue_and_leaves_the_live_queue_to_live_webhooks(
+    settings: Settings, stored: None, client: TestClient
+) -> None:
+    assert cli(settings, "replay", "--all", "--rate", "0").exit_code == 0
+    queues = {item["queue"]: item for item in client.get("/v1/admin/queues").json()["items"]}
+    assert queues["backfill"]["depth"] >= 1 and queues["backfill"]["oldest_age_seconds"] is not None
+    assert (queues["webhooks"]["depth"], queues["webhooks"]["oldest_age_seconds"]) == (0, None)
