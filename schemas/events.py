@@ -168,6 +168,8 @@ class Envelope:
     company_id: str | None
     connection_id: str | None
     """The connection a connection event names, or a read's first result's; None where not said."""
+    generated_at: datetime | None = None
+    """`generatedDate` of a current envelope; None for a legacy alert."""
 
 
 def read_envelope(body: object) -> Envelope:
@@ -184,7 +186,7 @@ def read_envelope(body: object) -> Envelope:
             raise InvalidEnvelope("eventType must be a non-empty string")
         if not isinstance(body.get("id"), str):
             raise InvalidEnvelope("a current envelope needs a string id")
-        parse_time(body.get("generatedDate"))
+        generated_at = parse_time(body.get("generatedDate"))
         payload = body.get("payload", {})
         if not isinstance(payload, dict):
             raise InvalidEnvelope("payload must be an object")
@@ -196,7 +198,7 @@ def read_envelope(body: object) -> Envelope:
         if connection is None and isinstance(items, list) and items and isinstance(items[0], dict):
             connection = normalise.text(items[0].get("connectionId"))
         company_id = normalise.text((company or {}).get("id")) or normalise.text(payload.get("companyId"))
-        return Envelope(event_type, body["id"], company_id, connection)
+        return Envelope(event_type, body["id"], company_id, connection, generated_at)
     if "RuleType" in body:
         if not isinstance(body["RuleType"], str) or not isinstance(body.get("AlertId"), str):
             raise InvalidEnvelope("a legacy alert needs string RuleType and AlertId")

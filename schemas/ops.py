@@ -148,3 +148,16 @@ class RedriveOut(BaseModel):
     ids: list[str]
     """The dead-letter ids moved back onto the queue."""
     event_ids: list[str | None]
+
+
+class QueueOut(BaseModel):
+    queue: str
+    depth: int
+    """Messages waiting to be taken by a worker (one message may carry many events)."""
+    oldest_age_seconds: float | None
+    """Seconds since the oldest waiting message was enqueued; null when none waits."""
+    dead_letters: int
+
+
+class QueuesOut(BaseModel):
+    items: list[QueueOut]

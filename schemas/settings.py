@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     worker_poll_ms: int = Field(default=1_000, ge=1, le=10_000)
     """Longest wait of an idle worker on Redis before it looks at its queues again (at most 1000 ms): every enqueue
     wakes a waiting worker at once, so this only bounds how soon work that arrived without a wake-up is taken."""
+    live_window_seconds: float = Field(
+        600, ge=0, validation_alias=AliasChoices("SYNCTRACK_LIVE_WINDOW", "SYNCTRACK_LIVE_WINDOW_SECONDS")
+    )
+    """`SYNCTRACK_LIVE_WINDOW`: a webhook generated longer ago than this (`10m`, `1h`, seconds) when it arrives goes
+    to the backfill queue, which workers take only when the live queue is empty; 0 = every webhook is live."""
     sync_stale_after_seconds: float = Field(
         6 * 3600, validation_alias=AliasChoices("SYNCTRACK_SYNC_STALE_AFTER", "SYNCTRACK_SYNC_STALE_AFTER_SECONDS")
     )
@@ -276,6 +281,7 @@ class Settings(BaseSettings):
         "keepalive_after_seconds",
         "incident_window_seconds",
         "incident_check_seconds",
+        "live_window_seconds",
         mode="before",
     )
     @classmethod

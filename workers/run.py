@@ -5,13 +5,16 @@ The command builds its dramatiq workers itself (rather than through dramatiq's C
 
 The parent process only supervises: it starts the children, restarts one that dies (a worker killed mid-message
 loses nothing: its unacknowledged messages are requeued by the broker's maintenance and folding is idempotent), and
-on SIGTERM or SIGINT asks every child to finish the messages in hand and stop. Nothing starts at import.
+on SIGTERM or SIGINT asks every child to finish the messages in hand and stop. Parent and children block on what
+they wait for (a child's exit, a signal, the parent's exit) instead of looking at it on a timer. Nothing starts at
+import.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.process
 import os
 import signal
@@ -28,9 +31,9 @@ its stop flag again."""
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
-def worker_process(threads: int, parent: int) -> None:
+def worker_process(threads: int) -> None:
     """One worker process: build the broker and actors, run dramatiq's worker until SIGTERM (or until its
-    supervisor, process `parent`, is gone)."""
+    supervisor is gone)."""
     import dramatiq
 
     from schemas.settings import Settings
@@ -47,12 +50,15 @@ def worker_process(threads: int, parent: int) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for each child
 
+    supervisor = multiprocessing.parent_process()
+    assert supervisor is not None, "a worker process is started by `supervise`"
+
     def watch_parent() -> None:
-        # A supervisor killed outright (SIGKILL, OOM) cannot stop its children: each stops when orphaned.
-        while not stopping.wait(1.0):
-            if os.getppid() != parent:
-                log.warning("worker=%d result=orphaned stopping=true", os.getpid())
-                stopping.set()
+        # A supervisor killed outright (SIGKILL, OOM) cannot stop its children: each stops when orphaned. The
+        # supervisor's sentinel becomes ready when it exits.
+        multiprocessing.connection.wait([supervisor.sentinel])
+        log.warning("worker=%d result=orphaned stopping=true", os.getpid())
+        stopping.set()
 
     threading.Thread(target=watch_parent, name="synctrack-parent-watch", daemon=True).start()
     broker, runtime = build_worker(settings)
@@ -72,9 +78,10 @@ def supervise(processes: int, threads: int) -> int:
     context = multiprocessing.get_context("spawn")
     children: list[multiprocessing.process.BaseProcess] = []
     stopping = threading.Event()
+    woken, wake = os.pipe()  # a signal writes to `wake`, so the wait on the children's sentinels returns
 
     def start(slot: int) -> None:
-        child = context.Process(target=worker_process, args=(threads, os.getpid()), name=f"synctrack-worker-{slot}")
+        child = context.Process(target=worker_process, args=(threads,), name=f"synctrack-worker-{slot}")
         child.start()
         if slot < len(children):
             children[slot] = child
@@ -83,12 +90,14 @@ def supervise(processes: int, threads: int) -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
+        os.write(wake, b"\0")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     for slot in range(processes):
         start(slot)
-    while not stopping.wait(0.5):
+    while not stopping.is_set():
+        multiprocessing.connection.wait([child.sentinel for child in children] + [woken])
         for slot, child in enumerate(children):
             if not child.is_alive() and not stopping.is_set():
                 log.warning("worker=%s result=died exitcode=%s restarting_in=%.0fs", child.pid, child.exitcode, 1)

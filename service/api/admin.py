@@ -1,4 +1,4 @@
-"""`/v1/admin/…`: replay stored webhooks and look after dead letters.
+"""`/v1/admin/…`: replay stored webhooks, look at the queues and look after dead letters.
 
 A replay created here runs on the workers (`workers/ops/actors.py`), paced and resumable; its progress
 is `GET /v1/admin/replays/{id}`. Dead letters are read from and put back onto dramatiq's queues in Redis
@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,6 +28,8 @@ from schemas.ops import (
     DeadLetterDetail,
     DeadLetterOut,
     DryRunOut,
+    QueueOut,
+    QueuesOut,
     RedriveOut,
     RedriveRequest,
     ReplayRequest,
@@ -47,7 +50,7 @@ from workers.ops.replay import (
     sample_selection,
 )
 from workers.runtime.metrics import record_redriven
-from workers.runtime.redis_queues import push
+from workers.runtime.redis_queues import push, queue_states
 
 log = logging.getLogger("synctrack.admin")
 
@@ -145,6 +148,19 @@ async def resume_replay(request: Request) -> JSONResponse:
     return await run_in_threadpool(run)
 
 
+async def list_queues(request: Request) -> JSONResponse:
+    """Every queue, live and backfill first: 503 `queue_unavailable` while Redis does not answer."""
+    try:
+        states = await queue_states(services(request).redis, namespace_of(request))
+    except (RedisError, OSError) as exc:
+        raise ApiError(503, ErrorCode.QUEUE_UNAVAILABLE, f"Redis did not answer: {exc}") from None
+    items = [
+        QueueOut(queue=s.queue, depth=s.depth, oldest_age_seconds=s.oldest_age_seconds, dead_letters=s.dead_letters)
+        for s in states
+    ]
+    return JSONResponse(QueuesOut(items=items).model_dump(mode="json"))
+
+
 def dead_letters(request: Request) -> DeadLetters:
     return DeadLetters(admin_redis(request), namespace_of(request), engine=services(request).engine)
 
@@ -210,6 +226,7 @@ routes = [
     Route("/v1/admin/replays/{job_id}", get_replay),
     Route("/v1/admin/replays/{job_id}/cancel", cancel_replay, methods=["POST"]),
     Route("/v1/admin/replays/{job_id}/resume", resume_replay, methods=["POST"]),
+    Route("/v1/admin/queues", list_queues),
     Route("/v1/admin/dead-letters", list_dead_letters),
     Route("/v1/admin/dead-letters/redrive", redrive, methods=["POST"]),
     Route("/v1/admin/dead-letters/purge", purge, methods=["POST"]),

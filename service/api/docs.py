@@ -28,7 +28,15 @@ from schemas.api import (
 )
 from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.imports import ImportJobOut, ImportRequest
-from schemas.ops import DeadLetterDetail, DryRunOut, RedriveOut, RedriveRequest, ReplayJobOut, ReplayRequest
+from schemas.ops import (
+    DeadLetterDetail,
+    DryRunOut,
+    QueuesOut,
+    RedriveOut,
+    RedriveRequest,
+    ReplayJobOut,
+    ReplayRequest,
+)
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from schemas.subscriptions import (
     EVENT_TYPES,
@@ -300,6 +308,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/admin/imports/{job_id}"): Operation("One import job and its progress", ImportJobOut),
     ("POST", "/v1/admin/imports/{job_id}/resume"): Operation(
         "Resume an import job, retrying the companies that failed", ImportJobOut, 202, errors=(409,)
+    ),
+    ("GET", "/v1/admin/queues"): Operation(
+        "Each queue's depth, the age of its oldest waiting message and its dead letters", QueuesOut, errors=(503,)
     ),
     ("GET", "/v1/admin/dead-letters"): Operation("Dead letters, newest first", DeadLetterPage, query=PAGED),
     ("POST", "/v1/admin/dead-letters/redrive"): Operation(

@@ -1,11 +1,11 @@
 """`GET /metrics`: Prometheus text, merged across every process, plus what only Redis knows.
 
 Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
-record there). At scrape time this adds, read fresh: the depth of the webhook queue (waiting and
-delayed for retry), the dead-letter depth, and the end-to-end lag (now minus the generation time of the
-newest event any worker folded), the connections by freshness and by health (from the database: what the
-fold and the periodic check last recorded), the missed webhooks ever recorded (from the database, so every
-process counts the same and a restart loses none) and the platform incidents open.
+record there). At scrape time this adds, read fresh: the depth of each queue (waiting and delayed for retry) and
+the age of its oldest waiting message, the webhook lanes' dead-letter depth, the end-to-end lag (now minus the
+generation time of the newest event any worker folded), the connections by freshness and by health (from the
+database: what the fold and the periodic check last recorded), the missed webhooks ever recorded (from the
+database, so every process counts the same and a restart loses none) and the platform incidents open.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from workers.ledger.freshness_state import SOURCE_TYPES, count_by_freshness, cou
 from workers.ledger.missed import count_missed
 from workers.ledger.platform_incidents import count_open_incidents
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
-from workers.runtime.redis_queues import depths
+from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE, QueueState, queue_states
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -48,13 +48,12 @@ class _Families:
         return self.families
 
 
-async def read_depths(redis: Any, namespace: str) -> dict[str, int] | None:
-    """Queue and dead-letter depths from Redis; None if Redis does not answer."""
+async def read_queues(redis: Any, namespace: str) -> list[QueueState] | None:
+    """Every queue's state from Redis; None if Redis does not answer."""
     try:
-        found = await asyncio.wait_for(depths(redis, namespace), timeout=2)
+        return await asyncio.wait_for(queue_states(redis, namespace), timeout=2)
     except (RedisError, OSError, TimeoutError):
         return None
-    return {"waiting": found.waiting, "delayed": found.delayed, "dead": found.dead}
 
 
 def read_freshness(engine: Engine) -> dict[tuple[str, str], int] | None:
@@ -130,7 +129,7 @@ def freshness_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
 
 
 def render(
-    depths: dict[str, int] | None,
+    queues: list[QueueState] | None,
     freshness: dict[tuple[str, str], int] | None = None,
     health: dict[tuple[str, str], int] | None = None,
     missed: dict[str, int] | None = None,
@@ -162,19 +161,10 @@ def render(
     if last_folded is not None:
         lag.add_metric([], max(0.0, time.time() - last_folded))
     families.append(lag)
-    if depths is not None:
-        queue = GaugeMetricFamily(
-            "synctrack_queue_depth",
-            "Messages waiting in the webhook queue; delayed = waiting to retry.",
-            labels=["state"],
-        )
-        queue.add_metric(["waiting"], depths["waiting"])
-        queue.add_metric(["delayed"], depths["delayed"])
-        dead = GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queue's dead-letter queue.")
-        dead.add_metric([], depths["dead"])
-        families += [queue, dead]
+    if queues is not None:
+        families += queue_families(queues)
     up = GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.")
-    up.add_metric([], 0 if depths is None else 1)
+    up.add_metric([], 0 if queues is None else 1)
     families.append(up)
     if freshness is not None:
         families.append(freshness_family(freshness))
@@ -187,6 +177,28 @@ def render(
         incidents.add_metric([], incidents_open)
         families.append(incidents)
     return generate_latest(_Families(families))
+
+
+def queue_families(queues: list[QueueState]) -> list[Metric]:
+    """`synctrack_queue_depth{queue, state}`, `synctrack_queue_oldest_age_seconds{queue}` (0 while none waits) and
+    `synctrack_dead_letters` (the webhook lanes', live and backfill)."""
+    depth = GaugeMetricFamily(
+        "synctrack_queue_depth",
+        "Messages waiting on each queue; state delayed = waiting to retry.",
+        labels=["queue", "state"],
+    )
+    age = GaugeMetricFamily(
+        "synctrack_queue_oldest_age_seconds",
+        "Seconds since the oldest message waiting on each queue was enqueued; 0 while none waits.",
+        labels=["queue"],
+    )
+    for state in queues:
+        depth.add_metric([state.queue, "waiting"], state.depth)
+        depth.add_metric([state.queue, "delayed"], state.delayed)
+        age.add_metric([state.queue], state.oldest_age_seconds or 0.0)
+    dead = GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queues' dead-letter queues.")
+    dead.add_metric([], sum(s.dead_letters for s in queues if s.queue in (WEBHOOK_QUEUE, BACKFILL_QUEUE)))
+    return [depth, age, dead]
 
 
 def _merge_readable(path: str) -> list[Metric]:
@@ -208,10 +220,10 @@ def _merge_readable(path: str) -> list[Metric]:
 async def metrics_endpoint(request: Request) -> Response:
     shared = services(request)
     settings, engine = shared.settings, shared.engine
-    depths = await read_depths(shared.redis, settings.redis_namespace)
+    queues = await read_queues(shared.redis, settings.redis_namespace)
     body = await asyncio.to_thread(
         lambda: render(
-            depths, read_freshness(engine), read_health(engine), read_missed(engine), read_open_incidents(engine)
+            queues, read_freshness(engine), read_health(engine), read_missed(engine), read_open_incidents(engine)
         )
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,10 @@ many events — yet no request is answered before its own event is on the queue.
 and, only if that was new, add it to the batch's one `fold_webhooks` message. One command and one message per batch
 instead of one per event is what lets the workers store and fold a burst in a few transactions. A duplicate never
 reaches the queue; a failure leaves no seen-key behind, so Codat's retry is not mistaken for a duplicate.
+
+Each event goes to one of two lanes: live (`fold_webhooks` on the webhook queue) or backfill (`fold_backfill` on
+the backfill queue, for an event generated before the live window); a batch holding both makes one script call per
+lane, at once. The de-duplication keys are shared, so an event is taken once whichever lane it went to.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from schemas.errors import Unavailable
-from workers.runtime.broker import FOLD_BATCH_ACTOR
-from workers.runtime.redis_queues import WEBHOOK_QUEUE, EnqueueUnseen
+from workers.runtime.broker import FOLD_BACKFILL_ACTOR, FOLD_BATCH_ACTOR
+from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE, EnqueueUnseen
 
 MAX_BATCH = 512
 
@@ -34,6 +38,7 @@ class _Item:
     message_id: str
     body: str
     received_at: str
+    backfill: bool
     future: asyncio.Future[bool]
 
 
@@ -42,20 +47,22 @@ class WebhookQueue:
         self.client = client
         self.namespace = namespace
         self.dedupe_seconds = dedupe_seconds
-        self._enqueue = EnqueueUnseen(client, namespace, WEBHOOK_QUEUE, FOLD_BATCH_ACTOR, dedupe_seconds)
+        self._live = EnqueueUnseen(client, namespace, WEBHOOK_QUEUE, FOLD_BATCH_ACTOR, dedupe_seconds)
+        self._backfill = EnqueueUnseen(client, namespace, BACKFILL_QUEUE, FOLD_BACKFILL_ACTOR, dedupe_seconds)
         self._pending: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None
 
     def seen_key(self, message_id: str) -> str:
         return f"{self.namespace}:seen:{message_id}"
 
-    async def submit(self, message_id: str, body: str, received_at: str) -> bool:
-        """Enqueue once per message id. True if enqueued now, False if it was seen before.
+    async def submit(self, message_id: str, body: str, received_at: str, backfill: bool = False) -> bool:
+        """Enqueue once per message id, on the backfill queue if `backfill`. True if enqueued now, False if it was
+        seen before.
 
         Raises `QueueUnavailable` if Redis did not take it.
         """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(message_id, body, received_at, future))
+        self._pending.append(_Item(message_id, body, received_at, backfill, future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return await future
@@ -63,21 +70,26 @@ class WebhookQueue:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                results = await self._run(batch)
-            except (RedisError, OSError) as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(QueueUnavailable(str(exc)))
-                continue
-            for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(bool(result))
-
-    async def _run(self, batch: list[_Item]) -> list[int]:
-        return await self._enqueue(
-            [
-                (self.seen_key(item.message_id), orjson.dumps([item.message_id, item.body, item.received_at]))
-                for item in batch
+            lanes = [
+                (self._live, [item for item in batch if not item.backfill]),
+                (self._backfill, [item for item in batch if item.backfill]),
             ]
-        )
+            await asyncio.gather(*(self._run(enqueue, items) for enqueue, items in lanes if items))
+
+    async def _run(self, enqueue: EnqueueUnseen, items: list[_Item]) -> None:
+        """Enqueue `items` in one script call and answer each one's caller."""
+        try:
+            results = await enqueue(
+                [
+                    (self.seen_key(item.message_id), orjson.dumps([item.message_id, item.body, item.received_at]))
+                    for item in items
+                ]
+            )
+        except (RedisError, OSError) as exc:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(QueueUnavailable(str(exc)))
+            return
+        for item, result in zip(items, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(bool(result))

@@ -9,8 +9,9 @@ signature does:
 2. media type, signature headers, size (while reading: a huge body is never held in memory), the body
    deadline (`SYNCTRACK_WEBHOOK_BODY_TIMEOUT_SECONDS`: a trickled body cannot hold a connection for ever),
    timestamp, and the signature over the raw bytes (`service/ingest/signature.py`);
-3. UTF-8, JSON, envelope shape; then `WebhookQueue` takes the event, and the answer (202 accepted, 200
-   duplicate) is given once Redis has it.
+3. UTF-8, JSON, envelope shape; then `WebhookQueue` takes the event — on the backfill queue if its
+   `generatedDate` is older than `SYNCTRACK_LIVE_WINDOW` — and the answer (202 accepted, 200 duplicate) is given
+   once Redis has it.
 
 Every 4xx counts against the source's failure budget (`service/security/failure_budget.py`). A source over
 its budget is answered 429 `rate_limited` for any request that fails steps 1–2, while a genuinely signed
@@ -25,7 +26,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -211,6 +212,8 @@ class Receiver:
         self.sources = SourceResolver(parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES"))
         self.limiter = FailureLimiter(settings.failure_limit_per_minute)
         self.tally = WebhookTally()
+        self.live_window = timedelta(seconds=settings.live_window_seconds) if settings.live_window_seconds else None
+        """An event generated longer ago than this goes to the backfill queue; None: every event is live."""
         self._sources: dict[tuple[str, tuple[str, ...]], tuple[str, str, bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -277,13 +280,15 @@ class Receiver:
         """Parse a verified webhook and hand it to the queue: (its event type, whether it is new); raises
         `ApiError` (a `Refused` once the type is known)."""
         try:
-            event_type = read_envelope(parse_json(body)).event_type
+            envelope = read_envelope(parse_json(body))
         except InvalidEnvelope as exc:
             raise ApiError(400, ErrorCode.INVALID_ENVELOPE, str(exc)) from None
-        received_at = datetime.now(UTC).isoformat()
+        event_type, now = envelope.event_type, datetime.now(UTC)
+        generated = envelope.generated_at
+        backfill = self.live_window is not None and generated is not None and now - generated > self.live_window
         try:
             # A body that parsed is UTF-8: orjson and the standard library both insist on it.
-            fresh = await self.queue.submit(signed.msg_id, body.decode("utf-8"), received_at)
+            fresh = await self.queue.submit(signed.msg_id, body.decode("utf-8"), now.isoformat(), backfill)
         except QueueUnavailable as exc:
             log.error("event=%s type=%s result=queue_unavailable error=%r", signed.msg_id, event_type, str(exc))
             unavailable = ApiError(

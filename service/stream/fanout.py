@@ -4,7 +4,9 @@ A subscriber receives every matching change read after it subscribed: the reader
 an entry already handed out, so a client that subscribes first and then reads the stream itself (XRANGE)
 misses nothing, and drops a repeat by id. Buffers are bounded: one change too many and the client resets.
 One watchdog task per process does what would take a timer per client: heartbeats, send timeouts, token
-expiry, letting every client go when the server stops; a second task ends the streams of revoked tokens.
+expiry, letting every client go when the server stops; a second task ends the streams of revoked tokens. With no
+client (no company-token client) each of them sleeps until one subscribes, so an idle process's only wake-up is
+the reader's XREAD timing out.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class Fanout:
         self._watcher: asyncio.Task[None] | None = None
         self._token_watcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self._has_clients = asyncio.Event()
+        self._has_token_clients = asyncio.Event()
 
     @property
     def subscriber_count(self) -> int:
@@ -181,6 +185,8 @@ class Fanout:
             index.setdefault(key, set()).add(sub)
         if token_id is not None:
             self._by_token.setdefault(token_id, set()).add(sub)
+            self._has_token_clients.set()
+        self._has_clients.set()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -213,6 +219,10 @@ class Fanout:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while not (self.exiting and self.exiting()):
+            if not self._subscribers:
+                self._has_clients.clear()
+                await self._has_clients.wait()
+                continue
             await asyncio.sleep(WATCH_SECONDS)
             self.check(loop.time(), time.time())
         log.info("msg=stream_closing reason=server_stopping clients=%d", len(self._subscribers))
@@ -240,6 +250,9 @@ class Fanout:
         assert self.revocations is not None
         failing = False
         while not self._stopping:
+            if not self._by_token:
+                self._has_token_clients.clear()
+                await self._has_token_clients.wait()
             await asyncio.sleep(TOKEN_CHECK_SECONDS)
             if not self._by_token:
                 continue

@@ -20,7 +20,7 @@ from tests.support.builders import connection_event, read_completed
 from tests.support.ops_support import admin_client, ops_settings, running_worker
 from tests.support.services import wait_for
 from tests.support.workload import Delivery, signed
-from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR
+from workers.runtime.broker import FOLD_ACTOR, FOLD_BACKFILL_ACTOR
 from workers.runtime.redis_queues import queued_messages
 
 pytestmark = pytest.mark.redis
@@ -52,8 +52,8 @@ def test_webhooks_that_arrive_together_travel_in_one_message_and_all_fold(settin
         Delivery(f"msg_read_{i}", json.dumps(read_completed(minutes=i, connection_id=f"conn-{i}"))) for i in range(40)
     ]
     assert send_together(settings, deliveries) == [202] * 40
-    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace, "webhooks")
-    assert {m.actor_name for m in messages} == {FOLD_BATCH_ACTOR}
+    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace, "backfill")
+    assert {m.actor_name for m in messages} == {FOLD_BACKFILL_ACTOR}  # generated weeks ago: the backfill lane
     assert len(messages) < 40
     assert sorted(item[0] for m in messages for item in m.args[0]) == sorted(d.message_id for d in deliveries)
 
@@ -84,7 +84,7 @@ def test_an_event_that_fails_alone_is_split_out_and_dead_letters_without_its_nei
     deliveries = [Delivery(f"msg_conn_{i}", json.dumps(connection_event(minutes=i))) for i in range(3)]
     deliveries += [Delivery(f"msg_read_{i}", json.dumps(read_completed(minutes=10 + i))) for i in range(6)]
     assert send_together(settings, deliveries) == [202] * 9
-    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace, "webhooks")
+    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace, "backfill")
     assert any(POISONED in [item[0] for item in m.args[0]] and len(m.args[0]) > 1 for m in messages)
 
     with admin_client(settings) as client, running_worker(settings):

@@ -23,8 +23,9 @@ from starlette.types import Message
 from schemas.settings import Settings
 from service.app import create_app
 from tests.support.builders import OTHER_SECRET, SECRET, fixture, signed_headers, signed_request
-from workers.runtime.broker import FOLD_BATCH_ACTOR, embedded_server
+from workers.runtime.broker import FOLD_BACKFILL_ACTOR, FOLD_BATCH_ACTOR, embedded_server
 from workers.runtime.db import upgrade
+from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE
 from workers.runtime.redis_queues import queued_messages as queued_on
 
 
@@ -48,14 +49,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def queued_messages(settings: Settings) -> list[dict[str, Any]]:
     """The fold messages waiting on the queue, decoded."""
     client = FakeRedis(server=embedded_server()) if settings.embedded else redis.Redis.from_url(settings.redis_url)
-    return [message.asdict() for message in queued_on(client, settings.redis_namespace)]
+    lanes = (WEBHOOK_QUEUE, BACKFILL_QUEUE)
+    return [message.asdict() for queue in lanes for message in queued_on(client, settings.redis_namespace, queue)]
 
 
 def queued(settings: Settings) -> list[dict[str, Any]]:
     """Every event waiting on the queue, as `{id, body, received_at}`, whichever message carries it."""
     events = []
     for message in queued_messages(settings):
-        assert message["actor_name"] == FOLD_BATCH_ACTOR
+        assert message["actor_name"] in (FOLD_BATCH_ACTOR, FOLD_BACKFILL_ACTOR)
         (items,) = message["args"]
         events += [{"id": i, "body": body, "received_at": at} for i, body, at in items]
     return events

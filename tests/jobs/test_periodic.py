@@ -77,3 +77,14 @@ def test_a_job_whose_interval_is_zero_never_runs_not_even_at_start() -> None:
     server, runtime, repair = fakeredis.FakeServer(), Runtime(), job(at_start=True, every=0)
     assert process(server, runtime, repair).run_if_due(repair) is False
     assert runtime.runs == 0
+
+
+def test_a_runner_sleeps_until_its_job_is_next_due_and_for_good_when_it_is_off() -> None:
+    server, runtime = fakeredis.FakeServer(), Runtime()
+    repair = job(at_start=False, every=HOUR)
+    runner = process(server, runtime, repair)
+    assert runner.until_due(repair) == runner.tick  # never ran: look again shortly
+    assert runner.run_if_due(repair) is True
+    assert HOUR - 60 < (runner.until_due(repair) or 0) <= HOUR  # claimed for the hour: no look before it ends
+    off = job(at_start=True, every=0)
+    assert process(server, runtime, off).until_due(off) is None

@@ -15,6 +15,7 @@ import shlex
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ from starlette.testclient import TestClient
 from schemas.settings import Settings
 from service.app import create_app
 from tests.support.auth import AUTH_ENV, bearer
-from tests.support.builders import SECRET, connection_event, signed_request
+from tests.support.builders import SECRET, connection_event, iso, signed_request
 from tests.support.services import free_port, redis_postgres_env, run_db_upgrade, start_web_and_worker, wait_for
 from workers.runtime.db import upgrade
 from workers.runtime.logs import log_handler
@@ -114,6 +115,7 @@ def test_a_failing_message_carrying_a_body_leaves_the_body_out_of_every_log_line
     event = connection_event(company_id=str(uuid.uuid4()), connection_id=str(uuid.uuid4()))
     event["payload"]["referenceCompany"]["name"] = marker
     event["payload"]["connection"]["connectionInfo"] = {"note": marker}
+    event["generatedDate"] = iso(datetime.now(UTC))  # a live webhook: `fold_webhooks` on the live queue
     port = free_port()
     dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     with ExitStack() as stack:

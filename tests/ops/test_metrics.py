@@ -91,7 +91,8 @@ def test_a_scrape_counts_every_answer_of_the_receiver_and_reads_the_queue(
     assert scrape.headers["content-type"].startswith("text/plain")
     after = parse(scrape.text)
     check_webhook_counters(after, before)
-    assert value(after, "synctrack_queue_depth", state="waiting") == 6  # no worker in this test
+    lanes = [value(after, "synctrack_queue_depth", queue=q, state="waiting") for q in ("webhooks", "backfill")]
+    assert sum(lanes) == 6  # no worker in this test
     assert value(after, "synctrack_dead_letters") == 0
     assert value(after, "synctrack_redis_up") == 1
 
@@ -259,7 +260,9 @@ def test_metrics_are_merged_across_web_and_worker_processes(tmp_path: Path, redi
             == 2
         )
         assert value(samples, "synctrack_fold_duration_seconds_count") == 6
-        assert value(samples, "synctrack_queue_depth", state="waiting") == 0
+        for queue in ("webhooks", "backfill"):
+            assert value(samples, "synctrack_queue_depth", queue=queue, state="waiting") == 0
+            assert value(samples, "synctrack_queue_oldest_age_seconds", queue=queue) == 0
         assert value(samples, "synctrack_dead_letters") == 0
         assert value(samples, "synctrack_end_to_end_lag_seconds") > 0
         assert sending <= value(samples, LAST_ACCEPTED) <= sent

@@ -20,7 +20,7 @@ from workers.ops.rebuild import dump_ledger
 from workers.ops.replay import ReplayRunner
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.db import make_engine
-from workers.runtime.redis_queues import queued_messages
+from workers.runtime.redis_queues import BACKFILL_QUEUE, queued_messages
 
 pytestmark = pytest.mark.redis
 
@@ -76,8 +76,8 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def enqueued_event_ids(settings: Settings) -> list[str]:
-    """The event ids of the replay messages waiting in the webhook queue, in queue order."""
-    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace)
+    """The event ids of the replay messages waiting in the backfill queue, in queue order."""
+    messages = queued_messages(redis.Redis.from_url(settings.redis_url), settings.redis_namespace, BACKFILL_QUEUE)
     assert all(m.actor_name == FOLD_STORED_ACTOR for m in messages)  # stored events, bodies loaded by the worker
     return [event_id for m in messages for event_id in m.args[0]]
 
@@ -191,3 +191,12 @@ def test_a_replay_nobody_is_running_any_more_shows_as_interrupted_and_resumes_on
         assert (finished["total"], finished["folded"]) == (3, 3)
         assert client.post(f"/v1/admin/replays/{job['id']}/resume").status_code == 409
         assert client.get("/v1/admin/replays/rpl_nope").status_code == 404
+
+
+def test_a_replay_waits_on_the_backfill_queue_and_leaves_the_live_queue_to_live_webhooks(
+    settings: Settings, stored: None, client: TestClient
+) -> None:
+    assert cli(settings, "replay", "--all", "--rate", "0").exit_code == 0
+    queues = {item["queue"]: item for item in client.get("/v1/admin/queues").json()["items"]}
+    assert queues["backfill"]["depth"] >= 1 and queues["backfill"]["oldest_age_seconds"] is not None
+    assert (queues["webhooks"]["depth"], queues["webhooks"]["oldest_age_seconds"]) == (0, None)

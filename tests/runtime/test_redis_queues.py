@@ -19,6 +19,8 @@ import redis.asyncio
 
 from tests.support.services import REDIS_URL, redis_unavailable
 from workers.runtime.redis_queues import (
+    BACKFILL_PREFETCH,
+    BACKFILL_QUEUE,
     WAKE_MS,
     DeadLetterQueue,
     EnqueueUnseen,
@@ -141,3 +143,31 @@ def test_a_dead_letter_that_is_not_a_message_stays_where_it_is_when_redriven(red
     assert not letters.redrive(dead)
     assert [redis_id for redis_id, _ in letters.ids()] == [dead]
     assert letters.messages([dead]) == [b"not a message"]
+
+
+def test_a_waiting_backfill_consumer_wakes_as_soon_as_work_reaches_the_backfill_queue(redises: Redises) -> None:
+    broker = redises.broker()
+    broker.declare_queue(BACKFILL_QUEUE)
+    broker.consume(QUEUE, prefetch=10, timeout=10_000)
+    backfill = broker.consume(BACKFILL_QUEUE, prefetch=10, timeout=10_000)
+    got = first_message(backfill, timeout=5)
+    time.sleep(0.2)  # the consumer found nothing and waits now
+    enqueued = time.monotonic()
+    push(redises.sync, redises.namespace, [encode(BACKFILL_QUEUE, ACTOR, ("old",))])
+    got["thread"].join(5)
+    assert "message" in got and got["message"].args == ("old",)
+    assert got["at"] - enqueued < WAKE_MS / 1000 / 2
+
+
+def test_a_backfill_consumer_holds_a_bounded_share_of_messages_whatever_its_prefetch(redises: Redises) -> None:
+    broker = redises.broker()
+    broker.declare_queue(BACKFILL_QUEUE)
+    backfill = broker.consume(BACKFILL_QUEUE, prefetch=10, timeout=200)
+    waiting = BACKFILL_PREFETCH + 2
+    push(redises.sync, redises.namespace, [encode(BACKFILL_QUEUE, ACTOR, (f"old-{i}",)) for i in range(waiting)])
+    held = [m for m in (next(backfill) for _ in range(BACKFILL_PREFETCH)) if m is not None]
+    assert [m.args for m in held] == [(f"old-{i}",) for i in range(BACKFILL_PREFETCH)]
+    assert next(backfill) is None  # more wait, but the share is in hand
+    backfill.ack(held[0])
+    following = next(backfill)
+    assert following is not None and following.args == (f"old-{BACKFILL_PREFETCH}",)

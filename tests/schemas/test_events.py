@@ -109,6 +109,7 @@ def test_a_body_summary_names_type_envelope_company_and_connection_of_both_gener
         read["id"],
         read["payload"]["referenceCompany"]["id"],
         read["payload"]["dataTypes"][0]["connectionId"],
+        datetime.fromisoformat(read["generatedDate"].replace("Z", "+00:00")),
     )
     assert summarise_body(json.dumps(legacy)) == Envelope(
         legacy["RuleType"], legacy["AlertId"], legacy["CompanyId"], legacy["DataConnectionId"]
@@ -130,7 +131,8 @@ def test_a_summary_skips_ids_of_the_wrong_shape_instead_of_failing() -> None:
         "generatedDate": "2026-11-20T09:00:00Z",
         "payload": {"referenceCompany": "not an object", "connection": {"id": 7}},
     }
-    assert summarise_body(json.dumps(body)) == Envelope("connection.connected", "x", None, None)
+    generated = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    assert summarise_body(json.dumps(body)) == Envelope("connection.connected", "x", None, None, generated)
 
 
 # --- company events and every documented payload -------------------------------------------------

@@ -453,3 +453,22 @@ def test_the_feed_trims_changes_older_than_the_retention_window(redis_url: str, 
     # Trimming is approximate (whole radix-tree nodes of up to 100 entries), never more than asked.
     assert len(old) < 100
     assert remaining[-1][0].decode() > f"{two_hours_ago}-499"
+
+
+def test_with_no_client_the_watchdog_sleeps_until_one_subscribes(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks: list[float] = []
+    monkeypatch.setattr(Fanout, "check", lambda self, now, wall: checks.append(now))
+
+    async def scenario() -> None:
+        fanout = Fanout(fakeredis.FakeAsyncRedis(), "idle", capacity=10, heartbeat_seconds=1)
+        await fanout.start()
+        try:
+            await asyncio.sleep(1.2)
+            assert checks == [], "the watchdog woke with nobody to look after"
+            sub = fanout.subscribe(StreamFilter())
+            await settle(lambda: checks, timeout=3)
+            fanout.unsubscribe(sub)
+        finally:
+            await fanout.stop()
+
+    run(scenario)

@@ -42,8 +42,10 @@ def test_ruff_finds_nothing_to_lint_or_reformat() -> None:
 DRAMATIQ_INTERNALS = (
     *("__acks__", "__heartbeats__", ".msgs", ".XQ", ".DQ", "redis_message_id"),
     *(".consumers", "_RedisConsumer", "_should_do_maintenance"),
+    *("outstanding_message_count", "do_fetch", "message_cache"),
 )
-"""dramatiq's Redis key layout and private names: what only `workers/runtime/redis_queues.py` may spell out."""
+"""dramatiq's Redis key layout, private names and consumer tuning (how a queue is fetched: the doorbell, the
+backfill lane's share): what only `workers/runtime/redis_queues.py` may spell out."""
 
 
 def test_only_the_queue_module_names_dramatiqs_redis_keys_and_private_attributes() -> None:

@@ -1,4 +1,4 @@
-"""The import job on the workers: the `import_companies` actor on the `ops` queue.
+"""The import job on the workers: the `import_companies` actor on the `backfill` queue.
 
 An import started from the admin API runs here in chunks of `CHUNK_SECONDS`: each chunk resumes the job
 from the database (the companies still pending) and, if the job is not finished, sends the next chunk.
@@ -18,15 +18,15 @@ from dramatiq.brokers.redis import RedisBroker
 
 from workers.codat.import_jobs import LEASE, ImportBusy, ImportJobNotFound
 from workers.codat.importer import Importer
-from workers.runtime.redis_queues import OPS_QUEUE, Encoded, encode
+from workers.runtime.redis_queues import BACKFILL_QUEUE, Encoded, encode
 
 if TYPE_CHECKING:
     from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.import")
 
-IMPORT_QUEUE = OPS_QUEUE
-"""The operations queue, shared with replays (`workers.ops.actors`)."""
+IMPORT_QUEUE = BACKFILL_QUEUE
+"""The backfill queue: an import folds history, which must not stand in front of live webhooks."""
 IMPORT_ACTOR = "import_companies"
 CHUNK_SECONDS = 20.0
 BUSY_RETRY_MS = int(LEASE.total_seconds() * 1000)

@@ -1,9 +1,11 @@
 """dramatiq actors of the webhook queue; an actor only unpacks its message and calls the function that does the work.
 
-`fold_webhooks` (what the receiver enqueues: the new events of one receiver batch), `fold_webhook` (one event) and
-`fold_stored` (replays: stored events folded again). An event of a `fold_webhooks` message that fails alone is
-split out into a `fold_webhook` message of its own before the message is acknowledged, so it retries and
-dead-letters alone and its neighbours are not folded again.
+`fold_webhooks` (what the receiver enqueues: the new events of one receiver batch), `fold_webhook` (one event),
+and on the backfill queue `fold_backfill` (a receiver batch of webhooks generated before the live window) and
+`fold_stored` (replays: stored events folded again). An event of a `fold_webhooks` or `fold_backfill` message that
+fails alone is split out into a `fold_webhook` message of its own before the message is acknowledged, so it retries
+and dead-letters alone and its neighbours are not folded again. Each lane has its own folding thread, so a backfill
+batch being folded never holds up a live one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from dramatiq.brokers.redis import RedisBroker
 from workers.ingest.batcher import FoldBatcher
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.ledger.worker_runtime import WorkerRuntime
-from workers.runtime.broker import FOLD_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACTOR, WEBHOOK_QUEUE
+from workers.runtime.broker import (
+    BACKFILL_QUEUE,
+    FOLD_ACTOR,
+    FOLD_BACKFILL_ACTOR,
+    FOLD_BATCH_ACTOR,
+    FOLD_STORED_ACTOR,
+    WEBHOOK_QUEUE,
+)
 from workers.runtime.metrics import receipt_seconds, record_latency
 
 log = logging.getLogger("synctrack.worker")
@@ -40,8 +49,9 @@ def declare_actors(
         durations=runtime.durations,
         incidents=runtime.incidents,
     )
-    batcher = FoldBatcher(fold)
+    batcher, backfill_batcher = FoldBatcher(fold), FoldBatcher(fold)
     runtime.on_close(batcher.stop)
+    runtime.on_close(backfill_batcher.stop)
     options = {
         "max_retries": settings.worker_max_retries,
         "min_backoff": settings.worker_min_backoff_ms,
@@ -56,10 +66,10 @@ def declare_actors(
         fold_webhook, broker=broker, actor_name=FOLD_ACTOR, queue_name=WEBHOOK_QUEUE, priority=0, options=options
     )
 
-    def fold_webhooks(items: Sequence[Sequence[str]]) -> None:
+    def fold_items(lane: FoldBatcher, items: Sequence[Sequence[str]]) -> None:
         taken([item[2] for item in items])
         requests = [FoldRequest(str(item[0]), item[1], item[2]) for item in items]
-        results = batcher.submit_many(requests)
+        results = lane.submit_many(requests)
         failed = [(r, e) for r, e in zip(requests, results, strict=True) if isinstance(e, Exception)]
         if not failed:
             return
@@ -69,8 +79,23 @@ def declare_actors(
             log.warning("event=%s result=split_out error=%r", request.message_id, str(error)[:300])
             single.send(request.message_id, request.body, request.received_at)
 
+    def fold_webhooks(items: Sequence[Sequence[str]]) -> None:
+        fold_items(batcher, items)
+
     batch = dramatiq.Actor(
         fold_webhooks, broker=broker, actor_name=FOLD_BATCH_ACTOR, queue_name=WEBHOOK_QUEUE, priority=0, options=options
+    )
+
+    def fold_backfill(items: Sequence[Sequence[str]]) -> None:
+        fold_items(backfill_batcher, items)
+
+    backfill = dramatiq.Actor(
+        fold_backfill,
+        broker=broker,
+        actor_name=FOLD_BACKFILL_ACTOR,
+        queue_name=BACKFILL_QUEUE,
+        priority=10,
+        options=dict(options),
     )
 
     def fold_stored(event_ids: list[str]) -> None:
@@ -81,11 +106,11 @@ def declare_actors(
         fold_stored,
         broker=broker,
         actor_name=FOLD_STORED_ACTOR,
-        queue_name=WEBHOOK_QUEUE,
+        queue_name=BACKFILL_QUEUE,
         priority=10,
         options=dict(options),
     )
-    return {FOLD_ACTOR: single, FOLD_BATCH_ACTOR: batch, FOLD_STORED_ACTOR: stored}
+    return {FOLD_ACTOR: single, FOLD_BATCH_ACTOR: batch, FOLD_BACKFILL_ACTOR: backfill, FOLD_STORED_ACTOR: stored}
 
 
 def taken(received_at: Sequence[str | None]) -> None:

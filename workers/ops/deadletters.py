@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from schemas.events import summarise_body
 from schemas.storable import escape
 from workers.ledger.tables import WebhookEvent
-from workers.runtime.redis_queues import WEBHOOK_QUEUE, DeadLetterQueue, store_options
+from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE, DeadLetterQueue, store_options
 
 RETRY_OPTIONS = ("retries", "traceback", "requeue_timestamp", "attempts", "last_error", "eta")
 ERROR_CHARS = 1_000
@@ -140,21 +140,34 @@ def _read(redis_id: str, message: dramatiq.Message[Any], dead_at: datetime, queu
 
 
 class DeadLetters:
-    """The dead letters of one queue (the webhooks queue unless told otherwise)."""
+    """The dead letters of the webhook lanes, live and backfill (or of the `queues` given), as one list."""
 
-    def __init__(self, redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE, engine: Engine | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str,
+        queues: tuple[str, ...] = (WEBHOOK_QUEUE, BACKFILL_QUEUE),
+        engine: Engine | None = None,
+    ):
         self.redis = redis
         self.namespace = namespace
-        self.queue = queue
         self.engine = engine
-        self.store = DeadLetterQueue(redis, namespace, queue)
+        self.stores = {queue: DeadLetterQueue(redis, namespace, queue) for queue in queues}
 
     def count(self) -> int:
-        return self.store.count()
+        return sum(store.count() for store in self.stores.values())
 
     def newest(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        """Newest first."""
-        return self._load(self.store.ids(offset, offset + limit - 1, newest_first=True))
+        """Newest first, over every queue."""
+        ranked = sorted(
+            (
+                (score, queue, redis_id)
+                for queue, store in self.stores.items()
+                for redis_id, score in store.ids(0, offset + limit - 1, newest_first=True)
+            ),
+            reverse=True,
+        )
+        return self._load(ranked[offset : offset + limit])
 
     def get(self, ident: str) -> DeadLetter | None:
         """One dead letter by its id or by the event id it carries."""
@@ -167,29 +180,35 @@ class DeadLetters:
         for letter in self._all() if ids is None else self._resolve(ids):
             if letter.actor == UNREADABLE:
                 continue
-            if self.store.redrive(letter.id, RETRY_OPTIONS):
+            if self.stores[letter.queue].redrive(letter.id, RETRY_OPTIONS):
                 moved.append(letter)
         return moved
 
     def purge(self, ids: list[str] | None = None) -> int:
         """Delete the selected dead letters (all when `ids` is None); return how many."""
-        targets = [letter.id for letter in (self._all() if ids is None else self._resolve(ids))]
-        return self.store.purge(targets)
+        targets = self._all() if ids is None else self._resolve(ids)
+        return sum(
+            store.purge([letter.id for letter in targets if letter.queue == queue])
+            for queue, store in self.stores.items()
+        )
 
     def _all(self) -> list[DeadLetter]:
-        return self._load(self.store.ids(), describe=False)
+        ranked = [(score, queue, redis_id) for queue, store in self.stores.items() for redis_id, score in store.ids()]
+        return self._load(ranked, describe=False)
 
     def _resolve(self, idents: list[str]) -> list[DeadLetter]:
         wanted = set(idents)
         return [letter for letter in self._all() if letter.id in wanted or letter.event_id in wanted]
 
-    def _load(self, pairs: list[tuple[str, float]], describe: bool = True) -> list[DeadLetter]:
-        if not pairs:
-            return []
-        raws = self.store.messages([redis_id for redis_id, _ in pairs])
-        letters = [
-            _decode(redis_id, raw, score, self.queue) for (redis_id, score), raw in zip(pairs, raws, strict=True) if raw
-        ]
+    def _load(self, ranked: list[tuple[float, str, str]], describe: bool = True) -> list[DeadLetter]:
+        """The letters of (death time, queue, Redis id) triples, in that order (those gone meanwhile left out)."""
+        found: dict[tuple[str, str], DeadLetter] = {}
+        for queue, store in self.stores.items():
+            mine = [(score, redis_id) for score, q, redis_id in ranked if q == queue]
+            for (score, redis_id), raw in zip(mine, store.messages([i for _, i in mine]), strict=True):
+                if raw:
+                    found[queue, redis_id] = _decode(redis_id, raw, score, queue)
+        letters = [found[queue, redis_id] for _, queue, redis_id in ranked if (queue, redis_id) in found]
         return self._with_stored_facts(letters) if describe else letters
 
     def _with_stored_facts(self, letters: list[DeadLetter]) -> list[DeadLetter]:

@@ -3,8 +3,9 @@
 A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`, with a keyset cursor over
 ``(received_at, id)``) and enqueues `fold_stored` messages of `REPLAY_MESSAGE_EVENTS` events: the worker folds
 the stored bodies, so a replay folds exactly what arrived, and a message enqueued twice is harmless. At most `rate`
-events per second, and none while the webhook queue holds more than `max_backlog`, so live webhooks never wait
-long; one runner per job (a Redis lock with an expiry), so an interrupted job resumes from its cursor.
+events per second, on the backfill queue (which workers take only when live webhooks leave room), and none while
+that queue holds more than `max_backlog`; one runner per job (a Redis lock with an expiry), so an interrupted job
+resumes from its cursor.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from schemas.ops import ReplayFilters, ReplayJobOut
 from workers.ledger.tables import ReplayJob, WebhookEvent
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.metrics import record_replay_enqueued
-from workers.runtime.redis_queues import WEBHOOK_QUEUE, Encoded, encode, push, queue_length
+from workers.runtime.redis_queues import BACKFILL_QUEUE, Encoded, encode, push, queue_length
 
 LOCK_MS = 30_000
 COUNTER_TTL_SECONDS = 7 * 86400
@@ -132,7 +133,7 @@ REPLAY_MESSAGE_EVENTS = 100
 
 def replay_fold_message(event_ids: list[str], job_id: str) -> Encoded:
     """A `fold_stored` message for some stored events, tagged with its replay job for progress counts."""
-    return encode(WEBHOOK_QUEUE, FOLD_STORED_ACTOR, (event_ids,), options={"replay_job": job_id})
+    return encode(BACKFILL_QUEUE, FOLD_STORED_ACTOR, (event_ids,), options={"replay_job": job_id})
 
 
 def lock_key(namespace: str, job_id: str) -> str:
@@ -247,7 +248,7 @@ class ReplayRunner:
         while True:
             self._acquire(keys=[key], args=[self.owner, LOCK_MS])
             delay = (started + sent / self.rate - self.clock()) if self.rate > 0 else 0.0
-            if delay <= 0 and queue_length(self.redis, self.namespace) <= self.max_backlog:
+            if delay <= 0 and queue_length(self.redis, self.namespace, BACKFILL_QUEUE) <= self.max_backlog:
                 return
             self.sleep(min(max(delay, 0.05), 1.0))
 

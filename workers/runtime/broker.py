@@ -4,7 +4,8 @@ Production: dramatiq's `RedisBroker` (`workers.runtime.redis_queues.QueueBroker`
 Embedded (`synctrack dev`): the same broker code on an in-process Redis (fakeredis with Lua), shared by the web
 side and the in-process worker of that one process. Keys live under `SYNCTRACK_REDIS_NAMESPACE`:
 
-* ``{ns}:webhooks`` — dramatiq's queue of webhooks to fold (its layout: `workers.runtime.redis_queues`)
+* ``{ns}:webhooks`` — dramatiq's queue of live webhooks to fold (its layout: `workers.runtime.redis_queues`)
+* ``{ns}:backfill`` — the backfill queue: webhooks generated before `SYNCTRACK_LIVE_WINDOW`, replays, imports
 * ``{ns}:seen:{message id}`` — receiver de-duplication, expires after the dedupe window
 * ``{ns}:changes`` — the change feed (a Redis Stream)
 
@@ -21,6 +22,7 @@ import redis
 import redis.asyncio
 
 from schemas.settings import Settings
+from workers.runtime.redis_queues import BACKFILL_QUEUE as BACKFILL_QUEUE
 from workers.runtime.redis_queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
 from workers.runtime.redis_queues import QueueBroker
 
@@ -32,6 +34,8 @@ FOLD_ACTOR = "fold_webhook"
 deployments and redriven dead letters carry."""
 FOLD_BATCH_ACTOR = "fold_webhooks"
 """Folds every webhook of one receiver batch (`[[message id, body, received at], …]`) in one transaction."""
+FOLD_BACKFILL_ACTOR = "fold_backfill"
+"""`fold_webhooks` on the backfill queue: the receiver's batch of webhooks generated before the live window."""
 FOLD_STORED_ACTOR = "fold_stored"
 """Folds many stored events in one message: what replays send, so a replay folds in large batches."""
 

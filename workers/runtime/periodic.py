@@ -5,7 +5,8 @@ companies) delays no other job; a Redis ``SET NX EX`` per job and period means o
 deployment runs each job each period, however many are running. A job is a plain function of the worker
 runtime; its interval comes from settings (0 = off). A job marked `at_start` also runs shortly after the
 workers start — once for all the processes that start within `START_WINDOW_SECONDS` of each other — and
-its period then counts from that run.
+its period then counts from that run. Between runs a runner sleeps until its job is next due (the claim key's
+expiry tells when), so an idle deployment's runners do not wake every tick; a job that is off sleeps for good.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from schemas.settings import Settings
 
@@ -57,9 +58,24 @@ class PeriodicRunner(threading.Thread, Generic[R]):
         self._stop_event.set()
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.tick):
+        wait: float | None = self.tick
+        while not self._stop_event.wait(wait):
             for job in self.jobs:
                 self.run_if_due(job)
+            waits = [self.until_due(job) for job in self.jobs]
+            wait = min((w for w in waits if w is not None), default=None)
+
+    def until_due(self, job: PeriodicJob[R]) -> float | None:
+        """Seconds until `job` may be due again here (at least `tick`): when the claim of its current period
+        expires; None for a job that is off. A Redis error or a missing claim means: look again after `tick`."""
+        if job.interval(self.runtime) <= 0:
+            return None
+        key = f"{self.runtime.settings.redis_namespace}:periodic:{job.name}"
+        try:
+            remaining_ms = int(self.redis.pttl(key))
+        except RedisError:
+            return self.tick
+        return max(self.tick, remaining_ms / 1000) if remaining_ms > 0 else self.tick
 
     def run_if_due(self, job: PeriodicJob[R]) -> bool:
         """Run `job` here if it is on and no process ran it within its interval, or if it is an `at_start` job

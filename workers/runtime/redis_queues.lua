@@ -45,5 +45,31 @@ elseif command == 'redrive' then
     return 1
   end
   return 0
+
+elseif command == 'peek' then
+  -- What waits on each queue, read at one instant.
+  -- KEYS: per queue four keys: its list, its messages hash, its delay queue's list, its dead-letter set.
+  -- ARGV: command, rings (unused).
+  -- Returns per queue: messages waiting, the enqueue time (ms) of the oldest waiting one (-1: none), messages
+  -- delayed, dead letters.
+  local out = {}
+  for i = 1, #KEYS, 4 do
+    local waiting = redis.call('LLEN', KEYS[i])
+    local oldest = -1
+    if waiting > 0 then
+      local message = redis.call('HGET', KEYS[i + 1], redis.call('LINDEX', KEYS[i], 0))
+      if message then
+        -- The message's own field ends its JSON; a body inside it is a JSON string, whose quotes are escaped.
+        for stamp in string.gmatch(message, '"message_timestamp":%s*(%d+)') do
+          oldest = tonumber(stamp)
+        end
+      end
+    end
+    out[#out + 1] = waiting
+    out[#out + 1] = oldest
+    out[#out + 1] = redis.call('LLEN', KEYS[i + 2])
+    out[#out + 1] = redis.call('ZCARD', KEYS[i + 3])
+  end
+  return out
 end
 return redis.error_reply('unknown command ' .. tostring(command))

@@ -13,6 +13,11 @@ under the namespace ``ns``:
 * ``{ns}:__acks__.{worker}.{q}`` — ids a worker fetched and has not acknowledged; ``{ns}:__heartbeats__``;
 * ``{ns}:{q}.bell`` — Synctrack's doorbell of the queue: every enqueue pushes to it, an idle consumer blocks on it.
 
+Webhook work runs in two lanes: the live queue (``webhooks``) and the backfill queue (``backfill``: old webhooks,
+replays, imports). A worker process takes backfill work when its live consumer is quiet (or, under unending live
+traffic, after a short yield), and holds at most `BACKFILL_PREFETCH` backfill messages at once, so a backlog never
+stands in front of a live event.
+
 The atomic writes are one Lua script beside this file (`redis_queues.lua`).
 """
 
@@ -39,6 +44,15 @@ from redis.client import Pipeline
 WEBHOOK_QUEUE = "webhooks"
 OPS_QUEUE = "ops"
 DELIVERY_QUEUE = "deliveries"
+BACKFILL_QUEUE = "backfill"
+QUEUES = (WEBHOOK_QUEUE, BACKFILL_QUEUE, OPS_QUEUE, DELIVERY_QUEUE)
+"""Every queue Synctrack runs, as `/v1/admin/queues` and `/metrics` list them."""
+BACKFILL_PREFETCH = 2
+"""Most backfill messages one worker process holds at once: the share of its threads a backlog may take while
+live work arrives (two, so the next is fetched while one is folded)."""
+BACKFILL_YIELD_SECONDS = 0.05
+"""Longest a backfill fetch waits for the live consumer to be quiet: under unending live traffic a backlog still
+moves, one fetch per process at most this often."""
 
 MAINTENANCE_CHANCE = 20_000
 """Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages)."""
@@ -101,9 +115,18 @@ class QueueBroker(RedisBroker):
         )
         self.idle_wait_ms = idle_wait_ms
         self._maintained = threading.local()
+        self.lanes: dict[str, DoorbellConsumer] = {}
+        """This process's consumer of each queue, by queue name (the backfill consumer looks at the live one)."""
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
-        return DoorbellConsumer(self, queue_name, prefetch, min(timeout, self.idle_wait_ms, WAKE_MS))
+        wait_ms = min(timeout, self.idle_wait_ms, WAKE_MS)
+        consumer = (
+            BackfillConsumer(self, queue_name, BACKFILL_PREFETCH, wait_ms)
+            if queue_name == BACKFILL_QUEUE
+            else DoorbellConsumer(self, queue_name, prefetch, wait_ms)
+        )
+        self.lanes[queue_name] = consumer
+        return consumer
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         enqueued = super().enqueue(message, delay=delay)
@@ -144,12 +167,17 @@ class DoorbellConsumer(_RedisConsumer):
         self.bell = _bell(broker.namespace, queue_name)
         self.wait_seconds = max(wait_ms, 1) / 1000
         self.room = threading.Event()
+        self.quiet = threading.Event()
+        """Set while this consumer holds no message and its last fetch found none."""
 
     def __next__(self) -> MessageProxy | None:
         self.room.clear()
         message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
         if message is not None:
+            self.quiet.clear()
             return message
+        if self.outstanding_message_count == 0:
+            self.quiet.set()
         if self.outstanding_message_count >= self.prefetch:
             self.room.wait(self.wait_seconds)
             return None
@@ -176,6 +204,19 @@ class DoorbellConsumer(_RedisConsumer):
         super().requeue(messages)  # type: ignore[no-untyped-call]
         if messages:
             self.broker.ring(self.queue_name, len(messages))
+
+
+class BackfillConsumer(DoorbellConsumer):
+    """The backfill queue's consumer: before each fetch it waits (up to `BACKFILL_YIELD_SECONDS`) for this
+    process's live consumer to be quiet — to hold nothing and find nothing — so backfill work is taken when the live
+    queue is empty, and under unending live traffic still a fetch at a time. Live work that arrives while it holds
+    a message is fetched by the live consumer beside it: `BACKFILL_PREFETCH` bounds what the backlog holds."""
+
+    def __next__(self) -> MessageProxy | None:
+        live = self.broker.lanes.get(WEBHOOK_QUEUE)
+        if live is not None and self.outstanding_message_count < self.prefetch:
+            live.quiet.wait(BACKFILL_YIELD_SECONDS)
+        return super().__next__()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,23 +312,32 @@ def queue_length(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> in
 
 
 @dataclass(frozen=True, slots=True)
-class Depths:
-    """What `/metrics` shows of a queue: messages waiting on it and on its delay queue (not yet fetched by a
-    worker), and its dead letters."""
+class QueueState:
+    """One queue as `/v1/admin/queues` shows it: messages waiting to be taken, the age of the oldest of them (None
+    when none waits), messages delayed for a retry, dead letters."""
 
-    waiting: int
+    queue: str
+    depth: int
+    oldest_age_seconds: float | None
     delayed: int
-    dead: int
+    dead_letters: int
 
 
-async def depths(redis: redis.asyncio.Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> Depths:
-    """The `Depths` of `queue`, in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.llen(_keys(namespace, queue)[0])
-    pipe.llen(_keys(namespace, _delayed(queue))[0])
-    pipe.zcard(_dead_keys(namespace, queue)[0])
-    waiting, delayed, dead = await pipe.execute()
-    return Depths(int(waiting), int(delayed), int(dead))
+async def queue_states(redis: redis.asyncio.Redis, namespace: str, queues: Sequence[str] = QUEUES) -> list[QueueState]:
+    """The `QueueState` of each of `queues`, read in one script call (one instant)."""
+    keys = [
+        key
+        for queue in queues
+        for key in (*_keys(namespace, queue), _keys(namespace, _delayed(queue))[0], _dead_keys(namespace, queue)[0])
+    ]
+    found = await redis.register_script(SCRIPT)(keys=keys, args=["peek", str(BELL_RINGS)])
+    now_ms = time.time() * 1000
+    states = []
+    for index, queue in enumerate(queues):
+        waiting, oldest, delayed, dead = (int(value) for value in found[index * 4 : index * 4 + 4])
+        age = max(0.0, (now_ms - oldest) / 1000) if waiting and oldest >= 0 else None
+        states.append(QueueState(queue, waiting, age, delayed, dead))
+    return states
 
 
 @dataclass(frozen=True, slots=True)
