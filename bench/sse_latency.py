@@ -1,6 +1,6 @@
 """Latency from a webhook POST to its first SSE event at a client, open loop, at 200 and 1,000 events/s.
 
-    .venv/bin/python bench/sse_latency.py [--rates 200,1000] [--seconds 10] [--workers 2] [--threads 4]
+    .venv/bin/python bench/sse_latency.py [--rates 200,1000] [--seconds 10] [--workers 2] [--threads 32]
                                           [--database-url postgresql://postgres@127.0.0.1:5432/test]
 
 Needs the real Redis. Runs one `synctrack web` and `--workers` `synctrack worker` processes (SQLite in
@@ -131,6 +131,7 @@ async def measure(target: Stack, rate: float, seconds: float, direct: bool) -> R
         async for frame in sse.frames():
             if field(frame, b"event") == b"reset":
                 resets += 1
+                print("stream reset:", field(frame, b"data").decode(errors="replace")[:200], file=sys.stderr)
             data = field(frame, b"data")
             at = data.find(b'"event_id":"')
             if at < 0:
@@ -180,7 +181,7 @@ def main() -> None:
     parser.add_argument("--rates", default="200,1000")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
