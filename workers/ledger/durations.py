@@ -26,6 +26,7 @@ from sqlalchemy import String, column, func, or_, values
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from schemas.events import ANY_DATA_TYPE
 from workers.ledger.rows import SyncRow
 from workers.ledger.tables import AuditRecord, Connection, Sync, WebhookEvent
 
@@ -71,7 +72,7 @@ class _Requests:
         matching = [
             at
             for data_type, at in self.requests.get(row.connection_id, [])
-            if data_type in (None, "*", row.data_type) and floor < at <= completed
+            if data_type in (None, ANY_DATA_TYPE, row.data_type) and floor < at <= completed
         ]
         return max(matching, default=None)
 
@@ -239,6 +240,10 @@ class TypicalDurations:
         self._platforms: dict[str, str | None] = dict(platforms or {})
 
     def of(self, connection_id: str, data_type: str) -> float | None:
+        if data_type == ANY_DATA_TYPE:
+            # A read of every data type never stays in the ledger as a finished sync (the first result closes it
+            # and stands in its place), so it has no history to take a median of.
+            return None
         own = self._remembered(("connection", connection_id, data_type), lambda: self._own(connection_id, data_type))
         if own is not None:
             return own
