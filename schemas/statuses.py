@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Phase = Literal["active", "succeeded", "unsupported", "failed", "stale"]
 
@@ -90,17 +90,8 @@ Health = Literal[
 ]
 """What a connection needs, in one word (see `workers.ledger.connection_health`)."""
 
-HEALTH: tuple[Health, ...] = (
-    "deleted",
-    "unlinked",
-    "needs_reauth",
-    "link_failed",
-    "pending",
-    "platform_incident",
-    "failing",
-    "syncing",
-    "healthy",
-)
+HEALTH: tuple[Health, ...] = get_args(Health)
+"""The health states in rule order, as the `Health` type lists them."""
 
 NextAction = Literal["reconnect", "refresh", "wait", "none"]
 """The one thing that helps a connection now: re-link it, refresh its data, wait for the sync, or nothing."""

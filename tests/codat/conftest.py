@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,10 +18,13 @@ from tests.support.services import ServiceProcess, free_port, wait_until_healthy
 KEY = "reconcile-key"
 
 
-@pytest.fixture
-def dev_and_fake(
-    tmp_path: Path, redis_url: str, namespace: str
-) -> Iterator[tuple[httpx.Client, FakeCodatServer, dict[str, str]]]:
+DevAndFake = tuple[httpx.Client, FakeCodatServer, dict[str, str]]
+
+
+@contextmanager
+def dev_beside_fake(tmp_path: Path, redis_url: str, namespace: str, **extra_env: str) -> Iterator[DevAndFake]:
+    """`synctrack dev` wired to a fake Codat (with its API key), `extra_env` added to its settings; the admin API
+    client, the fake and the environment the service runs with."""
     port = free_port()
     config = Config(sync_seconds=0.4, api_key=KEY)
     with FakeCodatServer(receiver_url=f"http://127.0.0.1:{port}/webhooks/codat", secret=SECRET, config=config) as fake:
@@ -33,6 +37,7 @@ def dev_and_fake(
             "SYNCTRACK_REDIS_URL": redis_url,
             "SYNCTRACK_REDIS_NAMESPACE": namespace,
             **AUTH_ENV,
+            **extra_env,
         }
         dev = ServiceProcess(["dev", "--port", str(port)], env, tmp_path, "dev")
         try:
@@ -41,3 +46,9 @@ def dev_and_fake(
                 yield api, fake, env
         finally:
             dev.stop()
+
+
+@pytest.fixture
+def dev_and_fake(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[DevAndFake]:
+    with dev_beside_fake(tmp_path, redis_url, namespace) as running:
+        yield running

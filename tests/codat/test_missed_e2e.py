@@ -15,11 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fakecodat.server import FakeCodatServer
-from fakecodat.world import Config
-from tests.codat.conftest import KEY
-from tests.support.auth import ADMIN_HEADERS, AUTH_ENV, bearer, company_token
-from tests.support.builders import SECRET
-from tests.support.services import ServiceProcess, free_port, run_cli, wait_for, wait_until_healthy
+from tests.codat.conftest import KEY, DevAndFake, dev_beside_fake
+from tests.support.auth import bearer, company_token
+from tests.support.services import run_cli, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -28,32 +26,17 @@ THRESHOLD_SECONDS = 12
 
 
 @pytest.fixture
-def dev(
-    tmp_path: Path, redis_url: str, namespace: str
-) -> Iterator[tuple[httpx.Client, FakeCodatServer, dict[str, str]]]:
-    port = free_port()
-    config = Config(sync_seconds=0.4, api_key=KEY)
-    with FakeCodatServer(receiver_url=f"http://127.0.0.1:{port}/webhooks/codat", secret=SECRET, config=config) as fake:
-        env = {
-            "SYNCTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-            "SYNCTRACK_WEBHOOK_SECRETS": SECRET,
-            "SYNCTRACK_CODAT_BASE_URL": fake.url,
-            "SYNCTRACK_CODAT_API_KEY": KEY,
-            "SYNCTRACK_RECONCILE_EVERY": "0",  # the periodic sweep is off; the targeted reconcile is not
-            "SYNCTRACK_FRESHNESS_OVERRIDES": f"invoices={THRESHOLD_SECONDS}s",
-            "SYNCTRACK_FRESHNESS_CHECK_SECONDS": "1",
-            "SYNCTRACK_RECONCILE_OVERDUE_CHECK_SECONDS": "1",
-            "SYNCTRACK_REDIS_URL": redis_url,
-            "SYNCTRACK_REDIS_NAMESPACE": namespace,
-            **AUTH_ENV,
-        }
-        proc = ServiceProcess(["dev", "--port", str(port)], env, tmp_path, "dev")
-        try:
-            wait_until_healthy(f"http://127.0.0.1:{port}", proc)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=ADMIN_HEADERS) as api:
-                yield api, fake, env
-        finally:
-            proc.stop()
+def dev(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[DevAndFake]:
+    """The periodic sweep is off (`SYNCTRACK_RECONCILE_EVERY=0`); the targeted reconcile is not."""
+    with dev_beside_fake(
+        tmp_path,
+        redis_url,
+        namespace,
+        SYNCTRACK_FRESHNESS_OVERRIDES=f"invoices={THRESHOLD_SECONDS}s",
+        SYNCTRACK_FRESHNESS_CHECK_SECONDS="1",
+        SYNCTRACK_RECONCILE_OVERDUE_CHECK_SECONDS="1",
+    ) as running:
+        yield running
 
 
 def missed(api: httpx.Client, **params: str) -> list[dict[str, Any]]:
