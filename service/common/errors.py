@@ -11,7 +11,9 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 from schemas.errors import ApiError
-from service.common.no_store import NO_STORE
+
+NO_STORE = "no-store"
+"""The `Cache-Control` of every `/v1/*` answer and every error."""
 
 
 def error_response(error: ApiError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""`JsonOnlyMiddleware`: a `/v1/*` request that carries a body must say it is JSON, or it is 415.
+"""A `/v1/*` request that carries a body must say it is JSON, or it is 415 (checked by `AuthMiddleware`).
 
 Every body the API takes is JSON. A browser lets any page send `text/plain`, form or multipart bodies
 to any address without asking first (a "simple" request, no CORS preflight); a JSON body needs a
@@ -8,10 +8,9 @@ API even where nothing else would stop them. Bodiless requests (the dashboard's 
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from schemas.errors import ApiError, ErrorCode
-from service.common.errors import error_response
 
 API_PREFIX = "/v1/"
 
@@ -42,14 +41,3 @@ def body_refusal(scope: Scope) -> ApiError | None:
     if scope["path"].startswith(API_PREFIX) and has_body(scope) and not is_json(media_type(scope)):
         return ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a request body must be sent as application/json")
     return None
-
-
-class JsonOnlyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (refused := body_refusal(scope)) is not None:
-            await error_response(refused)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

@@ -31,11 +31,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
-from service.common.no_store import NoStoreMiddleware
 from service.common.services import services
+from service.security.edge import EdgeMiddleware
 from service.security.failure_budget import FailureLimiter
-from service.security.header_limits import HeaderLimitMiddleware
-from service.security.json_only import JsonOnlyMiddleware
+from service.security.json_only import body_refusal
 from service.security.local_only import check_local_request
 from service.security.parameters import check_parameters
 from service.security.revocation import RevocationList
@@ -78,7 +77,7 @@ class AuthMiddleware:
             log.warning("msg=no_admin_tokens detail=%r", "set SYNCTRACK_ADMIN_TOKEN_HASHES; only company tokens work")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (refused := await self.admit(scope)) is not None:
+        if scope["type"] == "http" and (refused := await self.admit(scope) or body_refusal(scope)) is not None:
             await error_response(refused)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -207,8 +206,8 @@ def take_query_token(scope: Scope) -> str | None:
 
 
 def security_middleware(settings: Settings) -> list[Middleware]:
-    """The app's one middleware stack, every route's: `Cache-Control: no-store` on every `/v1/*` answer
-    outermost, then header limits, CORS (a preflight carries no token), authentication, JSON bodies only.
+    """The app's one middleware stack, every route's: header limits and `Cache-Control: no-store` on every `/v1/*`
+    answer outermost, then CORS (a preflight carries no token), then authentication and the JSON-only body rule.
 
     The token settings are checked here, when the app is built, so a malformed hash or a short signing
     key stops the process at start (raises TokenConfigError) instead of failing every request.
@@ -216,10 +215,7 @@ def security_middleware(settings: Settings) -> list[Middleware]:
     AdminTokens(settings.admin_token_hashes)
     TokenSigner(settings.token_signing_key)
     parse_networks(settings.trusted_proxies, "SYNCTRACK_TRUSTED_PROXIES")
-    stack = [
-        Middleware(NoStoreMiddleware),
-        Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes),
-    ]
+    stack = [Middleware(EdgeMiddleware, max_header_bytes=settings.max_header_bytes)]
     if settings.cors_origins:
         stack.append(
             Middleware(
@@ -232,5 +228,4 @@ def security_middleware(settings: Settings) -> list[Middleware]:
             )
         )
     stack.append(Middleware(AuthMiddleware, settings=settings))
-    stack.append(Middleware(JsonOnlyMiddleware))
     return stack
