@@ -1,16 +1,8 @@
-"""Durable, de-duplicated enqueueing of webhooks, coalesced into one Redis round trip per batch.
+"""`WebhookQueue`: durable, de-duplicated enqueueing, coalesced into one Redis script call per batch and lane.
 
-Each request calls `WebhookQueue.submit` and waits for its own answer. Requests that arrive while a
-batch is in flight wait together and go in the next pipeline, so under load one round trip carries
-many events — yet no request is answered before its own event is on the queue. One script call per batch
-(`workers.runtime.redis_queues.EnqueueUnseen`) does the whole job atomically: for each event ``SET seen-key NX EX``
-and, only if that was new, add it to the batch's one `fold_webhooks` message. One command and one message per batch
-instead of one per event is what lets the workers store and fold a burst in a few transactions. A duplicate never
-reaches the queue; a failure leaves no seen-key behind, so Codat's retry is not mistaken for a duplicate.
-
-Each event goes to one of two lanes: live (`fold_webhooks` on the webhook queue) or backfill (`fold_backfill` on
-the backfill queue, for an event generated before the live window); a batch holding both makes one script call per
-lane, at once. The de-duplication keys are shared, so an event is taken once whichever lane it went to.
+Requests that arrive while a batch is in flight go together in the next one, yet none is answered before its own
+event is on the queue. A duplicate never reaches the queue; a failure leaves no seen-key behind, so Codat's retry is
+not mistaken for a duplicate. Live and backfill lanes share the de-duplication keys.
 """
 
 from __future__ import annotations
@@ -56,11 +48,8 @@ class WebhookQueue:
         return f"{self.namespace}:seen:{message_id}"
 
     async def submit(self, message_id: str, body: str, received_at: str, backfill: bool = False) -> bool:
-        """Enqueue once per message id, on the backfill queue if `backfill`. True if enqueued now, False if it was
-        seen before.
-
-        Raises `QueueUnavailable` if Redis did not take it.
-        """
+        """Enqueue once per message id (on the backfill lane if `backfill`): True if now, False if seen before.
+        Raises `QueueUnavailable` if Redis did not take it."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(message_id, body, received_at, backfill, future))
         if self._drainer is None or self._drainer.done():

@@ -1,22 +1,9 @@
 """`POST /webhooks/codat`: check, verify, de-duplicate, enqueue — then answer.
 
-Every webhook meets the same checks in one order, cheapest first, and nothing trusts the body before the
-signature does:
-
-1. the source (`SYNCTRACK_WEBHOOK_ALLOWED_NETWORKS`: Codat's sending addresses): any other is refused 403
-   before a byte of the body is read; the source is the peer, or the client a trusted proxy forwarded for
-   (`service/security/sources.py`);
-2. media type, signature headers, size (while reading: a huge body is never held in memory), the body
-   deadline (`SYNCTRACK_WEBHOOK_BODY_TIMEOUT_SECONDS`: a trickled body cannot hold a connection for ever),
-   timestamp, and the signature over the raw bytes (`service/ingest/signature.py`);
-3. UTF-8, JSON, envelope shape; then `WebhookQueue` takes the event — on the backfill queue if its
-   `generatedDate` is older than `SYNCTRACK_LIVE_WINDOW` — and the answer (202 accepted, 200 duplicate) is given
-   once Redis has it.
-
-Every 4xx counts against the source's failure budget (`service/security/failure_budget.py`). A source over
-its budget is answered 429 `rate_limited` for any request that fails steps 1–2, while a genuinely signed
-one still goes through, so a flood from a shared address never delays Codat's real deliveries. Nothing
-before the queue touches Redis. Answers are counted per turn of the event loop (`service/ingest/tally.py`).
+Cheapest check first, and nothing trusts the body before the signature does: the source network (403, before a
+byte is read); media type, signature headers, size, body deadline, timestamp and signature over the raw bytes;
+then UTF-8, JSON and envelope. The answer (202 accepted, 200 duplicate) is given once Redis holds the event.
+Every 4xx counts against the source's failure budget; a source over it gets 429 unless genuinely signed.
 """
 
 from __future__ import annotations
@@ -63,11 +50,8 @@ WANTED_HEADERS = frozenset(
 
 @dataclass(slots=True)
 class WebhookHeaders:
-    """The headers the webhook route reads, picked out of the scope in one pass.
-
-    For a repeated header the first occurrence counts (as Starlette's `Headers.get` reads it), except
-    `X-Forwarded-For`, whose occurrences are all kept in order: each proxy may have added its own.
-    """
+    """The headers the route reads, in one pass: the first of a repeated header counts (as `Headers.get`), but
+    every `X-Forwarded-For` is kept in order (each proxy may have added its own)."""
 
     values: dict[bytes, str]
     forwarded: tuple[str, ...]
@@ -98,8 +82,7 @@ class Signed:
 
 
 class Refused(ApiError):
-    """Raised when a webhook is refused after its event type is known (the queue was unavailable): an `ApiError`
-    that also carries the type, which labels the refusal's counter."""
+    """Raised when a webhook is refused after its event type is known (the queue was unavailable)."""
 
     def __init__(self, error: ApiError, event_type: str) -> None:
         super().__init__(error.status, error.code, error.detail, error.headers)
@@ -126,10 +109,8 @@ def signature_headers(headers: WebhookHeaders) -> Signed:
 
 
 async def read_body(receive: Receive, headers: WebhookHeaders, limit: int, deadline: float, timeout: float) -> bytes:
-    """Read at most `limit` bytes before `deadline` (the event loop's clock); refuse as soon as the body is
-    known to be larger (413), or when it is late (408: a trickled body cannot hold a connection for ever).
-
-    Raises Starlette's `ClientDisconnect` if the client goes away mid-body."""
+    """Read at most `limit` bytes before `deadline` (the loop's clock): 413 as soon as it is known to be larger,
+    408 when late (a trickled body cannot hold a connection). Raises `ClientDisconnect` if the client goes away."""
     too_large = ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than the {limit}-byte limit")
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -176,9 +157,7 @@ def verify_signature(keys: SignatureKeys, body: bytes, signed: Signed) -> None:
 
 
 def parse_json(body: bytes) -> object:
-    """The body as JSON. orjson decides what it accepts (it checks UTF-8 itself); for anything it refuses the
-    standard library decides, and names the problem, so what is accepted and every error's wording are the
-    standard library's."""
+    """The body as JSON: orjson first; what it refuses, the standard library decides and names the problem."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -253,8 +232,7 @@ class Receiver:
         )
 
     def source(self, scope: Scope, headers: WebhookHeaders) -> tuple[str, str, bool]:
-        """(source address, its failure-budget key, whether it may deliver), remembered per peer and forwarding
-        (Codat sends from a handful of addresses)."""
+        """(source address, its failure-budget key, whether it may deliver), remembered per peer and forwarding."""
         client = scope.get("client")
         memo_key = (str(client[0]) if client else "", headers.forwarded)
         found = self._sources.get(memo_key)
@@ -267,8 +245,7 @@ class Receiver:
         return found
 
     async def verified(self, headers: WebhookHeaders, receive: Receive, deadline: float) -> tuple[Signed, bytes]:
-        """What the signature headers claim and the raw body, once media type, size, deadline, timestamp and
-        signature hold; raises `ApiError`, or `ClientDisconnect`."""
+        """The signature headers' claims and the raw body, once every check holds; raises `ApiError`."""
         check_media_type(headers)
         signed = signature_headers(headers)
         body = await read_body(receive, headers, self.max_body_bytes, deadline, self.body_timeout)
@@ -277,8 +254,7 @@ class Receiver:
         return signed, body
 
     async def enqueue(self, signed: Signed, body: bytes) -> tuple[str, bool]:
-        """Parse a verified webhook and hand it to the queue: (its event type, whether it is new); raises
-        `ApiError` (a `Refused` once the type is known)."""
+        """Parse a verified webhook and queue it: (its event type, whether it is new); raises `ApiError`."""
         try:
             envelope = read_envelope(parse_json(body))
         except InvalidEnvelope as exc:

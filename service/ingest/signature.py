@@ -1,10 +1,8 @@
 """The Svix signature of a webhook, checked over the raw bytes of its body before anything decodes them.
 
-Svix signs ``"{webhook-id}.{webhook-timestamp}.{body}"`` with HMAC-SHA256 under the base64 key after
-``whsec_``; `webhook-signature` is a space-separated list of ``v1,<base64>`` entries (several during a
-rotation). svix's own library decodes the body as UTF-8 first, so an unsigned non-UTF-8 body would be
-told apart from a badly signed one (400 instead of 401) — here nothing about the body is looked at
-until a configured secret has vouched for its exact bytes. Comparisons are constant-time.
+HMAC-SHA256 of ``"{id}.{timestamp}.{body}"`` under the base64 key after ``whsec_``; `webhook-signature` lists
+``v1,<base64>`` entries (several during a rotation). Unlike svix's library, nothing about the body is read until
+a configured secret vouches for its bytes (so a bad non-UTF-8 body is 401, not 400). Comparisons are constant-time.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """`WebhookTally`: the webhook counters, added up in memory and written once per turn of the event loop.
 
-In prometheus-client's multiprocess mode every increment is a locked write to a memory-mapped file, and
-the receiver counts every answer it gives (`synctrack_webhooks_received_total`, and signature failures).
-Under load many requests are answered in one turn of the loop; they are counted here with a dict and
-written together as one increment per label set. A tally never lags: the last request in flight writes
-what is pending before it returns, and otherwise a write is queued for the end of the current turn.
+In prometheus-client's multiprocess mode each increment is a locked write to a memory-mapped file; one write per
+label set per turn costs far less under load. The last request in flight writes what is pending before it returns.
 """
 
 from __future__ import annotations
