@@ -1,9 +1,7 @@
 """Why an event Codat documents does not change the ledger: the reason stored in its `error`.
 
-An event stored with outcome `ignored` is a genuine Codat payload that carries no fact Synctrack
-keeps (a rate-limit notice, a write, an expense sync); `failed` is kept for input that is not a
-documented Codat payload. Every ignored event says which case it is, so an operator reading
-`GET /v1/events?outcome=ignored` never has to guess.
+Outcome `ignored` is a genuine Codat payload carrying no fact Synctrack keeps (`failed` is for input that is not
+one); each says which case it is, so an operator reading `GET /v1/events?outcome=ignored` never has to guess.
 """
 
 from __future__ import annotations

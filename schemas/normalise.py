@@ -1,8 +1,7 @@
 """Codat's free-form fields, normalised once, so nothing after the parser meets an odd shape.
 
-An envelope that passed the receiver's check is always folded: a field Codat documents as an object but sends as
-a string, a number where text belongs, a list that is null, each becomes here the one shape the ledger stores,
-and is never raised on (each function says its rule).
+An envelope that passed the receiver's check is always folded: an odd field (an object sent as a string, a null
+list) becomes the one shape the ledger stores, and is never raised on.
 """
 
 from __future__ import annotations
