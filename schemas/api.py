@@ -9,12 +9,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 
 from schemas.statuses import Freshness, Health, NextAction, ThresholdSource, TimelineKind
 
-UtcTime = Annotated[
-    datetime,
-    PlainSerializer(lambda d: format_time(d), return_type=str, when_used="json"),
-]
-"""On the wire every time is ISO 8601 UTC with a ``Z``."""
-
 
 def as_utc(value: datetime) -> datetime:
     """`value` in UTC; a time without an offset is UTC."""
@@ -24,6 +18,9 @@ def as_utc(value: datetime) -> datetime:
 def format_time(value: datetime) -> str:
     return as_utc(value).isoformat().replace("+00:00", "Z")
 
+
+UtcTime = Annotated[datetime, PlainSerializer(format_time, return_type=str, when_used="json")]
+"""On the wire every time is ISO 8601 UTC with a ``Z``."""
 
 TimeIn = Annotated[datetime, AfterValidator(as_utc)]
 """A time a request gives, read as UTC."""

@@ -29,14 +29,8 @@ class PullOperation:
     error_message: str | None = None
 
     def sync_fact(self) -> SyncFact:
-        return SyncFact(
-            connection_id=self.connection_id,
-            data_type=self.data_type,
-            status=self.status,
-            key=self.id,
-            requested_at=self.requested,
-            issues=({"type": self.status, "message": self.error_message},) if self.error_message else None,
-        )
+        issues = ({"type": self.status, "message": self.error_message},) if self.error_message else None
+        return SyncFact(self.connection_id, self.data_type, self.status, self.id, self.requested, issues=issues)
 
     @property
     def finished(self) -> bool:

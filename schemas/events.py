@@ -37,12 +37,7 @@ LEGACY_TYPES = {
     "Dataset data changed",
     "Data Sync Status Changed To Error",
     "Sync Connection Deleted",
-    "Rate Limit Reached",
-    "Rate Limit Reset",
-    "Push Operation Status Changed()",
-    "Push Operation Timed Out",
-    "Sync Completed",
-    "Sync Failed",
+    *ignored.LEGACY,
 }
 
 ANY_DATA_TYPE = "*"

@@ -14,10 +14,6 @@ SYNC_CONNECTION_DELETED = (
 )
 PRODUCT = "a change to the company's Codat products: Synctrack does not track products"
 
-CURRENT: dict[str, str] = {
-    "client.rateLimit.reached": RATE_LIMIT,
-    "client.rateLimit.reset": RATE_LIMIT,
-}
 LEGACY: dict[str, str] = {
     "Rate Limit Reached": RATE_LIMIT,
     "Rate Limit Reset": RATE_LIMIT,
@@ -30,8 +26,6 @@ LEGACY: dict[str, str] = {
 
 def current_reason(event_type: str) -> str:
     """Why a current-envelope event type Synctrack does not fold is ignored."""
-    if event_type in CURRENT:
-        return CURRENT[event_type]
     if event_type.startswith("client.rateLimit."):
         return RATE_LIMIT
     if event_type.startswith("company.product"):

@@ -25,23 +25,16 @@ def flag(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
-def _as_object(item: object, key: str) -> dict[str, Any] | None:
-    if isinstance(item, dict):
-        return item
-    if item is None:
-        return None
-    if isinstance(item, str):
-        return {key: item}
-    return {key: json.dumps(item, default=str)}
-
-
 def _objects(value: object, key: str) -> tuple[dict[str, Any], ...] | None:
-    """A list of objects: each object kept, a string as ``{key: string}``, anything else as ``{key: its JSON}``; a
-    lone item counts as a list of one; null stays null."""
+    """A list of objects: each object kept, a string as ``{key: string}``, anything else but null as ``{key: its
+    JSON}``; a lone item counts as a list of one; null stays null."""
     if value is None:
         return None
-    items = value if isinstance(value, list) else [value]
-    return tuple(obj for obj in (_as_object(item, key) for item in items) if obj is not None)
+    return tuple(
+        item if isinstance(item, dict) else {key: item if isinstance(item, str) else json.dumps(item, default=str)}
+        for item in (value if isinstance(value, list) else [value])
+        if item is not None
+    )
 
 
 def issues(value: object) -> tuple[dict[str, Any], ...] | None:

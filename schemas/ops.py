@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from schemas.api import ApiModel, EventOut, RequestBody, TimeIn, UtcTime
+from schemas.settings import split
 
 StoredOutcome = Literal["pending", "processed", "ignored", "failed"]
 JobStatus = Literal["pending", "running", "completed", "interrupted", "cancelled", "failed"]
@@ -19,31 +20,29 @@ DEFAULT_MAX_BACKLOG = 5_000
 
 
 def _as_list(value: object) -> object:
-    if value is None:
-        return []
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+        return split(value)
+    return [] if value is None else value
+
+
+T = TypeVar("T")
+Selector = Annotated[list[T], BeforeValidator(_as_list)]
+"""Any of these values; a string gives them comma-separated, null none."""
 
 
 class ReplayFilters(RequestBody):
     """Which stored events a replay selects: every given selector must match (AND); a list matches any
     of its values. Times: `*_from` inclusive, `*_to` exclusive, ISO 8601 (UTC when no offset)."""
 
-    event_id: list[str] = []
-    company_id: list[str] = []
-    connection_id: list[str] = []
-    event_type: list[str] = []
-    outcome: list[StoredOutcome] = []
+    event_id: Selector[str] = []
+    company_id: Selector[str] = []
+    connection_id: Selector[str] = []
+    event_type: Selector[str] = []
+    outcome: Selector[StoredOutcome] = []
     received_from: TimeIn | None = None
     received_to: TimeIn | None = None
     generated_from: TimeIn | None = None
     generated_to: TimeIn | None = None
-
-    @field_validator("event_id", "company_id", "connection_id", "event_type", "outcome", mode="before")
-    @classmethod
-    def _listify(cls, value: object) -> object:
-        return _as_list(value)
 
     def is_empty(self) -> bool:
         return not any(self.model_dump(exclude_defaults=True).values())

@@ -30,12 +30,15 @@ def parse_duration(value: object) -> object:
     return value
 
 
+def split(text: str, separator: str = ",") -> list[str]:
+    """The parts of `text` between separators, stripped, empty ones left out."""
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
 def parse_overrides(text: str) -> dict[str, float]:
     """``banking-transactions=6h,invoices=48h`` -> seconds per data type; raises ValueError saying why."""
     overrides: dict[str, float] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
+    for part in split(text):
         name, _, raw = (piece.strip() for piece in part.partition("="))
         try:
             seconds = float(parse_duration(raw))  # type: ignore[arg-type]
@@ -54,11 +57,9 @@ DATA_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 def parse_bundles(text: str) -> dict[str, list[str]]:
     """``ar=invoices,payments;close=balanceSheet`` -> data types per bundle name; raises ValueError saying why."""
     bundles: dict[str, list[str]] = {}
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
+    for part in split(text, ";"):
         name, equals, members = (piece.strip() for piece in part.partition("="))
-        data_types = [t.strip() for t in members.split(",") if t.strip()]
+        data_types = split(members)
         if not equals or not BUNDLE_NAME.match(name) or not data_types:
             raise ValueError(f"{part!r} is not <name>=<data type>,<data type>..., e.g. ar=invoices,payments")
         if bad := [t for t in data_types if not DATA_TYPE_NAME.match(t)]:
@@ -69,16 +70,12 @@ def parse_bundles(text: str) -> dict[str, list[str]]:
     return bundles
 
 
-def _split_commas(value: object) -> object:
-    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
-
-
 def _parsed_by(parse: Any) -> BeforeValidator:
     """Read a string from the environment with `parse`; anything else is validated as given."""
     return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
 
 
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+CommaList = Annotated[list[str], NoDecode, _parsed_by(split)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, or a duration with a unit (`90s`, `10m`, `6h`, `2d`)."""
 

@@ -39,15 +39,12 @@ def is_connection_status(value: object) -> bool:
     return value in CONNECTION_STATUSES
 
 
+FINISHED_PHASES: dict[str, Phase] = {"Complete": "succeeded", "NotSupported": "unsupported"}
+
+
 def phase_of(status: str) -> Phase:
     """Map a Codat dataset status to a phase; any status Codat adds later counts as failed."""
-    if status in ACTIVE_STATUSES:
-        return "active"
-    if status == "Complete":
-        return "succeeded"
-    if status == "NotSupported":
-        return "unsupported"
-    return "failed"
+    return "active" if status in ACTIVE_STATUSES else FINISHED_PHASES.get(status, "failed")
 
 
 def connection_status_rank(status: str | None) -> int:
