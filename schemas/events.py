@@ -55,6 +55,7 @@ class UnstorableText(InvalidEnvelope):
 LINK_FAILED = "connection.failed"
 INITIAL_READ = "read.completed.initial"
 COMPANY_EVENTS = ("company.created", "company.deleted")
+READ_RESULT_KEYS = ("connectionId", "dataType", "status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +248,7 @@ def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: dateti
 
 def _link_failure(errors: tuple[dict[str, Any], ...] | None) -> LinkFailure:
     entries = errors or ()
-    entry = next((e for e in entries if normalise.is_active_error(e)), entries[0] if entries else None)
-    if entry is None:
-        return LinkFailure()
+    entry = next((e for e in entries if normalise.is_active_error(e)), entries[0] if entries else {})
     return LinkFailure(
         status_code=normalise.status_code(entry.get("statusCode")),
         status_text=normalise.text(entry.get("statusText")),
@@ -315,23 +314,20 @@ def _parse_current(body: dict[str, Any], message_id: str) -> Event:
         items = payload.get("dataTypes")
         if not isinstance(items, list):
             raise InvalidEnvelope(f"{event_type} needs payload.dataTypes as a list")
-        results = []
-        for item in items:
-            if not isinstance(item, dict) or not all(
-                isinstance(item.get(k), str) for k in ("connectionId", "dataType", "status")
-            ):
-                raise InvalidEnvelope("each of payload.dataTypes needs connectionId, dataType and status")
-            results.append(
-                SyncFact(
-                    connection_id=item["connectionId"],
-                    data_type=item["dataType"],
-                    status=item["status"],
-                    key=f"{message_id}:{item['connectionId']}:{item['dataType']}",
-                    records_modified=normalise.flag(item.get("recordsModified")),
-                    issues=normalise.issues(item.get("issues")),
-                )
+        if not all(isinstance(i, dict) and all(isinstance(i.get(k), str) for k in READ_RESULT_KEYS) for i in items):
+            raise InvalidEnvelope("each of payload.dataTypes needs connectionId, dataType and status")
+        syncs = tuple(
+            SyncFact(
+                connection_id=item["connectionId"],
+                data_type=item["dataType"],
+                status=item["status"],
+                key=f"{message_id}:{item['connectionId']}:{item['dataType']}",
+                records_modified=normalise.flag(item.get("recordsModified")),
+                issues=normalise.issues(item.get("issues")),
             )
-        return replace(event, syncs=tuple(results), initial_read=event_type == INITIAL_READ)
+            for item in items
+        )
+        return replace(event, syncs=syncs, initial_read=event_type == INITIAL_READ)
     if event_type in COMPANY_EVENTS:
         if not event.company_id:
             raise InvalidEnvelope(f"{event_type} needs the company (payload.id) with a string id")

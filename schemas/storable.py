@@ -18,8 +18,6 @@ _SPELLED_BYTES = re.compile(_SPELLED.encode())
 def escape(text: str) -> str:
     """`text` with each NUL and lone surrogate written as its JSON escape (`\\u0000`, `\\ud800`): storable,
     readable, and the same string again to a JSON parser where it stands inside a JSON string."""
-    if _UNSTORABLE.search(text) is None:
-        return text
     return _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
