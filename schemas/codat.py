@@ -141,8 +141,6 @@ class CompanyPage:
     """One page of `GET /companies`: the companies (each with `dataConnections[]`) and whether more follow."""
 
     results: list[dict[str, Any]]
-    page: int
-    total: int | None
     has_next: bool
 
 
@@ -156,7 +154,7 @@ def company_page(raw: object, page: int, page_size: int) -> CompanyPage:
         has_next = isinstance(links.get("next"), dict) and bool(results)
     else:
         has_next = bool(results) and total is not None and page * page_size < total
-    return CompanyPage(companies, page, total, has_next)
+    return CompanyPage(companies, has_next)
 
 
 def sync_schedules(raw: object) -> dict[str, float]:

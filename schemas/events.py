@@ -7,7 +7,7 @@ and syncs, stamped with Codat's time); actions and reconciliation build it too, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -125,7 +125,6 @@ class Event:
     """`company.deleted`: the company and every connection of it are deleted as of `generated_at`."""
     initial_read: bool = False
     """`read.completed.initial`: each connection its `syncs` name finished its first read."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def connection_ids(self) -> list[str]:
