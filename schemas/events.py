@@ -128,8 +128,7 @@ class Event:
 
     @property
     def connection_ids(self) -> list[str]:
-        ids = {c.id for c in self.connections} | {s.connection_id for s in self.syncs}
-        return sorted(ids)
+        return sorted({c.id for c in self.connections} | {s.connection_id for s in self.syncs})
 
 
 def parse_time(value: object) -> datetime:
