@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
-from schemas.api import ConnectionOut, SyncOut, UtcTime
+from schemas.api import ApiModel, ConnectionOut, SyncOut, UtcTime
 
 
-class AuditOut(BaseModel):
+class AuditOut(ApiModel):
     id: int
     at: UtcTime
     """When Synctrack sent the request to Codat."""
@@ -39,12 +37,9 @@ class ActionOut(AuditOut):
     """The connection as the ledger holds it after an unlink or delete."""
 
 
-class ReconnectOut(BaseModel):
-    """`POST /v1/connections/{connection_id}/reconnect`: the link Codat issued for the connection just now.
-
-    Codat's one-time Link URLs work once and expire after a day, so this one is never stored: send the
-    customer to it now, and ask again next time.
-    """
+class ReconnectOut(ApiModel):
+    """`POST /v1/connections/{connection_id}/reconnect`: the link Codat issued for the connection just now. It works
+    once and expires after a day, so it is never stored: send the customer to it now, and ask again next time."""
 
     connection_id: str
     company_id: str

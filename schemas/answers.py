@@ -5,22 +5,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
-
+from schemas.api import ApiModel
 from schemas.ops import DeadLetterOut
 
 
-class HealthOut(BaseModel):
+class HealthOut(ApiModel):
     status: Literal["ok"]
 
 
-class ReadyOut(BaseModel):
+class ReadyOut(ApiModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
     """Each dependency (`database`, `redis`): `ok`, or `unavailable: <reason>`."""
 
 
-class StreamStatusOut(BaseModel):
+class StreamStatusOut(ApiModel):
     clients: int
     buffered: int
     overflows: int
@@ -29,11 +28,11 @@ class StreamStatusOut(BaseModel):
     tasks: int
 
 
-class DeadLetterPage(BaseModel):
+class DeadLetterPage(ApiModel):
     items: list[DeadLetterOut]
     next_cursor: str | None
     total: int
 
 
-class PurgeOut(BaseModel):
+class PurgeOut(ApiModel):
     purged: int

@@ -5,37 +5,53 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 
 from schemas.statuses import Freshness, Health, NextAction, ThresholdSource, TimelineKind
 
-UtcTime = Annotated[
-    datetime,
-    PlainSerializer(lambda d: format_time(d), return_type=str, when_used="json"),
-]
-"""On the wire every time is ISO 8601 UTC with a ``Z``."""
+
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC; a time without an offset is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def format_time(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+UtcTime = Annotated[datetime, PlainSerializer(format_time, return_type=str, when_used="json")]
+"""On the wire every time is ISO 8601 UTC with a ``Z``."""
+
+TimeIn = Annotated[datetime, AfterValidator(as_utc)]
+"""A time a request gives, read as UTC."""
+
+
+class ApiModel(BaseModel):
+    """A JSON object of the API: each field's docstring is its description in the OpenAPI document."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class RequestBody(ApiModel):
+    """A request body: an unknown field is refused rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
+class Page(BaseModel, Generic[T]):  # pydantic cannot read the docstrings of a parametrized class
     items: list[T]
     next_cursor: str | None = None
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(ApiModel):
     error: str
     detail: str
 
 
-class CompanyOut(BaseModel):
+class CompanyOut(ApiModel):
     id: str
     name: str | None
     connection_count: int
@@ -47,7 +63,7 @@ class CompanyOut(BaseModel):
     """Codat's company tags (`{"region": "uk"}`), when known."""
 
 
-class LinkFailureOut(BaseModel):
+class LinkFailureOut(ApiModel):
     """Why the latest link attempt failed (`connection.failed`), from its first active error entry."""
 
     at: UtcTime
@@ -59,7 +75,7 @@ class LinkFailureOut(BaseModel):
     """Codat's `errorMessage`."""
 
 
-class ConnectionOut(BaseModel):
+class ConnectionOut(ApiModel):
     id: str
     company_id: str
     company_name: str | None
@@ -79,50 +95,35 @@ class ConnectionOut(BaseModel):
     link_url: str | None
     metadata: dict[str, Any]
     errors: list[dict[str, Any]]
-    active_errors: list[dict[str, Any]] = Field(
-        description="The entries of `errors` that are current: Codat's `status` Active, or null without "
-        "`resolvedOnUtc`."
-    )
-    initial_read_completed_at: UtcTime | None = Field(
-        description="When the connection's first read of all its data types finished (the earliest "
-        "`read.completed.initial`); null until then."
-    )
-    last_link_failure: LinkFailureOut | None = Field(
-        description="Why the latest link attempt failed (the `connection.failed` with the latest `generatedDate`); "
-        "null if none was received. Kept after a later successful link."
-    )
+    active_errors: list[dict[str, Any]]
+    """The entries of `errors` that are current: Codat's `status` Active, or null without `resolvedOnUtc`."""
+    initial_read_completed_at: UtcTime | None
+    """When the connection's first read of all its data types finished (the earliest `read.completed.initial`)."""
+    last_link_failure: LinkFailureOut | None
+    """Why the latest link attempt failed (the latest `connection.failed`), kept after a later successful link."""
     freshness: Freshness
     """`fresh`, `overdue`, `pending`, `never` or `paused`: the worst of its data types."""
     expected_by: UtcTime | None
     """The next deadline: the earliest `expected_by` of its data types."""
     overdue_data_types: list[str]
-    health: Health = Field(
-        description="What the connection needs, in one word: `deleted`, `unlinked`, `needs_reauth`, `link_failed`, "
-        "`pending`, `platform_incident`, `failing`, `syncing` or `healthy` (the first that applies; see "
-        "docs/health.md)."
-    )
-    health_reason: str = Field(
-        description="One sentence for the customer saying why, naming the platform and, where one is involved, "
-        "the data type."
-    )
-    next_action: NextAction = Field(
-        description="The one step that helps now: `reconnect` (re-link the connection), `refresh` (sync again), "
-        "`wait` (a sync is running, or the platform is having an incident) or `none`."
-    )
-    health_data_type: str | None = Field(
-        description="The data type `health_reason` is about (the one that failed), or null."
-    )
-    last_linked_at: UtcTime | None = Field(
-        description="When the connection last became Linked (the latest `connection.connected` or `reconnected`); "
-        "results before it do not count towards its health. `linked_at` is the first time."
-    )
-    deauthorization_risk_at: UtcTime | None = Field(
-        description="When Codat may deauthorize the connection unless it syncs: the latest of its last completed "
-        "sync and the time it last became Linked, plus `SYNCTRACK_DEAUTHORIZE_AFTER`; null unless Linked."
-    )
+    health: Health
+    """What the connection needs, in one word: the first state that applies (see docs/health.md)."""
+    health_reason: str
+    """One sentence for the customer saying why, naming the platform and, where one is involved, the data type."""
+    next_action: NextAction
+    """The one step that helps now: `reconnect` (re-link the connection), `refresh` (sync again), `wait` (a sync is
+    running, or the platform is having an incident) or `none`."""
+    health_data_type: str | None
+    """The data type `health_reason` is about (the one that failed), or null."""
+    last_linked_at: UtcTime | None
+    """When the connection last became Linked; results before it do not count towards its health. `linked_at` is
+    the first time."""
+    deauthorization_risk_at: UtcTime | None
+    """When Codat may deauthorize the connection unless it syncs: its last completed sync or link, whichever is
+    later, plus `SYNCTRACK_DEAUTHORIZE_AFTER`; null unless Linked."""
 
 
-class DataTypeOut(BaseModel):
+class DataTypeOut(ApiModel):
     data_type: str
     status: str
     phase: str
@@ -141,7 +142,7 @@ class ConnectionDetail(ConnectionOut):
     data_types: list[DataTypeOut]
 
 
-class SyncOut(BaseModel):
+class SyncOut(ApiModel):
     id: str
     company_id: str
     connection_id: str
@@ -154,40 +155,35 @@ class SyncOut(BaseModel):
     issues: list[dict[str, Any]] | None
     source: str
     event_id: str | None
-    delayed: bool = Field(
-        False,
-        description="Still active because Codat, asked once the sync waited SYNCTRACK_SYNC_STALE_AFTER, "
-        "says it is still running it.",
-    )
-    codat_status: str | None = Field(
-        None, description="What Codat said of a delayed sync (Queued, Fetching, ...); null otherwise."
-    )
-    typical_duration_seconds: float | None = Field(
-        default=None,
-        description="Phase `active` only: the median `completed_at - requested_at` of the latest 20 succeeded syncs "
-        "of this connection and data type that have both (with fewer than 3, of the same platform and data type "
-        "across all companies); null with fewer than 3 there too, and for syncs not active.",
-    )
-    expected_completion_at: UtcTime | None = Field(
-        default=None,
-        description="Phase `active` only: `requested_at` + `typical_duration_seconds`, or null.",
-    )
+    delayed: bool = False
+    """Still active because Codat, asked once the sync waited SYNCTRACK_SYNC_STALE_AFTER, says it is still running
+    it."""
+    codat_status: str | None = None
+    """What Codat said of a delayed sync (Queued, Fetching, ...); null otherwise."""
+    typical_duration_seconds: float | None = None
+    """Phase `active` only: the median `completed_at - requested_at` of the latest 20 succeeded syncs of this
+    connection and data type that have both (with fewer than 3, of the same platform and data type across all
+    companies); null with fewer than 3 there too."""
+    expected_completion_at: UtcTime | None = None
+    """Phase `active` only: `requested_at` + `typical_duration_seconds`, or null."""
 
 
-class TimelineItemOut(BaseModel):
+class TimelineItemOut(ApiModel):
     """One moment of a connection's life (`GET /v1/connections/{connection_id}/timeline`), newest first."""
 
     at: UtcTime
     kind: TimelineKind
-    summary: str = Field(description='A sentence for people: "Xero was disconnected by the customer".')
-    data_type: str | None = Field(description="The data type involved (Codat's name), or null.")
-    event_id: str | None = Field(
-        description="The webhook behind it (or `audit:{id}` for a request made through Synctrack), or null."
-    )
-    actor: str | None = Field(description="Who made a request (the audit log's actor); null for anything else.")
+    summary: str
+    """A sentence for people: "Xero was disconnected by the customer"."""
+    data_type: str | None
+    """The data type involved (Codat's name), or null."""
+    event_id: str | None
+    """The webhook behind it (or `audit:{id}` for a request made through Synctrack), or null."""
+    actor: str | None
+    """Who made a request (the audit log's actor); null for anything else."""
 
 
-class EventOut(BaseModel):
+class EventOut(ApiModel):
     id: str
     event_type: str
     envelope_id: str | None
@@ -205,19 +201,22 @@ class EventDetail(EventOut):
     """The body as received, parsed; null once pruned by retention."""
 
 
-class MissedWebhookOut(BaseModel):
+class MissedWebhookOut(ApiModel):
     """A result reconciliation folded that no webhook had reported (`GET /v1/admin/missed`), newest found first."""
 
     company_id: str
     connection_id: str
     data_type: str
-    dataset_id: str = Field(description="Codat's pull operation (dataset) id.")
-    status: str = Field(description="Codat's dataset status of the result: `Complete`, `FetchError`, …")
+    dataset_id: str
+    """Codat's pull operation (dataset) id."""
+    status: str
+    """Codat's dataset status of the result: `Complete`, `FetchError`, …"""
     completed_at: UtcTime | None
-    found_at: UtcTime = Field(description="When reconciliation folded it.")
+    found_at: UtcTime
+    """When reconciliation folded it."""
 
 
-class IncidentOut(BaseModel):
+class IncidentOut(ApiModel):
     """A platform incident (`GET /v1/platforms/incidents`, `platform.incident_opened` / `_closed`)."""
 
     id: str

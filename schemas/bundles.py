@@ -3,15 +3,13 @@ them (`GET /v1/companies/{company_id}/bundles`), and what a bundle refresh answe
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from schemas.actions import ActionOut
-from schemas.api import UtcTime
+from schemas.api import ApiModel, UtcTime
 
 BUNDLE_READY = "bundle.ready"
 
 
-class BundleOut(BaseModel):
+class BundleOut(ApiModel):
     name: str
     data_types: list[str]
     as_of: UtcTime | None
@@ -24,13 +22,13 @@ class BundleOut(BaseModel):
     """Every member has a successful sync on a Linked connection."""
 
 
-class BundleList(BaseModel):
+class BundleList(ApiModel):
     """`GET /v1/companies/{company_id}/bundles`: every configured bundle, in the order configured."""
 
     items: list[BundleOut]
 
 
-class BundleRefreshOut(BaseModel):
+class BundleRefreshOut(ApiModel):
     company_id: str
     bundle: str
     requested_at: UtcTime

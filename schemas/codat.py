@@ -1,9 +1,7 @@
-"""Codat API objects (connections, pull operations, data status, sync settings) read once into typed values.
+"""Codat API objects (pull operations, data status, sync settings, company pages) read once into typed values.
 
-The Codat client returns JSON; actions and reconciliation turn it into the same `ConnectionFacts` and
-`SyncFact` the webhook parser builds, through the functions here, so there is one reading of Codat's
-shapes. A pull operation's dataset id is the sync's key: the same id whether the sync was started by
-an action, seen by reconciliation or (for legacy alerts) reported by a webhook.
+A pull operation becomes the same `SyncFact` the webhook parser builds, keyed by its dataset id whether an action
+started it, reconciliation saw it or a legacy alert reported it.
 """
 
 from __future__ import annotations
@@ -13,9 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schemas import normalise
-from schemas.events import ConnectionFacts, Event, InvalidEnvelope, SyncFact, parse_time
-from schemas.statuses import is_connection_status, phase_of
+from schemas.events import Event, InvalidEnvelope, SyncFact, optional_time, parse_time
+from schemas.statuses import phase_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,22 +29,16 @@ class PullOperation:
     error_message: str | None = None
 
     def sync_fact(self) -> SyncFact:
-        return SyncFact(
-            connection_id=self.connection_id,
-            data_type=self.data_type,
-            status=self.status,
-            key=self.id,
-            requested_at=self.requested,
-            issues=({"type": self.status, "message": self.error_message},) if self.error_message else None,
-        )
+        issues = ({"type": self.status, "message": self.error_message},) if self.error_message else None
+        return SyncFact(self.connection_id, self.data_type, self.status, self.id, self.requested, issues=issues)
 
     @property
     def finished(self) -> bool:
         return phase_of(self.status) != "active"
 
     def reconcile_event(self) -> Event:
-        """The operation as an event of source `reconcile`, stamped with its completion time once finished
-        (its request time before): how reconciliation and the stale check fold what Codat says."""
+        """The operation as an event of source `reconcile`, stamped with its completion time once finished (its
+        request time before)."""
         at = (self.completed or self.requested) if self.finished else self.requested
         return Event(
             f"reconcile:{self.id}:{self.status}",
@@ -86,24 +77,16 @@ class OpenSync:
 
 @dataclass(frozen=True, slots=True)
 class CodatAnswer:
-    """What Codat says of an open sync: still `running` (the status it reports), a `result` generated at or
-    after the request, or — neither — nothing newer than the request."""
+    """What Codat says of an open sync: still `running` (its status), a `result` generated at or after the
+    request, or (neither) nothing newer than the request."""
 
     running: str | None = None
     result: PullOperation | None = None
 
 
 def dataset_id(sync_key: str) -> str | None:
-    """The dataset id a sync is keyed by, if any: the keys Synctrack makes up itself join their parts with
-    ``:`` (message or action, connection, data type); any other key is a pull operation's `id`."""
+    """The dataset id a sync is keyed by, if any: keys Synctrack makes up join their parts with ``:``."""
     return None if ":" in sync_key else sync_key
-
-
-def _optional_time(value: object) -> datetime | None:
-    try:
-        return parse_time(value) if value else None
-    except InvalidEnvelope:
-        return None
 
 
 def pull_operation(raw: object) -> PullOperation:
@@ -121,26 +104,8 @@ def pull_operation(raw: object) -> PullOperation:
         data_type=raw["dataType"],
         status=raw["status"],
         requested=parse_time(raw.get("requested")),
-        completed=_optional_time(raw.get("completed")),
+        completed=optional_time(raw.get("completed")),
         error_message=message if isinstance(message, str) and message else None,
-    )
-
-
-def connection_facts(raw: object) -> ConnectionFacts:
-    """Read a connection object of Codat's API (the same shape webhooks carry in `payload.connection`)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-        raise InvalidEnvelope("a connection must be a JSON object with a string id")
-    status = raw.get("status")
-    return ConnectionFacts(
-        id=raw["id"],
-        status=status if is_connection_status(status) else None,
-        platform_key=normalise.text(raw.get("integrationKey")) or normalise.text(raw.get("platformKey")),
-        platform_name=normalise.text(raw.get("platformName")),
-        source_type=normalise.text(raw.get("sourceType")),
-        link_url=normalise.text(raw.get("linkUrl")),
-        created_at=_optional_time(raw.get("created")),
-        errors=normalise.connection_errors(raw.get("dataConnectionErrors")),
-        metadata=normalise.mapping(raw.get("connectionInfo")),
     )
 
 
@@ -148,20 +113,17 @@ def data_status(raw: object) -> list[DataTypeStatus]:
     """Read `GET /companies/{id}/dataStatus`: an object keyed by data type."""
     if not isinstance(raw, dict):
         raise InvalidEnvelope("dataStatus must be a JSON object keyed by data type")
-    out = []
-    for key, value in raw.items():
-        if not isinstance(value, dict):
-            continue
-        out.append(
-            DataTypeStatus(
-                data_type=value.get("dataType") or key,
-                current_status=value.get("currentStatus"),
-                latest_sync_id=value.get("latestSyncId"),
-                latest_successful_sync_id=value.get("latestSuccessfulSyncId"),
-                last_successful_sync=_optional_time(value.get("lastSuccessfulSync")),
-            )
+    return [
+        DataTypeStatus(
+            data_type=value.get("dataType") or key,
+            current_status=value.get("currentStatus"),
+            latest_sync_id=value.get("latestSyncId"),
+            latest_successful_sync_id=value.get("latestSuccessfulSyncId"),
+            last_successful_sync=optional_time(value.get("lastSuccessfulSync")),
         )
-    return out
+        for key, value in raw.items()
+        if isinstance(value, dict)
+    ]
 
 
 def page_results(raw: object) -> tuple[list[Any], int | None]:
@@ -179,17 +141,12 @@ class CompanyPage:
     """One page of `GET /companies`: the companies (each with `dataConnections[]`) and whether more follow."""
 
     results: list[dict[str, Any]]
-    page: int
-    total: int | None
     has_next: bool
 
 
 def company_page(raw: object, page: int, page_size: int) -> CompanyPage:
-    """Read a page of `GET /companies` (``{results, pageNumber, pageSize, totalResults, _links}``).
-
-    More pages follow when `_links.next` is given, or — where Codat leaves the links out — when the
-    pages so far hold fewer than `totalResults`.
-    """
+    """Read a page of `GET /companies`. More pages follow when `_links.next` is given, or, where Codat leaves the
+    links out, when the pages so far hold fewer than `totalResults`."""
     results, total = page_results(raw)
     companies = [c for c in results if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
     links = raw.get("_links") if isinstance(raw, dict) else None
@@ -197,14 +154,12 @@ def company_page(raw: object, page: int, page_size: int) -> CompanyPage:
         has_next = isinstance(links.get("next"), dict) and bool(results)
     else:
         has_next = bool(results) and total is not None and page * page_size < total
-    return CompanyPage(companies, page, total, has_next)
+    return CompanyPage(companies, has_next)
 
 
 def sync_schedules(raw: object) -> dict[str, float]:
-    """Read Codat's sync settings — the client's (`GET /profile/syncSettings`: ``{clientId, settings,
-    overridesDefaults}``) or a company's (`GET /companies/{id}/syncSettings`: ``{companyId, settings}``) — as
-    each data type's `syncSchedule` in hours. A setting without a number of hours (zero or more) is left out;
-    raises `InvalidEnvelope` when `settings` is not a list."""
+    """Each data type's `syncSchedule` in hours, from the client's or a company's sync settings; a setting without
+    a number of hours (zero or more) is left out. Raises `InvalidEnvelope` when `settings` is not a list."""
     if not isinstance(raw, dict) or not isinstance(raw.get("settings"), list):
         raise InvalidEnvelope("sync settings must be a JSON object with a list of settings")
     schedules: dict[str, float] = {}

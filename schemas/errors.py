@@ -1,9 +1,7 @@
 """Synctrack's exceptions (one hierarchy, `SynctrackError`) and the error codes of its HTTP API (one enumeration).
 
-Each exception lives beside the code that raises it and says when. What a client sees is decided in one place:
-an `ApiError` is answered as it stands, and the web app's one exception handler maps the few other errors a
-request can meet to one. The direct subclasses: `ApiError` (answered ``{"error": code, "detail": detail}``),
-`ConfigError` (the process refuses to start) and `Unavailable` (a dependency is unreachable; retrying can succeed).
+Each exception lives beside the code that raises it; the web app's one exception handler answers an `ApiError` as
+it stands and maps the few other errors a request can meet to one.
 """
 
 from __future__ import annotations
@@ -54,10 +52,8 @@ class Unavailable(SynctrackError):
 
 
 class ApiError(SynctrackError):
-    """Raised by any handler to answer with ``{"error": code, "detail": detail}`` and `status`.
-
-    `detail` is shown to the caller, so it never holds a secret.
-    """
+    """Raised by any handler to answer with ``{"error": code, "detail": detail}`` and `status`; `detail` is shown
+    to the caller, so it never holds a secret."""
 
     def __init__(self, status: int, code: ErrorCode, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)

@@ -1,15 +1,13 @@
 """Codat's two webhook envelope generations, normalised once into one `Event`.
 
-Current envelope: ``{id, eventType, generatedDate, payload}``. Legacy rule alerts:
-``{AlertId, RuleType, CompanyId, DataConnectionId, Data, ...}``. Everything after this module
-(the fold, the store, the API) sees only `Event`: a list of facts about companies, connections and
-syncs, stamped with the time Codat generated them. Actions and reconciliation build the same
-`Event` so the ledger has one set of rules.
+Current envelope: ``{id, eventType, generatedDate, payload}``; legacy rule alerts: ``{AlertId, RuleType, CompanyId,
+DataConnectionId, Data, ...}``. Everything after this module sees only `Event` (facts about companies, connections
+and syncs, stamped with Codat's time); actions and reconciliation build it too, so the ledger has one set of rules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -39,12 +37,7 @@ LEGACY_TYPES = {
     "Dataset data changed",
     "Data Sync Status Changed To Error",
     "Sync Connection Deleted",
-    "Rate Limit Reached",
-    "Rate Limit Reset",
-    "Push Operation Status Changed()",
-    "Push Operation Timed Out",
-    "Sync Completed",
-    "Sync Failed",
+    *ignored.LEGACY,
 }
 
 ANY_DATA_TYPE = "*"
@@ -55,12 +48,14 @@ class InvalidEnvelope(SynctrackError, ValueError):
 
 
 class UnstorableText(InvalidEnvelope):
-    """Raised when a body holds text no ledger database can store (a NUL, a lone UTF-16 surrogate; see
-    `schemas.storable`): the event is kept with that text escaped and never folded."""
+    """Raised when a body holds text no ledger database can store (`schemas.storable`): the event is kept with that
+    text escaped and never folded."""
 
 
 LINK_FAILED = "connection.failed"
 INITIAL_READ = "read.completed.initial"
+COMPANY_EVENTS = ("company.created", "company.deleted")
+READ_RESULT_KEYS = ("connectionId", "dataType", "status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +85,7 @@ class ConnectionFacts:
     link_failure: LinkFailure | None = None
     """Set by `connection.failed` only: a link attempt of this connection failed at the event's time."""
     linked: bool = False
-    """The connection became Linked at the event's time (`connection.connected`/`reconnected`, a legacy
-    status change to Linked): a reconnect starts its health afresh."""
+    """The connection became Linked at the event's time: a reconnect starts its health afresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +120,15 @@ class Event:
     """Why an event that is not `known` changes nothing (stored as its `error`)."""
     company_description: str | None = None
     company_tags: dict[str, Any] | None = None
-    """With `company_name`, the company object as Codat sent it: the three win or lose together."""
+    """With `company_name` and `company_description`, the company as Codat sent it: the three win or lose together."""
     company_deleted: bool = False
     """`company.deleted`: the company and every connection of it are deleted as of `generated_at`."""
     initial_read: bool = False
-    """`read.completed.initial`: each connection its `syncs` name finished its first read at `generated_at`."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    """`read.completed.initial`: each connection its `syncs` name finished its first read."""
 
     @property
     def connection_ids(self) -> list[str]:
-        ids = {c.id for c in self.connections} | {s.connection_id for s in self.syncs}
-        return sorted(ids)
+        return sorted({c.id for c in self.connections} | {s.connection_id for s in self.syncs})
 
 
 def parse_time(value: object) -> datetime:
@@ -151,7 +143,8 @@ def parse_time(value: object) -> datetime:
         raise InvalidEnvelope(f"expected an ISO 8601 time, got {value!r}") from exc
 
 
-def _optional_time(value: object) -> datetime | None:
+def optional_time(value: object) -> datetime | None:
+    """`parse_time` of a time Codat may leave out or garble: None then."""
     try:
         return parse_time(value) if value else None
     except InvalidEnvelope:
@@ -173,11 +166,8 @@ class Envelope:
 
 
 def read_envelope(body: object) -> Envelope:
-    """Check that `body` (decoded JSON) is a Codat envelope of either generation and read what it says of itself.
-
-    Raises `InvalidEnvelope` saying what is missing: the receiver answers 400 with it before acknowledging
-    anything. Only the envelope is checked; the payload is read leniently here and in full by `parse_event`.
-    """
+    """Check that `body` (decoded JSON) is a Codat envelope of either generation and read what it says of itself;
+    raises `InvalidEnvelope` saying what is missing. The payload is read leniently here, in full by `parse_event`."""
     if not isinstance(body, dict):
         raise InvalidEnvelope("the body must be a JSON object")
     if "eventType" in body:
@@ -209,8 +199,7 @@ def read_envelope(body: object) -> Envelope:
 
 
 def summarise(raw: Any) -> Envelope | None:
-    """`read_envelope` of a decoded body, or None when it is no envelope: never raises (a stored body is indexed,
-    and a dead letter listed, whatever it holds)."""
+    """`read_envelope` of a decoded body, or None when it is no envelope: never raises."""
     try:
         return read_envelope(raw)
     except (InvalidEnvelope, RecursionError):
@@ -231,7 +220,7 @@ class Decoded:
 
     value: Any
     text: str | bytes | None = None
-    """The JSON it was decoded from, if at hand: it spares the common case the walk for unstorable text."""
+    """The JSON it was decoded from, if at hand: it spares the walk for unstorable text."""
 
 
 def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: datetime) -> Event:
@@ -257,9 +246,7 @@ def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: dateti
 
 def _link_failure(errors: tuple[dict[str, Any], ...] | None) -> LinkFailure:
     entries = errors or ()
-    entry = next((e for e in entries if normalise.is_active_error(e)), entries[0] if entries else None)
-    if entry is None:
-        return LinkFailure()
+    entry = next((e for e in entries if normalise.is_active_error(e)), entries[0] if entries else {})
     return LinkFailure(
         status_code=normalise.status_code(entry.get("statusCode")),
         status_text=normalise.text(entry.get("statusText")),
@@ -267,12 +254,14 @@ def _link_failure(errors: tuple[dict[str, Any], ...] | None) -> LinkFailure:
     )
 
 
-def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
+def connection_facts(raw: object, event_type: str | None = None) -> ConnectionFacts:
+    """Read a connection object of Codat's API, or the `payload.connection` of a webhook of `event_type`."""
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
-        raise InvalidEnvelope(f"{event_type} needs payload.connection with a string id")
+        what = f"{event_type} needs payload.connection" if event_type else "a connection must be a JSON object"
+        raise InvalidEnvelope(f"{what} with a string id")
     status = raw.get("status")
     if not is_connection_status(status):
-        status = CONNECTION_EVENT_STATUS.get(event_type)
+        status = CONNECTION_EVENT_STATUS.get(event_type or "")
     errors = normalise.connection_errors(raw.get("dataConnectionErrors"))
     return ConnectionFacts(
         id=raw["id"],
@@ -281,7 +270,7 @@ def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
         platform_name=normalise.text(raw.get("platformName")),
         source_type=normalise.text(raw.get("sourceType")),
         link_url=normalise.text(raw.get("linkUrl")),
-        created_at=_optional_time(raw.get("created")),
+        created_at=optional_time(raw.get("created")),
         errors=errors,
         metadata=normalise.mapping(raw.get("connectionInfo")),
         deleted=event_type == "connection.deleted",
@@ -290,66 +279,58 @@ def _connection_facts(raw: object, event_type: str) -> ConnectionFacts:
     )
 
 
+def _expected_read(message_id: str, connection_id: str, at: datetime) -> tuple[SyncFact, ...]:
+    """The read Codat starts once a connection is Linked, of every data type."""
+    return (SyncFact(connection_id, ANY_DATA_TYPE, "Queued", f"{message_id}:{connection_id}:*", requested_at=at),)
+
+
 def _parse_current(body: dict[str, Any], message_id: str) -> Event:
     event_type: str = body["eventType"]
     generated_at = parse_time(body["generatedDate"])
     payload = body.get("payload") or {}
     company = payload.get("referenceCompany")
-    if company is None and event_type in ("company.created", "company.deleted"):
+    if company is None and event_type in COMPANY_EVENTS:
         company = payload  # in company events the payload is the company itself
     company = company or {}
     if not isinstance(company, dict):
         raise InvalidEnvelope("payload.referenceCompany must be an object")
     name = normalise.text(company.get("name"))
-    common = dict(
-        id=message_id,
-        event_type=event_type,
-        generated_at=generated_at,
+    event = Event(
+        message_id,
+        event_type,
+        generated_at,
         company_id=normalise.text(company.get("id")) or normalise.text(payload.get("companyId")),
         company_name=name,
         company_description=normalise.text(company.get("description")) if name else None,
         company_tags=normalise.mapping(company.get("tags")) if name else None,
     )
     if event_type.startswith("connection."):
-        facts = _connection_facts(payload.get("connection"), event_type)
-        syncs: tuple[SyncFact, ...] = ()
-        if event_type in EXPECTS_READ:
-            syncs = (
-                SyncFact(
-                    connection_id=facts.id,
-                    data_type=ANY_DATA_TYPE,
-                    status="Queued",
-                    key=f"{message_id}:{facts.id}:*",
-                    requested_at=generated_at,
-                ),
-            )
-        return Event(connections=(facts,), syncs=syncs, **common)  # type: ignore[arg-type]
+        facts = connection_facts(payload.get("connection"), event_type)
+        syncs = _expected_read(message_id, facts.id, generated_at) if event_type in EXPECTS_READ else ()
+        return replace(event, connections=(facts,), syncs=syncs)
     if event_type in ("read.completed", INITIAL_READ):
         items = payload.get("dataTypes")
         if not isinstance(items, list):
             raise InvalidEnvelope(f"{event_type} needs payload.dataTypes as a list")
-        results = []
-        for item in items:
-            if not isinstance(item, dict) or not all(
-                isinstance(item.get(k), str) for k in ("connectionId", "dataType", "status")
-            ):
-                raise InvalidEnvelope("each of payload.dataTypes needs connectionId, dataType and status")
-            results.append(
-                SyncFact(
-                    connection_id=item["connectionId"],
-                    data_type=item["dataType"],
-                    status=item["status"],
-                    key=f"{message_id}:{item['connectionId']}:{item['dataType']}",
-                    records_modified=normalise.flag(item.get("recordsModified")),
-                    issues=normalise.issues(item.get("issues")),
-                )
+        if not all(isinstance(i, dict) and all(isinstance(i.get(k), str) for k in READ_RESULT_KEYS) for i in items):
+            raise InvalidEnvelope("each of payload.dataTypes needs connectionId, dataType and status")
+        syncs = tuple(
+            SyncFact(
+                connection_id=item["connectionId"],
+                data_type=item["dataType"],
+                status=item["status"],
+                key=f"{message_id}:{item['connectionId']}:{item['dataType']}",
+                records_modified=normalise.flag(item.get("recordsModified")),
+                issues=normalise.issues(item.get("issues")),
             )
-        return Event(syncs=tuple(results), initial_read=event_type == INITIAL_READ, **common)  # type: ignore[arg-type]
-    if event_type in ("company.created", "company.deleted"):
-        if not common["company_id"]:
+            for item in items
+        )
+        return replace(event, syncs=syncs, initial_read=event_type == INITIAL_READ)
+    if event_type in COMPANY_EVENTS:
+        if not event.company_id:
             raise InvalidEnvelope(f"{event_type} needs the company (payload.id) with a string id")
-        return Event(company_deleted=event_type == "company.deleted", **common)  # type: ignore[arg-type]
-    return Event(known=False, reason=ignored.current_reason(event_type), **common)  # type: ignore[arg-type]
+        return replace(event, company_deleted=event_type == "company.deleted")
+    return replace(event, known=False, reason=ignored.current_reason(event_type))
 
 
 def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) -> Event:
@@ -360,27 +341,15 @@ def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) 
     if not isinstance(data, dict):
         raise InvalidEnvelope("Data must be an object")
     connection_id = normalise.text(body.get("DataConnectionId")) or normalise.text(data.get("dataConnectionId"))
-    common = dict(
-        id=message_id,
-        event_type=rule,
-        generated_at=received_at,
-        company_id=normalise.text(body.get("CompanyId")),
-        company_name=None,
-    )
+    event = Event(message_id, rule, received_at, company_id=normalise.text(body.get("CompanyId")))
     if rule == "DataConnectionStatusChanged":
         status = data.get("newStatus")
         if not isinstance(connection_id, str) or not is_connection_status(status):
             raise InvalidEnvelope("DataConnectionStatusChanged needs DataConnectionId and a known newStatus")
-        facts = ConnectionFacts(
-            id=connection_id,
-            status=status,
-            platform_key=normalise.text(data.get("platformKey")),
-            linked=status == "Linked",
-        )
-        syncs: tuple[SyncFact, ...] = ()
-        if status == "Linked":
-            syncs = (SyncFact(connection_id, ANY_DATA_TYPE, "Queued", f"{message_id}:{connection_id}:*", received_at),)
-        return Event(connections=(facts,), syncs=syncs, **common)  # type: ignore[arg-type]
+        platform_key = normalise.text(data.get("platformKey"))
+        facts = ConnectionFacts(connection_id, status, platform_key, linked=status == "Linked")
+        syncs = _expected_read(message_id, connection_id, received_at) if status == "Linked" else ()
+        return replace(event, connections=(facts,), syncs=syncs)
     if rule in ("Data sync completed", "Data Sync Status Changed To Error", "Dataset data changed"):
         data_type = data.get("dataType")
         if not isinstance(connection_id, str) or not isinstance(data_type, str):
@@ -394,13 +363,13 @@ def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) 
         else:
             status = data.get("datasetStatus")
             fact = SyncFact(connection_id, data_type, status if isinstance(status, str) else "InternalError", key)
-        return Event(syncs=(fact,), **common)  # type: ignore[arg-type]
+        return replace(event, syncs=(fact,))
     if rule == "Sync Connection Deleted":
         if connection_id is None:
-            return Event(known=False, reason=ignored.SYNC_CONNECTION_DELETED, **common)  # type: ignore[arg-type]
-        return Event(connections=(ConnectionFacts(id=connection_id, deleted=True),), **common)  # type: ignore[arg-type]
+            return replace(event, known=False, reason=ignored.SYNC_CONNECTION_DELETED)
+        return replace(event, connections=(ConnectionFacts(id=connection_id, deleted=True),))
     if rule in ("New company synchronised", "New company synchronized"):
-        if common["company_id"]:
-            return Event(**common)  # type: ignore[arg-type]  # records the company
-        return Event(known=False, reason="a new-company alert without a CompanyId: it names no company", **common)  # type: ignore[arg-type]
-    return Event(known=False, reason=ignored.legacy_reason(rule), **common)  # type: ignore[arg-type]
+        if event.company_id:
+            return event  # records the company
+        return replace(event, known=False, reason="a new-company alert without a CompanyId: it names no company")
+    return replace(event, known=False, reason=ignored.legacy_reason(rule))

@@ -1,9 +1,7 @@
 """The one syntax of a company or connection id, wherever Synctrack takes one from outside.
 
-Codat's ids are UUIDs; Synctrack also meets short readable ids (fake Codat, tests, older accounts).
-The syntax admits those and nothing that could mean more than one id to a parser downstream: letters,
-digits, ``-``, ``_`` and ``.``, starting with a letter or digit, at most `MAX_ID_LENGTH` characters. No
-commas (the list filters split on them), no whitespace, no NUL, nothing that needs escaping in a URL.
+It admits Codat's UUIDs and short readable ids, and nothing that could mean more than one id downstream: no commas
+(list filters split on them), no whitespace, no NUL, nothing that needs escaping in a URL.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ MAX_ID_LENGTH = 128
 ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_LENGTH - 1}}}$"
 _ID = re.compile(ID_PATTERN)
 ID_SYNTAX = f"letters, digits, '-', '_' and '.', starting with a letter or digit, at most {MAX_ID_LENGTH} characters"
-"""The syntax in words, for error details."""
 
 CodatId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 """A company or connection id in a request body (pydantic checks the syntax)."""

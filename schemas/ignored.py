@@ -1,9 +1,7 @@
 """Why an event Codat documents does not change the ledger: the reason stored in its `error`.
 
-An event stored with outcome `ignored` is a genuine Codat payload that carries no fact Synctrack
-keeps (a rate-limit notice, a write, an expense sync); `failed` is kept for input that is not a
-documented Codat payload. Every ignored event says which case it is, so an operator reading
-`GET /v1/events?outcome=ignored` never has to guess.
+Outcome `ignored` is a genuine Codat payload carrying no fact Synctrack keeps (`failed` is for input that is not
+one); each says which case it is, so an operator reading `GET /v1/events?outcome=ignored` never has to guess.
 """
 
 from __future__ import annotations
@@ -16,10 +14,6 @@ SYNC_CONNECTION_DELETED = (
 )
 PRODUCT = "a change to the company's Codat products: Synctrack does not track products"
 
-CURRENT: dict[str, str] = {
-    "client.rateLimit.reached": RATE_LIMIT,
-    "client.rateLimit.reset": RATE_LIMIT,
-}
 LEGACY: dict[str, str] = {
     "Rate Limit Reached": RATE_LIMIT,
     "Rate Limit Reset": RATE_LIMIT,
@@ -32,8 +26,6 @@ LEGACY: dict[str, str] = {
 
 def current_reason(event_type: str) -> str:
     """Why a current-envelope event type Synctrack does not fold is ignored."""
-    if event_type in CURRENT:
-        return CURRENT[event_type]
     if event_type.startswith("client.rateLimit."):
         return RATE_LIMIT
     if event_type.startswith("company.product"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from schemas.api import UtcTime
+from schemas.api import ApiModel, RequestBody, UtcTime
 from schemas.ids import ID_SYNTAX, is_valid_id
 
 ImportStatus = Literal["pending", "running", "completed", "interrupted", "failed"]
@@ -16,11 +16,9 @@ DEFAULT_CONCURRENCY = 4
 MAX_LOOKBACK_HOURS = 24 * 365
 
 
-class ImportRequest(BaseModel):
+class ImportRequest(RequestBody):
     """`POST /v1/admin/imports`: every company Codat lists, or only `company_id`; pull-operation history
     back `lookback_hours` (default `SYNCTRACK_RECONCILE_LOOKBACK_HOURS`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     company_id: list[str] = Field(default_factory=list, max_length=10_000)
     lookback_hours: float | None = Field(None, gt=0, le=MAX_LOOKBACK_HOURS)
@@ -35,12 +33,12 @@ class ImportRequest(BaseModel):
         return list(dict.fromkeys(cleaned))
 
 
-class ImportFailure(BaseModel):
+class ImportFailure(ApiModel):
     company_id: str
     error: str
 
 
-class ImportJobOut(BaseModel):
+class ImportJobOut(ApiModel):
     id: str
     status: ImportStatus
     """`interrupted`: a `running` job no runner holds any more (resume it)."""

@@ -1,8 +1,7 @@
 """JSON in and out on the hot paths: orjson where it can, the standard library where it must.
 
-Every webhook body is decoded by the worker and every change is encoded for the stream; orjson does both
-several times faster than the standard library. Where orjson refuses input the standard library accepts
-(NaN, integers past 64 bits), the standard library decides, so what counts as JSON is the same everywhere.
+Where orjson refuses what the standard library accepts (NaN, integers past 64 bits), the standard library decides,
+so what counts as JSON is the same everywhere.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Codat's free-form fields, normalised once, so nothing after the parser meets an odd shape.
 
-An envelope that passed the receiver's check is always folded: a field Codat documents as an object but sends as
-a string, a number where text belongs, a list that is null, each becomes here the one shape the ledger stores,
-and is never raised on (each function says its rule).
+An envelope that passed the receiver's check is always folded: an odd field (an object sent as a string, a null
+list) becomes the one shape the ledger stores, and is never raised on.
 """
 
 from __future__ import annotations
@@ -26,23 +25,16 @@ def flag(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
-def _as_object(item: object, key: str) -> dict[str, Any] | None:
-    if isinstance(item, dict):
-        return item
-    if item is None:
-        return None
-    if isinstance(item, str):
-        return {key: item}
-    return {key: json.dumps(item, default=str)}
-
-
 def _objects(value: object, key: str) -> tuple[dict[str, Any], ...] | None:
-    """A list of objects: each object kept, a string as ``{key: string}``, anything else as ``{key: its JSON}``; a
-    lone item counts as a list of one; null stays null."""
+    """A list of objects: each object kept, a string as ``{key: string}``, anything else but null as ``{key: its
+    JSON}``; a lone item counts as a list of one; null stays null."""
     if value is None:
         return None
-    items = value if isinstance(value, list) else [value]
-    return tuple(obj for obj in (_as_object(item, key) for item in items) if obj is not None)
+    return tuple(
+        item if isinstance(item, dict) else {key: item if isinstance(item, str) else json.dumps(item, default=str)}
+        for item in (value if isinstance(value, list) else [value])
+        if item is not None
+    )
 
 
 def issues(value: object) -> tuple[dict[str, Any], ...] | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from schemas.api import EventOut, UtcTime
+from schemas.api import ApiModel, EventOut, RequestBody, TimeIn, UtcTime
+from schemas.settings import split
 
 StoredOutcome = Literal["pending", "processed", "ignored", "failed"]
 JobStatus = Literal["pending", "running", "completed", "interrupted", "cancelled", "failed"]
@@ -20,40 +20,29 @@ DEFAULT_MAX_BACKLOG = 5_000
 
 
 def _as_list(value: object) -> object:
-    if value is None:
-        return []
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+        return split(value)
+    return [] if value is None else value
 
 
-class ReplayFilters(BaseModel):
+T = TypeVar("T")
+Selector = Annotated[list[T], BeforeValidator(_as_list)]
+"""Any of these values; a string gives them comma-separated, null none."""
+
+
+class ReplayFilters(RequestBody):
     """Which stored events a replay selects: every given selector must match (AND); a list matches any
     of its values. Times: `*_from` inclusive, `*_to` exclusive, ISO 8601 (UTC when no offset)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    event_id: list[str] = []
-    company_id: list[str] = []
-    connection_id: list[str] = []
-    event_type: list[str] = []
-    outcome: list[StoredOutcome] = []
-    received_from: datetime | None = None
-    received_to: datetime | None = None
-    generated_from: datetime | None = None
-    generated_to: datetime | None = None
-
-    @field_validator("event_id", "company_id", "connection_id", "event_type", "outcome", mode="before")
-    @classmethod
-    def _listify(cls, value: object) -> object:
-        return _as_list(value)
-
-    @field_validator("received_from", "received_to", "generated_from", "generated_to")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    event_id: Selector[str] = []
+    company_id: Selector[str] = []
+    connection_id: Selector[str] = []
+    event_type: Selector[str] = []
+    outcome: Selector[StoredOutcome] = []
+    received_from: TimeIn | None = None
+    received_to: TimeIn | None = None
+    generated_from: TimeIn | None = None
+    generated_to: TimeIn | None = None
 
     def is_empty(self) -> bool:
         return not any(self.model_dump(exclude_defaults=True).values())
@@ -84,7 +73,7 @@ class ReplayRequest(ReplayFilters):
         return self
 
 
-class DryRunOut(BaseModel):
+class DryRunOut(ApiModel):
     dry_run: Literal[True] = True
     count: int
     """Events the replay would enqueue."""
@@ -93,7 +82,7 @@ class DryRunOut(BaseModel):
     sample: list[EventOut]
 
 
-class ReplayJobOut(BaseModel):
+class ReplayJobOut(ApiModel):
     id: str
     status: JobStatus
     filters: dict[str, Any]
@@ -110,7 +99,7 @@ class ReplayJobOut(BaseModel):
     error: str | None
 
 
-class DeadLetterOut(BaseModel):
+class DeadLetterOut(ApiModel):
     id: str
     event_id: str | None
     event_type: str | None
@@ -128,10 +117,8 @@ class DeadLetterDetail(DeadLetterOut):
     traceback: str | None
 
 
-class RedriveRequest(BaseModel):
+class RedriveRequest(RequestBody):
     """`POST /v1/admin/dead-letters/redrive`: `ids` (dead-letter or event ids) or `all: true`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     ids: list[str] = []
     all: bool = False
@@ -143,14 +130,14 @@ class RedriveRequest(BaseModel):
         return self
 
 
-class RedriveOut(BaseModel):
+class RedriveOut(ApiModel):
     redriven: int
     ids: list[str]
     """The dead-letter ids moved back onto the queue."""
     event_ids: list[str | None]
 
 
-class QueueOut(BaseModel):
+class QueueOut(ApiModel):
     queue: str
     depth: int
     """Messages waiting to be taken by a worker (one message may carry many events)."""
@@ -159,5 +146,5 @@ class QueueOut(BaseModel):
     dead_letters: int
 
 
-class QueuesOut(BaseModel):
+class QueuesOut(ApiModel):
     items: list[QueueOut]

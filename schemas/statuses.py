@@ -23,27 +23,12 @@ IN_PROGRESS_STATUSES = (
 
 ACTIVE_STATUSES = frozenset(IN_PROGRESS_STATUSES)
 
-ERROR_STATUSES = frozenset(
-    {
-        "FetchError",
-        "MapError",
-        "InternalError",
-        "ProcessingError",
-        "ValidationError",
-        "AuthError",
-        "Cancelled",
-        "RateLimitError",
-        "PermissionsError",
-        "PrerequisiteNotMet",
-    }
-)
-
-PHASES: tuple[Phase, ...] = ("active", "succeeded", "unsupported", "failed", "stale")
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 Freshness = Literal["fresh", "overdue", "pending", "never", "paused"]
 """Whether a connection's data is current (see `workers.ledger.freshness`)."""
 
-FRESHNESS: tuple[Freshness, ...] = ("fresh", "overdue", "pending", "never", "paused")
+FRESHNESS: tuple[Freshness, ...] = get_args(Freshness)
 
 ThresholdSource = Literal["override", "company_schedule", "client_schedule", "default"]
 """Where a data type's freshness threshold comes from, first that applies: `SYNCTRACK_FRESHNESS_OVERRIDES`,
@@ -54,15 +39,12 @@ def is_connection_status(value: object) -> bool:
     return value in CONNECTION_STATUSES
 
 
+FINISHED_PHASES: dict[str, Phase] = {"Complete": "succeeded", "NotSupported": "unsupported"}
+
+
 def phase_of(status: str) -> Phase:
     """Map a Codat dataset status to a phase; any status Codat adds later counts as failed."""
-    if status in ACTIVE_STATUSES:
-        return "active"
-    if status == "Complete":
-        return "succeeded"
-    if status == "NotSupported":
-        return "unsupported"
-    return "failed"
+    return "active" if status in ACTIVE_STATUSES else FINISHED_PHASES.get(status, "failed")
 
 
 def connection_status_rank(status: str | None) -> int:
@@ -91,12 +73,10 @@ Health = Literal[
 """What a connection needs, in one word (see `workers.ledger.connection_health`)."""
 
 HEALTH: tuple[Health, ...] = get_args(Health)
-"""The health states in rule order, as the `Health` type lists them."""
+"""The health states in rule order."""
 
 NextAction = Literal["reconnect", "refresh", "wait", "none"]
 """The one thing that helps a connection now: re-link it, refresh its data, wait for the sync, or nothing."""
-
-NEXT_ACTIONS: tuple[NextAction, ...] = ("reconnect", "refresh", "wait", "none")
 
 TimelineKind = Literal[
     "created",

@@ -1,9 +1,7 @@
 """Text the ledger can store, on every database it runs on.
 
-JSON can spell two things no ledger database stores as text: U+0000 (`\\u0000`: PostgreSQL refuses it in a
-text value) and a lone UTF-16 surrogate (`\\ud800` with no partner: UTF-8 cannot encode it, so neither SQLite
-nor PostgreSQL can be handed it). A webhook holding either is found here once, before anything is written,
-and the same body gets the same answer on SQLite and PostgreSQL.
+JSON can spell two things no ledger database stores as text: U+0000 (PostgreSQL refuses it) and a lone UTF-16
+surrogate (UTF-8 cannot encode it). A webhook holding either is found here once, before anything is written.
 """
 
 from __future__ import annotations
@@ -20,8 +18,6 @@ _SPELLED_BYTES = re.compile(_SPELLED.encode())
 def escape(text: str) -> str:
     """`text` with each NUL and lone surrogate written as its JSON escape (`\\u0000`, `\\ud800`): storable,
     readable, and the same string again to a JSON parser where it stands inside a JSON string."""
-    if _UNSTORABLE.search(text) is None:
-        return text
     return _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
@@ -58,12 +54,8 @@ def _suspect(text: str | bytes) -> bool:
 
 
 def unstorable_at(value: Any, text: str | bytes | None = None) -> str | None:
-    """Where in a decoded JSON value a string (a value or a key) holds text no ledger database can store, as
-    a phrase (``payload.name holds a lone UTF-16 surrogate (\\ud800)``); None when every string is storable.
-
-    `text`, the JSON `value` was decoded from, lets the common case skip the walk: neither character can be
-    in `value` unless `text` holds it or a `\\u` escape of it.
-    """
+    """Where in a decoded JSON value a string (a value or a key) holds unstorable text, as a phrase; None when
+    every string is storable. `text`, the JSON `value` was decoded from, lets the common case skip the walk."""
     if text is not None and not _suspect(text):
         return None
     stack: list[tuple[Any, str]] = [(value, "")]

@@ -1,18 +1,16 @@
 """Outbound subscriptions: what the API accepts and returns for subscriptions and their deliveries.
 
-A subscription names a URL and a filter (event types, companies); Synctrack POSTs each matching
-change of the stream to that URL as a Standard Webhooks message: body ``{id, type, created_at, data}``
-with ``data`` the same Connection or Sync object the API and the stream carry.
+Each change of the stream that matches a subscription's filter is POSTed to its URL as a Standard Webhooks message,
+``{id, type, created_at, data}``, ``data`` being the object the API and the stream carry.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator
 
-from schemas.api import UtcTime
+from schemas.api import ApiModel, RequestBody, TimeIn, UtcTime
 
 STREAM_EVENT_TYPES = (
     "connection.updated",
@@ -27,11 +25,8 @@ STREAM_EVENT_TYPES = (
     "platform.incident_opened",
     "platform.incident_closed",
 )
-"""What the change feed publishes for ledger changes (``workers.ledger.fold.ChangeKind``), for a
-connection's freshness and health (``workers.ledger.announce``, ``workers.jobs.freshness_check``), for a sync
-Codat is still running (``workers.jobs.stale``), for a bundle refresh that finished (``workers.ledger.bundles``)
-and for a platform's incidents (``workers.ledger.incidents``: no company, so only subscriptions without a company
-filter receive them)."""
+"""What the change feed publishes; a platform incident names no company, so only subscriptions without a company
+filter receive it."""
 
 SUBSCRIPTION_DISABLED = "subscription.disabled"
 PING = "ping"
@@ -42,9 +37,7 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 DisabledReason = Literal["manual", "gone", "failing"]
 
 
-def _event_types(value: list[str] | None) -> list[str] | None:
-    if value is None:
-        return None
+def _event_types(value: list[str]) -> list[str]:
     if not value:
         raise ValueError('give at least one event type, or ["*"] for all')
     unknown = sorted(set(value) - {*EVENT_TYPES, "*"})
@@ -53,45 +46,37 @@ def _event_types(value: list[str] | None) -> list[str] | None:
     return ["*"] if "*" in value else sorted(set(value))
 
 
-def _company_ids(value: list[str] | None) -> list[str] | None:
-    if value is None:
-        return None
+def _company_ids(value: list[str]) -> list[str]:
     cleaned = sorted({c.strip() for c in value if c.strip()})
     if not cleaned:
         raise ValueError("give at least one company id, or null for every company")
     return cleaned
 
 
-class SubscriptionIn(BaseModel):
+EventTypes = Annotated[list[str], AfterValidator(_event_types)]
+CompanyIds = Annotated[list[str], AfterValidator(_company_ids)]
+
+
+class SubscriptionIn(RequestBody):
     """`POST /v1/subscriptions`."""
 
-    model_config = ConfigDict(extra="forbid")
-
     url: str
-    event_types: list[str] = ["*"]
-    company_ids: list[str] | None = None
+    event_types: EventTypes = ["*"]
+    company_ids: CompanyIds | None = None
     description: str | None = None
 
-    _check_types = field_validator("event_types")(_event_types)
-    _check_companies = field_validator("company_ids")(_company_ids)
 
-
-class SubscriptionPatch(BaseModel):
+class SubscriptionPatch(RequestBody):
     """`PATCH /v1/subscriptions/{id}`: only the fields given change; `enabled: true` re-enables."""
 
-    model_config = ConfigDict(extra="forbid")
-
     url: str | None = None
-    event_types: list[str] | None = None
-    company_ids: list[str] | None = None
+    event_types: EventTypes | None = None
+    company_ids: CompanyIds | None = None
     description: str | None = None
     enabled: bool | None = None
 
-    _check_types = field_validator("event_types")(_event_types)
-    _check_companies = field_validator("company_ids")(_company_ids)
 
-
-class SubscriptionOut(BaseModel):
+class SubscriptionOut(ApiModel):
     id: str
     url: str
     description: str | None
@@ -114,7 +99,7 @@ class SubscriptionWithSecret(SubscriptionOut):
     secret: str
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(ApiModel):
     id: str
     """The `webhook-id` header: the same on every attempt, the receiver's idempotency key."""
     subscription_id: str
@@ -136,24 +121,16 @@ class DeliveryDetail(DeliveryOut):
     """The JSON body as sent (the same on every attempt)."""
 
 
-class ReplayIn(BaseModel):
+class ReplayIn(RequestBody):
     """`POST /v1/subscriptions/{id}/replay`: re-send the changes of a time range from the change stream."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    since: UtcTime
-    until: UtcTime | None = None
+    since: TimeIn
+    until: TimeIn | None = None
     include_delivered: bool = False
     """Also re-send changes this subscription already received (same `webhook-id`)."""
 
-    @field_validator("since", "until")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """A time without an offset is UTC."""
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
-
-class ReplayOut(BaseModel):
+class ReplayOut(ApiModel):
     matched: int
     """Changes in the range that match the subscription's filter."""
     queued: int

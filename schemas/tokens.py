@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from schemas.api import UtcTime
+from schemas.api import ApiModel, RequestBody, UtcTime
 from schemas.ids import CodatId
 
 Right = Literal["read", "refresh", "disconnect", "delete", "reconnect"]
 
 
-class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TokenIn(RequestBody):
     company_id: CodatId
     """One company id (letters, digits, `-`, `_`, `.`; at most 128 characters)."""
     rights: list[Right] = Field(default=["read"], min_length=1)
@@ -24,7 +22,7 @@ class TokenIn(BaseModel):
     """Lifetime; at most `SYNCTRACK_TOKEN_MAX_TTL` (7 days by default)."""
 
 
-class TokenOut(BaseModel):
+class TokenOut(ApiModel):
     token: str
     """Send as `Authorization: Bearer <token>` (or `?access_token=` on the stream, when enabled)."""
     token_id: str
@@ -33,7 +31,7 @@ class TokenOut(BaseModel):
     expires_at: UtcTime
 
 
-class RevokedOut(BaseModel):
+class RevokedOut(ApiModel):
     """`POST /v1/tokens/{token_id}/revoke`: the token answers 401 from now on, in every web process."""
 
     token_id: str

@@ -26,9 +26,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.actions import ActionOut, AuditOut, ReconnectOut
-from schemas.codat import connection_facts, pull_operation
+from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
-from schemas.events import InvalidEnvelope
+from schemas.events import InvalidEnvelope, connection_facts
 from service.api.action_limit import ActionLimit
 from service.api.reads import freshness_of
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from schemas.codat import PullOperation, connection_facts
-from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
+from schemas.codat import PullOperation
+from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact, connection_facts
 from schemas.statuses import CONNECTION_STATUSES
 from workers.ledger.announce import announce_changes
 from workers.ledger.audit import match_stored_confirmation, new_record

@@ -24,8 +24,8 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from schemas import normalise
-from schemas.codat import PullOperation, connection_facts, data_status, pull_operation
-from schemas.events import ConnectionFacts, Event, InvalidEnvelope
+from schemas.codat import PullOperation, data_status, pull_operation
+from schemas.events import ConnectionFacts, Event, InvalidEnvelope, connection_facts
 from schemas.settings import Settings
 from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient
