@@ -1,9 +1,6 @@
-"""Periodic upkeep of deliveries: re-queue the ones whose queue message was lost, prune old ones.
-
-A delivery is `pending` with a `next_attempt_at`; its queue message normally arrives on time. If a
-process died between storing a delivery and queueing it (or the in-process Redis of `synctrack dev`
-was lost), nothing would ever attempt it: a pending delivery overdue by `STUCK_AFTER_SECONDS` is
-queued again. A duplicate message is harmless (an attempt claims the delivery first).
+"""Periodic upkeep of deliveries: prune old ones, and queue again a pending delivery overdue by
+`STUCK_AFTER_SECONDS` (its message was lost with a process or the in-process Redis of `synctrack dev`).
+A duplicate message is harmless: an attempt claims its delivery first.
 """
 
 from __future__ import annotations
