@@ -7,13 +7,11 @@ At least once, and a repeated queue message is harmless: an attempt first claims
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from operator import itemgetter
@@ -27,7 +25,7 @@ from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.record import Attempt, Claimed, Recorder, Result, SubscriptionRows
+from workers.outbound.record import Attempt, Claimed, Recorder, Result, RetryPolicy, SubscriptionRows
 from workers.outbound.signing import webhook_headers
 from workers.outbound.transport import BadAnswer, ConnectFailed, Destinations, TimedOut
 from workers.outbound.url_policy import UnsafeUrl
@@ -60,40 +58,14 @@ CONNECTION_FAILED = "connection failed"
 """What `last_error` says whenever no connection could be made, whatever the reason underneath."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    min_seconds: float
-    max_seconds: float
-    window_seconds: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            settings.subscriptions_retry_min_seconds,
-            settings.subscriptions_retry_max_seconds,
-            settings.subscriptions_retry_window_seconds,
-        )
-
-    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
-        """Seconds before attempt `attempts + 1`: min·2^(attempts-1), capped, with ±25 % jitter."""
-        base = min(self.max_seconds, self.min_seconds * 2.0 ** max(0, attempts - 1))
-        return base * float((rng or random).uniform(0.75, 1.25))
-
-
 class Deliverer:
     """Makes attempts; one per process, shared by the actor's threads (so are its destinations' pools)."""
 
     def __init__(self, settings: Settings, engine: Engine, redis: Redis) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.redis = redis
+        self.settings, self.engine, self.redis = settings, engine, redis
         self.policy = RetryPolicy.from_settings(settings)
-        self.feed = ChangeFeed(
-            redis,
-            settings.redis_namespace,
-            settings.stream_max_changes,
-            retention_seconds=settings.stream_retention_hours * 3600,
-        )
+        retention_seconds = settings.stream_retention_hours * 3600
+        self.feed = ChangeFeed(redis, settings.redis_namespace, settings.stream_max_changes, retention_seconds)
         self.timeout = settings.subscriptions_timeout_seconds
         # SQLite has one writer: this process's threads queue here rather than in SQLite's busy loop.
         self._writing: AbstractContextManager[Any] = (

@@ -6,19 +6,38 @@ plans a retry with backoff until the retry window is spent.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func
 from sqlmodel import col, select, update
 
+from schemas.settings import Settings
 from workers.ledger.tables import Delivery, Subscription
 
-if TYPE_CHECKING:
-    from workers.outbound.deliver import RetryPolicy
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    min_seconds: float
+    max_seconds: float
+    window_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            settings.subscriptions_retry_min_seconds,
+            settings.subscriptions_retry_max_seconds,
+            settings.subscriptions_retry_window_seconds,
+        )
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds before attempt `attempts + 1`: min·2^(attempts-1), capped, with ±25 % jitter."""
+        base = min(self.max_seconds, self.min_seconds * 2.0 ** max(0, attempts - 1))
+        return base * float((rng or random).uniform(0.75, 1.25))
 
 
 @dataclass(frozen=True)

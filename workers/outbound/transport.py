@@ -19,7 +19,7 @@ import httpcore
 import httpx
 
 from schemas.errors import SynctrackError
-from workers.outbound.url_policy import Address, UnsafeUrl, check_target, check_url
+from workers.outbound.url_policy import UnsafeUrl, check_target, check_url
 
 RECHECK_SECONDS = 60.0
 MAX_IDLE_CONNECTIONS = 50
@@ -119,6 +119,9 @@ class Pool:
     """The kept-alive connections to one destination's approved addresses, shared by a process's threads."""
 
     def __init__(self, addresses: tuple[str, ...], ssl_context: ssl.SSLContext) -> None:
+        self.addresses = frozenset(addresses)
+        self.checked_at = -math.inf
+        """When the destination's name was last found to resolve to `addresses` (`Destinations.clock`)."""
         self._attempt = _Attempt()
         self._http = httpcore.ConnectionPool(
             ssl_context=ssl_context,
@@ -186,13 +189,6 @@ class Pool:
             self._http.close()
 
 
-@dataclass
-class _Entry:
-    addresses: frozenset[Address]
-    pool: Pool
-    checked_at: float
-
-
 @dataclass(frozen=True)
 class Route:
     """A URL as a delivery sends to it: its destination, httpcore's URL and its `Host` header."""
@@ -230,7 +226,7 @@ class Destinations:
         self.allow_http, self.allow_private = allow_http, allow_private
         self.clock: Callable[[], float] = time.monotonic
         self._ssl: ssl.SSLContext = ssl_context or httpx.create_ssl_context(trust_env=False)
-        self._pools: dict[Destination, _Entry] = {}
+        self._pools: dict[Destination, Pool] = {}
         self._lock = threading.Lock()
 
     def post(
@@ -247,40 +243,41 @@ class Destinations:
         with self._lock:
             current = self._pools.get(destination)
         if current is not None and now - current.checked_at < RECHECK_SECONDS:
-            return current.pool
+            return current
         try:
-            approved = check_target(url, allow_http=self.allow_http, allow_private=self.allow_private)
+            target = check_target(url, allow_http=self.allow_http, allow_private=self.allow_private)
         except UnsafeUrl:
             self._replace(destination, None)
             raise
+        approved = tuple(str(address) for address in target)
         with self._lock:
             current = self._pools.get(destination)
             if current is not None and current.addresses == frozenset(approved):
                 current.checked_at = now
-                return current.pool
-        fresh = _Entry(frozenset(approved), Pool(tuple(str(a) for a in approved), self._ssl), now)
+                return current
+        fresh = Pool(approved, self._ssl)
+        fresh.checked_at = now
         self._replace(destination, fresh)
-        return fresh.pool
+        return fresh
 
     def suspect(self, url: str) -> None:
         """A connection to `url`'s destination failed: check its name again before the next attempt."""
-        destination = route(url, self.allow_http).destination
         with self._lock:
-            current = self._pools.get(destination)
+            current = self._pools.get(route(url, self.allow_http).destination)
             if current is not None:
-                current.checked_at = float("-inf")
+                current.checked_at = -math.inf
 
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
-        for entry in pools:
-            entry.pool.retire()
+        for pool in pools:
+            pool.retire()
 
-    def _replace(self, destination: Destination, entry: _Entry | None) -> None:
-        """Make `entry` the destination's pool (None: it has none) and retire the one it replaces."""
+    def _replace(self, destination: Destination, pool: Pool | None) -> None:
+        """Make `pool` the destination's (None: it has none) and retire the one it replaces."""
         with self._lock:
             old = self._pools.pop(destination, None)
-            if entry is not None:
-                self._pools[destination] = entry
-        if old is not None and old is not entry:
-            old.pool.retire()
+            if pool is not None:
+                self._pools[destination] = pool
+        if old is not None and old is not pool:
+            old.retire()
