@@ -149,29 +149,25 @@ class DeadLetters:
 
     def redrive(self, ids: list[str] | None = None) -> list[DeadLetter]:
         """Put the selected dead letters (all when `ids` is None) back on their queue; return them."""
-        moved = []
-        for letter in self._all() if ids is None else self._resolve(ids):
-            if letter.actor == UNREADABLE:
-                continue
-            if self.stores[letter.queue].redrive(letter.id, RETRY_OPTIONS):
-                moved.append(letter)
-        return moved
+        readable = [letter for letter in self._resolve(ids) if letter.actor != UNREADABLE]
+        return [letter for letter in readable if self.stores[letter.queue].redrive(letter.id, RETRY_OPTIONS)]
 
     def purge(self, ids: list[str] | None = None) -> int:
         """Delete the selected dead letters (all when `ids` is None); return how many."""
-        targets = self._all() if ids is None else self._resolve(ids)
+        targets = self._resolve(ids)
         return sum(
             store.purge([letter.id for letter in targets if letter.queue == queue])
             for queue, store in self.stores.items()
         )
 
-    def _all(self) -> list[DeadLetter]:
+    def _resolve(self, idents: list[str] | None) -> list[DeadLetter]:
+        """The letters whose Redis id or event id is in `idents` (all when it is None)."""
         ranked = [(score, queue, redis_id) for queue, store in self.stores.items() for redis_id, score in store.ids()]
-        return self._load(ranked, describe=False)
-
-    def _resolve(self, idents: list[str]) -> list[DeadLetter]:
+        letters = self._load(ranked, describe=False)
+        if idents is None:
+            return letters
         wanted = set(idents)
-        return [letter for letter in self._all() if letter.id in wanted or letter.event_id in wanted]
+        return [letter for letter in letters if letter.id in wanted or letter.event_id in wanted]
 
     def _load(self, ranked: list[tuple[float, str, str]], describe: bool = True) -> list[DeadLetter]:
         """The letters of (death time, queue, Redis id) triples, in that order (those gone meanwhile left out)."""

@@ -29,12 +29,7 @@ from workers.runtime.db import make_engine, normalise_url
 LedgerDump = dict[str, dict[str, dict[str, Any]]]
 Order = Literal["received", "generated", "shuffled"]
 
-LEDGER_MODELS: dict[str, type[SQLModel]] = {
-    "companies": Company,
-    "connections": Connection,
-    "data_types": DataTypeState,
-    "syncs": Sync,
-}
+LEDGER_MODELS: dict[str, type[SQLModel]] = {str(m.__tablename__): m for m in (Company, Connection, DataTypeState, Sync)}
 REBUILD_SCHEMA = "synctrack_rebuild"
 PAGE = 2_000
 BATCH = 1_000

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,18 +142,8 @@ def job_out(job: ReplayJob, redis: Redis, namespace: str) -> ReplayJobOut:
     status = job.status
     if status == "running" and not redis.exists(lock_key(namespace, job.id)):
         status = "interrupted"
-    return ReplayJobOut(
-        id=job.id,
-        status=status,
-        filters=job.filters or {},
-        total=job.total,
-        done=job.done,
-        folded=folded,
-        dead_lettered=dead,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
-        error=job.error,
-    )
+    shown = {"status": status, "filters": job.filters or {}, "folded": folded, "dead_lettered": dead}
+    return ReplayJobOut.model_validate(job.model_dump() | shown)
 
 
 class ReplayRunner:
@@ -262,8 +253,7 @@ class ReplayRunner:
 
     def _save(self, job_id: str, enqueued: int, cursor: str | None, finished: str | None = None) -> ReplayJob:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            job = session.get(ReplayJob, job_id)
-            assert job is not None
+            job = _job(session, job_id)
             job.done += enqueued
             if cursor is not None:
                 job.cursor = cursor
@@ -273,13 +263,11 @@ class ReplayRunner:
 
     def _interrupt(self, job_id: str, exc: BaseException) -> None:
         reason = "interrupted by the operator" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        try:
-            with Session(self.engine) as session, session.begin():
-                job = session.get(ReplayJob, job_id)
-                if job is not None and job.status == "running":
-                    job.status, job.error = "interrupted", reason[:1000]
-        except Exception:  # the database may be what failed; the cursor saved last still holds
-            pass
+        # The database may be what failed; the cursor saved last still holds.
+        with suppress(Exception), Session(self.engine) as session, session.begin():
+            job = session.get(ReplayJob, job_id)
+            if job is not None and job.status == "running":
+                job.status, job.error = "interrupted", reason[:1000]
 
 
 def cancel_job(engine: Engine, job_id: str) -> ReplayJob:

@@ -247,15 +247,11 @@ class Dispatcher(threading.Thread):
         entries = list(entries)
         if not entries:
             return 0
+        # Without enabled subscriptions (the common case without outbound webhooks) entries are only acknowledged.
         subscriptions = enabled_subscriptions(self.engine)
-        if not subscriptions:  # the common case without outbound webhooks: nothing to read or write
-            self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
-            return len(entries)
-        now = datetime.now(UTC)
-        rows = []
-        for change in (StreamChange.from_entry(i, f) for i, f in entries):
-            if change is None:
-                continue
+        changes = [StreamChange.from_entry(i, f) for i, f in entries] if subscriptions else []
+        now, rows = datetime.now(UTC), []
+        for change in filter(None, changes):
             # The body is the same for every subscription: encoded once per change, not once per delivery.
             created_at, body = change.created_at, None
             for subscription in subscriptions:
@@ -265,10 +261,10 @@ class Dispatcher(threading.Thread):
                     body = body or change_body(change)
                     rows.append(delivery_row(subscription, change, now, body))
         ids = record_deliveries(self.engine, rows)
-        enqueue_deliveries(self.redis, self.settings.redis_namespace, ids)
-        self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
         if ids:
+            enqueue_deliveries(self.redis, self.settings.redis_namespace, ids)
             log.info("msg=dispatched changes=%d deliveries=%d", len(entries), len(ids))
+        self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
         return len(entries)
 
 
