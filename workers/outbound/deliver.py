@@ -54,8 +54,6 @@ CLAIM_SQL = (
 with the test in the same scan the planner may also read the `(status, next_attempt_at)` index, one entry per due
 delivery, which under a backlog costs far more than the claim. Locking rows that are not due is harmless."""
 CLAIMED = ("id", "subscription_id", "event_type", "body", "attempts", "window_started_at")
-CONNECTION_FAILED = "connection failed"
-"""What `last_error` says whenever no connection could be made, whatever the reason underneath."""
 
 
 class Deliverer:
@@ -163,19 +161,11 @@ class Deliverer:
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
         try:
-            code = self.destinations.post(url, headers.items(), body.encode(), self.timeout, MAX_RESPONSE_BYTES)
+            return self.destinations.post(url, headers.items(), body.encode(), self.timeout, MAX_RESPONSE_BYTES), None
         except UnsafeUrl as exc:
             return None, f"url refused: {exc}"
-        except ConnectFailed:
-            self.destinations.suspect(url)
-            # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever
-            # reads the delivery log which ports are open behind the address.
-            return None, CONNECTION_FAILED
-        except TimedOut:
-            return None, f"timeout after {self.timeout:g}s"
-        except BadAnswer:
-            return None, "the answer was not valid HTTP"
-        return code, None
+        except (ConnectFailed, TimedOut, BadAnswer) as exc:
+            return None, str(exc)
 
     def _log(self, result: Result, attempt: Attempt) -> None:
         log.info(

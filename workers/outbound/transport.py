@@ -148,12 +148,14 @@ class Pool:
                 if self._attempt.connected or self._attempt.answered:
                     raise
             return self._exchange(url, headers, body, timeout, max_body_bytes)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-            raise ConnectFailed(type(exc).__name__) from None
+        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever reads the
+            # delivery log which ports are open behind the address.
+            raise ConnectFailed("connection failed") from None
         except httpcore.TimeoutException:
-            raise TimedOut("no answer in time") from None
+            raise TimedOut(f"timeout after {timeout:g}s") from None
         except (httpcore.RemoteProtocolError, httpcore.NetworkError):
-            raise BadAnswer("not an HTTP/1.1 answer, or the connection closed before it was complete") from None
+            raise BadAnswer("the answer was not valid HTTP") from None
         finally:
             self._done()
 
@@ -232,11 +234,17 @@ class Destinations:
     def post(
         self, url: str, headers: Iterable[tuple[str, str]], body: bytes, timeout: float, max_body_bytes: int
     ) -> int:
-        """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` or `Pool.post`'s errors."""
+        """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` or `Pool.post`'s errors;
+        after `ConnectFailed` the destination's name is checked again before its next POST."""
         path = route(url, self.allow_http)
         lines = [(b"host", path.host)]
         lines += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
-        return self._pool(url, path.destination).post(path.url, lines + CLIENT_HEADERS, body, timeout, max_body_bytes)
+        pool = self._pool(url, path.destination)
+        try:
+            return pool.post(path.url, lines + CLIENT_HEADERS, body, timeout, max_body_bytes)
+        except ConnectFailed:
+            pool.checked_at = -math.inf
+            raise
 
     def _pool(self, url: str, destination: Destination) -> Pool:
         now = self.clock()
@@ -259,13 +267,6 @@ class Destinations:
         fresh.checked_at = now
         self._replace(destination, fresh)
         return fresh
-
-    def suspect(self, url: str) -> None:
-        """A connection to `url`'s destination failed: check its name again before the next attempt."""
-        with self._lock:
-            current = self._pools.get(route(url, self.allow_http).destination)
-            if current is not None:
-                current.checked_at = -math.inf
 
     def close(self) -> None:
         with self._lock:
