@@ -17,8 +17,7 @@ from redis import Redis
 from workers.ops.deadletters import FinalAttemptNotes
 from workers.ops.replay import COUNTER_TTL_SECONDS, ReplayBusy, ReplayJobNotFound, ReplayRunner, counter_keys
 from workers.runtime.broker import FOLD_STORED_ACTOR
-from workers.runtime.redis_queues import OPS_QUEUE as OPS_QUEUE
-from workers.runtime.redis_queues import Encoded, encode
+from workers.runtime.redis_queues import OPS_QUEUE, Encoded, encode
 
 if TYPE_CHECKING:
     from workers.ledger.worker_runtime import WorkerRuntime
