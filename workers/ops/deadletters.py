@@ -132,15 +132,12 @@ class DeadLetters:
 
     def newest(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """Newest first, over every queue."""
-        ranked = sorted(
-            (
-                (score, queue, redis_id)
-                for queue, store in self.stores.items()
-                for redis_id, score in store.ids(0, offset + limit - 1, newest_first=True)
-            ),
-            reverse=True,
-        )
-        return self._load(ranked[offset : offset + limit])
+        ranked = [
+            (score, queue, redis_id)
+            for queue, store in self.stores.items()
+            for redis_id, score in store.ids(0, offset + limit - 1, newest_first=True)
+        ]
+        return self._load(sorted(ranked, reverse=True)[offset : offset + limit])
 
     def get(self, ident: str) -> DeadLetter | None:
         """One dead letter by its id or by the event id it carries."""

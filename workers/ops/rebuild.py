@@ -216,10 +216,8 @@ def fresh_target(live_url: str, into: str | None = None) -> tuple[Engine, str]:
     schema ``synctrack_rebuild`` of a live PostgreSQL (created anew) or ``<live file>.rebuild`` beside a SQLite."""
     url = normalise_url(into or live_url)
     if url.startswith("sqlite"):
-        if into is None:
-            path = url.removeprefix("sqlite:///") + ".rebuild"
-            url = f"sqlite:///{path}"
-        path = url.removeprefix("sqlite:///")
+        path = url.removeprefix("sqlite:///") + ("" if into else ".rebuild")
+        url = f"sqlite:///{path}"
         for suffix in ("", "-wal", "-shm"):
             Path(path + suffix).unlink(missing_ok=True)
         engine = make_engine(url)

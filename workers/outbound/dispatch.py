@@ -171,11 +171,6 @@ def _insert_arrays(rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
     return (ids, subscription_ids, positions, *columns)
 
 
-def enabled_subscriptions(engine: Engine) -> list[Subscription]:
-    with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(select(Subscription).where(col(Subscription.enabled))).all())
-
-
 class Dispatcher(threading.Thread):
     def __init__(
         self,
@@ -248,7 +243,8 @@ class Dispatcher(threading.Thread):
         if not entries:
             return 0
         # Without enabled subscriptions (the common case without outbound webhooks) entries are only acknowledged.
-        subscriptions = enabled_subscriptions(self.engine)
+        with Session(self.engine, expire_on_commit=False) as session:
+            subscriptions = list(session.exec(select(Subscription).where(col(Subscription.enabled))))
         changes = [StreamChange.from_entry(i, f) for i, f in entries] if subscriptions else []
         now, rows = datetime.now(UTC), []
         for change in filter(None, changes):
