@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -128,7 +127,7 @@ class Deliverer:
         if retries or released:
             enqueue_delayed(self.redis, self.settings.redis_namespace, [*retries, (released, None)])
         for outcome, count in Counter(a.outcome for a in attempts).items():
-            _count(partial(record_delivery, outcome, count))
+            _count(record_delivery, outcome, count)
         return attempts
 
     def _claim(self, delivery_ids: Sequence[str], now: datetime) -> dict[str, Claimed]:
@@ -183,15 +182,15 @@ class Deliverer:
         """Publish `subscription.disabled` on the change stream (dashboards, other subscriptions)."""
         data = subscription_out(subscription, datetime.now(UTC)).model_dump(mode="json")
         self.feed.publish([FeedEntry(SUBSCRIPTION_DISABLED, "", "", data)])
-        _count(partial(record_subscription_disabled, subscription.disabled_reason or ""))
+        _count(record_subscription_disabled, subscription.disabled_reason or "")
         log.warning(
             "event=%s subscription=%s reason=%s", SUBSCRIPTION_DISABLED, subscription.id, subscription.disabled_reason
         )
 
 
-def _count(record: Callable[[], None]) -> None:
+def _count(record: Callable[..., None], *args: Any) -> None:
     """Metrics never decide whether a delivery is made or retried."""
     try:
-        record()
+        record(*args)
     except Exception as exc:
         log.warning("msg=metrics_unavailable error=%s", type(exc).__name__)

@@ -139,8 +139,7 @@ class Pool:
     ) -> int:
         """POST `body` to `url`; returns the status code. Raises `ConnectFailed`, `TimedOut` or `BadAnswer`.
         A kept-alive connection closed before any byte of an answer came gets the request once more."""
-        with self._lock:
-            self._sending += 1
+        self._in_use(+1)
         try:
             try:
                 return self._exchange(url, headers, body, timeout, max_body_bytes)
@@ -157,7 +156,7 @@ class Pool:
         except (httpcore.RemoteProtocolError, httpcore.NetworkError):
             raise BadAnswer("the answer was not valid HTTP") from None
         finally:
-            self._done()
+            self._in_use(-1)
 
     def _exchange(
         self, url: httpcore.URL, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float, max_body_bytes: int
@@ -181,11 +180,12 @@ class Pool:
     def retire(self) -> None:
         """Close the connections: now if no request is using them, else when the last such request is done."""
         self._retired = True
-        self._done(0)
+        self._in_use(0)
 
-    def _done(self, requests: int = 1) -> None:
+    def _in_use(self, change: int) -> None:
+        """Count the requests in flight; once a retired pool has none, close its connections."""
         with self._lock:
-            self._sending -= requests
+            self._sending += change
             close = self._retired and not self._sending
         if close:
             self._http.close()
