@@ -26,8 +26,9 @@ from tests.support.subscription_support import (
 )
 from tests.support.webhook_receiver import WebhookReceiver
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.deliver import Deliverer, RetryPolicy
+from workers.outbound.deliver import Deliverer
 from workers.outbound.dispatch import Dispatcher
+from workers.outbound.record import RetryPolicy
 from workers.outbound.views import signing_keys
 from workers.runtime.metrics import metrics
 

@@ -1,9 +1,6 @@
-"""The operations side of a worker: the replay actor and the middleware dead letters and replay
-progress rely on. `declare_ops(broker, runtime)` wires them; the worker's composition root calls it.
-
-A replay started from the admin API runs here, in chunks of `CHUNK_SECONDS`: each chunk resumes the job
-from its saved cursor and, if the job is not finished, sends the next chunk. A worker restart mid-job
-loses nothing: the unacknowledged message is redelivered and resumes from the cursor.
+"""The operations side of a worker: the replay actor, and the middleware dead letters and replay progress rely on.
+A replay started from the admin API runs here in chunks of `CHUNK_SECONDS`, each resuming the job from its saved
+cursor and sending the next if it is not finished; a restart mid-job redelivers the chunk, which resumes.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from redis import Redis
 from workers.ops.deadletters import FinalAttemptNotes
 from workers.ops.replay import COUNTER_TTL_SECONDS, ReplayBusy, ReplayJobNotFound, ReplayRunner, counter_keys
 from workers.runtime.broker import FOLD_STORED_ACTOR
-from workers.runtime.redis_queues import OPS_QUEUE as OPS_QUEUE
-from workers.runtime.redis_queues import Encoded, encode
+from workers.runtime.redis_queues import OPS_QUEUE, Encoded, encode
 
 if TYPE_CHECKING:
     from workers.ledger.worker_runtime import WorkerRuntime
@@ -34,8 +30,7 @@ BUSY_RETRY_MS = 5_000
 
 
 def start_message(job_id: str, rate: float, max_backlog: int) -> Encoded:
-    """The message that starts a replay job on the workers; the web side pushes it with its own Redis client
-    (`workers.runtime.redis_queues.push`)."""
+    """The message that starts a replay job on the workers (the web side pushes it with its own Redis client)."""
     return encode(OPS_QUEUE, REPLAY_ACTOR, (job_id, rate, max_backlog, uuid.uuid4().hex))
 
 

@@ -1,18 +1,12 @@
-"""Dead letters: messages that exhausted their retries, read and put back through dramatiq's dead-letter
-queue (`workers.runtime.redis_queues.DeadLetterQueue`), which drops them after 7 days. The Retries middleware
-writes ``retries`` and ``traceback`` into the message options of a retried copy, but the copy that dies is the one
-stored before its last attempt; `FinalAttemptNotes` rewrites it so a dead letter tells its real attempt
-count and last error.
-
-A redrive puts the message back on its queue with fresh retries, atomically per message: a message is
-never on both queues nor on neither. The fold is idempotent, so redriving twice is harmless.
+"""Dead letters: messages that exhausted their retries, listed, redriven (back on their queue with fresh retries,
+atomically per message) or purged through dramatiq's dead-letter queue (`redis_queues.DeadLetterQueue`), which
+drops them after 7 days. The fold is idempotent, so redriving twice is harmless.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import traceback
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,8 +29,8 @@ UNREADABLE = "unknown"
 
 
 class FinalAttemptNotes(Middleware):
-    """Records `attempts` and `last_error` on a message that failed for good, before dramatiq moves
-    it to the dead-letter queue (add it after dramatiq's Retries middleware)."""
+    """Records `attempts` and `last_error` on a message that failed for good, before dramatiq moves it to the
+    dead-letter queue: the copy that dies is the one stored before its last attempt (add after Retries)."""
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -46,15 +40,16 @@ class FinalAttemptNotes(Middleware):
         actor = broker.get_actor(message.actor_name)
         throws = message.options.get("throws") or actor.options.get("throws")
         retries = int(message.options.get("retries", 0))
-        thrown = throws is not None and isinstance(exception, throws)
-        message.options["attempts"] = retries + 1 if thrown or "traceback" not in message.options else retries
+        # Not retried (a `throws` error, or the first attempt): Retries wrote nothing for this attempt.
+        unrecorded = (throws is not None and isinstance(exception, throws)) or "traceback" not in message.options
+        message.options["attempts"] = retries + 1 if unrecorded else retries
         message.options["last_error"] = f"{type(exception).__name__}: {exception}"[:ERROR_CHARS]
-        if thrown or "traceback" not in message.options:
+        if unrecorded:
             message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
         store_options(broker, message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class DeadLetter:
     id: str
     """dramatiq's Redis message id: what `redrive` and `purge` take (an event id works too)."""
@@ -63,29 +58,18 @@ class DeadLetter:
     dead_at: datetime
     attempts: int
     last_error: str | None
-    traceback: str | None
-    event_id: str | None
-    event_type: str | None
-    company_id: str | None
-    connection_id: str | None
-    replay: bool
-    args: tuple[Any, ...]
+    traceback: str | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    company_id: str | None = None
+    connection_id: str | None = None
+    replay: bool = False
+    args: tuple[Any, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The fields a list shows (no traceback, no message body)."""
-        return {
-            "id": self.id,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "company_id": self.company_id,
-            "connection_id": self.connection_id,
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "dead_at": self.dead_at.isoformat().replace("+00:00", "Z"),
-            "queue": self.queue,
-            "actor": self.actor,
-            "replay": self.replay,
-        }
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("traceback", "args")}
+        return shown | {"dead_at": self.dead_at.isoformat().replace("+00:00", "Z")}
 
 
 def _last_line(text: str | None) -> str | None:
@@ -105,29 +89,26 @@ def _decode(redis_id: str, raw: bytes, score: float, queue: str) -> DeadLetter:
         return _read(redis_id, dramatiq.Message.decode(raw), dead_at, queue)
     except (DecodeError, AttributeError, TypeError, ValueError, IndexError) as exc:
         error = f"not a message Synctrack can read ({type(exc).__name__}); purge it"
-        return DeadLetter(redis_id, queue, UNREADABLE, dead_at, 0, error, None, None, None, None, None, False, ())
+        return DeadLetter(redis_id, queue, UNREADABLE, dead_at, 0, error)
 
 
 def _read(redis_id: str, message: dramatiq.Message[Any], dead_at: datetime, queue: str) -> DeadLetter:
-    options = message.options
-    args = tuple(message.args)
+    options, args = message.options, tuple(message.args)
     attempts = options.get("attempts")
-    if attempts is None:
-        attempts = int(options.get("retries", 0)) + 1
-    event_id = args[0] if args and isinstance(args[0], str) else None
-    if args and isinstance(args[0], list) and args[0]:  # `fold_stored` (ids) or `fold_webhooks` (items): many events
-        event_id = ",".join(str(i[0] if isinstance(i, list) and i else i) for i in args[0])
+    first = args[0] if args else None
+    event_id = first if isinstance(first, str) else None
     body = args[1] if len(args) > 1 and isinstance(args[1], str) else None
-    items = args[0] if args and isinstance(args[0], list) else []
-    if len(items) == 1 and isinstance(items[0], list) and len(items[0]) > 1 and isinstance(items[0][1], str):
-        body = items[0][1]  # a `fold_webhooks` message of one event
+    if isinstance(first, list) and first:  # `fold_stored` (ids) or `fold_webhooks` (items): many events
+        event_id = ",".join(str(i[0] if isinstance(i, list) and i else i) for i in first)
+        if len(first) == 1 and isinstance(first[0], list) and len(first[0]) > 1 and isinstance(first[0][1], str):
+            body = first[0][1]  # a `fold_webhooks` message of one event
     summary = summarise_body(body) if body is not None else None
     return DeadLetter(
         id=redis_id,
         queue=queue,
         actor=escape(str(message.actor_name)),
         dead_at=dead_at,
-        attempts=int(attempts),
+        attempts=int(options.get("retries", 0)) + 1 if attempts is None else int(attempts),
         last_error=_text(options.get("last_error") or _last_line(_text(options.get("traceback")))),
         traceback=_text(options.get("traceback")),
         event_id=_text(event_id),
@@ -140,34 +121,23 @@ def _read(redis_id: str, message: dramatiq.Message[Any], dead_at: datetime, queu
 
 
 class DeadLetters:
-    """The dead letters of the webhook lanes, live and backfill (or of the `queues` given), as one list."""
+    """The dead letters of the webhook lanes, live and backfill, as one list."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        namespace: str,
-        queues: tuple[str, ...] = (WEBHOOK_QUEUE, BACKFILL_QUEUE),
-        engine: Engine | None = None,
-    ):
-        self.redis = redis
-        self.namespace = namespace
+    def __init__(self, redis: Redis, namespace: str, engine: Engine | None = None):
         self.engine = engine
-        self.stores = {queue: DeadLetterQueue(redis, namespace, queue) for queue in queues}
+        self.stores = {queue: DeadLetterQueue(redis, namespace, queue) for queue in (WEBHOOK_QUEUE, BACKFILL_QUEUE)}
 
     def count(self) -> int:
         return sum(store.count() for store in self.stores.values())
 
     def newest(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """Newest first, over every queue."""
-        ranked = sorted(
-            (
-                (score, queue, redis_id)
-                for queue, store in self.stores.items()
-                for redis_id, score in store.ids(0, offset + limit - 1, newest_first=True)
-            ),
-            reverse=True,
-        )
-        return self._load(ranked[offset : offset + limit])
+        ranked = [
+            (score, queue, redis_id)
+            for queue, store in self.stores.items()
+            for redis_id, score in store.ids(0, offset + limit - 1, newest_first=True)
+        ]
+        return self._load(sorted(ranked, reverse=True)[offset : offset + limit])
 
     def get(self, ident: str) -> DeadLetter | None:
         """One dead letter by its id or by the event id it carries."""
@@ -176,29 +146,25 @@ class DeadLetters:
 
     def redrive(self, ids: list[str] | None = None) -> list[DeadLetter]:
         """Put the selected dead letters (all when `ids` is None) back on their queue; return them."""
-        moved = []
-        for letter in self._all() if ids is None else self._resolve(ids):
-            if letter.actor == UNREADABLE:
-                continue
-            if self.stores[letter.queue].redrive(letter.id, RETRY_OPTIONS):
-                moved.append(letter)
-        return moved
+        readable = [letter for letter in self._resolve(ids) if letter.actor != UNREADABLE]
+        return [letter for letter in readable if self.stores[letter.queue].redrive(letter.id, RETRY_OPTIONS)]
 
     def purge(self, ids: list[str] | None = None) -> int:
         """Delete the selected dead letters (all when `ids` is None); return how many."""
-        targets = self._all() if ids is None else self._resolve(ids)
+        targets = self._resolve(ids)
         return sum(
             store.purge([letter.id for letter in targets if letter.queue == queue])
             for queue, store in self.stores.items()
         )
 
-    def _all(self) -> list[DeadLetter]:
+    def _resolve(self, idents: list[str] | None) -> list[DeadLetter]:
+        """The letters whose Redis id or event id is in `idents` (all when it is None)."""
         ranked = [(score, queue, redis_id) for queue, store in self.stores.items() for redis_id, score in store.ids()]
-        return self._load(ranked, describe=False)
-
-    def _resolve(self, idents: list[str]) -> list[DeadLetter]:
+        letters = self._load(ranked, describe=False)
+        if idents is None:
+            return letters
         wanted = set(idents)
-        return [letter for letter in self._all() if letter.id in wanted or letter.event_id in wanted]
+        return [letter for letter in letters if letter.id in wanted or letter.event_id in wanted]
 
     def _load(self, ranked: list[tuple[float, str, str]], describe: bool = True) -> list[DeadLetter]:
         """The letters of (death time, queue, Redis id) triples, in that order (those gone meanwhile left out)."""
@@ -219,12 +185,11 @@ class DeadLetters:
         with Session(self.engine) as session:
             rows = session.exec(select(WebhookEvent).where(col(WebhookEvent.id).in_(ids))).all()
         stored = {row.id: row for row in rows}
-        out = []
-        for letter in letters:
-            row = stored.get(letter.event_id or "")
-            if row is not None and letter.event_type is None:
-                letter = dataclasses.replace(
-                    letter, event_type=row.event_type, company_id=row.company_id, connection_id=row.connection_id
-                )
-            out.append(letter)
-        return out
+        return [
+            dataclasses.replace(
+                letter, event_type=row.event_type, company_id=row.company_id, connection_id=row.connection_id
+            )
+            if letter.event_type is None and (row := stored.get(letter.event_id or "")) is not None
+            else letter
+            for letter in letters
+        ]

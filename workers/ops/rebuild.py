@@ -1,24 +1,22 @@
 """Rebuild the ledger from the stored raw events into a fresh schema, and compare ledgers.
 
-`rebuild_ledger` folds every stored event that still has its body, in any order, into an empty target: in memory
-with one bulk write at the end (`workers.ledger.memory`) or through the workers' SQL store, a batch per
-transaction. `dump_ledger` makes a ledger comparable and `diff_dumps` lists every difference, labelling what a
-rebuild cannot know: what the stale check writes by the clock and Codat's answers (read as the fold leaves it),
-and facts without a replayable raw event (actions, reconciliation, erased bodies).
+`rebuild_ledger` folds every stored event that has its body, in any order, into an empty target (in memory, or a
+batch per transaction through the SQL store). `diff_dumps` lists every difference between two `dump_ledger`s,
+labelling what a rebuild cannot know: the stale check's clock and Codat's answers, facts without a raw event.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, delete, func, insert, select, text, tuple_
+from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sql_select
 
@@ -31,14 +29,11 @@ from workers.runtime.db import make_engine, normalise_url
 LedgerDump = dict[str, dict[str, dict[str, Any]]]
 Order = Literal["received", "generated", "shuffled"]
 
-LEDGER_MODELS: dict[str, type[SQLModel]] = {
-    "companies": Company,
-    "connections": Connection,
-    "data_types": DataTypeState,
-    "syncs": Sync,
-}
+LEDGER_MODELS: dict[str, type[SQLModel]] = {str(m.__tablename__): m for m in (Company, Connection, DataTypeState, Sync)}
 REBUILD_SCHEMA = "synctrack_rebuild"
 PAGE = 2_000
+BATCH = 1_000
+"""Events per fold (per transaction with `mode="store"`)."""
 
 
 def _key(table: str, row: dict[str, Any]) -> str:
@@ -58,15 +53,9 @@ STALE_CHECK_DEFAULTS = {"delayed": False, "codat_status": None, "next_check_at":
 """The columns of a sync only the stale-sync job writes, as the fold leaves them."""
 
 
-def _before_the_stale_check(values: dict[str, Any]) -> dict[str, Any]:
-    phase = "active" if values.get("phase") == "stale" else values.get("phase")
-    return {"phase": phase, **STALE_CHECK_DEFAULTS}
-
-
 def dump_ledger(engine: Engine, *, stale_as_active: bool = True) -> LedgerDump:
-    """The ledger tables as ``{table: {row key: {column: value}}}`` with canonical values (UTC ISO times,
-    sorted JSON), so two ledgers are equal exactly when their dumps are. Row keys: the id, or
-    ``connection/data type`` for data types."""
+    """The ledger tables as ``{table: {row key: {column: value}}}`` with canonical values (UTC ISO times, sorted
+    JSON), so two ledgers are equal exactly when their dumps are. A row's key is its id (data types: `conn/type`)."""
     dump: LedgerDump = {}
     with engine.connect() as conn:
         for name, model in LEDGER_MODELS.items():
@@ -75,7 +64,8 @@ def dump_ledger(engine: Engine, *, stale_as_active: bool = True) -> LedgerDump:
             for row in conn.execute(select(table)).mappings():
                 values = {column: _canonical(value) for column, value in row.items()}
                 if stale_as_active and name == "syncs":
-                    values.update(_before_the_stale_check(values))
+                    phase = "active" if values.get("phase") == "stale" else values.get("phase")
+                    values.update(STALE_CHECK_DEFAULTS, phase=phase)
                 rows[_key(name, values)] = values
             dump[name] = dict(sorted(rows.items()))
     return dump
@@ -101,8 +91,8 @@ class Difference:
 
 
 def diff_dumps(live: LedgerDump, rebuilt: LedgerDump, replayable: set[str] | None = None) -> list[Difference]:
-    """Every difference between two dumps. With `replayable` (the ids of stored events that have a
-    body), a difference whose live row came from an event outside that set is labelled as such."""
+    """Every difference between two dumps; with `replayable` (ids of stored events that have a body), one whose
+    live row came from an event outside that set is labelled as such."""
     found: list[Difference] = []
     for table in LEDGER_MODELS:
         left, right = live.get(table, {}), rebuilt.get(table, {})
@@ -132,15 +122,13 @@ def _note(row: dict[str, Any], replayable: set[str] | None) -> str | None:
 
 @dataclass(slots=True)
 class RebuildReport:
+    """Stored events read (with a body), folded, of types not folded, unparseable, and without a body."""
+
     events: int = 0
-    """Stored events read (with a body)."""
     folded: int = 0
     ignored: int = 0
-    """Event types Synctrack does not fold."""
     failed: int = 0
-    """Bodies the fold cannot parse (outcome `failed` when stored)."""
     pruned: int = 0
-    """Stored events without a body (retention, erasure): they cannot be rebuilt."""
     rows: int = 0
     seconds: float = 0.0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -157,28 +145,18 @@ def stored_events(engine: Engine, order: Order = "received", seed: int = 0) -> I
     sort: Any = col(WebhookEvent.received_at)
     if order == "generated":
         sort = func.coalesce(col(WebhookEvent.generated_at), col(WebhookEvent.received_at))
-    base = sql_select(WebhookEvent.id, WebhookEvent.body, WebhookEvent.received_at, sort).where(has_body)
+    with Session(engine) as session:
+        ids = list(session.exec(sql_select(WebhookEvent.id).where(has_body).order_by(sort, col(WebhookEvent.id))))
     if order == "shuffled":
-        with Session(engine) as session:
-            ids = list(session.exec(sql_select(WebhookEvent.id).where(has_body)).all())
         random.Random(seed).shuffle(ids)
-        for start in range(0, len(ids), PAGE):
-            chunk = ids[start : start + PAGE]
-            with Session(engine) as session:
-                found = {row[0]: row for row in session.exec(base.where(col(WebhookEvent.id).in_(chunk))).all()}
-            yield from ((i, found[i][1] or "", found[i][2]) for i in chunk if i in found)
-        return
-    last: tuple[Any, str] | None = None
-    while True:
-        query = base
-        if last is not None:
-            query = query.where(tuple_(sort, col(WebhookEvent.id)) > tuple_(last[0], last[1]))
+    for start in range(0, len(ids), PAGE):
+        page = ids[start : start + PAGE]
+        query = sql_select(WebhookEvent.id, WebhookEvent.body, WebhookEvent.received_at).where(
+            col(WebhookEvent.id).in_(page), has_body
+        )
         with Session(engine) as session:
-            rows = session.exec(query.order_by(sort, col(WebhookEvent.id)).limit(PAGE)).all()
-        yield from ((row[0], row[1] or "", row[2]) for row in rows)
-        if len(rows) < PAGE:
-            return
-        last = (rows[-1][3], rows[-1][0])
+            found = {row[0]: row for row in session.exec(query)}
+        yield from ((i, found[i][1] or "", found[i][2]) for i in page if i in found)
 
 
 def replayable_ids(engine: Engine) -> set[str]:
@@ -192,14 +170,13 @@ def rebuild_ledger(
     *,
     mode: Literal["memory", "store"] = "memory",
     order: Order = "received",
-    batch: int = 1_000,
     seed: int = 0,
 ) -> RebuildReport:
     """Fold every stored event of `source` into the empty ledger of `target`."""
     report = RebuildReport()
     started = time.perf_counter()
     with Session(source) as session:
-        report.pruned = len(session.exec(sql_select(WebhookEvent.id).where(col(WebhookEvent.body).is_(None))).all())
+        report.pruned = session.exec(sql_select(func.count()).where(col(WebhookEvent.body).is_(None))).one()
     memory = MemoryLedger() if mode == "memory" else None
     pending: list[Event] = []
     for event_id, body, received_at in stored_events(source, order, seed):
@@ -214,7 +191,7 @@ def rebuild_ledger(
             continue
         report.folded += 1
         pending.append(event)
-        if len(pending) >= batch:
+        if len(pending) >= BATCH:
             _fold(memory, target, pending)
             pending = []
     if pending:
@@ -235,23 +212,14 @@ def _fold(memory: MemoryLedger | None, target: Engine, events: list[Event]) -> N
 
 
 def fresh_target(live_url: str, into: str | None = None) -> tuple[Engine, str]:
-    """An engine on an empty ledger schema for a rebuild, and a description of where it is.
-
-    `into` names a database URL to use; by default a live PostgreSQL gets the schema
-    ``synctrack_rebuild`` in the same database (dropped and created again), a live SQLite gets
-    ``<live file>.rebuild`` next to it (replaced).
-    """
+    """An engine on an empty ledger schema for a rebuild, and where it is: the database URL `into`, else the
+    schema ``synctrack_rebuild`` of a live PostgreSQL (created anew) or ``<live file>.rebuild`` beside a SQLite."""
     url = normalise_url(into or live_url)
     if url.startswith("sqlite"):
-        if into is None:
-            path = url.removeprefix("sqlite:///") + ".rebuild"
-            url = f"sqlite:///{path}"
-        path = url.removeprefix("sqlite:///")
+        path = url.removeprefix("sqlite:///") + ("" if into else ".rebuild")
+        url = f"sqlite:///{path}"
         for suffix in ("", "-wal", "-shm"):
-            try:
-                os.remove(path + suffix)
-            except FileNotFoundError:
-                pass
+            Path(path + suffix).unlink(missing_ok=True)
         engine = make_engine(url)
         where = path
     elif into is None:
@@ -270,17 +238,13 @@ def fresh_target(live_url: str, into: str | None = None) -> tuple[Engine, str]:
 
 
 APPLY_MARGIN = timedelta(minutes=5)
-"""Events processed this long before a rebuild started are folded again when it is applied, in case
-their transaction committed after the rebuild had read past them. Folding twice is harmless."""
+"""Events processed this long before a rebuild started are folded again when it is applied (their transaction may
+have committed after the rebuild read past them); folding twice is harmless."""
 
 
 def apply_rebuilt(live: Engine, target: Engine, rebuild_started_at: datetime) -> int:
-    """Replace the live ledger with the rebuilt one, in one transaction that holds off the workers, then
-    fold again the events processed since the rebuild started (they may be missing from it).
-
-    Returns how many events were folded again. Dashboards do not hear about the swap: they pick it up
-    on their next read.
-    """
+    """Replace the live ledger with the rebuilt one in one transaction that holds off the workers, then fold again
+    the events processed since the rebuild started; returns how many. Dashboards see the swap on their next read."""
     since = rebuild_started_at - APPLY_MARGIN
     with Session(live) as session, session.begin():
         if live.dialect.name == "postgresql":
@@ -306,5 +270,4 @@ def apply_rebuilt(live: Engine, target: Engine, rebuild_started_at: datetime) ->
                 events.append(event)
         for start in range(0, len(events), PAGE):
             fold_events(session, events[start : start + PAGE])
-        refolded = len(events)
-    return refolded
+        return len(events)

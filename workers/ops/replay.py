@@ -1,11 +1,7 @@
-"""Replay: put stored webhooks through the worker path again.
-
-A replay selects stored events (`ReplayFilters`), records a job (`replay_jobs`, with a keyset cursor over
-``(received_at, id)``) and enqueues `fold_stored` messages of `REPLAY_MESSAGE_EVENTS` events: the worker folds
-the stored bodies, so a replay folds exactly what arrived, and a message enqueued twice is harmless. At most `rate`
-events per second, on the backfill queue (which workers take only when live webhooks leave room), and none while
-that queue holds more than `max_backlog`; one runner per job (a Redis lock with an expiry), so an interrupted job
-resumes from its cursor.
+"""Replay: stored webhooks selected by `ReplayFilters` go through the worker path again, as `fold_stored` messages
+on the backfill queue (a message enqueued twice is harmless), at most `rate` events per second and none while that
+queue holds more than `max_backlog`. A job (`replay_jobs`) keeps a keyset cursor over ``(received_at, id)`` and has
+one runner at a time (a Redis lock with an expiry), so an interrupted job resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +24,10 @@ from schemas.ops import ReplayFilters, ReplayJobOut
 from workers.ledger.tables import ReplayJob, WebhookEvent
 from workers.runtime.broker import FOLD_STORED_ACTOR
 from workers.runtime.metrics import record_replay_enqueued
-from workers.runtime.redis_queues import BACKFILL_QUEUE, Encoded, encode, push, queue_length
+from workers.runtime.redis_queues import BACKFILL_QUEUE, encode, push, queue_length
 
 LOCK_MS = 30_000
+BATCH_SIZE = 500
 COUNTER_TTL_SECONDS = 7 * 86400
 FINISHED = ("completed", "cancelled")
 
@@ -87,10 +85,7 @@ def conditions(filters: ReplayFilters) -> list[ColumnElement[bool]]:
 def count_selection(engine: Engine, filters: ReplayFilters) -> tuple[int, int]:
     """(events a replay would enqueue, selected events whose body was pruned)."""
     has_body = col(WebhookEvent.body).is_not(None)
-    query = select(
-        func.count().filter(has_body),
-        func.count().filter(~has_body),
-    ).where(*conditions(filters))
+    query = select(func.count().filter(has_body), func.count().filter(~has_body)).where(*conditions(filters))
     with Session(engine) as session:
         replayable, pruned = session.exec(query).one()
     return int(replayable or 0), int(pruned or 0)
@@ -109,31 +104,27 @@ def sample_selection(engine: Engine, filters: ReplayFilters, size: int) -> list[
 
 
 def create_job(engine: Engine, filters: ReplayFilters) -> ReplayJob:
-    total, _ = count_selection(engine, filters)
-    job = ReplayJob(
-        id=f"rpl_{uuid.uuid4().hex[:16]}", created_at=datetime.now(UTC), filters=filters.stored(), status="pending"
-    )
-    job.total = total
+    job = ReplayJob(id=f"rpl_{uuid.uuid4().hex[:16]}", created_at=datetime.now(UTC), filters=filters.stored())
+    job.status, job.total = "pending", count_selection(engine, filters)[0]
     with Session(engine, expire_on_commit=False) as session, session.begin():
         session.add(job)
     return job
 
 
-def load_job(engine: Engine, job_id: str) -> ReplayJob:
-    with Session(engine) as session:
-        job = session.get(ReplayJob, job_id)
+def _job(session: Session, job_id: str) -> ReplayJob:
+    job = session.get(ReplayJob, job_id)
     if job is None:
         raise ReplayJobNotFound(job_id)
     return job
 
 
+def load_job(engine: Engine, job_id: str) -> ReplayJob:
+    with Session(engine) as session:
+        return _job(session, job_id)
+
+
 REPLAY_MESSAGE_EVENTS = 100
 """Stored events per replay message: a worker folds each message's events in one transaction."""
-
-
-def replay_fold_message(event_ids: list[str], job_id: str) -> Encoded:
-    """A `fold_stored` message for some stored events, tagged with its replay job for progress counts."""
-    return encode(BACKFILL_QUEUE, FOLD_STORED_ACTOR, (event_ids,), options={"replay_job": job_id})
 
 
 def lock_key(namespace: str, job_id: str) -> str:
@@ -151,18 +142,8 @@ def job_out(job: ReplayJob, redis: Redis, namespace: str) -> ReplayJobOut:
     status = job.status
     if status == "running" and not redis.exists(lock_key(namespace, job.id)):
         status = "interrupted"
-    return ReplayJobOut(
-        id=job.id,
-        status=status,
-        filters=job.filters or {},
-        total=job.total,
-        done=job.done,
-        folded=folded,
-        dead_lettered=dead,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
-        error=job.error,
-    )
+    shown = {"status": status, "filters": job.filters or {}, "folded": folded, "dead_lettered": dead}
+    return ReplayJobOut.model_validate(job.model_dump() | shown)
 
 
 class ReplayRunner:
@@ -176,17 +157,13 @@ class ReplayRunner:
         *,
         rate: float,
         max_backlog: int,
-        batch_size: int = 500,
         owner: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.engine, self.redis, self.namespace = engine, redis, namespace
         self.rate, self.max_backlog = rate, max_backlog
         # Bursts of at most a tenth of a second's worth keep the pace smooth.
-        self.batch_size = max(1, min(batch_size, int(rate / 10) or 1)) if rate > 0 else batch_size
+        self.batch_size = max(1, min(BATCH_SIZE, int(rate / 10) or 1)) if rate > 0 else BATCH_SIZE
         self.owner = owner or f"runner:{uuid.uuid4().hex}"
-        self.clock, self.sleep = clock, sleep
         self._acquire = redis.register_script(ACQUIRE)
         self._release = redis.register_script(RELEASE)
 
@@ -198,21 +175,18 @@ class ReplayRunner:
         on_progress: Callable[[ReplayJob], None] | None = None,
         hold_lock: bool = False,
     ) -> ReplayJob:
-        """Run (or resume) the job until it is done, cancelled, or `budget_seconds` have passed.
-
-        Returns the job as saved. Raises `ReplayBusy` if another runner holds it, `ReplayJobNotFound`
-        if it does not exist. If anything interrupts it (an error, Ctrl-C) it is saved as
-        `interrupted` with its cursor, and the exception propagates.
-        """
+        """Run (or resume) the job until it is done, cancelled, or `budget_seconds` have passed; returns it as saved.
+        Raises `ReplayBusy` or `ReplayJobNotFound`. Anything that interrupts it (an error, Ctrl-C) saves it as
+        `interrupted` with its cursor, and propagates."""
         key = lock_key(self.namespace, job_id)
         if not self._acquire(keys=[key], args=[self.owner, LOCK_MS]):
             raise ReplayBusy(job_id)
         release = True
         try:
             job = self._start(job_id)
-            started, sent = self.clock(), 0
+            started, sent = time.monotonic(), 0
             while job.status == "running":
-                if budget_seconds is not None and self.clock() - started >= budget_seconds:
+                if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
                     release = not hold_lock
                     break
                 self._wait_for_room(key, started, sent)
@@ -236,9 +210,7 @@ class ReplayRunner:
 
     def _start(self, job_id: str) -> ReplayJob:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            job = session.get(ReplayJob, job_id)
-            if job is None:
-                raise ReplayJobNotFound(job_id)
+            job = _job(session, job_id)
             if job.status not in FINISHED:
                 job.status, job.error = "running", None
             return job
@@ -247,10 +219,10 @@ class ReplayRunner:
         """Sleep until the pace allows the next batch and the queue has room; keep the lock alive."""
         while True:
             self._acquire(keys=[key], args=[self.owner, LOCK_MS])
-            delay = (started + sent / self.rate - self.clock()) if self.rate > 0 else 0.0
+            delay = (started + sent / self.rate - time.monotonic()) if self.rate > 0 else 0.0
             if delay <= 0 and queue_length(self.redis, self.namespace, BACKFILL_QUEUE) <= self.max_backlog:
                 return
-            self.sleep(min(max(delay, 0.05), 1.0))
+            time.sleep(min(max(delay, 0.05), 1.0))
 
     def _next_batch(self, job: ReplayJob) -> list[tuple[str, datetime]]:
         filters = ReplayFilters.model_validate(job.filters or {})
@@ -267,18 +239,21 @@ class ReplayRunner:
             return [(event_id, received_at) for event_id, received_at in session.exec(query).all()]
 
     def _enqueue(self, job_id: str, event_ids: list[str]) -> None:
-        chunks = range(0, len(event_ids), REPLAY_MESSAGE_EVENTS)
+        chunks = (
+            event_ids[start : start + REPLAY_MESSAGE_EVENTS]
+            for start in range(0, len(event_ids), REPLAY_MESSAGE_EVENTS)
+        )
+        # Each message is tagged with its job, for the progress counts (`workers.ops.actors.ReplayProgress`).
         push(
             self.redis,
             self.namespace,
-            (replay_fold_message(event_ids[start : start + REPLAY_MESSAGE_EVENTS], job_id) for start in chunks),
+            (encode(BACKFILL_QUEUE, FOLD_STORED_ACTOR, (ids,), options={"replay_job": job_id}) for ids in chunks),
         )
         record_replay_enqueued(len(event_ids))
 
     def _save(self, job_id: str, enqueued: int, cursor: str | None, finished: str | None = None) -> ReplayJob:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            job = session.get(ReplayJob, job_id)
-            assert job is not None
+            job = _job(session, job_id)
             job.done += enqueued
             if cursor is not None:
                 job.cursor = cursor
@@ -288,21 +263,17 @@ class ReplayRunner:
 
     def _interrupt(self, job_id: str, exc: BaseException) -> None:
         reason = "interrupted by the operator" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        try:
-            with Session(self.engine) as session, session.begin():
-                job = session.get(ReplayJob, job_id)
-                if job is not None and job.status == "running":
-                    job.status, job.error = "interrupted", reason[:1000]
-        except Exception:  # the database may be what failed; the cursor saved last still holds
-            pass
+        # The database may be what failed; the cursor saved last still holds.
+        with suppress(Exception), Session(self.engine) as session, session.begin():
+            job = session.get(ReplayJob, job_id)
+            if job is not None and job.status == "running":
+                job.status, job.error = "interrupted", reason[:1000]
 
 
 def cancel_job(engine: Engine, job_id: str) -> ReplayJob:
     """Stop a job at its next batch; what it already enqueued still folds."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        job = session.get(ReplayJob, job_id)
-        if job is None:
-            raise ReplayJobNotFound(job_id)
+        job = _job(session, job_id)
         if job.status not in FINISHED:
             job.status, job.finished_at = "cancelled", datetime.now(UTC)
         return job

@@ -1,36 +1,30 @@
-"""Attempts at deliveries: claim them, sign them, POST them, record what happened, plan the next ones.
+"""Attempts at deliveries: claim a batch, sign and POST each, record what happened, queue the retries.
 
-What the delivery actors run, a batch of delivery ids per message (and `POST /v1/subscriptions/{id}/test`, one).
 At least once, and a repeated queue message is harmless: an attempt first claims its delivery by moving
-`next_attempt_at` past its own time limit, and the `webhook-id` is the delivery id on every attempt. A 2xx is
-success; `410 Gone` disables the subscription; anything else is retried with backoff until the retry window is
-spent, and a subscription failing for `subscriptions_disable_after_seconds` is disabled (`subscription.disabled`).
+`next_attempt_at` past its own time limit, and the `webhook-id` is the delivery id on every attempt.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from operator import itemgetter
+from typing import Any
 
 from redis import Redis
 from sqlalchemy import Engine, or_
-from sqlalchemy.sql.dml import ReturningUpdate
-from sqlmodel import col, select, update
+from sqlmodel import col, update
 
 from schemas.settings import Settings
 from schemas.subscriptions import SUBSCRIPTION_DISABLED
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.record import Attempt, Claimed, Recorder, Result, SubscriptionRows
+from workers.outbound.record import Attempt, Claimed, Recorder, Result, RetryPolicy, SubscriptionRows
 from workers.outbound.signing import webhook_headers
 from workers.outbound.transport import BadAnswer, ConnectFailed, Destinations, TimedOut
 from workers.outbound.url_policy import UnsafeUrl
@@ -41,8 +35,7 @@ from workers.runtime.metrics import record_delivery, record_subscription_disable
 log = logging.getLogger("synctrack.deliveries")
 
 LEASE_MARGIN_SECONDS = 30.0
-"""A batch holds its deliveries for `BATCH_SECONDS` and the HTTP timeout plus this; past that, they are due
-again."""
+"""A batch holds its deliveries for `BATCH_SECONDS` plus the HTTP timeout plus this; then they are due again."""
 EARLY_TOLERANCE_SECONDS = 1.0
 """A delayed message may run this much before `next_attempt_at` (clocks of different hosts)."""
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -56,66 +49,29 @@ CLAIM_SQL = (
     " AND held.status = 'pending' AND (held.next_attempt_at IS NULL OR held.next_attempt_at <= %(due)s::timestamptz)"
     " RETURNING d.id, d.subscription_id, d.event_type, d.body, d.attempts, d.window_started_at"
 )
-"""The claim of `Deliverer._claim` on PostgreSQL, the ids as one array parameter (SQLAlchemy renders and binds
-an IN list of fifty parameters per batch otherwise).
-
-The batch's rows are found by primary key alone, and only then tested for being due. With the test in the
-same scan, the planner may combine the key lookup with the `(status, next_attempt_at)` index, and that part
-reads every due delivery's index entry, which under a backlog costs far more than the claim itself. Locking the
-batch's rows that are not due is harmless: nobody may claim them."""
-CONNECTION_FAILED = "connection failed"
-"""What `last_error` says whenever no connection could be made, whatever the reason underneath."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    min_seconds: float
-    max_seconds: float
-    window_seconds: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            settings.subscriptions_retry_min_seconds,
-            settings.subscriptions_retry_max_seconds,
-            settings.subscriptions_retry_window_seconds,
-        )
-
-    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
-        """Seconds before attempt `attempts + 1`: min·2^(attempts-1), capped, with ±25 % jitter."""
-        base = min(self.max_seconds, self.min_seconds * 2.0 ** max(0, attempts - 1))
-        return base * float((rng or random).uniform(0.75, 1.25))
+"""The claim on PostgreSQL, the ids as one array. Rows are found by primary key alone, then tested for being due:
+with the test in the same scan the planner may also read the `(status, next_attempt_at)` index, one entry per due
+delivery, which under a backlog costs far more than the claim. Locking rows that are not due is harmless."""
+CLAIMED = ("id", "subscription_id", "event_type", "body", "attempts", "window_started_at")
 
 
 class Deliverer:
     """Makes attempts; one per process, shared by the actor's threads (so are its destinations' pools)."""
 
     def __init__(self, settings: Settings, engine: Engine, redis: Redis) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.redis = redis
+        self.settings, self.engine, self.redis = settings, engine, redis
         self.policy = RetryPolicy.from_settings(settings)
-        self.feed = ChangeFeed(
-            redis,
-            settings.redis_namespace,
-            settings.stream_max_changes,
-            retention_seconds=settings.stream_retention_hours * 3600,
-        )
+        retention_seconds = settings.stream_retention_hours * 3600
+        self.feed = ChangeFeed(redis, settings.redis_namespace, settings.stream_max_changes, retention_seconds)
         self.timeout = settings.subscriptions_timeout_seconds
-        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite has one writer: this process's threads queue here rather than in SQLite's busy loop.
+        self._writing: AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
         self.subscriptions = SubscriptionRows()
         self.destinations = Destinations(
             allow_http=settings.subscriptions_allow_http, allow_private=settings.subscriptions_allow_private
         )
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """SQLite has one writer: this process's threads queue here rather than in SQLite's busy loop."""
-        if self._write_lock is None:
-            yield
-            return
-        with self._write_lock:
-            yield
 
     def close(self) -> None:
         """Close every destination's connections (the process is shutting down)."""
@@ -126,28 +82,10 @@ class Deliverer:
         return self.run_batch([delivery_id])[0]
 
     def run_batch(self, delivery_ids: Sequence[str]) -> list[Attempt]:
-        """Make the attempts that are due for `delivery_ids` (one per id, in that order), queue the
-        retries and the released ones, count them."""
-        attempts = self.attempt_batch(delivery_ids)
-        retries = [([a.delivery_id], int(a.retry_in * 1000)) for a in attempts if a.retry_in is not None]
-        released = [a.delivery_id for a in attempts if a.outcome == "released"]
-        if retries or released:
-            enqueue_delayed(self.redis, self.settings.redis_namespace, [*retries, (released, None)])
-        for outcome, count in Counter(a.outcome for a in attempts).items():
-            _count(partial(record_delivery, outcome, count))
-        return attempts
-
-    def attempt(self, delivery_id: str) -> Attempt:
-        return self.attempt_batch([delivery_id])[0]
-
-    def attempt_batch(self, delivery_ids: Sequence[str]) -> list[Attempt]:
-        """Claim what is due among `delivery_ids`, POST each (grouped by subscription, so a destination's
-        deliveries share its kept-alive connection), record every result in one transaction.
-
-        A destination that did not answer (timeout, refused connection) gets no second POST from this
-        batch, and no POST starts after `BATCH_SECONDS`: what was not reached is released — due again at
-        once, no attempt counted — so one slow receiver holds one thread for about one timeout.
-        """
+        """Make the attempts due for `delivery_ids` (one per id, in that order), record them in one transaction,
+        queue the retries and the released ones. A destination that did not answer gets no second POST from this
+        batch, and no POST starts after `BATCH_SECONDS`: the rest is released (due again at once, no attempt
+        counted), so one slow receiver holds one thread for about one timeout."""
         started = time.monotonic()
         claimed = self._claim(delivery_ids, datetime.now(UTC))
         results: list[Result] = []
@@ -172,7 +110,7 @@ class Deliverer:
                 unreachable.add(subscription_id)
             results.append(Result(item, code, error, datetime.now(UTC)))
         now = datetime.now(UTC)
-        with self._writing(), self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             recorder = Recorder(conn, self.policy, self.settings.subscriptions_disable_after_seconds)
             recorded = recorder.record(results)
             recorder.give_up(inactive, SUBSCRIPTION_INACTIVE)
@@ -184,21 +122,31 @@ class Deliverer:
             self._log(result, outcomes[result.claimed.delivery_id])
         for subscription in recorder.disabled:
             self.announce_disabled(subscription)
-        return [outcomes.get(i) or Attempt(i, "skipped") for i in delivery_ids]
+        attempts = [outcomes.get(i) or Attempt(i, "skipped") for i in delivery_ids]
+        retries = [([a.delivery_id], int(a.retry_in * 1000)) for a in attempts if a.retry_in is not None]
+        if retries or released:
+            enqueue_delayed(self.redis, self.settings.redis_namespace, [*retries, (released, None)])
+        for outcome, count in Counter(a.outcome for a in attempts).items():
+            _count(record_delivery, outcome, count)
+        return attempts
 
     def _claim(self, delivery_ids: Sequence[str], now: datetime) -> dict[str, Claimed]:
-        """Take the deliveries that are due: their `next_attempt_at` moves past this batch's time limit.
-        Returned grouped by subscription, in the order of their ids.
-
-        Rows another attempt is claiming at this moment are skipped (PostgreSQL: SKIP LOCKED), not
-        waited for: that attempt owns them."""
+        """Take the deliveries that are due (`next_attempt_at` moves past this batch's time limit), grouped by
+        subscription. Rows another attempt is claiming right now are skipped, not waited for (SKIP LOCKED)."""
         lease = now + timedelta(seconds=BATCH_SECONDS + self.timeout + LEASE_MARGIN_SECONDS)
         due = now + timedelta(seconds=EARLY_TOLERANCE_SECONDS)
-        with self._writing(), self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 rows = conn.exec_driver_sql(CLAIM_SQL, {"ids": list(delivery_ids), "due": due, "lease": lease}).all()
-            else:
-                rows = conn.execute(_claim_statement(delivery_ids, due, lease)).all()
+            else:  # SQLite has one writer: nothing to lock or skip
+                claim = (
+                    update(Delivery)
+                    .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
+                    .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
+                    .values(next_attempt_at=lease)
+                    .returning(*(Delivery.__table__.c[name] for name in CLAIMED))  # type: ignore[attr-defined]
+                )
+                rows = conn.execute(claim).all()
             if not rows:
                 return {}
             subscriptions = self.subscriptions.load(conn, sorted({row.subscription_id for row in rows}))
@@ -212,19 +160,11 @@ class Deliverer:
     def _post(self, url: str, body: str, headers: dict[str, str]) -> tuple[int | None, str | None]:
         """POST once; (status code, None) if the receiver answered, (None, reason) if not."""
         try:
-            code = self.destinations.post(url, headers.items(), body.encode(), self.timeout, MAX_RESPONSE_BYTES)
+            return self.destinations.post(url, headers.items(), body.encode(), self.timeout, MAX_RESPONSE_BYTES), None
         except UnsafeUrl as exc:
             return None, f"url refused: {exc}"
-        except ConnectFailed:
-            self.destinations.suspect(url)
-            # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever
-            # reads the delivery log which ports are open behind the address.
-            return None, CONNECTION_FAILED
-        except TimedOut:
-            return None, f"timeout after {self.timeout:g}s"
-        except BadAnswer:
-            return None, "the answer was not valid HTTP"
-        return code, None
+        except (ConnectFailed, TimedOut, BadAnswer) as exc:
+            return None, str(exc)
 
     def _log(self, result: Result, attempt: Attempt) -> None:
         log.info(
@@ -242,41 +182,15 @@ class Deliverer:
         """Publish `subscription.disabled` on the change stream (dashboards, other subscriptions)."""
         data = subscription_out(subscription, datetime.now(UTC)).model_dump(mode="json")
         self.feed.publish([FeedEntry(SUBSCRIPTION_DISABLED, "", "", data)])
-        _count(partial(record_subscription_disabled, subscription.disabled_reason or ""))
+        _count(record_subscription_disabled, subscription.disabled_reason or "")
         log.warning(
             "event=%s subscription=%s reason=%s", SUBSCRIPTION_DISABLED, subscription.id, subscription.disabled_reason
         )
 
 
-def _claim_statement(
-    delivery_ids: Sequence[str], due: datetime, lease: datetime
-) -> ReturningUpdate[str, str, str, str, int, datetime]:
-    """`CLAIM_SQL` as SQLAlchemy writes it for SQLite (which ignores FOR UPDATE: it has one writer)."""
-    claimable = (
-        select(Delivery.id)
-        .where(col(Delivery.id).in_(list(delivery_ids)), col(Delivery.status) == "pending")
-        .where(or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= due))
-        .order_by(col(Delivery.id))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(Delivery)
-        .where(col(Delivery.id).in_(claimable.scalar_subquery()))
-        .values(next_attempt_at=lease)
-        .returning(
-            col(Delivery.id),
-            col(Delivery.subscription_id),
-            col(Delivery.event_type),
-            col(Delivery.body),
-            col(Delivery.attempts),
-            col(Delivery.window_started_at),
-        )
-    )
-
-
-def _count(record: Callable[[], None]) -> None:
+def _count(record: Callable[..., None], *args: Any) -> None:
     """Metrics never decide whether a delivery is made or retried."""
     try:
-        record()
+        record(*args)
     except Exception as exc:
         log.warning("msg=metrics_unavailable error=%s", type(exc).__name__)

@@ -1,10 +1,9 @@
-"""The dispatcher: change stream → delivery rows → delivery messages.
+"""The dispatcher: change stream → delivery rows → delivery messages, one thread per worker process.
 
-Every worker process runs one `Dispatcher` thread, all reading `{ns}:changes` through one consumer group, so each
-change is dispatched once however many processes run. An entry is acknowledged only once its deliveries are
-stored and queued (a dead process's entries are claimed after `CLAIM_IDLE_MS`), and a delivery's id is derived
-from subscription and change, so a change dispatched twice is sent once. A subscription receives the changes
-published after it was created; earlier ones can be replayed (`workers.outbound.range_replay`).
+All read `{ns}:changes` through one consumer group, and an entry is acknowledged once its deliveries are stored and
+queued (a dead process's entries are claimed after `CLAIM_IDLE_MS`). A delivery's id is derived from subscription
+and change, so a change dispatched twice is sent once. A subscription receives the changes published after it was
+created; earlier ones can be replayed (`workers.outbound.range_replay`).
 """
 
 from __future__ import annotations
@@ -23,12 +22,13 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine, Table
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from schemas.api import format_time
 from schemas.json_codec import dumps, loads
 from schemas.settings import Settings
-from workers.ledger.bulk_sql import insert_rows, pg_arrays
+from workers.ledger.bulk_sql import pg_arrays
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Delivery, Subscription
 from workers.runtime.delivery_queue import enqueue_deliveries
@@ -40,10 +40,8 @@ BATCH = 200
 BLOCK_MS = 2_000
 CLAIM_IDLE_MS = 60_000
 CLAIM_EVERY_SECONDS = 30.0
-INSERT_CHUNK = 500
 EMPTY_POLL_SECONDS = 0.05
 DELIVERIES: Table = Delivery.__table__  # type: ignore[attr-defined]
-EXISTING_SQL = "SELECT id, status, attempts FROM deliveries WHERE id = ANY(%s::varchar[])"
 CHANGE_COLUMNS = (
     "event_id",
     "event_type",
@@ -64,18 +62,15 @@ INSERT_SQL = (
     f" WITH ORDINALITY AS c({', '.join(CHANGE_COLUMNS)}, n) ON c.n = d.n"
     " ON CONFLICT (id) DO NOTHING RETURNING id"
 )
-"""`record_deliveries` on PostgreSQL, in one statement: each delivery's id, subscription and change number,
-joined to the changes' columns (every subscription of a change gets the same body). Each row costs three
-array elements instead of eleven, and the rows that existed already are the ones not returned, so no lookup
-precedes the insert."""
+"""`record_deliveries` on PostgreSQL in one statement: each delivery's id, subscription and change number, joined
+to its change's columns (sent once per change); the rows that existed already are the ones not returned."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamChange:
-    """One entry of the change stream, as a subscription sees it."""
+    """One entry of the change stream, as a subscription sees it; `id` is the stream entry id (`<ms>-<seq>`)."""
 
     id: str
-    """The stream entry id (`<ms>-<seq>`): the body's `id`, and the SSE event id of the same change."""
     event_type: str
     company_id: str | None
     data: dict[str, Any]
@@ -127,7 +122,7 @@ def change_body(change: StreamChange) -> str:
 def delivery_row(
     subscription: Subscription, change: StreamChange, now: datetime, body: str | None = None
 ) -> dict[str, Any]:
-    """The delivery of `change` to `subscription`; `body` is `change_body(change)`, if the caller has it already."""
+    """The delivery of `change` to `subscription`; `body` is `change_body(change)` if the caller has it."""
     return {
         "id": delivery_id(subscription.id, change.id),
         "subscription_id": subscription.id,
@@ -144,35 +139,20 @@ def delivery_row(
 
 
 def record_deliveries(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
-    """Insert the delivery rows that do not exist yet; return the ids that still need a first attempt.
-
-    Rows that exist and were never attempted are returned too: their queue message may have been
-    lost with the process that recorded them.
-    """
+    """Insert the delivery rows that do not exist yet; return the ids that still need a first attempt (also of
+    rows that existed but were never attempted: their queue message may have been lost with its process)."""
     if not rows:
         return []
-    if engine.dialect.name == "postgresql":
-        return _record_postgres(engine, rows)
-    ids = [row["id"] for row in rows]
-    with Session(engine) as session, session.begin():
-        found = session.connection().execute(
-            select(Delivery.id, Delivery.status, Delivery.attempts).where(col(Delivery.id).in_(ids))
-        )
-        existing = {ident: (status, attempts) for ident, status, attempts in found}
-        fresh = [row for row in rows if row["id"] not in existing]
-        for start in range(0, len(fresh), INSERT_CHUNK):
-            insert_rows(session, DELIVERIES, fresh[start : start + INSERT_CHUNK], conflict=["id"], update_columns=[])
-    unattempted = [i for i, (status, attempts) in existing.items() if status == "pending" and attempts == 0]
-    return [row["id"] for row in fresh] + unattempted
-
-
-def _record_postgres(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
-    """`record_deliveries` in one statement (`INSERT_SQL`), and a lookup only of the rows it did not insert."""
+    ids = list(dict.fromkeys(row["id"] for row in rows))
     with engine.begin() as conn:
-        inserted = {row[0] for row in conn.exec_driver_sql(INSERT_SQL, _insert_arrays(rows))}
-        ids = list(dict.fromkeys(row["id"] for row in rows))
+        if conn.dialect.name == "postgresql":
+            inserted = {row[0] for row in conn.exec_driver_sql(INSERT_SQL, _insert_arrays(rows))}
+        else:
+            insert = sqlite_insert(DELIVERIES).on_conflict_do_nothing().returning(DELIVERIES.c.id)
+            inserted = {row[0] for row in conn.execute(insert, rows)}
         stored = [i for i in ids if i not in inserted]
-        found = conn.exec_driver_sql(EXISTING_SQL, (stored,)).all() if stored else []
+        existing = select(Delivery.id, Delivery.status, Delivery.attempts).where(col(Delivery.id).in_(stored))
+        found = conn.execute(existing).all() if stored else []
     unattempted = [i for i, status, attempts in found if status == "pending" and attempts == 0]
     return [i for i in ids if i in inserted] + unattempted
 
@@ -189,11 +169,6 @@ def _insert_arrays(rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
         positions.append(position)
     columns = [list(values) for values in zip(*changes, strict=True)]
     return (ids, subscription_ids, positions, *columns)
-
-
-def enabled_subscriptions(engine: Engine) -> list[Subscription]:
-    with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(select(Subscription).where(col(Subscription.enabled))).all())
 
 
 class Dispatcher(threading.Thread):
@@ -267,15 +242,12 @@ class Dispatcher(threading.Thread):
         entries = list(entries)
         if not entries:
             return 0
-        subscriptions = enabled_subscriptions(self.engine)
-        if not subscriptions:  # the common case without outbound webhooks: nothing to read or write
-            self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
-            return len(entries)
-        now = datetime.now(UTC)
-        rows = []
-        for change in (StreamChange.from_entry(i, f) for i, f in entries):
-            if change is None:
-                continue
+        # Without enabled subscriptions (the common case without outbound webhooks) entries are only acknowledged.
+        with Session(self.engine, expire_on_commit=False) as session:
+            subscriptions = list(session.exec(select(Subscription).where(col(Subscription.enabled))))
+        changes = [StreamChange.from_entry(i, f) for i, f in entries] if subscriptions else []
+        now, rows = datetime.now(UTC), []
+        for change in filter(None, changes):
             # The body is the same for every subscription: encoded once per change, not once per delivery.
             created_at, body = change.created_at, None
             for subscription in subscriptions:
@@ -285,10 +257,10 @@ class Dispatcher(threading.Thread):
                     body = body or change_body(change)
                     rows.append(delivery_row(subscription, change, now, body))
         ids = record_deliveries(self.engine, rows)
-        enqueue_deliveries(self.redis, self.settings.redis_namespace, ids)
-        self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
         if ids:
+            enqueue_deliveries(self.redis, self.settings.redis_namespace, ids)
             log.info("msg=dispatched changes=%d deliveries=%d", len(entries), len(ids))
+        self.redis.xack(self.key, GROUP, *[i for i, _ in entries])
         return len(entries)
 
 

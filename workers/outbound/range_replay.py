@@ -1,10 +1,6 @@
-"""Replay a time range of the change stream to one subscription.
-
-The source is the change stream itself (`{ns}:changes`), not the stored deliveries: so a replay also
-sends changes from before the subscription existed or while it was disabled, with the same body and
-`webhook-id` a live delivery would have had. What it can reach is what the stream still holds
-(`SYNCTRACK_STREAM_RETENTION_HOURS` / `SYNCTRACK_STREAM_MAX_CHANGES`); the answer says when the
-range starts before that. Changes the subscription already received are skipped unless asked for.
+"""Replay a time range of the change stream to one subscription, with the body and `webhook-id` a live delivery
+had or would have had (also for changes from before it existed or while it was disabled). It reaches what the
+stream still holds, and says when the range starts before that; changes already delivered are skipped unless asked.
 """
 
 from __future__ import annotations

@@ -1,34 +1,47 @@
-"""What an attempt leaves in the delivery log: the results of a batch of attempts, in one transaction.
-
-Each result is applied in the order the attempts were made, with the rules of one attempt: a 2xx is
-delivered and ends the subscription's failing streak; `410 Gone` disables the subscription; anything
-else starts (or continues) the streak, disables a subscription failing for longer than
-`subscriptions_disable_after_seconds`, and otherwise plans a retry with backoff until the retry window
-is spent. Consecutive successes are written together (one executemany, then one update per
-subscription), which is the whole cost of a batch that went well.
+"""What a batch of attempts leaves in the delivery log, in the caller's transaction, result by result: a 2xx is
+delivered and ends the subscription's failing streak; `410 Gone` disables the subscription; anything else starts
+or continues the streak, disables a subscription failing for `subscriptions_disable_after_seconds`, and otherwise
+plans a retry with backoff until the retry window is spent.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam
+from sqlalchemy import Connection, bindparam, func
 from sqlmodel import col, select, update
 
+from schemas.settings import Settings
 from workers.ledger.tables import Delivery, Subscription
 
-if TYPE_CHECKING:
-    from workers.outbound.deliver import RetryPolicy
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    min_seconds: float
+    max_seconds: float
+    window_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            settings.subscriptions_retry_min_seconds,
+            settings.subscriptions_retry_max_seconds,
+            settings.subscriptions_retry_window_seconds,
+        )
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds before attempt `attempts + 1`: min·2^(attempts-1), capped, with ±25 % jitter."""
+        base = min(self.max_seconds, self.min_seconds * 2.0 ** max(0, attempts - 1))
+        return base * float((rng or random).uniform(0.75, 1.25))
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery an attempt has claimed, with its subscription as it was at the claim."""
-
     delivery_id: str
     subscription: Subscription
     event_type: str
@@ -78,13 +91,12 @@ DELIVERED_SQL = (
     " last_error = NULL, status = 'delivered', delivered_at = u.at, next_attempt_at = NULL"
     " FROM unnest(%s::varchar[], %s::timestamptz[], %s::integer[]) AS u(id, at, code) WHERE d.id = u.id"
 )
-"""`DELIVERED` for every row at once on PostgreSQL: one array per column instead of one statement per row."""
+"""`DELIVERED` for every row at once on PostgreSQL."""
 RECOVERED_SQL = (
     "UPDATE subscriptions SET failing_since = NULL WHERE id IN (SELECT id FROM subscriptions"
     " WHERE id = ANY(%s::varchar[]) AND failing_since IS NOT NULL ORDER BY id FOR UPDATE)"
 )
-"""Ends the failing streak of the subscriptions that had one, locking them in id order (as one batch after
-another does: no deadlock between batches)."""
+"""Ends the subscriptions' failing streaks, locking them in id order, as every batch does: no deadlock."""
 
 
 class Recorder:
@@ -128,24 +140,21 @@ class Recorder:
             )
 
     def _flush(self) -> None:
-        if not self._delivered:
+        done, self._delivered = self._delivered, []
+        if not done:
             return
-        last = {r.claimed.subscription.id: r.at for r in self._delivered}
+        recovered = sorted({r.claimed.subscription.id for r in done})
         if self.conn.dialect.name == "postgresql":
-            columns = ([r.claimed.delivery_id for r in self._delivered], [r.at for r in self._delivered])
-            self.conn.exec_driver_sql(DELIVERED_SQL, (*columns, [r.code for r in self._delivered]))
-            self.conn.exec_driver_sql(RECOVERED_SQL, (sorted(last),))
-            self._delivered = []
+            columns = ([r.claimed.delivery_id for r in done], [r.at for r in done], [r.code for r in done])
+            self.conn.exec_driver_sql(DELIVERED_SQL, columns)
+            self.conn.exec_driver_sql(RECOVERED_SQL, (recovered,))
             return
-        rows = [{"delivery_id": r.claimed.delivery_id, "at": r.at, "code": r.code} for r in self._delivered]
-        self.conn.execute(DELIVERED, rows)
-        for subscription_id in sorted(last):  # one lock order for every batch: no deadlock between them
-            self.conn.execute(
-                update(Subscription)
-                .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_not(None))
-                .values(failing_since=None)
-            )
-        self._delivered = []
+        self.conn.execute(DELIVERED, [{"delivery_id": r.claimed.delivery_id, "at": r.at, "code": r.code} for r in done])
+        self.conn.execute(
+            update(Subscription)
+            .where(col(Subscription.id).in_(recovered), col(Subscription.failing_since).is_not(None))
+            .values(failing_since=None)
+        )
 
     def _failed(self, result: Result) -> Attempt:
         claimed, code, now = result.claimed, result.code, result.at
@@ -157,13 +166,11 @@ class Recorder:
             self._update(delivery_id, **failed)
             self._disable(subscription_id, "gone", now)
             return Attempt(delivery_id, "gone", code, error)
-        self.conn.execute(
-            update(Subscription)
-            .where(col(Subscription.id) == subscription_id, col(Subscription.failing_since).is_(None))
-            .values(failing_since=now)
-        )
         failing_since = self.conn.execute(
-            select(Subscription.failing_since).where(col(Subscription.id) == subscription_id)
+            update(Subscription)
+            .where(col(Subscription.id) == subscription_id)
+            .values(failing_since=func.coalesce(col(Subscription.failing_since), now))
+            .returning(col(Subscription.failing_since))
         ).scalar()
         if failing_since is not None and now - failing_since >= self.disable_after:
             self._update(delivery_id, **failed)
@@ -186,29 +193,15 @@ class Recorder:
             update(Subscription)
             .where(col(Subscription.id) == subscription_id, col(Subscription.enabled))
             .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
-        )
-        if changed.rowcount:
-            subscription = load_subscriptions(self.conn, [subscription_id]).get(subscription_id)
-            if subscription is not None:
-                self.disabled.append(subscription)
-
-
-def load_subscriptions(conn: Connection, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
-    return {row.id: Subscription(**row._mapping) for row in _subscription_rows(conn, subscription_ids)}
-
-
-def _subscription_rows(conn: Connection, subscription_ids: Sequence[str]) -> Sequence[Row[Any]]:
-    return conn.execute(select(Subscription).where(col(Subscription.id).in_(subscription_ids))).all()
+            .returning(*Subscription.__table__.c)  # type: ignore[attr-defined]
+        ).first()
+        if changed is not None:
+            self.disabled.append(Subscription(**changed._mapping))
 
 
 class SubscriptionRows:
-    """The subscriptions of a claim, read with it every time, each object rebuilt only when its row changed.
-
-    Every claim reads its subscriptions' rows (a URL, a secret or `enabled` may have changed a moment ago),
-    but building the model object from a row costs more than reading it. An
-    object is reused only while every column of its row is what it was built from. Shared by a process's
-    delivery threads, which only read the objects; holds at most `LIMIT` rows.
-    """
+    """The subscriptions of a claim, read with it every time (a URL, secret or `enabled` may have just changed),
+    each model object rebuilt only when its row changed: building one costs more than reading the row."""
 
     LIMIT = 10_000
 
@@ -217,7 +210,7 @@ class SubscriptionRows:
         self._lock = threading.Lock()
 
     def load(self, conn: Connection, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
-        rows = _subscription_rows(conn, subscription_ids)
+        rows = conn.execute(select(Subscription).where(col(Subscription.id).in_(subscription_ids))).all()
         found: dict[str, Subscription] = {}
         with self._lock:
             for row in rows:

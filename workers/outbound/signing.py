@@ -1,8 +1,6 @@
-"""Signing secrets and Standard Webhooks headers for outbound deliveries (Svix-compatible).
-
-During a secret rotation `webhook-signature` carries a `v1,<base64 HMAC>` entry per valid secret, so a receiver
-verifying with either the old or the new secret accepts the message. Signed by the Standard Webhooks library
-(`standardwebhooks`, which svix's own `Webhook` wraps), without importing svix's whole API client.
+"""Signing secrets and Standard Webhooks headers for outbound deliveries (Svix-compatible), signed by the
+`standardwebhooks` library. During a secret rotation `webhook-signature` carries one `v1,` entry per valid secret,
+so a receiver verifying with either the old or the new secret accepts the message.
 """
 
 from __future__ import annotations
@@ -25,21 +23,16 @@ def new_secret() -> str:
 
 @lru_cache(maxsize=1024)
 def _signer(key: str) -> Webhook:
-    """The signer of one secret, its base64 decoded once rather than once per delivery: a process signs with
-    the same few secrets over and over."""
+    """The signer of one secret, its base64 decoded once: a process signs with the same few secrets."""
     return Webhook(key)
 
 
-def signature_header(message_id: str, at: datetime, body: str, keys: list[str]) -> str:
-    """The `webhook-signature` value for `body` sent at `at`, one `v1,` entry per secret in `keys`."""
-    return " ".join(_signer(key).sign(message_id, at, body) for key in keys)
-
-
 def webhook_headers(message_id: str, at: datetime, body: str, keys: list[str]) -> dict[str, str]:
+    """The headers of `body` sent at `at`, its signature one `v1,` entry per secret in `keys`."""
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": signature_header(message_id, at, body, keys),
+        "webhook-signature": " ".join(_signer(key).sign(message_id, at, body) for key in keys),
         "content-type": "application/json",
         "user-agent": "Synctrack-Webhooks/1",
     }

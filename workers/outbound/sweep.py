@@ -1,13 +1,11 @@
-"""Periodic upkeep of deliveries: re-queue the ones whose queue message was lost, prune old ones.
-
-A delivery is `pending` with a `next_attempt_at`; its queue message normally arrives on time. If a
-process died between storing a delivery and queueing it (or the in-process Redis of `synctrack dev`
-was lost), nothing would ever attempt it: a pending delivery overdue by `STUCK_AFTER_SECONDS` is
-queued again. A duplicate message is harmless (an attempt claims the delivery first).
+"""Periodic upkeep of deliveries: prune old ones, and queue again a pending delivery overdue by
+`STUCK_AFTER_SECONDS` (its message was lost with a process or the in-process Redis of `synctrack dev`).
+A duplicate message is harmless: an attempt claims its delivery first.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -30,24 +28,17 @@ def sweep(runtime: WorkerRuntime, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     settings = runtime.settings
     overdue = now - timedelta(seconds=STUCK_AFTER_SECONDS)
+    stuck = select(Delivery.id).where(col(Delivery.status) == "pending", col(Delivery.next_attempt_at) < overdue)
+    requeue = update(Delivery).where(col(Delivery.id).in_(stuck.limit(MAX_PER_RUN).scalar_subquery()))
     with Session(runtime.engine) as session, session.begin():
-        ids = list(
-            session.exec(
-                select(Delivery.id)
-                .where(col(Delivery.status) == "pending", col(Delivery.next_attempt_at) < overdue)
-                .limit(MAX_PER_RUN)
-            ).all()
-        )
-        if ids:
-            session.exec(update(Delivery).where(col(Delivery.id).in_(ids)).values(next_attempt_at=now))
+        ids = list(session.exec(requeue.values(next_attempt_at=now).returning(col(Delivery.id))).scalars())
         cutoff = now - timedelta(days=settings.subscriptions_delivery_retention_days)
         pruned = session.exec(
             delete(Delivery).where(col(Delivery.status).in_(("delivered", "failed")), col(Delivery.created_at) < cutoff)
         ).rowcount
-    if ids and runtime.feed is not None:
-        enqueue_deliveries(runtime.feed.redis, settings.redis_namespace, ids)
-    elif ids:  # a runtime without a change feed has no client to share: one for this run, closed after it
-        with sync_redis(settings) as redis:
+    if ids:
+        # A runtime without a change feed has no client to share: one for this run, closed after it.
+        with nullcontext(runtime.feed.redis) if runtime.feed else sync_redis(settings) as redis:
             enqueue_deliveries(redis, settings.redis_namespace, ids)
     return f"requeued={len(ids)} pruned={pruned}"
 

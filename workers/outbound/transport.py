@@ -1,11 +1,7 @@
-"""Where outbound deliveries are sent from: one httpcore connection pool per destination (scheme, host, port),
-connecting only to the addresses the URL check approved.
-
-The pool's network backend never resolves the name: it connects to the addresses `check_target` approved, while
-httpcore still sends the name as SNI, verifies the certificate against it and sends it as `Host`. No proxy (a
-proxy would resolve the name itself). An approval lasts `RECHECK_SECONDS` or until a connection fails; then the
-name is checked again, so a name re-pointed at an internal address (DNS rebinding) is never connected to. At most
-`max_body_bytes` of an answer are read; failures leave as this module's three errors.
+"""Outbound HTTP: one httpcore pool per destination (scheme, host, port), connecting only to the addresses
+`check_target` approved while the URL's name is still the SNI, the certificate's name and `Host`. An approval lasts
+`RECHECK_SECONDS` or until a connection fails, so a name re-pointed at an internal address (DNS rebinding) is never
+connected to. No proxy: a proxy would resolve the name itself.
 """
 
 from __future__ import annotations
@@ -23,34 +19,27 @@ import httpcore
 import httpx
 
 from schemas.errors import SynctrackError
-from workers.outbound.url_policy import Address, UnsafeUrl, check_target, check_url
+from workers.outbound.url_policy import UnsafeUrl, check_target, check_url
 
 RECHECK_SECONDS = 60.0
-"""How long a destination's approved addresses are used before its name is resolved and checked again."""
 MAX_IDLE_CONNECTIONS = 50
 """Per destination and process: more than the threads of one process, which send one POST at a time."""
 KEEPALIVE_SECONDS = 30.0
-"""An idle connection older than this is closed rather than reused: receivers drop idle connections too."""
 CLIENT_HEADERS = [(b"accept", b"*/*"), (b"accept-encoding", b"gzip, deflate"), (b"connection", b"keep-alive")]
-"""What a general-purpose HTTP client sends beside the webhook's own headers, `Host` and `Content-Length`."""
 
 Destination = tuple[str, str, int]
 """(scheme, host, port) of a URL: what one pool serves."""
 
 
-class HttpFailure(SynctrackError):
-    """Raised when a POST got no HTTP answer (see the subclasses)."""
-
-
-class ConnectFailed(HttpFailure):
+class ConnectFailed(SynctrackError):
     """Raised when no connection (TCP, then TLS for https) could be made to any approved address."""
 
 
-class TimedOut(HttpFailure):
+class TimedOut(SynctrackError):
     """Raised when the request was not sent, or its answer's status did not come, within the timeout."""
 
 
-class BadAnswer(HttpFailure):
+class BadAnswer(SynctrackError):
     """Raised when the answer is not valid HTTP/1.1 or the connection closed before it was complete."""
 
 
@@ -61,9 +50,7 @@ class _Attempt(threading.local):
     deadline = math.inf
     """When the exchange must be over: set by its first byte sent (connecting has its own timeout)."""
     connected = False
-    """Whether this POST opened a connection (else it went over a kept-alive one)."""
     answered = False
-    """Whether any byte of an answer arrived."""
 
 
 class _Stream(httpcore.NetworkStream):
@@ -132,6 +119,9 @@ class Pool:
     """The kept-alive connections to one destination's approved addresses, shared by a process's threads."""
 
     def __init__(self, addresses: tuple[str, ...], ssl_context: ssl.SSLContext) -> None:
+        self.addresses = frozenset(addresses)
+        self.checked_at = -math.inf
+        """When the destination's name was last found to resolve to `addresses` (`Destinations.clock`)."""
         self._attempt = _Attempt()
         self._http = httpcore.ConnectionPool(
             ssl_context=ssl_context,
@@ -148,11 +138,8 @@ class Pool:
         self, url: httpcore.URL, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float, max_body_bytes: int
     ) -> int:
         """POST `body` to `url`; returns the status code. Raises `ConnectFailed`, `TimedOut` or `BadAnswer`.
-
-        A kept-alive connection the receiver closed just before the request (no byte of an answer came)
-        gets the request once more, on a new connection."""
-        with self._lock:
-            self._sending += 1
+        A kept-alive connection closed before any byte of an answer came gets the request once more."""
+        self._in_use(+1)
         try:
             try:
                 return self._exchange(url, headers, body, timeout, max_body_bytes)
@@ -160,20 +147,22 @@ class Pool:
                 if self._attempt.connected or self._attempt.answered:
                     raise
             return self._exchange(url, headers, body, timeout, max_body_bytes)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-            raise ConnectFailed(type(exc).__name__) from None
+        except (httpcore.ConnectError, httpcore.ConnectTimeout):
+            # Never the socket's or TLS's own words: "refused" against "timed out" would tell whoever reads the
+            # delivery log which ports are open behind the address.
+            raise ConnectFailed("connection failed") from None
         except httpcore.TimeoutException:
-            raise TimedOut("no answer in time") from None
+            raise TimedOut(f"timeout after {timeout:g}s") from None
         except (httpcore.RemoteProtocolError, httpcore.NetworkError):
-            raise BadAnswer("not an HTTP/1.1 answer, or the connection closed before it was complete") from None
+            raise BadAnswer("the answer was not valid HTTP") from None
         finally:
-            self._done()
+            self._in_use(-1)
 
     def _exchange(
         self, url: httpcore.URL, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float, max_body_bytes: int
     ) -> int:
-        """One request and its answer. A body that does not end in time, or is over `max_body_bytes`, is not
-        read further: the status counts, and the connection is closed rather than kept."""
+        """One request and its answer. A body that does not end in time, or is over `max_body_bytes`, is read no
+        further: the status counts, and the connection is closed rather than kept."""
         attempt = self._attempt
         attempt.timeout, attempt.deadline, attempt.connected, attempt.answered = timeout, math.inf, False, False
         timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
@@ -190,25 +179,16 @@ class Pool:
 
     def retire(self) -> None:
         """Close the connections: now if no request is using them, else when the last such request is done."""
-        with self._lock:
-            self._retired = True
-            unused = not self._sending
-        if unused:
-            self._http.close()
+        self._retired = True
+        self._in_use(0)
 
-    def _done(self) -> None:
+    def _in_use(self, change: int) -> None:
+        """Count the requests in flight; once a retired pool has none, close its connections."""
         with self._lock:
-            self._sending -= 1
+            self._sending += change
             close = self._retired and not self._sending
         if close:
             self._http.close()
-
-
-@dataclass
-class _Entry:
-    addresses: frozenset[Address]
-    pool: Pool
-    checked_at: float
 
 
 @dataclass(frozen=True)
@@ -223,9 +203,7 @@ class Route:
 @lru_cache(maxsize=1024)
 def route(url: str, allow_http: bool) -> Route:
     """`url`'s destination (host IDNA-encoded, lower case), httpcore URL and `Host`. Raises UnsafeUrl.
-
-    The URL's form is checked here, once per URL (subscriptions send to the same few URLs over and over);
-    what its host resolves to is the destination's check (`Destinations`)."""
+    Checks the URL's form, once per URL; what its host resolves to is checked by `Destinations`."""
     check_url(url, allow_http=allow_http, allow_private=True)
     try:
         parsed = httpx.URL(url)
@@ -245,73 +223,62 @@ def route(url: str, allow_http: bool) -> Route:
 class Destinations:
     """The pools of one process, shared by its delivery threads (a pool is thread-safe)."""
 
-    def __init__(
-        self,
-        *,
-        allow_http: bool,
-        allow_private: bool,
-        recheck_seconds: float = RECHECK_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
+    def __init__(self, *, allow_http: bool, allow_private: bool, ssl_context: ssl.SSLContext | None = None) -> None:
         """`ssl_context` defaults to certifi's CAs, hostnames verified; one serves every pool."""
         self.allow_http, self.allow_private = allow_http, allow_private
-        self.recheck_seconds = recheck_seconds
-        self.clock = clock
+        self.clock: Callable[[], float] = time.monotonic
         self._ssl: ssl.SSLContext = ssl_context or httpx.create_ssl_context(trust_env=False)
-        self._pools: dict[Destination, _Entry] = {}
+        self._pools: dict[Destination, Pool] = {}
         self._lock = threading.Lock()
 
     def post(
         self, url: str, headers: Iterable[tuple[str, str]], body: bytes, timeout: float, max_body_bytes: int
     ) -> int:
-        """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` if the check
-        refuses the URL, else the errors of `Pool.post`."""
+        """POST `body` with `headers` to `url`; returns the status code. Raises `UnsafeUrl` or `Pool.post`'s errors;
+        after `ConnectFailed` the destination's name is checked again before its next POST."""
         path = route(url, self.allow_http)
         lines = [(b"host", path.host)]
         lines += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
-        return self._pool(url, path.destination).post(path.url, lines + CLIENT_HEADERS, body, timeout, max_body_bytes)
+        pool = self._pool(url, path.destination)
+        try:
+            return pool.post(path.url, lines + CLIENT_HEADERS, body, timeout, max_body_bytes)
+        except ConnectFailed:
+            pool.checked_at = -math.inf
+            raise
 
     def _pool(self, url: str, destination: Destination) -> Pool:
         now = self.clock()
         with self._lock:
             current = self._pools.get(destination)
-        if current is not None and now - current.checked_at < self.recheck_seconds:
-            return current.pool
+        if current is not None and now - current.checked_at < RECHECK_SECONDS:
+            return current
         try:
             target = check_target(url, allow_http=self.allow_http, allow_private=self.allow_private)
         except UnsafeUrl:
             self._replace(destination, None)
             raise
-        addresses = frozenset(target.addresses)
+        approved = tuple(str(address) for address in target)
         with self._lock:
             current = self._pools.get(destination)
-            if current is not None and current.addresses == addresses:
+            if current is not None and current.addresses == frozenset(approved):
                 current.checked_at = now
-                return current.pool
-        fresh = _Entry(addresses, Pool(tuple(str(a) for a in target.addresses), self._ssl), now)
+                return current
+        fresh = Pool(approved, self._ssl)
+        fresh.checked_at = now
         self._replace(destination, fresh)
-        return fresh.pool
-
-    def suspect(self, url: str) -> None:
-        """A connection to `url`'s destination failed: check its name again before the next attempt."""
-        destination = route(url, self.allow_http).destination
-        with self._lock:
-            current = self._pools.get(destination)
-            if current is not None:
-                current.checked_at = float("-inf")
+        return fresh
 
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
-        for entry in pools:
-            entry.pool.retire()
+        for pool in pools:
+            pool.retire()
 
-    def _replace(self, destination: Destination, entry: _Entry | None) -> None:
-        """Make `entry` the destination's pool (None: it has none) and retire the one it replaces."""
+    def _replace(self, destination: Destination, pool: Pool | None) -> None:
+        """Make `pool` the destination's (None: it has none) and retire the one it replaces."""
         with self._lock:
             old = self._pools.pop(destination, None)
-            if entry is not None:
-                self._pools[destination] = entry
-        if old is not None and old is not entry:
-            old.pool.retire()
+            if pool is not None:
+                self._pools[destination] = pool
+        if old is not None and old is not pool:
+            old.retire()

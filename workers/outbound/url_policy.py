@@ -1,18 +1,14 @@
-"""Where Synctrack may send outbound webhooks: never to internal services.
+"""Where Synctrack may send outbound webhooks: only public unicast addresses, never internal services.
 
-Checked when a subscription is created or changed (`invalid_url`) and again while it is delivered to, since a
-name can be re-pointed after it was accepted; for deliveries `check_target` answers with the addresses it
-approved, and only those are connected to (`workers.outbound.transport`). Only public unicast addresses pass.
-IPv6 is judged by an explicit list (`NOT_PUBLIC_V6`, from IANA's special-purpose registry) and the global unicast
-space ``2000::/3``, not by `ipaddress`, whose answer changes between Python releases; an IPv6 address standing
-for an IPv4 address (mapped, compatible, NAT64, 6to4) is judged as that IPv4 address.
+Checked when a subscription is saved and again before deliveries (`check_target`'s addresses are the only ones
+connected to). IPv6 is judged by IANA's special-purpose list and ``2000::/3``, not by `ipaddress`, whose answer
+changes between Python releases; an IPv6 form of an IPv4 address (mapped, compatible, NAT64, 6to4) is judged as it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from schemas.errors import SynctrackError
@@ -51,15 +47,6 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-def translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64), if it is one of those forms."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _IPV4_COMPATIBLE or address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
 def _forbidden_v4(address: ipaddress.IPv4Address) -> bool:
     # `is_global` is False for private, loopback, link-local, shared (100.64/10), reserved and
     # documentation ranges; multicast is not a destination for a POST either.
@@ -72,8 +59,10 @@ def forbidden(address: Address) -> bool:
         return _forbidden_v4(address)
     if any(address in network for network in NOT_PUBLIC_V6):
         return True
-    if (inner := translated_ipv4(address)) is not None:
-        return _forbidden_v4(inner)
+    if address.ipv4_mapped is not None:
+        return _forbidden_v4(address.ipv4_mapped)
+    if address in _IPV4_COMPATIBLE or address in _NAT64:
+        return _forbidden_v4(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     if address.sixtofour is not None and _forbidden_v4(address.sixtofour):
         return True
     return address not in GLOBAL_UNICAST
@@ -92,18 +81,8 @@ def resolve(host: str, port: int) -> list[Address]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
-@dataclass(frozen=True)
-class CheckedTarget:
-    """Where one attempt may connect: the URL's host and port, and the addresses the check approved."""
-
-    url: str
-    host: str
-    port: int
-    addresses: tuple[Address, ...]
-
-
-def _parse(url: str, allow_http: bool) -> tuple[str, str, int]:
-    """(scheme, host, port) of an acceptable URL; raises UnsafeUrl."""
+def _parse(url: str, allow_http: bool) -> tuple[str, int]:
+    """(host, port) of an acceptable URL; raises UnsafeUrl."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"url is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -119,43 +98,27 @@ def _parse(url: str, allow_http: bool) -> tuple[str, str, int]:
         raise UnsafeUrl("url has no host")
     if parts.fragment:
         raise UnsafeUrl("url must not have a #fragment")
-    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
-
-
-def _check_name(host: str) -> None:
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        raise UnsafeUrl(f"host {host!r} is a local name")
-
-
-def _check_addresses(host: str, addresses: list[Address]) -> None:
-    # The answer never names the address: what an internal name resolves to is not for the caller to learn.
-    if any(forbidden(address) for address in addresses):
-        raise UnsafeUrl(f"host {host!r} is not allowed: not a public address")
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
 def check_url(url: str, *, allow_http: bool, allow_private: bool) -> str:
-    """Return `url` if Synctrack may POST to it, else raise `UnsafeUrl` with the reason.
-
-    https only unless `allow_http`; every address the host resolves to must be public unless
-    `allow_private`.
-    """
-    _, host, port = _parse(url, allow_http)
-    if not allow_private:
-        _check_name(host)
-        _check_addresses(host, resolve(host, port))
+    """Return `url` if Synctrack may POST to it, else raise `UnsafeUrl` with the reason: https only unless
+    `allow_http`; every address the host resolves to must be public unless `allow_private`."""
+    if allow_private:
+        _parse(url, allow_http)
+    else:
+        check_target(url, allow_http=allow_http, allow_private=False)
     return url
 
 
-def check_target(url: str, *, allow_http: bool, allow_private: bool) -> CheckedTarget:
-    """`check_url`, answering with the approved addresses: the only ones an attempt may connect to.
-
-    The host is resolved once, here, also when `allow_private` (then every address is approved).
-    Raises UnsafeUrl.
-    """
-    _, host, port = _parse(url, allow_http)
-    if not allow_private:
-        _check_name(host)
-    addresses = resolve(host, port)
-    if not allow_private:
-        _check_addresses(host, addresses)
-    return CheckedTarget(url, host, port, tuple(addresses))
+def check_target(url: str, *, allow_http: bool, allow_private: bool) -> tuple[Address, ...]:
+    """`check_url`, answering with the addresses an attempt may connect to (the host is resolved here, also
+    when `allow_private`, and then every address is approved). Raises UnsafeUrl."""
+    host, port = _parse(url, allow_http)
+    if not allow_private and (host == "localhost" or host.endswith((".localhost", ".local", ".internal"))):
+        raise UnsafeUrl(f"host {host!r} is a local name")
+    addresses = tuple(resolve(host, port))
+    # The answer never names the address: what an internal name resolves to is not for the caller to learn.
+    if not allow_private and any(forbidden(address) for address in addresses):
+        raise UnsafeUrl(f"host {host!r} is not allowed: not a public address")
+    return addresses

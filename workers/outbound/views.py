@@ -24,20 +24,8 @@ def signing_keys(row: Subscription, now: datetime) -> list[str]:
 
 
 def subscription_out(row: Subscription, now: datetime) -> SubscriptionOut:
-    return SubscriptionOut(
-        id=row.id,
-        url=row.url,
-        description=row.description,
-        event_types=list(row.event_types),
-        company_ids=list(row.company_ids) if row.company_ids is not None else None,
-        enabled=row.enabled,
-        disabled_reason=row.disabled_reason,
-        disabled_at=row.disabled_at,
-        failing_since=row.failing_since,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        previous_secret_expires_at=row.previous_secret_expires_at if previous_secret_valid(row, now) else None,
-    )
+    expires = row.previous_secret_expires_at if previous_secret_valid(row, now) else None
+    return SubscriptionOut.model_validate({**row.model_dump(), "previous_secret_expires_at": expires})
 
 
 def subscription_with_secret(row: Subscription, now: datetime) -> SubscriptionWithSecret:
@@ -45,20 +33,8 @@ def subscription_with_secret(row: Subscription, now: datetime) -> SubscriptionWi
 
 
 def delivery_out(row: Delivery) -> DeliveryOut:
-    return DeliveryOut(
-        id=row.id,
-        subscription_id=row.subscription_id,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        status=row.status,
-        attempts=row.attempts,
-        last_response_code=row.last_response_code,
-        last_error=row.last_error,
-        last_attempt_at=row.last_attempt_at,
-        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
-        delivered_at=row.delivered_at,
-        created_at=row.created_at,
-    )
+    next_attempt_at = row.next_attempt_at if row.status == "pending" else None
+    return DeliveryOut.model_validate({**row.model_dump(), "next_attempt_at": next_attempt_at})
 
 
 def delivery_detail(row: Delivery) -> DeliveryDetail:
