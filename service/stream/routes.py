@@ -1,11 +1,7 @@
 """`GET /v1/stream`: the change feed as server-sent events, resumable with `Last-Event-ID`.
 
-Every event's ``id:`` is the Redis Stream entry id of the change (for `snapshot` and `reset`: the stream's
-position at that moment), so a reconnecting client resumes exactly where it stopped. Opening a stream
-subscribes to this process's `Fanout` *first*, so nothing published from then on can be missed, then
-chooses the opening: ``snapshot`` without Last-Event-ID (the position is read before the ledger: a change is
-in the database before it is in the stream), the missed changes when the id is still in the stream, or
-``reset`` when it is malformed, unknown or trimmed away. `service/stream/response.py` serves the rest.
+Every event's ``id:`` is a Redis Stream entry id (for `snapshot` and `reset`: the stream's position then). The
+client subscribes to the `Fanout` *first*, so nothing published afterwards is missed, then gets its opening.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from service.security.middleware import principal_of
 from service.security.scope import company_filter
 from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse, events
-from service.stream.subscriber import STREAM_ID, StreamFilter, parse_id
+from service.stream.subscriber import STREAM_ID, StreamFilter, parse_id, text
 
 log = logging.getLogger("synctrack.stream")
 
@@ -34,12 +30,10 @@ STREAM_PATH = "/v1/stream"
 
 
 async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
-    """Where a client that last saw `last_event_id` resumes; None when it must reset.
+    """Where a client that last saw `last_event_id` resumes; None when it must reset (a gap may hide behind it).
 
-    An id resumes when it is still in the stream (trimming only removes the oldest entries, so every
-    later one is there too), or is the stream's newest id, or is ``0-0`` on a stream never trimmed
-    (a snapshot of an empty stream). Anything else may hide a gap.
-    """
+    An id resumes when it is still in the stream (trimming only removes the oldest entries), or is the stream's
+    newest id, or is ``0-0`` on a stream never trimmed (a snapshot of an empty stream)."""
     if not STREAM_ID.fullmatch(last_event_id):
         return None
     if await fanout.redis.xrange(fanout.key, last_event_id, last_event_id, count=1):
@@ -47,17 +41,17 @@ async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
     try:
         info = await fanout.redis.xinfo_stream(fanout.key)
     except ResponseError:  # no stream yet
-        return last_event_id if last_event_id == "0-0" else None
-    newest = info["last-generated-id"]
-    if last_event_id == (newest.decode() if isinstance(newest, bytes) else str(newest)):
+        info = {"last-generated-id": "0-0"}
+    if last_event_id == text(info["last-generated-id"]):
         return last_event_id
-    if last_event_id == "0-0" and info.get("entries-added") == info.get("length"):
-        return last_event_id
-    return None
+    never_trimmed = info.get("entries-added") == info.get("length")
+    return last_event_id if last_event_id == "0-0" and never_trimmed else None
 
 
 async def stream(request: Request) -> ChangeStreamResponse:
-    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach."""
+    """Open one client's stream: ``snapshot`` without Last-Event-ID (the position is read before the ledger, where a
+    change lands first), the missed changes when the id is still in the stream, else ``reset``. 503 while the
+    change feed is out of reach."""
     fanout = services(request).get(Fanout)
     stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
@@ -65,19 +59,15 @@ async def stream(request: Request) -> ChangeStreamResponse:
     caller = principal_of(request)
     # A company token's stream lives no longer than the token: the fan-out ends it on revocation or expiry.
     sub = fanout.subscribe(stream_filter, caller.token_id, caller.expires_at)  # StreamUnavailable: 503
-    opening: str | None
     try:
-        if last_event_id is None:
-            async with fanout.redis_slots:
-                position, opening = await fanout.tail(), "snapshot"
-        else:
-            async with fanout.redis_slots:
-                point = await resume_point(fanout, last_event_id.strip())
-                position, opening = (point, None) if point else (await fanout.tail(), "last_event_id_not_found")
+        async with fanout.redis_slots:
+            point = None if last_event_id is None else await resume_point(fanout, last_event_id.strip())
+            position = point or await fanout.tail()
     except RedisError as exc:
         fanout.unsubscribe(sub)
         log.warning("msg=stream_unavailable error=%r", f"{type(exc).__name__}: {exc}")
         raise unavailable() from None
+    opening = None if point else "snapshot" if last_event_id is None else "last_event_id_not_found"
     if opening is not None:
         # The opening event covers everything up to `position`: none of it needs buffering.
         sub.skip_through = parse_id(position)
@@ -103,9 +93,7 @@ def unavailable() -> ApiError:
 
 
 async def stream_status(request: Request) -> JSONResponse:
-    """This process's share of the stream: connected clients, buffered changes, the reader. `written_directly`
-    and `parked` are kept for the clients that read them: always 0, every change is written by its client's
-    own request."""
+    """This process's share of the stream. `written_directly` and `parked` are always 0, kept for their readers."""
     fanout = services(request).get(Fanout)
     return JSONResponse(
         {

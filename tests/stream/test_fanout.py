@@ -403,7 +403,7 @@ def test_a_clients_stream_ends_when_its_token_is_revoked_or_expires_and_no_other
 
 def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
     async def scenario() -> None:
-        sub = Subscriber(StreamFilter(), capacity=5, now=0.0)
+        sub = Subscriber(StreamFilter(), capacity=5, last_sent=0.0)
         sub.skip_through = (100, 1)
         for ident in ("100-0", "100-1", "100-2", "101-0"):
             change = StreamChange.from_entry(ident, {"event": "sync.started", "data": "{}"})
@@ -426,7 +426,7 @@ def started(ident: str) -> StreamChange:
 def test_changes_buffered_while_a_client_was_busy_reach_it_in_one_chunk_in_order_without_repeats() -> None:
     async def scenario() -> None:
         fanout = Fanout(fakeredis.FakeAsyncRedis(), "ns", capacity=10)
-        sub = Subscriber(StreamFilter(), capacity=10, now=0.0)
+        sub = Subscriber(StreamFilter(), capacity=10, last_sent=0.0)
         source = events(fanout, sub, cast(Engine, None), "5-0", SLOW_CLIENT)
         assert b"event: reset" in await anext(source)
         sub.offer(started("6-0"))
