@@ -39,7 +39,7 @@ def parse_address(text: str) -> Address | None:
 
 
 def _within(address: Address, networks: list[Network]) -> bool:
-    return any(address.version == net.version and address in net for net in networks)
+    return any(address in net for net in networks)  # an address of the other IP version is in none
 
 
 class SourceResolver:

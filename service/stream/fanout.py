@@ -206,11 +206,11 @@ class Fanout:
         assert self.revocations is not None
         failing = False
         while not self._stopping:
-            if not self._token_ids():
+            if not any(sub.token_id is not None for sub in self._subscribers):
                 self._has_token_clients.clear()
                 await self._has_token_clients.wait()
             await asyncio.sleep(TOKEN_CHECK_SECONDS)
-            if not (token_ids := self._token_ids()):
+            if not (token_ids := {sub.token_id for sub in self._subscribers if sub.token_id is not None}):
                 continue
             try:
                 revoked = await self.revocations.revoked_among(sorted(token_ids))
@@ -222,18 +222,10 @@ class Fanout:
                 failing = True
                 continue
             failing = False
-            self.end_revoked(revoked)
-
-    def _token_ids(self) -> set[str]:
-        return {sub.token_id for sub in self._subscribers if sub.token_id is not None}
-
-    def end_revoked(self, token_ids: Iterable[str]) -> None:
-        """End the stream of every client of this process connected with one of `token_ids`."""
-        revoked = set(token_ids)
-        for sub in self._subscribers:
-            if sub.token_id in revoked and not sub.lost:
-                log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_REVOKED, sub.token_id)
-                sub.drop(TOKEN_REVOKED)
+            for sub in self._subscribers:
+                if sub.token_id in revoked and not sub.lost:
+                    log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_REVOKED, sub.token_id)
+                    sub.drop(TOKEN_REVOKED)
 
     async def _run(self) -> None:
         interrupted = False

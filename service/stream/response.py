@@ -114,8 +114,6 @@ class ChangeStreamResponse:
     over; it must be idempotent."""
 
     __slots__ = ("content", "sub", "release")
-    status_code = 200
-    raw_headers = HEADERS
 
     def __init__(self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, release: Callable[[], None]) -> None:
         self.content, self.sub, self.release = content, sub, release
@@ -124,7 +122,7 @@ class ChangeStreamResponse:
         self.sub.task = asyncio.current_task()
         listener = asyncio.create_task(self._until_disconnect(receive))
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             while scope["method"] != "HEAD" and await self._send_next(send):
                 pass
             await send({"type": "http.response.body", "body": b"", "more_body": False})

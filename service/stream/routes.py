@@ -53,7 +53,7 @@ async def stream(request: Request) -> ChangeStreamResponse:
     change lands first), the missed changes when the id is still in the stream, else ``reset``. 503 while the
     change feed is out of reach."""
     fanout = services(request).get(Fanout)
-    stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
+    stream_filter = StreamFilter(frozenset(company_filter(request)), frozenset(list_param(request, "connection_id")))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     caller = principal_of(request)

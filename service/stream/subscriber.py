@@ -23,8 +23,6 @@ STREAM_INTERRUPTED = "stream_interrupted"
 TOKEN_REVOKED = "token_revoked"
 TOKEN_EXPIRED = "token_expired"
 
-ANY: frozenset[str] = frozenset()
-
 HEARTBEAT = b": heartbeat\n\n"
 """A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""
 
@@ -95,11 +93,6 @@ class StreamFilter:
     company_ids: frozenset[str] = frozenset()
     connection_ids: frozenset[str] = frozenset()
 
-    @classmethod
-    def of(cls, company_ids: list[str], connection_ids: list[str]) -> StreamFilter:
-        """From the query's lists; "any" is one shared empty set, not a new one per client."""
-        return cls(frozenset(company_ids) if company_ids else ANY, frozenset(connection_ids) if connection_ids else ANY)
-
     def matches(self, company_id: str, connection_id: str) -> bool:
         return (not self.company_ids or company_id in self.company_ids) and (
             not self.connection_ids or connection_id in self.connection_ids
@@ -114,7 +107,7 @@ def unsent(changes: list[StreamChange], last: tuple[int, int]) -> tuple[bytes, t
         if change.key > last:
             last = change.key
             frames.append(change.frame)
-    return (frames[0] if len(frames) == 1 else b"".join(frames)), last
+    return b"".join(frames), last  # one frame is joined without a copy
 
 
 @dataclass(slots=True, eq=False)
