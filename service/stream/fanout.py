@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 from schemas.errors import Unavailable
 from service.security.revocation import RevocationList
 from service.stream.subscriber import (
+    STREAM_ID,
     STREAM_INTERRUPTED,
     TOKEN_EXPIRED,
     TOKEN_REVOKED,
@@ -132,13 +133,31 @@ class Fanout:
         self._task = self._watcher = self._token_watcher = None
         self._unsubscribe_all()
 
+    async def _info(self) -> dict[Any, Any]:
+        try:
+            info: dict[Any, Any] = await self.redis.xinfo_stream(self.key)
+        except ResponseError:  # no stream yet
+            return {"last-generated-id": "0-0"}
+        return info
+
     async def tail(self) -> str:
         """The id of the newest entry ever added to the stream (``0-0`` for no stream)."""
-        try:
-            info = await self.redis.xinfo_stream(self.key)
-        except ResponseError:  # no such key
-            return "0-0"
-        return text(info["last-generated-id"])
+        return text((await self._info())["last-generated-id"])
+
+    async def resume_point(self, event_id: str) -> str | None:
+        """Where a client (or the reader) that last saw `event_id` resumes; None when it must reset.
+
+        An id resumes when it is still in the stream (trimming only removes the oldest entries), or is the stream's
+        newest id, or is ``0-0`` on a stream never trimmed (a snapshot of an empty stream); else a gap may follow."""
+        if not STREAM_ID.fullmatch(event_id):
+            return None
+        if await self.redis.xrange(self.key, event_id, event_id, count=1):
+            return event_id
+        info = await self._info()
+        if event_id == text(info["last-generated-id"]):
+            return event_id
+        never_trimmed = info.get("entries-added") == info.get("length")
+        return event_id if event_id == "0-0" and never_trimmed else None
 
     def subscribe(
         self, stream_filter: StreamFilter, token_id: str | None = None, expires_at: float | None = None
@@ -258,11 +277,9 @@ class Fanout:
         """If our position left the stream while Redis was away (trimmed, or a Redis that lost its
         data), changes may have been missed: every client resets, and reading goes on from the tail."""
         assert self.position is not None
-        if self.position == "0-0" or await self.redis.xrange(self.key, self.position, self.position, count=1):
+        if await self.resume_point(self.position) is not None:
             return
         tail = await self.tail()
-        if tail == self.position:
-            return
         log.warning(
             "msg=stream_position_lost position=%s tail=%s clients=%d", self.position, tail, len(self._subscribers)
         )

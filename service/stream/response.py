@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from anyio import to_thread
@@ -110,13 +110,12 @@ HEADERS = [
 
 class ChangeStreamResponse:
     """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or the
-    watchdog times out a send. `release` runs as soon as the client is gone and again when the response is
-    over; it must be idempotent."""
+    watchdog times out a send. The subscriber is let go as soon as the client is gone."""
 
-    __slots__ = ("content", "sub", "release")
+    __slots__ = ("content", "sub", "fanout")
 
-    def __init__(self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, release: Callable[[], None]) -> None:
-        self.content, self.sub, self.release = content, sub, release
+    def __init__(self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, fanout: Fanout) -> None:
+        self.content, self.sub, self.fanout = content, sub, fanout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.sub.task = asyncio.current_task()
@@ -135,7 +134,7 @@ class ChangeStreamResponse:
         finally:
             listener.cancel()
             await self.content.aclose()
-            self.release()
+            self.fanout.unsubscribe(self.sub)
 
     async def _send_next(self, send: Send) -> bool:
         """Send the content's next chunk once it comes; False when the content is over. A chunk (the snapshot
@@ -155,4 +154,4 @@ class ChangeStreamResponse:
     async def _until_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self.release()
+        self.fanout.unsubscribe(self.sub)

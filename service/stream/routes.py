@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,30 +21,11 @@ from service.security.middleware import principal_of
 from service.security.scope import company_filter
 from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse, events
-from service.stream.subscriber import STREAM_ID, StreamFilter, parse_id, text
+from service.stream.subscriber import StreamFilter, parse_id
 
 log = logging.getLogger("synctrack.stream")
 
 STREAM_PATH = "/v1/stream"
-
-
-async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
-    """Where a client that last saw `last_event_id` resumes; None when it must reset (a gap may hide behind it).
-
-    An id resumes when it is still in the stream (trimming only removes the oldest entries), or is the stream's
-    newest id, or is ``0-0`` on a stream never trimmed (a snapshot of an empty stream)."""
-    if not STREAM_ID.fullmatch(last_event_id):
-        return None
-    if await fanout.redis.xrange(fanout.key, last_event_id, last_event_id, count=1):
-        return last_event_id
-    try:
-        info = await fanout.redis.xinfo_stream(fanout.key)
-    except ResponseError:  # no stream yet
-        info = {"last-generated-id": "0-0"}
-    if last_event_id == text(info["last-generated-id"]):
-        return last_event_id
-    never_trimmed = info.get("entries-added") == info.get("length")
-    return last_event_id if last_event_id == "0-0" and never_trimmed else None
 
 
 async def stream(request: Request) -> ChangeStreamResponse:
@@ -61,7 +41,7 @@ async def stream(request: Request) -> ChangeStreamResponse:
     sub = fanout.subscribe(stream_filter, caller.token_id, caller.expires_at)  # StreamUnavailable: 503
     try:
         async with fanout.redis_slots:
-            point = None if last_event_id is None else await resume_point(fanout, last_event_id.strip())
+            point = None if last_event_id is None else await fanout.resume_point(last_event_id.strip())
             position = point or await fanout.tail()
     except RedisError as exc:
         fanout.unsubscribe(sub)
@@ -79,11 +59,8 @@ async def stream(request: Request) -> ChangeStreamResponse:
         position,
         fanout.subscriber_count,
     )
-    return ChangeStreamResponse(
-        events(fanout, sub, services(request).reads, position, opening, services(request).freshness),
-        sub=sub,
-        release=partial(fanout.unsubscribe, sub),
-    )
+    content = events(fanout, sub, services(request).reads, position, opening, services(request).freshness)
+    return ChangeStreamResponse(content, sub=sub, fanout=fanout)
 
 
 def unavailable() -> ApiError:

@@ -18,7 +18,6 @@ from sqlalchemy import Engine
 from service.security.revocation import RevocationList
 from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
 from service.stream.response import events
-from service.stream.routes import resume_point
 from service.stream.subscriber import (
     HEARTBEAT,
     SLOW_CLIENT,
@@ -199,19 +198,19 @@ def test_a_client_resumes_from_an_id_still_in_the_stream_and_resets_otherwise(re
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         fanout = Fanout(client, namespace, capacity=10)
-        assert await resume_point(fanout, "0-0") == "0-0"
-        assert await resume_point(fanout, "12-0") is None
+        assert await fanout.resume_point("0-0") == "0-0"
+        assert await fanout.resume_point("12-0") is None
         ids = await publish(client, namespace, *[entry() for _ in range(5)])
-        assert await resume_point(fanout, ids[1]) == ids[1]
-        assert await resume_point(fanout, "0-0") == "0-0"
-        assert await resume_point(fanout, "not-an-id") is None
-        assert await resume_point(fanout, "99999999999999-0") is None
+        assert await fanout.resume_point(ids[1]) == ids[1]
+        assert await fanout.resume_point("0-0") == "0-0"
+        assert await fanout.resume_point("not-an-id") is None
+        assert await fanout.resume_point("99999999999999-0") is None
         await client.xtrim(stream_key(namespace), minid=ids[3], approximate=False)
-        assert await resume_point(fanout, ids[1]) is None
-        assert await resume_point(fanout, "0-0") is None
-        assert await resume_point(fanout, ids[3]) == ids[3]
+        assert await fanout.resume_point(ids[1]) is None
+        assert await fanout.resume_point("0-0") is None
+        assert await fanout.resume_point(ids[3]) == ids[3]
         await client.xtrim(stream_key(namespace), maxlen=0, approximate=False)
-        assert await resume_point(fanout, ids[4]) == ids[4]
+        assert await fanout.resume_point(ids[4]) == ids[4]
         await client.aclose()
 
     run(scenario)
