@@ -1,10 +1,7 @@
 """Reading a JSON request body into a pydantic model, with the API's 400 answers.
 
-One reader for every route that takes a JSON body, so a malformed or invalid body gets the same
-`invalid_json` / `invalid_parameter` error (naming the first offending field) everywhere, and a string
-no database can store (`schemas/storable.py`) never reaches a handler. Every route that takes a body
-is an admin's; a body is read up to `SYNCTRACK_MAX_ADMIN_BODY_BYTES` and no further (413 beyond), so no
-caller makes the process hold more.
+Every route taking a body gets the same `invalid_json` / `invalid_parameter` errors, no unstorable string
+(`schemas/storable.py`) reaches a handler, and no body is read past `SYNCTRACK_MAX_ADMIN_BODY_BYTES` (413).
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def read_bounded(request: Request, limit: int) -> bytes:
-    """The request's body, refused with 413 as soon as it is known to be over `limit` bytes: declared so by
-    `Content-Length`, or while it is read (nothing past the chunk that crossed the limit is read)."""
+    """The request's body; 413 as soon as it is known to be over `limit` bytes (declared, or while read)."""
     too_large = ApiError(
         413,
         ErrorCode.PAYLOAD_TOO_LARGE,
@@ -44,8 +40,7 @@ async def read_bounded(request: Request, limit: int) -> bytes:
 
 
 async def read_model(request: Request, model: type[M]) -> M:
-    """The JSON body validated as `model` (an empty body reads as `{}`); 400 otherwise, 413 when it is larger
-    than `SYNCTRACK_MAX_ADMIN_BODY_BYTES`."""
+    """The JSON body validated as `model` (an empty body reads as `{}`); 400 otherwise, 413 when too large."""
     limit = services(request).settings.max_admin_body_bytes
     body = await read_bounded(request, limit)
     try:

@@ -46,10 +46,8 @@ def encode_cursor(*values: Any) -> str:
 def decode_cursor(request: Request, size: int, kinds: Sequence[CursorKind] = ()) -> list[Any] | None:
     """The `size` values of the request's cursor, or None without one; 400 `invalid_parameter` otherwise.
 
-    A cursor is client input like any other: each element must be a string (at most `MAX_CURSOR_TEXT`
-    characters, none a database cannot store: no NUL, no lone surrogate) or an integer from 0 to
-    `MAX_CURSOR_INT`, and of the kind `kinds` names at its position when given — never null, a list, a float
-    or a number too large for a column.
+    Each value must be a storable string of at most `MAX_CURSOR_TEXT` characters or an integer from 0 to
+    `MAX_CURSOR_INT`, of the kind `kinds` names at its position: never null, a list, a float or a huge number.
     """
     raw = request.query_params.get("cursor")
     if not raw:
@@ -60,37 +58,23 @@ def decode_cursor(request: Request, size: int, kinds: Sequence[CursorKind] = ())
             values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         except (ValueError, RecursionError):
             values = None
-    if not isinstance(values, list) or len(values) != size or not all(map(_scalar, values)):
-        raise _bad_cursor()
-    for value, kind in zip(values, kinds, strict=False):
-        if not _of_kind(value, kind):
-            raise _bad_cursor()
+    padded = [*kinds, *[None] * size]  # a position `kinds` does not name holds either kind
+    if not isinstance(values, list) or len(values) != size or not all(map(_valid, values, padded)):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
     return values
 
 
-def _bad_cursor() -> ApiError:
-    return ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
-
-
-def _scalar(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return 0 <= value <= MAX_CURSOR_INT
-    return isinstance(value, str) and len(value) <= MAX_CURSOR_TEXT and unstorable(value) is None
-
-
-def _of_kind(value: object, kind: CursorKind) -> bool:
-    if kind == "int":
-        return isinstance(value, int)
-    if not isinstance(value, str):
+def _valid(value: object, kind: CursorKind | None) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return kind in (None, "int") and 0 <= value <= MAX_CURSOR_INT
+    if not isinstance(value, str) or len(value) > MAX_CURSOR_TEXT or unstorable(value) is not None:
         return False
     if kind == "time":
         try:
             parse_time(value)
         except InvalidEnvelope:
             return False
-    return True
+    return kind != "int"
 
 
 def time_param(request: Request, name: str) -> datetime | None:

@@ -1,9 +1,7 @@
 """`Services`: what the web process's handlers and middleware share, built once by `create_app(settings)`.
 
-Everything here is opened when the app is built and closed by its lifespan. A handler reaches it through
-`services(request)`; middleware, through `services(scope["app"])`. The objects a capability owns (the
-stream's `Fanout`, the token revocation list, the action limit) are typed where they are defined, above
-this package, so they are found by their class: `services(request).get(Fanout)`.
+Reached through `services(request)` or `services(scope["app"])`. Objects a capability owns (the stream's `Fanout`,
+the revocation list) are found by their class: `services(request).get(Fanout)`.
 """
 
 from __future__ import annotations
@@ -37,15 +35,13 @@ class Services:
     redis: AsyncRedis
     """The event loop's Redis client."""
     admin_redis: Redis
-    """One blocking Redis client for handlers in the thread pool (redis-py's pool is safe to share between
-    threads): admin and subscription handlers, the change feed actions publish to."""
+    """One blocking Redis client for handlers in the thread pool (redis-py's pool is thread-safe)."""
     feed: ChangeFeed
     deliverer: Deliverer
     """Sends a subscription's test ping from the web process."""
     codat: CodatClient | None = None
-    """Opened by the app's lifespan, each time it starts (an HTTP client cannot be reopened once closed)."""
-    owned: tuple[object, ...] = ()
-    """The objects the capabilities own, one of each class: see `get`."""
+    """Opened by the app's lifespan each time it starts (an HTTP client cannot be reopened once closed)."""
+    owned: tuple[object, ...] = ()  # the objects the capabilities own, one of each class: see `get`
 
     def get(self, kind: type[T]) -> T:
         """The app's one object of class `kind` among `owned`; raises LookupError when it has none."""

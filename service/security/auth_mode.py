@@ -1,10 +1,7 @@
 """Whether a `synctrack dev` or `synctrack web` process may serve the API without tokens, decided at start.
 
-The rule: authentication is off only when no admin token hash is configured AND the process is bound
-to a loopback address — `synctrack dev` on localhost turns it off by itself, `synctrack web` only with
-`SYNCTRACK_AUTH_DISABLED=true`. Even then the middleware serves token-less requests to loopback peers
-only (`service/security/middleware.py`). Bound elsewhere without admin hashes, `/v1/*` refuses every request but
-those with company tokens.
+Authentication is off only with no admin token hash configured AND a loopback bind address: `synctrack dev`
+turns it off by itself, `synctrack web` only with `SYNCTRACK_AUTH_DISABLED=true`.
 """
 
 from __future__ import annotations

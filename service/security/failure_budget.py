@@ -1,11 +1,8 @@
 """Per-source limits on failed requests (bad signatures, bad tokens), in this process's memory.
 
-A token bucket per source: each failure takes a token, `per_minute` tokens come back per minute, and
-a source with none left is answered 429 `rate_limited` with `Retry-After`. Only failures are counted,
-and callers check a limited request's credentials before refusing it, so a genuine request is never
-limited. Memory is bounded: at most `max_sources` buckets, the least recently used dropped first (a
-dropped bucket was the quietest, and starts full again). The limit is per web process; with N
-processes a source gets up to N times the budget, which still bounds a flood.
+A token bucket per source: each failure takes a token, `per_minute` come back per minute, and a source with none
+left gets 429 `rate_limited`. Only failures count, so a genuine request is never limited; the least recently used
+buckets are dropped beyond `max_sources`. The limit is per web process.
 """
 
 from __future__ import annotations
@@ -28,12 +25,10 @@ class FailureLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        """Tokens regained per second."""
+        self.rate = per_minute / 60.0  # tokens regained per second
         self.max_sources = max_sources
         self.clock = clock
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        """source -> (tokens, when last updated)."""
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # source -> (tokens, when updated)
 
     @property
     def enabled(self) -> bool:

@@ -1,18 +1,8 @@
 """With authentication off, serve this machine's own requests only — not a web page's that the developer opened.
 
-Checking the TCP peer is not enough: a browser on the developer's machine *is* a loopback peer, and
-any page it shows can send a request to `127.0.0.1:8000`. Two more checks close that:
-
-* **Host**: only loopback names (`localhost`, `127.0.0.1`, `[::1]`, any port) are served, so a page that
-  rebinds its own name to 127.0.0.1 (DNS rebinding) cannot read the answers — its requests carry its
-  own name.
-* **Origin** / **Sec-Fetch-Site**: a request a browser sends on behalf of another site says so; it is
-  refused unless that origin is this server itself or listed in `SYNCTRACK_CORS_ORIGINS`. Requests
-  without these headers (curl, scripts, the CLI) are not from a page and pass.
-
-Both answer 403 `forbidden`. Used by `AuthMiddleware` on every route but the webhook receiver (which its
-signature authenticates) while authentication is off.
-"""
+A browser is a loopback peer too, so `Host` must be a loopback name (defeating DNS rebinding), and a request a
+browser sends for another site (`Origin`, `Sec-Fetch-Site`) is refused unless that origin is this server or in
+`SYNCTRACK_CORS_ORIGINS`. Both answer 403 `forbidden`."""
 
 from __future__ import annotations
 
@@ -25,10 +15,6 @@ from schemas.errors import ApiError, ErrorCode
 from service.security.auth_mode import is_loopback_host
 
 
-def _headers(scope: Scope) -> dict[bytes, str]:
-    return {name: value.decode("latin-1") for name, value in scope.get("headers", [])}
-
-
 def host_name(host: str) -> str:
     """The name of a `Host` value without its port (`[::1]:8000` -> `::1`)."""
     host = host.strip().lower()
@@ -39,7 +25,7 @@ def host_name(host: str) -> str:
 
 def check_local_request(scope: Scope, allowed_origins: Collection[str]) -> None:
     """Raise ApiError 403 unless the request is addressed to a loopback name and not sent by a foreign page."""
-    headers = _headers(scope)
+    headers = {name: value.decode("latin-1") for name, value in scope.get("headers", [])}
     host = headers.get(b"host", "")
     if not host or not is_loopback_host(host_name(host)):
         raise ApiError(

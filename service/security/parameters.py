@@ -1,11 +1,7 @@
-"""Parameters a handler can trust: what every `/v1/*` request's path and query must be before any lookup.
+"""Parameters a handler can trust, checked by `AuthMiddleware` before the tenant checks read the database.
 
-Checked by `AuthMiddleware` once the caller is known, before the tenant checks read the database:
-
-* no query parameter (name or value) holds a control character: PostgreSQL refuses a NUL in a
-  string outright, and no filter, time or cursor has a use for one — 400 `invalid_parameter`;
-* no path id holds one either, and a `{company_id}` or `{connection_id}` has the one id syntax
-  (`schemas/ids.py`): anything else names nothing, so it is the 404 a missing id gets.
+A control character in a query parameter is 400 `invalid_parameter` (PostgreSQL refuses a NUL outright); a path id
+holding one, or a company or connection id off the one id syntax (`schemas/ids.py`), is the 404 of a missing id.
 """
 
 from __future__ import annotations
@@ -20,8 +16,7 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.ids import is_valid_id
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-ID_PARAMETERS = {"company_id": "company", "connection_id": "connection"}
-"""Path parameters that are company or connection ids, and the word their 404 uses."""
+ID_PARAMETERS = {"company_id": "company", "connection_id": "connection"}  # and the word their 404 uses
 
 
 def check_parameters(scope: Scope, path_params: dict[str, Any]) -> None:

@@ -1,15 +1,8 @@
 """Company tokens revoked one by one: a list in Redis every web process reads, kept until the token expires.
 
-`POST /v1/tokens/{token_id}/revoke` writes ``{namespace}:revoked-token:{token_id}`` with a lifetime
-reaching the token's expiry; from then on `AuthMiddleware` answers the token 401 in every web process
-(one `EXISTS` per company-token request). The expiry is known when the token was minted through
-`POST /v1/tokens` (``{namespace}:minted-token:{token_id}`` holds its company and expiry until then);
-for any other token the entry is kept for `SYNCTRACK_TOKEN_MAX_TTL`, the longest a token can live.
-
-Unreadable list, unknown answer: a company-token request is refused with 503 rather than served.
-Open streams are held to the same list: each web process's fan-out reads it for the tokens of its
-stream clients every few seconds (`revoked_among`) and ends the streams of revoked ones
-(`service/stream/fanout.py`).
+A revoked token gets 401 from every web process, and the fan-out ends its open streams (`revoked_among`); while
+the list cannot be read a company-token request gets 503. The expiry is known for tokens minted through
+`POST /v1/tokens`; any other is kept on the list for `SYNCTRACK_TOKEN_MAX_TTL`.
 """
 
 from __future__ import annotations
@@ -24,8 +17,7 @@ from redis.exceptions import RedisError
 
 from schemas.errors import ApiError, ErrorCode
 
-READ_BATCH = 500
-"""Tokens looked up per MGET by `revoked_among`."""
+READ_BATCH = 500  # tokens looked up per MGET
 
 
 def revoked_key(namespace: str, token_id: str) -> str:
@@ -39,10 +31,8 @@ def minted_key(namespace: str, token_id: str) -> str:
 @dataclass(frozen=True)
 class Revocation:
     token_id: str
-    company_id: str | None
-    """The token's company, when it was minted through the API (else unknown)."""
-    kept_until: int
-    """Unix seconds: the token's expiry (or the longest it could live)."""
+    company_id: str | None  # known when the token was minted through the API
+    kept_until: int  # unix seconds: the token's expiry (or the longest it could live)
 
 
 class RevocationList:

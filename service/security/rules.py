@@ -1,22 +1,7 @@
 """Who may call which route: one table, read by the auth middleware (`service/security/middleware.py`).
 
-Every route of the app has a rule here (a test checks it), so a new route cannot be forgotten: a
-`/v1/*` route without one answers to admins only. A company rule names the right an action needs and
-where the request's company is found:
-
-* ``company``: the `{company_id}` path parameter;
-* ``connection`` / ``event``: the company of the connection / stored event named in the path (looked up); a
-  stored event of no company (a client-wide notice such as a rate-limit alert) belongs to admins alone;
-* ``filter``: a list or the stream; every `company_id=` value must be exactly the token's company
-  (compared whole, never split: `A,B` or a blank is another company) else 404, and the handlers take
-  the company of a company-scoped caller from its token (`service/security/scope.py`), never from
-  the list-filter parser. A `connection_id` filter needs no check: with the company fixed, another
-  company's connection lists nothing, as an unknown one does.
-
-With a company-scoped token another company's resources answer **404** exactly as a missing one does,
-never 403: whether they exist is not revealed. A `connection_id` query parameter of an action must
-name a known connection of the token's company (else 404). Lacking the right for an action (on the
-token's own company) is 403 `forbidden`.
+Every route has a rule (a test checks it); a `/v1/*` route without one answers to admins only. A company-scoped
+token gets 404 for another company's resources, exactly as for missing ones, and 403 for a right it lacks.
 """
 
 from __future__ import annotations
@@ -45,6 +30,8 @@ class Kind(StrEnum):
 
 
 Target = Literal["company", "connection", "event", "filter"]
+"""Where the request's company is: the `{company_id}` path parameter, the company of the connection or stored event
+named in the path, or (``filter``: lists and the stream) the `company_id=` query values, each exactly the token's."""
 
 
 @dataclass(frozen=True)
@@ -130,21 +117,6 @@ def not_found(kind: str, ident: str) -> ApiError:
     return ApiError(404, ErrorCode.NOT_FOUND, f"no {kind} with id {ident!r}")
 
 
-def connection_companies(engine: Engine, connection_ids: list[str]) -> dict[str, str]:
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Connection.id, Connection.company_id).where(col(Connection.id).in_(connection_ids))
-        ).all()
-    return dict(rows)
-
-
-def event_company(engine: Engine, event_id: str) -> tuple[bool, str | None]:
-    """(whether the event exists, its company: None for an event of no company)."""
-    with Session(engine) as session:
-        row = session.exec(select(WebhookEvent.id, WebhookEvent.company_id).where(WebhookEvent.id == event_id)).first()
-    return (False, None) if row is None else (True, row[1])
-
-
 def needs_lookup(rule: Rule, query: list[tuple[str, str]]) -> bool:
     """Whether `check_company` reads the database for this request (else it is pure and quick)."""
     if rule.target in ("connection", "event"):
@@ -159,24 +131,29 @@ def check_company(
     query: list[tuple[str, str]],
     engine: Engine,
 ) -> list[tuple[str, str]]:
-    """For a company-scoped principal: raise ApiError (404) unless the request stays in its company.
-
-    Returns the query to pass on (with the company filter forced for ``filter`` routes). Blocking
-    when `needs_lookup` (database lookups): call it in a thread then.
-    """
+    """For a company-scoped principal: raise ApiError (404) unless the request stays in its company; a stored
+    event of no company is an admin's. Returns the query to pass on (the company filter forced for ``filter``
+    routes). Blocking when `needs_lookup`: call it in a thread then."""
     own = principal.company_id
     assert own is not None and rule.target is not None
     if rule.target == "company" and path_params.get("company_id") != own:
         raise not_found("company", path_params.get("company_id", ""))
     if rule.target == "event":
-        exists, event_company_id = event_company(engine, path_params["event_id"])
-        if exists and event_company_id != own:
-            raise not_found("event", path_params["event_id"])
+        event_id = path_params["event_id"]
+        with Session(engine) as session:
+            found = session.exec(select(WebhookEvent.id, WebhookEvent.company_id).where(WebhookEvent.id == event_id))
+            row = found.first()
+        if row is not None and row[1] != own:
+            raise not_found("event", event_id)
     if rule.target != "filter":
         in_path = [path_params["connection_id"]] if rule.target == "connection" else []
         in_query = [part.strip() for key, value in query if key == "connection_id" for part in value.split(",")]
         named = [ident for ident in in_path + in_query if ident]
-        owners = connection_companies(engine, sorted(set(named))) if named else {}
+        owners: dict[str, str] = {}
+        if named:
+            with Session(engine) as session:
+                query_owners = select(Connection.id, Connection.company_id).where(col(Connection.id).in_(set(named)))
+                owners = dict(session.exec(query_owners).all())
         for ident in in_path:  # unknown: the handler answers the same 404
             if owners.get(ident, own) != own:
                 raise not_found("connection", ident)

@@ -1,8 +1,6 @@
 """Which companies a list or the stream may show the caller: the one place handlers ask.
 
-A company-scoped token's company is compared as one exact id, never parsed as a list filter: a token
-is confined to `principal.company_id` and nothing a query string says can widen that. Admins (and the
-local developer) filter by `company_id=` as they like, repeated or comma-separated.
+A company-scoped token is confined to its one company, whatever the query says; admins filter by `company_id=`.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from service.security.middleware import principal_of
 
 
 def company_filter(request: Request) -> list[str]:
-    """The companies to show: exactly the token's one company, or the caller's `company_id=` filter (may be empty)."""
+    """Exactly the token's one company, or the caller's `company_id=` filter (may be empty)."""
     own = principal_of(request).company_id
     if own is not None:
         return [own]

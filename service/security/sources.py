@@ -1,9 +1,7 @@
 """Where a request comes from: the peer address, or the client a trusted proxy forwarded for.
 
-`X-Forwarded-For` is believed only hop by hop from the right: each address appended by a proxy in
-`SYNCTRACK_TRUSTED_PROXIES` is skipped, and the first one that is not a trusted proxy is the client.
-Anything further left was written by the client itself and could be anything. Without trusted
-proxies the header is ignored entirely.
+`X-Forwarded-For` is read from the right, skipping each hop in `SYNCTRACK_TRUSTED_PROXIES`: the first other address
+is the client, anything further left the client wrote itself. Without trusted proxies the header is ignored.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ from starlette.types import Scope
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-LOOPBACK_NAMES = ("localhost",)
-"""Peer names some servers use instead of an address."""
+LOOPBACK_NAMES = ("localhost",)  # peer names some servers use instead of an address
 
 
 def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
@@ -42,7 +39,7 @@ def parse_address(text: str) -> Address | None:
 
 
 def _within(address: Address, networks: list[Network]) -> bool:
-    return any(address.version == net.version and address in net for net in networks)
+    return any(address in net for net in networks)  # an address of the other IP version is in none
 
 
 class SourceResolver:
@@ -51,14 +48,11 @@ class SourceResolver:
     def __init__(self, trusted_proxies: list[Network]) -> None:
         self.trusted = trusted_proxies
 
-    def peer(self, scope: Scope) -> str:
-        client = scope.get("client")
-        return str(client[0]) if client else ""
-
     def source(self, scope: Scope) -> str:
         """The client's address as text (the peer's when it cannot be known better; "" when unknown)."""
+        client = scope.get("client")
         forwarded = [value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-forwarded-for"]
-        return self.source_of(self.peer(scope), forwarded)
+        return self.source_of(str(client[0]) if client else "", forwarded)
 
     def source_of(self, peer: str, forwarded: Iterable[str]) -> str:
         """`source` from its parts: the peer's address and the `X-Forwarded-For` headers, in order."""
@@ -74,9 +68,6 @@ class SourceResolver:
                 return str(hop_address)
             address = hop_address
         return str(address)
-
-    def within(self, scope: Scope, networks: list[Network]) -> bool:
-        return is_within(self.source(scope), networks)
 
 
 def is_within(source: str, networks: list[Network]) -> bool:

@@ -1,15 +1,8 @@
 """Bearer tokens: who a request is (`Principal`), from one of two kinds of token.
 
-* **Admin (service) tokens** are random strings Synctrack never stores: `SYNCTRACK_ADMIN_TOKEN_HASHES`
-  holds their ``sha256:<hex>`` hashes (`synctrack token hash`). A fast hash is right here because the
-  tokens are high-entropy (`synctrack token new` makes 256-bit ones; `token hash` refuses short ones):
-  nothing to brute-force, unlike a password.
-* **Company-scoped tokens** are minted for one company's browser session: ``st1.<payload>.<signature>``,
-  the payload base64url JSON ``{"cid", "r", "iat", "exp", "jti"}``, the signature HMAC-SHA256 under a key
-  derived from `SYNCTRACK_TOKEN_SIGNING_KEY`. They expire; one can be revoked by its id
-  (`service/security/revocation.py`), and rotating the signing key revokes them all.
-
-Every comparison of a secret value is constant-time (`hmac.compare_digest`).
+Admin tokens are high-entropy random strings known only by their ``sha256:<hex>`` hashes. Company-scoped tokens
+are ``st1.<base64url JSON claims>.<HMAC-SHA256>`` under a key derived from `SYNCTRACK_TOKEN_SIGNING_KEY`; they
+expire and can be revoked (`service/security/revocation.py`). Every secret is compared in constant time.
 """
 
 from __future__ import annotations
@@ -29,13 +22,10 @@ from schemas.ids import ID_SYNTAX, is_valid_id
 from schemas.tokens import Right
 
 RIGHTS: tuple[str, ...] = get_args(Right)
-"""What a company-scoped token may do: read, refresh data, unlink (disconnect) and delete connections, and
-ask Codat for a fresh link URL to re-link one (reconnect). `POST /v1/tokens` validates against the same list."""
 SCOPED_PREFIX = "st1."
 ADMIN_PREFIX = "sta_"
 HASH_PREFIX = "sha256:"
-MIN_ADMIN_TOKEN_LENGTH = 32
-"""Shorter admin tokens are refused: a fast unsalted hash is only sound for high-entropy tokens."""
+MIN_ADMIN_TOKEN_LENGTH = 32  # a fast unsalted hash is only sound for high-entropy tokens
 MIN_SIGNING_KEY_LENGTH = 32
 MAX_TOKEN_LENGTH = 4096
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -60,9 +50,8 @@ class Principal:
     company_id: str | None = None
     rights: frozenset[str] = field(default_factory=frozenset)
     token_id: str | None = None
-    """A company token's id (`jti`): what `POST /v1/tokens/{token_id}/revoke` names."""
     expires_at: int | None = None
-    """Unix seconds: when a company token expires (an open stream ends then); None for admins."""
+    """Unix seconds: when a company token expires (an open stream ends then)."""
 
     @property
     def is_admin(self) -> bool:
@@ -98,9 +87,6 @@ class AdminTokens:
                     "make each with `synctrack token hash`"
                 )
             self.digests.append(bytes.fromhex(value.removeprefix(HASH_PREFIX)))
-
-    def __bool__(self) -> bool:
-        return bool(self.digests)
 
     def check(self, token: str) -> Principal | None:
         digest = hashlib.sha256(token.encode()).digest()
@@ -142,9 +128,6 @@ class TokenSigner:
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
         self.key = hmac.new(signing_key.encode(), _KEY_CONTEXT, hashlib.sha256).digest() if signing_key else b""
-
-    def __bool__(self) -> bool:
-        return bool(self.key)
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self.key, (SCOPED_PREFIX + body).encode(), hashlib.sha256).digest())

@@ -1,12 +1,8 @@
 """One reader per web process: XREAD the change feed once, offer each change to this process's clients.
 
-A subscriber receives every matching change read after it subscribed: the reader's position only ever names
-an entry already handed out, so a client that subscribes first and then reads the stream itself (XRANGE)
-misses nothing, and drops a repeat by id. Buffers are bounded: one change too many and the client resets.
-One watchdog task per process does what would take a timer per client: heartbeats, send timeouts, token
-expiry, letting every client go when the server stops; a second task ends the streams of revoked tokens. With no
-client (no company-token client) each of them sleeps until one subscribes, so an idle process's only wake-up is
-the reader's XREAD timing out.
+The reader's position only names entries already handed out, so a client that subscribes and then reads the
+stream itself (XRANGE) misses nothing. One watchdog task keeps every client's heartbeats, send timeouts and token
+expiry, a second ends the streams of revoked tokens; both sleep while no client needs them.
 """
 
 from __future__ import annotations
@@ -24,41 +20,33 @@ from redis.exceptions import RedisError, ResponseError
 from schemas.errors import Unavailable
 from service.security.revocation import RevocationList
 from service.stream.subscriber import (
+    STREAM_ID,
     STREAM_INTERRUPTED,
     TOKEN_EXPIRED,
     TOKEN_REVOKED,
     StreamChange,
     StreamFilter,
     Subscriber,
+    read_entries,
+    text,
 )
 from workers.ledger.changes import stream_key
 from workers.runtime.metrics import set_sse_clients
 
 log = logging.getLogger("synctrack.stream")
 
-READ_COUNT = 1_000
-"""Most changes read per XREAD; never more than half a client's buffer (see `Fanout.read_count`)."""
-READ_BLOCK_MS = 2_000
-"""How long one XREAD waits for news; well below a Redis client's socket timeout (redis-py: 5 s)."""
+READ_COUNT = 1_000  # changes per XREAD, and never more than half a client's buffer
+READ_BLOCK_MS = 2_000  # well below a Redis client's socket timeout (redis-py: 5 s)
 RETRY_SECONDS = 1.0
-"""Pause before reading again after Redis failed."""
-WATCH_SECONDS = 0.5
-"""How often the watchdog looks at every client: the precision of heartbeats, send timeouts and token expiry."""
-TOKEN_CHECK_SECONDS = 2.0
-"""How often the revocation list is read for this process's company-token clients: a revoked token's
-stream ends this long after the revocation at most (plus one Redis round trip)."""
-
+WATCH_SECONDS = 0.5  # the precision of heartbeats, send timeouts and token expiry
+TOKEN_CHECK_SECONDS = 2.0  # the longest a revoked token's stream outlives the revocation
 REDIS_SLOTS = 32
-"""Redis calls this process's stream requests make at once (opening, catch-up). Bounded because a
-burst of reconnecting clients must queue, not exhaust the client's pool (redis-py's asyncio pool
-refuses a 101st connection instead of waiting for one)."""
+"""Redis calls stream requests make at once: a burst of reconnecting clients queues instead of exhausting
+redis-py's asyncio pool, which refuses a connection over its limit rather than waiting for one."""
+SNAPSHOT_THREADS = 4  # snapshots mostly hold the interpreter: more threads would not serve a burst sooner
 
-SNAPSHOT_THREADS = 4
-"""Snapshots read from the database at once, each on a thread of its own. Reading one takes milliseconds
-and mostly holds the interpreter, so more threads would not serve a burst of reconnecting clients sooner;
-each would only keep its stack and allocator arena for the life of the process."""
-
-UNFILTERED = frozenset({"*"})
+Index = tuple[str, str]
+EVERYONE: Index = ("*", "")
 
 
 class StreamUnavailable(Unavailable):
@@ -80,9 +68,8 @@ class Fanout:
         exiting: Callable[[], bool] | None = None,
         revocations: RevocationList | None = None,
     ) -> None:
-        """`exiting` tells when the server begins to stop: every client is then let go, so that a
-        graceful shutdown does not wait on streams that never end by themselves. `revocations`: the
-        token revocation list the streams of company tokens are held to (None: no client has a token)."""
+        """`exiting` tells when the server begins to stop, so every client is let go then; `revocations` is the
+        list company tokens' streams are held to (None: no client has a token)."""
         self.redis = client
         self.revocations = revocations
         self.heartbeat_seconds = heartbeat_seconds
@@ -90,8 +77,7 @@ class Fanout:
         self.exiting = exiting
         self.key = stream_key(namespace)
         self.capacity = capacity
-        # Clients drain their buffers while the reader waits on Redis; a batch larger than a buffer
-        # would overflow even a client that keeps up.
+        # Clients drain their buffers while the reader waits: a larger batch would overflow one that keeps up.
         self.read_count = max(1, min(READ_COUNT, capacity // 2))
         self.position: str | None = None
         """Id of the last entry handed out (or the stream's tail at start); None until known."""
@@ -99,10 +85,7 @@ class Fanout:
         self.redis_slots = asyncio.Semaphore(REDIS_SLOTS)
         self.snapshot_threads = anyio.CapacityLimiter(SNAPSHOT_THREADS)
         self._subscribers: set[Subscriber] = set()
-        self._unfiltered: dict[str, set[Subscriber]] = {}
-        self._by_company: dict[str, set[Subscriber]] = {}
-        self._by_connection: dict[str, set[Subscriber]] = {}
-        self._by_token: dict[str, set[Subscriber]] = {}
+        self._index: dict[Index, set[Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._token_watcher: asyncio.Task[None] | None = None
@@ -137,38 +120,44 @@ class Fanout:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.wait({self._watcher})
-            self._watcher = None
-        if self._token_watcher is not None:
-            self._token_watcher.cancel()
-            done, _ = await asyncio.wait({self._token_watcher}, timeout=0.1)
-            if not done:  # a cancellation redis-py swallowed (see below): closing its connections ends the read
-                await self.redis.connection_pool.disconnect()
-                await asyncio.wait({self._token_watcher}, timeout=RETRY_SECONDS)
-            self._token_watcher = None
-        if self._task is not None:
-            # The flag, not only the cancellation, ends the loop: redis-py can swallow a cancellation
-            # that lands while it takes a connection, and then blocks in XREAD; closing the
-            # connections ends that read at once.
-            self._task.cancel()
-            done, _ = await asyncio.wait({self._task}, timeout=0.1)
+        for task in (self._watcher, self._token_watcher, self._task):
+            if task is None:
+                continue
+            # The flag, not only the cancellation, ends a loop: redis-py can swallow a cancellation that lands
+            # while it takes a connection, and then blocks in its read; closing the connections ends that read.
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=0.1)
             if not done:
                 await self.redis.connection_pool.disconnect()
-                await asyncio.wait({self._task}, timeout=RETRY_SECONDS + READ_BLOCK_MS / 1000)
-            self._task = None
-        for sub in list(self._subscribers):
-            self.unsubscribe(sub)
+                await asyncio.wait({task}, timeout=RETRY_SECONDS + READ_BLOCK_MS / 1000)
+        self._task = self._watcher = self._token_watcher = None
+        self._unsubscribe_all()
+
+    async def _info(self) -> dict[Any, Any]:
+        try:
+            info: dict[Any, Any] = await self.redis.xinfo_stream(self.key)
+        except ResponseError:  # no stream yet
+            return {"last-generated-id": "0-0"}
+        return info
 
     async def tail(self) -> str:
         """The id of the newest entry ever added to the stream (``0-0`` for no stream)."""
-        try:
-            info = await self.redis.xinfo_stream(self.key)
-        except ResponseError:  # no such key
-            return "0-0"
-        last = info["last-generated-id"]
-        return last.decode() if isinstance(last, bytes) else str(last)
+        return text((await self._info())["last-generated-id"])
+
+    async def resume_point(self, event_id: str) -> str | None:
+        """Where a client (or the reader) that last saw `event_id` resumes; None when it must reset.
+
+        An id resumes when it is still in the stream (trimming only removes the oldest entries), or is the stream's
+        newest id, or is ``0-0`` on a stream never trimmed (a snapshot of an empty stream); else a gap may follow."""
+        if not STREAM_ID.fullmatch(event_id):
+            return None
+        if await self.redis.xrange(self.key, event_id, event_id, count=1):
+            return event_id
+        info = await self._info()
+        if event_id == text(info["last-generated-id"]):
+            return event_id
+        never_trimmed = info.get("entries-added") == info.get("length")
+        return event_id if event_id == "0-0" and never_trimmed else None
 
     def subscribe(
         self, stream_filter: StreamFilter, token_id: str | None = None, expires_at: float | None = None
@@ -180,11 +169,9 @@ class Fanout:
         sub = Subscriber(stream_filter, self.capacity, asyncio.get_running_loop().time(), token_id, expires_at)
         self._subscribers.add(sub)
         set_sse_clients(len(self._subscribers))
-        index, keys = self._index_of(sub)
-        for key in keys:
-            index.setdefault(key, set()).add(sub)
+        for key in _index_keys(sub.filter):
+            self._index.setdefault(key, set()).add(sub)
         if token_id is not None:
-            self._by_token.setdefault(token_id, set()).add(sub)
             self._has_token_clients.set()
         self._has_clients.set()
         return sub
@@ -196,25 +183,15 @@ class Fanout:
             return
         self._subscribers.discard(sub)
         set_sse_clients(len(self._subscribers))
-        index, keys = self._index_of(sub)
-        for key in keys:
-            bucket = index.get(key, set())
+        for key in _index_keys(sub.filter):
+            bucket = self._index.get(key, set())
             bucket.discard(sub)
             if not bucket:
-                index.pop(key, None)
-        if sub.token_id is not None:
-            holders = self._by_token.get(sub.token_id, set())
-            holders.discard(sub)
-            if not holders:
-                self._by_token.pop(sub.token_id, None)
+                self._index.pop(key, None)
 
-    def _index_of(self, sub: Subscriber) -> tuple[dict[str, set[Subscriber]], frozenset[str]]:
-        # Indexed by the most selective filter so a change only visits subscribers likely to want it.
-        if sub.filter.connection_ids:
-            return self._by_connection, sub.filter.connection_ids
-        if sub.filter.company_ids:
-            return self._by_company, sub.filter.company_ids
-        return self._unfiltered, UNFILTERED
+    def _unsubscribe_all(self) -> None:
+        for sub in list(self._subscribers):
+            self.unsubscribe(sub)
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -227,13 +204,11 @@ class Fanout:
             self.check(loop.time(), time.time())
         log.info("msg=stream_closing reason=server_stopping clients=%d", len(self._subscribers))
         self._stopping = True
-        for sub in list(self._subscribers):
-            self.unsubscribe(sub)
+        self._unsubscribe_all()
 
     def check(self, now: float, wall: float) -> None:
-        """End the stream of every client whose token has expired by `wall` (unix seconds); time out every
-        client whose send has waited longer than the send timeout (`now`: the loop's clock); give every
-        client idle for a heartbeat interval its heartbeat."""
+        """End the stream of every client whose token has expired by `wall` (unix seconds), time out every
+        stuck send (`now`: the loop's clock), and give every client idle for a heartbeat interval its heartbeat."""
         for sub in self._subscribers:
             if sub.expires_at is not None and wall >= sub.expires_at and not sub.lost:
                 log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_EXPIRED, sub.token_id)
@@ -245,21 +220,19 @@ class Fanout:
                 sub.beat()
 
     async def _watch_tokens(self) -> None:
-        """Every `TOKEN_CHECK_SECONDS`, end the streams of the tokens revoked since. While the list cannot be
-        read nothing is ended: the change feed is in the same Redis, so no change reaches a client then."""
+        """End the streams of revoked tokens. While the list cannot be read nothing is ended: the change feed
+        is in the same Redis, so no change reaches a client then either."""
         assert self.revocations is not None
         failing = False
         while not self._stopping:
-            if not self._by_token:
+            if not any(sub.token_id is not None for sub in self._subscribers):
                 self._has_token_clients.clear()
                 await self._has_token_clients.wait()
             await asyncio.sleep(TOKEN_CHECK_SECONDS)
-            if not self._by_token:
+            if not (token_ids := {sub.token_id for sub in self._subscribers if sub.token_id is not None}):
                 continue
             try:
-                revoked = await self.revocations.revoked_among(list(self._by_token))
-            except asyncio.CancelledError:
-                raise
+                revoked = await self.revocations.revoked_among(sorted(token_ids))
             except Exception as exc:  # like the reader, this task outlives any failure
                 if self._stopping:
                     return
@@ -268,14 +241,9 @@ class Fanout:
                 failing = True
                 continue
             failing = False
-            self.end_revoked(revoked)
-
-    def end_revoked(self, token_ids: Iterable[str]) -> None:
-        """End the stream of every client of this process connected with one of `token_ids`."""
-        for token_id in token_ids:
-            for sub in list(self._by_token.get(token_id, ())):
-                if not sub.lost:
-                    log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_REVOKED, token_id)
+            for sub in self._subscribers:
+                if sub.token_id in revoked and not sub.lost:
+                    log.info("msg=stream_client_ended reason=%s token_id=%s", TOKEN_REVOKED, sub.token_id)
                     sub.drop(TOKEN_REVOKED)
 
     async def _run(self) -> None:
@@ -288,8 +256,6 @@ class Fanout:
                     await self._resume_after_interruption()
                 interrupted = False
                 reply = await self.redis.xread({self.key: self.position}, count=self.read_count, block=READ_BLOCK_MS)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # the reader must outlive any failure; clients wait meanwhile
                 task = asyncio.current_task()
                 if self._stopping or (task is not None and task.cancelling()):
@@ -311,11 +277,9 @@ class Fanout:
         """If our position left the stream while Redis was away (trimmed, or a Redis that lost its
         data), changes may have been missed: every client resets, and reading goes on from the tail."""
         assert self.position is not None
-        if self.position == "0-0" or await self.redis.xrange(self.key, self.position, self.position, count=1):
+        if await self.resume_point(self.position) is not None:
             return
         tail = await self.tail()
-        if tail == self.position:
-            return
         log.warning(
             "msg=stream_position_lost position=%s tail=%s clients=%d", self.position, tail, len(self._subscribers)
         )
@@ -324,43 +288,32 @@ class Fanout:
         self.position = tail
 
     def dispatch(self, reply: Iterable[Any]) -> None:
-        """Offer each entry of an XREAD reply to the matching subscribers, then wake each of them once."""
-        changes = self.parse(reply)
-        if not changes:
-            return
+        """Offer each entry of an XREAD reply to the matching subscribers, then wake each of them once; the
+        reader's position moves past every entry."""
+        changes: list[StreamChange] = []
+        for _stream, entries in reply:
+            found, last = read_entries(entries)
+            changes += found
+            self.position = last or self.position
         touched: set[Subscriber] = set()
-        for sub in self._unfiltered.get("*", ()):
-            for change in changes:
-                self._offer(sub, change, touched)
         for change in changes:
-            for sub in self._filtered_candidates(change):
-                if sub.filter.matches(change.company_id, change.connection_id):
-                    self._offer(sub, change, touched)
+            for key in (EVERYONE, ("company", change.company_id), ("connection", change.connection_id)):
+                for sub in self._index.get(key, ()):
+                    if sub.lost or not sub.filter.matches(change.company_id, change.connection_id):
+                        continue
+                    sub.offer(change)
+                    touched.add(sub)
+                    if sub.lost:
+                        self.overflows += 1
+                        log.info("msg=stream_client_overflow capacity=%d", sub.capacity)
         for sub in touched:
             sub.wake()
 
-    def parse(self, reply: Iterable[Any]) -> list[StreamChange]:
-        """The changes of an XREAD reply, in order; the reader's position moves past every entry."""
-        changes = []
-        for _stream, entries in reply:
-            for entry_id, fields in entries:
-                change = StreamChange.from_entry(entry_id, fields)
-                self.position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                if change is None:
-                    log.warning("msg=stream_entry_skipped id=%s reason=missing_fields", self.position)
-                else:
-                    changes.append(change)
-        return changes
 
-    def _offer(self, sub: Subscriber, change: StreamChange, touched: set[Subscriber]) -> None:
-        if sub.lost:
-            return
-        sub.offer(change)
-        touched.add(sub)
-        if sub.lost:
-            self.overflows += 1
-            log.info("msg=stream_client_overflow capacity=%d", sub.capacity)
-
-    def _filtered_candidates(self, change: StreamChange) -> Iterable[Subscriber]:
-        yield from self._by_company.get(change.company_id, ())
-        yield from self._by_connection.get(change.connection_id, ())
+def _index_keys(stream_filter: StreamFilter) -> list[Index]:
+    # Indexed by the most selective filter so a change only visits subscribers likely to want it.
+    if stream_filter.connection_ids:
+        return [("connection", ident) for ident in stream_filter.connection_ids]
+    if stream_filter.company_ids:
+        return [("company", ident) for ident in stream_filter.company_ids]
+    return [EVERYONE]

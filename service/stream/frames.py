@@ -1,7 +1,4 @@
-"""The stream's own events, as SSE frames: ``snapshot`` (read from the ledger) and ``reset``.
-
-Changes come framed from the feed (`service/stream/subscriber.py`).
-"""
+"""The stream's own events, as SSE frames: ``snapshot`` (read from the ledger) and ``reset``."""
 
 from __future__ import annotations
 
@@ -18,8 +15,7 @@ from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.tables import Connection, Sync
 from workers.ledger.views import connection_out, connection_rows_query, load_assessments, load_companies, sync_out
 
-SNAPSHOT_LIMIT = 10_000
-"""Most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true."""
+SNAPSHOT_LIMIT = 10_000  # most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true
 
 RESET_DETAIL = {
     "last_event_id_not_found": "Last-Event-ID is not in the stream (unknown, or older than the retention window)",
@@ -30,7 +26,7 @@ TOKEN_DETAIL = {
     TOKEN_REVOKED: "the token this stream was opened with has been revoked; the stream ends",
     TOKEN_EXPIRED: "the token this stream was opened with has expired; reconnect with a new token",
 }
-"""Resets that end a company token's stream: the state is not worth re-reading with that token."""
+"""Resets that end a company token's stream: not worth re-reading the state with that token."""
 
 
 def frame(event_id: str, name: str, body: dict[str, Any]) -> bytes:
@@ -46,8 +42,7 @@ def reset_frame(position: str, reason: str) -> bytes:
 def load_snapshot(
     engine: Engine, stream_filter: StreamFilter, freshness: FreshnessPolicy = DEFAULT_POLICY
 ) -> dict[str, Any]:
-    """The filtered connections and active syncs, as the JSON API shows them (freshness and health judged now), and the
-    companies they belong to (with `deleted_at`)."""
+    """The filtered connections and active syncs as the JSON API shows them, and the companies they belong to."""
     connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
     syncs = select(Sync).where(Sync.phase == "active")
     syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)

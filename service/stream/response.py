@@ -1,11 +1,7 @@
 """One client's events, from its opening to its last change, written to its socket with the ASGI `send`.
 
-`events` is the client's event source: its opening (a snapshot, a reset, or the changes it missed, read from
-Redis page by page), then what the fan-out buffered for it, skipping every id at or before the last one sent
-(catch-up and buffer overlap; there is never a gap between them). `ChangeStreamResponse` runs it on the
-request's own task and sends each chunk as it comes, under any ASGI server; one small task waits for the
-client to leave. Heartbeats, the send timeout and the shutdown are the fan-out's single watchdog, which this
-loop informs by noting when each send starts and ends on the client's `Subscriber`.
+The opening (a snapshot, a reset, or the changes missed, read from Redis page by page) is followed by what the
+fan-out buffered, skipping every id at or before the last one sent, so there is never a gap nor a repeat.
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from anyio import to_thread
@@ -24,14 +20,13 @@ from starlette.types import Receive, Scope, Send
 
 from service.stream.fanout import Fanout
 from service.stream.frames import frame, load_snapshot, reset_frame
-from service.stream.subscriber import SLOW_CLIENT, StreamChange, Subscriber, parse_id, unsent
+from service.stream.subscriber import SLOW_CLIENT, Subscriber, parse_id, read_entries, unsent
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.runtime.metrics import record_latency
 
 log = logging.getLogger("synctrack.stream")
 
-CATCH_UP_PAGE = 500
-"""Missed changes read from Redis per XRANGE."""
+CATCH_UP_PAGE = 500  # missed changes read from Redis per XRANGE
 
 
 async def events(
@@ -72,12 +67,14 @@ async def catch_up(fanout: Fanout, sub: Subscriber, position: str) -> AsyncGener
     while more:
         try:
             async with fanout.redis_slots:
-                changes, position, more = await read_after(fanout, position)
+                entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
         except RedisError as exc:
             # Ending the stream is safe: the client reconnects with the last id it received.
             log.warning("msg=stream_catch_up_failed error=%r", f"{type(exc).__name__}: {exc}")
             sub.close()
             return
+        changes, last = read_entries(entries)
+        position, more = last or position, len(entries) == CATCH_UP_PAGE
         wanted = [change for change in changes if sub.filter.matches(change.company_id, change.connection_id)]
         page, _ = unsent(wanted, sub.skip_through)
         sub.skip_through = max(sub.skip_through, parse_id(position))
@@ -91,24 +88,11 @@ async def catch_up(fanout: Fanout, sub: Subscriber, position: str) -> AsyncGener
             return  # the client must reset (its token no longer holds, the feed was interrupted)
 
 
-async def read_after(fanout: Fanout, position: str) -> tuple[list[StreamChange], str, bool]:
-    """One page of changes after `position`: (changes, new position, whether more may follow)."""
-    entries: Any = await fanout.redis.xrange(fanout.key, f"({position}", "+", count=CATCH_UP_PAGE)
-    changes = []
-    for entry_id, fields in entries:
-        position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        change = StreamChange.from_entry(entry_id, fields)
-        if change is not None:
-            changes.append(change)
-    return changes, position, len(entries) == CATCH_UP_PAGE
-
-
 def server_exiting() -> bool:
     """True once uvicorn was told to stop (SIGTERM/SIGINT); False under a server that does not say.
 
-    sse-starlette patches uvicorn's exit handler to set `AppStatus.should_exit`, but uvicorn binds its
-    signal handlers before it imports the app, so the patch can come too late; the handler itself, a
-    bound method of the running server, tells the rest (the same look sse-starlette takes)."""
+    sse-starlette's `AppStatus` patch of uvicorn can come too late (uvicorn binds its signal handlers before it
+    imports the app), so the handler itself, a bound method of the running server, is asked too."""
     if AppStatus.should_exit:
         return True
     handler = signal.getsignal(signal.SIGTERM)
@@ -121,38 +105,24 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"content-type", b"text/event-stream; charset=utf-8"),
 ]
-"""sse-starlette's headers: no caching, no proxy buffering. One list shared by every response."""
+"""sse-starlette's headers: no caching, no proxy buffering."""
 
 
 class ChangeStreamResponse:
     """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or the
-    watchdog times out a send (a client that stopped reading). `release` runs as soon as the client is gone
-    and again when the response is over; it must be idempotent.
+    watchdog times out a send. The subscriber is let go as soon as the client is gone."""
 
-    A plain ASGI response with slots: one exists per connected client for as long as it stays.
-    """
+    __slots__ = ("content", "sub", "fanout")
 
-    __slots__ = ("content", "sub", "release")
-    status_code = 200
-    raw_headers = HEADERS
-
-    def __init__(self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, release: Callable[[], None]) -> None:
-        self.content, self.sub, self.release = content, sub, release
+    def __init__(self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, fanout: Fanout) -> None:
+        self.content, self.sub, self.fanout = content, sub, fanout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "HEAD":
-            try:
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            finally:
-                await self.content.aclose()
-                self.release()
-            return
         self.sub.task = asyncio.current_task()
         listener = asyncio.create_task(self._until_disconnect(receive))
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            while await self._send_next(send):
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            while scope["method"] != "HEAD" and await self._send_next(send):
                 pass
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
@@ -164,7 +134,7 @@ class ChangeStreamResponse:
         finally:
             listener.cancel()
             await self.content.aclose()
-            self.release()
+            self.fanout.unsubscribe(self.sub)
 
     async def _send_next(self, send: Send) -> bool:
         """Send the content's next chunk once it comes; False when the content is over. A chunk (the snapshot
@@ -184,4 +154,4 @@ class ChangeStreamResponse:
     async def _until_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self.release()
+        self.fanout.unsubscribe(self.sub)

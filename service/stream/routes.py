@@ -1,20 +1,15 @@
 """`GET /v1/stream`: the change feed as server-sent events, resumable with `Last-Event-ID`.
 
-Every event's ``id:`` is the Redis Stream entry id of the change (for `snapshot` and `reset`: the stream's
-position at that moment), so a reconnecting client resumes exactly where it stopped. Opening a stream
-subscribes to this process's `Fanout` *first*, so nothing published from then on can be missed, then
-chooses the opening: ``snapshot`` without Last-Event-ID (the position is read before the ledger: a change is
-in the database before it is in the stream), the missed changes when the id is still in the stream, or
-``reset`` when it is malformed, unknown or trimmed away. `service/stream/response.py` serves the rest.
+Every event's ``id:`` is a Redis Stream entry id (for `snapshot` and `reset`: the stream's position then). The
+client subscribes to the `Fanout` *first*, so nothing published afterwards is missed, then gets its opening.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -26,58 +21,33 @@ from service.security.middleware import principal_of
 from service.security.scope import company_filter
 from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse, events
-from service.stream.subscriber import STREAM_ID, StreamFilter, parse_id
+from service.stream.subscriber import StreamFilter, parse_id
 
 log = logging.getLogger("synctrack.stream")
 
 STREAM_PATH = "/v1/stream"
 
 
-async def resume_point(fanout: Fanout, last_event_id: str) -> str | None:
-    """Where a client that last saw `last_event_id` resumes; None when it must reset.
-
-    An id resumes when it is still in the stream (trimming only removes the oldest entries, so every
-    later one is there too), or is the stream's newest id, or is ``0-0`` on a stream never trimmed
-    (a snapshot of an empty stream). Anything else may hide a gap.
-    """
-    if not STREAM_ID.fullmatch(last_event_id):
-        return None
-    if await fanout.redis.xrange(fanout.key, last_event_id, last_event_id, count=1):
-        return last_event_id
-    try:
-        info = await fanout.redis.xinfo_stream(fanout.key)
-    except ResponseError:  # no stream yet
-        return last_event_id if last_event_id == "0-0" else None
-    newest = info["last-generated-id"]
-    if last_event_id == (newest.decode() if isinstance(newest, bytes) else str(newest)):
-        return last_event_id
-    if last_event_id == "0-0" and info.get("entries-added") == info.get("length"):
-        return last_event_id
-    return None
-
-
 async def stream(request: Request) -> ChangeStreamResponse:
-    """Open one client's stream; raises StreamUnavailable (503) while the change feed is out of reach."""
+    """Open one client's stream: ``snapshot`` without Last-Event-ID (the position is read before the ledger, where a
+    change lands first), the missed changes when the id is still in the stream, else ``reset``. 503 while the
+    change feed is out of reach."""
     fanout = services(request).get(Fanout)
-    stream_filter = StreamFilter.of(company_filter(request), list_param(request, "connection_id"))
+    stream_filter = StreamFilter(frozenset(company_filter(request)), frozenset(list_param(request, "connection_id")))
     # The header wins: a browser resending it after a reconnect knows more than the URL it started with.
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     caller = principal_of(request)
     # A company token's stream lives no longer than the token: the fan-out ends it on revocation or expiry.
     sub = fanout.subscribe(stream_filter, caller.token_id, caller.expires_at)  # StreamUnavailable: 503
-    opening: str | None
     try:
-        if last_event_id is None:
-            async with fanout.redis_slots:
-                position, opening = await fanout.tail(), "snapshot"
-        else:
-            async with fanout.redis_slots:
-                point = await resume_point(fanout, last_event_id.strip())
-                position, opening = (point, None) if point else (await fanout.tail(), "last_event_id_not_found")
+        async with fanout.redis_slots:
+            point = None if last_event_id is None else await fanout.resume_point(last_event_id.strip())
+            position = point or await fanout.tail()
     except RedisError as exc:
         fanout.unsubscribe(sub)
         log.warning("msg=stream_unavailable error=%r", f"{type(exc).__name__}: {exc}")
         raise unavailable() from None
+    opening = None if point else "snapshot" if last_event_id is None else "last_event_id_not_found"
     if opening is not None:
         # The opening event covers everything up to `position`: none of it needs buffering.
         sub.skip_through = parse_id(position)
@@ -89,11 +59,8 @@ async def stream(request: Request) -> ChangeStreamResponse:
         position,
         fanout.subscriber_count,
     )
-    return ChangeStreamResponse(
-        events(fanout, sub, services(request).reads, position, opening, services(request).freshness),
-        sub=sub,
-        release=partial(fanout.unsubscribe, sub),
-    )
+    content = events(fanout, sub, services(request).reads, position, opening, services(request).freshness)
+    return ChangeStreamResponse(content, sub=sub, fanout=fanout)
 
 
 def unavailable() -> ApiError:
@@ -103,9 +70,7 @@ def unavailable() -> ApiError:
 
 
 async def stream_status(request: Request) -> JSONResponse:
-    """This process's share of the stream: connected clients, buffered changes, the reader. `written_directly`
-    and `parked` are kept for the clients that read them: always 0, every change is written by its client's
-    own request."""
+    """This process's share of the stream. `written_directly` and `parked` are always 0, kept for their readers."""
     fanout = services(request).get(Fanout)
     return JSONResponse(
         {

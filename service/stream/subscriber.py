@@ -1,40 +1,40 @@
 """One connected stream client, as the fan-out sees it: what it wants, what it is owed, whether it keeps up.
 
-A `StreamChange` is one entry of the change feed with its SSE frame encoded once and shared by every client;
-a `Subscriber` is one client's bounded buffer of them. The fan-out only appends to buffers and wakes the
-clients it touched; each client's own request task takes what is buffered and writes it with the ASGI
-`send` (`service/stream/routes.py`). Both exist in the thousands per process, so they are kept small: slots,
-a plain list, a future only while the task waits.
+A `StreamChange` is one feed entry with its SSE frame encoded once and shared by every client; a `Subscriber`
+is one client's bounded buffer of them, drained by the client's own request task (`service/stream/response.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("synctrack.stream")
 
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
+# Why a client gets ``reset`` and its stream ends.
 SLOW_CLIENT = "slow_client"
-"""The client fell further behind than its buffer holds."""
 STREAM_INTERRUPTED = "stream_interrupted"
-"""The reader lost its place in the stream (Redis trimmed or lost it while unreachable)."""
 TOKEN_REVOKED = "token_revoked"
-"""The company token the stream was opened with has been revoked: the stream ends."""
 TOKEN_EXPIRED = "token_expired"
-"""The company token the stream was opened with has expired: the stream ends."""
-
-
-ANY: frozenset[str] = frozenset()
 
 HEARTBEAT = b": heartbeat\n\n"
 """A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""
 
 
-def parse_id(text: str) -> tuple[int, int]:
+def text(value: bytes | str) -> str:
+    """A Redis reply's value as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_id(ident: str) -> tuple[int, int]:
     """A stream entry id ``"<ms>-<seq>"`` as a sortable pair; the caller has checked `STREAM_ID`."""
-    ms, _, seq = text.partition("-")
+    ms, _, seq = ident.partition("-")
     return int(ms), int(seq)
 
 
@@ -48,34 +48,42 @@ class StreamChange:
     connection_id: str
     frame: bytes
     received_at: float | None = None
-    """When the receiver received the webhook that caused it (unix seconds), until `take_receipt` gives it out."""
+    """When the receiver received the webhook behind it (unix seconds), until `take_receipt` gives it out."""
 
     def take_receipt(self) -> float | None:
-        """The receipt time the first time it is asked for, then None: the `delivered` stage is observed once
-        per change and process, at its first write to a client, not once per client."""
+        """The receipt time the first time it is asked for, then None: `delivered` is observed once per change."""
         received, self.received_at = self.received_at, None
         return received
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamChange | None:
         """Build from a stream entry; None for an entry without the feed's fields."""
-        ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
-        name, data = raw.get("event"), raw.get("data")
-        if name is None or data is None:
+        ident = text(entry_id)
+        raw = {text(k): v for k, v in fields.items()}
+        if raw.get("event") is None or raw.get("data") is None:
             return None
-        values = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw.items() if k != "data"}
-        body = data if isinstance(data, bytes) else str(data).encode()
+        values = {k: text(v) for k, v in raw.items() if k != "data"}
+        body = raw["data"] if isinstance(raw["data"], bytes) else str(raw["data"]).encode()
         frame = b"id: %s\nevent: %s\ndata: %s\n\n" % (ident.encode(), values["event"].encode(), body)
+        try:
+            received_at = float(values["received_at"]) if values.get("received_at") else None
+        except ValueError:
+            received_at = None
         company_id, connection_id = values.get("company_id", ""), values.get("connection_id", "")
-        return cls(ident, parse_id(ident), company_id, connection_id, frame, _seconds(values.get("received_at")))
+        return cls(ident, parse_id(ident), company_id, connection_id, frame, received_at)
 
 
-def _seconds(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
+def read_entries(entries: Iterable[Any]) -> tuple[list[StreamChange], str | None]:
+    """The changes among stream entries, in order, and the id of the last entry (None when there is none)."""
+    changes, last = [], None
+    for entry_id, fields in entries:
+        change = StreamChange.from_entry(entry_id, fields)
+        last = text(entry_id)
+        if change is None:
+            log.warning("msg=stream_entry_skipped id=%s reason=missing_fields", last)
+        else:
+            changes.append(change)
+    return changes, last
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +93,6 @@ class StreamFilter:
     company_ids: frozenset[str] = frozenset()
     connection_ids: frozenset[str] = frozenset()
 
-    @classmethod
-    def of(cls, company_ids: list[str], connection_ids: list[str]) -> StreamFilter:
-        """From the query's lists; "any" is one shared empty set, not a new one per client."""
-        return cls(frozenset(company_ids) if company_ids else ANY, frozenset(connection_ids) if connection_ids else ANY)
-
     def matches(self, company_id: str, connection_id: str) -> bool:
         return (not self.company_ids or company_id in self.company_ids) and (
             not self.connection_ids or connection_id in self.connection_ids
@@ -97,85 +100,53 @@ class StreamFilter:
 
 
 def unsent(changes: list[StreamChange], last: tuple[int, int]) -> tuple[bytes, tuple[int, int]]:
-    """The frames of `changes` after the id `last`, in one chunk (the shared frame when there is one), and
-    the id of the last of them; a change at or before `last` was sent already (catch-up and buffer overlap)."""
+    """The frames of `changes` after the id `last`, in one chunk, and the id of the last of them; a change at
+    or before `last` was sent already (catch-up and buffer overlap)."""
     frames = []
     for change in changes:
         if change.key > last:
             last = change.key
             frames.append(change.frame)
-    return (frames[0] if len(frames) == 1 else b"".join(frames)), last
+    return b"".join(frames), last  # one frame is joined without a copy
 
 
+@dataclass(slots=True, eq=False)
 class Subscriber:
     """One client's bounded buffer of changes, and the clock readings the fan-out's watchdog needs.
 
-    The response writing to the client notes when a send starts (`sending_since`) and ends
-    (`last_sent`); the watchdog calls `beat()` when a heartbeat is due and `time_out()` when a send has
-    waited too long, so no timer runs per client or per change. The client's token (`token_id`,
-    `expires_at`) is the fan-out's to watch too: when it is revoked or expires, `drop()` ends the stream
-    with a ``reset`` saying which.
+    The response notes when a send starts (`sending_since`) and ends (`last_sent`); the watchdog calls `beat()`
+    when a heartbeat is due, `time_out()` when a send is stuck, and `drop()` when the client's token no longer holds.
     """
 
-    __slots__ = (
-        "filter",
-        "capacity",
-        "token_id",
-        "expires_at",
-        "lost",
-        "closed",
-        "skip_through",
-        "task",
-        "sending_since",
-        "last_sent",
-        "timed_out",
-        "receipts",
-        "_heartbeat_due",
-        "_items",
-        "_waiter",
-    )
-
-    def __init__(
-        self,
-        stream_filter: StreamFilter,
-        capacity: int,
-        now: float,
-        token_id: str | None = None,
-        expires_at: float | None = None,
-    ) -> None:
-        self.filter = stream_filter
-        self.capacity = capacity
-        self.token_id = token_id
-        """The id of the company token the client connected with (None for an admin): revoking it ends the stream."""
-        self.expires_at = expires_at
-        """Unix seconds: when that token expires, and the stream with it (None: never)."""
-        self.lost: str | None = None
-        """Why the client gets ``reset`` and its stream ends: changes were dropped (`slow_client`,
-        `stream_interrupted`), or its token no longer holds (`token_revoked`, `token_expired`)."""
-        self.closed = False
-        self.skip_through: tuple[int, int] = (0, 0)
-        """Changes at or before this id are not buffered: the client has them already (its opening, then
-        the last change taken)."""
-        self.task: asyncio.Task[Any] | None = None
-        """The task writing to the client; the watchdog cancels it when a send is stuck."""
-        self.sending_since = 0.0
-        """Loop time a send started, 0 when none is under way."""
-        self.last_sent = now
-        self.timed_out = False
-        self.receipts: list[float] = []
-        """Receipt times (unix seconds) of the changes in the chunks taken that no client of this process was
-        sent before: the response observes their `delivered` stage once the chunk is written."""
-        self._heartbeat_due = False
-        self._items: list[StreamChange] = []
-        self._waiter: asyncio.Future[None] | None = None
+    filter: StreamFilter
+    capacity: int
+    last_sent: float
+    """Loop time the last send ended (at first: when the client subscribed)."""
+    token_id: str | None = None
+    """The company token the client connected with (None for an admin): revoking it ends the stream."""
+    expires_at: float | None = None
+    """Unix seconds: when that token, and the stream with it, expire (None: never)."""
+    lost: str | None = field(default=None, init=False)
+    """Why the client must reset (one of the reasons above)."""
+    closed: bool = field(default=False, init=False)
+    skip_through: tuple[int, int] = field(default=(0, 0), init=False)
+    """Changes at or before this id are not buffered: the client has them already."""
+    task: asyncio.Task[Any] | None = field(default=None, init=False)
+    sending_since: float = field(default=0.0, init=False)
+    """Loop time a send started, 0 when none is under way."""
+    timed_out: bool = field(default=False, init=False)
+    receipts: list[float] = field(default_factory=list, init=False)
+    """Receipt times of the changes taken, for the response to observe once their chunk is written."""
+    _heartbeat_due: bool = field(default=False, init=False)
+    _items: list[StreamChange] = field(default_factory=list, init=False)
+    _waiter: asyncio.Future[None] | None = field(default=None, init=False)
 
     @property
     def depth(self) -> int:
         return len(self._items)
 
     def offer(self, change: StreamChange) -> None:
-        """Buffer `change` unless the client has it already; a full buffer is dropped instead (`slow_client`).
-        The caller wakes the client once it has offered everything it read."""
+        """Buffer `change` unless the client has it already; a full buffer is dropped instead (`slow_client`)."""
         if self.lost or self.closed or change.key <= self.skip_through:
             return
         if len(self._items) >= self.capacity:
@@ -199,7 +170,6 @@ class Subscriber:
             self._waiter.set_result(None)
 
     def beat(self) -> None:
-        """A heartbeat is due: `next_chunk()` answers one if nothing else is waiting."""
         self._heartbeat_due = True
         self.wake()
 
@@ -215,9 +185,8 @@ class Subscriber:
         self.wake()
 
     async def next_chunk(self) -> bytes | None:
-        """What to send the client next: every buffered change it does not have yet, in one chunk, or a
-        heartbeat when one is due and nothing else is; None once the stream is over (closed, or `lost`:
-        the caller then sends the ``reset``). Waits until there is something."""
+        """Every buffered change the client does not have yet, in one chunk, else a due heartbeat; None once
+        the stream is over (closed, or `lost`: the caller then sends the ``reset``). Waits until there is something."""
         while not (self.closed or self.lost):
             if self._items:
                 items, self._items = self._items, []

@@ -18,7 +18,6 @@ from sqlalchemy import Engine
 from service.security.revocation import RevocationList
 from service.stream.fanout import TOKEN_CHECK_SECONDS, Fanout, StreamUnavailable
 from service.stream.response import events
-from service.stream.routes import resume_point
 from service.stream.subscriber import (
     HEARTBEAT,
     SLOW_CLIENT,
@@ -199,19 +198,19 @@ def test_a_client_resumes_from_an_id_still_in_the_stream_and_resets_otherwise(re
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         fanout = Fanout(client, namespace, capacity=10)
-        assert await resume_point(fanout, "0-0") == "0-0"
-        assert await resume_point(fanout, "12-0") is None
+        assert await fanout.resume_point("0-0") == "0-0"
+        assert await fanout.resume_point("12-0") is None
         ids = await publish(client, namespace, *[entry() for _ in range(5)])
-        assert await resume_point(fanout, ids[1]) == ids[1]
-        assert await resume_point(fanout, "0-0") == "0-0"
-        assert await resume_point(fanout, "not-an-id") is None
-        assert await resume_point(fanout, "99999999999999-0") is None
+        assert await fanout.resume_point(ids[1]) == ids[1]
+        assert await fanout.resume_point("0-0") == "0-0"
+        assert await fanout.resume_point("not-an-id") is None
+        assert await fanout.resume_point("99999999999999-0") is None
         await client.xtrim(stream_key(namespace), minid=ids[3], approximate=False)
-        assert await resume_point(fanout, ids[1]) is None
-        assert await resume_point(fanout, "0-0") is None
-        assert await resume_point(fanout, ids[3]) == ids[3]
+        assert await fanout.resume_point(ids[1]) is None
+        assert await fanout.resume_point("0-0") is None
+        assert await fanout.resume_point(ids[3]) == ids[3]
         await client.xtrim(stream_key(namespace), maxlen=0, approximate=False)
-        assert await resume_point(fanout, ids[4]) == ids[4]
+        assert await fanout.resume_point(ids[4]) == ids[4]
         await client.aclose()
 
     run(scenario)
@@ -403,7 +402,7 @@ def test_a_clients_stream_ends_when_its_token_is_revoked_or_expires_and_no_other
 
 def test_a_subscriber_skips_changes_its_opening_event_already_covers() -> None:
     async def scenario() -> None:
-        sub = Subscriber(StreamFilter(), capacity=5, now=0.0)
+        sub = Subscriber(StreamFilter(), capacity=5, last_sent=0.0)
         sub.skip_through = (100, 1)
         for ident in ("100-0", "100-1", "100-2", "101-0"):
             change = StreamChange.from_entry(ident, {"event": "sync.started", "data": "{}"})
@@ -426,7 +425,7 @@ def started(ident: str) -> StreamChange:
 def test_changes_buffered_while_a_client_was_busy_reach_it_in_one_chunk_in_order_without_repeats() -> None:
     async def scenario() -> None:
         fanout = Fanout(fakeredis.FakeAsyncRedis(), "ns", capacity=10)
-        sub = Subscriber(StreamFilter(), capacity=10, now=0.0)
+        sub = Subscriber(StreamFilter(), capacity=10, last_sent=0.0)
         source = events(fanout, sub, cast(Engine, None), "5-0", SLOW_CLIENT)
         assert b"event: reset" in await anext(source)
         sub.offer(started("6-0"))
