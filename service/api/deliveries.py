@@ -17,12 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.subscriptions import DeliveryOut, ReplayIn
-from service.api.reads import time_cursor
+from schemas.subscriptions import ReplayIn
+from service.api.reads import newest_first, page_of
 from service.api.subscription_checks import get_subscription, now, read_model, require_enabled
-from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from service.common.pagination import list_param
 from service.common.services import services
 from workers.ledger.tables import Delivery
 from workers.outbound.range_replay import replay
@@ -36,28 +35,18 @@ STATUSES = ("pending", "delivered", "failed")
 
 def list_deliveries(request: Request) -> JSONResponse:
     subscription_id = request.path_params["subscription_id"]
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    query = select(Delivery).where(col(Delivery.subscription_id) == subscription_id)
+    query, limit = newest_first(request, select(Delivery), Delivery.created_at, Delivery.id)
+    query = query.where(col(Delivery.subscription_id) == subscription_id)
     if statuses := list_param(request, "status"):
         if set(statuses) - set(STATUSES):
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"status must be among {', '.join(STATUSES)}")
         query = query.where(col(Delivery.status).in_(statuses))
     if types := list_param(request, "event_type"):
         query = query.where(col(Delivery.event_type).in_(types))
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where(
-            (col(Delivery.created_at) < at) | ((col(Delivery.created_at) == at) & (col(Delivery.id) < cursor[1]))
-        )
-    query = query.order_by(col(Delivery.created_at).desc(), col(Delivery.id).desc()).limit(limit + 1)
     with Session(services(request).engine) as session:
         get_subscription(session, subscription_id)
         rows = session.exec(query).all()
-    items = [delivery_out(row) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = Page[DeliveryOut](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
-    return JSONResponse(page.model_dump(mode="json"))
+    return page_of(rows, limit, delivery_out, "created_at", "id")
 
 
 def _delivery(session: Session, request: Request) -> Delivery:

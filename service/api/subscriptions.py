@@ -18,13 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.subscriptions import PING, SubscriptionIn, SubscriptionOut, SubscriptionPatch
+from schemas.subscriptions import PING, SubscriptionIn, SubscriptionPatch
 from service.api import deliveries as subscription_deliveries
-from service.api.reads import time_cursor
+from service.api.reads import newest_first, page_of
 from service.api.subscription_checks import checked_url, get_subscription, now, read_model, require_enabled
-from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from service.common.services import services
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.dispatch import event_body
@@ -59,28 +57,16 @@ async def create_subscription(request: Request) -> JSONResponse:
 
 
 def list_subscriptions(request: Request) -> JSONResponse:
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    query = select(Subscription)
+    query, limit = newest_first(request, select(Subscription), Subscription.created_at, Subscription.id)
     enabled = request.query_params.get("enabled")
     if enabled is not None:
         if enabled.lower() not in ("true", "false"):
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, "enabled must be true or false")
         query = query.where(col(Subscription.enabled) == (enabled.lower() == "true"))
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where(
-            (col(Subscription.created_at) < at)
-            | ((col(Subscription.created_at) == at) & (col(Subscription.id) < cursor[1]))
-        )
-    query = query.order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc()).limit(limit + 1)
     with Session(services(request).engine) as session:
         rows = session.exec(query).all()
     at = now()
-    items = [subscription_out(row, at) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = Page[SubscriptionOut](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
-    return JSONResponse(page.model_dump(mode="json"))
+    return page_of(rows, limit, lambda row: subscription_out(row, at), "created_at", "id")
 
 
 def get_subscription_route(request: Request) -> JSONResponse:
