@@ -1,14 +1,7 @@
 """Actions against Codat (refresh, unlink, delete, reconnect) and their audit log (`GET /v1/audit`).
 
-Each action calls Codat first (`workers.codat.client`); only when Codat accepts does the ledger change
-(`workers.codat.actions`, one transaction, the same fold as webhooks), and the changes are then published
-on the change feed so dashboards see the spinner start at the click. The answer is 202 with the
-recorded action: Codat does the work asynchronously and a webhook confirms it later. A Codat
-failure answers with the mapped error (`workers.codat.errors`) and leaves an audit row with result
-`failed`, nothing else. Before it calls Codat, every action passes `within_action_limit`: a company
-token's company may take `SYNCTRACK_ACTIONS_PER_MINUTE` actions a minute (`service/api/action_limit.py`).
-Reconnect changes nothing in the ledger: it answers 200 with the link URL Codat issued at the click
-(one-time Link URLs are dead once used or a day old, so a stored one will not do).
+Codat is asked first; only when it accepts does the ledger change (`workers.codat.actions`), and the changes
+go on the change feed at once. A refusal answers its error and leaves a `failed` audit row, nothing else.
 """
 
 from __future__ import annotations
@@ -120,7 +113,7 @@ async def action_out(request: Request, result: ActionResult) -> ActionOut:
     return body
 
 
-async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
+async def _refused(request: Request, exc: ApiError, target: dict[str, Any], result: str = "failed") -> ApiError:
     """Audit an action refused by Codat (a `CodatError`, with Codat's status) or by Synctrack before asking."""
     codat_status = exc.codat_status if isinstance(exc, CodatError) else None
     await run_in_threadpool(
@@ -129,23 +122,31 @@ async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
             actor=actor_of(request),
             codat_status=codat_status,
             detail=f"{exc.code.value}: {exc.detail}",
+            result=result,
             **target,
         )
     )
     log.warning(
-        "action=%s company=%s result=failed error=%s codat_status=%s",
+        "action=%s company=%s result=%s error=%s codat_status=%s",
         target["action"],
         target["company_id"],
+        result,
         exc.code.value,
         codat_status,
     )
     return exc
 
 
+def _target(
+    action: str, company_id: str, connection_id: str | None = None, data_type: str | None = None
+) -> dict[str, Any]:
+    """What the audit row of an action names (`record_failure`'s keywords), at now."""
+    return dict(action=action, at=_now(), company_id=company_id, connection_id=connection_id, data_type=data_type)
+
+
 async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
-    """The check every action makes just before it calls Codat (`target`: what `_failed` records). A company
-    token's company over `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`,
-    audited with result `rate_limited`, and Codat is not called. Admin tokens are not limited."""
+    """The check every action makes just before it calls Codat: a company token's company over
+    `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`, and audited."""
     principal = request.scope.get("state", {}).get("principal")
     company_id = getattr(principal, "company_id", None)
     if not isinstance(company_id, str):
@@ -158,18 +159,8 @@ async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
         f"company {company_id!r} took the {limit.per_minute} actions a minute its tokens may take "
         f"(SYNCTRACK_ACTIONS_PER_MINUTE); retry in {wait} s"
     )
-    await run_in_threadpool(
-        lambda: record_failure(
-            services(request).engine,
-            actor=actor_of(request),
-            codat_status=None,
-            detail=f"{ErrorCode.RATE_LIMITED.value}: {detail}",
-            result="rate_limited",
-            **target,
-        )
-    )
-    log.warning("action=%s company=%s result=rate_limited retry_after=%d", target["action"], company_id, wait)
-    raise ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
+    error = ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
+    raise await _refused(request, error, target, "rate_limited")
 
 
 async def refresh_company(request: Request) -> JSONResponse:
@@ -193,9 +184,7 @@ async def _refresh(request: Request, company_id: str, data_type: str | None) -> 
     connection_id = request.query_params.get("connection_id") or None
     if await run_in_threadpool(_company_deleted, services(request).engine, company_id):
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
-    at = _now()
-    target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
-    await within_action_limit(request, target)
+    await within_action_limit(request, _target("refresh", company_id, connection_id, data_type))
     return await _answer(request, await queue_refresh(request, company_id, data_type, connection_id))
 
 
@@ -204,8 +193,7 @@ async def queue_refresh(
 ) -> ActionResult:
     """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it.
     A refusal is audited and raised as its `ApiError`. The caller has passed `within_action_limit`."""
-    at = _now()
-    target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
+    target = _target("refresh", company_id, connection_id, data_type)
     try:
         if data_type is None:
             status, raws = await _codat(request).refresh_all(company_id)
@@ -219,12 +207,12 @@ async def queue_refresh(
                 502, ErrorCode.CODAT_ERROR, f"Codat's pull operation is unreadable: {exc}", status
             ) from None
     except CodatError as exc:
-        raise await _failed(request, exc, **target) from None
+        raise await _refused(request, exc, target) from None
     return await run_in_threadpool(
         lambda: record_refresh(
             services(request).engine,
             actor=actor_of(request),
-            at=at,
+            at=target["at"],
             company_id=company_id,
             data_type=data_type,
             connection_id=connection_id,
@@ -257,64 +245,53 @@ async def _ask_about_connection(
     for the connection. A refusal, Synctrack's or Codat's, is audited and raised.
     """
     connection = await _known_connection(request)
-    at = _now()
-    target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
+    target = _target(action, connection.company_id, connection.id)
     await within_action_limit(request, target)
     try:
         if refusal is not None and (refused := await run_in_threadpool(refusal, connection)) is not None:
             raise refused
         answer = await ask_codat(_codat(request), connection)
     except ApiError as exc:
-        raise await _failed(request, exc, **target) from None
-    return connection, at, answer
+        raise await _refused(request, exc, target) from None
+    return connection, target["at"], answer
 
 
 async def _act_on_connection(
     request: Request,
     action: str,
-    ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
-    record: Callable[[Connection, datetime, T], ActionResult],
+    ask_codat: Callable[[CodatClient, Connection], Awaitable[dict[str, Any]]],
+    record: Callable[..., ActionResult],
 ) -> JSONResponse:
-    """Ask Codat to act on the path's connection; record its answer (or its refusal) and answer 202."""
+    """Ask Codat to act on the path's connection; `record` its answer (the keywords `ask_codat` gives) and
+    answer 202."""
     connection, at, answer = await _ask_about_connection(request, action, ask_codat)
-    result = await run_in_threadpool(record, connection, at, answer)
+    result = await run_in_threadpool(
+        lambda: record(
+            services(request).engine,
+            actor=actor_of(request),
+            at=at,
+            answered_at=_now(),
+            connection=connection,
+            freshness=freshness_of(request),
+            **answer,
+        )
+    )
     return await _answer(request, result)
 
 
 async def unlink_connection(request: Request) -> JSONResponse:
-    def record(connection: Connection, at: datetime, answer: tuple[int, dict[str, Any]]) -> ActionResult:
-        status, body = answer
-        return record_unlink(
-            services(request).engine,
-            actor=actor_of(request),
-            at=at,
-            answered_at=_now(),
-            connection=connection,
-            codat_status=status,
-            answer=body,
-            freshness=freshness_of(request),
-        )
+    async def ask(codat: CodatClient, connection: Connection) -> dict[str, Any]:
+        status, body = await codat.unlink_connection(connection.company_id, connection.id)
+        return {"codat_status": status, "answer": body}
 
-    return await _act_on_connection(
-        request, "unlink", lambda codat, c: codat.unlink_connection(c.company_id, c.id), record
-    )
+    return await _act_on_connection(request, "unlink", ask, record_unlink)
 
 
 async def delete_connection(request: Request) -> JSONResponse:
-    def record(connection: Connection, at: datetime, status: int) -> ActionResult:
-        return record_delete(
-            services(request).engine,
-            actor=actor_of(request),
-            at=at,
-            answered_at=_now(),
-            connection=connection,
-            codat_status=status,
-            freshness=freshness_of(request),
-        )
+    async def ask(codat: CodatClient, connection: Connection) -> dict[str, Any]:
+        return {"codat_status": await codat.delete_connection(connection.company_id, connection.id)}
 
-    return await _act_on_connection(
-        request, "delete", lambda codat, c: codat.delete_connection(c.company_id, c.id), record
-    )
+    return await _act_on_connection(request, "delete", ask, record_delete)
 
 
 async def reconnect_connection(request: Request) -> JSONResponse:
