@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -23,7 +24,7 @@ from schemas.codat import connection_facts, pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
 from service.api.action_limit import ActionLimit
-from service.api.reads import freshness_of
+from service.api.reads import freshness_of, not_found
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
 from service.common.services import services
 from service.security.scope import company_filter
@@ -39,7 +40,6 @@ from workers.codat.actions import (
 )
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
-from workers.ledger.changes import FeedEntry
 from workers.ledger.durations import Timing, load_timings
 from workers.ledger.tables import AuditRecord, Company, Connection
 from workers.ledger.views import load_connection, sync_out
@@ -70,15 +70,6 @@ def _codat(request: Request) -> CodatClient:
     return client
 
 
-async def _publish(request: Request, entries: list[FeedEntry]) -> None:
-    if not entries:
-        return
-    try:
-        await run_in_threadpool(services(request).feed.publish, entries)
-    except Exception as exc:  # the ledger is committed; a dashboard catches up on its next snapshot
-        log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
-
-
 def _audit_out(record: AuditRecord) -> AuditOut:
     return AuditOut.model_validate(record, from_attributes=True)
 
@@ -90,7 +81,11 @@ async def _answer(request: Request, result: ActionResult) -> JSONResponse:
 
 async def action_out(request: Request, result: ActionResult) -> ActionOut:
     """Publish what an accepted action changed and render its answer (logged)."""
-    await _publish(request, result.entries)
+    if result.entries:
+        try:
+            await run_in_threadpool(services(request).feed.publish, result.entries)
+        except Exception as exc:  # the ledger is committed; a dashboard catches up on its next snapshot
+            log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
 
     def load() -> tuple[Any, dict[str, Timing]]:
         with Session(services(request).engine) as session:
@@ -174,16 +169,19 @@ async def refresh_data_type(request: Request) -> JSONResponse:
     return await _refresh(request, request.path_params["company_id"], data_type)
 
 
-def _company_deleted(engine: Any, company_id: str) -> bool:
+def check_company(engine: Engine, company_id: str, required: bool = False) -> None:
+    """404 when the ledger holds the company as deleted, or (`required`) does not hold it."""
     with Session(engine) as session:
         company = session.get(Company, company_id)
-    return company is not None and company.deleted_at is not None
+    if company is None and required:
+        raise not_found("company", company_id)
+    if company is not None and company.deleted_at is not None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
 
 
 async def _refresh(request: Request, company_id: str, data_type: str | None) -> JSONResponse:
     connection_id = request.query_params.get("connection_id") or None
-    if await run_in_threadpool(_company_deleted, services(request).engine, company_id):
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
+    await run_in_threadpool(check_company, services(request).engine, company_id)
     await within_action_limit(request, _target("refresh", company_id, connection_id, data_type))
     return await _answer(request, await queue_refresh(request, company_id, data_type, connection_id))
 
@@ -227,7 +225,7 @@ async def _known_connection(request: Request) -> Connection:
     connection_id = request.path_params["connection_id"]
     connection = await run_in_threadpool(find_connection, services(request).engine, connection_id)
     if connection is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"no connection with id {connection_id!r}")
+        raise not_found("connection", connection_id)
     if connection.deleted_at is not None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"connection {connection_id!r} was deleted")
     return connection

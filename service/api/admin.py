@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -36,7 +35,7 @@ from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from service.common.services import services
 from workers.ledger.tables import ReplayJob
 from workers.ops.actors import start_message
-from workers.ops.deadletters import DeadLetter, DeadLetters
+from workers.ops.deadletters import DeadLetters
 from workers.ops.replay import cancel_job, count_selection, create_job, job_out, load_job, sample_selection
 from workers.runtime.metrics import record_redriven
 from workers.runtime.redis_queues import push, queue_states
@@ -135,19 +134,12 @@ async def list_queues(request: Request) -> JSONResponse:
         states = await queue_states(services(request).redis, namespace_of(request))
     except (RedisError, OSError) as exc:
         raise ApiError(503, ErrorCode.QUEUE_UNAVAILABLE, f"Redis did not answer: {exc}") from None
-    items = [
-        QueueOut(queue=s.queue, depth=s.depth, oldest_age_seconds=s.oldest_age_seconds, dead_letters=s.dead_letters)
-        for s in states
-    ]
+    items = [QueueOut.model_validate(state, from_attributes=True) for state in states]
     return JSONResponse(QueuesOut(items=items).model_dump(mode="json"))
 
 
 def dead_letters(request: Request) -> DeadLetters:
     return DeadLetters(admin_redis(request), namespace_of(request), engine=services(request).engine)
-
-
-def letter_out(letter: DeadLetter) -> dict[str, Any]:
-    return DeadLetterOut.model_validate(letter.summary()).model_dump(mode="json")
 
 
 def list_dead_letters(request: Request) -> JSONResponse:
@@ -156,7 +148,7 @@ def list_dead_letters(request: Request) -> JSONResponse:
     offset = int(cursor[0]) if cursor and isinstance(cursor[0], int) else 0
     letters = dead_letters(request)
     total = letters.count()
-    items = [letter_out(letter) for letter in letters.newest(limit, offset)]
+    items = [DeadLetterOut.model_validate(x.summary()).model_dump(mode="json") for x in letters.newest(limit, offset)]
     next_cursor = encode_cursor(offset + limit) if offset + limit < total else None
     return JSONResponse({"items": items, "next_cursor": next_cursor, "total": total})
 

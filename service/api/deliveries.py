@@ -1,15 +1,10 @@
-"""A subscription's delivery log, manual retry, and replay of a time range.
-
-* `GET /v1/subscriptions/{id}/deliveries` (`?status=`, `?event_type=`, newest first) and
-  `GET …/deliveries/{delivery_id}` (with the body as sent);
-* `POST …/deliveries/{delivery_id}/retry`: due now, same `webhook-id` and body, a fresh retry window;
-* `POST …/replay {since, until?, include_delivered?}`: the changes of that range still in the change
-  stream, matched against the subscription's filter (`workers/outbound/range_replay.py`).
-"""
+"""A subscription's delivery log, manual retry, replay of a time range, and the checks the subscription routes
+share: a destination deliveries may reach (400), a subscription that exists (404) and is enabled (409)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -18,17 +13,49 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
+from schemas.settings import Settings
 from schemas.subscriptions import ReplayIn
 from service.api.reads import newest_first, page_of
-from service.api.subscription_checks import get_subscription, now, read_model, require_enabled
+from service.common.json_body import read_model
 from service.common.pagination import list_param
 from service.common.services import services
-from workers.ledger.tables import Delivery
+from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.range_replay import replay
+from workers.outbound.url_policy import check_url
 from workers.outbound.views import delivery_detail, delivery_out
 from workers.runtime.delivery_queue import enqueue_deliveries
 
 log = logging.getLogger("synctrack.subscriptions")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def checked_url(settings: Settings, url: str) -> str:
+    """`url` if outbound deliveries may go there; raises `UnsafeUrl` (400 `invalid_url`) with the reason."""
+    return check_url(
+        url.strip(),
+        allow_http=settings.subscriptions_allow_http,
+        allow_private=settings.subscriptions_allow_private,
+    )
+
+
+def get_subscription(session: Session, subscription_id: str) -> Subscription:
+    row = session.get(Subscription, subscription_id)
+    if row is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no subscription with id {subscription_id!r}")
+    return row
+
+
+def require_enabled(row: Subscription) -> None:
+    if not row.enabled:
+        raise ApiError(
+            409,
+            ErrorCode.SUBSCRIPTION_DISABLED,
+            f"subscription {row.id} is disabled ({row.disabled_reason}); PATCH it with enabled=true first",
+        )
+
 
 STATUSES = ("pending", "delivered", "failed")
 

@@ -56,7 +56,6 @@ class Param:
     schema: dict[str, Any]
     description: str
     location: str = "query"
-    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,7 @@ def one_of(*values: str) -> dict[str, Any]:
 
 
 LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (default 50).")
-CURSOR = Param("cursor", {"type": "string"}, "The `next_cursor` of the previous page.")
-PAGED = (LIMIT, CURSOR)
+PAGED = (LIMIT, Param("cursor", {"type": "string"}, "The `next_cursor` of the previous page."))
 COMPANIES = Param("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
 CONNECTIONS = Param("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
 TIME = {"type": "string", "format": "date-time"}

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode
 from schemas.imports import DEFAULT_CONCURRENCY, ImportRequest
 from service.api.admin import admin_redis, namespace_of
-from service.api.reads import page_of, time_cursor
+from service.api.reads import not_found, page_of, time_cursor
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, page_limit
 from service.common.services import services
@@ -26,12 +26,15 @@ from workers.runtime.redis_queues import push
 log = logging.getLogger("synctrack.admin")
 
 
-def job_not_found(job_id: str) -> ApiError:
-    return ApiError(404, ErrorCode.NOT_FOUND, f"no import job with id {job_id!r}")
-
-
 def start_on_workers(request: Request, job: ImportJob) -> None:
     push(admin_redis(request), namespace_of(request), [start_message(job.id, DEFAULT_CONCURRENCY)])
+
+
+def _load(request: Request) -> ImportJob:
+    try:
+        return load_job(services(request).engine, request.path_params["job_id"])
+    except ImportJobNotFound:
+        raise not_found("import job", request.path_params["job_id"]) from None
 
 
 async def start_import(request: Request) -> JSONResponse:
@@ -60,34 +63,22 @@ def list_imports(request: Request) -> JSONResponse:
 
 
 def get_import(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
-    engine = services(request).engine
-    try:
-        job = load_job(engine, job_id)
-    except ImportJobNotFound:
-        raise job_not_found(job_id) from None
-    return JSONResponse(job_out(engine, job).model_dump(mode="json"))
+    return JSONResponse(job_out(services(request).engine, _load(request)).model_dump(mode="json"))
 
 
 async def resume_import(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
-    engine = services(request).engine
-
     def run() -> JSONResponse:
-        try:
-            job = load_job(engine, job_id)
-        except ImportJobNotFound:
-            raise job_not_found(job_id) from None
+        job = _load(request)
         status = shown_status(job)
         if status == "running" or (status == "completed" and job.failed == 0):
             raise ApiError(
                 409,
                 ErrorCode.CONFLICT,
-                f"import {job_id} is {status}; only a pending, interrupted, failed or partly failed one resumes",
+                f"import {job.id} is {status}; only a pending, interrupted, failed or partly failed one resumes",
             )
         start_on_workers(request, job)
         log.info("job=%s action=import_resumed done=%d failed=%d total=%d", job.id, job.done, job.failed, job.total)
-        return JSONResponse(job_out(engine, job).model_dump(mode="json"), status_code=202)
+        return JSONResponse(job_out(services(request).engine, job).model_dump(mode="json"), status_code=202)
 
     return await run_in_threadpool(run)
 

@@ -1,8 +1,5 @@
-"""`GET /v1/platforms/incidents`: the platforms' incidents, newest first (admins only).
-
-Incidents are derived by the workers (`workers.ledger.platform_incidents`); this only reads them. Company tokens
-never see them: a company hears of an incident as its own connections' health (`platform_incident`).
-"""
+"""`GET /v1/platforms/incidents`: the platforms' incidents (`workers.ledger.platform_incidents`), newest first,
+for admins only: a company hears of one as its own connections' health."""
 
 from __future__ import annotations
 

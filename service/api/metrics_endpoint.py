@@ -113,15 +113,14 @@ def render(
     lag = GaugeMetricFamily(
         "synctrack_end_to_end_lag_seconds",
         "Now minus the generation time of the newest event folded (absent until one is folded).",
+        value=None if last_folded is None else max(0.0, time.time() - last_folded),
     )
-    if last_folded is not None:
-        lag.add_metric([], max(0.0, time.time() - last_folded))
     families.append(lag)
     if queues is not None:
         families += queue_families(queues)
-    up = GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.")
-    up.add_metric([], 0 if queues is None else 1)
-    families.append(up)
+    families.append(
+        GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.", value=0 if queues is None else 1)
+    )
     if freshness is not None:
         families.append(state_family("freshness", FRESHNESS, freshness))
     if health is not None:  # deleted connections are not counted
@@ -129,9 +128,9 @@ def render(
     if missed is not None:
         families.append(missed_family(missed))
     if incidents_open is not None:
-        incidents = GaugeMetricFamily("synctrack_platform_incidents_open", "Platform incidents open now.")
-        incidents.add_metric([], incidents_open)
-        families.append(incidents)
+        families.append(
+            GaugeMetricFamily("synctrack_platform_incidents_open", "Platform incidents open now.", value=incidents_open)
+        )
     return generate_latest(_Families(families))
 
 
@@ -152,9 +151,12 @@ def queue_families(queues: list[QueueState]) -> list[Metric]:
         depth.add_metric([state.queue, "waiting"], state.depth)
         depth.add_metric([state.queue, "delayed"], state.delayed)
         age.add_metric([state.queue], state.oldest_age_seconds or 0.0)
-    dead = GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queues' dead-letter queues.")
-    dead.add_metric([], sum(s.dead_letters for s in queues if s.queue in (WEBHOOK_QUEUE, BACKFILL_QUEUE)))
-    return [depth, age, dead]
+    dead = sum(s.dead_letters for s in queues if s.queue in (WEBHOOK_QUEUE, BACKFILL_QUEUE))
+    return [
+        depth,
+        age,
+        GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queues' dead-letter queues.", value=dead),
+    ]
 
 
 def _merge_readable(path: str) -> list[Metric]:

@@ -1,8 +1,4 @@
-"""`GET /v1/admin/missed`: the results reconciliation folded that no webhook had reported, newest found first.
-
-`since` keeps those found at or after a time; pages are keyset-paged like the other lists. The records
-(`workers.ledger.missed`) are never removed: a webhook arriving later does not un-miss one.
-"""
+"""`GET /v1/admin/missed`: the results reconciliation folded that no webhook had reported, newest found first."""
 
 from __future__ import annotations
 

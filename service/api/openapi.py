@@ -18,8 +18,6 @@ from schemas.api import ErrorBody
 from service.api.docs import JSON, OPERATIONS, Operation, Param
 from service.security.rules import Kind, Rule, rule_for
 
-TITLE = "Synctrack API"
-VERSION = "1"
 REF = "#/components/schemas/{model}"
 REASONS = {
     400: "Invalid parameter or body",
@@ -49,14 +47,8 @@ def app_operations(routes: list[BaseRoute]) -> list[tuple[str, str]]:
 
 
 def _param(param: Param) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": param.name,
-        "in": param.location,
-        "required": param.required,
-        "schema": param.schema,
-    }
-    if param.description:
-        body["description"] = param.description
+    body: dict[str, Any] = {"name": param.name, "in": param.location, "required": False, "schema": param.schema}
+    body["description"] = param.description
     if param.schema.get("type") == "array":
         body.update(style="form", explode=True)
     return body
@@ -139,8 +131,8 @@ def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
-            "title": TITLE,
-            "version": VERSION,
+            "title": "Synctrack API",
+            "version": "1",
             "description": "Codat connections and their syncs. Authenticate with `Authorization: Bearer <token>`: "
             "an admin token, or a company-scoped token from `POST /v1/tokens`.",
         },

@@ -95,12 +95,9 @@ def assess_rows(
 
 
 def list_all_connections(request: Request) -> JSONResponse:
-    """`GET /v1/connections?freshness=&health=&company_id=&source_type=`: connections across companies, by id.
-
-    Freshness and health are computed at `now`, so the filters run on computed values. The recorded freshness
-    (`connection_freshness`) narrows what is read: a connection can only have moved into another state
-    since it was recorded if its recorded deadline has passed (or it was never recorded).
-    """
+    """`GET /v1/connections?freshness=&health=&company_id=&source_type=`: connections across companies, by id,
+    filtered on freshness and health computed now. Only connections whose recorded freshness matches, or whose
+    recorded deadline has passed, can match."""
     limit = page_limit(request)
     cursor = decode_cursor(request, 1, ("text",))
     wanted = list_param(request, "freshness")
@@ -220,9 +217,8 @@ def page_of(rows: Sequence[Any], limit: int, out: Callable[[Any], Any], *key: st
 
 
 class EventDetailResponse(JSONResponse):
-    """`GET /v1/events/{id}`'s answer. A body stored `failed` may hold a lone UTF-16 surrogate (sent as the
-    escape `\\ud800`), which UTF-8 cannot encode: such an answer escapes every non-ASCII character, as JSON
-    allows, and so still says exactly what arrived."""
+    """`GET /v1/events/{id}`'s answer: a body holding a lone UTF-16 surrogate, which UTF-8 cannot encode, is
+    sent with every non-ASCII character escaped, as JSON allows."""
 
     def render(self, content: Any) -> bytes:
         try:

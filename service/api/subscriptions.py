@@ -1,10 +1,5 @@
-"""`/v1/subscriptions`: outbound webhook subscriptions — create, read, change, delete, rotate, test.
-
-The signing secret is in the answer to create and rotate-secret only. A rotation keeps the previous
-secret signing beside the new one for `SYNCTRACK_SUBSCRIPTIONS_SECRET_OVERLAP_SECONDS` (24 h), so
-receivers can switch secrets without losing a message. Delivery log, retry and replay:
-`service/api/deliveries.py`.
-"""
+"""`/v1/subscriptions`: outbound webhook subscriptions — create, read, change, delete, rotate, test. The
+signing secret is in the answer to create and rotate-secret only."""
 
 from __future__ import annotations
 
@@ -20,9 +15,10 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import PING, SubscriptionIn, SubscriptionPatch
-from service.api import deliveries as subscription_deliveries
+from service.api.deliveries import checked_url, get_subscription, now, require_enabled
+from service.api.deliveries import routes as delivery_routes
 from service.api.reads import newest_first, page_of
-from service.api.subscription_checks import checked_url, get_subscription, now, read_model, require_enabled
+from service.common.json_body import read_model
 from service.common.services import services
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.dispatch import event_body
@@ -160,5 +156,5 @@ routes = [
     Route("/v1/subscriptions/{subscription_id}", delete_subscription, methods=["DELETE"]),
     Route("/v1/subscriptions/{subscription_id}/rotate-secret", rotate_secret, methods=["POST"]),
     Route("/v1/subscriptions/{subscription_id}/test", send_test, methods=["POST"]),
-    *subscription_deliveries.routes,
+    *delivery_routes,
 ]

@@ -1,8 +1,5 @@
-"""`GET /v1/connections/{connection_id}/timeline`: what happened to a connection, newest first, keyset-paged.
-
-The items are built from what the ledger keeps (`workers.ledger.timeline`); company tokens reach only their own
-company's connections (the route's access rule, `service/security/rules.py`).
-"""
+"""`GET /v1/connections/{connection_id}/timeline`: what happened to a connection, newest first
+(`workers.ledger.timeline`)."""
 
 from __future__ import annotations
 

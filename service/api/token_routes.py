@@ -22,8 +22,6 @@ from service.security.minting import mint
 from service.security.revocation import RevocationList
 from workers.ledger.audit import new_record
 
-REVOKE_ACTION = "revoke_token"
-
 log = logging.getLogger("synctrack.auth")
 
 
@@ -57,7 +55,7 @@ async def revoke_token(request: Request) -> JSONResponse:
         with Session(services(request).engine) as session, session.begin():
             new_record(
                 session,
-                action=REVOKE_ACTION,
+                action="revoke_token",
                 actor=by,
                 at=at,
                 company_id=done.company_id or "",

@@ -1,8 +1,5 @@
-"""`synctrack ledger rebuild`: fold every stored webhook into a fresh ledger, compare it, replace the live one.
-
-With `--verify` it prints every difference from the live ledger; with `--apply` the rebuilt ledger
-replaces the live one.
-"""
+"""`synctrack ledger rebuild`: fold every stored webhook into a fresh ledger, compare it (`--verify`), replace
+the live one (`--apply`)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""`synctrack token new|hash|mint`: make admin tokens and their hashes, mint company-scoped tokens.
-
-Tokens go to stdout alone (so they can be piped), explanations to stderr; a token is read from stdin
-or a hidden prompt, never from the command line (where `ps` and shell history would keep it).
-"""
+"""`synctrack token new|hash|mint`: make admin tokens and their hashes, mint company-scoped tokens. Tokens go
+to stdout alone, explanations to stderr; a token is read from stdin or a hidden prompt, never from the command
+line (where `ps` and shell history would keep it)."""
 
 from __future__ import annotations
 
