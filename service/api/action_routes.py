@@ -238,10 +238,8 @@ async def _ask_about_connection(
     refusal: Callable[[Connection], ApiError | None] | None = None,
 ) -> tuple[Connection, datetime, T]:
     """Ask Codat about the path's connection (404 if unknown or deleted): (connection, when asked, answer).
-
-    `refusal` (blocking) gives the error to answer, without asking Codat, when the action makes no sense
-    for the connection. A refusal, Synctrack's or Codat's, is audited and raised.
-    """
+    `refusal` (blocking) gives the error to answer instead when the action makes no sense for the connection.
+    A refusal, Synctrack's or Codat's, is audited and raised."""
     connection = await _known_connection(request)
     target = _target(action, connection.company_id, connection.id)
     await within_action_limit(request, target)
@@ -260,8 +258,7 @@ async def _act_on_connection(
     ask_codat: Callable[[CodatClient, Connection], Awaitable[dict[str, Any]]],
     record: Callable[..., ActionResult],
 ) -> JSONResponse:
-    """Ask Codat to act on the path's connection; `record` its answer (the keywords `ask_codat` gives) and
-    answer 202."""
+    """Ask Codat to act on the path's connection, `record` its answer (the keywords `ask_codat` gives), answer 202."""
     connection, at, answer = await _ask_about_connection(request, action, ask_codat)
     result = await run_in_threadpool(
         lambda: record(

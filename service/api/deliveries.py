@@ -27,6 +27,8 @@ from workers.runtime.delivery_queue import enqueue_deliveries
 
 log = logging.getLogger("synctrack.subscriptions")
 
+STATUSES = ("pending", "delivered", "failed")
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -55,9 +57,6 @@ def require_enabled(row: Subscription) -> None:
             ErrorCode.SUBSCRIPTION_DISABLED,
             f"subscription {row.id} is disabled ({row.disabled_reason}); PATCH it with enabled=true first",
         )
-
-
-STATUSES = ("pending", "delivered", "failed")
 
 
 def list_deliveries(request: Request) -> JSONResponse:
