@@ -24,8 +24,8 @@ from schemas.codat import connection_facts, pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope
 from service.api.action_limit import ActionLimit
-from service.api.reads import freshness_of, not_found
-from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from service.api.reads import freshness_of, not_found, page_of
+from service.common.pagination import decode_cursor, list_param, page_limit
 from service.common.services import services
 from service.security.scope import company_filter
 from workers.codat.actions import (
@@ -347,15 +347,11 @@ def list_audit(request: Request) -> JSONResponse:
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown action {sorted(unknown)[0]!r}")
         query = query.where(col(AuditRecord.action).in_(actions))
     if cursor:
-        if not isinstance(cursor[0], int):
-            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
         query = query.where(col(AuditRecord.id) < cursor[0])
     query = query.order_by(col(AuditRecord.id).desc()).limit(limit + 1)
     with Session(services(request).engine) as session:
         rows = session.exec(query).all()
-    items = [_audit_out(row).model_dump(mode="json") for row in rows[:limit]]
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return JSONResponse({"items": items, "next_cursor": next_cursor})
+    return page_of(rows, limit, _audit_out, "id")
 
 
 routes = [

@@ -145,7 +145,7 @@ def dead_letters(request: Request) -> DeadLetters:
 def list_dead_letters(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 1, ("int",))
-    offset = int(cursor[0]) if cursor and isinstance(cursor[0], int) else 0
+    offset = int(cursor[0]) if cursor else 0
     letters = dead_letters(request)
     total = letters.count()
     items = [DeadLetterOut.model_validate(x.summary()).model_dump(mode="json") for x in letters.newest(limit, offset)]
