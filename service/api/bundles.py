@@ -15,18 +15,10 @@ from starlette.routing import Route
 from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.errors import ApiError, ErrorCode
 from service.api.action_routes import action_out, actor_of, check_company, queue_refresh, within_action_limit
-from service.api.reads import engine_of, freshness_of, not_found
+from service.api.reads import bool_param, engine_of, freshness_of, not_found
 from service.common.services import services
 from workers.ledger.bundles import load_bundles, load_members, start_refresh
 from workers.ledger.tables import Company
-
-
-def _all(request: Request) -> bool:
-    """`?all=true|false` (default false)."""
-    value = request.query_params.get("all", "false").lower()
-    if value not in ("true", "false"):
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"all={value!r}: give true or false")
-    return value == "true"
 
 
 def _members(request: Request) -> tuple[str, list[str]]:
@@ -53,7 +45,7 @@ def list_bundles(request: Request) -> JSONResponse:
 async def refresh_bundle(request: Request) -> JSONResponse:
     company_id = request.path_params["company_id"]
     name, data_types = _members(request)
-    everything = _all(request)
+    everything = bool_param(request, "all") is True
     engine = services(request).engine
     await run_in_threadpool(check_company, engine, company_id, True)
     at = datetime.now(UTC)

@@ -58,6 +58,14 @@ def not_found(kind: str, ident: str) -> ApiError:
     return ApiError(404, ErrorCode.NOT_FOUND, f"no {kind} with id {ident!r}")
 
 
+def bool_param(request: Request, name: str) -> bool | None:
+    """`?{name}=true|false` (any case); None when absent, 400 `invalid_parameter` for anything else."""
+    value = request.query_params.get(name)
+    if value is not None and value.lower() not in ("true", "false"):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{name}={value!r}: give true or false")
+    return None if value is None else value.lower() == "true"
+
+
 def list_companies(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 1, ("text",))

@@ -13,11 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from schemas.errors import ApiError, ErrorCode
 from schemas.subscriptions import PING, SubscriptionIn, SubscriptionPatch
 from service.api.deliveries import checked_url, get_subscription, now, require_enabled
 from service.api.deliveries import routes as delivery_routes
-from service.api.reads import newest_first, page_of
+from service.api.reads import bool_param, newest_first, page_of
 from service.common.json_body import read_model
 from service.common.services import services
 from workers.ledger.tables import Delivery, Subscription
@@ -54,11 +53,8 @@ async def create_subscription(request: Request) -> JSONResponse:
 
 def list_subscriptions(request: Request) -> JSONResponse:
     query, limit = newest_first(request, select(Subscription), Subscription.created_at, Subscription.id)
-    enabled = request.query_params.get("enabled")
-    if enabled is not None:
-        if enabled.lower() not in ("true", "false"):
-            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "enabled must be true or false")
-        query = query.where(col(Subscription.enabled) == (enabled.lower() == "true"))
+    if (enabled := bool_param(request, "enabled")) is not None:
+        query = query.where(col(Subscription.enabled) == enabled)
     with Session(services(request).engine) as session:
         rows = session.exec(query).all()
     at = now()

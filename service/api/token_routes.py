@@ -46,8 +46,7 @@ async def revoke_token(request: Request) -> JSONResponse:
     if not is_valid_id(token_id):
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "token_id is the token_id a mint answered with")
     by = principal_of(request).subject
-    revocations = services(request).get(RevocationList)
-    done = await revocations.revoke(token_id, by)
+    done = await services(request).get(RevocationList).revoke(token_id, by)
     at = datetime.now(UTC)
     kept_until = datetime.fromtimestamp(done.kept_until, UTC)
 

@@ -16,6 +16,7 @@ from workers.runtime.logs import configure_logging
 
 if TYPE_CHECKING:
     from schemas.imports import ImportJobOut
+    from workers.ledger.tables import ImportJob
 
 app = typer.Typer()
 
@@ -59,9 +60,8 @@ def import_account(
     with progress_bar("companies", 1) as progress:
         task = progress.add_task("companies", total=job.total or None, completed=job.done + job.failed)
 
-        def show(current: object) -> None:
-            done = getattr(current, "done", 0) + getattr(current, "failed", 0)
-            progress.update(task, total=getattr(current, "total", None) or None, completed=done)
+        def show(current: ImportJob) -> None:
+            progress.update(task, total=current.total or None, completed=current.done + current.failed)
 
         importer = Importer(settings, engine, change_feed(settings), concurrency=concurrency, on_progress=show)
         try:

@@ -16,10 +16,7 @@ app = typer.Typer(name="token", help="Admin tokens and company-scoped tokens.", 
 
 
 def _read_token() -> str:
-    if sys.stdin.isatty():
-        token = str(typer.prompt("Token", hide_input=True))
-    else:
-        token = sys.stdin.readline()
+    token = str(typer.prompt("Token", hide_input=True)) if sys.stdin.isatty() else sys.stdin.readline()
     return token.strip()
 
 
