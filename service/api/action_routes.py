@@ -158,17 +158,6 @@ async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
     raise await _refused(request, error, target, "rate_limited")
 
 
-async def refresh_company(request: Request) -> JSONResponse:
-    return await _refresh(request, request.path_params["company_id"], None)
-
-
-async def refresh_data_type(request: Request) -> JSONResponse:
-    data_type = request.path_params["data_type"]
-    if not DATA_TYPE.match(data_type):
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{data_type!r} is not a Codat data type name")
-    return await _refresh(request, request.path_params["company_id"], data_type)
-
-
 def check_company(engine: Engine, company_id: str, required: bool = False) -> None:
     """404 when the ledger holds the company as deleted, or (`required`) does not hold it."""
     with Session(engine) as session:
@@ -179,7 +168,11 @@ def check_company(engine: Engine, company_id: str, required: bool = False) -> No
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
 
 
-async def _refresh(request: Request, company_id: str, data_type: str | None) -> JSONResponse:
+async def refresh(request: Request) -> JSONResponse:
+    """Refresh every data type of the path's company, or the path's one data type."""
+    company_id, data_type = request.path_params["company_id"], request.path_params.get("data_type")
+    if data_type is not None and not DATA_TYPE.match(data_type):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{data_type!r} is not a Codat data type name")
     connection_id = request.query_params.get("connection_id") or None
     await run_in_threadpool(check_company, services(request).engine, company_id)
     await within_action_limit(request, _target("refresh", company_id, connection_id, data_type))
@@ -355,8 +348,8 @@ def list_audit(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/v1/companies/{company_id}/refresh", refresh_company, methods=["POST"]),
-    Route("/v1/companies/{company_id}/refresh/{data_type}", refresh_data_type, methods=["POST"]),
+    Route("/v1/companies/{company_id}/refresh", refresh, methods=["POST"]),
+    Route("/v1/companies/{company_id}/refresh/{data_type}", refresh, methods=["POST"]),
     Route("/v1/connections/{connection_id}/unlink", unlink_connection, methods=["POST"]),
     Route("/v1/connections/{connection_id}", delete_connection, methods=["DELETE"]),
     Route("/v1/connections/{connection_id}/reconnect", reconnect_connection, methods=["POST"]),

@@ -85,6 +85,7 @@ LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page 
 PAGED = (LIMIT, Param("cursor", {"type": "string"}, "The `next_cursor` of the previous page."))
 COMPANIES = Param("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
 CONNECTIONS = Param("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
+ONE_CONNECTION = Param("connection_id", {"type": "string"}, "Only this connection.")
 TIME = {"type": "string", "format": "date-time"}
 CODAT = (400, 409, 502, 503)
 """What an action can meet at Codat: a 400, a conflict, a refusal or failure, no answer."""
@@ -178,14 +179,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Refresh all of a company's data at Codat",
         ActionOut,
         202,
-        query=(Param("connection_id", {"type": "string"}, "Only this connection."),),
+        query=(ONE_CONNECTION,),
         errors=CODAT,
     ),
     ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): Operation(
         "Refresh one data type at Codat",
         ActionOut,
         202,
-        query=(Param("connection_id", {"type": "string"}, "Only this connection."),),
+        query=(ONE_CONNECTION,),
         errors=(400, *CODAT),
     ),
     ("GET", "/v1/companies/{company_id}/bundles"): Operation(
