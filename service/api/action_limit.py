@@ -1,12 +1,6 @@
-"""How many actions one company's tokens may take against Codat: `SYNCTRACK_ACTIONS_PER_MINUTE` a minute.
-
-Every action calls Codat with the account's one key and spends the account's one quota, so a company token
-(a customer's browser session) must not be able to spend it all. The count lives in Redis, so every web
-process shares it (`synctrack dev`: its in-process Redis): a sliding window, the sorted set
-``{namespace}:actions:{company_id}`` holding one member per action let through, scored by Redis's clock in
-ms. One script trims what is older than a minute, counts and adds, so concurrent requests on several
-processes never let more through than the limit. Admin tokens are not limited.
-"""
+"""How many actions one company's tokens may take against Codat: `SYNCTRACK_ACTIONS_PER_MINUTE` a minute, so a
+customer's browser session cannot spend the account's one Codat quota. A sliding window in Redis, shared by
+every web process: the sorted set ``{namespace}:actions:{company_id}``, one member per action let through."""
 
 from __future__ import annotations
 
@@ -32,11 +26,8 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tonumber(oldest[2]) + window - at
 """
-"""Let one action through (-1) or answer the ms until the oldest counted one leaves the window."""
-
-
-def actions_key(namespace: str, company_id: str) -> str:
-    return f"{namespace}:actions:{company_id}"
+"""Trim, count and add in one step, so concurrent requests never let more through than the limit: -1 lets one
+action through, else the ms until the oldest counted one leaves the window (by Redis's clock)."""
 
 
 class ActionLimit:
@@ -56,7 +47,7 @@ class ActionLimit:
         try:
             wait_ms = int(
                 await self._take(
-                    keys=[actions_key(self.namespace, company_id)],
+                    keys=[f"{self.namespace}:actions:{company_id}"],
                     args=[WINDOW_MS, self.per_minute, uuid.uuid4().hex],
                 )
             )

@@ -1,14 +1,7 @@
 """Actions against Codat (refresh, unlink, delete, reconnect) and their audit log (`GET /v1/audit`).
 
-Each action calls Codat first (`workers.codat.client`); only when Codat accepts does the ledger change
-(`workers.codat.actions`, one transaction, the same fold as webhooks), and the changes are then published
-on the change feed so dashboards see the spinner start at the click. The answer is 202 with the
-recorded action: Codat does the work asynchronously and a webhook confirms it later. A Codat
-failure answers with the mapped error (`workers.codat.errors`) and leaves an audit row with result
-`failed`, nothing else. Before it calls Codat, every action passes `within_action_limit`: a company
-token's company may take `SYNCTRACK_ACTIONS_PER_MINUTE` actions a minute (`service/api/action_limit.py`).
-Reconnect changes nothing in the ledger: it answers 200 with the link URL Codat issued at the click
-(one-time Link URLs are dead once used or a day old, so a stored one will not do).
+Codat is asked first; only when it accepts does the ledger change (`workers.codat.actions`), and the changes
+go on the change feed at once. A refusal answers its error and leaves a `failed` audit row, nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,8 +24,8 @@ from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, connection_facts
 from service.api.action_limit import ActionLimit
-from service.api.reads import freshness_of
-from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from service.api.reads import freshness_of, not_found, page_of
+from service.common.pagination import decode_cursor, list_param, page_limit
 from service.common.services import services
 from service.security.scope import company_filter
 from workers.codat.actions import (
@@ -46,7 +40,6 @@ from workers.codat.actions import (
 )
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
-from workers.ledger.changes import FeedEntry
 from workers.ledger.durations import Timing, load_timings
 from workers.ledger.tables import AuditRecord, Company, Connection
 from workers.ledger.views import load_connection, sync_out
@@ -77,15 +70,6 @@ def _codat(request: Request) -> CodatClient:
     return client
 
 
-async def _publish(request: Request, entries: list[FeedEntry]) -> None:
-    if not entries:
-        return
-    try:
-        await run_in_threadpool(services(request).feed.publish, entries)
-    except Exception as exc:  # the ledger is committed; a dashboard catches up on its next snapshot
-        log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
-
-
 def _audit_out(record: AuditRecord) -> AuditOut:
     return AuditOut.model_validate(record, from_attributes=True)
 
@@ -97,7 +81,11 @@ async def _answer(request: Request, result: ActionResult) -> JSONResponse:
 
 async def action_out(request: Request, result: ActionResult) -> ActionOut:
     """Publish what an accepted action changed and render its answer (logged)."""
-    await _publish(request, result.entries)
+    if result.entries:
+        try:
+            await run_in_threadpool(services(request).feed.publish, result.entries)
+        except Exception as exc:  # the ledger is committed; a dashboard catches up on its next snapshot
+            log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
 
     def load() -> tuple[Any, dict[str, Timing]]:
         with Session(services(request).engine) as session:
@@ -120,7 +108,7 @@ async def action_out(request: Request, result: ActionResult) -> ActionOut:
     return body
 
 
-async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
+async def _refused(request: Request, exc: ApiError, target: dict[str, Any], result: str = "failed") -> ApiError:
     """Audit an action refused by Codat (a `CodatError`, with Codat's status) or by Synctrack before asking."""
     codat_status = exc.codat_status if isinstance(exc, CodatError) else None
     await run_in_threadpool(
@@ -129,23 +117,31 @@ async def _failed(request: Request, exc: ApiError, **target: Any) -> ApiError:
             actor=actor_of(request),
             codat_status=codat_status,
             detail=f"{exc.code.value}: {exc.detail}",
+            result=result,
             **target,
         )
     )
     log.warning(
-        "action=%s company=%s result=failed error=%s codat_status=%s",
+        "action=%s company=%s result=%s error=%s codat_status=%s",
         target["action"],
         target["company_id"],
+        result,
         exc.code.value,
         codat_status,
     )
     return exc
 
 
+def _target(
+    action: str, company_id: str, connection_id: str | None = None, data_type: str | None = None
+) -> dict[str, Any]:
+    """What the audit row of an action names (`record_failure`'s keywords), at now."""
+    return dict(action=action, at=_now(), company_id=company_id, connection_id=connection_id, data_type=data_type)
+
+
 async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
-    """The check every action makes just before it calls Codat (`target`: what `_failed` records). A company
-    token's company over `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`,
-    audited with result `rate_limited`, and Codat is not called. Admin tokens are not limited."""
+    """The check every action makes just before it calls Codat: a company token's company over
+    `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`, and audited."""
     principal = request.scope.get("state", {}).get("principal")
     company_id = getattr(principal, "company_id", None)
     if not isinstance(company_id, str):
@@ -158,44 +154,28 @@ async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
         f"company {company_id!r} took the {limit.per_minute} actions a minute its tokens may take "
         f"(SYNCTRACK_ACTIONS_PER_MINUTE); retry in {wait} s"
     )
-    await run_in_threadpool(
-        lambda: record_failure(
-            services(request).engine,
-            actor=actor_of(request),
-            codat_status=None,
-            detail=f"{ErrorCode.RATE_LIMITED.value}: {detail}",
-            result="rate_limited",
-            **target,
-        )
-    )
-    log.warning("action=%s company=%s result=rate_limited retry_after=%d", target["action"], company_id, wait)
-    raise ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
+    error = ApiError(429, ErrorCode.RATE_LIMITED, detail, headers={"Retry-After": str(wait)})
+    raise await _refused(request, error, target, "rate_limited")
 
 
-async def refresh_company(request: Request) -> JSONResponse:
-    return await _refresh(request, request.path_params["company_id"], None)
-
-
-async def refresh_data_type(request: Request) -> JSONResponse:
-    data_type = request.path_params["data_type"]
-    if not DATA_TYPE.match(data_type):
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{data_type!r} is not a Codat data type name")
-    return await _refresh(request, request.path_params["company_id"], data_type)
-
-
-def _company_deleted(engine: Any, company_id: str) -> bool:
+def check_company(engine: Engine, company_id: str, required: bool = False) -> None:
+    """404 when the ledger holds the company as deleted, or (`required`) does not hold it."""
     with Session(engine) as session:
         company = session.get(Company, company_id)
-    return company is not None and company.deleted_at is not None
-
-
-async def _refresh(request: Request, company_id: str, data_type: str | None) -> JSONResponse:
-    connection_id = request.query_params.get("connection_id") or None
-    if await run_in_threadpool(_company_deleted, services(request).engine, company_id):
+    if company is None and required:
+        raise not_found("company", company_id)
+    if company is not None and company.deleted_at is not None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
-    at = _now()
-    target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
-    await within_action_limit(request, target)
+
+
+async def refresh(request: Request) -> JSONResponse:
+    """Refresh every data type of the path's company, or the path's one data type."""
+    company_id, data_type = request.path_params["company_id"], request.path_params.get("data_type")
+    if data_type is not None and not DATA_TYPE.match(data_type):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{data_type!r} is not a Codat data type name")
+    connection_id = request.query_params.get("connection_id") or None
+    await run_in_threadpool(check_company, services(request).engine, company_id)
+    await within_action_limit(request, _target("refresh", company_id, connection_id, data_type))
     return await _answer(request, await queue_refresh(request, company_id, data_type, connection_id))
 
 
@@ -204,8 +184,7 @@ async def queue_refresh(
 ) -> ActionResult:
     """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it.
     A refusal is audited and raised as its `ApiError`. The caller has passed `within_action_limit`."""
-    at = _now()
-    target = dict(action="refresh", at=at, company_id=company_id, connection_id=connection_id, data_type=data_type)
+    target = _target("refresh", company_id, connection_id, data_type)
     try:
         if data_type is None:
             status, raws = await _codat(request).refresh_all(company_id)
@@ -219,12 +198,12 @@ async def queue_refresh(
                 502, ErrorCode.CODAT_ERROR, f"Codat's pull operation is unreadable: {exc}", status
             ) from None
     except CodatError as exc:
-        raise await _failed(request, exc, **target) from None
+        raise await _refused(request, exc, target) from None
     return await run_in_threadpool(
         lambda: record_refresh(
             services(request).engine,
             actor=actor_of(request),
-            at=at,
+            at=target["at"],
             company_id=company_id,
             data_type=data_type,
             connection_id=connection_id,
@@ -239,7 +218,7 @@ async def _known_connection(request: Request) -> Connection:
     connection_id = request.path_params["connection_id"]
     connection = await run_in_threadpool(find_connection, services(request).engine, connection_id)
     if connection is None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"no connection with id {connection_id!r}")
+        raise not_found("connection", connection_id)
     if connection.deleted_at is not None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"connection {connection_id!r} was deleted")
     return connection
@@ -252,69 +231,55 @@ async def _ask_about_connection(
     refusal: Callable[[Connection], ApiError | None] | None = None,
 ) -> tuple[Connection, datetime, T]:
     """Ask Codat about the path's connection (404 if unknown or deleted): (connection, when asked, answer).
-
-    `refusal` (blocking) gives the error to answer, without asking Codat, when the action makes no sense
-    for the connection. A refusal, Synctrack's or Codat's, is audited and raised.
-    """
+    `refusal` (blocking) gives the error to answer instead when the action makes no sense for the connection.
+    A refusal, Synctrack's or Codat's, is audited and raised."""
     connection = await _known_connection(request)
-    at = _now()
-    target = dict(action=action, at=at, company_id=connection.company_id, connection_id=connection.id, data_type=None)
+    target = _target(action, connection.company_id, connection.id)
     await within_action_limit(request, target)
     try:
         if refusal is not None and (refused := await run_in_threadpool(refusal, connection)) is not None:
             raise refused
         answer = await ask_codat(_codat(request), connection)
     except ApiError as exc:
-        raise await _failed(request, exc, **target) from None
-    return connection, at, answer
+        raise await _refused(request, exc, target) from None
+    return connection, target["at"], answer
 
 
 async def _act_on_connection(
     request: Request,
     action: str,
-    ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
-    record: Callable[[Connection, datetime, T], ActionResult],
+    ask_codat: Callable[[CodatClient, Connection], Awaitable[dict[str, Any]]],
+    record: Callable[..., ActionResult],
 ) -> JSONResponse:
-    """Ask Codat to act on the path's connection; record its answer (or its refusal) and answer 202."""
+    """Ask Codat to act on the path's connection, `record` its answer (the keywords `ask_codat` gives), answer 202."""
     connection, at, answer = await _ask_about_connection(request, action, ask_codat)
-    result = await run_in_threadpool(record, connection, at, answer)
+    result = await run_in_threadpool(
+        lambda: record(
+            services(request).engine,
+            actor=actor_of(request),
+            at=at,
+            answered_at=_now(),
+            connection=connection,
+            freshness=freshness_of(request),
+            **answer,
+        )
+    )
     return await _answer(request, result)
 
 
 async def unlink_connection(request: Request) -> JSONResponse:
-    def record(connection: Connection, at: datetime, answer: tuple[int, dict[str, Any]]) -> ActionResult:
-        status, body = answer
-        return record_unlink(
-            services(request).engine,
-            actor=actor_of(request),
-            at=at,
-            answered_at=_now(),
-            connection=connection,
-            codat_status=status,
-            answer=body,
-            freshness=freshness_of(request),
-        )
+    async def ask(codat: CodatClient, connection: Connection) -> dict[str, Any]:
+        status, body = await codat.unlink_connection(connection.company_id, connection.id)
+        return {"codat_status": status, "answer": body}
 
-    return await _act_on_connection(
-        request, "unlink", lambda codat, c: codat.unlink_connection(c.company_id, c.id), record
-    )
+    return await _act_on_connection(request, "unlink", ask, record_unlink)
 
 
 async def delete_connection(request: Request) -> JSONResponse:
-    def record(connection: Connection, at: datetime, status: int) -> ActionResult:
-        return record_delete(
-            services(request).engine,
-            actor=actor_of(request),
-            at=at,
-            answered_at=_now(),
-            connection=connection,
-            codat_status=status,
-            freshness=freshness_of(request),
-        )
+    async def ask(codat: CodatClient, connection: Connection) -> dict[str, Any]:
+        return {"codat_status": await codat.delete_connection(connection.company_id, connection.id)}
 
-    return await _act_on_connection(
-        request, "delete", lambda codat, c: codat.delete_connection(c.company_id, c.id), record
-    )
+    return await _act_on_connection(request, "delete", ask, record_delete)
 
 
 async def reconnect_connection(request: Request) -> JSONResponse:
@@ -375,20 +340,16 @@ def list_audit(request: Request) -> JSONResponse:
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"unknown action {sorted(unknown)[0]!r}")
         query = query.where(col(AuditRecord.action).in_(actions))
     if cursor:
-        if not isinstance(cursor[0], int):
-            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out")
         query = query.where(col(AuditRecord.id) < cursor[0])
     query = query.order_by(col(AuditRecord.id).desc()).limit(limit + 1)
     with Session(services(request).engine) as session:
         rows = session.exec(query).all()
-    items = [_audit_out(row).model_dump(mode="json") for row in rows[:limit]]
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return JSONResponse({"items": items, "next_cursor": next_cursor})
+    return page_of(rows, limit, _audit_out, "id")
 
 
 routes = [
-    Route("/v1/companies/{company_id}/refresh", refresh_company, methods=["POST"]),
-    Route("/v1/companies/{company_id}/refresh/{data_type}", refresh_data_type, methods=["POST"]),
+    Route("/v1/companies/{company_id}/refresh", refresh, methods=["POST"]),
+    Route("/v1/companies/{company_id}/refresh/{data_type}", refresh, methods=["POST"]),
     Route("/v1/connections/{connection_id}/unlink", unlink_connection, methods=["POST"]),
     Route("/v1/connections/{connection_id}", delete_connection, methods=["DELETE"]),
     Route("/v1/connections/{connection_id}/reconnect", reconnect_connection, methods=["POST"]),

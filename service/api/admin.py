@@ -1,26 +1,20 @@
-"""`/v1/admin/…`: replay stored webhooks, look at the queues and look after dead letters.
-
-A replay created here runs on the workers (`workers/ops/actors.py`), paced and resumable; its progress
-is `GET /v1/admin/replays/{id}`. Dead letters are read from and put back onto dramatiq's queues in Redis
-(`workers/ops/deadletters.py`). Everything under this prefix is for operators; access control for it is
-configured with the rest of the API's security.
-"""
+"""`/v1/admin/…`: replay stored webhooks (on the workers, `workers/ops/actors.py`), look at the queues and
+look after dead letters (`workers/ops/deadletters.py`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.api import EventOut, Page
+from schemas.api import EventOut
 from schemas.errors import ApiError, ErrorCode
 from schemas.ops import (
     DEFAULT_MAX_BACKLOG,
@@ -32,23 +26,17 @@ from schemas.ops import (
     QueuesOut,
     RedriveOut,
     RedriveRequest,
+    ReplayJobOut,
     ReplayRequest,
 )
-from service.api.reads import time_cursor
+from service.api.reads import newest_first, page_of
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from service.common.services import services
 from workers.ledger.tables import ReplayJob
 from workers.ops.actors import start_message
-from workers.ops.deadletters import DeadLetter, DeadLetters
-from workers.ops.replay import (
-    cancel_job,
-    count_selection,
-    create_job,
-    job_out,
-    load_job,
-    sample_selection,
-)
+from workers.ops.deadletters import DeadLetters
+from workers.ops.replay import cancel_job, count_selection, create_job, job_out, load_job, sample_selection
 from workers.runtime.metrics import record_redriven
 from workers.runtime.redis_queues import push, queue_states
 
@@ -68,6 +56,10 @@ def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog:
     push(admin_redis(request), namespace_of(request), [start_message(job.id, rate, max_backlog)])
 
 
+def _job_out(request: Request, job: ReplayJob) -> ReplayJobOut:
+    return job_out(job, admin_redis(request), namespace_of(request))
+
+
 async def replay(request: Request) -> JSONResponse:
     body = await read_model(request, ReplayRequest)
     filters = body.filters()
@@ -85,43 +77,31 @@ async def replay(request: Request) -> JSONResponse:
         job = create_job(engine, filters)
         start_on_workers(request, job, body.rate, body.max_backlog)
         log.info("job=%s action=replay_started total=%d filters=%s", job.id, job.total, json.dumps(job.filters))
-        out_ = job_out(job, admin_redis(request), namespace_of(request))
         return JSONResponse(
-            out_.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/admin/replays/{job.id}"}
+            _job_out(request, job).model_dump(mode="json"),
+            status_code=202,
+            headers={"Location": f"/v1/admin/replays/{job.id}"},
         )
 
     return await run_in_threadpool(run)
 
 
 def list_replays(request: Request) -> JSONResponse:
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    query = select(ReplayJob)
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where(
-            (col(ReplayJob.created_at) < at) | ((col(ReplayJob.created_at) == at) & (col(ReplayJob.id) < cursor[1]))
-        )
-    query = query.order_by(col(ReplayJob.created_at).desc(), col(ReplayJob.id).desc()).limit(limit + 1)
+    query, limit = newest_first(request, select(ReplayJob), ReplayJob.created_at, ReplayJob.id)
     with Session(services(request).engine) as session:
         rows = session.exec(query).all()
-    items = [job_out(row, admin_redis(request), namespace_of(request)) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = Page[Any](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
-    return JSONResponse(page.model_dump(mode="json"))
+    return page_of(rows, limit, lambda row: _job_out(request, row), "created_at", "id")
 
 
 def get_replay(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
-    job = load_job(services(request).engine, job_id)
-    return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
+    job = load_job(services(request).engine, request.path_params["job_id"])
+    return JSONResponse(_job_out(request, job).model_dump(mode="json"))
 
 
 def cancel_replay(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
-    job = cancel_job(services(request).engine, job_id)
+    job = cancel_job(services(request).engine, request.path_params["job_id"])
     log.info("job=%s action=replay_cancelled status=%s", job.id, job.status)
-    return JSONResponse(job_out(job, admin_redis(request), namespace_of(request)).model_dump(mode="json"))
+    return JSONResponse(_job_out(request, job).model_dump(mode="json"))
 
 
 async def resume_replay(request: Request) -> JSONResponse:
@@ -136,7 +116,7 @@ async def resume_replay(request: Request) -> JSONResponse:
 
     def run() -> JSONResponse:
         job = load_job(services(request).engine, job_id)
-        shown = job_out(job, admin_redis(request), namespace_of(request))
+        shown = _job_out(request, job)
         if shown.status not in ("interrupted", "pending"):
             raise ApiError(
                 409, ErrorCode.CONFLICT, f"replay {job_id} is {shown.status}; only an interrupted one resumes"
@@ -154,10 +134,7 @@ async def list_queues(request: Request) -> JSONResponse:
         states = await queue_states(services(request).redis, namespace_of(request))
     except (RedisError, OSError) as exc:
         raise ApiError(503, ErrorCode.QUEUE_UNAVAILABLE, f"Redis did not answer: {exc}") from None
-    items = [
-        QueueOut(queue=s.queue, depth=s.depth, oldest_age_seconds=s.oldest_age_seconds, dead_letters=s.dead_letters)
-        for s in states
-    ]
+    items = [QueueOut.model_validate(state, from_attributes=True) for state in states]
     return JSONResponse(QueuesOut(items=items).model_dump(mode="json"))
 
 
@@ -165,17 +142,13 @@ def dead_letters(request: Request) -> DeadLetters:
     return DeadLetters(admin_redis(request), namespace_of(request), engine=services(request).engine)
 
 
-def letter_out(letter: DeadLetter) -> dict[str, Any]:
-    return DeadLetterOut.model_validate(letter.summary()).model_dump(mode="json")
-
-
 def list_dead_letters(request: Request) -> JSONResponse:
     limit = page_limit(request)
     cursor = decode_cursor(request, 1, ("int",))
-    offset = int(cursor[0]) if cursor and isinstance(cursor[0], int) else 0
+    offset = int(cursor[0]) if cursor else 0
     letters = dead_letters(request)
     total = letters.count()
-    items = [letter_out(letter) for letter in letters.newest(limit, offset)]
+    items = [DeadLetterOut.model_validate(x.summary()).model_dump(mode="json") for x in letters.newest(limit, offset)]
     next_cursor = encode_cursor(offset + limit) if offset + limit < total else None
     return JSONResponse({"items": items, "next_cursor": next_cursor, "total": total})
 

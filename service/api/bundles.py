@@ -1,18 +1,11 @@
-"""Bundles (`SYNCTRACK_BUNDLES`): `GET /v1/companies/{company_id}/bundles` and a bundle's refresh.
-
-`POST /v1/companies/{company_id}/bundles/{name}/refresh` records the bundle refresh first (superseding the
-pending one), so a sync finishing while Codat is still being asked counts toward it; then it queues one refresh
-per member data type that is not fresh (every member with `?all=true`) per Linked connection that has it, each
-through the same path, audit and answer as `POST /v1/companies/{company_id}/refresh/{data_type}`. The whole
-request counts as one action against `SYNCTRACK_ACTIONS_PER_MINUTE`. A refusal by Codat answers its error; the
-refreshes queued before it stay queued. ``bundle.ready`` follows from the fold (`workers.ledger.bundles`).
-"""
+"""Bundles (`SYNCTRACK_BUNDLES`): `GET /v1/companies/{company_id}/bundles` and a bundle's refresh, which records
+the bundle refresh first, then queues one refresh per member data type that is not fresh (all with `?all=true`)
+per Linked connection that has it, as `POST …/refresh/{data_type}` would; the request is one action."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,19 +14,11 @@ from starlette.routing import Route
 
 from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.errors import ApiError, ErrorCode
-from service.api.action_routes import action_out, actor_of, queue_refresh, within_action_limit
-from service.api.reads import engine_of, freshness_of, not_found
+from service.api.action_routes import action_out, actor_of, check_company, queue_refresh, within_action_limit
+from service.api.reads import bool_param, engine_of, freshness_of, not_found
 from service.common.services import services
 from workers.ledger.bundles import load_bundles, load_members, start_refresh
 from workers.ledger.tables import Company
-
-
-def _all(request: Request) -> bool:
-    """`?all=true|false` (default false)."""
-    value = request.query_params.get("all", "false").lower()
-    if value not in ("true", "false"):
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"all={value!r}: give true or false")
-    return value == "true"
 
 
 def _members(request: Request) -> tuple[str, list[str]]:
@@ -44,16 +29,6 @@ def _members(request: Request) -> tuple[str, list[str]]:
         known = ", ".join(bundles) or "none is configured (SYNCTRACK_BUNDLES)"
         raise ApiError(404, ErrorCode.UNKNOWN_BUNDLE, f"no bundle named {name!r}; known: {known}")
     return name, bundles[name]
-
-
-def _known_company(engine: Engine, company_id: str) -> None:
-    """404 for a company the ledger does not hold, or holds as deleted."""
-    with Session(engine) as session:
-        company = session.get(Company, company_id)
-    if company is None:
-        raise not_found("company", company_id)
-    if company.deleted_at is not None:
-        raise ApiError(404, ErrorCode.NOT_FOUND, f"company {company_id!r} was deleted")
 
 
 def list_bundles(request: Request) -> JSONResponse:
@@ -70,9 +45,9 @@ def list_bundles(request: Request) -> JSONResponse:
 async def refresh_bundle(request: Request) -> JSONResponse:
     company_id = request.path_params["company_id"]
     name, data_types = _members(request)
-    everything = _all(request)
+    everything = bool_param(request, "all") is True
     engine = services(request).engine
-    await run_in_threadpool(_known_company, engine, company_id)
+    await run_in_threadpool(check_company, engine, company_id, True)
     at = datetime.now(UTC)
     target = dict(action="refresh", at=at, company_id=company_id, connection_id=None, data_type=None)
     await within_action_limit(request, target)

@@ -1,15 +1,10 @@
-"""A subscription's delivery log, manual retry, and replay of a time range.
-
-* `GET /v1/subscriptions/{id}/deliveries` (`?status=`, `?event_type=`, newest first) and
-  `GET …/deliveries/{delivery_id}` (with the body as sent);
-* `POST …/deliveries/{delivery_id}/retry`: due now, same `webhook-id` and body, a fresh retry window;
-* `POST …/replay {since, until?, include_delivered?}`: the changes of that range still in the change
-  stream, matched against the subscription's filter (`workers/outbound/range_replay.py`).
-"""
+"""A subscription's delivery log, manual retry, replay of a time range, and the checks the subscription routes
+share: a destination deliveries may reach (400), a subscription that exists (404) and is enabled (409)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -17,15 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.subscriptions import DeliveryOut, ReplayIn
-from service.api.reads import time_cursor
-from service.api.subscription_checks import get_subscription, now, read_model, require_enabled
-from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit
+from schemas.settings import Settings
+from schemas.subscriptions import ReplayIn
+from service.api.reads import newest_first, page_of
+from service.common.json_body import read_model
+from service.common.pagination import list_param
 from service.common.services import services
-from workers.ledger.tables import Delivery
+from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.range_replay import replay
+from workers.outbound.url_policy import check_url
 from workers.outbound.views import delivery_detail, delivery_out
 from workers.runtime.delivery_queue import enqueue_deliveries
 
@@ -34,30 +30,49 @@ log = logging.getLogger("synctrack.subscriptions")
 STATUSES = ("pending", "delivered", "failed")
 
 
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def checked_url(settings: Settings, url: str) -> str:
+    """`url` if outbound deliveries may go there; raises `UnsafeUrl` (400 `invalid_url`) with the reason."""
+    return check_url(
+        url.strip(),
+        allow_http=settings.subscriptions_allow_http,
+        allow_private=settings.subscriptions_allow_private,
+    )
+
+
+def get_subscription(session: Session, subscription_id: str) -> Subscription:
+    row = session.get(Subscription, subscription_id)
+    if row is None:
+        raise ApiError(404, ErrorCode.NOT_FOUND, f"no subscription with id {subscription_id!r}")
+    return row
+
+
+def require_enabled(row: Subscription) -> None:
+    if not row.enabled:
+        raise ApiError(
+            409,
+            ErrorCode.SUBSCRIPTION_DISABLED,
+            f"subscription {row.id} is disabled ({row.disabled_reason}); PATCH it with enabled=true first",
+        )
+
+
 def list_deliveries(request: Request) -> JSONResponse:
     subscription_id = request.path_params["subscription_id"]
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    query = select(Delivery).where(col(Delivery.subscription_id) == subscription_id)
+    query, limit = newest_first(request, select(Delivery), Delivery.created_at, Delivery.id)
+    query = query.where(col(Delivery.subscription_id) == subscription_id)
     if statuses := list_param(request, "status"):
         if set(statuses) - set(STATUSES):
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"status must be among {', '.join(STATUSES)}")
         query = query.where(col(Delivery.status).in_(statuses))
     if types := list_param(request, "event_type"):
         query = query.where(col(Delivery.event_type).in_(types))
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where(
-            (col(Delivery.created_at) < at) | ((col(Delivery.created_at) == at) & (col(Delivery.id) < cursor[1]))
-        )
-    query = query.order_by(col(Delivery.created_at).desc(), col(Delivery.id).desc()).limit(limit + 1)
     with Session(services(request).engine) as session:
         get_subscription(session, subscription_id)
         rows = session.exec(query).all()
-    items = [delivery_out(row) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = Page[DeliveryOut](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
-    return JSONResponse(page.model_dump(mode="json"))
+    return page_of(rows, limit, delivery_out, "created_at", "id")
 
 
 def _delivery(session: Session, request: Request) -> Delivery:

@@ -1,9 +1,5 @@
-"""What each route takes and answers, for the OpenAPI document (`service/api/openapi.py`).
-
-The bodies are the pydantic models the handlers themselves build or validate, so the document cannot
-drift from them; this table only names which model goes with which route, plus the query parameters
-(handlers read those from the request directly). Every route of the app has an entry (a test checks it).
-"""
+"""What each route takes and answers, for the OpenAPI document (`service/api/openapi.py`): which pydantic
+model (the one the handler builds or validates) goes with which route, and the query parameters."""
 
 from __future__ import annotations
 
@@ -60,7 +56,6 @@ class Param:
     schema: dict[str, Any]
     description: str
     location: str = "query"
-    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,19 +81,14 @@ def one_of(*values: str) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string", "enum": list(values)}}
 
 
-def _q(name: str, schema: dict[str, Any], description: str) -> Param:
-    return Param(name, schema, description)
-
-
-LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (default 50).")
-CURSOR = _q("cursor", {"type": "string"}, "The `next_cursor` of the previous page.")
-PAGED = (LIMIT, CURSOR)
-COMPANIES = _q("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
-CONNECTIONS = _q("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (default 50).")
+PAGED = (LIMIT, Param("cursor", {"type": "string"}, "The `next_cursor` of the previous page."))
+COMPANIES = Param("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
+CONNECTIONS = Param("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
+ONE_CONNECTION = Param("connection_id", {"type": "string"}, "Only this connection.")
 TIME = {"type": "string", "format": "date-time"}
 CODAT = (400, 409, 502, 503)
-"""What an action can meet at Codat: an id Codat cannot have (refused before the call) or Codat's own 400,
-already in progress / conflict, Codat refused or failed, unreachable."""
+"""What an action can meet at Codat: a 400, a conflict, a refusal or failure, no answer."""
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/webhooks/codat"): Operation(
@@ -124,10 +114,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Page[ConnectionOut],
         query=(
             *PAGED,
-            _q("freshness", one_of(*FRESHNESS), "Only connections in these states (repeat, or comma-separated)."),
-            _q("health", one_of(*HEALTH), "Only connections of these healths (repeat, or comma-separated)."),
+            Param("freshness", one_of(*FRESHNESS), "Only connections in these states (repeat, or comma-separated)."),
+            Param("health", one_of(*HEALTH), "Only connections of these healths (repeat, or comma-separated)."),
             COMPANIES,
-            _q("source_type", many("source types"), "Only these source types (Accounting, Banking, ...)."),
+            Param("source_type", many("source types"), "Only these source types (Accounting, Banking, ...)."),
         ),
     ),
     ("GET", "/v1/connections/{connection_id}"): Operation("One connection, with its data types", ConnectionDetail),
@@ -136,8 +126,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Page[SyncOut],
         query=(
             *PAGED,
-            _q("data_type", {"type": "string"}, "Only this data type."),
-            _q("phase", {"type": "string", "enum": list(PHASES)}, "Only syncs in this phase."),
+            Param("data_type", {"type": "string"}, "Only this data type."),
+            Param("phase", {"type": "string", "enum": list(PHASES)}, "Only syncs in this phase."),
         ),
     ),
     ("GET", "/v1/connections/{connection_id}/timeline"): Operation(
@@ -154,10 +144,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *PAGED,
             COMPANIES,
             CONNECTIONS,
-            _q("event_type", many("event types"), "Only these event types."),
-            _q("outcome", many("outcomes"), "Only these outcomes (processed, ignored, failed, ...)."),
-            _q("since", TIME, "Received at or after."),
-            _q("until", TIME, "Received before."),
+            Param("event_type", many("event types"), "Only these event types."),
+            Param("outcome", many("outcomes"), "Only these outcomes (processed, ignored, failed, ...)."),
+            Param("since", TIME, "Received at or after."),
+            Param("until", TIME, "Received before."),
         ),
     ),
     ("GET", "/v1/events/{event_id}"): Operation("One stored webhook, with its body", EventDetail),
@@ -168,7 +158,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *PAGED,
             COMPANIES,
             CONNECTIONS,
-            _q("action", one_of("refresh", "unlink", "delete", "reconnect"), "Only these actions."),
+            Param("action", one_of("refresh", "unlink", "delete", "reconnect"), "Only these actions."),
         ),
     ),
     ("GET", "/v1/stream"): Operation(
@@ -177,8 +167,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query=(
             COMPANIES,
             CONNECTIONS,
-            _q("last_event_id", {"type": "string"}, "Resume after this event (the header wins)."),
-            _q("access_token", {"type": "string"}, "The token, when SYNCTRACK_STREAM_TOKEN_IN_QUERY is on."),
+            Param("last_event_id", {"type": "string"}, "Resume after this event (the header wins)."),
+            Param("access_token", {"type": "string"}, "The token, when SYNCTRACK_STREAM_TOKEN_IN_QUERY is on."),
             Param("Last-Event-ID", {"type": "string"}, "Resume after this event.", location="header"),
         ),
         media="text/event-stream",
@@ -189,14 +179,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Refresh all of a company's data at Codat",
         ActionOut,
         202,
-        query=(_q("connection_id", {"type": "string"}, "Only this connection."),),
+        query=(ONE_CONNECTION,),
         errors=CODAT,
     ),
     ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): Operation(
         "Refresh one data type at Codat",
         ActionOut,
         202,
-        query=(_q("connection_id", {"type": "string"}, "Only this connection."),),
+        query=(ONE_CONNECTION,),
         errors=(400, *CODAT),
     ),
     ("GET", "/v1/companies/{company_id}/bundles"): Operation(
@@ -206,7 +196,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Refresh a bundle's members that are not fresh (all of them with all=true) at Codat",
         BundleRefreshOut,
         202,
-        query=(_q("all", {"type": "boolean"}, "Refresh every member, fresh or not."),),
+        query=(Param("all", {"type": "boolean"}, "Refresh every member, fresh or not."),),
         errors=CODAT,
     ),
     ("POST", "/v1/connections/{connection_id}/unlink"): Operation(
@@ -237,7 +227,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/subscriptions"): Operation(
         "Subscriptions, newest first",
         Page[SubscriptionOut],
-        query=(*PAGED, _q("enabled", {"type": "boolean"}, "Only enabled (true) or disabled (false) ones.")),
+        query=(*PAGED, Param("enabled", {"type": "boolean"}, "Only enabled (true) or disabled (false) ones.")),
     ),
     ("GET", "/v1/subscriptions/{subscription_id}"): Operation("One subscription", SubscriptionOut),
     ("PATCH", "/v1/subscriptions/{subscription_id}"): Operation(
@@ -255,8 +245,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Page[DeliveryOut],
         query=(
             *PAGED,
-            _q("status", one_of("pending", "delivered", "failed"), "Only deliveries in these states."),
-            _q("event_type", one_of(*EVENT_TYPES, "ping"), "Only these event types."),
+            Param("status", one_of("pending", "delivered", "failed"), "Only deliveries in these states."),
+            Param("event_type", one_of(*EVENT_TYPES, "ping"), "Only these event types."),
         ),
     ),
     ("GET", "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}"): Operation(
@@ -278,12 +268,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/admin/missed"): Operation(
         "Missed webhooks: results reconciliation folded that no webhook had reported, newest found first",
         Page[MissedWebhookOut],
-        query=(*PAGED, _q("since", TIME, "Found at or after.")),
+        query=(*PAGED, Param("since", TIME, "Found at or after.")),
     ),
     ("GET", "/v1/platforms/incidents"): Operation(
         "Platform incidents, newest first",
         Page[IncidentOut],
-        query=(*PAGED, _q("status", {"type": "string", "enum": ["open", "closed"]}, "Only open or closed ones.")),
+        query=(*PAGED, Param("status", {"type": "string", "enum": ["open", "closed"]}, "Only open or closed ones.")),
     ),
     ("GET", "/v1/admin/replays"): Operation("Replay jobs, newest first", Page[ReplayJobOut], query=PAGED),
     ("GET", "/v1/admin/replays/{job_id}"): Operation("One replay job and its progress", ReplayJobOut),
@@ -293,8 +283,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ReplayJobOut,
         202,
         query=(
-            _q("rate", {"type": "number", "minimum": 0}, "Events per second."),
-            _q("max_backlog", {"type": "integer", "minimum": 1}, "Most events waiting in the queue."),
+            Param("rate", {"type": "number", "minimum": 0}, "Events per second."),
+            Param("max_backlog", {"type": "integer", "minimum": 1}, "Most events waiting in the queue."),
         ),
         errors=(409,),
     ),

@@ -1,28 +1,22 @@
-"""`/v1/admin/imports`: import an existing Codat account, on the workers.
+"""`/v1/admin/imports`: import an existing Codat account on the workers (`workers/codat/import_actor.py`).
 
-`POST /v1/admin/imports` records a job and puts its first chunk on the workers' `ops` queue
-(`workers/codat/import_actor.py`); the job survives restarts of either side. `GET /v1/admin/imports/{id}`
-and `GET /v1/admin/imports` show progress; `POST /v1/admin/imports/{id}/resume` restarts an interrupted
-or finished job, retrying the companies that failed.
-"""
+A job survives restarts of either side; resuming one restarts it, retrying the companies that failed."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.api import Page
 from schemas.errors import ApiError, ErrorCode
 from schemas.imports import DEFAULT_CONCURRENCY, ImportRequest
 from service.api.admin import admin_redis, namespace_of
-from service.api.reads import time_cursor
+from service.api.reads import not_found, page_of, time_cursor
 from service.common.json_body import read_model
-from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from service.common.pagination import decode_cursor, page_limit
 from service.common.services import services
 from workers.codat.import_actor import start_message
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
@@ -32,12 +26,15 @@ from workers.runtime.redis_queues import push
 log = logging.getLogger("synctrack.admin")
 
 
-def job_not_found(job_id: str) -> ApiError:
-    return ApiError(404, ErrorCode.NOT_FOUND, f"no import job with id {job_id!r}")
-
-
 def start_on_workers(request: Request, job: ImportJob) -> None:
     push(admin_redis(request), namespace_of(request), [start_message(job.id, DEFAULT_CONCURRENCY)])
+
+
+def _load(request: Request) -> ImportJob:
+    try:
+        return load_job(services(request).engine, request.path_params["job_id"])
+    except ImportJobNotFound:
+        raise not_found("import job", request.path_params["job_id"]) from None
 
 
 async def start_import(request: Request) -> JSONResponse:
@@ -62,42 +59,26 @@ def list_imports(request: Request) -> JSONResponse:
     cursor = decode_cursor(request, 2)
     before = (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
     engine = services(request).engine
-    rows = list_jobs(engine, limit, before)
-    items = [job_out(engine, row) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = Page[Any](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
-    return JSONResponse(page.model_dump(mode="json"))
+    return page_of(list_jobs(engine, limit, before), limit, lambda row: job_out(engine, row), "created_at", "id")
 
 
 def get_import(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
-    engine = services(request).engine
-    try:
-        job = load_job(engine, job_id)
-    except ImportJobNotFound:
-        raise job_not_found(job_id) from None
-    return JSONResponse(job_out(engine, job).model_dump(mode="json"))
+    return JSONResponse(job_out(services(request).engine, _load(request)).model_dump(mode="json"))
 
 
 async def resume_import(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
-    engine = services(request).engine
-
     def run() -> JSONResponse:
-        try:
-            job = load_job(engine, job_id)
-        except ImportJobNotFound:
-            raise job_not_found(job_id) from None
+        job = _load(request)
         status = shown_status(job)
         if status == "running" or (status == "completed" and job.failed == 0):
             raise ApiError(
                 409,
                 ErrorCode.CONFLICT,
-                f"import {job_id} is {status}; only a pending, interrupted, failed or partly failed one resumes",
+                f"import {job.id} is {status}; only a pending, interrupted, failed or partly failed one resumes",
             )
         start_on_workers(request, job)
         log.info("job=%s action=import_resumed done=%d failed=%d total=%d", job.id, job.done, job.failed, job.total)
-        return JSONResponse(job_out(engine, job).model_dump(mode="json"), status_code=202)
+        return JSONResponse(job_out(services(request).engine, job).model_dump(mode="json"), status_code=202)
 
     return await run_in_threadpool(run)
 

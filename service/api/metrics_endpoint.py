@@ -1,11 +1,6 @@
-"""`GET /metrics`: Prometheus text, merged across every process, plus what only Redis knows.
-
-Counters, histograms and gauges are defined in `workers/runtime/metrics.py` (web and worker processes both
-record there). At scrape time this adds, read fresh: the depth of each queue (waiting and delayed for retry) and
-the age of its oldest waiting message, the webhook lanes' dead-letter depth, the end-to-end lag (now minus the
-generation time of the newest event any worker folded), the connections by freshness and by health (from the
-database: what the fold and the periodic check last recorded), the missed webhooks ever recorded (from the
-database, so every process counts the same and a restart loses none) and the platform incidents open.
+"""`GET /metrics`: Prometheus text, merged across every process (`workers/runtime/metrics.py`), plus what is
+read fresh at scrape time: queue depths and ages and dead letters from Redis, the end-to-end lag, and from the
+database the connections by freshness and health, the missed webhooks and the platform incidents open.
 """
 
 from __future__ import annotations
@@ -15,8 +10,8 @@ import glob
 import os
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,7 +30,7 @@ from workers.ledger.platform_incidents import count_open_incidents
 from workers.runtime.metrics import LAST_FOLDED, forget_dead_processes, metrics, multiprocess_dir
 from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE, QueueState, queue_states
 
-Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class _Families:
@@ -56,34 +51,10 @@ async def read_queues(redis: Any, namespace: str) -> list[QueueState] | None:
         return None
 
 
-def read_freshness(engine: Engine) -> dict[tuple[str, str], int] | None:
-    """Connections by (freshness, source type), as last recorded; None if the database does not answer."""
+def read_database(count: Callable[[Engine], T], engine: Engine) -> T | None:
+    """`count(engine)`; None if the database does not answer."""
     try:
-        return count_by_freshness(engine)
-    except SQLAlchemyError:
-        return None
-
-
-def read_health(engine: Engine) -> dict[tuple[str, str], int] | None:
-    """Connections by (health, source type), as last recorded; None if the database does not answer."""
-    try:
-        return count_by_health(engine)
-    except SQLAlchemyError:
-        return None
-
-
-def read_missed(engine: Engine) -> dict[str, int] | None:
-    """Missed webhooks by source type; None if the database does not answer."""
-    try:
-        return count_missed(engine)
-    except SQLAlchemyError:
-        return None
-
-
-def read_open_incidents(engine: Engine) -> int | None:
-    """Platform incidents open now; None if the database does not answer."""
-    try:
-        return count_open_incidents(engine)
+        return count(engine)
     except SQLAlchemyError:
         return None
 
@@ -100,30 +71,15 @@ def missed_family(counts: dict[str, int]) -> CounterMetricFamily:
     return family
 
 
-def health_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
-    """`synctrack_connections_by_health`: every state but `deleted` (deleted connections are not counted) of every
-    source type seen, zeros included."""
+def state_family(kind: str, states: Iterable[str], counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
+    """`synctrack_connections_by_{kind}`: every state of every source type seen, zeros included."""
     family = GaugeMetricFamily(
-        "synctrack_connections_by_health",
-        "Connections (not deleted) by health and source type, as last checked.",
-        labels=["health", "source_type"],
+        f"synctrack_connections_by_{kind}",
+        f"Connections (not deleted) by {kind} and source type, as last checked.",
+        labels=[kind, "source_type"],
     )
     for source_type in sorted({source for _, source in counts}):
-        for state in HEALTH:
-            if state != "deleted":
-                family.add_metric([state, source_type], counts.get((state, source_type), 0))
-    return family
-
-
-def freshness_family(counts: dict[tuple[str, str], int]) -> GaugeMetricFamily:
-    """`synctrack_connections_by_freshness`: every state of every source type seen, zeros included."""
-    family = GaugeMetricFamily(
-        "synctrack_connections_by_freshness",
-        "Connections (not deleted) by freshness and source type, as last checked.",
-        labels=["freshness", "source_type"],
-    )
-    for source_type in sorted({source for _, source in counts}):
-        for state in FRESHNESS:
+        for state in states:
             family.add_metric([state, source_type], counts.get((state, source_type), 0))
     return family
 
@@ -157,25 +113,24 @@ def render(
     lag = GaugeMetricFamily(
         "synctrack_end_to_end_lag_seconds",
         "Now minus the generation time of the newest event folded (absent until one is folded).",
+        value=None if last_folded is None else max(0.0, time.time() - last_folded),
     )
-    if last_folded is not None:
-        lag.add_metric([], max(0.0, time.time() - last_folded))
     families.append(lag)
     if queues is not None:
         families += queue_families(queues)
-    up = GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.")
-    up.add_metric([], 0 if queues is None else 1)
-    families.append(up)
+    families.append(
+        GaugeMetricFamily("synctrack_redis_up", "1 if Redis answered this scrape.", value=0 if queues is None else 1)
+    )
     if freshness is not None:
-        families.append(freshness_family(freshness))
-    if health is not None:
-        families.append(health_family(health))
+        families.append(state_family("freshness", FRESHNESS, freshness))
+    if health is not None:  # deleted connections are not counted
+        families.append(state_family("health", [state for state in HEALTH if state != "deleted"], health))
     if missed is not None:
         families.append(missed_family(missed))
     if incidents_open is not None:
-        incidents = GaugeMetricFamily("synctrack_platform_incidents_open", "Platform incidents open now.")
-        incidents.add_metric([], incidents_open)
-        families.append(incidents)
+        families.append(
+            GaugeMetricFamily("synctrack_platform_incidents_open", "Platform incidents open now.", value=incidents_open)
+        )
     return generate_latest(_Families(families))
 
 
@@ -196,9 +151,12 @@ def queue_families(queues: list[QueueState]) -> list[Metric]:
         depth.add_metric([state.queue, "waiting"], state.depth)
         depth.add_metric([state.queue, "delayed"], state.delayed)
         age.add_metric([state.queue], state.oldest_age_seconds or 0.0)
-    dead = GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queues' dead-letter queues.")
-    dead.add_metric([], sum(s.dead_letters for s in queues if s.queue in (WEBHOOK_QUEUE, BACKFILL_QUEUE)))
-    return [depth, age, dead]
+    dead = sum(s.dead_letters for s in queues if s.queue in (WEBHOOK_QUEUE, BACKFILL_QUEUE))
+    return [
+        depth,
+        age,
+        GaugeMetricFamily("synctrack_dead_letters", "Messages in the webhook queues' dead-letter queues.", value=dead),
+    ]
 
 
 def _merge_readable(path: str) -> list[Metric]:
@@ -223,7 +181,11 @@ async def metrics_endpoint(request: Request) -> Response:
     queues = await read_queues(shared.redis, settings.redis_namespace)
     body = await asyncio.to_thread(
         lambda: render(
-            queues, read_freshness(engine), read_health(engine), read_missed(engine), read_open_incidents(engine)
+            queues,
+            read_database(count_by_freshness, engine),
+            read_database(count_by_health, engine),
+            read_database(count_missed, engine),
+            read_database(count_open_incidents, engine),
         )
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,8 +1,4 @@
-"""`GET /v1/admin/missed`: the results reconciliation folded that no webhook had reported, newest found first.
-
-`since` keeps those found at or after a time; pages are keyset-paged like the other lists. The records
-(`workers.ledger.missed`) are never removed: a webhook arriving later does not un-miss one.
-"""
+"""`GET /v1/admin/missed`: the results reconciliation folded that no webhook had reported, newest found first."""
 
 from __future__ import annotations
 
@@ -12,21 +8,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.api import MissedWebhookOut
-from service.api.reads import engine_of, page_response, time_cursor
-from service.common.pagination import decode_cursor, encode_cursor, page_limit, time_param
+from service.api.reads import engine_of, page_of, page_start
+from service.common.pagination import time_param
 from workers.ledger.missed import missed_page
 
 
 def list_missed(request: Request) -> JSONResponse:
-    limit = page_limit(request)
+    limit, after = page_start(request)
     since = time_param(request, "since")
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    after = (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
     with Session(engine_of(request)) as session:
         rows = missed_page(session, since, limit, after)
-    items = [MissedWebhookOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    return page_response(items, encode_cursor(last.found_at, last.dataset_id) if last else None)
+    out = MissedWebhookOut.model_validate
+    return page_of(rows, limit, lambda row: out(row, from_attributes=True), "found_at", "dataset_id")
 
 
 routes = [Route("/v1/admin/missed", list_missed)]

@@ -1,10 +1,6 @@
-"""`GET /openapi.json`: the OpenAPI 3.1 document of the whole API, generated when first asked for.
-
-Paths come from the app's own routes; bodies from the pydantic models the handlers use (JSON Schema by
-pydantic, hoisted into `components.schemas`); security and the 401/403/404 answers from the access
-rules (`service/security/rules.py`); query parameters and which model goes where from `service/api/docs.py`.
-A route missing from either table is listed under `x-undocumented` (and fails the tests).
-"""
+"""`GET /openapi.json`: the OpenAPI 3.1 document of the whole API, built on first request from the app's routes,
+the access rules (`service/security/rules.py`) and `service/api/docs.py`. A route missing from the table is
+listed under `x-undocumented`."""
 
 from __future__ import annotations
 
@@ -22,8 +18,6 @@ from schemas.api import ErrorBody
 from service.api.docs import JSON, OPERATIONS, Operation, Param
 from service.security.rules import Kind, Rule, rule_for
 
-TITLE = "Synctrack API"
-VERSION = "1"
 REF = "#/components/schemas/{model}"
 REASONS = {
     400: "Invalid parameter or body",
@@ -52,23 +46,9 @@ def app_operations(routes: list[BaseRoute]) -> list[tuple[str, str]]:
     return found
 
 
-def _rule(method: str, path: str) -> Rule:
-    return rule_for(method, path.removesuffix("/{path}")) or Rule(Kind.ADMIN)
-
-
-def _error(reason: str) -> dict[str, Any]:
-    return {"description": reason, "content": {JSON: {"schema": {"$ref": REF.format(model="ErrorBody")}}}}
-
-
 def _param(param: Param) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": param.name,
-        "in": param.location,
-        "required": param.required,
-        "schema": param.schema,
-    }
-    if param.description:
-        body["description"] = param.description
+    body: dict[str, Any] = {"name": param.name, "in": param.location, "required": False, "schema": param.schema}
+    body["description"] = param.description
     if param.schema.get("type") == "array":
         body.update(style="form", explode=True)
     return body
@@ -86,7 +66,7 @@ def _security(rule: Rule) -> tuple[list[dict[str, list[str]]], str]:
 
 
 def operation(method: str, path: str, op: Operation, refs: dict[tuple[Any, str], Any]) -> dict[str, Any]:
-    rule = _rule(method, path)
+    rule = rule_for(method, path.removesuffix("/{path}")) or Rule(Kind.ADMIN)
     security, who = _security(rule)
     path_names = re.findall(r"{(\w+)(?::\w+)?}", path)
     doc: dict[str, Any] = {
@@ -125,7 +105,8 @@ def operation(method: str, path: str, op: Operation, refs: dict[tuple[Any, str],
         errors |= {413, 415}
     for status in sorted(errors):
         if str(status) not in responses:
-            responses[str(status)] = _error(REASONS.get(status, "Error"))
+            schema = {"schema": {"$ref": REF.format(model="ErrorBody")}}
+            responses[str(status)] = {"description": REASONS.get(status, "Error"), "content": {JSON: schema}}
     if path == "/readyz":
         responses["503"] = {
             "description": "Not ready",
@@ -150,8 +131,8 @@ def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
-            "title": TITLE,
-            "version": VERSION,
+            "title": "Synctrack API",
+            "version": "1",
             "description": "Codat connections and their syncs. Authenticate with `Authorization: Bearer <token>`: "
             "an admin token, or a company-scoped token from `POST /v1/tokens`.",
         },

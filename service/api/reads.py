@@ -1,24 +1,23 @@
-"""The read side of the JSON API (v1): companies, connections, syncs, stored events.
-
-Handlers are plain functions: Starlette runs them in its thread pool, so the blocking database
-calls never stall the event loop the receiver depends on.
-"""
+"""The read side of the JSON API (v1): companies, connections, syncs, stored events, and the keyset paging
+the other lists share. Handlers are plain functions, run in Starlette's thread pool."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.api import EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
+from schemas.events import InvalidEnvelope, parse_time
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.common.services import services
@@ -36,6 +35,8 @@ from workers.ledger.views import (
     load_connection_detail,
     sync_out,
 )
+
+T = TypeVar("T")
 
 SCAN_CHUNK = 500
 """Connections read per statement while `GET /v1/connections` filters by freshness."""
@@ -55,6 +56,14 @@ def page_response(items: list[Any], next_cursor: str | None) -> JSONResponse:
 
 def not_found(kind: str, ident: str) -> ApiError:
     return ApiError(404, ErrorCode.NOT_FOUND, f"no {kind} with id {ident!r}")
+
+
+def bool_param(request: Request, name: str) -> bool | None:
+    """`?{name}=true|false` (any case); None when absent, 400 `invalid_parameter` for anything else."""
+    value = request.query_params.get(name)
+    if value is not None and value.lower() not in ("true", "false"):
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{name}={value!r}: give true or false")
+    return None if value is None else value.lower() == "true"
 
 
 def list_companies(request: Request) -> JSONResponse:
@@ -94,12 +103,9 @@ def assess_rows(
 
 
 def list_all_connections(request: Request) -> JSONResponse:
-    """`GET /v1/connections?freshness=&health=&company_id=&source_type=`: connections across companies, by id.
-
-    Freshness and health are computed at `now`, so the filters run on computed values. The recorded freshness
-    (`connection_freshness`) narrows what is read: a connection can only have moved into another state
-    since it was recorded if its recorded deadline has passed (or it was never recorded).
-    """
+    """`GET /v1/connections?freshness=&health=&company_id=&source_type=`: connections across companies, by id,
+    filtered on freshness and health computed now. Only connections whose recorded freshness matches, or whose
+    recorded deadline has passed, can match."""
     limit = page_limit(request)
     cursor = decode_cursor(request, 1, ("text",))
     wanted = list_param(request, "freshness")
@@ -157,10 +163,19 @@ def get_connection(request: Request) -> JSONResponse:
     return JSONResponse(detail.model_dump(mode="json"))
 
 
+def _sync_page(request: Request, query: SelectOfScalar[Sync], connection_id: str | None = None) -> JSONResponse:
+    """Syncs newest first; 404 when `connection_id` names no connection."""
+    query, limit = newest_first(request, query, Sync.sort_at, Sync.id)
+    with Session(engine_of(request)) as session:
+        if connection_id is not None and session.get(Connection, connection_id) is None:
+            raise not_found("connection", connection_id)
+        rows = session.exec(query).all()
+        timings = load_timings(session, rows[:limit])
+    return page_of(rows, limit, lambda row: sync_out(row, timings.get(row.id)), "sort_at", "id")
+
+
 def list_syncs(request: Request) -> JSONResponse:
     connection_id = request.path_params["connection_id"]
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(Sync).where(Sync.connection_id == connection_id)
     if data_type := request.query_params.get("data_type"):
         query = query.where(Sync.data_type == data_type)
@@ -168,53 +183,50 @@ def list_syncs(request: Request) -> JSONResponse:
         if phase not in PHASES:
             raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"phase must be one of {', '.join(PHASES)}")
         query = query.where(Sync.phase == phase)
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where((col(Sync.sort_at) < at) | ((col(Sync.sort_at) == at) & (col(Sync.id) < cursor[1])))
-    query = query.order_by(col(Sync.sort_at).desc(), col(Sync.id).desc()).limit(limit + 1)
-    with Session(engine_of(request)) as session:
-        if session.get(Connection, connection_id) is None:
-            raise not_found("connection", connection_id)
-        rows = session.exec(query).all()
-        timings = load_timings(session, rows[:limit])
-    items = [sync_out(row, timings.get(row.id)) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    return page_response(items, encode_cursor(last.sort_at, last.id) if last else None)
+    return _sync_page(request, query, connection_id)
 
 
 def list_active_syncs(request: Request) -> JSONResponse:
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
     query = select(Sync).where(Sync.phase == "active")
     if company_ids := company_filter(request):
         query = query.where(col(Sync.company_id).in_(company_ids))
     if connection_ids := list_param(request, "connection_id"):
         query = query.where(col(Sync.connection_id).in_(connection_ids))
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where((col(Sync.sort_at) < at) | ((col(Sync.sort_at) == at) & (col(Sync.id) < cursor[1])))
-    query = query.order_by(col(Sync.sort_at).desc(), col(Sync.id).desc()).limit(limit + 1)
-    with Session(engine_of(request)) as session:
-        rows = session.exec(query).all()
-        timings = load_timings(session, rows[:limit])
-    items = [sync_out(row, timings.get(row.id)) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    return page_response(items, encode_cursor(last.sort_at, last.id) if last else None)
+    return _sync_page(request, query)
 
 
-def time_cursor(raw: Any) -> Any:
-    from schemas.events import InvalidEnvelope, parse_time
-
+def time_cursor(raw: Any) -> datetime:
     try:
         return parse_time(raw)
     except InvalidEnvelope:
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out") from None
 
 
+def page_start(request: Request) -> tuple[int, tuple[datetime, str] | None]:
+    """The page's `limit` and the (time, id) its cursor names, for lists kept newest first."""
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 2, ("time", "text"))
+    return limit, (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
+
+
+def newest_first(request: Request, query: SelectOfScalar[T], at: Any, ident: Any) -> tuple[SelectOfScalar[T], int]:
+    """`query` ordered by (`at`, `ident`) newest first, past the request's cursor, one row over its `limit`."""
+    limit, after = page_start(request)
+    if after:
+        query = query.where((col(at) < after[0]) | ((col(at) == after[0]) & (col(ident) < after[1])))
+    return query.order_by(col(at).desc(), col(ident).desc()).limit(limit + 1), limit
+
+
+def page_of(rows: Sequence[Any], limit: int, out: Callable[[Any], Any], *key: str) -> JSONResponse:
+    """The first `limit` rows through `out`; when more follow, the cursor holds the last one's `key` attributes."""
+    last = rows[limit - 1] if len(rows) > limit else None
+    cursor = encode_cursor(*(getattr(last, name) for name in key)) if last else None
+    return page_response([out(row) for row in rows[:limit]], cursor)
+
+
 class EventDetailResponse(JSONResponse):
-    """`GET /v1/events/{id}`'s answer. A body stored `failed` may hold a lone UTF-16 surrogate (sent as the
-    escape `\\ud800`), which UTF-8 cannot encode: such an answer escapes every non-ASCII character, as JSON
-    allows, and so still says exactly what arrived."""
+    """`GET /v1/events/{id}`'s answer: a body holding a lone UTF-16 surrogate, which UTF-8 cannot encode, is
+    sent with every non-ASCII character escaped, as JSON allows."""
 
     def render(self, content: Any) -> bytes:
         try:
@@ -228,9 +240,7 @@ def event_out(row: WebhookEvent) -> EventOut:
 
 
 def list_events(request: Request) -> JSONResponse:
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    query = select(WebhookEvent)
+    query, limit = newest_first(request, select(WebhookEvent), WebhookEvent.received_at, WebhookEvent.id)
     if company_ids := company_filter(request):
         query = query.where(col(WebhookEvent.company_id).in_(company_ids))
     for name in ("connection_id", "event_type", "outcome"):
@@ -240,18 +250,9 @@ def list_events(request: Request) -> JSONResponse:
         query = query.where(col(WebhookEvent.received_at) >= since)
     if until := time_param(request, "until"):
         query = query.where(col(WebhookEvent.received_at) < until)
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where(
-            (col(WebhookEvent.received_at) < at)
-            | ((col(WebhookEvent.received_at) == at) & (col(WebhookEvent.id) < cursor[1]))
-        )
-    query = query.order_by(col(WebhookEvent.received_at).desc(), col(WebhookEvent.id).desc()).limit(limit + 1)
     with Session(engine_of(request)) as session:
         rows = session.exec(query).all()
-    items = [event_out(row) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    return page_response(items, encode_cursor(last.received_at, last.id) if last else None)
+    return page_of(rows, limit, event_out, "received_at", "id")
 
 
 def get_event(request: Request) -> JSONResponse:

@@ -1,10 +1,5 @@
-"""`/v1/subscriptions`: outbound webhook subscriptions — create, read, change, delete, rotate, test.
-
-The signing secret is in the answer to create and rotate-secret only. A rotation keeps the previous
-secret signing beside the new one for `SYNCTRACK_SUBSCRIPTIONS_SECRET_OVERLAP_SECONDS` (24 h), so
-receivers can switch secrets without losing a message. Delivery log, retry and replay:
-`service/api/deliveries.py`.
-"""
+"""`/v1/subscriptions`: outbound webhook subscriptions — create, read, change, delete, rotate, test. The
+signing secret is in the answer to create and rotate-secret only."""
 
 from __future__ import annotations
 
@@ -18,13 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from schemas.api import Page
-from schemas.errors import ApiError, ErrorCode
-from schemas.subscriptions import PING, SubscriptionIn, SubscriptionOut, SubscriptionPatch
-from service.api import deliveries as subscription_deliveries
-from service.api.reads import time_cursor
-from service.api.subscription_checks import checked_url, get_subscription, now, read_model, require_enabled
-from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from schemas.subscriptions import PING, SubscriptionIn, SubscriptionPatch
+from service.api.deliveries import checked_url, get_subscription, now, require_enabled
+from service.api.deliveries import routes as delivery_routes
+from service.api.reads import bool_param, newest_first, page_of
+from service.common.json_body import read_model
 from service.common.services import services
 from workers.ledger.tables import Delivery, Subscription
 from workers.outbound.dispatch import event_body
@@ -59,28 +52,13 @@ async def create_subscription(request: Request) -> JSONResponse:
 
 
 def list_subscriptions(request: Request) -> JSONResponse:
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    query = select(Subscription)
-    enabled = request.query_params.get("enabled")
-    if enabled is not None:
-        if enabled.lower() not in ("true", "false"):
-            raise ApiError(400, ErrorCode.INVALID_PARAMETER, "enabled must be true or false")
-        query = query.where(col(Subscription.enabled) == (enabled.lower() == "true"))
-    if cursor:
-        at = time_cursor(cursor[0])
-        query = query.where(
-            (col(Subscription.created_at) < at)
-            | ((col(Subscription.created_at) == at) & (col(Subscription.id) < cursor[1]))
-        )
-    query = query.order_by(col(Subscription.created_at).desc(), col(Subscription.id).desc()).limit(limit + 1)
+    query, limit = newest_first(request, select(Subscription), Subscription.created_at, Subscription.id)
+    if (enabled := bool_param(request, "enabled")) is not None:
+        query = query.where(col(Subscription.enabled) == enabled)
     with Session(services(request).engine) as session:
         rows = session.exec(query).all()
     at = now()
-    items = [subscription_out(row, at) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    page = Page[SubscriptionOut](items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None)
-    return JSONResponse(page.model_dump(mode="json"))
+    return page_of(rows, limit, lambda row: subscription_out(row, at), "created_at", "id")
 
 
 def get_subscription_route(request: Request) -> JSONResponse:
@@ -174,5 +152,5 @@ routes = [
     Route("/v1/subscriptions/{subscription_id}", delete_subscription, methods=["DELETE"]),
     Route("/v1/subscriptions/{subscription_id}/rotate-secret", rotate_secret, methods=["POST"]),
     Route("/v1/subscriptions/{subscription_id}/test", send_test, methods=["POST"]),
-    *subscription_deliveries.routes,
+    *delivery_routes,
 ]

@@ -1,8 +1,5 @@
-"""`GET /v1/connections/{connection_id}/timeline`: what happened to a connection, newest first, keyset-paged.
-
-The items are built from what the ledger keeps (`workers.ledger.timeline`); company tokens reach only their own
-company's connections (the route's access rule, `service/security/rules.py`).
-"""
+"""`GET /v1/connections/{connection_id}/timeline`: what happened to a connection, newest first
+(`workers.ledger.timeline`)."""
 
 from __future__ import annotations
 
@@ -11,17 +8,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.api.reads import engine_of, not_found, page_response, time_cursor
-from service.common.pagination import decode_cursor, encode_cursor, page_limit
+from service.api.reads import engine_of, not_found, page_response, page_start
+from service.common.pagination import encode_cursor
 from workers.ledger.tables import Connection
 from workers.ledger.timeline import load_timeline
 
 
 def connection_timeline(request: Request) -> JSONResponse:
     connection_id = request.path_params["connection_id"]
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2, ("time", "text"))
-    after = (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
+    limit, after = page_start(request)
     with Session(engine_of(request)) as session:
         connection = session.get(Connection, connection_id)
         if connection is None:

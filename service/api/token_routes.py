@@ -22,8 +22,6 @@ from service.security.minting import mint
 from service.security.revocation import RevocationList
 from workers.ledger.audit import new_record
 
-REVOKE_ACTION = "revoke_token"
-
 log = logging.getLogger("synctrack.auth")
 
 
@@ -48,8 +46,7 @@ async def revoke_token(request: Request) -> JSONResponse:
     if not is_valid_id(token_id):
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, "token_id is the token_id a mint answered with")
     by = principal_of(request).subject
-    revocations = services(request).get(RevocationList)
-    done = await revocations.revoke(token_id, by)
+    done = await services(request).get(RevocationList).revoke(token_id, by)
     at = datetime.now(UTC)
     kept_until = datetime.fromtimestamp(done.kept_until, UTC)
 
@@ -57,7 +54,7 @@ async def revoke_token(request: Request) -> JSONResponse:
         with Session(services(request).engine) as session, session.begin():
             new_record(
                 session,
-                action=REVOKE_ACTION,
+                action="revoke_token",
                 actor=by,
                 at=at,
                 company_id=done.company_id or "",

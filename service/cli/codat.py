@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from schemas.settings import Settings
+from service.cli.progress import change_feed
 from workers.runtime.logs import configure_logging
 
 app = typer.Typer()
@@ -22,22 +23,13 @@ def reconcile(
 ) -> None:
     """Read Codat's connections, pull-operation history and data status; fold what the ledger missed."""
     from workers.codat.reconcile import reconcile as run
-    from workers.ledger.changes import ChangeFeed
-    from workers.runtime.broker import sync_redis
     from workers.runtime.db import make_engine, require_current_schema
 
     settings = Settings()
     configure_logging(settings)
     engine = make_engine(settings.database_url)
     require_current_schema(engine)
-    feed = None
-    redis = sync_redis(settings)
-    try:
-        redis.ping()
-        feed = ChangeFeed(redis, settings.redis_namespace, settings.stream_max_changes)
-    except Exception:  # e.g. next to `synctrack dev`, whose change feed lives inside its own process
-        typer.echo("note: Redis is not reachable, so changes are folded but not announced on the stream", err=True)
-    reports = asyncio.run(run(settings, engine, feed, list(company or [])))
+    reports = asyncio.run(run(settings, engine, change_feed(settings), list(company or [])))
     for report in reports:
         typer.echo(report.line())
     if not reports:

@@ -33,6 +33,5 @@ def db_current() -> None:
     """Print the schema revision of the database and the one this code needs."""
     from workers.runtime.db import current_revision, head_revision, make_engine
 
-    settings = Settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(Settings().database_url)
     typer.echo(f"database: {current_revision(engine)}  code: {head_revision()}")

@@ -20,7 +20,6 @@ AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
 
 
 def _letters(settings: Settings) -> DeadLetters:
-    # Imported here: `synctrack web --workers N` re-imports the CLI in every web process.
     from workers.ops.deadletters import DeadLetters
     from workers.runtime.broker import sync_redis
     from workers.runtime.db import make_engine

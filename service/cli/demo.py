@@ -1,14 +1,6 @@
-"""`synctrack demo`: the dev service plus a fake Codat with a few companies and live traffic.
-
-One process: the fake Codat in a background thread, the embedded worker, and the web app in the
-foreground — wired to each other (webhook secret, receiver URL, Codat base URL and key). A driver
-thread seeds the companies once the web app answers, then keeps clicking "refresh" through
-Synctrack's own API, so both kinds of sync show up: those Codat starts and those a user starts.
-A few companies exist only in the fake Codat at start, with a past no webhook told of: the driver
-imports them through `POST /v1/admin/imports`, as a team installing Synctrack on an existing account
-would (onboarding). The fake Codat issues one-time Link URLs and serves the link page itself, and one
-connection has had its access withdrawn: Reconnect on the dashboard (or `POST …/reconnect`) gets a fresh
-link each time, and opening it re-links the connection.
+"""`synctrack demo`: in one process, the dev service, a fake Codat (in a thread) with a few companies, and a
+driver that keeps clicking "refresh" through Synctrack's API. Some companies exist only in the fake Codat and
+are imported at start (onboarding); one connection has lost its access, to be reconnected with a fresh link.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""`synctrack import`: bring an existing Codat account into the ledger, with a progress bar and a summary.
-
-The job runs in this process (the admin API's `POST /v1/admin/imports` runs the same job on the workers).
-Ctrl-C leaves a job that `--resume ID` continues; a resume also retries the companies that failed.
-"""
+"""`synctrack import`: bring an existing Codat account into the ledger in this process (the admin API runs the
+same job on the workers). Ctrl-C leaves a job that `--resume ID` continues, retrying the companies that failed."""
 
 from __future__ import annotations
 
@@ -14,12 +11,12 @@ import typer
 
 from schemas.imports import DEFAULT_CONCURRENCY
 from schemas.settings import Settings
-from service.cli.progress import console, progress_bar
+from service.cli.progress import change_feed, console, progress_bar
 from workers.runtime.logs import configure_logging
 
 if TYPE_CHECKING:
     from schemas.imports import ImportJobOut
-    from workers.ledger.changes import ChangeFeed
+    from workers.ledger.tables import ImportJob
 
 app = typer.Typer()
 
@@ -63,11 +60,10 @@ def import_account(
     with progress_bar("companies", 1) as progress:
         task = progress.add_task("companies", total=job.total or None, completed=job.done + job.failed)
 
-        def show(current: object) -> None:
-            done = getattr(current, "done", 0) + getattr(current, "failed", 0)
-            progress.update(task, total=getattr(current, "total", None) or None, completed=done)
+        def show(current: ImportJob) -> None:
+            progress.update(task, total=current.total or None, completed=current.done + current.failed)
 
-        importer = Importer(settings, engine, _feed(settings), concurrency=concurrency, on_progress=show)
+        importer = Importer(settings, engine, change_feed(settings), concurrency=concurrency, on_progress=show)
         try:
             job = asyncio.run(importer.run(job.id))
         except ImportBusy:
@@ -82,19 +78,6 @@ def import_account(
     summary = job_out(engine, job)
     _print_summary(summary)
     raise typer.Exit(0 if summary.status == "completed" and summary.failed == 0 else 1)
-
-
-def _feed(settings: Settings) -> ChangeFeed | None:
-    from workers.ledger.changes import ChangeFeed
-    from workers.runtime.broker import sync_redis
-
-    redis = sync_redis(settings)
-    try:
-        redis.ping()
-    except Exception:  # e.g. next to `synctrack dev`, whose change feed lives inside its own process
-        console.print("note: Redis is not reachable, so changes are folded but not announced on the stream")
-        return None
-    return ChangeFeed(redis, settings.redis_namespace, settings.stream_max_changes)
 
 
 def _print_summary(job: ImportJobOut) -> None:

@@ -1,8 +1,5 @@
-"""`synctrack ledger rebuild`: fold every stored webhook into a fresh ledger, compare it, replace the live one.
-
-With `--verify` it prints every difference from the live ledger; with `--apply` the rebuilt ledger
-replaces the live one.
-"""
+"""`synctrack ledger rebuild`: fold every stored webhook into a fresh ledger, compare it (`--verify`), replace
+the live one (`--apply`)."""
 
 from __future__ import annotations
 
@@ -62,6 +59,5 @@ def _verify(live: Engine, target: Engine) -> bool:
     for difference in differences:
         typer.echo(str(difference))
     explained = sum(1 for d in differences if d.note)
-    unexplained = len(differences) - explained
     typer.echo(f"{len(differences)} differences ({explained} explained by facts without a raw event)")
-    return unexplained > 0
+    return explained < len(differences)

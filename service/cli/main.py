@@ -1,10 +1,6 @@
-"""The `synctrack` command: one Typer app made of one module per command group.
-
-Every module below declares its own `app = typer.Typer(...)` and its commands with `@app.command(name)`;
-a module whose Typer has a `name` is a group (`synctrack db upgrade`), one without adds its commands
-at the top (`synctrack replay`). Commands import what they run inside their body: `synctrack web
---workers N` imports this module again in every web process, which should not pay for the rest.
-"""
+"""The `synctrack` command: one Typer app made of one module per command group (a module whose Typer has a
+`name` is a group). Commands import what they run inside their body: `synctrack web --workers N` imports this
+module again in every web process, which should not pay for the rest."""
 
 from __future__ import annotations
 

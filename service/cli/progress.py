@@ -1,10 +1,9 @@
-"""What the long-running commands share on the terminal: one stderr console and one kind of progress bar.
-
-Not a command group: `replay`, `import` and `ledger` use it, so their output looks alike and stdout stays
-free for what a script would read.
-"""
+"""What the commands share (not a command group): one stderr console, so stdout stays free for what a script
+reads, one kind of progress bar, and the change feed they announce folded changes on."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -18,6 +17,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.ledger.changes import ChangeFeed
 
 console = Console(stderr=True)
 
@@ -48,3 +52,17 @@ def progress_bar(unit: str, decimals: int = 0) -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def change_feed(settings: Settings) -> ChangeFeed | None:
+    """The change feed, or None (with a note) when Redis is not reachable."""
+    from workers.ledger.changes import ChangeFeed
+    from workers.runtime.broker import sync_redis
+
+    redis = sync_redis(settings)
+    try:
+        redis.ping()
+    except Exception:  # e.g. next to `synctrack dev`, whose change feed lives inside its own process
+        console.print("note: Redis is not reachable, so changes are folded but not announced on the stream")
+        return None
+    return ChangeFeed(redis, settings.redis_namespace, settings.stream_max_changes)

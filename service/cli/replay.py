@@ -1,8 +1,5 @@
-"""`synctrack replay`: put stored webhooks through the fold again, on the workers.
-
-It enqueues the selected events for the workers (running in this process, with a progress bar;
-Ctrl-C leaves a job that `--resume` continues).
-"""
+"""`synctrack replay`: enqueue stored webhooks for the workers to fold again, with a progress bar; Ctrl-C leaves
+a job that `--resume` continues."""
 
 from __future__ import annotations
 
@@ -46,7 +43,6 @@ def replay(
     wait: Annotated[bool, typer.Option("--wait", help="Then wait until the workers folded them all.")] = False,
 ) -> None:
     """Re-enqueue stored webhooks for the workers to fold again (idempotent, paced, resumable)."""
-    # Imported here: `synctrack web --workers N` re-imports this module in every web process.
     from workers.ops.replay import ReplayBusy, ReplayJobNotFound, ReplayRunner, create_job, load_job
     from workers.runtime.broker import sync_redis
     from workers.runtime.db import make_engine

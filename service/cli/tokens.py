@@ -1,8 +1,6 @@
-"""`synctrack token new|hash|mint`: make admin tokens and their hashes, mint company-scoped tokens.
-
-Tokens go to stdout alone (so they can be piped), explanations to stderr; a token is read from stdin
-or a hidden prompt, never from the command line (where `ps` and shell history would keep it).
-"""
+"""`synctrack token new|hash|mint`: make admin tokens and their hashes, mint company-scoped tokens. Tokens go
+to stdout alone, explanations to stderr; a token is read from stdin or a hidden prompt, never from the command
+line (where `ps` and shell history would keep it)."""
 
 from __future__ import annotations
 
@@ -18,10 +16,7 @@ app = typer.Typer(name="token", help="Admin tokens and company-scoped tokens.", 
 
 
 def _read_token() -> str:
-    if sys.stdin.isatty():
-        token = str(typer.prompt("Token", hide_input=True))
-    else:
-        token = sys.stdin.readline()
+    token = str(typer.prompt("Token", hide_input=True)) if sys.stdin.isatty() else sys.stdin.readline()
     return token.strip()
 
 

@@ -1,9 +1,6 @@
-"""The connection-management dashboard: `/` (admin view, pick a company) and
-`/embed/companies/{company_id}` (one company, for embedding in a product), plus its static files.
-
-The page is plain HTML + ES modules from `service/static/` (no build step). It reads the JSON API and
-the live stream like any other client; the server only fills in three values of the HTML shell.
-"""
+"""The connection-management dashboard: `/` (admin view, pick a company), `/embed/companies/{company_id}` (one
+company, for embedding in a product) and its static files: plain HTML and ES modules reading the JSON API and the
+live stream like any other client; the server only fills in three values of the HTML shell."""
 
 from __future__ import annotations
 
@@ -28,41 +25,31 @@ def _shell() -> str:
     return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
 
-def _policy(frame_ancestors: str) -> dict[str, str]:
-    """Scripts and styles from this origin only; the page talks to this origin only."""
-    csp = (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        f"base-uri 'none'; form-action 'none'; object-src 'none'; frame-ancestors {frame_ancestors}"
-    )
-    return {
-        "Content-Security-Policy": csp,
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "no-cache",
-    }
-
-
-def render_page(request: Request, mode: str, company_id: str = "") -> HTMLResponse:
+async def page(request: Request) -> Response:
+    """The admin view, or the embedded view of the path's company. Scripts, styles and requests: this origin."""
+    company_id = request.path_params.get("company_id", "")
+    mode = "embed" if company_id else "admin"
     root = request.scope.get("root_path", "").rstrip("/")
-    page = (
+    shell = (
         _shell()
         .replace("{{ROOT}}", html.escape(root))
         .replace("{{MODE}}", mode)
         .replace("{{COMPANY_ID}}", html.escape(company_id))
     )
-    settings = services(request).settings
     # The admin view is never framed; the embedded view may be framed by the origins already trusted
     # for cross-origin dashboards (SYNCTRACK_CORS_ORIGINS).
-    ancestors = "'self'" if mode == "admin" else " ".join(["'self'", *settings.cors_origins])
-    return HTMLResponse(page, headers=_policy(ancestors))
-
-
-async def admin_page(request: Request) -> Response:
-    return render_page(request, "admin")
-
-
-async def embed_page(request: Request) -> Response:
-    return render_page(request, "embed", request.path_params["company_id"])
+    ancestors = " ".join(["'self'", *services(request).settings.cors_origins]) if company_id else "'self'"
+    csp = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        f"base-uri 'none'; form-action 'none'; object-src 'none'; frame-ancestors {ancestors}"
+    )
+    headers = {
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+    }
+    return HTMLResponse(shell, headers=headers)
 
 
 class DashboardFiles(StaticFiles):
@@ -78,7 +65,7 @@ class DashboardFiles(StaticFiles):
 
 
 routes = [
-    Route("/", admin_page, methods=["GET"]),
-    Route("/embed/companies/{company_id}", embed_page, methods=["GET"]),
+    Route("/", page, methods=["GET"]),
+    Route("/embed/companies/{company_id}", page, methods=["GET"]),
     Mount("/static", app=DashboardFiles(directory=STATIC_DIR), name="static"),
 ]
