@@ -1,13 +1,8 @@
 """Bundles: a company's named sets of data types (`SYNCTRACK_BUNDLES`), judged across its Linked connections.
 
-A member data type's latest successful sync is the latest across the Linked connections that have it, and it is
-fresh when it is `fresh` (`workers.ledger.freshness`) on any of them. A bundle is `complete` when every member has
-a successful sync; its `as_of` is then the earliest of those and `spread_seconds` the latest minus the earliest.
-All of it is read from the ledger and the clock, so a rebuild gives the same bundles.
-
-A bundle refresh (`bundle_refreshes`) is pending until every member has succeeded at or after it was requested;
-the fold that sees that announces ``bundle.ready`` once, from inside its transaction. A newer refresh of the same
-bundle supersedes a pending one.
+A member's latest success is the latest across those connections, fresh when fresh on any; a bundle is `complete`
+when every member has one, `as_of` the earliest. A refresh is pending until every member succeeded after it was
+asked for; the fold that sees that announces ``bundle.ready`` once.
 """
 
 from __future__ import annotations
@@ -41,10 +36,8 @@ class Member:
 def load_members(
     session: Session, company_id: str, data_types: Iterable[str], policy: FreshnessPolicy | None, now: datetime
 ) -> dict[str, Member]:
-    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`.
-
-    Rows are read as the database holds them now (`populate_existing`): a fold that waited for another's commit
-    must see what that one wrote."""
+    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`. Rows
+    are read afresh (`populate_existing`): a fold that waited for another's commit must see what it wrote."""
     wanted = sorted(set(data_types))
     linked = {
         conn.id: conn
@@ -127,12 +120,8 @@ def start_refresh(
 
 
 def announce_ready(session: Session, changes: list[Change], now: datetime) -> list[FeedEntry]:
-    """``bundle.ready`` for each pending refresh of a company with a sync this fold completed whose every member
-    has now succeeded at or after it was requested; each is marked ready in the same transaction, so once.
-
-    The refreshes are locked (in id order) before they are judged: a fold completing another member of the same
-    bundle waits for this one to commit, then sees its syncs.
-    """
+    """``bundle.ready`` for each pending refresh of a company this fold completed a sync of, once every member
+    succeeded since it was requested; marked ready in the same transaction, the refreshes locked in id order."""
     last_event: dict[str, str | None] = {}
     for change in changes:
         if change.kind == "sync.completed" and change.sync is not None:

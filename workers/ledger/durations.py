@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from schemas.events import ANY_DATA_TYPE
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.rows import SyncRow
-from workers.ledger.tables import AuditRecord, Connection, Sync, WebhookEvent
+from workers.ledger.tables import SYNCS, AuditRecord, Connection, Sync, WebhookEvent
 
 REQUEST_WINDOW = timedelta(days=7)
 SAMPLE = 20
@@ -31,7 +31,6 @@ SCAN = 100
 """Succeeded syncs read (newest first) to find `SAMPLE` with both times."""
 LINK_EVENTS = ("connection.connected", "connection.reconnected")
 FINISHED = ("succeeded", "failed", "unsupported")
-SYNCS = Sync.__table__  # type: ignore[attr-defined]
 
 SyncLike = Sync | SyncRow
 
@@ -75,17 +74,16 @@ class DurationMemo:
         self.ttl_seconds = ttl_seconds
         self._values: dict[tuple[str, str, str], tuple[float, float | None]] = {}
 
-    def get(self, key: tuple[str, str, str]) -> tuple[bool, float | None]:
-        """(found, value) for `key`: found only while it is younger than `ttl_seconds`."""
+    def remembered(self, key: tuple[str, str, str], compute: Callable[[], float | None]) -> float | None:
+        """The value of `key`, computed again once older than `ttl_seconds`."""
         found = self._values.get(key)
-        if found is None or found[0] < time.monotonic():
-            return False, None
-        return True, found[1]
-
-    def put(self, key: tuple[str, str, str], value: float | None) -> None:
+        if found is not None and found[0] >= time.monotonic():
+            return found[1]
         if len(self._values) > 100_000:  # a bound on memory, not an eviction policy: the next reads refill it
             self._values.clear()
+        value = compute()
         self._values[key] = (time.monotonic() + self.ttl_seconds, value)
+        return value
 
 
 def load_timings(
@@ -224,20 +222,15 @@ class TypicalDurations:
             # A read of every data type never stays in the ledger as a finished sync (the first result closes it
             # and stands in its place), so it has no history to take a median of.
             return None
-        own = self._remembered(("connection", connection_id, data_type), lambda: self._own(connection_id, data_type))
+        own = self._memo.remembered(
+            ("connection", connection_id, data_type), lambda: self._own(connection_id, data_type)
+        )
         if own is not None:
             return own
         platform = self._platform_of(connection_id)
         if platform is None:
             return None
-        return self._remembered(("platform", platform, data_type), lambda: self._across(platform, data_type))
-
-    def _remembered(self, key: tuple[str, str, str], compute: Callable[[], float | None]) -> float | None:
-        found, value = self._memo.get(key)
-        if not found:
-            value = compute()
-            self._memo.put(key, value)
-        return value
+        return self._memo.remembered(("platform", platform, data_type), lambda: self._across(platform, data_type))
 
     def _own(self, connection_id: str, data_type: str) -> float | None:
         return self._median(select(Sync).where(Sync.connection_id == connection_id, Sync.data_type == data_type))

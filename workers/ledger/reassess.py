@@ -1,12 +1,6 @@
-"""Judge stored connections' freshness and health again and announce what changed, with no fold behind it.
-
-Two things change freshness without a webhook: the clock passing a threshold (`workers.jobs.freshness_check`) and
-Codat's schedules changing the thresholds (`workers.codat.sync_settings`). Connections are read in id order,
-`limit` per transaction, judged at `now` and compared with what was last announced; each difference is announced
-after the commit as ``connection.updated``, then ``connection.freshness_changed`` when `freshness` itself changed
-and ``connection.health_changed`` when `health` did, with `event_id` null. Rows are locked in id order, as the
-fold locks them, so a change is announced once.
-"""
+"""Judge stored connections' freshness and health again and announce what changed, with no fold behind it (the
+clock passed a threshold, or Codat's schedules changed). Rows are locked in id order, as the fold locks them, so a
+change is announced once."""
 
 from __future__ import annotations
 
@@ -38,9 +32,8 @@ def reassess(
     limit: int = BATCH_CONNECTIONS,
     platform_key: str | None = None,
 ) -> int:
-    """Compare the freshness and health at `now` of every connection (or `company_id`'s, or those on
-    `platform_key`) with the last announced; announce the differences and return the number of connections whose
-    `freshness` changed."""
+    """Judge every connection (or `company_id`'s, or those on `platform_key`) at `now` and announce what differs
+    from the last announced; return how many changed `freshness`."""
     after = ""
     changed = 0
     while True:

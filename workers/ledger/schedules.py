@@ -1,9 +1,5 @@
-"""Codat's sync schedules as stored (table `sync_schedules`): read for freshness, recorded when refreshed.
-
-One row per scope: the client's (`scope` "client") and each company's (`scope` "company"), each data type's
-`syncSchedule` in hours as Codat last returned it, and when. Freshness receives them as plain `Schedules`
-(`workers.ledger.freshness` does no I/O); `workers.codat.sync_settings` reads Codat and records them here.
-"""
+"""Codat's sync schedules as stored (table `sync_schedules`), one row for the client and one per company: read
+for freshness (as plain `Schedules`), recorded when `workers.codat.sync_settings` refreshes them."""
 
 from __future__ import annotations
 
@@ -16,10 +12,9 @@ from sqlmodel import Session
 
 from workers.ledger.bulk_sql import chunked, insert_rows
 from workers.ledger.freshness import Schedules
-from workers.ledger.tables import Company, SyncSchedule
+from workers.ledger.tables import COMPANIES, SyncSchedule
 
 SCHEDULES: Table = SyncSchedule.__table__  # type: ignore[attr-defined]
-COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
 CLIENT, COMPANY = "client", "company"
 
 
@@ -41,7 +36,7 @@ def load_schedules(session: Session, company_ids: Iterable[str]) -> dict[str, Sc
 
 def record_schedules(session: Session, company_id: str | None, hours: Mapping[str, float], now: datetime) -> bool:
     """Record the schedules read at `now` for the client (`company_id` None) or one company; True when they
-    differ from those recorded before (none recorded counts as none at all)."""
+    differ from those recorded before."""
     scope, key = _scope(company_id)
     table = SCHEDULES.c
     before = session.execute(
@@ -63,8 +58,7 @@ def fetched_at(session: Session, company_id: str | None) -> datetime | None:
 
 
 def companies_due(session: Session, read_before: datetime) -> list[str]:
-    """The companies (not deleted) whose schedules were never read or last read before `read_before`, the
-    longest unread first."""
+    """Companies not deleted whose schedules were not read since `read_before`, longest unread first."""
     table = SCHEDULES.c
     joined = COMPANIES.outerjoin(SCHEDULES, (table.scope == COMPANY) & (table.company_id == COMPANIES.c.id))
     query = (

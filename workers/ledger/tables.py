@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Table, Text
 from sqlmodel import Field, SQLModel
 
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow
@@ -327,3 +327,9 @@ class PlatformIncident(SQLModel, table=True):
     affected_connections: int = 0
     failure_share: float = 0.0
     refresh_state: str = "none"
+
+
+COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
+CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
+DATA_TYPES: Table = DataTypeState.__table__  # type: ignore[attr-defined]
+SYNCS: Table = Sync.__table__  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Exists, exists, func
+from sqlalchemy import exists, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
@@ -32,7 +32,7 @@ from workers.ledger.freshness import (
 )
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow, column_names
 from workers.ledger.schedules import load_schedules
-from workers.ledger.tables import Company, Connection, DataTypeState, PlatformIncident, Sync
+from workers.ledger.tables import DATA_TYPES, Company, Connection, DataTypeState, PlatformIncident, Sync
 
 IN_CHUNK = 500
 
@@ -139,9 +139,6 @@ def data_type_out(row: DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
     )
 
 
-DATA_TYPES = DataTypeState.__table__  # type: ignore[attr-defined]
-
-
 def load_data_types(session: Session, connection_ids: Iterable[str]) -> dict[str, list[DataTypeRow]]:
     """Every data type of these connections, as plain rows (this runs in every fold's transaction)."""
     ids = sorted(set(connection_ids))
@@ -194,14 +191,10 @@ def company_schedules(session: Session, company_ids: Iterable[str], policy: Fres
     return {company_id: NO_SCHEDULES for company_id in company_ids}
 
 
-def active_exists() -> Exists:
-    """SQL expression: does the current connection row have a sync in phase `active`?"""
-    return exists().where(col(Sync.connection_id) == Connection.id, col(Sync.phase) == "active")
-
-
 def connection_rows_query() -> Select[Connection, str | None, bool]:
     """Connections with their company name and whether a sync is active, for listing."""
-    return select(Connection, Company.name, active_exists().label("sync_active")).join(
+    active = exists().where(col(Sync.connection_id) == Connection.id, col(Sync.phase) == "active")
+    return select(Connection, Company.name, active.label("sync_active")).join(
         Company, col(Company.id) == Connection.company_id, isouter=True
     )
 
