@@ -72,23 +72,21 @@ def load_members(
 
 def as_of(members: Mapping[str, Member]) -> tuple[datetime | None, datetime | None]:
     """(earliest, latest) of the members' latest successful syncs; (None, None) unless every member has one."""
-    times = [m.latest_success for m in members.values()]
-    if not times or any(t is None for t in times):
+    times = [m.latest_success for m in members.values() if m.latest_success is not None]
+    if not times or len(times) < len(members):
         return None, None
-    known = [t for t in times if t is not None]
-    return min(known), max(known)
+    return min(times), max(times)
 
 
 def bundle_out(name: str, data_types: list[str], members: Mapping[str, Member]) -> BundleOut:
     earliest, latest = as_of({t: members[t] for t in data_types})
-    complete = earliest is not None and latest is not None
     return BundleOut(
         name=name,
         data_types=data_types,
         as_of=earliest,
         spread_seconds=(latest - earliest).total_seconds() if earliest and latest else None,
         stale_data_types=[t for t in data_types if not members[t].fresh],
-        complete=complete,
+        complete=earliest is not None and latest is not None,
     )
 
 

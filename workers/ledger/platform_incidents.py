@@ -54,16 +54,7 @@ class IncidentSettings:
 
 
 def incident_out(row: PlatformIncident) -> IncidentOut:
-    return IncidentOut(
-        id=row.id,
-        platform_key=row.platform_key,
-        platform_name=row.platform_name,
-        data_types=list(row.data_types),
-        opened_at=row.opened_at,
-        closed_at=row.closed_at,
-        affected_connections=row.affected_connections,
-        failure_share=row.failure_share,
-    )
+    return IncidentOut.model_validate(row, from_attributes=True)
 
 
 def count_open_incidents(engine: Engine) -> int:

@@ -22,6 +22,12 @@ def _scope(company_id: str | None) -> tuple[str, str]:
     return (CLIENT, "") if company_id is None else (COMPANY, company_id)
 
 
+def _recorded(session: Session, column: Any, company_id: str | None) -> Any:
+    scope, key = _scope(company_id)
+    query = select(column).where(SCHEDULES.c.scope == scope, SCHEDULES.c.company_id == key)
+    return session.execute(query).scalar_one_or_none()
+
+
 def load_schedules(session: Session, company_ids: Iterable[str]) -> dict[str, Schedules]:
     """Each company's `Schedules`: the client's with the company's own (empty where none was read)."""
     ids = sorted(set(company_ids))
@@ -38,10 +44,7 @@ def record_schedules(session: Session, company_id: str | None, hours: Mapping[st
     """Record the schedules read at `now` for the client (`company_id` None) or one company; True when they
     differ from those recorded before."""
     scope, key = _scope(company_id)
-    table = SCHEDULES.c
-    before = session.execute(
-        select(table.hours).where(table.scope == scope, table.company_id == key)
-    ).scalar_one_or_none()
+    before = _recorded(session, SCHEDULES.c.hours, company_id)
     row: dict[str, Any] = {"scope": scope, "company_id": key, "hours": dict(hours), "fetched_at": now}
     insert_rows(session, SCHEDULES, [row], conflict=["scope", "company_id"])
     return dict(before or {}) != dict(hours)
@@ -49,12 +52,8 @@ def record_schedules(session: Session, company_id: str | None, hours: Mapping[st
 
 def fetched_at(session: Session, company_id: str | None) -> datetime | None:
     """When the client's (`company_id` None) or a company's schedules were last read; None if never."""
-    scope, key = _scope(company_id)
-    table = SCHEDULES.c
-    value = session.execute(
-        select(table.fetched_at).where(table.scope == scope, table.company_id == key)
-    ).scalar_one_or_none()
-    return _utc(value)
+    value: datetime | None = _recorded(session, SCHEDULES.c.fetched_at, company_id)
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def companies_due(session: Session, read_before: datetime) -> list[str]:
@@ -68,7 +67,3 @@ def companies_due(session: Session, read_before: datetime) -> list[str]:
         .order_by(table.fetched_at.is_not(None), table.fetched_at, COMPANIES.c.id)
     )
     return list(session.execute(query).scalars())
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
