@@ -1,9 +1,6 @@
-"""Bundles: a company's named sets of data types (`SYNCTRACK_BUNDLES`), judged across its Linked connections.
-
-A member's latest success is the latest across those connections, fresh when fresh on any; a bundle is `complete`
-when every member has one, `as_of` the earliest. A refresh is pending until every member succeeded after it was
-asked for; the fold that sees that announces ``bundle.ready`` once.
-"""
+"""Bundles: a company's named sets of data types (`SYNCTRACK_BUNDLES`), judged across its Linked connections: a
+member's latest success is the latest across them, fresh when fresh on any. A refresh is pending until every member
+succeeded after it was asked for; the fold that sees that announces ``bundle.ready`` once."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The change feed: what the fold changed, published to a Redis Stream for every web process.
-
-Each entry is a stream event whose `data` is the API's Connection or Sync object (or, for the freshness, health and
-initial-read events, an object holding it) plus the `event_id` that caused it; an entry caused by a received
-webhook also carries `received_at` (unix seconds), so the web process can measure the change's latency.
-"""
+"""The change feed: what the fold changed, published to a Redis Stream for every web process. Each entry's `data`
+is the API's Connection or Sync object (or an object holding it) plus the causing `event_id`, and `received_at`
+(unix seconds) when a received webhook caused it, so the web process can measure the latency."""
 
 from __future__ import annotations
 

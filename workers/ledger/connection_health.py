@@ -1,8 +1,6 @@
-"""Health: what a connection needs, in one word, one sentence and one next step. A pure function of ledger rows.
-
-The first of `RULES` that applies wins. A data type's latest result counts only if it completed at or after the
-connection last became Linked; a connection whose status is not known yet is judged like a Linked one.
-"""
+"""Health: what a connection needs, in one word, one sentence and one next step. A pure function of ledger rows:
+the first of `RULES` that applies wins. Only results since the connection last became Linked count; a connection
+whose status is not known yet is judged like a Linked one."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""How long a sync usually takes: when each finished sync was requested, and the typical duration of active ones.
-
-A finished sync without its own `requested_at` answers the latest request (a link webhook, or a refresh in the audit
-log) of its data type, or of every type, at or before its completion with no other result between, within
-`REQUEST_WINDOW`. An active sync's typical duration is the median over the latest `SAMPLE` succeeded syncs of its
-connection and data type, else of its platform and data type; null with fewer than `MINIMUM`.
-"""
+"""How long a sync usually takes. A finished sync without its own `requested_at` answers the latest request (a link
+webhook or an accepted refresh) of its data type, or of all, before its completion with no result between, within
+`REQUEST_WINDOW`. An active sync's typical duration is the median of the latest `SAMPLE` succeeded syncs of its
+connection and data type, else of its platform's; null with fewer than `MINIMUM`."""
 
 from __future__ import annotations
 

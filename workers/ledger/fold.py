@@ -1,10 +1,7 @@
-"""The fold: how one normalised event changes the ledger. Pure: no I/O, no clock.
-
-Any order of a set of events, with duplicates, gives the same ledger: every field is a register ordered by a stamp
-``(time, rank, event id)``, a min or max of times, or a set of syncs keyed by a stable id where a result beats a
-request. A request opens an active sync, which the first result of its data type (any, for ``*``) at or after it
-closes, whichever arrives first.
-"""
+"""The fold: how one normalised event changes the ledger. Pure: no I/O, no clock. Any order of a set of events,
+with duplicates, gives the same ledger: every field is a register ordered by a stamp ``(time, rank, event id)``, a
+min or max of times, or a set of syncs keyed by a stable id where a result beats a request. A request opens an active
+sync, which the first result of its data type (any, for ``*``) at or after it closes, whichever arrives first."""
 
 from __future__ import annotations
 

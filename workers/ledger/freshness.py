@@ -1,9 +1,7 @@
-"""Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`.
-
-A data type's threshold is its override, else the company's or client's Codat `syncSchedule` (times a factor), else
-the default. It is ``fresh`` or ``overdue`` by its last success, ``pending`` or ``never`` by the link time without
-one, ``paused`` when no sync is expected. A connection is as stale as its stalest counted data type.
-"""
+"""Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`. A data type is
+``fresh`` or ``overdue`` by its last success against its threshold (override, else Codat's schedule times a factor,
+else the default), ``pending`` or ``never`` by the link time without one, ``paused`` when no sync is expected; a
+connection is as stale as its stalest counted data type."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""What was last announced of each connection's freshness and health (table `connection_freshness`), and changes.
-
-`record_transitions` compares fresh values with it inside the caller's transaction (which holds the connection's row
-lock, so a change is announced once), writes the differences, logs freshness and health changes to the timeline, and
-asks for a reconciliation of a Linked connection's company when one of its data types turns overdue.
-"""
+"""What was last announced of each connection's freshness and health (`connection_freshness`). `record_transitions`
+writes the differences inside the caller's transaction (holding the connection's row lock, so a change is announced
+once), logs them to the timeline, and asks for a reconciliation when a Linked connection's data type turns overdue."""
 
 from __future__ import annotations
 

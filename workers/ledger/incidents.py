@@ -1,10 +1,7 @@
-"""Platform incidents: one platform's results failing for many connections of several companies at once. Pure.
-
-The window at `t` holds the results completed in ``(t - window, t]``. An incident opens at the first moment its
-failures (not ``AuthError``) come from at least `min_connections` connections of `MIN_COMPANIES` companies and make
-`failure_share` of its results; it closes when the share falls below half that, or no failure is left. Only result
-times and one window after them are looked at: the window changes at no other moment.
-"""
+"""Platform incidents, derived purely from one platform's results. An incident opens at the first moment the window
+``(t - window, t]`` holds failures (not ``AuthError``) from `min_connections` connections of `MIN_COMPANIES` companies
+making `failure_share` of its results; it closes when the share falls below half that or no failure is left. Only
+result times and one window after them are looked at: the window changes at no other moment."""
 
 from __future__ import annotations
 

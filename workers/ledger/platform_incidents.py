@@ -1,10 +1,6 @@
-"""Check platforms for incidents (`workers.ledger.incidents` derives them); record and announce what changed.
-
-Each platform is derived in one transaction from its open incident's opening, or else its last close (at most two
-windows back). Rows are keyed by incident id and a close is written only over an open row, so concurrent checks
-announce each ``platform.incident_opened`` / ``platform.incident_closed`` once; the platform's connections are then
-judged again (`workers.ledger.reassess`).
-"""
+"""Check platforms for incidents (`workers.ledger.incidents` derives them); record and announce what changed. Rows
+are keyed by incident id and a close is written only over an open row, so concurrent checks announce each
+``platform.incident_opened`` / ``_closed`` once; the platform's connections are then judged again."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The ledger's rows, declared once as plain dataclasses: the fold works on these (no ORM instrumentation), and
-`workers.ledger.tables` builds each ledger table on its row, adding keys, indexes and JSON storage. Each
-last-writer-wins field keeps the stamp of the fact that wrote it, so a late fact can tell whether it is newer.
-"""
+`workers.ledger.tables` builds each ledger table on its row. Each last-writer-wins field keeps the stamp of the fact
+that wrote it, so a late fact can tell whether it is newer."""
 
 from __future__ import annotations
 

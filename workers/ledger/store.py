@@ -1,9 +1,6 @@
-"""The ledger in SQL, for the fold driver (`workers.ledger.batch`): slices read, changed rows written back.
-
-The caller owns the transaction. A batch costs a handful of statements: rows are read with ``IN`` lists and only
-those the fold changed written back. On PostgreSQL the connection rows are locked in id order first, so two batches
-never wait on each other in a cycle.
-"""
+"""The ledger in SQL, for the fold driver (`workers.ledger.batch`): slices read with ``IN`` lists, only changed rows
+written back, in the caller's transaction. On PostgreSQL the connection rows are locked in id order first, so two
+batches never wait on each other in a cycle."""
 
 from __future__ import annotations
 
@@ -21,15 +18,7 @@ from schemas.events import Event
 from workers.ledger.batch import fold_batch
 from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.fold import Change, ConnectionSlice, fold_company
-from workers.ledger.rows import (
-    OPEN_PHASES,
-    CompanyRow,
-    ConnectionRow,
-    DataTypeRow,
-    SyncRow,
-    as_values,
-    fingerprint,
-)
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, fingerprint
 from workers.ledger.tables import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
 
 

@@ -1,9 +1,6 @@
-"""A connection's timeline, newest first, from five sources the ledger keeps: stored webhooks, finished syncs, the
-audit log's requests, announced freshness and health changes, and results only reconciliation found.
-
-Items are ordered by time, source (`w`, `s`, `m`, `c`, `a`) and row id, so a page ends at a position
-(`time`, `source|id`) the next starts after; each source is read after it in SQL, a page's worth, and merged.
-"""
+"""A connection's timeline, newest first, from stored webhooks, finished syncs, the audit log's requests, announced
+freshness and health changes, and results only reconciliation found. Items are ordered by time, source (`w`, `s`,
+`m`, `c`, `a`) and row id, so a page ends at a position (`time`, `source|id`) the next starts after."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Ledger rows rendered as the API's objects, for the JSON API and the change feed alike (one schema).
-
-A Connection object carries its `Assessment` (freshness and health), which needs every data type of the connection,
-its company's schedules, whether a sync is active and the time; `load_assessments` reads them for many at once.
-"""
+"""Ledger rows rendered as the API's objects, for the JSON API and the change feed alike (one schema). A Connection
+carries its `Assessment` (freshness and health), which needs its data types, its company's schedules, whether a sync
+is active and the time; `load_assessments` reads them for many at once."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from sqlmodel.sql.expression import Select
 
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
 from schemas.normalise import is_active_error
+from workers.ledger.bulk_sql import chunked
 from workers.ledger.connection_health import ConnectionHealth, deauthorization_risk_at, judge
 from workers.ledger.durations import Timing, expected_completion
 from workers.ledger.freshness import (
@@ -33,8 +32,6 @@ from workers.ledger.freshness import (
 from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow, column_names
 from workers.ledger.schedules import load_schedules
 from workers.ledger.tables import DATA_TYPES, Company, Connection, DataTypeState, PlatformIncident, Sync
-
-IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +140,8 @@ def load_data_types(session: Session, connection_ids: Iterable[str]) -> dict[str
     """Every data type of these connections, as plain rows (this runs in every fold's transaction)."""
     ids = sorted(set(connection_ids))
     types: dict[str, list[DataTypeRow]] = {cid: [] for cid in ids}
-    for start in range(0, len(ids), IN_CHUNK):
-        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(ids[start : start + IN_CHUNK]))
+    for chunk in chunked(ids):
+        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk))
         for mapping in session.execute(query).mappings():
             types[mapping["connection_id"]].append(DataTypeRow(**mapping))
     return types
