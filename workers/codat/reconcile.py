@@ -39,8 +39,8 @@ from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.missed import record_missed
 from workers.ledger.rows import OPEN_PHASES
-from workers.ledger.store import SYNCS, fold_events
-from workers.ledger.tables import Company, Connection
+from workers.ledger.store import fold_events
+from workers.ledger.tables import SYNCS, Company, Connection
 from workers.runtime.periodic import PeriodicJob
 
 if TYPE_CHECKING:

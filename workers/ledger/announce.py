@@ -1,12 +1,5 @@
-"""What a fold announces: its changes, with each changed connection's freshness and health, and their transitions.
-
-Called inside the fold's transaction, after the store wrote the batch. For each connection the batch changed it
-judges the freshness and health at `now`, renders the changes with them and records them
-(`workers.ledger.freshness_state`); when they differ from what was last announced, a ``connection.updated``
-follows (unless the batch carries one), then ``connection.freshness_changed`` when `freshness` itself changed and
-``connection.health_changed`` when `health` did — at once, not at the next periodic check. Last come the
-``bundle.ready`` events of the bundle refreshes the batch's completed syncs finished (`workers.ledger.bundles`).
-"""
+"""What a fold announces, inside its transaction: its changes with each changed connection's freshness and health,
+the transitions of those (`workers.ledger.freshness_state`), then the ``bundle.ready`` events it caused."""
 
 from __future__ import annotations
 
@@ -24,7 +17,7 @@ from workers.ledger.durations import DurationMemo, load_timings
 from workers.ledger.fold import Change, ConnectionSlice
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import Transition, record_transitions
-from workers.ledger.store import COMPANIES
+from workers.ledger.tables import COMPANIES
 from workers.ledger.views import connection_out, load_assessments
 
 FRESHNESS_CHANGED = "connection.freshness_changed"
@@ -34,31 +27,26 @@ HEALTH_CHANGED = "connection.health_changed"
 def transition_entries(
     transition: Transition, connection: ConnectionOut, event_id: str | None, *, with_update: bool = True
 ) -> list[FeedEntry]:
-    """The feed entries of one transition: ``connection.updated`` (unless told not to), then
-    ``connection.freshness_changed`` and ``connection.health_changed`` for what itself changed."""
+    """``connection.updated`` (unless told not to), then ``connection.freshness_changed`` and
+    ``connection.health_changed`` for what itself changed."""
     data: dict[str, Any] = connection.model_dump(mode="json")
     cid, company_id = transition.connection_id, transition.company_id
     entries = []
     if with_update:
         entries.append(FeedEntry("connection.updated", company_id, cid, {**data, "event_id": event_id}))
-    if transition.freshness_changed:
-        body = {
-            "connection": data,
-            "previous": transition.previous,
-            "current": transition.current.freshness,
-            "overdue_data_types": list(transition.current.overdue_data_types),
-            "event_id": event_id,
-        }
-        entries.append(FeedEntry(FRESHNESS_CHANGED, company_id, cid, body))
-    if transition.health_changed:
-        body = {
-            "connection": data,
-            "previous": transition.previous_health,
-            "current": transition.health.health,
-            "next_action": transition.health.next_action,
-            "event_id": event_id,
-        }
-        entries.append(FeedEntry(HEALTH_CHANGED, company_id, cid, body))
+    fresh, health = transition.current, transition.health
+    for name, previous, current, detail in (
+        (
+            FRESHNESS_CHANGED,
+            transition.previous,
+            fresh.freshness,
+            {"overdue_data_types": list(fresh.overdue_data_types)},
+        ),
+        (HEALTH_CHANGED, transition.previous_health, health.health, {"next_action": health.next_action}),
+    ):
+        if previous != current:
+            body = {"connection": data, "previous": previous, "current": current, **detail, "event_id": event_id}
+            entries.append(FeedEntry(name, company_id, cid, body))
     return entries
 
 
@@ -71,8 +59,7 @@ def announce_changes(
     now: datetime,
     durations: DurationMemo | None = None,
 ) -> list[FeedEntry]:
-    """The feed entries of a fold's changes, freshness and health included; records their transitions.
-    `durations` keeps typical durations across folds (a worker's, see `DurationMemo`)."""
+    """The feed entries of a fold's changes, freshness and health included; records their transitions."""
     touched = {change.connection_id: slices[change.connection_id].connection for change in changes}
     if not touched:
         return []
@@ -93,7 +80,7 @@ def announce_changes(
 
 
 def company_names(session: Session, company_ids: set[str]) -> dict[str, str | None]:
-    """Each company's name as the ledger holds it now (None for a company it does not hold, or without one)."""
+    """Each company's name as the ledger holds it now (None when unknown)."""
     if not company_ids:
         return {}
     found = session.execute(select(COMPANIES.c.id, COMPANIES.c.name).where(COMPANIES.c.id.in_(sorted(company_ids))))

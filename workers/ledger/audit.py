@@ -1,12 +1,6 @@
-"""The audit log of actions, and matching each action to the webhook that confirms it.
-
-An action (refresh, unlink, delete) is recorded when Codat answers it. Codat then confirms it
-asynchronously: `read.completed` after a refresh, `connection.disconnected` after an unlink,
-`connection.deleted` after a delete. The webhook may be folded before or after the action is
-recorded (Codat can be faster than our commit), so matching runs from both sides:
-`confirm_actions` when a webhook is folded, `match_stored_confirmation` when an action is recorded.
-The earliest confirming event wins whatever the order of arrival.
-"""
+"""The audit log of actions, and matching each to the webhook that confirms it (`read.completed` a refresh,
+`connection.disconnected` an unlink, `connection.deleted` a delete). The webhook may be folded before or after the
+action is recorded, so both sides match (`confirm_actions`, `match_stored_confirmation`); the earliest wins."""
 
 from __future__ import annotations
 
@@ -20,8 +14,7 @@ from workers.ledger.erase import erase_raw_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
 
 CONFIRM_SKEW = timedelta(seconds=60)
-"""Codat's clock and ours may differ a little: an event stamped up to this much before the action
-still confirms it."""
+"""Clock skew allowed: an event stamped up to this much before the action still confirms it."""
 STORED_CANDIDATES = 200
 CONFIRMING_TYPES = {
     "refresh": ("read.completed", "read.completed.initial", "Data sync completed", "Data Sync Status Changed To Error"),

@@ -1,9 +1,5 @@
-"""Fold a batch of events into a ledger: the one driver around the pure fold, for SQL and for memory.
-
-This module decides which slices a batch touches, folds every event into them in batch order and lists the
-changes; a `Ledger` only hands out the slices and takes them back. The SQL store (`workers.ledger.store`)
-and the in-memory ledger of a rebuild (`workers.ledger.memory`) differ in nothing but where the rows live.
-"""
+"""Fold a batch of events into a ledger: the one driver around the pure fold, for SQL (`workers.ledger.store`) and
+memory (`workers.ledger.memory`); a `Ledger` only hands out the slices and takes them back."""
 
 from __future__ import annotations
 
@@ -28,21 +24,15 @@ class Ledger(Protocol):
         """When each of these companies was deleted, for those that were."""
 
     def load_slices(self, wanted: dict[str, str], events: Sequence[Event]) -> dict[str, ConnectionSlice]:
-        """The slice of each wanted connection (`id -> company`, created if new): the connection, the data types
-        the events name, its open syncs and the syncs the events key."""
+        """The `ConnectionSlice` of each wanted connection (`id -> company`), created if new."""
 
     def save_slices(self, slices: dict[str, ConnectionSlice]) -> None:
-        """Keep what the fold left: a purged connection loses its syncs and data types; otherwise its deleted
-        syncs go and every row of its slice stays."""
+        """Keep what the fold left (a purged connection loses its syncs and data types)."""
 
 
 def fold_batch(ledger: Ledger, events: Sequence[Event]) -> tuple[list[Change], dict[str, ConnectionSlice]]:
-    """Fold `events`, in order, into `ledger`. Returns the changes (each naming its event) and the slices after
-    the fold, so the caller can render what changed without reading it back. Events not `known` are skipped.
-
-    A `company.deleted` folds every connection the ledger held of its company; a connection first seen in the
-    same batch is deleted all the same, through its slice's `company_deleted_at`.
-    """
+    """Fold the `known` of `events`, in order, into `ledger`: the changes, and the slices to render them from. A
+    `company.deleted` folds every connection held of its company (one new in the batch, by `company_deleted_at`)."""
     events = [e for e in events if e.known]
     ledger.fold_companies(events)
     wanted: dict[str, str] = {}

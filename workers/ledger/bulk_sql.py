@@ -1,10 +1,5 @@
-"""Many rows in one statement: the store's inserts, upserts and updates, set-based on PostgreSQL.
-
-A batch writes hundreds of rows per table. On PostgreSQL each table's rows go as one statement whose parameters
-are one array per column (``INSERT … SELECT * FROM unnest(%b::varchar[], …)``), so a row costs a few array
-elements rather than a statement; the SQL text is cached per (table, columns). SQLite keeps SQLAlchemy's
-executemany, whose driver already loops in C. psycopg is imported only when PostgreSQL rows are first written.
-"""
+"""Many rows in one statement. On PostgreSQL a table's rows go as one statement with one array parameter per column
+(``INSERT … SELECT * FROM unnest(…)``), its text cached; SQLite keeps SQLAlchemy's executemany."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ from sqlmodel import Session
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 IN_CHUNK = 500
-"""Longest ``IN`` list per statement (SQLite allows a few thousand bound parameters)."""
+"""Longest ``IN`` list per statement."""
 
 T = TypeVar("T")
 
@@ -91,9 +86,8 @@ def insert_rows(
     conflict: Sequence[str] = (),
     update_columns: Sequence[str] | None = None,
 ) -> None:
-    """Insert `rows` (dicts with the same keys). With `conflict` keys, an existing row is updated (its
-    `update_columns`: by default every column but the keys) — or left alone if `update_columns` is empty.
-    Without, a duplicate key raises, as a plain INSERT does."""
+    """Insert `rows` (dicts with the same keys). On a `conflict` key the row's `update_columns` (default: all but
+    the keys; none: left alone) are updated; without `conflict` a duplicate raises."""
     if not rows:
         return
     columns = tuple(rows[0])

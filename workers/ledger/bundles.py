@@ -1,14 +1,6 @@
-"""Bundles: a company's named sets of data types (`SYNCTRACK_BUNDLES`), judged across its Linked connections.
-
-A member data type's latest successful sync is the latest across the Linked connections that have it, and it is
-fresh when it is `fresh` (`workers.ledger.freshness`) on any of them. A bundle is `complete` when every member has
-a successful sync; its `as_of` is then the earliest of those and `spread_seconds` the latest minus the earliest.
-All of it is read from the ledger and the clock, so a rebuild gives the same bundles.
-
-A bundle refresh (`bundle_refreshes`) is pending until every member has succeeded at or after it was requested;
-the fold that sees that announces ``bundle.ready`` once, from inside its transaction. A newer refresh of the same
-bundle supersedes a pending one.
-"""
+"""Bundles: a company's named sets of data types (`SYNCTRACK_BUNDLES`), judged across its Linked connections: a
+member's latest success is the latest across them, fresh when fresh on any. A refresh is pending until every member
+succeeded after it was asked for; the fold that sees that announces ``bundle.ready`` once."""
 
 from __future__ import annotations
 
@@ -41,10 +33,8 @@ class Member:
 def load_members(
     session: Session, company_id: str, data_types: Iterable[str], policy: FreshnessPolicy | None, now: datetime
 ) -> dict[str, Member]:
-    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`.
-
-    Rows are read as the database holds them now (`populate_existing`): a fold that waited for another's commit
-    must see what that one wrote."""
+    """Each of `data_types` across the company's Linked connections; `fresh` is judged only with a `policy`. Rows
+    are read afresh (`populate_existing`): a fold that waited for another's commit must see what it wrote."""
     wanted = sorted(set(data_types))
     linked = {
         conn.id: conn
@@ -79,23 +69,21 @@ def load_members(
 
 def as_of(members: Mapping[str, Member]) -> tuple[datetime | None, datetime | None]:
     """(earliest, latest) of the members' latest successful syncs; (None, None) unless every member has one."""
-    times = [m.latest_success for m in members.values()]
-    if not times or any(t is None for t in times):
+    times = [m.latest_success for m in members.values() if m.latest_success is not None]
+    if not times or len(times) < len(members):
         return None, None
-    known = [t for t in times if t is not None]
-    return min(known), max(known)
+    return min(times), max(times)
 
 
 def bundle_out(name: str, data_types: list[str], members: Mapping[str, Member]) -> BundleOut:
     earliest, latest = as_of({t: members[t] for t in data_types})
-    complete = earliest is not None and latest is not None
     return BundleOut(
         name=name,
         data_types=data_types,
         as_of=earliest,
         spread_seconds=(latest - earliest).total_seconds() if earliest and latest else None,
         stale_data_types=[t for t in data_types if not members[t].fresh],
-        complete=complete,
+        complete=earliest is not None and latest is not None,
     )
 
 
@@ -127,12 +115,8 @@ def start_refresh(
 
 
 def announce_ready(session: Session, changes: list[Change], now: datetime) -> list[FeedEntry]:
-    """``bundle.ready`` for each pending refresh of a company with a sync this fold completed whose every member
-    has now succeeded at or after it was requested; each is marked ready in the same transaction, so once.
-
-    The refreshes are locked (in id order) before they are judged: a fold completing another member of the same
-    bundle waits for this one to commit, then sees its syncs.
-    """
+    """``bundle.ready`` for each pending refresh of a company this fold completed a sync of, once every member
+    succeeded since it was requested; marked ready in the same transaction, the refreshes locked in id order."""
     last_event: dict[str, str | None] = {}
     for change in changes:
         if change.kind == "sync.completed" and change.sync is not None:

@@ -1,13 +1,6 @@
-"""The change feed: what the fold changed, published to a Redis Stream for every web process.
-
-Each entry is one stream event (`connection.updated`, `sync.started`, `sync.completed`, `sync.failed`,
-`sync.delayed`, `connection.freshness_changed`, `connection.health_changed`, `connection.initial_read_completed`)
-whose `data` is the API's Connection or Sync object (for `connection.freshness_changed`: `{connection, previous,
-current, overdue_data_types}`; for `connection.health_changed`: `{connection, previous, current, next_action}`; for
-`connection.initial_read_completed`: `{connection}`) plus the `event_id` that caused it. The stream is capped
-(XADD MAXLEN ~) so it keeps about the retention window and no more. An entry caused by a webhook the receiver took
-also carries `received_at` (unix seconds), so the web process can tell how long the change took to reach a client.
-"""
+"""The change feed: what the fold changed, published to a Redis Stream for every web process. Each entry's `data`
+is the API's Connection or Sync object (or an object holding it) plus the causing `event_id`, and `received_at`
+(unix seconds) when a received webhook caused it, so the web process can measure the latency."""
 
 from __future__ import annotations
 
@@ -18,7 +11,6 @@ from typing import Any
 
 from redis import Redis
 
-from schemas.events import Event
 from schemas.json_codec import dumps
 from workers.ledger.durations import Timing
 from workers.ledger.fold import Change, ConnectionSlice
@@ -54,8 +46,8 @@ def render_changes(
     assessed: Mapping[str, Assessment],
     timings: Mapping[str, Timing] | None = None,
 ) -> list[FeedEntry]:
-    """Turn fold changes into feed entries, from the slices the fold just wrote, each changed connection's
-    assessment and each changed sync's timing (`workers.ledger.announce` computes them)."""
+    """Fold changes as feed entries, from the slices the fold wrote, each connection's assessment and each sync's
+    timing."""
     entries = []
     for change in changes:
         state = slices[change.connection_id]
@@ -74,24 +66,9 @@ def render_changes(
     return entries
 
 
-def render(
-    changes: list[Change],
-    slices: dict[str, ConnectionSlice],
-    event: Event,
-    company_name: str | None,
-    assessed: Mapping[str, Assessment],
-) -> list[FeedEntry]:
-    """`render_changes` for the changes of one event."""
-    return render_changes(changes, slices, {event.company_id or "": company_name}, assessed)
-
-
 class ChangeFeed:
-    """Publishes feed entries to the Redis Stream `{namespace}:changes`.
-
-    Retention is both a count (XADD MAXLEN ~ `max_changes`) and an age (XTRIM MINID ~ now minus
-    `retention_seconds`, in the same round trip): whichever keeps less. Trimming is approximate
-    (whole radix-tree nodes), so a few entries may outlive either bound; never fewer are kept.
-    """
+    """Publishes feed entries to the Redis Stream `{namespace}:changes`, kept by count (XADD MAXLEN ~) and by age
+    (XTRIM MINID ~ `retention_seconds`), whichever keeps less (approximately: never fewer)."""
 
     def __init__(self, redis: Redis, namespace: str, max_changes: int, retention_seconds: float = 0) -> None:
         self.redis = redis

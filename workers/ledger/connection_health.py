@@ -1,26 +1,6 @@
-"""Health: what a connection needs, in one word, one sentence and one next step. A pure function of ledger rows.
-
-No I/O and no clock: the same rows give the same health whoever asks, and the rows are the fold's own output,
-which does not depend on the order events arrived in — so neither does health. The first rule of `RULES` that
-applies wins:
-
-* ``deleted`` (next action ``none``): deleted, by Codat or through Synctrack;
-* ``unlinked`` (``reconnect``): status Unlinked;
-* ``needs_reauth`` (``reconnect``): Deauthorized; or Linked and the latest result of a data type is AuthError;
-  or Linked with an active error whose status code is 401 or 403;
-* ``link_failed`` (``reconnect``): PendingAuth and a `connection.failed` was received;
-* ``pending`` (``reconnect``): PendingAuth otherwise;
-* ``platform_incident`` (``wait``): Linked, the latest result of a data type is a failure other than AuthError that
-  the platform's open incident counts (`workers.ledger.incidents`): the customer has nothing to fix;
-* ``failing`` (``refresh``): Linked and the latest result of a data type is a failure other than AuthError;
-* ``syncing`` (``wait``): Linked and a sync is active;
-* ``healthy`` (``none``): otherwise.
-
-A data type's latest result counts only if it completed at or after the connection last became Linked
-(`last_linked_at`): a reconnect starts afresh. A connection whose status is not known yet (only reads have been
-heard of) is judged like a Linked one. The reason names the platform as Codat sent it (`platform_name`) and the
-data type where one is involved (`data_type`).
-"""
+"""Health: what a connection needs, in one word, one sentence and one next step. A pure function of ledger rows:
+the first of `RULES` that applies wins. Only results since the connection last became Linked count; a connection
+whose status is not known yet is judged like a Linked one."""
 
 from __future__ import annotations
 
@@ -33,14 +13,13 @@ from schemas.statuses import Health, NextAction
 from workers.ledger.rows import ConnectionRow, DataTypeRow
 
 REAUTH_STATUS_CODES = frozenset({"401", "403"})
-"""An active connection error with one of these codes means Codat's access was refused: re-link."""
+"""An active connection error with one of these codes: Codat's access was refused."""
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionHealth:
     health: Health
     reason: str
-    """One sentence for the customer."""
     next_action: NextAction
     data_type: str | None = None
     """The data type the reason is about, if any."""
@@ -56,7 +35,7 @@ class Situation:
     """(data type, status) of each data type whose latest result since the last link failed, latest first."""
     sync_active: bool
     incident_since: datetime | None = None
-    """When the failures the open incident of the connection's platform counts begin; None without one."""
+    """When the failures its platform's open incident counts begin."""
     latest_failure_at: datetime | None = None
 
     @property
@@ -75,7 +54,6 @@ class Rule:
     health: Health
     next_action: NextAction
     applies: Callable[[Situation], Finding | None]
-    """The finding when the rule applies to the situation, else None."""
 
 
 def _deleted(s: Situation) -> Finding | None:
@@ -168,8 +146,7 @@ def judge(
     sync_active: bool,
     incident_since: datetime | None = None,
 ) -> ConnectionHealth:
-    """The connection's health (see the module's docstring); `incident_since`: its platform has an open incident
-    counting the failures after this moment."""
+    """The connection's health; `incident_since`: when the failures its platform's open incident counts begin."""
     found = _failures(connection, data_types)
     failures = tuple((data_type, status) for _, data_type, status in found)
     latest = found[0][0] if found else None
@@ -182,8 +159,7 @@ def judge(
 
 
 def deauthorization_risk_at(connection: ConnectionRow, after: timedelta) -> datetime | None:
-    """When Codat may deauthorize the connection for want of a sync: the latest of its last completed sync and
-    the time it last became Linked, plus `after`; None unless it is Linked and not deleted."""
+    """When Codat may deauthorize a Linked connection for want of a sync: its last sync or link, plus `after`."""
     if connection.deleted_at is not None or connection.status != "Linked":
         return None
     linked = connection.last_linked_at or connection.linked_at

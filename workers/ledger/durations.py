@@ -1,17 +1,7 @@
-"""How long a sync usually takes: when each finished sync was requested, and the typical duration of active ones.
-
-Codat's webhooks say when a read finished, not when it was asked for. The request is known elsewhere in the ledger:
-a link (`connection.connected` / `reconnected`, stored in `webhook_events`) or a refresh Codat accepted (the audit
-log; a company-wide refresh counts for each of its connections). A finished sync that does not carry its own
-`requested_at` (reconciliation and action results do) keeps the time of the request it answers: the latest request
-of its data type, or of every data type, at or before its completion with no other result of that data type in
-between — the active sync its result closed. Requests more than `REQUEST_WINDOW` before a result are not its own.
-Like freshness and health this is a function of rows that do not depend on the order webhooks arrived in.
-
-A sync in phase `active` gets `typical_duration_seconds`: the median of `completed_at - requested_at` over the
-latest `SAMPLE` succeeded syncs of its connection and data type that have both; with fewer than `MINIMUM`, over those
-of the same platform (`platform_key`) and data type across all companies; null with fewer than `MINIMUM` there too.
-"""
+"""How long a sync usually takes. A finished sync without its own `requested_at` answers the latest request (a link
+webhook or an accepted refresh) of its data type, or of all, before its completion with no result between, within
+`REQUEST_WINDOW`. An active sync's typical duration is the median of the latest `SAMPLE` succeeded syncs of its
+connection and data type, else of its platform's; null with fewer than `MINIMUM`."""
 
 from __future__ import annotations
 
@@ -27,26 +17,24 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from schemas.events import ANY_DATA_TYPE
+from workers.ledger.bulk_sql import chunked
 from workers.ledger.rows import SyncRow
-from workers.ledger.tables import AuditRecord, Connection, Sync, WebhookEvent
+from workers.ledger.tables import SYNCS, AuditRecord, Connection, Sync, WebhookEvent
 
 REQUEST_WINDOW = timedelta(days=7)
-"""A request older than this before a result is not the request the result answers."""
 SAMPLE = 20
 MINIMUM = 3
 SCAN = 100
 """Succeeded syncs read (newest first) to find `SAMPLE` with both times."""
 LINK_EVENTS = ("connection.connected", "connection.reconnected")
 FINISHED = ("succeeded", "failed", "unsupported")
-IN_CHUNK = 500
-SYNCS = Sync.__table__  # type: ignore[attr-defined]
 
 SyncLike = Sync | SyncRow
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """What a Sync object adds to its row: `requested_at` where the row lacks it, and the typical duration."""
+    """What a Sync object adds to its row."""
 
     requested_at: datetime | None = None
     typical_duration_seconds: float | None = None
@@ -54,10 +42,9 @@ class Timing:
 
 @dataclass
 class _Requests:
-    """Request times of some connections, and result times of their data types, within one window."""
+    """Request times of some connections, and result times of their data types, since one moment."""
 
     since: datetime
-    until: datetime
     requests: dict[str, list[tuple[str | None, datetime]]] = field(default_factory=dict)
     """connection -> (data type, or None for every type; time)."""
     previous: dict[str, datetime] = field(default_factory=dict)
@@ -78,27 +65,22 @@ class _Requests:
 
 
 class DurationMemo:
-    """Typical durations remembered for `ttl_seconds` across calls.
-
-    A worker's folds announce many active syncs of the same connections and platforms; a typical duration moves
-    slowly, so the fold may announce one up to `ttl_seconds` old instead of reading a sample of syncs for every
-    batch. Reads through the API pass no memo and compute it at the read."""
+    """Typical durations remembered for `ttl_seconds` across a worker's folds (they move slowly)."""
 
     def __init__(self, ttl_seconds: float = 60.0) -> None:
         self.ttl_seconds = ttl_seconds
         self._values: dict[tuple[str, str, str], tuple[float, float | None]] = {}
 
-    def get(self, key: tuple[str, str, str]) -> tuple[bool, float | None]:
-        """(found, value) for `key`: found only while it is younger than `ttl_seconds`."""
+    def remembered(self, key: tuple[str, str, str], compute: Callable[[], float | None]) -> float | None:
+        """The value of `key`, computed again once older than `ttl_seconds`."""
         found = self._values.get(key)
-        if found is None or found[0] < time.monotonic():
-            return False, None
-        return True, found[1]
-
-    def put(self, key: tuple[str, str, str], value: float | None) -> None:
+        if found is not None and found[0] >= time.monotonic():
+            return found[1]
         if len(self._values) > 100_000:  # a bound on memory, not an eviction policy: the next reads refill it
             self._values.clear()
+        value = compute()
         self._values[key] = (time.monotonic() + self.ttl_seconds, value)
+        return value
 
 
 def load_timings(
@@ -107,9 +89,8 @@ def load_timings(
     platforms: Mapping[str, str | None] | None = None,
     memo: DurationMemo | None = None,
 ) -> dict[str, Timing]:
-    """The `Timing` of each of these syncs (by id): derived `requested_at` for finished ones that lack it, and
-    `typical_duration_seconds` for active ones. `platforms` (connection -> `platform_key`) spares reading the
-    platforms the caller already holds; `memo` keeps typical durations across calls (see `DurationMemo`)."""
+    """The `Timing` of each of these syncs, by id; `platforms` (connection -> `platform_key`) spares reading
+    those the caller holds."""
     rows = list(rows)
     finished = [r for r in rows if r.phase in FINISHED and r.requested_at is None and r.completed_at is not None]
     derived = derive_requested(session, finished)
@@ -123,28 +104,23 @@ def load_timings(
 
 
 def derive_requested(session: Session, rows: Sequence[SyncLike]) -> dict[str, datetime]:
-    """The request each finished sync answers (see the module's docstring), for those where one is known."""
+    """The request each finished sync answers, for those where one is known."""
     if not rows:
         return {}
     known = _load(session, rows)
-    found = {}
-    for row in rows:
-        at = known.requested(row)
-        if at is not None:
-            found[row.id] = at
-    return found
+    found = {row.id: known.requested(row) for row in rows}
+    return {sync_id: at for sync_id, at in found.items() if at is not None}
 
 
 def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
-    """The requests in the window of these rows and, only after the earliest of them, their data types' results:
-    a result before every request cannot stand between a request and the result that answers it."""
+    """The requests in the window of these rows, and their data types' latest results before them."""
     times = [r.completed_at for r in rows if r.completed_at is not None]
     until = max(times)
     since = min(times) - REQUEST_WINDOW
-    known = _Requests(since, until)
+    known = _Requests(since)
     connection_ids = sorted({r.connection_id for r in rows})
     companies: dict[str, str] = {}
-    for chunk in _chunks(connection_ids):
+    for chunk in chunked(connection_ids):
         for cid, company_id in session.exec(
             select(Connection.id, Connection.company_id).where(col(Connection.id).in_(chunk))
         ).all():
@@ -162,7 +138,7 @@ def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
     by_company: dict[str, list[str]] = {}
     for cid, company_id in companies.items():
         by_company.setdefault(company_id, []).append(cid)
-    for chunk in _chunks(sorted(by_company)):
+    for chunk in chunked(sorted(by_company)):
         refreshes = select(
             AuditRecord.company_id, AuditRecord.connection_id, AuditRecord.data_type, AuditRecord.at
         ).where(
@@ -187,15 +163,14 @@ SELECT w.id, (SELECT max(s.sort_at) FROM syncs s
 FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
      AS w(id, connection_id, data_type, completed_at)
 """
-"""PostgreSQL: the latest finished sync before each row, the rows bound as arrays (one plan, nothing to compile)."""
+"""PostgreSQL: the rows bound as arrays (one plan, nothing to compile)."""
 
 
 def _load_results(session: Session, rows: Sequence[SyncLike], known: _Requests) -> None:
-    """For each row of a connection that had a request, the latest finished sync of its data type before it: a
-    request is answered by the first result after it, so only that one result can stand in between."""
+    """For each row of a connection that had a request, the latest finished sync of its data type before it."""
     asked = [r for r in rows if known.requests.get(r.connection_id) and r.completed_at is not None]
-    for start in range(0, len(asked), IN_CHUNK):
-        for sync_id, at in _previous_results(session, asked[start : start + IN_CHUNK]):
+    for chunk in chunked(asked):
+        for sync_id, at in _previous_results(session, chunk):
             if at is not None:
                 known.previous[sync_id] = at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -244,20 +219,15 @@ class TypicalDurations:
             # A read of every data type never stays in the ledger as a finished sync (the first result closes it
             # and stands in its place), so it has no history to take a median of.
             return None
-        own = self._remembered(("connection", connection_id, data_type), lambda: self._own(connection_id, data_type))
+        own = self._memo.remembered(
+            ("connection", connection_id, data_type), lambda: self._own(connection_id, data_type)
+        )
         if own is not None:
             return own
         platform = self._platform_of(connection_id)
         if platform is None:
             return None
-        return self._remembered(("platform", platform, data_type), lambda: self._across(platform, data_type))
-
-    def _remembered(self, key: tuple[str, str, str], compute: Callable[[], float | None]) -> float | None:
-        found, value = self._memo.get(key)
-        if not found:
-            value = compute()
-            self._memo.put(key, value)
-        return value
+        return self._memo.remembered(("platform", platform, data_type), lambda: self._across(platform, data_type))
 
     def _own(self, connection_id: str, data_type: str) -> float | None:
         return self._median(select(Sync).where(Sync.connection_id == connection_id, Sync.data_type == data_type))
@@ -293,11 +263,6 @@ class TypicalDurations:
             if len(durations) == SAMPLE:
                 break
         return float(statistics.median(durations)) if len(durations) >= MINIMUM else None
-
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), IN_CHUNK):
-        yield items[start : start + IN_CHUNK]
 
 
 def expected_completion(requested_at: datetime | None, typical_seconds: float | None) -> datetime | None:

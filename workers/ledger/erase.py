@@ -1,10 +1,5 @@
-"""What "remove completely" erases for a deleted connection, beyond what the fold removes.
-
-The fold drops a deleted connection's sync history and data-type state; the raw webhook bodies that
-described it are erased here. Each stored event stays as a tombstone (id, type, times, outcome —
-as retention leaves it) so a redelivery is still recognised as a duplicate and the audit trail
-still shows that something arrived.
-"""
+"""What "remove completely" erases of a deleted connection beyond what the fold removes: its webhooks' raw bodies.
+Each stored event stays as a tombstone, so a redelivery is still recognised as a duplicate."""
 
 from __future__ import annotations
 

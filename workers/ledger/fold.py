@@ -1,12 +1,7 @@
-"""The fold: how one normalised event changes the ledger. Pure: no I/O, no clock.
-
-Any permutation of a set of events, with any duplicates, gives the same ledger, because every field is a
-last-writer-wins register ordered by a stamp ``(time, rank, event id)`` (a total order), a min or a max of times,
-or a set of syncs keyed by a stable id in which a result beats a request. Codat never says a sync started: a
-request (``connection.connected``/``reconnected``, a refresh) opens an active sync, which the first result of its
-data type (of any, for ``*``) generated at or after it closes, whichever arrives first. A company's deletion
-deletes its connections as of that time. What the stale check writes of an open sync, a request carries over.
-"""
+"""The fold: how one normalised event changes the ledger. Pure: no I/O, no clock. Any order of a set of events,
+with duplicates, gives the same ledger: every field is a register ordered by a stamp ``(time, rank, event id)``, a
+min or max of times, or a set of syncs keyed by a stable id where a result beats a request. A request opens an active
+sync, which the first result of its data type (any, for ``*``) at or after it closes, whichever arrives first."""
 
 from __future__ import annotations
 
@@ -17,7 +12,7 @@ from typing import Literal
 
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import connection_status_rank, outcome_rank, phase_of
-from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, clone
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, clone, column_names
 
 ChangeKind = Literal[
     "connection.updated", "connection.initial_read_completed", "sync.started", "sync.completed", "sync.failed"
@@ -26,23 +21,10 @@ ChangeKind = Literal[
 SOURCE_PRECEDENCE = {"webhook": 0, "reconcile": 1, "action": 2}
 """A sync keeps the most deliberate origin that reported it: an action beats a webhook."""
 
-DETAIL_FIELDS = ("platform_key", "platform_name", "source_type", "link_url", "errors", "connection_info")
-VISIBLE_FIELDS = (
-    *DETAIL_FIELDS,
-    "status",
-    "created_at",
-    "linked_at",
-    "disconnected_at",
-    "deleted_at",
-    "first_sync_at",
-    "last_sync_at",
-    "last_successful_sync_at",
-    "last_sync_status",
-    "initial_read_completed_at",
-    "last_link_failure_at",
-    "last_link_failure",
-    "last_linked_at",
+VISIBLE_FIELDS = tuple(
+    name for name in column_names(ConnectionRow) if name not in ("id", "company_id") and not name.endswith("_stamp")
 )
+"""What the API shows of a connection: a change to any of them is announced."""
 _visible = attrgetter(*VISIBLE_FIELDS)
 
 
@@ -58,12 +40,8 @@ class Change:
 
 @dataclass(slots=True)
 class ConnectionSlice:
-    """The part of the ledger one event can touch for one connection.
-
-    The caller loads: the connection row, the data-type rows the event names, every open sync of the
-    connection and every sync whose key the event names. The fold edits them in place and lists
-    sync ids to delete.
-    """
+    """The part of the ledger one event can touch for one connection: its row, the data types the event names, its
+    open syncs and the syncs the event keys. The fold edits them in place and lists sync ids to delete."""
 
     connection: ConnectionRow
     data_types: dict[str, DataTypeRow] = field(default_factory=dict)
@@ -71,12 +49,11 @@ class ConnectionSlice:
     deleted_syncs: set[str] = field(default_factory=set)
     purge_history: bool = False
     company_deleted_at: datetime | None = None
-    """When the connection's company was deleted (the caller loads it): the connection is deleted then too."""
+    """When the connection's company was deleted: the connection is deleted then too."""
 
 
 def stamp(at: datetime, rank: int, event_id: str) -> str:
-    """A sortable text stamp: the wall-clock digits of `at` as given (``%Y-%m-%dT%H:%M:%S.%f``), microseconds always
-    written so text order equals time order, then rank and event id."""
+    """A text stamp whose order is time (wall-clock digits, microseconds always written), then rank, then event id."""
     return f"{at.replace(tzinfo=None).isoformat(timespec='microseconds')}|{rank:02d}|{event_id}"
 
 
@@ -203,8 +180,7 @@ def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[
                 existing.stamp, existing.event_id, existing.status = request_stamp, event.id, fact.status
                 existing.phase = "active"
                 existing.requested_at = existing.sort_at = requested_at
-            if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(existing.source, 0):
-                existing.source = event.source
+            _keep_source(existing, event.source)
         return []
     if conn.deleted_at is not None or _closed_by_result(state, fact.data_type, requested_at):
         return []
@@ -221,9 +197,8 @@ def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[
         source=event.source,
         event_id=event.id,
     )
-    state.syncs[row.id] = row
-    state.deleted_syncs.discard(row.id)
-    return [Change("sync.started", conn.id, _snapshot(row), event.id)]
+    _put(state, row)
+    return [Change("sync.started", conn.id, clone(row), event.id)]
 
 
 def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
@@ -259,8 +234,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
             sort_at=at,
             source=event.source,
         )
-        state.syncs[row.id] = row
-        state.deleted_syncs.discard(row.id)
+        _put(state, row)
     newer = result_stamp > row.stamp
     if newer:
         row.status, row.phase, row.stamp, row.data_type = fact.status, phase, result_stamp, fact.data_type
@@ -268,21 +242,20 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
         row.requested_at = fact.requested_at
         row.issues = list(fact.issues) if fact.issues is not None else None
         row.event_id = event.id
-    if SOURCE_PRECEDENCE[event.source] > SOURCE_PRECEDENCE.get(row.source, 0):
-        row.source = event.source
+    _keep_source(row, event.source)
     if fact.records_modified:
         row.records_modified = True
     elif row.records_modified is None and fact.records_modified is not None:
         row.records_modified = False
     if newer:
         # Announced once every field is written, so the stream shows the row the API will.
-        changes.append(Change(_finish_kind(phase), conn.id, _snapshot(row), event.id))
+        changes.append(Change(_finish_kind(phase), conn.id, clone(row), event.id))
 
     for open_row in [s for s in state.syncs.values() if s.phase in OPEN_PHASES and s.id != fact.key]:
         if open_row.data_type in (fact.data_type, ANY_DATA_TYPE) and (open_row.requested_at or at) <= at:
             del state.syncs[open_row.id]
             state.deleted_syncs.add(open_row.id)
-            closed = _snapshot(open_row)
+            closed = clone(open_row)
             closed.status, closed.phase, closed.completed_at = fact.status, phase, at
             _end_delay(closed)
             changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
@@ -311,6 +284,16 @@ def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result
         row.first_successful_sync_at = _min(row.first_successful_sync_at, at)
 
 
+def _put(state: ConnectionSlice, row: SyncRow) -> None:
+    state.syncs[row.id] = row
+    state.deleted_syncs.discard(row.id)
+
+
+def _keep_source(row: SyncRow, source: str) -> None:
+    if SOURCE_PRECEDENCE[source] > SOURCE_PRECEDENCE.get(row.source, 0):
+        row.source = source
+
+
 def _end_delay(row: SyncRow) -> None:
     """A result ends what the stale check wrote of a sync Codat was still running."""
     row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = False, None, None, None
@@ -318,7 +301,3 @@ def _end_delay(row: SyncRow) -> None:
 
 def _finish_kind(phase: str) -> ChangeKind:
     return "sync.failed" if phase == "failed" else "sync.completed"
-
-
-def _snapshot(row: SyncRow) -> SyncRow:
-    return clone(row)

@@ -1,12 +1,7 @@
-"""Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`.
-
-No I/O and no clock, so the same rows give the same answer whoever asks, and the answer changes with time only
-because `now` moved. A data type's threshold is its override, else the company's or the client's Codat
-`syncSchedule` (`Schedules`, times `SYNCTRACK_FRESHNESS_SCHEDULE_FACTOR`), else `SYNCTRACK_FRESHNESS_AFTER`.
-A data type is ``fresh`` or ``overdue`` by its last successful sync, ``pending`` or ``never`` by the link time
-when it has none, and ``paused`` when no sync is expected (not Linked, deleted, or NotSupported). A connection is
-as stale as its stalest counted data type (`SEVERITY`); its `expected_by` is the earliest deadline.
-"""
+"""Freshness: is a connection's data current? A pure function of ledger rows, thresholds and `now`. A data type is
+``fresh`` or ``overdue`` by its last success against its threshold (override, else Codat's schedule times a factor,
+else the default), ``pending`` or ``never`` by the link time without one, ``paused`` when no sync is expected; a
+connection is as stale as its stalest counted data type."""
 
 from __future__ import annotations
 
@@ -48,9 +43,8 @@ class Threshold:
 
 @dataclass(frozen=True)
 class FreshnessPolicy:
-    """How old a successful sync may be: `after_seconds` for every data type, `overrides` per data type, and
-    Codat's schedules times `schedule_factor` where `follow_schedules` (an API key is set, so they are read); and
-    how long a connection may go without any sync before Codat may deauthorize it (`deauthorize_after_seconds`)."""
+    """How old a successful sync may be (`after_seconds`, per-type `overrides`, Codat's schedules times
+    `schedule_factor` when `follow_schedules`), and how long without a sync before Codat may deauthorize."""
 
     after_seconds: float = 86_400.0
     overrides: Mapping[str, float] = field(default_factory=dict)
@@ -130,8 +124,7 @@ def data_type_freshness(
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,
 ) -> DataTypeFreshness:
-    """One data type's freshness at `now`, threshold T: `fresh` or `overdue` by its last successful sync
-    (`expected_by` that + T); without one, `pending` until the link time + T (`expected_by`), `never` after."""
+    """One data type's freshness at `now`."""
     threshold = policy.threshold_of(row.data_type, schedules)
     if is_paused(connection) or row.phase == "unsupported":
         return DataTypeFreshness(row.data_type, "paused", None, threshold)
@@ -150,9 +143,8 @@ def assess(
     now: datetime,
     schedules: Schedules = NO_SCHEDULES,
 ) -> ConnectionFreshness:
-    """The connection's freshness and each of its data types', at `now`, under its company's `schedules`. With no
-    data type counted yet it is `pending` or `never` by its linked (or created) time and the default threshold; a
-    connection whose status is not known yet is judged like a Linked one."""
+    """The connection's freshness and each of its data types', at `now`; with no data type counted yet, judged by
+    its linked (or created) time and the default threshold."""
     types = tuple(
         sorted(
             (data_type_freshness(connection, row, policy, now, schedules) for row in data_types),
@@ -172,4 +164,3 @@ def assess(
 
 
 DEFAULT_POLICY = FreshnessPolicy()
-"""The settings' defaults: 24 hours for every data type."""

@@ -1,16 +1,6 @@
-"""What was last announced of each connection's freshness and health (table `connection_freshness`), and its
-changes.
-
-Freshness and health are computed, never stored in the ledger, but "it changed" needs a memory of what was said.
-`record_transitions` compares fresh values with it and writes and returns the differences, inside the caller's
-transaction: the fold's (for the connections a batch changed) or the periodic checks' (for those the clock or the
-stale-sync job changed), both holding the connection's row lock, so a change is announced once. Any change of
-`freshness`, `overdue_data_types`, `expected_by` or `health` is a transition; only a change of `freshness` is
-``freshness_changed``, and of `health` ``health_changed``. Each of those two is also written to
-`connection_state_changes`, the connection's timeline of what was announced. A Linked connection with a data type
-that turns overdue (not one first recorded so, as an import's are) asks for a targeted reconciliation of its company
-(`reconcile_requests`, `workers.codat.overdue_reconcile`): a result may be waiting at Codat whose webhook was lost.
-"""
+"""What was last announced of each connection's freshness and health (`connection_freshness`). `record_transitions`
+writes the differences inside the caller's transaction (holding the connection's row lock, so a change is announced
+once), logs them to the timeline, and asks for a reconciliation when a Linked connection's data type turns overdue."""
 
 from __future__ import annotations
 
@@ -23,21 +13,19 @@ from sqlalchemy import Engine, Table, func, select
 from sqlmodel import Session
 
 from schemas.statuses import Freshness, Health
-from workers.ledger.bulk_sql import insert_rows
+from workers.ledger.bulk_sql import chunked, insert_rows
 from workers.ledger.connection_health import ConnectionHealth
 from workers.ledger.freshness import ConnectionFreshness
 from workers.ledger.rows import ConnectionRow
-from workers.ledger.tables import Connection, FreshnessRecord, ReconcileRequest, StateChange
+from workers.ledger.tables import CONNECTIONS, FreshnessRecord, ReconcileRequest, StateChange
 from workers.ledger.views import Assessment
 
 RECORDS: Table = FreshnessRecord.__table__  # type: ignore[attr-defined]
 STATE_CHANGES: Table = StateChange.__table__  # type: ignore[attr-defined]
-CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
 RECONCILE_REQUESTS: Table = ReconcileRequest.__table__  # type: ignore[attr-defined]
-IN_CHUNK = 500
 
 SOURCE_TYPES = frozenset({"Accounting", "Banking", "BankFeed", "Commerce", "Expense", "Other", "Unknown"})
-"""Codat's `sourceType` values; anything else is counted as `Other` so metric labels stay bounded."""
+"""Codat's `sourceType` values; anything else is labelled `Other`, so metric labels stay bounded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +53,11 @@ def record_transitions(
     now: datetime,
     event_ids: Mapping[str, str | None] | None = None,
 ) -> list[Transition]:
-    """Record each connection's freshness and health where they differ from the last recorded; return those, in
-    id order. Changes of either are written to the timeline with their cause (`event_ids`, by connection)."""
+    """Record each connection's freshness and health where they differ from the last recorded; return those, in id
+    order. Changes are written to the timeline with their cause (`event_ids`, by connection)."""
     ids = sorted(assessed)
     known: dict[str, Any] = {}
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
+    for chunk in chunked(ids):
         for row in session.execute(select(RECORDS).where(RECORDS.c.connection_id.in_(chunk))):
             known[row.connection_id] = row
     transitions: list[Transition] = []
@@ -80,22 +67,18 @@ def record_transitions(
     for cid in ids:
         fresh, health, old = assessed[cid].freshness, assessed[cid].health, known.get(cid)
         overdue = list(fresh.overdue_data_types)
-        if old is not None and (
-            old.freshness,
-            list(old.overdue_data_types),
-            _utc(old.expected_by),
-            old.health,
-        ) == (fresh.freshness, overdue, fresh.expected_by, health.health):
+        if old is not None and (old.freshness, list(old.overdue_data_types), _utc(old.expected_by), old.health) == (
+            fresh.freshness,
+            overdue,
+            fresh.expected_by,
+            health.health,
+        ):
             continue
-        previous = old.freshness if old is not None else None
-        previous_health = old.health if old is not None else None
         company_id = connections[cid].company_id
         if old is not None and connections[cid].status == "Linked" and set(overdue) - set(old.overdue_data_types):
             overdue_companies.add(company_id)
-        transition = Transition(cid, company_id, previous, fresh, previous_health, health)
-        transitions.append(transition)
-        changed_at = now if previous != fresh.freshness or old is None else old.changed_at
-        health_changed_at = now if transition.health_changed else old.health_changed_at if old is not None else now
+        previous, previous_health = (old.freshness, old.health) if old is not None else (None, None)
+        transitions.append(Transition(cid, company_id, previous, fresh, previous_health, health))
         writes.append(
             {
                 "connection_id": cid,
@@ -103,16 +86,21 @@ def record_transitions(
                 "freshness": fresh.freshness,
                 "expected_by": fresh.expected_by,
                 "overdue_data_types": overdue,
-                "changed_at": changed_at,
+                "changed_at": old.changed_at if old is not None and previous == fresh.freshness else now,
                 "health": health.health,
-                "health_changed_at": health_changed_at,
+                "health_changed_at": old.health_changed_at
+                if old is not None and previous_health == health.health
+                else now,
             }
         )
-        cause = (event_ids or {}).get(cid)
-        if transition.freshness_changed:
-            logged.append(_logged(transition, "freshness_changed", previous, fresh.freshness, now, cause))
-        if transition.health_changed:
-            logged.append(_logged(transition, "health_changed", previous_health, health.health, now, cause))
+        for kind, before, after in (
+            ("freshness_changed", previous, fresh.freshness),
+            ("health_changed", previous_health, health.health),
+        ):
+            if before != after:
+                cause = (event_ids or {}).get(cid)
+                change = {"kind": kind, "previous": before, "current": after, "event_id": cause}
+                logged.append({"connection_id": cid, "company_id": company_id, "at": now, **change})
     insert_rows(session, RECORDS, writes, conflict=["connection_id"])
     insert_rows(session, STATE_CHANGES, logged)
     _request_reconciles(session, overdue_companies, now)
@@ -120,27 +108,13 @@ def record_transitions(
 
 
 def _request_reconciles(session: Session, company_ids: set[str], now: datetime) -> None:
-    """Ask for a targeted reconciliation of each company not asked for yet (one waiting request is enough)."""
+    """Ask for a targeted reconciliation of each company without a waiting request."""
     if not company_ids:
         return
     column = RECONCILE_REQUESTS.c.company_id
     waiting = set(session.execute(select(column).where(column.in_(sorted(company_ids)))).scalars())
     requests = [{"company_id": company_id, "requested_at": now} for company_id in sorted(company_ids - waiting)]
     insert_rows(session, RECONCILE_REQUESTS, requests)
-
-
-def _logged(
-    transition: Transition, kind: str, previous: str | None, current: str, now: datetime, event_id: str | None
-) -> dict[str, Any]:
-    return {
-        "connection_id": transition.connection_id,
-        "company_id": transition.company_id,
-        "at": now,
-        "kind": kind,
-        "previous": previous,
-        "current": current,
-        "event_id": event_id,
-    }
 
 
 def _utc(value: datetime | None) -> datetime | None:

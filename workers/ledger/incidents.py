@@ -1,15 +1,7 @@
-"""Platform incidents: when one platform's results fail for many connections of several companies at once.
-
-Pure: a function of one platform's results (completion time, connection, company, data type, failed or not) and
-the clock, so the same results give the same incidents whoever derives them and whenever. The window at a moment
-`t` holds the results completed in ``(t - window, t]``. A platform has an incident from the first moment its window
-holds failures (any failure but ``AuthError``, which the customer must fix) from at least `min_connections`
-distinct connections of at least 2 companies, making up at least `failure_share` of its results; it closes at the
-first moment after that the window's failure share falls below half of `failure_share`, or it holds no failure.
-Both moments are a result's completion time or one window after it: the window changes at no other time, so
-those are the only moments looked at. An incident counts the failures from the window that opened it until it
-closed.
-"""
+"""Platform incidents, derived purely from one platform's results. An incident opens at the first moment the window
+``(t - window, t]`` holds failures (not ``AuthError``) from `min_connections` connections of `MIN_COMPANIES` companies
+making `failure_share` of its results; it closes when the share falls below half that or no failure is left. Only
+result times and one window after them are looked at: the window changes at no other moment."""
 
 from __future__ import annotations
 
@@ -50,7 +42,7 @@ class Incident:
     """The failure share of the window that opened it."""
     closed_at: datetime | None = None
     failures: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
-    """(connection, data type) -> (company, its latest failure counted in the incident)."""
+    """(connection, data type) -> (company, its latest failure counted)."""
 
     @property
     def id(self) -> str:
@@ -121,12 +113,8 @@ def derive(
     now: datetime,
     open_since: tuple[datetime, float] | None = None,
 ) -> list[Incident]:
-    """The platform's incidents from `start` to `now`, oldest first, their failures counted.
-
-    `results` must hold every result completed in ``(start - window, now]``; `open_since` is the (opening moment,
-    failure share) of an incident open at `start` (then `start` is its opening moment). The last incident is still
-    open when its `closed_at` is None.
-    """
+    """The platform's incidents from `start` to `now`, oldest first, from every result completed in
+    ``(start - window, now]``; `open_since`: (opening moment, failure share) of an incident open at `start`."""
     ordered = sorted(results, key=lambda r: r.completed_at)
     moments = sorted(
         {t for r in ordered for t in (r.completed_at, r.completed_at + policy.window) if start <= t <= now}

@@ -1,22 +1,20 @@
 """The ledger in memory: what a rebuild folds into before writing every row at once, and what tests compare with.
-
-It is a `workers.ledger.batch.Ledger` like the SQL store, so both fold by the same driver; only where the rows
-live differs.
-"""
+A `workers.ledger.batch.Ledger` like the SQL store: both fold by the same driver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Engine, insert
 
 from schemas.events import Event
 from workers.ledger.batch import fold_batch
 from workers.ledger.fold import Change, ConnectionSlice, fold_company
 from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values
-from workers.ledger.store import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
+from workers.ledger.tables import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
 
 INSERT_CHUNK = 2_000
 
@@ -104,37 +102,23 @@ class MemoryLedger:
         return {
             "companies": {k: as_values(v) for k, v in sorted(self.companies.items())},
             "connections": {k: as_values(v) for k, v in sorted(self.connections.items())},
-            "data_types": {
-                f"{cid}/{dt}": as_values(row)
-                for cid, rows in sorted(self.data_types.items())
-                for dt, row in sorted(rows.items())
-            },
-            "syncs": {
-                k: as_values(v) for k, v in sorted((s.id, s) for rows in self.syncs.values() for s in rows.values())
-            },
-        }
-
-    def rows(self) -> dict[Table, Iterable[dict[str, Any]]]:
-        """Every row, table by table, as column -> value."""
-        return {
-            COMPANIES: (as_values(row) for row in self.companies.values()),
-            CONNECTIONS: (as_values(row) for row in self.connections.values()),
-            DATA_TYPES: (as_values(row) for row in self.data_type_rows().values()),
-            SYNCS: (as_values(row) for row in self.sync_rows().values()),
+            "data_types": {f"{cid}/{dt}": as_values(row) for (cid, dt), row in sorted(self.data_type_rows().items())},
+            "syncs": {k: as_values(v) for k, v in sorted(self.sync_rows().items())},
         }
 
     def write(self, engine: Engine) -> int:
         """Insert everything into the (empty) ledger tables of `engine`; return the row count."""
+        tables = {
+            COMPANIES: self.companies.values(),
+            CONNECTIONS: self.connections.values(),
+            DATA_TYPES: self.data_type_rows().values(),
+            SYNCS: self.sync_rows().values(),
+        }
         written = 0
         with engine.begin() as conn:
-            for table, rows in self.rows().items():
-                chunk: list[dict[str, Any]] = []
-                for row in rows:
-                    chunk.append(row)
-                    if len(chunk) >= INSERT_CHUNK:
-                        conn.execute(insert(table), chunk)
-                        written, chunk = written + len(chunk), []
-                if chunk:
+            for table, rows in tables.items():
+                values = (as_values(row) for row in rows)
+                while chunk := list(islice(values, INSERT_CHUNK)):
                     conn.execute(insert(table), chunk)
                     written += len(chunk)
         return written

@@ -1,10 +1,5 @@
-"""Missed webhooks: results reconciliation folded that no webhook had reported (table `missed_webhooks`).
-
-`record_missed` runs in the transaction of `workers.codat.reconcile.apply_view`, for the finished pull operations
-it folds because the ledger did not know them (matched by dataset id, or by connection, data type and time window,
-as `LedgerSyncs.knows` does): each is a `read.completed` that never arrived. A record is kept by dataset id and never
-removed, so a webhook arriving later does not un-miss it and a rebuild of the ledger leaves it alone.
-"""
+"""Missed webhooks (table `missed_webhooks`): results reconciliation folded that no webhook had reported, recorded
+in `workers.codat.reconcile.apply_view`'s transaction, kept by dataset id and never removed."""
 
 from __future__ import annotations
 
@@ -17,8 +12,8 @@ from sqlmodel import Session, col, select
 
 from schemas.codat import PullOperation
 from workers.ledger.bulk_sql import chunked, insert_rows
-from workers.ledger.freshness_state import CONNECTIONS, source_type_label
-from workers.ledger.tables import MissedWebhook
+from workers.ledger.freshness_state import source_type_label
+from workers.ledger.tables import CONNECTIONS, MissedWebhook
 
 MISSED: Table = MissedWebhook.__table__  # type: ignore[attr-defined]
 
@@ -60,8 +55,8 @@ def count_missed(engine: Engine) -> dict[str, int]:
 def missed_page(
     session: Session, since: datetime | None, limit: int, after: tuple[datetime, str] | None = None
 ) -> list[MissedWebhook]:
-    """Up to `limit` + 1 records found at or after `since`, newest found first, after the position `after`
-    (`found_at`, `dataset_id`) a previous page ended on."""
+    """Up to `limit` + 1 records found at or after `since`, newest first, after the position `after`
+    (`found_at`, `dataset_id`)."""
     query = select(MissedWebhook)
     if since is not None:
         query = query.where(col(MissedWebhook.found_at) >= since)

@@ -1,15 +1,6 @@
-"""Check platforms for incidents and record and announce what the derivation (`workers.ledger.incidents`) finds.
-
-Run after each fold for the platforms whose results it changed (when the window ending now would open or close
-an incident: one count each), and by the periodic check for every platform with results in the window or an open
-incident. Each platform is derived in one transaction, from the last thing known
-of it: an open incident is derived again from its opening moment (so its counts stay whole); otherwise from its
-last incident's close, but no earlier than two windows back. Rows are keyed by the incident's id and a close is
-written only over an open row, so two workers checking at once record and announce each change once:
-``platform.incident_opened`` and ``platform.incident_closed``, with the incident object, on the change feed under
-no company (admin streams without a company filter and subscriptions without one). After a change the platform's
-connections are judged again (`workers.ledger.reassess`), so their health moves to and from ``platform_incident``.
-"""
+"""Check platforms for incidents (`workers.ledger.incidents` derives them); record and announce what changed. Rows
+are keyed by incident id and a close is written only over an open row, so concurrent checks announce each
+``platform.incident_opened`` / ``_closed`` once; the platform's connections are then judged again."""
 
 from __future__ import annotations
 
@@ -17,9 +8,9 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import Engine, Table, case, distinct, func, update
+from sqlalchemy import Engine, Select, case, distinct, func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -30,15 +21,14 @@ from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.incidents import Incident, IncidentPolicy, Result, WindowCounts, derive
 from workers.ledger.reassess import reassess
-from workers.ledger.tables import Connection, PlatformIncident, Sync
+from workers.ledger.tables import CONNECTIONS, SYNCS, Connection, PlatformIncident, Sync
 from workers.ledger.views import open_incidents
 
 log = logging.getLogger("synctrack.incidents")
+Ts = TypeVarTuple("Ts")
 
 OPENED = "platform.incident_opened"
 CLOSED = "platform.incident_closed"
-SYNCS: Table = Sync.__table__  # type: ignore[attr-defined]
-CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
 RESULT_PHASES = ("succeeded", "failed", "unsupported")
 NOT_COUNTED = "AuthError"
 """A failure the customer must fix (re-link): never a sign of the platform's trouble."""
@@ -60,16 +50,7 @@ class IncidentSettings:
 
 
 def incident_out(row: PlatformIncident) -> IncidentOut:
-    return IncidentOut(
-        id=row.id,
-        platform_key=row.platform_key,
-        platform_name=row.platform_name,
-        data_types=list(row.data_types),
-        opened_at=row.opened_at,
-        closed_at=row.closed_at,
-        affected_connections=row.affected_connections,
-        failure_share=row.failure_share,
-    )
+    return IncidentOut.model_validate(row, from_attributes=True)
 
 
 def count_open_incidents(engine: Engine) -> int:
@@ -124,9 +105,8 @@ def check_after_fold(
     now: datetime,
     platform_keys: Collection[str],
 ) -> int:
-    """`check_incidents` for those of `platform_keys` whose window ending `now` would open an incident they do not
-    have or close the one they have: a fold costs one count per platform, and the moments between folds are the
-    periodic check's."""
+    """`check_incidents` for those of `platform_keys` whose window ending `now` would open or close an incident: a
+    fold costs one count per platform; the moments between folds are the periodic check's."""
     due = []
     with Session(engine) as session:
         opened = open_incidents(session)
@@ -137,21 +117,24 @@ def check_after_fold(
     return check_incidents(engine, feed, incidents, freshness, now, due) if due else 0
 
 
-def _window_counts(session: Session, key: str, after: datetime, now: datetime) -> WindowCounts:
+def _in_window(query: Select[*Ts], key: str, after: datetime, now: datetime) -> Select[*Ts]:
+    """`query` over the platform's results completed in ``(after, now]``."""
     s, c = SYNCS.c, CONNECTIONS.c
-    failed = (s.phase == "failed") & (s.status != NOT_COUNTED)
-    query = (
-        sa_select(
-            func.count(),
-            func.count(case((failed, 1))),
-            func.count(distinct(case((failed, s.connection_id)))),
-            func.count(distinct(case((failed, s.company_id)))),
-        )
-        .select_from(SYNCS.join(CONNECTIONS, c.id == s.connection_id))
-        .where(c.platform_key == key, s.phase.in_(RESULT_PHASES), s.completed_at > after, s.completed_at <= now)
+    return query.select_from(SYNCS.join(CONNECTIONS, c.id == s.connection_id)).where(
+        c.platform_key == key, s.phase.in_(RESULT_PHASES), s.completed_at > after, s.completed_at <= now
     )
-    total, failures, connections, companies = session.execute(query).one()
-    return WindowCounts(total, failures, connections, companies)
+
+
+def _window_counts(session: Session, key: str, after: datetime, now: datetime) -> WindowCounts:
+    s = SYNCS.c
+    failed = (s.phase == "failed") & (s.status != NOT_COUNTED)
+    counts = sa_select(
+        func.count(),
+        func.count(case((failed, 1))),
+        func.count(distinct(case((failed, s.connection_id)))),
+        func.count(distinct(case((failed, s.company_id)))),
+    )
+    return WindowCounts(*session.execute(_in_window(counts, key, after, now)).one())
 
 
 def _check_platform(engine: Engine, key: str, incidents: IncidentSettings, now: datetime) -> list[FeedEntry]:
@@ -178,20 +161,11 @@ def _check_platform(engine: Engine, key: str, incidents: IncidentSettings, now: 
 
 
 def _results(session: Session, key: str, after: datetime, now: datetime) -> list[Result]:
-    s, c = SYNCS.c, CONNECTIONS.c
-    query = (
-        sa_select(s.completed_at, s.connection_id, s.company_id, s.data_type, s.phase, s.status)
-        .join(CONNECTIONS, c.id == s.connection_id)
-        .where(
-            c.platform_key == key,
-            s.phase.in_(RESULT_PHASES),
-            s.completed_at > after,
-            s.completed_at <= now,
-        )
-    )
+    s = SYNCS.c
+    query = sa_select(s.completed_at, s.connection_id, s.company_id, s.data_type, s.phase, s.status)
     return [
         Result(row.completed_at, row.connection_id, row.company_id, row.data_type, _counted_failure(row))
-        for row in session.execute(query)
+        for row in session.execute(_in_window(query, key, after, now))
     ]
 
 

@@ -1,12 +1,6 @@
-"""Judge stored connections' freshness and health again and announce what changed, with no fold behind it.
-
-Two things change freshness without a webhook: the clock passing a threshold (`workers.jobs.freshness_check`) and
-Codat's schedules changing the thresholds (`workers.codat.sync_settings`). Connections are read in id order,
-`limit` per transaction, judged at `now` and compared with what was last announced; each difference is announced
-after the commit as ``connection.updated``, then ``connection.freshness_changed`` when `freshness` itself changed
-and ``connection.health_changed`` when `health` did, with `event_id` null. Rows are locked in id order, as the
-fold locks them, so a change is announced once.
-"""
+"""Judge stored connections' freshness and health again and announce what changed, with no fold behind it (the
+clock passed a threshold, or Codat's schedules changed). Rows are locked in id order, as the fold locks them, so a
+change is announced once."""
 
 from __future__ import annotations
 
@@ -16,11 +10,11 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from workers.ledger.announce import FRESHNESS_CHANGED, transition_entries
+from workers.ledger.announce import FRESHNESS_CHANGED, company_names, transition_entries
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.freshness_state import record_transitions
-from workers.ledger.tables import Company, Connection, Sync
+from workers.ledger.tables import Connection, Sync
 from workers.ledger.views import connection_out, load_assessments
 
 log = logging.getLogger("synctrack.freshness")
@@ -38,9 +32,8 @@ def reassess(
     limit: int = BATCH_CONNECTIONS,
     platform_key: str | None = None,
 ) -> int:
-    """Compare the freshness and health at `now` of every connection (or `company_id`'s, or those on
-    `platform_key`) with the last announced; announce the differences and return the number of connections whose
-    `freshness` changed."""
+    """Judge every connection (or `company_id`'s, or those on `platform_key`) at `now` and announce what differs
+    from the last announced; return how many changed `freshness`."""
     after = ""
     changed = 0
     while True:
@@ -83,28 +76,24 @@ def reassess_batch(
         )
         assessed = load_assessments(session, connections.values(), active, policy, now)
         transitions = record_transitions(session, connections, assessed, now)
-        if transitions:
-            company_ids = {t.company_id for t in transitions}
-            names = dict(session.exec(select(Company.id, Company.name).where(col(Company.id).in_(company_ids))).all())
+        names = company_names(session, {t.company_id for t in transitions})
         for transition in transitions:
             conn = connections[transition.connection_id]
             out = connection_out(conn, names.get(conn.company_id), conn.id in active, assessed[conn.id])
             entries += transition_entries(transition, out, None)
-            if transition.freshness_changed:
-                log.info(
-                    "msg=freshness_changed connection=%s company=%s previous=%s current=%s overdue=%s",
-                    conn.id,
-                    conn.company_id,
-                    transition.previous,
-                    transition.current.freshness,
-                    ",".join(transition.current.overdue_data_types) or "-",
-                )
-            if transition.health_changed:
-                log.info(
-                    "msg=health_changed connection=%s company=%s previous=%s current=%s",
-                    conn.id,
-                    conn.company_id,
-                    transition.previous_health,
-                    transition.health.health,
-                )
+            overdue = ",".join(transition.current.overdue_data_types) or "-"
+            for kind, previous, current, detail in (
+                ("freshness_changed", transition.previous, transition.current.freshness, f" overdue={overdue}"),
+                ("health_changed", transition.previous_health, transition.health.health, ""),
+            ):
+                if previous != current:
+                    log.info(
+                        "msg=%s connection=%s company=%s previous=%s current=%s%s",
+                        kind,
+                        conn.id,
+                        conn.company_id,
+                        previous,
+                        current,
+                        detail,
+                    )
     return entries, max(connections), len(connections)

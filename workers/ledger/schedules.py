@@ -1,9 +1,5 @@
-"""Codat's sync schedules as stored (table `sync_schedules`): read for freshness, recorded when refreshed.
-
-One row per scope: the client's (`scope` "client") and each company's (`scope` "company"), each data type's
-`syncSchedule` in hours as Codat last returned it, and when. Freshness receives them as plain `Schedules`
-(`workers.ledger.freshness` does no I/O); `workers.codat.sync_settings` reads Codat and records them here.
-"""
+"""Codat's sync schedules as stored (table `sync_schedules`), one row for the client and one per company: read
+for freshness (as plain `Schedules`), recorded when `workers.codat.sync_settings` refreshes them."""
 
 from __future__ import annotations
 
@@ -16,15 +12,20 @@ from sqlmodel import Session
 
 from workers.ledger.bulk_sql import chunked, insert_rows
 from workers.ledger.freshness import Schedules
-from workers.ledger.tables import Company, SyncSchedule
+from workers.ledger.tables import COMPANIES, SyncSchedule
 
 SCHEDULES: Table = SyncSchedule.__table__  # type: ignore[attr-defined]
-COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
 CLIENT, COMPANY = "client", "company"
 
 
 def _scope(company_id: str | None) -> tuple[str, str]:
     return (CLIENT, "") if company_id is None else (COMPANY, company_id)
+
+
+def _recorded(session: Session, column: Any, company_id: str | None) -> Any:
+    scope, key = _scope(company_id)
+    query = select(column).where(SCHEDULES.c.scope == scope, SCHEDULES.c.company_id == key)
+    return session.execute(query).scalar_one_or_none()
 
 
 def load_schedules(session: Session, company_ids: Iterable[str]) -> dict[str, Schedules]:
@@ -41,12 +42,9 @@ def load_schedules(session: Session, company_ids: Iterable[str]) -> dict[str, Sc
 
 def record_schedules(session: Session, company_id: str | None, hours: Mapping[str, float], now: datetime) -> bool:
     """Record the schedules read at `now` for the client (`company_id` None) or one company; True when they
-    differ from those recorded before (none recorded counts as none at all)."""
+    differ from those recorded before."""
     scope, key = _scope(company_id)
-    table = SCHEDULES.c
-    before = session.execute(
-        select(table.hours).where(table.scope == scope, table.company_id == key)
-    ).scalar_one_or_none()
+    before = _recorded(session, SCHEDULES.c.hours, company_id)
     row: dict[str, Any] = {"scope": scope, "company_id": key, "hours": dict(hours), "fetched_at": now}
     insert_rows(session, SCHEDULES, [row], conflict=["scope", "company_id"])
     return dict(before or {}) != dict(hours)
@@ -54,17 +52,12 @@ def record_schedules(session: Session, company_id: str | None, hours: Mapping[st
 
 def fetched_at(session: Session, company_id: str | None) -> datetime | None:
     """When the client's (`company_id` None) or a company's schedules were last read; None if never."""
-    scope, key = _scope(company_id)
-    table = SCHEDULES.c
-    value = session.execute(
-        select(table.fetched_at).where(table.scope == scope, table.company_id == key)
-    ).scalar_one_or_none()
-    return _utc(value)
+    value: datetime | None = _recorded(session, SCHEDULES.c.fetched_at, company_id)
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def companies_due(session: Session, read_before: datetime) -> list[str]:
-    """The companies (not deleted) whose schedules were never read or last read before `read_before`, the
-    longest unread first."""
+    """Companies not deleted whose schedules were not read since `read_before`, longest unread first."""
     table = SCHEDULES.c
     joined = COMPANIES.outerjoin(SCHEDULES, (table.scope == COMPANY) & (table.company_id == COMPANIES.c.id))
     query = (
@@ -74,7 +67,3 @@ def companies_due(session: Session, read_before: datetime) -> list[str]:
         .order_by(table.fetched_at.is_not(None), table.fetched_at, COMPANIES.c.id)
     )
     return list(session.execute(query).scalars())
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

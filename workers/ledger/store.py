@@ -1,10 +1,6 @@
-"""The ledger in SQL, as the fold driver (`workers.ledger.batch`) needs it: slices read, changed rows written back.
-
-The caller owns the transaction. A batch costs a handful of statements whatever its size: rows are read with
-``IN`` lists and only those the fold changed are written back (`workers.ledger.bulk_sql`). On PostgreSQL the
-batch's connection rows are locked in id order before their slices are read (so two batches never wait on each
-other in a cycle) and a company's name is a conditional upsert only a newer stamp wins; SQLite has one writer.
-"""
+"""The ledger in SQL, for the fold driver (`workers.ledger.batch`): slices read with ``IN`` lists, only changed rows
+written back, in the caller's transaction. On PostgreSQL the connection rows are locked in id order first, so two
+batches never wait on each other in a cycle."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from datetime import datetime
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -22,21 +18,8 @@ from schemas.events import Event
 from workers.ledger.batch import fold_batch
 from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
 from workers.ledger.fold import Change, ConnectionSlice, fold_company
-from workers.ledger.rows import (
-    OPEN_PHASES,
-    CompanyRow,
-    ConnectionRow,
-    DataTypeRow,
-    SyncRow,
-    as_values,
-    fingerprint,
-)
-from workers.ledger.tables import Company, Connection, DataTypeState, Sync
-
-CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
-DATA_TYPES: Table = DataTypeState.__table__  # type: ignore[attr-defined]
-SYNCS: Table = Sync.__table__  # type: ignore[attr-defined]
-COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, fingerprint
+from workers.ledger.tables import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
 
 
 def _insert(session: Session) -> Any:
@@ -54,8 +37,7 @@ class SqlLedger:
         self._syncs: dict[str, tuple[Any, ...]] = {}
 
     def fold_companies(self, events: Sequence[Event]) -> None:
-        """Create companies; rewrite a company's name, description and tags only with a newer stamp; keep the
-        earliest deletion (the rules of `fold_company`, as one conditional upsert)."""
+        """The rules of `fold_company` as one conditional upsert, and the earliest deletion kept."""
         facts: dict[str, CompanyRow] = {}
         for event in events:
             if event.company_id:

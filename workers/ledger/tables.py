@@ -1,15 +1,12 @@
-"""Synctrack's tables (SQLModel): the sync-history ledger, the raw-event store, the audit log and the jobs.
-
-The four ledger tables are built on their rows (`workers.ledger.rows`), which declare the columns; a table class
-adds only what SQL needs: keys, indexes and JSON storage.
-"""
+"""Synctrack's tables (SQLModel). The four ledger tables are built on their rows (`workers.ledger.rows`), adding
+only keys, indexes and JSON storage."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Table, Text
 from sqlmodel import Field, SQLModel
 
 from workers.ledger.rows import CompanyRow, ConnectionRow, DataTypeRow, SyncRow
@@ -72,10 +69,9 @@ class WebhookEvent(SQLModel, table=True):
     received_at: datetime
     processed_at: datetime | None = None
     body: str | None = Field(default=None, sa_column=Column(Text))
-    """The raw body; None once pruned by retention (the row stays as a tombstone)."""
+    """None once pruned by retention (the row stays as a tombstone)."""
     outcome: str = Field(default="pending", index=True)
-    """`processed`, `ignored` (a Codat event that changes nothing; `error` says why), `failed` (not a
-    documented Codat payload: the fold could not use it)."""
+    """`pending`, `processed`, `ignored` (changes nothing; `error` says why) or `failed` (not usable)."""
     error: str | None = None
 
 
@@ -115,11 +111,8 @@ class ReplayJob(SQLModel, table=True):
 
 
 class Subscription(SQLModel, table=True):
-    """An outbound subscription: a URL that receives matching changes as signed webhooks.
-
-    The signing secrets are stored as given out (HMAC needs them); the API shows a secret only when it
-    creates one. `previous_secret` keeps signing beside `secret` until `previous_secret_expires_at`.
-    """
+    """A URL that receives matching changes as signed webhooks; `previous_secret` keeps signing beside `secret`
+    until `previous_secret_expires_at`."""
 
     __tablename__ = "subscriptions"
 
@@ -133,7 +126,7 @@ class Subscription(SQLModel, table=True):
     previous_secret_expires_at: datetime | None = None
     enabled: bool = Field(default=True, index=True)
     disabled_reason: str | None = None
-    """`manual` (PATCH enabled=false), `gone` (the receiver answered 410), `failing` (failed too long)."""
+    """`manual`, `gone` (the receiver answered 410) or `failing` (failed too long)."""
     disabled_at: datetime | None = None
     failing_since: datetime | None = None
     created_at: datetime
@@ -141,12 +134,8 @@ class Subscription(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    """One event for one subscription, and how its attempts went.
-
-    `id` is the `webhook-id` of every attempt, derived from (subscription, event) so that recording the
-    same change twice is a no-op. `next_attempt_at` is also the claim: an attempt moves it past its own
-    time limit before sending, so a duplicate queue message finds nothing due.
-    """
+    """One event for one subscription, and how its attempts went. `id` is derived from (subscription, event), so
+    recording a change twice is a no-op; an attempt claims the row by moving `next_attempt_at` past its time limit."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -161,7 +150,7 @@ class Delivery(SQLModel, table=True):
     company_id: str | None = None
     body: str = Field(sa_column=Column(Text, nullable=False))
     status: str = "pending"
-    """`pending` (waiting for an attempt), `delivered` (a 2xx), `failed` (gave up or subscription disabled)."""
+    """`pending`, `delivered` (a 2xx) or `failed` (gave up, or the subscription was disabled)."""
     attempts: int = 0
     last_response_code: int | None = None
     last_error: str | None = None
@@ -174,22 +163,17 @@ class Delivery(SQLModel, table=True):
 
 
 class ImportJob(SQLModel, table=True):
-    """An import of an existing Codat account: which companies, how far it got (so it can resume).
-
-    `next_page` is the next page of Codat's `GET /companies` to read (None once every page was read, or
-    when the job names its companies); the companies found are rows of `import_companies`. A runner
-    claims the job by writing `runner` and refreshing `heartbeat_at`; a claim older than the lease is
-    free to take over.
-    """
+    """An import of an existing Codat account, resumable: `next_page` is the next page of `GET /companies` to read
+    (None when done or the job names its companies); a runner claims it by `runner` and `heartbeat_at`."""
 
     __tablename__ = "import_jobs"
 
     id: str = Field(primary_key=True)
     created_at: datetime
     status: str = "pending"
-    """`pending`, `running`, `completed` (every company tried), `interrupted`, `failed` (could not list)."""
+    """`pending`, `running`, `completed`, `interrupted` or `failed` (could not list)."""
     company_ids: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    """The companies asked for; None = every company Codat lists."""
+    """None = every company Codat lists."""
     lookback_hours: float = 72.0
     next_page: int | None = None
     total: int = 0
@@ -212,26 +196,21 @@ class ImportCompany(SQLModel, table=True):
     job_id: str = Field(primary_key=True)
     company_id: str = Field(primary_key=True)
     position: int = 0
-    """Order of discovery, so a job works through its companies in Codat's order."""
+    """Order of discovery (Codat's order)."""
     status: str = "pending"
     listing: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    """The company as `GET /companies` listed it, with its `dataConnections`; None = read it from Codat."""
+    """The company as `GET /companies` listed it; None = read it from Codat."""
     folded: int = 0
     error: str | None = None
     attempts: int = 0
     connections: int = 0
-    """Connections Codat listed for the company."""
     syncs: int = 0
     """Pull operations folded as syncs (those the ledger lacked)."""
 
 
 class FreshnessRecord(SQLModel, table=True):
-    """The freshness and health last announced for each connection, so a change is announced once.
-
-    Not part of the ledger proper (a rebuild does not touch it): it remembers what the stream was told. The
-    fold's transaction updates it for the connections it changed and the periodic check for those the
-    clock changed (`workers.ledger.freshness_state`).
-    """
+    """The freshness and health last announced of each connection, so a change is announced once (a rebuild
+    leaves it alone; `workers.ledger.freshness_state`)."""
 
     __tablename__ = "connection_freshness"
 
@@ -243,16 +222,11 @@ class FreshnessRecord(SQLModel, table=True):
     changed_at: datetime
     """When `freshness` last changed."""
     health: str | None = Field(default=None, index=True)
-    """The health last announced (null until first announced)."""
     health_changed_at: datetime | None = None
 
 
 class StateChange(SQLModel, table=True):
-    """One announced change of a connection's freshness or health, kept for its timeline.
-
-    Written beside `connection_freshness` by whoever announces the change (the fold's transaction, the periodic
-    check); `at` is when it was announced and `event_id` the webhook (or action) that caused it, if any.
-    """
+    """One announced change of a connection's freshness or health, for its timeline; `event_id` caused it."""
 
     __tablename__ = "connection_state_changes"
     __table_args__ = (Index("ix_connection_state_changes_connection_at", "connection_id", "at"),)
@@ -269,28 +243,19 @@ class StateChange(SQLModel, table=True):
 
 
 class SyncSchedule(SQLModel, table=True):
-    """Codat's sync settings as last read: each data type's `syncSchedule` (hours) of one scope, the client's
-    (`scope` "client", `company_id` "") or one company's (`scope` "company").
-
-    Not part of the ledger proper (a rebuild does not touch it): freshness reads it for its thresholds
-    (`workers.ledger.schedules`); `workers.codat.sync_settings` refreshes it.
-    """
+    """Codat's `syncSchedule` per data type as last read, of the client (`scope` "client", `company_id` "") or of
+    one company (`scope` "company"); see `workers.ledger.schedules`."""
 
     __tablename__ = "sync_schedules"
 
     scope: str = Field(primary_key=True)
     company_id: str = Field(primary_key=True)
     hours: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    """Data type -> `syncSchedule` in hours, as Codat returned them (0 included)."""
     fetched_at: datetime = Field(index=True)
 
 
 class MissedWebhook(SQLModel, table=True):
-    """A result reconciliation (targeted, periodic or an import) folded that no webhook had reported.
-
-    Not part of the ledger proper (a rebuild does not touch it), and never removed: a webhook that arrives later
-    does not make it less missed. Written by `workers.codat.reconcile.apply_view` in the fold's transaction.
-    """
+    """A result reconciliation folded that no webhook had reported; never removed (a rebuild leaves it alone)."""
 
     __tablename__ = "missed_webhooks"
     __table_args__ = (Index("ix_missed_webhooks_found", "found_at", "dataset_id"),)
@@ -300,20 +265,15 @@ class MissedWebhook(SQLModel, table=True):
     connection_id: str = Field(index=True)
     data_type: str
     status: str
-    """Codat's dataset status of the result (`Complete`, `FetchError`, …)."""
     completed_at: datetime | None = None
     found_at: datetime
-    """When reconciliation folded it."""
     source_type: str
-    """The connection's `sourceType` (bounded as the metrics' label) when it was found."""
+    """The connection's `sourceType`, bounded as the metrics' label."""
 
 
 class ReconcileRequest(SQLModel, table=True):
-    """A targeted reconciliation of a company asked for: a Linked connection's data type turned overdue.
-
-    Only ever inserted by whoever records the transition (no key to contend for inside a fold's transaction);
-    `workers.codat.overdue_reconcile` serves and removes them.
-    """
+    """A targeted reconciliation asked for (a Linked connection's data type turned overdue); only inserted, so no
+    key is contended for in a fold's transaction."""
 
     __tablename__ = "reconcile_requests"
 
@@ -332,13 +292,8 @@ class OverdueReconcile(SQLModel, table=True):
 
 
 class BundleRefresh(SQLModel, table=True):
-    """One refresh of a company's bundle (`SYNCTRACK_BUNDLES`): when it was asked for and whether `bundle.ready`
-    followed.
-
-    Not part of the ledger proper (a rebuild does not touch it): it remembers a request and what the stream was
-    told. `status` is `pending` until every member has succeeded at or after `requested_at` (then `ready`), or a
-    newer refresh of the same bundle supersedes it (`superseded`). `data_types` are the members as asked for.
-    """
+    """One refresh of a company's bundle: `pending` until every member succeeded at or after `requested_at`
+    (`ready`), or a newer refresh supersedes it (`superseded`)."""
 
     __tablename__ = "bundle_refreshes"
     __table_args__ = (Index("ix_bundle_refreshes_company_status", "company_id", "status"),)
@@ -352,17 +307,11 @@ class BundleRefresh(SQLModel, table=True):
     status: str = "pending"
     ready_at: datetime | None = None
     as_of: datetime | None = None
-    """The bundle's `as_of` when it became ready."""
 
 
 class PlatformIncident(SQLModel, table=True):
-    """A platform's incident: many connections of several companies failing on it at once.
-
-    Derived from the results in `syncs` and the clock (`workers.ledger.incidents`): the check writes what the
-    derivation finds, keyed by platform and opening time, so checking again (or after a rebuild) finds the same
-    rows. `refresh_state` is the one thing the derivation does not give: whether the refreshes that follow the
-    close are `pending` (for the refresh job), `done`, or `none` (auto-refresh off).
-    """
+    """A platform's incident, as derived from `syncs` (`workers.ledger.incidents`) and keyed by platform and
+    opening time; only `refresh_state` (`pending`, `done` or `none`) is not derived."""
 
     __tablename__ = "platform_incidents"
     __table_args__ = (Index("ix_platform_incidents_opened", "opened_at", "id"),)
@@ -373,8 +322,14 @@ class PlatformIncident(SQLModel, table=True):
     data_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     opened_at: datetime
     failures_since: datetime
-    """The failures counted are those completed after this moment (the start of the window that opened it)."""
+    """The failures counted are those completed after this (the start of the window that opened it)."""
     closed_at: datetime | None = Field(default=None, index=True)
     affected_connections: int = 0
     failure_share: float = 0.0
     refresh_state: str = "none"
+
+
+COMPANIES: Table = Company.__table__  # type: ignore[attr-defined]
+CONNECTIONS: Table = Connection.__table__  # type: ignore[attr-defined]
+DATA_TYPES: Table = DataTypeState.__table__  # type: ignore[attr-defined]
+SYNCS: Table = Sync.__table__  # type: ignore[attr-defined]

@@ -1,23 +1,10 @@
-"""A connection's timeline: what happened to it, newest first, from what the ledger already keeps.
-
-Five sources, each of which does not depend on the order webhooks arrived in:
-
-* stored webhooks about the connection (`webhook_events`): created, linked, link failed, disconnected,
-  reconnected, deleted, first read completed — at Codat's `generatedDate`;
-* its finished syncs (`syncs`): succeeded, failed or stale — at their completion (a stale one at its request);
-* the audit log (`audit_log`): refresh, unlink, delete and reconnect requests made through Synctrack (a company's
-  refresh of everything counts for each of its connections) — at the request, with its actor;
-* the changes of freshness and health that were announced (`connection_state_changes`) — when announced;
-* results reconciliation found that no webhook had reported (`missed_webhooks`) — when found.
-
-Items are ordered by time, then by source (`w`, `s`, `m`, `c`, `a`), then by row id as the database orders them, so a
-page ends at a position (`time`, `source|id`) the next one starts after, whatever arrives meanwhile at other
-times. Each source is read after that position in SQL, at most a page's worth, and the pages merged.
-"""
+"""A connection's timeline, newest first, from stored webhooks, finished syncs, the audit log's requests, announced
+freshness and health changes, and results only reconciliation found. Items are ordered by time, source (`w`, `s`,
+`m`, `c`, `a`) and row id, so a page ends at a position (`time`, `source|id`) the next starts after."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +26,13 @@ WEBHOOK_KINDS: dict[str, TimelineKind] = {
     "connection.deleted": "deleted",
     "Sync Connection Deleted": "deleted",
     "read.completed.initial": "initial_read_completed",
+}
+WEBHOOK_SUMMARIES: dict[TimelineKind, str] = {
+    "created": "A connection to {platform} was created, waiting for the customer to link it",
+    "linked": "{Platform} was linked",
+    "reconnected": "{Platform} was reconnected",
+    "deleted": "The connection to {platform} was deleted",
+    "initial_read_completed": "The first read of all data from {platform} finished",
 }
 LEGACY_STATUS_CHANGE = "DataConnectionStatusChanged"
 LEGACY_KINDS: dict[str, TimelineKind] = {
@@ -65,11 +59,24 @@ class Entry:
     item: TimelineItemOut
 
 
+def _entry(
+    at: datetime,
+    key: str,
+    kind: TimelineKind,
+    summary: str,
+    data_type: str | None = None,
+    event_id: str | None = None,
+    actor: str | None = None,
+) -> Entry:
+    item = TimelineItemOut(at=at, kind=kind, summary=summary, data_type=data_type, event_id=event_id, actor=actor)
+    return Entry(at, key, item)
+
+
 def load_timeline(
     session: Session, connection: Connection, limit: int, after: Position | None = None
 ) -> tuple[list[TimelineItemOut], Position | None]:
     """Up to `limit` items older than `after` (newest first), and the position to continue from (None at the end)."""
-    platform = connection.platform_name or connection.platform_key
+    platform = connection.platform_name or connection.platform_key or "the platform"
     entries: list[Entry] = []
     for source in (_webhooks, _syncs, _requests, _changes, _missed):
         entries += source(session, connection, platform, limit + 1, after)
@@ -80,12 +87,8 @@ def load_timeline(
     return [e.item for e in page], (page[-1].at, page[-1].key) if more and page else None
 
 
-def _older(
-    at: Any, ident: Any, source: str, after: Position | None, parse: Callable[[str], Any] = str
-) -> ColumnElement[bool] | None:
-    """SQL: rows of `source` that come after `after` in the newest-first order (None: no bound)."""
-    if after is None:
-        return None
+def _older(at: Any, ident: Any, source: str, after: Position, parse: Callable[[str], Any]) -> ColumnElement[bool]:
+    """SQL: rows of `source` that come after `after` in the newest-first order."""
     when, key = after
     prefix, _, rest = key.partition("|")
     if source < prefix:
@@ -99,35 +102,41 @@ def _older(
     return or_(at < when, and_(at == when, ident < bound))
 
 
-def _bounded(query: Any, condition: ColumnElement[bool] | None) -> Any:
-    return query if condition is None else query.where(condition)
+def _page(
+    session: Session,
+    query: Any,
+    at: Any,
+    ident: Any,
+    source: str,
+    limit: int,
+    after: Position | None,
+    parse: Callable[[str], Any] = str,
+) -> Sequence[Any]:
+    """Up to `limit` rows of `query` after `after`, newest first (by `at`, then `ident`)."""
+    if after is not None:
+        query = query.where(_older(at, ident, source, after, parse))
+    rows: Sequence[Any] = session.exec(query.order_by(at.desc(), ident.desc()).limit(limit)).all()
+    return rows
 
 
 def _webhooks(
-    session: Session, connection: Connection, platform: str | None, limit: int, after: Position | None
+    session: Session, connection: Connection, platform: str, limit: int, after: Position | None
 ) -> list[Entry]:
-    types = [*WEBHOOK_KINDS, LEGACY_STATUS_CHANGE]
     query = select(WebhookEvent).where(
         WebhookEvent.connection_id == connection.id,
-        col(WebhookEvent.event_type).in_(types),
+        col(WebhookEvent.event_type).in_([*WEBHOOK_KINDS, LEGACY_STATUS_CHANGE]),
         col(WebhookEvent.generated_at).is_not(None),
         WebhookEvent.outcome != "failed",
     )
-    query = _bounded(query, _older(col(WebhookEvent.generated_at), col(WebhookEvent.id), "w", after))
-    query = query.order_by(col(WebhookEvent.generated_at).desc(), col(WebhookEvent.id).desc()).limit(limit)
     entries = []
-    for row in session.exec(query).all():
+    for row in _page(session, query, col(WebhookEvent.generated_at), col(WebhookEvent.id), "w", limit, after):
         facts = _facts(row, connection.id)
         kind = WEBHOOK_KINDS.get(row.event_type)
         if row.event_type == LEGACY_STATUS_CHANGE:
             kind = LEGACY_KINDS.get(facts.status or "") if facts else None
-        if kind is None or row.generated_at is None:
-            continue
-        summary = _webhook_summary(kind, _name(platform), facts)
-        item = TimelineItemOut(
-            at=row.generated_at, kind=kind, summary=summary, data_type=None, event_id=row.id, actor=None
-        )
-        entries.append(Entry(row.generated_at, f"w|{row.id}", item))
+        if kind is not None and row.generated_at is not None:
+            summary = _webhook_summary(kind, platform, facts)
+            entries.append(_entry(row.generated_at, f"w|{row.id}", kind, summary, event_id=row.id))
     return entries
 
 
@@ -143,16 +152,8 @@ def _facts(row: WebhookEvent, connection_id: str) -> ConnectionFacts | None:
 
 
 def _webhook_summary(kind: TimelineKind, platform: str, facts: ConnectionFacts | None) -> str:
-    if kind == "created":
-        return f"A connection to {platform} was created, waiting for the customer to link it"
-    if kind == "linked":
-        return f"{_cap(platform)} was linked"
-    if kind == "reconnected":
-        return f"{_cap(platform)} was reconnected"
-    if kind == "deleted":
-        return f"The connection to {platform} was deleted"
-    if kind == "initial_read_completed":
-        return f"The first read of all data from {platform} finished"
+    if kind in WEBHOOK_SUMMARIES:
+        return WEBHOOK_SUMMARIES[kind].format(platform=platform, Platform=_cap(platform))
     if kind == "link_failed":
         failure = facts.link_failure if facts else None
         why = failure and (failure.message or failure.status_text or failure.status_code)
@@ -165,32 +166,25 @@ def _webhook_summary(kind: TimelineKind, platform: str, facts: ConnectionFacts |
     return f"{_cap(platform)} was disconnected"
 
 
-def _syncs(
-    session: Session, connection: Connection, platform: str | None, limit: int, after: Position | None
-) -> list[Entry]:
+def _syncs(session: Session, connection: Connection, platform: str, limit: int, after: Position | None) -> list[Entry]:
     query = select(Sync).where(Sync.connection_id == connection.id, col(Sync.phase).in_(list(SYNC_KINDS)))
-    query = _bounded(query, _older(col(Sync.sort_at), col(Sync.id), "s", after))
-    query = query.order_by(col(Sync.sort_at).desc(), col(Sync.id).desc()).limit(limit)
     entries = []
-    for row in session.exec(query).all():
+    for row in _page(session, query, col(Sync.sort_at), col(Sync.id), "s", limit, after):
         kind = SYNC_KINDS[row.phase]
         data_type = None if row.data_type == "*" else row.data_type
-        what = _cap(data_type) if data_type else f"All data from {_name(platform)}"
+        what = _cap(data_type) if data_type else f"All data from {platform}"
         if kind == "sync_succeeded":
             summary = f"{what} synced"
         elif kind == "sync_failed":
             summary = f"{what} failed: {row.status}"
         else:
             summary = f"{what}: no result came from Codat in time (stale)"
-        item = TimelineItemOut(
-            at=row.sort_at, kind=kind, summary=summary, data_type=data_type, event_id=row.event_id, actor=None
-        )
-        entries.append(Entry(row.sort_at, f"s|{row.id}", item))
+        entries.append(_entry(row.sort_at, f"s|{row.id}", kind, summary, data_type, row.event_id))
     return entries
 
 
 def _requests(
-    session: Session, connection: Connection, platform: str | None, limit: int, after: Position | None
+    session: Session, connection: Connection, platform: str, limit: int, after: Position | None
 ) -> list[Entry]:
     everything = and_(
         col(AuditRecord.connection_id).is_(None),
@@ -201,21 +195,18 @@ def _requests(
         or_(col(AuditRecord.connection_id) == connection.id, everything),
         col(AuditRecord.action).in_(list(REQUEST_KINDS)),
     )
-    query = _bounded(query, _older(col(AuditRecord.at), col(AuditRecord.id), "a", after, int))
-    query = query.order_by(col(AuditRecord.at).desc(), col(AuditRecord.id).desc()).limit(limit)
-    entries = []
-    for row in session.exec(query).all():
-        kind = REQUEST_KINDS[row.action]
-        item = TimelineItemOut(
-            at=row.at,
-            kind=kind,
-            summary=_request_summary(row, _name(platform)),
-            data_type=row.data_type,
-            event_id=f"audit:{row.id}",
-            actor=row.actor,
+    return [
+        _entry(
+            row.at,
+            f"a|{row.id}",
+            REQUEST_KINDS[row.action],
+            _request_summary(row, platform),
+            row.data_type,
+            f"audit:{row.id}",
+            row.actor,
         )
-        entries.append(Entry(row.at, f"a|{row.id}", item))
-    return entries
+        for row in _page(session, query, col(AuditRecord.at), col(AuditRecord.id), "a", limit, after, int)
+    ]
 
 
 def _request_summary(row: AuditRecord, platform: str) -> str:
@@ -232,47 +223,31 @@ def _request_summary(row: AuditRecord, platform: str) -> str:
 
 
 def _changes(
-    session: Session, connection: Connection, platform: str | None, limit: int, after: Position | None
+    session: Session, connection: Connection, platform: str, limit: int, after: Position | None
 ) -> list[Entry]:
     query = select(StateChange).where(StateChange.connection_id == connection.id)
-    query = _bounded(query, _older(col(StateChange.at), col(StateChange.id), "c", after, int))
-    query = query.order_by(col(StateChange.at).desc(), col(StateChange.id).desc()).limit(limit)
     entries = []
-    for row in session.exec(query).all():
+    for row in _page(session, query, col(StateChange.at), col(StateChange.id), "c", limit, after, int):
         kind: TimelineKind = "health_changed" if row.kind == "health_changed" else "freshness_changed"
         noun = "Health" if kind == "health_changed" else "Freshness"
         summary = f"{noun} changed from {row.previous} to {row.current}" if row.previous else f"{noun}: {row.current}"
-        item = TimelineItemOut(at=row.at, kind=kind, summary=summary, data_type=None, event_id=row.event_id, actor=None)
-        entries.append(Entry(row.at, f"c|{row.id}", item))
+        entries.append(_entry(row.at, f"c|{row.id}", kind, summary, event_id=row.event_id))
     return entries
 
 
-def _missed(
-    session: Session, connection: Connection, platform: str | None, limit: int, after: Position | None
-) -> list[Entry]:
+def _missed(session: Session, connection: Connection, platform: str, limit: int, after: Position | None) -> list[Entry]:
     query = select(MissedWebhook).where(MissedWebhook.connection_id == connection.id)
-    query = _bounded(query, _older(col(MissedWebhook.found_at), col(MissedWebhook.dataset_id), "m", after))
-    query = query.order_by(col(MissedWebhook.found_at).desc(), col(MissedWebhook.dataset_id).desc()).limit(limit)
-    entries = []
-    for row in session.exec(query).all():
-        summary = (
-            f"{_cap(row.data_type)} ({row.status}) at {_name(platform)}: no webhook reported it; "
-            "reconciliation found it"
+    rows = _page(session, query, col(MissedWebhook.found_at), col(MissedWebhook.dataset_id), "m", limit, after)
+    return [
+        _entry(
+            row.found_at,
+            f"m|{row.dataset_id}",
+            "recovered_by_reconcile",
+            f"{_cap(row.data_type)} ({row.status}) at {platform}: no webhook reported it; reconciliation found it",
+            row.data_type,
         )
-        item = TimelineItemOut(
-            at=row.found_at,
-            kind="recovered_by_reconcile",
-            summary=summary,
-            data_type=row.data_type,
-            event_id=None,
-            actor=None,
-        )
-        entries.append(Entry(row.found_at, f"m|{row.dataset_id}", item))
-    return entries
-
-
-def _name(platform: str | None) -> str:
-    return platform or "the platform"
+        for row in rows
+    ]
 
 
 def _cap(text: str) -> str:

@@ -1,25 +1,24 @@
-"""Ledger rows rendered as the API's objects — used by the JSON API and by the change feed alike,
-so a dashboard sees one schema whichever way it reads.
-
-A Connection object carries its freshness (`workers.ledger.freshness`) and its health
-(`workers.ledger.connection_health`), which need every data type of the connection, its company's Codat schedules
-(`workers.ledger.schedules`), whether a sync is active and the time it is rendered at: an `Assessment`.
-`load_assessments` reads them for many connections at once.
-"""
+"""Ledger rows rendered as the API's objects, for the JSON API and the change feed alike (one schema). A Connection
+carries its `Assessment` (freshness and health), which needs its data types, its company's schedules, whether a sync
+is active and the time; `load_assessments` reads them for many at once."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any, TypeVar
 
-from sqlalchemy import Exists, exists, func
+from pydantic import BaseModel
+from sqlalchemy import exists, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
 
 from schemas.api import CompanyOut, ConnectionDetail, ConnectionOut, DataTypeOut, LinkFailureOut, SyncOut
 from schemas.normalise import is_active_error
+from workers.ledger.bulk_sql import chunked
 from workers.ledger.connection_health import ConnectionHealth, deauthorization_risk_at, judge
 from workers.ledger.durations import Timing, expected_completion
 from workers.ledger.freshness import (
@@ -30,11 +29,9 @@ from workers.ledger.freshness import (
     Schedules,
     assess,
 )
-from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow
+from workers.ledger.rows import ConnectionRow, DataTypeRow, SyncRow, column_names
 from workers.ledger.schedules import load_schedules
-from workers.ledger.tables import Company, Connection, DataTypeState, PlatformIncident, Sync
-
-IN_CHUNK = 500
+from workers.ledger.tables import DATA_TYPES, Company, Connection, DataTypeState, PlatformIncident, Sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +52,7 @@ def assess_connection(
     schedules: Schedules = NO_SCHEDULES,
     incident_since: datetime | None = None,
 ) -> Assessment:
-    """Pure: the connection's `Assessment` from its rows, whether a sync is active, the thresholds, its company's
-    `schedules`, `now` and, when its platform has an open incident, when the failures it counts begin."""
+    """Pure: the connection's `Assessment`; `incident_since`: when its platform's open incident's failures begin."""
     types = list(data_types)
     return Assessment(
         assess(connection, types, policy, now, schedules),
@@ -65,32 +61,32 @@ def assess_connection(
     )
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+@cache
+def _shared(model: type[BaseModel], row_type: type) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if name in column_names(row_type))
+
+
+def _out(model: type[M], row: Any, **extra: Any) -> M:
+    """`model` from the row's columns of the same names, and `extra`."""
+    copied = {name: getattr(row, name) for name in _shared(model, row.__class__) if name not in extra}
+    return model(**copied, **extra)
+
+
 def connection_out(
     row: ConnectionRow, company_name: str | None, sync_active: bool, assessed: Assessment
 ) -> ConnectionOut:
     fresh, health = assessed.freshness, assessed.health
-    return ConnectionOut(
-        id=row.id,
-        company_id=row.company_id,
+    return _out(
+        ConnectionOut,
+        row,
         company_name=company_name,
-        platform_key=row.platform_key,
-        platform_name=row.platform_name,
-        source_type=row.source_type,
-        status=row.status,
-        created_at=row.created_at,
-        linked_at=row.linked_at,
-        disconnected_at=row.disconnected_at,
-        deleted_at=row.deleted_at,
-        first_sync_at=row.first_sync_at,
-        last_sync_at=row.last_sync_at,
-        last_successful_sync_at=row.last_successful_sync_at,
-        last_sync_status=row.last_sync_status,
         sync_active=sync_active,
-        link_url=row.link_url,
         metadata=row.connection_info or {},
         errors=row.errors or [],
         active_errors=[entry for entry in row.errors or [] if is_active_error(entry)],
-        initial_read_completed_at=row.initial_read_completed_at,
         last_link_failure=_link_failure(row),
         freshness=fresh.freshness,
         expected_by=fresh.expected_by,
@@ -99,7 +95,6 @@ def connection_out(
         health_reason=health.reason,
         next_action=health.next_action,
         health_data_type=health.data_type,
-        last_linked_at=row.last_linked_at,
         deauthorization_risk_at=assessed.deauthorization_risk_at,
     )
 
@@ -117,38 +112,23 @@ def _link_failure(row: ConnectionRow) -> LinkFailureOut | None:
 
 
 def sync_out(row: SyncRow, timing: Timing | None = None) -> SyncOut:
-    """A Sync object; `timing` (`workers.ledger.durations.load_timings`) adds the `requested_at` of the request a
-    finished sync answered, where the row lacks it, and an active sync's typical duration."""
+    """A Sync object; `timing` (`workers.ledger.durations.load_timings`) adds a derived `requested_at` and an
+    active sync's typical duration."""
     requested_at = row.requested_at or (timing.requested_at if timing else None)
     typical = timing.typical_duration_seconds if timing and row.phase == "active" else None
-    return SyncOut(
-        id=row.id,
-        company_id=row.company_id,
-        connection_id=row.connection_id,
-        data_type=row.data_type,
-        status=row.status,
-        phase=row.phase,
+    return _out(
+        SyncOut,
+        row,
         requested_at=requested_at,
         typical_duration_seconds=typical,
         expected_completion_at=expected_completion(requested_at, typical),
-        completed_at=row.completed_at,
-        records_modified=row.records_modified,
-        issues=row.issues,
-        source=row.source,
-        event_id=row.event_id,
-        delayed=row.delayed,
-        codat_status=row.codat_status,
     )
 
 
 def data_type_out(row: DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
-    return DataTypeOut(
-        data_type=row.data_type,
-        status=row.status,
-        phase=row.phase,
-        last_sync_at=row.last_sync_at,
-        last_successful_sync_at=row.last_successful_sync_at,
-        records_modified=row.records_modified,
+    return _out(
+        DataTypeOut,
+        row,
         freshness=fresh.freshness,
         expected_by=fresh.expected_by,
         threshold_seconds=fresh.threshold.seconds,
@@ -156,16 +136,12 @@ def data_type_out(row: DataTypeRow, fresh: DataTypeFreshness) -> DataTypeOut:
     )
 
 
-DATA_TYPES = DataTypeState.__table__  # type: ignore[attr-defined]
-
-
 def load_data_types(session: Session, connection_ids: Iterable[str]) -> dict[str, list[DataTypeRow]]:
-    """Every data type of these connections, in a few statements (plain rows: this runs in every fold's
-    transaction)."""
+    """Every data type of these connections, as plain rows (this runs in every fold's transaction)."""
     ids = sorted(set(connection_ids))
     types: dict[str, list[DataTypeRow]] = {cid: [] for cid in ids}
-    for start in range(0, len(ids), IN_CHUNK):
-        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(ids[start : start + IN_CHUNK]))
+    for chunk in chunked(ids):
+        query = sa_select(DATA_TYPES).where(DATA_TYPES.c.connection_id.in_(chunk))
         for mapping in session.execute(query).mappings():
             types[mapping["connection_id"]].append(DataTypeRow(**mapping))
     return types
@@ -178,9 +154,7 @@ def load_assessments(
     policy: FreshnessPolicy,
     now: datetime,
 ) -> dict[str, Assessment]:
-    """Each connection's `Assessment` at `now`, reading all their data types (and, where Codat's schedules count,
-    their companies' schedules) in a few statements; `active` holds the ids of those with a sync in phase
-    `active`."""
+    """Each connection's `Assessment` at `now`, read in a few statements; `active`: those with an active sync."""
     rows = {conn.id: conn for conn in connections}
     types = load_data_types(session, rows)
     schedules = company_schedules(session, {conn.company_id for conn in rows.values()}, policy)
@@ -214,14 +188,10 @@ def company_schedules(session: Session, company_ids: Iterable[str], policy: Fres
     return {company_id: NO_SCHEDULES for company_id in company_ids}
 
 
-def active_exists() -> Exists:
-    """SQL expression: does the current connection row have a sync in phase `active`?"""
-    return exists().where(col(Sync.connection_id) == Connection.id, col(Sync.phase) == "active")
-
-
 def connection_rows_query() -> Select[Connection, str | None, bool]:
     """Connections with their company name and whether a sync is active, for listing."""
-    return select(Connection, Company.name, active_exists().label("sync_active")).join(
+    active = exists().where(col(Sync.connection_id) == Connection.id, col(Sync.phase) == "active")
+    return select(Connection, Company.name, active.label("sync_active")).join(
         Company, col(Company.id) == Connection.company_id, isouter=True
     )
 
@@ -252,14 +222,7 @@ def load_connection_detail(
 
 
 def company_out(company: Company, connection_count: int) -> CompanyOut:
-    return CompanyOut(
-        id=company.id,
-        name=company.name,
-        connection_count=connection_count,
-        deleted_at=company.deleted_at,
-        description=company.description,
-        tags=company.tags,
-    )
+    return _out(CompanyOut, company, connection_count=connection_count)
 
 
 def company_rows_query() -> Select[Company, int]:

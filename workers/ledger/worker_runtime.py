@@ -1,8 +1,5 @@
-"""`WorkerRuntime`: what every worker-side job needs at run time — settings, the database, the change feed.
-
-Built once per worker process by the composition root (`workers/main.py`) and handed to each actor and periodic
-job; it owns nothing that starts at import. `close()` stops what was registered with `on_close` (the fold
-batcher, the dispatcher) and disposes of the engine.
+"""`WorkerRuntime`: what every worker-side job needs at run time (settings, database, change feed), built once per
+worker process by `workers/main.py`; `close()` runs what was registered with `on_close`, then disposes of the engine.
 """
 
 from __future__ import annotations
@@ -25,18 +22,16 @@ class WorkerRuntime:
     engine: Engine
     feed: ChangeFeed | None
     durations: DurationMemo = field(default_factory=DurationMemo)
-    """Typical durations the folds announce, remembered for a minute."""
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def freshness(self) -> FreshnessPolicy:
-        """The freshness thresholds of `settings` (`SYNCTRACK_FRESHNESS_AFTER`, `_OVERRIDES`, `_SCHEDULE_FACTOR`,
-        and whether Codat's schedules count: an API key is set)."""
+        """The freshness thresholds of `settings`."""
         return FreshnessPolicy.from_settings(self.settings)
 
     @property
     def incidents(self) -> IncidentSettings:
-        """The incident thresholds of `settings` (`SYNCTRACK_INCIDENT_*`)."""
+        """The incident thresholds of `settings`."""
         return IncidentSettings.from_settings(self.settings)
 
     def on_close(self, closer: Callable[[], None]) -> None:
