@@ -1,8 +1,6 @@
 """The ASGI application for `synctrack web`: uvicorn imports `service.asgi:app` in each web process.
 
-Importing this module builds nothing. The app is built from the environment when `app` is first
-asked for (uvicorn's `getattr(module, "app")`), once per process, so a tool or test that imports the
-module opens no database engine and no Redis client.
+The app is built from the environment when `app` is first asked for, so importing this module opens nothing.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""`error_response`: the one place an error body is written, for handlers and middleware alike.
-
-Every error a client of the web process sees is ``{"error": <ErrorCode>, "detail": <sentence>}`` with
-the status and headers of an `ApiError`: the app's exception handler, the auth middleware, the header
-limits and the webhook receiver all answer through this function, so the shape cannot drift. No error is
-worth caching: every one says ``Cache-Control: no-store``.
+"""`error_response`: the one place an error body ``{"error": <ErrorCode>, "detail": <sentence>}`` is written,
+for handlers and middleware alike, so the shape cannot drift. No error is worth caching.
 """
 
 from __future__ import annotations

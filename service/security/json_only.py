@@ -1,9 +1,7 @@
 """A `/v1/*` request that carries a body must say it is JSON, or it is 415 (checked by `AuthMiddleware`).
 
-Every body the API takes is JSON. A browser lets any page send `text/plain`, form or multipart bodies
-to any address without asking first (a "simple" request, no CORS preflight); a JSON body needs a
-preflight the page's origin must pass. Refusing every other media type keeps those pages out of the
-API even where nothing else would stop them. Bodiless requests (the dashboard's POSTs) pass.
+A browser lets any page send text, form or multipart bodies anywhere without a CORS preflight; a JSON body needs
+one. Refusing every other media type keeps such pages out of the API. Bodiless requests pass.
 """
 
 from __future__ import annotations

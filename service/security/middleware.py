@@ -1,17 +1,9 @@
 """`AuthMiddleware`: bearer tokens and tenant isolation for every route, before any handler runs.
 
-A pure ASGI middleware (it never wraps `send`, so the SSE stream flows through untouched). For each
-HTTP request it finds the route the router will pick, takes that route's rule from
-`service/security/rules.py`, authenticates the bearer token (`service/security/tokens.py`), applies the rule, and puts
-the `Principal` on the scope (`request.state.principal`, or `principal_of(request)`).
-
-* `?access_token=` is always removed from the query before anything else sees it; it is honoured only
-  on the stream and only when `SYNCTRACK_STREAM_TOKEN_IN_QUERY` is true (EventSource sends no headers).
-* With authentication off (`synctrack dev` on localhost, or `SYNCTRACK_AUTH_DISABLED` without admin
-  hashes) a request without a token is the local developer, but only from a loopback peer, addressed
-  to a loopback `Host`, and not sent by another site's page (`service/security/local_only.py`).
-* Failed authentications count against the source (`service/security/failure_budget.py`); a source over its budget
-  gets 429 for every request without a valid token. A valid token is never limited.
+For each HTTP request it finds the route the router will pick, applies that route's rule (`rules.py`) to the
+caller's token and puts the `Principal` on the scope. `?access_token=` is always removed from the query; it is
+honoured only on the stream when `SYNCTRACK_STREAM_TOKEN_IN_QUERY` is on. Failed authentications count against
+the source's budget (429 beyond it). With authentication off, only loopback requests are served.
 """
 
 from __future__ import annotations
