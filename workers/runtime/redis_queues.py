@@ -8,6 +8,7 @@ one Lua script beside this file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -110,10 +111,8 @@ class QueueBroker(RedisBroker):
         """Wake up to `rings` consumers waiting on `queue`; a failed ring is dropped (they look within `WAKE_MS`)."""
         pipe = self.client.pipeline(transaction=False)
         _ring(pipe, self.namespace, queue, rings)
-        try:
+        with contextlib.suppress(redis.RedisError):
             pipe.execute()
-        except redis.RedisError:
-            pass
 
     def _should_do_maintenance(self, command: str) -> int:
         # Beside dramatiq's random share: each consumer thread fetches from one queue, so a per-thread clock runs
