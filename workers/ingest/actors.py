@@ -17,15 +17,9 @@ from dramatiq.brokers.redis import RedisBroker
 from workers.ingest.batcher import FoldBatcher
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.ledger.worker_runtime import WorkerRuntime
-from workers.runtime.broker import (
-    BACKFILL_QUEUE,
-    FOLD_ACTOR,
-    FOLD_BACKFILL_ACTOR,
-    FOLD_BATCH_ACTOR,
-    FOLD_STORED_ACTOR,
-    WEBHOOK_QUEUE,
-)
+from workers.runtime.broker import FOLD_ACTOR, FOLD_BACKFILL_ACTOR, FOLD_BATCH_ACTOR, FOLD_STORED_ACTOR
 from workers.runtime.metrics import receipt_seconds, record_latency
+from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger("synctrack.worker")
 

@@ -106,16 +106,9 @@ def handle_webhooks(
     return _outcomes(plans, entries, now)
 
 
-def handle_webhook(
-    engine: Engine,
-    feed: ChangeFeed | None,
-    message_id: str,
-    body: str | None,
-    received_at: str | None,
-    replay: bool = False,
-) -> Outcome:
-    """Store and fold one webhook (a batch of one)."""
-    return handle_webhooks(engine, feed, [FoldRequest(message_id, body, received_at, replay)])[0]
+def handle_webhook(engine: Engine, feed: ChangeFeed | None, message_id: str, body: str, received_at: str) -> Outcome:
+    """Store and fold one new webhook (a batch of one)."""
+    return handle_webhooks(engine, feed, [FoldRequest(message_id, body, received_at)])[0]
 
 
 def _stored_bodies(session: Session, requests: Sequence[FoldRequest]) -> dict[str, Row[Any]]:

@@ -13,8 +13,6 @@ import redis
 import redis.asyncio
 
 from schemas.settings import Settings
-from workers.runtime.redis_queues import BACKFILL_QUEUE as BACKFILL_QUEUE
-from workers.runtime.redis_queues import WEBHOOK_QUEUE as WEBHOOK_QUEUE
 from workers.runtime.redis_queues import QueueBroker
 
 if TYPE_CHECKING:

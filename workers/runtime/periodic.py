@@ -69,7 +69,7 @@ class PeriodicRunner(threading.Thread, Generic[R]):
             remaining_ms = int(self.redis.pttl(self._key(job)))
         except RedisError:
             return self.tick
-        return max(self.tick, remaining_ms / 1000) if remaining_ms > 0 else self.tick
+        return max(self.tick, remaining_ms / 1000)  # no claim (-2) or no expiry (-1): after `tick`
 
     def run_if_due(self, job: PeriodicJob[R]) -> bool:
         """Run `job` here if it is on and no process ran it within its interval (or, for an `at_start` job, since
