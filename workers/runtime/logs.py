@@ -49,14 +49,11 @@ def _safe(value: object) -> object:
 def safe_message(record: logging.LogRecord) -> str:
     """`record.getMessage()`, with every argument rendered so it cannot leave its value."""
     args: Any = record.args
-    if not args:
-        message = str(record.msg)
-    else:
-        safe: Any = (
-            {k: _safe(v) for k, v in args.items()} if isinstance(args, Mapping) else tuple(_safe(a) for a in args)
-        )
+    message = str(record.msg)
+    if args:
+        safe = {k: _safe(v) for k, v in args.items()} if isinstance(args, Mapping) else tuple(_safe(a) for a in args)
         try:
-            message = str(record.msg) % safe
+            message %= safe
         except (TypeError, ValueError):
             message = record.getMessage()
     # The template itself may be a library's: a line break in it must not start a new line either.
