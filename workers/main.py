@@ -62,15 +62,13 @@ def periodic_jobs() -> list[PeriodicJob[WorkerRuntime]]:
 
 
 def start_periodic(runtime: WorkerRuntime) -> list[PeriodicRunner[WorkerRuntime]]:
-    """Start this process's background threads — one per periodic job, so a long run delays no other job, and
-    the outbound dispatcher — and register their stop with the runtime (`runtime.close()`). Returns the periodic
-    runners."""
+    """Start this process's background threads (one per periodic job, and the outbound dispatcher), stopped by
+    `runtime.close()`; return the periodic runners."""
     redis = sync_redis(runtime.settings)
     runners = [PeriodicRunner(runtime, redis, [job]) for job in periodic_jobs()]
     for runner in runners:
         runner.start()
         runtime.on_close(runner.stop)
-    # The outbound-subscription dispatcher runs beside the periodic jobs in every worker process.
     dispatcher = start_dispatcher(runtime.settings, runtime.engine, sync_redis(runtime.settings))
     if dispatcher is not None:
         runtime.on_close(dispatcher.stop)

@@ -1,13 +1,7 @@
 """`synctrack worker`: N worker processes, each running dramatiq worker threads over Synctrack's actors.
 
-The command builds its dramatiq workers itself (rather than through dramatiq's CLI) on Synctrack's broker
-(`workers.runtime.broker.make_broker`), whose idle consumers wait on Redis until an enqueue wakes them.
-
-The parent process only supervises: it starts the children, restarts one that dies (a worker killed mid-message
-loses nothing: its unacknowledged messages are requeued by the broker's maintenance and folding is idempotent), and
-on SIGTERM or SIGINT asks every child to finish the messages in hand and stop. Parent and children block on what
-they wait for (a child's exit, a signal, the parent's exit) instead of looking at it on a timer. Nothing starts at
-import.
+The parent only supervises: it restarts a child that dies (its unacknowledged messages are requeued by the broker)
+and on SIGTERM or SIGINT asks every child to finish the messages in hand and stop.
 """
 
 from __future__ import annotations
@@ -26,14 +20,12 @@ log = logging.getLogger("synctrack.worker")
 
 RESTART_DELAY_SECONDS = 1.0
 IDLE_POLL_MS = 1_000
-"""dramatiq's `worker_timeout` (its default): the longest an idle worker thread or consumer waits before it looks at
-its stop flag again."""
+"""dramatiq's `worker_timeout`: the longest an idle worker thread waits before it looks at its stop flag again."""
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 def worker_process(threads: int) -> None:
-    """One worker process: build the broker and actors, run dramatiq's worker until SIGTERM (or until its
-    supervisor is gone)."""
+    """One worker process: run dramatiq's worker over the actors until SIGTERM or until its supervisor is gone."""
     import dramatiq
 
     from schemas.settings import Settings
@@ -54,8 +46,7 @@ def worker_process(threads: int) -> None:
     assert supervisor is not None, "a worker process is started by `supervise`"
 
     def watch_parent() -> None:
-        # A supervisor killed outright (SIGKILL, OOM) cannot stop its children: each stops when orphaned. The
-        # supervisor's sentinel becomes ready when it exits.
+        # A supervisor killed outright (SIGKILL, OOM) cannot stop its children: each stops when orphaned.
         multiprocessing.connection.wait([supervisor.sentinel])
         log.warning("worker=%d result=orphaned stopping=true", os.getpid())
         stopping.set()
@@ -76,17 +67,13 @@ def worker_process(threads: int) -> None:
 def supervise(processes: int, threads: int) -> int:
     """Run `processes` worker processes until SIGTERM/SIGINT; return the exit status."""
     context = multiprocessing.get_context("spawn")
-    children: list[multiprocessing.process.BaseProcess] = []
     stopping = threading.Event()
     woken, wake = os.pipe()  # a signal writes to `wake`, so the wait on the children's sentinels returns
 
-    def start(slot: int) -> None:
+    def start(slot: int) -> multiprocessing.process.BaseProcess:
         child = context.Process(target=worker_process, args=(threads,), name=f"synctrack-worker-{slot}")
         child.start()
-        if slot < len(children):
-            children[slot] = child
-        else:
-            children.append(child)
+        return child
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
@@ -94,18 +81,22 @@ def supervise(processes: int, threads: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for slot in range(processes):
-        start(slot)
+    children = [start(slot) for slot in range(processes)]
     while not stopping.is_set():
         multiprocessing.connection.wait([child.sentinel for child in children] + [woken])
         for slot, child in enumerate(children):
             if not child.is_alive() and not stopping.is_set():
-                log.warning("worker=%s result=died exitcode=%s restarting_in=%.0fs", child.pid, child.exitcode, 1)
+                log.warning(
+                    "worker=%s result=died exitcode=%s restarting_in=%.0fs",
+                    child.pid,
+                    child.exitcode,
+                    RESTART_DELAY_SECONDS,
+                )
                 time.sleep(RESTART_DELAY_SECONDS)
-                start(slot)
+                children[slot] = start(slot)
     for child in children:
-        if child.is_alive() and child.pid is not None:
-            os.kill(child.pid, signal.SIGTERM)
+        if child.is_alive():
+            child.terminate()  # SIGTERM
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS + 5
     for child in children:
         child.join(max(0.0, deadline - time.monotonic()))

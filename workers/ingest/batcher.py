@@ -1,9 +1,8 @@
 """Group commit for the worker: many messages, one transaction, an outcome for each.
 
-Each actor call puts its requests here and waits; one folding thread takes whatever is waiting (up to
-`max_batch`), stores and folds it in one transaction and releases every caller with its own outcome. Nothing is
-acknowledged before its transaction commits, so a killed worker loses nothing. A failed batch is retried one
-request at a time, so one poisonous event cannot fail the events that happened to share its batch.
+Actor calls put their requests here and wait; one folding thread folds whatever is waiting (up to `max_batch`) in
+one transaction, so nothing is acknowledged before it commits. A failed batch is retried one request at a time, so
+one poisonous event cannot fail its neighbours.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Store each webhook's raw event and fold it into the ledger in one transaction, then announce its changes.
 
-What the `fold_webhook` actors run, many messages at once (`workers.ingest.batcher`). Idempotent: a message
-delivered twice finds its event stored and does nothing; a replay folds a stored event again, which the fold makes
-harmless. A body the fold cannot use is stored with outcome `failed` and not retried (text no database can store is
-kept escaped); anything else (the database down) raises, so dramatiq retries.
+Idempotent: a message delivered twice finds its event stored and does nothing. A body the fold cannot use is stored
+with outcome `failed` and not retried; anything else (the database down) raises, so dramatiq retries.
 """
 
 from __future__ import annotations
@@ -39,18 +37,15 @@ EVENTS = WebhookEvent.__table__  # type: ignore[attr-defined]
 
 
 class FoldOutcome(StrEnum):
-    """What became of one request; the first three are also the stored event's `outcome`."""
+    """What became of one request. Stored as the event's `outcome`: processed (folded), ignored (a Codat event that
+    changes nothing; its `error` says why), failed (not a documented Codat payload). Not stored: duplicate (already
+    stored, or twice in the batch), missing (a replay of an event not stored, or whose body retention removed)."""
 
     PROCESSED = "processed"
-    """Stored and folded."""
     IGNORED = "ignored"
-    """Stored: a Codat event that changes nothing in the ledger (its `error` says why)."""
     FAILED = "failed"
-    """Stored: not a documented Codat payload, so never folded."""
     DUPLICATE = "duplicate"
-    """Already stored (or twice in the batch): nothing done."""
     MISSING = "missing"
-    """A replay of an event that is not stored, or whose body retention removed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +61,18 @@ class FoldRequest:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: FoldOutcome
-    entries: tuple[FeedEntry, ...] = ()
-    """What the fold announced for this event."""
+    entries: tuple[FeedEntry, ...] = ()  # what the fold announced for this event
 
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
-    """A request that is stored (or, for a replay, has its stored row updated) and folded if it parsed."""
+    """A request to store (a replay: to update) and fold if it parsed; `row` holds the `webhook_events` columns to
+    write (the whole row for a new event, the outcome for a replay)."""
 
     request: FoldRequest
     row: dict[str, Any]
-    """The `webhook_events` columns to write: the whole row for a new event, the outcome for a replay."""
     event: Event | None
     outcome: FoldOutcome
-    error: str | None
 
 
 def handle_webhooks(
@@ -91,69 +84,31 @@ def handle_webhooks(
     durations: DurationMemo | None = None,
     incidents: IncidentSettings | None = None,
 ) -> list[Outcome]:
-    """Store and fold a batch of webhooks in one transaction; publish their changes after the commit.
-
-    `freshness`: the thresholds the announced Connection objects are judged by. `companies_created` is told,
-    after the commit, the companies whose `company.created` was folded (the worker queues the read of their sync
-    settings). `durations`: the worker's memo of typical durations. With `incidents`, the platforms whose results
-    the batch changed are then checked for incidents (`workers.ledger.platform_incidents`). Returns one outcome per
-    request, in order. Raises (nothing committed) if the database fails.
-    """
+    """Store and fold a batch of webhooks in one transaction, then publish their changes; return one outcome per
+    request, in order. Raises (nothing committed) if the database fails. After the commit, `companies_created` is
+    told of folded `company.created` companies and, with `incidents`, changed platforms are checked for incidents."""
     now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
         plans = _plan(requests, _stored_bodies(session, requests), now)
         stored = [plan for plan in plans if isinstance(plan, _Stored)]
-        _store(session, stored)
+        insert_rows(session, EVENTS, [s.row for s in stored if not s.request.replay])
+        update_rows(session, EVENTS, [s.row for s in stored if s.request.replay], "id")
         events = [s.event for s in stored if s.event is not None and s.event.known]
         changes, slices = fold_events(session, events)
         names = company_names(session, {s.connection.company_id for s in slices.values()})
         entries = announce_changes(session, changes, slices, names, freshness, now, durations)
         _confirm_actions(session, events)
-    receipts = _receipts(stored)
-    record_latency("committed", receipts.values())
-    if feed is not None:
-        feed.publish(entries, receipts)
-        record_latency("published", [receipts[e] for entry in entries if (e := entry.data.get("event_id")) in receipts])
-    _tell_companies_created(companies_created, events)
+    _publish(feed, entries, stored)
+    if companies_created is not None:
+        _tell_companies_created(companies_created, events)
     if incidents is not None:
-        _check_incidents(engine, feed, incidents, freshness, now, _result_platforms(changes, slices))
+        _check_incidents(engine, feed, incidents, freshness, now, changes, slices)
     return _outcomes(plans, entries, now)
 
 
-def _result_platforms(changes: list[Change], slices: dict[str, ConnectionSlice]) -> set[str]:
-    finished = ("sync.completed", "sync.failed")
-    keys = {slices[c.connection_id].connection.platform_key for c in changes if c.kind in finished}
-    return {key for key in keys if key}
-
-
-def _check_incidents(
-    engine: Engine,
-    feed: ChangeFeed | None,
-    incidents: IncidentSettings,
-    freshness: FreshnessPolicy,
-    now: datetime,
-    platform_keys: set[str],
-) -> None:
-    if not platform_keys:
-        return
-    try:
-        check_after_fold(engine, feed, incidents, freshness, now, platform_keys)
-    except Exception:
-        # The batch is committed and its changes announced: a failed check must not retry it. The periodic
-        # check looks again.
-        log.exception("msg=incident_check_failed platforms=%s", ",".join(sorted(platform_keys)))
-
-
-def handle_webhook(
-    engine: Engine,
-    feed: ChangeFeed | None,
-    message_id: str,
-    body: str | None,
-    received_at: str | None,
-    replay: bool = False,
-) -> Outcome:
-    """Store and fold one webhook (a batch of one)."""
-    return handle_webhooks(engine, feed, [FoldRequest(message_id, body, received_at, replay)])[0]
+def handle_webhook(engine: Engine, feed: ChangeFeed | None, message_id: str, body: str, received_at: str) -> Outcome:
+    """Store and fold one new webhook (a batch of one)."""
+    return handle_webhooks(engine, feed, [FoldRequest(message_id, body, received_at)])[0]
 
 
 def _stored_bodies(session: Session, requests: Sequence[FoldRequest]) -> dict[str, Row[Any]]:
@@ -221,18 +176,16 @@ def _parse(
             row = {k: escape(v) if isinstance(v, str) else v for k, v in row.items()}
     generated_at = event.generated_at if event else None
     row = dict(row, outcome=outcome.value, error=error, generated_at=generated_at, processed_at=now)
-    return _Stored(request, row, event, outcome, error)
+    return _Stored(request, row, event, outcome)
 
 
-def _store(session: Session, stored: list[_Stored]) -> None:
-    """Insert the new events' rows; update the replayed events' outcome."""
-    insert_rows(session, EVENTS, [s.row for s in stored if not s.request.replay])
-    update_rows(session, EVENTS, [s.row for s in stored if s.request.replay], "id")
-
-
-def _receipts(stored: list[_Stored]) -> dict[str, float]:
-    """When the receiver received each new event (unix seconds), by event id; a replay has no receipt."""
-    return {s.request.message_id: s.row["received_at"].timestamp() for s in stored if not s.request.replay}
+def _publish(feed: ChangeFeed | None, entries: list[FeedEntry], stored: list[_Stored]) -> None:
+    """Put the committed changes on the feed, observing the `committed` and `published` stages of new events."""
+    receipts = {s.request.message_id: s.row["received_at"].timestamp() for s in stored if not s.request.replay}
+    record_latency("committed", receipts.values())
+    if feed is not None:
+        feed.publish(entries, receipts)
+        record_latency("published", [receipts[e] for entry in entries if (e := entry.data.get("event_id")) in receipts])
 
 
 def _confirm_actions(session: Session, events: list[Event]) -> None:
@@ -251,14 +204,38 @@ def _confirm_actions(session: Session, events: list[Event]) -> None:
             confirm_actions(session, event)
 
 
-def _tell_companies_created(companies_created: Callable[[list[str]], None] | None, events: list[Event]) -> None:
+# After the commit a failure must not retry the batch: the daily read of sync settings and the periodic incident
+# check catch up.
+
+
+def _tell_companies_created(companies_created: Callable[[list[str]], None], events: list[Event]) -> None:
     created = sorted({e.company_id for e in events if e.event_type == "company.created" and e.company_id})
-    if companies_created is None or not created:
+    if not created:
         return
     try:
         companies_created(created)
-    except Exception as exc:  # folded and committed: the daily read of sync settings catches up
+    except Exception as exc:
         log.warning("msg=sync_settings_not_queued companies=%s error=%s", ",".join(created), type(exc).__name__)
+
+
+def _check_incidents(
+    engine: Engine,
+    feed: ChangeFeed | None,
+    incidents: IncidentSettings,
+    freshness: FreshnessPolicy,
+    now: datetime,
+    changes: list[Change],
+    slices: dict[str, ConnectionSlice],
+) -> None:
+    finished = ("sync.completed", "sync.failed")
+    keys = {slices[c.connection_id].connection.platform_key for c in changes if c.kind in finished}
+    platforms = {key for key in keys if key}
+    if not platforms:
+        return
+    try:
+        check_after_fold(engine, feed, incidents, freshness, now, platforms)
+    except Exception:
+        log.exception("msg=incident_check_failed platforms=%s", ",".join(sorted(platforms)))
 
 
 def _outcomes(plans: list[Outcome | _Stored], entries: list[FeedEntry], started: datetime) -> list[Outcome]:
@@ -288,7 +265,7 @@ def _log(stored: _Stored, changes: int) -> None:
             stored.request.message_id,
             stored.row.get("company_id") or "-",
             stored.row.get("connection_id") or "-",
-            stored.error,
+            stored.row["error"],
         )
         return
     log.info(

@@ -1,9 +1,8 @@
 """Database engines and the schema-version check.
 
-SQLite (the embedded default) runs in WAL mode and begins every transaction with ``BEGIN IMMEDIATE``: it allows
-one writer, and taking the lock up front queues two folds of one connection instead of failing one of them.
-PostgreSQL gets row locks from the store instead. The check every process makes at start
-(`require_current_schema`) reads the schema version with plain SQL, so only `upgrade` imports alembic.
+SQLite runs in WAL mode and begins every writing transaction with ``BEGIN IMMEDIATE`` (one writer: taking the lock
+up front queues two folds instead of failing one). The start-up check reads the version with plain SQL, so only
+`upgrade` imports alembic.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"
-"""Where alembic records the revision a database is at (one row, column ``version_num``)."""
 
 
 class SchemaOutOfDate(ConfigError, RuntimeError):
@@ -38,17 +36,11 @@ def normalise_url(url: str) -> str:
 
 
 READ_ONLY = "synctrack_read_only"
-"""The execution option `reader` sets."""
 
 
 def reader(engine: Engine) -> Engine:
-    """`engine` (the same pool, the same connections) for transactions that only read.
-
-    On SQLite every other transaction begins IMMEDIATE: it takes the write lock first, so two writers
-    never deadlock upgrading from a read. A read needs no lock in WAL mode, and taking it would make the
-    JSON API's and the stream's reads wait on each other and on every worker's write (a burst of 5,000
-    stream clients reconnecting read their snapshots one at a time). These begin DEFERRED instead. Other
-    databases are unaffected."""
+    """`engine` (the same pool) for transactions that only read: on SQLite they begin DEFERRED, taking no write
+    lock, so reads do not wait on each other or on every worker's write."""
     return engine.execution_options(**{READ_ONLY: True})
 
 
@@ -98,30 +90,19 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def _revision_ids(path: Path) -> tuple[str | None, set[str]]:
     """A migration file's ``revision`` and the revisions it follows (``down_revision``: one, several, or None)."""
-    revision: str | None = None
-    follows: set[str] = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        target, value = (
-            (node.targets[0], node.value)
-            if isinstance(node, ast.Assign) and len(node.targets) == 1
-            else (node.target, node.value)
-            if isinstance(node, ast.AnnAssign)
-            else (None, None)
-        )
-        if not isinstance(target, ast.Name) or value is None:
-            continue
-        if target.id == "revision":
-            revision = ast.literal_eval(value)
-        elif target.id == "down_revision":
-            down = ast.literal_eval(value)
-            follows |= {down} if isinstance(down, str) else set(down or ())
-    return revision, follows
+    found = {
+        target.id: ast.literal_eval(node.value)
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.Assign) and isinstance(target := node.targets[0], ast.Name)
+        if target.id in ("revision", "down_revision")
+    }
+    down = found.get("down_revision")
+    return found.get("revision"), {down} if isinstance(down, str) else set(down or ())
 
 
 def head_revision() -> str | None:
-    """The newest revision of the code's migrations (the one no other follows); None without migrations.
-
-    Raises RuntimeError when the migrations branch into several heads (a merge migration is missing)."""
+    """The newest revision of the code's migrations (the one no other follows); None without migrations. Raises
+    RuntimeError when the migrations branch into several heads (a merge migration is missing)."""
     revisions: set[str] = set()
     followed: set[str] = set()
     for path in (MIGRATIONS / "versions").glob("*.py"):

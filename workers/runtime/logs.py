@@ -1,10 +1,8 @@
 """Structured logs: one line per record, `key=value` (default) or one JSON object.
 
-Values can come from outside (an id in a URL, a header), so none can forge a line or a field: every argument is
-rendered by `safe_args` (quoted and escaped where it holds a space, ``=``, a quote, a backslash or a control
-character), and in JSON a message's pair named like a fixed key (`ts`, `level`, …) is kept as ``_ts``. Secrets and
-webhook bodies are never logged: `MessageRedaction` replaces the arguments dramatiq would print with the actor's
-name and message id, and SQL errors never carry their parameters (`hide_parameters`, `db.py`).
+No value from outside can forge a line or a field: every argument is quoted and escaped where needed, and in JSON a
+pair named like a fixed key (`ts`, `level`, …) is kept as ``_ts``. `MessageRedaction` keeps dramatiq from logging
+message arguments (webhook bodies).
 """
 
 from __future__ import annotations
@@ -27,60 +25,42 @@ FIXED_KEYS = ("ts", "level", "logger", "exc")
 _NEEDS_QUOTES = re.compile(r"[\s=\"'\\\x00-\x1f\x7f]")
 
 
-class Quoted(str):
-    """A string argument as a log line shows it: bare when it is one plain token, else quoted and escaped.
-
-    `%s` gives the safe form; `%r` keeps repr's own (already quoted) form.
-    """
-
-    def __str__(self) -> str:
-        text = str.__str__(self)
-        return json.dumps(text) if _NEEDS_QUOTES.search(text) else text
-
-    def __repr__(self) -> str:
-        return repr(str.__str__(self))
-
-
-def _safe(value: object) -> object:
-    if isinstance(value, bool | int | float) or value is None:
-        return value  # `%d` and `%.1f` need the number itself
-    if isinstance(value, str):
-        return Quoted(value)
-    return _Rendered(value)
-
-
-class _Rendered:
-    """Any other argument: its `str` (or `repr`) made safe the same way."""
+class Quoted:
+    """An argument as a log line shows it: `%s` bare when it is one plain token, else quoted and escaped; `%r` its
+    repr (line breaks are escaped in the whole message)."""
 
     def __init__(self, value: object) -> None:
         self.value = value
 
     def __str__(self) -> str:
-        return str(Quoted(str(self.value)))
+        text = str(self.value)
+        return json.dumps(text) if _NEEDS_QUOTES.search(text) else text
 
     def __repr__(self) -> str:
-        return repr(self.value).replace("\r", "\\r").replace("\n", "\\n")
+        return repr(self.value)
+
+
+def _safe(value: object) -> object:
+    if isinstance(value, bool | int | float) or value is None:
+        return value  # `%d` and `%.1f` need the number itself
+    return Quoted(value)
 
 
 def safe_message(record: logging.LogRecord) -> str:
     """`record.getMessage()`, with every argument rendered so it cannot leave its value."""
     args: Any = record.args
-    if not args:
-        message = str(record.msg)
-    else:
-        safe: Any = (
-            {k: _safe(v) for k, v in args.items()} if isinstance(args, Mapping) else tuple(_safe(a) for a in args)
-        )
+    message = str(record.msg)
+    if args:
+        safe = {k: _safe(v) for k, v in args.items()} if isinstance(args, Mapping) else tuple(_safe(a) for a in args)
         try:
-            message = str(record.msg) % safe
+            message %= safe
         except (TypeError, ValueError):
             message = record.getMessage()
     # The template itself may be a library's: a line break in it must not start a new line either.
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
-DRAMATIQ_ACTOR_ARGS = "Received args=%r kwargs=%r."
-"""The DEBUG line dramatiq's `Actor.__call__` writes with every argument it was given."""
+DRAMATIQ_ACTOR_ARGS = "Received args=%r kwargs=%r."  # dramatiq's DEBUG line of an actor's arguments
 
 
 class MessageRedaction(logging.Filter):

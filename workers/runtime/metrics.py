@@ -1,10 +1,7 @@
 """Prometheus metrics: every definition in one place, correct across many web and worker processes.
 
-Each process counts in its own memory, so with ``PROMETHEUS_MULTIPROC_DIR`` set (`prepare_multiprocess_dir` sets a
-default) every process writes its values to files there and `/metrics` (`service/api/metrics_endpoint.py`) merges
-them. Metrics are created on first
-use, not at import, so the composition root can set the directory before prometheus-client decides where values
-live. Labels stay bounded: unknown event types count as ``other``; results and reasons are fixed enumerations.
+Every process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` and `/metrics` merges them. Metrics are
+created on first use, so the directory is set first. Labels stay bounded (unknown event types count as ``other``).
 """
 
 from __future__ import annotations
@@ -45,11 +42,9 @@ SIGNATURE_REASONS = frozenset({"missing_signature_headers", "invalid_signature",
 FOLD_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 LATENCY_STAGES = ("queued", "committed", "published", "delivered")
-"""The stages of `synctrack_event_latency_seconds`, each measured from the receiver's receipt of the webhook."""
 LATENCY_SECONDS_BUCKETS = tuple(
     ms / 1000 for ms in (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000)
 )
-"""1 ms to 30 s, finest around the live targets (tens of milliseconds)."""
 
 LAST_FOLDED = "synctrack_last_folded_event_generated_timestamp_seconds"
 LAST_ACCEPTED = "synctrack_webhook_last_accepted_timestamp_seconds"
@@ -67,11 +62,8 @@ def multiprocess_dir() -> str | None:
 
 
 def prepare_multiprocess_dir(namespace: str) -> str:
-    """Make sure this process and its children share a metrics directory; return it.
-
-    Keeps an explicitly set ``PROMETHEUS_MULTIPROC_DIR``; otherwise uses
-    ``{tmp}/synctrack-metrics-{namespace}`` so `synctrack web` and `synctrack worker` on one host meet.
-    """
+    """The metrics directory this process and its children share: ``PROMETHEUS_MULTIPROC_DIR`` if set, else
+    ``{tmp}/synctrack-metrics-{namespace}`` (where `synctrack web` and `synctrack worker` on one host meet)."""
     path = multiprocess_dir()
     if not path:
         path = str(Path(tempfile.gettempdir()) / f"synctrack-metrics-{namespace}")
@@ -92,24 +84,16 @@ def _alive(pid: int) -> bool:
 
 
 def forget_dead_processes(path: str, everything: bool = False) -> int:
-    """Drop the files of processes that no longer exist; return how many processes.
-
-    At a scrape only live gauges go (e.g. SSE clients): a dead process's counters still count. When a
-    process starts (`everything`), all of a dead process's files go, so the directory does not grow
-    with every restart; totals then restart lower, which Prometheus reads as a counter reset.
-
-    Several processes do this at once (web and worker start together; every scrape does it), so a
-    file may vanish between listing and removing it: that is the outcome wanted, not an error.
-    """
+    """Drop the live gauges (or, when a process starts, `everything`) of processes that no longer exist; return
+    how many processes. Several processes may do this at once: a file already gone is no error."""
     files: dict[int, list[str]] = defaultdict(list)
-    for name in os.listdir(path):  # one listing, grouped by pid (not one glob per dead process)
+    for name in os.listdir(path):
         if name.endswith(".db") and (everything or name.startswith("gauge_live")):
             pid_text = name.removesuffix(".db").rsplit("_", 1)[-1]
             if pid_text.isdigit():
                 files[int(pid_text)].append(name)
     dead = [pid for pid in files if not _alive(pid)]
     for pid in dead:
-        # Every file of the pid, or only its live gauges (what prometheus-client's `mark_process_dead` removes).
         for name in files[pid]:
             Path(path, name).unlink(missing_ok=True)
     return len(dead)
@@ -190,8 +174,6 @@ class Metrics:
 
 
 _metrics: Metrics | None = None
-
-
 _metrics_lock = threading.Lock()
 
 
@@ -218,8 +200,8 @@ def record_webhook(event_type: str | None, result: str, reason: str = "", count:
 
 def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], started: datetime) -> None:
     """Count the events a worker handled in one batch: (event, outcome, replay) each, `event` the parsed event or
-    the stored type when it did not parse; `started` is when the batch's transaction began. Counted per label
-    set, not per event: in multiprocess mode every increment is a write to this process's metrics file."""
+    the stored type; `started` is when the batch's transaction began. One increment per label set, not per event
+    (each is a write to this process's metrics file)."""
     m = metrics()
     counts: Counter[tuple[str, str, str]] = Counter()
     newest = 0.0
@@ -243,8 +225,7 @@ def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], starte
 
 
 def receipt_seconds(received_at: str | None) -> float | None:
-    """The receiver's receipt time of a webhook (ISO 8601, as it travels in the queued message) in unix
-    seconds; None when there is none (a replay) or it does not parse."""
+    """A webhook's receipt time (ISO 8601, as queued) in unix seconds; None when absent or unparsable."""
     if not received_at:
         return None
     try:
@@ -254,8 +235,8 @@ def receipt_seconds(received_at: str | None) -> float | None:
 
 
 def record_latency(stage: str, receipts: Iterable[float], now: float | None = None) -> None:
-    """Observe, for each receipt time (unix seconds), the seconds from it to `now` (default: this moment) at
-    `stage` (one of `LATENCY_STAGES`). Clocks of different hosts may disagree: a negative span counts as 0."""
+    """Observe at `stage` the seconds from each receipt time (unix seconds) to `now` (default: this moment); a
+    negative span (clocks of different hosts) counts as 0."""
     child = metrics().event_latency.labels(stage)
     at = time.time() if now is None else now
     for received in receipts:
@@ -264,15 +245,12 @@ def record_latency(stage: str, receipts: Iterable[float], now: float | None = No
 
 def record_codat_call(status: int | str) -> None:
     """Count one call to Codat's API: its HTTP status, or ``timeout`` / ``error`` when none came back."""
-    if isinstance(status, int):
-        label = str(status) if 100 <= status <= 599 else "error"
-    else:
-        label = status if status in ("timeout", "error") else "error"
-    metrics().codat_calls.labels(label).inc()
+    valid = 100 <= status <= 599 if isinstance(status, int) else status in ("timeout", "error")
+    metrics().codat_calls.labels(str(status) if valid else "error").inc()
 
 
 def set_sse_clients(count: int) -> None:
-    """Report how many SSE clients this process serves now (the stream calls it on every change)."""
+    """Report how many SSE clients this process serves now."""
     metrics().sse_clients.set(count)
 
 
@@ -292,8 +270,7 @@ DELIVERY_OUTCOMES = frozenset({"delivered", "retry", "failed", "gone", "disabled
 
 
 def record_delivery(outcome: str, count: int = 1) -> None:
-    """Count `count` outbound webhook attempts of one outcome (`workers/outbound/deliver.py`, once per batch);
-    `skipped` (nothing due) and `released` (not attempted) are not attempts."""
+    """Count `count` outbound webhook attempts of one outcome (`skipped` and `released` are not attempts)."""
     if outcome in DELIVERY_OUTCOMES and count:
         metrics().deliveries.labels(outcome).inc(count)
 

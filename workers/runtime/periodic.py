@@ -1,12 +1,6 @@
-"""Periodic jobs (stale-sync marking, reconciliation, retention), run by the worker processes.
-
-Every worker process runs a `PeriodicRunner` thread per job, so a long run (a reconciliation of many
-companies) delays no other job; a Redis ``SET NX EX`` per job and period means one process in the whole
-deployment runs each job each period, however many are running. A job is a plain function of the worker
-runtime; its interval comes from settings (0 = off). A job marked `at_start` also runs shortly after the
-workers start — once for all the processes that start within `START_WINDOW_SECONDS` of each other — and
-its period then counts from that run. Between runs a runner sleeps until its job is next due (the claim key's
-expiry tells when), so an idle deployment's runners do not wake every tick; a job that is off sleeps for good.
+"""Periodic jobs, run by the worker processes: a thread per job in every process, and a Redis ``SET NX EX`` per
+job and period so that one process in the whole deployment runs each job each period. Between runs a runner
+sleeps until the claim expires; a job whose interval setting is 0 is off.
 """
 
 from __future__ import annotations
@@ -51,8 +45,7 @@ class PeriodicRunner(threading.Thread, Generic[R]):
         super().__init__(name=f"synctrack-periodic-{'+'.join(job.name for job in jobs)}", daemon=True)
         self.runtime, self.redis, self.jobs, self.tick = runtime, redis, jobs, tick
         self._stop_event = threading.Event()
-        self._starting = {job.name for job in jobs if job.at_start}
-        """The `at_start` jobs whose start run is still to be claimed (a Redis error leaves it for the next tick)."""
+        self._starting = {job.name for job in jobs if job.at_start}  # start runs still to be claimed
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -65,25 +58,26 @@ class PeriodicRunner(threading.Thread, Generic[R]):
             waits = [self.until_due(job) for job in self.jobs]
             wait = min((w for w in waits if w is not None), default=None)
 
+    def _key(self, job: PeriodicJob[R]) -> str:
+        return f"{self.runtime.settings.redis_namespace}:periodic:{job.name}"
+
     def until_due(self, job: PeriodicJob[R]) -> float | None:
-        """Seconds until `job` may be due again here (at least `tick`): when the claim of its current period
-        expires; None for a job that is off. A Redis error or a missing claim means: look again after `tick`."""
+        """Seconds until `job` may be due again (when its claim expires, at least `tick`); None if it is off."""
         if job.interval(self.runtime) <= 0:
             return None
-        key = f"{self.runtime.settings.redis_namespace}:periodic:{job.name}"
         try:
-            remaining_ms = int(self.redis.pttl(key))
+            remaining_ms = int(self.redis.pttl(self._key(job)))
         except RedisError:
             return self.tick
-        return max(self.tick, remaining_ms / 1000) if remaining_ms > 0 else self.tick
+        return max(self.tick, remaining_ms / 1000)  # no claim (-2) or no expiry (-1): after `tick`
 
     def run_if_due(self, job: PeriodicJob[R]) -> bool:
-        """Run `job` here if it is on and no process ran it within its interval, or if it is an `at_start` job
-        this process has just started and no process starting with it ran it; return whether it ran."""
+        """Run `job` here if it is on and no process ran it within its interval (or, for an `at_start` job, since
+        the processes starting with this one started); return whether it ran."""
         interval = job.interval(self.runtime)
         if interval <= 0:
             return False
-        key = f"{self.runtime.settings.redis_namespace}:periodic:{job.name}"
+        key = self._key(job)
         period = max(1, int(interval))
         try:
             claimed = False

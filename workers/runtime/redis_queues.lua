@@ -2,17 +2,14 @@
 -- ARGV[1] names the command, ARGV[2] is how many rings a doorbell keeps at most.
 local command = ARGV[1]
 
--- Wake one consumer waiting on the queue's doorbell.
 local function ring(bell)
   redis.call('LPUSH', bell, '1')
   redis.call('LTRIM', bell, 0, tonumber(ARGV[2]) - 1)
 end
 
 if command == 'enqueue_unseen' then
-  -- Set each item's key if it is not set yet, and enqueue one message carrying every item whose key was new.
   -- KEYS: queue list, messages hash, doorbell, then one key per item.
   -- ARGV: command, rings, key ttl (s), the message's Redis id, its prefix and suffix, then one JSON item per key.
-  -- Returns one 1 (new, enqueued) or 0 (key already set) per item.
   local ttl = ARGV[3]
   local redis_id = ARGV[4]
   local items = {}
@@ -33,10 +30,8 @@ if command == 'enqueue_unseen' then
   return results
 
 elseif command == 'redrive' then
-  -- Move one dead letter back onto its queue as a new message: never on both, never on neither.
   -- KEYS: dead-letter set, dead-letter messages hash, queue list, queue messages hash, doorbell.
   -- ARGV: command, rings, the dead letter's Redis id, the new message's Redis id, the new message.
-  -- Returns 1 if moved, 0 if the dead letter was gone.
   if redis.call('ZREM', KEYS[1], ARGV[3]) == 1 then
     redis.call('HDEL', KEYS[2], ARGV[3])
     redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
@@ -47,11 +42,8 @@ elseif command == 'redrive' then
   return 0
 
 elseif command == 'peek' then
-  -- What waits on each queue, read at one instant.
-  -- KEYS: per queue four keys: its list, its messages hash, its delay queue's list, its dead-letter set.
-  -- ARGV: command, rings (unused).
-  -- Returns per queue: messages waiting, the enqueue time (ms) of the oldest waiting one (-1: none), messages
-  -- delayed, dead letters.
+  -- KEYS: per queue its list, its messages hash, its delay queue's list, its dead-letter set.
+  -- Returns per queue: messages waiting, the oldest one's enqueue time (ms, -1: none), delayed, dead letters.
   local out = {}
   for i = 1, #KEYS, 4 do
     local waiting = redis.call('LLEN', KEYS[i])

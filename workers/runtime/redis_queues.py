@@ -1,28 +1,14 @@
 """dramatiq's queues in Redis, owned here alone: the broker, its key layout, message encoding and dead letters.
 
-Synctrack writes some messages itself instead of calling `actor.send()` — the receiver de-duplicates and enqueues a
-whole batch in one script call, replays and deliveries push many messages per round trip from processes that
-declare no actors, dead letters are redriven — so they must be laid out exactly as dramatiq's `RedisBroker` lays
-them out. Every other module calls the functions here; none names a dramatiq key. The layout, per queue ``q``
-under the namespace ``ns``:
-
-* ``{ns}:{q}`` — list of Redis message ids waiting; ``{ns}:{q}.msgs`` — hash id -> encoded message (waiting or
-  in a worker's hands, until acknowledged);
-* ``{ns}:{q}.DQ`` / ``{ns}:{q}.DQ.msgs`` — the delay queue (messages with an ``eta``, in ms since the epoch);
-* ``{ns}:{q}.XQ`` (sorted set, score = death time in ms) / ``{ns}:{q}.XQ.msgs`` — dead letters;
-* ``{ns}:__acks__.{worker}.{q}`` — ids a worker fetched and has not acknowledged; ``{ns}:__heartbeats__``;
-* ``{ns}:{q}.bell`` — Synctrack's doorbell of the queue: every enqueue pushes to it, an idle consumer blocks on it.
-
-Webhook work runs in two lanes: the live queue (``webhooks``) and the backfill queue (``backfill``: old webhooks,
-replays, imports). A worker process takes backfill work when its live consumer is quiet (or, under unending live
-traffic, after a short yield), and holds at most `BACKFILL_PREFETCH` backfill messages at once, so a backlog never
-stands in front of a live event.
-
-The atomic writes are one Lua script beside this file (`redis_queues.lua`).
+Synctrack writes some messages itself (receiver batches, replays, deliveries, redrives), laid out exactly as
+dramatiq's `RedisBroker` lays them out; no other module names a dramatiq key. Besides dramatiq's keys, each queue
+has a doorbell (``{ns}:{q}.bell``) that every enqueue rings and an idle consumer blocks on. The atomic writes are
+one Lua script beside this file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -46,31 +32,24 @@ OPS_QUEUE = "ops"
 DELIVERY_QUEUE = "deliveries"
 BACKFILL_QUEUE = "backfill"
 QUEUES = (WEBHOOK_QUEUE, BACKFILL_QUEUE, OPS_QUEUE, DELIVERY_QUEUE)
-"""Every queue Synctrack runs, as `/v1/admin/queues` and `/metrics` list them."""
 BACKFILL_PREFETCH = 2
-"""Most backfill messages one worker process holds at once: the share of its threads a backlog may take while
-live work arrives (two, so the next is fetched while one is folded)."""
+"""Most backfill messages a worker process holds at once, so a backlog never stands in front of live work."""
 BACKFILL_YIELD_SECONDS = 0.05
-"""Longest a backfill fetch waits for the live consumer to be quiet: under unending live traffic a backlog still
-moves, one fetch per process at most this often."""
-
+"""Longest a backfill fetch waits for the live consumer to be quiet: under unending live traffic a backlog moves."""
 MAINTENANCE_CHANCE = 20_000
 """Broker calls, per million, that also run dramatiq's maintenance (requeueing a dead worker's in-hand messages)."""
 MAINTENANCE_SECONDS = 1.0
-"""Each consumer's fetch also runs maintenance when this long has passed since its last: a dead worker's messages go
-back on the queue within about a second of its heartbeat lapsing, however quiet the queue."""
+"""Each consumer also runs maintenance this often, so a dead worker's messages return about a second after it dies."""
 WAKE_MS = 1_000
-"""The longest an idle consumer waits on its queue's doorbell before it looks again: dramatiq's delayed messages,
-maintenance and the worker's heartbeat ride on those looks."""
+"""Longest an idle consumer waits on its doorbell: delayed messages, maintenance and heartbeats ride on its looks."""
 BELL_RINGS = 16
-"""Most rings a doorbell keeps. A ring wakes one waiting consumer (one per worker process and queue); a ring nobody
-waited for costs the next idle consumer one empty look."""
+"""Most rings a doorbell keeps (a ring wakes one consumer; a ring nobody waited for costs one empty look)."""
 
 SCRIPT = Path(__file__).with_name("redis_queues.lua").read_text()
 
 
 def _keys(namespace: str, queue: str) -> tuple[str, str]:
-    """(list of message ids, hash of id -> message) of a queue."""
+    """(list of waiting ids, hash of id -> message, waiting or in hand until acknowledged) of a queue."""
     return f"{namespace}:{queue}", f"{namespace}:{queue}.msgs"
 
 
@@ -79,7 +58,7 @@ def _delayed(queue: str) -> str:
 
 
 def _dead_keys(namespace: str, queue: str) -> tuple[str, str]:
-    """(sorted set of dead message ids, hash of id -> message) of a queue."""
+    """(sorted set of dead message ids, score = death time in ms; hash of id -> message) of a queue."""
     return f"{namespace}:{queue}.XQ", f"{namespace}:{queue}.XQ.msgs"
 
 
@@ -99,12 +78,8 @@ def _decode_all(raws: Iterable[Any]) -> list[dramatiq.Message[Any]]:
 
 
 class QueueBroker(RedisBroker):
-    """dramatiq's `RedisBroker` whose consumers wait on a doorbell instead of polling.
-
-    Every enqueue (`enqueue`, `push`, the receiver's script, a redrive) rings the doorbell of its queue; a consumer
-    with nothing to fetch blocks on that doorbell for at most `idle_wait_ms` (and `WAKE_MS`), so it wakes as soon as
-    work arrives and otherwise looks once a second at most.
-    """
+    """dramatiq's `RedisBroker` whose idle consumers block on their queue's doorbell (at most `idle_wait_ms` and
+    `WAKE_MS`) instead of polling, so they wake as soon as work arrives."""
 
     def __init__(self, *, client: Redis, namespace: str, heartbeat_timeout: int, idle_wait_ms: int) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
@@ -115,8 +90,7 @@ class QueueBroker(RedisBroker):
         )
         self.idle_wait_ms = idle_wait_ms
         self._maintained = threading.local()
-        self.lanes: dict[str, DoorbellConsumer] = {}
-        """This process's consumer of each queue, by queue name (the backfill consumer looks at the live one)."""
+        self.lanes: dict[str, DoorbellConsumer] = {}  # this process's consumer of each queue
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
         wait_ms = min(timeout, self.idle_wait_ms, WAKE_MS)
@@ -134,19 +108,15 @@ class QueueBroker(RedisBroker):
         return enqueued
 
     def ring(self, queue: str, rings: int = 1) -> None:
-        """Wake up to `rings` consumers waiting on `queue` (a delay queue's name for its own consumer). A ring that
-        fails is dropped: the consumers look again within `WAKE_MS` anyway."""
+        """Wake up to `rings` consumers waiting on `queue`; a failed ring is dropped (they look within `WAKE_MS`)."""
         pipe = self.client.pipeline(transaction=False)
         _ring(pipe, self.namespace, queue, rings)
-        try:
+        with contextlib.suppress(redis.RedisError):
             pipe.execute()
-        except redis.RedisError:
-            pass
 
     def _should_do_maintenance(self, command: str) -> int:
-        # dramatiq's hook for its random share of maintenance; each consumer thread fetches from one queue, so a
-        # per-thread clock makes every queue's maintenance run at least every `MAINTENANCE_SECONDS`. Should
-        # dramatiq stop calling this hook, its random share alone still runs.
+        # Beside dramatiq's random share: each consumer thread fetches from one queue, so a per-thread clock runs
+        # every queue's maintenance at least every `MAINTENANCE_SECONDS`.
         chosen = int(super()._should_do_maintenance(command))
         if command != "fetch":
             return chosen
@@ -158,9 +128,8 @@ class QueueBroker(RedisBroker):
 
 
 class DoorbellConsumer(_RedisConsumer):
-    """dramatiq's Redis consumer that, instead of sleeping and polling, waits: with nothing to fetch, on its queue's
-    doorbell in Redis; with as many messages in hand as it may prefetch, for one of them to be acknowledged. Either
-    wait lasts at most `wait_ms`, after which it fetches again (and dramatiq runs its delayed messages)."""
+    """dramatiq's Redis consumer that, instead of polling, waits (at most `wait_ms`): with nothing to fetch, on its
+    queue's doorbell; with a full prefetch in hand, for one of them to be acknowledged."""
 
     def __init__(self, broker: QueueBroker, queue_name: str, prefetch: int, wait_ms: int) -> None:
         super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]  # its own sleep: none
@@ -208,9 +177,7 @@ class DoorbellConsumer(_RedisConsumer):
 
 class BackfillConsumer(DoorbellConsumer):
     """The backfill queue's consumer: before each fetch it waits (up to `BACKFILL_YIELD_SECONDS`) for this
-    process's live consumer to be quiet — to hold nothing and find nothing — so backfill work is taken when the live
-    queue is empty, and under unending live traffic still a fetch at a time. Live work that arrives while it holds
-    a message is fetched by the live consumer beside it: `BACKFILL_PREFETCH` bounds what the backlog holds."""
+    process's live consumer to be quiet, so backfill work is taken when the live queue is empty."""
 
     def __next__(self) -> MessageProxy | None:
         live = self.broker.lanes.get(WEBHOOK_QUEUE)
@@ -231,10 +198,8 @@ class Encoded:
 def encode(
     queue: str, actor: str, args: Sequence[Any], delay_ms: int | None = None, options: Mapping[str, Any] | None = None
 ) -> Encoded:
-    """A message for `actor(*args)` on `queue`, exactly as `RedisBroker.enqueue` would write it.
-
-    With `delay_ms`, it goes on the queue's delay queue with an ``eta``, as `send_with_options(delay=…)` does.
-    """
+    """A message for `actor(*args)` on `queue` as `RedisBroker.enqueue` writes it (on the delay queue, with an
+    ``eta``, when `delay_ms` is given)."""
     redis_id = str(uuid.uuid4())
     options = {**(options or {}), "redis_message_id": redis_id}
     if delay_ms is not None and delay_ms > 0:
@@ -277,8 +242,7 @@ def _frame(queue: str, actor: str) -> tuple[str, str, str]:
 
 class EnqueueUnseen:
     """Enqueue, in one atomic script call, one message `actor([item, …])` carrying each item whose key was not set
-    yet, and set those keys (expiring after `ttl_seconds`). A key already set keeps its item off the queue; a
-    failure sets no key, so a retry of the same items is not mistaken for a repeat."""
+    yet, and set those keys (expiring after `ttl_seconds`); a failure sets no key, so a retry is not a repeat."""
 
     def __init__(self, client: redis.asyncio.Redis, namespace: str, queue: str, actor: str, ttl_seconds: int) -> None:
         self.queue, self.actor, self.ttl_seconds = queue, actor, ttl_seconds
@@ -286,10 +250,8 @@ class EnqueueUnseen:
         self._script = client.register_script(SCRIPT)
 
     async def __call__(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
-        """Each item is (its key, its JSON); returns 1 (enqueued now) or 0 (key already set) per item, in order.
-
-        Raises redis-py's errors if Redis did not take them (then nothing was enqueued or set).
-        """
+        """Each item is (its key, its JSON); returns 1 (enqueued) or 0 (key already set) per item, in order. Raises
+        redis-py's errors if Redis did not take them."""
         redis_id, prefix, suffix = _frame(self.queue, self.actor)
         keys = [*self.queue_keys, *(key for key, _ in items)]
         args: list[str | bytes] = ["enqueue_unseen", str(BELL_RINGS), str(self.ttl_seconds), redis_id, prefix, suffix]
@@ -313,8 +275,7 @@ def queue_length(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> in
 
 @dataclass(frozen=True, slots=True)
 class QueueState:
-    """One queue as `/v1/admin/queues` shows it: messages waiting to be taken, the age of the oldest of them (None
-    when none waits), messages delayed for a retry, dead letters."""
+    """One queue as `/v1/admin/queues` shows it (`oldest_age_seconds` is None when nothing waits)."""
 
     queue: str
     depth: int
@@ -343,7 +304,7 @@ async def queue_states(redis: redis.asyncio.Redis, namespace: str, queues: Seque
 @dataclass(frozen=True, slots=True)
 class Unfinished:
     """Messages of a queue still stored: waiting (`queued`), waiting or in a worker's hands (`messages`), delayed,
-    dead. A queue whose work is all done shows zeros."""
+    dead."""
 
     queued: int
     messages: int
@@ -377,8 +338,7 @@ def drop_waiting(redis: Redis, namespace: str, queue: str) -> None:
 
 
 def unacknowledged(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> list[dramatiq.Message[Any]]:
-    """The messages of `queue` that workers have fetched and not yet acknowledged: what a worker killed now would
-    leave for the broker to requeue."""
+    """The messages of `queue` that workers have fetched and not yet acknowledged."""
     ids = [member for key in redis.scan_iter(f"{namespace}:__acks__.*.{queue}") for member in redis.smembers(key)]
     return _decode_all(redis.hmget(_keys(namespace, queue)[1], ids)) if ids else []
 
@@ -389,8 +349,7 @@ def live_workers(redis: Redis, namespace: str) -> int:
 
 
 class DeadLetterQueue:
-    """The dead letters of one queue: messages that exhausted their retries. dramatiq's maintenance drops them after
-    the broker's ``dead_message_ttl`` (7 days)."""
+    """The dead letters of one queue (dramatiq's maintenance drops them after 7 days)."""
 
     def __init__(self, redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> None:
         self.redis, self.queue = redis, queue
@@ -413,9 +372,8 @@ class DeadLetterQueue:
         return cast(list[bytes | None], self.redis.hmget(self.messages_key, list(ids))) if ids else []
 
     def redrive(self, redis_id: str, drop_options: Collection[str] = ()) -> bool:
-        """Put dead letter `redis_id` back on the queue as a new message without its `drop_options`, atomically
-        (never on both queues, never on neither); False if it was gone, or is not a message dramatiq can read (it
-        stays, to be purged)."""
+        """Move dead letter `redis_id` back onto the queue as a new message without `drop_options`, atomically; False
+        if it was gone or is not a message dramatiq can read (it stays, to be purged)."""
         raw = cast(bytes | None, self.redis.hget(self.messages_key, redis_id))
         if raw is None:
             return False
