@@ -15,6 +15,8 @@ from schemas.errors import ApiError, ErrorCode
 IN_PROGRESS_MARKER = "alreadyinprogress"
 """Codat's ``DatasetAlreadyInProgressException`` (or its sentence), compared without case or spaces."""
 KEY_SETTING = "SYNCTRACK_CODAT_API_KEY"
+GIVE_UP = (ErrorCode.CODAT_AUTH_FAILED, ErrorCode.CODAT_UNAVAILABLE)
+"""Failures after which further calls of the same run would fail the same way, or only add to Codat's load."""
 
 
 class CodatError(ApiError):

@@ -1,10 +1,6 @@
-"""The import job on the workers: the `import_companies` actor on the `backfill` queue.
-
-An import started from the admin API runs here in chunks of `CHUNK_SECONDS`: each chunk resumes the job
-from the database (the companies still pending) and, if the job is not finished, sends the next chunk.
-A worker restart mid-chunk loses nothing: the unacknowledged message is redelivered once the dead
-worker's claim has lapsed, and the redelivered chunk resumes where the job stopped.
-"""
+"""The import job on the workers: the `import_companies` actor on the `backfill` queue, in chunks of
+`CHUNK_SECONDS`; each chunk resumes the job from the database and sends the next one. A worker restart mid-chunk
+loses nothing: the message is redelivered once the dead worker's claim has lapsed, and resumes the job."""
 
 from __future__ import annotations
 

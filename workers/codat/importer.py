@@ -1,10 +1,8 @@
 """Import an existing Codat account: every company it lists, folded as reconciliation folds one.
 
-So a ledger installed on an account with many companies is not empty until webhooks trickle in. A job
-(`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one through
-`workers.codat.reconcile` (with its sync settings): the same facts and fold, so a second run folds nothing. Up to
-`concurrency` companies are read at once, each folded in its own transaction; a company that fails is recorded
-and retried by a resume; a refused API key fails the job, since every further call would be refused too.
+A job (`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one
+through `workers.codat.reconcile`, `concurrency` at a time, each in its own transaction, so a second run folds
+nothing. A failed company is retried by a resume; a refused API key fails the job.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from schemas.errors import ErrorCode
 from schemas.events import InvalidEnvelope
 from schemas.imports import DEFAULT_CONCURRENCY
 from schemas.settings import Settings
-from workers.codat.client import PAGE_SIZE, CodatClient
+from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
 from workers.codat.errors import CodatError
 from workers.codat.import_jobs import (
     LEASE,
@@ -79,34 +77,25 @@ class Importer:
         if job.status == "completed":
             return job
         deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
-        codat = self.client or CodatClient.from_settings(self.settings)
         beating = asyncio.create_task(self._keep_claim(job_id))
         try:
-            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
-            job = await self._discover(codat, job, deadline)
-            if job.status != "running" or job.next_page is not None:
-                return job
-            stopped = await self._import_all(codat, job, deadline)
+            async with codat_client(self.settings, self.client) as codat:
+                await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
+                job = await self._discover(codat, job, deadline)
+                if job.status != "running" or job.next_page is not None:
+                    return job
+                stopped = await self._import_all(codat, job, deadline)
             if stopped is not None:
                 return await asyncio.to_thread(finish, self.engine, job_id, self.owner, "failed", stopped)
             if await asyncio.to_thread(pending_companies, self.engine, job_id):
                 await asyncio.to_thread(release, self.engine, job_id, self.owner)
                 return await asyncio.to_thread(load_job, self.engine, job_id)
             job = await asyncio.to_thread(finish, self.engine, job_id, self.owner, "completed")
-            log.info(
-                "job=%s status=%s total=%d done=%d failed=%d folded=%d",
-                job.id,
-                job.status,
-                job.total,
-                job.done,
-                job.failed,
-                job.folded,
-            )
+            done = f"total={job.total} done={job.done} failed={job.failed} folded={job.folded}"
+            log.info("job=%s status=%s %s", job.id, job.status, done)
             return job
         finally:
             beating.cancel()
-            if self.client is None:
-                await codat.aclose()
 
     async def _keep_claim(self, job_id: str) -> None:
         while True:

@@ -1,11 +1,7 @@
-"""Ask Codat about syncs that waited too long: is each still running, or did it finish unheard?
-
-For the stale check (`workers.jobs.stale`): per company one `dataStatus`, and a pull operation only where that
-decides. Each sync gets a `schemas.codat.CodatAnswer`: `running` (Codat's status), `result` (a pull operation of
-its connection finished at or after its request), or neither (nothing newer; also for a company Codat does not
-know or a refused key). A company that could not be asked gets no answer and waits for the next check; once
-Codat is unavailable no further company is asked in that run.
-"""
+"""Ask Codat about syncs that waited too long (for `workers.jobs.stale`): per company one `dataStatus`, and a pull
+operation only where that decides. Each sync gets a `CodatAnswer`: `running`, `result` (a pull operation finished
+at or after its request), or neither. A company that could not be asked gets no answer and waits for the next
+check; once Codat is unavailable no further company is asked in that run."""
 
 from __future__ import annotations
 
@@ -29,12 +25,12 @@ NOTHING_NEWER = CodatAnswer()
 
 def ask_codat(settings: Settings, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
     """What Codat says of each sync, by sync id (see the module); blocks, for the periodic runner's thread."""
-    return asyncio.run(_ask_with_own_client(settings, syncs))
 
+    async def ask() -> dict[str, CodatAnswer]:
+        async with CodatClient.from_settings(settings) as client:
+            return await ask_companies(client, syncs)
 
-async def _ask_with_own_client(settings: Settings, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
-    async with CodatClient.from_settings(settings) as client:
-        return await ask_companies(client, syncs)
+    return asyncio.run(ask())
 
 
 async def ask_companies(client: CodatClient, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:

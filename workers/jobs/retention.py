@@ -1,11 +1,6 @@
-"""Retention: raw webhook bodies older than `SYNCTRACK_RAW_EVENT_RETENTION_DAYS` are removed.
-
-The row stays as a tombstone (id, type, company, connection, times, outcome), so a late redelivery
-of the same message is still recognised as a duplicate, `GET /v1/events` still lists it, and the ledger
-keeps everything it learnt. What goes is the ability to replay or rebuild from that event. Runs as a
-periodic job of the workers (hourly) and as `synctrack prune`. Work is done in batches of short
-transactions so live folds never wait long for the lock.
-"""
+"""Retention: raw webhook bodies older than `SYNCTRACK_RAW_EVENT_RETENTION_DAYS` are removed, hourly and by
+`synctrack prune`, in short batches so live folds never wait long. The row stays as a tombstone, so a late
+redelivery is still a duplicate and `GET /v1/events` still lists it; only replay from that event is lost."""
 
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """Stale syncs: an active sync nothing closed within `SYNCTRACK_SYNC_STALE_AFTER` is asked about at Codat, then kept
 running, closed by Codat's result, or marked `stale`.
 
-Codat never says a read started, so a lost completion would leave a dashboard spinning forever. With an API key
-Codat is asked first (`workers.codat.still_running`): a sync it still runs stays ``active`` and `delayed`
-(``sync.delayed``, asked again after a doubling wait); a result it has is folded as reconciliation folds it. Else
-the sync turns ``stale``, announced as ``sync.failed`` (plus ``connection.updated`` when no active sync is left,
-then ``connection.health_changed`` and ``connection.freshness_changed`` if that changed them), with `event_id`
-null. A stale sync stays open to the fold (`OPEN_PHASES`): a late completion still closes it.
-"""
+With an API key Codat is asked first (`workers.codat.still_running`): a sync it still runs stays active and
+`delayed` (``sync.delayed``, asked again after a doubling wait); a result it has is folded. Else the sync turns
+``stale``, announced as ``sync.failed`` with `event_id` null; a late completion still closes it."""
 
 from __future__ import annotations
 
