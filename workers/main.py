@@ -5,7 +5,7 @@ from __future__ import annotations
 from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
-from workers.codat.import_actor import declare_imports
+from workers.codat.importer import declare_imports
 from workers.codat.overdue_reconcile import OVERDUE_RECONCILE_JOB
 from workers.codat.reconcile import RECONCILE_JOB
 from workers.codat.still_running import ask_codat

@@ -1,7 +1,7 @@
 """`/v1/admin/imports`: import an existing Codat account, on the workers.
 
 `POST /v1/admin/imports` records a job and puts its first chunk on the workers' `ops` queue
-(`workers/codat/import_actor.py`); the job survives restarts of either side. `GET /v1/admin/imports/{id}`
+(`workers/codat/importer.py`); the job survives restarts of either side. `GET /v1/admin/imports/{id}`
 and `GET /v1/admin/imports` show progress; `POST /v1/admin/imports/{id}/resume` restarts an interrupted
 or finished job, retrying the companies that failed.
 """
@@ -24,8 +24,8 @@ from service.api.reads import time_cursor
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from service.common.services import services
-from workers.codat.import_actor import start_message
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
+from workers.codat.importer import start_message
 from workers.ledger.tables import ImportJob
 from workers.runtime.redis_queues import push
 

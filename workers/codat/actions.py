@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from schemas.codat import PullOperation, connection_facts
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import CONNECTION_STATUSES
-from workers.ledger.announce import announce_changes
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.audit import match_stored_confirmation, new_record
 from workers.ledger.changes import FeedEntry
 from workers.ledger.erase import erase_raw_events
@@ -25,7 +25,7 @@ from workers.ledger.fold import Change
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import SyncRow
 from workers.ledger.store import fold_event
-from workers.ledger.tables import AuditRecord, Company, Connection, DataTypeState
+from workers.ledger.tables import AuditRecord, Connection, DataTypeState
 
 RELINKABLE_STATUSES = tuple(status for status in CONNECTION_STATUSES if status != "Linked")
 """Connections a customer may re-link whatever their syncs say: PendingAuth, Unlinked, Deauthorized."""
@@ -79,8 +79,7 @@ def _fold_action(
         f"audit:{record.id}", event_type, at, record.company_id, connections=connections, syncs=syncs, source="action"
     )
     changes, slices = fold_event(session, event)
-    company = session.get(Company, record.company_id)
-    names = {record.company_id: company.name if company else None}
+    names = company_names(session, {record.company_id})
     entries = announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
     match_stored_confirmation(session, record)
     return changes, entries

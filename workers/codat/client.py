@@ -188,10 +188,10 @@ class CodatClient:
         return response.status_code, self._json_object(response, target)
 
     async def pull_operations(
-        self, company_id: str, page: int = 1, page_size: int = PAGE_SIZE, order_by: str = "-requested"
+        self, company_id: str, page: int, page_size: int = PAGE_SIZE
     ) -> tuple[list[dict[str, Any]], int | None]:
-        """One page (1-based) of the company's pull-operation history, newest first by default."""
-        params = {"page": str(page), "pageSize": str(page_size), "orderBy": order_by}
+        """One page (1-based) of the company's pull-operation history, newest first."""
+        params = {"page": str(page), "pageSize": str(page_size), "orderBy": "-requested"}
         path = ("companies", checked("company id", company_id), "data", "history")
         response = await self._call("GET", path, f"company {company_id!r}", params=params)
         results, total = page_results(response.json())
@@ -298,10 +298,7 @@ class CodatClient:
         return self.policy.backoff(attempt, self._rng)
 
     def _unreachable(self, exc: httpx.TransportError, sent: bool, idempotent: bool, attempts: int) -> CodatError:
-        if isinstance(exc, httpx.TimeoutException):
-            what = "did not answer in time"
-        else:
-            what = "could not be reached"
+        what = "did not answer in time" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
         detail = f"Codat {what} ({type(exc).__name__}) after {attempts} attempt(s)"
         if sent and not idempotent:
             detail += "; the request may have been taken: reconciliation will record whatever Codat did"

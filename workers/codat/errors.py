@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from schemas.errors import ApiError, ErrorCode
+from schemas.events import InvalidEnvelope, parse_time
 
 IN_PROGRESS_MARKER = "alreadyinprogress"
 """Codat's ``DatasetAlreadyInProgressException`` (or its sentence), compared without case or spaces."""
@@ -34,19 +35,33 @@ class CodatError(ApiError):
         self.codat_status = codat_status
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date), None if absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
+EPOCH_SECONDS = 1_000_000_000
+"""A reset value above this is a Unix time; below it, seconds from now."""
+
+
+def reset_delay(value: str, now: float) -> float | None:
+    """Seconds from `now` (Unix time) until `value`: seconds, a Unix time, an ISO or HTTP date; None if unreadable."""
+    text = value.strip()
     try:
-        return max(0.0, float(value))
+        number = float(text)
     except ValueError:
+        number = None
+    if number is not None:
+        return max(0.0, number - now) if number > EPOCH_SECONDS else max(0.0, number)
+    try:
+        return max(0.0, parse_time(text).timestamp() - now)
+    except InvalidEnvelope:
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
     except (TypeError, ValueError):
         return None
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """`Retry-After` as seconds, None if absent or unreadable."""
+    value = response.headers.get("retry-after")
+    return reset_delay(value, time.time()) if value else None
 
 
 def codat_message(response: httpx.Response) -> str:

@@ -1,8 +1,9 @@
 """Import an existing Codat account: every company it lists, folded as reconciliation folds one.
 
 A job (`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one
-through `workers.codat.reconcile`, `concurrency` at a time, each in its own transaction, so a second run folds
-nothing. A failed company is retried by a resume; a refused API key fails the job.
+through `workers.codat.reconcile`, `concurrency` at a time, so a second run folds nothing. A failed company is
+retried by a resume; a refused API key fails the job. On the workers the `import_companies` actor runs a job in
+chunks of `CHUNK_SECONDS`, each resuming it from the database, so a worker restart loses nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from schemas.errors import ErrorCode
@@ -26,6 +30,8 @@ from workers.codat.errors import CodatError
 from workers.codat.import_jobs import (
     LEASE,
     CompanyResult,
+    ImportBusy,
+    ImportJobNotFound,
     add_listed,
     claim,
     company_listing,
@@ -41,6 +47,10 @@ from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import ImportJob
+from workers.runtime.redis_queues import BACKFILL_QUEUE, Encoded, encode
+
+if TYPE_CHECKING:
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.import")
 
@@ -173,3 +183,44 @@ class Importer:
     def _progress(self, job: ImportJob) -> None:
         if self.on_progress is not None:
             self.on_progress(job)
+
+
+IMPORT_ACTOR = "import_companies"
+CHUNK_SECONDS = 20.0
+BUSY_RETRY_MS = int(LEASE.total_seconds() * 1000)
+
+
+def start_message(job_id: str, concurrency: int) -> Encoded:
+    """The message that starts or resumes an import on the workers, for the web side to push with its own
+    Redis client (`workers.runtime.redis_queues.push`)."""
+    return encode(BACKFILL_QUEUE, IMPORT_ACTOR, (job_id, concurrency, uuid.uuid4().hex, True))
+
+
+def declare_imports(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+    def import_companies(job_id: str, concurrency: int, chain: str, first: bool) -> None:
+        # The chunks of one start share `chain` (their claim); only the first retries failed companies.
+        importer = Importer(
+            runtime.settings, runtime.engine, runtime.feed, concurrency=concurrency, owner=f"chain:{chain}"
+        )
+        try:
+            job = asyncio.run(importer.run(job_id, retry_failed=first, budget_seconds=CHUNK_SECONDS))
+        except ImportBusy:
+            # A CLI (or an earlier chain) runs it now; look again once its claim could have lapsed.
+            actor.send_with_options(args=(job_id, concurrency, chain, first), delay=BUSY_RETRY_MS)
+            return
+        except ImportJobNotFound:
+            log.warning("job=%s result=not_found", job_id)
+            return
+        log.info("job=%s status=%s done=%d failed=%d total=%d", job.id, job.status, job.done, job.failed, job.total)
+        if job.status == "running":
+            actor.send(job_id, concurrency, chain, False)
+
+    actor = dramatiq.Actor(
+        import_companies,
+        broker=broker,
+        actor_name=IMPORT_ACTOR,
+        queue_name=BACKFILL_QUEUE,  # an import folds history: it must not stand in front of live webhooks
+        priority=10,
+        options={"max_retries": 5, "min_backoff": 1_000, "max_backoff": 60_000, "time_limit": 300_000},
+    )
+    return {IMPORT_ACTOR: actor}

@@ -10,35 +10,11 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
 
 import httpx
 
 from schemas.errors import ErrorCode
-from schemas.events import InvalidEnvelope, parse_time
-from workers.codat.errors import CodatError
-
-EPOCH_SECONDS = 1_000_000_000
-"""A reset value above this is a Unix time; below it, seconds from now."""
-
-
-def reset_delay(value: str, now: float) -> float | None:
-    """Seconds from `now` (Unix time) until the reset `value` names; None if unreadable."""
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None:
-        return max(0.0, number - now) if number > EPOCH_SECONDS else max(0.0, number)
-    try:
-        return max(0.0, parse_time(text).timestamp() - now)
-    except InvalidEnvelope:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
+from workers.codat.errors import CodatError, reset_delay
 
 
 class QuotaGate:

@@ -27,7 +27,7 @@ from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
 from workers.codat.errors import GIVE_UP, CodatError
 from workers.codat.sync_settings import try_refresh_settings
-from workers.ledger.announce import announce_changes
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
@@ -132,16 +132,14 @@ async def read_company(
 async def _history(client: CodatClient, company_id: str, cutoff: datetime) -> list[PullOperation]:
     operations: list[PullOperation] = []
     for page in range(1, MAX_HISTORY_PAGES + 1):
-        results, total = await client.pull_operations(company_id, page=page, page_size=PAGE_SIZE)
+        results, total = await client.pull_operations(company_id, page, PAGE_SIZE)
         for raw in results:
             try:
                 operations.append(pull_operation(raw))
             except InvalidEnvelope as exc:
                 log.warning("company=%s msg=unreadable_pull_operation error=%s", company_id, exc)
-        oldest = min((op.requested for op in operations), default=None)
-        if len(results) < PAGE_SIZE or (total is not None and page * PAGE_SIZE >= total):
-            break
-        if oldest is not None and oldest < cutoff:
+        oldest = min((op.requested for op in operations), default=cutoff)
+        if len(results) < PAGE_SIZE or (total is not None and page * PAGE_SIZE >= total) or oldest < cutoff:
             break
     return [op for op in operations if op.requested >= cutoff or op.completed is None or op.completed >= cutoff]
 
@@ -171,8 +169,11 @@ def _connection_event(row: Connection | None, raw: dict[str, Any], company_id: s
         facts = ConnectionFacts(id=facts.id, status=facts.status)
     elif not status_differs:
         facts = replace(facts, status=None)
-    event_id = f"reconcile:{facts.id}:{at.isoformat()}"
-    return Event(event_id, "reconcile.connection", at, company_id, connections=(facts,), source="reconcile")
+    return _connection_change(f"{facts.id}:{at.isoformat()}", company_id, at, facts)
+
+
+def _connection_change(key: str, company_id: str, at: datetime, facts: ConnectionFacts) -> Event:
+    return Event(f"reconcile:{key}", "reconcile.connection", at, company_id, connections=(facts,), source="reconcile")
 
 
 class LedgerSyncs:
@@ -244,22 +245,15 @@ def apply_view(
         rows = {
             row.id: row for row in session.exec(select(Connection).where(Connection.company_id == company_id)).all()
         }
+        at = view.observed_at
         events = [
-            Event(
-                f"reconcile:{c}:deleted",
-                "reconcile.connection",
-                view.observed_at,
-                company_id,
-                connections=(ConnectionFacts(id=c, deleted=True),),
-                source="reconcile",
-            )
-            for c in view.deleted
+            _connection_change(f"{c}:deleted", company_id, at, ConnectionFacts(c, deleted=True)) for c in view.deleted
         ]
-        company_fact = _company_event(session.get(Company, company_id), view.company, company_id, view.observed_at)
+        company_fact = _company_event(session.get(Company, company_id), view.company, company_id, at)
         if company_fact is not None:
             events.append(company_fact)
         for raw in view.connections:
-            event = _connection_event(rows.get(str(raw.get("id"))), raw, company_id, view.observed_at)
+            event = _connection_event(rows.get(str(raw.get("id"))), raw, company_id, at)
             if event is not None:
                 events.append(event)
         gone = set(view.deleted) | {c for c, row in rows.items() if row.deleted_at is not None}
@@ -270,8 +264,7 @@ def apply_view(
                 unknown.append(op)
         if events:
             changes, slices = fold_events(session, events)
-            company = session.get(Company, company_id)
-            names = {company_id: company.name if company else None}
+            names = company_names(session, {company_id})
             entries = announce_changes(session, changes, slices, names, freshness, view.observed_at)
             missed = record_missed(session, unknown, datetime.now(UTC))
         for connection_id in view.deleted:

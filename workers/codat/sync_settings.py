@@ -113,15 +113,12 @@ async def try_refresh_settings(
         return False
 
 
-def _read_before(engine: Engine, company_id: str | None, cutoff: datetime) -> bool:
+def _due(engine: Engine, cutoff: datetime, *, companies: bool = True) -> list[str | None]:
+    """The client (None) when its settings were last read before `cutoff`, then (`companies`) the companies due."""
     with Session(engine) as session:
-        at = fetched_at(session, company_id)
-    return at is None or at < cutoff
-
-
-def _due(engine: Engine, cutoff: datetime) -> list[str]:
-    with Session(engine) as session:
-        return companies_due(session, cutoff)
+        at = fetched_at(session, None)
+        client: list[str | None] = [None] if at is None or at < cutoff else []
+        return client + list(companies_due(session, cutoff)) if companies else client
 
 
 async def refresh_new_company(settings: Settings, engine: Engine, feed: ChangeFeed | None, company_id: str) -> bool:
@@ -130,7 +127,7 @@ async def refresh_new_company(settings: Settings, engine: Engine, feed: ChangeFe
     if not policy.follow_schedules:
         return False
     async with CodatClient.from_settings(settings) as codat:
-        if await asyncio.to_thread(_read_before, engine, None, datetime.now(UTC) - SETTINGS_MAX_AGE):
+        if await asyncio.to_thread(_due, engine, datetime.now(UTC) - SETTINGS_MAX_AGE, companies=False):
             await refresh_settings(codat, engine, feed, policy)
         return await refresh_settings(codat, engine, feed, policy, company_id)
 
@@ -148,8 +145,7 @@ async def refresh_due(
     if not policy.follow_schedules:
         return "skipped=no_api_key"
     cutoff = (now or datetime.now(UTC)) - SETTINGS_MAX_AGE
-    targets: list[str | None] = [None] if await asyncio.to_thread(_read_before, engine, None, cutoff) else []
-    targets += await asyncio.to_thread(_due, engine, cutoff)
+    targets = await asyncio.to_thread(_due, engine, cutoff)
     read = changed = failed = 0
     async with codat_client(settings, client) as codat:
         for company_id in targets:

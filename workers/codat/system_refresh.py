@@ -33,6 +33,10 @@ from workers.runtime.periodic import PeriodicJob
 if TYPE_CHECKING:
     from workers.ledger.worker_runtime import WorkerRuntime
 
+KEEPALIVE_ACTOR = "system:keepalive"
+INCIDENT_ACTOR = "system:incident"
+"""The audit log's actors of keep-alive requests and of the refreshes that follow an incident."""
+
 
 class Target(NamedTuple):
     company_id: str
@@ -106,10 +110,6 @@ def _fields(target: Target) -> str:
     return f"connection={target.connection_id} company={target.company_id} data_type={target.data_type}"
 
 
-KEEPALIVE_ACTOR = "system:keepalive"
-"""The audit log's actor of every keep-alive request."""
-
-
 def keepalive_interval(runtime: WorkerRuntime) -> float:
     """Seconds between checks: `SYNCTRACK_KEEPALIVE_CHECK_SECONDS`; off without an API key or keep-alive period."""
     settings = runtime.settings
@@ -162,10 +162,6 @@ def run_keepalive(runtime: WorkerRuntime) -> str:
 
 
 KEEPALIVE_JOB = PeriodicJob("keep_alive", keepalive_interval, run_keepalive)
-
-
-INCIDENT_ACTOR = "system:incident"
-"""The audit log's actor of every refresh that follows an incident."""
 
 
 def refresh_interval(runtime: WorkerRuntime) -> float:

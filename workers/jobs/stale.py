@@ -8,9 +8,9 @@ With an API key Codat is asked first (`workers.codat.still_running`): a sync it 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Engine, or_
 from sqlmodel import Session, col, select
@@ -39,10 +39,8 @@ MAX_WAIT_SECONDS = 3600.0
 DELAYED = "sync.delayed"
 
 
-class AskCodat(Protocol):
-    """What Codat says of each sync, by sync id; syncs Codat could not be asked about are left out."""
-
-    def __call__(self, settings: Settings, syncs: Sequence[OpenSync]) -> Mapping[str, CodatAnswer]: ...
+AskCodat = Callable[[Settings, Sequence[OpenSync]], Mapping[str, CodatAnswer]]
+"""What Codat says of each sync, by sync id; syncs Codat could not be asked about are left out."""
 
 
 def stale_interval(runtime: WorkerRuntime) -> float:
