@@ -83,16 +83,9 @@ class CodatClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> CodatClient:
-        policy = RetryPolicy(
-            max_retries=settings.codat_max_retries, max_retry_after=settings.codat_max_retry_after_seconds
-        )
-        return cls(
-            settings.codat_base_url,
-            settings.codat_api_key,
-            timeout=settings.codat_timeout_seconds,
-            policy=policy,
-            **kwargs,
-        )
+        policy = RetryPolicy(settings.codat_max_retries, max_retry_after=settings.codat_max_retry_after_seconds)
+        timeout = settings.codat_timeout_seconds
+        return cls(settings.codat_base_url, settings.codat_api_key, timeout=timeout, policy=policy, **kwargs)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -103,8 +96,6 @@ class CodatClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # Companies ---------------------------------------------------------------------------------
-
     async def list_companies(self, page: int = 1, page_size: int = PAGE_SIZE) -> CompanyPage:
         """One page (1-based) of the account's companies, each with its `dataConnections`."""
         params = {"page": str(page), "pageSize": str(page_size)}
@@ -112,14 +103,11 @@ class CodatClient:
         try:
             return company_page(response.json(), page, page_size)
         except (ValueError, InvalidEnvelope) as exc:
-            raise CodatError(
-                502, ErrorCode.CODAT_ERROR, f"Codat's list of companies is unreadable: {exc}", response.status_code
-            ) from None
+            detail = f"Codat's list of companies is unreadable: {exc}"
+            raise CodatError(502, ErrorCode.CODAT_ERROR, detail, response.status_code) from None
 
     async def get_company(self, company_id: str) -> dict[str, Any]:
         return await self._get_object(("companies", checked("company id", company_id)), f"company {company_id!r}")
-
-    # Connections -------------------------------------------------------------------------------
 
     async def list_connections(self, company_id: str) -> list[dict[str, Any]]:
         """Every connection of a company (pages through Codat's paged list)."""
@@ -164,8 +152,6 @@ class CodatClient:
         response = await self._call(method, path, target, json=json)
         return response.status_code, self._json_object(response, target)
 
-    # Data ----------------------------------------------------------------------------------------
-
     async def refresh_all(self, company_id: str) -> tuple[int, list[dict[str, Any]]]:
         """Queue every data type of every connection. Codat answers 204 (no pull operations) or,
         in some versions, the operations it queued. Returns (Codat's status, operations)."""
@@ -206,8 +192,6 @@ class CodatClient:
             ("companies", checked("company id", company_id), "dataStatus"), f"company {company_id!r}"
         )
 
-    # Sync settings -------------------------------------------------------------------------------
-
     async def client_sync_settings(self) -> dict[str, Any]:
         """The client's sync settings: `{clientId, settings: [{dataType, syncSchedule, …}], overridesDefaults}`."""
         return await self._get_object(("profile", "syncSettings"), "sync settings of the client")
@@ -217,17 +201,14 @@ class CodatClient:
         path = ("companies", checked("company id", company_id), "syncSettings")
         return await self._get_object(path, f"sync settings of company {company_id!r}")
 
-    # Transport -----------------------------------------------------------------------------------
-
     async def _get_object(self, path: Segments, target: str) -> dict[str, Any]:
         return self._json_object(await self._call("GET", path, target), target)
 
     def _json_object(self, response: httpx.Response, target: str) -> dict[str, Any]:
         body = _json_or_none(response)
         if not isinstance(body, dict):
-            raise CodatError(
-                502, ErrorCode.CODAT_ERROR, f"Codat's answer for {target} is not a JSON object", response.status_code
-            )
+            detail = f"Codat's answer for {target} is not a JSON object"
+            raise CodatError(502, ErrorCode.CODAT_ERROR, detail, response.status_code)
         return body
 
     async def _call(
@@ -266,14 +247,8 @@ class CodatClient:
             status = response.status_code
             record_codat_call(status)
             self.quota.note(response)
-            log.info(
-                "codat_call method=%s path=%s status=%d attempt=%d ms=%d",
-                method,
-                path,
-                status,
-                attempt + 1,
-                (time.monotonic() - started) * 1000,
-            )
+            ms = (time.monotonic() - started) * 1000
+            log.info("codat_call method=%s path=%s status=%d attempt=%d ms=%d", method, path, status, attempt + 1, ms)
             if status < 400:
                 return response
             if status == 404 and missing_means_done and outcome_unknown:
@@ -326,9 +301,8 @@ def checked(what: str, value: str) -> str:
     """`value` when it has the one id syntax (`schemas.ids`), which every id Synctrack puts in a Codat path
     must have; else raises `CodatError` 400 `invalid_parameter`, and nothing is sent to Codat."""
     if not is_valid_id(value):
-        raise CodatError(
-            400, ErrorCode.INVALID_PARAMETER, f"{what} {value!r} is not a Codat id ({ID_SYNTAX}); Codat was not called"
-        )
+        detail = f"{what} {value!r} is not a Codat id ({ID_SYNTAX}); Codat was not called"
+        raise CodatError(400, ErrorCode.INVALID_PARAMETER, detail)
     return value
 
 

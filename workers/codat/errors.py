@@ -82,19 +82,11 @@ def map_failure(response: httpx.Response, target: str, attempts: int) -> CodatEr
     status = response.status_code
     message = codat_message(response)
     if status in (401, 403):
-        return CodatError(
-            502,
-            ErrorCode.CODAT_AUTH_FAILED,
-            f"Codat refused Synctrack's API key (HTTP {status}); check {KEY_SETTING}",
-            status,
-        )
+        detail = f"Codat refused Synctrack's API key (HTTP {status}); check {KEY_SETTING}"
+        return CodatError(502, ErrorCode.CODAT_AUTH_FAILED, detail, status)
     if status in (400, 409) and IN_PROGRESS_MARKER in message.lower().replace(" ", ""):
-        return CodatError(
-            409,
-            ErrorCode.SYNC_ALREADY_IN_PROGRESS,
-            f"a sync of {target} is already in progress in Codat; wait for it to finish",
-            status,
-        )
+        detail = f"a sync of {target} is already in progress in Codat; wait for it to finish"
+        return CodatError(409, ErrorCode.SYNC_ALREADY_IN_PROGRESS, detail, status)
     if status == 404:
         return CodatError(404, ErrorCode.NOT_FOUND, f"Codat has no {target}: {message}", status)
     if status == 409:
@@ -103,17 +95,11 @@ def map_failure(response: httpx.Response, target: str, attempts: int) -> CodatEr
         wait = retry_after_seconds(response)
         headers = {"Retry-After": str(math.ceil(wait))} if wait is not None else {}
         reason = "rate-limited Synctrack" if status == 429 else "is unavailable"
-        return CodatError(
-            503,
-            ErrorCode.CODAT_UNAVAILABLE,
-            f"Codat {reason} (HTTP {status}) after {attempts} attempt(s); retry later",
-            status,
-            headers,
-        )
+        detail = f"Codat {reason} (HTTP {status}) after {attempts} attempt(s); retry later"
+        return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, status, headers)
     if status >= 500:
-        return CodatError(
-            502, ErrorCode.CODAT_UNAVAILABLE, f"Codat answered HTTP {status} after {attempts} attempt(s)", status
-        )
+        detail = f"Codat answered HTTP {status} after {attempts} attempt(s)"
+        return CodatError(502, ErrorCode.CODAT_UNAVAILABLE, detail, status)
     if status in (400, 422):
         return CodatError(400, ErrorCode.CODAT_ERROR, f"Codat rejected the request for {target}: {message}", status)
     return CodatError(502, ErrorCode.CODAT_ERROR, f"Codat answered HTTP {status} for {target}: {message}", status)

@@ -93,15 +93,9 @@ def job_out(engine: Engine, job: ImportJob) -> ImportJobOut:
             .order_by(col(ImportCompany.position))
             .limit(ERRORS_SHOWN)
         ).all()
-    return ImportJobOut.model_validate(
-        job.model_dump()
-        | {
-            "status": shown_status(job),
-            "connections": int(connections),
-            "syncs": int(syncs),
-            "errors": [ImportFailure(company_id=c, error=e or "unknown") for c, e in failures],
-        }
-    )
+    errors = [ImportFailure(company_id=c, error=e or "unknown") for c, e in failures]
+    shown = {"status": shown_status(job), "connections": int(connections), "syncs": int(syncs), "errors": errors}
+    return ImportJobOut.model_validate(job.model_dump() | shown)
 
 
 def claim(engine: Engine, job_id: str, owner: str, *, retry_failed: bool) -> ImportJob:

@@ -152,14 +152,10 @@ class Importer:
         try:
             await try_refresh_settings(codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock)
             company = listing if listing is not None else await codat.get_company(company_id)
-            connections = company.get("dataConnections")
+            listed = company.get("dataConnections")
+            connections = listed if isinstance(listed, list) else None
             view = await read_company(
-                codat,
-                self.engine,
-                company_id,
-                lookback,
-                connections=connections if isinstance(connections, list) else None,
-                company=company,
+                codat, self.engine, company_id, lookback, connections=connections, company=company
             )
             async with self._fold_lock:
                 applied = await asyncio.to_thread(apply_view, self.engine, company_id, view, self.freshness)

@@ -71,13 +71,8 @@ class QuotaGate:
             ends = self.resets_at
             delay = (ends or 0.0) - self.clock()
             if delay > self.max_wait:
-                raise CodatError(
-                    503,
-                    ErrorCode.CODAT_UNAVAILABLE,
-                    f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)",
-                    429,
-                    {"Retry-After": str(math.ceil(delay))},
-                )
+                detail = f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)"
+                raise CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, 429, {"Retry-After": str(math.ceil(delay))})
             if delay > 0:
                 await self.sleep(delay)
             if self.resets_at == ends:  # no answer has told of the next window yet: its answers will

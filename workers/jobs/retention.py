@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import ColumnElement, Engine, func, update
 from sqlmodel import Session, col, select
 
 from workers.ledger.tables import WebhookEvent
@@ -28,10 +28,13 @@ def cutoff_for(days: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=days)
 
 
+def _prunable(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    return col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None)
+
+
 def count_prunable(engine: Engine, cutoff: datetime) -> int:
     with Session(engine) as session:
-        query = select(func.count()).where(col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None))
-        return int(session.exec(query).one())
+        return int(session.exec(select(func.count()).where(*_prunable(cutoff))).one())
 
 
 def prune_raw_events(engine: Engine, cutoff: datetime, batch: int = BATCH) -> int:
@@ -39,18 +42,10 @@ def prune_raw_events(engine: Engine, cutoff: datetime, batch: int = BATCH) -> in
     total = 0
     while True:
         with Session(engine) as session, session.begin():
-            ids = session.exec(
-                select(WebhookEvent.id)
-                .where(col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None))
-                .limit(batch)
-            ).all()
+            ids = session.exec(select(WebhookEvent.id).where(*_prunable(cutoff)).limit(batch)).all()
             if ids:
-                session.execute(
-                    update(WebhookEvent)
-                    .where(col(WebhookEvent.id).in_(ids))
-                    .values(body=None)
-                    .execution_options(synchronize_session=False)
-                )
+                prune = update(WebhookEvent).where(col(WebhookEvent.id).in_(ids)).values(body=None)
+                session.execute(prune.execution_options(synchronize_session=False))
         total += len(ids)
         record_pruned(len(ids))
         if len(ids) < batch:
