@@ -5,13 +5,12 @@ from __future__ import annotations
 from dramatiq.brokers.redis import RedisBroker
 
 from schemas.settings import Settings
-from workers.codat.import_actor import declare_imports
-from workers.codat.incident_refresh import INCIDENT_REFRESH_JOB
-from workers.codat.keepalive import KEEPALIVE_JOB
+from workers.codat.importer import declare_imports
 from workers.codat.overdue_reconcile import OVERDUE_RECONCILE_JOB
 from workers.codat.reconcile import RECONCILE_JOB
 from workers.codat.still_running import ask_codat
 from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings
+from workers.codat.system_refresh import INCIDENT_REFRESH_JOB, KEEPALIVE_JOB
 from workers.ingest.actors import declare_actors
 from workers.jobs.freshness_check import FRESHNESS_JOB
 from workers.jobs.incidents import INCIDENT_JOB

@@ -1,4 +1,4 @@
-"""`/v1/admin/imports`: import an existing Codat account on the workers (`workers/codat/import_actor.py`).
+"""`/v1/admin/imports`: import an existing Codat account on the workers (`workers/codat/importer.py`).
 
 A job survives restarts of either side; resuming one restarts it, retrying the companies that failed."""
 
@@ -18,8 +18,8 @@ from service.api.reads import not_found, page_of, time_cursor
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, page_limit
 from service.common.services import services
-from workers.codat.import_actor import start_message
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
+from workers.codat.importer import start_message
 from workers.ledger.tables import ImportJob
 from workers.runtime.redis_queues import push
 

@@ -22,7 +22,7 @@ from tests.support.auth import ADMIN_HEADERS, AUTH_ENV
 from tests.support.builders import BASE_TIME, SECRET, connection_event, read_completed
 from tests.support.ledger_fill import deliver
 from tests.support.services import ServiceProcess, free_port, wait_for, wait_until_healthy
-from workers.codat.keepalive import KEEPALIVE_ACTOR, KEEPALIVE_JOB, keep_alive, keepalive_interval
+from workers.codat.system_refresh import KEEPALIVE_ACTOR, KEEPALIVE_JOB, keep_alive, keepalive_interval
 from workers.ledger.tables import AuditRecord, Sync
 from workers.ledger.worker_runtime import WorkerRuntime
 from workers.main import periodic_jobs

@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from workers.codat.errors import CodatError
-from workers.codat.quota import QuotaGate, reset_delay
+from workers.codat.errors import CodatError, reset_delay
+from workers.codat.quota import QuotaGate
 
 NOW = 1_800_000_000.0
 

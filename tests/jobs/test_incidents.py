@@ -19,7 +19,7 @@ from schemas.json_codec import loads
 from schemas.settings import Settings
 from tests.support.builders import BASE_TIME, connection_event, read_completed
 from tests.support.ledger_fill import fold_webhooks
-from workers.codat.incident_refresh import INCIDENT_REFRESH_JOB, refresh_interval
+from workers.codat.system_refresh import INCIDENT_REFRESH_JOB, refresh_interval
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.jobs.incidents import INCIDENT_JOB, incident_interval, run_incident_check
 from workers.ledger.changes import ChangeFeed, stream_key

@@ -1,11 +1,8 @@
 """What an action Codat accepted does to the ledger: one transaction each, folded as a webhook is.
 
-An action is recorded only once Codat accepted it (a refused one leaves a `failed` audit row and nothing else).
-Its effect is an `Event` of source `action` with id ``audit:{record id}``, so a sync traces back to its audit
-record: a refresh opens an active sync per pull operation Codat returned (a ``*`` sync per linked connection when
-it returned none); an unlink records the connection Codat returned; a delete marks the connection deleted and
-erases its raw webhooks; a reconnect records only the audit row (its one-time Link URL is never stored).
-These functions block (SQL): the web side calls them through a thread pool.
+A refused action leaves only a `failed` audit row. An accepted one folds an `Event` of source `action` with id
+``audit:{record id}``; a reconnect records only the audit row (its one-time Link URL is never stored). These
+functions block (SQL): the web side calls them through a thread pool.
 """
 
 from __future__ import annotations
@@ -20,15 +17,15 @@ from sqlmodel import Session, col, select
 from schemas.codat import PullOperation
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact, connection_facts
 from schemas.statuses import CONNECTION_STATUSES
-from workers.ledger.announce import announce_changes
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.audit import match_stored_confirmation, new_record
 from workers.ledger.changes import FeedEntry
 from workers.ledger.erase import erase_raw_events
-from workers.ledger.fold import Change, ConnectionSlice
+from workers.ledger.fold import Change
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import SyncRow
 from workers.ledger.store import fold_event
-from workers.ledger.tables import AuditRecord, Company, Connection, DataTypeState
+from workers.ledger.tables import AuditRecord, Connection, DataTypeState
 
 RELINKABLE_STATUSES = tuple(status for status in CONNECTION_STATUSES if status != "Linked")
 """Connections a customer may re-link whatever their syncs say: PendingAuth, Unlinked, Deauthorized."""
@@ -68,13 +65,24 @@ def reconnect_refusal(engine: Engine, connection: Connection) -> str | None:
     )
 
 
-def _fold(
-    session: Session, event: Event, freshness: FreshnessPolicy
-) -> tuple[list[Change], dict[str, ConnectionSlice], list[FeedEntry]]:
+def _fold_action(
+    session: Session,
+    record: AuditRecord,
+    at: datetime,
+    freshness: FreshnessPolicy,
+    syncs: tuple[SyncFact, ...] = (),
+    connections: tuple[ConnectionFacts, ...] = (),
+) -> tuple[list[Change], list[FeedEntry]]:
+    """Fold what Codat accepted as the event ``audit:{record id}``; match a webhook that already confirmed it."""
+    event_type = f"action.{record.action}"
+    event = Event(
+        f"audit:{record.id}", event_type, at, record.company_id, connections=connections, syncs=syncs, source="action"
+    )
     changes, slices = fold_event(session, event)
-    company = session.get(Company, event.company_id) if event.company_id else None
-    names = {event.company_id or "": company.name if company else None}
-    return changes, slices, announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
+    names = company_names(session, {record.company_id})
+    entries = announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
+    match_stored_confirmation(session, record)
+    return changes, entries
 
 
 def record_failure(
@@ -93,18 +101,33 @@ def record_failure(
     """Record an action Codat refused or never answered (`failed`), or that was never sent to Codat
     (`rate_limited`); nothing else changes."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        return new_record(
-            session,
-            action=action,
-            actor=actor,
-            at=at,
-            company_id=company_id,
-            connection_id=connection_id,
-            data_type=data_type,
-            result=result,
-            codat_status=codat_status,
-            detail=detail,
-        )
+        return _audit(session, action, actor, at, company_id, connection_id, data_type, codat_status, detail, result)
+
+
+def _audit(
+    session: Session,
+    action: str,
+    actor: str | None,
+    at: datetime,
+    company_id: str,
+    connection_id: str | None,
+    data_type: str | None,
+    codat_status: int | None,
+    detail: str,
+    result: str = "accepted",
+) -> AuditRecord:
+    return new_record(
+        session,
+        action=action,
+        actor=actor,
+        at=at,
+        company_id=company_id,
+        connection_id=connection_id,
+        data_type=data_type,
+        result=result,
+        codat_status=codat_status,
+        detail=detail,
+    )
 
 
 def _linked_connections(session: Session, company_id: str) -> list[str]:
@@ -129,74 +152,38 @@ def record_refresh(
     """Record a refresh Codat accepted and start its syncs (phase `active`, source `action`)."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         ids = ", ".join(op.id for op in operations)
-        record = new_record(
-            session,
-            action="refresh",
-            actor=actor,
-            at=at,
-            company_id=company_id,
-            connection_id=connection_id or (operations[0].connection_id if len(operations) == 1 else None),
-            data_type=data_type,
-            result="accepted",
-            codat_status=codat_status,
-            detail=f"pull operations: {ids}" if ids else "Codat queued every data type of every linked connection",
-        )
-        event_id = f"audit:{record.id}"
+        connection_id = connection_id or (operations[0].connection_id if len(operations) == 1 else None)
+        detail = f"pull operations: {ids}" if ids else "Codat queued every data type of every linked connection"
+        record = _audit(session, "refresh", actor, at, company_id, connection_id, data_type, codat_status, detail)
         facts = [op.sync_fact() for op in operations if op.company_id == company_id]
         if not operations:
             targets = [connection_id] if connection_id else _linked_connections(session, company_id)
-            facts = [SyncFact(c, ANY_DATA_TYPE, "Queued", f"{event_id}:{c}:*", requested_at=at) for c in targets]
-        event = Event(
-            id=event_id,
-            event_type="action.refresh",
-            generated_at=at,
-            company_id=company_id,
-            syncs=tuple(facts),
-            source="action",
-        )
-        changes, _, entries = _fold(session, event, freshness)
-        match_stored_confirmation(session, record)
+            facts = [SyncFact(c, ANY_DATA_TYPE, "Queued", f"audit:{record.id}:{c}:*", requested_at=at) for c in targets]
+        changes, entries = _fold_action(session, record, at, freshness, syncs=tuple(facts))
     started = [change.sync for change in changes if change.kind == "sync.started" and change.sync is not None]
     return ActionResult(record, started, record.connection_id, entries)
 
 
 def _record_connection_action(
-    session: Session,
-    *,
+    engine: Engine,
     action: str,
+    facts: ConnectionFacts,
+    detail: str,
     actor: str | None,
     at: datetime,
     answered_at: datetime,
     connection: Connection,
     codat_status: int,
-    detail: str,
-    facts: ConnectionFacts,
     freshness: FreshnessPolicy,
-) -> tuple[AuditRecord, list[FeedEntry]]:
-    """Audit an accepted action on one connection and fold what Codat said became of it."""
-    record = new_record(
-        session,
-        action=action,
-        actor=actor,
-        at=at,
-        company_id=connection.company_id,
-        connection_id=connection.id,
-        data_type=None,
-        result="accepted",
-        codat_status=codat_status,
-        detail=detail,
-    )
-    event = Event(
-        id=f"audit:{record.id}",
-        event_type=f"action.{action}",
-        generated_at=answered_at,
-        company_id=connection.company_id,
-        connections=(facts,),
-        source="action",
-    )
-    _, _, entries = _fold(session, event, freshness)
-    match_stored_confirmation(session, record)
-    return record, entries
+) -> ActionResult:
+    """Audit an accepted action on one connection and fold what Codat said became of it; a delete also erases
+    the connection's raw webhooks."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        record = _audit(session, action, actor, at, connection.company_id, connection.id, None, codat_status, detail)
+        _, entries = _fold_action(session, record, answered_at, freshness, connections=(facts,))
+        if facts.deleted:
+            erase_raw_events(session, connection.id)
+    return ActionResult(record, [], connection.id, entries)
 
 
 def record_unlink(
@@ -217,20 +204,10 @@ def record_unlink(
         facts = ConnectionFacts(id=connection.id)
     if facts.id != connection.id or facts.status is None:
         facts = replace(facts, id=connection.id, status="Unlinked")
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        record, entries = _record_connection_action(
-            session,
-            action="unlink",
-            actor=actor,
-            at=at,
-            answered_at=answered_at,
-            connection=connection,
-            codat_status=codat_status,
-            detail=f"Codat reports the connection {facts.status}",
-            facts=facts,
-            freshness=freshness,
-        )
-    return ActionResult(record, [], connection.id, entries)
+    detail = f"Codat reports the connection {facts.status}"
+    return _record_connection_action(
+        engine, "unlink", facts, detail, actor, at, answered_at, connection, codat_status, freshness
+    )
 
 
 def record_delete(
@@ -244,21 +221,11 @@ def record_delete(
     freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> ActionResult:
     """Record a delete Codat accepted: mark the connection deleted, drop its history and raw bodies."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        record, entries = _record_connection_action(
-            session,
-            action="delete",
-            actor=actor,
-            at=at,
-            answered_at=answered_at,
-            connection=connection,
-            codat_status=codat_status,
-            detail="connection deleted in Codat; its sync history and stored webhook bodies were removed",
-            facts=ConnectionFacts(id=connection.id, deleted=True),
-            freshness=freshness,
-        )
-        erase_raw_events(session, connection.id)
-    return ActionResult(record, [], connection.id, entries)
+    detail = "connection deleted in Codat; its sync history and stored webhook bodies were removed"
+    facts = ConnectionFacts(id=connection.id, deleted=True)
+    return _record_connection_action(
+        engine, "delete", facts, detail, actor, at, answered_at, connection, codat_status, freshness
+    )
 
 
 def record_reconnect(
@@ -273,16 +240,6 @@ def record_reconnect(
     """Record a link Codat issued for `connection`. The link itself is not recorded: whoever holds a
     one-time Link URL can use it, and it is dead once used."""
     seen = f" (Codat reports it {codat_connection_status})" if codat_connection_status else ""
+    detail = f"Codat issued a fresh link URL for the connection{seen}"
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        return new_record(
-            session,
-            action="reconnect",
-            actor=actor,
-            at=at,
-            company_id=connection.company_id,
-            connection_id=connection.id,
-            data_type=None,
-            result="accepted",
-            codat_status=codat_status,
-            detail=f"Codat issued a fresh link URL for the connection{seen}",
-        )
+        return _audit(session, "reconnect", actor, at, connection.company_id, connection.id, None, codat_status, detail)

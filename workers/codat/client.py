@@ -1,12 +1,8 @@
-"""The one client for Codat's API (calls listed in docs/actions.md and docs/codat.md): a typed method per call
-Synctrack makes, each with the retries it may take.
+"""The one client for Codat's API: a typed method per call Synctrack makes, each with the retries it may take.
 
-One `httpx.AsyncClient` per process (built in the app's lifespan) authorises with `SYNCTRACK_CODAT_API_KEY`,
-which is never logged. A retry must never double an action: idempotent calls are retried on network errors,
-timeouts, 429 and 5xx with backoff and jitter; a POST only when it surely did not reach Codat (it could not
-connect) or Codat answered 429 or 503, which it does before processing a request. A 429 or 503 waits what
-`Retry-After` says, up to `SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`, and a spent quota waits for its reset
-(`workers.codat.quota`). Every failure becomes a `CodatError` (`workers.codat.errors`).
+A retry must never double an action: idempotent calls retry on network errors, timeouts, 429 and 5xx; a POST
+only when it surely did not reach Codat (no connection) or Codat answered 429/503 before processing it.
+`Retry-After` and a spent quota (`workers.codat.quota`) are waited out; every failure becomes a `CodatError`.
 """
 
 from __future__ import annotations
@@ -15,7 +11,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -86,16 +83,9 @@ class CodatClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> CodatClient:
-        policy = RetryPolicy(
-            max_retries=settings.codat_max_retries, max_retry_after=settings.codat_max_retry_after_seconds
-        )
-        return cls(
-            settings.codat_base_url,
-            settings.codat_api_key,
-            timeout=settings.codat_timeout_seconds,
-            policy=policy,
-            **kwargs,
-        )
+        policy = RetryPolicy(settings.codat_max_retries, max_retry_after=settings.codat_max_retry_after_seconds)
+        timeout = settings.codat_timeout_seconds
+        return cls(settings.codat_base_url, settings.codat_api_key, timeout=timeout, policy=policy, **kwargs)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -106,8 +96,6 @@ class CodatClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # Companies ---------------------------------------------------------------------------------
-
     async def list_companies(self, page: int = 1, page_size: int = PAGE_SIZE) -> CompanyPage:
         """One page (1-based) of the account's companies, each with its `dataConnections`."""
         params = {"page": str(page), "pageSize": str(page_size)}
@@ -115,21 +103,26 @@ class CodatClient:
         try:
             return company_page(response.json(), page, page_size)
         except (ValueError, InvalidEnvelope) as exc:
-            raise CodatError(
-                502, ErrorCode.CODAT_ERROR, f"Codat's list of companies is unreadable: {exc}", response.status_code
-            ) from None
+            detail = f"Codat's list of companies is unreadable: {exc}"
+            raise CodatError(502, ErrorCode.CODAT_ERROR, detail, response.status_code) from None
 
     async def get_company(self, company_id: str) -> dict[str, Any]:
-        target = f"company {company_id!r}"
-        response = await self._call("GET", ("companies", checked("company id", company_id)), target)
-        return self._json_object(response, target)
-
-    # Connections -------------------------------------------------------------------------------
+        return await self._get_object(("companies", checked("company id", company_id)), f"company {company_id!r}")
 
     async def list_connections(self, company_id: str) -> list[dict[str, Any]]:
         """Every connection of a company (pages through Codat's paged list)."""
         path = ("companies", checked("company id", company_id), "connections")
-        return await self._all_pages(path, f"company {company_id!r}")
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            params = {"page": str(page), "pageSize": str(PAGE_SIZE)}
+            results, total = page_results(
+                (await self._call("GET", path, f"company {company_id!r}", params=params)).json()
+            )
+            items.extend(r for r in results if isinstance(r, dict))
+            if not results or len(results) < PAGE_SIZE or (total is not None and len(items) >= total):
+                return items
+            page += 1
 
     async def get_connection(self, company_id: str, connection_id: str) -> dict[str, Any]:
         _, connection = await self.fetch_connection(company_id, connection_id)
@@ -138,25 +131,26 @@ class CodatClient:
     async def fetch_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
         """The connection as Codat has it now, and Codat's status. Its `linkUrl` is issued at this moment:
         with one-time Link URLs, a new one-time password each time."""
-        target = f"connection {connection_id!r} of company {company_id!r}"
-        response = await self._call("GET", connection_path(company_id, connection_id), target)
-        return response.status_code, self._json_object(response, target)
+        return await self._connection_call("GET", company_id, connection_id)
 
     async def unlink_connection(self, company_id: str, connection_id: str) -> tuple[int, dict[str, Any]]:
         """PATCH status `Unlinked`: Codat deauthorises and keeps the data. Returns (status, connection)."""
-        target = f"connection {connection_id!r} of company {company_id!r}"
-        path = connection_path(company_id, connection_id)
-        response = await self._call("PATCH", path, target, json={"status": "Unlinked"})
-        return response.status_code, self._json_object(response, target)
+        return await self._connection_call("PATCH", company_id, connection_id, json={"status": "Unlinked"})
 
     async def delete_connection(self, company_id: str, connection_id: str) -> int:
         """DELETE the connection (irreversible). Returns Codat's HTTP status."""
-        target = f"connection {connection_id!r} of company {company_id!r}"
         path = connection_path(company_id, connection_id)
+        target = f"connection {connection_id!r} of company {company_id!r}"
         response = await self._call("DELETE", path, target, missing_means_done=True)
         return response.status_code
 
-    # Data ----------------------------------------------------------------------------------------
+    async def _connection_call(
+        self, method: str, company_id: str, connection_id: str, json: Any = None
+    ) -> tuple[int, dict[str, Any]]:
+        path = connection_path(company_id, connection_id)
+        target = f"connection {connection_id!r} of company {company_id!r}"
+        response = await self._call(method, path, target, json=json)
+        return response.status_code, self._json_object(response, target)
 
     async def refresh_all(self, company_id: str) -> tuple[int, list[dict[str, Any]]]:
         """Queue every data type of every connection. Codat answers 204 (no pull operations) or,
@@ -165,10 +159,7 @@ class CodatClient:
         response = await self._call("POST", path, f"company {company_id!r}", idempotent=False)
         if response.status_code == 204 or not response.content:
             return response.status_code, []
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json_or_none(response)
         items = body.get("results") if isinstance(body, dict) else body
         return response.status_code, [item for item in items or [] if isinstance(item, dict)]
 
@@ -183,62 +174,41 @@ class CodatClient:
         return response.status_code, self._json_object(response, target)
 
     async def pull_operations(
-        self, company_id: str, page: int = 1, page_size: int = PAGE_SIZE, order_by: str = "-requested"
+        self, company_id: str, page: int, page_size: int = PAGE_SIZE
     ) -> tuple[list[dict[str, Any]], int | None]:
-        """One page (1-based) of the company's pull-operation history, newest first by default."""
-        params = {"page": str(page), "pageSize": str(page_size), "orderBy": order_by}
+        """One page (1-based) of the company's pull-operation history, newest first."""
+        params = {"page": str(page), "pageSize": str(page_size), "orderBy": "-requested"}
         path = ("companies", checked("company id", company_id), "data", "history")
         response = await self._call("GET", path, f"company {company_id!r}", params=params)
         results, total = page_results(response.json())
         return [r for r in results if isinstance(r, dict)], total
 
     async def pull_operation(self, company_id: str, dataset_id: str) -> dict[str, Any]:
-        target = f"pull operation {dataset_id!r} of company {company_id!r}"
         path = ("companies", checked("company id", company_id), "data", "history", checked("dataset id", dataset_id))
-        response = await self._call("GET", path, target)
-        return self._json_object(response, target)
+        return await self._get_object(path, f"pull operation {dataset_id!r} of company {company_id!r}")
 
     async def data_status(self, company_id: str) -> dict[str, Any]:
-        target = f"company {company_id!r}"
-        response = await self._call("GET", ("companies", checked("company id", company_id), "dataStatus"), target)
-        return self._json_object(response, target)
-
-    # Sync settings -------------------------------------------------------------------------------
+        return await self._get_object(
+            ("companies", checked("company id", company_id), "dataStatus"), f"company {company_id!r}"
+        )
 
     async def client_sync_settings(self) -> dict[str, Any]:
         """The client's sync settings: `{clientId, settings: [{dataType, syncSchedule, …}], overridesDefaults}`."""
-        target = "sync settings of the client"
-        return self._json_object(await self._call("GET", ("profile", "syncSettings"), target), target)
+        return await self._get_object(("profile", "syncSettings"), "sync settings of the client")
 
     async def company_sync_settings(self, company_id: str) -> dict[str, Any]:
         """A company's sync settings: `{companyId, settings: [{dataType, syncSchedule, …}]}`."""
-        target = f"sync settings of company {company_id!r}"
         path = ("companies", checked("company id", company_id), "syncSettings")
+        return await self._get_object(path, f"sync settings of company {company_id!r}")
+
+    async def _get_object(self, path: Segments, target: str) -> dict[str, Any]:
         return self._json_object(await self._call("GET", path, target), target)
 
-    # Transport -----------------------------------------------------------------------------------
-
-    async def _all_pages(self, path: Segments, target: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            params = {"page": str(page), "pageSize": str(PAGE_SIZE)}
-            response = await self._call("GET", path, target, params=params)
-            results, total = page_results(response.json())
-            items.extend(r for r in results if isinstance(r, dict))
-            if not results or len(results) < PAGE_SIZE or (total is not None and len(items) >= total):
-                return items
-            page += 1
-
     def _json_object(self, response: httpx.Response, target: str) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json_or_none(response)
         if not isinstance(body, dict):
-            raise CodatError(
-                502, ErrorCode.CODAT_ERROR, f"Codat's answer for {target} is not a JSON object", response.status_code
-            )
+            detail = f"Codat's answer for {target} is not a JSON object"
+            raise CodatError(502, ErrorCode.CODAT_ERROR, detail, response.status_code)
         return body
 
     async def _call(
@@ -277,14 +247,8 @@ class CodatClient:
             status = response.status_code
             record_codat_call(status)
             self.quota.note(response)
-            log.info(
-                "codat_call method=%s path=%s status=%d attempt=%d ms=%d",
-                method,
-                path,
-                status,
-                attempt + 1,
-                (time.monotonic() - started) * 1000,
-            )
+            ms = (time.monotonic() - started) * 1000
+            log.info("codat_call method=%s path=%s status=%d attempt=%d ms=%d", method, path, status, attempt + 1, ms)
             if status < 400:
                 return response
             if status == 404 and missing_means_done and outcome_unknown:
@@ -309,23 +273,36 @@ class CodatClient:
         return self.policy.backoff(attempt, self._rng)
 
     def _unreachable(self, exc: httpx.TransportError, sent: bool, idempotent: bool, attempts: int) -> CodatError:
-        if isinstance(exc, httpx.TimeoutException):
-            what = "did not answer in time"
-        else:
-            what = "could not be reached"
+        what = "did not answer in time" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
         detail = f"Codat {what} ({type(exc).__name__}) after {attempts} attempt(s)"
         if sent and not idempotent:
             detail += "; the request may have been taken: reconciliation will record whatever Codat did"
         return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, None, {"Retry-After": "5"})
 
 
+@asynccontextmanager
+async def codat_client(settings: Settings, client: CodatClient | None = None) -> AsyncIterator[CodatClient]:
+    """`client` as it is, or (None) a client from `settings`, closed on exit."""
+    if client is not None:
+        yield client
+        return
+    async with CodatClient.from_settings(settings) as owned:
+        yield owned
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def checked(what: str, value: str) -> str:
     """`value` when it has the one id syntax (`schemas.ids`), which every id Synctrack puts in a Codat path
     must have; else raises `CodatError` 400 `invalid_parameter`, and nothing is sent to Codat."""
     if not is_valid_id(value):
-        raise CodatError(
-            400, ErrorCode.INVALID_PARAMETER, f"{what} {value!r} is not a Codat id ({ID_SYNTAX}); Codat was not called"
-        )
+        detail = f"{what} {value!r} is not a Codat id ({ID_SYNTAX}); Codat was not called"
+        raise CodatError(400, ErrorCode.INVALID_PARAMETER, detail)
     return value
 
 

@@ -11,10 +11,13 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from schemas.errors import ApiError, ErrorCode
+from schemas.events import InvalidEnvelope, parse_time
 
 IN_PROGRESS_MARKER = "alreadyinprogress"
 """Codat's ``DatasetAlreadyInProgressException`` (or its sentence), compared without case or spaces."""
 KEY_SETTING = "SYNCTRACK_CODAT_API_KEY"
+GIVE_UP = (ErrorCode.CODAT_AUTH_FAILED, ErrorCode.CODAT_UNAVAILABLE)
+"""Failures after which further calls of the same run would fail the same way, or only add to Codat's load."""
 
 
 class CodatError(ApiError):
@@ -32,19 +35,33 @@ class CodatError(ApiError):
         self.codat_status = codat_status
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds (delta-seconds or an HTTP date), None if absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
+EPOCH_SECONDS = 1_000_000_000
+"""A reset value above this is a Unix time; below it, seconds from now."""
+
+
+def reset_delay(value: str, now: float) -> float | None:
+    """Seconds from `now` (Unix time) until `value`: seconds, a Unix time, an ISO or HTTP date; None if unreadable."""
+    text = value.strip()
     try:
-        return max(0.0, float(value))
+        number = float(text)
     except ValueError:
+        number = None
+    if number is not None:
+        return max(0.0, number - now) if number > EPOCH_SECONDS else max(0.0, number)
+    try:
+        return max(0.0, parse_time(text).timestamp() - now)
+    except InvalidEnvelope:
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
     except (TypeError, ValueError):
         return None
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """`Retry-After` as seconds, None if absent or unreadable."""
+    value = response.headers.get("retry-after")
+    return reset_delay(value, time.time()) if value else None
 
 
 def codat_message(response: httpx.Response) -> str:
@@ -65,19 +82,11 @@ def map_failure(response: httpx.Response, target: str, attempts: int) -> CodatEr
     status = response.status_code
     message = codat_message(response)
     if status in (401, 403):
-        return CodatError(
-            502,
-            ErrorCode.CODAT_AUTH_FAILED,
-            f"Codat refused Synctrack's API key (HTTP {status}); check {KEY_SETTING}",
-            status,
-        )
+        detail = f"Codat refused Synctrack's API key (HTTP {status}); check {KEY_SETTING}"
+        return CodatError(502, ErrorCode.CODAT_AUTH_FAILED, detail, status)
     if status in (400, 409) and IN_PROGRESS_MARKER in message.lower().replace(" ", ""):
-        return CodatError(
-            409,
-            ErrorCode.SYNC_ALREADY_IN_PROGRESS,
-            f"a sync of {target} is already in progress in Codat; wait for it to finish",
-            status,
-        )
+        detail = f"a sync of {target} is already in progress in Codat; wait for it to finish"
+        return CodatError(409, ErrorCode.SYNC_ALREADY_IN_PROGRESS, detail, status)
     if status == 404:
         return CodatError(404, ErrorCode.NOT_FOUND, f"Codat has no {target}: {message}", status)
     if status == 409:
@@ -86,17 +95,11 @@ def map_failure(response: httpx.Response, target: str, attempts: int) -> CodatEr
         wait = retry_after_seconds(response)
         headers = {"Retry-After": str(math.ceil(wait))} if wait is not None else {}
         reason = "rate-limited Synctrack" if status == 429 else "is unavailable"
-        return CodatError(
-            503,
-            ErrorCode.CODAT_UNAVAILABLE,
-            f"Codat {reason} (HTTP {status}) after {attempts} attempt(s); retry later",
-            status,
-            headers,
-        )
+        detail = f"Codat {reason} (HTTP {status}) after {attempts} attempt(s); retry later"
+        return CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, status, headers)
     if status >= 500:
-        return CodatError(
-            502, ErrorCode.CODAT_UNAVAILABLE, f"Codat answered HTTP {status} after {attempts} attempt(s)", status
-        )
+        detail = f"Codat answered HTTP {status} after {attempts} attempt(s)"
+        return CodatError(502, ErrorCode.CODAT_UNAVAILABLE, detail, status)
     if status in (400, 422):
         return CodatError(400, ErrorCode.CODAT_ERROR, f"Codat rejected the request for {target}: {message}", status)
     return CodatError(502, ErrorCode.CODAT_ERROR, f"Codat answered HTTP {status} for {target}: {message}", status)

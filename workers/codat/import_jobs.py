@@ -1,10 +1,8 @@
 """Import jobs in the database: create, claim, record each company, show progress.
 
-A job (`import_jobs`) and its companies (`import_companies`, one row per company: `pending`, `done` or
-`failed` with why) are everything a runner needs to resume, wherever it stopped. One runner at a time:
-a runner claims the job by writing its name and refreshing `heartbeat_at` at least every `LEASE`; a
-claim older than that belongs to nobody (the runner died), and the job shows as `interrupted`. A
-resume (re)claims it and puts its failed companies back to `pending`, so they are tried again.
+A job (`import_jobs`) and its companies (`import_companies`: `pending`, `done` or `failed` with why) are all a
+runner needs to resume. One runner at a time: it claims the job and refreshes `heartbeat_at` at least every
+`LEASE`; an older claim belongs to nobody (the job shows `interrupted`), and a resume retries failed companies.
 """
 
 from __future__ import annotations
@@ -95,32 +93,15 @@ def job_out(engine: Engine, job: ImportJob) -> ImportJobOut:
             .order_by(col(ImportCompany.position))
             .limit(ERRORS_SHOWN)
         ).all()
-    return ImportJobOut(
-        id=job.id,
-        status=shown_status(job),
-        total=job.total,
-        done=job.done,
-        failed=job.failed,
-        folded=job.folded,
-        connections=int(connections),
-        syncs=int(syncs),
-        company_ids=job.company_ids,
-        lookback_hours=job.lookback_hours,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        error=job.error,
-        errors=[ImportFailure(company_id=c, error=e or "unknown") for c, e in failures],
-    )
+    errors = [ImportFailure(company_id=c, error=e or "unknown") for c, e in failures]
+    shown = {"status": shown_status(job), "connections": int(connections), "syncs": int(syncs), "errors": errors}
+    return ImportJobOut.model_validate(job.model_dump() | shown)
 
 
 def claim(engine: Engine, job_id: str, owner: str, *, retry_failed: bool) -> ImportJob:
-    """Take the job for `owner` and mark it running; with `retry_failed` (a start or a resume, not the
-    next chunk of a running job) its failed companies go back to pending.
-
-    Raises `ImportJobNotFound`, or `ImportBusy` while another runner's claim is fresh. A job completed
-    without failures is returned as it is.
-    """
+    """Take the job for `owner` and mark it running; with `retry_failed` (a start or a resume, not the next chunk)
+    its failed companies go back to pending. Raises `ImportJobNotFound`, or `ImportBusy` while another runner's
+    claim is fresh. A job completed without failures is returned as it is."""
     now = _now()
     with Session(engine, expire_on_commit=False) as session, session.begin():
         job = session.get(ImportJob, job_id, with_for_update=True)
@@ -166,17 +147,7 @@ def add_listed(engine: Engine, job_id: str, companies: list[dict[str, Any]], nex
         assert job is not None
         start = session.exec(select(func.count()).where(ImportCompany.job_id == job_id)).one()
         rows = [
-            {
-                "job_id": job_id,
-                "company_id": company["id"],
-                "position": start + i,
-                "status": "pending",
-                "listing": company,
-                "folded": 0,
-                "attempts": 0,
-                "connections": 0,
-                "syncs": 0,
-            }
+            {"job_id": job_id, "company_id": company["id"], "position": start + i, "listing": company}
             for i, company in enumerate(companies)
         ]
         if rows:

@@ -1,10 +1,9 @@
 """Import an existing Codat account: every company it lists, folded as reconciliation folds one.
 
-So a ledger installed on an account with many companies is not empty until webhooks trickle in. A job
-(`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one through
-`workers.codat.reconcile` (with its sync settings): the same facts and fold, so a second run folds nothing. Up to
-`concurrency` companies are read at once, each folded in its own transaction; a company that fails is recorded
-and retried by a resume; a refused API key fails the job, since every further call would be refused too.
+A job (`workers.codat.import_jobs`) pages `GET /companies`, records each company, then reads and folds each one
+through `workers.codat.reconcile`, `concurrency` at a time, so a second run folds nothing. A failed company is
+retried by a resume; a refused API key fails the job. On the workers the `import_companies` actor runs a job in
+chunks of `CHUNK_SECONDS`, each resuming it from the database, so a worker restart loses nothing.
 """
 
 from __future__ import annotations
@@ -16,18 +15,23 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from schemas.errors import ErrorCode
 from schemas.events import InvalidEnvelope
 from schemas.imports import DEFAULT_CONCURRENCY
 from schemas.settings import Settings
-from workers.codat.client import PAGE_SIZE, CodatClient
+from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
 from workers.codat.errors import CodatError
 from workers.codat.import_jobs import (
     LEASE,
     CompanyResult,
+    ImportBusy,
+    ImportJobNotFound,
     add_listed,
     claim,
     company_listing,
@@ -43,6 +47,10 @@ from workers.codat.sync_settings import try_refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import ImportJob
+from workers.runtime.redis_queues import BACKFILL_QUEUE, Encoded, encode
+
+if TYPE_CHECKING:
+    from workers.ledger.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("synctrack.import")
 
@@ -79,34 +87,25 @@ class Importer:
         if job.status == "completed":
             return job
         deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
-        codat = self.client or CodatClient.from_settings(self.settings)
         beating = asyncio.create_task(self._keep_claim(job_id))
         try:
-            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
-            job = await self._discover(codat, job, deadline)
-            if job.status != "running" or job.next_page is not None:
-                return job
-            stopped = await self._import_all(codat, job, deadline)
+            async with codat_client(self.settings, self.client) as codat:
+                await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
+                job = await self._discover(codat, job, deadline)
+                if job.status != "running" or job.next_page is not None:
+                    return job
+                stopped = await self._import_all(codat, job, deadline)
             if stopped is not None:
                 return await asyncio.to_thread(finish, self.engine, job_id, self.owner, "failed", stopped)
             if await asyncio.to_thread(pending_companies, self.engine, job_id):
                 await asyncio.to_thread(release, self.engine, job_id, self.owner)
                 return await asyncio.to_thread(load_job, self.engine, job_id)
             job = await asyncio.to_thread(finish, self.engine, job_id, self.owner, "completed")
-            log.info(
-                "job=%s status=%s total=%d done=%d failed=%d folded=%d",
-                job.id,
-                job.status,
-                job.total,
-                job.done,
-                job.failed,
-                job.folded,
-            )
+            done = f"total={job.total} done={job.done} failed={job.failed} folded={job.folded}"
+            log.info("job=%s status=%s %s", job.id, job.status, done)
             return job
         finally:
             beating.cancel()
-            if self.client is None:
-                await codat.aclose()
 
     async def _keep_claim(self, job_id: str) -> None:
         while True:
@@ -153,14 +152,10 @@ class Importer:
         try:
             await try_refresh_settings(codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock)
             company = listing if listing is not None else await codat.get_company(company_id)
-            connections = company.get("dataConnections")
+            listed = company.get("dataConnections")
+            connections = listed if isinstance(listed, list) else None
             view = await read_company(
-                codat,
-                self.engine,
-                company_id,
-                lookback,
-                connections=connections if isinstance(connections, list) else None,
-                company=company,
+                codat, self.engine, company_id, lookback, connections=connections, company=company
             )
             async with self._fold_lock:
                 applied = await asyncio.to_thread(apply_view, self.engine, company_id, view, self.freshness)
@@ -184,3 +179,44 @@ class Importer:
     def _progress(self, job: ImportJob) -> None:
         if self.on_progress is not None:
             self.on_progress(job)
+
+
+IMPORT_ACTOR = "import_companies"
+CHUNK_SECONDS = 20.0
+BUSY_RETRY_MS = int(LEASE.total_seconds() * 1000)
+
+
+def start_message(job_id: str, concurrency: int) -> Encoded:
+    """The message that starts or resumes an import on the workers, for the web side to push with its own
+    Redis client (`workers.runtime.redis_queues.push`)."""
+    return encode(BACKFILL_QUEUE, IMPORT_ACTOR, (job_id, concurrency, uuid.uuid4().hex, True))
+
+
+def declare_imports(broker: RedisBroker, runtime: WorkerRuntime) -> dict[str, dramatiq.Actor]:  # type: ignore[type-arg]
+    def import_companies(job_id: str, concurrency: int, chain: str, first: bool) -> None:
+        # The chunks of one start share `chain` (their claim); only the first retries failed companies.
+        importer = Importer(
+            runtime.settings, runtime.engine, runtime.feed, concurrency=concurrency, owner=f"chain:{chain}"
+        )
+        try:
+            job = asyncio.run(importer.run(job_id, retry_failed=first, budget_seconds=CHUNK_SECONDS))
+        except ImportBusy:
+            # A CLI (or an earlier chain) runs it now; look again once its claim could have lapsed.
+            actor.send_with_options(args=(job_id, concurrency, chain, first), delay=BUSY_RETRY_MS)
+            return
+        except ImportJobNotFound:
+            log.warning("job=%s result=not_found", job_id)
+            return
+        log.info("job=%s status=%s done=%d failed=%d total=%d", job.id, job.status, job.done, job.failed, job.total)
+        if job.status == "running":
+            actor.send(job_id, concurrency, chain, False)
+
+    actor = dramatiq.Actor(
+        import_companies,
+        broker=broker,
+        actor_name=IMPORT_ACTOR,
+        queue_name=BACKFILL_QUEUE,  # an import folds history: it must not stand in front of live webhooks
+        priority=10,
+        options={"max_retries": 5, "min_backoff": 1_000, "max_backoff": 60_000, "time_limit": 300_000},
+    )
+    return {IMPORT_ACTOR: actor}

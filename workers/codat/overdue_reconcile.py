@@ -1,13 +1,9 @@
-"""Targeted reconciliation: reconcile a company soon after a data type of one of its Linked connections turns overdue.
+"""Targeted reconciliation: reconcile a company soon after a data type of one of its Linked connections turns overdue
+(a sync Codat did not run, or a result whose webhook was lost: reading Codat tells which and folds what was lost).
 
-A data type overdue is either a sync Codat did not run or a result whose webhook was lost; reading the company from
-Codat tells which, and folds (and records as missed, `workers.ledger.missed`) what was lost. The freshness
-transitions ask for it (`reconcile_requests`, written by `workers.ledger.freshness_state`); every
-`SYNCTRACK_RECONCILE_OVERDUE_CHECK_SECONDS`, with an API key, this job serves the companies asked for whose last
-targeted reconciliation is at least `TARGETED_EVERY` old, oldest request first. A request made within that hour waits
-for it. The periodic sweep (`SYNCTRACK_RECONCILE_EVERY`) is separate: it neither counts toward the hour nor waits for
-it, and turning it off leaves this on.
-"""
+Freshness transitions write `reconcile_requests`; every `SYNCTRACK_RECONCILE_OVERDUE_CHECK_SECONDS`, with an API key,
+this job serves the companies asked for, at most once per `TARGETED_EVERY` each, oldest request first. The periodic
+sweep (`SYNCTRACK_RECONCILE_EVERY`) is separate and does not count toward the hour."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""Codat's request quota, read from the `X-Rate-Limit-*` headers every answer carries, and honoured.
+"""Codat's request quota, read from the `X-Rate-Limit-Remaining`/`-Reset` headers of every answer, and honoured.
 
-Codat counts requests per client: `X-Rate-Limit-Limit` (the allowance), `-Remaining` (what is left)
-and `-Reset` (when it refills: a Unix time in seconds, or a date). Once `Remaining` reaches 0 the next
-request would only earn a 429, so `QuotaGate` holds every further call of the client until the reset —
-unless the reset is further away than the longest wait Synctrack makes (`max_wait`, the
-`SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS` of `Retry-After`), in which case calls fail at once with
-`codat_unavailable` and that `Retry-After`, instead of spending the wait or the request.
-"""
+Once `Remaining` reaches 0 the next request would only earn a 429, so every further call of the client waits for
+the reset, or fails at once with `codat_unavailable` and `Retry-After` when the reset is further away than
+`max_wait` (`SYNCTRACK_CODAT_MAX_RETRY_AFTER_SECONDS`)."""
 
 from __future__ import annotations
 
@@ -14,47 +10,17 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
 
 import httpx
 
 from schemas.errors import ErrorCode
-from schemas.events import InvalidEnvelope, parse_time
-from workers.codat.errors import CodatError
-
-EPOCH_SECONDS = 1_000_000_000
-"""A reset value above this is a Unix time; below it, seconds from now."""
-
-
-def reset_delay(value: str, now: float) -> float | None:
-    """Seconds from `now` (Unix time) until the reset `value` names; None if unreadable."""
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None:
-        return max(0.0, number - now) if number > EPOCH_SECONDS else max(0.0, number)
-    try:
-        return max(0.0, parse_time(text).timestamp() - now)
-    except InvalidEnvelope:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
+from workers.codat.errors import CodatError, reset_delay
 
 
 class QuotaGate:
-    """Shared by every call of one client: counts down the quota and waits out (or refuses) calls once
-    it is spent.
-
-    Concurrent calls each reserve one request before they are sent, so several in flight cannot overrun
-    the last requests left; answers within one quota window only ever lower the count (they may arrive
-    out of order), and a later `Reset` starts a new window. Calls sent while the count is unknown (the
-    first, and those at the start of a window) reserve nothing, so the first answer that gives the count
-    has them taken off: they may not have been counted yet when Codat answered.
-    """
+    """Shared by every call of one client: each call reserves a request before it is sent, so calls in flight
+    cannot overrun the last requests left. Answers within a window only lower the count (they may arrive out of
+    order); calls sent while the count is unknown are taken off the first count that arrives."""
 
     def __init__(
         self,
@@ -105,13 +71,8 @@ class QuotaGate:
             ends = self.resets_at
             delay = (ends or 0.0) - self.clock()
             if delay > self.max_wait:
-                raise CodatError(
-                    503,
-                    ErrorCode.CODAT_UNAVAILABLE,
-                    f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)",
-                    429,
-                    {"Retry-After": str(math.ceil(delay))},
-                )
+                detail = f"Codat's request quota is spent for another {math.ceil(delay)} s (X-Rate-Limit-Remaining: 0)"
+                raise CodatError(503, ErrorCode.CODAT_UNAVAILABLE, detail, 429, {"Retry-After": str(math.ceil(delay))})
             if delay > 0:
                 await self.sleep(delay)
             if self.resets_at == ends:  # no answer has told of the next window yet: its answers will

@@ -1,12 +1,8 @@
 """Reconciliation: read what Codat says now and fold what differs, so the ledger converges if webhooks were lost.
 
 Per company, Codat's connections, pull-operation history (back `SYNCTRACK_RECONCILE_LOOKBACK_HOURS`) and
-`dataStatus` become `Event`s of source `reconcile`, folded by the same store as webhooks, one transaction per
-company: changed connections (stamped with the time the read began, so a later webhook still wins), connections
-Codat no longer has (deleted), and pull operations the ledger does not know yet (by dataset id, or a finished sync
-of the same data type within the operation's window, since webhooks carry no dataset id). Each finished one of those
-is a webhook that never arrived, recorded as missed (`workers.ledger.missed`). A second run changes nothing. The
-import of an account (`workers.codat.importer`) uses `read_company` and `apply_view` too.
+`dataStatus` become `Event`s of source `reconcile`, folded as webhooks are, one transaction per company. Each
+finished operation the ledger lacked is a webhook that never arrived, recorded as missed. A second run changes nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +24,10 @@ from schemas.codat import PullOperation, data_status, pull_operation
 from schemas.events import ConnectionFacts, Event, InvalidEnvelope, connection_facts
 from schemas.settings import Settings
 from schemas.statuses import phase_of
-from workers.codat.client import PAGE_SIZE, CodatClient
-from workers.codat.errors import CodatError
-from workers.codat.listing import discovered_companies
+from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
+from workers.codat.errors import GIVE_UP, CodatError
 from workers.codat.sync_settings import try_refresh_settings
-from workers.ledger.announce import announce_changes
+from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
 from workers.ledger.erase import erase_raw_events
@@ -88,8 +83,8 @@ class CodatView:
 
 @dataclass(frozen=True)
 class Applied:
-    """What folding a view did: events folded (facts that differed), of which syncs, the feed entries, and the
-    results among those syncs that no webhook had reported (missed)."""
+    """What folding a view did: events folded, of which syncs, the feed entries, and the results no webhook had
+    reported (missed)."""
 
     folded: int
     syncs: int
@@ -137,16 +132,14 @@ async def read_company(
 async def _history(client: CodatClient, company_id: str, cutoff: datetime) -> list[PullOperation]:
     operations: list[PullOperation] = []
     for page in range(1, MAX_HISTORY_PAGES + 1):
-        results, total = await client.pull_operations(company_id, page=page, page_size=PAGE_SIZE)
+        results, total = await client.pull_operations(company_id, page, PAGE_SIZE)
         for raw in results:
             try:
                 operations.append(pull_operation(raw))
             except InvalidEnvelope as exc:
                 log.warning("company=%s msg=unreadable_pull_operation error=%s", company_id, exc)
-        oldest = min((op.requested for op in operations), default=None)
-        if len(results) < PAGE_SIZE or (total is not None and page * PAGE_SIZE >= total):
-            break
-        if oldest is not None and oldest < cutoff:
+        oldest = min((op.requested for op in operations), default=cutoff)
+        if len(results) < PAGE_SIZE or (total is not None and page * PAGE_SIZE >= total) or oldest < cutoff:
             break
     return [op for op in operations if op.requested >= cutoff or op.completed is None or op.completed >= cutoff]
 
@@ -176,8 +169,11 @@ def _connection_event(row: Connection | None, raw: dict[str, Any], company_id: s
         facts = ConnectionFacts(id=facts.id, status=facts.status)
     elif not status_differs:
         facts = replace(facts, status=None)
-    event_id = f"reconcile:{facts.id}:{at.isoformat()}"
-    return Event(event_id, "reconcile.connection", at, company_id, connections=(facts,), source="reconcile")
+    return _connection_change(f"{facts.id}:{at.isoformat()}", company_id, at, facts)
+
+
+def _connection_change(key: str, company_id: str, at: datetime, facts: ConnectionFacts) -> Event:
+    return Event(f"reconcile:{key}", "reconcile.connection", at, company_id, connections=(facts,), source="reconcile")
 
 
 class LedgerSyncs:
@@ -218,18 +214,6 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _deleted_event(connection_id: str, company_id: str, at: datetime) -> Event:
-    facts = ConnectionFacts(id=connection_id, deleted=True)
-    return Event(
-        f"reconcile:{connection_id}:deleted",
-        "reconcile.connection",
-        at,
-        company_id,
-        connections=(facts,),
-        source="reconcile",
-    )
-
-
 def _company_event(row: Company | None, raw: dict[str, Any] | None, company_id: str, at: datetime) -> Event | None:
     """The company object as an event, when its name, description or tags differ from the ledger's."""
     if raw is None:
@@ -261,12 +245,15 @@ def apply_view(
         rows = {
             row.id: row for row in session.exec(select(Connection).where(Connection.company_id == company_id)).all()
         }
-        events = [_deleted_event(c, company_id, view.observed_at) for c in view.deleted]
-        company_fact = _company_event(session.get(Company, company_id), view.company, company_id, view.observed_at)
+        at = view.observed_at
+        events = [
+            _connection_change(f"{c}:deleted", company_id, at, ConnectionFacts(c, deleted=True)) for c in view.deleted
+        ]
+        company_fact = _company_event(session.get(Company, company_id), view.company, company_id, at)
         if company_fact is not None:
             events.append(company_fact)
         for raw in view.connections:
-            event = _connection_event(rows.get(str(raw.get("id"))), raw, company_id, view.observed_at)
+            event = _connection_event(rows.get(str(raw.get("id"))), raw, company_id, at)
             if event is not None:
                 events.append(event)
         gone = set(view.deleted) | {c for c, row in rows.items() if row.deleted_at is not None}
@@ -277,8 +264,7 @@ def apply_view(
                 unknown.append(op)
         if events:
             changes, slices = fold_events(session, events)
-            company = session.get(Company, company_id)
-            names = {company_id: company.name if company else None}
+            names = company_names(session, {company_id})
             entries = announce_changes(session, changes, slices, names, freshness, view.observed_at)
             missed = record_missed(session, unknown, datetime.now(UTC))
         for connection_id in view.deleted:
@@ -286,9 +272,23 @@ def apply_view(
     return Applied(len(events), len(unknown), entries, missed)
 
 
-def ledger_companies(engine: Engine) -> list[str]:
+def ledger_companies(engine: Engine, with_deleted: bool = False) -> list[str]:
+    query = select(Company.id) if with_deleted else select(Company.id).where(col(Company.deleted_at).is_(None))
     with Session(engine) as session:
-        return sorted(session.exec(select(Company.id).where(col(Company.deleted_at).is_(None))).all())
+        return sorted(session.exec(query).all())
+
+
+async def discovered_companies(client: CodatClient, engine: Engine) -> list[str]:
+    """The companies Codat lists (`GET /companies`, every page) that the ledger has never heard of."""
+    known = set(await asyncio.to_thread(ledger_companies, engine, True))
+    listed: list[str] = []
+    page = 1
+    while True:
+        listing = await client.list_companies(page)
+        listed.extend(c["id"] for c in listing.results if c["id"] not in known)
+        if not listing.has_next:
+            return list(dict.fromkeys(listed))
+        page += 1
 
 
 async def reconcile(
@@ -299,12 +299,10 @@ async def reconcile(
     client: CodatClient | None = None,
 ) -> list[CompanyReport]:
     """Reconcile the companies named (default: every company the ledger knows)."""
-    owned = client is None
-    codat = client or CodatClient.from_settings(settings)
     lookback = timedelta(hours=settings.reconcile_lookback_hours)
     policy = FreshnessPolicy.from_settings(settings)
     reports = []
-    try:
+    async with codat_client(settings, client) as codat:
         await try_refresh_settings(codat, engine, feed, policy)
         targets = list(company_ids or [])
         if not targets:
@@ -323,17 +321,14 @@ async def reconcile(
             except CodatError as exc:
                 report.error = f"{exc.code.value}: {exc.detail}"
                 log.warning(report.line())
-                if exc.code.value in ("codat_auth_failed", "codat_unavailable"):
-                    break  # every further call would fail the same way, or add to Codat's load
+                if exc.code in GIVE_UP:
+                    break
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
             applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
             report.folded, report.changes, report.missed = applied.folded, len(applied.entries), applied.missed
             publish(feed, applied.entries)
             log.info(report.line())
-    finally:
-        if owned:
-            await codat.aclose()
     return reports
 
 
@@ -360,5 +355,4 @@ def run_periodic(runtime: WorkerRuntime) -> str:
 
 
 RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic, at_start=True)
-"""Also run shortly after the workers start: what was lost while webhooks were refused (a secret being fixed, an
-outage) is repaired when the fixed deployment comes up, not a period later."""
+"""Also run at start: what was lost while webhooks were refused is repaired when the fixed deployment comes up."""

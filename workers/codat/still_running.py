@@ -1,17 +1,13 @@
-"""Ask Codat about syncs that waited too long: is each still running, or did it finish unheard?
-
-For the stale check (`workers.jobs.stale`): per company one `dataStatus`, and a pull operation only where that
-decides. Each sync gets a `schemas.codat.CodatAnswer`: `running` (Codat's status), `result` (a pull operation of
-its connection finished at or after its request), or neither (nothing newer; also for a company Codat does not
-know or a refused key). A company that could not be asked gets no answer and waits for the next check; once
-Codat is unavailable no further company is asked in that run.
-"""
+"""Ask Codat about syncs that waited too long (for `workers.jobs.stale`): per company one `dataStatus`, and a pull
+operation only where that decides. Each sync gets a `CodatAnswer`: `running`, `result` (a pull operation finished
+at or after its request), or neither. A company that could not be asked gets no answer and waits for the next
+check; once Codat is unavailable no further company is asked in that run."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from schemas.codat import CodatAnswer, DataTypeStatus, OpenSync, PullOperation, data_status, pull_operation
@@ -29,12 +25,12 @@ NOTHING_NEWER = CodatAnswer()
 
 def ask_codat(settings: Settings, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
     """What Codat says of each sync, by sync id (see the module); blocks, for the periodic runner's thread."""
-    return asyncio.run(_ask_with_own_client(settings, syncs))
 
+    async def ask() -> dict[str, CodatAnswer]:
+        async with CodatClient.from_settings(settings) as client:
+            return await ask_companies(client, syncs)
 
-async def _ask_with_own_client(settings: Settings, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
-    async with CodatClient.from_settings(settings) as client:
-        return await ask_companies(client, syncs)
+    return asyncio.run(ask())
 
 
 async def ask_companies(client: CodatClient, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
@@ -64,37 +60,32 @@ async def ask_companies(client: CodatClient, syncs: Sequence[OpenSync]) -> dict[
 async def ask_company(client: CodatClient, company_id: str, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
     """One company's syncs: one `dataStatus`, and the pull operations that decide an answer (each read once)."""
     statuses = data_status(await client.data_status(company_id))
-    operations = _Operations(client, company_id)
-    return {sync.id: await _answer(sync, statuses, operations) for sync in syncs}
+    read: dict[str, PullOperation | None] = {}
 
-
-class _Operations:
-    """Pull operations of one company, each read at most once per check; None when Codat does not know it."""
-
-    def __init__(self, client: CodatClient, company_id: str) -> None:
-        self.client, self.company_id = client, company_id
-        self.read: dict[str, PullOperation | None] = {}
-
-    async def get(self, dataset_id: str) -> PullOperation | None:
-        if dataset_id not in self.read:
-            found: PullOperation | None = None
+    async def read_operation(dataset_id: str) -> PullOperation | None:
+        """The pull operation, read at most once per check; None when Codat does not know it."""
+        if dataset_id not in read:
+            read[dataset_id] = None
             try:
-                found = pull_operation(await self.client.pull_operation(self.company_id, dataset_id))
+                read[dataset_id] = pull_operation(await client.pull_operation(company_id, dataset_id))
             except InvalidEnvelope as exc:
-                log.warning("company=%s dataset=%s msg=unreadable error=%s", self.company_id, dataset_id, exc)
+                log.warning("company=%s dataset=%s msg=unreadable error=%s", company_id, dataset_id, exc)
             except CodatError as exc:
                 if exc.codat_status != 404:
                     raise
-            self.read[dataset_id] = found
-        return self.read[dataset_id]
+        return read[dataset_id]
+
+    return {sync.id: await _answer(sync, statuses, read_operation) for sync in syncs}
 
 
-async def _answer(sync: OpenSync, statuses: list[DataTypeStatus], operations: _Operations) -> CodatAnswer:
+async def _answer(
+    sync: OpenSync, statuses: list[DataTypeStatus], read_operation: Callable[[str], Awaitable[PullOperation | None]]
+) -> CodatAnswer:
     if sync.dataset_id is not None:
         latest = next((s for s in statuses if s.latest_sync_id == sync.dataset_id), None)
         if latest is not None and latest.current_status in ACTIVE_STATUSES:
             return CodatAnswer(running=latest.current_status)
-        operation = await operations.get(sync.dataset_id)
+        operation = await read_operation(sync.dataset_id)
         if operation is not None:
             return _judge(sync, operation)
     relevant = [s for s in statuses if sync.data_type in (ANY_DATA_TYPE, s.data_type)]
@@ -104,7 +95,7 @@ async def _answer(sync: OpenSync, statuses: list[DataTypeStatus], operations: _O
     for status in sorted(relevant, key=lambda s: s.data_type):
         if status.latest_sync_id is None or not _may_be_newer(status, sync.requested_at):
             continue
-        operation = await operations.get(status.latest_sync_id)
+        operation = await read_operation(status.latest_sync_id)
         if operation is not None and operation.connection_id == sync.connection_id:
             answer = _judge(sync, operation)
             if answer.result is not None:

@@ -1,10 +1,8 @@
 """Codat's sync settings: read the client's and each company's `syncSchedule`s, record them, announce what they change.
 
-Freshness thresholds follow Codat's schedules (`workers.ledger.freshness`), so they are read at import and
-reconciliation (each company before it is folded), when a `company.created` is folded (the `fetch_sync_settings`
-actor, queued after the commit) and otherwise at most daily (`SETTINGS_JOB`). Schedules that differ from those
-recorded get the connections they concern judged again (`workers.ledger.reassess`). Without an API key nothing
-is read and the thresholds come from the settings alone.
+Freshness thresholds follow Codat's schedules, so they are read at import and reconciliation, for a new company (the
+`fetch_sync_settings` actor) and otherwise at most daily (`SETTINGS_JOB`); changed schedules get the connections they
+concern judged again (`workers.ledger.reassess`). Without an API key nothing is read.
 """
 
 from __future__ import annotations
@@ -24,8 +22,8 @@ from schemas.codat import sync_schedules
 from schemas.errors import ErrorCode
 from schemas.events import InvalidEnvelope
 from schemas.settings import Settings
-from workers.codat.client import CodatClient
-from workers.codat.errors import CodatError
+from workers.codat.client import CodatClient, codat_client
+from workers.codat.errors import GIVE_UP, CodatError
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.reassess import reassess
@@ -42,24 +40,14 @@ SETTINGS_MAX_AGE = timedelta(days=1)
 """Settings read more recently than this are not read again by the daily job or for a new company."""
 SETTINGS_EVERY_SECONDS = 86_400.0
 SETTINGS_ACTOR = "fetch_sync_settings"
-GIVE_UP = (ErrorCode.CODAT_AUTH_FAILED, ErrorCode.CODAT_UNAVAILABLE)
-"""Answers after which every further call of a run would fail the same way, or add to Codat's load."""
 
 
 def _whose(company_id: str | None) -> str:
     return "client" if company_id is None else f"company={company_id}"
 
 
-async def read_settings(codat: CodatClient, company_id: str | None = None) -> dict[str, float]:
-    """The client's (`company_id` None) or one company's `syncSchedule` per data type, in hours."""
-    if company_id is None:
-        raw = await codat.client_sync_settings()
-    else:
-        raw = await codat.company_sync_settings(company_id)
-    try:
-        return sync_schedules(raw)
-    except InvalidEnvelope as exc:
-        raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's sync settings are unreadable: {exc}") from None
+def _unread(company_id: str | None, exc: CodatError) -> None:
+    log.warning("msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail)
 
 
 def record_settings(
@@ -93,7 +81,14 @@ async def refresh_settings(
 ) -> bool:
     """Read and record the client's (`company_id` None) or one company's settings; True when they changed.
     `lock` is held while they are recorded (the importer's one writer on SQLite). Raises `CodatError`."""
-    hours = await read_settings(codat, company_id)
+    if company_id is None:
+        raw = await codat.client_sync_settings()
+    else:
+        raw = await codat.company_sync_settings(company_id)
+    try:
+        hours = sync_schedules(raw)
+    except InvalidEnvelope as exc:
+        raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's sync settings are unreadable: {exc}") from None
     async with lock or nullcontext():
         return await asyncio.to_thread(record_settings, engine, feed, policy, company_id, hours, datetime.now(UTC))
 
@@ -107,27 +102,23 @@ async def try_refresh_settings(
     *,
     lock: AbstractAsyncContextManager[object] | None = None,
 ) -> bool:
-    """`refresh_settings` where a failure only leaves the recorded settings as they were (it is logged), as at
-    import and reconciliation: the thresholds of the settings read before stay. Nothing is read without an
-    API key."""
+    """`refresh_settings`, where a failure is logged and leaves the settings read before (import, reconciliation).
+    Nothing is read without an API key."""
     if not policy.follow_schedules:
         return False
     try:
         return await refresh_settings(codat, engine, feed, policy, company_id, lock=lock)
     except CodatError as exc:
-        log.warning("msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail)
+        _unread(company_id, exc)
         return False
 
 
-def _read_before(engine: Engine, company_id: str | None, cutoff: datetime) -> bool:
+def _due(engine: Engine, cutoff: datetime, *, companies: bool = True) -> list[str | None]:
+    """The client (None) when its settings were last read before `cutoff`, then (`companies`) the companies due."""
     with Session(engine) as session:
-        at = fetched_at(session, company_id)
-    return at is None or at < cutoff
-
-
-def _due(engine: Engine, cutoff: datetime) -> list[str]:
-    with Session(engine) as session:
-        return companies_due(session, cutoff)
+        at = fetched_at(session, None)
+        client: list[str | None] = [None] if at is None or at < cutoff else []
+        return client + list(companies_due(session, cutoff)) if companies else client
 
 
 async def refresh_new_company(settings: Settings, engine: Engine, feed: ChangeFeed | None, company_id: str) -> bool:
@@ -136,7 +127,7 @@ async def refresh_new_company(settings: Settings, engine: Engine, feed: ChangeFe
     if not policy.follow_schedules:
         return False
     async with CodatClient.from_settings(settings) as codat:
-        if await asyncio.to_thread(_read_before, engine, None, datetime.now(UTC) - SETTINGS_MAX_AGE):
+        if await asyncio.to_thread(_due, engine, datetime.now(UTC) - SETTINGS_MAX_AGE, companies=False):
             await refresh_settings(codat, engine, feed, policy)
         return await refresh_settings(codat, engine, feed, policy, company_id)
 
@@ -154,27 +145,18 @@ async def refresh_due(
     if not policy.follow_schedules:
         return "skipped=no_api_key"
     cutoff = (now or datetime.now(UTC)) - SETTINGS_MAX_AGE
-    codat = client or CodatClient.from_settings(settings)
-    targets: list[str | None] = []
-    if await asyncio.to_thread(_read_before, engine, None, cutoff):
-        targets.append(None)
-    targets += await asyncio.to_thread(_due, engine, cutoff)
+    targets = await asyncio.to_thread(_due, engine, cutoff)
     read = changed = failed = 0
-    try:
+    async with codat_client(settings, client) as codat:
         for company_id in targets:
             try:
                 changed += await refresh_settings(codat, engine, feed, policy, company_id)
                 read += 1
             except CodatError as exc:
                 failed += 1
-                log.warning(
-                    "msg=sync_settings_unread %s error=%s detail=%r", _whose(company_id), exc.code.value, exc.detail
-                )
+                _unread(company_id, exc)
                 if exc.code in GIVE_UP:
                     break
-    finally:
-        if client is None:
-            await codat.aclose()
     return f"read={read} changed={changed} failed={failed} due={len(targets)}"
 
 
@@ -201,9 +183,7 @@ def declare_sync_settings(broker: dramatiq.Broker, runtime: WorkerRuntime) -> Ca
             if exc.code == ErrorCode.CODAT_UNAVAILABLE:
                 raise  # dramatiq retries it later
             # Asking again would get the same answer (unknown company, refused key): the daily read retries.
-            log.warning(
-                "msg=sync_settings_unread company=%s error=%s detail=%r", company_id, exc.code.value, exc.detail
-            )
+            _unread(company_id, exc)
 
     actor: dramatiq.Actor = dramatiq.Actor(  # type: ignore[type-arg]
         fetch_sync_settings,

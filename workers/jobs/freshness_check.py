@@ -1,13 +1,8 @@
 """The freshness check: announce the connections whose freshness (or health) the clock changed.
 
-When a threshold passes nothing is folded — no webhook says "your invoices are now a day old" — so, like
-stale syncs, this is the clock's job. Every `SYNCTRACK_FRESHNESS_CHECK_SECONDS` (0 = off) a worker
-compares every connection's freshness and health at `now` with what was last announced and announces the
-differences (`workers.ledger.reassess`): ``connection.updated``; ``connection.freshness_changed`` when `freshness`
-itself changed; ``connection.health_changed`` when `health` changed without a fold announcing it (a connection
-never announced yet, a sync marked stale); all with `event_id` null. Changes a fold causes are announced by the
-fold itself (`workers.ledger.announce`), so this check finds only the clock's.
-"""
+Nothing is folded when a threshold passes, so every `SYNCTRACK_FRESHNESS_CHECK_SECONDS` (0 = off) a worker compares
+every connection's freshness and health at `now` with what was last announced and announces the differences
+(`workers.ledger.reassess`), with `event_id` null. Changes a fold causes are announced by the fold itself."""
 
 from __future__ import annotations
 

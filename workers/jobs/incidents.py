@@ -1,10 +1,6 @@
-"""The incident check: open and close platform incidents as the clock moves the window.
-
-Folds check the platforms whose results they change (`workers.ingest.handle`), but an incident also closes when
-its failures leave the window with nothing folded. Every `SYNCTRACK_INCIDENT_CHECK_SECONDS` (0 = off) one worker
-in the deployment checks every platform with results in the window or an open incident
-(`workers.ledger.platform_incidents`).
-"""
+"""The incident check: every `SYNCTRACK_INCIDENT_CHECK_SECONDS` (0 = off) one worker opens and closes platform
+incidents as the clock moves the window (`workers.ledger.platform_incidents`): an incident also closes when its
+failures leave the window with nothing folded."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Retention: raw webhook bodies older than `SYNCTRACK_RAW_EVENT_RETENTION_DAYS` are removed.
-
-The row stays as a tombstone (id, type, company, connection, times, outcome), so a late redelivery
-of the same message is still recognised as a duplicate, `GET /v1/events` still lists it, and the ledger
-keeps everything it learnt. What goes is the ability to replay or rebuild from that event. Runs as a
-periodic job of the workers (hourly) and as `synctrack prune`. Work is done in batches of short
-transactions so live folds never wait long for the lock.
-"""
+"""Retention: raw webhook bodies older than `SYNCTRACK_RAW_EVENT_RETENTION_DAYS` are removed, hourly and by
+`synctrack prune`, in short batches so live folds never wait long. The row stays as a tombstone, so a late
+redelivery is still a duplicate and `GET /v1/events` still lists it; only replay from that event is lost."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import ColumnElement, Engine, func, update
 from sqlmodel import Session, col, select
 
 from workers.ledger.tables import WebhookEvent
@@ -33,10 +28,13 @@ def cutoff_for(days: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=days)
 
 
+def _prunable(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
+    return col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None)
+
+
 def count_prunable(engine: Engine, cutoff: datetime) -> int:
     with Session(engine) as session:
-        query = select(func.count()).where(col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None))
-        return int(session.exec(query).one())
+        return int(session.exec(select(func.count()).where(*_prunable(cutoff))).one())
 
 
 def prune_raw_events(engine: Engine, cutoff: datetime, batch: int = BATCH) -> int:
@@ -44,18 +42,10 @@ def prune_raw_events(engine: Engine, cutoff: datetime, batch: int = BATCH) -> in
     total = 0
     while True:
         with Session(engine) as session, session.begin():
-            ids = session.exec(
-                select(WebhookEvent.id)
-                .where(col(WebhookEvent.received_at) < cutoff, col(WebhookEvent.body).is_not(None))
-                .limit(batch)
-            ).all()
+            ids = session.exec(select(WebhookEvent.id).where(*_prunable(cutoff)).limit(batch)).all()
             if ids:
-                session.execute(
-                    update(WebhookEvent)
-                    .where(col(WebhookEvent.id).in_(ids))
-                    .values(body=None)
-                    .execution_options(synchronize_session=False)
-                )
+                prune = update(WebhookEvent).where(col(WebhookEvent.id).in_(ids)).values(body=None)
+                session.execute(prune.execution_options(synchronize_session=False))
         total += len(ids)
         record_pruned(len(ids))
         if len(ids) < batch:

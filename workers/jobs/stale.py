@@ -1,21 +1,18 @@
 """Stale syncs: an active sync nothing closed within `SYNCTRACK_SYNC_STALE_AFTER` is asked about at Codat, then kept
 running, closed by Codat's result, or marked `stale`.
 
-Codat never says a read started, so a lost completion would leave a dashboard spinning forever. With an API key
-Codat is asked first (`workers.codat.still_running`): a sync it still runs stays ``active`` and `delayed`
-(``sync.delayed``, asked again after a doubling wait); a result it has is folded as reconciliation folds it. Else
-the sync turns ``stale``, announced as ``sync.failed`` (plus ``connection.updated`` when no active sync is left,
-then ``connection.health_changed`` and ``connection.freshness_changed`` if that changed them), with `event_id`
-null. A stale sync stays open to the fold (`OPEN_PHASES`): a late completion still closes it.
-"""
+With an API key Codat is asked first (`workers.codat.still_running`): a sync it still runs stays active and
+`delayed` (``sync.delayed``, asked again after a doubling wait); a result it has is folded. Else the sync turns
+``stale``, announced as ``sync.failed`` with `event_id` null; a late completion still closes it."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Engine, or_
 from sqlmodel import Session, col, select
 
@@ -43,10 +40,8 @@ MAX_WAIT_SECONDS = 3600.0
 DELAYED = "sync.delayed"
 
 
-class AskCodat(Protocol):
-    """What Codat says of each sync, by sync id; syncs Codat could not be asked about are left out."""
-
-    def __call__(self, settings: Settings, syncs: Sequence[OpenSync]) -> Mapping[str, CodatAnswer]: ...
+AskCodat = Callable[[Settings, Sequence[OpenSync]], Mapping[str, CodatAnswer]]
+"""What Codat says of each sync, by sync id; syncs Codat could not be asked about are left out."""
 
 
 def stale_interval(runtime: WorkerRuntime) -> float:
@@ -97,15 +92,8 @@ def due_syncs(
 ) -> tuple[list[OpenSync], list[str]]:
     """The due syncs of up to `limit` connections with ids after `after`; (syncs, those connection ids in order)."""
     with Session(engine) as session:
-        connection_ids = list(
-            session.exec(
-                select(Sync.connection_id)
-                .where(*_due(cutoff, now), col(Sync.connection_id) > after)
-                .distinct()
-                .order_by(col(Sync.connection_id))
-                .limit(limit)
-            ).all()
-        )
+        query = select(Sync.connection_id).where(*_due(cutoff, now), col(Sync.connection_id) > after).distinct()
+        connection_ids = list(session.exec(query.order_by(col(Sync.connection_id)).limit(limit)).all())
         if not connection_ids:
             return [], []
         rows = session.exec(select(Sync).where(col(Sync.connection_id).in_(connection_ids), *_due(cutoff, now)))
@@ -141,12 +129,7 @@ def settle(
     with Session(engine, expire_on_commit=False) as session, session.begin():
         for connection_id in connection_ids:
             # Locked first, as the fold does, so a completion folding now waits for us (or we for it).
-            session.exec(
-                select(Connection)
-                .where(Connection.id == connection_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            ).first()
+            session.get(Connection, connection_id, with_for_update=True, populate_existing=True)
             ids = [sync.id for sync in due if sync.connection_id == connection_id]
             rows = session.exec(select(Sync).where(col(Sync.id).in_(ids), *_due(cutoff, now))).all()
             for row in rows:
@@ -158,11 +141,11 @@ def settle(
                     results[event.id] = event
                 elif answer.running is not None:
                     if _delay(row, answer.running, now, wait):
-                        entries.append(_entry(DELAYED, row.company_id, connection_id, _sync_data(row)))
+                        entries.append(_entry(DELAYED, row.company_id, connection_id, sync_out(row)))
                 else:
                     _mark_stale(row)
                     marked.add(connection_id)
-                    entries.append(_entry("sync.failed", row.company_id, connection_id, _sync_data(row)))
+                    entries.append(_entry("sync.failed", row.company_id, connection_id, sync_out(row)))
         session.flush()
         updated: set[str] = set()
         if results:
@@ -215,18 +198,14 @@ def _connections_without_active_sync(
         now = datetime.now(UTC)
         assessed = load_assessments(session, [conn], (), freshness, now)
         out = connection_out(conn, company.name if company else None, False, assessed[conn.id])
-        entries.append(_entry("connection.updated", conn.company_id, connection_id, out.model_dump(mode="json")))
+        entries.append(_entry("connection.updated", conn.company_id, connection_id, out))
         for transition in record_transitions(session, {conn.id: conn}, assessed, now):
             entries += transition_entries(transition, out, None, with_update=False)
     return entries
 
 
-def _sync_data(row: Sync) -> dict[str, Any]:
-    return sync_out(row).model_dump(mode="json")
-
-
-def _entry(name: str, company_id: str, connection_id: str, data: dict[str, Any]) -> FeedEntry:
-    return FeedEntry(name, company_id, connection_id, {**data, "event_id": None})
+def _entry(name: str, company_id: str, connection_id: str, out: BaseModel) -> FeedEntry:
+    return FeedEntry(name, company_id, connection_id, {**out.model_dump(mode="json"), "event_id": None})
 
 
 def _utc(value: datetime) -> datetime:
