@@ -41,7 +41,7 @@ from schemas.settings import Settings  # noqa: E402
 from tests.support.services import REDIS_URL, free_port  # noqa: E402
 from workers.ledger.tables import Subscription  # noqa: E402
 from workers.outbound.deliver import Deliverer  # noqa: E402
-from workers.outbound.dispatch import StreamChange, delivery_row, record_deliveries  # noqa: E402
+from workers.outbound.dispatch import FeedChange, delivery_row, record_deliveries  # noqa: E402
 from workers.outbound.signing import new_secret  # noqa: E402
 from workers.runtime.db import make_engine, upgrade  # noqa: E402
 from workers.runtime.delivery_queue import BATCH_SIZE  # noqa: E402
@@ -64,7 +64,7 @@ def store(engine: Any, subscriptions: list[Subscription], count: int, tag: str) 
     rows = []
     for i in range(count):
         data = {"id": f"sync-{tag}-{i}", "company_id": "company-1", "phase": "succeeded", "padding": "x" * 300}
-        change = StreamChange(f"{int(now.timestamp() * 1000)}-{i}", "sync.completed", "company-1", data)
+        change = FeedChange(f"{int(now.timestamp() * 1000)}-{i}", "sync.completed", "company-1", data)
         rows.append(delivery_row(subscriptions[i % len(subscriptions)], change, now))
     return record_deliveries(engine, rows)
 

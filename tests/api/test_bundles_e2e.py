@@ -78,6 +78,9 @@ def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             SYNCTRACK_CODAT_BASE_URL=fake.url,
             SYNCTRACK_CODAT_API_KEY=KEY,
             SYNCTRACK_RECONCILE_EVERY="0",
+            # The tests' own webhooks stand for Codat here: a reconcile of an overdue company would read the fake's
+            # state instead (e.g. a connection Linked that a test's webhook unlinked), whenever it happened to run.
+            SYNCTRACK_RECONCILE_OVERDUE_CHECK_SECONDS="0",
             SYNCTRACK_BUNDLES=BUNDLES,
             SYNCTRACK_STREAM_HEARTBEAT_SECONDS="1",
         )

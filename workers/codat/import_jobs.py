@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from schemas.api import as_utc
 from schemas.errors import SynctrackError
 from schemas.imports import ImportFailure, ImportJobOut
 from workers.ledger.tables import ImportCompany, ImportJob
@@ -38,10 +39,6 @@ class ImportBusy(SynctrackError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def create_job(engine: Engine, company_ids: list[str] | None, lookback_hours: float) -> ImportJob:
@@ -72,8 +69,8 @@ def load_job(engine: Engine, job_id: str) -> ImportJob:
 
 def shown_status(job: ImportJob, now: datetime | None = None) -> str:
     """`interrupted` for a `running` job whose runner stopped refreshing its claim."""
-    heartbeat = _aware(job.heartbeat_at)
-    if job.status == "running" and (heartbeat is None or heartbeat < (now or _now()) - LEASE):
+    heartbeat = job.heartbeat_at
+    if job.status == "running" and (heartbeat is None or as_utc(heartbeat) < (now or _now()) - LEASE):
         return "interrupted"
     return job.status
 
@@ -109,8 +106,8 @@ def claim(engine: Engine, job_id: str, owner: str, *, retry_failed: bool) -> Imp
             raise ImportJobNotFound(job_id)
         if job.status == "completed" and (job.failed == 0 or not retry_failed):
             return job
-        heartbeat = _aware(job.heartbeat_at)
-        if job.runner not in (None, owner) and heartbeat is not None and heartbeat >= now - LEASE:
+        heartbeat = job.heartbeat_at
+        if job.runner not in (None, owner) and heartbeat is not None and as_utc(heartbeat) >= now - LEASE:
             raise ImportBusy(job_id)
         if retry_failed and job.failed:
             session.execute(

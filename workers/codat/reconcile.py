@@ -20,6 +20,7 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from schemas import normalise
+from schemas.api import as_utc
 from schemas.codat import PullOperation, data_status, pull_operation
 from schemas.events import ConnectionFacts, Event, InvalidEnvelope, connection_facts
 from schemas.settings import Settings
@@ -191,7 +192,7 @@ class LedgerSyncs:
             for sync_id, connection_id, data_type, phase, completed_at in session.execute(query):
                 self.phases[sync_id] = phase
                 if phase not in OPEN_PHASES and completed_at is not None:
-                    self.finished.setdefault((connection_id, data_type), []).append(_utc(completed_at))
+                    self.finished.setdefault((connection_id, data_type), []).append(as_utc(completed_at))
         for times in self.finished.values():
             times.sort()
 
@@ -208,10 +209,6 @@ class LedgerSyncs:
         times = self.finished.get((op.connection_id, op.data_type), [])
         first = bisect_left(times, op.requested)
         return first < len(times) and times[first] <= until
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _company_event(row: Company | None, raw: dict[str, Any] | None, company_id: str, at: datetime) -> Event | None:

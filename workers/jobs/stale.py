@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Engine, or_
 from sqlmodel import Session, col, select
 
+from schemas.api import as_utc
 from schemas.codat import CodatAnswer, OpenSync, dataset_id
 from schemas.events import Event
 from schemas.settings import Settings
@@ -103,7 +104,7 @@ def due_syncs(
                 company_id=row.company_id,
                 connection_id=row.connection_id,
                 data_type=row.data_type,
-                requested_at=_utc(row.requested_at or row.sort_at),
+                requested_at=as_utc(row.requested_at or row.sort_at),
                 dataset_id=dataset_id(row.id),
             )
             for row in rows
@@ -206,10 +207,6 @@ def _connections_without_active_sync(
 
 def _entry(name: str, company_id: str, connection_id: str, out: BaseModel) -> FeedEntry:
     return FeedEntry(name, company_id, connection_id, {**out.model_dump(mode="json"), "event_id": None})
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def stale_job(ask: AskCodat | None) -> PeriodicJob[WorkerRuntime]:

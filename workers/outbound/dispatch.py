@@ -67,7 +67,7 @@ to its change's columns (sent once per change); the rows that existed already ar
 
 
 @dataclass(frozen=True, slots=True)
-class StreamChange:
+class FeedChange:
     """One entry of the change stream, as a subscription sees it; `id` is the stream entry id (`<ms>-<seq>`)."""
 
     id: str
@@ -76,7 +76,7 @@ class StreamChange:
     data: dict[str, Any]
 
     @classmethod
-    def from_entry(cls, entry_id: Any, fields: dict[Any, Any] | None) -> StreamChange | None:
+    def from_entry(cls, entry_id: Any, fields: dict[Any, Any] | None) -> FeedChange | None:
         """None for an entry that is not a change (malformed, or trimmed while pending)."""
         if not fields:
             return None
@@ -114,13 +114,13 @@ def event_body(event_id: str, event_type: str, created_at: datetime, data: dict[
     return dumps(body)
 
 
-def change_body(change: StreamChange) -> str:
+def change_body(change: FeedChange) -> str:
     """The body every subscription receives for `change`."""
     return event_body(change.id, change.event_type, change.created_at, change.data)
 
 
 def delivery_row(
-    subscription: Subscription, change: StreamChange, now: datetime, body: str | None = None
+    subscription: Subscription, change: FeedChange, now: datetime, body: str | None = None
 ) -> dict[str, Any]:
     """The delivery of `change` to `subscription`; `body` is `change_body(change)` if the caller has it."""
     return {
@@ -245,7 +245,7 @@ class Dispatcher(threading.Thread):
         # Without enabled subscriptions (the common case without outbound webhooks) entries are only acknowledged.
         with Session(self.engine, expire_on_commit=False) as session:
             subscriptions = list(session.exec(select(Subscription).where(col(Subscription.enabled))))
-        changes = [StreamChange.from_entry(i, f) for i, f in entries] if subscriptions else []
+        changes = [FeedChange.from_entry(i, f) for i, f in entries] if subscriptions else []
         now, rows = datetime.now(UTC), []
         for change in filter(None, changes):
             # The body is the same for every subscription: encoded once per change, not once per delivery.

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select, update
 from schemas.subscriptions import ReplayOut
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.dispatch import StreamChange, delivery_row, matches, record_deliveries
+from workers.outbound.dispatch import FeedChange, delivery_row, matches, record_deliveries
 from workers.runtime.delivery_queue import enqueue_deliveries
 
 CHUNK = 500
@@ -45,7 +45,7 @@ def replay(
         if not entries:
             break
         now = datetime.now(UTC)
-        changes = [StreamChange.from_entry(i, f) for i, f in entries]
+        changes = [FeedChange.from_entry(i, f) for i, f in entries]
         rows = [
             delivery_row(subscription, c, now)
             for c in changes
@@ -76,7 +76,7 @@ def _stream_start(redis: Redis, key: str) -> tuple[datetime | None, bool]:
     except ResponseError:  # no stream yet: nothing was ever published
         return None, False
     first = info.get("first-entry")
-    change = StreamChange.from_entry(*first) if first else None
+    change = FeedChange.from_entry(*first) if first else None
     return (change.created_at if change else None), int(info.get("entries-added", 0)) > int(info.get("length", 0))
 
 
