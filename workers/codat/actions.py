@@ -101,33 +101,18 @@ def record_failure(
     """Record an action Codat refused or never answered (`failed`), or that was never sent to Codat
     (`rate_limited`); nothing else changes."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        return _audit(session, action, actor, at, company_id, connection_id, data_type, codat_status, detail, result)
-
-
-def _audit(
-    session: Session,
-    action: str,
-    actor: str | None,
-    at: datetime,
-    company_id: str,
-    connection_id: str | None,
-    data_type: str | None,
-    codat_status: int | None,
-    detail: str,
-    result: str = "accepted",
-) -> AuditRecord:
-    return new_record(
-        session,
-        action=action,
-        actor=actor,
-        at=at,
-        company_id=company_id,
-        connection_id=connection_id,
-        data_type=data_type,
-        result=result,
-        codat_status=codat_status,
-        detail=detail,
-    )
+        return new_record(
+            session,
+            action=action,
+            actor=actor,
+            at=at,
+            company_id=company_id,
+            connection_id=connection_id,
+            data_type=data_type,
+            codat_status=codat_status,
+            detail=detail,
+            result=result,
+        )
 
 
 def _linked_connections(session: Session, company_id: str) -> list[str]:
@@ -154,7 +139,18 @@ def record_refresh(
         ids = ", ".join(op.id for op in operations)
         connection_id = connection_id or (operations[0].connection_id if len(operations) == 1 else None)
         detail = f"pull operations: {ids}" if ids else "Codat queued every data type of every linked connection"
-        record = _audit(session, "refresh", actor, at, company_id, connection_id, data_type, codat_status, detail)
+        record = new_record(
+            session,
+            action="refresh",
+            actor=actor,
+            at=at,
+            company_id=company_id,
+            connection_id=connection_id,
+            data_type=data_type,
+            codat_status=codat_status,
+            detail=detail,
+            result="accepted",
+        )
         facts = [op.sync_fact() for op in operations if op.company_id == company_id]
         if not operations:
             targets = [connection_id] if connection_id else _linked_connections(session, company_id)
@@ -179,7 +175,18 @@ def _record_connection_action(
     """Audit an accepted action on one connection and fold what Codat said became of it; a delete also erases
     the connection's raw webhooks."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        record = _audit(session, action, actor, at, connection.company_id, connection.id, None, codat_status, detail)
+        record = new_record(
+            session,
+            action=action,
+            actor=actor,
+            at=at,
+            company_id=connection.company_id,
+            connection_id=connection.id,
+            data_type=None,
+            codat_status=codat_status,
+            detail=detail,
+            result="accepted",
+        )
         _, entries = _fold_action(session, record, answered_at, freshness, connections=(facts,))
         if facts.deleted:
             erase_raw_events(session, connection.id)
@@ -242,4 +249,15 @@ def record_reconnect(
     seen = f" (Codat reports it {codat_connection_status})" if codat_connection_status else ""
     detail = f"Codat issued a fresh link URL for the connection{seen}"
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        return _audit(session, "reconnect", actor, at, connection.company_id, connection.id, None, codat_status, detail)
+        return new_record(
+            session,
+            action="reconnect",
+            actor=actor,
+            at=at,
+            company_id=connection.company_id,
+            connection_id=connection.id,
+            data_type=None,
+            codat_status=codat_status,
+            detail=detail,
+            result="accepted",
+        )
