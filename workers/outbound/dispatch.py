@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -80,28 +79,28 @@ class FeedChange:
         """None for an entry that is not a change (malformed, or trimmed while pending)."""
         if not fields:
             return None
-        text = {_text(k): _text(v) for k, v in fields.items()}
+        text = {as_text(k): as_text(v) for k, v in fields.items()}
         try:
             data = loads(text.get("data") or "{}")
         except ValueError:
             return None
         if "event" not in text or not isinstance(data, dict):
             return None
-        return cls(_text(entry_id), text["event"], text.get("company_id") or None, data)
+        return cls(as_text(entry_id), text["event"], text.get("company_id") or None, data)
 
     @property
     def created_at(self) -> datetime:
         return datetime.fromtimestamp(int(self.id.split("-")[0]) / 1000, UTC)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def matches(subscription: Subscription, event_type: str, company_id: str | None) -> bool:
-    if "*" not in subscription.event_types and event_type not in subscription.event_types:
+def matches(subscription: Subscription, change: FeedChange) -> bool:
+    if "*" not in subscription.event_types and change.event_type not in subscription.event_types:
         return False
-    return subscription.company_ids is None or company_id in subscription.company_ids
+    return subscription.company_ids is None or change.company_id in subscription.company_ids
 
 
 def delivery_id(subscription_id: str, event_id: str) -> str:
@@ -160,15 +159,9 @@ def record_deliveries(engine: Engine, rows: list[dict[str, Any]]) -> list[str]:
 def _insert_arrays(rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
     """`INSERT_SQL`'s parameters: the deliveries' own columns, and each distinct change's columns once."""
     changes: dict[tuple[Any, ...], int] = {}
-    ids, subscription_ids, positions = [], [], []
-    for row in rows:
-        change = tuple(row[c] for c in CHANGE_COLUMNS)
-        position = changes.setdefault(change, len(changes) + 1)
-        ids.append(row["id"])
-        subscription_ids.append(row["subscription_id"])
-        positions.append(position)
+    positions = [changes.setdefault(tuple(row[c] for c in CHANGE_COLUMNS), len(changes) + 1) for row in rows]
     columns = [list(values) for values in zip(*changes, strict=True)]
-    return (ids, subscription_ids, positions, *columns)
+    return ([row["id"] for row in rows], [row["subscription_id"] for row in rows], positions, *columns)
 
 
 class Dispatcher(threading.Thread):
@@ -233,13 +226,11 @@ class Dispatcher(threading.Thread):
             deleted = answer[2] if len(answer) > 2 else []
             if deleted:  # trimmed from the stream while pending: nothing left to send
                 self.redis.xack(self.key, GROUP, *deleted)
-            live = [(i, f) for i, f in entries if f]
-            handled += self.handle(live) if live else 0
+            handled += self.handle([(i, f) for i, f in entries if f])
             if start in (b"0-0", "0-0"):
                 return handled
 
-    def handle(self, entries: Iterable[tuple[Any, Any]]) -> int:
-        entries = list(entries)
+    def handle(self, entries: list[tuple[Any, Any]]) -> int:
         if not entries:
             return 0
         # Without enabled subscriptions (the common case without outbound webhooks) entries are only acknowledged.
@@ -251,9 +242,7 @@ class Dispatcher(threading.Thread):
             # The body is the same for every subscription: encoded once per change, not once per delivery.
             created_at, body = change.created_at, None
             for subscription in subscriptions:
-                if created_at >= subscription.created_at and matches(
-                    subscription, change.event_type, change.company_id
-                ):
+                if created_at >= subscription.created_at and matches(subscription, change):
                     body = body or change_body(change)
                     rows.append(delivery_row(subscription, change, now, body))
         ids = record_deliveries(self.engine, rows)

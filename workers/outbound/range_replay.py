@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select, update
 from schemas.subscriptions import ReplayOut
 from workers.ledger.changes import stream_key
 from workers.ledger.tables import Delivery, Subscription
-from workers.outbound.dispatch import FeedChange, delivery_row, matches, record_deliveries
+from workers.outbound.dispatch import FeedChange, as_text, delivery_row, matches, record_deliveries
 from workers.runtime.delivery_queue import enqueue_deliveries
 
 CHUNK = 500
@@ -46,11 +46,7 @@ def replay(
             break
         now = datetime.now(UTC)
         changes = [FeedChange.from_entry(i, f) for i, f in entries]
-        rows = [
-            delivery_row(subscription, c, now)
-            for c in changes
-            if c is not None and matches(subscription, c.event_type, c.company_id)
-        ]
+        rows = [delivery_row(subscription, c, now) for c in changes if c is not None and matches(subscription, c)]
         matched += len(rows)
         fresh = set(record_deliveries(engine, rows))
         again, delivered = _reset_existing(engine, [r["id"] for r in rows if r["id"] not in fresh], include_delivered)
@@ -58,8 +54,7 @@ def replay(
         queued += enqueue_deliveries(redis, namespace, [*fresh, *again])
         if len(entries) < CHUNK:
             break
-        last = entries[-1][0]
-        start = "(" + (last.decode() if isinstance(last, bytes) else last)
+        start = "(" + as_text(entries[-1][0])
     return ReplayOut(
         matched=matched,
         queued=queued,
