@@ -124,20 +124,12 @@ class Recorder:
     def give_up(self, delivery_ids: Sequence[str], reason: str) -> None:
         """End deliveries without an attempt (their subscription is disabled)."""
         if delivery_ids:
-            self.conn.execute(
-                update(Delivery)
-                .where(col(Delivery.id).in_(delivery_ids))
-                .values(status="failed", next_attempt_at=None, last_error=reason)
-            )
+            self._update(col(Delivery.id).in_(delivery_ids), status="failed", next_attempt_at=None, last_error=reason)
 
     def release(self, delivery_ids: Sequence[str], now: datetime) -> None:
         """Hand claimed deliveries back, due now, with no attempt counted."""
         if delivery_ids:
-            self.conn.execute(
-                update(Delivery)
-                .where(col(Delivery.id).in_(delivery_ids), col(Delivery.status) == "pending")
-                .values(next_attempt_at=now)
-            )
+            self._update(col(Delivery.id).in_(delivery_ids), col(Delivery.status) == "pending", next_attempt_at=now)
 
     def _flush(self) -> None:
         done, self._delivered = self._delivered, []
@@ -159,11 +151,12 @@ class Recorder:
     def _failed(self, result: Result) -> Attempt:
         claimed, code, now = result.claimed, result.code, result.at
         delivery_id, subscription_id = claimed.delivery_id, claimed.subscription.id
+        this = col(Delivery.id) == delivery_id
         error = result.error or f"HTTP {code}"
         done = {"attempts": col(Delivery.attempts) + 1, "last_attempt_at": now, "last_response_code": code}
         failed = {**done, "last_error": error, "status": "failed", "next_attempt_at": None}
         if code == 410:
-            self._update(delivery_id, **failed)
+            self._update(this, **failed)
             self._disable(subscription_id, "gone", now)
             return Attempt(delivery_id, "gone", code, error)
         failing_since = self.conn.execute(
@@ -173,19 +166,19 @@ class Recorder:
             .returning(col(Subscription.failing_since))
         ).scalar()
         if failing_since is not None and now - failing_since >= self.disable_after:
-            self._update(delivery_id, **failed)
+            self._update(this, **failed)
             self._disable(subscription_id, "failing", now)
             return Attempt(delivery_id, "disabled", code, error)
         delay = self.policy.delay(claimed.attempts + 1)
         next_at = now + timedelta(seconds=delay)
         if (next_at - claimed.window_started_at).total_seconds() > self.policy.window_seconds:
-            self._update(delivery_id, **failed)
+            self._update(this, **failed)
             return Attempt(delivery_id, "failed", code, error)
-        self._update(delivery_id, **done, last_error=error, next_attempt_at=next_at)
+        self._update(this, **done, last_error=error, next_attempt_at=next_at)
         return Attempt(delivery_id, "retry", code, error, delay)
 
-    def _update(self, delivery_id: str, **values: Any) -> None:
-        self.conn.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(**values))
+    def _update(self, *where: Any, **values: Any) -> None:
+        self.conn.execute(update(Delivery).where(*where).values(**values))
 
     def _disable(self, subscription_id: str, reason: str, now: datetime) -> None:
         """Disable the subscription if it is still enabled; remember it only if this call disabled it."""
