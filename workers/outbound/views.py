@@ -9,22 +9,20 @@ from schemas.subscriptions import DeliveryDetail, DeliveryOut, SubscriptionOut, 
 from workers.ledger.tables import Delivery, Subscription
 
 
-def previous_secret_valid(row: Subscription, now: datetime) -> bool:
+def _previous_secret(row: Subscription, now: datetime) -> str | None:
+    """The previous secret while its rotation overlap lasts."""
     expires = row.previous_secret_expires_at
-    return row.previous_secret is not None and expires is not None and expires > now
+    return row.previous_secret if expires is not None and expires > now else None
 
 
 def signing_keys(row: Subscription, now: datetime) -> list[str]:
-    """The secrets a delivery sent at `now` is signed with: the current one, and the previous one
-    while its rotation overlap lasts."""
-    keys = [row.secret]
-    if previous_secret_valid(row, now) and row.previous_secret:
-        keys.append(row.previous_secret)
-    return keys
+    """The secrets a delivery sent at `now` is signed with: the current one, and the previous one while valid."""
+    previous = _previous_secret(row, now)
+    return [row.secret] if previous is None else [row.secret, previous]
 
 
 def subscription_out(row: Subscription, now: datetime) -> SubscriptionOut:
-    expires = row.previous_secret_expires_at if previous_secret_valid(row, now) else None
+    expires = row.previous_secret_expires_at if _previous_secret(row, now) is not None else None
     return SubscriptionOut.model_validate({**row.model_dump(), "previous_secret_expires_at": expires})
 
 
