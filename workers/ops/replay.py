@@ -91,16 +91,16 @@ def count_selection(engine: Engine, filters: ReplayFilters) -> tuple[int, int]:
     return int(replayable or 0), int(pruned or 0)
 
 
+def _in_replay_order(filters: ReplayFilters, *columns: Any) -> Any:
+    """The replayable events of a selection (those with a body) in replay order: `received_at`, then id."""
+    replayable = select(*columns).where(*conditions(filters), col(WebhookEvent.body).is_not(None))
+    return replayable.order_by(col(WebhookEvent.received_at), col(WebhookEvent.id))
+
+
 def sample_selection(engine: Engine, filters: ReplayFilters, size: int) -> list[WebhookEvent]:
     """The first `size` replayable events of a selection, in replay order."""
-    query = (
-        select(WebhookEvent)
-        .where(*conditions(filters), col(WebhookEvent.body).is_not(None))
-        .order_by(col(WebhookEvent.received_at), col(WebhookEvent.id))
-        .limit(size)
-    )
     with Session(engine) as session:
-        return list(session.exec(query).all())
+        return list(session.exec(_in_replay_order(filters, WebhookEvent).limit(size)).all())
 
 
 def create_job(engine: Engine, filters: ReplayFilters) -> ReplayJob:
@@ -183,7 +183,7 @@ class ReplayRunner:
             raise ReplayBusy(job_id)
         release = True
         try:
-            job = self._start(job_id)
+            job = _unless_finished(self.engine, job_id, status="running", error=None)
             started, sent = time.monotonic(), 0
             while job.status == "running":
                 if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
@@ -208,13 +208,6 @@ class ReplayRunner:
             if release:
                 self._release(keys=[key], args=[self.owner])
 
-    def _start(self, job_id: str) -> ReplayJob:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            job = _job(session, job_id)
-            if job.status not in FINISHED:
-                job.status, job.error = "running", None
-            return job
-
     def _wait_for_room(self, key: str, started: float, sent: int) -> None:
         """Sleep until the pace allows the next batch and the queue has room; keep the lock alive."""
         while True:
@@ -226,15 +219,12 @@ class ReplayRunner:
 
     def _next_batch(self, job: ReplayJob) -> list[tuple[str, datetime]]:
         filters = ReplayFilters.model_validate(job.filters or {})
-        query = select(WebhookEvent.id, WebhookEvent.received_at).where(
-            *conditions(filters), col(WebhookEvent.body).is_not(None)
-        )
+        query = _in_replay_order(filters, WebhookEvent.id, WebhookEvent.received_at).limit(self.batch_size)
         if job.cursor:
             at_text, last_id = json.loads(job.cursor)
             at = datetime.fromisoformat(at_text)
             # A row-value comparison, so the (received_at, id) index serves every batch.
             query = query.where(tuple_(col(WebhookEvent.received_at), col(WebhookEvent.id)) > tuple_(at, last_id))
-        query = query.order_by(col(WebhookEvent.received_at), col(WebhookEvent.id)).limit(self.batch_size)
         with Session(self.engine) as session:
             return [(event_id, received_at) for event_id, received_at in session.exec(query).all()]
 
@@ -272,8 +262,13 @@ class ReplayRunner:
 
 def cancel_job(engine: Engine, job_id: str) -> ReplayJob:
     """Stop a job at its next batch; what it already enqueued still folds."""
+    return _unless_finished(engine, job_id, status="cancelled", finished_at=datetime.now(UTC))
+
+
+def _unless_finished(engine: Engine, job_id: str, **values: Any) -> ReplayJob:
+    """Set `values` on the job unless it is finished; returns it as saved."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         job = _job(session, job_id)
         if job.status not in FINISHED:
-            job.status, job.finished_at = "cancelled", datetime.now(UTC)
+            job.sqlmodel_update(values)
         return job
