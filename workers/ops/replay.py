@@ -183,7 +183,7 @@ class ReplayRunner:
             raise ReplayBusy(job_id)
         release = True
         try:
-            job = _unless_finished(self.engine, job_id, status="running", error=None)
+            job = _set_status(self.engine, job_id, "running", error=None)
             started, sent = time.monotonic(), 0
             while job.status == "running":
                 if budget_seconds is not None and time.monotonic() - started >= budget_seconds:
@@ -192,7 +192,9 @@ class ReplayRunner:
                 self._wait_for_room(key, started, sent)
                 batch = self._next_batch(job)
                 if not batch:
-                    job = self._save(job_id, 0, None, finished="completed")
+                    job = _set_status(
+                        self.engine, job_id, "completed", only_running=True, finished_at=datetime.now(UTC)
+                    )
                     break
                 self._enqueue(job_id, [event_id for event_id, _ in batch])
                 sent += len(batch)
@@ -241,34 +243,30 @@ class ReplayRunner:
         )
         record_replay_enqueued(len(event_ids))
 
-    def _save(self, job_id: str, enqueued: int, cursor: str | None, finished: str | None = None) -> ReplayJob:
+    def _save(self, job_id: str, enqueued: int, cursor: str) -> ReplayJob:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             job = _job(session, job_id)
             job.done += enqueued
-            if cursor is not None:
-                job.cursor = cursor
-            if finished is not None and job.status == "running":
-                job.status, job.finished_at = finished, datetime.now(UTC)
+            job.cursor = cursor
             return job
 
     def _interrupt(self, job_id: str, exc: BaseException) -> None:
         reason = "interrupted by the operator" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         # The database may be what failed; the cursor saved last still holds.
-        with suppress(Exception), Session(self.engine) as session, session.begin():
-            job = session.get(ReplayJob, job_id)
-            if job is not None and job.status == "running":
-                job.status, job.error = "interrupted", reason[:1000]
+        with suppress(Exception):
+            _set_status(self.engine, job_id, "interrupted", only_running=True, error=reason[:1000])
 
 
 def cancel_job(engine: Engine, job_id: str) -> ReplayJob:
     """Stop a job at its next batch; what it already enqueued still folds."""
-    return _unless_finished(engine, job_id, status="cancelled", finished_at=datetime.now(UTC))
+    return _set_status(engine, job_id, "cancelled", finished_at=datetime.now(UTC))
 
 
-def _unless_finished(engine: Engine, job_id: str, **values: Any) -> ReplayJob:
-    """Set `values` on the job unless it is finished; returns it as saved."""
+def _set_status(engine: Engine, job_id: str, status: str, only_running: bool = False, **values: Any) -> ReplayJob:
+    """Move the job to `status` with `values`, unless it is finished (`only_running`: unless it is not running);
+    returns it as saved."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         job = _job(session, job_id)
-        if job.status not in FINISHED:
-            job.sqlmodel_update(values)
+        if (job.status == "running") if only_running else (job.status not in FINISHED):
+            job.sqlmodel_update({"status": status, **values})
         return job
