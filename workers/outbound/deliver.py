@@ -119,7 +119,17 @@ class Deliverer:
         outcomes |= {i: Attempt(i, "failed", error=SUBSCRIPTION_INACTIVE) for i in inactive}
         outcomes |= {i: Attempt(i, "released") for i in released}
         for result in results:
-            self._log(result, outcomes[result.claimed.delivery_id])
+            attempt = outcomes[result.claimed.delivery_id]
+            log.info(
+                "delivery=%s subscription=%s type=%s outcome=%s code=%s error=%r retry_in=%s",
+                attempt.delivery_id,
+                result.claimed.subscription.id,
+                result.claimed.event_type,
+                attempt.outcome,
+                result.code,
+                result.error,
+                f"{attempt.retry_in:.1f}" if attempt.retry_in is not None else "-",
+            )
         for subscription in recorder.disabled:
             self.announce_disabled(subscription)
         attempts = [outcomes.get(i) or Attempt(i, "skipped") for i in delivery_ids]
@@ -165,18 +175,6 @@ class Deliverer:
             return None, f"url refused: {exc}"
         except (ConnectFailed, TimedOut, BadAnswer) as exc:
             return None, str(exc)
-
-    def _log(self, result: Result, attempt: Attempt) -> None:
-        log.info(
-            "delivery=%s subscription=%s type=%s outcome=%s code=%s error=%r retry_in=%s",
-            attempt.delivery_id,
-            result.claimed.subscription.id,
-            result.claimed.event_type,
-            attempt.outcome,
-            result.code,
-            result.error,
-            f"{attempt.retry_in:.1f}" if attempt.retry_in is not None else "-",
-        )
 
     def announce_disabled(self, subscription: Subscription) -> None:
         """Publish `subscription.disabled` on the change stream (dashboards, other subscriptions)."""
