@@ -46,7 +46,11 @@ REQUEST_KINDS: dict[str, TimelineKind] = {
     "delete": "delete_requested",
     "reconnect": "reconnect_requested",
 }
-SYNC_KINDS: dict[str, TimelineKind] = {"succeeded": "sync_succeeded", "failed": "sync_failed", "stale": "sync_stale"}
+SYNC_KINDS: dict[str, tuple[TimelineKind, str]] = {
+    "succeeded": ("sync_succeeded", "{what} synced"),
+    "failed": ("sync_failed", "{what} failed: {status}"),
+    "stale": ("sync_stale", "{what}: no result came from Codat in time (stale)"),
+}
 Position = tuple[datetime, str]
 """(time, key) of an item: a page ends at one, the next starts after it."""
 Entry = tuple[str, TimelineItemOut]
@@ -152,15 +156,10 @@ def _syncs(session: Session, connection: Connection, platform: str, limit: int, 
     query = select(Sync).where(Sync.connection_id == connection.id, col(Sync.phase).in_(list(SYNC_KINDS)))
     entries = []
     for row in _page(session, query, col(Sync.sort_at), col(Sync.id), "s", limit, after):
-        kind = SYNC_KINDS[row.phase]
+        kind, summary = SYNC_KINDS[row.phase]
         data_type = None if row.data_type == "*" else row.data_type
         what = _cap(data_type) if data_type else f"All data from {platform}"
-        if kind == "sync_succeeded":
-            summary = f"{what} synced"
-        elif kind == "sync_failed":
-            summary = f"{what} failed: {row.status}"
-        else:
-            summary = f"{what}: no result came from Codat in time (stale)"
+        summary = summary.format(what=what, status=row.status)
         entries.append(_entry(row.sort_at, f"s|{row.id}", kind, summary, data_type, row.event_id))
     return entries
 
@@ -199,8 +198,7 @@ def _request_summary(row: AuditRecord, platform: str) -> str:
         "reconnect": f"A fresh link to reconnect {platform}",
     }[row.action]
     by = f" by {row.actor}" if row.actor else ""
-    refused = f" (not done: {row.detail})" if row.result == "failed" and row.detail else ""
-    refused = refused or (" (not done)" if row.result == "failed" else "")
+    refused = (f" (not done: {row.detail})" if row.detail else " (not done)") if row.result == "failed" else ""
     return f"{what} was requested{by}{refused}"
 
 
