@@ -173,6 +173,7 @@ def _record(
     """Write one derived incident; the feed entries of what this call changed (an opening, a close)."""
     row = session.get(PlatformIncident, incident.id)
     entries = []
+    derived = (incident.data_types, incident.affected_connections)
     if row is None:
         row = PlatformIncident(
             id=incident.id,
@@ -188,11 +189,8 @@ def _record(
         session.flush()  # a second checker inserting the same id fails here, and its transaction with it
         entries.append(_entry(OPENED, row))
         log.info("msg=incident_opened incident=%s platform=%s share=%s", row.id, row.platform_key, row.failure_share)
-    elif row.closed_at is None and (row.data_types, row.affected_connections) != (
-        incident.data_types,
-        incident.affected_connections,
-    ):
-        row.data_types, row.affected_connections = incident.data_types, incident.affected_connections
+    elif row.closed_at is None and (row.data_types, row.affected_connections) != derived:
+        row.data_types, row.affected_connections = derived
         session.add(row)
     if incident.closed_at is not None and row.closed_at is None:
         closed = session.execute(
