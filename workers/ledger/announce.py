@@ -21,7 +21,6 @@ from workers.ledger.tables import COMPANIES
 from workers.ledger.views import connection_out, load_assessments
 
 FRESHNESS_CHANGED = "connection.freshness_changed"
-HEALTH_CHANGED = "connection.health_changed"
 
 
 def transition_entries(
@@ -34,19 +33,12 @@ def transition_entries(
     entries = []
     if with_update:
         entries.append(FeedEntry("connection.updated", company_id, cid, {**data, "event_id": event_id}))
-    fresh, health = transition.current, transition.health
-    for name, previous, current, detail in (
-        (
-            FRESHNESS_CHANGED,
-            transition.previous,
-            fresh.freshness,
-            {"overdue_data_types": list(fresh.overdue_data_types)},
-        ),
-        (HEALTH_CHANGED, transition.previous_health, health.health, {"next_action": health.next_action}),
-    ):
-        if previous != current:
-            body = {"connection": data, "previous": previous, "current": current, **detail, "event_id": event_id}
-            entries.append(FeedEntry(name, company_id, cid, body))
+    for kind, previous, current in transition.changes():
+        detail: dict[str, Any] = {"next_action": transition.health.next_action}
+        if kind == "freshness_changed":
+            detail = {"overdue_data_types": list(transition.current.overdue_data_types)}
+        body = {"connection": data, "previous": previous, "current": current, **detail, "event_id": event_id}
+        entries.append(FeedEntry(f"connection.{kind}", company_id, cid, body))
     return entries
 
 

@@ -48,11 +48,8 @@ def _is_json(table: Table, column: str) -> bool:
 def _pg_insert_sql(table: Table, columns: tuple[str, ...], keys: tuple[str, ...], updates: tuple[str, ...]) -> str:
     sql = f'INSERT INTO "{table.name}" ({", ".join(columns)}) SELECT * FROM unnest({pg_arrays(table, columns)})'
     if keys:
-        if updates:
-            sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
-            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
-        else:
-            sql += f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
+        action = "UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates) if updates else "NOTHING"
+        sql += f" ON CONFLICT ({', '.join(keys)}) DO {action}"
     return sql
 
 

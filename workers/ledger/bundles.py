@@ -117,10 +117,7 @@ def start_refresh(
 def announce_ready(session: Session, changes: list[Change], now: datetime) -> list[FeedEntry]:
     """``bundle.ready`` for each pending refresh of a company this fold completed a sync of, once every member
     succeeded since it was requested; marked ready in the same transaction, the refreshes locked in id order."""
-    last_event: dict[str, str | None] = {}
-    for change in changes:
-        if change.kind == "sync.completed" and change.sync is not None:
-            last_event[change.sync.company_id] = change.event_id or None
+    last_event = {c.sync.company_id: c.event_id or None for c in changes if c.kind == "sync.completed" and c.sync}
     if not last_event:
         return []
     pending = session.exec(

@@ -31,22 +31,19 @@ class Situation:
 
     connection: ConnectionRow
     platform: str
-    failures: tuple[tuple[str, str], ...]
-    """(data type, status) of each data type whose latest result since the last link failed, latest first."""
+    failures: list[tuple[datetime, str, str]]
+    """(time, data type, status) of each data type whose latest result since the last link failed, latest first."""
     sync_active: bool
     incident_since: datetime | None = None
     """When the failures its platform's open incident counts begin."""
-    latest_failure_at: datetime | None = None
 
     @property
     def linked(self) -> bool:
         return self.connection.status in ("Linked", None)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    reason: str
-    data_type: str | None = None
+Finding = tuple[str, str | None]
+"""The reason, and the data type it is about (if any)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,29 +54,29 @@ class Rule:
 
 
 def _deleted(s: Situation) -> Finding | None:
-    return Finding(f"The {s.platform} connection was deleted.") if s.connection.deleted_at is not None else None
+    return (f"The {s.platform} connection was deleted.", None) if s.connection.deleted_at is not None else None
 
 
 def _unlinked(s: Situation) -> Finding | None:
     if s.connection.status != "Unlinked":
         return None
-    return Finding(f"{_cap(s.platform)} was disconnected: reconnect it to resume syncing.")
+    return f"{_cap(s.platform)} was disconnected: reconnect it to resume syncing.", None
 
 
 def _needs_reauth(s: Situation) -> Finding | None:
     again = f"the customer must sign in to {s.platform} again"
     if s.connection.status == "Deauthorized":
-        return Finding(f"{_cap(s.platform)} no longer lets Codat read the data: {again}.")
+        return f"{_cap(s.platform)} no longer lets Codat read the data: {again}.", None
     if not s.linked:
         return None
-    refused = next((data_type for data_type, status in s.failures if status == "AuthError"), None)
+    refused = next((data_type for _, data_type, status in s.failures if status == "AuthError"), None)
     if refused is not None:
-        return Finding(f"{_cap(s.platform)} refused access while syncing {refused}: {again}.", refused)
+        return f"{_cap(s.platform)} refused access while syncing {refused}: {again}.", refused
     for entry in s.connection.errors or []:
         code = status_code(entry.get("statusCode"))
         if code in REAUTH_STATUS_CODES and is_active_error(entry):
             why = _text(entry.get("errorMessage")) or _text(entry.get("statusText"))
-            return Finding(f"{_cap(s.platform)} refused access ({code}{f': {why}' if why else ''}): {again}.")
+            return f"{_cap(s.platform)} refused access ({code}{f': {why}' if why else ''}): {again}.", None
     return None
 
 
@@ -88,42 +85,40 @@ def _link_failed(s: Situation) -> Finding | None:
         return None
     failure = s.connection.last_link_failure or {}
     why = _text(failure.get("message")) or _text(failure.get("status_text")) or _text(failure.get("status_code"))
-    return Finding(f"Linking {s.platform} failed{f' ({why})' if why else ''}: the customer can try again.")
+    return f"Linking {s.platform} failed{f' ({why})' if why else ''}: the customer can try again.", None
 
 
 def _pending(s: Situation) -> Finding | None:
     if s.connection.status != "PendingAuth":
         return None
-    return Finding(f"The customer has not finished linking {s.platform} yet.")
+    return f"The customer has not finished linking {s.platform} yet.", None
 
 
 def _platform_incident(s: Situation) -> Finding | None:
-    since, latest = s.incident_since, s.latest_failure_at
-    if since is None or latest is None or latest <= since or not s.linked or not s.failures:
+    if s.incident_since is None or not s.linked or not s.failures or s.failures[0][0] <= s.incident_since:
         return None
-    data_type, _ = s.failures[0]
-    return Finding(
+    return (
         f"{_cap(s.platform)} is having problems across many companies: nothing you need to do, syncing resumes "
         "once it recovers.",
-        data_type,
+        s.failures[0][1],
     )
 
 
 def _failing(s: Situation) -> Finding | None:
     if not s.linked or not s.failures:
         return None
-    data_type, status = s.failures[0]
-    return Finding(f"Syncing {data_type} from {s.platform} failed ({status}): a refresh may fix it.", data_type)
+    _, data_type, status = s.failures[0]
+    return f"Syncing {data_type} from {s.platform} failed ({status}): a refresh may fix it.", data_type
 
 
 def _syncing(s: Situation) -> Finding | None:
     if not s.linked or not s.sync_active:
         return None
-    return Finding(f"Codat is syncing data from {s.platform}.")
+    return f"Codat is syncing data from {s.platform}.", None
 
 
 def _healthy(s: Situation) -> Finding | None:
-    return Finding(f"{_cap(s.platform)} is linked and nothing needs doing.")
+    return f"{_cap(s.platform)} is linked and nothing needs doing.", None
 
 
 RULES: tuple[Rule, ...] = (
@@ -147,14 +142,12 @@ def judge(
     incident_since: datetime | None = None,
 ) -> ConnectionHealth:
     """The connection's health; `incident_since`: when the failures its platform's open incident counts begin."""
-    found = _failures(connection, data_types)
-    failures = tuple((data_type, status) for _, data_type, status in found)
-    latest = found[0][0] if found else None
-    situation = Situation(connection, _platform(connection), failures, sync_active, incident_since, latest)
+    platform = connection.platform_name or connection.platform_key or "the platform"
+    situation = Situation(connection, platform, _failures(connection, data_types), sync_active, incident_since)
     for rule in RULES:
         finding = rule.applies(situation)
         if finding is not None:
-            return ConnectionHealth(rule.health, finding.reason, rule.next_action, finding.data_type)
+            return ConnectionHealth(rule.health, finding[0], rule.next_action, finding[1])
     raise AssertionError("the last rule always applies")  # pragma: no cover
 
 
@@ -177,10 +170,6 @@ def _failures(connection: ConnectionRow, data_types: Iterable[DataTypeRow]) -> l
     found.sort(key=lambda f: f[1])
     found.sort(key=lambda f: f[0], reverse=True)
     return found
-
-
-def _platform(connection: ConnectionRow) -> str:
-    return connection.platform_name or connection.platform_key or "the platform"
 
 
 def _cap(text: str) -> str:

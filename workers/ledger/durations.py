@@ -9,13 +9,14 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, column, func, or_, values
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from schemas.api import as_utc
 from schemas.events import ANY_DATA_TYPE
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.rows import SyncRow
@@ -104,16 +105,10 @@ def load_timings(
 
 
 def derive_requested(session: Session, rows: Sequence[SyncLike]) -> dict[str, datetime]:
-    """The request each finished sync answers, for those where one is known."""
+    """The request each finished sync answers, for those where one is known: read from the requests in the window
+    of these rows, and their data types' latest results before them."""
     if not rows:
         return {}
-    known = _load(session, rows)
-    found = {row.id: known.requested(row) for row in rows}
-    return {sync_id: at for sync_id, at in found.items() if at is not None}
-
-
-def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
-    """The requests in the window of these rows, and their data types' latest results before them."""
     times = [r.completed_at for r in rows if r.completed_at is not None]
     until = max(times)
     since = min(times) - REQUEST_WINDOW
@@ -152,8 +147,13 @@ def _load(session: Session, rows: Sequence[SyncLike]) -> _Requests:
         for company_id, named, asked, at in session.exec(refreshes).all():
             for target in [named] if named else by_company.get(company_id, []):
                 known.requests.setdefault(target, []).append((asked, at))
-    _load_results(session, rows, known)
-    return known
+    # For each row of a connection that had a request, the latest finished sync of its data type before it.
+    for some in chunked([r for r in rows if known.requests.get(r.connection_id)]):
+        for sync_id, at in _previous_results(session, some):
+            if at is not None:
+                known.previous[sync_id] = as_utc(at)
+    found = {row.id: known.requested(row) for row in rows}
+    return {sync_id: at for sync_id, at in found.items() if at is not None}
 
 
 PREVIOUS_RESULTS_SQL = """
@@ -164,15 +164,6 @@ FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[])
      AS w(id, connection_id, data_type, completed_at)
 """
 """PostgreSQL: the rows bound as arrays (one plan, nothing to compile)."""
-
-
-def _load_results(session: Session, rows: Sequence[SyncLike], known: _Requests) -> None:
-    """For each row of a connection that had a request, the latest finished sync of its data type before it."""
-    asked = [r for r in rows if known.requests.get(r.connection_id) and r.completed_at is not None]
-    for chunk in chunked(asked):
-        for sync_id, at in _previous_results(session, chunk):
-            if at is not None:
-                known.previous[sync_id] = at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _previous_results(session: Session, rows: Sequence[SyncLike]) -> Iterable[tuple[str, datetime | None]]:
@@ -220,36 +211,27 @@ class TypicalDurations:
             # and stands in its place), so it has no history to take a median of.
             return None
         own = self._memo.remembered(
-            ("connection", connection_id, data_type), lambda: self._own(connection_id, data_type)
+            ("connection", connection_id, data_type),
+            lambda: self._median(select(Sync).where(Sync.connection_id == connection_id), data_type),
         )
         if own is not None:
             return own
-        platform = self._platform_of(connection_id)
-        if platform is None:
-            return None
-        return self._memo.remembered(("platform", platform, data_type), lambda: self._across(platform, data_type))
-
-    def _own(self, connection_id: str, data_type: str) -> float | None:
-        return self._median(select(Sync).where(Sync.connection_id == connection_id, Sync.data_type == data_type))
-
-    def _across(self, platform: str, data_type: str) -> float | None:
-        query = (
-            select(Sync)
-            .join(Connection, col(Connection.id) == Sync.connection_id)
-            .where(Connection.platform_key == platform, Sync.data_type == data_type)
-        )
-        return self._median(query)
-
-    def _platform_of(self, connection_id: str) -> str | None:
         if connection_id not in self._platforms:
             self._platforms[connection_id] = self.session.exec(
                 select(Connection.platform_key).where(Connection.id == connection_id)
             ).first()
-        return self._platforms[connection_id]
+        platform = self._platforms[connection_id]
+        if platform is None:
+            return None
+        across = select(Sync).join(Connection, col(Connection.id) == Sync.connection_id)
+        return self._memo.remembered(
+            ("platform", platform, data_type),
+            lambda: self._median(across.where(Connection.platform_key == platform), data_type),
+        )
 
-    def _median(self, query: Any) -> float | None:
+    def _median(self, query: Any, data_type: str) -> float | None:
         statement = (
-            query.where(Sync.phase == "succeeded", col(Sync.completed_at).is_not(None))
+            query.where(Sync.data_type == data_type, Sync.phase == "succeeded", col(Sync.completed_at).is_not(None))
             .order_by(col(Sync.sort_at).desc(), col(Sync.id).desc())
             .limit(SCAN)
         )

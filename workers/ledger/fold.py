@@ -5,14 +5,16 @@ sync, which the first result of its data type (any, for ``*``) at or after it cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from copy import copy
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import attrgetter
-from typing import Literal
+from typing import Literal, Protocol
 
 from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact
 from schemas.statuses import connection_status_rank, outcome_rank, phase_of
-from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, clone, column_names
+from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, column_names
 
 ChangeKind = Literal[
     "connection.updated", "connection.initial_read_completed", "sync.started", "sync.completed", "sync.failed"
@@ -95,7 +97,8 @@ def fold(state: ConnectionSlice, event: Event) -> list[Change]:
             _fold_connection(conn, facts, event)
     for fact in event.syncs:
         if fact.connection_id == conn.id:
-            changes.extend(_fold_sync(state, fact, event))
+            fold_sync = _fold_request if phase_of(fact.status) == "active" else _fold_result
+            changes.extend(fold_sync(state, fact, event))
     if event.initial_read and any(fact.connection_id == conn.id for fact in event.syncs):
         # Kept even for a deleted connection, like the other times: min does not care when the deletion arrived.
         conn.initial_read_completed_at = _min(conn.initial_read_completed_at, event.generated_at)
@@ -152,12 +155,6 @@ def _fold_connection(conn: ConnectionRow, facts: ConnectionFacts, event: Event) 
         conn.platform_key = min(conn.platform_key or facts.platform_key, facts.platform_key)
 
 
-def _fold_sync(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
-    if phase_of(fact.status) == "active":
-        return _fold_request(state, fact, event)
-    return _fold_result(state, fact, event)
-
-
 def _closed_by_result(state: ConnectionSlice, data_type: str, requested_at: datetime) -> bool:
     if data_type == ANY_DATA_TYPE:
         last = state.connection.last_sync_at
@@ -184,21 +181,9 @@ def _fold_request(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[
         return []
     if conn.deleted_at is not None or _closed_by_result(state, fact.data_type, requested_at):
         return []
-    row = SyncRow(
-        id=fact.key,
-        company_id=conn.company_id,
-        connection_id=conn.id,
-        data_type=fact.data_type,
-        status=fact.status,
-        phase="active",
-        stamp=request_stamp,
-        requested_at=requested_at,
-        sort_at=requested_at,
-        source=event.source,
-        event_id=event.id,
-    )
-    _put(state, row)
-    return [Change("sync.started", conn.id, clone(row), event.id)]
+    row = _new_sync(state, fact, "active", requested_at, event)
+    row.stamp, row.requested_at = request_stamp, requested_at
+    return [Change("sync.started", conn.id, copy(row), event.id)]
 
 
 def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[Change]:
@@ -224,17 +209,7 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
     row = state.syncs.get(fact.key)
     if row is None or row.phase in OPEN_PHASES:
         # A result replaces a request of the same key whole: only results say what a result row holds.
-        row = SyncRow(
-            id=fact.key,
-            company_id=conn.company_id,
-            connection_id=conn.id,
-            data_type=fact.data_type,
-            status=fact.status,
-            phase=phase,
-            sort_at=at,
-            source=event.source,
-        )
-        _put(state, row)
+        row = _new_sync(state, fact, phase, at, event)
     newer = result_stamp > row.stamp
     if newer:
         row.status, row.phase, row.stamp, row.data_type = fact.status, phase, result_stamp, fact.data_type
@@ -249,15 +224,15 @@ def _fold_result(state: ConnectionSlice, fact: SyncFact, event: Event) -> list[C
         row.records_modified = False
     if newer:
         # Announced once every field is written, so the stream shows the row the API will.
-        changes.append(Change(_finish_kind(phase), conn.id, clone(row), event.id))
+        changes.append(Change(_finish_kind(phase), conn.id, copy(row), event.id))
 
     for open_row in [s for s in state.syncs.values() if s.phase in OPEN_PHASES and s.id != fact.key]:
         if open_row.data_type in (fact.data_type, ANY_DATA_TYPE) and (open_row.requested_at or at) <= at:
             del state.syncs[open_row.id]
             state.deleted_syncs.add(open_row.id)
-            closed = clone(open_row)
-            closed.status, closed.phase, closed.completed_at = fact.status, phase, at
-            _end_delay(closed)
+            # A result also ends what the stale check wrote of a sync Codat was still running.
+            closed = replace(open_row, status=fact.status, phase=phase, completed_at=at, delayed=False)
+            closed.codat_status = closed.next_check_at = closed.check_wait_seconds = None
             changes.append(Change(_finish_kind(phase), conn.id, closed, event.id))
     return changes
 
@@ -284,9 +259,23 @@ def _fold_data_type(state: ConnectionSlice, fact: SyncFact, event: Event, result
         row.first_successful_sync_at = _min(row.first_successful_sync_at, at)
 
 
-def _put(state: ConnectionSlice, row: SyncRow) -> None:
+def _new_sync(state: ConnectionSlice, fact: SyncFact, phase: str, sort_at: datetime, event: Event) -> SyncRow:
+    """A new row for the fact's key, put in the slice."""
+    conn = state.connection
+    row = SyncRow(
+        id=fact.key,
+        company_id=conn.company_id,
+        connection_id=conn.id,
+        data_type=fact.data_type,
+        status=fact.status,
+        phase=phase,
+        sort_at=sort_at,
+        source=event.source,
+        event_id=event.id,
+    )
     state.syncs[row.id] = row
     state.deleted_syncs.discard(row.id)
+    return row
 
 
 def _keep_source(row: SyncRow, source: str) -> None:
@@ -294,10 +283,53 @@ def _keep_source(row: SyncRow, source: str) -> None:
         row.source = source
 
 
-def _end_delay(row: SyncRow) -> None:
-    """A result ends what the stale check wrote of a sync Codat was still running."""
-    row.delayed, row.codat_status, row.next_check_at, row.check_wait_seconds = False, None, None, None
-
-
 def _finish_kind(phase: str) -> ChangeKind:
     return "sync.failed" if phase == "failed" else "sync.completed"
+
+
+class Ledger(Protocol):
+    """Where the rows of a ledger live (SQL: `workers.ledger.store`; memory: `workers.ledger.memory`): it hands out
+    the slices `fold_batch` folds, and takes them back."""
+
+    def fold_companies(self, events: Sequence[Event]) -> None:
+        """Fold each event into its company's row (`fold_company`), creating the companies that are new."""
+
+    def company_connections(self, company_ids: set[str]) -> dict[str, list[str]]:
+        """Every connection held of each company, in id order (what a `company.deleted` deletes)."""
+
+    def company_deletions(self, company_ids: set[str]) -> dict[str, datetime]:
+        """When each of these companies was deleted, for those that were."""
+
+    def load_slices(self, wanted: dict[str, str], events: Sequence[Event]) -> dict[str, ConnectionSlice]:
+        """The `ConnectionSlice` of each wanted connection (`id -> company`), created if new."""
+
+    def save_slices(self, slices: dict[str, ConnectionSlice]) -> None:
+        """Keep what the fold left (a purged connection loses its syncs and data types)."""
+
+
+def fold_batch(ledger: Ledger, events: Sequence[Event]) -> tuple[list[Change], dict[str, ConnectionSlice]]:
+    """Fold the `known` of `events`, in order, into `ledger`: the changes, and the slices to render them from. A
+    `company.deleted` folds every connection held of its company (one new in the batch, by `company_deleted_at`)."""
+    events = [e for e in events if e.known]
+    ledger.fold_companies(events)
+    wanted: dict[str, str] = {}
+    for event in events:
+        for cid in event.connection_ids:
+            wanted.setdefault(cid, event.company_id or "")
+    members = ledger.company_connections({e.company_id for e in events if e.company_deleted and e.company_id})
+    for company_id, ids in members.items():
+        for cid in ids:
+            wanted.setdefault(cid, company_id)
+    if not wanted:
+        return [], {}
+    slices = ledger.load_slices(wanted, events)
+    deletions = ledger.company_deletions({s.connection.company_id for s in slices.values()})
+    for state in slices.values():
+        state.company_deleted_at = deletions.get(state.connection.company_id)
+    changes: list[Change] = []
+    for event in events:
+        targets = members.get(event.company_id or "", []) if event.company_deleted else event.connection_ids
+        for cid in targets:
+            changes.extend(fold(slices[cid], event))
+    ledger.save_slices(slices)
+    return changes, slices

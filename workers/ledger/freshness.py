@@ -36,10 +36,6 @@ class Threshold:
     seconds: float
     source: ThresholdSource
 
-    @property
-    def delta(self) -> timedelta:
-        return timedelta(seconds=self.seconds)
-
 
 @dataclass(frozen=True)
 class FreshnessPolicy:
@@ -130,9 +126,10 @@ def data_type_freshness(
         return DataTypeFreshness(row.data_type, "paused", None, threshold)
     last = row.last_successful_sync_at
     if last is not None:
-        deadline = last + threshold.delta
+        deadline = last + timedelta(seconds=threshold.seconds)
         return DataTypeFreshness(row.data_type, "fresh" if now <= deadline else "overdue", deadline, threshold)
-    state, first_deadline = _awaiting_first(connection.linked_at or connection.created_at, threshold.delta, now)
+    linked = connection.linked_at or connection.created_at
+    state, first_deadline = _awaiting_first(linked, timedelta(seconds=threshold.seconds), now)
     return DataTypeFreshness(row.data_type, state, first_deadline, threshold)
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
 from sqlmodel import Session
 
+from schemas.api import as_utc
 from schemas.statuses import Freshness, Health
 from workers.ledger.bulk_sql import chunked, insert_rows
 from workers.ledger.connection_health import ConnectionHealth
@@ -37,13 +38,13 @@ class Transition:
     previous_health: Health | None
     health: ConnectionHealth
 
-    @property
-    def freshness_changed(self) -> bool:
-        return self.previous != self.current.freshness
-
-    @property
-    def health_changed(self) -> bool:
-        return self.previous_health != self.health.health
+    def changes(self) -> list[tuple[str, str | None, str]]:
+        """(`freshness_changed` or `health_changed`, previous, current) of each that changed."""
+        both = (
+            ("freshness_changed", self.previous, self.current.freshness),
+            ("health_changed", self.previous_health, self.health.health),
+        )
+        return [change for change in both if change[1] != change[2]]
 
 
 def record_transitions(
@@ -67,7 +68,8 @@ def record_transitions(
     for cid in ids:
         fresh, health, old = assessed[cid].freshness, assessed[cid].health, known.get(cid)
         overdue = list(fresh.overdue_data_types)
-        if old is not None and (old.freshness, list(old.overdue_data_types), _utc(old.expected_by), old.health) == (
+        expected_by = old and old.expected_by and as_utc(old.expected_by)
+        if old is not None and (old.freshness, old.overdue_data_types, expected_by, old.health) == (
             fresh.freshness,
             overdue,
             fresh.expected_by,
@@ -78,7 +80,8 @@ def record_transitions(
         if old is not None and connections[cid].status == "Linked" and set(overdue) - set(old.overdue_data_types):
             overdue_companies.add(company_id)
         previous, previous_health = (old.freshness, old.health) if old is not None else (None, None)
-        transitions.append(Transition(cid, company_id, previous, fresh, previous_health, health))
+        transition = Transition(cid, company_id, previous, fresh, previous_health, health)
+        transitions.append(transition)
         writes.append(
             {
                 "connection_id": cid,
@@ -93,14 +96,10 @@ def record_transitions(
                 else now,
             }
         )
-        for kind, before, after in (
-            ("freshness_changed", previous, fresh.freshness),
-            ("health_changed", previous_health, health.health),
-        ):
-            if before != after:
-                cause = (event_ids or {}).get(cid)
-                change = {"kind": kind, "previous": before, "current": after, "event_id": cause}
-                logged.append({"connection_id": cid, "company_id": company_id, "at": now, **change})
+        for kind, before, after in transition.changes():
+            cause = (event_ids or {}).get(cid)
+            change = {"kind": kind, "previous": before, "current": after, "event_id": cause}
+            logged.append({"connection_id": cid, "company_id": company_id, "at": now, **change})
     insert_rows(session, RECORDS, writes, conflict=["connection_id"])
     insert_rows(session, STATE_CHANGES, logged)
     _request_reconciles(session, overdue_companies, now)
@@ -115,10 +114,6 @@ def _request_reconciles(session: Session, company_ids: set[str], now: datetime) 
     waiting = set(session.execute(select(column).where(column.in_(sorted(company_ids)))).scalars())
     requests = [{"company_id": company_id, "requested_at": now} for company_id in sorted(company_ids - waiting)]
     insert_rows(session, RECONCILE_REQUESTS, requests)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def source_type_label(source_type: str | None) -> str:

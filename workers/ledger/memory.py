@@ -1,5 +1,5 @@
 """The ledger in memory: what a rebuild folds into before writing every row at once, and what tests compare with.
-A `workers.ledger.batch.Ledger` like the SQL store: both fold by the same driver."""
+A `workers.ledger.fold.Ledger` like the SQL store: both fold by the same driver."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from schemas.events import Event
-from workers.ledger.batch import fold_batch
-from workers.ledger.fold import Change, ConnectionSlice, fold_company
+from workers.ledger.fold import Change, ConnectionSlice, fold_batch, fold_company
 from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values
 from workers.ledger.tables import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
 

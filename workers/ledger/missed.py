@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Engine, Table, func
+from sqlalchemy import Engine, Table, func, tuple_
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
@@ -61,10 +61,6 @@ def missed_page(
     if since is not None:
         query = query.where(col(MissedWebhook.found_at) >= since)
     if after is not None:
-        at, dataset_id = after
-        query = query.where(
-            (col(MissedWebhook.found_at) < at)
-            | ((col(MissedWebhook.found_at) == at) & (col(MissedWebhook.dataset_id) < dataset_id))
-        )
+        query = query.where(tuple_(col(MissedWebhook.found_at), col(MissedWebhook.dataset_id)) < after)
     query = query.order_by(col(MissedWebhook.found_at).desc(), col(MissedWebhook.dataset_id).desc()).limit(limit + 1)
     return list(session.exec(query).all())

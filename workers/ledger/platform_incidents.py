@@ -8,7 +8,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 from sqlalchemy import Engine, Select, case, distinct, func, update
 from sqlalchemy import select as sa_select
@@ -32,6 +32,7 @@ CLOSED = "platform.incident_closed"
 RESULT_PHASES = ("succeeded", "failed", "unsupported")
 NOT_COUNTED = "AuthError"
 """A failure the customer must fix (re-link): never a sign of the platform's trouble."""
+COUNTED_FAILURE = (SYNCS.c.phase == "failed") & (SYNCS.c.status != NOT_COUNTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +127,7 @@ def _in_window(query: Select[*Ts], key: str, after: datetime, now: datetime) -> 
 
 
 def _window_counts(session: Session, key: str, after: datetime, now: datetime) -> WindowCounts:
-    s = SYNCS.c
-    failed = (s.phase == "failed") & (s.status != NOT_COUNTED)
+    s, failed = SYNCS.c, COUNTED_FAILURE
     counts = sa_select(
         func.count(),
         func.count(case((failed, 1))),
@@ -162,15 +162,9 @@ def _check_platform(engine: Engine, key: str, incidents: IncidentSettings, now: 
 
 def _results(session: Session, key: str, after: datetime, now: datetime) -> list[Result]:
     s = SYNCS.c
-    query = sa_select(s.completed_at, s.connection_id, s.company_id, s.data_type, s.phase, s.status)
-    return [
-        Result(row.completed_at, row.connection_id, row.company_id, row.data_type, _counted_failure(row))
-        for row in session.execute(_in_window(query, key, after, now))
-    ]
-
-
-def _counted_failure(row: Any) -> bool:
-    return bool(row.phase == "failed" and row.status != NOT_COUNTED)
+    query = sa_select(s.completed_at, s.connection_id, s.company_id, s.data_type, COUNTED_FAILURE)
+    rows = session.execute(_in_window(query, key, after, now))
+    return [Result(at, cid, company_id, data_type, bool(failed)) for at, cid, company_id, data_type, failed in rows]
 
 
 def _record(
@@ -179,6 +173,7 @@ def _record(
     """Write one derived incident; the feed entries of what this call changed (an opening, a close)."""
     row = session.get(PlatformIncident, incident.id)
     entries = []
+    derived = (incident.data_types, incident.affected_connections)
     if row is None:
         row = PlatformIncident(
             id=incident.id,
@@ -194,11 +189,8 @@ def _record(
         session.flush()  # a second checker inserting the same id fails here, and its transaction with it
         entries.append(_entry(OPENED, row))
         log.info("msg=incident_opened incident=%s platform=%s share=%s", row.id, row.platform_key, row.failure_share)
-    elif row.closed_at is None and (row.data_types, row.affected_connections) != (
-        incident.data_types,
-        incident.affected_connections,
-    ):
-        row.data_types, row.affected_connections = incident.data_types, incident.affected_connections
+    elif row.closed_at is None and (row.data_types, row.affected_connections) != derived:
+        row.data_types, row.affected_connections = derived
         session.add(row)
     if incident.closed_at is not None and row.closed_at is None:
         closed = session.execute(

@@ -82,18 +82,15 @@ def reassess_batch(
             out = connection_out(conn, names.get(conn.company_id), conn.id in active, assessed[conn.id])
             entries += transition_entries(transition, out, None)
             overdue = ",".join(transition.current.overdue_data_types) or "-"
-            for kind, previous, current, detail in (
-                ("freshness_changed", transition.previous, transition.current.freshness, f" overdue={overdue}"),
-                ("health_changed", transition.previous_health, transition.health.health, ""),
-            ):
-                if previous != current:
-                    log.info(
-                        "msg=%s connection=%s company=%s previous=%s current=%s%s",
-                        kind,
-                        conn.id,
-                        conn.company_id,
-                        previous,
-                        current,
-                        detail,
-                    )
+            for kind, previous, current in transition.changes():
+                detail = f" overdue={overdue}" if kind == "freshness_changed" else ""
+                log.info(
+                    "msg=%s connection=%s company=%s previous=%s current=%s%s",
+                    kind,
+                    conn.id,
+                    conn.company_id,
+                    previous,
+                    current,
+                    detail,
+                )
     return entries, max(connections), len(connections)

@@ -121,11 +121,6 @@ def fingerprint(row: Any) -> tuple[Any, ...]:
     return _getter(row.__class__)(row)
 
 
-def clone(row: R) -> R:
-    """A shallow copy of a row."""
-    return type(row)(*fingerprint(row))
-
-
 def as_values(row: Any) -> dict[str, Any]:
     """The row as column -> value, for an INSERT."""
     return dict(zip(column_names(row.__class__), fingerprint(row), strict=True))

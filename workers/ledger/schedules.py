@@ -4,12 +4,13 @@ for freshness (as plain `Schedules`), recorded when `workers.codat.sync_settings
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select
 from sqlmodel import Session
 
+from schemas.api import as_utc
 from workers.ledger.bulk_sql import chunked, insert_rows
 from workers.ledger.freshness import Schedules
 from workers.ledger.tables import COMPANIES, SyncSchedule
@@ -52,8 +53,8 @@ def record_schedules(session: Session, company_id: str | None, hours: Mapping[st
 
 def fetched_at(session: Session, company_id: str | None) -> datetime | None:
     """When the client's (`company_id` None) or a company's schedules were last read; None if never."""
-    value: datetime | None = _recorded(session, SCHEDULES.c.fetched_at, company_id)
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    value = _recorded(session, SCHEDULES.c.fetched_at, company_id)
+    return None if value is None else as_utc(value)
 
 
 def companies_due(session: Session, read_before: datetime) -> list[str]:

@@ -1,6 +1,6 @@
-"""The ledger in SQL, for the fold driver (`workers.ledger.batch`): slices read with ``IN`` lists, only changed rows
-written back, in the caller's transaction. On PostgreSQL the connection rows are locked in id order first, so two
-batches never wait on each other in a cycle."""
+"""The ledger in SQL, for the fold driver (`workers.ledger.fold.fold_batch`): slices read with ``IN`` lists, only
+changed rows written back, in the caller's transaction. On PostgreSQL the connection rows are locked in id order
+first, so two batches never wait on each other in a cycle."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from schemas.events import Event
-from workers.ledger.batch import fold_batch
 from workers.ledger.bulk_sql import chunked, insert_rows, update_rows
-from workers.ledger.fold import Change, ConnectionSlice, fold_company
+from workers.ledger.fold import Change, ConnectionSlice, fold_batch, fold_company
 from workers.ledger.rows import OPEN_PHASES, CompanyRow, ConnectionRow, DataTypeRow, SyncRow, as_values, fingerprint
 from workers.ledger.tables import COMPANIES, CONNECTIONS, DATA_TYPES, SYNCS
-
-
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 class SqlLedger:
@@ -46,7 +41,8 @@ class SqlLedger:
             return
         rows = [as_values(row) for row in facts.values()]
         rows.sort(key=lambda r: str(r["id"]))  # one lock order for every batch
-        stmt = _insert(self.session)(COMPANIES)
+        insert = pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(COMPANIES)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={c: getattr(stmt.excluded, c) for c in ("name", "name_stamp", "description", "tags")},

@@ -4,12 +4,11 @@ freshness and health changes, and results only reconciliation found. Items are o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from schemas.api import TimelineItemOut
@@ -47,16 +46,15 @@ REQUEST_KINDS: dict[str, TimelineKind] = {
     "delete": "delete_requested",
     "reconnect": "reconnect_requested",
 }
-SYNC_KINDS: dict[str, TimelineKind] = {"succeeded": "sync_succeeded", "failed": "sync_failed", "stale": "sync_stale"}
+SYNC_KINDS: dict[str, tuple[TimelineKind, str]] = {
+    "succeeded": ("sync_succeeded", "{what} synced"),
+    "failed": ("sync_failed", "{what} failed: {status}"),
+    "stale": ("sync_stale", "{what}: no result came from Codat in time (stale)"),
+}
 Position = tuple[datetime, str]
 """(time, key) of an item: a page ends at one, the next starts after it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    at: datetime
-    key: str
-    item: TimelineItemOut
+Entry = tuple[str, TimelineItemOut]
+"""An item and its key, `source|row id`."""
 
 
 def _entry(
@@ -68,8 +66,7 @@ def _entry(
     event_id: str | None = None,
     actor: str | None = None,
 ) -> Entry:
-    item = TimelineItemOut(at=at, kind=kind, summary=summary, data_type=data_type, event_id=event_id, actor=actor)
-    return Entry(at, key, item)
+    return key, TimelineItemOut(at=at, kind=kind, summary=summary, data_type=data_type, event_id=event_id, actor=actor)
 
 
 def load_timeline(
@@ -81,40 +78,29 @@ def load_timeline(
     for source in (_webhooks, _syncs, _requests, _changes, _missed):
         entries += source(session, connection, platform, limit + 1, after)
     # Stable: rows of one source at one time keep the order the database gave them (its own collation of ids).
-    entries.sort(key=lambda e: (e.at, e.key.partition("|")[0]), reverse=True)
+    entries.sort(key=lambda e: (e[1].at, e[0].partition("|")[0]), reverse=True)
     page = entries[:limit]
     more = len(entries) > limit
-    return [e.item for e in page], (page[-1].at, page[-1].key) if more and page else None
-
-
-def _older(at: Any, ident: Any, source: str, after: Position, parse: Callable[[str], Any]) -> ColumnElement[bool]:
-    """SQL: rows of `source` that come after `after` in the newest-first order."""
-    when, key = after
-    prefix, _, rest = key.partition("|")
-    if source < prefix:
-        return or_(at < when, at == when)
-    if source > prefix:
-        return at < when  # type: ignore[no-any-return]
-    try:
-        bound = parse(rest)
-    except ValueError:
-        return at < when  # type: ignore[no-any-return]
-    return or_(at < when, and_(at == when, ident < bound))
+    return [item for _, item in page], (page[-1][1].at, page[-1][0]) if more and page else None
 
 
 def _page(
-    session: Session,
-    query: Any,
-    at: Any,
-    ident: Any,
-    source: str,
-    limit: int,
-    after: Position | None,
-    parse: Callable[[str], Any] = str,
+    session: Session, query: Any, at: Any, ident: Any, source: str, limit: int, after: Position | None
 ) -> Sequence[Any]:
-    """Up to `limit` rows of `query` after `after`, newest first (by `at`, then `ident`)."""
+    """Up to `limit` rows of `query` that come after `after` in the newest-first order (by `at`, then `ident`)."""
     if after is not None:
-        query = query.where(_older(at, ident, source, after, parse))
+        when, key = after
+        prefix, _, rest = key.partition("|")
+        older = at < when
+        if source < prefix:
+            older = at <= when
+        elif source == prefix:
+            parse = int if ident.type.python_type is int else str
+            try:
+                older = or_(older, and_(at == when, ident < parse(rest)))
+            except ValueError:
+                pass
+        query = query.where(older)
     rows: Sequence[Any] = session.exec(query.order_by(at.desc(), ident.desc()).limit(limit)).all()
     return rows
 
@@ -170,15 +156,10 @@ def _syncs(session: Session, connection: Connection, platform: str, limit: int, 
     query = select(Sync).where(Sync.connection_id == connection.id, col(Sync.phase).in_(list(SYNC_KINDS)))
     entries = []
     for row in _page(session, query, col(Sync.sort_at), col(Sync.id), "s", limit, after):
-        kind = SYNC_KINDS[row.phase]
+        kind, summary = SYNC_KINDS[row.phase]
         data_type = None if row.data_type == "*" else row.data_type
         what = _cap(data_type) if data_type else f"All data from {platform}"
-        if kind == "sync_succeeded":
-            summary = f"{what} synced"
-        elif kind == "sync_failed":
-            summary = f"{what} failed: {row.status}"
-        else:
-            summary = f"{what}: no result came from Codat in time (stale)"
+        summary = summary.format(what=what, status=row.status)
         entries.append(_entry(row.sort_at, f"s|{row.id}", kind, summary, data_type, row.event_id))
     return entries
 
@@ -205,7 +186,7 @@ def _requests(
             f"audit:{row.id}",
             row.actor,
         )
-        for row in _page(session, query, col(AuditRecord.at), col(AuditRecord.id), "a", limit, after, int)
+        for row in _page(session, query, col(AuditRecord.at), col(AuditRecord.id), "a", limit, after)
     ]
 
 
@@ -217,8 +198,7 @@ def _request_summary(row: AuditRecord, platform: str) -> str:
         "reconnect": f"A fresh link to reconnect {platform}",
     }[row.action]
     by = f" by {row.actor}" if row.actor else ""
-    refused = f" (not done: {row.detail})" if row.result == "failed" and row.detail else ""
-    refused = refused or (" (not done)" if row.result == "failed" else "")
+    refused = (f" (not done: {row.detail})" if row.detail else " (not done)") if row.result == "failed" else ""
     return f"{what} was requested{by}{refused}"
 
 
@@ -227,7 +207,7 @@ def _changes(
 ) -> list[Entry]:
     query = select(StateChange).where(StateChange.connection_id == connection.id)
     entries = []
-    for row in _page(session, query, col(StateChange.at), col(StateChange.id), "c", limit, after, int):
+    for row in _page(session, query, col(StateChange.at), col(StateChange.id), "c", limit, after):
         kind: TimelineKind = "health_changed" if row.kind == "health_changed" else "freshness_changed"
         noun = "Health" if kind == "health_changed" else "Freshness"
         summary = f"{noun} changed from {row.previous} to {row.current}" if row.previous else f"{noun}: {row.current}"

@@ -26,12 +26,10 @@ class WorkerRuntime:
 
     @property
     def freshness(self) -> FreshnessPolicy:
-        """The freshness thresholds of `settings`."""
         return FreshnessPolicy.from_settings(self.settings)
 
     @property
     def incidents(self) -> IncidentSettings:
-        """The incident thresholds of `settings`."""
         return IncidentSettings.from_settings(self.settings)
 
     def on_close(self, closer: Callable[[], None]) -> None:
