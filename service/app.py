@@ -60,32 +60,27 @@ log = logging.getLogger("synctrack.app")
 WEBHOOK_PATH = "/webhooks/codat"
 
 
-def as_api_error(request: Request, exc: Exception) -> ApiError:
-    """What the client is told about an exception that left a handler: the one map to `ErrorCode`.
-
-    Raises `exc` again for anything without an answer of its own (a bug: the server's 500).
-    """
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The app's one exception handler, Synctrack's errors and the router's 404/405 alike: the one map to
+    `ErrorCode`. Raises `exc` again for anything without an answer of its own (a bug: the server's 500)."""
     match exc:
         case ApiError():
-            return exc
+            error = exc
         case UnsafeUrl():
-            return ApiError(400, ErrorCode.INVALID_URL, str(exc))
+            error = ApiError(400, ErrorCode.INVALID_URL, str(exc))
         case ReplayJobNotFound():
-            return ApiError(404, ErrorCode.NOT_FOUND, f"no replay job with id {exc.job_id!r}")
+            error = ApiError(404, ErrorCode.NOT_FOUND, f"no replay job with id {exc.job_id!r}")
         case StreamUnavailable():
-            return stream.unavailable()
+            error = stream.unavailable()
         case HTTPException(status_code=404):
-            return ApiError(
+            error = ApiError(
                 404, ErrorCode.NOT_FOUND, f"no route {request.method} {request.url.path}", dict(exc.headers or {})
             )
         case HTTPException():
-            return ApiError(exc.status_code, ErrorCode.INVALID_PARAMETER, exc.detail, dict(exc.headers or {}))
-    raise exc
-
-
-async def answer_error(request: Request, exc: Exception) -> Response:
-    """The app's one exception handler: Synctrack's errors and the router's 404/405 alike."""
-    return error_response(as_api_error(request, exc))
+            error = ApiError(exc.status_code, ErrorCode.INVALID_PARAMETER, exc.detail, dict(exc.headers or {}))
+        case _:
+            raise exc
+    return error_response(error)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -5,15 +5,16 @@ The app is built from the environment when `app` is first asked for, so importin
 
 from __future__ import annotations
 
+from functools import cache
+
 from starlette.applications import Starlette
 
 from schemas.settings import Settings
 from service.app import create_app
 from workers.runtime.logs import configure_logging
 
-_built: Starlette | None = None
 
-
+@cache
 def build() -> Starlette:
     """The web process's app, from the environment's settings, with logging configured."""
     settings = Settings()
@@ -22,9 +23,6 @@ def build() -> Starlette:
 
 
 def __getattr__(name: str) -> Starlette:
-    global _built
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _built is None:
-        _built = build()
-    return _built
+    return build()

@@ -89,7 +89,4 @@ def time_param(request: Request, name: str) -> datetime | None:
 
 def list_param(request: Request, name: str) -> list[str]:
     """A filter given repeated (`?x=a&x=b`) or comma-separated (`?x=a,b`)."""
-    values: list[str] = []
-    for raw in request.query_params.getlist(name):
-        values.extend(part.strip() for part in raw.split(",") if part.strip())
-    return values
+    return [part.strip() for raw in request.query_params.getlist(name) for part in raw.split(",") if part.strip()]

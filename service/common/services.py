@@ -45,10 +45,9 @@ class Services:
 
     def get(self, kind: type[T]) -> T:
         """The app's one object of class `kind` among `owned`; raises LookupError when it has none."""
-        for item in self.owned:
-            if isinstance(item, kind):
-                return item
-        raise LookupError(f"the app holds no {kind.__name__}")
+        if (found := next((item for item in self.owned if isinstance(item, kind)), None)) is None:
+            raise LookupError(f"the app holds no {kind.__name__}")
+        return found
 
 
 def services(where: HTTPConnection | Starlette) -> Services:

@@ -2,14 +2,23 @@
 
 Authentication is off only with no admin token hash configured AND a loopback bind address: `synctrack dev`
 turns it off by itself, `synctrack web` only with `SYNCTRACK_AUTH_DISABLED=true`.
+
+Then only this machine's own requests are served, not a web page's that the developer opened
+(`check_local_request`): a browser is a loopback peer too, so `Host` must be a loopback name (defeating DNS
+rebinding), and a request a browser sends for another site (`Origin`, `Sec-Fetch-Site`) is refused unless that
+origin is this server or in `SYNCTRACK_CORS_ORIGINS`. Both answer 403 `forbidden`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Collection
+from urllib.parse import urlsplit
 
-from schemas.errors import ConfigError
+from starlette.types import Scope
+
+from schemas.errors import ApiError, ConfigError, ErrorCode
 from schemas.settings import Settings
 
 BANNER = "!" * 78
@@ -26,6 +35,35 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_name(host: str) -> str:
+    """The name of a `Host` value without its port (`[::1]:8000` -> `::1`)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def check_local_request(scope: Scope, allowed_origins: Collection[str]) -> None:
+    """Raise ApiError 403 unless the request is addressed to a loopback name and not sent by a foreign page."""
+    headers = {name: value.decode("latin-1") for name, value in scope.get("headers", [])}
+    host = headers.get(b"host", "").strip().lower()
+    if not host or not is_loopback_host(host_name(host)):
+        raise ApiError(
+            403,
+            ErrorCode.FORBIDDEN,
+            "authentication is off for local development, so only requests to localhost or a loopback "
+            "address are served",
+        )
+    allowed = {f"http://{host}", f"https://{host}"} | {o.rstrip("/").lower() for o in allowed_origins}
+    if (origin := headers.get(b"origin")) is not None:
+        parsed = urlsplit(origin.strip().lower())
+        foreign = f"{parsed.scheme}://{parsed.netloc}" not in allowed or origin.strip().lower() == "null"
+    else:
+        foreign = headers.get(b"sec-fetch-site", "").strip().lower() == "cross-site"
+    if foreign:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "cross-site requests are refused while authentication is off")
 
 
 def resolve(settings: Settings, host: str, *, dev: bool) -> tuple[Settings, list[str]]:

@@ -3,6 +3,10 @@
 - Too many or too large headers are refused with 431: uvicorn's default parser (httptools) bounds neither.
 - No `/v1/*` answer is kept by a browser or a proxy cache (they hold customers' data and bearer tokens):
   each says ``Cache-Control: no-store`` unless it says otherwise itself; error bodies carry it wherever written.
+
+`body_refusal` (applied by `AuthMiddleware`, after authentication): a `/v1/*` request that carries a body must say
+it is JSON, or it is 415. A browser lets any page send text, form or multipart bodies anywhere without a CORS
+preflight; a JSON body needs one, so refusing every other media type keeps such pages out of the API.
 """
 
 from __future__ import annotations
@@ -24,6 +28,21 @@ def header_refusal(scope: Scope, max_header_bytes: int) -> ApiError | None:
     if len(headers) > MAX_HEADERS or size > max_header_bytes:
         detail = f"at most {MAX_HEADERS} headers of {max_header_bytes} bytes in all are accepted"
         return ApiError(431, ErrorCode.HEADERS_TOO_LARGE, detail)
+    return None
+
+
+def body_refusal(scope: Scope) -> ApiError | None:
+    """The 415 for a `/v1/*` request whose body is not JSON; None for any other request."""
+    headers = scope.get("headers", [])
+    has_body = any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0"))
+        for name, value in headers
+    )
+    content_type = next((value for name, value in headers if name == b"content-type"), b"")
+    media = content_type.decode("latin-1").split(";")[0].strip().lower()
+    is_json = media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    if scope["path"].startswith(API_PREFIX) and has_body and not is_json:
+        return ApiError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "a request body must be sent as application/json")
     return None
 
 

@@ -24,20 +24,18 @@ from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
 from service.common.services import services
-from service.security.edge import EdgeMiddleware
+from service.security.auth_mode import check_local_request
+from service.security.edge import API_PREFIX, EdgeMiddleware, body_refusal
 from service.security.failure_budget import FailureLimiter
-from service.security.json_only import body_refusal
-from service.security.local_only import check_local_request
-from service.security.parameters import check_parameters
 from service.security.revocation import RevocationList
-from service.security.rules import ADMIN, Kind, Rule, check_company, needs_lookup, rule_for
+from service.security.rules import ADMIN, Kind, Rule, check_company, check_parameters, needs_lookup, rule_for
 from service.security.sources import SourceResolver, bucket_key, is_loopback, parse_networks
 from service.security.tokens import LOCAL_DEVELOPER, AdminTokens, Authenticator, InvalidToken, Principal, TokenSigner
 
 log = logging.getLogger("synctrack.auth")
 
 QUERY_TOKEN = "access_token"
-API_PREFIX = "/v1/"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="synctrack"'}
 AUTHENTICATED = Rule(Kind.COMPANY)
 """Paths under /v1/ that match no route: any valid token, then the router's own 404 or 405."""
 
@@ -79,24 +77,17 @@ class AuthMiddleware:
         scope when its route needs one."""
         query_token = take_query_token(scope)
         rule, path_params = self.route_rule(scope)
-        if self.disabled and rule.kind != Kind.SIGNATURE:
-            try:
-                check_local_request(scope, self.settings.cors_origins)
-            except ApiError as refused:
-                return refused
-        if rule.kind in (Kind.PUBLIC, Kind.SIGNATURE) or (
-            rule.kind == Kind.METRICS and not self.settings.metrics_require_token
-        ):
-            return None
         try:
+            if self.disabled and rule.kind != Kind.SIGNATURE:
+                check_local_request(scope, self.settings.cors_origins)
+            if rule.kind in (Kind.PUBLIC, Kind.SIGNATURE) or (
+                rule.kind == Kind.METRICS and not self.settings.metrics_require_token
+            ):
+                return None
             principal = self.authenticate(scope, rule, query_token)
-            if principal.token_id is not None and await self.revocations(scope).is_revoked(principal.token_id):
-                raise ApiError(
-                    401,
-                    ErrorCode.UNAUTHORIZED,
-                    "the token has been revoked",
-                    headers={"WWW-Authenticate": 'Bearer realm="synctrack"'},
-                )
+            token_id = principal.token_id
+            if token_id is not None and await services(scope["app"]).get(RevocationList).is_revoked(token_id):
+                raise ApiError(401, ErrorCode.UNAUTHORIZED, "the token has been revoked", headers=dict(CHALLENGE))
             if rule.kind != Kind.COMPANY and not principal.is_admin:
                 raise ApiError(403, ErrorCode.FORBIDDEN, "this route needs an admin token")
             check_parameters(scope, path_params)
@@ -108,9 +99,6 @@ class AuthMiddleware:
             return refused
         scope.setdefault("state", {})["principal"] = principal
         return None
-
-    def revocations(self, scope: Scope) -> RevocationList:
-        return services(scope["app"]).get(RevocationList)
 
     def route_rule(self, scope: Scope) -> tuple[Rule, dict[str, Any]]:
         """The rule of the route the router will choose, and that route's path parameters."""
@@ -129,7 +117,7 @@ class AuthMiddleware:
 
     def authenticate(self, scope: Scope, rule: Rule, query_token: str | None) -> Principal:
         """The caller; raises ApiError (401, or 429 for a source over its failure budget)."""
-        header = header_value(scope, b"authorization")
+        header = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"), None)
         token: str | None = None
         problem = "this route needs an Authorization: Bearer <token> header"
         if header is not None:
@@ -162,7 +150,7 @@ class AuthMiddleware:
             )
         if self.limiter.charge(source):
             log.warning("msg=source_rate_limited source=%s route=api", source)
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, problem, headers={"WWW-Authenticate": 'Bearer realm="synctrack"'})
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, problem, headers=dict(CHALLENGE))
 
     async def confine(self, scope: Scope, principal: Principal, rule: Rule, path_params: dict[str, Any]) -> None:
         """Keep a company-scoped request inside its company (raises ApiError 404); forces list filters."""
@@ -175,13 +163,6 @@ class AuthMiddleware:
             confined = check_company(principal, rule, params, query, engine)
         if confined != query:
             scope["query_string"] = urlencode(confined).encode("latin-1")
-
-
-def header_value(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def take_query_token(scope: Scope) -> str | None:

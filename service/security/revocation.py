@@ -20,14 +20,6 @@ from schemas.errors import ApiError, ErrorCode
 READ_BATCH = 500  # tokens looked up per MGET
 
 
-def revoked_key(namespace: str, token_id: str) -> str:
-    return f"{namespace}:revoked-token:{token_id}"
-
-
-def minted_key(namespace: str, token_id: str) -> str:
-    return f"{namespace}:minted-token:{token_id}"
-
-
 @dataclass(frozen=True)
 class Revocation:
     token_id: str
@@ -41,21 +33,25 @@ class RevocationList:
         self.namespace = namespace
         self.max_ttl_seconds = int(max_ttl_seconds)
 
+    def key(self, kind: str, token_id: str) -> str:
+        """`kind` is ``revoked`` (the list) or ``minted`` (a minted token's company and expiry)."""
+        return f"{self.namespace}:{kind}-token:{token_id}"
+
     async def remember_minted(self, token_id: str, company_id: str, expires_at: int) -> None:
         """Note a minted token's company and expiry, until it expires (so a revocation knows both)."""
         ttl = max(1, expires_at - int(time.time()))
         value = json.dumps({"company_id": company_id, "exp": expires_at})
-        await self.redis.set(minted_key(self.namespace, token_id), value, ex=ttl)
+        await self.redis.set(self.key("minted", token_id), value, ex=ttl)
 
     async def revoke(self, token_id: str, by: str) -> Revocation:
         """Put `token_id` on the list until its expiry. Raises ApiError 503 when Redis cannot be reached."""
         now = int(time.time())
         try:
-            raw = await self.redis.get(minted_key(self.namespace, token_id))
+            raw = await self.redis.get(self.key("minted", token_id))
             minted = json.loads(raw) if raw else {}
             until = int(minted.get("exp", now + self.max_ttl_seconds))
             record = json.dumps({"by": by, "at": now})
-            await self.redis.set(revoked_key(self.namespace, token_id), record, ex=max(1, until - now))
+            await self.redis.set(self.key("revoked", token_id), record, ex=max(1, until - now))
         except RedisError:
             raise unavailable() from None
         return Revocation(token_id, minted.get("company_id"), until)
@@ -63,7 +59,7 @@ class RevocationList:
     async def is_revoked(self, token_id: str) -> bool:
         """Raises ApiError 503 when the list cannot be read (a revoked token must not slip through)."""
         try:
-            return bool(await self.redis.exists(revoked_key(self.namespace, token_id)))
+            return bool(await self.redis.exists(self.key("revoked", token_id)))
         except RedisError:
             raise unavailable() from None
 
@@ -73,7 +69,7 @@ class RevocationList:
         found: set[str] = set()
         for start in range(0, len(token_ids), READ_BATCH):
             batch = token_ids[start : start + READ_BATCH]
-            values = await self.redis.mget([revoked_key(self.namespace, token_id) for token_id in batch])
+            values = await self.redis.mget([self.key("revoked", token_id) for token_id in batch])
             found.update(token_id for token_id, value in zip(batch, values, strict=True) if value is not None)
         return found
 

@@ -2,18 +2,26 @@
 
 Every route has a rule (a test checks it); a `/v1/*` route without one answers to admins only. A company-scoped
 token gets 404 for another company's resources, exactly as for missing ones, and 403 for a right it lacks.
+
+Before the tenant checks read the database, `check_parameters` makes sure a handler can trust its parameters: a
+control character in a query parameter is 400 `invalid_parameter` (PostgreSQL refuses a NUL outright); a path id
+holding one, or a company or connection id off the one id syntax (`schemas/ids.py`), is the 404 of a missing id.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
+from starlette.types import Scope
 
 from schemas.errors import ApiError, ErrorCode
+from schemas.ids import is_valid_id
 from service.security.tokens import Principal
 from workers.ledger.tables import Connection, WebhookEvent
 
@@ -115,6 +123,22 @@ def rule_for(method: str, path: str) -> Rule | None:
 def not_found(kind: str, ident: str) -> ApiError:
     # The same sentence the handlers use for a missing resource, so the two cannot be told apart.
     return ApiError(404, ErrorCode.NOT_FOUND, f"no {kind} with id {ident!r}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+ID_PARAMETERS = {"company_id": "company", "connection_id": "connection"}  # and the word their 404 uses
+
+
+def check_parameters(scope: Scope, path_params: dict[str, Any]) -> None:
+    """Raise ApiError (400 for a query parameter, 404 for a path id that cannot exist) unless all are usable."""
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    for name, value in query:
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"the query parameter {name!r} holds a control character")
+    for name, value in path_params.items():
+        text = str(value)
+        if _CONTROL.search(text) or (name in ID_PARAMETERS and not is_valid_id(text)):
+            raise not_found(ID_PARAMETERS.get(name) or name.removesuffix("_id").replace("_", " "), text)
 
 
 def needs_lookup(rule: Rule, query: list[tuple[str, str]]) -> bool:

@@ -14,8 +14,6 @@ from starlette.types import Scope
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-LOOPBACK_NAMES = ("localhost",)  # peer names some servers use instead of an address
-
 
 def parse_networks(values: Iterable[str], setting: str) -> list[Network]:
     """CIDRs (or single addresses) from a setting; raises ValueError naming the setting and the bad entry."""
@@ -78,11 +76,9 @@ def is_within(source: str, networks: list[Network]) -> bool:
 
 def is_loopback(scope: Scope) -> bool:
     """Whether the TCP peer (not any forwarded address) is this machine."""
-    client = scope.get("client")
-    if not client:
-        return False
-    address = parse_address(str(client[0]))
-    return address.is_loopback if address is not None else str(client[0]) in LOOPBACK_NAMES
+    peer = str(scope["client"][0]) if scope.get("client") else ""
+    address = parse_address(peer)
+    return address.is_loopback if address is not None else peer == "localhost"  # a name some servers give
 
 
 def bucket_key(source: str) -> str:

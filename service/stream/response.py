@@ -1,7 +1,8 @@
 """One client's events, from its opening to its last change, written to its socket with the ASGI `send`.
 
-The opening (a snapshot, a reset, or the changes missed, read from Redis page by page) is followed by what the
-fan-out buffered, skipping every id at or before the last one sent, so there is never a gap nor a repeat.
+The opening (a ``snapshot`` read from the ledger, a ``reset``, or the changes missed, read from Redis page by page)
+is followed by what the fan-out buffered, skipping every id at or before the last one sent, so there is never a gap
+nor a repeat.
 """
 
 from __future__ import annotations
@@ -10,23 +11,71 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from anyio import to_thread
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 from sse_starlette.sse import AppStatus
 from starlette.types import Receive, Scope, Send
 
 from service.stream.fanout import Fanout
-from service.stream.frames import frame, load_snapshot, reset_frame
-from service.stream.subscriber import SLOW_CLIENT, Subscriber, parse_id, read_entries, unsent
+from service.stream.subscriber import (
+    SLOW_CLIENT,
+    StreamFilter,
+    Subscriber,
+    frame,
+    parse_id,
+    read_entries,
+    reset_frame,
+    unsent,
+)
+from workers.ledger.durations import load_timings
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
+from workers.ledger.tables import Connection, Sync
+from workers.ledger.views import connection_out, connection_rows_query, load_assessments, load_companies, sync_out
 from workers.runtime.metrics import record_latency
 
 log = logging.getLogger("synctrack.stream")
 
 CATCH_UP_PAGE = 500  # missed changes read from Redis per XRANGE
+SNAPSHOT_LIMIT = 10_000  # most connections (and active syncs) a snapshot lists; beyond it, `truncated` is true
+
+
+def load_snapshot(
+    engine: Engine, stream_filter: StreamFilter, freshness: FreshnessPolicy = DEFAULT_POLICY
+) -> dict[str, Any]:
+    """The filtered connections and active syncs as the JSON API shows them, and the companies they belong to."""
+    connections = connection_rows_query().order_by(col(Connection.id)).limit(SNAPSHOT_LIMIT + 1)
+    syncs = select(Sync).where(Sync.phase == "active")
+    syncs = syncs.order_by(col(Sync.sort_at).desc(), col(Sync.id)).limit(SNAPSHOT_LIMIT + 1)
+    if stream_filter.company_ids:
+        connections = connections.where(col(Connection.company_id).in_(stream_filter.company_ids))
+        syncs = syncs.where(col(Sync.company_id).in_(stream_filter.company_ids))
+    if stream_filter.connection_ids:
+        connections = connections.where(col(Connection.id).in_(stream_filter.connection_ids))
+        syncs = syncs.where(col(Sync.connection_id).in_(stream_filter.connection_ids))
+    with Session(engine) as session:
+        connection_rows = session.exec(connections).all()
+        sync_rows = session.exec(syncs).all()
+        timings = load_timings(session, sync_rows[:SNAPSHOT_LIMIT])
+        shown = connection_rows[:SNAPSHOT_LIMIT]
+        active = {conn.id for conn, _, is_active in shown if is_active}
+        assessed = load_assessments(session, [conn for conn, _, _ in shown], active, freshness, datetime.now(UTC))
+        companies = load_companies(session, {*stream_filter.company_ids, *(conn.company_id for conn, _, _ in shown)})
+    return {
+        "companies": [company.model_dump(mode="json") for company in companies[:SNAPSHOT_LIMIT]],
+        "connections": [
+            connection_out(conn, name, bool(active), assessed[conn.id]).model_dump(mode="json")
+            for conn, name, active in shown
+        ],
+        "syncs": [sync_out(row, timings.get(row.id)).model_dump(mode="json") for row in sync_rows[:SNAPSHOT_LIMIT]],
+        "truncated": len(connection_rows) > SNAPSHOT_LIMIT or len(sync_rows) > SNAPSHOT_LIMIT,
+        "event_id": None,
+    }
 
 
 async def events(
@@ -42,11 +91,8 @@ async def events(
     try:
         if opening == "snapshot":
             limiter = fanout.snapshot_threads
-            yield frame(
-                position,
-                "snapshot",
-                await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=limiter),
-            )
+            snapshot = await to_thread.run_sync(load_snapshot, engine, sub.filter, freshness, limiter=limiter)
+            yield frame(position, "snapshot", snapshot)
         elif opening is not None:
             yield reset_frame(position, opening)
         else:
@@ -108,14 +154,14 @@ HEADERS = [
 """sse-starlette's headers: no caching, no proxy buffering."""
 
 
+@dataclass(slots=True)
 class ChangeStreamResponse:
     """Sends each chunk of `content` as it comes; ends when the content ends, the client leaves, or the
     watchdog times out a send. The subscriber is let go as soon as the client is gone."""
 
-    __slots__ = ("content", "sub", "fanout")
-
-    def __init__(self, content: AsyncGenerator[bytes, None], *, sub: Subscriber, fanout: Fanout) -> None:
-        self.content, self.sub, self.fanout = content, sub, fanout
+    content: AsyncGenerator[bytes, None]
+    sub: Subscriber
+    fanout: Fanout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.sub.task = asyncio.current_task()

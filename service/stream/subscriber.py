@@ -2,11 +2,13 @@
 
 A `StreamChange` is one feed entry with its SSE frame encoded once and shared by every client; a `Subscriber`
 is one client's bounded buffer of them, drained by the client's own request task (`service/stream/response.py`).
+The stream's own frames are here too: the heartbeat and ``reset``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -22,6 +24,28 @@ SLOW_CLIENT = "slow_client"
 STREAM_INTERRUPTED = "stream_interrupted"
 TOKEN_REVOKED = "token_revoked"
 TOKEN_EXPIRED = "token_expired"
+
+RESET_DETAIL = {
+    "last_event_id_not_found": "Last-Event-ID is not in the stream (unknown, or older than the retention window)",
+    SLOW_CLIENT: "the client read too slowly and its buffer overflowed",
+    STREAM_INTERRUPTED: "the change feed was interrupted and changes may have been missed",
+}
+TOKEN_DETAIL = {
+    TOKEN_REVOKED: "the token this stream was opened with has been revoked; the stream ends",
+    TOKEN_EXPIRED: "the token this stream was opened with has expired; reconnect with a new token",
+}
+"""Resets that end a company token's stream: not worth re-reading the state with that token."""
+
+
+def frame(event_id: str, name: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body, separators=(",", ":"))
+    return f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()
+
+
+def reset_frame(position: str, reason: str) -> bytes:
+    detail = TOKEN_DETAIL.get(reason) or RESET_DETAIL.get(reason, reason) + "; re-read the state from the JSON API"
+    return frame(position, "reset", {"reason": reason, "detail": detail, "event_id": None})
+
 
 HEARTBEAT = b": heartbeat\n\n"
 """A comment line: keeps proxies from closing an idle stream; EventSource ignores it."""

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from schemas.settings import Settings
 from service.app import create_app
 from service.common.services import services
-from service.stream.frames import load_snapshot
+from service.stream.response import load_snapshot
 from service.stream.subscriber import StreamFilter
 from tests.support.auth import ADMIN_HEADERS
 from workers.runtime.db import upgrade

@@ -21,7 +21,7 @@ from starlette.types import Message
 from schemas.settings import Settings
 from service.app import create_app
 from service.common.services import services
-from service.stream import frames, response
+from service.stream import response
 from service.stream.fanout import SNAPSHOT_THREADS, Fanout
 from tests.support.auth import ADMIN_HEADERS, ADMIN_TOKEN, company_token
 from tests.support.frames import locals_held
@@ -144,7 +144,7 @@ def test_snapshots_of_many_clients_opening_at_once_are_read_a_few_threads_at_a_t
             running[0] -= 1
         return real_snapshot(*args)
 
-    real_snapshot = frames.load_snapshot
+    real_snapshot = response.load_snapshot
     monkeypatch.setattr(response, "load_snapshot", slow_snapshot)
     with app_in_thread(create_app(settings)) as base:
         clients = []
