@@ -43,7 +43,7 @@ from workers.codat.import_jobs import (
     release,
 )
 from workers.codat.reconcile import apply_view, publish, read_company
-from workers.codat.sync_settings import try_refresh_settings
+from workers.codat.sync_settings import refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import ImportJob
@@ -90,7 +90,7 @@ class Importer:
         beating = asyncio.create_task(self._keep_claim(job_id))
         try:
             async with codat_client(self.settings, self.client) as codat:
-                await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
+                await refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock, quiet=True)
                 job = await self._discover(codat, job, deadline)
                 if job.status != "running" or job.next_page is not None:
                     return job
@@ -150,7 +150,9 @@ class Importer:
     ) -> CompanyResult:
         listing = await asyncio.to_thread(company_listing, self.engine, job_id, company_id)
         try:
-            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock)
+            await refresh_settings(
+                codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock, quiet=True
+            )
             company = listing if listing is not None else await codat.get_company(company_id)
             listed = company.get("dataConnections")
             connections = listed if isinstance(listed, list) else None

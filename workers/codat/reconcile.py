@@ -27,7 +27,7 @@ from schemas.settings import Settings
 from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
 from workers.codat.errors import GIVE_UP, CodatError
-from workers.codat.sync_settings import try_refresh_settings
+from workers.codat.sync_settings import refresh_settings
 from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
@@ -300,7 +300,7 @@ async def reconcile(
     policy = FreshnessPolicy.from_settings(settings)
     reports = []
     async with codat_client(settings, client) as codat:
-        await try_refresh_settings(codat, engine, feed, policy)
+        await refresh_settings(codat, engine, feed, policy, quiet=True)
         targets = list(company_ids or [])
         if not targets:
             targets = await asyncio.to_thread(ledger_companies, engine)
@@ -313,7 +313,7 @@ async def reconcile(
             report = CompanyReport(company_id)
             reports.append(report)
             try:
-                await try_refresh_settings(codat, engine, feed, policy, company_id)
+                await refresh_settings(codat, engine, feed, policy, company_id, quiet=True)
                 view = await read_company(codat, engine, company_id, lookback)
             except CodatError as exc:
                 report.error = f"{exc.code.value}: {exc.detail}"
