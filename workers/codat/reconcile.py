@@ -338,11 +338,6 @@ def publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
         log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
 
 
-def reconcile_interval(runtime: WorkerRuntime) -> float:
-    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off)."""
-    return runtime.settings.reconcile_every_seconds
-
-
 def run_periodic(runtime: WorkerRuntime) -> str:
     """One periodic run over every company of the ledger (in the periodic runner's thread)."""
     reports = asyncio.run(reconcile(runtime.settings, runtime.engine, runtime.feed))
@@ -351,5 +346,8 @@ def run_periodic(runtime: WorkerRuntime) -> str:
     return f"companies={len(reports)} failed={failed} changes={changes}"
 
 
-RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic, at_start=True)
-"""Also run at start: what was lost while webhooks were refused is repaired when the fixed deployment comes up."""
+RECONCILE_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "reconcile", lambda runtime: runtime.settings.reconcile_every_seconds, run_periodic, at_start=True
+)
+"""Every `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off), and at start: what was lost
+while webhooks were refused is repaired when the fixed deployment comes up."""

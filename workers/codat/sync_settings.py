@@ -150,16 +150,12 @@ async def refresh_due(
     return f"read={read} changed={changed} failed={failed} due={len(targets)}"
 
 
-def settings_interval(runtime: WorkerRuntime) -> float:
-    """Once a day where Codat is called (an API key is set); off otherwise."""
-    return SETTINGS_EVERY_SECONDS if runtime.settings.codat_api_key else 0.0
-
-
-def run_due(runtime: WorkerRuntime) -> str:
-    return asyncio.run(refresh_due(runtime.settings, runtime.engine, runtime.feed))
-
-
-SETTINGS_JOB = PeriodicJob("refresh_sync_settings", settings_interval, run_due)
+SETTINGS_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "refresh_sync_settings",
+    lambda runtime: SETTINGS_EVERY_SECONDS if runtime.settings.codat_api_key else 0.0,
+    lambda runtime: asyncio.run(refresh_due(runtime.settings, runtime.engine, runtime.feed)),
+)
+"""Once a day where Codat is called (an API key is set); off otherwise."""
 
 
 def declare_sync_settings(broker: dramatiq.Broker, runtime: WorkerRuntime) -> Callable[[Iterable[str]], None]:

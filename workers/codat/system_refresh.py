@@ -114,12 +114,9 @@ async def keep_alive(runtime: WorkerRuntime, client: CodatClient | None = None, 
     return await refresh_each(runtime, client, KEEPALIVE_ACTOR, due, "keepalive") if due else 0
 
 
-def run_keepalive(runtime: WorkerRuntime) -> str:
-    """One periodic check (in the periodic runner's thread)."""
-    return f"requested={asyncio.run(keep_alive(runtime))}"
-
-
-KEEPALIVE_JOB = PeriodicJob("keep_alive", keepalive_interval, run_keepalive)
+KEEPALIVE_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "keep_alive", keepalive_interval, lambda runtime: f"requested={asyncio.run(keep_alive(runtime))}"
+)
 
 
 def refresh_interval(runtime: WorkerRuntime) -> float:
@@ -178,9 +175,8 @@ async def refresh_after_incidents(runtime: WorkerRuntime, client: CodatClient | 
     return await refresh_each(runtime, client, INCIDENT_ACTOR, targets, "incident_refresh")
 
 
-def run_incident_refresh(runtime: WorkerRuntime) -> str:
-    """One run (in the periodic runner's thread)."""
-    return f"requested={asyncio.run(refresh_after_incidents(runtime))}"
-
-
-INCIDENT_REFRESH_JOB = PeriodicJob("refresh_after_incidents", refresh_interval, run_incident_refresh)
+INCIDENT_REFRESH_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "refresh_after_incidents",
+    refresh_interval,
+    lambda runtime: f"requested={asyncio.run(refresh_after_incidents(runtime))}",
+)
