@@ -42,7 +42,7 @@ from workers.codat.import_jobs import (
     record_company,
     release,
 )
-from workers.codat.reconcile import apply_view, publish, read_company
+from workers.codat.reconcile import reconcile_company
 from workers.codat.sync_settings import refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
@@ -150,24 +150,16 @@ class Importer:
     ) -> CompanyResult:
         listing = await asyncio.to_thread(company_listing, self.engine, job_id, company_id)
         try:
-            await refresh_settings(
-                codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock, quiet=True
-            )
             company = listing if listing is not None else await codat.get_company(company_id)
-            listed = company.get("dataConnections")
-            connections = listed if isinstance(listed, list) else None
-            view = await read_company(
-                codat, self.engine, company_id, lookback, connections=connections, company=company
+            view, applied = await reconcile_company(
+                codat, self.engine, self.feed, self.freshness, company_id, lookback, company, self._fold_lock
             )
-            async with self._fold_lock:
-                applied = await asyncio.to_thread(apply_view, self.engine, company_id, view, self.freshness)
         except CodatError as exc:
             error = f"{exc.code.value}: {exc.detail}"
             log.warning("job=%s company=%s result=failed error=%r", job_id, company_id, error)
             return CompanyResult(company_id, error=error)
         except InvalidEnvelope as exc:
             return CompanyResult(company_id, error=f"codat_error: an answer of Codat is unreadable: {exc}")
-        publish(self.feed, applied.entries)
         log.info(
             "job=%s company=%s result=ok connections=%d syncs=%d folded=%d",
             job_id,
