@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -76,9 +75,7 @@ class Importer:
         self.on_progress = on_progress
         self.page_size = page_size
         self.freshness = FreshnessPolicy.from_settings(settings)
-        self._fold_lock: AbstractAsyncContextManager[object] = (
-            asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
+        self._fold_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     async def run(self, job_id: str, *, retry_failed: bool = True, budget_seconds: float | None = None) -> ImportJob:
         """Run the job until every company was tried (`completed`), it fails, or the budget is spent (then
