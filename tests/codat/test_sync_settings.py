@@ -24,7 +24,7 @@ from workers.codat.client import CodatClient
 from workers.codat.import_jobs import create_job
 from workers.codat.importer import Importer
 from workers.codat.reconcile import reconcile
-from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings, refresh_due, try_refresh_settings
+from workers.codat.sync_settings import SETTINGS_JOB, declare_sync_settings, refresh_due, refresh_settings
 from workers.ingest.handle import FoldRequest, handle_webhooks
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.schedules import load_schedules
@@ -170,7 +170,7 @@ def test_without_an_api_key_nothing_is_read_and_the_daily_job_is_off(engine: Eng
 
     async def read() -> bool:
         async with CodatClient.from_settings(keyless) as codat:
-            return await try_refresh_settings(codat, engine, None, FreshnessPolicy.from_settings(keyless))
+            return await refresh_settings(codat, engine, None, FreshnessPolicy.from_settings(keyless), quiet=True)
 
     assert asyncio.run(read()) is False
     assert fake.control.requests() == []

@@ -2,11 +2,13 @@
 
 A refused action leaves only a `failed` audit row. An accepted one folds an `Event` of source `action` with id
 ``audit:{record id}``; a reconnect records only the audit row (its one-time Link URL is never stored). These
-functions block (SQL): the web side calls them through a thread pool.
+functions block (SQL): the web side calls them through a thread pool; `request_refresh` is the whole refresh,
+asked of Codat and recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,9 +16,12 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from schemas.codat import PullOperation
-from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, SyncFact, connection_facts
+from schemas.codat import PullOperation, pull_operation
+from schemas.errors import ErrorCode
+from schemas.events import ANY_DATA_TYPE, ConnectionFacts, Event, InvalidEnvelope, SyncFact, connection_facts
 from schemas.statuses import CONNECTION_STATUSES
+from workers.codat.client import CodatClient
+from workers.codat.errors import CodatError
 from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.audit import match_stored_confirmation, new_record
 from workers.ledger.changes import FeedEntry
@@ -160,20 +165,73 @@ def record_refresh(
     return ActionResult(record, started, record.connection_id, entries)
 
 
+async def request_refresh(
+    engine: Engine,
+    codat: CodatClient,
+    *,
+    actor: str | None,
+    company_id: str,
+    data_type: str | None,
+    connection_id: str | None,
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
+) -> ActionResult:
+    """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it.
+    A refusal is audited as `failed` and raised as its `CodatError`."""
+    at = datetime.now(UTC)
+    try:
+        if data_type is None:
+            status, raws = await codat.refresh_all(company_id)
+        else:
+            status, raw = await codat.refresh_data_type(company_id, data_type, connection_id)
+            raws = [raw]
+        try:
+            operations = [pull_operation(raw) for raw in raws]
+        except InvalidEnvelope as exc:
+            why = f"Codat's pull operation is unreadable: {exc}"
+            raise CodatError(502, ErrorCode.CODAT_ERROR, why, status) from None
+    except CodatError as exc:
+        await asyncio.to_thread(
+            record_failure,
+            engine,
+            action="refresh",
+            actor=actor,
+            at=at,
+            company_id=company_id,
+            connection_id=connection_id,
+            data_type=data_type,
+            codat_status=exc.codat_status,
+            detail=f"{exc.code.value}: {exc.detail}",
+        )
+        raise
+    return await asyncio.to_thread(
+        record_refresh,
+        engine,
+        actor=actor,
+        at=at,
+        company_id=company_id,
+        data_type=data_type,
+        connection_id=connection_id,
+        codat_status=status,
+        operations=operations,
+        freshness=freshness,
+    )
+
+
 def _record_connection_action(
     engine: Engine,
     action: str,
-    facts: ConnectionFacts,
     detail: str,
     actor: str | None,
     at: datetime,
-    answered_at: datetime,
     connection: Connection,
     codat_status: int,
-    freshness: FreshnessPolicy,
+    facts: ConnectionFacts | None = None,
+    answered_at: datetime | None = None,
+    freshness: FreshnessPolicy = DEFAULT_POLICY,
 ) -> ActionResult:
-    """Audit an accepted action on one connection and fold what Codat said became of it; a delete also erases
-    the connection's raw webhooks."""
+    """Audit an accepted action on one connection and fold what Codat said became of it (`facts`, at
+    `answered_at`); a delete also erases the connection's raw webhooks."""
+    entries: list[FeedEntry] = []
     with Session(engine, expire_on_commit=False) as session, session.begin():
         record = new_record(
             session,
@@ -187,9 +245,10 @@ def _record_connection_action(
             detail=detail,
             result="accepted",
         )
-        _, entries = _fold_action(session, record, answered_at, freshness, connections=(facts,))
-        if facts.deleted:
-            erase_raw_events(session, connection.id)
+        if facts is not None:
+            _, entries = _fold_action(session, record, answered_at or at, freshness, connections=(facts,))
+            if facts.deleted:
+                erase_raw_events(session, connection.id)
     return ActionResult(record, [], connection.id, entries)
 
 
@@ -213,7 +272,7 @@ def record_unlink(
         facts = replace(facts, id=connection.id, status="Unlinked")
     detail = f"Codat reports the connection {facts.status}"
     return _record_connection_action(
-        engine, "unlink", facts, detail, actor, at, answered_at, connection, codat_status, freshness
+        engine, "unlink", detail, actor, at, connection, codat_status, facts, answered_at, freshness
     )
 
 
@@ -231,7 +290,7 @@ def record_delete(
     detail = "connection deleted in Codat; its sync history and stored webhook bodies were removed"
     facts = ConnectionFacts(id=connection.id, deleted=True)
     return _record_connection_action(
-        engine, "delete", facts, detail, actor, at, answered_at, connection, codat_status, freshness
+        engine, "delete", detail, actor, at, connection, codat_status, facts, answered_at, freshness
     )
 
 
@@ -248,16 +307,4 @@ def record_reconnect(
     one-time Link URL can use it, and it is dead once used."""
     seen = f" (Codat reports it {codat_connection_status})" if codat_connection_status else ""
     detail = f"Codat issued a fresh link URL for the connection{seen}"
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        return new_record(
-            session,
-            action="reconnect",
-            actor=actor,
-            at=at,
-            company_id=connection.company_id,
-            connection_id=connection.id,
-            data_type=None,
-            codat_status=codat_status,
-            detail=detail,
-            result="accepted",
-        )
+    return _record_connection_action(engine, "reconnect", detail, actor, at, connection, codat_status).record

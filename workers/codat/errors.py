@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from schemas.errors import ApiError, ErrorCode
-from schemas.events import InvalidEnvelope, parse_time
+from schemas.events import parse_time
 
 IN_PROGRESS_MARKER = "alreadyinprogress"
 """Codat's ``DatasetAlreadyInProgressException`` (or its sentence), compared without case or spaces."""
@@ -44,18 +44,15 @@ def reset_delay(value: str, now: float) -> float | None:
     text = value.strip()
     try:
         number = float(text)
+        return max(0.0, number - now if number > EPOCH_SECONDS else number)
     except ValueError:
-        number = None
-    if number is not None:
-        return max(0.0, number - now) if number > EPOCH_SECONDS else max(0.0, number)
-    try:
-        return max(0.0, parse_time(text).timestamp() - now)
-    except InvalidEnvelope:
         pass
-    try:
-        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
+    for parse in (parse_time, parsedate_to_datetime):
+        try:
+            return max(0.0, parse(text).timestamp() - now)
+        except (TypeError, ValueError):  # `InvalidEnvelope` is a ValueError
+            pass
+    return None
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:

@@ -122,13 +122,10 @@ def claim(engine: Engine, job_id: str, owner: str, *, retry_failed: bool) -> Imp
         return job
 
 
-def heartbeat(engine: Engine, job_id: str, owner: str) -> bool:
-    """Refresh the claim; False if someone else took the job over."""
+def heartbeat(engine: Engine, job_id: str, owner: str) -> None:
+    """Refresh the claim, unless someone else took the job over."""
     with engine.begin() as conn:
-        result = conn.execute(
-            update(JOBS).where(JOBS.c.id == job_id, JOBS.c.runner == owner).values(heartbeat_at=_now())
-        )
-    return bool(result.rowcount)
+        conn.execute(update(JOBS).where(JOBS.c.id == job_id, JOBS.c.runner == owner).values(heartbeat_at=_now()))
 
 
 def release(engine: Engine, job_id: str, owner: str) -> None:

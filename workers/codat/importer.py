@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -42,8 +41,8 @@ from workers.codat.import_jobs import (
     record_company,
     release,
 )
-from workers.codat.reconcile import apply_view, publish, read_company
-from workers.codat.sync_settings import try_refresh_settings
+from workers.codat.reconcile import reconcile_company
+from workers.codat.sync_settings import refresh_settings
 from workers.ledger.changes import ChangeFeed
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import ImportJob
@@ -76,9 +75,7 @@ class Importer:
         self.on_progress = on_progress
         self.page_size = page_size
         self.freshness = FreshnessPolicy.from_settings(settings)
-        self._fold_lock: AbstractAsyncContextManager[object] = (
-            asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
+        self._fold_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     async def run(self, job_id: str, *, retry_failed: bool = True, budget_seconds: float | None = None) -> ImportJob:
         """Run the job until every company was tried (`completed`), it fails, or the budget is spent (then
@@ -90,7 +87,7 @@ class Importer:
         beating = asyncio.create_task(self._keep_claim(job_id))
         try:
             async with codat_client(self.settings, self.client) as codat:
-                await try_refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock)
+                await refresh_settings(codat, self.engine, self.feed, self.freshness, lock=self._fold_lock, quiet=True)
                 job = await self._discover(codat, job, deadline)
                 if job.status != "running" or job.next_page is not None:
                     return job
@@ -150,22 +147,16 @@ class Importer:
     ) -> CompanyResult:
         listing = await asyncio.to_thread(company_listing, self.engine, job_id, company_id)
         try:
-            await try_refresh_settings(codat, self.engine, self.feed, self.freshness, company_id, lock=self._fold_lock)
             company = listing if listing is not None else await codat.get_company(company_id)
-            listed = company.get("dataConnections")
-            connections = listed if isinstance(listed, list) else None
-            view = await read_company(
-                codat, self.engine, company_id, lookback, connections=connections, company=company
+            view, applied = await reconcile_company(
+                codat, self.engine, self.feed, self.freshness, company_id, lookback, company, self._fold_lock
             )
-            async with self._fold_lock:
-                applied = await asyncio.to_thread(apply_view, self.engine, company_id, view, self.freshness)
         except CodatError as exc:
             error = f"{exc.code.value}: {exc.detail}"
             log.warning("job=%s company=%s result=failed error=%r", job_id, company_id, error)
             return CompanyResult(company_id, error=error)
         except InvalidEnvelope as exc:
             return CompanyResult(company_id, error=f"codat_error: an answer of Codat is unreadable: {exc}")
-        publish(self.feed, applied.entries)
         log.info(
             "job=%s company=%s result=ok connections=%d syncs=%d folded=%d",
             job_id,

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from bisect import bisect_left
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from schemas.settings import Settings
 from schemas.statuses import phase_of
 from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
 from workers.codat.errors import GIVE_UP, CodatError
-from workers.codat.sync_settings import try_refresh_settings
+from workers.codat.sync_settings import refresh_settings
 from workers.ledger.announce import announce_changes, company_names
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
@@ -94,24 +95,17 @@ class Applied:
 
 
 async def read_company(
-    client: CodatClient,
-    engine: Engine,
-    company_id: str,
-    lookback: timedelta,
-    *,
-    connections: list[dict[str, Any]] | None = None,
-    company: dict[str, Any] | None = None,
+    client: CodatClient, engine: Engine, company_id: str, lookback: timedelta, company: dict[str, Any] | None = None
 ) -> CodatView:
-    """Read one company from Codat; `connections` (and `company`) when already read, e.g. from the
-    account's list of companies, which carries each company's `dataConnections`."""
+    """Read one company from Codat; `company` when already read, e.g. from the account's list of companies,
+    whose `dataConnections` spare listing its connections."""
     observed_at = datetime.now(UTC)
-    if connections is None:
-        connections = await client.list_connections(company_id)
+    listed = (company or {}).get("dataConnections")
+    connections = listed if isinstance(listed, list) else await client.list_connections(company_id)
     connections = [c for c in connections if isinstance(c, dict)]
     known = await asyncio.to_thread(_ledger_connection_ids, engine, company_id)
-    listed = {c.get("id") for c in connections}
     deleted = []
-    for connection_id in sorted(known - listed):
+    for connection_id in sorted(known - {c.get("id") for c in connections}):
         try:
             connections.append(await client.get_connection(company_id, connection_id))
         except CodatError as exc:
@@ -269,6 +263,26 @@ def apply_view(
     return Applied(len(events), len(unknown), entries, missed)
 
 
+async def reconcile_company(
+    codat: CodatClient,
+    engine: Engine,
+    feed: ChangeFeed | None,
+    policy: FreshnessPolicy,
+    company_id: str,
+    lookback: timedelta,
+    company: dict[str, Any] | None = None,
+    lock: AbstractAsyncContextManager[object] | None = None,
+) -> tuple[CodatView, Applied]:
+    """Read one company (its sync settings too) and fold what differs, holding `lock` (the importer's one writer
+    on SQLite); publish what changed. Raises `CodatError` when Codat could not be read, and nothing is folded."""
+    await refresh_settings(codat, engine, feed, policy, company_id, lock=lock, quiet=True)
+    view = await read_company(codat, engine, company_id, lookback, company)
+    async with lock or nullcontext():
+        applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
+    publish(feed, applied.entries)
+    return view, applied
+
+
 def ledger_companies(engine: Engine, with_deleted: bool = False) -> list[str]:
     query = select(Company.id) if with_deleted else select(Company.id).where(col(Company.deleted_at).is_(None))
     with Session(engine) as session:
@@ -300,7 +314,7 @@ async def reconcile(
     policy = FreshnessPolicy.from_settings(settings)
     reports = []
     async with codat_client(settings, client) as codat:
-        await try_refresh_settings(codat, engine, feed, policy)
+        await refresh_settings(codat, engine, feed, policy, quiet=True)
         targets = list(company_ids or [])
         if not targets:
             targets = await asyncio.to_thread(ledger_companies, engine)
@@ -313,8 +327,7 @@ async def reconcile(
             report = CompanyReport(company_id)
             reports.append(report)
             try:
-                await try_refresh_settings(codat, engine, feed, policy, company_id)
-                view = await read_company(codat, engine, company_id, lookback)
+                view, applied = await reconcile_company(codat, engine, feed, policy, company_id, lookback)
             except CodatError as exc:
                 report.error = f"{exc.code.value}: {exc.detail}"
                 log.warning(report.line())
@@ -322,9 +335,7 @@ async def reconcile(
                     break
                 continue
             report.connections, report.operations = len(view.connections), len(view.operations)
-            applied = await asyncio.to_thread(apply_view, engine, company_id, view, policy)
             report.folded, report.changes, report.missed = applied.folded, len(applied.entries), applied.missed
-            publish(feed, applied.entries)
             log.info(report.line())
     return reports
 
@@ -338,11 +349,6 @@ def publish(feed: ChangeFeed | None, entries: list[FeedEntry]) -> None:
         log.warning("msg=change_feed_unavailable error=%s", type(exc).__name__)
 
 
-def reconcile_interval(runtime: WorkerRuntime) -> float:
-    """Seconds between periodic runs: `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off)."""
-    return runtime.settings.reconcile_every_seconds
-
-
 def run_periodic(runtime: WorkerRuntime) -> str:
     """One periodic run over every company of the ledger (in the periodic runner's thread)."""
     reports = asyncio.run(reconcile(runtime.settings, runtime.engine, runtime.feed))
@@ -351,5 +357,8 @@ def run_periodic(runtime: WorkerRuntime) -> str:
     return f"companies={len(reports)} failed={failed} changes={changes}"
 
 
-RECONCILE_JOB = PeriodicJob("reconcile", reconcile_interval, run_periodic, at_start=True)
-"""Also run at start: what was lost while webhooks were refused is repaired when the fixed deployment comes up."""
+RECONCILE_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "reconcile", lambda runtime: runtime.settings.reconcile_every_seconds, run_periodic, at_start=True
+)
+"""Every `SYNCTRACK_RECONCILE_EVERY` (unset: 6 h with a Codat API key, else off), and at start: what was lost
+while webhooks were refused is repaired when the fixed deployment comes up."""

@@ -25,35 +25,33 @@ NOTHING_NEWER = CodatAnswer()
 
 def ask_codat(settings: Settings, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
     """What Codat says of each sync, by sync id (see the module); blocks, for the periodic runner's thread."""
-
-    async def ask() -> dict[str, CodatAnswer]:
-        async with CodatClient.from_settings(settings) as client:
-            return await ask_companies(client, syncs)
-
-    return asyncio.run(ask())
+    return asyncio.run(ask_companies(settings, syncs))
 
 
-async def ask_companies(client: CodatClient, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
+async def ask_companies(settings: Settings, syncs: Sequence[OpenSync]) -> dict[str, CodatAnswer]:
     """Ask about `syncs`, company by company; syncs Codat could not be asked about are left out."""
     by_company: dict[str, list[OpenSync]] = {}
     for sync in syncs:
         by_company.setdefault(sync.company_id, []).append(sync)
     answers: dict[str, CodatAnswer] = {}
-    for company_id, group in sorted(by_company.items()):
-        try:
-            answers.update(await ask_company(client, company_id, group))
-        except InvalidEnvelope as exc:
-            log.warning("company=%s msg=unreadable_data_status error=%s", company_id, exc)
-        except CodatError as exc:
-            if exc.codat_status == 404:
-                answers.update({sync.id: NOTHING_NEWER for sync in group})
-            elif exc.code is ErrorCode.CODAT_AUTH_FAILED:
-                log.warning("msg=codat_refused_key detail=%r", exc.detail)
-                return answers | {sync.id: NOTHING_NEWER for sync in syncs if sync.id not in answers}
-            else:
-                log.warning("company=%s msg=codat_not_asked error=%s detail=%r", company_id, exc.code.value, exc.detail)
-                if exc.code is ErrorCode.CODAT_UNAVAILABLE:
-                    break  # every further call would fail the same way, or add to Codat's load
+    async with CodatClient.from_settings(settings) as client:
+        for company_id, group in sorted(by_company.items()):
+            try:
+                answers.update(await ask_company(client, company_id, group))
+            except InvalidEnvelope as exc:
+                log.warning("company=%s msg=unreadable_data_status error=%s", company_id, exc)
+            except CodatError as exc:
+                if exc.codat_status == 404:
+                    answers.update({sync.id: NOTHING_NEWER for sync in group})
+                elif exc.code is ErrorCode.CODAT_AUTH_FAILED:
+                    log.warning("msg=codat_refused_key detail=%r", exc.detail)
+                    return answers | {sync.id: NOTHING_NEWER for sync in syncs if sync.id not in answers}
+                else:
+                    log.warning(
+                        "company=%s msg=codat_not_asked error=%s detail=%r", company_id, exc.code.value, exc.detail
+                    )
+                    if exc.code is ErrorCode.CODAT_UNAVAILABLE:
+                        break  # every further call would fail the same way, or add to Codat's load
     return answers
 
 

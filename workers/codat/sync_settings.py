@@ -78,39 +78,29 @@ async def refresh_settings(
     company_id: str | None = None,
     *,
     lock: AbstractAsyncContextManager[object] | None = None,
+    quiet: bool = False,
 ) -> bool:
     """Read and record the client's (`company_id` None) or one company's settings; True when they changed.
-    `lock` is held while they are recorded (the importer's one writer on SQLite). Raises `CodatError`."""
-    if company_id is None:
-        raw = await codat.client_sync_settings()
-    else:
-        raw = await codat.company_sync_settings(company_id)
-    try:
-        hours = sync_schedules(raw)
-    except InvalidEnvelope as exc:
-        raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's sync settings are unreadable: {exc}") from None
-    async with lock or nullcontext():
-        return await asyncio.to_thread(record_settings, engine, feed, policy, company_id, hours, datetime.now(UTC))
-
-
-async def try_refresh_settings(
-    codat: CodatClient,
-    engine: Engine,
-    feed: ChangeFeed | None,
-    policy: FreshnessPolicy,
-    company_id: str | None = None,
-    *,
-    lock: AbstractAsyncContextManager[object] | None = None,
-) -> bool:
-    """`refresh_settings`, where a failure is logged and leaves the settings read before (import, reconciliation).
-    Nothing is read without an API key."""
+    Nothing is read without an API key. `lock` is held while they are recorded (the importer's one writer on
+    SQLite). Raises `CodatError`, or (`quiet`: import, reconciliation) logs it and leaves the settings read before."""
     if not policy.follow_schedules:
         return False
     try:
-        return await refresh_settings(codat, engine, feed, policy, company_id, lock=lock)
+        if company_id is None:
+            raw = await codat.client_sync_settings()
+        else:
+            raw = await codat.company_sync_settings(company_id)
+        try:
+            hours = sync_schedules(raw)
+        except InvalidEnvelope as exc:
+            raise CodatError(502, ErrorCode.CODAT_ERROR, f"Codat's sync settings are unreadable: {exc}") from None
     except CodatError as exc:
+        if not quiet:
+            raise
         _unread(company_id, exc)
         return False
+    async with lock or nullcontext():
+        return await asyncio.to_thread(record_settings, engine, feed, policy, company_id, hours, datetime.now(UTC))
 
 
 def _due(engine: Engine, cutoff: datetime, *, companies: bool = True) -> list[str | None]:
@@ -160,16 +150,12 @@ async def refresh_due(
     return f"read={read} changed={changed} failed={failed} due={len(targets)}"
 
 
-def settings_interval(runtime: WorkerRuntime) -> float:
-    """Once a day where Codat is called (an API key is set); off otherwise."""
-    return SETTINGS_EVERY_SECONDS if runtime.settings.codat_api_key else 0.0
-
-
-def run_due(runtime: WorkerRuntime) -> str:
-    return asyncio.run(refresh_due(runtime.settings, runtime.engine, runtime.feed))
-
-
-SETTINGS_JOB = PeriodicJob("refresh_sync_settings", settings_interval, run_due)
+SETTINGS_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "refresh_sync_settings",
+    lambda runtime: SETTINGS_EVERY_SECONDS if runtime.settings.codat_api_key else 0.0,
+    lambda runtime: asyncio.run(refresh_due(runtime.settings, runtime.engine, runtime.feed)),
+)
+"""Once a day where Codat is called (an API key is set); off otherwise."""
 
 
 def declare_sync_settings(broker: dramatiq.Broker, runtime: WorkerRuntime) -> Callable[[Iterable[str]], None]:

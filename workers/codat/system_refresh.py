@@ -19,10 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import Engine, func, or_, update
 from sqlmodel import Session, col, select
 
-from schemas.codat import pull_operation
-from schemas.errors import ErrorCode
-from schemas.events import InvalidEnvelope
-from workers.codat.actions import ActionResult, record_failure, record_refresh
+from workers.codat.actions import request_refresh
 from workers.codat.client import CodatClient, codat_client
 from workers.codat.errors import GIVE_UP, CodatError
 from workers.codat.reconcile import publish
@@ -44,63 +41,24 @@ class Target(NamedTuple):
     data_type: str
 
 
-async def refresh_as(runtime: WorkerRuntime, codat: CodatClient, actor: str, target: Target) -> ActionResult:
-    """Ask Codat to refresh the target and record it; raises `CodatError` (audited) when Codat refuses or cannot
-    be reached."""
-    company_id, connection_id, data_type = target
-    at = datetime.now(UTC)
-    try:
-        status, raw = await codat.refresh_data_type(company_id, data_type, connection_id)
-        try:
-            operations = [pull_operation(raw)]
-        except InvalidEnvelope as exc:
-            why = f"Codat's pull operation is unreadable: {exc}"
-            raise CodatError(502, ErrorCode.CODAT_ERROR, why, status) from None
-    except CodatError as exc:
-        await asyncio.to_thread(
-            record_failure,
-            runtime.engine,
-            action="refresh",
-            actor=actor,
-            at=at,
-            company_id=company_id,
-            connection_id=connection_id,
-            data_type=data_type,
-            codat_status=exc.codat_status,
-            detail=f"{exc.code.value}: {exc.detail}",
-        )
-        raise
-    result = await asyncio.to_thread(
-        record_refresh,
-        runtime.engine,
-        actor=actor,
-        at=at,
-        company_id=company_id,
-        data_type=data_type,
-        connection_id=connection_id,
-        codat_status=status,
-        operations=operations,
-        freshness=runtime.freshness,
-    )
-    publish(runtime.feed, result.entries)
-    return result
-
-
 async def refresh_each(
     runtime: WorkerRuntime, client: CodatClient | None, actor: str, targets: Iterable[Target], job: str
 ) -> int:
-    """Refresh each target as `actor`, logged as `job`; stop at a failure in `GIVE_UP`. Returns how many Codat
-    accepted."""
+    """Refresh each target as `actor` (a refusal audited, tried again at the next run), logged as `job`; stop at a
+    failure in `GIVE_UP`. Returns how many Codat accepted."""
     log, accepted = logging.getLogger(f"synctrack.{job}"), 0
     async with codat_client(runtime.settings, client) as codat:
         for target in targets:
             try:
-                result = await refresh_as(runtime, codat, actor, target)
+                result = await request_refresh(
+                    runtime.engine, codat, actor=actor, freshness=runtime.freshness, **target._asdict()
+                )
             except CodatError as exc:
                 log.warning("msg=%s_failed %s error=%s", job, _fields(target), exc.code.value)
                 if exc.code in GIVE_UP:
                     break
                 continue
+            publish(runtime.feed, result.entries)
             accepted += 1
             log.info("msg=%s_requested %s audit=%s", job, _fields(target), result.record.id)
     return accepted
@@ -156,12 +114,9 @@ async def keep_alive(runtime: WorkerRuntime, client: CodatClient | None = None, 
     return await refresh_each(runtime, client, KEEPALIVE_ACTOR, due, "keepalive") if due else 0
 
 
-def run_keepalive(runtime: WorkerRuntime) -> str:
-    """One periodic check (in the periodic runner's thread)."""
-    return f"requested={asyncio.run(keep_alive(runtime))}"
-
-
-KEEPALIVE_JOB = PeriodicJob("keep_alive", keepalive_interval, run_keepalive)
+KEEPALIVE_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "keep_alive", keepalive_interval, lambda runtime: f"requested={asyncio.run(keep_alive(runtime))}"
+)
 
 
 def refresh_interval(runtime: WorkerRuntime) -> float:
@@ -189,9 +144,14 @@ def take_pending(engine: Engine) -> list[Target]:
 
 
 def _targets(session: Session, incident: PlatformIncident) -> set[Target]:
+    success = col(DataTypeState.last_successful_sync_at)
     failed = (
-        select(Sync.company_id, Sync.connection_id, Sync.data_type, Sync.completed_at)
+        select(Sync.company_id, Sync.connection_id, Sync.data_type)
         .join(Connection, col(Connection.id) == Sync.connection_id)
+        .outerjoin(
+            DataTypeState,
+            (col(DataTypeState.connection_id) == Sync.connection_id) & (col(DataTypeState.data_type) == Sync.data_type),
+        )
         .where(
             Connection.platform_key == incident.platform_key,
             col(Connection.deleted_at).is_(None),
@@ -201,22 +161,10 @@ def _targets(session: Session, incident: PlatformIncident) -> set[Target]:
             col(Sync.completed_at) > incident.failures_since,
             col(Sync.completed_at) <= incident.closed_at,
         )
+        .group_by(col(Sync.company_id), col(Sync.connection_id), col(Sync.data_type), success)
+        .having(success.is_(None) | (success < func.max(Sync.completed_at)))
     )
-    latest: dict[Target, datetime] = {}
-    for company_id, connection_id, data_type, at in session.exec(failed).all():
-        target = Target(company_id, connection_id, data_type)
-        if at is not None and (target not in latest or at > latest[target]):
-            latest[target] = at
-    if not latest:
-        return set()
-    succeeded = select(DataTypeState.connection_id, DataTypeState.data_type, DataTypeState.last_successful_sync_at)
-    succeeded = succeeded.where(col(DataTypeState.connection_id).in_(sorted({t.connection_id for t in latest})))
-    last_success = {(cid, dt): at for cid, dt, at in session.exec(succeeded).all()}
-    return {
-        target
-        for target, at in latest.items()
-        if (success := last_success.get((target.connection_id, target.data_type))) is None or success < at
-    }
+    return {Target(*row) for row in session.exec(failed)}
 
 
 async def refresh_after_incidents(runtime: WorkerRuntime, client: CodatClient | None = None) -> int:
@@ -227,9 +175,8 @@ async def refresh_after_incidents(runtime: WorkerRuntime, client: CodatClient | 
     return await refresh_each(runtime, client, INCIDENT_ACTOR, targets, "incident_refresh")
 
 
-def run_incident_refresh(runtime: WorkerRuntime) -> str:
-    """One run (in the periodic runner's thread)."""
-    return f"requested={asyncio.run(refresh_after_incidents(runtime))}"
-
-
-INCIDENT_REFRESH_JOB = PeriodicJob("refresh_after_incidents", refresh_interval, run_incident_refresh)
+INCIDENT_REFRESH_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "refresh_after_incidents",
+    refresh_interval,
+    lambda runtime: f"requested={asyncio.run(refresh_after_incidents(runtime))}",
+)

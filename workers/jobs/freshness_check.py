@@ -16,15 +16,12 @@ if TYPE_CHECKING:
     from workers.ledger.worker_runtime import WorkerRuntime
 
 
-def freshness_interval(runtime: WorkerRuntime) -> float:
-    """Seconds between runs: `SYNCTRACK_FRESHNESS_CHECK_SECONDS`; 0 turns the check off."""
-    return runtime.settings.freshness_check_seconds
-
-
 def check_freshness(runtime: WorkerRuntime, now: datetime | None = None) -> int:
     """Compare every connection's freshness at `now` with the last announced; announce and return the
     number of connections whose freshness changed."""
     return reassess(runtime.engine, runtime.feed, runtime.freshness, now or datetime.now(UTC))
 
 
-FRESHNESS_JOB = PeriodicJob("check_freshness", freshness_interval, check_freshness)
+FRESHNESS_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "check_freshness", lambda runtime: runtime.settings.freshness_check_seconds, check_freshness
+)

@@ -52,11 +52,6 @@ def prune_raw_events(engine: Engine, cutoff: datetime, batch: int = BATCH) -> in
             return total
 
 
-def prune_interval(runtime: WorkerRuntime) -> float:
-    """Hourly while retention is on (`SYNCTRACK_RAW_EVENT_RETENTION_DAYS` > 0)."""
-    return PRUNE_EVERY_SECONDS if runtime.settings.raw_event_retention_days > 0 else 0
-
-
 def prune_job(runtime: WorkerRuntime) -> int:
     days = runtime.settings.raw_event_retention_days
     pruned = prune_raw_events(runtime.engine, cutoff_for(days))
@@ -64,4 +59,9 @@ def prune_job(runtime: WorkerRuntime) -> int:
     return pruned
 
 
-PRUNE_JOB = PeriodicJob("prune_raw_events", prune_interval, prune_job)
+PRUNE_JOB: PeriodicJob[WorkerRuntime] = PeriodicJob(
+    "prune_raw_events",
+    lambda runtime: PRUNE_EVERY_SECONDS if runtime.settings.raw_event_retention_days > 0 else 0,
+    prune_job,
+)
+"""Hourly while retention is on (`SYNCTRACK_RAW_EVENT_RETENTION_DAYS` > 0)."""
