@@ -14,7 +14,7 @@ from typing import Any, Literal
 from schemas import ignored, normalise, storable
 from schemas.errors import SynctrackError
 from schemas.json_codec import loads
-from schemas.statuses import is_connection_status
+from schemas.statuses import CONNECTION_STATUSES
 
 Source = Literal["webhook", "action", "reconcile"]
 
@@ -260,7 +260,7 @@ def connection_facts(raw: object, event_type: str | None = None) -> ConnectionFa
         what = f"{event_type} needs payload.connection" if event_type else "a connection must be a JSON object"
         raise InvalidEnvelope(f"{what} with a string id")
     status = raw.get("status")
-    if not is_connection_status(status):
+    if status not in CONNECTION_STATUSES:
         status = CONNECTION_EVENT_STATUS.get(event_type or "")
     errors = normalise.connection_errors(raw.get("dataConnectionErrors"))
     return ConnectionFacts(
@@ -342,7 +342,7 @@ def _parse_legacy(body: dict[str, Any], envelope: Envelope, message_id: str, rec
     event = Event(message_id, rule, received_at, company_id=envelope.company_id)
     if rule == "DataConnectionStatusChanged":
         status = data.get("newStatus")
-        if not isinstance(connection_id, str) or not is_connection_status(status):
+        if not isinstance(connection_id, str) or status not in CONNECTION_STATUSES:
             raise InvalidEnvelope("DataConnectionStatusChanged needs DataConnectionId and a known newStatus")
         platform_key = normalise.text(data.get("platformKey"))
         facts = ConnectionFacts(connection_id, status, platform_key, linked=status == "Linked")
