@@ -321,8 +321,7 @@ def unfinished(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> Unfi
     pipe.hlen(_keys(namespace, queue)[1])
     pipe.hlen(_keys(namespace, _delayed(queue))[1])
     pipe.hlen(_dead_keys(namespace, queue)[1])
-    queued, messages, delayed, dead = pipe.execute()
-    return Unfinished(int(queued), int(messages), int(delayed), int(dead))
+    return Unfinished(*(int(count) for count in pipe.execute()))
 
 
 def queued_messages(
