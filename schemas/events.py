@@ -14,7 +14,7 @@ from typing import Any, Literal
 from schemas import ignored, normalise, storable
 from schemas.errors import SynctrackError
 from schemas.json_codec import loads
-from schemas.statuses import is_connection_status
+from schemas.statuses import CONNECTION_STATUSES
 
 Source = Literal["webhook", "action", "reconcile"]
 
@@ -238,10 +238,10 @@ def parse_event(raw: bytes | str | Decoded, message_id: str, received_at: dateti
             f"{where}, text the ledger cannot store (PostgreSQL refuses NUL characters and UTF-8 cannot encode a "
             "lone surrogate): the body is kept with it escaped, and the event is not folded"
         )
-    read_envelope(body)
-    if "eventType" in body:
-        return _parse_current(body, message_id)
-    return _parse_legacy(body, message_id, received_at)
+    envelope = read_envelope(body)
+    if envelope.generated_at is not None:
+        return _parse_current(body, message_id, envelope.generated_at)
+    return _parse_legacy(body, envelope, message_id, received_at)
 
 
 def _link_failure(errors: tuple[dict[str, Any], ...] | None) -> LinkFailure:
@@ -260,7 +260,7 @@ def connection_facts(raw: object, event_type: str | None = None) -> ConnectionFa
         what = f"{event_type} needs payload.connection" if event_type else "a connection must be a JSON object"
         raise InvalidEnvelope(f"{what} with a string id")
     status = raw.get("status")
-    if not is_connection_status(status):
+    if status not in CONNECTION_STATUSES:
         status = CONNECTION_EVENT_STATUS.get(event_type or "")
     errors = normalise.connection_errors(raw.get("dataConnectionErrors"))
     return ConnectionFacts(
@@ -284,9 +284,8 @@ def _expected_read(message_id: str, connection_id: str, at: datetime) -> tuple[S
     return (SyncFact(connection_id, ANY_DATA_TYPE, "Queued", f"{message_id}:{connection_id}:*", requested_at=at),)
 
 
-def _parse_current(body: dict[str, Any], message_id: str) -> Event:
+def _parse_current(body: dict[str, Any], message_id: str, generated_at: datetime) -> Event:
     event_type: str = body["eventType"]
-    generated_at = parse_time(body["generatedDate"])
     payload = body.get("payload") or {}
     company = payload.get("referenceCompany")
     if company is None and event_type in COMPANY_EVENTS:
@@ -333,18 +332,17 @@ def _parse_current(body: dict[str, Any], message_id: str) -> Event:
     return replace(event, known=False, reason=ignored.current_reason(event_type))
 
 
-def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) -> Event:
+def _parse_legacy(body: dict[str, Any], envelope: Envelope, message_id: str, received_at: datetime) -> Event:
     # Legacy alerts carry no generation time: the first receipt time stands in for it, and is
     # stored, so a replay folds the event at the same moment.
-    rule: str = body["RuleType"]
+    rule, connection_id = envelope.event_type, envelope.connection_id
     data = body.get("Data") or {}
     if not isinstance(data, dict):
         raise InvalidEnvelope("Data must be an object")
-    connection_id = normalise.text(body.get("DataConnectionId")) or normalise.text(data.get("dataConnectionId"))
-    event = Event(message_id, rule, received_at, company_id=normalise.text(body.get("CompanyId")))
+    event = Event(message_id, rule, received_at, company_id=envelope.company_id)
     if rule == "DataConnectionStatusChanged":
         status = data.get("newStatus")
-        if not isinstance(connection_id, str) or not is_connection_status(status):
+        if not isinstance(connection_id, str) or status not in CONNECTION_STATUSES:
             raise InvalidEnvelope("DataConnectionStatusChanged needs DataConnectionId and a known newStatus")
         platform_key = normalise.text(data.get("platformKey"))
         facts = ConnectionFacts(connection_id, status, platform_key, linked=status == "Linked")
@@ -356,14 +354,10 @@ def _parse_legacy(body: dict[str, Any], message_id: str, received_at: datetime) 
             raise InvalidEnvelope(f"{rule!r} needs DataConnectionId and Data.dataType")
         dataset_id = data.get("datasetId")
         key = dataset_id if isinstance(dataset_id, str) else f"{message_id}:{connection_id}:{data_type}"
-        if rule == "Dataset data changed":
-            fact = SyncFact(connection_id, data_type, "Complete", key, records_modified=True)
-        elif rule == "Data sync completed":
-            fact = SyncFact(connection_id, data_type, "Complete", key)
-        else:
-            status = data.get("datasetStatus")
-            fact = SyncFact(connection_id, data_type, status if isinstance(status, str) else "InternalError", key)
-        return replace(event, syncs=(fact,))
+        status = data.get("datasetStatus") if rule == "Data Sync Status Changed To Error" else "Complete"
+        status = status if isinstance(status, str) else "InternalError"
+        changed = True if rule == "Dataset data changed" else None
+        return replace(event, syncs=(SyncFact(connection_id, data_type, status, key, records_modified=changed),))
     if rule == "Sync Connection Deleted":
         if connection_id is None:
             return replace(event, known=False, reason=ignored.SYNC_CONNECTION_DELETED)

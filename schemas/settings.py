@@ -21,12 +21,12 @@ RECONCILE_EVERY_WITH_A_KEY_SECONDS = 6 * 3600.0
 
 def parse_duration(value: object) -> object:
     """Accept ``300``, ``300s``, ``5m``, ``1h`` or ``1d`` for a number of seconds."""
-    if isinstance(value, str) and value.strip() and value.strip()[-1].lower() in DURATION_UNITS:
-        text = value.strip()
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text[-1:] in DURATION_UNITS:
         try:
-            return float(text[:-1]) * DURATION_UNITS[text[-1].lower()]
+            return float(text[:-1]) * DURATION_UNITS[text[-1]]
         except ValueError:
-            return value
+            pass
     return value
 
 
@@ -189,7 +189,3 @@ class Settings(BaseSettings):
         if self.codat_api_key and "incident_auto_refresh" not in self.model_fields_set:
             self.incident_auto_refresh = True
         return self
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")

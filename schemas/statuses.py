@@ -35,10 +35,6 @@ ThresholdSource = Literal["override", "company_schedule", "client_schedule", "de
 the company's Codat `syncSchedule`, the client's, `SYNCTRACK_FRESHNESS_AFTER`."""
 
 
-def is_connection_status(value: object) -> bool:
-    return value in CONNECTION_STATUSES
-
-
 FINISHED_PHASES: dict[str, Phase] = {"Complete": "succeeded", "NotSupported": "unsupported"}
 
 

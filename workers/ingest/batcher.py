@@ -45,11 +45,8 @@ class FoldBatcher:
                 self._thread.start()
             self._pending.extend(zip(requests, futures, strict=True))
             self._wakeup.notify()
-        results: list[Outcome | Exception] = []
-        for future in futures:
-            error = future.exception(timeout)
-            results.append(error if isinstance(error, Exception) else future.result())
-        return results
+        errors = [future.exception(timeout) for future in futures]
+        return [e if isinstance(e, Exception) else f.result() for f, e in zip(futures, errors, strict=True)]
 
     def stop(self) -> None:
         with self._wakeup:
@@ -59,10 +56,9 @@ class FoldBatcher:
     def _run(self) -> None:
         while True:
             with self._wakeup:
-                while not self._pending and not self._stopping:
-                    self._wakeup.wait()
-                if self._stopping and not self._pending:
-                    return
+                self._wakeup.wait_for(lambda: self._pending or self._stopping)
+                if not self._pending:
+                    return  # stopping
             # Let callers that are about to submit join this batch.
             threading.Event().wait(self.linger_seconds)
             with self._wakeup:

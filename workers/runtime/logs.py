@@ -82,8 +82,7 @@ class MessageRedaction(logging.Filter):
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        message = safe_message(record)
-        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {message}"
+        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {safe_message(record)}"
         if record.exc_info:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
         return line

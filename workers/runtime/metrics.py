@@ -210,8 +210,6 @@ def record_folds(handled: Iterable[tuple[Event | str | None, str, bool]], starte
         counts[(event_type_label(event_type), outcome, "true" if replay else "false")] += 1
         if isinstance(event, Event) and outcome == "processed":
             newest = max(newest, event.generated_at.timestamp())
-    if not counts:
-        return
     for labels, count in counts.items():
         m.folded.labels(*labels).inc(count)
     seconds = max(0.0, (datetime.now(UTC) - started).total_seconds())

@@ -80,13 +80,13 @@ class PeriodicRunner(threading.Thread, Generic[R]):
         key = self._key(job)
         period = max(1, int(interval))
         try:
-            claimed = False
-            if job.name in self._starting:
-                claimed = bool(self.redis.set(f"{key}:start", str(time.time()), nx=True, ex=START_WINDOW_SECONDS))
-                self._starting.discard(job.name)
-                if claimed:
-                    self.redis.set(key, str(time.time()), ex=period)  # the next period counts from this run
-            if not claimed and not self.redis.set(key, str(time.time()), nx=True, ex=period):
+            now = str(time.time())
+            claimed = job.name in self._starting and self.redis.set(
+                f"{key}:start", now, nx=True, ex=START_WINDOW_SECONDS
+            )
+            self._starting.discard(job.name)
+            # A start run takes the period whoever held it (the next period counts from this run).
+            if not self.redis.set(key, now, nx=not claimed, ex=period):
                 return False
             started = time.monotonic()
             result = job.run(self.runtime)

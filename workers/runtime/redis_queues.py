@@ -73,7 +73,9 @@ def _ring(pipe: Pipeline, namespace: str, queue: str, rings: int = 1) -> None:
     pipe.ltrim(bell, 0, BELL_RINGS - 1)
 
 
-def _decode_all(raws: Iterable[Any]) -> list[dramatiq.Message[Any]]:
+def _stored(redis: Redis, messages_key: str, ids: Sequence[Any]) -> list[dramatiq.Message[Any]]:
+    """The messages `ids` of a queue's hash, decoded, in order (those gone left out)."""
+    raws = redis.hmget(messages_key, ids) if ids else []
     return [dramatiq.Message.decode(raw if isinstance(raw, bytes) else raw.encode()) for raw in raws if raw]
 
 
@@ -319,8 +321,7 @@ def unfinished(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> Unfi
     pipe.hlen(_keys(namespace, queue)[1])
     pipe.hlen(_keys(namespace, _delayed(queue))[1])
     pipe.hlen(_dead_keys(namespace, queue)[1])
-    queued, messages, delayed, dead = pipe.execute()
-    return Unfinished(int(queued), int(messages), int(delayed), int(dead))
+    return Unfinished(*(int(count) for count in pipe.execute()))
 
 
 def queued_messages(
@@ -328,8 +329,7 @@ def queued_messages(
 ) -> list[dramatiq.Message[Any]]:
     """The messages waiting on `queue` (on its delay queue if `delayed`), oldest first (for inspection and tests)."""
     ids_key, messages_key = _keys(namespace, _delayed(queue) if delayed else queue)
-    ids = redis.lrange(ids_key, 0, -1)
-    return _decode_all(redis.hmget(messages_key, ids)) if ids else []
+    return _stored(redis, messages_key, redis.lrange(ids_key, 0, -1))
 
 
 def drop_waiting(redis: Redis, namespace: str, queue: str) -> None:
@@ -340,7 +340,7 @@ def drop_waiting(redis: Redis, namespace: str, queue: str) -> None:
 def unacknowledged(redis: Redis, namespace: str, queue: str = WEBHOOK_QUEUE) -> list[dramatiq.Message[Any]]:
     """The messages of `queue` that workers have fetched and not yet acknowledged."""
     ids = [member for key in redis.scan_iter(f"{namespace}:__acks__.*.{queue}") for member in redis.smembers(key)]
-    return _decode_all(redis.hmget(_keys(namespace, queue)[1], ids)) if ids else []
+    return _stored(redis, _keys(namespace, queue)[1], ids)
 
 
 def live_workers(redis: Redis, namespace: str) -> int:
