@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from schemas.api import EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.events import InvalidEnvelope, parse_time
+from schemas.events import parse_time
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.common.services import services
@@ -195,18 +195,11 @@ def list_active_syncs(request: Request) -> JSONResponse:
     return _sync_page(request, query)
 
 
-def time_cursor(raw: Any) -> datetime:
-    try:
-        return parse_time(raw)
-    except InvalidEnvelope:
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out") from None
-
-
 def page_start(request: Request) -> tuple[int, tuple[datetime, str] | None]:
     """The page's `limit` and the (time, id) its cursor names, for lists kept newest first."""
     limit = page_limit(request)
     cursor = decode_cursor(request, 2, ("time", "text"))
-    return limit, (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
+    return limit, (parse_time(cursor[0]), str(cursor[1])) if cursor else None
 
 
 def newest_first(request: Request, query: SelectOfScalar[T], at: Any, ident: Any) -> tuple[SelectOfScalar[T], int]:
