@@ -76,6 +76,11 @@ def paged(summary: str, model: type[BaseModel], *query: dict[str, Any]) -> Opera
     return Operation(summary, Page[model], query=(*PAGED, *query))  # type: ignore[valid-type]
 
 
+def action(summary: str, response: type[BaseModel] = ActionOut, status: int = 202, **more: Any) -> Operation:
+    """An action at Codat, which can meet there what `CODAT` lists."""
+    return Operation(summary, response, status, errors=CODAT, **more)
+
+
 def many(description: str) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string", "minLength": 1}, "description": description}
 
@@ -163,40 +168,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=(503,),
     ),
     ("GET", "/v1/stream/status"): Operation("This process's stream clients and reader", StreamStatusOut),
-    ("POST", "/v1/companies/{company_id}/refresh"): Operation(
-        "Refresh all of a company's data at Codat",
-        ActionOut,
-        202,
-        query=(ONE_CONNECTION,),
-        errors=CODAT,
+    ("POST", "/v1/companies/{company_id}/refresh"): action(
+        "Refresh all of a company's data at Codat", query=(ONE_CONNECTION,)
     ),
-    ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): Operation(
-        "Refresh one data type at Codat",
-        ActionOut,
-        202,
-        query=(ONE_CONNECTION,),
-        errors=(400, *CODAT),
+    ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): action(
+        "Refresh one data type at Codat", query=(ONE_CONNECTION,)
     ),
     ("GET", "/v1/companies/{company_id}/bundles"): Operation(
         "A company's bundles (SYNCTRACK_BUNDLES): as of when, how far apart, what is stale", BundleList
     ),
-    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): Operation(
+    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): action(
         "Refresh a bundle's members that are not fresh (all of them with all=true) at Codat",
         BundleRefreshOut,
-        202,
         query=(param("all", {"type": "boolean"}, "Refresh every member, fresh or not."),),
-        errors=CODAT,
     ),
-    ("POST", "/v1/connections/{connection_id}/unlink"): Operation(
-        "Unlink (deauthorise) a connection, keeping its data", ActionOut, 202, errors=CODAT
-    ),
-    ("DELETE", "/v1/connections/{connection_id}"): Operation(
-        "Delete a connection at Codat (irreversible)", ActionOut, 202, errors=CODAT
-    ),
-    ("POST", "/v1/connections/{connection_id}/reconnect"): Operation(
+    ("POST", "/v1/connections/{connection_id}/unlink"): action("Unlink (deauthorise) a connection, keeping its data"),
+    ("DELETE", "/v1/connections/{connection_id}"): action("Delete a connection at Codat (irreversible)"),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): action(
         "Ask Codat for a fresh link URL for the customer to re-link the connection (single-use, never stored)",
         ReconnectOut,
-        errors=CODAT,
+        200,
     ),
     ("POST", "/v1/tokens"): Operation(
         "Mint a company-scoped token (admin only)", TokenOut, 201, request=TokenIn, errors=(409,)
