@@ -24,7 +24,7 @@ from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, connection_facts
 from service.api.action_limit import ActionLimit
-from service.api.reads import freshness_of, not_found, page_of
+from service.api.reads import not_found, page_of
 from service.common.pagination import decode_cursor, list_param, page_limit
 from service.common.services import services
 from service.security.middleware import principal_of
@@ -86,7 +86,7 @@ async def action_out(request: Request, result: ActionResult) -> ActionOut:
             timings = load_timings(session, result.syncs)
             if not result.connection_id or result.record.action == "refresh":
                 return None, timings
-            return load_connection(session, result.connection_id, freshness_of(request), _now()), timings
+            return load_connection(session, result.connection_id, services(request).freshness, _now()), timings
 
     connection, timings = await run_in_threadpool(load)
     syncs = [sync_out(s, timings.get(s.id)) for s in result.syncs]
@@ -201,7 +201,7 @@ async def queue_refresh(
         connection_id=connection_id,
         codat_status=status,
         operations=operations,
-        freshness=freshness_of(request),
+        freshness=services(request).freshness,
     )
 
 
@@ -241,7 +241,7 @@ async def _act_on_connection(
         at=at,
         answered_at=_now(),
         connection=connection,
-        freshness=freshness_of(request),
+        freshness=services(request).freshness,
         **answer,
     )
     return await _answer(request, result)
