@@ -24,9 +24,10 @@ from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, connection_facts
 from service.api.action_limit import ActionLimit
-from service.api.reads import freshness_of, not_found, page_of
+from service.api.reads import not_found, page_of
 from service.common.pagination import decode_cursor, list_param, page_limit
 from service.common.services import services
+from service.security.middleware import principal_of
 from service.security.scope import company_filter
 from workers.codat.actions import (
     ActionResult,
@@ -54,13 +55,6 @@ T = TypeVar("T")
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def actor_of(request: Request) -> str | None:
-    """Who asked (the token's subject, never the token), when the auth middleware said."""
-    principal = request.scope.get("state", {}).get("principal")
-    subject = getattr(principal, "subject", None)
-    return subject if isinstance(subject, str) else None
 
 
 def _codat(request: Request) -> CodatClient:
@@ -92,7 +86,7 @@ async def action_out(request: Request, result: ActionResult) -> ActionOut:
             timings = load_timings(session, result.syncs)
             if not result.connection_id or result.record.action == "refresh":
                 return None, timings
-            return load_connection(session, result.connection_id, freshness_of(request), _now()), timings
+            return load_connection(session, result.connection_id, services(request).freshness, _now()), timings
 
     connection, timings = await run_in_threadpool(load)
     syncs = [sync_out(s, timings.get(s.id)) for s in result.syncs]
@@ -112,14 +106,13 @@ async def _refused(request: Request, exc: ApiError, target: dict[str, Any], resu
     """Audit an action refused by Codat (a `CodatError`, with Codat's status) or by Synctrack before asking."""
     codat_status = exc.codat_status if isinstance(exc, CodatError) else None
     await run_in_threadpool(
-        lambda: record_failure(
-            services(request).engine,
-            actor=actor_of(request),
-            codat_status=codat_status,
-            detail=f"{exc.code.value}: {exc.detail}",
-            result=result,
-            **target,
-        )
+        record_failure,
+        services(request).engine,
+        actor=principal_of(request).subject,
+        codat_status=codat_status,
+        detail=f"{exc.code.value}: {exc.detail}",
+        result=result,
+        **target,
     )
     log.warning(
         "action=%s company=%s result=%s error=%s codat_status=%s",
@@ -132,7 +125,7 @@ async def _refused(request: Request, exc: ApiError, target: dict[str, Any], resu
     return exc
 
 
-def _target(
+def action_target(
     action: str, company_id: str, connection_id: str | None = None, data_type: str | None = None
 ) -> dict[str, Any]:
     """What the audit row of an action names (`record_failure`'s keywords), at now."""
@@ -142,9 +135,8 @@ def _target(
 async def within_action_limit(request: Request, target: dict[str, Any]) -> None:
     """The check every action makes just before it calls Codat: a company token's company over
     `SYNCTRACK_ACTIONS_PER_MINUTE` is answered 429 `rate_limited` with `Retry-After`, and audited."""
-    principal = request.scope.get("state", {}).get("principal")
-    company_id = getattr(principal, "company_id", None)
-    if not isinstance(company_id, str):
+    company_id = principal_of(request).company_id
+    if company_id is None:
         return
     limit = services(request).get(ActionLimit)
     wait = await limit.take(company_id)
@@ -175,7 +167,7 @@ async def refresh(request: Request) -> JSONResponse:
         raise ApiError(400, ErrorCode.INVALID_PARAMETER, f"{data_type!r} is not a Codat data type name")
     connection_id = request.query_params.get("connection_id") or None
     await run_in_threadpool(check_company, services(request).engine, company_id)
-    await within_action_limit(request, _target("refresh", company_id, connection_id, data_type))
+    await within_action_limit(request, action_target("refresh", company_id, connection_id, data_type))
     return await _answer(request, await queue_refresh(request, company_id, data_type, connection_id))
 
 
@@ -184,7 +176,7 @@ async def queue_refresh(
 ) -> ActionResult:
     """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it.
     A refusal is audited and raised as its `ApiError`. The caller has passed `within_action_limit`."""
-    target = _target("refresh", company_id, connection_id, data_type)
+    target = action_target("refresh", company_id, connection_id, data_type)
     try:
         if data_type is None:
             status, raws = await _codat(request).refresh_all(company_id)
@@ -200,45 +192,34 @@ async def queue_refresh(
     except CodatError as exc:
         raise await _refused(request, exc, target) from None
     return await run_in_threadpool(
-        lambda: record_refresh(
-            services(request).engine,
-            actor=actor_of(request),
-            at=target["at"],
-            company_id=company_id,
-            data_type=data_type,
-            connection_id=connection_id,
-            codat_status=status,
-            operations=operations,
-            freshness=freshness_of(request),
-        )
+        record_refresh,
+        services(request).engine,
+        actor=principal_of(request).subject,
+        at=target["at"],
+        company_id=company_id,
+        data_type=data_type,
+        connection_id=connection_id,
+        codat_status=status,
+        operations=operations,
+        freshness=services(request).freshness,
     )
 
 
-async def _known_connection(request: Request) -> Connection:
+async def _ask_about_connection(
+    request: Request, action: str, ask_codat: Callable[[CodatClient, Connection], Awaitable[T]]
+) -> tuple[Connection, datetime, T]:
+    """Ask Codat about the path's connection (404 if unknown or deleted): (connection, when asked, answer).
+    An `ApiError` refusal, Synctrack's (raised by `ask_codat` before it calls Codat) or Codat's, is audited
+    and raised."""
     connection_id = request.path_params["connection_id"]
     connection = await run_in_threadpool(find_connection, services(request).engine, connection_id)
     if connection is None:
         raise not_found("connection", connection_id)
     if connection.deleted_at is not None:
         raise ApiError(404, ErrorCode.NOT_FOUND, f"connection {connection_id!r} was deleted")
-    return connection
-
-
-async def _ask_about_connection(
-    request: Request,
-    action: str,
-    ask_codat: Callable[[CodatClient, Connection], Awaitable[T]],
-    refusal: Callable[[Connection], ApiError | None] | None = None,
-) -> tuple[Connection, datetime, T]:
-    """Ask Codat about the path's connection (404 if unknown or deleted): (connection, when asked, answer).
-    `refusal` (blocking) gives the error to answer instead when the action makes no sense for the connection.
-    A refusal, Synctrack's or Codat's, is audited and raised."""
-    connection = await _known_connection(request)
-    target = _target(action, connection.company_id, connection.id)
+    target = action_target(action, connection.company_id, connection.id)
     await within_action_limit(request, target)
     try:
-        if refusal is not None and (refused := await run_in_threadpool(refusal, connection)) is not None:
-            raise refused
         answer = await ask_codat(_codat(request), connection)
     except ApiError as exc:
         raise await _refused(request, exc, target) from None
@@ -254,15 +235,14 @@ async def _act_on_connection(
     """Ask Codat to act on the path's connection, `record` its answer (the keywords `ask_codat` gives), answer 202."""
     connection, at, answer = await _ask_about_connection(request, action, ask_codat)
     result = await run_in_threadpool(
-        lambda: record(
-            services(request).engine,
-            actor=actor_of(request),
-            at=at,
-            answered_at=_now(),
-            connection=connection,
-            freshness=freshness_of(request),
-            **answer,
-        )
+        record,
+        services(request).engine,
+        actor=principal_of(request).subject,
+        at=at,
+        answered_at=_now(),
+        connection=connection,
+        freshness=services(request).freshness,
+        **answer,
     )
     return await _answer(request, result)
 
@@ -286,6 +266,8 @@ async def reconnect_connection(request: Request) -> JSONResponse:
     """`POST /v1/connections/{connection_id}/reconnect`: 200 with the `linkUrl` Codat issues now, unchanged."""
 
     async def ask(codat: CodatClient, connection: Connection) -> tuple[int, str, str | None]:
+        if why := await run_in_threadpool(reconnect_refusal, services(request).engine, connection):
+            raise ApiError(409, ErrorCode.NOT_RECONNECTABLE, why)
         status, body = await codat.fetch_connection(connection.company_id, connection.id)
         try:
             facts = connection_facts(body)
@@ -295,23 +277,16 @@ async def reconnect_connection(request: Request) -> JSONResponse:
             raise CodatError(502, ErrorCode.CODAT_ERROR, "Codat's connection carries no linkUrl", status)
         return status, facts.link_url, facts.status
 
-    def refusal(connection: Connection) -> ApiError | None:
-        why = reconnect_refusal(services(request).engine, connection)
-        return ApiError(409, ErrorCode.NOT_RECONNECTABLE, why) if why else None
-
-    connection, at, (status, link_url, codat_connection_status) = await _ask_about_connection(
-        request, "reconnect", ask, refusal
-    )
+    connection, at, (status, link_url, codat_connection_status) = await _ask_about_connection(request, "reconnect", ask)
     fetched_at = _now()
     record = await run_in_threadpool(
-        lambda: record_reconnect(
-            services(request).engine,
-            actor=actor_of(request),
-            at=at,
-            connection=connection,
-            codat_status=status,
-            codat_connection_status=codat_connection_status,
-        )
+        record_reconnect,
+        services(request).engine,
+        actor=principal_of(request).subject,
+        at=at,
+        connection=connection,
+        codat_status=status,
+        codat_connection_status=codat_connection_status,
     )
     # The link is a one-time credential: it goes to the caller only, never to a log or a cache.
     log.info(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 
-from redis import Redis
 from redis.exceptions import RedisError
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from schemas.api import EventOut
 from schemas.errors import ApiError, ErrorCode
 from schemas.ops import (
     DEFAULT_MAX_BACKLOG,
@@ -29,7 +27,7 @@ from schemas.ops import (
     ReplayJobOut,
     ReplayRequest,
 )
-from service.api.reads import newest_first, page_of
+from service.api.reads import event_out, newest_first, page_of
 from service.common.json_body import read_model
 from service.common.pagination import decode_cursor, encode_cursor, page_limit
 from service.common.services import services
@@ -38,26 +36,22 @@ from workers.ops.actors import start_message
 from workers.ops.deadletters import DeadLetters
 from workers.ops.replay import cancel_job, count_selection, create_job, job_out, load_job, sample_selection
 from workers.runtime.metrics import record_redriven
-from workers.runtime.redis_queues import push, queue_states
+from workers.runtime.redis_queues import Encoded, push, queue_states
 
 log = logging.getLogger("synctrack.admin")
-
-
-def admin_redis(request: Request) -> Redis:
-    """The app's blocking Redis client, for admin handlers in the thread pool."""
-    return services(request).admin_redis
 
 
 def namespace_of(request: Request) -> str:
     return services(request).settings.redis_namespace
 
 
-def start_on_workers(request: Request, job: ReplayJob, rate: float, max_backlog: int) -> None:
-    push(admin_redis(request), namespace_of(request), [start_message(job.id, rate, max_backlog)])
+def start_on_workers(request: Request, message: Encoded) -> None:
+    """Push the message that starts (or resumes) a job onto the workers' queue, from the thread pool."""
+    push(services(request).admin_redis, namespace_of(request), [message])
 
 
 def _job_out(request: Request, job: ReplayJob) -> ReplayJobOut:
-    return job_out(job, admin_redis(request), namespace_of(request))
+    return job_out(job, services(request).admin_redis, namespace_of(request))
 
 
 async def replay(request: Request) -> JSONResponse:
@@ -68,14 +62,11 @@ async def replay(request: Request) -> JSONResponse:
     def run() -> JSONResponse:
         if body.dry_run:
             count, pruned = count_selection(engine, filters)
-            sample = [
-                EventOut.model_validate(row, from_attributes=True)
-                for row in sample_selection(engine, filters, body.sample)
-            ]
+            sample = [event_out(row) for row in sample_selection(engine, filters, body.sample)]
             out = DryRunOut(count=count, pruned=pruned, sample=sample)
             return JSONResponse(out.model_dump(mode="json"))
         job = create_job(engine, filters)
-        start_on_workers(request, job, body.rate, body.max_backlog)
+        start_on_workers(request, start_message(job.id, body.rate, body.max_backlog))
         log.info("job=%s action=replay_started total=%d filters=%s", job.id, job.total, json.dumps(job.filters))
         return JSONResponse(
             _job_out(request, job).model_dump(mode="json"),
@@ -121,7 +112,7 @@ async def resume_replay(request: Request) -> JSONResponse:
             raise ApiError(
                 409, ErrorCode.CONFLICT, f"replay {job_id} is {shown.status}; only an interrupted one resumes"
             )
-        start_on_workers(request, job, rate, max_backlog)
+        start_on_workers(request, start_message(job.id, rate, max_backlog))
         log.info("job=%s action=replay_resumed done=%d total=%d", job.id, job.done, job.total)
         return JSONResponse(shown.model_dump(mode="json"), status_code=202)
 
@@ -139,7 +130,7 @@ async def list_queues(request: Request) -> JSONResponse:
 
 
 def dead_letters(request: Request) -> DeadLetters:
-    return DeadLetters(admin_redis(request), namespace_of(request), engine=services(request).engine)
+    return DeadLetters(services(request).admin_redis, namespace_of(request), engine=services(request).engine)
 
 
 def list_dead_letters(request: Request) -> JSONResponse:

@@ -14,9 +14,10 @@ from starlette.routing import Route
 
 from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.errors import ApiError, ErrorCode
-from service.api.action_routes import action_out, actor_of, check_company, queue_refresh, within_action_limit
-from service.api.reads import bool_param, engine_of, freshness_of, not_found
+from service.api.action_routes import action_out, action_target, check_company, queue_refresh, within_action_limit
+from service.api.reads import bool_param, not_found
 from service.common.services import services
+from service.security.middleware import principal_of
 from workers.ledger.bundles import load_bundles, load_members, start_refresh
 from workers.ledger.tables import Company
 
@@ -33,11 +34,11 @@ def _members(request: Request) -> tuple[str, list[str]]:
 
 def list_bundles(request: Request) -> JSONResponse:
     company_id = request.path_params["company_id"]
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         if session.get(Company, company_id) is None:
             raise not_found("company", company_id)
         items = load_bundles(
-            session, company_id, services(request).settings.bundles, freshness_of(request), datetime.now(UTC)
+            session, company_id, services(request).settings.bundles, services(request).freshness, datetime.now(UTC)
         )
     return JSONResponse(BundleList(items=items).model_dump(mode="json"))
 
@@ -48,16 +49,16 @@ async def refresh_bundle(request: Request) -> JSONResponse:
     everything = bool_param(request, "all") is True
     engine = services(request).engine
     await run_in_threadpool(check_company, engine, company_id, True)
-    at = datetime.now(UTC)
-    target = dict(action="refresh", at=at, company_id=company_id, connection_id=None, data_type=None)
+    target = action_target("refresh", company_id)
+    at = target["at"]
     await within_action_limit(request, target)
 
     def record() -> list[tuple[str, str]]:
         """Record the bundle refresh; (data type, connection) of each refresh to queue."""
         with Session(engine) as session, session.begin():
-            members = load_members(session, company_id, data_types, freshness_of(request), at)
+            members = load_members(session, company_id, data_types, services(request).freshness, at)
             wanted = [t for t in data_types if everything or not members[t].fresh]
-            start_refresh(session, company_id, name, data_types, at, actor_of(request))
+            start_refresh(session, company_id, name, data_types, at, principal_of(request).subject)
         return [(t, c) for t in wanted for c in members[t].connection_ids]
 
     queued = await run_in_threadpool(record)

@@ -50,12 +50,10 @@ from schemas.tokens import RevokedOut, TokenIn, TokenOut
 JSON = "application/json"
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    schema: dict[str, Any]
-    description: str
-    location: str = "query"
+def param(name: str, schema: dict[str, Any], description: str, location: str = "query") -> dict[str, Any]:
+    """An optional parameter's OpenAPI object; a list is given repeated or comma-separated."""
+    exploded = {"style": "form", "explode": True} if schema.get("type") == "array" else {}
+    return {"name": name, "in": location, "required": False, "schema": schema, "description": description} | exploded
 
 
 @dataclass(frozen=True)
@@ -65,12 +63,22 @@ class Operation:
     """The success body; None for a body that is not JSON (see `media`) or no body at all."""
     status: int = 200
     request: type[BaseModel] | None = None
-    query: tuple[Param, ...] = ()
+    query: tuple[dict[str, Any], ...] = ()
     media: str | None = JSON
     errors: tuple[int, ...] = ()
     """Statuses beyond those the access rule and the parameters imply (401, 403, 404, 400, 429)."""
     also: dict[int, type[BaseModel]] = field(default_factory=dict)
     """Other successful answers, e.g. a dry run's 200 beside a job's 202."""
+
+
+def paged(summary: str, model: type[BaseModel], *query: dict[str, Any]) -> Operation:
+    """A keyset-paged list of `model`, with `limit`, `cursor` and the `query` filters."""
+    return Operation(summary, Page[model], query=(*PAGED, *query))  # type: ignore[valid-type]
+
+
+def action(summary: str, response: type[BaseModel] = ActionOut, status: int = 202, **more: Any) -> Operation:
+    """An action at Codat, which can meet there what `CODAT` lists."""
+    return Operation(summary, response, status, errors=CODAT, **more)
 
 
 def many(description: str) -> dict[str, Any]:
@@ -81,11 +89,11 @@ def one_of(*values: str) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string", "enum": list(values)}}
 
 
-LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (default 50).")
-PAGED = (LIMIT, Param("cursor", {"type": "string"}, "The `next_cursor` of the previous page."))
-COMPANIES = Param("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
-CONNECTIONS = Param("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
-ONE_CONNECTION = Param("connection_id", {"type": "string"}, "Only this connection.")
+LIMIT = param("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (default 50).")
+PAGED = (LIMIT, param("cursor", {"type": "string"}, "The `next_cursor` of the previous page."))
+COMPANIES = param("company_id", many("company ids"), "Only these companies (repeat, or separate with commas).")
+CONNECTIONS = param("connection_id", many("connection ids"), "Only these connections (repeat, or comma-separated).")
+ONE_CONNECTION = param("connection_id", {"type": "string"}, "Only this connection.")
 TIME = {"type": "string", "format": "date-time"}
 CODAT = (400, 409, 502, 503)
 """What an action can meet at Codat: a 400, a conflict, a refusal or failure, no answer."""
@@ -105,61 +113,46 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/"): Operation("The dashboard (admin view)", None, media="text/html"),
     ("GET", "/embed/companies/{company_id}"): Operation("The dashboard of one company", None, media="text/html"),
     ("GET", "/static/{path}"): Operation("The dashboard's files", None, media="application/octet-stream"),
-    ("GET", "/v1/companies"): Operation("Every company", Page[CompanyOut], query=PAGED),
-    ("GET", "/v1/companies/{company_id}/connections"): Operation(
-        "A company's connections", Page[ConnectionOut], query=PAGED
-    ),
-    ("GET", "/v1/connections"): Operation(
+    ("GET", "/v1/companies"): paged("Every company", CompanyOut),
+    ("GET", "/v1/companies/{company_id}/connections"): paged("A company's connections", ConnectionOut),
+    ("GET", "/v1/connections"): paged(
         "Connections across companies, by id, with their freshness and health",
-        Page[ConnectionOut],
-        query=(
-            *PAGED,
-            Param("freshness", one_of(*FRESHNESS), "Only connections in these states (repeat, or comma-separated)."),
-            Param("health", one_of(*HEALTH), "Only connections of these healths (repeat, or comma-separated)."),
-            COMPANIES,
-            Param("source_type", many("source types"), "Only these source types (Accounting, Banking, ...)."),
-        ),
+        ConnectionOut,
+        param("freshness", one_of(*FRESHNESS), "Only connections in these states (repeat, or comma-separated)."),
+        param("health", one_of(*HEALTH), "Only connections of these healths (repeat, or comma-separated)."),
+        COMPANIES,
+        param("source_type", many("source types"), "Only these source types (Accounting, Banking, ...)."),
     ),
     ("GET", "/v1/connections/{connection_id}"): Operation("One connection, with its data types", ConnectionDetail),
-    ("GET", "/v1/connections/{connection_id}/syncs"): Operation(
+    ("GET", "/v1/connections/{connection_id}/syncs"): paged(
         "A connection's syncs, newest first",
-        Page[SyncOut],
-        query=(
-            *PAGED,
-            Param("data_type", {"type": "string"}, "Only this data type."),
-            Param("phase", {"type": "string", "enum": list(PHASES)}, "Only syncs in this phase."),
-        ),
+        SyncOut,
+        param("data_type", {"type": "string"}, "Only this data type."),
+        param("phase", {"type": "string", "enum": list(PHASES)}, "Only syncs in this phase."),
     ),
-    ("GET", "/v1/connections/{connection_id}/timeline"): Operation(
+    ("GET", "/v1/connections/{connection_id}/timeline"): paged(
         "What happened to a connection, newest first: lifecycle, syncs, requests, health and freshness changes, "
         "results found by reconciliation",
-        Page[TimelineItemOut],
-        query=PAGED,
+        TimelineItemOut,
     ),
-    ("GET", "/v1/syncs/active"): Operation("Syncs running now", Page[SyncOut], query=(*PAGED, COMPANIES, CONNECTIONS)),
-    ("GET", "/v1/events"): Operation(
+    ("GET", "/v1/syncs/active"): paged("Syncs running now", SyncOut, COMPANIES, CONNECTIONS),
+    ("GET", "/v1/events"): paged(
         "Stored webhooks, newest first",
-        Page[EventOut],
-        query=(
-            *PAGED,
-            COMPANIES,
-            CONNECTIONS,
-            Param("event_type", many("event types"), "Only these event types."),
-            Param("outcome", many("outcomes"), "Only these outcomes (processed, ignored, failed, ...)."),
-            Param("since", TIME, "Received at or after."),
-            Param("until", TIME, "Received before."),
-        ),
+        EventOut,
+        COMPANIES,
+        CONNECTIONS,
+        param("event_type", many("event types"), "Only these event types."),
+        param("outcome", many("outcomes"), "Only these outcomes (processed, ignored, failed, ...)."),
+        param("since", TIME, "Received at or after."),
+        param("until", TIME, "Received before."),
     ),
     ("GET", "/v1/events/{event_id}"): Operation("One stored webhook, with its body", EventDetail),
-    ("GET", "/v1/audit"): Operation(
+    ("GET", "/v1/audit"): paged(
         "Actions taken, newest first",
-        Page[AuditOut],
-        query=(
-            *PAGED,
-            COMPANIES,
-            CONNECTIONS,
-            Param("action", one_of("refresh", "unlink", "delete", "reconnect"), "Only these actions."),
-        ),
+        AuditOut,
+        COMPANIES,
+        CONNECTIONS,
+        param("action", one_of("refresh", "unlink", "delete", "reconnect"), "Only these actions."),
     ),
     ("GET", "/v1/stream"): Operation(
         "Changes as server-sent events (snapshot, then live; resumable with Last-Event-ID)",
@@ -167,48 +160,34 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query=(
             COMPANIES,
             CONNECTIONS,
-            Param("last_event_id", {"type": "string"}, "Resume after this event (the header wins)."),
-            Param("access_token", {"type": "string"}, "The token, when SYNCTRACK_STREAM_TOKEN_IN_QUERY is on."),
-            Param("Last-Event-ID", {"type": "string"}, "Resume after this event.", location="header"),
+            param("last_event_id", {"type": "string"}, "Resume after this event (the header wins)."),
+            param("access_token", {"type": "string"}, "The token, when SYNCTRACK_STREAM_TOKEN_IN_QUERY is on."),
+            param("Last-Event-ID", {"type": "string"}, "Resume after this event.", location="header"),
         ),
         media="text/event-stream",
         errors=(503,),
     ),
     ("GET", "/v1/stream/status"): Operation("This process's stream clients and reader", StreamStatusOut),
-    ("POST", "/v1/companies/{company_id}/refresh"): Operation(
-        "Refresh all of a company's data at Codat",
-        ActionOut,
-        202,
-        query=(ONE_CONNECTION,),
-        errors=CODAT,
+    ("POST", "/v1/companies/{company_id}/refresh"): action(
+        "Refresh all of a company's data at Codat", query=(ONE_CONNECTION,)
     ),
-    ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): Operation(
-        "Refresh one data type at Codat",
-        ActionOut,
-        202,
-        query=(ONE_CONNECTION,),
-        errors=(400, *CODAT),
+    ("POST", "/v1/companies/{company_id}/refresh/{data_type}"): action(
+        "Refresh one data type at Codat", query=(ONE_CONNECTION,)
     ),
     ("GET", "/v1/companies/{company_id}/bundles"): Operation(
         "A company's bundles (SYNCTRACK_BUNDLES): as of when, how far apart, what is stale", BundleList
     ),
-    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): Operation(
+    ("POST", "/v1/companies/{company_id}/bundles/{name}/refresh"): action(
         "Refresh a bundle's members that are not fresh (all of them with all=true) at Codat",
         BundleRefreshOut,
-        202,
-        query=(Param("all", {"type": "boolean"}, "Refresh every member, fresh or not."),),
-        errors=CODAT,
+        query=(param("all", {"type": "boolean"}, "Refresh every member, fresh or not."),),
     ),
-    ("POST", "/v1/connections/{connection_id}/unlink"): Operation(
-        "Unlink (deauthorise) a connection, keeping its data", ActionOut, 202, errors=CODAT
-    ),
-    ("DELETE", "/v1/connections/{connection_id}"): Operation(
-        "Delete a connection at Codat (irreversible)", ActionOut, 202, errors=CODAT
-    ),
-    ("POST", "/v1/connections/{connection_id}/reconnect"): Operation(
+    ("POST", "/v1/connections/{connection_id}/unlink"): action("Unlink (deauthorise) a connection, keeping its data"),
+    ("DELETE", "/v1/connections/{connection_id}"): action("Delete a connection at Codat (irreversible)"),
+    ("POST", "/v1/connections/{connection_id}/reconnect"): action(
         "Ask Codat for a fresh link URL for the customer to re-link the connection (single-use, never stored)",
         ReconnectOut,
-        errors=CODAT,
+        200,
     ),
     ("POST", "/v1/tokens"): Operation(
         "Mint a company-scoped token (admin only)", TokenOut, 201, request=TokenIn, errors=(409,)
@@ -224,10 +203,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         201,
         request=SubscriptionIn,
     ),
-    ("GET", "/v1/subscriptions"): Operation(
+    ("GET", "/v1/subscriptions"): paged(
         "Subscriptions, newest first",
-        Page[SubscriptionOut],
-        query=(*PAGED, Param("enabled", {"type": "boolean"}, "Only enabled (true) or disabled (false) ones.")),
+        SubscriptionOut,
+        param("enabled", {"type": "boolean"}, "Only enabled (true) or disabled (false) ones."),
     ),
     ("GET", "/v1/subscriptions/{subscription_id}"): Operation("One subscription", SubscriptionOut),
     ("PATCH", "/v1/subscriptions/{subscription_id}"): Operation(
@@ -240,14 +219,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Rotate the signing secret (the old one keeps signing for the overlap)", SubscriptionWithSecret
     ),
     ("POST", "/v1/subscriptions/{subscription_id}/test"): Operation("Send a ping now", DeliveryOut, errors=(409,)),
-    ("GET", "/v1/subscriptions/{subscription_id}/deliveries"): Operation(
+    ("GET", "/v1/subscriptions/{subscription_id}/deliveries"): paged(
         "A subscription's deliveries, newest first",
-        Page[DeliveryOut],
-        query=(
-            *PAGED,
-            Param("status", one_of("pending", "delivered", "failed"), "Only deliveries in these states."),
-            Param("event_type", one_of(*EVENT_TYPES, "ping"), "Only these event types."),
-        ),
+        DeliveryOut,
+        param("status", one_of("pending", "delivered", "failed"), "Only deliveries in these states."),
+        param("event_type", one_of(*EVENT_TYPES, "ping"), "Only these event types."),
     ),
     ("GET", "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}"): Operation(
         "One delivery, with its body", DeliveryDetail
@@ -265,17 +241,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         request=ReplayRequest,
         also={200: DryRunOut},
     ),
-    ("GET", "/v1/admin/missed"): Operation(
+    ("GET", "/v1/admin/missed"): paged(
         "Missed webhooks: results reconciliation folded that no webhook had reported, newest found first",
-        Page[MissedWebhookOut],
-        query=(*PAGED, Param("since", TIME, "Found at or after.")),
+        MissedWebhookOut,
+        param("since", TIME, "Found at or after."),
     ),
-    ("GET", "/v1/platforms/incidents"): Operation(
+    ("GET", "/v1/platforms/incidents"): paged(
         "Platform incidents, newest first",
-        Page[IncidentOut],
-        query=(*PAGED, Param("status", {"type": "string", "enum": ["open", "closed"]}, "Only open or closed ones.")),
+        IncidentOut,
+        param("status", {"type": "string", "enum": ["open", "closed"]}, "Only open or closed ones."),
     ),
-    ("GET", "/v1/admin/replays"): Operation("Replay jobs, newest first", Page[ReplayJobOut], query=PAGED),
+    ("GET", "/v1/admin/replays"): paged("Replay jobs, newest first", ReplayJobOut),
     ("GET", "/v1/admin/replays/{job_id}"): Operation("One replay job and its progress", ReplayJobOut),
     ("POST", "/v1/admin/replays/{job_id}/cancel"): Operation("Cancel a replay job", ReplayJobOut, errors=(409,)),
     ("POST", "/v1/admin/replays/{job_id}/resume"): Operation(
@@ -283,8 +259,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ReplayJobOut,
         202,
         query=(
-            Param("rate", {"type": "number", "minimum": 0}, "Events per second."),
-            Param("max_backlog", {"type": "integer", "minimum": 1}, "Most events waiting in the queue."),
+            param("rate", {"type": "number", "minimum": 0}, "Events per second."),
+            param("max_backlog", {"type": "integer", "minimum": 1}, "Most events waiting in the queue."),
         ),
         errors=(409,),
     ),
@@ -294,7 +270,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         202,
         request=ImportRequest,
     ),
-    ("GET", "/v1/admin/imports"): Operation("Import jobs, newest first", Page[ImportJobOut], query=PAGED),
+    ("GET", "/v1/admin/imports"): paged("Import jobs, newest first", ImportJobOut),
     ("GET", "/v1/admin/imports/{job_id}"): Operation("One import job and its progress", ImportJobOut),
     ("POST", "/v1/admin/imports/{job_id}/resume"): Operation(
         "Resume an import job, retrying the companies that failed", ImportJobOut, 202, errors=(409,)

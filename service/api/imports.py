@@ -13,21 +13,15 @@ from starlette.routing import Route
 
 from schemas.errors import ApiError, ErrorCode
 from schemas.imports import DEFAULT_CONCURRENCY, ImportRequest
-from service.api.admin import admin_redis, namespace_of
-from service.api.reads import not_found, page_of, time_cursor
+from service.api.admin import start_on_workers
+from service.api.reads import not_found, page_of, page_start
 from service.common.json_body import read_model
-from service.common.pagination import decode_cursor, page_limit
 from service.common.services import services
 from workers.codat.import_jobs import ImportJobNotFound, create_job, job_out, list_jobs, load_job, shown_status
 from workers.codat.importer import start_message
 from workers.ledger.tables import ImportJob
-from workers.runtime.redis_queues import push
 
 log = logging.getLogger("synctrack.admin")
-
-
-def start_on_workers(request: Request, job: ImportJob) -> None:
-    push(admin_redis(request), namespace_of(request), [start_message(job.id, DEFAULT_CONCURRENCY)])
 
 
 def _load(request: Request) -> ImportJob:
@@ -44,7 +38,7 @@ async def start_import(request: Request) -> JSONResponse:
 
     def run() -> JSONResponse:
         job = create_job(engine, body.company_id, lookback)
-        start_on_workers(request, job)
+        start_on_workers(request, start_message(job.id, DEFAULT_CONCURRENCY))
         log.info("job=%s action=import_started companies=%s", job.id, len(body.company_id) or "all")
         out = job_out(engine, job)
         return JSONResponse(
@@ -55,9 +49,7 @@ async def start_import(request: Request) -> JSONResponse:
 
 
 def list_imports(request: Request) -> JSONResponse:
-    limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
-    before = (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
+    limit, before = page_start(request)
     engine = services(request).engine
     return page_of(list_jobs(engine, limit, before), limit, lambda row: job_out(engine, row), "created_at", "id")
 
@@ -76,7 +68,7 @@ async def resume_import(request: Request) -> JSONResponse:
                 ErrorCode.CONFLICT,
                 f"import {job.id} is {status}; only a pending, interrupted, failed or partly failed one resumes",
             )
-        start_on_workers(request, job)
+        start_on_workers(request, start_message(job.id, DEFAULT_CONCURRENCY))
         log.info("job=%s action=import_resumed done=%d failed=%d total=%d", job.id, job.done, job.failed, job.total)
         return JSONResponse(job_out(services(request).engine, job).model_dump(mode="json"), status_code=202)
 

@@ -11,6 +11,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,11 +34,11 @@ from workers.runtime.redis_queues import BACKFILL_QUEUE, WEBHOOK_QUEUE, QueueSta
 T = TypeVar("T")
 
 
+@dataclass
 class _Families:
     """A collector made of metric families already gathered (what `generate_latest` reads)."""
 
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
+    families: list[Metric]
 
     def collect(self) -> Iterable[Metric]:
         return self.families

@@ -8,15 +8,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.api import MissedWebhookOut
-from service.api.reads import engine_of, page_of, page_start
+from service.api.reads import page_of, page_start
 from service.common.pagination import time_param
+from service.common.services import services
 from workers.ledger.missed import missed_page
 
 
 def list_missed(request: Request) -> JSONResponse:
     limit, after = page_start(request)
     since = time_param(request, "since")
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         rows = missed_page(session, since, limit, after)
     out = MissedWebhookOut.model_validate
     return page_of(rows, limit, lambda row: out(row, from_attributes=True), "found_at", "dataset_id")

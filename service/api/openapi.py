@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from schemas.api import ErrorBody
-from service.api.docs import JSON, OPERATIONS, Operation, Param
+from service.api.docs import JSON, OPERATIONS, Operation
 from service.security.rules import Kind, Rule, rule_for
 
 REF = "#/components/schemas/{model}"
@@ -46,14 +46,6 @@ def app_operations(routes: list[BaseRoute]) -> list[tuple[str, str]]:
     return found
 
 
-def _param(param: Param) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": param.name, "in": param.location, "required": False, "schema": param.schema}
-    body["description"] = param.description
-    if param.schema.get("type") == "array":
-        body.update(style="form", explode=True)
-    return body
-
-
 def _security(rule: Rule) -> tuple[list[dict[str, list[str]]], str]:
     if rule.kind in (Kind.PUBLIC, Kind.SIGNATURE):
         return [], ""
@@ -79,7 +71,7 @@ def operation(method: str, path: str, op: Operation, refs: dict[tuple[Any, str],
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
             for name in path_names
         ]
-        + [_param(p) for p in op.query],
+        + list(op.query),
     }
     if op.request is not None:
         schema = refs[(op.request, "validation")]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 from starlette.requests import Request
@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from schemas.api import EventDetail, EventOut, Page
 from schemas.errors import ApiError, ErrorCode
-from schemas.events import InvalidEnvelope, parse_time
+from schemas.events import parse_time
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.common.services import services
@@ -42,14 +42,6 @@ SCAN_CHUNK = 500
 """Connections read per statement while `GET /v1/connections` filters by freshness."""
 
 
-def engine_of(request: Request) -> Engine:
-    return services(request).reads
-
-
-def freshness_of(request: Request) -> FreshnessPolicy:
-    return services(request).freshness
-
-
 def page_response(items: list[Any], next_cursor: str | None) -> JSONResponse:
     return JSONResponse(Page[Any](items=items, next_cursor=next_cursor).model_dump(mode="json"))
 
@@ -72,7 +64,7 @@ def list_companies(request: Request) -> JSONResponse:
     query = company_rows_query().limit(limit + 1)
     if cursor:
         query = query.where(col(Company.id) > cursor[0])
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         rows = session.exec(query).all()
     items = [company_out(c, n) for c, n in rows[:limit]]
     return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
@@ -85,11 +77,11 @@ def list_connections(request: Request) -> JSONResponse:
     query = connection_rows_query().where(Connection.company_id == company_id).order_by(col(Connection.id))
     if cursor:
         query = query.where(col(Connection.id) > cursor[0])
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         if session.get(Company, company_id) is None:
             raise not_found("company", company_id)
         rows = session.exec(query.limit(limit + 1)).all()
-        assessed = assess_rows(session, rows[:limit], freshness_of(request), datetime.now(UTC))
+        assessed = assess_rows(session, rows[:limit], services(request).freshness, datetime.now(UTC))
     items = [connection_out(conn, name, bool(active), assessed[conn.id]) for conn, name, active in rows[:limit]]
     return page_response(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
@@ -133,11 +125,11 @@ def list_all_connections(request: Request) -> JSONResponse:
     after = str(cursor[0]) if cursor else None
     items: list[Any] = []
     more = False
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         while not more:
             chunk = query.where(col(Connection.id) > after) if after is not None else query
             rows = session.exec(chunk.limit(SCAN_CHUNK)).all()
-            assessed = assess_rows(session, rows, freshness_of(request), now)
+            assessed = assess_rows(session, rows, services(request).freshness, now)
             for conn, name, active in rows:
                 judged = assessed[conn.id]
                 if wanted and judged.freshness.freshness not in wanted:
@@ -156,8 +148,8 @@ def list_all_connections(request: Request) -> JSONResponse:
 
 def get_connection(request: Request) -> JSONResponse:
     connection_id = request.path_params["connection_id"]
-    with Session(engine_of(request)) as session:
-        detail = load_connection_detail(session, connection_id, freshness_of(request), datetime.now(UTC))
+    with Session(services(request).reads) as session:
+        detail = load_connection_detail(session, connection_id, services(request).freshness, datetime.now(UTC))
     if detail is None:
         raise not_found("connection", connection_id)
     return JSONResponse(detail.model_dump(mode="json"))
@@ -166,7 +158,7 @@ def get_connection(request: Request) -> JSONResponse:
 def _sync_page(request: Request, query: SelectOfScalar[Sync], connection_id: str | None = None) -> JSONResponse:
     """Syncs newest first; 404 when `connection_id` names no connection."""
     query, limit = newest_first(request, query, Sync.sort_at, Sync.id)
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         if connection_id is not None and session.get(Connection, connection_id) is None:
             raise not_found("connection", connection_id)
         rows = session.exec(query).all()
@@ -195,18 +187,11 @@ def list_active_syncs(request: Request) -> JSONResponse:
     return _sync_page(request, query)
 
 
-def time_cursor(raw: Any) -> datetime:
-    try:
-        return parse_time(raw)
-    except InvalidEnvelope:
-        raise ApiError(400, ErrorCode.INVALID_PARAMETER, "cursor is not one this API gave out") from None
-
-
 def page_start(request: Request) -> tuple[int, tuple[datetime, str] | None]:
     """The page's `limit` and the (time, id) its cursor names, for lists kept newest first."""
     limit = page_limit(request)
     cursor = decode_cursor(request, 2, ("time", "text"))
-    return limit, (time_cursor(cursor[0]), str(cursor[1])) if cursor else None
+    return limit, (parse_time(cursor[0]), str(cursor[1])) if cursor else None
 
 
 def newest_first(request: Request, query: SelectOfScalar[T], at: Any, ident: Any) -> tuple[SelectOfScalar[T], int]:
@@ -250,14 +235,14 @@ def list_events(request: Request) -> JSONResponse:
         query = query.where(col(WebhookEvent.received_at) >= since)
     if until := time_param(request, "until"):
         query = query.where(col(WebhookEvent.received_at) < until)
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         rows = session.exec(query).all()
     return page_of(rows, limit, event_out, "received_at", "id")
 
 
 def get_event(request: Request) -> JSONResponse:
     event_id = request.path_params["event_id"]
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         row = session.get(WebhookEvent, event_id)
     if row is None:
         raise not_found("event", event_id)

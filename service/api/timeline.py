@@ -8,8 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.api.reads import engine_of, not_found, page_response, page_start
+from service.api.reads import not_found, page_response, page_start
 from service.common.pagination import encode_cursor
+from service.common.services import services
 from workers.ledger.tables import Connection
 from workers.ledger.timeline import load_timeline
 
@@ -17,7 +18,7 @@ from workers.ledger.timeline import load_timeline
 def connection_timeline(request: Request) -> JSONResponse:
     connection_id = request.path_params["connection_id"]
     limit, after = page_start(request)
-    with Session(engine_of(request)) as session:
+    with Session(services(request).reads) as session:
         connection = session.get(Connection, connection_id)
         if connection is None:
             raise not_found("connection", connection_id)

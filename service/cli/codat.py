@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from schemas.settings import Settings
-from service.cli.progress import change_feed
+from service.cli.progress import change_feed, open_ledger
 from workers.runtime.logs import configure_logging
 
 app = typer.Typer()
@@ -23,12 +23,8 @@ def reconcile(
 ) -> None:
     """Read Codat's connections, pull-operation history and data status; fold what the ledger missed."""
     from workers.codat.reconcile import reconcile as run
-    from workers.runtime.db import make_engine, require_current_schema
 
-    settings = Settings()
-    configure_logging(settings)
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
+    settings, engine = open_ledger("reconcile")
     reports = asyncio.run(run(settings, engine, change_feed(settings), list(company or [])))
     for report in reports:
         typer.echo(report.line())

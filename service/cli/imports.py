@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from schemas.imports import DEFAULT_CONCURRENCY
-from schemas.settings import Settings
-from service.cli.progress import change_feed, console, progress_bar
-from workers.runtime.logs import configure_logging
+from service.cli.progress import change_feed, console, open_ledger, progress_bar
 
 if TYPE_CHECKING:
     from schemas.imports import ImportJobOut
@@ -37,14 +35,10 @@ def import_account(
     """Import an existing Codat account: its companies, connections, recent syncs and data status."""
     from workers.codat.import_jobs import ImportBusy, ImportJobNotFound, create_job, job_out, load_job, release
     from workers.codat.importer import Importer
-    from workers.runtime.db import make_engine, require_current_schema
 
-    settings = Settings()
-    configure_logging(settings)
+    settings, engine = open_ledger("import")
     logging.getLogger("synctrack.import").setLevel(logging.WARNING)  # the progress bar says the rest
     logging.getLogger("synctrack.codat").setLevel(logging.WARNING)
-    engine = make_engine(settings.database_url)
-    require_current_schema(engine)
     if resume and company:
         raise typer.BadParameter(
             "--resume continues a job as it was created; leave --company out", param_hint="--resume"

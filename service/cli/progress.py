@@ -1,10 +1,11 @@
 """What the commands share (not a command group): one stderr console, so stdout stays free for what a script
-reads, one kind of progress bar, and the change feed they announce folded changes on."""
+reads, one kind of progress bar, the ledger they work on, and the change feed they announce folded changes on."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,8 +20,11 @@ from rich.progress import (
 from rich.text import Text
 
 from schemas.settings import Settings
+from workers.runtime.logs import configure_logging
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from workers.ledger.changes import ChangeFeed
 
 console = Console(stderr=True)
@@ -52,6 +56,23 @@ def progress_bar(unit: str, decimals: int = 0) -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def open_ledger(command: str) -> tuple[Settings, Engine]:
+    """The settings (logging configured) and the ledger; `synctrack {command}` exits 1, saying what to do, when
+    the ledger's schema is not the one this code needs."""
+    from workers.runtime.db import SchemaOutOfDate, make_engine, require_current_schema
+
+    settings = Settings()
+    configure_logging(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        require_current_schema(engine)
+    except SchemaOutOfDate as exc:
+        engine.dispose()
+        typer.echo(f"synctrack {command}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return settings, engine
 
 
 def change_feed(settings: Settings) -> ChangeFeed | None:

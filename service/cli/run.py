@@ -7,6 +7,7 @@ import uvicorn
 
 from schemas.settings import Settings
 from service.cli.db import database_location
+from service.cli.progress import open_ledger
 from service.security import auth_mode
 from workers.runtime.logs import configure_logging
 from workers.runtime.metrics import prepare_multiprocess_dir
@@ -84,17 +85,8 @@ def worker(
 ) -> None:
     """dramatiq worker processes that store and fold webhooks."""
     from workers.run import supervise
-    from workers.runtime.db import SchemaOutOfDate, make_engine, require_current_schema
 
-    settings = Settings()
-    configure_logging(settings)
-    engine = make_engine(settings.database_url)
-    try:
-        require_current_schema(engine)
-    except SchemaOutOfDate as exc:
-        typer.echo(f"synctrack worker: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
+    settings, engine = open_ledger("worker")
+    engine.dispose()
     prepare_multiprocess_dir(settings.redis_namespace)
     raise typer.Exit(supervise(processes, threads))
