@@ -20,7 +20,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from schemas.actions import ActionOut, AuditOut, ReconnectOut
-from schemas.codat import pull_operation
 from schemas.errors import ApiError, ErrorCode
 from schemas.events import InvalidEnvelope, connection_facts
 from service.api.action_limit import ActionLimit
@@ -36,8 +35,8 @@ from workers.codat.actions import (
     record_delete,
     record_failure,
     record_reconnect,
-    record_refresh,
     record_unlink,
+    request_refresh,
 )
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
@@ -174,35 +173,27 @@ async def refresh(request: Request) -> JSONResponse:
 async def queue_refresh(
     request: Request, company_id: str, data_type: str | None, connection_id: str | None
 ) -> ActionResult:
-    """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it.
-    A refusal is audited and raised as its `ApiError`. The caller has passed `within_action_limit`."""
-    target = action_target("refresh", company_id, connection_id, data_type)
+    """Ask Codat to refresh `data_type` (None: everything) of the company, or of one connection, and record it
+    (`request_refresh`, the one refresh path). A refusal is audited and raised as its `ApiError`. The caller has
+    passed `within_action_limit`."""
     try:
-        if data_type is None:
-            status, raws = await _codat(request).refresh_all(company_id)
-        else:
-            status, raw = await _codat(request).refresh_data_type(company_id, data_type, connection_id)
-            raws = [raw]
-        try:
-            operations = [pull_operation(raw) for raw in raws]
-        except InvalidEnvelope as exc:
-            raise CodatError(
-                502, ErrorCode.CODAT_ERROR, f"Codat's pull operation is unreadable: {exc}", status
-            ) from None
+        return await request_refresh(
+            services(request).engine,
+            _codat(request),
+            actor=principal_of(request).subject,
+            company_id=company_id,
+            data_type=data_type,
+            connection_id=connection_id,
+            freshness=services(request).freshness,
+        )
     except CodatError as exc:
-        raise await _refused(request, exc, target) from None
-    return await run_in_threadpool(
-        record_refresh,
-        services(request).engine,
-        actor=principal_of(request).subject,
-        at=target["at"],
-        company_id=company_id,
-        data_type=data_type,
-        connection_id=connection_id,
-        codat_status=status,
-        operations=operations,
-        freshness=services(request).freshness,
-    )
+        log.warning(
+            "action=refresh company=%s result=failed error=%s codat_status=%s",
+            company_id,
+            exc.code.value,
+            exc.codat_status,
+        )
+        raise
 
 
 async def _ask_about_connection(
