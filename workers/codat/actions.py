@@ -23,13 +23,12 @@ from schemas.statuses import CONNECTION_STATUSES
 from workers.codat.client import CodatClient
 from workers.codat.errors import CodatError
 from workers.ledger.announce import announce_changes, company_names
-from workers.ledger.audit import match_stored_confirmation, new_record
+from workers.ledger.audit import erase_raw_events, match_stored_confirmation, new_record
 from workers.ledger.changes import FeedEntry
-from workers.ledger.erase import erase_raw_events
 from workers.ledger.fold import Change
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.rows import SyncRow
-from workers.ledger.store import fold_event
+from workers.ledger.store import fold_events
 from workers.ledger.tables import AuditRecord, Connection, DataTypeState
 
 RELINKABLE_STATUSES = tuple(status for status in CONNECTION_STATUSES if status != "Linked")
@@ -83,7 +82,7 @@ def _fold_action(
     event = Event(
         f"audit:{record.id}", event_type, at, record.company_id, connections=connections, syncs=syncs, source="action"
     )
-    changes, slices = fold_event(session, event)
+    changes, slices = fold_events(session, [event])
     names = company_names(session, {record.company_id})
     entries = announce_changes(session, changes, slices, names, freshness, datetime.now(UTC))
     match_stored_confirmation(session, record)

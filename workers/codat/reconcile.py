@@ -30,9 +30,9 @@ from workers.codat.client import PAGE_SIZE, CodatClient, codat_client
 from workers.codat.errors import GIVE_UP, CodatError
 from workers.codat.sync_settings import refresh_settings
 from workers.ledger.announce import announce_changes, company_names
+from workers.ledger.audit import erase_raw_events
 from workers.ledger.bulk_sql import chunked
 from workers.ledger.changes import ChangeFeed, FeedEntry
-from workers.ledger.erase import erase_raw_events
 from workers.ledger.freshness import DEFAULT_POLICY, FreshnessPolicy
 from workers.ledger.missed import record_missed
 from workers.ledger.rows import OPEN_PHASES

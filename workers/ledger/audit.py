@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, col, or_, select
 
 from schemas.events import Event, InvalidEnvelope, parse_event
 from schemas.statuses import phase_of
-from workers.ledger.erase import erase_raw_events
 from workers.ledger.tables import AuditRecord, WebhookEvent
 
 CONFIRM_SKEW = timedelta(seconds=60)
@@ -128,3 +128,16 @@ def new_record(
     session.add(record)
     session.flush()
     return record
+
+
+def erase_raw_events(session: Session, connection_id: str) -> int:
+    """Erase the stored bodies of every webhook about `connection_id` (what "remove completely" erases beyond
+    what the fold removes); each stored event stays as a tombstone, so a redelivery is still a duplicate. Returns
+    how many."""
+    result = session.execute(
+        update(WebhookEvent)
+        .where(col(WebhookEvent.connection_id) == connection_id, col(WebhookEvent.body).is_not(None))
+        .values(body=None)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -151,8 +151,3 @@ class SqlLedger:
 def fold_events(session: Session, events: Sequence[Event]) -> tuple[list[Change], dict[str, ConnectionSlice]]:
     """Fold `events`, in order, into the ledger inside the caller's transaction (see `fold_batch`)."""
     return fold_batch(SqlLedger(session), events)
-
-
-def fold_event(session: Session, event: Event) -> tuple[list[Change], dict[str, ConnectionSlice]]:
-    """Fold one event (actions and reconciliation fold their findings one at a time)."""
-    return fold_events(session, [event])
