@@ -148,3 +148,36 @@ class QueueOut(ApiModel):
 
 class QueuesOut(ApiModel):
     items: list[QueueOut]
+
+
+# Answers their handlers build as plain dicts: these models describe them in the OpenAPI document, and the
+# schema-driven API tests check each handler still answers this shape.
+
+
+class HealthOut(ApiModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(ApiModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+    """Each dependency (`database`, `redis`): `ok`, or `unavailable: <reason>`."""
+
+
+class StreamStatusOut(ApiModel):
+    clients: int
+    buffered: int
+    overflows: int
+    reader: Literal["running", "stopped"]
+    position: str | None
+    tasks: int
+
+
+class DeadLetterPage(ApiModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None
+    total: int
+
+
+class PurgeOut(ApiModel):
+    purged: int

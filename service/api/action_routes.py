@@ -26,8 +26,7 @@ from service.api.action_limit import ActionLimit
 from service.api.reads import not_found, page_of
 from service.common.pagination import decode_cursor, list_param, page_limit
 from service.common.services import services
-from service.security.middleware import principal_of
-from service.security.scope import company_filter
+from service.security.middleware import company_filter, principal_of
 from workers.codat.actions import (
     ActionResult,
     find_connection,

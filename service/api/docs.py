@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.actions import ActionOut, AuditOut, ReconnectOut
-from schemas.answers import DeadLetterPage, HealthOut, PurgeOut, ReadyOut, StreamStatusOut
 from schemas.api import (
     CompanyOut,
     ConnectionDetail,
@@ -26,12 +25,17 @@ from schemas.bundles import BundleList, BundleRefreshOut
 from schemas.imports import ImportJobOut, ImportRequest
 from schemas.ops import (
     DeadLetterDetail,
+    DeadLetterPage,
     DryRunOut,
+    HealthOut,
+    PurgeOut,
     QueuesOut,
+    ReadyOut,
     RedriveOut,
     RedriveRequest,
     ReplayJobOut,
     ReplayRequest,
+    StreamStatusOut,
 )
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from schemas.subscriptions import (

@@ -21,7 +21,7 @@ from schemas.events import parse_time
 from schemas.statuses import FRESHNESS, HEALTH, PHASES
 from service.common.pagination import decode_cursor, encode_cursor, list_param, page_limit, time_param
 from service.common.services import services
-from service.security.scope import company_filter
+from service.security.middleware import company_filter
 from workers.ledger.durations import load_timings
 from workers.ledger.freshness import FreshnessPolicy
 from workers.ledger.tables import Company, Connection, FreshnessRecord, Sync, WebhookEvent

@@ -18,8 +18,8 @@ from schemas.tokens import RevokedOut, TokenIn
 from service.common.json_body import read_model
 from service.common.services import services
 from service.security.middleware import principal_of
-from service.security.minting import mint
 from service.security.revocation import RevocationList
+from service.security.tokens import mint
 from workers.ledger.audit import new_record
 
 log = logging.getLogger("synctrack.auth")

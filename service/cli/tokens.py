@@ -51,7 +51,7 @@ def mint_command(
 ) -> None:
     """Mint a company-scoped token with SYNCTRACK_TOKEN_SIGNING_KEY (as `POST /v1/tokens` does)."""
     from schemas.errors import ApiError
-    from service.security.minting import mint
+    from service.security.tokens import mint
 
     seconds = parse_duration(ttl)
     try:

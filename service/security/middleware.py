@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from schemas.errors import ApiError, ErrorCode
 from schemas.settings import Settings
 from service.common.errors import error_response
+from service.common.pagination import list_param
 from service.common.services import services
 from service.security.auth_mode import check_local_request
 from service.security.edge import API_PREFIX, EdgeMiddleware, body_refusal
@@ -44,6 +45,15 @@ def principal_of(request: Request) -> Principal:
     """The caller of a request that passed `AuthMiddleware` (every `/v1/*` route does)."""
     principal: Principal = request.state.principal
     return principal
+
+
+def company_filter(request: Request) -> list[str]:
+    """Which companies a list or the stream may show the caller (the one place handlers ask): exactly a company
+    token's one company, whatever the query says, or an admin's `company_id=` filter (may be empty)."""
+    own = principal_of(request).company_id
+    if own is not None:
+        return [own]
+    return list_param(request, "company_id")
 
 
 def auth_disabled(settings: Settings) -> bool:

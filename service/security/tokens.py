@@ -13,13 +13,16 @@ import hmac
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal, get_args
 
-from schemas.errors import ConfigError, SynctrackError
+from schemas.errors import ApiError, ConfigError, ErrorCode, SynctrackError
 from schemas.ids import ID_SYNTAX, is_valid_id
-from schemas.tokens import Right
+from schemas.settings import Settings
+from schemas.tokens import Right, TokenOut
 
 RIGHTS: tuple[str, ...] = get_args(Right)
 SCOPED_PREFIX = "st1."
@@ -198,3 +201,27 @@ class Authenticator:
         if found is None:
             raise InvalidToken("the token is not a known admin token")
         return found
+
+
+def mint(settings: Settings, company_id: str, rights: list[str], ttl_seconds: float) -> TokenOut:
+    """A company-scoped token, for `POST /v1/tokens` and `synctrack token mint`. Raises ApiError when the TTL is
+    over the maximum, the company id or a right is not valid (400), or no signing key is configured (409)."""
+    if ttl_seconds > settings.token_max_ttl_seconds:
+        raise ApiError(
+            400,
+            ErrorCode.INVALID_PARAMETER,
+            f"ttl_seconds is at most {int(settings.token_max_ttl_seconds)} (SYNCTRACK_TOKEN_MAX_TTL)",
+        )
+    try:
+        token, claims = TokenSigner(settings.token_signing_key).mint(company_id, rights, int(ttl_seconds), time.time())
+    except TokenConfigError as exc:
+        raise ApiError(409, ErrorCode.CONFLICT, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.INVALID_PARAMETER, str(exc)) from None
+    return TokenOut(
+        token=token,
+        token_id=claims.token_id,
+        company_id=company_id,
+        rights=sorted(claims.rights),
+        expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
+    )

@@ -17,8 +17,7 @@ from starlette.routing import Route
 from schemas.errors import ApiError, ErrorCode
 from service.common.pagination import list_param
 from service.common.services import services
-from service.security.middleware import principal_of
-from service.security.scope import company_filter
+from service.security.middleware import company_filter, principal_of
 from service.stream.fanout import Fanout
 from service.stream.response import ChangeStreamResponse, events
 from service.stream.subscriber import StreamFilter, parse_id
