@@ -119,8 +119,9 @@ def test_matching_changes_reach_each_receiver_signed_once_per_id_through_failure
         }
         want_late = expected(all_changes, ["sync.completed"], [COMPANY_A])
         assert want["/completed-a"] and want["/connections-b"] and want["/completed-a"] < want["/flaky"] < want["/all"]
-        with WebhookReceiver(port=refused_port) as late:  # the refused endpoint comes up late
-            late.expect("/late", [refused["secret"]])
+        late = WebhookReceiver(port=refused_port)  # the refused endpoint comes up late, knowing its secret
+        late.expect("/late", [refused["secret"]])  # before it answers: a retry may be waiting to connect
+        with late:
             wait_for(
                 lambda: (
                     all(want[p] <= set(delivered_ids(receiver.at(p))) for p in want)
